@@ -1,0 +1,32 @@
+# Passerelle RSA: production image. Build: docker build -t passerelle-rsa .
+# Run: docker run -e PASSERELLE_ENV=prod -e PASSERELLE_DATABASE_URL=postgresql+psycopg://... \
+#        -e PASSERELLE_NIR_ENCRYPTION_KEYS=... -e PASSERELLE_NIR_HMAC_KEY=... -e PASSERELLE_API_KEY_PEPPER=... \
+#        -p 8000:8000 passerelle-rsa
+# In prod the service refuses to start while a secret is missing or a placeholder (it names which).
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY migrations ./migrations
+# One wheel for the service (migrations included as app/_migrations), wheels for its pinned dependencies.
+RUN pip install --no-cache-dir --upgrade pip \
+ && pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PASSERELLE_ENV=prod \
+    PASSERELLE_DATA_DIR=/var/lib/passerelle
+RUN groupadd --system --gid 10001 passerelle \
+ && useradd --system --uid 10001 --gid passerelle --home-dir /var/lib/passerelle --create-home passerelle
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER passerelle
+WORKDIR /var/lib/passerelle
+EXPOSE 8000
+# /ready: database reachable and schema at the latest migration.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=4).status == 200 else 1)"]
+# `serve` applies pending migrations, then runs uvicorn.
+CMD ["passerelle", "serve", "--host", "0.0.0.0", "--port", "8000"]

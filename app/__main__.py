@@ -1,0 +1,5 @@
+"""`python -m app` is `passerelle`."""
+
+from app.cli import main
+
+main()

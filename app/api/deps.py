@@ -1,0 +1,77 @@
+"""Dependencies shared by the routers: the request's unit of work, settings, and the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from sqlalchemy.orm import Session
+
+from app.errors import Unauthenticated
+from app.security.auth import Principal, authenticate_api_key, authenticate_bearer, parse_agent, require_scope
+from app.settings import Settings
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """The request's unit of work: committed when the handler returns, rolled back on any error."""
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="Machine clients: the API key.")
+bearer_scheme = HTTPBearer(auto_error=False, description="People: an OIDC access token (JWT).")
+
+
+def authenticate(
+    security_scopes: SecurityScopes,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    api_key: Annotated[str | None, Depends(api_key_scheme)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+    x_agent_identifiant: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_agent_nom: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_agent_prenom: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    if api_key:
+        principal = authenticate_api_key(session, settings, api_key)
+    elif bearer is not None and bearer.credentials.startswith("prsa_"):
+        principal = authenticate_api_key(session, settings, bearer.credentials)
+    elif bearer is not None:
+        principal = authenticate_bearer(request.app.state.oidc, settings, bearer.credentials)
+    else:
+        raise Unauthenticated("Authentication required: send an API key (X-API-Key) or a bearer token.")
+    if principal.kind == "client":
+        agent = parse_agent(x_agent_identifiant, x_agent_nom, x_agent_prenom)
+        if agent is not None:
+            principal = Principal(**{**principal.__dict__, "agent": agent})
+    structlog.contextvars.bind_contextvars(
+        client_id=principal.log_id(), agent_id=principal.agent.identifiant if principal.agent else None
+    )
+    request.state.principal = principal
+    for scope in security_scopes.scopes:
+        require_scope(principal, scope)
+    return principal
+
+
+def Authorized(scope: str) -> Any:
+    """`principal: Annotated[Principal, Authorized("persons:read")]`: authenticate and require `scope`."""
+    return Security(authenticate, scopes=[scope])

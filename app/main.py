@@ -1,0 +1,69 @@
+"""The FastAPI application: routers, middleware, error handlers and shared resources."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import health, me
+from app.db import get_engine, session_factory
+from app.errors import install_error_handlers
+from app.logging import configure_logging
+from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.security.oidc import OidcVerifier
+from app.settings import Settings, get_settings
+
+# Routes that receive files (multipart) rather than JSON; they get the upload size limit.
+UPLOAD_ROUTES: list[re.Pattern[str]] = [
+    re.compile(r"^/api/v1/flux/?$"),
+    re.compile(r"^/api/v1/orientations/import/?$"),
+]
+
+DESCRIPTION = """
+Passerelle RSA is the data-exchange service of a Département between the CAF/MSA (daily beneficiary
+flux), its RSA orientation platform and France Travail.
+
+Machine clients authenticate with an API key (`X-API-Key`); people with an OIDC bearer token.
+Every route declares the scope it needs. Errors are JSON: `{"error", "message", "details"}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+
+    app = FastAPI(
+        title="Passerelle RSA",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = get_engine(settings)
+    app.state.session_factory = session_factory(settings)
+    app.state.oidc = OidcVerifier(settings)
+
+    def limit_for(path: str) -> int:
+        if any(p.match(path) for p in UPLOAD_ROUTES):
+            return settings.max_upload_bytes
+        return settings.max_body_bytes
+
+    def content_types_for(_method: str, path: str) -> tuple[str, ...]:
+        if any(p.match(path) for p in UPLOAD_ROUTES):
+            return ("multipart/form-data",)
+        return ("application/json",)
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, content_types_for=content_types_for)
+    app.add_middleware(RequestContextMiddleware)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(me.router)
+    return app

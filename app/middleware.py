@@ -1,0 +1,196 @@
+"""ASGI middleware: request id and access log, body-size limits, content-type checks."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import error_body
+
+log = structlog.get_logger("passerelle.access")
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+async def _send_error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+    body = json.dumps(error_body(code, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from `receive` when a streamed body passes the limit.
+
+    An HTTPException so that FastAPI's body reader re-raises it untouched and our JSON handler answers
+    413. (Starlette's own RequestBodyLimitMiddleware answers text/plain, outside the error contract.)
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The body exceeds the limit of {limit} bytes.")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (or keeps a sane one the caller sent), binds it to the logs, logs the access."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status_holder: dict[str, int] = {"status": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["started"] = 1
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # Outermost handler: log the cause (redacted) and answer the JSON contract, never a trace.
+            log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+            if status_holder.get("started"):
+                raise
+            status_holder["status"] = 500
+            await _send_error(
+                send,
+                500,
+                "internal_error",
+                "An internal error occurred; it has been logged with the request id.",
+                request_id,
+            )
+        finally:
+            log.info(
+                "request",
+                method=scope.get("method"),
+                path=scope.get("path"),  # the path only: a query string may carry what a log must not
+                status=status_holder["status"],
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit (413) and unexpected content types (415) before any handler runs."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit_for: Callable[[str], int],
+        content_types_for: Callable[[str, str], tuple[str, ...] | None],
+    ) -> None:
+        self.app = app
+        self.limit_for = limit_for
+        self.content_types_for = content_types_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        request_id = scope.get("state", {}).get("request_id", "-")
+        headers = dict(scope.get("headers") or [])
+        limit = self.limit_for(path)
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                await _send_error(send, 400, "bad_request", "Invalid Content-Length header.", request_id)
+                return
+            if length > limit:
+                await _send_error(
+                    send,
+                    413,
+                    "payload_too_large",
+                    f"The body exceeds the limit of {limit} bytes.",
+                    request_id,
+                )
+                return
+        else:
+            length = -1
+        allowed = self.content_types_for(scope["method"], path)
+        if allowed is not None and (length != 0 or b"transfer-encoding" in headers):
+            ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+            if ctype not in allowed:
+                await _send_error(
+                    send,
+                    415,
+                    "unsupported_media_type",
+                    f"Content-Type must be {' or '.join(allowed)}, not {ctype or 'missing'}.",
+                    request_id,
+                )
+                return
+
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await _send_error(
+                    send,
+                    413,
+                    "payload_too_large",
+                    f"The body exceeds the limit of {limit} bytes.",
+                    request_id,
+                )
+
+
+def exception_chain_contains(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: Any = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

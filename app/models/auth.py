@@ -1,0 +1,53 @@
+"""Départements and the machine clients (API keys) allowed to call the service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Column, ForeignKey, String, Table
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, utcnow
+
+api_client_departements = Table(
+    "api_client_departements",
+    Base.metadata,
+    Column("client_id", ForeignKey("api_clients.id", ondelete="CASCADE"), primary_key=True),
+    Column("departement_code", ForeignKey("departements.code"), primary_key=True),
+)
+
+
+class Departement(Base):
+    """A Département; every row of personal data belongs to one (code on 3 characters, e.g. `055`)."""
+
+    __tablename__ = "departements"
+
+    code: Mapped[str] = mapped_column(String(3), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiClient(Base):
+    """A machine client (orientation platform, nightly job, analysis tool) with an API key.
+
+    Only the key's keyed hash is stored; the prefix (not secret) finds the row in one lookup.
+    """
+
+    __tablename__ = "api_clients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+    departements: Mapped[list[Departement]] = relationship(
+        secondary=api_client_departements, lazy="selectin", order_by=Departement.code
+    )
+
+    @property
+    def departement_codes(self) -> list[str]:
+        return [d.code for d in self.departements]

@@ -1,0 +1,1 @@
+"""Authentication (API keys, OIDC JWT), scopes, and the protection of personal identifiers."""

@@ -1,0 +1,141 @@
+"""Who is calling: a machine client (API key) or a person (OIDC token), with scopes and départements."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import ApiError, Forbidden, NotFound, Unauthenticated
+from app.models import ApiClient
+from app.models.base import utcnow
+from app.security.apikeys import split_key, verify_key
+from app.security.oidc import OidcVerifier, TokenInvalid
+from app.security.scopes import ALL_SCOPES
+from app.settings import Settings
+
+DEPARTEMENT_RE = re.compile(r"^(?:\d{3}|02[AB])$")
+_AGENT_VALUE_RE = re.compile(r"^[^|\x00-\x1f\x7f]{1,100}$")
+
+
+@dataclass(frozen=True)
+class Agent:
+    """The person on whose behalf a machine client acts; forwarded to France Travail as `pa-*` headers."""
+
+    identifiant: str
+    nom: str
+    prenom: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: Literal["client", "user"]
+    id: str
+    name: str
+    scopes: frozenset[str]
+    departements: frozenset[str]
+    agent: Agent | None = None
+    client_id: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def require_departement(self, code: str) -> None:
+        """A record of a département the caller is not granted does not exist for it (404, not 403)."""
+        if code not in self.departements:
+            raise NotFound("No such resource.")
+
+    def log_id(self) -> str:
+        return self.id
+
+
+class InvalidAgentHeader(ApiError):
+    status_code = 400
+    code = "invalid_agent_header"
+
+
+def _header_text(value: str) -> str:
+    """HTTP headers arrive decoded as latin-1; agents' names are sent as UTF-8 bytes (Léa, Françoise)."""
+    try:
+        return value.encode("latin-1").decode("utf-8").strip()
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value.strip()
+
+
+def parse_agent(identifiant: str | None, nom: str | None, prenom: str | None) -> Agent | None:
+    given = [v for v in (identifiant, nom, prenom) if v is not None]
+    if not given:
+        return None
+    if len(given) != 3:
+        raise InvalidAgentHeader("X-Agent-Identifiant, X-Agent-Nom and X-Agent-Prenom must be given together.")
+    assert identifiant is not None and nom is not None and prenom is not None
+    values = [_header_text(identifiant), _header_text(nom), _header_text(prenom)]
+    for header, value in zip(("X-Agent-Identifiant", "X-Agent-Nom", "X-Agent-Prenom"), values, strict=True):
+        if not _AGENT_VALUE_RE.match(value):
+            raise InvalidAgentHeader(f"{header} must be 1-100 printable characters without '|'.")
+    return Agent(*values)
+
+
+def authenticate_api_key(session: Session, settings: Settings, key: str) -> Principal:
+    prefix = split_key(key)
+    if prefix is None:
+        raise Unauthenticated("Invalid API key.")
+    client = session.scalar(select(ApiClient).where(ApiClient.key_prefix == prefix))
+    if client is None or not verify_key(key, client.key_hash, settings.pepper):
+        raise Unauthenticated("Invalid API key.")
+    if client.revoked_at is not None:
+        raise Unauthenticated("This API key has been revoked.")
+    now = utcnow()
+    if client.last_used_at is None or now - client.last_used_at > timedelta(minutes=5):
+        client.last_used_at = now
+    return Principal(
+        kind="client",
+        id=f"client:{client.id}",
+        name=client.name,
+        scopes=frozenset(client.scopes),
+        departements=frozenset(client.departement_codes),
+        client_id=client.id,
+    )
+
+
+def authenticate_bearer(verifier: OidcVerifier, settings: Settings, token: str) -> Principal:
+    try:
+        verified = verifier.verify(token)
+    except TokenInvalid as exc:
+        raise Unauthenticated(str(exc)) from exc
+    claims = verified.claims
+    roles = claims.get(settings.oidc_scopes_claim) or []
+    if isinstance(roles, str):
+        roles = roles.split()
+    scopes: set[str] = set()
+    for role in roles:
+        scopes.update(settings.oidc_role_scopes.get(str(role), []))
+        if str(role) in ALL_SCOPES:
+            scopes.add(str(role))
+    deps = claims.get(settings.oidc_departements_claim) or []
+    if isinstance(deps, str):
+        deps = deps.split()
+    departements = frozenset(str(d) for d in deps if DEPARTEMENT_RE.match(str(d)))
+    agent = Agent(
+        identifiant=str(claims.get("preferred_username") or verified.subject)[:100],
+        nom=str(claims.get("family_name") or "-")[:100],
+        prenom=str(claims.get("given_name") or "-")[:100],
+    )
+    return Principal(
+        kind="user",
+        id=f"user:{verified.subject}",
+        name=str(claims.get("preferred_username") or verified.subject),
+        scopes=frozenset(scopes),
+        departements=departements,
+        agent=agent,
+    )
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes:
+        raise Forbidden(f"This operation needs the scope {scope!r}.")

@@ -1,0 +1,66 @@
+"""Machine clients: creation (key shown once), revocation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import ApiClient
+from app.models.base import utcnow
+from app.security.apikeys import generate_key, hash_key
+from app.security.scopes import parse_scopes
+from app.services.departements import ensure_departement
+from app.settings import Settings
+
+
+class ClientError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CreatedClient:
+    client_id: int
+    key: str
+
+
+def create_client(
+    session: Session, settings: Settings, *, name: str, departements: list[str], scopes: list[str]
+) -> CreatedClient:
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ClientError("a client name has 1 to 100 characters")
+    if not departements:
+        raise ClientError("a client needs at least one département (--departement)")
+    if not scopes:
+        raise ClientError("a client needs at least one scope (--scope)")
+    try:
+        scope_list = parse_scopes(scopes)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from exc
+    if session.scalar(select(ApiClient.id).where(ApiClient.name == name)) is not None:
+        raise ClientError(f"a client named {name!r} already exists")
+    generated = generate_key()
+    client = ApiClient(
+        name=name,
+        key_prefix=generated.prefix,
+        key_hash=hash_key(generated.key, settings.pepper),
+        scopes=scope_list,
+        departements=[ensure_departement(session, code) for code in sorted(set(departements))],
+    )
+    session.add(client)
+    session.flush()
+    return CreatedClient(client_id=client.id, key=generated.key)
+
+
+def revoke_client(session: Session, name_or_id: str) -> ApiClient:
+    query = select(ApiClient).where(ApiClient.name == name_or_id)
+    if name_or_id.isdigit():
+        query = select(ApiClient).where((ApiClient.id == int(name_or_id)) | (ApiClient.name == name_or_id))
+    client = session.scalar(query)
+    if client is None:
+        raise ClientError(f"no client {name_or_id!r}")
+    if client.revoked_at is None:
+        client.revoked_at = utcnow()
+    return client

@@ -1,0 +1,172 @@
+"""The one settings object of the service, read from `PASSERELLE_*` environment variables."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A secret containing one of these, or equal to one of the words below, is a placeholder left in a template.
+PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "placeholder", "replace-me", "<")
+PLACEHOLDER_WORDS = ("secret", "todo", "xxx", "test", "dev", "password", "none", "null")
+
+
+class Environment(StrEnum):
+    dev = "dev"
+    test = "test"
+    prod = "prod"
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or unsafe; the message names it."""
+
+
+def _b64key(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PASSERELLE_", env_file=None, extra="ignore")
+
+    env: Environment = Environment.dev
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Secrets. In dev/test they are generated once and kept in DATA_DIR/dev-secrets.json so that
+    # encrypted data stays readable across restarts; in prod each must be given explicitly.
+    nir_encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated `key_id:base64url(32 bytes)`; the first is used to encrypt, all decrypt.",
+    )
+    nir_hmac_key: SecretStr | None = Field(default=None, description="base64url, >= 32 bytes")
+    api_key_pepper: SecretStr | None = Field(default=None, description="base64url, >= 32 bytes")
+
+    # People authenticate with OIDC bearer tokens issued by the Département's identity provider.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_jwks_file: Path | None = None
+    oidc_algorithms: list[str] = ["RS256", "ES256", "PS256"]
+    oidc_scopes_claim: str = "roles"
+    oidc_role_scopes: dict[str, list[str]] = {
+        "passerelle-data-scientist": ["pilotage:read", "persons:read", "exports:read"],
+        "passerelle-auditor": ["audit:read"],
+        "passerelle-admin": ["admin"],
+    }
+    oidc_departements_claim: str = "departements"
+    oidc_leeway_seconds: int = 30
+    oidc_jwks_cache_seconds: int = 3600
+
+    # Limits on what a caller may send.
+    max_body_bytes: int = 1_048_576
+    max_upload_bytes: int = 2_147_483_648
+
+    # Timezone of business dates (the reception date of a flux defaults to today there).
+    business_timezone: str = "Europe/Paris"
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _strip(cls, v: Any) -> Any:
+        return v.strip() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _defaults_and_safety(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'passerelle.db').as_posix()}"
+        if self.env is Environment.prod:
+            self._refuse_weak_secrets()
+        return self
+
+    def _refuse_weak_secrets(self) -> None:
+        for name in ("nir_encryption_keys", "nir_hmac_key", "api_key_pepper"):
+            value: SecretStr | None = getattr(self, name)
+            env_name = f"PASSERELLE_{name.upper()}"
+            if value is None or not value.get_secret_value().strip():
+                raise ConfigurationError(f"{env_name} is required when PASSERELLE_ENV=prod")
+            raw = value.get_secret_value().lower()
+            if any(marker in raw for marker in PLACEHOLDER_MARKERS) or raw.strip() in PLACEHOLDER_WORDS:
+                raise ConfigurationError(f"{env_name} looks like a placeholder; set a real secret")
+        try:
+            keys = parse_encryption_keys(self.nir_encryption_keys.get_secret_value())  # type: ignore[union-attr]
+            for name in ("nir_hmac_key", "api_key_pepper"):
+                if len(_b64key(getattr(self, name).get_secret_value())) < 32:
+                    raise ConfigurationError(f"PASSERELLE_{name.upper()} must be at least 32 bytes (base64url)")
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"invalid secret: {exc}") from exc
+        if not keys:
+            raise ConfigurationError("PASSERELLE_NIR_ENCRYPTION_KEYS is empty")
+        if self.oidc_issuer and not (self.oidc_jwks_url or self.oidc_jwks_file):
+            raise ConfigurationError("PASSERELLE_OIDC_JWKS_URL or PASSERELLE_OIDC_JWKS_FILE is required with an issuer")
+
+    # -- secrets resolved (generated in dev/test) --------------------------------------------
+
+    def _dev_secrets(self) -> dict[str, str]:
+        path = self.data_dir / "dev-secrets.json"
+        if path.exists():
+            loaded: dict[str, str] = json.loads(path.read_text())
+            return loaded
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        generated = {
+            "nir_encryption_keys": "dev1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            "nir_hmac_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            "api_key_pepper": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(generated, fh)
+        return generated
+
+    def secret(self, name: str) -> str:
+        value: SecretStr | None = getattr(self, name)
+        if value is not None and value.get_secret_value().strip():
+            return value.get_secret_value()
+        if self.env is Environment.prod:  # pragma: no cover - refused at construction already
+            raise ConfigurationError(f"PASSERELLE_{name.upper()} is required")
+        return self._dev_secrets()[name]
+
+    @property
+    def encryption_keys(self) -> list[tuple[str, bytes]]:
+        return parse_encryption_keys(self.secret("nir_encryption_keys"))
+
+    @property
+    def hmac_key(self) -> bytes:
+        return _b64key(self.secret("nir_hmac_key"))
+
+    @property
+    def pepper(self) -> bytes:
+        return _b64key(self.secret("api_key_pepper"))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def parse_encryption_keys(raw: str) -> list[tuple[str, bytes]]:
+    keys: list[tuple[str, bytes]] = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key_id, sep, b64 = part.partition(":")
+        if not sep or not key_id:
+            raise ValueError("each NIR encryption key is `key_id:base64url`")
+        key = _b64key(b64)
+        if len(key) != 32:
+            raise ValueError(f"NIR encryption key {key_id!r} must be 32 bytes")
+        keys.append((key_id, key))
+    return keys
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,38 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from app.api.deps import authenticate
+
+UNAUTHENTICATED_PATHS = {"/health", "/ready"}
+# Routes open to any authenticated caller whatever its scopes (documented in README).
+ANY_SCOPE_PATHS = {"/api/v1/me"}
+
+
+def declared_scopes(route: Any) -> list[list[str]] | None:
+    """The scopes each `authenticate` dependency of a route requires, or None if it never authenticates."""
+    found: list[list[str]] = []
+
+    def walk(dependant: Any) -> None:
+        for dep in dependant.dependencies:
+            if dep.call is authenticate:
+                found.append(list(dep.own_oauth_scopes or []))
+            walk(dep)
+
+    walk(route.dependant)
+    return found or None
+
+
+def api_routes(app: Any) -> list[Any]:
+    """Every API route with its effective path and dependencies (routers included with prefixes)."""
+    return [ctx for ctx in iter_route_contexts(app.routes) if isinstance(ctx.original_route, APIRoute)]
+
+
+def example_path(path: str) -> str:
+    """Fill path parameters with plausible values."""
+    return re.sub(r"\{[^}]+\}", "1", path)

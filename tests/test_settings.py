@@ -1,0 +1,78 @@
+"""Settings: zero-setup defaults in dev; prod refuses missing or placeholder secrets, naming them."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+import pytest
+
+from app.settings import ConfigurationError, Settings
+
+
+def _k() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def test_dev_defaults_work_without_configuration(tmp_path):
+    s = Settings(data_dir=tmp_path)
+    assert s.database_url == f"sqlite:///{tmp_path.as_posix()}/passerelle.db"
+    key_ids = [k for k, _ in s.encryption_keys]
+    assert key_ids == ["dev1"]
+    assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o077 == 0, "dev secrets readable by owner only"
+    # Generated once, then reused: encrypted data stays readable across restarts.
+    again = Settings(data_dir=tmp_path)
+    assert again.hmac_key == s.hmac_key and again.encryption_keys == s.encryption_keys
+
+
+@pytest.mark.parametrize("missing", ["nir_encryption_keys", "nir_hmac_key", "api_key_pepper"])
+def test_prod_refuses_a_missing_secret_and_names_it(missing, tmp_path):
+    values = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k()}
+    values.pop(missing)
+    with pytest.raises(ConfigurationError, match=f"PASSERELLE_{missing.upper()}"):
+        Settings(env="prod", data_dir=tmp_path, **values)
+
+
+@pytest.mark.parametrize("placeholder", ["changeme", "CHANGE-ME-please", "secret", "<your key here>"])
+def test_prod_refuses_placeholders(placeholder, tmp_path):
+    with pytest.raises(ConfigurationError, match="PASSERELLE_NIR_HMAC_KEY"):
+        Settings(
+            env="prod",
+            data_dir=tmp_path,
+            nir_encryption_keys=f"k1:{_k()}",
+            nir_hmac_key=placeholder,
+            api_key_pepper=_k(),
+        )
+
+
+def test_prod_refuses_short_or_malformed_keys(tmp_path):
+    with pytest.raises(ConfigurationError, match="at least 32 bytes"):
+        Settings(
+            env="prod", data_dir=tmp_path, nir_encryption_keys=f"k1:{_k()}", nir_hmac_key="c2hvcnQ", api_key_pepper=_k()
+        )
+    with pytest.raises(ConfigurationError, match="32 bytes"):
+        Settings(
+            env="prod", data_dir=tmp_path, nir_encryption_keys="k1:c2hvcnQ", nir_hmac_key=_k(), api_key_pepper=_k()
+        )
+
+
+def test_prod_accepts_real_secrets(tmp_path):
+    s = Settings(
+        env="prod",
+        data_dir=tmp_path,
+        nir_encryption_keys=f"k2:{_k()},k1:{_k()}",
+        nir_hmac_key=_k(),
+        api_key_pepper=_k(),
+    )
+    assert [k for k, _ in s.encryption_keys] == ["k2", "k1"]
+    assert not (tmp_path / "dev-secrets.json").exists()
+
+
+def test_cli_reports_configuration_errors(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    env = {"PASSERELLE_ENV": "prod", "PASSERELLE_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-m", "app", "db", "current"], env=env, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "PASSERELLE_NIR_ENCRYPTION_KEYS" in r.stderr
