@@ -2,5 +2,17 @@
 
 from app.models.auth import ApiClient, Departement, api_client_departements
 from app.models.base import Base
+from app.models.flux import AccessRecord, FluxFile, FoyerEvent, Person, PersonKey, PersonState
 
-__all__ = ["ApiClient", "Base", "Departement", "api_client_departements"]
+__all__ = [
+    "AccessRecord",
+    "ApiClient",
+    "Base",
+    "Departement",
+    "FluxFile",
+    "FoyerEvent",
+    "Person",
+    "PersonKey",
+    "PersonState",
+    "api_client_departements",
+]

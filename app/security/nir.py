@@ -7,7 +7,6 @@ the ciphertext so keys can rotate) and found through HMAC-SHA256 over its 13 fir
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 import re
@@ -69,7 +68,7 @@ class NirProtector:
         self._hmac_key = hmac_key
 
     def lookup_hash(self, nir13: str) -> str:
-        return hmac.new(self._hmac_key, nir13.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._hmac_key, nir13.encode(), "sha256").hex()
 
     def encrypt(self, nir13: str) -> str:
         nonce = os.urandom(12)

@@ -1,0 +1,959 @@
+"""Applies a flux file to the database: all or nothing, idempotent, keeping every person's dated history.
+
+One file = one transaction. Foyers are read as a stream and applied in batches inside that transaction
+(bounded memory whatever the file size); a file-level problem rolls everything back, and the file is
+then recorded as rejected and copied to quarantine with its report. See docs/ingestion.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import shutil
+import sqlite3
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxReader, FluxRejected
+from app.ingest.records import BRSA_ROLES, FluxHeader, FoyerRecord, PersonRecord
+from app.models import Departement, FluxFile, FoyerEvent, Person, PersonKey, PersonState
+from app.security.auth import DEPARTEMENT_RE
+from app.security.nir import NirProtector
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+BATCH_FOYERS = 1000
+MAX_LISTED = 1000  # warnings / rejected records listed in a report (all are counted)
+_INGEST_LOCK_ID = 0x5A55E11E  # PostgreSQL advisory lock: one ingestion at a time
+
+
+class IngestInputError(ValueError):
+    """A wrong option given with the file (not a problem of the file itself): nothing is recorded."""
+
+
+@dataclass
+class IngestOptions:
+    received_on: date
+    initial_stock: bool = False
+    departement: str | None = None  # expected département; None: the file's own (first foyer)
+    ingested_by: str | None = None
+    display_name: str | None = None
+
+
+@dataclass
+class IngestReport:
+    status: str  # applied | duplicate | rejected
+    filename: str
+    file_id: int | None = None
+    departement: str | None = None
+    organisme: str | None = None
+    type_flux: str | None = None
+    created_at_caf: str | None = None
+    received_on: str | None = None
+    initial_stock: bool = False
+    foyers: int = 0
+    persons_read: int = 0
+    persons_brsa: int = 0
+    persons_not_stored: int = 0
+    new_persons: int = 0
+    state_changes: int = 0
+    unchanged: int = 0
+    absences: int = 0
+    matched_by: dict[str, int] = field(default_factory=dict)
+    warnings_count: int = 0
+    rejected_count: int = 0
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    error_code: str | None = None
+    error: str | None = None
+    error_position: str | None = None
+    duplicate_of: int | None = None
+    duration_ms: int = 0
+    quarantine_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ProgressCallback = Callable[[int, int], None]  # (foyers done, bytes read)
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def _norm(value: str | None) -> str:
+    if not value:
+        return ""
+    decomposed = unicodedata.normalize("NFKD", value.upper())
+    return "".join(c for c in decomposed if c.isalnum())
+
+
+# -- state of a person in one file ------------------------------------------------------------
+
+STATE_COLUMNS = (
+    "present",
+    "absence_reason",
+    "fonorg",
+    "numorg",
+    "matricule",
+    "numdemrsa",
+    "dtdemrsa",
+    "role",
+    "etat",
+    "sdd",
+    "sdd_entrant",
+    "suspension_versement_motifs",
+    "suspension_versement_since",
+    "suspension_droit_motifs",
+    "suspension_droit_since",
+    "closure_motif",
+    "closure_date",
+    "transfer_in_from",
+    "transfer_in_date",
+    "transfer_out_to",
+    "transfer_out_date",
+    "numcom",
+    "codepos",
+    "nomcom",
+    "adresse",
+    "sitfam",
+    "ddnatdro",
+    "idassedic",
+)
+# What decides whether a new state row is needed (sdd_entrant is a transient flag of daily files).
+FINGERPRINT_COLUMNS = tuple(c for c in STATE_COLUMNS if c not in ("sdd_entrant",))
+ROW_COLUMNS = (
+    "person_id",
+    "file_id",
+    "departement_code",
+    "received_on",
+    "file_created_at",
+    "seq",
+    "type_flux",
+    *STATE_COLUMNS,
+    "fingerprint",
+)
+
+
+def _fingerprint(values: dict[str, Any]) -> str:
+    raw = "\x1f".join("" if values[c] is None else str(values[c]) for c in FINGERPRINT_COLUMNS)
+    return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+def _earliest(susps: Sequence[Any]) -> tuple[str | None, date | None]:
+    if not susps:
+        return None, None
+    motifs = ",".join(sorted({s.motif for s in susps if s.motif}))[:60] or None
+    dates = [s.since for s in susps if s.since is not None]
+    return motifs, (min(dates) if dates else None)
+
+
+def _state_values(foyer: FoyerRecord, person: PersonRecord) -> dict[str, Any]:
+    a = foyer.address
+    sv_motifs, sv_since = _earliest(foyer.suspensions_versement)
+    sd_motifs, sd_since = _earliest(foyer.suspensions_droit)
+    street = " ".join(x for x in (a.numvoie, a.typevoie, a.nomvoie) if x)
+    adresse = " / ".join(x for x in (street, a.complement, a.lieudit) if x)[:200] or None
+    values: dict[str, Any] = {
+        "present": True,
+        "absence_reason": None,
+        "fonorg": foyer.fonorg,
+        "numorg": foyer.numorg,
+        "matricule": foyer.matricule,
+        "numdemrsa": foyer.numdemrsa,
+        "dtdemrsa": foyer.dtdemrsa,
+        "role": person.role,
+        "etat": foyer.etat,
+        "sdd": person.sdd,
+        "sdd_entrant": person.sdd_entrant,
+        "suspension_versement_motifs": sv_motifs,
+        "suspension_versement_since": sv_since,
+        "suspension_droit_motifs": sd_motifs,
+        "suspension_droit_since": sd_since,
+        "closure_motif": foyer.closure_motif,
+        "closure_date": foyer.closure_date,
+        "transfer_in_from": foyer.transfer_in_from,
+        "transfer_in_date": foyer.transfer_in_date,
+        "transfer_out_to": foyer.transfer_out_to,
+        "transfer_out_date": foyer.transfer_out_date,
+        "numcom": a.numcom,
+        "codepos": a.codepos,
+        "nomcom": a.nomcom,
+        "adresse": adresse,
+        "sitfam": foyer.sitfam,
+        "ddnatdro": foyer.ddnatdro,
+        "idassedic": person.idassedic,
+    }
+    values["fingerprint"] = _fingerprint(values)
+    return values
+
+
+def _absent_values(previous: dict[str, Any], reason: str) -> dict[str, Any]:
+    values = dict.fromkeys(STATE_COLUMNS)
+    values.update(
+        present=False,
+        absence_reason=reason,
+        fonorg=previous["fonorg"],
+        numorg=previous["numorg"],
+        matricule=previous["matricule"],
+        numdemrsa=previous["numdemrsa"],
+        role=previous["role"],
+    )
+    values["fingerprint"] = _fingerprint(values)
+    return values
+
+
+# -- bulk writes, per backend -----------------------------------------------------------------
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    # The text form SQLAlchemy's SQLite DateTime type writes and reads back.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# Raw executemany on SQLite: adapt dates the way SQLAlchemy stores them (ISO text). These adapters only
+# see values we pass to the driver ourselves; SQLAlchemy converts its own values before they get here.
+sqlite3.register_adapter(date, date.isoformat)
+sqlite3.register_adapter(datetime, _sqlite_datetime)
+
+
+class BulkWriter:
+    """Fast inserts inside the caller's transaction: COPY on PostgreSQL, executemany on SQLite."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+
+    def insert(self, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        rows = list(rows)
+        if not rows:
+            return 0
+        cols = ", ".join(f'"{c}"' for c in columns)
+        raw = self.conn.connection.driver_connection
+        if self.postgres:
+            with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:  # type: ignore[union-attr]
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" for _ in columns)
+            raw.executemany(f'INSERT INTO "{table.name}" ({cols}) VALUES ({marks})', rows)  # type: ignore[union-attr]
+        return len(rows)
+
+
+# -- the ingestion itself ---------------------------------------------------------------------
+
+
+@dataclass
+class _Member:
+    person_id: int
+    values: dict[str, Any]
+
+
+class _Ingestion:
+    def __init__(
+        self,
+        conn: Connection,
+        settings: Settings,
+        protector: NirProtector,
+        file_row_id: int,
+        options: IngestOptions,
+        report: IngestReport,
+    ) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.protector = protector
+        self.file_id = file_row_id
+        self.options = options
+        self.report = report
+        self.writer = BulkWriter(conn)
+        self.hmac_key = settings.hmac_key
+        self.departement: str | None = options.departement
+        self.header: FluxHeader | None = None
+        self.created_at: datetime | None = None
+        self.seq = 0
+        self.seen: set[int] = set()
+        self.left_candidates: dict[int, dict[str, Any]] = {}
+        self.next_person_id = 0
+
+    # keys ------------------------------------------------------------------------------------
+
+    def _h(self, raw: str) -> str:
+        # 128 bits of the keyed hash: collision-free at any realistic population, half the index size.
+        return hmac.digest(self.hmac_key, raw.encode(), "sha256")[:16].hex()
+
+    def _keys(self, foyer: FoyerRecord, p: PersonRecord) -> list[tuple[str, str]]:
+        keys: list[tuple[str, str]] = []
+        if p.nir13:
+            keys.append(("nir", self._h(f"nir|{p.nir13}")))
+        if foyer.matricule and p.role:
+            keys.append(("matricule", self._h(f"mat|{foyer.fonorg}|{foyer.numorg}|{foyer.matricule}|{p.role}")))
+        if foyer.numdemrsa and p.role:
+            keys.append(("numdemrsa", self._h(f"dem|{foyer.numdemrsa}|{p.role}")))
+        if p.nom and p.prenom and p.date_naissance:
+            keys.append(("identity", self._h(f"id|{_norm(p.nom)}|{_norm(p.prenom)}|{p.date_naissance}")))
+        return keys
+
+    # problems --------------------------------------------------------------------------------
+
+    def _warn(self, code: str, message: str) -> None:
+        self.report.warnings_count += 1
+        if len(self.report.warnings) < MAX_LISTED:
+            self.report.warnings.append({"code": code, "message": message})
+
+    def _reject(self, code: str, message: str) -> None:
+        self.report.rejected_count += 1
+        if len(self.report.rejected) < MAX_LISTED:
+            self.report.rejected.append({"code": code, "message": message})
+
+    # state in force before this file ---------------------------------------------------------
+
+    def _before_this_file(self) -> Any:
+        ps = PersonState.__table__.c
+        r, c = self.options.received_on, self.created_at
+        return (
+            (ps.received_on < r)
+            | ((ps.received_on == r) & (ps.file_created_at < c))
+            | ((ps.received_on == r) & (ps.file_created_at == c) & (ps.file_id < self.file_id))
+        )
+
+    def _latest_states(self, person_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        ids = list(set(person_ids))
+        if not ids:
+            return {}
+        ps = PersonState.__table__.c
+        out: dict[int, dict[str, Any]] = {}
+        for chunk in _chunks(ids, 5000):
+            rows = self.conn.execute(
+                select(ps.person_id, *[ps[c] for c in STATE_COLUMNS], ps.fingerprint)
+                .where(ps.person_id.in_(chunk), self._before_this_file())
+                .order_by(ps.person_id, ps.received_on, ps.file_created_at, ps.file_id, ps.seq)
+            ).mappings()
+            for row in rows:
+                out[row["person_id"]] = dict(row)
+        return out
+
+    # one batch of foyers ---------------------------------------------------------------------
+
+    def apply_batch(self, foyers: list[FoyerRecord]) -> None:
+        assert self.departement is not None and self.created_at is not None
+        dep = self.departement
+        accepted: list[tuple[FoyerRecord, list[tuple[PersonRecord, list[tuple[str, str]]]]]] = []
+        all_keys: set[str] = set()
+        for foyer in foyers:
+            self.report.foyers += 1
+            self.report.persons_read += len(foyer.persons)
+            rejected_foyer = False
+            for severity, code, message in foyer.problems:
+                if severity == REJECT_FOYER:
+                    rejected_foyer = True
+                    self._reject(code, message)
+                elif severity == REJECT_PERSON:
+                    self._reject(code, message)
+                else:
+                    self._warn(code, message)
+            if not rejected_foyer and foyer.departement and foyer.departement != dep:
+                self._reject(
+                    "other_departement",
+                    f"foyer {foyer.position}: belongs to département {foyer.departement[:3]!r}, not {dep}",
+                )
+                rejected_foyer = True
+            if rejected_foyer:
+                continue
+            people = []
+            for p in foyer.persons:
+                if p.role not in BRSA_ROLES:
+                    self.report.persons_not_stored += 1
+                    continue
+                keys = self._keys(foyer, p)
+                if not keys:
+                    self._reject(
+                        "unidentifiable_person",
+                        f"foyer {foyer.position}, person {p.position}: no NIR, matricule, demand number or identity",
+                    )
+                    continue
+                all_keys.update(v for _, v in keys)
+                people.append((p, keys))
+            accepted.append((foyer, people))
+            if foyer.events:
+                self._pending_events.extend(
+                    (self.file_id, dep, foyer.fonorg, foyer.numorg, foyer.matricule, d, fg[:12])
+                    for d, fg in foyer.events
+                )
+
+        pk = PersonKey.__table__.c
+        known: dict[str, int] = {}
+        for chunk in _chunks(sorted(all_keys), 5000):
+            for value, person_id in self.conn.execute(
+                select(pk.value, pk.person_id).where(pk.departement_code == dep, pk.value.in_(chunk))
+            ):
+                known[value] = person_id
+        pt = Person.__table__.c
+        info: dict[int, tuple[str | None, date | None, str | None, str | None, str | None]] = {}
+        for chunk in _chunks(sorted(set(known.values())), 5000):
+            for row in self.conn.execute(
+                select(pt.id, pt.nir_hash, pt.date_naissance, pt.nom, pt.prenom, pt.nomnai).where(pt.id.in_(chunk))
+            ):
+                info[row[0]] = (row[1], row[2], row[3], row[4], row[5])
+
+        # foyer members before this file, to see who left a foyer
+        foyer_keys = {(f.fonorg, f.numorg, f.matricule) for f, _ in accepted}
+        ps = PersonState.__table__.c
+        candidates: set[int] = set()
+        matricules = sorted({m for _, _, m in foyer_keys if m})
+        for chunk in _chunks(matricules, 5000):
+            candidates.update(
+                self.conn.execute(
+                    select(ps.person_id).where(ps.departement_code == dep, ps.matricule.in_(chunk)).distinct()
+                ).scalars()
+            )
+
+        new_persons: list[tuple[Any, ...]] = []
+        person_updates: list[dict[str, Any]] = []
+        key_inserts: dict[str, tuple[str, int]] = {}
+        key_updates: dict[str, int] = {}
+        batch_keys: dict[str, int] = {}
+        resolved: list[tuple[FoyerRecord, PersonRecord, int]] = []
+
+        for foyer, people in accepted:
+            for p, keys in people:
+                nir_hash = self.protector.lookup_hash(p.nir13) if p.nir13 else None
+                matched: int | None = None
+                for kind, value in keys:
+                    pid = batch_keys.get(value, known.get(value))
+                    if pid is None:
+                        continue
+                    cand = info.get(pid)
+                    if kind != "nir" and cand is not None:
+                        if nir_hash and cand[0] and cand[0] != nir_hash:
+                            continue  # another person with another NIR holds this key now
+                        if p.date_naissance and cand[1] and cand[1] != p.date_naissance:
+                            continue
+                    matched = pid
+                    self.report.matched_by[kind] = self.report.matched_by.get(kind, 0) + 1
+                    break
+                if matched is None:
+                    matched = self._new_person_id()
+                    self.report.new_persons += 1
+                    new_persons.append(self._person_row(matched, p, nir_hash))
+                    info[matched] = (nir_hash, p.date_naissance, p.nom, p.prenom, p.nomnai)
+                else:
+                    current = info.get(matched)
+                    identity = (nir_hash, p.date_naissance, p.nom, p.prenom, p.nomnai)
+                    if current is not None and (
+                        (nir_hash and current[0] != nir_hash) or tuple(current[2:]) != identity[2:]
+                    ):
+                        person_updates.append(self._person_update(matched, p, nir_hash or current[0]))
+                        info[matched] = (nir_hash or current[0], p.date_naissance or current[1], *identity[2:])
+                for _kind, value in keys:
+                    owner = batch_keys.get(value, known.get(value))
+                    if owner == matched:
+                        continue
+                    if value in known or value in key_updates:
+                        key_updates[value] = matched
+                    else:
+                        key_inserts[value] = (_kind, matched)
+                    batch_keys[value] = matched
+                resolved.append((foyer, p, matched))
+
+        # write persons and keys first (states reference them)
+        if new_persons:
+            self.writer.insert(Person.__table__, PERSON_COLUMNS, new_persons)
+        if person_updates:
+            self.conn.execute(
+                update(Person.__table__).where(pt.id == bindparam("b_id")),
+                person_updates,
+            )
+        if key_inserts:
+            self.writer.insert(
+                PersonKey.__table__,
+                ("departement_code", "kind", "value", "person_id"),
+                [(dep, kind, value, pid) for value, (kind, pid) in key_inserts.items()],
+            )
+        if key_updates:
+            self.conn.execute(
+                update(PersonKey.__table__)
+                .where(pk.departement_code == dep, pk.value == bindparam("b_value"))
+                .values(person_id=bindparam("b_person")),
+                [{"b_value": v, "b_person": pid} for v, pid in key_updates.items()],
+            )
+
+        previous = self._latest_states({pid for _, _, pid in resolved} | candidates)
+        # members who were in these foyers and are not in them any more
+        present_now: dict[tuple[Any, Any, Any], set[int]] = {}
+        for foyer, _p, pid in resolved:
+            present_now.setdefault((foyer.fonorg, foyer.numorg, foyer.matricule), set()).add(pid)
+        for pid in candidates:
+            prev = previous.get(pid)
+            if prev is None or not prev["present"]:
+                continue
+            key = (prev["fonorg"], prev["numorg"], prev["matricule"])
+            if key in foyer_keys and pid not in present_now.get(key, set()):
+                self.left_candidates[pid] = prev
+
+        rows = []
+        for foyer, p, pid in resolved:
+            self.seen.add(pid)
+            values = _state_values(foyer, p)
+            prev = previous.get(pid)
+            if prev is not None and prev["fingerprint"] == values["fingerprint"]:
+                self.report.unchanged += 1
+                continue
+            previous[pid] = values  # a person twice in the file: the later record wins
+            rows.append(self._state_row(pid, values))
+        self.report.state_changes += self.writer.insert(PersonState.__table__, ROW_COLUMNS, rows)
+        self.report.persons_brsa += len(resolved)
+        self._flush_events()
+
+    _pending_events: list[tuple[Any, ...]]
+
+    def _flush_events(self) -> None:
+        if self._pending_events:
+            self.writer.insert(
+                FoyerEvent.__table__,
+                ("file_id", "departement_code", "fonorg", "numorg", "matricule", "dtliq", "fg"),
+                self._pending_events,
+            )
+            self._pending_events = []
+
+    def _state_row(self, pid: int, values: dict[str, Any]) -> tuple[Any, ...]:
+        self.seq += 1
+        assert self.header is not None
+        return (
+            pid,
+            self.file_id,
+            self.departement,
+            self.options.received_on,
+            self.created_at,
+            self.seq,
+            self.header.type_flux,
+            *[values[c] for c in STATE_COLUMNS],
+            values["fingerprint"],
+        )
+
+    def _new_person_id(self) -> int:
+        self.next_person_id += 1
+        return self.next_person_id
+
+    def _person_row(self, pid: int, p: PersonRecord, nir_hash: str | None) -> tuple[Any, ...]:
+        return (
+            pid,
+            self.departement,
+            nir_hash,
+            self.protector.encrypt(p.nir13) if p.nir13 else None,
+            p.qual,
+            p.nom,
+            p.nomnai,
+            p.prenom,
+            p.date_naissance,
+            p.sexe,
+            self.options.initial_stock,
+            self.file_id,
+            self.options.received_on,
+            self.file_id,
+        )
+
+    def _person_update(self, pid: int, p: PersonRecord, nir_hash: str | None) -> dict[str, Any]:
+        return {
+            "b_id": pid,
+            "nir_hash": nir_hash,
+            "nir_encrypted": self.protector.encrypt(p.nir13) if p.nir13 else None,
+            "qual": p.qual,
+            "nom": p.nom,
+            "nomnai": p.nomnai,
+            "prenom": p.prenom,
+            "sexe": p.sexe,
+            "updated_file_id": self.file_id,
+        }
+
+    # end of file -----------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        assert self.header is not None and self.departement is not None
+        rows = []
+        absent: dict[int, tuple[dict[str, Any], str]] = {}
+        for pid, prev in self.left_candidates.items():
+            if pid not in self.seen:
+                absent[pid] = (prev, "left_foyer")
+        if self.header.type_flux in ("M", "R"):
+            for pid, prev in self._present_in_organisme().items():
+                if pid not in self.seen and pid not in absent:
+                    absent[pid] = (prev, "absent_full_file")
+        for pid in sorted(absent):
+            prev, reason = absent[pid]
+            rows.append(self._state_row(pid, _absent_values(prev, reason)))
+        self.report.absences = self.writer.insert(PersonState.__table__, ROW_COLUMNS, rows)
+
+    def _present_in_organisme(self) -> dict[int, dict[str, Any]]:
+        """Persons whose state in force before this full file is present in a foyer of its organisme."""
+        assert self.header is not None
+        ps = PersonState.__table__.c
+        ranked = (
+            select(
+                ps.person_id,
+                *[ps[c] for c in STATE_COLUMNS],
+                func.row_number()
+                .over(
+                    partition_by=ps.person_id,
+                    order_by=(ps.received_on.desc(), ps.file_created_at.desc(), ps.file_id.desc(), ps.seq.desc()),
+                )
+                .label("rn"),
+            )
+            .where(ps.departement_code == self.departement, self._before_this_file())
+            .subquery()
+        )
+        fonorg = self.report.organisme.split()[0] if self.report.organisme else None
+        numorg = self.report.organisme.split()[1] if self.report.organisme and " " in self.report.organisme else None
+        query = select(ranked).where(ranked.c.rn == 1, ranked.c.present.is_(True), ranked.c.fonorg == fonorg)
+        if numorg:
+            query = query.where(ranked.c.numorg == numorg)
+        return {row["person_id"]: dict(row) for row in self.conn.execute(query).mappings()}
+
+
+PERSON_COLUMNS = (
+    "id",
+    "departement_code",
+    "nir_hash",
+    "nir_encrypted",
+    "qual",
+    "nom",
+    "nomnai",
+    "prenom",
+    "date_naissance",
+    "sexe",
+    "stock",
+    "first_file_id",
+    "first_received_on",
+    "updated_file_id",
+)
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _organisme_of(header: FluxHeader, first: FoyerRecord | None) -> tuple[str | None, str | None]:
+    if first is not None and first.fonorg:
+        return first.fonorg, first.numorg
+    return {"CRI": "CAF", "AGO": "MSA"}.get(header.applieme), None
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _INGEST_LOCK_ID})
+    else:
+        # Take SQLite's write lock now rather than at the first insert.
+        conn.execute(text("UPDATE departements SET code = code WHERE 0"))
+
+
+def _next_person_base(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(Person.__table__.c.id), 0))).scalar_one())
+
+
+def ingest_file(
+    engine: Engine,
+    settings: Settings,
+    path: Path,
+    options: IngestOptions,
+    progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Apply one flux file. Returns its report; never raises for a bad file (status `rejected`).
+
+    Raises `IngestInputError` for a wrong option (département, --initial-stock, reception date).
+    """
+    started = time.perf_counter()
+    name = options.display_name or path.name
+    report = IngestReport(status="applied", filename=name, received_on=options.received_on.isoformat())
+    if options.departement is not None and not DEPARTEMENT_RE.match(options.departement):
+        raise IngestInputError(f"invalid département {options.departement!r}")
+    today = datetime.now(UTC).date()
+    if options.received_on > today:
+        raise IngestInputError(f"the reception date {options.received_on} is in the future")
+    raw_sha, size = file_sha256(path)
+    protector = NirProtector(settings.encryption_keys, settings.hmac_key)
+
+    with engine.connect() as conn:
+        dup = conn.execute(
+            select(FluxFile.__table__.c.id).where(
+                FluxFile.__table__.c.file_sha256 == raw_sha, FluxFile.__table__.c.status == "applied"
+            )
+        ).first()
+    if dup is not None:
+        report.status = "duplicate"
+        report.duplicate_of = dup[0]
+        report.duration_ms = int((time.perf_counter() - started) * 1000)
+        return report
+
+    reader = FluxReader(path)
+    try:
+        with engine.begin() as conn:
+            _lock(conn)
+            ft = FluxFile.__table__
+            file_id = conn.execute(
+                insert(ft)
+                .values(
+                    filename=name[:255],
+                    size_bytes=size,
+                    file_sha256=raw_sha,
+                    status="applying",
+                    received_on=options.received_on,
+                    initial_stock=options.initial_stock,
+                    ingested_by=options.ingested_by,
+                    started_at=datetime.now(UTC),
+                    report={},
+                )
+                .returning(ft.c.id)
+            ).scalar_one()
+            job = _Ingestion(conn, settings, protector, file_id, options, report)
+            job._pending_events = []
+            job.next_person_id = _next_person_base(conn)
+            batch: list[FoyerRecord] = []
+            iterator = iter(reader)
+            first: FoyerRecord | None = None
+            for foyer in iterator:
+                if first is None:
+                    first = foyer
+                    _start(conn, job, reader, foyer, options, report)
+                batch.append(foyer)
+                if len(batch) >= BATCH_FOYERS:
+                    job.apply_batch(batch)
+                    batch = []
+                    if progress:
+                        progress(job.report.foyers, reader.bytes_read)
+            if first is None:
+                _start(conn, job, reader, None, options, report)
+            if batch:
+                job.apply_batch(batch)
+            if progress:
+                progress(job.report.foyers, reader.bytes_read)
+            job.finish()
+
+            content_sha = reader.content_sha256
+            same = conn.execute(
+                select(ft.c.id).where(
+                    ft.c.departement_code == job.departement,
+                    ft.c.content_sha256 == content_sha,
+                    ft.c.status == "applied",
+                )
+            ).first()
+            if same is not None:
+                raise _Duplicate(same[0])
+            report.file_id = file_id
+            report.duration_ms = int((time.perf_counter() - started) * 1000)
+            conn.execute(
+                update(ft)
+                .where(ft.c.id == file_id)
+                .values(
+                    status="applied",
+                    content_sha256=content_sha,
+                    foyers=report.foyers,
+                    persons=report.persons_brsa,
+                    warnings=report.warnings_count,
+                    rejected_records=report.rejected_count,
+                    duration_ms=report.duration_ms,
+                    report=report.to_dict(),
+                )
+            )
+    except _Duplicate as dup_exc:
+        report = IngestReport(
+            status="duplicate",
+            filename=name,
+            received_on=options.received_on.isoformat(),
+            duplicate_of=dup_exc.file_id,
+            duration_ms=int((time.perf_counter() - started) * 1000),
+        )
+        return report
+    except FluxRejected as exc:
+        return _record_rejection(engine, settings, path, name, raw_sha, size, options, report, exc, started)
+    except IntegrityError as exc:
+        # Two concurrent ingestions of the same content: the second is a duplicate.
+        if "uq_flux_files_applied_content" in str(exc.orig):
+            return IngestReport(status="duplicate", filename=name, received_on=options.received_on.isoformat())
+        raise
+    log.info(
+        "flux_applied",
+        file_id=report.file_id,
+        departement=report.departement,
+        foyers=report.foyers,
+        persons=report.persons_brsa,
+        new_persons=report.new_persons,
+        state_changes=report.state_changes,
+        warnings=report.warnings_count,
+        rejected=report.rejected_count,
+        duration_ms=report.duration_ms,
+    )
+    return report
+
+
+class _Duplicate(Exception):
+    def __init__(self, file_id: int) -> None:
+        super().__init__(file_id)
+        self.file_id = file_id
+
+
+def _start(
+    conn: Connection,
+    job: _Ingestion,
+    reader: FluxReader,
+    first: FoyerRecord | None,
+    options: IngestOptions,
+    report: IngestReport,
+) -> None:
+    """Once the header (and the first foyer) is known: check the options against the file."""
+    header = reader.header
+    assert header is not None
+    job.header = header
+    job.created_at = header.created_at.replace(tzinfo=UTC)
+    fonorg, numorg = _organisme_of(header, first)
+    report.organisme = " ".join(x for x in (fonorg, numorg) if x) or None
+    report.type_flux = header.type_flux
+    report.created_at_caf = header.created_at.isoformat()
+    report.initial_stock = options.initial_stock
+    file_dep = first.departement if first is not None else None
+    dep = options.departement
+    if dep is None:
+        if file_dep and DEPARTEMENT_RE.match(file_dep):
+            dep = file_dep
+        else:
+            known = conn.execute(select(Departement.__table__.c.code)).scalars().all()
+            if len(known) != 1:
+                raise IngestInputError(
+                    "cannot tell the département of this file (no foyer): give it with --departement"
+                )
+            dep = known[0]
+    elif file_dep and file_dep != dep:
+        raise FluxRejected(
+            f"this file is for département {file_dep[:3]!r}, not {dep}",
+            f"foyer 1 (line {first.line})",
+            "other_departement",
+        )
+    job.departement = dep
+    report.departement = dep
+    if conn.execute(select(Departement.__table__.c.code).where(Departement.__table__.c.code == dep)).first() is None:
+        conn.execute(insert(Departement.__table__).values(code=dep, created_at=datetime.now(UTC)))
+    if header.created_at.date() > options.received_on:
+        raise IngestInputError(
+            f"the reception date {options.received_on} is before the file's creation date {header.created_at.date()}"
+        )
+    ft = FluxFile.__table__.c
+    earlier = conn.execute(
+        select(func.count())
+        .select_from(FluxFile.__table__)
+        .where(ft.departement_code == dep, ft.status == "applied", ft.fonorg == fonorg)
+    ).scalar_one()
+    if options.initial_stock:
+        if header.type_flux == "I":
+            raise IngestInputError("--initial-stock applies to a monthly (M) or reprise (R) file, not a daily one")
+        if earlier:
+            raise IngestInputError(
+                f"département {dep} already has {earlier} applied file(s) from {fonorg}: "
+                "the initial stock is the first load"
+            )
+    elif not earlier:
+        job._warn(
+            "no_initial_stock",
+            f"first file from {fonorg} for département {dep} without --initial-stock: "
+            "everyone in it who meets the criteria counts as a nouvel entrant",
+        )
+    conn.execute(
+        update(FluxFile.__table__)
+        .where(ft.id == job.file_id)
+        .values(
+            departement_code=dep,
+            applieme=header.applieme,
+            fonorg=fonorg,
+            numorg=numorg,
+            type_flux=header.type_flux,
+            created_at_caf=job.created_at,
+            dtref=header.dtref,
+        )
+    )
+
+
+def _record_rejection(
+    engine: Engine,
+    settings: Settings,
+    path: Path,
+    name: str,
+    raw_sha: str,
+    size: int,
+    options: IngestOptions,
+    report: IngestReport,
+    exc: FluxRejected,
+    started: float,
+) -> IngestReport:
+    rejected = IngestReport(
+        status="rejected",
+        filename=name,
+        received_on=options.received_on.isoformat(),
+        departement=options.departement or report.departement,
+        organisme=report.organisme,
+        type_flux=report.type_flux,
+        foyers=report.foyers,
+        error_code=exc.code,
+        error=exc.reason,
+        error_position=exc.position,
+        duration_ms=int((time.perf_counter() - started) * 1000),
+    )
+    quarantine = settings.data_dir / "quarantine"
+    quarantine.mkdir(parents=True, exist_ok=True)
+    target = quarantine / f"{raw_sha[:12]}-{Path(name).name}"
+    try:
+        shutil.copyfile(path, target)
+        rejected.quarantine_path = str(target)
+    except OSError as copy_exc:
+        log.error("quarantine_copy_failed", error_type=type(copy_exc).__name__)
+    (quarantine / f"{target.name}.report.json").write_text(_json(rejected.to_dict()))
+    with engine.begin() as conn:
+        dep = rejected.departement
+        if (
+            dep is not None
+            and conn.execute(select(Departement.__table__.c.code).where(Departement.__table__.c.code == dep)).first()
+            is None
+        ):
+            dep = None
+        rejected.file_id = conn.execute(
+            insert(FluxFile.__table__)
+            .values(
+                departement_code=dep,
+                filename=name[:255],
+                size_bytes=size,
+                file_sha256=raw_sha,
+                status="rejected",
+                error_code=exc.code,
+                error=f"{exc.reason}" + (f" (at {exc.position})" if exc.position else ""),
+                received_on=options.received_on,
+                initial_stock=options.initial_stock,
+                ingested_by=options.ingested_by,
+                started_at=datetime.now(UTC),
+                duration_ms=rejected.duration_ms,
+                quarantine_path=rejected.quarantine_path,
+                report=rejected.to_dict(),
+            )
+            .returning(FluxFile.__table__.c.id)
+        ).scalar_one()
+    log.warning("flux_rejected", file_id=rejected.file_id, error_code=exc.code, position=exc.position)
+    return rejected
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)

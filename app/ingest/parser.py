@@ -1,0 +1,590 @@
+"""Streaming, hardened reader of CAF/MSA flux files (VRSB0801, and the VRSD0301 revision as a mapping).
+
+The file is read once, as a stream (lxml `iterparse`, each foyer cleared once read), plain or gzip,
+in whatever encoding its prolog declares. DTDs, entities and network access are refused. Problems that
+make the file unreadable raise `FluxRejected` with the position; problems inside one record are attached
+to that record for the loader's policy (see docs/ingestion.md).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from lxml import etree
+
+from app.ingest.records import (
+    APPLIEME_CODES,
+    BRSA_ROLES,
+    ETATDOSRSA_CODES,
+    FONORG_CODES,
+    MOTICLORSA_CODES,
+    MOTISUSVERSRSA_CODES,
+    ROLEPERS_CODES,
+    SITFAM_CODES,
+    TYPEFLUX_CODES,
+    Address,
+    FluxHeader,
+    FluxTrailer,
+    FoyerRecord,
+    PersonRecord,
+    Suspension,
+)
+from app.security.nir import InvalidNir, normalize_nir
+
+ROOT = "Racine"
+HEADER = "IdentificationFlux"
+FOYER = "InfosFoyerRSA"
+TRAILER = "TransmissionFlux"
+HEAD_BYTES = 65536
+_DOCTYPE_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+# Severities of a record problem.
+WARNING = "warning"  # applied as read (the field may be emptied), listed in the report
+REJECT_PERSON = "reject_person"  # this person is not applied, listed
+REJECT_FOYER = "reject_foyer"  # this foyer is not applied, listed
+
+
+class FluxRejected(Exception):
+    """The whole file is refused; nothing of it is applied."""
+
+    def __init__(self, reason: str, position: str | None = None, code: str = "invalid_file") -> None:
+        super().__init__(f"{reason}" + (f" (at {position})" if position else ""))
+        self.reason = reason
+        self.position = position
+        self.code = code
+
+
+class _HashingReader:
+    """Reads the decompressed XML, hashing it on the way; keeps the head for the prolog check."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._sha = hashlib.sha256()
+        self._buffer = b""
+        self.bytes_read = 0
+
+    def head(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            chunk = self._raw.read(n - len(self._buffer))
+            if not chunk:
+                break
+            self._buffer += chunk
+        return self._buffer[:n]
+
+    def read(self, n: int = -1) -> bytes:
+        if self._buffer:
+            if n < 0 or n >= len(self._buffer):
+                data, self._buffer = self._buffer, b""
+                if n < 0:
+                    data += self._raw.read()
+            else:
+                data, self._buffer = self._buffer[:n], self._buffer[n:]
+        else:
+            data = self._raw.read(n)
+        self._sha.update(data)
+        self.bytes_read += len(data)
+        return data
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+def open_flux(path: Path) -> IO[bytes]:
+    """Open a flux file, transparently decompressing gzip (detected by its magic bytes, not its name)."""
+    fh = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    magic = fh.read(2)
+    fh.seek(0)
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
+    return fh
+
+
+# -- problems and typed values ---------------------------------------------------------------
+
+
+@dataclass
+class _Ctx:
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (severity, code, message)
+    where: str = ""
+
+    def add(self, severity: str, code: str, message: str) -> None:
+        self.problems.append((severity, code, f"{self.where}: {message}" if self.where else message))
+
+    @staticmethod
+    def text(raw: str | None) -> str | None:
+        if raw is None:
+            return None
+        raw = raw.strip()
+        return raw or None
+
+    def date(self, raw: str | None, name: str) -> date | None:
+        if raw is None:
+            return None
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raw = raw.strip()
+            if not raw:
+                return None
+            try:
+                return date.fromisoformat(raw[:10])
+            except ValueError:
+                self.add(WARNING, "invalid_date", f"{name} is not a valid date ({raw[:20]!r}); ignored")
+                return None
+
+    def flag(self, raw: str | None, name: str) -> bool | None:
+        if raw == "1":
+            return True
+        if raw == "0":
+            return False
+        raw = self.text(raw)
+        if raw is None:
+            return None
+        if raw in ("0", "1"):
+            return raw == "1"
+        self.add(WARNING, "invalid_flag", f"{name} must be 0 or 1, got {raw[:10]!r}; ignored")
+        return None
+
+    def code(self, raw: str | None, name: str, known: frozenset[str]) -> str | None:
+        if raw is not None and raw in known:
+            return raw
+        raw = self.text(raw)
+        if raw is not None and raw not in known:
+            self.add(WARNING, "unknown_code", f"{name} has the unknown code {raw[:20]!r}; kept as is")
+        return raw
+
+
+# -- the schema, as a mapping -----------------------------------------------------------------
+#
+# The reader is a small state machine over iterparse events restricted (in C, by libxml2) to the
+# elements below: leaves are collected into a scratch dict, and each container, when it ends, takes
+# what it needs from it. Walking each foyer's subtree from Python, or evaluating XPath per field,
+# costs much more (measured in bench/BENCHMARKS.md).
+#
+# A revision of the schema is a mapping: which container carries the person's role (and on which
+# condition), which leaves carry the droits et devoirs. VRSB0801 and VRSD0301 are both read.
+
+ROLE_SOURCES: dict[str, tuple[str, str] | None] = {
+    "Prestations": ("NATPREST", "RSA"),  # VRSB0801: two Prestations (PFA, RSA); the RSA one holds the role
+    "FonctionPersonneRSA": None,  # VRSD0301
+}
+SDD_LEAVES = ("TOPPERSDRODEVORSA", "TOPPERSENTDRODEVORSA", "DDSOUDRODEV", "DFSOUDRODEV")
+
+FOYER_LEAVES = (
+    "FONORG NUMORG MATRICULE IDEPARTE DTDEMRSA NUMDEMRSA "
+    "FONORGCEDMUT NUMORGCEDMUT DDARRMUT FONORGPRENMUT NUMORGPRENMUT DDDEPAMUT "
+    "SITFAM RGADR NUMVOIE LIBTYPEVOIE NOMVOIE COMPLADR LIEUDIST CODEPOS NUMCOM NOMCOM "
+    "ETATDOSRSA MOTISUSVERSRSA DDSUSVERSRSA MOTISUSDRORSA DDSUSDRORSA MOTICLORSA DTCLORSA DDNATDRO DTLIQ FG"
+).split()
+PERSON_LEAVES = ["QUAL", "NOM", "NOMNAI", "PRENOM", "DTNAI", "NIR", "SEXE", "NATPREST", "ROLEPERS", "IDASSEDIC"]
+CONTAINERS = [
+    "IdentificationRSA",
+    "Personne",
+    "Identification",
+    "Rattachement",
+    *ROLE_SOURCES,
+    "SituationFamille",
+    "Adresse",
+    "EtatDossierRSA",
+    "SuspensionVersement",
+    "SuspensionDroit",
+    "FinDroit",
+    "FinDroitMoisAnterieur",
+    "Refus",
+    "DetailCalculDroitRSA",
+    "Evenement",
+]
+LEAVES = frozenset([*FOYER_LEAVES, *PERSON_LEAVES, *SDD_LEAVES])
+# Containers whose leaves we do not want: their content is dropped when they end.
+DISCARDED = frozenset({"Rattachement", "FinDroitMoisAnterieur", "Refus"})
+
+
+@dataclass
+class _RawPerson:
+    line: int | None
+    ident: dict[str, str | None]
+    role: str | None
+    rest: dict[str, str | None]
+
+
+@dataclass
+class _RawFoyer:
+    ident: dict[str, str | None] = field(default_factory=dict)
+    persons: list[_RawPerson] = field(default_factory=list)
+    sitfam: str | None = None
+    addresses: list[dict[str, str | None]] = field(default_factory=list)
+    etat: str | None = None
+    susp_versement: list[dict[str, str | None]] = field(default_factory=list)
+    susp_droit: list[dict[str, str | None]] = field(default_factory=list)
+    fin: dict[str, str | None] | None = None
+    details: list[dict[str, str | None]] = field(default_factory=list)
+    events: list[dict[str, str | None]] = field(default_factory=list)
+
+
+def _person(ctx: _Ctx, raw: _RawPerson, position: int, dtref: date | None) -> PersonRecord:
+    role = ctx.code(raw.role, "ROLEPERS", ROLEPERS_CODES)
+    if role not in BRSA_ROLES:
+        # Children and other members cannot be subject to droits et devoirs: their identity is not read
+        # (data minimisation; the loader only counts them).
+        return PersonRecord(position, role, None, None, None, None, None, None, None, None, None)
+    ident, rest = raw.ident, raw.rest
+    nir13: str | None = None
+    raw_nir = ident.get("NIR")
+    if raw_nir is not None and raw_nir.strip():
+        try:
+            nir13 = normalize_nir(raw_nir).nir13
+        except InvalidNir as exc:
+            # Never echo the NIR itself in a report: reports are read by people and stored.
+            ctx.add(WARNING, "invalid_nir", f"NIR ignored ({exc}); the person is matched on other keys")
+    sdd = ctx.flag(rest.get("TOPPERSDRODEVORSA"), "TOPPERSDRODEVORSA")
+    sdd_since = ctx.date(rest.get("DDSOUDRODEV"), "DDSOUDRODEV")
+    sdd_until = ctx.date(rest.get("DFSOUDRODEV"), "DFSOUDRODEV")
+    if sdd is None and sdd_since is not None:
+        # VRSD0301 dates the droits et devoirs instead of flagging them.
+        ref = dtref or date.max
+        sdd = sdd_since <= ref and (sdd_until is None or sdd_until >= ref)
+    sexe = ctx.text(ident.get("SEXE"))
+    if sexe is not None and sexe not in ("1", "2"):
+        ctx.add(WARNING, "unknown_code", f"SEXE has the unknown code {sexe[:5]!r}; kept as is")
+    return PersonRecord(
+        position=position,
+        role=role,
+        qual=ctx.text(ident.get("QUAL")),
+        nom=ctx.text(ident.get("NOM")),
+        nomnai=ctx.text(ident.get("NOMNAI")),
+        prenom=ctx.text(ident.get("PRENOM")),
+        date_naissance=ctx.date(ident.get("DTNAI"), "DTNAI"),
+        sexe=sexe,
+        nir13=nir13,
+        sdd=sdd,
+        sdd_entrant=ctx.flag(rest.get("TOPPERSENTDRODEVORSA"), "TOPPERSENTDRODEVORSA"),
+        sdd_since=sdd_since,
+        sdd_until=sdd_until,
+        idassedic=ctx.text(rest.get("IDASSEDIC")),
+    )
+
+
+def _address(raw: _RawFoyer) -> Address:
+    chosen: dict[str, str | None] | None = None
+    for adr in raw.addresses:
+        rank = (adr.get("RGADR") or "").strip()
+        if chosen is None or rank in ("01", "1"):
+            chosen = adr
+            if rank in ("01", "1"):
+                break
+    if chosen is None:
+        return Address()
+    t = _Ctx.text
+    return Address(
+        numvoie=t(chosen.get("NUMVOIE")),
+        typevoie=t(chosen.get("LIBTYPEVOIE")),
+        nomvoie=t(chosen.get("NOMVOIE")),
+        complement=t(chosen.get("COMPLADR")),
+        lieudit=t(chosen.get("LIEUDIST")),
+        codepos=t(chosen.get("CODEPOS")),
+        numcom=t(chosen.get("NUMCOM")),
+        nomcom=t(chosen.get("NOMCOM")),
+    )
+
+
+def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) -> FoyerRecord:
+    ctx = _Ctx(where=f"foyer {position}" + (f" (line {line})" if line else ""))
+    ident = raw.ident
+    fonorg = ctx.code(ident.get("FONORG"), "FONORG", FONORG_CODES)
+    matricule = ctx.text(ident.get("MATRICULE"))
+    if fonorg is None or matricule is None:
+        ctx.add(REJECT_FOYER, "missing_field", "Organisme/FONORG and Organisme/MATRICULE are required")
+    elif not matricule.isdigit() or len(matricule) > 15:
+        ctx.add(WARNING, "invalid_field", "MATRICULE should be up to 15 digits; kept as is")
+
+    persons: list[PersonRecord] = []
+    seen_nirs: set[str] = set()
+    seen_identities: set[tuple[Any, ...]] = set()
+    for rank, p_raw in enumerate(raw.persons, start=1):
+        ctx.where = f"foyer {position}" + (f" (line {p_raw.line})" if p_raw.line else "") + f", person {rank}"
+        person = _person(ctx, p_raw, rank, dtref)
+        identity = (person.nom, person.prenom, person.date_naissance, person.role)
+        if (person.nir13 and person.nir13 in seen_nirs) or (
+            person.role in BRSA_ROLES and person.nom is not None and identity in seen_identities
+        ):
+            ctx.add(
+                REJECT_PERSON, "duplicate_person", "the same person appears twice in this foyer; second one ignored"
+            )
+            continue
+        if person.nir13:
+            seen_nirs.add(person.nir13)
+        seen_identities.add(identity)
+        persons.append(person)
+    ctx.where = f"foyer {position}" + (f" (line {line})" if line else "")
+    if not persons:
+        ctx.add(REJECT_FOYER, "missing_element", "a foyer has at least one Personne")
+    elif sum(1 for p in persons if p.role == "DEM") > 1:
+        ctx.add(WARNING, "several_demandeurs", "more than one person has the role DEM")
+
+    ddnatdro: date | None = None
+    for detail in raw.details:
+        start = ctx.date(detail.get("DDNATDRO"), "DDNATDRO")
+        if start is not None and (ddnatdro is None or start < ddnatdro):
+            ddnatdro = start
+    fin = raw.fin or {}
+    cedant = " ".join(x for x in (ctx.text(ident.get("FONORGCEDMUT")), ctx.text(ident.get("NUMORGCEDMUT"))) if x)
+    prenant = " ".join(x for x in (ctx.text(ident.get("FONORGPRENMUT")), ctx.text(ident.get("NUMORGPRENMUT"))) if x)
+    return FoyerRecord(
+        position=position,
+        line=line,
+        fonorg=fonorg,
+        numorg=ctx.text(ident.get("NUMORG")),
+        matricule=matricule,
+        departement=ctx.text(ident.get("IDEPARTE")),
+        numdemrsa=ctx.text(ident.get("NUMDEMRSA")),
+        dtdemrsa=ctx.date(ident.get("DTDEMRSA"), "DTDEMRSA"),
+        etat=ctx.code(raw.etat, "ETATDOSRSA", ETATDOSRSA_CODES),
+        suspensions_droit=[
+            Suspension(ctx.text(s.get("MOTISUSDRORSA")), ctx.date(s.get("DDSUSDRORSA"), "DDSUSDRORSA"))
+            for s in raw.susp_droit
+        ],
+        suspensions_versement=[
+            Suspension(
+                ctx.code(s.get("MOTISUSVERSRSA"), "MOTISUSVERSRSA", MOTISUSVERSRSA_CODES),
+                ctx.date(s.get("DDSUSVERSRSA"), "DDSUSVERSRSA"),
+            )
+            for s in raw.susp_versement
+        ],
+        closure_motif=ctx.code(fin.get("MOTICLORSA"), "MOTICLORSA", MOTICLORSA_CODES),
+        closure_date=ctx.date(fin.get("DTCLORSA"), "DTCLORSA"),
+        transfer_in_from=cedant or None,
+        transfer_in_date=ctx.date(ident.get("DDARRMUT"), "DDARRMUT"),
+        transfer_out_to=prenant or None,
+        transfer_out_date=ctx.date(ident.get("DDDEPAMUT"), "DDDEPAMUT"),
+        address=_address(raw),
+        sitfam=ctx.code(raw.sitfam, "SITFAM", SITFAM_CODES),
+        ddnatdro=ddnatdro,
+        events=[(ctx.date(e.get("DTLIQ"), "DTLIQ"), fg) for e in raw.events if (fg := ctx.text(e.get("FG")))],
+        persons=persons,
+        problems=ctx.problems,
+    )
+
+
+def _text(el: Any, path: str) -> str | None:
+    value = el.findtext(path)
+    return (value.strip() or None) if value is not None else None
+
+
+def _header(el: Any) -> FluxHeader:
+    applieme = _text(el, "APPLIEME")
+    type_flux = _text(el, "TYPEFLUX")
+    if type_flux not in TYPEFLUX_CODES:
+        raise FluxRejected(f"TYPEFLUX must be I, M or R, got {type_flux!r}", HEADER, "invalid_header")
+    if applieme is None:
+        raise FluxRejected("APPLIEME is missing", HEADER, "invalid_header")
+    if applieme not in APPLIEME_CODES:
+        applieme = applieme[:10]
+    created_raw = _text(el, "DTCREAFLUX") or ""
+    try:
+        created = date.fromisoformat(created_raw[:10])
+    except ValueError:
+        raise FluxRejected("DTCREAFLUX is missing or not a date", HEADER, "invalid_header") from None
+    time_raw = _text(el, "HEUCREAFLUX") or "00:00:00"
+    try:
+        hh, mm, ss = (int(x) for x in time_raw[:8].split(":"))
+        created_at = datetime(created.year, created.month, created.day, hh, mm, ss)
+    except ValueError:
+        created_at = datetime(created.year, created.month, created.day)
+    dtref_raw = _text(el, "DTREF")
+    try:
+        dtref = date.fromisoformat(dtref_raw[:10]) if dtref_raw else None
+    except ValueError:
+        dtref = None
+    return FluxHeader(
+        applieme=applieme,
+        version=_text(el, "NUMVERSIONAPPLIEME"),
+        type_flux=type_flux,
+        nat_flux=_text(el, "NATFLUX"),
+        created_at=created_at,
+        dtref=dtref,
+    )
+
+
+def _count(el: Any, name: str) -> int | None:
+    raw = _text(el, name)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise FluxRejected(f"{name} is not a number", TRAILER, "invalid_trailer")
+    return int(raw)
+
+
+class FluxReader:
+    """Iterate a flux file: `header` is set once the header is read; iterating yields `FoyerRecord`s;
+    after the last one, the trailer has been checked against the count. Raises `FluxRejected`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.header: FluxHeader | None = None
+        self.trailer: FluxTrailer | None = None
+        self.foyers_read = 0
+        self._reader: _HashingReader | None = None
+
+    @property
+    def content_sha256(self) -> str:
+        assert self._reader is not None
+        return self._reader.sha256
+
+    @property
+    def bytes_read(self) -> int:
+        return self._reader.bytes_read if self._reader else 0
+
+    def __iter__(self) -> Iterator[FoyerRecord]:
+        try:
+            raw = open_flux(self.path)
+        except OSError as exc:
+            raise FluxRejected(f"cannot open the file: {exc.strerror}", None, "unreadable") from exc
+        with raw:
+            self._reader = _HashingReader(raw)
+            try:
+                yield from self._parse(self._reader)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                raise FluxRejected(
+                    f"the gzip stream is truncated or corrupt ({type(exc).__name__})",
+                    f"byte {self._reader.bytes_read}",
+                    "truncated",
+                ) from exc
+
+    def _check_top_level(self, el: Any, parent: Any) -> None:
+        if parent is None or parent.getparent() is not None:
+            raise FluxRejected(f"<{el.tag}> must be a child of <{ROOT}>", f"line {el.sourceline}", "invalid_structure")
+        if parent.tag != ROOT:
+            raise FluxRejected(f"the root element must be <{ROOT}>, not <{parent.tag}>", "line 1", "wrong_root")
+
+    def _parse(self, reader: _HashingReader) -> Iterator[FoyerRecord]:
+        head = reader.head(HEAD_BYTES)
+        if not head.strip():
+            raise FluxRejected("the file is empty", None, "empty")
+        root_at = head.find(b"<" + ROOT.encode())
+        doctype = _DOCTYPE_RE.search(head)
+        if doctype and (root_at < 0 or doctype.start() < root_at):
+            raise FluxRejected("a DTD or entity declaration is not allowed in a flux file", "prolog", "forbidden_dtd")
+        context = etree.iterparse(
+            reader,
+            events=("end",),
+            tag=(HEADER, FOYER, TRAILER, *CONTAINERS, *LEAVES),
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            remove_comments=True,
+            remove_pis=True,
+        )
+        dtref: date | None = None
+        person_ident: dict[str, str | None] = {}
+        person_role: str | None = None
+        scratch: dict[str, str | None] = {}
+        foyer = _RawFoyer()
+        leaves = LEAVES
+        try:
+            for _event, el in context:
+                tag = el.tag
+                if tag in leaves:
+                    scratch[tag] = el.text
+                    continue
+                if tag == "Identification":
+                    person_ident = scratch
+                elif tag in ROLE_SOURCES:
+                    cond = ROLE_SOURCES[tag]
+                    if cond is None or scratch.get(cond[0]) == cond[1]:
+                        person_role = scratch.get("ROLEPERS")
+                elif tag == "Personne":
+                    foyer.persons.append(_RawPerson(el.sourceline, person_ident, person_role, scratch))
+                    person_ident, person_role = {}, None
+                elif tag == "IdentificationRSA":
+                    foyer.ident = scratch
+                elif tag == "Adresse":
+                    foyer.addresses.append(scratch)
+                elif tag == "SituationFamille":
+                    foyer.sitfam = scratch.get("SITFAM")
+                elif tag == "EtatDossierRSA":
+                    foyer.etat = scratch.get("ETATDOSRSA")
+                elif tag == "SuspensionVersement":
+                    foyer.susp_versement.append(scratch)
+                elif tag == "SuspensionDroit":
+                    foyer.susp_droit.append(scratch)
+                elif tag == "FinDroit":
+                    foyer.fin = scratch
+                elif tag == "DetailCalculDroitRSA":
+                    foyer.details.append(scratch)
+                elif tag == "Evenement":
+                    foyer.events.append(scratch)
+                elif tag == FOYER:
+                    parent = el.getparent()
+                    self._check_top_level(el, parent)
+                    if self.header is None:
+                        raise FluxRejected(
+                            "the header IdentificationFlux is missing", f"line {el.sourceline}", "missing_header"
+                        )
+                    if self.trailer is not None:
+                        raise FluxRejected(f"<{tag}> after the trailer", f"line {el.sourceline}", "invalid_structure")
+                    self.foyers_read += 1
+                    record = _foyer(foyer, self.foyers_read, el.sourceline, dtref)
+                    foyer = _RawFoyer()
+                    el.clear(keep_tail=False)
+                    while el.getprevious() is not None:
+                        del parent[0]
+                    yield record
+                elif tag == HEADER:
+                    self._check_top_level(el, el.getparent())
+                    if self.header is not None or self.foyers_read:
+                        raise FluxRejected(
+                            "IdentificationFlux must come once, first", f"line {el.sourceline}", "invalid_structure"
+                        )
+                    self.header = _header(el)
+                    dtref = self.header.dtref
+                elif tag == TRAILER:
+                    self._check_top_level(el, el.getparent())
+                    if self.header is None:
+                        raise FluxRejected(
+                            "the header IdentificationFlux is missing", f"line {el.sourceline}", "missing_header"
+                        )
+                    declared = _count(el, "NBTOTDOSRSATRANSM")
+                    if declared is None:
+                        raise FluxRejected("NBTOTDOSRSATRANSM is missing", f"line {el.sourceline}", "invalid_trailer")
+                    self.trailer = FluxTrailer(declared, _count(el, "NBTOTDOSRSATRANSMANO"))
+                # every container (kept or DISCARDED) starts the next one with an empty scratch
+                scratch = {}
+        except etree.XMLSyntaxError as exc:
+            line = exc.position[0] if exc.position else exc.lineno
+            msg = str(exc.msg or exc).split(", line")[0]
+            code = "truncated" if "end of data" in msg.lower() or "premature" in msg.lower() else "malformed_xml"
+            raise FluxRejected(
+                f"the XML is {'truncated' if code == 'truncated' else 'malformed'}: {msg}"
+                + f" after foyer {self.foyers_read}",
+                f"line {line}",
+                code,
+            ) from exc
+        root = context.root
+        if root is None or root.tag != ROOT:
+            actual = root.tag if root is not None else "none"
+            raise FluxRejected(f"the root element must be <{ROOT}>, not <{actual}>", "line 1", "wrong_root")
+        if self.header is None:
+            raise FluxRejected("the header IdentificationFlux is missing", None, "missing_header")
+        if self.trailer is None:
+            raise FluxRejected(
+                f"the trailer TransmissionFlux is missing: the file is truncated after foyer {self.foyers_read}",
+                "end of file",
+                "truncated",
+            )
+        if self.trailer.declared_foyers != self.foyers_read:
+            raise FluxRejected(
+                f"the trailer announces {self.trailer.declared_foyers} foyers (NBTOTDOSRSATRANSM) "
+                f"but the file holds {self.foyers_read}",
+                "TransmissionFlux",
+                "count_mismatch",
+            )

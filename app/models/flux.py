@@ -1,0 +1,182 @@
+"""Received flux files and what they say about each person, dated by the day the Département received them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, UTCDateTime, utcnow
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class FluxFile(Base):
+    """One received CAF/MSA file: applied, rejected (and quarantined) or recognised as a duplicate."""
+
+    __tablename__ = "flux_files"
+    __table_args__ = (
+        Index("ix_flux_files_departement_received", "departement_code", "received_on"),
+        # The same content is applied at most once per département.
+        Index(
+            "uq_flux_files_applied_content",
+            "departement_code",
+            "content_sha256",
+            unique=True,
+            sqlite_where=text("status = 'applied'"),
+            postgresql_where=text("status = 'applied'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    departement_code: Mapped[str | None] = mapped_column(ForeignKey("departements.code"))
+    filename: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    file_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # applied | rejected
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    error: Mapped[str | None] = mapped_column(String(1000))
+    applieme: Mapped[str | None] = mapped_column(String(10))
+    fonorg: Mapped[str | None] = mapped_column(String(3))
+    numorg: Mapped[str | None] = mapped_column(String(3))
+    type_flux: Mapped[str | None] = mapped_column(String(1))
+    created_at_caf: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    dtref: Mapped[date | None] = mapped_column(Date)
+    received_on: Mapped[date] = mapped_column(Date)
+    initial_stock: Mapped[bool] = mapped_column(Boolean, default=False)
+    foyers: Mapped[int] = mapped_column(Integer, default=0)
+    persons: Mapped[int] = mapped_column(Integer, default=0)
+    warnings: Mapped[int] = mapped_column(Integer, default=0)
+    rejected_records: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    ingested_by: Mapped[str | None] = mapped_column(String(120))
+    quarantine_path: Mapped[str | None] = mapped_column(String(500))
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Person(Base):
+    """A person known from the flux (roles DEM/CJT only: the BRSA who can be subject to droits et devoirs).
+
+    The NIR is stored encrypted (`nir_encrypted`) and found through its keyed hash (`nir_hash`).
+    """
+
+    __tablename__ = "persons"
+    __table_args__ = (Index("ix_persons_departement_nir_hash", "departement_code", "nir_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    departement_code: Mapped[str] = mapped_column(ForeignKey("departements.code"))
+    nir_hash: Mapped[str | None] = mapped_column(String(64))
+    nir_encrypted: Mapped[str | None] = mapped_column(String(120))
+    qual: Mapped[str | None] = mapped_column(String(3))
+    nom: Mapped[str | None] = mapped_column(String(100))
+    nomnai: Mapped[str | None] = mapped_column(String(100))
+    prenom: Mapped[str | None] = mapped_column(String(100))
+    date_naissance: Mapped[date | None] = mapped_column(Date)
+    sexe: Mapped[str | None] = mapped_column(String(1))
+    stock: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_file_id: Mapped[int] = mapped_column(ForeignKey("flux_files.id"))
+    first_received_on: Mapped[date] = mapped_column(Date)
+    updated_file_id: Mapped[int] = mapped_column(ForeignKey("flux_files.id"))
+
+
+class PersonKey(Base):
+    """A key that identifies a person across files (keyed hash of NIR, organisme+matricule+role, ...)."""
+
+    __tablename__ = "person_keys"
+    __table_args__ = (UniqueConstraint("departement_code", "value"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    kind: Mapped[str] = mapped_column(String(12))  # nir | matricule | numdemrsa | identity
+    value: Mapped[str] = mapped_column(String(32))  # 128 bits of HMAC-SHA256, hex
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+
+
+class PersonState(Base):
+    """What one file says about one person, stored only when it differs from the state in force before.
+
+    `received_on` dates it (the annex-4 T0 is a reception date); `present = False` records that the person
+    left the foyer or was absent from a full (monthly) file of the organisme that last carried them.
+    """
+
+    __tablename__ = "person_states"
+    __table_args__ = (
+        Index("ix_person_states_person_received", "person_id", "received_on"),
+        Index("ix_person_states_departement_received", "departement_code", "received_on"),
+        Index("ix_person_states_matricule", "departement_code", "matricule"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"))
+    file_id: Mapped[int] = mapped_column(ForeignKey("flux_files.id"), index=True)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    received_on: Mapped[date] = mapped_column(Date)
+    file_created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seq: Mapped[int] = mapped_column(Integer)  # order within the file (ties on the same reception date)
+    present: Mapped[bool] = mapped_column(Boolean)
+    absence_reason: Mapped[str | None] = mapped_column(String(24))
+    type_flux: Mapped[str] = mapped_column(String(1))
+    fonorg: Mapped[str | None] = mapped_column(String(3))
+    numorg: Mapped[str | None] = mapped_column(String(3))
+    matricule: Mapped[str | None] = mapped_column(String(15))
+    numdemrsa: Mapped[str | None] = mapped_column(String(11))
+    dtdemrsa: Mapped[date | None] = mapped_column(Date)
+    role: Mapped[str | None] = mapped_column(String(3))
+    etat: Mapped[str | None] = mapped_column(String(2))
+    sdd: Mapped[bool | None] = mapped_column(Boolean)
+    sdd_entrant: Mapped[bool | None] = mapped_column(Boolean)
+    suspension_versement_motifs: Mapped[str | None] = mapped_column(String(60))
+    suspension_versement_since: Mapped[date | None] = mapped_column(Date)
+    suspension_droit_motifs: Mapped[str | None] = mapped_column(String(60))
+    suspension_droit_since: Mapped[date | None] = mapped_column(Date)
+    closure_motif: Mapped[str | None] = mapped_column(String(3))
+    closure_date: Mapped[date | None] = mapped_column(Date)
+    transfer_in_from: Mapped[str | None] = mapped_column(String(10))
+    transfer_in_date: Mapped[date | None] = mapped_column(Date)
+    transfer_out_to: Mapped[str | None] = mapped_column(String(10))
+    transfer_out_date: Mapped[date | None] = mapped_column(Date)
+    numcom: Mapped[str | None] = mapped_column(String(5))
+    codepos: Mapped[str | None] = mapped_column(String(5))
+    nomcom: Mapped[str | None] = mapped_column(String(60))
+    adresse: Mapped[str | None] = mapped_column(String(200))
+    sitfam: Mapped[str | None] = mapped_column(String(3))
+    ddnatdro: Mapped[date | None] = mapped_column(Date)
+    idassedic: Mapped[str | None] = mapped_column(String(20))
+    fingerprint: Mapped[str] = mapped_column(String(32))
+
+
+class FoyerEvent(Base):
+    """An event (FG) a daily file gives as the cause of a foyer's record."""
+
+    __tablename__ = "foyer_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("flux_files.id"), index=True)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    fonorg: Mapped[str | None] = mapped_column(String(3))
+    numorg: Mapped[str | None] = mapped_column(String(3))
+    matricule: Mapped[str | None] = mapped_column(String(15))
+    dtliq: Mapped[date | None] = mapped_column(Date)
+    fg: Mapped[str] = mapped_column(String(12))
+
+
+class AccessRecord(Base):
+    """One read of a person's data: who, which person, when, through which endpoint (the audit builds on it)."""
+
+    __tablename__ = "access_records"
+    __table_args__ = (Index("ix_access_records_person", "person_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    principal_id: Mapped[str] = mapped_column(String(120))
+    agent_identifiant: Mapped[str | None] = mapped_column(String(100))
+    departement_code: Mapped[str] = mapped_column(String(3))
+    person_id: Mapped[int | None] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(40))
+    endpoint: Mapped[str] = mapped_column(String(200))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    found: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -1,0 +1,48 @@
+"""Ingest one flux file into a fresh database and print JSON figures (run as a subprocess by ingest_bench)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from app import migrate
+from app.db import get_engine
+from app.ingest.loader import IngestOptions, ingest_file
+from app.settings import Settings
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    url, path, data_dir = args[0], Path(args[1]), Path(args[2])
+    received = date.fromisoformat(args[3]) if len(args) > 3 else date(2024, 3, 1)
+    initial = "--initial-stock" in sys.argv
+    settings = Settings(env="test", database_url=url, data_dir=data_dir)
+    if "--no-migrate" not in sys.argv:
+        migrate.upgrade(settings)
+    engine = get_engine(settings)
+    started = time.perf_counter()
+    report = ingest_file(engine, settings, path, IngestOptions(received_on=received, initial_stock=initial))
+    elapsed = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "status": report.status,
+                "seconds": round(elapsed, 2),
+                "foyers": report.foyers,
+                "persons_read": report.persons_read,
+                "persons_brsa": report.persons_brsa,
+                "state_changes": report.state_changes,
+                "unchanged": report.unchanged,
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "error": report.error,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
