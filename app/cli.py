@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +22,10 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 clients_app = typer.Typer(help="Machine clients and their API keys.", no_args_is_help=True)
 departements_app = typer.Typer(help="Départements served by this instance.", no_args_is_help=True)
 openapi_app = typer.Typer(help="The OpenAPI description of the HTTP API.", no_args_is_help=True)
+flux_app = typer.Typer(
+    help="CAF/MSA beneficiary flux: ingest, watch an inbox, generate test files.", no_args_is_help=True
+)
+app.add_typer(flux_app, name="flux")
 app.add_typer(db_app, name="db")
 app.add_typer(clients_app, name="clients")
 app.add_typer(departements_app, name="departements")
@@ -28,6 +33,15 @@ app.add_typer(openapi_app, name="openapi")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def _setup() -> None:
+    """Logs go to stderr (JSON lines unless PASSERELLE_LOG_JSON=false), so stdout stays for results."""
+    from app.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -217,6 +231,214 @@ def clients_revoke(name_or_id: str) -> None:
     except ClientError as exc:
         raise fail(str(exc)) from exc
     console.print(f"client {name_or_id} revoked")
+
+
+# -- flux -------------------------------------------------------------------------------------
+
+
+def _parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise fail(f"{option} must be a date YYYY-MM-DD, got {value!r}", 2) from None
+
+
+@flux_app.command("ingest")
+def flux_ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Flux files (.xml or .xml.gz)", exists=True, dir_okay=False)],
+    received_on: Annotated[
+        str | None, typer.Option(help="Date the Département received the file(s) (default: today, Europe/Paris)")
+    ] = None,
+    initial_stock: Annotated[
+        bool, typer.Option("--initial-stock", help="First load of the département: its persons are the stock")
+    ] = False,
+    departement: Annotated[str | None, typer.Option(help="Expected département (default: the file's)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON")] = False,
+) -> None:
+    """Apply flux files, each whole or not at all. Exit code 1 when a file is rejected, 2 on a wrong option."""
+    from app.db import get_engine
+    from app.ingest.loader import IngestInputError, IngestOptions
+    from app.settings import today
+
+    settings = get_settings()
+    day = _parse_day(received_on, "--received-on") or today(settings)
+    reports = []
+    for path in paths:
+        options = IngestOptions(
+            received_on=day, initial_stock=initial_stock, departement=departement, ingested_by="cli"
+        )
+        try:
+            reports.append(_ingest_with_progress(get_engine(settings), settings, path, options, quiet=as_json))
+        except IngestInputError as exc:
+            raise fail(f"{path.name}: {exc}", 2) from exc
+    if as_json:
+        print(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False, default=str))
+    else:
+        _print_reports(reports)
+    if any(r.status == "rejected" for r in reports):
+        raise typer.Exit(1)
+
+
+def _ingest_with_progress(engine: Any, settings: Any, path: Path, options: Any, quiet: bool) -> Any:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from app.ingest.loader import ingest_file
+
+    if quiet:
+        return ingest_file(engine, settings, path, options)
+    size = path.stat().st_size
+    gz = _is_gzip(path)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[foyers]} foyers"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        # gzip: progress counts decompressed bytes; the total is then only an estimate (x8).
+        task = progress.add_task(path.name, total=size * (8 if gz else 1), foyers=0)
+
+        def advance(foyers: int, read: int) -> None:
+            progress.update(task, completed=read, foyers=foyers)
+
+        return ingest_file(engine, settings, path, options, progress=advance)
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _print_reports(reports: list[Any]) -> None:
+    table = Table("file", "status", "dép.", "type", "foyers", "persons", "new", "changes", "absences", "warn.", "rej.")
+    for r in reports:
+        style = {"applied": "green", "duplicate": "yellow", "rejected": "red"}[r.status]
+        table.add_row(
+            r.filename,
+            f"[{style}]{r.status}[/]",
+            r.departement or "-",
+            r.type_flux or "-",
+            str(r.foyers),
+            str(r.persons_brsa),
+            str(r.new_persons),
+            str(r.state_changes),
+            str(r.absences),
+            str(r.warnings_count),
+            str(r.rejected_count),
+        )
+    console.print(table)
+    for r in reports:
+        if r.status == "rejected":
+            where = f" at {r.error_position}" if r.error_position else ""
+            err_console.print(f"[red]{r.filename}: rejected{where}: {r.error}[/] (quarantined: {r.quarantine_path})")
+        elif r.status == "duplicate":
+            err_console.print(f"[yellow]{r.filename}: already ingested (file #{r.duplicate_of}); nothing changed[/]")
+        for item in (r.rejected or [])[:10]:
+            err_console.print(f"  rejected record: {item['message']}")
+        for item in (r.warnings or [])[:10]:
+            err_console.print(f"  warning: {item['message']}")
+        hidden = max(0, r.warnings_count - 10) + max(0, r.rejected_count - 10)
+        if hidden:
+            err_console.print(f"  … and {hidden} more in the report (passerelle flux show {r.file_id})")
+
+
+@flux_app.command("list")
+def flux_list(
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 30,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The latest received files."""
+    from app.db import session_scope
+    from app.models import FluxFile
+
+    with session_scope() as session:
+        rows = [
+            {
+                "id": f.id,
+                "departement": f.departement_code,
+                "filename": f.filename,
+                "status": f.status,
+                "type_flux": f.type_flux,
+                "received_on": f.received_on.isoformat(),
+                "foyers": f.foyers,
+                "persons": f.persons,
+                "warnings": f.warnings,
+                "rejected_records": f.rejected_records,
+                "error": f.error,
+            }
+            for f in session.scalars(select(FluxFile).order_by(FluxFile.id.desc()).limit(limit))
+        ]
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "dép.", "file", "status", "type", "received", "foyers", "persons", "warn.", "rej.")
+    for r in rows:
+        table.add_row(*[str(r[k] if r[k] is not None else "-") for k in list(r)[:10]])
+    console.print(table)
+
+
+@flux_app.command("show")
+def flux_show(file_id: int) -> None:
+    """One file's full ingestion report (JSON)."""
+    from app.db import session_scope
+    from app.models import FluxFile
+
+    with session_scope() as session:
+        row = session.get(FluxFile, file_id)
+        if row is None:
+            raise fail(f"no flux file #{file_id}")
+        print(json.dumps(row.report, indent=2, ensure_ascii=False, default=str))
+
+
+@flux_app.command("watch")
+def flux_watch(
+    inbox: Annotated[Path, typer.Argument(help="Directory where flux files are dropped", file_okay=False)],
+    interval: Annotated[float, typer.Option(help="Seconds between two looks")] = 10.0,
+    once: Annotated[bool, typer.Option("--once", help="Process what is there, then stop")] = False,
+    departement: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Ingest files dropped in INBOX; move each to INBOX/processed or INBOX/quarantine.
+
+    The reception date is the day the file landed in the inbox (its modification time, Europe/Paris).
+    A file still being written (size changing) is left for the next look.
+    """
+    import time
+
+    from app.db import get_engine
+    from app.ingest.watch import process_inbox
+
+    settings = get_settings()
+    inbox.mkdir(parents=True, exist_ok=True)
+    while True:
+        for outcome in process_inbox(get_engine(settings), settings, inbox, departement):
+            style = {"applied": "green", "duplicate": "yellow", "rejected": "red", "error": "red"}[outcome.status]
+            console.print(f"[{style}]{outcome.status}[/] {outcome.name} -> {outcome.moved_to}")
+        if once:
+            return
+        time.sleep(interval)
+
+
+@flux_app.command("generate")
+def flux_generate(
+    out: Annotated[Path, typer.Option(help="Output directory", file_okay=False)],
+    foyers: Annotated[int, typer.Option(min=1, help="Foyers in the initial stock")] = 2000,
+    days: Annotated[int, typer.Option(min=0, help="Days of daily files after the stock")] = 30,
+    start: Annotated[str, typer.Option(help="Date of the stock file")] = "2024-03-01",
+    seed: Annotated[int, typer.Option(help="Same seed, same files")] = 1,
+    departement: Annotated[str, typer.Option()] = "055",
+    gzip_files: Annotated[bool, typer.Option("--gzip", help="Write .xml.gz files")] = False,
+) -> None:
+    """Write realistic, fictitious flux files (stock, then daily files) and a manifest.json."""
+    from app.ingest.generator import generate
+
+    start_day = _parse_day(start, "--start")
+    assert start_day is not None
+    files = generate(out, foyers, days, start_day, seed, _validated_departement(departement), gzip_files)
+    console.print(f"wrote {len(files)} files ({sum(f.foyers for f in files)} foyers) and manifest.json to {out}")
 
 
 # -- OpenAPI ----------------------------------------------------------------------------------

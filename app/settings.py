@@ -6,10 +6,12 @@ import base64
 import json
 import os
 import secrets
+from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -165,6 +167,12 @@ def parse_encryption_keys(raw: str) -> list[tuple[str, bytes]]:
             raise ValueError(f"NIR encryption key {key_id!r} must be 32 bytes")
         keys.append((key_id, key))
     return keys
+
+
+def today(settings: Settings | None = None) -> date:
+    """Today in the business timezone (Europe/Paris): the default reception date of a flux."""
+    tz = ZoneInfo((settings or get_settings()).business_timezone)
+    return datetime.now(tz).date()
 
 
 @lru_cache(maxsize=1)

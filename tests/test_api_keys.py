@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from sqlalchemy import select
-from typer.testing import CliRunner
 
 from app.db import session_scope
 from app.models import ApiClient
 from app.security.apikeys import generate_key, hash_key, split_key, verify_key
+from tests.cli import run_cli
 
 
 def test_key_format_and_hash():
@@ -60,19 +60,7 @@ def test_last_used_is_recorded(client, db, make_api_key):
 
 
 def _cli(db, monkeypatch, *args):
-    from app import cli
-    from app.settings import get_settings
-
-    for name in ("database_url", "data_dir", "nir_encryption_keys", "nir_hmac_key", "api_key_pepper"):
-        value = getattr(db, name)
-        value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        monkeypatch.setenv(f"PASSERELLE_{name.upper()}", str(value))
-    monkeypatch.setenv("PASSERELLE_ENV", "test")
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(cli.app, list(args), catch_exceptions=False)
-    finally:
-        get_settings.cache_clear()
+    return run_cli(db, monkeypatch, *args)
 
 
 def test_cli_create_list_revoke(client, db, monkeypatch):

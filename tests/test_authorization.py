@@ -38,10 +38,15 @@ def _route_cases(app):
 
 
 def _call(client, method, path, headers):
+    from app.main import UPLOAD_ROUTES
+
     url = example_path(path)
     kwargs = {"headers": headers}
     if method in {"POST", "PUT", "PATCH"}:
-        kwargs["json"] = {}
+        if any(p.match(url) for p in UPLOAD_ROUTES):
+            kwargs["files"] = {"file": ("x.xml", b"<x/>")}
+        else:
+            kwargs["json"] = {}
     return client.request(method, url, **kwargs)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import IO
 from xml.sax.saxutils import escape
 
 from app.security.nir import nir_key
@@ -425,10 +426,10 @@ class FluxGenerator:
         applieme = "AGO" if fonorg == "MSA" else "CRI"
         name = f"{fonorg}_{numorg}_{type_flux}_{day:%Y%m%d}.xml" + (".gz" if compress else "")
         path = out_dir / name
-        opener: Callable[..., object] = gzip.open if compress else open
+        opener: Callable[..., IO[bytes]] = gzip.open if compress else open  # type: ignore[assignment]
         persons = 0
-        with opener(path, "wb") as fh:  # type: ignore[operator]
-            write = fh.write  # type: ignore[attr-defined]
+        with opener(path, "wb") as fh:
+            write = fh.write
             write(f'<?xml version="1.0" encoding="{encoding}"?>\n<Racine>\n'.encode(encoding))
             write(
                 (

@@ -17,20 +17,42 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    String,
+    Table,
+    any_,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxReader, FluxRejected
 from app.ingest.records import BRSA_ROLES, FluxHeader, FoyerRecord, PersonRecord
-from app.models import Departement, FluxFile, FoyerEvent, Person, PersonKey, PersonState
+from app.models import Departement, FluxFile, FluxFileMember, FoyerEvent, Person, PersonKey, PersonState
 from app.security.auth import DEPARTEMENT_RE
 from app.security.nir import NirProtector
-from app.settings import Settings
+from app.settings import Settings, today
 
 log = structlog.get_logger(__name__)
+
+T_FILES = cast(Table, FluxFile.__table__)
+T_MEMBERS = cast(Table, FluxFileMember.__table__)
+T_EVENTS = cast(Table, FoyerEvent.__table__)
+T_KEYS = cast(Table, PersonKey.__table__)
+T_STATES = cast(Table, PersonState.__table__)
+T_PERSONS = cast(Table, Person.__table__)
+T_DEPARTEMENTS = cast(Table, Departement.__table__)
 
 BATCH_FOYERS = 1000
 MAX_LISTED = 1000  # warnings / rejected records listed in a report (all are counted)
@@ -291,12 +313,12 @@ class _Ingestion:
         self.seen: set[int] = set()
         self.left_candidates: dict[int, dict[str, Any]] = {}
         self.next_person_id = 0
+        self.batches = 0
 
     # keys ------------------------------------------------------------------------------------
 
     def _h(self, raw: str) -> str:
-        # 128 bits of the keyed hash: collision-free at any realistic population, half the index size.
-        return hmac.digest(self.hmac_key, raw.encode(), "sha256")[:16].hex()
+        return hmac.digest(self.hmac_key, raw.encode(), "sha256")[:16].hex()  # see person_key()
 
     def _keys(self, foyer: FoyerRecord, p: PersonRecord) -> list[tuple[str, str]]:
         keys: list[tuple[str, str]] = []
@@ -324,25 +346,28 @@ class _Ingestion:
 
     # state in force before this file ---------------------------------------------------------
 
-    def _before_this_file(self) -> Any:
-        ps = PersonState.__table__.c
-        r, c = self.options.received_on, self.created_at
+    def _before(self, cutoff: tuple[date, datetime, int] | None = None) -> Any:
+        """States dated before a file (default: this one), in the order of dated facts."""
+        ps = T_STATES.c
+        r, c, fid = cutoff or (self.options.received_on, self.created_at, self.file_id)
         return (
             (ps.received_on < r)
             | ((ps.received_on == r) & (ps.file_created_at < c))
-            | ((ps.received_on == r) & (ps.file_created_at == c) & (ps.file_id < self.file_id))
+            | ((ps.received_on == r) & (ps.file_created_at == c) & (ps.file_id < fid))
         )
 
-    def _latest_states(self, person_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        ids = list(set(person_ids))
+    def _latest_states(
+        self, person_ids: Iterable[int], cutoff: tuple[date, datetime, int] | None = None
+    ) -> dict[int, dict[str, Any]]:
+        ids = sorted(set(person_ids))
         if not ids:
             return {}
-        ps = PersonState.__table__.c
+        ps = T_STATES.c
         out: dict[int, dict[str, Any]] = {}
         for chunk in _chunks(ids, 5000):
             rows = self.conn.execute(
                 select(ps.person_id, *[ps[c] for c in STATE_COLUMNS], ps.fingerprint)
-                .where(ps.person_id.in_(chunk), self._before_this_file())
+                .where(_one_of(self.conn, ps.person_id, chunk), self._before(cutoff))
                 .order_by(ps.person_id, ps.received_on, ps.file_created_at, ps.file_id, ps.seq)
             ).mappings()
             for row in rows:
@@ -351,9 +376,17 @@ class _Ingestion:
 
     # one batch of foyers ---------------------------------------------------------------------
 
+    def _refresh_statistics(self) -> None:
+        """PostgreSQL plans from table statistics; a table filled inside this transaction has none, and the
+        planner would scan it whole for each batch. Re-analyse as it doubles (batches 1, 2, 4, 8...)."""
+        self.batches += 1
+        if self.writer.postgres and self.batches & (self.batches - 1) == 0:
+            self.conn.execute(text("ANALYZE persons, person_keys, person_states"))
+
     def apply_batch(self, foyers: list[FoyerRecord]) -> None:
         assert self.departement is not None and self.created_at is not None
         dep = self.departement
+        self._refresh_statistics()
         accepted: list[tuple[FoyerRecord, list[tuple[PersonRecord, list[tuple[str, str]]]]]] = []
         all_keys: set[str] = set()
         for foyer in foyers:
@@ -397,30 +430,34 @@ class _Ingestion:
                     for d, fg in foyer.events
                 )
 
-        pk = PersonKey.__table__.c
+        pk = T_KEYS.c
         known: dict[str, int] = {}
         for chunk in _chunks(sorted(all_keys), 5000):
             for value, person_id in self.conn.execute(
-                select(pk.value, pk.person_id).where(pk.departement_code == dep, pk.value.in_(chunk))
+                select(pk.value, pk.person_id).where(pk.departement_code == dep, _one_of(self.conn, pk.value, chunk))
             ):
                 known[value] = person_id
-        pt = Person.__table__.c
+        pt = T_PERSONS.c
         info: dict[int, tuple[str | None, date | None, str | None, str | None, str | None]] = {}
         for chunk in _chunks(sorted(set(known.values())), 5000):
             for row in self.conn.execute(
-                select(pt.id, pt.nir_hash, pt.date_naissance, pt.nom, pt.prenom, pt.nomnai).where(pt.id.in_(chunk))
+                select(pt.id, pt.nir_hash, pt.date_naissance, pt.nom, pt.prenom, pt.nomnai).where(
+                    _one_of(self.conn, pt.id, chunk)
+                )
             ):
                 info[row[0]] = (row[1], row[2], row[3], row[4], row[5])
 
         # foyer members before this file, to see who left a foyer
         foyer_keys = {(f.fonorg, f.numorg, f.matricule) for f, _ in accepted}
-        ps = PersonState.__table__.c
+        ps = T_STATES.c
         candidates: set[int] = set()
         matricules = sorted({m for _, _, m in foyer_keys if m})
         for chunk in _chunks(matricules, 5000):
             candidates.update(
                 self.conn.execute(
-                    select(ps.person_id).where(ps.departement_code == dep, ps.matricule.in_(chunk)).distinct()
+                    select(ps.person_id)
+                    .where(ps.departement_code == dep, _one_of(self.conn, ps.matricule, chunk))
+                    .distinct()
                 ).scalars()
             )
 
@@ -474,21 +511,21 @@ class _Ingestion:
 
         # write persons and keys first (states reference them)
         if new_persons:
-            self.writer.insert(Person.__table__, PERSON_COLUMNS, new_persons)
+            self.writer.insert(T_PERSONS, PERSON_COLUMNS, new_persons)
         if person_updates:
             self.conn.execute(
-                update(Person.__table__).where(pt.id == bindparam("b_id")),
+                update(T_PERSONS).where(pt.id == bindparam("b_id")),
                 person_updates,
             )
         if key_inserts:
             self.writer.insert(
-                PersonKey.__table__,
+                T_KEYS,
                 ("departement_code", "kind", "value", "person_id"),
                 [(dep, kind, value, pid) for value, (kind, pid) in key_inserts.items()],
             )
         if key_updates:
             self.conn.execute(
-                update(PersonKey.__table__)
+                update(T_KEYS)
                 .where(pk.departement_code == dep, pk.value == bindparam("b_value"))
                 .values(person_id=bindparam("b_person")),
                 [{"b_value": v, "b_person": pid} for v, pid in key_updates.items()],
@@ -517,7 +554,7 @@ class _Ingestion:
                 continue
             previous[pid] = values  # a person twice in the file: the later record wins
             rows.append(self._state_row(pid, values))
-        self.report.state_changes += self.writer.insert(PersonState.__table__, ROW_COLUMNS, rows)
+        self.report.state_changes += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
         self.report.persons_brsa += len(resolved)
         self._flush_events()
 
@@ -526,7 +563,7 @@ class _Ingestion:
     def _flush_events(self) -> None:
         if self._pending_events:
             self.writer.insert(
-                FoyerEvent.__table__,
+                T_EVENTS,
                 ("file_id", "departement_code", "fonorg", "numorg", "matricule", "dtliq", "fg"),
                 self._pending_events,
             )
@@ -598,12 +635,53 @@ class _Ingestion:
         for pid in sorted(absent):
             prev, reason = absent[pid]
             rows.append(self._state_row(pid, _absent_values(prev, reason)))
-        self.report.absences = self.writer.insert(PersonState.__table__, ROW_COLUMNS, rows)
+        self.report.absences = self.writer.insert(T_STATES, ROW_COLUMNS, rows)
+        if self.header.type_flux in ("M", "R"):
+            self.writer.insert(T_MEMBERS, ("file_id", "person_id"), [(self.file_id, pid) for pid in sorted(self.seen)])
+        self._absences_in_later_full_files()
+
+    def _absences_in_later_full_files(self) -> None:
+        """This file arrived after a full file dated later: whoever it shows and that later file did not
+        carry is absent from that date on, as if the files had come in order."""
+        ft = T_FILES.c
+        org = (self.report.organisme or "").split()
+        if not self.seen or not org:
+            return
+        r, c = self.options.received_on, self.created_at
+        later = self.conn.execute(
+            select(ft.id, ft.received_on, ft.created_at_caf)
+            .where(
+                ft.departement_code == self.departement,
+                ft.status == "applied",
+                ft.type_flux.in_(("M", "R")),
+                ft.fonorg == org[0],
+                (ft.received_on > r) | ((ft.received_on == r) & (ft.created_at_caf > c)),
+            )
+            .order_by(ft.received_on, ft.created_at_caf, ft.id)
+        ).all()
+        fm = T_MEMBERS.c
+        for file_id, received_on, created_at in later:
+            members = set(
+                self.conn.execute(
+                    select(fm.person_id).where(
+                        fm.file_id == file_id, _one_of(self.conn, fm.person_id, sorted(self.seen))
+                    )
+                ).scalars()
+            )
+            cutoff = (received_on, created_at, file_id)
+            rows = []
+            for pid, prev in self._latest_states(self.seen - members, cutoff).items():
+                if prev["present"] and prev["fonorg"] == org[0] and (len(org) < 2 or prev["numorg"] == org[1]):
+                    self.seq += 1
+                    values = _absent_values(prev, "absent_full_file")
+                    head = (pid, file_id, self.departement, received_on, created_at, 10_000_000 + self.seq, "M")
+                    rows.append((*head, *[values[col] for col in STATE_COLUMNS], values["fingerprint"]))
+            self.report.absences += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
 
     def _present_in_organisme(self) -> dict[int, dict[str, Any]]:
         """Persons whose state in force before this full file is present in a foyer of its organisme."""
         assert self.header is not None
-        ps = PersonState.__table__.c
+        ps = T_STATES.c
         ranked = (
             select(
                 ps.person_id,
@@ -615,7 +693,7 @@ class _Ingestion:
                 )
                 .label("rn"),
             )
-            .where(ps.departement_code == self.departement, self._before_this_file())
+            .where(ps.departement_code == self.departement, self._before())
             .subquery()
         )
         fonorg = self.report.organisme.split()[0] if self.report.organisme else None
@@ -644,6 +722,24 @@ PERSON_COLUMNS = (
 )
 
 
+def person_key(settings: Settings, raw: str) -> str:
+    """The stored form of an identity key: 128 bits of HMAC-SHA256 (collision-free at any realistic scale)."""
+    return hmac.digest(settings.hmac_key, raw.encode(), "sha256")[:16].hex()
+
+
+def organisme_key(settings: Settings, fonorg: str, numorg: str, matricule: str, role: str) -> str:
+    """The key of organisme + matricule + role, as `_Ingestion._keys` stores it."""
+    return person_key(settings, f"mat|{fonorg}|{numorg}|{matricule}|{role}")
+
+
+def _one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
+    """`column IN values`; on PostgreSQL `= ANY(array)`: one parameter, and the planner keeps the index."""
+    if conn.dialect.name == "postgresql":
+        item = BigInteger() if isinstance(values[0], int) else String()
+        return column == any_(bindparam(None, list(values), type_=ARRAY(item)))
+    return column.in_(values)
+
+
 def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
@@ -664,7 +760,7 @@ def _lock(conn: Connection) -> None:
 
 
 def _next_person_base(conn: Connection) -> int:
-    return int(conn.execute(select(func.coalesce(func.max(Person.__table__.c.id), 0))).scalar_one())
+    return int(conn.execute(select(func.coalesce(func.max(T_PERSONS.c.id), 0))).scalar_one())
 
 
 def ingest_file(
@@ -683,17 +779,14 @@ def ingest_file(
     report = IngestReport(status="applied", filename=name, received_on=options.received_on.isoformat())
     if options.departement is not None and not DEPARTEMENT_RE.match(options.departement):
         raise IngestInputError(f"invalid département {options.departement!r}")
-    today = datetime.now(UTC).date()
-    if options.received_on > today:
+    if options.received_on > today(settings):
         raise IngestInputError(f"the reception date {options.received_on} is in the future")
     raw_sha, size = file_sha256(path)
     protector = NirProtector(settings.encryption_keys, settings.hmac_key)
 
     with engine.connect() as conn:
         dup = conn.execute(
-            select(FluxFile.__table__.c.id).where(
-                FluxFile.__table__.c.file_sha256 == raw_sha, FluxFile.__table__.c.status == "applied"
-            )
+            select(T_FILES.c.id).where(T_FILES.c.file_sha256 == raw_sha, T_FILES.c.status == "applied")
         ).first()
     if dup is not None:
         report.status = "duplicate"
@@ -705,7 +798,7 @@ def ingest_file(
     try:
         with engine.begin() as conn:
             _lock(conn)
-            ft = FluxFile.__table__
+            ft = T_FILES
             file_id = conn.execute(
                 insert(ft)
                 .values(
@@ -832,7 +925,7 @@ def _start(
         if file_dep and DEPARTEMENT_RE.match(file_dep):
             dep = file_dep
         else:
-            known = conn.execute(select(Departement.__table__.c.code)).scalars().all()
+            known = conn.execute(select(T_DEPARTEMENTS.c.code)).scalars().all()
             if len(known) != 1:
                 raise IngestInputError(
                     "cannot tell the département of this file (no foyer): give it with --departement"
@@ -841,21 +934,21 @@ def _start(
     elif file_dep and file_dep != dep:
         raise FluxRejected(
             f"this file is for département {file_dep[:3]!r}, not {dep}",
-            f"foyer 1 (line {first.line})",
+            f"foyer 1 (line {first.line if first else 0})",
             "other_departement",
         )
     job.departement = dep
     report.departement = dep
-    if conn.execute(select(Departement.__table__.c.code).where(Departement.__table__.c.code == dep)).first() is None:
-        conn.execute(insert(Departement.__table__).values(code=dep, created_at=datetime.now(UTC)))
+    if conn.execute(select(T_DEPARTEMENTS.c.code).where(T_DEPARTEMENTS.c.code == dep)).first() is None:
+        conn.execute(insert(T_DEPARTEMENTS).values(code=dep, created_at=datetime.now(UTC)))
     if header.created_at.date() > options.received_on:
         raise IngestInputError(
             f"the reception date {options.received_on} is before the file's creation date {header.created_at.date()}"
         )
-    ft = FluxFile.__table__.c
+    ft = T_FILES.c
     earlier = conn.execute(
         select(func.count())
-        .select_from(FluxFile.__table__)
+        .select_from(T_FILES)
         .where(ft.departement_code == dep, ft.status == "applied", ft.fonorg == fonorg)
     ).scalar_one()
     if options.initial_stock:
@@ -873,7 +966,7 @@ def _start(
             "everyone in it who meets the criteria counts as a nouvel entrant",
         )
     conn.execute(
-        update(FluxFile.__table__)
+        update(T_FILES)
         .where(ft.id == job.file_id)
         .values(
             departement_code=dep,
@@ -925,12 +1018,11 @@ def _record_rejection(
         dep = rejected.departement
         if (
             dep is not None
-            and conn.execute(select(Departement.__table__.c.code).where(Departement.__table__.c.code == dep)).first()
-            is None
+            and conn.execute(select(T_DEPARTEMENTS.c.code).where(T_DEPARTEMENTS.c.code == dep)).first() is None
         ):
             dep = None
         rejected.file_id = conn.execute(
-            insert(FluxFile.__table__)
+            insert(T_FILES)
             .values(
                 departement_code=dep,
                 filename=name[:255],
@@ -947,7 +1039,7 @@ def _record_rejection(
                 quarantine_path=rejected.quarantine_path,
                 report=rejected.to_dict(),
             )
-            .returning(FluxFile.__table__.c.id)
+            .returning(T_FILES.c.id)
         ).scalar_one()
     log.warning("flux_rejected", file_id=rejected.file_id, error_code=exc.code, position=exc.position)
     return rejected

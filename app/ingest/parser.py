@@ -70,6 +70,8 @@ class _HashingReader:
         self._sha = hashlib.sha256()
         self._buffer = b""
         self.bytes_read = 0
+        self.lines = 1
+        self.eof = False
 
     def head(self, n: int) -> bytes:
         while len(self._buffer) < n:
@@ -91,6 +93,9 @@ class _HashingReader:
             data = self._raw.read(n)
         self._sha.update(data)
         self.bytes_read += len(data)
+        self.lines += data.count(b"\n")
+        if not data and n != 0:
+            self.eof = True
         return data
 
     @property
@@ -562,7 +567,11 @@ class FluxReader:
         except etree.XMLSyntaxError as exc:
             line = exc.position[0] if exc.position else exc.lineno
             msg = str(exc.msg or exc).split(", line")[0]
-            code = "truncated" if "end of data" in msg.lower() or "premature" in msg.lower() else "malformed_xml"
+            # An error on the very last line of a file read to its end is a cut, not a typo.
+            at_end = reader.eof and line is not None and line >= reader.lines
+            lowered = msg.lower()
+            truncated = at_end or "end of data" in lowered or "premature" in lowered
+            code = "truncated" if truncated else "malformed_xml"
             raise FluxRejected(
                 f"the XML is {'truncated' if code == 'truncated' else 'malformed'}: {msg}"
                 + f" after foyer {self.foyers_read}",

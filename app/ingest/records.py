@@ -89,7 +89,7 @@ class FoyerRecord:
     events: list[tuple[date | None, str]]
     persons: list[PersonRecord]
     # Problems found while reading this record (code, message); the loader decides what they mean.
-    problems: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (severity, code, message)
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 
 from app.models.auth import ApiClient, Departement, api_client_departements
 from app.models.base import Base
-from app.models.flux import AccessRecord, FluxFile, FoyerEvent, Person, PersonKey, PersonState
+from app.models.flux import AccessRecord, FluxFile, FluxFileMember, FoyerEvent, Person, PersonKey, PersonState
 
 __all__ = [
     "AccessRecord",
@@ -10,6 +10,7 @@ __all__ = [
     "Base",
     "Departement",
     "FluxFile",
+    "FluxFileMember",
     "FoyerEvent",
     "Person",
     "PersonKey",

@@ -149,6 +149,16 @@ class PersonState(Base):
     fingerprint: Mapped[str] = mapped_column(String(32))
 
 
+class FluxFileMember(Base):
+    """Who a full (monthly or reprise) file carried: needed to date absences when an earlier file arrives late,
+    since unchanged persons get no new state row."""
+
+    __tablename__ = "flux_file_members"
+
+    file_id: Mapped[int] = mapped_column(ForeignKey("flux_files.id", ondelete="CASCADE"), primary_key=True)
+    person_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+
+
 class FoyerEvent(Base):
     """An event (FG) a daily file gives as the cause of a foyer's record."""
 

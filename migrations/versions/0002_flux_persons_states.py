@@ -1,8 +1,8 @@
-"""flux files, persons, keys, dated states, events, access records
+"""flux files, persons, keys, dated states, members, events, access records
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-23 09:44:42.748803
+Create Date: 2026-11-23 09:57:22.980477
 """
 
 from __future__ import annotations
@@ -83,6 +83,15 @@ def upgrade() -> None:
             postgresql_where=sa.text("status = 'applied'"),
         )
 
+    op.create_table(
+        "flux_file_members",
+        sa.Column("file_id", sa.Integer(), nullable=False),
+        sa.Column("person_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["file_id"], ["flux_files.id"], name=op.f("fk_flux_file_members_file_id_flux_files"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("file_id", "person_id", name=op.f("pk_flux_file_members")),
+    )
     op.create_table(
         "foyer_events",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -220,6 +229,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_foyer_events_file_id"))
 
     op.drop_table("foyer_events")
+    op.drop_table("flux_file_members")
     with op.batch_alter_table("flux_files", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_flux_files_applied_content",

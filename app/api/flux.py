@@ -1,0 +1,169 @@
+"""The CAF/MSA flux over HTTP: upload a file (applied all or nothing), list files, read a file's report."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import func, select
+
+from app.api.deps import Authorized, SessionDep, SettingsDep
+from app.errors import ApiError, NotFound, Unprocessable
+from app.ingest.loader import IngestInputError, IngestOptions, ingest_file
+from app.models import FluxFile
+from app.security.auth import Principal
+from app.security.scopes import Scope
+from app.settings import today
+
+router = APIRouter(prefix="/api/v1/flux", tags=["flux"])
+
+
+class FluxFileOut(BaseModel):
+    id: int
+    departement: str | None
+    filename: str
+    status: str
+    error_code: str | None
+    error: str | None
+    organisme: str | None
+    type_flux: str | None
+    created_at_caf: datetime | None
+    received_on: date
+    initial_stock: bool
+    foyers: int
+    persons: int
+    warnings: int
+    rejected_records: int
+    duration_ms: int | None
+    size_bytes: int
+
+
+class FluxFileDetail(FluxFileOut):
+    report: dict[str, Any]
+
+
+class FluxPage(BaseModel):
+    total: int
+    items: list[FluxFileOut]
+
+
+def _out(row: FluxFile) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "departement": row.departement_code,
+        "filename": row.filename,
+        "status": row.status,
+        "error_code": row.error_code,
+        "error": row.error,
+        "organisme": " ".join(x for x in (row.fonorg, row.numorg) if x) or None,
+        "type_flux": row.type_flux,
+        "created_at_caf": row.created_at_caf,
+        "received_on": row.received_on,
+        "initial_stock": row.initial_stock,
+        "foyers": row.foyers,
+        "persons": row.persons,
+        "warnings": row.warnings,
+        "rejected_records": row.rejected_records,
+        "duration_ms": row.duration_ms,
+        "size_bytes": row.size_bytes,
+    }
+
+
+class FluxRejectedError(ApiError):
+    status_code = 422
+    code = "flux_rejected"
+
+
+@router.post(
+    "",
+    summary="Upload a CAF/MSA flux file; it is applied whole or not at all",
+    responses={
+        201: {"description": "Applied: the ingestion report"},
+        200: {"description": "Already ingested: nothing changed"},
+        422: {"description": "Rejected: nothing applied; the report says where and why"},
+    },
+)
+def upload_flux(
+    request: Request,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.flux_write)],
+    file: Annotated[UploadFile, File(description="VRSB0801 XML, plain or gzip")],
+    received_on: Annotated[
+        date | None, Form(description="Date the Département received it (default: today, Europe/Paris)")
+    ] = None,
+    initial_stock: Annotated[bool, Form(description="First load of the département (monthly or reprise file)")] = False,
+    departement: Annotated[
+        str | None, Form(description="Expected département (default: the caller's only one)")
+    ] = None,
+) -> JSONResponse:
+    if departement is None:
+        if len(principal.departements) != 1:
+            raise Unprocessable("departement is required: this client is granted several départements.")
+        departement = next(iter(principal.departements))
+    elif departement not in principal.departements:
+        raise NotFound("No such département.")
+    incoming = settings.data_dir / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    name = (file.filename or "upload.xml").replace("/", "_")[-200:]
+    with tempfile.NamedTemporaryFile(dir=incoming, suffix="-" + name, delete=False) as tmp:
+        shutil.copyfileobj(file.file, tmp, 1 << 20)
+        tmp_path = tmp.name
+    from pathlib import Path
+
+    path = Path(tmp_path)
+    try:
+        options = IngestOptions(
+            received_on=received_on or today(settings),
+            initial_stock=initial_stock,
+            departement=departement,
+            ingested_by=principal.id,
+            display_name=name,
+        )
+        try:
+            report = ingest_file(request.app.state.engine, settings, path, options)
+        except IngestInputError as exc:
+            raise Unprocessable(str(exc)) from exc
+    finally:
+        path.unlink(missing_ok=True)
+    body = report.to_dict()
+    if report.status == "rejected":
+        where = f" ({report.error_position})" if report.error_position else ""
+        raise FluxRejectedError(f"The file {name} was rejected{where}: {report.error}", body)
+    return JSONResponse(content=_jsonable(body), status_code=201 if report.status == "applied" else 200)
+
+
+def _jsonable(data: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(data, default=str))
+
+
+@router.get("", response_model=FluxPage, summary="Received flux files, newest first")
+def list_flux(
+    session: SessionDep,
+    principal: Annotated[Principal, Authorized(Scope.flux_write)],
+    status: Annotated[str | None, Query(pattern="^(applied|rejected)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> FluxPage:
+    query = select(FluxFile).where(FluxFile.departement_code.in_(sorted(principal.departements)))
+    if status:
+        query = query.where(FluxFile.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(FluxFile.received_on.desc(), FluxFile.id.desc()).limit(limit).offset(offset))
+    return FluxPage(total=total, items=[FluxFileOut(**_out(r)) for r in rows])
+
+
+@router.get("/{file_id}", response_model=FluxFileDetail, summary="One flux file and its ingestion report")
+def get_flux(
+    file_id: int, session: SessionDep, principal: Annotated[Principal, Authorized(Scope.flux_write)]
+) -> FluxFileDetail:
+    row = session.get(FluxFile, file_id)
+    if row is None or row.departement_code not in principal.departements:
+        raise NotFound("No such flux file.")
+    return FluxFileDetail(**_out(row), report=row.report or {})

@@ -1,0 +1,130 @@
+"""Persons known from the flux: identity, foyer, current state and dated history. Every read is recorded."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.deps import Authorized, SessionDep, SettingsDep
+from app.security.auth import Principal
+from app.security.scopes import Scope
+from app.services import persons as svc
+
+router = APIRouter(prefix="/api/v1/persons", tags=["persons"])
+
+
+class Identity(BaseModel):
+    qualite: str | None
+    nom: str | None
+    nom_naissance: str | None
+    prenom: str | None
+    date_naissance: date | None
+    sexe: str | None
+    nir_connu: bool = Field(description="Whether a NIR is known (it is never returned)")
+
+
+class PersonSummary(BaseModel):
+    id: int
+    departement: str
+    identite: Identity
+    stock: bool
+    premiere_reception: date
+
+
+class PersonOut(PersonSummary):
+    etat_actuel: dict[str, Any] | None
+    historique: list[dict[str, Any]]
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    nir: str | None = Field(default=None, min_length=13, max_length=15, description="13 or 15 characters")
+    date_naissance: date | None = None
+    fonorg: Literal["CAF", "MSA"] | None = None
+    numorg: str | None = Field(default=None, pattern=r"^\d{3}$")
+    matricule: str | None = Field(default=None, min_length=1, max_length=15)
+    role: Literal["DEM", "CJT", "BEN"] | None = None
+
+
+class SearchResult(BaseModel):
+    items: list[PersonSummary]
+
+
+def _summary(p: Any) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "departement": p.departement_code,
+        "identite": Identity(
+            qualite=p.qual,
+            nom=p.nom,
+            nom_naissance=p.nomnai,
+            prenom=p.prenom,
+            date_naissance=p.date_naissance,
+            sexe=p.sexe,
+            nir_connu=p.nir_hash is not None,
+        ),
+        "stock": p.stock,
+        "premiere_reception": p.first_received_on,
+    }
+
+
+@router.get("/{person_id}", response_model=PersonOut, summary="A person: identity, current state, dated history")
+def get_person(
+    person_id: int,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Authorized(Scope.persons_read)],
+) -> PersonOut:
+    person = svc.get_person(session, principal, person_id)
+    svc.record_access(
+        session,
+        principal,
+        action="person.read",
+        endpoint=f"GET /api/v1/persons/{person_id}",
+        departement=person.departement_code,
+        person_id=person.id,
+        request_id=getattr(request.state, "request_id", None),
+    )
+    history = [
+        {**svc.state_dict(state), "fichier": {"id": f.id, "nom": f.filename, "type": f.type_flux}}
+        for state, f in svc.history(session, person.id)
+    ]
+    return PersonOut(**_summary(person), etat_actuel=history[-1] if history else None, historique=history)
+
+
+@router.post("/search", response_model=SearchResult, summary="Find persons by NIR, or by organisme + matricule + role")
+def search_persons(
+    body: SearchBody,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.persons_read)],
+) -> SearchResult:
+    criteria = svc.SearchCriteria(**body.model_dump())
+    found = svc.search(session, settings, principal, criteria)
+    for dep in sorted(principal.departements) if not found else []:
+        svc.record_access(
+            session,
+            principal,
+            action="person.search",
+            endpoint="POST /api/v1/persons/search",
+            departement=dep,
+            person_id=None,
+            request_id=getattr(request.state, "request_id", None),
+            found=False,
+        )
+    for p in found:
+        svc.record_access(
+            session,
+            principal,
+            action="person.search",
+            endpoint="POST /api/v1/persons/search",
+            departement=p.departement_code,
+            person_id=p.id,
+            request_id=getattr(request.state, "request_id", None),
+        )
+    return SearchResult(items=[PersonSummary(**_summary(p)) for p in found])

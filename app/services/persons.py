@@ -1,0 +1,152 @@
+"""Reading persons: identity, current state and dated history, always filtered by the caller's départements,
+and every read recorded for the audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from app.errors import NotFound, Unprocessable
+from app.models import AccessRecord, FluxFile, Person, PersonKey, PersonState
+from app.security.auth import Principal
+from app.security.nir import InvalidNir, NirProtector, normalize_nir
+from app.settings import Settings
+
+
+def readable_persons(principal: Principal) -> Select[Person]:
+    """Persons the caller may read: those of its départements, by construction."""
+    return select(Person).where(Person.departement_code.in_(sorted(principal.departements)))
+
+
+def record_access(
+    session: Session,
+    principal: Principal,
+    *,
+    action: str,
+    endpoint: str,
+    departement: str,
+    person_id: int | None,
+    request_id: str | None,
+    found: bool = True,
+) -> None:
+    session.add(
+        AccessRecord(
+            principal_id=principal.id,
+            agent_identifiant=principal.agent.identifiant if principal.agent else None,
+            departement_code=departement,
+            person_id=person_id,
+            action=action,
+            endpoint=endpoint[:200],
+            request_id=request_id,
+            found=found,
+        )
+    )
+
+
+def get_person(session: Session, principal: Principal, person_id: int) -> Person:
+    person = session.scalar(readable_persons(principal).where(Person.id == person_id))
+    if person is None:
+        raise NotFound("No such person.")
+    return person
+
+
+def history(session: Session, person_id: int) -> list[tuple[PersonState, FluxFile]]:
+    rows = session.execute(
+        select(PersonState, FluxFile)
+        .join(FluxFile, FluxFile.id == PersonState.file_id)
+        .where(PersonState.person_id == person_id)
+        .order_by(PersonState.received_on, PersonState.file_created_at, PersonState.file_id, PersonState.seq)
+    ).all()
+    return [(s, f) for s, f in rows]
+
+
+@dataclass(frozen=True)
+class SearchCriteria:
+    nir: str | None = None
+    date_naissance: date | None = None
+    fonorg: str | None = None
+    numorg: str | None = None
+    matricule: str | None = None
+    role: str | None = None
+
+
+def search(session: Session, settings: Settings, principal: Principal, criteria: SearchCriteria) -> list[Person]:
+    query = readable_persons(principal)
+    if criteria.nir is not None:
+        try:
+            nir13 = normalize_nir(criteria.nir).nir13
+        except InvalidNir as exc:
+            raise Unprocessable(f"nir: {exc}", [{"loc": ["body", "nir"], "msg": str(exc)}]) from exc
+        protector = NirProtector(settings.encryption_keys, settings.hmac_key)
+        query = query.where(Person.nir_hash == protector.lookup_hash(nir13))
+        if criteria.date_naissance is not None:
+            query = query.where(Person.date_naissance == criteria.date_naissance)
+        return list(session.scalars(query.order_by(Person.id)).all())
+    if not (criteria.fonorg and criteria.numorg and criteria.matricule and criteria.role):
+        raise Unprocessable("Search by nir, or by fonorg, numorg, matricule and role together.")
+    # The person currently holding that organisme + matricule + role key (identity across files).
+    from app.ingest.loader import organisme_key
+
+    value = organisme_key(settings, criteria.fonorg, criteria.numorg, criteria.matricule, criteria.role)
+    keys = select(PersonKey.person_id).where(PersonKey.value == value, PersonKey.kind == "matricule")
+    query = query.where(Person.id.in_(keys))
+    return list(session.scalars(query.order_by(Person.id)).all())
+
+
+def current_state(session: Session, person_id: int) -> PersonState | None:
+    return session.scalar(
+        select(PersonState)
+        .where(PersonState.person_id == person_id)
+        .order_by(
+            PersonState.received_on.desc(),
+            PersonState.file_created_at.desc(),
+            PersonState.file_id.desc(),
+            PersonState.seq.desc(),
+        )
+        .limit(1)
+    )
+
+
+def state_dict(state: PersonState) -> dict[str, Any]:
+    return {
+        "received_on": state.received_on,
+        "present": state.present,
+        "absence_reason": state.absence_reason,
+        "organisme": " ".join(x for x in (state.fonorg, state.numorg) if x) or None,
+        "matricule": state.matricule,
+        "numdemrsa": state.numdemrsa,
+        "dtdemrsa": state.dtdemrsa,
+        "role": state.role,
+        "etat_dossier": state.etat,
+        "soumis_droits_devoirs": state.sdd,
+        "entree_droits_devoirs": state.sdd_entrant,
+        "suspension_versement": {
+            "motifs": state.suspension_versement_motifs,
+            "depuis": state.suspension_versement_since,
+        }
+        if state.suspension_versement_motifs or state.suspension_versement_since
+        else None,
+        "suspension_droit": {"motifs": state.suspension_droit_motifs, "depuis": state.suspension_droit_since}
+        if state.suspension_droit_motifs or state.suspension_droit_since
+        else None,
+        "cloture": {"motif": state.closure_motif, "date": state.closure_date}
+        if state.closure_motif or state.closure_date
+        else None,
+        "mutation_entrante": {"organisme": state.transfer_in_from, "date": state.transfer_in_date}
+        if state.transfer_in_from
+        else None,
+        "mutation_sortante": {"organisme": state.transfer_out_to, "date": state.transfer_out_date}
+        if state.transfer_out_to
+        else None,
+        "commune": state.numcom,
+        "code_postal": state.codepos,
+        "nom_commune": state.nomcom,
+        "adresse": state.adresse,
+        "situation_famille": state.sitfam,
+        "date_debut_droit": state.ddnatdro,
+        "idassedic": state.idassedic,
+    }

@@ -1,0 +1,97 @@
+"""Build small flux files for tests, with the project's own generator writing the XML."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import date
+from pathlib import Path
+
+from app.ingest.generator import FluxGenerator, GenFoyer, GenPerson
+
+NIR_A = "1900555545123"  # fictitious
+NIR_B = "2920655545124"
+NIR_C = "1850799123456"
+
+
+def person(
+    nir: str | None = NIR_A,
+    role: str = "DEM",
+    sdd: bool = True,
+    nom: str = "DUPONT",
+    prenom: str = "JEAN",
+    dtnai: date = date(1990, 1, 15),
+    sexe: str = "1",
+    with_key: bool = False,
+    entrant: bool = False,
+) -> GenPerson:
+    return GenPerson(
+        nir=nir,
+        nir_with_key=with_key,
+        qual="MR" if sexe == "1" else "MME",
+        nom=nom,
+        prenom=prenom,
+        dtnai=dtnai,
+        sexe=sexe,
+        role=role,
+        sdd=sdd,
+        sdd_entrant=entrant,
+    )
+
+
+def foyer(
+    *persons: GenPerson,
+    matricule: str = "0001234",
+    etat: str = "2",
+    fonorg: str = "CAF",
+    numorg: str = "551",
+    numdemrsa: str = "55000012345",
+    closure: tuple[str, date] | None = None,
+    susp: tuple[str, date] | None = None,
+    commune: tuple[str, str, str] = ("55545", "55100", "VERDUN"),
+    events: list[str] | None = None,
+) -> GenFoyer:
+    return GenFoyer(
+        fonorg=fonorg,
+        numorg=numorg,
+        matricule=matricule,
+        numdemrsa=numdemrsa,
+        dtdemrsa=date(2024, 2, 5),
+        ddnatdro=date(2024, 2, 1),
+        etat=etat,
+        persons=list(persons) or [person()],
+        commune=commune,
+        numvoie="12",
+        voie="RUE DES EXEMPLES",
+        sitfam="ISO",
+        susp_versement=susp,
+        closure=closure,
+        events=events or [],
+    )
+
+
+def write_flux(
+    directory: Path,
+    foyers: list[GenFoyer],
+    *,
+    type_flux: str = "I",
+    day: date = date(2024, 3, 1),
+    fonorg: str = "CAF",
+    encoding: str = "windows-1252",
+    compress: bool = False,
+    name: str | None = None,
+    departement: str = "055",
+) -> Path:
+    gen = FluxGenerator(0, day, departement=departement)
+    generated = gen.write_file(directory, foyers, type_flux, fonorg, day, day, compress, encoding)
+    if name:
+        target = directory / name
+        generated.path.rename(target)
+        return target
+    return generated.path
+
+
+def text_of(path: Path) -> str:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return raw.decode("latin-1")

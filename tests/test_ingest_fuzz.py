@@ -1,0 +1,76 @@
+"""Mutations of a valid flux file: every outcome is a clean application or a clean rejection, and a rejected
+file leaves the stored data exactly as it was."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
+from tests.test_ingest_loader import ingest, snapshot
+
+FRAGMENTS = [
+    b"<",
+    b">",
+    b"</InfosFoyerRSA>",
+    b"<InfosFoyerRSA>",
+    b"&",
+    b"&amp;",
+    b"\x00",
+    b"\xff\xfe",
+    b"]]>",
+    b"<!DOCTYPE x [<!ENTITY e 'x'>]>",
+    b"<Personne>",
+    b"2024-13-45",
+    b"\xe9",
+    b"<![CDATA[x]]>",
+]
+
+mutation = st.one_of(
+    st.tuples(st.just("truncate"), st.floats(0, 1)),
+    st.tuples(st.just("delete"), st.floats(0, 1), st.integers(1, 400)),
+    st.tuples(st.just("insert"), st.floats(0, 1), st.sampled_from(FRAGMENTS)),
+    st.tuples(st.just("flip"), st.floats(0, 1), st.integers(0, 255)),
+    st.tuples(st.just("duplicate"), st.floats(0, 1), st.integers(1, 600)),
+)
+
+
+def apply(data: bytes, m: tuple) -> bytes:
+    pos = int(m[1] * (len(data) - 1))
+    if m[0] == "truncate":
+        return data[:pos]
+    if m[0] == "delete":
+        return data[:pos] + data[pos + m[2] :]
+    if m[0] == "insert":
+        return data[:pos] + m[2] + data[pos:]
+    if m[0] == "flip":
+        return data[:pos] + bytes([m[2]]) + data[pos + 1 :]
+    return data[: pos + m[2]] + data[pos : pos + m[2]] + data[pos + m[2] :]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=st.lists(mutation, min_size=1, max_size=3))
+def test_mutated_files_are_applied_or_cleanly_rejected(db, tmp_path_factory, mutations):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    from tests.conftest import _truncate
+
+    _truncate(db)
+    ingest(db, write_flux(tmp, [foyer(person(NIR_C), matricule="0000777")], name="base.xml"))
+    before = snapshot(db)
+    valid = write_flux(
+        tmp,
+        [foyer(person(NIR_A), person(NIR_B, role="CJT", prenom="MARIE")), foyer(person(None), matricule="0000888")],
+        day=date(2024, 3, 4),
+    ).read_bytes()
+    data = valid
+    for m in mutations:
+        data = apply(data, m)
+    path = tmp / "mutated.xml"
+    path.write_bytes(data)
+    report = ingest(db, path, received_on=date(2024, 3, 4))
+    assert report.status in ("applied", "rejected", "duplicate")
+    if report.status == "rejected":
+        assert report.error and report.error_code
+        assert snapshot(db) == before

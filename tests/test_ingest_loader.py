@@ -1,0 +1,264 @@
+"""Applying flux files: all or nothing, idempotent, dated history, identity across files, NIR protection."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, inspect, select, text
+
+from app.db import get_engine, session_scope
+from app.ingest.loader import IngestInputError, IngestOptions, ingest_file
+from app.models import FluxFile, Person, PersonState
+from app.models.base import Base
+from app.security.nir import NirProtector
+from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, text_of, write_flux
+
+D1, D2, D3 = date(2024, 3, 1), date(2024, 3, 4), date(2024, 4, 2)
+
+
+def ingest(settings, path: Path, received_on: date = D1, **kw):
+    return ingest_file(get_engine(settings), settings, path, IngestOptions(received_on=received_on, **kw))
+
+
+def snapshot(settings) -> dict[str, list[tuple]]:
+    """Every row of every table but the flux_files log (which records attempts)."""
+    engine = get_engine(settings)
+    out = {}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            if table.name in ("flux_files",):
+                continue
+            out[table.name] = sorted(map(tuple, conn.execute(select(table)).all()), key=repr)
+    return out
+
+
+def states(settings, nir: str = NIR_A) -> list[PersonState]:
+    protector = NirProtector(settings.encryption_keys, settings.hmac_key)
+    with session_scope(settings) as s:
+        pid = s.scalar(select(Person.id).where(Person.nir_hash == protector.lookup_hash(nir)))
+        return list(
+            s.scalars(
+                select(PersonState)
+                .where(PersonState.person_id == pid)
+                .order_by(PersonState.received_on, PersonState.file_created_at, PersonState.seq)
+            )
+        )
+
+
+def count(settings, model) -> int:
+    with session_scope(settings) as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_a_daily_file_is_applied(db, tmp_path):
+    path = write_flux(tmp_path, [foyer(person(), person(NIR_B, role="CJT", prenom="MARIE", sexe="2"))])
+    report = ingest(db, path)
+    assert report.status == "applied", report
+    assert (report.foyers, report.persons_brsa, report.new_persons, report.state_changes) == (1, 2, 2, 2)
+    assert report.departement == "055" and report.organisme == "CAF 551" and report.type_flux == "I"
+    (state,) = states(db)
+    assert (state.received_on, state.etat, state.sdd, state.role, state.matricule) == (D1, "2", True, "DEM", "0001234")
+    assert (state.numcom, state.codepos) == ("55545", "55100")
+    with session_scope(db) as s:
+        f = s.scalar(select(FluxFile))
+        assert f is not None and (f.status, f.received_on, f.foyers, f.persons) == ("applied", D1, 1, 2)
+
+
+def test_the_nir_is_never_stored_in_clear(db, tmp_path):
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A, with_key=True))]))
+    engine = get_engine(db)
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            for row in conn.execute(select(table)):
+                assert NIR_A not in json.dumps([str(v) for v in row]), f"NIR in clear in {table.name}"
+    protector = NirProtector(db.encryption_keys, db.hmac_key)
+    with session_scope(db) as s:
+        p = s.scalar(select(Person))
+        assert p is not None and p.nir_encrypted is not None
+        assert protector.decrypt(p.nir_encrypted) == NIR_A
+        assert p.nir_hash == protector.lookup_hash(NIR_A)
+
+
+def test_same_content_twice_changes_nothing(db, tmp_path):
+    path = write_flux(tmp_path, [foyer()])
+    first = ingest(db, path)
+    before = snapshot(db)
+    again = ingest(db, path, received_on=D2)
+    assert again.status == "duplicate" and again.duplicate_of == first.file_id
+    gz = write_flux(tmp_path, [foyer()], compress=True)  # same XML, gzip wrapper
+    assert ingest(db, gz, received_on=D2).status == "duplicate"
+    assert snapshot(db) == before
+    assert count(db, FluxFile) == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code"),
+    [
+        (lambda x: x.replace("<NBTOTDOSRSATRANSM>00000002<", "<NBTOTDOSRSATRANSM>00000005<"), "count_mismatch"),
+        (lambda x: x[: x.rindex("<InfosFoyerRSA>") + 300], "truncated"),
+        (lambda x: x.replace("<Racine>", "<Root>").replace("</Racine>", "</Root>"), "wrong_root"),
+        (lambda x: x.replace("<NOM>DUPONT</NOM>", "<NOM>DUPONT</NAME>"), "malformed_xml"),
+    ],
+)
+def test_a_rejected_file_applies_nothing_and_is_quarantined(db, tmp_path, mutate, code):
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_C), matricule="0000777")], name="before.xml"))
+    before = snapshot(db)
+    good = text_of(write_flux(tmp_path, [foyer(), foyer(person(NIR_B), matricule="0002")]))
+    bad = tmp_path / "CAF_bad.xml"
+    bad.write_text(mutate(good).replace("windows-1252", "UTF-8"), encoding="utf-8")
+    report = ingest(db, bad, received_on=D2)
+    assert report.status == "rejected"
+    assert report.error_code == code
+    assert report.error_position
+    assert snapshot(db) == before, "nothing of a rejected file is applied"
+    quarantined = Path(report.quarantine_path or "")
+    assert quarantined.read_bytes() == bad.read_bytes()
+    assert json.loads(quarantined.with_name(quarantined.name + ".report.json").read_text())["error_code"] == code
+    with session_scope(db) as s:
+        row = s.get(FluxFile, report.file_id)
+        assert row is not None and row.status == "rejected" and row.error_code == code
+
+
+def test_records_with_problems_follow_the_policy(db, tmp_path):
+    xml = text_of(
+        write_flux(
+            tmp_path,
+            [
+                foyer(person(), person(), matricule="0001"),  # same person twice: second rejected
+                foyer(person(NIR_B), matricule="0002", etat="2"),
+                foyer(person(NIR_C), matricule="0003"),
+            ],
+        )
+    )
+    xml = xml.replace("<MATRICULE>0003</MATRICULE>", "")  # foyer 3: no matricule -> rejected
+    xml = xml.replace("<ETATDOSRSA>2</ETATDOSRSA>", "<ETATDOSRSA>Z</ETATDOSRSA>", 1)  # unknown code: warning
+    path = tmp_path / "mixed.xml"
+    path.write_text(xml.replace("windows-1252", "UTF-8"), encoding="utf-8")
+    report = ingest(db, path)
+    assert report.status == "applied"
+    assert report.persons_brsa == 2
+    assert sorted(r["code"] for r in report.rejected) == ["duplicate_person", "missing_field"]
+    assert [w["code"] for w in report.warnings] == ["no_initial_stock", "unknown_code"]
+    assert all("foyer" in r["message"] for r in report.rejected)
+    assert states(db)[0].etat == "Z", "unknown codes are stored as they are"
+
+
+def test_monthly_file_repeating_everyone_adds_no_rows(db, tmp_path):
+    people = [foyer(person(NIR_A), matricule="0001"), foyer(person(NIR_B, prenom="MARIE"), matricule="0002")]
+    ingest(db, write_flux(tmp_path, people, type_flux="M", day=D1), initial_stock=True)
+    rows = count(db, PersonState)
+    report = ingest(db, write_flux(tmp_path, people, type_flux="M", day=D3), received_on=D3)
+    assert report.status == "applied" and report.unchanged == 2 and report.state_changes == 0
+    assert count(db, PersonState) == rows
+
+
+def test_absent_from_the_next_monthly_file(db, tmp_path):
+    a, b = foyer(person(NIR_A), matricule="0001"), foyer(person(NIR_B, prenom="MARIE"), matricule="0002")
+    ingest(db, write_flux(tmp_path, [a, b], type_flux="M", day=D1), initial_stock=True)
+    report = ingest(db, write_flux(tmp_path, [a], type_flux="M", day=D3), received_on=D3)
+    assert report.absences == 1
+    last = states(db, NIR_B)[-1]
+    assert (last.present, last.absence_reason, last.received_on) == (False, "absent_full_file", D3)
+
+
+def test_a_conjoint_leaving_the_foyer(db, tmp_path):
+    dem, cjt = person(NIR_A), person(NIR_B, role="CJT", prenom="MARIE", sexe="2")
+    ingest(db, write_flux(tmp_path, [foyer(dem, cjt)], day=D1))
+    report = ingest(db, write_flux(tmp_path, [foyer(dem)], day=D2), received_on=D2)
+    assert report.absences == 1
+    assert [(s.present, s.absence_reason) for s in states(db, NIR_B)] == [(True, None), (False, "left_foyer")]
+    assert [s.present for s in states(db, NIR_A)] == [True]
+
+
+def test_a_person_changing_foyer_keeps_one_history(db, tmp_path):
+    dem, cjt = person(NIR_A), person(NIR_B, role="CJT", prenom="MARIE", sexe="2")
+    ingest(db, write_flux(tmp_path, [foyer(dem, cjt, matricule="0001")], day=D1))
+    # separation: MARIE becomes DEM of her own foyer in the same file where the first foyer loses her
+    moved = person(NIR_B, role="DEM", prenom="MARIE", sexe="2")
+    report = ingest(
+        db, write_flux(tmp_path, [foyer(dem, matricule="0001"), foyer(moved, matricule="0002")], day=D2), received_on=D2
+    )
+    assert report.new_persons == 0
+    history = states(db, NIR_B)
+    assert [(s.matricule, s.role, s.present) for s in history] == [("0001", "CJT", True), ("0002", "DEM", True)]
+
+
+def test_identity_without_nir_then_with(db, tmp_path):
+    ingest(db, write_flux(tmp_path, [foyer(person(None))], day=D1))
+    report = ingest(db, write_flux(tmp_path, [foyer(person(NIR_A, sdd=False))], day=D2), received_on=D2)
+    assert report.new_persons == 0 and report.matched_by == {"matricule": 1}
+    assert count(db, Person) == 1
+    assert [s.sdd for s in states(db)] == [True, False]
+
+
+def test_a_new_conjoint_with_another_nir_is_another_person(db, tmp_path):
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A), person(NIR_B, role="CJT", prenom="MARIE"))], day=D1))
+    other = person(NIR_C, role="CJT", prenom="LUCIE", dtnai=date(1985, 7, 1), sexe="2")
+    report = ingest(db, write_flux(tmp_path, [foyer(person(NIR_A), other)], day=D2), received_on=D2)
+    assert report.new_persons == 1
+    assert count(db, Person) == 3
+    assert states(db, NIR_B)[-1].absence_reason == "left_foyer"
+
+
+def test_a_foyer_changing_organisme_keeps_history(db, tmp_path):
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=D1))
+    msa = foyer(person(NIR_A), fonorg="MSA", numorg="555", matricule="9990001")
+    report = ingest(db, write_flux(tmp_path, [msa], day=D2, fonorg="MSA"), received_on=D2)
+    assert report.new_persons == 0 and report.matched_by == {"nir": 1}
+    assert [(s.fonorg, s.matricule) for s in states(db)] == [("CAF", "0001234"), ("MSA", "9990001")]
+
+
+def test_initial_stock(db, tmp_path):
+    path = write_flux(tmp_path, [foyer()], type_flux="M")
+    with pytest.raises(IngestInputError, match="daily"):
+        ingest(db, write_flux(tmp_path, [foyer()], name="daily.xml"), initial_stock=True)
+    assert ingest(db, path, initial_stock=True).status == "applied"
+    with session_scope(db) as s:
+        assert s.scalar(select(Person.stock)) is True
+    with pytest.raises(IngestInputError, match="already has"):
+        ingest(db, write_flux(tmp_path, [foyer(person(NIR_B))], type_flux="M", day=D3), D3, initial_stock=True)
+
+
+def test_reception_date_checks(db, tmp_path):
+    path = write_flux(tmp_path, [foyer()], day=D2)
+    with pytest.raises(IngestInputError, match="before the file's creation"):
+        ingest(db, path, received_on=D1)
+    with pytest.raises(IngestInputError, match="future"):
+        ingest(db, path, received_on=date(2999, 1, 1))
+    assert count(db, FluxFile) == 0
+
+
+def test_a_file_for_another_departement(db, tmp_path):
+    path = write_flux(tmp_path, [foyer()], departement="054")
+    report = ingest(db, path, departement="055")
+    assert report.status == "rejected" and report.error_code == "other_departement"
+    assert count(db, Person) == 0
+
+
+def test_a_late_daily_file_is_placed_by_its_reception_date(db, tmp_path):
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A, sdd=True))], day=D2, name="later.xml"), received_on=D2)
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A, sdd=False))], day=D1, name="earlier.xml"), received_on=D1)
+    assert [(s.received_on, s.sdd) for s in states(db)] == [(D1, False), (D2, True)]
+
+
+def test_a_late_file_is_absent_from_a_later_monthly(db, tmp_path):
+    """A daily file received before a monthly one but ingested after it: whoever it shows and the monthly
+    file did not carry is absent from the monthly file's date, as if the files had come in order."""
+    ingest(
+        db, write_flux(tmp_path, [foyer(person(NIR_A), matricule="0001")], type_flux="M", day=D1), initial_stock=True
+    )
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A), matricule="0001")], type_flux="M", day=D3), received_on=D3)
+    late = write_flux(tmp_path, [foyer(person(NIR_B, prenom="MARIE"), matricule="0002")], day=D2, name="late.xml")
+    report = ingest(db, late, received_on=D2)
+    assert report.absences == 1
+    assert [(s.received_on, s.present) for s in states(db, NIR_B)] == [(D2, True), (D3, False)]
+
+
+def test_sqlite_file_or_postgres_schema_is_what_we_think(db):
+    engine = get_engine(db)
+    assert {"persons", "person_states", "person_keys", "flux_files"} <= set(inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1
