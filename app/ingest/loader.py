@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -120,7 +121,9 @@ def file_sha256(path: Path) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
+@lru_cache(maxsize=65536)
 def _norm(value: str | None) -> str:
+    """Names compared without case, accents, spaces or punctuation (identity key of last resort)."""
     if not value:
         return ""
     decomposed = unicodedata.normalize("NFKD", value.upper())
@@ -175,7 +178,8 @@ ROW_COLUMNS = (
 
 
 def _fingerprint(values: dict[str, Any]) -> str:
-    raw = "\x1f".join("" if values[c] is None else str(values[c]) for c in FINGERPRINT_COLUMNS)
+    # repr() of a tuple of str/bool/date/None is stable across runs and computed in C.
+    raw = repr(tuple([values[c] for c in FINGERPRINT_COLUMNS]))
     return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 
 

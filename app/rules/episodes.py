@@ -1,0 +1,346 @@
+"""Entry episodes of one person, computed from dated facts only (annex 4 emploi, §4.1-4.2; SPEC §3-4).
+
+Input: the person's flux facts (each dated by the day the Département *received* the file) and the
+orientation-side events (each dated by its own date). Output: the entry episodes, each with its T0, the
+three criteria and the facts that decided them, and its outcome. The order in which facts reached the
+service plays no part: facts are sorted by their dates (ties by properties of the facts themselves).
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from app.rules.config import DEFAULT, RulesConfig
+
+ORIENTING_EVENTS = ("orientation", "referent")
+
+
+@dataclass(frozen=True)
+class FluxFact:
+    """What one received file said about the person (a stored person state)."""
+
+    received_on: date
+    order: tuple[Any, ...]  # tie-break on the same reception date: (file created at, file id, seq)
+    present: bool
+    etat: str | None
+    sdd: bool | None
+    role: str | None
+    file_id: int | None = None
+    initial_stock: bool = False
+    suspension_since: date | None = None
+    suspension_motifs: tuple[str, ...] = ()
+    closure_date: date | None = None
+    closure_motif: str | None = None
+    transfer_out: bool = False
+    absence_reason: str | None = None
+    fonorg: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """An orientation-side event (already stripped of superseded ones)."""
+
+    type: str
+    on: date
+    key: str  # a stable tie-break among events of the same date (external id or id)
+    organisme: str | None = None
+    type_parcours: str | None = None
+    accompagnement_global: bool | None = None
+    structure: str | None = None
+    presence: str | None = None
+    contrat: str | None = None
+    event_id: int | None = None
+
+
+@dataclass
+class Criterion:
+    held: bool
+    reason: str
+    facts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Episode:
+    t0: date
+    t0_file_id: int | None
+    criteria: dict[str, Criterion]
+    outcome: str = "en_attente"  # en_attente | oriente | sorti_avant_orientation
+    end_on: date | None = None
+    oriented_by: str | None = None  # orientation | referent
+    orientation: Event | None = None
+    delay_days: int | None = None
+    within_15_days: bool | None = None
+    within_one_month: bool | None = None
+    left_on: date | None = None  # when the person stopped meeting criterion 1 or 2 (the fact's date)
+    rdv_orientation_absent: bool = False
+    invitation_on: date | None = None
+    rdv_orientation_on: date | None = None
+    first_rdv_accompagnement_on: date | None = None
+    contrat: str | None = None
+    contrat_on: date | None = None
+
+
+@dataclass
+class Decision:
+    """A point where the person entered droits et devoirs without becoming a nouvel entrant, and why."""
+
+    on: date
+    file_id: int | None
+    reason: str
+
+
+@dataclass
+class PersonEpisodes:
+    episodes: list[Episode]
+    not_entries: list[Decision]
+    stock: bool
+    followed: bool  # a follow-up is open (or dormant) after the last fact
+
+
+def add_months(day: date, months: int) -> date:
+    month = day.month - 1 + months
+    year = day.year + month // 12
+    month = month % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def month_end(day: date) -> date:
+    return date(day.year, day.month, calendar.monthrange(day.year, day.month)[1])
+
+
+def previous_month_end(day: date) -> date:
+    return day.replace(day=1) - timedelta(days=1)
+
+
+def is_versable(fact: FluxFact | None, config: RulesConfig) -> bool:
+    if fact is None or not fact.present or fact.etat is None:
+        return False
+    if fact.etat in config.versable_etats:
+        return True
+    motifs = config.versable_with_motifs.get(fact.etat)
+    return motifs is not None and bool(set(fact.suspension_motifs) & motifs)
+
+
+def in_droits_devoirs(fact: FluxFact | None, config: RulesConfig) -> bool:
+    """Criteria 1 and 2 now: a versable right and soumis aux droits et devoirs (DEM/CJT)."""
+    return (
+        fact is not None
+        and fact.present
+        and is_versable(fact, config)
+        and fact.sdd is True
+        and (fact.role in config.brsa_roles)
+    )
+
+
+def _fact_ref(fact: FluxFact | None) -> dict[str, Any]:
+    if fact is None:
+        return {"state": "unknown"}
+    return {
+        "received_on": fact.received_on.isoformat(),
+        "file_id": fact.file_id,
+        "etat": fact.etat,
+        "sdd": fact.sdd,
+        "present": fact.present,
+    }
+
+
+class _Suivi:
+    """The follow-up: opened by an orientation or a référent, closed by radiation, a long suspension, a move
+    out of the département or an explicit closure; otherwise in progress (possibly dormant)."""
+
+    def __init__(self) -> None:
+        self.open_since: date | None = None
+        self.source: str | None = None
+        self.closed_on: date | None = None
+        self.closed_reason: str | None = None
+
+    @property
+    def in_progress(self) -> bool:
+        return self.open_since is not None and self.closed_on is None
+
+    def open(self, on: date, source: str) -> None:
+        self.open_since, self.source, self.closed_on, self.closed_reason = on, source, None, None
+
+    def close(self, on: date, reason: str) -> None:
+        if self.in_progress:
+            self.closed_on, self.closed_reason = on, reason
+
+
+def compute_episodes(
+    facts: Iterable[FluxFact], events: Iterable[Event], config: RulesConfig = DEFAULT
+) -> PersonEpisodes:
+    """All entry episodes of one person from all its facts (the result holds for any as-of date: see
+    `outcome_as_of`)."""
+    flux = sorted(facts, key=lambda f: (f.received_on, f.order))
+    evts = sorted(events, key=lambda e: (e.on, _EVENT_ORDER.get(e.type, 9), e.key))
+    suivi = _Suivi()
+    episodes: list[Episode] = []
+    decisions: list[Decision] = []
+    stock = False
+    current: FluxFact | None = None
+    episode: Episode | None = None
+    suspended_since: date | None = None  # start of the suspension in force (flux date or first suspended fact)
+    fi = ei = 0
+    # The timeline: reception dates of facts, dates of events, and month ends in between (exit checks).
+    last_day = max([f.received_on for f in flux] + [e.on for e in evts], default=None)
+    if last_day is None:
+        return PersonEpisodes([], [], False, False)
+
+    def state_at(day: date) -> FluxFact | None:
+        found = None
+        for f in flux:
+            if f.received_on > day:
+                break
+            found = f
+        return found
+
+    def check_exit(day: date) -> None:
+        nonlocal episode
+        if episode is not None and not in_droits_devoirs(current, config):
+            episode.outcome = "sorti_avant_orientation"
+            episode.end_on = day
+            episode = None
+
+    next_month_end = month_end(flux[0].received_on) if flux else None
+    while fi < len(flux) or ei < len(evts):
+        next_fact_day = flux[fi].received_on if fi < len(flux) else date.max
+        next_event_day = evts[ei].on if ei < len(evts) else date.max
+        day = min(next_fact_day, next_event_day)
+        # month ends strictly before this day: an open episode ends if criteria 1-2 fail there
+        while next_month_end is not None and next_month_end < day:
+            check_exit(next_month_end)
+            next_month_end = month_end(next_month_end + timedelta(days=1))
+        # flux facts of the day first (an orientation dated T0 counts as a delay of 0 days)
+        while fi < len(flux) and flux[fi].received_on == day:
+            fact = flux[fi]
+            fi += 1
+            was_in = in_droits_devoirs(current, config)
+            previous = current
+            current = fact
+            # suspensions: when did the one in force start?
+            suspended = fact.present and fact.etat in ("3", "4")
+            if suspended:
+                suspended_since = suspended_since or fact.suspension_since or fact.received_on
+                if fact.suspension_since and fact.suspension_since < suspended_since:
+                    suspended_since = fact.suspension_since
+            # closures of the follow-up
+            if not fact.present:
+                suivi.close(fact.received_on, "radie" if fact.absence_reason != "left_foyer" else "sorti_du_foyer")
+            elif fact.etat in ("5", "6") or fact.closure_date is not None:
+                if fact.closure_motif == "MUT" or fact.transfer_out:
+                    suivi.close(fact.received_on, "demenagement")
+                else:
+                    suivi.close(fact.received_on, "radie")
+            elif fact.transfer_out:
+                suivi.close(fact.received_on, "demenagement")
+            if not suspended and suspended_since is not None:
+                limit = add_months(suspended_since, config.long_suspension_months)
+                if fact.received_on > limit:
+                    suivi.close(limit, "suspension_longue")
+                suspended_since = None
+            # entry?
+            now_in = in_droits_devoirs(fact, config)
+            if fact.initial_stock and previous is None:
+                stock = True
+                if now_in and config.stock_is_followed:
+                    suivi.open(fact.received_on, "stock")
+                continue
+            if episode is None and now_in:
+                prior = state_at(previous_month_end(fact.received_on))
+                m1_absent = not in_droits_devoirs(prior, config)
+                criteria = {
+                    "droit_versable": Criterion(True, f"ETATDOSRSA {fact.etat} counts as versable", [_fact_ref(fact)]),
+                    "soumis_droits_devoirs": Criterion(
+                        m1_absent,
+                        "soumis aux droits et devoirs now, and not at the end of the previous month"
+                        if m1_absent
+                        else "already in droits et devoirs at the end of the previous month",
+                        [_fact_ref(fact), {"at_end_of_previous_month": _fact_ref(prior)}],
+                    ),
+                    "sans_suivi": Criterion(
+                        not suivi.in_progress,
+                        _suivi_reason(suivi),
+                        [],
+                    ),
+                }
+                if all(c.held for c in criteria.values()):
+                    episode = Episode(t0=fact.received_on, t0_file_id=fact.file_id, criteria=criteria)
+                    episodes.append(episode)
+                elif not was_in:
+                    failed = [name for name, c in criteria.items() if not c.held]
+                    decisions.append(
+                        Decision(fact.received_on, fact.file_id, "; ".join(criteria[n].reason for n in failed))
+                    )
+            if episode is not None and not now_in and episode.left_on is None:
+                episode.left_on = fact.received_on
+            if episode is not None and now_in:
+                episode.left_on = None
+        # events of the day
+        while ei < len(evts) and evts[ei].on == day:
+            ev = evts[ei]
+            ei += 1
+            if ev.type in ORIENTING_EVENTS:
+                if episode is not None and ev.on >= episode.t0:
+                    _orient(episode, ev, config)
+                    episode = None
+                suivi.open(ev.on, ev.type)
+            elif ev.type == "suivi_clos":
+                suivi.close(ev.on, "cloture_plateforme")
+            _attach(episodes, ev)
+    # after the last point: the next month end decides an episode whose person has left
+    if episode is not None and next_month_end is not None:
+        check_exit(next_month_end)
+    return PersonEpisodes(episodes, decisions, stock, suivi.in_progress)
+
+
+_EVENT_ORDER = {"orientation": 0, "referent": 1, "invitation": 2, "rdv_orientation": 3, "rdv_accompagnement": 4}
+
+
+def _suivi_reason(suivi: _Suivi) -> str:
+    if suivi.open_since is None:
+        return "no known orientation or référent"
+    if suivi.in_progress:
+        return f"follow-up in progress since {suivi.open_since.isoformat()} ({suivi.source}), possibly dormant"
+    return f"follow-up closed on {suivi.closed_on.isoformat() if suivi.closed_on else '?'} ({suivi.closed_reason})"
+
+
+def _orient(episode: Episode, ev: Event, config: RulesConfig) -> None:
+    episode.outcome = "oriente"
+    episode.end_on = ev.on
+    episode.oriented_by = ev.type
+    episode.orientation = ev
+    episode.delay_days = (ev.on - episode.t0).days
+    episode.within_15_days = ev.on < episode.t0 + timedelta(days=config.delay_days)
+    episode.within_one_month = ev.on < add_months(episode.t0, config.fallback_months)
+
+
+def _attach(episodes: list[Episode], ev: Event) -> None:
+    """Invitations, RDV and contracts belong to the latest episode that started on or before them."""
+    target = None
+    for ep in episodes:
+        if ep.t0 <= ev.on:
+            target = ep
+    if target is None:
+        return
+    if ev.type == "invitation" and target.invitation_on is None:
+        target.invitation_on = ev.on
+    elif ev.type == "rdv_orientation":
+        target.rdv_orientation_on = target.rdv_orientation_on or ev.on
+        if ev.presence is not None:
+            target.rdv_orientation_absent = ev.presence == "absent"
+    elif ev.type == "rdv_accompagnement" and target.first_rdv_accompagnement_on is None:
+        target.first_rdv_accompagnement_on = ev.on
+    elif ev.type == "contrat" and target.contrat_on is None:
+        target.contrat, target.contrat_on = ev.contrat, ev.on
+
+
+def outcome_as_of(episode: Episode, as_of: date) -> str:
+    """An episode seen from an as-of date: its outcome if it was decided by then, else still waiting.
+    (An episode's T0 and criteria depend only on facts dated up to T0, so this is exact.)"""
+    if episode.end_on is not None and episode.end_on <= as_of:
+        return episode.outcome
+    return "en_attente"

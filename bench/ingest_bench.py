@@ -1,0 +1,135 @@
+"""Benchmark of flux ingestion (issue 3). One command:
+
+    .venv/bin/python -m bench.ingest_bench [--persons 500000] [--daily-foyers 5000] [--skip-postgres]
+
+Generates (once, cached under bench/out/) a monthly file of ~N persons and a daily file of D foyers on top
+of it; measures, in the same run, a bare lxml.iterparse pass over the monthly file (the reference), then
+ingests it into a fresh SQLite database and a fresh PostgreSQL schema (each in a subprocess, to read its
+peak memory), then the daily file on top. Prints the figures as a Markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from lxml import etree
+
+from app.ingest.generator import FluxGenerator
+
+OUT = Path(__file__).parent / "out"
+PERSONS_PER_FOYER = 2.3  # what the generator produces on average (DEM, CJT 30 %, children)
+
+
+def make_files(persons: int, daily_foyers: int) -> tuple[Path, Path]:
+    foyers = int(persons / PERSONS_PER_FOYER)
+    directory = OUT / f"ingest-{persons}"
+    monthly = directory / "CAF_551_M_20240301.xml"
+    daily = directory / "CAF_551_I_20240304.xml"
+    if monthly.exists() and daily.exists():
+        return monthly, daily
+    directory.mkdir(parents=True, exist_ok=True)
+    gen = FluxGenerator(foyers, date(2024, 3, 1), seed=7, msa_share=0.0)
+    gen.write_file(directory, gen.foyers, "M", "CAF", date(2024, 3, 1), date(2024, 3, 1))
+    rng = random.Random(8)
+    changed = rng.sample(gen.foyers, k=int(daily_foyers * 0.8))
+    for f in changed:
+        adults = [p for p in f.persons if p.role in ("DEM", "CJT")]
+        adults[0].sdd = not adults[0].sdd
+    new = [gen._new_foyer(date(2024, 3, 4), msa=False) for _ in range(daily_foyers - len(changed))]
+    gen.write_file(directory, changed + new, "I", "CAF", date(2024, 3, 4), date(2024, 3, 4))
+    return monthly, daily
+
+
+def bare_iterparse(path: Path) -> dict[str, float]:
+    """The reference: lxml.iterparse over every element (default events), clearing each foyer as it goes
+    (without clearing, the tree of a big file does not fit in memory). Also the tag-filtered variant."""
+    t = time.perf_counter()
+    for _, el in etree.iterparse(str(path)):
+        if el.tag == "InfosFoyerRSA":
+            el.clear(keep_tail=False)
+            while el.getprevious() is not None:
+                del el.getparent()[0]
+    every = time.perf_counter() - t
+    t = time.perf_counter()
+    for _, el in etree.iterparse(str(path), tag="InfosFoyerRSA"):
+        el.clear(keep_tail=False)
+        while el.getprevious() is not None:
+            del el.getparent()[0]
+    filtered = time.perf_counter() - t
+    return {"bare_all_elements_s": round(every, 2), "bare_tag_filtered_s": round(filtered, 2)}
+
+
+def run_once(url: str, path: Path, data_dir: Path, *extra: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.ingest_once", url, str(path), str(data_dir), *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PASSERELLE_LOG_LEVEL": "WARNING"},
+    )
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--persons", type=int, default=500_000)
+    parser.add_argument("--daily-foyers", type=int, default=5000)
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+
+    monthly, daily = make_files(args.persons, args.daily_foyers)
+    print(f"monthly file: {monthly} ({monthly.stat().st_size / 1e6:.0f} MB); daily file: {daily}")
+    ref = bare_iterparse(monthly)
+    print("reference:", ref)
+    data_dir = OUT / "data"
+    data_dir.mkdir(exist_ok=True)
+    rows = []
+    targets = [("SQLite", None)]
+    if not args.skip_postgres:
+        targets.append(("PostgreSQL", args.pg_url))
+    for name, base in targets:
+        if base is None:
+            db_file = OUT / "bench.db"
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+            url = f"sqlite:///{db_file}"
+        else:
+            from sqlalchemy import create_engine, text
+
+            engine = create_engine(base)
+            with engine.begin() as conn:
+                conn.execute(text("DROP SCHEMA IF EXISTS bench_ingest CASCADE"))
+                conn.execute(text("CREATE SCHEMA bench_ingest"))
+            engine.dispose()
+            url = f"{base}?options=-csearch_path%3Dbench_ingest"
+        m = run_once(url, monthly, data_dir, "2024-03-01", "--initial-stock")
+        d = run_once(url, daily, data_dir, "2024-03-04", "--no-migrate")
+        rows.append((name, m, d))
+        print(name, "monthly:", m, "daily:", d)
+
+    print()
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print("| database | monthly: persons | monthly s | × bare (all el.) | × bare (tag) | peak MB | daily foyers | daily s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, m, d in rows:
+        secs = float(m["seconds"])  # type: ignore[arg-type]
+        print(
+            f"| {name} | {m['persons_read']} | {secs:.1f} | {secs / ref['bare_all_elements_s']:.2f} "
+            f"| {secs / ref['bare_tag_filtered_s']:.2f} | {m['peak_rss_mb']} | {d['foyers']} | {d['seconds']} |"
+        )
+    print(f"\nbare iterparse: {ref['bare_all_elements_s']} s (all elements), {ref['bare_tag_filtered_s']} s (tag filter)")
+
+
+if __name__ == "__main__":
+    main()
