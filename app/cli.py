@@ -82,10 +82,14 @@ def serve(
 
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    foyers: Annotated[int, typer.Option(min=50, max=50_000, help="Foyers in the generated stock")] = 2000,
+    days: Annotated[int, typer.Option(min=5, max=120, help="Days of daily files")] = 36,
+    seed: Annotated[int, typer.Option(help="Same seed, same demo")] = 2024,
 ) -> None:
-    """The main job on the embedded default (SQLite under ./data): migrate, then serve the API."""
-    serve(host="127.0.0.1", port=port, migrate=True, workers=1)
+    """The main job end to end on a fresh SQLite database (DATA_DIR/demo): generate, ingest, orient, report."""
+    from app.demo import run_demo
+
+    run_demo(get_settings(), foyers=foyers, days=days, seed=seed, console=console)
 
 
 # -- database ---------------------------------------------------------------------------------
@@ -273,6 +277,8 @@ def flux_ingest(
             reports.append(_ingest_with_progress(get_engine(settings), settings, path, options, quiet=as_json))
         except IngestInputError as exc:
             raise fail(f"{path.name}: {exc}", 2) from exc
+    if any(r.status == "applied" for r in reports):
+        _refresh_episodes(quiet=as_json)
     if as_json:
         print(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False, default=str))
     else:
@@ -306,6 +312,21 @@ def _ingest_with_progress(engine: Any, settings: Any, path: Path, options: Any, 
             progress.update(task, completed=read, foyers=foyers)
 
         return ingest_file(engine, settings, path, options, progress=advance)
+
+
+def _refresh_episodes(quiet: bool = False) -> int:
+    """Recompute the entry episodes of every person whose facts changed (progress bar on long work)."""
+    from rich.progress import Progress
+
+    from app.db import get_engine
+    from app.services.episodes import refresh_stale
+
+    engine = get_engine()
+    if quiet:
+        return refresh_stale(engine)
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("entry episodes", total=None)
+        return refresh_stale(engine, progress=lambda done, total: progress.update(task, completed=done, total=total))
 
 
 def _is_gzip(path: Path) -> bool:
@@ -439,6 +460,138 @@ def flux_generate(
     assert start_day is not None
     files = generate(out, foyers, days, start_day, seed, _validated_departement(departement), gzip_files)
     console.print(f"wrote {len(files)} files ({sum(f.foyers for f in files)} foyers) and manifest.json to {out}")
+
+
+# -- orientation, episodes, pilotage ----------------------------------------------------------
+
+orientations_app = typer.Typer(help="Orientation events sent by the platform (bulk import).", no_args_is_help=True)
+episodes_app = typer.Typer(help="Entry episodes (nouveaux entrants) derived from the facts.", no_args_is_help=True)
+pilotage_app = typer.Typer(help="Pilotage indicators.", no_args_is_help=True)
+app.add_typer(orientations_app, name="orientations")
+app.add_typer(episodes_app, name="episodes")
+app.add_typer(pilotage_app, name="pilotage")
+
+
+@orientations_app.command("import")
+def orientations_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="; separated UTF-8 CSV with a header")],
+    departement: Annotated[str | None, typer.Option(help="Département (default: the only one registered)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Import orientation events (reprise de stock, platform exports). Valid rows are applied in one
+    transaction; rejected rows are listed with their line and reason (exit code 1 if any)."""
+    from app.db import session_scope
+    from app.errors import ApiError
+    from app.models import Departement
+    from app.services.orientation import import_csv
+
+    try:
+        data = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"{file.name} is not UTF-8 (byte {exc.start})", 2) from exc
+    settings = get_settings()
+    try:
+        with session_scope() as session:
+            if departement is None:
+                codes = session.scalars(select(Departement.code)).all()
+                if len(codes) != 1:
+                    raise fail("several départements are registered: give --departement", 2)
+                departement = codes[0]
+            report = import_csv(session, settings, _validated_departement(departement), data, recorded_by="cli")
+    except ApiError as exc:
+        raise fail(f"{file.name}: {exc.message}", 2) from exc
+    if as_json:
+        print(json.dumps(report.__dict__, indent=2, ensure_ascii=False))
+    else:
+        console.print(
+            f"{report.rows} rows: {report.applied} applied, {report.already_known} already known, "
+            f"{len(report.rejected)} rejected"
+        )
+        for item in report.rejected[:50]:
+            err_console.print(f"  line {item['line']}: {item['reason']}")
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+@episodes_app.command("refresh")
+def episodes_refresh() -> None:
+    """Recompute the entry episodes of persons whose facts changed (ingestion does it too)."""
+    n = _refresh_episodes()
+    console.print(f"{n} persons recomputed")
+
+
+@pilotage_app.command("orientation")
+def pilotage_orientation(
+    start: Annotated[str, typer.Option("--from", help="First T0 day (YYYY-MM-DD)")],
+    end: Annotated[str, typer.Option("--to", help="Last T0 day (YYYY-MM-DD)")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Count facts dated on or before (default: today)")
+    ] = None,
+    departement: Annotated[list[str] | None, typer.Option(help="Département(s) (default: all)")] = None,
+    output: Annotated[str, typer.Option("--format", help="json, csv or table")] = "table",
+) -> None:
+    """Nouveaux entrants and their orientation within 15 days / one month (annex 4, indicators 1 and 2)."""
+    from app.db import get_engine
+    from app.models import Departement
+    from app.pilotage.orientation import FLAT_KEYS, ensure_fresh, orientation_indicator
+    from app.settings import today
+
+    if output not in ("json", "csv", "table"):
+        raise fail("--format is json, csv or table", 2)
+    day_from, day_to = _parse_day(start, "--from"), _parse_day(end, "--to")
+    assert day_from is not None and day_to is not None
+    if day_to < day_from:
+        raise fail("--to is before --from", 2)
+    settings = get_settings()
+    day = _parse_day(as_of, "--as-of") or today(settings)
+    engine = get_engine(settings)
+    with engine.connect() as conn:
+        deps = departement or list(conn.execute(select(Departement.code).order_by(Departement.code)).scalars())
+    ensure_fresh(engine, deps)
+    with engine.connect() as conn:
+        result = orientation_indicator(conn, deps, day_from, day_to, day)
+    if output == "json":
+        print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    elif output == "csv":
+        print(";".join(["from", "to", "as_of", *FLAT_KEYS]))
+        print(";".join(str(result[k]) for k in ("from", "to", "as_of", *FLAT_KEYS)))
+    else:
+        print_indicator(result)
+
+
+def print_indicator(result: dict[str, Any]) -> None:
+    table = Table(title=f"Nouveaux entrants, T0 du {result['from']} au {result['to']} (faits au {result['as_of']})")
+    table.add_column("indicateur")
+    table.add_column("valeur", justify="right")
+    for key in (
+        "nouveaux_entrants",
+        "orientes_15j",
+        "taux_15j",
+        "orientes_1mois",
+        "taux_1mois",
+        "delai_moyen_jours",
+        "delai_median_jours",
+        "en_attente",
+        "sortis_avant_orientation",
+        "absents_rdv_orientation",
+        "orientes_accompagnement_global",
+    ):
+        value = result[key]
+        if key.startswith("taux") and value is not None:
+            value = f"{value * 100:.1f} %"
+        table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+    by_org = Table(title="Par organisme référent")
+    for col in ("organisme", "orientes", "orientes_15j", "delai_moyen_jours"):
+        by_org.add_column(col)
+    for row in result["par_organisme"]:
+        by_org.add_row(*[str(row[c]) for c in ("organisme", "orientes", "orientes_15j", "delai_moyen_jours")])
+    console.print(by_org)
+    t = result["transmission"]
+    console.print(
+        f"Transmission CAF/MSA: {t['receptions_par_semaine']} réceptions par semaine, "
+        f"écart médian {t['ecart_median_jours']} j, maximal {t['ecart_max_jours']} j"
+    )
 
 
 # -- OpenAPI ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import flux, health, me, persons
+from app.api import flux, health, me, orientation, persons, pilotage
 from app.db import get_engine, session_factory
 from app.errors import install_error_handlers
 from app.logging import configure_logging
@@ -68,4 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(me.router)
     app.include_router(flux.router)
     app.include_router(persons.router)
+    app.include_router(orientation.router)
+    app.include_router(pilotage.router)
     return app

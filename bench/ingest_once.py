@@ -15,6 +15,14 @@ from app.ingest.loader import IngestOptions, ingest_file
 from app.settings import Settings
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak (VmHWM). ru_maxrss would include the parent's peak before exec()."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     url, path, data_dir = args[0], Path(args[1]), Path(args[2])
@@ -37,7 +45,7 @@ def main() -> None:
                 "persons_brsa": report.persons_brsa,
                 "state_changes": report.state_changes,
                 "unchanged": report.unchanged,
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "peak_rss_mb": peak_rss_mb(),
                 "error": report.error,
             }
         )

@@ -559,10 +559,19 @@ class _Ingestion:
             previous[pid] = values  # a person twice in the file: the later record wins
             rows.append(self._state_row(pid, values))
         self.report.state_changes += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
+        new_ids = {row[0] for row in new_persons}
+        self._mark_stale({row[0] for row in rows} - new_ids)
         self.report.persons_brsa += len(resolved)
         self._flush_events()
 
     _pending_events: list[tuple[Any, ...]]
+
+    def _mark_stale(self, person_ids: set[int]) -> None:
+        """Their facts changed: their entry episodes must be recomputed (app.services.episodes)."""
+        for chunk in _chunks(sorted(person_ids), 5000):
+            self.conn.execute(
+                update(T_PERSONS).where(_one_of(self.conn, T_PERSONS.c.id, chunk)).values(episodes_stale=True)
+            )
 
     def _flush_events(self) -> None:
         if self._pending_events:
@@ -608,6 +617,7 @@ class _Ingestion:
             self.file_id,
             self.options.received_on,
             self.file_id,
+            True,
         )
 
     def _person_update(self, pid: int, p: PersonRecord, nir_hash: str | None) -> dict[str, Any]:
@@ -640,6 +650,7 @@ class _Ingestion:
             prev, reason = absent[pid]
             rows.append(self._state_row(pid, _absent_values(prev, reason)))
         self.report.absences = self.writer.insert(T_STATES, ROW_COLUMNS, rows)
+        self._mark_stale(set(absent))
         if self.header.type_flux in ("M", "R"):
             self.writer.insert(T_MEMBERS, ("file_id", "person_id"), [(self.file_id, pid) for pid in sorted(self.seen)])
         self._absences_in_later_full_files()
@@ -681,6 +692,7 @@ class _Ingestion:
                     head = (pid, file_id, self.departement, received_on, created_at, 10_000_000 + self.seq, "M")
                     rows.append((*head, *[values[col] for col in STATE_COLUMNS], values["fingerprint"]))
             self.report.absences += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
+            self._mark_stale({row[0] for row in rows})
 
     def _present_in_organisme(self) -> dict[int, dict[str, Any]]:
         """Persons whose state in force before this full file is present in a foyer of its organisme."""
@@ -723,6 +735,7 @@ PERSON_COLUMNS = (
     "first_file_id",
     "first_received_on",
     "updated_file_id",
+    "episodes_stale",
 )
 
 

@@ -3,15 +3,18 @@
 from app.models.auth import ApiClient, Departement, api_client_departements
 from app.models.base import Base
 from app.models.flux import AccessRecord, FluxFile, FluxFileMember, FoyerEvent, Person, PersonKey, PersonState
+from app.models.orientation import EntryEpisode, OrientationEvent
 
 __all__ = [
     "AccessRecord",
     "ApiClient",
     "Base",
     "Departement",
+    "EntryEpisode",
     "FluxFile",
     "FluxFileMember",
     "FoyerEvent",
+    "OrientationEvent",
     "Person",
     "PersonKey",
     "PersonState",

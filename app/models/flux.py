@@ -81,6 +81,8 @@ class Person(Base):
     first_file_id: Mapped[int] = mapped_column(ForeignKey("flux_files.id"))
     first_received_on: Mapped[date] = mapped_column(Date)
     updated_file_id: Mapped[int] = mapped_column(ForeignKey("flux_files.id"))
+    # Set when a fact of the person changes; the entry episodes are then recomputed (app.services.episodes).
+    episodes_stale: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
 
 
 class PersonKey(Base):

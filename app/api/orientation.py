@@ -1,0 +1,257 @@
+"""The orientation platform's side: record events, explain a person's episodes, the worklist."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import and_, func, or_, select
+
+from app.api.deps import Authorized, SessionDep, SettingsDep
+from app.models import EntryEpisode, OrientationEvent, Person, PersonState
+from app.rules.episodes import add_months
+from app.security.auth import Principal
+from app.security.scopes import Scope
+from app.services import persons as person_service
+from app.services.orientation import EventIn, record_event
+from app.settings import today
+
+router = APIRouter(prefix="/api/v1", tags=["orientation"])
+
+
+def _event_out(row: OrientationEvent) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "type": row.type,
+        "date": row.event_date.isoformat(),
+        "external_id": row.external_id,
+        "supersedes_id": row.supersedes_id,
+        "organisme": row.organisme,
+        "type_parcours": row.type_parcours,
+        "accompagnement_global": row.accompagnement_global,
+        "structure": row.structure,
+        "referent": row.referent,
+        "channel": row.channel,
+        "presence": row.presence,
+        "contrat": row.contrat_type,
+        "reason": row.reason,
+        "recorded_at": row.recorded_at.isoformat(),
+    }
+
+
+def _episode_out(ep: EntryEpisode, as_of: date) -> dict[str, Any]:
+    decided = ep.end_on is not None and ep.end_on <= as_of
+    return {
+        "rank": ep.rank,
+        "t0": ep.t0.isoformat(),
+        "t0_file_id": ep.t0_file_id,
+        "deadline_15_days": (ep.t0 + timedelta(days=14)).isoformat(),
+        "deadline_one_month": (add_months(ep.t0, 1) - timedelta(days=1)).isoformat(),
+        "outcome": ep.outcome if decided else "en_attente",
+        "end_on": ep.end_on.isoformat() if decided and ep.end_on else None,
+        "left_on": ep.left_on.isoformat() if ep.left_on and ep.left_on <= as_of else None,
+        "oriented_by": ep.oriented_by if decided else None,
+        "delay_days": ep.delay_days if decided else None,
+        "within_15_days": ep.within_15_days if decided else None,
+        "within_one_month": ep.within_one_month if decided else None,
+        "organisme": ep.organisme if decided else None,
+        "type_parcours": ep.type_parcours if decided else None,
+        "accompagnement_global": ep.accompagnement_global if decided else None,
+        "criteria": ep.criteria,
+    }
+
+
+@router.post(
+    "/persons/{person_id}/events",
+    summary="Record an orientation-side event (idempotent by external_id; corrections supersede)",
+    responses={201: {"description": "Recorded"}, 200: {"description": "Already recorded (same external_id)"}},
+)
+def post_event(
+    person_id: int,
+    body: EventIn,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.orientation_write)],
+) -> JSONResponse:
+    person = person_service.get_person(session, principal, person_id)
+    row, created = record_event(session, settings, person, body, recorded_by=principal.id)
+    person_service.record_access(
+        session,
+        principal,
+        action="person.event",
+        endpoint=f"POST /api/v1/persons/{person_id}/events",
+        departement=person.departement_code,
+        person_id=person.id,
+        request_id=getattr(request.state, "request_id", None),
+    )
+    episodes = session.scalars(
+        select(EntryEpisode).where(EntryEpisode.person_id == person.id).order_by(EntryEpisode.rank)
+    ).all()
+    day = today(settings)
+    return JSONResponse(
+        {"event": _event_out(row), "created": created, "episodes": [_episode_out(e, day) for e in episodes]},
+        status_code=201 if created else 200,
+    )
+
+
+@router.get("/persons/{person_id}/episodes", summary="A person's entry episodes, each criterion and its facts")
+def get_episodes(
+    person_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.persons_read)],
+    as_of: Annotated[date | None, Query(description="Seen from this date (default: today)")] = None,
+) -> dict[str, Any]:
+    from app.services.episodes import compute_for
+
+    person = person_service.get_person(session, principal, person_id)
+    person_service.record_access(
+        session,
+        principal,
+        action="person.episodes",
+        endpoint=f"GET /api/v1/persons/{person_id}/episodes",
+        departement=person.departement_code,
+        person_id=person.id,
+        request_id=getattr(request.state, "request_id", None),
+    )
+    if person.episodes_stale:
+        from app.services.episodes import refresh
+
+        refresh(session.connection(), [person.id])
+    day = as_of or today(settings)
+    episodes = session.scalars(
+        select(EntryEpisode)
+        .where(EntryEpisode.person_id == person.id, EntryEpisode.t0 <= day)
+        .order_by(EntryEpisode.rank)
+    ).all()
+    result = compute_for(session.connection(), [person.id])[person.id]
+    events = session.scalars(
+        select(OrientationEvent).where(OrientationEvent.person_id == person.id).order_by(OrientationEvent.event_date)
+    ).all()
+    return {
+        "person_id": person.id,
+        "as_of": day.isoformat(),
+        "stock": result.stock,
+        "follow_up_in_progress": result.followed,
+        "episodes": [_episode_out(e, day) for e in episodes],
+        "not_entries": [
+            {"on": d.on.isoformat(), "file_id": d.file_id, "reason": d.reason}
+            for d in result.not_entries
+            if d.on <= day
+        ],
+        "events": [_event_out(e) for e in events if e.event_date <= day],
+    }
+
+
+class WorklistItem(BaseModel):
+    person_id: int
+    nom: str | None
+    prenom: str | None
+    date_naissance: date | None
+    t0: date
+    days_elapsed: int
+    deadline_15_days: date
+    deadline_one_month: date
+    overdue: bool
+    caf_msa: str | None
+    matricule: str | None
+    role: str | None
+    adresse: str | None
+    code_postal: str | None
+    commune: str | None
+    nom_commune: str | None
+    invitation_on: date | None
+    rdv_orientation_on: date | None
+
+
+class Worklist(BaseModel):
+    as_of: date
+    total: int
+    items: list[WorklistItem]
+
+
+@router.get("/worklist", response_model=Worklist, summary="Persons waiting for an orientation, by deadline")
+def worklist(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.persons_read)],
+    overdue: Annotated[bool | None, Query(description="Only those past the 15-day deadline (or not)")] = None,
+    commune: Annotated[str | None, Query(pattern=r"^\d[\dAB]\d{3}$", description="INSEE code at T0")] = None,
+    organisme: Annotated[Literal["CAF", "MSA"] | None, Query(description="Paying body")] = None,
+    departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Worklist:
+    day = today(settings)
+    deps = sorted(principal.departements)
+    if departement is not None:
+        deps = [departement] if departement in principal.departements else []
+    ee = EntryEpisode
+    query = select(ee).where(ee.departement_code.in_(deps), ee.t0 <= day, or_(ee.end_on.is_(None), ee.end_on > day))
+    if overdue is True:
+        query = query.where(ee.t0 <= day - timedelta(days=15))
+    elif overdue is False:
+        query = query.where(ee.t0 > day - timedelta(days=15))
+    if commune:
+        query = query.where(ee.commune == commune)
+    if organisme:
+        query = query.where(ee.caf_msa == organisme)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.scalars(query.order_by(ee.t0, ee.person_id).limit(limit).offset(offset)).all()
+    ids = [e.person_id for e in page]
+    persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
+    latest: dict[int, PersonState] = {}
+    if ids:
+        last = (
+            select(PersonState.person_id, func.max(PersonState.received_on).label("day"))
+            .where(PersonState.person_id.in_(ids), PersonState.present.is_(True))
+            .group_by(PersonState.person_id)
+            .subquery()
+        )
+        for state in session.scalars(
+            select(PersonState)
+            .join(last, and_(PersonState.person_id == last.c.person_id, PersonState.received_on == last.c.day))
+            .order_by(PersonState.file_created_at, PersonState.seq)
+        ):
+            latest[state.person_id] = state
+    items = []
+    for e in page:
+        p, s = persons[e.person_id], latest.get(e.person_id)
+        items.append(
+            WorklistItem(
+                person_id=p.id,
+                nom=p.nom,
+                prenom=p.prenom,
+                date_naissance=p.date_naissance,
+                t0=e.t0,
+                days_elapsed=(day - e.t0).days,
+                deadline_15_days=e.t0 + timedelta(days=14),
+                deadline_one_month=add_months(e.t0, 1) - timedelta(days=1),
+                overdue=day >= e.t0 + timedelta(days=15),
+                caf_msa=e.caf_msa,
+                matricule=s.matricule if s else None,
+                role=s.role if s else None,
+                adresse=s.adresse if s else None,
+                code_postal=s.codepos if s else None,
+                commune=s.numcom if s else e.commune,
+                nom_commune=s.nomcom if s else None,
+                invitation_on=e.invitation_on,
+                rdv_orientation_on=e.rdv_orientation_on,
+            )
+        )
+        person_service.record_access(
+            session,
+            principal,
+            action="worklist.read",
+            endpoint="GET /api/v1/worklist",
+            departement=p.departement_code,
+            person_id=p.id,
+            request_id=getattr(request.state, "request_id", None),
+        )
+    return Worklist(as_of=day, total=total, items=items)

@@ -1,0 +1,52 @@
+"""Pilotage over HTTP (JSON or CSV) for the Département's analysts."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from app.api.deps import Authorized, SettingsDep
+from app.errors import Unprocessable
+from app.pilotage.orientation import FLAT_KEYS, ensure_fresh, orientation_indicator
+from app.security.auth import Principal
+from app.security.scopes import Scope
+from app.settings import today
+
+router = APIRouter(prefix="/api/v1/pilotage", tags=["pilotage"])
+
+
+@router.get("/orientation", summary="Nouveaux entrants and their orientation delay (annex 4, indicators 1-2)")
+def orientation(
+    request: Request,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.pilotage_read)],
+    start: Annotated[date, Query(alias="from", description="First T0 day of the period")],
+    end: Annotated[date, Query(alias="to", description="Last T0 day of the period")],
+    as_of: Annotated[date | None, Query(description="Count the facts dated on or before (default: today)")] = None,
+    departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Any:
+    if end < start:
+        raise Unprocessable("`to` is before `from`.")
+    if (end - start).days > 3660:
+        raise Unprocessable("The period is longer than ten years.")
+    day = as_of or today(settings)
+    deps = sorted(principal.departements)
+    if departement is not None:
+        deps = [departement] if departement in principal.departements else []
+    engine = request.app.state.engine
+    ensure_fresh(engine, deps)
+    with engine.connect() as conn:
+        result = orientation_indicator(conn, deps, start, end, day)
+    if format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter=";")
+        writer.writerow(["from", "to", "as_of", *FLAT_KEYS])
+        writer.writerow([result["from"], result["to"], result["as_of"], *[result[k] for k in FLAT_KEYS]])
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+    return result

@@ -1,0 +1,89 @@
+"""Orientation-side facts sent by the platform (dated events) and the entry episodes derived from all facts."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, utcnow
+from app.models.flux import BigId
+
+
+class OrientationEvent(Base):
+    """One event of a person's orientation path. Never updated: a correction is a new event that supersedes."""
+
+    __tablename__ = "orientation_events"
+    __table_args__ = (
+        Index("ix_orientation_events_person", "person_id", "event_date"),
+        Index(
+            "uq_orientation_events_external_id",
+            "departement_code",
+            "external_id",
+            unique=True,
+            sqlite_where=text("external_id IS NOT NULL"),
+            postgresql_where=text("external_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"))
+    departement_code: Mapped[str] = mapped_column(String(3))
+    type: Mapped[str] = mapped_column(String(24))
+    event_date: Mapped[date] = mapped_column(Date)
+    external_id: Mapped[str | None] = mapped_column(String(100))
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("orientation_events.id"))
+    organisme: Mapped[str | None] = mapped_column(String(20))
+    type_parcours: Mapped[str | None] = mapped_column(String(24))
+    accompagnement_global: Mapped[bool | None] = mapped_column(Boolean)
+    structure: Mapped[str | None] = mapped_column(String(200))
+    referent: Mapped[str | None] = mapped_column(String(200))
+    channel: Mapped[str | None] = mapped_column(String(20))
+    presence: Mapped[str | None] = mapped_column(String(10))
+    contrat_type: Mapped[str | None] = mapped_column(String(4))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(10))  # api | import
+    recorded_by: Mapped[str | None] = mapped_column(String(120))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EntryEpisode(Base):
+    """An entry episode (nouvel entrant) computed by app.rules from every fact of the person.
+
+    Recomputed whenever one of the person's facts changes; valid for any as-of date (see rules.outcome_as_of).
+    """
+
+    __tablename__ = "entry_episodes"
+    __table_args__ = (
+        Index("ix_entry_episodes_departement_t0", "departement_code", "t0"),
+        Index("ix_entry_episodes_person", "person_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"))
+    departement_code: Mapped[str] = mapped_column(String(3))
+    rank: Mapped[int] = mapped_column(Integer)
+    t0: Mapped[date] = mapped_column(Date)
+    t0_file_id: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(30))
+    end_on: Mapped[date | None] = mapped_column(Date)
+    left_on: Mapped[date | None] = mapped_column(Date)
+    oriented_by: Mapped[str | None] = mapped_column(String(12))
+    delay_days: Mapped[int | None] = mapped_column(Integer)
+    within_15_days: Mapped[bool | None] = mapped_column(Boolean)
+    within_one_month: Mapped[bool | None] = mapped_column(Boolean)
+    organisme: Mapped[str | None] = mapped_column(String(20))
+    type_parcours: Mapped[str | None] = mapped_column(String(24))
+    accompagnement_global: Mapped[bool | None] = mapped_column(Boolean)
+    structure: Mapped[str | None] = mapped_column(String(200))
+    rdv_orientation_absent: Mapped[bool] = mapped_column(Boolean, default=False)
+    invitation_on: Mapped[date | None] = mapped_column(Date)
+    rdv_orientation_on: Mapped[date | None] = mapped_column(Date)
+    first_rdv_accompagnement_on: Mapped[date | None] = mapped_column(Date)
+    contrat: Mapped[str | None] = mapped_column(String(4))
+    contrat_on: Mapped[date | None] = mapped_column(Date)
+    caf_msa: Mapped[str | None] = mapped_column(String(3))
+    commune: Mapped[str | None] = mapped_column(String(5))
+    criteria: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,0 +1,1 @@
+"""Pilotage tables and indicators, computed from stored facts for an as-of date."""

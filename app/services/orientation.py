@@ -1,0 +1,268 @@
+"""Orientation events from the platform (API and CSV import): validated, idempotent, never overwritten."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, NotFound, Unprocessable
+from app.models import OrientationEvent, Person, PersonState
+from app.security.nir import InvalidNir, NirProtector, normalize_nir
+from app.services import episodes as episode_service
+from app.settings import Settings, today
+
+EventType = Literal[
+    "orientation", "referent", "invitation", "rdv_orientation", "rdv_accompagnement", "contrat", "suivi_clos"
+]
+Organisme = Literal["FRANCE_TRAVAIL", "DEPARTEMENT", "MISSION_LOCALE", "CAP_EMPLOI", "CCAS", "SPIP", "AUTRE"]
+TypeParcours = Literal["social", "socio-professionnel", "professionnel"]
+
+# Which fields each event type takes (required, optional); any other field given is an error.
+FIELDS: dict[str, tuple[set[str], set[str]]] = {
+    "orientation": ({"organisme", "type_parcours"}, {"accompagnement_global", "structure", "referent"}),
+    "referent": ({"structure"}, {"referent", "organisme", "type_parcours", "accompagnement_global"}),
+    "invitation": (set(), {"channel"}),
+    "rdv_orientation": (set(), {"presence", "structure"}),
+    "rdv_accompagnement": (set(), {"presence", "structure", "referent"}),
+    "contrat": ({"contrat"}, {"structure"}),
+    "suivi_clos": (set(), {"reason"}),
+}
+OPTIONAL_FIELDS = (
+    "organisme",
+    "type_parcours",
+    "accompagnement_global",
+    "structure",
+    "referent",
+    "channel",
+    "presence",
+    "contrat",
+    "reason",
+)
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    type: EventType
+    date: dt.date = Field(description="The event's own date (for an orientation: the day the letter/e-mail was sent)")
+    external_id: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[\w.:/-]+$")
+    supersedes: str | None = Field(
+        default=None, min_length=1, max_length=100, description="external_id of the event this one corrects"
+    )
+    supersedes_id: int | None = Field(default=None, ge=1, description="or our id of the event this one corrects")
+    organisme: Organisme | None = None
+    type_parcours: TypeParcours | None = None
+    accompagnement_global: bool | None = None
+    structure: str | None = Field(default=None, min_length=1, max_length=200)
+    referent: str | None = Field(default=None, min_length=1, max_length=200)
+    channel: Literal["courrier", "email", "sms", "telephone", "autre"] | None = None
+    presence: Literal["present", "absent", "excuse"] | None = None
+    contrat: Literal["CER", "PPAE"] | None = None
+    reason: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _fields_of_the_type(self) -> EventIn:
+        required, optional = FIELDS[self.type]
+        given = {name for name in OPTIONAL_FIELDS if getattr(self, name) is not None}
+        missing = sorted(required - given)
+        if missing:
+            raise ValueError(f"a {self.type} event needs {', '.join(missing)}")
+        extra = sorted(given - required - optional)
+        if extra:
+            raise ValueError(f"a {self.type} event does not take {', '.join(extra)}")
+        if self.date < date(2000, 1, 1):
+            raise ValueError("date is before 2000")
+        return self
+
+
+def _check_date(event: EventIn, settings: Settings) -> None:
+    if event.date > today(settings):
+        raise Unprocessable(f"date {event.date} is in the future", [{"loc": ["body", "date"], "msg": "in the future"}])
+
+
+def _same(row: OrientationEvent, event: EventIn) -> bool:
+    return (
+        row.type == event.type
+        and row.event_date == event.date
+        and row.organisme == event.organisme
+        and row.type_parcours == event.type_parcours
+        and row.accompagnement_global == event.accompagnement_global
+        and row.structure == event.structure
+        and row.presence == event.presence
+        and row.contrat_type == event.contrat
+    )
+
+
+def record_event(
+    session: Session, settings: Settings, person: Person, event: EventIn, recorded_by: str, source: str = "api"
+) -> tuple[OrientationEvent, bool]:
+    """Store the event (or find it again by its external_id); recompute the person's episodes.
+
+    Returns (event, created). A replay with the same external_id and content is a no-op; with another
+    content it is a conflict: corrections are new events that supersede.
+    """
+    _check_date(event, settings)
+    dep = person.departement_code
+    if event.external_id:
+        existing = session.scalar(
+            select(OrientationEvent).where(
+                OrientationEvent.departement_code == dep, OrientationEvent.external_id == event.external_id
+            )
+        )
+        if existing is not None:
+            if existing.person_id == person.id and _same(existing, event):
+                return existing, False
+            raise Conflict(
+                f"external_id {event.external_id!r} is already used for another event; "
+                "send a correction with its own external_id and `supersedes`."
+            )
+    supersedes_id = None
+    if event.supersedes or event.supersedes_id:
+        query = select(OrientationEvent).where(
+            OrientationEvent.departement_code == dep, OrientationEvent.person_id == person.id
+        )
+        query = (
+            query.where(OrientationEvent.external_id == event.supersedes)
+            if event.supersedes
+            else query.where(OrientationEvent.id == event.supersedes_id)
+        )
+        target = session.scalar(query)
+        if target is None:
+            raise Unprocessable("supersedes: no such event for this person", [{"loc": ["body", "supersedes"]}])
+        supersedes_id = target.id
+    row = OrientationEvent(
+        person_id=person.id,
+        departement_code=dep,
+        type=event.type,
+        event_date=event.date,
+        external_id=event.external_id,
+        supersedes_id=supersedes_id,
+        organisme=event.organisme,
+        type_parcours=event.type_parcours,
+        accompagnement_global=event.accompagnement_global,
+        structure=event.structure,
+        referent=event.referent,
+        channel=event.channel,
+        presence=event.presence,
+        contrat_type=event.contrat,
+        reason=event.reason,
+        source=source,
+        recorded_by=recorded_by,
+    )
+    session.add(row)
+    session.flush()
+    episode_service.refresh(session.connection(), [person.id])
+    return row, True
+
+
+# -- CSV import -------------------------------------------------------------------------------
+
+CSV_COLUMNS = {
+    "nir",
+    "date_naissance",
+    "matricule",
+    "role",
+    "evenement",
+    "date",
+    "organisme",
+    "type_parcours",
+    "accompagnement_global",
+    "presence",
+    "external_id",
+    "structure",
+    "referent",
+}
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    applied: int = 0
+    already_known: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _find_person(conn: Connection, settings: Settings, departement: str, row: dict[str, str]) -> int:
+    pt = Person.__table__.c
+    if row.get("nir"):
+        try:
+            nir13 = normalize_nir(row["nir"]).nir13
+        except InvalidNir as exc:
+            raise ValueError(f"nir: {exc}") from exc
+        protector = NirProtector(settings.encryption_keys, settings.hmac_key)
+        query = select(pt.id).where(pt.departement_code == departement, pt.nir_hash == protector.lookup_hash(nir13))
+        if row.get("date_naissance"):
+            query = query.where(pt.date_naissance == date.fromisoformat(row["date_naissance"]))
+        ids = list(conn.execute(query).scalars())
+    elif row.get("matricule") and row.get("role"):
+        ps = PersonState.__table__.c
+        ids = sorted(
+            set(
+                conn.execute(
+                    select(ps.person_id).where(
+                        ps.departement_code == departement,
+                        ps.matricule == row["matricule"].strip(),
+                        ps.role == row["role"].strip(),
+                    )
+                ).scalars()
+            )
+        )
+    else:
+        raise ValueError("each row needs nir (and date_naissance) or matricule and role")
+    if not ids:
+        raise ValueError("unknown person")
+    if len(ids) > 1:
+        raise ValueError("several persons match; use the NIR")
+    return int(ids[0])
+
+
+def import_csv(session: Session, settings: Settings, departement: str, data: str, recorded_by: str) -> ImportReport:
+    """Apply a `;`-separated UTF-8 file of events. Valid rows are applied in the caller's transaction;
+    invalid rows are listed with their line and reason."""
+    report = ImportReport()
+    reader = csv.DictReader(io.StringIO(data.lstrip("\ufeff")), delimiter=";")
+    header = {h.strip() for h in (reader.fieldnames or [])}
+    unknown = sorted(header - CSV_COLUMNS)
+    if not header or "evenement" not in header or "date" not in header:
+        raise Unprocessable("the header must name at least the columns evenement and date (separator ;)")
+    if unknown:
+        raise Unprocessable(f"unknown column(s): {', '.join(unknown)}")
+    conn = session.connection()
+    for line, raw in enumerate(reader, start=2):
+        report.rows += 1
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+        try:
+            person_id = _find_person(conn, settings, departement, row)
+            payload: dict[str, Any] = {"type": row["evenement"], "date": row["date"]}
+            for column in ("organisme", "type_parcours", "presence", "external_id", "structure", "referent"):
+                if row.get(column):
+                    payload[column] = row[column]
+            if row.get("accompagnement_global") not in (None, ""):
+                if row["accompagnement_global"] not in ("0", "1"):
+                    raise ValueError("accompagnement_global must be 0 or 1")
+                payload["accompagnement_global"] = row["accompagnement_global"] == "1"
+            if row["evenement"] == "contrat" and row.get("type_parcours") in ("CER", "PPAE"):
+                payload["contrat"] = payload.pop("type_parcours")
+            event = EventIn.model_validate(payload)
+            person = session.get(Person, person_id)
+            assert person is not None
+            with session.begin_nested():
+                _, created = record_event(session, settings, person, event, recorded_by, source="import")
+            if created:
+                report.applied += 1
+            else:
+                report.already_known += 1
+        except ValidationError as exc:
+            reasons = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors())
+            report.rejected.append({"line": line, "reason": reasons})
+        except (ValueError, Unprocessable, Conflict, NotFound) as exc:
+            report.rejected.append({"line": line, "reason": getattr(exc, "message", str(exc))})
+    return report
