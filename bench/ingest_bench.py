@@ -120,7 +120,10 @@ def main() -> None:
 
     print()
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print("| database | monthly: persons | monthly s | × bare (all el.) | × bare (tag) | peak MB | daily foyers | daily s |")
+    print(
+        "| database | monthly: persons | monthly s | × bare (all el.) | × bare (tag) | peak MB "
+        "| daily foyers | daily s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, m, d in rows:
         secs = float(m["seconds"])  # type: ignore[arg-type]
@@ -128,7 +131,9 @@ def main() -> None:
             f"| {name} | {m['persons_read']} | {secs:.1f} | {secs / ref['bare_all_elements_s']:.2f} "
             f"| {secs / ref['bare_tag_filtered_s']:.2f} | {m['peak_rss_mb']} | {d['foyers']} | {d['seconds']} |"
         )
-    print(f"\nbare iterparse: {ref['bare_all_elements_s']} s (all elements), {ref['bare_tag_filtered_s']} s (tag filter)")
+    print(
+        f"\nbare iterparse: {ref['bare_all_elements_s']} s (all elements), {ref['bare_tag_filtered_s']} s (tag filter)"
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.rules.config import RulesConfig
 from app.rules.episodes import Event, FluxFact, compute_episodes, outcome_as_of
@@ -14,13 +15,36 @@ from app.rules.episodes import Event, FluxFact, compute_episodes, outcome_as_of
 _seq = iter(range(1, 10**9))
 
 
-def fact(day: date, etat: str = "2", sdd: bool | None = True, role: str = "DEM", *, present: bool = True,
-         stock: bool = False, susp: date | None = None, closure: date | None = None, motif: str | None = None,
-         reason: str | None = None, transfer_out: bool = False) -> FluxFact:
+def fact(
+    day: date,
+    etat: str = "2",
+    sdd: bool | None = True,
+    role: str = "DEM",
+    *,
+    present: bool = True,
+    stock: bool = False,
+    susp: date | None = None,
+    closure: date | None = None,
+    motif: str | None = None,
+    reason: str | None = None,
+    transfer_out: bool = False,
+) -> FluxFact:
     n = next(_seq)
-    return FluxFact(received_on=day, order=(day, n, 0), present=present, etat=etat if present else None,
-                    sdd=sdd if present else None, role=role, file_id=n, initial_stock=stock, suspension_since=susp,
-                    closure_date=closure, closure_motif=motif, absence_reason=reason, transfer_out=transfer_out)
+    return FluxFact(
+        received_on=day,
+        order=(day, n, 0),
+        present=present,
+        etat=etat if present else None,
+        sdd=sdd if present else None,
+        role=role,
+        file_id=n,
+        initial_stock=stock,
+        suspension_since=susp,
+        closure_date=closure,
+        closure_motif=motif,
+        absence_reason=reason,
+        transfer_out=transfer_out,
+    )
 
 
 def ev(kind: str, day: date, **kw) -> Event:
@@ -40,7 +64,7 @@ def run(facts, events=(), config=None):
 
 
 def test_seed_example_t0_is_the_reception_date_and_15_days_end_before_16_03():
-    """"si ouverture de droit et soumission aux droits et devoirs et pas de suivi en cours au 08/02 mais
+    """ "si ouverture de droit et soumission aux droits et devoirs et pas de suivi en cours au 08/02 mais
     notification de la CAF au CD le 01/03 alors le T0 du département est le 01/03 et un nouvel entrant sera
     considéré orienté en moins de 15 jours si le courrier d'orientation a été envoyé avant le 16/03.\""""
     facts = [fact(d("01/03/2024"))]  # the right opened 08/02; the CD received the notification 01/03
@@ -52,7 +76,7 @@ def test_seed_example_t0_is_the_reception_date_and_15_days_end_before_16_03():
 
 
 def test_one_month_fallback_window():
-    """"En cas d'impossibilité à paramétrer le délai de 15 jours, le délai d'un mois sera retenu." (T0 01/03:
+    """ "En cas d'impossibilité à paramétrer le délai de 15 jours, le délai d'un mois sera retenu." (T0 01/03:
     before 01/04.)"""
     facts = [fact(d("01/03/2024"))]
     assert run(facts, [ev("orientation", d("31/03/2024"))]).episodes[0].within_one_month is True
@@ -62,7 +86,7 @@ def test_one_month_fallback_window():
 
 
 def test_the_delay_ends_with_a_referent_designation():
-    """"Fin du délai d'orientation : ... ou à la date lors de laquelle un référent est désigné pour le BRSA
+    """ "Fin du délai d'orientation : ... ou à la date lors de laquelle un référent est désigné pour le BRSA
     (à la suite d'une réunion collective ou d'un entretien d'orientation par exemple).\""""
     (ep,) = run([fact(d("04/03/2024"))], [ev("referent", d("11/03/2024"))]).episodes
     assert (ep.outcome, ep.oriented_by, ep.delay_days) == ("oriente", "referent", 7)
@@ -78,29 +102,32 @@ def test_the_earliest_orientation_on_or_after_t0_ends_the_delay():
 
 
 def test_included_first_time_demanders():
-    """"Les BRSA primo-demandeurs soumis aux droits et devoirs (1ère demande de RSA)\""""
+    """ "Les BRSA primo-demandeurs soumis aux droits et devoirs (1ère demande de RSA)\""""
     (ep,) = run([fact(d("05/03/2024"))]).episodes
     assert ep.outcome == "en_attente" and all(c.held for c in ep.criteria.values())
 
 
 def test_included_radies_coming_back():
-    """"Les BRSA radiés qui reviennent dans le dispositif comme soumis à droits et devoirs, y compris ceux
+    """ "Les BRSA radiés qui reviennent dans le dispositif comme soumis à droits et devoirs, y compris ceux
     cumulant RSA et prime d'activité\""""
-    facts = [fact(d("05/01/2023")), fact(d("10/06/2023"), etat="5", closure=d("31/05/2023"), motif="RFD"),
-             fact(d("04/03/2024"))]
+    facts = [
+        fact(d("05/01/2023")),
+        fact(d("10/06/2023"), etat="5", closure=d("31/05/2023"), motif="RFD"),
+        fact(d("04/03/2024")),
+    ]
     result = run(facts, [ev("orientation", d("10/01/2023"))])
     assert [e.t0 for e in result.episodes] == [d("05/01/2023"), d("04/03/2024")]
     assert "closed" in result.episodes[1].criteria["sans_suivi"].reason
 
 
 def test_included_movers_into_the_departement():
-    """"Les BRSA soumis aux droits et devoirs qui viennent d'emménager sur le département\""""
+    """ "Les BRSA soumis aux droits et devoirs qui viennent d'emménager sur le département\""""
     (ep,) = run([fact(d("06/03/2024"))]).episodes  # a transfer in: a new person for this département
     assert ep.t0 == d("06/03/2024")
 
 
 def test_included_persons_joining_a_foyer_and_passing_under_500_euros():
-    """"Les personnes sans RSA qui rejoignent un foyer au RSA et sont ainsi soumis aux droits et devoirs et
+    """ "Les personnes sans RSA qui rejoignent un foyer au RSA et sont ainsi soumis aux droits et devoirs et
     les personnes qui passent sous le seuil de 500€\""""
     joining = run([fact(d("07/03/2024"), role="CJT")]).episodes
     assert [e.t0 for e in joining] == [d("07/03/2024")]
@@ -109,9 +136,12 @@ def test_included_persons_joining_a_foyer_and_passing_under_500_euros():
 
 
 def test_included_suspended_more_than_12_months():
-    """"Les BRSA suspendus depuis plus de 12 mois de nouveau soumis aux droits et devoirs.\""""
-    facts = [fact(d("01/01/2023"), stock=True), fact(d("10/02/2023"), etat="4", susp=d("01/02/2023")),
-             fact(d("04/03/2024"))]
+    """ "Les BRSA suspendus depuis plus de 12 mois de nouveau soumis aux droits et devoirs.\""""
+    facts = [
+        fact(d("01/01/2023"), stock=True),
+        fact(d("10/02/2023"), etat="4", susp=d("01/02/2023")),
+        fact(d("04/03/2024")),
+    ]
     result = run(facts)
     assert result.stock and [e.t0 for e in result.episodes] == [d("04/03/2024")]
     assert "suspension_longue" in result.episodes[0].criteria["sans_suivi"].reason
@@ -121,28 +151,36 @@ def test_included_suspended_more_than_12_months():
 
 
 def test_excluded_non_sdd_above_500_euros():
-    """"Les BRSA non-soumis aux droits et devoirs qui sont ou passent au-dessus du seuil des 500€ de revenus
+    """ "Les BRSA non-soumis aux droits et devoirs qui sont ou passent au-dessus du seuil des 500€ de revenus
     d'activité\""""
     assert run([fact(d("05/03/2024"), sdd=False)]).episodes == []
     assert len(run([fact(d("05/03/2024")), fact(d("06/05/2024"), sdd=False)]).episodes) == 1
 
 
 def test_excluded_back_and_forth_with_a_dormant_follow_up():
-    """"Les BRSA qui effectuent des allers-retours réguliers dans le top « droits et devoirs » du fait de leurs
+    """ "Les BRSA qui effectuent des allers-retours réguliers dans le top « droits et devoirs » du fait de leurs
     revenus d'activité qui varient d'un mois sur l'autre et dont l'accompagnement est mis en veille mais
     non-clos\""""
-    facts = [fact(d("05/01/2024")), fact(d("05/02/2024"), sdd=False), fact(d("05/03/2024")),
-             fact(d("05/04/2024"), sdd=False), fact(d("06/05/2024"))]
+    facts = [
+        fact(d("05/01/2024")),
+        fact(d("05/02/2024"), sdd=False),
+        fact(d("05/03/2024")),
+        fact(d("05/04/2024"), sdd=False),
+        fact(d("06/05/2024")),
+    ]
     result = run(facts, [ev("orientation", d("12/01/2024"))])
     assert [e.t0 for e in result.episodes] == [d("05/01/2024")]
     assert result.not_entries and "follow-up in progress" in result.not_entries[0].reason
 
 
 def test_excluded_suspended_less_than_12_months():
-    """"Les BRSA suspendus depuis moins de 12 mois qui reviennent dans le dispositif des droits et devoirs ne
+    """ "Les BRSA suspendus depuis moins de 12 mois qui reviennent dans le dispositif des droits et devoirs ne
     font généralement pas partie des nouveaux entrants ... leur accompagnement est mis en veille.\""""
-    facts = [fact(d("01/01/2024"), stock=True), fact(d("10/02/2024"), etat="4", susp=d("01/02/2024")),
-             fact(d("04/06/2024"))]
+    facts = [
+        fact(d("01/01/2024"), stock=True),
+        fact(d("10/02/2024"), etat="4", susp=d("01/02/2024")),
+        fact(d("04/06/2024")),
+    ]
     assert run(facts).episodes == []
 
 
@@ -155,7 +193,7 @@ def test_stock_persons_are_not_nouveaux_entrants():
 
 
 def test_present_in_droits_et_devoirs_at_the_end_of_the_previous_month_is_not_an_entry():
-    """"Lorsque le BRSA est ou est de nouveau soumis aux droits et devoirs (absent en M-1 des droits et
+    """ "Lorsque le BRSA est ou est de nouveau soumis aux droits et devoirs (absent en M-1 des droits et
     devoirs)\" — a follow-up closed by the platform while the person stays in droits et devoirs."""
     facts = [fact(d("05/01/2024")), fact(d("06/03/2024"), role="DEM")]  # second fact: e.g. an address change
     events = [ev("orientation", d("10/01/2024")), ev("suivi_clos", d("15/02/2024"))]
@@ -164,8 +202,7 @@ def test_present_in_droits_et_devoirs_at_the_end_of_the_previous_month_is_not_an
 
 
 def test_absent_in_m1_when_the_previous_month_ended_out_of_droits_et_devoirs():
-    facts = [fact(d("05/01/2024")), fact(d("20/02/2024"), etat="5", closure=d("15/02/2024")),
-             fact(d("04/03/2024"))]
+    facts = [fact(d("05/01/2024")), fact(d("20/02/2024"), etat="5", closure=d("15/02/2024")), fact(d("04/03/2024"))]
     result = run(facts, [ev("orientation", d("10/01/2024"))])
     assert [e.t0 for e in result.episodes] == [d("05/01/2024"), d("04/03/2024")]
 
@@ -196,11 +233,18 @@ def test_as_of_sees_only_what_was_dated_by_then():
 
 
 def test_rdv_invitation_and_contract_are_attached():
-    events = [ev("invitation", d("06/03/2024")), ev("rdv_orientation", d("12/03/2024"), presence="absent"),
-              ev("orientation", d("14/03/2024")), ev("contrat", d("02/04/2024"), contrat="CER")]
+    events = [
+        ev("invitation", d("06/03/2024")),
+        ev("rdv_orientation", d("12/03/2024"), presence="absent"),
+        ev("orientation", d("14/03/2024")),
+        ev("contrat", d("02/04/2024"), contrat="CER"),
+    ]
     (ep,) = run([fact(d("05/03/2024"))], events).episodes
     assert (ep.invitation_on, ep.rdv_orientation_on, ep.rdv_orientation_absent) == (
-        d("06/03/2024"), d("12/03/2024"), True)
+        d("06/03/2024"),
+        d("12/03/2024"),
+        True,
+    )
     assert (ep.contrat, ep.contrat_on) == ("CER", d("02/04/2024"))
 
 
@@ -221,9 +265,16 @@ def histories(draw):
     for _ in range(draw(st.integers(1, 12))):
         day += timedelta(days=rng.randint(1, 70))
         etat = rng.choice(["2", "2", "2", "4", "5"])
-        facts.append(fact(day, etat=etat, sdd=rng.random() < 0.8, stock=not facts and rng.random() < 0.3,
-                          susp=day - timedelta(days=rng.randint(0, 500)) if etat == "4" else None,
-                          closure=day if etat == "5" else None))
+        facts.append(
+            fact(
+                day,
+                etat=etat,
+                sdd=rng.random() < 0.8,
+                stock=not facts and rng.random() < 0.3,
+                susp=day - timedelta(days=rng.randint(0, 500)) if etat == "4" else None,
+                closure=day if etat == "5" else None,
+            )
+        )
         if rng.random() < 0.4:
             kind = rng.choice(["orientation", "referent", "rdv_orientation", "suivi_clos", "invitation"])
             events.append(ev(kind, day + timedelta(days=rng.randint(-20, 40)), presence="absent"))

@@ -16,6 +16,7 @@ from app.rules.episodes import add_months
 from app.security.auth import Principal
 from app.security.scopes import Scope
 from app.services import persons as person_service
+from app.services.episodes import refresh_stale_on
 from app.services.orientation import EventIn, record_event
 from app.settings import today
 
@@ -192,6 +193,8 @@ def worklist(
     deps = sorted(principal.departements)
     if departement is not None:
         deps = [departement] if departement in principal.departements else []
+    # Facts ingested since the last computation: bring their episodes up to date first (cheap when none).
+    refresh_stale_on(session.connection(), deps)
     ee = EntryEpisode
     query = select(ee).where(ee.departement_code.in_(deps), ee.t0 <= day, or_(ee.end_on.is_(None), ee.end_on > day))
     if overdue is True:

@@ -7,14 +7,15 @@ import io
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.api.deps import Authorized, SettingsDep
+from app.api.deps import Authorized, SessionDep, SettingsDep
 from app.errors import Unprocessable
-from app.pilotage.orientation import FLAT_KEYS, ensure_fresh, orientation_indicator
+from app.pilotage.orientation import FLAT_KEYS, orientation_indicator
 from app.security.auth import Principal
 from app.security.scopes import Scope
+from app.services.episodes import refresh_stale_on
 from app.settings import today
 
 router = APIRouter(prefix="/api/v1/pilotage", tags=["pilotage"])
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/api/v1/pilotage", tags=["pilotage"])
 
 @router.get("/orientation", summary="Nouveaux entrants and their orientation delay (annex 4, indicators 1-2)")
 def orientation(
-    request: Request,
+    session: SessionDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.pilotage_read)],
     start: Annotated[date, Query(alias="from", description="First T0 day of the period")],
@@ -39,10 +40,9 @@ def orientation(
     deps = sorted(principal.departements)
     if departement is not None:
         deps = [departement] if departement in principal.departements else []
-    engine = request.app.state.engine
-    ensure_fresh(engine, deps)
-    with engine.connect() as conn:
-        result = orientation_indicator(conn, deps, start, end, day)
+    conn = session.connection()
+    refresh_stale_on(conn, deps)
+    result = orientation_indicator(conn, deps, start, end, day)
     if format == "csv":
         out = io.StringIO()
         writer = csv.writer(out, delimiter=";")

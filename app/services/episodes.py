@@ -193,5 +193,18 @@ def refresh_stale(
     return done
 
 
+def refresh_stale_on(conn: Connection, departements: Sequence[str]) -> int:
+    """Same as refresh_stale, inside the caller's transaction (a request that already writes)."""
+    pt = Person.__table__.c
+    stale = list(
+        conn.execute(
+            select(pt.id).where(pt.episodes_stale.is_(True), pt.departement_code.in_(departements)).order_by(pt.id)
+        ).scalars()
+    )
+    for i in range(0, len(stale), CHUNK):
+        refresh(conn, stale[i : i + CHUNK])
+    return len(stale)
+
+
 def episodes_as_of(result: PersonEpisodes, as_of: date) -> list[Episode]:
     return [ep for ep in result.episodes if ep.t0 <= as_of]
