@@ -319,6 +319,7 @@ class _Ingestion:
         self.left_candidates: dict[int, dict[str, Any]] = {}
         self.next_person_id = 0
         self.batches = 0
+        self.table_rows_at_start: int | None = None
 
     # keys ------------------------------------------------------------------------------------
 
@@ -382,10 +383,20 @@ class _Ingestion:
     # one batch of foyers ---------------------------------------------------------------------
 
     def _refresh_statistics(self) -> None:
-        """PostgreSQL plans from table statistics; a table filled inside this transaction has none, and the
-        planner would scan it whole for each batch. Re-analyse as it doubles (batches 1, 2, 4, 8...)."""
+        """PostgreSQL plans from table statistics; rows this transaction added are not in them, and on a
+        table that was small the planner would scan it whole for each batch. Re-analyse as this file's rows
+        double (batches 2, 4, 8...), and only while they are a large part of the table (not for a daily
+        file on a big département, where ANALYZE would cost more than it saves)."""
         self.batches += 1
-        if self.writer.postgres and self.batches & (self.batches - 1) == 0:
+        if not self.writer.postgres or self.batches & (self.batches - 1) != 0:
+            return
+        if self.table_rows_at_start is None:
+            self.table_rows_at_start = int(
+                self.conn.execute(
+                    text("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'person_states'::regclass")
+                ).scalar_one()
+            )
+        if self.report.state_changes > 0.2 * max(self.table_rows_at_start, 1000):
             self.conn.execute(text("ANALYZE persons, person_keys, person_states"))
 
     def apply_batch(self, foyers: list[FoyerRecord]) -> None:

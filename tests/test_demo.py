@@ -1,0 +1,15 @@
+"""`passerelle demo` runs end to end on its own fresh SQLite database and reports."""
+
+from __future__ import annotations
+
+from tests.cli import run_cli
+
+
+def test_demo(db, monkeypatch, tmp_path):
+    settings = db.model_copy(update={"data_dir": tmp_path})
+    r = run_cli(settings, monkeypatch, "demo", "--foyers", "300", "--days", "20")
+    assert r.exit_code == 0, r.output
+    assert "nouveaux_entrants" in r.stdout and "Worklist" in r.stdout
+    assert (tmp_path / "demo" / "demo.db").exists()
+    again = run_cli(settings, monkeypatch, "demo", "--foyers", "300", "--days", "20")
+    assert again.exit_code == 0, "a second run starts from a fresh database"
