@@ -563,19 +563,9 @@ def print_indicator(result: dict[str, Any]) -> None:
     table = Table(title=f"Nouveaux entrants, T0 du {result['from']} au {result['to']} (faits au {result['as_of']})")
     table.add_column("indicateur")
     table.add_column("valeur", justify="right")
-    for key in (
-        "nouveaux_entrants",
-        "orientes_15j",
-        "taux_15j",
-        "orientes_1mois",
-        "taux_1mois",
-        "delai_moyen_jours",
-        "delai_median_jours",
-        "en_attente",
-        "sortis_avant_orientation",
-        "absents_rdv_orientation",
-        "orientes_accompagnement_global",
-    ):
+    from app.pilotage.orientation import FLAT_KEYS
+
+    for key in FLAT_KEYS:
         value = result[key]
         if key.startswith("taux") and value is not None:
             value = f"{value * 100:.1f} %"

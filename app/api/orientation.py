@@ -80,15 +80,7 @@ def post_event(
 ) -> JSONResponse:
     person = person_service.get_person(session, principal, person_id)
     row, created = record_event(session, settings, person, body, recorded_by=principal.id)
-    person_service.record_access(
-        session,
-        principal,
-        action="person.event",
-        endpoint=f"POST /api/v1/persons/{person_id}/events",
-        departement=person.departement_code,
-        person_id=person.id,
-        request_id=getattr(request.state, "request_id", None),
-    )
+    person_service.audit_read(request, session, principal, "person.event", person, person.departement_code)
     episodes = session.scalars(
         select(EntryEpisode).where(EntryEpisode.person_id == person.id).order_by(EntryEpisode.rank)
     ).all()
@@ -111,15 +103,7 @@ def get_episodes(
     from app.services.episodes import compute_for
 
     person = person_service.get_person(session, principal, person_id)
-    person_service.record_access(
-        session,
-        principal,
-        action="person.episodes",
-        endpoint=f"GET /api/v1/persons/{person_id}/episodes",
-        departement=person.departement_code,
-        person_id=person.id,
-        request_id=getattr(request.state, "request_id", None),
-    )
+    person_service.audit_read(request, session, principal, "person.episodes", person, person.departement_code)
     if person.episodes_stale:
         from app.services.episodes import refresh
 
@@ -248,13 +232,5 @@ def worklist(
                 rdv_orientation_on=e.rdv_orientation_on,
             )
         )
-        person_service.record_access(
-            session,
-            principal,
-            action="worklist.read",
-            endpoint="GET /api/v1/worklist",
-            departement=p.departement_code,
-            person_id=p.id,
-            request_id=getattr(request.state, "request_id", None),
-        )
+        person_service.audit_read(request, session, principal, "worklist.read", p, p.departement_code)
     return Worklist(as_of=day, total=total, items=items)

@@ -80,15 +80,7 @@ def get_person(
     principal: Annotated[Principal, Authorized(Scope.persons_read)],
 ) -> PersonOut:
     person = svc.get_person(session, principal, person_id)
-    svc.record_access(
-        session,
-        principal,
-        action="person.read",
-        endpoint=f"GET /api/v1/persons/{person_id}",
-        departement=person.departement_code,
-        person_id=person.id,
-        request_id=getattr(request.state, "request_id", None),
-    )
+    svc.audit_read(request, session, principal, "person.read", person, person.departement_code)
     history = [
         {**svc.state_dict(state), "fichier": {"id": f.id, "nom": f.filename, "type": f.type_flux}}
         for state, f in svc.history(session, person.id)
@@ -107,24 +99,7 @@ def search_persons(
     criteria = svc.SearchCriteria(**body.model_dump())
     found = svc.search(session, settings, principal, criteria)
     for dep in sorted(principal.departements) if not found else []:
-        svc.record_access(
-            session,
-            principal,
-            action="person.search",
-            endpoint="POST /api/v1/persons/search",
-            departement=dep,
-            person_id=None,
-            request_id=getattr(request.state, "request_id", None),
-            found=False,
-        )
+        svc.audit_read(request, session, principal, "person.search", None, dep)
     for p in found:
-        svc.record_access(
-            session,
-            principal,
-            action="person.search",
-            endpoint="POST /api/v1/persons/search",
-            departement=p.departement_code,
-            person_id=p.id,
-            request_id=getattr(request.state, "request_id", None),
-        )
+        svc.audit_read(request, session, principal, "person.search", p, p.departement_code)
     return SearchResult(items=[PersonSummary(**_summary(p)) for p in found])

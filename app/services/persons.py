@@ -47,6 +47,22 @@ def record_access(
     )
 
 
+def audit_read(
+    request: Any, session: Session, principal: Principal, action: str, person: Person | None, departement: str
+) -> None:
+    """Record one read of personal data made by an HTTP request (endpoint and request id from the request)."""
+    record_access(
+        session,
+        principal,
+        action=action,
+        endpoint=f"{request.method} {request.url.path}",
+        departement=departement,
+        person_id=person.id if person is not None else None,
+        request_id=getattr(request.state, "request_id", None),
+        found=person is not None,
+    )
+
+
 def get_person(session: Session, principal: Principal, person_id: int) -> Person:
     person = session.scalar(readable_persons(principal).where(Person.id == person_id))
     if person is None:
