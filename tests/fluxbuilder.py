@@ -44,7 +44,7 @@ def foyer(
     etat: str = "2",
     fonorg: str = "CAF",
     numorg: str = "551",
-    numdemrsa: str = "55000012345",
+    numdemrsa: str | None = None,  # default: derived from the matricule (one demand per foyer)
     closure: tuple[str, date] | None = None,
     susp: tuple[str, date] | None = None,
     commune: tuple[str, str, str] = ("55545", "55100", "VERDUN"),
@@ -54,7 +54,7 @@ def foyer(
         fonorg=fonorg,
         numorg=numorg,
         matricule=matricule,
-        numdemrsa=numdemrsa,
+        numdemrsa=numdemrsa or f"550{matricule[-8:]:0>8}",
         dtdemrsa=date(2024, 2, 5),
         ddnatdro=date(2024, 2, 1),
         etat=etat,

@@ -262,3 +262,23 @@ def test_sqlite_file_or_postgres_schema_is_what_we_think(db):
     assert {"persons", "person_states", "person_keys", "flux_files"} <= set(inspect(engine).get_table_names())
     with engine.connect() as conn:
         assert conn.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_files_without_nir_msa_files_and_gzip_files_ingest(db, tmp_path):
+    no_nir = [foyer(person(None), person(None, role="CJT", prenom="MARIE", sexe="2"), matricule="0001")]
+    r1 = ingest(db, write_flux(tmp_path, no_nir, name="no_nir.xml"))
+    assert (r1.status, r1.persons_brsa, r1.warnings_count) == ("applied", 2, 1)  # the no-initial-stock warning
+    msa = [foyer(person(NIR_A, prenom="PAUL"), fonorg="MSA", numorg="555", matricule="7000001")]
+    r2 = ingest(db, write_flux(tmp_path, msa, fonorg="MSA", name="msa.xml"))
+    assert (r2.status, r2.organisme, r2.persons_brsa) == ("applied", "MSA 555", 1)
+    gz = write_flux(tmp_path, [foyer(person(NIR_B, prenom="LUC"), matricule="0003")], day=D2, compress=True)
+    r3 = ingest(db, gz, received_on=D2)
+    assert (r3.status, r3.persons_brsa) == ("applied", 1)
+    assert count(db, Person) == 4
+
+
+def test_identity_of_last_resort_joins_a_person_without_nir(db, tmp_path):
+    """Names + birth date is the last key: the same name and birth date, no NIR before, a NIR now."""
+    ingest(db, write_flux(tmp_path, [foyer(person(None), matricule="0001")], name="a.xml"))
+    report = ingest(db, write_flux(tmp_path, [foyer(person(NIR_A), matricule="0002")], day=D2), received_on=D2)
+    assert report.matched_by == {"identity": 1} and count(db, Person) == 1

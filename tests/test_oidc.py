@@ -89,3 +89,28 @@ def test_no_identity_provider_configured(db, make_token):
         r = c.get("/api/v1/me", headers={"Authorization": f"Bearer {make_token()}"})
     assert r.status_code == 401
     assert "no identity provider" in r.json()["message"]
+
+
+def test_jwks_from_a_url_is_cached_and_reloaded_on_rotation(db, jwk, make_token):
+    import httpx
+    from joserfc.jwk import KeySet
+
+    from app.security.oidc import JwksProvider, OidcVerifier
+
+    rotated = RSAKey.generate_key(2048, parameters={"kid": "test-key-2"})
+    served = {"keys": KeySet([jwk]).as_dict(private=False)}
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        assert request.url == "https://idp.test.local/jwks"
+        return httpx.Response(200, json=served["keys"])
+
+    settings = db.model_copy(update={"oidc_jwks_file": None, "oidc_jwks_url": "https://idp.test.local/jwks"})
+    verifier = OidcVerifier(settings, JwksProvider(settings, httpx.Client(transport=httpx.MockTransport(handler))))
+    assert verifier.verify(make_token()).subject == "agent-42"
+    assert verifier.verify(make_token()).subject == "agent-42"
+    assert calls["n"] == 1, "keys are cached"
+    served["keys"] = KeySet([jwk, rotated]).as_dict(private=False)
+    assert verifier.verify(make_token(key=rotated)).subject == "agent-42"
+    assert calls["n"] == 2, "an unknown key id reloads the keys once"
