@@ -134,7 +134,7 @@ def _print_worklist(settings: Settings, day: date, console: Console) -> None:
         rows = session.execute(
             select(ee, Person)
             .join(Person, Person.id == ee.person_id)
-            .where(ee.t0 <= day, (ee.end_on.is_(None)) | (ee.end_on > day))
+            .where(ee.t0 <= day, ee.open_until > day)
             .order_by(ee.t0, ee.person_id)
             .limit(10)
         ).all()

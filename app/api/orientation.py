@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, select
 
 from app.api.deps import Authorized, SessionDep, SettingsDep
 from app.models import EntryEpisode, OrientationEvent, Person, PersonState
@@ -180,7 +180,7 @@ def worklist(
     # Facts ingested since the last computation: bring their episodes up to date first (cheap when none).
     refresh_stale_on(session.connection(), deps)
     ee = EntryEpisode
-    query = select(ee).where(ee.departement_code.in_(deps), ee.t0 <= day, or_(ee.end_on.is_(None), ee.end_on > day))
+    query = select(ee).where(ee.departement_code.in_(deps), ee.open_until > day, ee.t0 <= day)
     if overdue is True:
         query = query.where(ee.t0 <= day - timedelta(days=15))
     elif overdue is False:
@@ -232,5 +232,5 @@ def worklist(
                 rdv_orientation_on=e.rdv_orientation_on,
             )
         )
-        person_service.audit_read(request, session, principal, "worklist.read", p, p.departement_code)
+    person_service.audit_reads(request, session, principal, "worklist.read", [persons[e.person_id] for e in page])
     return Worklist(as_of=day, total=total, items=items)

@@ -39,7 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
-from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxReader, FluxRejected
+from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxRejected
+from app.ingest.pipeline import open_source
 from app.ingest.records import BRSA_ROLES, FluxHeader, FoyerRecord, PersonRecord
 from app.models import Departement, FluxFile, FluxFileMember, FoyerEvent, Person, PersonKey, PersonState
 from app.security.auth import DEPARTEMENT_RE
@@ -72,6 +73,7 @@ class IngestOptions:
     departement: str | None = None  # expected département; None: the file's own (first foyer)
     ingested_by: str | None = None
     display_name: str | None = None
+    parallel: bool | None = None  # read the file in a child process (default: for big files)
 
 
 @dataclass
@@ -825,7 +827,6 @@ def ingest_file(
         report.duration_ms = int((time.perf_counter() - started) * 1000)
         return report
 
-    reader = FluxReader(path)
     try:
         with engine.begin() as conn:
             _lock(conn)
@@ -848,28 +849,22 @@ def ingest_file(
             job = _Ingestion(conn, settings, protector, file_id, options, report)
             job._pending_events = []
             job.next_person_id = _next_person_base(conn)
-            batch: list[FoyerRecord] = []
-            iterator = iter(reader)
-            first: FoyerRecord | None = None
-            for foyer in iterator:
-                if first is None:
-                    first = foyer
-                    _start(conn, job, reader, foyer, options, report)
-                batch.append(foyer)
-                if len(batch) >= BATCH_FOYERS:
-                    job.apply_batch(batch)
-                    batch = []
+            started_job = False
+            source = open_source(path, BATCH_FOYERS, options.parallel)
+            try:
+                for batch in source.batches():
+                    if not started_job:
+                        _start(conn, job, source.header, batch[0] if batch else None, options, report)
+                        started_job = True
+                    if batch:
+                        job.apply_batch(batch)
                     if progress:
-                        progress(job.report.foyers, reader.bytes_read)
-            if first is None:
-                _start(conn, job, reader, None, options, report)
-            if batch:
-                job.apply_batch(batch)
-            if progress:
-                progress(job.report.foyers, reader.bytes_read)
+                        progress(job.report.foyers, source.bytes_read)
+            finally:
+                source.close()
             job.finish()
 
-            content_sha = reader.content_sha256
+            content_sha = source.content_sha256
             same = conn.execute(
                 select(ft.c.id).where(
                     ft.c.departement_code == job.departement,
@@ -935,13 +930,12 @@ class _Duplicate(Exception):
 def _start(
     conn: Connection,
     job: _Ingestion,
-    reader: FluxReader,
+    header: FluxHeader | None,
     first: FoyerRecord | None,
     options: IngestOptions,
     report: IngestReport,
 ) -> None:
     """Once the header (and the first foyer) is known: check the options against the file."""
-    header = reader.header
     assert header is not None
     job.header = header
     job.created_at = header.created_at.replace(tzinfo=UTC)

@@ -58,6 +58,7 @@ class EntryEpisode(Base):
     __tablename__ = "entry_episodes"
     __table_args__ = (
         Index("ix_entry_episodes_departement_t0", "departement_code", "t0"),
+        Index("ix_entry_episodes_open", "departement_code", "open_until", "t0"),
         Index("ix_entry_episodes_person", "person_id"),
     )
 
@@ -69,6 +70,8 @@ class EntryEpisode(Base):
     t0_file_id: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(30))
     end_on: Mapped[date | None] = mapped_column(Date)
+    # end_on, or 9999-12-31 while undecided: "open on day D" is then one index range (open_until > D).
+    open_until: Mapped[date] = mapped_column(Date)
     left_on: Mapped[date | None] = mapped_column(Date)
     oriented_by: Mapped[str | None] = mapped_column(String(12))
     delay_days: Mapped[int | None] = mapped_column(Integer)

@@ -30,10 +30,22 @@ def orientation_indicator(
     conn: Connection, departements: list[str], start: date, end: date, as_of: date
 ) -> dict[str, Any]:
     ee = EntryEpisode.__table__.c
+    # Only the columns counted (not the criteria, a JSON document per episode).
     rows = conn.execute(
-        select(EntryEpisode.__table__).where(
-            ee.departement_code.in_(departements), ee.t0 >= start, ee.t0 <= min(end, as_of)
-        )
+        select(
+            ee.t0,
+            ee.outcome,
+            ee.end_on,
+            ee.delay_days,
+            ee.within_15_days,
+            ee.within_one_month,
+            ee.organisme,
+            ee.type_parcours,
+            ee.accompagnement_global,
+            ee.rdv_orientation_absent,
+            ee.rdv_orientation_on,
+            ee.caf_msa,
+        ).where(ee.departement_code.in_(departements), ee.t0 >= start, ee.t0 <= min(end, as_of))
     ).all()
     oriented, waiting, left = [], [], []
     for r in rows:

@@ -146,6 +146,7 @@ def refresh(conn: Connection, person_ids: Sequence[int], config: RulesConfig = D
                     "t0_file_id": ep.t0_file_id,
                     "outcome": ep.outcome,
                     "end_on": ep.end_on,
+                    "open_until": ep.end_on or date.max,
                     "left_on": ep.left_on,
                     "oriented_by": ep.oriented_by,
                     "delay_days": ep.delay_days,

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound, Unprocessable
 from app.models import AccessRecord, FluxFile, Person, PersonKey, PersonState
+from app.models.base import utcnow
 from app.security.auth import Principal
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
 from app.settings import Settings
@@ -60,6 +61,29 @@ def audit_read(
         person_id=person.id if person is not None else None,
         request_id=getattr(request.state, "request_id", None),
         found=person is not None,
+    )
+
+
+def audit_reads(request: Any, session: Session, principal: Principal, action: str, persons: list[Person]) -> None:
+    """Record the reads of many persons' data by one request (one insert)."""
+    if not persons:
+        return
+    session.execute(
+        insert(AccessRecord),
+        [
+            {
+                "at": utcnow(),
+                "principal_id": principal.id,
+                "agent_identifiant": principal.agent.identifiant if principal.agent else None,
+                "departement_code": p.departement_code,
+                "person_id": p.id,
+                "action": action,
+                "endpoint": f"{request.method} {request.url.path}",
+                "request_id": getattr(request.state, "request_id", None),
+                "found": True,
+            }
+            for p in persons
+        ],
     )
 
 

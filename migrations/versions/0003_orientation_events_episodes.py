@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("t0_file_id", sa.Integer(), nullable=True),
         sa.Column("outcome", sa.String(length=30), nullable=False),
         sa.Column("end_on", sa.Date(), nullable=True),
+        sa.Column("open_until", sa.Date(), nullable=False),
         sa.Column("left_on", sa.Date(), nullable=True),
         sa.Column("oriented_by", sa.String(length=12), nullable=True),
         sa.Column("delay_days", sa.Integer(), nullable=True),
@@ -57,6 +58,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("entry_episodes", schema=None) as batch_op:
         batch_op.create_index("ix_entry_episodes_departement_t0", ["departement_code", "t0"], unique=False)
+        batch_op.create_index("ix_entry_episodes_open", ["departement_code", "open_until", "t0"], unique=False)
         batch_op.create_index("ix_entry_episodes_person", ["person_id"], unique=False)
 
     op.create_table(
@@ -124,6 +126,7 @@ def downgrade() -> None:
     op.drop_table("orientation_events")
     with op.batch_alter_table("entry_episodes", schema=None) as batch_op:
         batch_op.drop_index("ix_entry_episodes_person")
+        batch_op.drop_index("ix_entry_episodes_open")
         batch_op.drop_index("ix_entry_episodes_departement_t0")
 
     op.drop_table("entry_episodes")
