@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import and_, func, select
+from sqlalchemy.orm import defer
 
 from app.api.deps import Authorized, SessionDep, SettingsDep
 from app.models import EntryEpisode, OrientationEvent, Person, PersonState
@@ -190,7 +191,9 @@ def worklist(
     if organisme:
         query = query.where(ee.caf_msa == organisme)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(query.order_by(ee.t0, ee.person_id).limit(limit).offset(offset)).all()
+    page = session.scalars(
+        query.options(defer(ee.criteria)).order_by(ee.t0, ee.person_id).limit(limit).offset(offset)
+    ).all()
     ids = [e.person_id for e in page]
     persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
     latest: dict[int, PersonState] = {}

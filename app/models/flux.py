@@ -65,7 +65,16 @@ class Person(Base):
     """
 
     __tablename__ = "persons"
-    __table_args__ = (Index("ix_persons_departement_nir_hash", "departement_code", "nir_hash"),)
+    __table_args__ = (
+        Index("ix_persons_departement_nir_hash", "departement_code", "nir_hash"),
+        # Only the few stale persons are indexed: "who needs recomputing?" stays a tiny index scan.
+        Index(
+            "ix_persons_stale",
+            "departement_code",
+            postgresql_where=text("episodes_stale"),
+            sqlite_where=text("episodes_stale"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     departement_code: Mapped[str] = mapped_column(ForeignKey("departements.code"))
@@ -82,7 +91,7 @@ class Person(Base):
     first_received_on: Mapped[date] = mapped_column(Date)
     updated_file_id: Mapped[int] = mapped_column(ForeignKey("flux_files.id"))
     # Set when a fact of the person changes; the entry episodes are then recomputed (app.services.episodes).
-    episodes_stale: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    episodes_stale: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class PersonKey(Base):

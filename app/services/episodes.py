@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, delete, insert, select, true, update
 
 from app.models import EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
 from app.rules.config import DEFAULT, RulesConfig
@@ -178,7 +178,7 @@ def refresh_stale(
 ) -> int:
     """Recompute every person whose facts changed since the last computation; returns how many."""
     pt = Person.__table__.c
-    query = select(pt.id).where(pt.episodes_stale.is_(True)).order_by(pt.id)
+    query = select(pt.id).where(pt.episodes_stale == true()).order_by(pt.id)
     if departement:
         query = query.where(pt.departement_code == departement)
     with engine.connect() as conn:
@@ -199,7 +199,7 @@ def refresh_stale_on(conn: Connection, departements: Sequence[str]) -> int:
     pt = Person.__table__.c
     stale = list(
         conn.execute(
-            select(pt.id).where(pt.episodes_stale.is_(True), pt.departement_code.in_(departements)).order_by(pt.id)
+            select(pt.id).where(pt.episodes_stale == true(), pt.departement_code.in_(departements)).order_by(pt.id)
         ).scalars()
     )
     for i in range(0, len(stale), CHUNK):
