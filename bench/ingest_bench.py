@@ -121,7 +121,7 @@ def main() -> None:
     print()
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(
-        "| database | monthly: persons | monthly s | × bare (all el.) | × bare (tag) | peak MB "
+        "| database | monthly: persons | monthly s | × bare (all el.) | × bare (tag) | peak MB (+ reader) "
         "| daily foyers | daily s |"
     )
     print("|---|---|---|---|---|---|---|---|")
@@ -129,7 +129,8 @@ def main() -> None:
         secs = float(m["seconds"])  # type: ignore[arg-type]
         print(
             f"| {name} | {m['persons_read']} | {secs:.1f} | {secs / ref['bare_all_elements_s']:.2f} "
-            f"| {secs / ref['bare_tag_filtered_s']:.2f} | {m['peak_rss_mb']} | {d['foyers']} | {d['seconds']} |"
+            f"| {secs / ref['bare_tag_filtered_s']:.2f} | {m['peak_rss_mb']} (+ {m.get('reader_peak_rss_mb')}) "
+            f"| {d['foyers']} | {d['seconds']} |"
         )
     print(
         f"\nbare iterparse: {ref['bare_all_elements_s']} s (all elements), {ref['bare_tag_filtered_s']} s (tag filter)"

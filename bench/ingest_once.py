@@ -46,6 +46,8 @@ def main() -> None:
                 "state_changes": report.state_changes,
                 "unchanged": report.unchanged,
                 "peak_rss_mb": peak_rss_mb(),
+                # the child process that reads big files (its own peak; the two peaks may not coincide)
+                "reader_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
                 "error": report.error,
             }
         )

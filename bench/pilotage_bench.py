@@ -97,7 +97,11 @@ def main() -> None:
     rng = random.Random(3)
     day = today(settings)
     with engine.connect() as conn:
-        episodes = conn.execute(select(EntryEpisode.person_id, EntryEpisode.t0, EntryEpisode.departement_code)).all()
+        episodes = conn.execute(
+            select(EntryEpisode.person_id, EntryEpisode.t0, EntryEpisode.departement_code).order_by(
+                EntryEpisode.person_id, EntryEpisode.t0
+            )
+        ).all()
     rows = []
     for person_id, t0, dep in episodes:
         when = t0 + timedelta(days=rng.choice([3, 6, 9, 12, 14, 17, 22, 35]))

@@ -57,7 +57,7 @@ T_STATES = cast(Table, PersonState.__table__)
 T_PERSONS = cast(Table, Person.__table__)
 T_DEPARTEMENTS = cast(Table, Departement.__table__)
 
-BATCH_FOYERS = 1000
+BATCH_FOYERS = 2000
 MAX_LISTED = 1000  # warnings / rejected records listed in a report (all are counted)
 _INGEST_LOCK_ID = 0x5A55E11E  # PostgreSQL advisory lock: one ingestion at a time
 

@@ -19,7 +19,7 @@ from app.ingest.parser import FluxReader, FluxRejected
 from app.ingest.records import FluxHeader, FoyerRecord
 
 PARALLEL_MIN_BYTES = 20 * 1024 * 1024
-QUEUE_DEPTH = 4  # batches in flight: bounds the memory of the pipeline
+QUEUE_DEPTH = 2  # batches in flight: bounds the memory of the pipeline
 
 
 class InlineSource:
