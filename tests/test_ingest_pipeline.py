@@ -28,8 +28,10 @@ def test_parallel_reading_applies_the_same_facts(db, tmp_path):
 def test_parallel_reading_rejects_like_inline(db, tmp_path):
     xml = text_of(write_flux(tmp_path, [foyer(), foyer(matricule="0002")]))
     bad = tmp_path / "bad.xml"
-    bad.write_text(xml.replace("<NBTOTDOSRSATRANSM>00000002<", "<NBTOTDOSRSATRANSM>00000009<").replace(
-        "windows-1252", "UTF-8"), encoding="utf-8")
+    bad.write_text(
+        xml.replace("<NBTOTDOSRSATRANSM>00000002<", "<NBTOTDOSRSATRANSM>00000009<").replace("windows-1252", "UTF-8"),
+        encoding="utf-8",
+    )
     before = snapshot(db)
     report = ingest_file(get_engine(db), db, bad, IngestOptions(date(2024, 3, 1), parallel=True))
     assert (report.status, report.error_code) == ("rejected", "count_mismatch")
