@@ -58,14 +58,14 @@ def orientation_indicator(
             waiting.append(r)
     delays = [r.delay_days for r in oriented]
     ages = [(as_of - r.t0).days for r in waiting]
-    by_organisme: Counter[str] = Counter(r.organisme or "inconnu" for r in oriented)
-    by_parcours: Counter[str] = Counter(r.type_parcours or "inconnu" for r in oriented)
-    by_caf_msa: Counter[str] = Counter(r.caf_msa or "inconnu" for r in rows)
+    by_organisme: Counter[str] = Counter(r.organisme or "non_precise" for r in oriented)
+    by_parcours: Counter[str] = Counter(r.type_parcours or "non_precise" for r in oriented)
+    by_caf_msa: Counter[str] = Counter(r.caf_msa or "non_precise" for r in rows)
 
     def breakdown(counter: Counter[str], key: str) -> list[dict[str, Any]]:
         out = []
         for value, n in sorted(counter.items()):
-            group = [r for r in oriented if (getattr(r, key) or "inconnu") == value]
+            group = [r for r in oriented if (getattr(r, key) or "non_precise") == value]
             out.append(
                 {
                     key: value,
