@@ -282,3 +282,13 @@ def test_identity_of_last_resort_joins_a_person_without_nir(db, tmp_path):
     ingest(db, write_flux(tmp_path, [foyer(person(None), matricule="0001")], name="a.xml"))
     report = ingest(db, write_flux(tmp_path, [foyer(person(NIR_A), matricule="0002")], day=D2), received_on=D2)
     assert report.matched_by == {"identity": 1} and count(db, Person) == 1
+
+
+def test_a_record_without_nir_keeps_the_nir_known_before(db, tmp_path):
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=D1))
+    ingest(db, write_flux(tmp_path, [foyer(person(None, nom="DUPONT-MARTIN"))], day=D2), received_on=D2)
+    protector = NirProtector(db.encryption_keys, db.hmac_key)
+    with session_scope(db) as s:
+        (p,) = s.scalars(select(Person)).all()
+        assert p.nom == "DUPONT-MARTIN", "a new name is taken"
+        assert p.nir_hash == protector.lookup_hash(NIR_A) and protector.decrypt(p.nir_encrypted or "") == NIR_A

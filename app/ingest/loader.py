@@ -13,11 +13,9 @@ import json
 import shutil
 import sqlite3
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,6 +37,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
+from app.ingest.derive import (
+    ROW_COLUMNS,
+    STATE_COLUMNS,
+    Derived,
+    Deriver,
+    absent_values,
+    state_values,
+)
 from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxRejected
 from app.ingest.pipeline import open_source
 from app.ingest.records import BRSA_ROLES, FluxHeader, FoyerRecord, PersonRecord
@@ -124,131 +130,6 @@ def file_sha256(path: Path) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
-@lru_cache(maxsize=65536)
-def _norm(value: str | None) -> str:
-    """Names compared without case, accents, spaces or punctuation (identity key of last resort)."""
-    if not value:
-        return ""
-    decomposed = unicodedata.normalize("NFKD", value.upper())
-    return "".join(c for c in decomposed if c.isalnum())
-
-
-# -- state of a person in one file ------------------------------------------------------------
-
-STATE_COLUMNS = (
-    "present",
-    "absence_reason",
-    "fonorg",
-    "numorg",
-    "matricule",
-    "numdemrsa",
-    "dtdemrsa",
-    "role",
-    "etat",
-    "sdd",
-    "sdd_entrant",
-    "suspension_versement_motifs",
-    "suspension_versement_since",
-    "suspension_droit_motifs",
-    "suspension_droit_since",
-    "closure_motif",
-    "closure_date",
-    "transfer_in_from",
-    "transfer_in_date",
-    "transfer_out_to",
-    "transfer_out_date",
-    "numcom",
-    "codepos",
-    "nomcom",
-    "adresse",
-    "sitfam",
-    "ddnatdro",
-    "idassedic",
-)
-# What decides whether a new state row is needed (sdd_entrant is a transient flag of daily files).
-FINGERPRINT_COLUMNS = tuple(c for c in STATE_COLUMNS if c not in ("sdd_entrant",))
-ROW_COLUMNS = (
-    "person_id",
-    "file_id",
-    "departement_code",
-    "received_on",
-    "file_created_at",
-    "seq",
-    "type_flux",
-    *STATE_COLUMNS,
-    "fingerprint",
-)
-
-
-def _fingerprint(values: dict[str, Any]) -> str:
-    # repr() of a tuple of str/bool/date/None is stable across runs and computed in C.
-    raw = repr(tuple([values[c] for c in FINGERPRINT_COLUMNS]))
-    return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
-
-
-def _earliest(susps: Sequence[Any]) -> tuple[str | None, date | None]:
-    if not susps:
-        return None, None
-    motifs = ",".join(sorted({s.motif for s in susps if s.motif}))[:60] or None
-    dates = [s.since for s in susps if s.since is not None]
-    return motifs, (min(dates) if dates else None)
-
-
-def _state_values(foyer: FoyerRecord, person: PersonRecord) -> dict[str, Any]:
-    a = foyer.address
-    sv_motifs, sv_since = _earliest(foyer.suspensions_versement)
-    sd_motifs, sd_since = _earliest(foyer.suspensions_droit)
-    street = " ".join(x for x in (a.numvoie, a.typevoie, a.nomvoie) if x)
-    adresse = " / ".join(x for x in (street, a.complement, a.lieudit) if x)[:200] or None
-    values: dict[str, Any] = {
-        "present": True,
-        "absence_reason": None,
-        "fonorg": foyer.fonorg,
-        "numorg": foyer.numorg,
-        "matricule": foyer.matricule,
-        "numdemrsa": foyer.numdemrsa,
-        "dtdemrsa": foyer.dtdemrsa,
-        "role": person.role,
-        "etat": foyer.etat,
-        "sdd": person.sdd,
-        "sdd_entrant": person.sdd_entrant,
-        "suspension_versement_motifs": sv_motifs,
-        "suspension_versement_since": sv_since,
-        "suspension_droit_motifs": sd_motifs,
-        "suspension_droit_since": sd_since,
-        "closure_motif": foyer.closure_motif,
-        "closure_date": foyer.closure_date,
-        "transfer_in_from": foyer.transfer_in_from,
-        "transfer_in_date": foyer.transfer_in_date,
-        "transfer_out_to": foyer.transfer_out_to,
-        "transfer_out_date": foyer.transfer_out_date,
-        "numcom": a.numcom,
-        "codepos": a.codepos,
-        "nomcom": a.nomcom,
-        "adresse": adresse,
-        "sitfam": foyer.sitfam,
-        "ddnatdro": foyer.ddnatdro,
-        "idassedic": person.idassedic,
-    }
-    values["fingerprint"] = _fingerprint(values)
-    return values
-
-
-def _absent_values(previous: dict[str, Any], reason: str) -> dict[str, Any]:
-    values = dict.fromkeys(STATE_COLUMNS)
-    values.update(
-        present=False,
-        absence_reason=reason,
-        fonorg=previous["fonorg"],
-        numorg=previous["numorg"],
-        matricule=previous["matricule"],
-        numdemrsa=previous["numdemrsa"],
-        role=previous["role"],
-    )
-    values["fingerprint"] = _fingerprint(values)
-    return values
-
-
 # -- bulk writes, per backend -----------------------------------------------------------------
 
 
@@ -308,6 +189,7 @@ class _Ingestion:
         self.conn = conn
         self.settings = settings
         self.protector = protector
+        self.deriver = Deriver(settings.hmac_key, settings.encryption_keys)
         self.file_id = file_row_id
         self.options = options
         self.report = report
@@ -324,21 +206,6 @@ class _Ingestion:
         self.table_rows_at_start: int | None = None
 
     # keys ------------------------------------------------------------------------------------
-
-    def _h(self, raw: str) -> str:
-        return hmac.digest(self.hmac_key, raw.encode(), "sha256")[:16].hex()  # see person_key()
-
-    def _keys(self, foyer: FoyerRecord, p: PersonRecord) -> list[tuple[str, str]]:
-        keys: list[tuple[str, str]] = []
-        if p.nir13:
-            keys.append(("nir", self._h(f"nir|{p.nir13}")))
-        if foyer.matricule and p.role:
-            keys.append(("matricule", self._h(f"mat|{foyer.fonorg}|{foyer.numorg}|{foyer.matricule}|{p.role}")))
-        if foyer.numdemrsa and p.role:
-            keys.append(("numdemrsa", self._h(f"dem|{foyer.numdemrsa}|{p.role}")))
-        if p.nom and p.prenom and p.date_naissance:
-            keys.append(("identity", self._h(f"id|{_norm(p.nom)}|{_norm(p.prenom)}|{p.date_naissance}")))
-        return keys
 
     # problems --------------------------------------------------------------------------------
 
@@ -405,7 +272,7 @@ class _Ingestion:
         assert self.departement is not None and self.created_at is not None
         dep = self.departement
         self._refresh_statistics()
-        accepted: list[tuple[FoyerRecord, list[tuple[PersonRecord, list[tuple[str, str]]]]]] = []
+        accepted: list[tuple[FoyerRecord, list[tuple[PersonRecord, Derived]]]] = []
         all_keys: set[str] = set()
         for foyer in foyers:
             self.report.foyers += 1
@@ -432,7 +299,8 @@ class _Ingestion:
                 if p.role not in BRSA_ROLES:
                     self.report.persons_not_stored += 1
                     continue
-                keys = self._keys(foyer, p)
+                derived = p.derived if isinstance(p.derived, Derived) else self.deriver.derive(foyer, p)
+                keys = derived.keys
                 if not keys:
                     self._reject(
                         "unidentifiable_person",
@@ -440,7 +308,7 @@ class _Ingestion:
                     )
                     continue
                 all_keys.update(v for _, v in keys)
-                people.append((p, keys))
+                people.append((p, derived))
             accepted.append((foyer, people))
             if foyer.events:
                 self._pending_events.extend(
@@ -484,11 +352,11 @@ class _Ingestion:
         key_inserts: dict[str, tuple[str, int]] = {}
         key_updates: dict[str, int] = {}
         batch_keys: dict[str, int] = {}
-        resolved: list[tuple[FoyerRecord, PersonRecord, int]] = []
+        resolved: list[tuple[FoyerRecord, PersonRecord, int, dict[str, Any]]] = []
 
         for foyer, people in accepted:
-            for p, keys in people:
-                nir_hash = self.protector.lookup_hash(p.nir13) if p.nir13 else None
+            for p, derived in people:
+                keys, nir_hash = derived.keys, derived.nir_hash
                 matched: int | None = None
                 for kind, value in keys:
                     pid = batch_keys.get(value, known.get(value))
@@ -506,7 +374,7 @@ class _Ingestion:
                 if matched is None:
                     matched = self._new_person_id()
                     self.report.new_persons += 1
-                    new_persons.append(self._person_row(matched, p, nir_hash))
+                    new_persons.append(self._person_row(matched, p, derived))
                     info[matched] = (nir_hash, p.date_naissance, p.nom, p.prenom, p.nomnai)
                 else:
                     current = info.get(matched)
@@ -514,7 +382,7 @@ class _Ingestion:
                     if current is not None and (
                         (nir_hash and current[0] != nir_hash) or tuple(current[2:]) != identity[2:]
                     ):
-                        person_updates.append(self._person_update(matched, p, nir_hash or current[0]))
+                        person_updates.append(self._person_update(matched, p, derived))
                         info[matched] = (nir_hash or current[0], p.date_naissance or current[1], *identity[2:])
                 for _kind, value in keys:
                     owner = batch_keys.get(value, known.get(value))
@@ -525,14 +393,23 @@ class _Ingestion:
                     else:
                         key_inserts[value] = (_kind, matched)
                     batch_keys[value] = matched
-                resolved.append((foyer, p, matched))
+                resolved.append((foyer, p, matched, derived.state or state_values(foyer, p)))
 
         # write persons and keys first (states reference them)
         if new_persons:
             self.writer.insert(T_PERSONS, PERSON_COLUMNS, new_persons)
         if person_updates:
+            # What a record does not say (no NIR this time, a missing name) keeps the value known before.
             self.conn.execute(
-                update(T_PERSONS).where(pt.id == bindparam("b_id")),
+                update(T_PERSONS)
+                .where(pt.id == bindparam("b_id"))
+                .values(
+                    {
+                        name: func.coalesce(bindparam(f"u_{name}"), T_PERSONS.c[name])
+                        for name in ("nir_hash", "nir_encrypted", "qual", "nom", "nomnai", "prenom", "sexe")
+                    }
+                    | {"updated_file_id": bindparam("u_updated_file_id")}
+                ),
                 person_updates,
             )
         if key_inserts:
@@ -549,10 +426,10 @@ class _Ingestion:
                 [{"b_value": v, "b_person": pid} for v, pid in key_updates.items()],
             )
 
-        previous = self._latest_states({pid for _, _, pid in resolved} | candidates)
+        previous = self._latest_states({r[2] for r in resolved} | candidates)
         # members who were in these foyers and are not in them any more
         present_now: dict[tuple[Any, Any, Any], set[int]] = {}
-        for foyer, _p, pid in resolved:
+        for foyer, _p, pid, _v in resolved:
             present_now.setdefault((foyer.fonorg, foyer.numorg, foyer.matricule), set()).add(pid)
         for pid in candidates:
             prev = previous.get(pid)
@@ -563,9 +440,8 @@ class _Ingestion:
                 self.left_candidates[pid] = prev
 
         rows = []
-        for foyer, p, pid in resolved:
+        for _foyer, _p, pid, values in resolved:
             self.seen.add(pid)
-            values = _state_values(foyer, p)
             prev = previous.get(pid)
             if prev is not None and prev["fingerprint"] == values["fingerprint"]:
                 self.report.unchanged += 1
@@ -615,12 +491,12 @@ class _Ingestion:
         self.next_person_id += 1
         return self.next_person_id
 
-    def _person_row(self, pid: int, p: PersonRecord, nir_hash: str | None) -> tuple[Any, ...]:
+    def _person_row(self, pid: int, p: PersonRecord, derived: Derived) -> tuple[Any, ...]:
         return (
             pid,
             self.departement,
-            nir_hash,
-            self.protector.encrypt(p.nir13) if p.nir13 else None,
+            derived.nir_hash,
+            derived.nir_encrypted,
             p.qual,
             p.nom,
             p.nomnai,
@@ -634,17 +510,17 @@ class _Ingestion:
             True,
         )
 
-    def _person_update(self, pid: int, p: PersonRecord, nir_hash: str | None) -> dict[str, Any]:
+    def _person_update(self, pid: int, p: PersonRecord, derived: Derived) -> dict[str, Any]:
         return {
             "b_id": pid,
-            "nir_hash": nir_hash,
-            "nir_encrypted": self.protector.encrypt(p.nir13) if p.nir13 else None,
-            "qual": p.qual,
-            "nom": p.nom,
-            "nomnai": p.nomnai,
-            "prenom": p.prenom,
-            "sexe": p.sexe,
-            "updated_file_id": self.file_id,
+            "u_nir_hash": derived.nir_hash,
+            "u_nir_encrypted": derived.nir_encrypted,
+            "u_qual": p.qual,
+            "u_nom": p.nom,
+            "u_nomnai": p.nomnai,
+            "u_prenom": p.prenom,
+            "u_sexe": p.sexe,
+            "u_updated_file_id": self.file_id,
         }
 
     # end of file -----------------------------------------------------------------------------
@@ -662,7 +538,7 @@ class _Ingestion:
                     absent[pid] = (prev, "absent_full_file")
         for pid in sorted(absent):
             prev, reason = absent[pid]
-            rows.append(self._state_row(pid, _absent_values(prev, reason)))
+            rows.append(self._state_row(pid, absent_values(prev, reason)))
         self.report.absences = self.writer.insert(T_STATES, ROW_COLUMNS, rows)
         self._mark_stale(set(absent))
         if self.header.type_flux in ("M", "R"):
@@ -702,7 +578,7 @@ class _Ingestion:
             for pid, prev in self._latest_states(self.seen - members, cutoff).items():
                 if prev["present"] and prev["fonorg"] == org[0] and (len(org) < 2 or prev["numorg"] == org[1]):
                     self.seq += 1
-                    values = _absent_values(prev, "absent_full_file")
+                    values = absent_values(prev, "absent_full_file")
                     head = (pid, file_id, self.departement, received_on, created_at, 10_000_000 + self.seq, "M")
                     rows.append((*head, *[values[col] for col in STATE_COLUMNS], values["fingerprint"]))
             self.report.absences += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
@@ -850,7 +726,7 @@ def ingest_file(
             job._pending_events = []
             job.next_person_id = _next_person_base(conn)
             started_job = False
-            source = open_source(path, BATCH_FOYERS, options.parallel)
+            source = open_source(path, BATCH_FOYERS, (settings.hmac_key, settings.encryption_keys), options.parallel)
             try:
                 for batch in source.batches():
                     if not started_job:

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from app.ingest.derive import Deriver
 from app.ingest.parser import FluxReader, FluxRejected
-from app.ingest.records import FluxHeader, FoyerRecord
+from app.ingest.records import BRSA_ROLES, FluxHeader, FoyerRecord
 
 PARALLEL_MIN_BYTES = 20 * 1024 * 1024
 QUEUE_DEPTH = 2  # batches in flight: bounds the memory of the pipeline
@@ -52,11 +53,16 @@ class InlineSource:
         return None
 
 
-def _read_in_child(path: str, batch_size: int, out: Any) -> None:
+def _read_in_child(path: str, batch_size: int, out: Any, secrets: tuple[bytes, list[tuple[str, bytes]]]) -> None:
     reader = FluxReader(Path(path))
+    deriver = Deriver(*secrets)
     try:
         batch: list[FoyerRecord] = []
         for record in reader:
+            # What depends on one record alone is computed here, on the other core (app.ingest.derive).
+            for person in record.persons:
+                if person.role in BRSA_ROLES:
+                    person.derived = deriver.derive(record, person, with_state=False)
             batch.append(record)
             if len(batch) >= batch_size:
                 out.put(("batch", reader.header, batch, reader.bytes_read))
@@ -70,11 +76,14 @@ def _read_in_child(path: str, batch_size: int, out: Any) -> None:
 
 
 class ProcessSource:
-    def __init__(self, path: Path, batch_size: int) -> None:
+    def __init__(self, path: Path, batch_size: int, secrets: tuple[bytes, list[tuple[str, bytes]]]) -> None:
         ctx = mp.get_context("spawn")  # a clean process: never a copy of our database connections
         self._queue: Any = ctx.Queue(maxsize=QUEUE_DEPTH)
         self._process = ctx.Process(
-            target=_read_in_child, args=(str(path), batch_size, self._queue), name="flux-reader", daemon=True
+            target=_read_in_child,
+            args=(str(path), batch_size, self._queue, secrets),
+            name="flux-reader",
+            daemon=True,
         )
         self._process.start()
         self.header: FluxHeader | None = None
@@ -112,7 +121,11 @@ class ProcessSource:
         self._queue.close()
 
 
-def open_source(path: Path, batch_size: int, parallel: bool | None = None) -> InlineSource | ProcessSource:
+def open_source(
+    path: Path, batch_size: int, secrets: tuple[bytes, list[tuple[str, bytes]]], parallel: bool | None = None
+) -> InlineSource | ProcessSource:
+    """`secrets` (HMAC key, NIR encryption keys) let the reading process derive keys and ciphertexts; they
+    travel through the process's arguments on this machine, never through a file or a log."""
     if parallel is None:
         parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
-    return ProcessSource(path, batch_size) if parallel else InlineSource(path, batch_size)
+    return ProcessSource(path, batch_size, secrets) if parallel else InlineSource(path, batch_size)

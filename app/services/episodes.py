@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, insert, select, true, update
+from sqlalchemy import Connection, Table, delete, insert, select, text, update
 
 from app.models import EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
 from app.rules.config import DEFAULT, RulesConfig
@@ -178,11 +178,13 @@ def refresh_stale(
 ) -> int:
     """Recompute every person whose facts changed since the last computation; returns how many."""
     pt = Person.__table__.c
-    query = select(pt.id).where(pt.episodes_stale == true()).order_by(pt.id)
+    # `WHERE episodes_stale` is the partial index's own predicate; no ORDER BY (sorted here), so that stale
+    # statistics after a bulk refresh cannot steer the planner to a primary-key scan of the whole table.
+    query = select(pt.id).where(pt.episodes_stale)
     if departement:
         query = query.where(pt.departement_code == departement)
     with engine.connect() as conn:
-        stale = list(conn.execute(query).scalars())
+        stale = sorted(conn.execute(query).scalars())
     done = 0
     for i in range(0, len(stale), CHUNK):
         chunk = stale[i : i + CHUNK]
@@ -191,16 +193,19 @@ def refresh_stale(
         done += len(chunk)
         if progress:
             progress(done, len(stale))
+    if done > 10_000 and engine.dialect.name == "postgresql":
+        # Many rows just flipped from stale to fresh: refresh the statistics so that the planner keeps
+        # using the partial index for "who is stale?" (autovacuum would, but later).
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE persons, entry_episodes"))
     return done
 
 
 def refresh_stale_on(conn: Connection, departements: Sequence[str]) -> int:
     """Same as refresh_stale, inside the caller's transaction (a request that already writes)."""
     pt = Person.__table__.c
-    stale = list(
-        conn.execute(
-            select(pt.id).where(pt.episodes_stale == true(), pt.departement_code.in_(departements)).order_by(pt.id)
-        ).scalars()
+    stale = sorted(
+        conn.execute(select(pt.id).where(pt.episodes_stale, pt.departement_code.in_(departements))).scalars()
     )
     for i in range(0, len(stale), CHUNK):
         refresh(conn, stale[i : i + CHUNK])
