@@ -556,32 +556,9 @@ def pilotage_orientation(
         print(";".join(["from", "to", "as_of", *FLAT_KEYS]))
         print(";".join(str(result[k]) for k in ("from", "to", "as_of", *FLAT_KEYS)))
     else:
-        print_indicator(result)
+        from app.pilotage.display import print_indicator
 
-
-def print_indicator(result: dict[str, Any]) -> None:
-    table = Table(title=f"Nouveaux entrants, T0 du {result['from']} au {result['to']} (faits au {result['as_of']})")
-    table.add_column("indicateur")
-    table.add_column("valeur", justify="right")
-    from app.pilotage.orientation import FLAT_KEYS
-
-    for key in FLAT_KEYS:
-        value = result[key]
-        if key.startswith("taux") and value is not None:
-            value = f"{value * 100:.1f} %"
-        table.add_row(key, "-" if value is None else str(value))
-    console.print(table)
-    by_org = Table(title="Par organisme référent")
-    for col in ("organisme", "orientes", "orientes_15j", "delai_moyen_jours"):
-        by_org.add_column(col)
-    for row in result["par_organisme"]:
-        by_org.add_row(*[str(row[c]) for c in ("organisme", "orientes", "orientes_15j", "delai_moyen_jours")])
-    console.print(by_org)
-    t = result["transmission"]
-    console.print(
-        f"Transmission CAF/MSA: {t['receptions_par_semaine']} réceptions par semaine, "
-        f"écart médian {t['ecart_median_jours']} j, maximal {t['ecart_max_jours']} j"
-    )
+        print_indicator(result, console)
 
 
 # -- OpenAPI ----------------------------------------------------------------------------------

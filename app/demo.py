@@ -23,6 +23,7 @@ from app.db import dispose_engines, get_engine, session_scope
 from app.ingest.generator import generate
 from app.ingest.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, Person
+from app.pilotage.display import print_indicator
 from app.pilotage.orientation import orientation_indicator
 from app.services.episodes import refresh_stale
 from app.services.orientation import EventIn, record_event
@@ -115,10 +116,8 @@ def run_demo(
 
     with engine.connect() as conn:
         result = orientation_indicator(conn, ["055"], start, day, day)
-    from app.cli import print_indicator
-
     console.print(f"[bold]4.[/] {applied} files applied, {recorded} platform events recorded.\n")
-    print_indicator(result)
+    print_indicator(result, console)
     _print_worklist(settings, day, console)
     console.print(
         f"\nThe demo database is {root / 'demo.db'}; explore it with\n"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from datetime import date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -113,8 +115,6 @@ def upload_flux(
     with tempfile.NamedTemporaryFile(dir=incoming, suffix="-" + name, delete=False) as tmp:
         shutil.copyfileobj(file.file, tmp, 1 << 20)
         tmp_path = tmp.name
-    from pathlib import Path
-
     path = Path(tmp_path)
     try:
         options = IngestOptions(
@@ -142,8 +142,6 @@ def upload_flux(
 
 
 def _jsonable(data: Any) -> Any:
-    import json
-
     return json.loads(json.dumps(data, default=str))
 
 

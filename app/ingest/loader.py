@@ -50,7 +50,6 @@ from app.ingest.pipeline import open_source
 from app.ingest.records import BRSA_ROLES, FluxHeader, FoyerRecord, PersonRecord
 from app.models import Departement, FluxFile, FluxFileMember, FoyerEvent, Person, PersonKey, PersonState
 from app.security.auth import DEPARTEMENT_RE
-from app.security.nir import NirProtector
 from app.settings import Settings, today
 
 log = structlog.get_logger(__name__)
@@ -181,14 +180,12 @@ class _Ingestion:
         self,
         conn: Connection,
         settings: Settings,
-        protector: NirProtector,
         file_row_id: int,
         options: IngestOptions,
         report: IngestReport,
     ) -> None:
         self.conn = conn
         self.settings = settings
-        self.protector = protector
         self.deriver = Deriver(settings.hmac_key, settings.encryption_keys)
         self.file_id = file_row_id
         self.options = options
@@ -691,7 +688,6 @@ def ingest_file(
     if options.received_on > today(settings):
         raise IngestInputError(f"the reception date {options.received_on} is in the future")
     raw_sha, size = file_sha256(path)
-    protector = NirProtector(settings.encryption_keys, settings.hmac_key)
 
     with engine.connect() as conn:
         dup = conn.execute(
@@ -722,7 +718,7 @@ def ingest_file(
                 )
                 .returning(ft.c.id)
             ).scalar_one()
-            job = _Ingestion(conn, settings, protector, file_id, options, report)
+            job = _Ingestion(conn, settings, file_id, options, report)
             job._pending_events = []
             job.next_person_id = _next_person_base(conn)
             started_job = False
