@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, Header, Request, Security
+from fastapi import Depends, Header, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from sqlalchemy.orm import Session
 
@@ -75,3 +75,8 @@ def authenticate(
 def Authorized(scope: str) -> Any:
     """`principal: Annotated[Principal, Authorized("persons:read")]`: authenticate and require `scope`."""
     return Security(authenticate, scopes=[scope])
+
+
+# Identifiers in paths: bounded to what the columns hold (an out-of-range id is a 422, not a driver error).
+PersonId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A person's id")]
+FileId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A flux file's id")]

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from app.api.deps import Authorized, SessionDep, SettingsDep
+from app.api.deps import Authorized, FileId, SessionDep, SettingsDep
 from app.errors import ApiError, NotFound, Unprocessable
 from app.ingest.loader import IngestInputError, IngestOptions, ingest_file
 from app.models import FluxFile
@@ -151,7 +151,7 @@ def list_flux(
     principal: Annotated[Principal, Authorized(Scope.flux_write)],
     status: Annotated[str | None, Query(pattern="^(applied|rejected)$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> FluxPage:
     query = select(FluxFile).where(FluxFile.departement_code.in_(sorted(principal.departements)))
     if status:
@@ -163,7 +163,7 @@ def list_flux(
 
 @router.get("/{file_id}", response_model=FluxFileDetail, summary="One flux file and its ingestion report")
 def get_flux(
-    file_id: int, session: SessionDep, principal: Annotated[Principal, Authorized(Scope.flux_write)]
+    file_id: FileId, session: SessionDep, principal: Annotated[Principal, Authorized(Scope.flux_write)]
 ) -> FluxFileDetail:
     row = session.get(FluxFile, file_id)
     if row is None or row.departement_code not in principal.departements:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import defer
 
-from app.api.deps import Authorized, SessionDep, SettingsDep
+from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
 from app.models import EntryEpisode, OrientationEvent, Person, PersonState
 from app.rules.episodes import add_months
 from app.security.auth import Principal
@@ -72,7 +72,7 @@ def _episode_out(ep: EntryEpisode, as_of: date) -> dict[str, Any]:
     responses={201: {"description": "Recorded"}, 200: {"description": "Already recorded (same external_id)"}},
 )
 def post_event(
-    person_id: int,
+    person_id: PersonId,
     body: EventIn,
     request: Request,
     session: SessionDep,
@@ -94,7 +94,7 @@ def post_event(
 
 @router.get("/persons/{person_id}/episodes", summary="A person's entry episodes, each criterion and its facts")
 def get_episodes(
-    person_id: int,
+    person_id: PersonId,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,

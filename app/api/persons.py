@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import Authorized, SessionDep, SettingsDep
+from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
 from app.security.auth import Principal
 from app.security.scopes import Scope
 from app.services import persons as svc
@@ -74,7 +74,7 @@ def _summary(p: Any) -> dict[str, Any]:
 
 @router.get("/{person_id}", response_model=PersonOut, summary="A person: identity, current state, dated history")
 def get_person(
-    person_id: int,
+    person_id: PersonId,
     request: Request,
     session: SessionDep,
     principal: Annotated[Principal, Authorized(Scope.persons_read)],

@@ -57,7 +57,9 @@ class EventIn(BaseModel):
     supersedes: str | None = Field(
         default=None, min_length=1, max_length=100, description="external_id of the event this one corrects"
     )
-    supersedes_id: int | None = Field(default=None, ge=1, description="or our id of the event this one corrects")
+    supersedes_id: int | None = Field(
+        default=None, ge=1, le=2**63 - 1, description="or our id of the event this one corrects"
+    )
     organisme: Organisme | None = None
     type_parcours: TypeParcours | None = None
     accompagnement_global: bool | None = None
