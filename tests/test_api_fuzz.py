@@ -4,7 +4,8 @@ and every error is the JSON error contract."""
 from __future__ import annotations
 
 import schemathesis
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.security.scopes import ALL_SCOPES
 
