@@ -1,6 +1,5 @@
 """What can be computed from one record alone: identity keys, the NIR's hash and ciphertext, the state values
-and their fingerprint. Pure functions of the record and the keys, so that the reading process can compute
-them for a big file while the loading process writes the previous batch (see app/ingest/pipeline.py)."""
+and their fingerprint. Pure functions of the record and the keys."""
 
 from __future__ import annotations
 
@@ -147,7 +146,7 @@ class Derived:
     keys: list[tuple[str, str]]  # (kind, 128-bit HMAC hex)
     nir_hash: str | None
     nir_encrypted: str | None
-    state: dict[str, Any] | None  # None when computed by the reading process: cheaper to rebuild than to pickle
+    state: dict[str, Any]
 
 
 class Deriver:
@@ -172,10 +171,10 @@ class Deriver:
             keys.append(("identity", self._h(f"id|{_norm(p.nom)}|{_norm(p.prenom)}|{p.date_naissance}")))
         return keys
 
-    def derive(self, foyer: FoyerRecord, p: PersonRecord, with_state: bool = True) -> Derived:
+    def derive(self, foyer: FoyerRecord, p: PersonRecord) -> Derived:
         return Derived(
             keys=self.keys(foyer, p),
             nir_hash=self.protector.lookup_hash(p.nir13) if p.nir13 else None,
             nir_encrypted=self.protector.encrypt(p.nir13) if p.nir13 else None,
-            state=state_values(foyer, p) if with_state else None,
+            state=state_values(foyer, p),
         )

@@ -43,7 +43,6 @@ from app.ingest.derive import (
     Derived,
     Deriver,
     absent_values,
-    state_values,
 )
 from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxRejected
 from app.ingest.pipeline import open_source
@@ -296,7 +295,7 @@ class _Ingestion:
                 if p.role not in BRSA_ROLES:
                     self.report.persons_not_stored += 1
                     continue
-                derived = p.derived if isinstance(p.derived, Derived) else self.deriver.derive(foyer, p)
+                derived = self.deriver.derive(foyer, p)
                 keys = derived.keys
                 if not keys:
                     self._reject(
@@ -390,7 +389,7 @@ class _Ingestion:
                     else:
                         key_inserts[value] = (_kind, matched)
                     batch_keys[value] = matched
-                resolved.append((foyer, p, matched, derived.state or state_values(foyer, p)))
+                resolved.append((foyer, p, matched, derived.state))
 
         # write persons and keys first (states reference them)
         if new_persons:
@@ -722,7 +721,7 @@ def ingest_file(
             job._pending_events = []
             job.next_person_id = _next_person_base(conn)
             started_job = False
-            source = open_source(path, BATCH_FOYERS, (settings.hmac_key, settings.encryption_keys), options.parallel)
+            source = open_source(path, BATCH_FOYERS, options.parallel)
             try:
                 for batch in source.batches():
                     if not started_job:

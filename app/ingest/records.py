@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
 
 # Known code lists (formats/caf-flux.md). Unknown codes are kept as they are and reported.
 ETATDOSRSA_CODES = frozenset("0123456")
@@ -63,8 +62,6 @@ class PersonRecord:
     sdd_since: date | None = None  # VRSD0301 DDSOUDRODEV
     sdd_until: date | None = None  # VRSD0301 DFSOUDRODEV
     idassedic: str | None = None
-    # Computed from this record alone by app.ingest.derive when the reading process does it (big files).
-    derived: Any = None
 
 
 @dataclass(slots=True)
