@@ -246,6 +246,7 @@ def test_unknown_code_kept_impossible_date_dropped(tmp_path):
     assert sorted(_problems(f)) == [(WARNING, "invalid_date"), (WARNING, "unknown_code")]
     messages = " ".join(m for _, _, m in f.problems)
     assert "foyer 1" in messages and "person 1" in messages and "DTNAI" in messages
+    assert "1990-02-30" not in messages, "a (birth) date is personal data: reports do not repeat it"
 
 
 def test_person_twice_in_a_foyer(tmp_path):

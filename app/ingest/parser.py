@@ -143,7 +143,8 @@ class _Ctx:
             try:
                 return date.fromisoformat(raw[:10])
             except ValueError:
-                self.add(WARNING, "invalid_date", f"{name} is not a valid date ({raw[:20]!r}); ignored")
+                # The value is not repeated: it may be a birth date, and reports are printed and stored.
+                self.add(WARNING, "invalid_date", f"{name} is not a valid date; ignored")
                 return None
 
     def flag(self, raw: str | None, name: str) -> bool | None:
