@@ -78,3 +78,24 @@ def test_request_logs_never_carry_personal_data(client, make_api_key, log_stream
 
 def test_scrub_leaves_ordinary_numbers():
     assert scrub("foyer 55000012345 has 3 persons on 2024-03-01") == "foyer 55000012345 has 3 persons on 2024-03-01"
+
+
+def test_database_errors_do_not_carry_values(db):
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from app.db import get_engine
+
+    engine = get_engine(db)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO departements (code, created_at) VALUES ('055', '2024-01-01 00:00:00')"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO departements (code, name, created_at) VALUES (:c, :n, '2024-01-01 00:00:00')"),
+                {"c": "055", "n": "DUPONT Camille 2900555545123"},
+            )
+    except IntegrityError as exc:
+        assert "DUPONT" not in str(exc) and "2900555545123" not in str(exc)
+    else:
+        raise AssertionError("the duplicate must fail")
