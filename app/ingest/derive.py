@@ -141,6 +141,17 @@ def absent_values(previous: dict[str, Any], reason: str) -> dict[str, Any]:
     return values
 
 
+def key_hash(hmac_key: bytes, raw: str) -> str:
+    """The stored form of an identity key: 128 bits of HMAC-SHA256 (collision-free at any realistic
+    population, half the index of the full digest)."""
+    return hmac.digest(hmac_key, raw.encode(), "sha256")[:16].hex()
+
+
+def matricule_key_text(fonorg: str | None, numorg: str | None, matricule: str, role: str) -> str:
+    """organisme + matricule + role, as hashed into the `matricule` key (also used to search by it)."""
+    return f"mat|{fonorg}|{numorg}|{matricule}|{role}"
+
+
 @dataclass(frozen=True, slots=True)
 class Derived:
     keys: list[tuple[str, str]]  # (kind, 128-bit HMAC hex)
@@ -155,8 +166,7 @@ class Deriver:
         self.protector = NirProtector(encryption_keys, hmac_key)
 
     def _h(self, raw: str) -> str:
-        # 128 bits of HMAC-SHA256: collision-free at any realistic population, half the index of 256.
-        return hmac.digest(self.hmac_key, raw.encode(), "sha256")[:16].hex()
+        return key_hash(self.hmac_key, raw)
 
     def keys(self, foyer: FoyerRecord, p: PersonRecord) -> list[tuple[str, str]]:
         """Identity keys, strongest first: NIR, organisme + matricule + role, demand number + role, identity."""
@@ -164,7 +174,7 @@ class Deriver:
         if p.nir13:
             keys.append(("nir", self._h(f"nir|{p.nir13}")))
         if foyer.matricule and p.role:
-            keys.append(("matricule", self._h(f"mat|{foyer.fonorg}|{foyer.numorg}|{foyer.matricule}|{p.role}")))
+            keys.append(("matricule", self._h(matricule_key_text(foyer.fonorg, foyer.numorg, foyer.matricule, p.role))))
         if foyer.numdemrsa and p.role:
             keys.append(("numdemrsa", self._h(f"dem|{foyer.numdemrsa}|{p.role}")))
         if p.nom and p.prenom and p.date_naissance:

@@ -8,7 +8,6 @@ then recorded as rejected and copied to quarantine with its report. See docs/ing
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import shutil
 import sqlite3
@@ -190,14 +189,16 @@ class _Ingestion:
         self.options = options
         self.report = report
         self.writer = BulkWriter(conn)
-        self.hmac_key = settings.hmac_key
         self.departement: str | None = options.departement
         self.header: FluxHeader | None = None
         self.created_at: datetime | None = None
         self.seq = 0
         self.seen: set[int] = set()
         self.left_candidates: dict[int, dict[str, Any]] = {}
-        self.next_person_id = 0
+        self.next_person_id = _next_person_base(conn)
+        self.fonorg: str | None = None
+        self.numorg: str | None = None
+        self._pending_events: list[tuple[Any, ...]] = []
         self.batches = 0
         self.table_rows_at_start: int | None = None
 
@@ -450,8 +451,6 @@ class _Ingestion:
         self.report.persons_brsa += len(resolved)
         self._flush_events()
 
-    _pending_events: list[tuple[Any, ...]]
-
     def _mark_stale(self, person_ids: set[int]) -> None:
         """Their facts changed: their entry episodes must be recomputed (app.services.episodes)."""
         for chunk in _chunks(sorted(person_ids), 5000):
@@ -545,8 +544,7 @@ class _Ingestion:
         """This file arrived after a full file dated later: whoever it shows and that later file did not
         carry is absent from that date on, as if the files had come in order."""
         ft = T_FILES.c
-        org = (self.report.organisme or "").split()
-        if not self.seen or not org:
+        if not self.seen or not self.fonorg:
             return
         r, c = self.options.received_on, self.created_at
         later = self.conn.execute(
@@ -555,7 +553,7 @@ class _Ingestion:
                 ft.departement_code == self.departement,
                 ft.status == "applied",
                 ft.type_flux.in_(("M", "R")),
-                ft.fonorg == org[0],
+                ft.fonorg == self.fonorg,
                 (ft.received_on > r) | ((ft.received_on == r) & (ft.created_at_caf > c)),
             )
             .order_by(ft.received_on, ft.created_at_caf, ft.id)
@@ -572,7 +570,11 @@ class _Ingestion:
             cutoff = (received_on, created_at, file_id)
             rows = []
             for pid, prev in self._latest_states(self.seen - members, cutoff).items():
-                if prev["present"] and prev["fonorg"] == org[0] and (len(org) < 2 or prev["numorg"] == org[1]):
+                if (
+                    prev["present"]
+                    and prev["fonorg"] == self.fonorg
+                    and (not self.numorg or prev["numorg"] == self.numorg)
+                ):
                     self.seq += 1
                     values = absent_values(prev, "absent_full_file")
                     head = (pid, file_id, self.departement, received_on, created_at, 10_000_000 + self.seq, "M")
@@ -598,11 +600,9 @@ class _Ingestion:
             .where(ps.departement_code == self.departement, self._before())
             .subquery()
         )
-        fonorg = self.report.organisme.split()[0] if self.report.organisme else None
-        numorg = self.report.organisme.split()[1] if self.report.organisme and " " in self.report.organisme else None
-        query = select(ranked).where(ranked.c.rn == 1, ranked.c.present.is_(True), ranked.c.fonorg == fonorg)
-        if numorg:
-            query = query.where(ranked.c.numorg == numorg)
+        query = select(ranked).where(ranked.c.rn == 1, ranked.c.present.is_(True), ranked.c.fonorg == self.fonorg)
+        if self.numorg:
+            query = query.where(ranked.c.numorg == self.numorg)
         return {row["person_id"]: dict(row) for row in self.conn.execute(query).mappings()}
 
 
@@ -623,16 +623,6 @@ PERSON_COLUMNS = (
     "updated_file_id",
     "episodes_stale",
 )
-
-
-def person_key(settings: Settings, raw: str) -> str:
-    """The stored form of an identity key: 128 bits of HMAC-SHA256 (collision-free at any realistic scale)."""
-    return hmac.digest(settings.hmac_key, raw.encode(), "sha256")[:16].hex()
-
-
-def organisme_key(settings: Settings, fonorg: str, numorg: str, matricule: str, role: str) -> str:
-    """The key of organisme + matricule + role, as `_Ingestion._keys` stores it."""
-    return person_key(settings, f"mat|{fonorg}|{numorg}|{matricule}|{role}")
 
 
 def _one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
@@ -718,8 +708,6 @@ def ingest_file(
                 .returning(ft.c.id)
             ).scalar_one()
             job = _Ingestion(conn, settings, file_id, options, report)
-            job._pending_events = []
-            job.next_person_id = _next_person_base(conn)
             started_job = False
             source = open_source(path, BATCH_FOYERS, options.parallel)
             try:
@@ -810,7 +798,7 @@ def _start(
     assert header is not None
     job.header = header
     job.created_at = header.created_at.replace(tzinfo=UTC)
-    fonorg, numorg = _organisme_of(header, first)
+    fonorg, numorg = job.fonorg, job.numorg = _organisme_of(header, first)
     report.organisme = " ".join(x for x in (fonorg, numorg) if x) or None
     report.type_flux = header.type_flux
     report.created_at_caf = header.created_at.isoformat()

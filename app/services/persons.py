@@ -11,6 +11,7 @@ from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound, Unprocessable
+from app.ingest.derive import key_hash, matricule_key_text
 from app.models import AccessRecord, FluxFile, Person, PersonKey, PersonState
 from app.models.base import utcnow
 from app.security.auth import Principal
@@ -129,9 +130,9 @@ def search(session: Session, settings: Settings, principal: Principal, criteria:
     if not (criteria.fonorg and criteria.numorg and criteria.matricule and criteria.role):
         raise Unprocessable("Search by nir, or by fonorg, numorg, matricule and role together.")
     # The person currently holding that organisme + matricule + role key (identity across files).
-    from app.ingest.loader import organisme_key
-
-    value = organisme_key(settings, criteria.fonorg, criteria.numorg, criteria.matricule, criteria.role)
+    value = key_hash(
+        settings.hmac_key, matricule_key_text(criteria.fonorg, criteria.numorg, criteria.matricule, criteria.role)
+    )
     keys = select(PersonKey.person_id).where(PersonKey.value == value, PersonKey.kind == "matricule")
     query = query.where(Person.id.in_(keys))
     return list(session.scalars(query.order_by(Person.id)).all())
