@@ -7,7 +7,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -183,14 +182,3 @@ class BodyLimitMiddleware:
                     f"The body exceeds the limit of {limit} bytes.",
                     request_id,
                 )
-
-
-def exception_chain_contains(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: set[int] = set()
-    current: Any = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -62,7 +63,7 @@ def authenticate(
     if principal.kind == "client":
         agent = parse_agent(x_agent_identifiant, x_agent_nom, x_agent_prenom)
         if agent is not None:
-            principal = Principal(**{**principal.__dict__, "agent": agent})
+            principal = dataclasses.replace(principal, agent=agent)
     structlog.contextvars.bind_contextvars(
         client_id=principal.log_id(), agent_id=principal.agent.identifiant if principal.agent else None
     )

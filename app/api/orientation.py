@@ -101,21 +101,20 @@ def get_episodes(
     principal: Annotated[Principal, Authorized(Scope.persons_read)],
     as_of: Annotated[date | None, Query(description="Seen from this date (default: today)")] = None,
 ) -> dict[str, Any]:
-    from app.services.episodes import compute_for
+    from app.services.episodes import compute_for, refresh
 
     person = person_service.get_person(session, principal, person_id)
     person_service.audit_read(request, session, principal, "person.episodes", person, person.departement_code)
+    computed = compute_for(session.connection(), [person.id])
     if person.episodes_stale:
-        from app.services.episodes import refresh
-
-        refresh(session.connection(), [person.id])
+        refresh(session.connection(), [person.id], results=computed)
+    result = computed[person.id]
     day = as_of or today(settings)
     episodes = session.scalars(
         select(EntryEpisode)
         .where(EntryEpisode.person_id == person.id, EntryEpisode.t0 <= day)
         .order_by(EntryEpisode.rank)
     ).all()
-    result = compute_for(session.connection(), [person.id])[person.id]
     events = session.scalars(
         select(OrientationEvent).where(OrientationEvent.person_id == person.id).order_by(OrientationEvent.event_date)
     ).all()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date
 from itertools import pairwise
 from typing import Any
 
@@ -151,8 +151,3 @@ FLAT_KEYS = (
     "absents_rdv_orientation",
     "orientes_accompagnement_global",
 )
-
-
-def default_period(as_of: date) -> tuple[date, date]:
-    first = as_of.replace(day=1)
-    return (first - timedelta(days=1)).replace(day=1), as_of

@@ -82,6 +82,3 @@ class NirProtector:
             raise KeyError(f"no NIR key with id {key_id!r} is configured")
         raw = base64.urlsafe_b64decode(b64)
         return aes.decrypt(raw[:12], raw[12:], key_id.encode()).decode()
-
-    def needs_rotation(self, token: str) -> bool:
-        return not token.startswith(self._active_id + ":")

@@ -113,13 +113,19 @@ def _criteria_json(ep: Episode) -> dict[str, Any]:
     return {name: asdict(c) for name, c in ep.criteria.items()}
 
 
-def refresh(conn: Connection, person_ids: Sequence[int], config: RulesConfig = DEFAULT) -> int:
-    """Recompute and store the entry episodes of these persons (inside the caller's transaction)."""
+def refresh(
+    conn: Connection,
+    person_ids: Sequence[int],
+    config: RulesConfig = DEFAULT,
+    results: dict[int, PersonEpisodes] | None = None,
+) -> int:
+    """Store the entry episodes of these persons (computed here unless `results` are given), inside the
+    caller's transaction."""
     if not person_ids:
         return 0
     ee, pt = cast(Table, EntryEpisode.__table__), cast(Table, Person.__table__)
     ps = PersonState.__table__.c
-    results = compute_for(conn, person_ids, config)
+    results = results if results is not None else compute_for(conn, person_ids, config)
     deps = dict(conn.execute(select(pt.c.id, pt.c.departement_code).where(pt.c.id.in_(person_ids))).all())
     # where the person was at T0 (CAF/MSA, commune): from the fact of T0
     t0_files = {ep.t0_file_id for r in results.values() for ep in r.episodes if ep.t0_file_id is not None}
@@ -176,15 +182,10 @@ def refresh(conn: Connection, person_ids: Sequence[int], config: RulesConfig = D
 def refresh_stale(
     engine: Any, departement: str | None = None, progress: Callable[[int, int], None] | None = None
 ) -> int:
-    """Recompute every person whose facts changed since the last computation; returns how many."""
-    pt = Person.__table__.c
-    # `WHERE episodes_stale` is the partial index's own predicate; no ORDER BY (sorted here), so that stale
-    # statistics after a bulk refresh cannot steer the planner to a primary-key scan of the whole table.
-    query = select(pt.id).where(pt.episodes_stale)
-    if departement:
-        query = query.where(pt.departement_code == departement)
+    """Recompute every person whose facts changed since the last computation, a transaction per chunk;
+    returns how many."""
     with engine.connect() as conn:
-        stale = sorted(conn.execute(query).scalars())
+        stale = stale_persons(conn, [departement] if departement else None)
     done = 0
     for i in range(0, len(stale), CHUNK):
         chunk = stale[i : i + CHUNK]
@@ -203,14 +204,17 @@ def refresh_stale(
 
 def refresh_stale_on(conn: Connection, departements: Sequence[str]) -> int:
     """Same as refresh_stale, inside the caller's transaction (a request that already writes)."""
-    pt = Person.__table__.c
-    stale = sorted(
-        conn.execute(select(pt.id).where(pt.episodes_stale, pt.departement_code.in_(departements))).scalars()
-    )
+    stale = stale_persons(conn, departements)
     for i in range(0, len(stale), CHUNK):
         refresh(conn, stale[i : i + CHUNK])
     return len(stale)
 
 
-def episodes_as_of(result: PersonEpisodes, as_of: date) -> list[Episode]:
-    return [ep for ep in result.episodes if ep.t0 <= as_of]
+def stale_persons(conn: Connection, departements: Sequence[str] | None) -> list[int]:
+    pt = Person.__table__.c
+    # `WHERE episodes_stale` is the partial index's own predicate; no ORDER BY (sorted here), so that stale
+    # statistics after a bulk refresh cannot steer the planner to a primary-key scan of the whole table.
+    query = select(pt.id).where(pt.episodes_stale)
+    if departements is not None:
+        query = query.where(pt.departement_code.in_(departements))
+    return sorted(conn.execute(query).scalars())

@@ -24,68 +24,36 @@ def readable_persons(principal: Principal) -> Select[Person]:
     return select(Person).where(Person.departement_code.in_(sorted(principal.departements)))
 
 
-def record_access(
-    session: Session,
-    principal: Principal,
-    *,
-    action: str,
-    endpoint: str,
-    departement: str,
-    person_id: int | None,
-    request_id: str | None,
-    found: bool = True,
-) -> None:
-    session.add(
-        AccessRecord(
-            principal_id=principal.id,
-            agent_identifiant=principal.agent.identifiant if principal.agent else None,
-            departement_code=departement,
-            person_id=person_id,
-            action=action,
-            endpoint=endpoint[:200],
-            request_id=request_id,
-            found=found,
-        )
-    )
+def _access_row(
+    request: Any, principal: Principal, action: str, departement: str, person_id: int | None
+) -> dict[str, Any]:
+    return {
+        "at": utcnow(),
+        "principal_id": principal.id,
+        "agent_identifiant": principal.agent.identifiant if principal.agent else None,
+        "departement_code": departement,
+        "person_id": person_id,
+        "action": action,
+        "endpoint": f"{request.method} {request.url.path}"[:200],
+        "request_id": getattr(request.state, "request_id", None),
+        "found": person_id is not None,
+    }
 
 
 def audit_read(
     request: Any, session: Session, principal: Principal, action: str, person: Person | None, departement: str
 ) -> None:
-    """Record one read of personal data made by an HTTP request (endpoint and request id from the request)."""
-    record_access(
-        session,
-        principal,
-        action=action,
-        endpoint=f"{request.method} {request.url.path}",
-        departement=departement,
-        person_id=person.id if person is not None else None,
-        request_id=getattr(request.state, "request_id", None),
-        found=person is not None,
-    )
+    """Record one read of personal data by an HTTP request (who, agent, person, endpoint, request id);
+    `person=None` records a search that found nobody."""
+    row = _access_row(request, principal, action, departement, person.id if person is not None else None)
+    session.execute(insert(AccessRecord), [row])
 
 
 def audit_reads(request: Any, session: Session, principal: Principal, action: str, persons: list[Person]) -> None:
     """Record the reads of many persons' data by one request (one insert)."""
-    if not persons:
-        return
-    session.execute(
-        insert(AccessRecord),
-        [
-            {
-                "at": utcnow(),
-                "principal_id": principal.id,
-                "agent_identifiant": principal.agent.identifiant if principal.agent else None,
-                "departement_code": p.departement_code,
-                "person_id": p.id,
-                "action": action,
-                "endpoint": f"{request.method} {request.url.path}",
-                "request_id": getattr(request.state, "request_id", None),
-                "found": True,
-            }
-            for p in persons
-        ],
-    )
+    if persons:
+        rows = [_access_row(request, principal, action, p.departement_code, p.id) for p in persons]
+        session.execute(insert(AccessRecord), rows)
 
 
 def get_person(session: Session, principal: Principal, person_id: int) -> Person:
