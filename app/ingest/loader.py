@@ -39,13 +39,15 @@ from sqlalchemy.exc import IntegrityError
 from app.ingest.derive import (
     ROW_COLUMNS,
     STATE_COLUMNS,
-    Derived,
-    Deriver,
-    absent_values,
+    Prepared,
+    PreparedPerson,
+    State,
+    absent_state,
+    fingerprint,
 )
 from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxRejected
 from app.ingest.pipeline import open_source
-from app.ingest.records import BRSA_ROLES, FluxHeader, FoyerRecord, PersonRecord
+from app.ingest.records import FluxHeader
 from app.models import Departement, FluxFile, FluxFileMember, FoyerEvent, Person, PersonKey, PersonState
 from app.security.auth import DEPARTEMENT_RE
 from app.settings import Settings, today
@@ -184,7 +186,6 @@ class _Ingestion:
     ) -> None:
         self.conn = conn
         self.settings = settings
-        self.deriver = Deriver(settings.hmac_key, settings.encryption_keys)
         self.file_id = file_row_id
         self.options = options
         self.report = report
@@ -265,17 +266,19 @@ class _Ingestion:
         if self.report.state_changes > 0.2 * max(self.table_rows_at_start, 1000):
             self.conn.execute(text("ANALYZE persons, person_keys, person_states"))
 
-    def apply_batch(self, foyers: list[FoyerRecord]) -> None:
+    def apply_batch(self, foyers: list[Prepared]) -> None:
         assert self.departement is not None and self.created_at is not None
         dep = self.departement
         self._refresh_statistics()
-        accepted: list[tuple[FoyerRecord, list[tuple[PersonRecord, Derived]]]] = []
+        accepted: list[tuple[tuple[Any, Any, Any], list[PreparedPerson]]] = []
         all_keys: set[str] = set()
-        for foyer in foyers:
-            self.report.foyers += 1
-            self.report.persons_read += len(foyer.persons)
+        report = self.report
+        for item in foyers:
+            position, _line, fonorg, numorg, matricule, departement, read, not_stored, problems, events, people = item
+            report.foyers += 1
+            report.persons_read += read
             rejected_foyer = False
-            for severity, code, message in foyer.problems:
+            for severity, code, message in problems:
                 if severity == REJECT_FOYER:
                     rejected_foyer = True
                     self._reject(code, message)
@@ -283,34 +286,29 @@ class _Ingestion:
                     self._reject(code, message)
                 else:
                     self._warn(code, message)
-            if not rejected_foyer and foyer.departement and foyer.departement != dep:
+            if not rejected_foyer and departement and departement != dep:
                 self._reject(
                     "other_departement",
-                    f"foyer {foyer.position}: belongs to département {foyer.departement[:3]!r}, not {dep}",
+                    f"foyer {position}: belongs to département {departement[:3]!r}, not {dep}",
                 )
                 rejected_foyer = True
             if rejected_foyer:
                 continue
-            people = []
-            for p in foyer.persons:
-                if p.role not in BRSA_ROLES:
-                    self.report.persons_not_stored += 1
-                    continue
-                derived = self.deriver.derive(foyer, p)
-                keys = derived.keys
-                if not keys:
+            report.persons_not_stored += not_stored
+            identified = []
+            for person in people:
+                if not person[1]:
                     self._reject(
                         "unidentifiable_person",
-                        f"foyer {foyer.position}, person {p.position}: no NIR, matricule, demand number or identity",
+                        f"foyer {position}, person {person[0]}: no NIR, matricule, demand number or identity",
                     )
                     continue
-                all_keys.update(v for _, v in keys)
-                people.append((p, derived))
-            accepted.append((foyer, people))
-            if foyer.events:
+                all_keys.update(v for _, v in person[1])
+                identified.append(person)
+            accepted.append(((fonorg, numorg, matricule), identified))
+            if events:
                 self._pending_events.extend(
-                    (self.file_id, dep, foyer.fonorg, foyer.numorg, foyer.matricule, d, fg[:12])
-                    for d, fg in foyer.events
+                    (self.file_id, dep, fonorg, numorg, matricule, d, fg[:12]) for d, fg in events
                 )
 
         pk = T_KEYS.c
@@ -321,17 +319,19 @@ class _Ingestion:
             ):
                 known[value] = person_id
         pt = T_PERSONS.c
-        info: dict[int, tuple[str | None, date | None, str | None, str | None, str | None]] = {}
+        # what is known of them: (nir_hash, date_naissance ISO, nom, prenom, nomnai)
+        info: dict[int, tuple[str | None, str | None, str | None, str | None, str | None]] = {}
         for chunk in _chunks(sorted(set(known.values())), 5000):
             for row in self.conn.execute(
                 select(pt.id, pt.nir_hash, pt.date_naissance, pt.nom, pt.prenom, pt.nomnai).where(
                     _one_of(self.conn, pt.id, chunk)
                 )
             ):
-                info[row[0]] = (row[1], row[2], row[3], row[4], row[5])
+                born = row[2].isoformat() if row[2] is not None else None
+                info[row[0]] = (row[1], born, row[3], row[4], row[5])
 
         # foyer members before this file, to see who left a foyer
-        foyer_keys = {(f.fonorg, f.numorg, f.matricule) for f, _ in accepted}
+        foyer_keys = {foyer for foyer, _ in accepted}
         ps = T_STATES.c
         candidates: set[int] = set()
         matricules = sorted({m for _, _, m in foyer_keys if m})
@@ -349,11 +349,11 @@ class _Ingestion:
         key_inserts: dict[str, tuple[str, int]] = {}
         key_updates: dict[str, int] = {}
         batch_keys: dict[str, int] = {}
-        resolved: list[tuple[FoyerRecord, PersonRecord, int, dict[str, Any]]] = []
+        resolved: list[tuple[tuple[Any, Any, Any], int, State, str]] = []
 
         for foyer, people in accepted:
-            for p, derived in people:
-                keys, nir_hash = derived.keys, derived.nir_hash
+            for _pos, keys, nir_hash, nir_encrypted, ident, state, print_ in people:
+                born = ident[4]
                 matched: int | None = None
                 for kind, value in keys:
                     pid = batch_keys.get(value, known.get(value))
@@ -363,24 +363,49 @@ class _Ingestion:
                     if kind != "nir" and cand is not None:
                         if nir_hash and cand[0] and cand[0] != nir_hash:
                             continue  # another person with another NIR holds this key now
-                        if p.date_naissance and cand[1] and cand[1] != p.date_naissance:
+                        if born and cand[1] and cand[1] != born:
                             continue
                     matched = pid
                     self.report.matched_by[kind] = self.report.matched_by.get(kind, 0) + 1
                     break
+                qual, nom, nomnai, prenom, _born, sexe = ident
                 if matched is None:
                     matched = self._new_person_id()
                     self.report.new_persons += 1
-                    new_persons.append(self._person_row(matched, p, derived))
-                    info[matched] = (nir_hash, p.date_naissance, p.nom, p.prenom, p.nomnai)
+                    new_persons.append(
+                        (
+                            matched,
+                            dep,
+                            nir_hash,
+                            nir_encrypted,
+                            *ident,
+                            self.options.initial_stock,
+                            self.file_id,
+                            self.options.received_on,
+                            self.file_id,
+                            True,
+                        )
+                    )
+                    info[matched] = (nir_hash, born, nom, prenom, nomnai)
                 else:
                     current = info.get(matched)
-                    identity = (nir_hash, p.date_naissance, p.nom, p.prenom, p.nomnai)
                     if current is not None and (
-                        (nir_hash and current[0] != nir_hash) or tuple(current[2:]) != identity[2:]
+                        (nir_hash and current[0] != nir_hash) or current[2:] != (nom, prenom, nomnai)
                     ):
-                        person_updates.append(self._person_update(matched, p, derived))
-                        info[matched] = (nir_hash or current[0], p.date_naissance or current[1], *identity[2:])
+                        person_updates.append(
+                            {
+                                "b_id": matched,
+                                "u_nir_hash": nir_hash,
+                                "u_nir_encrypted": nir_encrypted,
+                                "u_qual": qual,
+                                "u_nom": nom,
+                                "u_nomnai": nomnai,
+                                "u_prenom": prenom,
+                                "u_sexe": sexe,
+                                "u_updated_file_id": self.file_id,
+                            }
+                        )
+                        info[matched] = (nir_hash or current[0], born or current[1], nom, prenom, nomnai)
                 for _kind, value in keys:
                     owner = batch_keys.get(value, known.get(value))
                     if owner == matched:
@@ -390,7 +415,7 @@ class _Ingestion:
                     else:
                         key_inserts[value] = (_kind, matched)
                     batch_keys[value] = matched
-                resolved.append((foyer, p, matched, derived.state))
+                resolved.append((foyer, matched, state, print_))
 
         # write persons and keys first (states reference them)
         if new_persons:
@@ -423,11 +448,11 @@ class _Ingestion:
                 [{"b_value": v, "b_person": pid} for v, pid in key_updates.items()],
             )
 
-        previous = self._latest_states({r[2] for r in resolved} | candidates)
+        previous = self._latest_states({r[1] for r in resolved} | candidates)
         # members who were in these foyers and are not in them any more
         present_now: dict[tuple[Any, Any, Any], set[int]] = {}
-        for foyer, _p, pid, _v in resolved:
-            present_now.setdefault((foyer.fonorg, foyer.numorg, foyer.matricule), set()).add(pid)
+        for foyer, pid, _state, _print in resolved:
+            present_now.setdefault(foyer, set()).add(pid)
         for pid in candidates:
             prev = previous.get(pid)
             if prev is None or not prev["present"]:
@@ -437,14 +462,14 @@ class _Ingestion:
                 self.left_candidates[pid] = prev
 
         rows = []
-        for _foyer, _p, pid, values in resolved:
+        latest = {pid: prev["fingerprint"] for pid, prev in previous.items()}
+        for _foyer, pid, state, print_ in resolved:
             self.seen.add(pid)
-            prev = previous.get(pid)
-            if prev is not None and prev["fingerprint"] == values["fingerprint"]:
+            if latest.get(pid) == print_:
                 self.report.unchanged += 1
                 continue
-            previous[pid] = values  # a person twice in the file: the later record wins
-            rows.append(self._state_row(pid, values))
+            latest[pid] = print_  # a person twice in the file: the later record wins
+            rows.append(self._state_row(pid, state, print_))
         self.report.state_changes += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
         new_ids = {row[0] for row in new_persons}
         self._mark_stale({row[0] for row in rows} - new_ids)
@@ -467,7 +492,7 @@ class _Ingestion:
             )
             self._pending_events = []
 
-    def _state_row(self, pid: int, values: dict[str, Any]) -> tuple[Any, ...]:
+    def _state_row(self, pid: int, state: State, print_: str) -> tuple[Any, ...]:
         self.seq += 1
         assert self.header is not None
         return (
@@ -478,45 +503,13 @@ class _Ingestion:
             self.created_at,
             self.seq,
             self.header.type_flux,
-            *[values[c] for c in STATE_COLUMNS],
-            values["fingerprint"],
+            *state,
+            print_,
         )
 
     def _new_person_id(self) -> int:
         self.next_person_id += 1
         return self.next_person_id
-
-    def _person_row(self, pid: int, p: PersonRecord, derived: Derived) -> tuple[Any, ...]:
-        return (
-            pid,
-            self.departement,
-            derived.nir_hash,
-            derived.nir_encrypted,
-            p.qual,
-            p.nom,
-            p.nomnai,
-            p.prenom,
-            p.date_naissance,
-            p.sexe,
-            self.options.initial_stock,
-            self.file_id,
-            self.options.received_on,
-            self.file_id,
-            True,
-        )
-
-    def _person_update(self, pid: int, p: PersonRecord, derived: Derived) -> dict[str, Any]:
-        return {
-            "b_id": pid,
-            "u_nir_hash": derived.nir_hash,
-            "u_nir_encrypted": derived.nir_encrypted,
-            "u_qual": p.qual,
-            "u_nom": p.nom,
-            "u_nomnai": p.nomnai,
-            "u_prenom": p.prenom,
-            "u_sexe": p.sexe,
-            "u_updated_file_id": self.file_id,
-        }
 
     # end of file -----------------------------------------------------------------------------
 
@@ -533,7 +526,8 @@ class _Ingestion:
                     absent[pid] = (prev, "absent_full_file")
         for pid in sorted(absent):
             prev, reason = absent[pid]
-            rows.append(self._state_row(pid, absent_values(prev, reason)))
+            state = absent_state(prev, reason)
+            rows.append(self._state_row(pid, state, fingerprint(state)))
         self.report.absences = self.writer.insert(T_STATES, ROW_COLUMNS, rows)
         self._mark_stale(set(absent))
         if self.header.type_flux in ("M", "R"):
@@ -576,9 +570,9 @@ class _Ingestion:
                     and (not self.numorg or prev["numorg"] == self.numorg)
                 ):
                     self.seq += 1
-                    values = absent_values(prev, "absent_full_file")
+                    state = absent_state(prev, "absent_full_file")
                     head = (pid, file_id, self.departement, received_on, created_at, 10_000_000 + self.seq, "M")
-                    rows.append((*head, *[values[col] for col in STATE_COLUMNS], values["fingerprint"]))
+                    rows.append((*head, *state, fingerprint(state)))
             self.report.absences += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
             self._mark_stale({row[0] for row in rows})
 
@@ -640,9 +634,9 @@ def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield values[i : i + size]
 
 
-def _organisme_of(header: FluxHeader, first: FoyerRecord | None) -> tuple[str | None, str | None]:
-    if first is not None and first.fonorg:
-        return first.fonorg, first.numorg
+def _organisme_of(header: FluxHeader, first: Prepared | None) -> tuple[str | None, str | None]:
+    if first is not None and first[2]:
+        return first[2], first[3]
     return {"CRI": "CAF", "AGO": "MSA"}.get(header.applieme), None
 
 
@@ -709,7 +703,8 @@ def ingest_file(
             ).scalar_one()
             job = _Ingestion(conn, settings, file_id, options, report)
             started_job = False
-            source = open_source(path, BATCH_FOYERS, options.parallel)
+            secrets = (settings.hmac_key, settings.encryption_keys)
+            source = open_source(path, BATCH_FOYERS, secrets, options.parallel)
             try:
                 for batch in source.batches():
                     if not started_job:
@@ -790,7 +785,7 @@ def _start(
     conn: Connection,
     job: _Ingestion,
     header: FluxHeader | None,
-    first: FoyerRecord | None,
+    first: Prepared | None,
     options: IngestOptions,
     report: IngestReport,
 ) -> None:
@@ -803,7 +798,7 @@ def _start(
     report.type_flux = header.type_flux
     report.created_at_caf = header.created_at.isoformat()
     report.initial_stock = options.initial_stock
-    file_dep = first.departement if first is not None else None
+    file_dep = first[5] if first is not None else None
     dep = options.departement
     if dep is None:
         if file_dep and DEPARTEMENT_RE.match(file_dep):
@@ -818,7 +813,7 @@ def _start(
     elif file_dep and file_dep != dep:
         raise FluxRejected(
             f"this file is for département {file_dep[:3]!r}, not {dep}",
-            f"foyer 1 (line {first.line if first else 0})",
+            f"foyer 1 (line {first[1] if first else 0})",
             "other_departement",
         )
     job.departement = dep

@@ -1,35 +1,43 @@
-"""Batches of foyer records from a flux file, read inline or by a child process.
+"""Batches of prepared foyers from a flux file, read inline or by a child process.
 
-Reading a big file (parsing XML in libxml2 and building records in Python) and applying it (keys, states,
-database writes) each take a large part of an ingestion. On a big file the reading runs in a separate
-process, one bounded queue of batches ahead of the database work, so the two use both cores. A thread
-would not help: both halves need the GIL (measured slower). Small files are read inline (starting a
-process costs more than it saves).
+Reading a big file (parsing XML in libxml2, building records, deriving keys, hashes and states in Python)
+and applying it (resolving identities, database writes) each take a large part of an ingestion. On a big
+file the reading runs in a separate process, one bounded queue of batches ahead of the database work, so
+the two use both cores. A thread would not help: both halves need the GIL (measured slower). Small files
+are read inline (starting a process costs more than it saves).
 
-Measured on the 626 MB benchmark file: the reader (parse, build records, pickle them) and the loader
-(unpickle, resolve, write) take about 45 s and 35 s; the reader only parses: deriving keys there too
-made the run slower, and keeps the secrets out of the reading process.
+Batches cross between the processes as `marshal` bytes of plain tuples (`derive.Prepared`): pickling the
+typed records cost more than a third of the whole ingestion (bench/BENCHMARKS.md, runs 6 and 7). The
+reading process runs without the cyclic garbage collector: it creates no reference cycles, and the
+collector's passes over each batch in flight cost ~10 % of its time; its memory is measured (≈ 120 MB).
 """
 
 from __future__ import annotations
 
+import gc
+import marshal
 import multiprocessing as mp
 import queue
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from app.ingest.derive import Deriver, Prepared
 from app.ingest.parser import FluxReader, FluxRejected
-from app.ingest.records import FluxHeader, FoyerRecord
+from app.ingest.records import FluxHeader
 
 PARALLEL_MIN_BYTES = 20 * 1024 * 1024
 QUEUE_DEPTH = 2  # batches in flight: bounds the memory of the pipeline
 
 
+Secrets = tuple[bytes, list[tuple[str, bytes]]]  # (HMAC key, NIR encryption keys): what a Deriver needs
+
+
 class InlineSource:
-    def __init__(self, path: Path, batch_size: int) -> None:
+    def __init__(self, path: Path, batch_size: int, secrets: Secrets) -> None:
         self.reader = FluxReader(path)
         self.batch_size = batch_size
+        self.deriver = Deriver(*secrets)
 
     @property
     def header(self) -> FluxHeader | None:
@@ -43,10 +51,11 @@ class InlineSource:
     def bytes_read(self) -> int:
         return self.reader.bytes_read
 
-    def batches(self) -> Iterator[list[FoyerRecord]]:
-        batch: list[FoyerRecord] = []
+    def batches(self) -> Iterator[list[Prepared]]:
+        batch: list[Prepared] = []
+        prepare = self.deriver.prepare
         for record in self.reader:
-            batch.append(record)
+            batch.append(prepare(record))
             if len(batch) >= self.batch_size:
                 yield batch
                 batch = []
@@ -56,16 +65,18 @@ class InlineSource:
         return None
 
 
-def _read_in_child(path: str, batch_size: int, out: Any) -> None:
+def _read_in_child(path: str, batch_size: int, secrets: Secrets, out: Any) -> None:
+    gc.disable()
     reader = FluxReader(Path(path))
+    prepare = Deriver(*secrets).prepare
     try:
-        batch: list[FoyerRecord] = []
+        batch: list[Prepared] = []
         for record in reader:
-            batch.append(record)
+            batch.append(prepare(record))
             if len(batch) >= batch_size:
-                out.put(("batch", reader.header, batch, reader.bytes_read))
+                out.put(("batch", reader.header, marshal.dumps(batch), reader.bytes_read))
                 batch = []
-        out.put(("batch", reader.header, batch, reader.bytes_read))
+        out.put(("batch", reader.header, marshal.dumps(batch), reader.bytes_read))
         out.put(("end", reader.content_sha256))
     except FluxRejected as exc:
         out.put(("rejected", exc.reason, exc.position, exc.code))
@@ -74,12 +85,12 @@ def _read_in_child(path: str, batch_size: int, out: Any) -> None:
 
 
 class ProcessSource:
-    def __init__(self, path: Path, batch_size: int) -> None:
+    def __init__(self, path: Path, batch_size: int, secrets: Secrets) -> None:
         ctx = mp.get_context("spawn")  # a clean process: never a copy of our database connections
         self._queue: Any = ctx.Queue(maxsize=QUEUE_DEPTH)
         self._process = ctx.Process(
             target=_read_in_child,
-            args=(str(path), batch_size, self._queue),
+            args=(str(path), batch_size, secrets, self._queue),
             name="flux-reader",
             daemon=True,
         )
@@ -97,13 +108,13 @@ class ProcessSource:
                 if not self._process.is_alive():
                     raise RuntimeError("the flux reader process stopped unexpectedly") from None
 
-    def batches(self) -> Iterator[list[FoyerRecord]]:
+    def batches(self) -> Iterator[list[Prepared]]:
         while True:
             message = self._get()
             kind = message[0]
             if kind == "batch":
-                self.header, batch, self.bytes_read = message[1], message[2], message[3]
-                yield batch
+                self.header, blob, self.bytes_read = message[1], message[2], message[3]
+                yield marshal.loads(blob)  # noqa: S302 - bytes our own reading process wrote
             elif kind == "end":
                 self.content_sha256 = message[1]
                 return
@@ -119,7 +130,9 @@ class ProcessSource:
         self._queue.close()
 
 
-def open_source(path: Path, batch_size: int, parallel: bool | None = None) -> InlineSource | ProcessSource:
+def open_source(
+    path: Path, batch_size: int, secrets: Secrets, parallel: bool | None = None
+) -> InlineSource | ProcessSource:
     if parallel is None:
         parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
-    return ProcessSource(path, batch_size) if parallel else InlineSource(path, batch_size)
+    return ProcessSource(path, batch_size, secrets) if parallel else InlineSource(path, batch_size, secrets)
