@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 
 from app.db import get_engine, session_scope
-from app.ingest.loader import IngestInputError, IngestOptions, ingest_file
+from app.ingest.loader import IngestInputError, IngestOptions, ReferenceIntegrityError, ingest_file
 from app.models import FluxFile, Person, PersonState
 from app.models.base import Base
 from app.security.nir import NirProtector
@@ -292,3 +292,52 @@ def test_a_record_without_nir_keeps_the_nir_known_before(db, tmp_path):
         (p,) = s.scalars(select(Person)).all()
         assert p.nom == "DUPONT-MARTIN", "a new name is taken"
         assert p.nir_hash == protector.lookup_hash(NIR_A) and protector.decrypt(p.nir_encrypted or "") == NIR_A
+
+
+def _delete_person_row_only(settings, nir: str) -> None:
+    """What a careless erasure would do: the person's row goes, its keys and states stay."""
+    protector = NirProtector(settings.encryption_keys, settings.hmac_key)
+    with get_engine(settings).begin() as conn:
+        conn.execute(Person.__table__.delete().where(Person.nir_hash == protector.lookup_hash(nir)))
+
+
+def test_a_key_pointing_to_a_missing_person_stops_the_ingestion(db, tmp_path):
+    """The bulk tables carry no foreign keys (docs/decisions.md): the ingestion checks the references it
+    builds on and applies nothing on top of a broken one."""
+    ingest(db, write_flux(tmp_path, [foyer(person(None))], day=D1))
+    with get_engine(db).begin() as conn:
+        conn.execute(Person.__table__.delete())
+    before = snapshot(db)
+    with pytest.raises(ReferenceIntegrityError, match="identity key owner"):
+        ingest(db, write_flux(tmp_path, [foyer(person(None, sdd=False))], day=D2), received_on=D2)
+    assert snapshot(db) == before
+
+
+def test_an_absence_of_a_missing_person_stops_the_ingestion(db, tmp_path):
+    a, b = foyer(person(NIR_A), matricule="0001"), foyer(person(NIR_B, prenom="MARIE"), matricule="0002")
+    ingest(db, write_flux(tmp_path, [a, b], type_flux="M", day=D1), initial_stock=True)
+    _delete_person_row_only(db, NIR_B)
+    before = snapshot(db)
+    with pytest.raises(ReferenceIntegrityError, match="missing from persons"):
+        ingest(db, write_flux(tmp_path, [a], type_flux="M", day=D3), received_on=D3)
+    assert snapshot(db) == before
+
+
+def test_every_stored_reference_resolves_after_weeks_of_files(db, tmp_path):
+    """No foreign keys on the bulk tables: after weeks of generated life, every key, state and full-file
+    membership points to an existing person, and every state and person to an existing file."""
+    from app.ingest.generator import generate
+    from app.models import FluxFileMember, PersonKey
+
+    generate(tmp_path, foyers=80, days=40, start=D1, seed=3)
+    engine = get_engine(db)
+    for entry in json.loads((tmp_path / "manifest.json").read_text()):
+        options = IngestOptions(date.fromisoformat(entry["received_on"]), initial_stock=entry["initial_stock"])
+        assert ingest_file(engine, db, tmp_path / entry["file"], options).status == "applied"
+    persons, files = select(Person.id), select(FluxFile.id)
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(PersonKey)) > 0
+        for model in (PersonKey, PersonState, FluxFileMember):
+            assert s.scalar(select(func.count()).where(model.person_id.not_in(persons))) == 0, model
+        for column in (PersonState.file_id, FluxFileMember.file_id, Person.first_file_id, Person.updated_file_id):
+            assert s.scalar(select(func.count()).where(column.not_in(files))) == 0, column

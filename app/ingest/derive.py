@@ -4,7 +4,9 @@ NIR's lookup hash and ciphertext, the state the file shows and its fingerprint.
 `Deriver.prepare` turns a `FoyerRecord` into a `Prepared` foyer: plain tuples, strings, numbers and
 booleans only, dates as ISO text. That is all the loader needs, and it is what crosses from the reading
 process to the loader for big files: `marshal` sends such values ~10 × cheaper than pickling the typed
-records (measured in bench/BENCHMARKS.md, run 7).
+records (measured in bench/BENCHMARKS.md, run 7). The loader computes what only it can use well: the
+fingerprint (it has the time; the reading process is the longer half) and the NIR's ciphertext (only for
+a new person or a person whose NIR becomes known: a monthly file repeating everyone encrypts nothing).
 """
 
 from __future__ import annotations
@@ -158,10 +160,11 @@ def matricule_key_text(fonorg: str | None, numorg: str | None, matricule: str, r
 
 # -- a foyer, prepared for the loader ---------------------------------------------------------
 
-# A prepared person: (position, keys, nir_hash, nir_encrypted, identity, state, fingerprint)
-#   keys: [(kind, value)], strongest first (nir, matricule, numdemrsa, identity)
+# A prepared person: (position, keys, nir13, nir_hash, identity, state)
+#   keys: [(kind, value)], strongest first (nir: the NIR's lookup hash, then matricule, numdemrsa, identity)
+#   nir13: the NIR in clear, between our own processes only (the loader encrypts it when it stores it)
 #   identity: (qual, nom, nomnai, prenom, date_naissance ISO, sexe)
-PreparedPerson = tuple[int, list[tuple[str, str]], str | None, str | None, tuple[Any, ...], State, str]
+PreparedPerson = tuple[int, list[tuple[str, str]], str | None, str | None, tuple[Any, ...], State]
 # A prepared foyer: (position, line, fonorg, numorg, matricule, departement, persons_read, not_stored,
 #   problems [(severity, code, message)], events [(dtliq ISO, fg)], persons [PreparedPerson]); only the
 #   persons whose role can be subject to droits et devoirs (BRSA_ROLES) are prepared, the others counted.
@@ -200,11 +203,10 @@ class Deriver:
                 not_stored += 1
                 continue
             keys: list[tuple[str, str]] = []
-            nir_hash = nir_encrypted = None
+            nir_hash = None
             if p.nir13:
                 nir_hash = self.protector.lookup_hash(p.nir13)
-                nir_encrypted = self.protector.encrypt(p.nir13)
-                keys.append(("nir", nir_hash[:32]))
+                keys.append(("nir", nir_hash))  # found through persons.nir_hash, not stored as a key
             if matricule:
                 keys.append(("matricule", self._h(matricule_key_text(fonorg, numorg, matricule, role))))
             if numdemrsa:
@@ -214,15 +216,7 @@ class Deriver:
                 keys.append(("identity", self._h(f"id|{_norm(p.nom)}|{_norm(p.prenom)}|{born}")))
             state = (True, None, *shared, role, p.sdd, p.idassedic, p.sdd_entrant)
             persons.append(
-                (
-                    p.position,
-                    keys,
-                    nir_hash,
-                    nir_encrypted,
-                    (p.qual, p.nom, p.nomnai, p.prenom, born, p.sexe),
-                    state,
-                    fingerprint(state),
-                )
+                (p.position, keys, p.nir13, nir_hash, (p.qual, p.nom, p.nomnai, p.prenom, born, p.sexe), state)
             )
         return (
             foyer.position,

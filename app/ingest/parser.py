@@ -116,13 +116,32 @@ def open_flux(path: Path) -> IO[bytes]:
 # -- problems and typed values ---------------------------------------------------------------
 
 
-@dataclass
 class _Ctx:
-    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (severity, code, message)
-    where: str = ""
+    """Collects a record's problems, each prefixed with where it is (written only when a problem occurs)."""
+
+    __slots__ = ("foyer", "line", "person", "person_line", "problems")
+
+    def __init__(self, foyer: int | None = None, line: int | None = None) -> None:
+        self.problems: list[tuple[str, str, str]] = []  # (severity, code, message)
+        self.foyer, self.line = foyer, line
+        self.person: int | None = None
+        self.person_line: int | None = None
+
+    @property
+    def where(self) -> str:
+        if self.foyer is None:
+            return ""
+        if self.person is None:
+            return f"foyer {self.foyer}" + (f" (line {self.line})" if self.line else "")
+        return (
+            f"foyer {self.foyer}"
+            + (f" (line {self.person_line})" if self.person_line else "")
+            + f", person {self.person}"
+        )
 
     def add(self, severity: str, code: str, message: str) -> None:
-        self.problems.append((severity, code, f"{self.where}: {message}" if self.where else message))
+        where = self.where
+        self.problems.append((severity, code, f"{where}: {message}" if where else message))
 
     @staticmethod
     def text(raw: str | None) -> str | None:
@@ -303,7 +322,7 @@ def _address(raw: _RawFoyer) -> Address:
 
 
 def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) -> FoyerRecord:
-    ctx = _Ctx(where=f"foyer {position}" + (f" (line {line})" if line else ""))
+    ctx = _Ctx(position, line)
     ident = raw.ident
     fonorg = ctx.code(ident.get("FONORG"), "FONORG", FONORG_CODES)
     matricule = ctx.text(ident.get("MATRICULE"))
@@ -316,7 +335,7 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
     seen_nirs: set[str] = set()
     seen_identities: set[tuple[Any, ...]] = set()
     for rank, p_raw in enumerate(raw.persons, start=1):
-        ctx.where = f"foyer {position}" + (f" (line {p_raw.line})" if p_raw.line else "") + f", person {rank}"
+        ctx.person, ctx.person_line = rank, p_raw.line
         person = _person(ctx, p_raw, rank, dtref)
         identity = (person.nom, person.prenom, person.date_naissance, person.role)
         if (person.nir13 and person.nir13 in seen_nirs) or (
@@ -330,7 +349,7 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
             seen_nirs.add(person.nir13)
         seen_identities.add(identity)
         persons.append(person)
-    ctx.where = f"foyer {position}" + (f" (line {line})" if line else "")
+    ctx.person = None
     if not persons:
         ctx.add(REJECT_FOYER, "missing_element", "a foyer has at least one Personne")
     elif sum(1 for p in persons if p.role == "DEM") > 1:
