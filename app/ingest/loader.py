@@ -676,16 +676,17 @@ def _organisme_of(header: FluxHeader, first: Prepared | None) -> tuple[str | Non
 
 
 @contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """An ingestion allocates millions of short-lived tuples; with the default thresholds the cyclic garbage
-    collector runs every 700 allocations and keeps walking the batch in flight (~10 % of the loader's
-    time, measured). Collections are spaced out while a file is applied, then the thresholds restored."""
-    before = gc.get_threshold()
-    gc.set_threshold(50_000, before[1], before[2])
+def _lighter_collections() -> Iterator[None]:
+    """An ingestion allocates millions of short-lived tuples, and each full pass of the cyclic garbage
+    collector would also walk every object the process already held (modules, metadata, caches). Those are
+    set aside (`gc.freeze`) while a file is applied: ~8 % of the loader's time on PostgreSQL, the same
+    memory. (Spacing collections out instead saved as much but grew the peak with the file: measured,
+    bench/BENCHMARKS.md run 9.)"""
+    gc.freeze()
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def _lock(conn: Connection) -> None:
@@ -731,7 +732,7 @@ def ingest_file(
         return report
 
     try:
-        with _fewer_collections(), engine.begin() as conn:
+        with _lighter_collections(), engine.begin() as conn:
             _lock(conn)
             ft = T_FILES
             file_id = conn.execute(
