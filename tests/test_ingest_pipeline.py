@@ -56,7 +56,7 @@ def test_prepared_foyers_survive_the_trip_between_processes(db, tmp_path):
     """What the reading process sends is plain data: marshal round-trips it exactly (a date or a record
     object slipping in would make the child process fail)."""
     generate(tmp_path, foyers=60, days=10, start=date(2024, 3, 1), seed=9)
-    deriver = Deriver(db.hmac_key, db.encryption_keys)
+    deriver = Deriver(db.hmac_key)
     prepared = [deriver.prepare(f) for path in sorted(tmp_path.glob("*.xml")) for f in FluxReader(path)]
     assert len(prepared) > 60
     assert marshal.loads(marshal.dumps(prepared)) == prepared  # noqa: S302 - our own bytes

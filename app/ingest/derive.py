@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from app.ingest.records import BRSA_ROLES, FoyerRecord, Suspension
-from app.security.nir import NirProtector
+from app.security.nir import NirLookup
 
 
 @lru_cache(maxsize=65536)
@@ -146,11 +146,15 @@ def _identity_secret(hmac_key: bytes) -> bytes:
     return hmac.digest(hmac_key, b"passerelle-rsa identity keys v1", "sha256")
 
 
+def _mac(secret: bytes, raw: str) -> str:
+    return hashlib.blake2b(raw.encode(), key=secret, digest_size=16).hexdigest()
+
+
 def key_hash(hmac_key: bytes, raw: str) -> str:
     """The stored form of a matricule, demand-number or identity key: 128 bits of keyed BLAKE2b (RFC 7693's
     MAC mode; 2.5 × cheaper than HMAC-SHA256 here, and these are not NIRs). The NIR key is the NIR's own
     HMAC-SHA256 lookup hash."""
-    return hashlib.blake2b(raw.encode(), key=_identity_secret(hmac_key), digest_size=16).hexdigest()
+    return _mac(_identity_secret(hmac_key), raw)
 
 
 def matricule_key_text(fonorg: str | None, numorg: str | None, matricule: str, role: str) -> str:
@@ -184,13 +188,14 @@ Prepared = tuple[
 
 
 class Deriver:
-    def __init__(self, hmac_key: bytes, encryption_keys: list[tuple[str, bytes]]) -> None:
-        self.hmac_key = hmac_key
-        self.protector = NirProtector(encryption_keys, hmac_key)
+    """Prepares foyers. Holds the HMAC key only: the reading process never sees the encryption keys."""
+
+    def __init__(self, hmac_key: bytes) -> None:
+        self.nir = NirLookup(hmac_key)
         self._secret = _identity_secret(hmac_key)
 
     def _h(self, raw: str) -> str:
-        return hashlib.blake2b(raw.encode(), key=self._secret, digest_size=16).hexdigest()
+        return _mac(self._secret, raw)
 
     def prepare(self, foyer: FoyerRecord) -> Prepared:
         shared = foyer_state(foyer)
@@ -205,7 +210,7 @@ class Deriver:
             keys: list[tuple[str, str]] = []
             nir_hash = None
             if p.nir13:
-                nir_hash = self.protector.lookup_hash(p.nir13)
+                nir_hash = self.nir.lookup_hash(p.nir13)
                 keys.append(("nir", nir_hash))  # found through persons.nir_hash, not stored as a key
             if matricule:
                 keys.append(("matricule", self._h(matricule_key_text(fonorg, numorg, matricule, role))))

@@ -338,7 +338,8 @@ class _Ingestion:
                 known[value] = person_id
         # what is known of them: (nir_hash, date_naissance ISO, nom, prenom, nomnai)
         info: dict[int, tuple[str | None, str | None, str | None, str | None, str | None]] = {}
-        for chunk in _chunks(sorted(set(known.values())), 5000):
+        owners = set(known.values())
+        for chunk in _chunks(sorted(owners), 5000):
             for row in self.conn.execute(
                 select(pt.id, pt.nir_hash, pt.date_naissance, pt.nom, pt.prenom, pt.nomnai).where(
                     _one_of(self.conn, pt.id, chunk)
@@ -346,9 +347,8 @@ class _Ingestion:
             ):
                 born = row[2].isoformat() if row[2] is not None else None
                 info[row[0]] = (row[1], born, row[3], row[4], row[5])
-        if len(info) < len(set(known.values())):
-            dangling = len(set(known.values()) - info.keys())
-            raise ReferenceIntegrityError(f"{dangling} identity key owner(s) missing from persons")
+        if len(info) < len(owners):
+            raise ReferenceIntegrityError(f"{len(owners - info.keys())} identity key owner(s) missing from persons")
 
         # foyer members before this file, to see who left a foyer
         foyer_keys = {foyer for foyer, _ in accepted}
@@ -375,7 +375,7 @@ class _Ingestion:
         for foyer, people in accepted:
             for _pos, keys, nir13, nir_hash, ident, state in people:
                 print_ = fingerprint(state)
-                born = ident[4]
+                qual, nom, nomnai, prenom, born, sexe = ident
                 matched: int | None = None
                 for kind, value in keys:
                     pid = batch_keys.get(value, known.get(value))
@@ -390,7 +390,6 @@ class _Ingestion:
                     matched = pid
                     self.report.matched_by[kind] = self.report.matched_by.get(kind, 0) + 1
                     break
-                qual, nom, nomnai, prenom, _born, sexe = ident
                 if matched is None:
                     matched = self._new_person_id()
                     self.report.new_persons += 1
@@ -752,8 +751,7 @@ def ingest_file(
             ).scalar_one()
             job = _Ingestion(conn, settings, file_id, options, report)
             started_job = False
-            secrets = (settings.hmac_key, settings.encryption_keys)
-            source = open_source(path, BATCH_FOYERS, secrets, options.parallel)
+            source = open_source(path, BATCH_FOYERS, settings.hmac_key, options.parallel)
             try:
                 for batch in source.batches():
                     if not started_job:

@@ -30,14 +30,11 @@ PARALLEL_MIN_BYTES = 20 * 1024 * 1024
 QUEUE_DEPTH = 2  # batches in flight: bounds the memory of the pipeline
 
 
-Secrets = tuple[bytes, list[tuple[str, bytes]]]  # (HMAC key, NIR encryption keys): what a Deriver needs
-
-
 class InlineSource:
-    def __init__(self, path: Path, batch_size: int, secrets: Secrets) -> None:
+    def __init__(self, path: Path, batch_size: int, hmac_key: bytes) -> None:
         self.reader = FluxReader(path)
         self.batch_size = batch_size
-        self.deriver = Deriver(*secrets)
+        self.deriver = Deriver(hmac_key)
 
     @property
     def header(self) -> FluxHeader | None:
@@ -65,10 +62,10 @@ class InlineSource:
         return None
 
 
-def _read_in_child(path: str, batch_size: int, secrets: Secrets, out: Any) -> None:
+def _read_in_child(path: str, batch_size: int, hmac_key: bytes, out: Any) -> None:
     gc.disable()
     reader = FluxReader(Path(path))
-    prepare = Deriver(*secrets).prepare
+    prepare = Deriver(hmac_key).prepare
     try:
         batch: list[Prepared] = []
         for record in reader:
@@ -85,12 +82,12 @@ def _read_in_child(path: str, batch_size: int, secrets: Secrets, out: Any) -> No
 
 
 class ProcessSource:
-    def __init__(self, path: Path, batch_size: int, secrets: Secrets) -> None:
+    def __init__(self, path: Path, batch_size: int, hmac_key: bytes) -> None:
         ctx = mp.get_context("spawn")  # a clean process: never a copy of our database connections
         self._queue: Any = ctx.Queue(maxsize=QUEUE_DEPTH)
         self._process = ctx.Process(
             target=_read_in_child,
-            args=(str(path), batch_size, secrets, self._queue),
+            args=(str(path), batch_size, hmac_key, self._queue),
             name="flux-reader",
             daemon=True,
         )
@@ -131,8 +128,8 @@ class ProcessSource:
 
 
 def open_source(
-    path: Path, batch_size: int, secrets: Secrets, parallel: bool | None = None
+    path: Path, batch_size: int, hmac_key: bytes, parallel: bool | None = None
 ) -> InlineSource | ProcessSource:
     if parallel is None:
         parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
-    return ProcessSource(path, batch_size, secrets) if parallel else InlineSource(path, batch_size, secrets)
+    return ProcessSource(path, batch_size, hmac_key) if parallel else InlineSource(path, batch_size, hmac_key)

@@ -56,7 +56,19 @@ def normalize_nir(raw: str) -> NirCheck:
     return NirCheck(nir13, False)
 
 
-class NirProtector:
+class NirLookup:
+    """The keyed hash (HMAC-SHA256) through which a NIR is found. Needs the HMAC key only."""
+
+    def __init__(self, hmac_key: bytes) -> None:
+        self._hmac = hmac.new(hmac_key, digestmod="sha256")  # copied per NIR: half the cost of hmac.digest
+
+    def lookup_hash(self, nir13: str) -> str:
+        mac = self._hmac.copy()
+        mac.update(nir13.encode())
+        return mac.hexdigest()
+
+
+class NirProtector(NirLookup):
     """Encrypts, decrypts and hashes NIRs with the keys from the settings."""
 
     def __init__(self, encryption_keys: list[tuple[str, bytes]], hmac_key: bytes) -> None:
@@ -65,13 +77,7 @@ class NirProtector:
         self._active_id, active = encryption_keys[0]
         self._active = AESGCM(active)
         self._by_id = {key_id: AESGCM(key) for key_id, key in encryption_keys}
-        self._hmac_key = hmac_key
-        self._hmac = hmac.new(hmac_key, digestmod="sha256")  # copied per NIR: half the cost of hmac.digest
-
-    def lookup_hash(self, nir13: str) -> str:
-        mac = self._hmac.copy()
-        mac.update(nir13.encode())
-        return mac.hexdigest()
+        super().__init__(hmac_key)
 
     def encrypt(self, nir13: str) -> str:
         nonce = os.urandom(12)
