@@ -148,7 +148,7 @@ def departements_add(code: str, name: Annotated[str | None, typer.Option()] = No
     from app.db import session_scope
     from app.services.departements import ensure_departement
 
-    with session_scope() as session:
+    with session_scope(write=True) as session:
         ensure_departement(session, _validated_departement(code), name)
     console.print(f"département {code} registered")
 
@@ -178,7 +178,7 @@ def clients_create(
 
     codes = [_validated_departement(c) for c in departement]
     try:
-        with session_scope() as session:
+        with session_scope(write=True) as session:
             created = create_client(session, get_settings(), name=name, departements=codes, scopes=scope)
     except ClientError as exc:
         raise fail(str(exc)) from exc
@@ -230,7 +230,7 @@ def clients_revoke(name_or_id: str) -> None:
     from app.services.clients import ClientError, revoke_client
 
     try:
-        with session_scope() as session:
+        with session_scope(write=True) as session:
             revoke_client(session, name_or_id)
     except ClientError as exc:
         raise fail(str(exc)) from exc
@@ -261,7 +261,14 @@ def flux_ingest(
     departement: Annotated[str | None, typer.Option(help="Expected département (default: the file's)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON")] = False,
 ) -> None:
-    """Apply flux files, each whole or not at all. Exit code 1 when a file is rejected, 2 on a wrong option."""
+    """Apply flux files, each whole or not at all, then bring the entry episodes up to date.
+
+    Exit codes: 0 every file applied (or already known); 1 a file rejected (quarantined, nothing of it
+    applied); 2 a wrong option; 3 the database failed: before a file's commit nothing of that file was
+    applied; after it, the message says which files were applied and what to re-run.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from app.db import get_engine
     from app.ingest.loader import IngestInputError, IngestOptions
     from app.settings import today
@@ -277,12 +284,31 @@ def flux_ingest(
             reports.append(_ingest_with_progress(get_engine(settings), settings, path, options, quiet=as_json))
         except IngestInputError as exc:
             raise fail(f"{path.name}: {exc}", 2) from exc
+        except SQLAlchemyError as exc:
+            applied = [r.filename for r in reports if r.status == "applied"]
+            before = f" (applied before it: {', '.join(applied)})" if applied else ""
+            raise fail(
+                f"{path.name}: not applied, the database failed ({type(exc).__name__}); nothing of this file was "
+                f"changed{before}. Re-run the same command: files already applied are recognised.",
+                3,
+            ) from exc
+    refresh_error = None
     if any(r.status == "applied" for r in reports):
-        _refresh_episodes(quiet=as_json)
+        try:
+            _refresh_episodes(quiet=as_json)
+        except SQLAlchemyError as exc:
+            refresh_error = type(exc).__name__
     if as_json:
         print(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False, default=str))
     else:
         _print_reports(reports)
+    if refresh_error:
+        names = ", ".join(r.filename for r in reports if r.status == "applied")
+        raise fail(
+            f"applied: {names}. Updating the entry episodes afterwards failed ({refresh_error}); the files stay "
+            "applied and their persons stay queued: run `passerelle episodes refresh`.",
+            3,
+        )
     if any(r.status == "rejected" for r in reports):
         raise typer.Exit(1)
 
@@ -293,7 +319,7 @@ def _ingest_with_progress(engine: Any, settings: Any, path: Path, options: Any, 
     from app.ingest.loader import ingest_file
 
     if quiet:
-        return ingest_file(engine, settings, path, options)
+        return ingest_file(engine, settings, path, options, refresh=False)
     size = path.stat().st_size
     gz = _is_gzip(path)
     with Progress(
@@ -311,22 +337,22 @@ def _ingest_with_progress(engine: Any, settings: Any, path: Path, options: Any, 
         def advance(foyers: int, read: int) -> None:
             progress.update(task, completed=read, foyers=foyers)
 
-        return ingest_file(engine, settings, path, options, progress=advance)
+        return ingest_file(engine, settings, path, options, progress=advance, refresh=False)
 
 
 def _refresh_episodes(quiet: bool = False) -> int:
-    """Recompute the entry episodes of every person whose facts changed (progress bar on long work)."""
+    """Recompute the entry episodes of every queued person (progress bar on long work)."""
     from rich.progress import Progress
 
     from app.db import get_engine
-    from app.services.episodes import refresh_stale
+    from app.services.episodes import refresh_pending
 
     engine = get_engine()
     if quiet:
-        return refresh_stale(engine)
+        return refresh_pending(engine)
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("entry episodes", total=None)
-        return refresh_stale(engine, progress=lambda done, total: progress.update(task, completed=done, total=total))
+        return refresh_pending(engine, lambda done, total: progress.update(task, completed=done, total=total))
 
 
 def _is_gzip(path: Path) -> bool:
@@ -491,7 +517,7 @@ def orientations_import(
         raise fail(f"{file.name} is not UTF-8 (byte {exc.start})", 2) from exc
     settings = get_settings()
     try:
-        with session_scope() as session:
+        with session_scope(write=True) as session:
             if departement is None:
                 codes = session.scalars(select(Departement.code)).all()
                 if len(codes) != 1:
@@ -515,7 +541,8 @@ def orientations_import(
 
 @episodes_app.command("refresh")
 def episodes_refresh() -> None:
-    """Recompute the entry episodes of persons whose facts changed (ingestion does it too)."""
+    """Recompute the entry episodes of persons whose facts changed (each ingestion does it after its commit;
+    run it if one reported that this failed)."""
     n = _refresh_episodes()
     console.print(f"{n} persons recomputed")
 
@@ -533,7 +560,8 @@ def pilotage_orientation(
     """Nouveaux entrants and their orientation within 15 days / one month (annex 4, indicators 1 and 2)."""
     from app.db import get_engine
     from app.models import Departement
-    from app.pilotage.orientation import FLAT_KEYS, ensure_fresh, orientation_indicator
+    from app.pilotage.orientation import FLAT_KEYS, orientation_indicator
+    from app.services.episodes import pending_count
     from app.settings import today
 
     if output not in ("json", "csv", "table"):
@@ -547,9 +575,14 @@ def pilotage_orientation(
     engine = get_engine(settings)
     with engine.connect() as conn:
         deps = departement or list(conn.execute(select(Departement.code).order_by(Departement.code)).scalars())
-    ensure_fresh(engine, deps)
     with engine.connect() as conn:
         result = orientation_indicator(conn, deps, day_from, day_to, day)
+        pending = pending_count(conn)
+    if pending:
+        err_console.print(
+            f"[yellow]warning:[/] {pending} person(s) wait for their entry episodes to be recomputed "
+            "(a refresh failed or runs now): run `passerelle episodes refresh` for exact figures"
+        )
     if output == "json":
         print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
     elif output == "csv":

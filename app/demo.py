@@ -25,7 +25,7 @@ from app.ingest.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, Person
 from app.pilotage.display import print_indicator
 from app.pilotage.orientation import orientation_indicator
-from app.services.episodes import refresh_stale
+from app.services.episodes import refresh_pending
 from app.services.orientation import EventIn, record_event
 from app.settings import Settings, today
 
@@ -68,10 +68,11 @@ def run_demo(
                     initial_stock=entry["initial_stock"],
                     ingested_by="demo",
                 ),
+                refresh=False,  # once, after the last file
             )
             applied += report.status == "applied"
             progress.advance(task)
-    refresh_stale(engine)
+    refresh_pending(engine)
 
     console.print("[bold]3.[/] The orientation platform records its decisions (some late, some no-shows)…")
     rng = random.Random(seed)
@@ -104,7 +105,7 @@ def run_demo(
             )
         elif roll < 0.88:
             events.append({"type": "referent", "date": t0 + timedelta(days=delay), "structure": "CCAS de Verdun"})
-        with session_scope(settings) as session:
+        with session_scope(settings, write=True) as session:
             person = session.get(Person, person_id)
             assert person is not None
             for n, payload in enumerate(events):

@@ -8,6 +8,8 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger(__name__)
@@ -105,6 +107,20 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(400, "malformed_json", "The request body is not valid JSON.", details)
         where = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
         return error_response(422, "invalid_input", f"The request is invalid ({where}).", details)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # Busy beyond the timeout (SQLite's writer, a PostgreSQL statement or lock timeout), unreachable, or
+        # no pooled connection in time. Raised before the commit completed: nothing of the request is stored.
+        log.error("database_unavailable", error_type=type(exc).__name__)
+        return error_response(
+            503,
+            "database_unavailable",
+            "The database is busy or unreachable; nothing was recorded. Retry in a moment.",
+            None,
+            {"Retry-After": "5"},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

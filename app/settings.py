@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_048_576
     max_upload_bytes: int = 2_147_483_648
 
+    # Time limits on the database (see docs/decisions.md, "Many callers at once").
+    database_connect_timeout_seconds: int = Field(default=5, ge=2, le=300, description="PostgreSQL connect timeout")
+    database_statement_timeout_seconds: int = Field(
+        default=30, ge=0, le=3600, description="PostgreSQL statement timeout for requests (0 = none)"
+    )
+    database_pool_timeout_seconds: int = Field(default=10, ge=1, le=300, description="wait for a pooled connection")
+    sqlite_busy_timeout_seconds: int = Field(
+        default=120, ge=1, le=3600, description="SQLite: how long a writer waits for another writer"
+    )
+    ready_timeout_seconds: float = Field(default=1.5, gt=0, le=10, description="/ready answers within this")
+
     # Timezone of business dates (the reception date of a flux defaults to today there).
     business_timezone: str = "Europe/Paris"
 

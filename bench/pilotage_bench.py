@@ -29,7 +29,7 @@ from app.ingest.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, OrientationEvent, Person
 from app.pilotage.orientation import orientation_indicator
 from app.services.clients import create_client
-from app.services.episodes import refresh_stale
+from app.services.episodes import refresh_pending
 from app.settings import Settings, today
 
 OUT = Path(__file__).parent / "out"
@@ -86,11 +86,12 @@ def main() -> None:
             settings,
             directory / entry["file"],
             IngestOptions(date.fromisoformat(entry["received_on"]), initial_stock=entry["initial_stock"]),
+            refresh=False,
         )
         assert report.status == "applied", report.error
     ingest_s = time.perf_counter() - t
     t = time.perf_counter()
-    refresh_stale(engine)
+    refresh_pending(engine)
     refresh_s = time.perf_counter() - t
 
     # the platform orients ~80 % of nouveaux entrants, with realistic delays (inserted in bulk)
@@ -121,9 +122,11 @@ def main() -> None:
     with engine.begin() as conn:
         for i in range(0, len(rows), 5000):
             conn.execute(insert(OrientationEvent.__table__), rows[i : i + 5000])
-        conn.execute(Person.__table__.update().values(episodes_stale=True))
+        conn.execute(
+            text("INSERT INTO episode_queue (person_id, departement_code) SELECT id, departement_code FROM persons")
+        )
     t = time.perf_counter()
-    refresh_stale(engine)
+    refresh_pending(engine)
     refresh_all_s = time.perf_counter() - t
     with engine.connect() as conn:
         n_persons = conn.execute(select(text("count(*)")).select_from(Person.__table__)).scalar()

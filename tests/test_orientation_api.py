@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, EntryEpisode, OrientationEvent
-from app.services.episodes import refresh_stale
+from app.services.episodes import refresh_pending
 from app.settings import today
 from tests.cli import run_cli
 from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
@@ -21,7 +21,7 @@ def _setup(db, tmp_path, days_ago: int = 20):
     """One nouvel entrant (NIR_A) received `days_ago` days ago; returns its id and T0."""
     t0 = today(db) - timedelta(days=days_ago)
     ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=t0), received_on=t0)
-    refresh_stale(get_engine(db))
+    refresh_pending(get_engine(db))
     with session_scope(db) as s:
         ep = s.scalar(select(EntryEpisode))
         assert ep is not None
@@ -240,7 +240,7 @@ def test_files_ingested_in_another_order_give_the_same_episodes(db, tmp_path):
             ingest(db, f.path, received_on=f.received_on, initial_stock=True)
         for f in order:
             assert ingest(db, f.path, received_on=f.received_on).status == "applied"
-        refresh_stale(get_engine(db))
+        refresh_pending(get_engine(db))
         with session_scope(db) as s:
             from app.models import Person
 

@@ -130,10 +130,6 @@ def upload_flux(
             raise Unprocessable(str(exc)) from exc
     finally:
         path.unlink(missing_ok=True)
-    if report.status == "applied":
-        from app.services.episodes import refresh_stale
-
-        refresh_stale(request.app.state.engine, report.departement)
     body = report.to_dict()
     if report.status == "rejected":
         where = f" ({report.error_position})" if report.error_position else ""

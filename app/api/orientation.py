@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -11,13 +12,13 @@ from pydantic import BaseModel
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import defer
 
-from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
+from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep, WriteSessionDep
 from app.models import EntryEpisode, OrientationEvent, Person, PersonState
 from app.rules.episodes import add_months
 from app.security.auth import Principal
 from app.security.scopes import Scope
 from app.services import persons as person_service
-from app.services.episodes import refresh_stale_on
+from app.services.episodes import compute_for, episode_rows
 from app.services.orientation import EventIn, record_event
 from app.settings import today
 
@@ -44,7 +45,7 @@ def _event_out(row: OrientationEvent) -> dict[str, Any]:
     }
 
 
-def _episode_out(ep: EntryEpisode, as_of: date) -> dict[str, Any]:
+def _episode_out(ep: Any, as_of: date) -> dict[str, Any]:
     decided = ep.end_on is not None and ep.end_on <= as_of
     return {
         "rank": ep.rank,
@@ -75,7 +76,7 @@ def post_event(
     person_id: PersonId,
     body: EventIn,
     request: Request,
-    session: SessionDep,
+    session: WriteSessionDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.orientation_write)],
 ) -> JSONResponse:
@@ -101,20 +102,15 @@ def get_episodes(
     principal: Annotated[Principal, Authorized(Scope.persons_read)],
     as_of: Annotated[date | None, Query(description="Seen from this date (default: today)")] = None,
 ) -> dict[str, Any]:
-    from app.services.episodes import compute_for, refresh
-
     person = person_service.get_person(session, principal, person_id)
     person_service.audit_read(request, session, principal, "person.episodes", person, person.departement_code)
-    computed = compute_for(session.connection(), [person.id])
-    if person.episodes_stale:
-        refresh(session.connection(), [person.id], results=computed)
-    result = computed[person.id]
+    # Computed from the facts now (a read: nothing is stored), so the answer is exact even while a refresh
+    # of stored episodes is pending after an ingestion.
+    conn = session.connection()
+    result = compute_for(conn, [person.id])[person.id]
     day = as_of or today(settings)
-    episodes = session.scalars(
-        select(EntryEpisode)
-        .where(EntryEpisode.person_id == person.id, EntryEpisode.t0 <= day)
-        .order_by(EntryEpisode.rank)
-    ).all()
+    rows = [SimpleNamespace(**row) for row in episode_rows(conn, {person.id: result}) if row["t0"] <= day]
+    episodes = sorted(rows, key=lambda e: e.rank)
     events = session.scalars(
         select(OrientationEvent).where(OrientationEvent.person_id == person.id).order_by(OrientationEvent.event_date)
     ).all()
@@ -177,8 +173,6 @@ def worklist(
     deps = sorted(principal.departements)
     if departement is not None:
         deps = [departement] if departement in principal.departements else []
-    # Facts ingested since the last computation: bring their episodes up to date first (cheap when none).
-    refresh_stale_on(session.connection(), deps)
     ee = EntryEpisode
     query = select(ee).where(ee.departement_code.in_(deps), ee.open_until > day, ee.t0 <= day)
     if overdue is True:

@@ -15,7 +15,7 @@ from app.errors import Unprocessable
 from app.pilotage.orientation import FLAT_KEYS, orientation_indicator
 from app.security.auth import Principal
 from app.security.scopes import Scope
-from app.services.episodes import refresh_stale_on
+from app.services.episodes import pending_count
 from app.settings import today
 
 router = APIRouter(prefix="/api/v1/pilotage", tags=["pilotage"])
@@ -41,8 +41,9 @@ def orientation(
     if departement is not None:
         deps = [departement] if departement in principal.departements else []
     conn = session.connection()
-    refresh_stale_on(conn, deps)
     result = orientation_indicator(conn, deps, start, end, day)
+    # Readers never recompute episodes (their writers do, right after their commit); say if some wait.
+    result["episodes_a_recalculer"] = pending_count(conn)
     if format == "csv":
         out = io.StringIO()
         writer = csv.writer(out, delimiter=";")

@@ -36,8 +36,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from app.db import claim_write, unlimited_statements
 from app.ingest.derive import (
     ROW_COLUMNS,
     STATE_COLUMNS,
@@ -50,7 +51,16 @@ from app.ingest.derive import (
 from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxRejected
 from app.ingest.pipeline import open_source
 from app.ingest.records import FluxHeader
-from app.models import Departement, FluxFile, FluxFileMember, FoyerEvent, Person, PersonKey, PersonState
+from app.models import (
+    Departement,
+    EpisodeQueue,
+    FluxFile,
+    FluxFileMember,
+    FoyerEvent,
+    Person,
+    PersonKey,
+    PersonState,
+)
 from app.security.auth import DEPARTEMENT_RE
 from app.security.nir import NirProtector
 from app.settings import Settings, today
@@ -64,6 +74,7 @@ T_KEYS = cast(Table, PersonKey.__table__)
 T_STATES = cast(Table, PersonState.__table__)
 T_PERSONS = cast(Table, Person.__table__)
 T_DEPARTEMENTS = cast(Table, Departement.__table__)
+T_QUEUE = cast(Table, EpisodeQueue.__table__)
 
 BATCH_FOYERS = 2000
 MAX_LISTED = 1000  # warnings / rejected records listed in a report (all are counted)
@@ -120,6 +131,10 @@ class IngestReport:
     duplicate_of: int | None = None
     duration_ms: int = 0
     quarantine_path: str | None = None
+    # After the commit: the entry episodes brought up to date (persons), or why not.
+    episodes_refreshed: int | None = None
+    episodes_ms: int | None = None
+    episodes_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -404,7 +419,6 @@ class _Ingestion:
                             self.file_id,
                             self.options.received_on,
                             self.file_id,
-                            True,
                         )
                     )
                     info[matched] = (nir_hash, born, nom, prenom, nomnai)
@@ -494,17 +508,17 @@ class _Ingestion:
             latest[pid] = print_  # a person twice in the file: the later record wins
             rows.append(self._state_row(pid, state, print_))
         self.report.state_changes += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
-        new_ids = {row[0] for row in new_persons}
-        self._mark_stale({row[0] for row in rows} - new_ids)
+        self._mark_stale({row[0] for row in rows} | {row[0] for row in new_persons})
         self.report.persons_brsa += len(resolved)
         self._flush_events()
 
     def _mark_stale(self, person_ids: set[int]) -> None:
-        """Their facts changed: their entry episodes must be recomputed (app.services.episodes)."""
-        for chunk in _chunks(sorted(person_ids), 5000):
-            self.conn.execute(
-                update(T_PERSONS).where(_one_of(self.conn, T_PERSONS.c.id, chunk)).values(episodes_stale=True)
-            )
+        """Their facts changed: queue them for a refresh of their entry episodes (app.services.episodes),
+        which runs after this file's commit. Insert-only: no lock a reader or an event recording needs."""
+        assert self.departement is not None
+        self.writer.insert(
+            T_QUEUE, ("person_id", "departement_code"), [(pid, self.departement) for pid in sorted(person_ids)]
+        )
 
     def _flush_events(self) -> None:
         if self._pending_events:
@@ -649,7 +663,6 @@ PERSON_COLUMNS = (
     "first_file_id",
     "first_received_on",
     "updated_file_id",
-    "episodes_stale",
 )
 
 
@@ -689,11 +702,13 @@ def _lighter_collections() -> Iterator[None]:
 
 
 def _lock(conn: Connection) -> None:
+    """One ingestion at a time, announced as a writer from its first statement; no statement time limit
+    (a monthly file is one long transaction)."""
     if conn.dialect.name == "postgresql":
+        unlimited_statements(conn)
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _INGEST_LOCK_ID})
     else:
-        # Take SQLite's write lock now rather than at the first insert.
-        conn.execute(text("UPDATE departements SET code = code WHERE 0"))
+        claim_write(conn)
 
 
 def _next_person_base(conn: Connection) -> int:
@@ -706,8 +721,12 @@ def ingest_file(
     path: Path,
     options: IngestOptions,
     progress: ProgressCallback | None = None,
+    *,
+    refresh: bool = True,
+    refresh_progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
-    """Apply one flux file. Returns its report; never raises for a bad file (status `rejected`).
+    """Apply one flux file, then (`refresh`) the entry episodes of the persons it changed. Returns its
+    report; never raises for a bad file (status `rejected`).
 
     Raises `IngestInputError` for a wrong option (département, --initial-stock, reception date).
     """
@@ -819,7 +838,28 @@ def ingest_file(
         rejected=report.rejected_count,
         duration_ms=report.duration_ms,
     )
+    if refresh:
+        _refresh_after_commit(engine, report, refresh_progress)
     return report
+
+
+def _refresh_after_commit(engine: Engine, report: IngestReport, progress: Callable[[int, int], None] | None) -> None:
+    """The file is committed; bring the entry episodes of the persons it changed up to date. If this fails
+    (database gone, busy beyond the timeout), the file stays applied and its persons stay queued: the
+    report says so and what to re-run, and the next refresh (any writer's, or `passerelle episodes
+    refresh`) takes them."""
+    from app.services.episodes import refresh_pending
+
+    started = time.perf_counter()
+    try:
+        report.episodes_refreshed = refresh_pending(engine, progress)
+    except (SQLAlchemyError, OSError) as exc:
+        report.episodes_error = (
+            f"the file was applied, but updating the entry episodes failed ({type(exc).__name__}); "
+            "run `passerelle episodes refresh`"
+        )
+        log.error("episodes_refresh_failed", file_id=report.file_id, error_type=type(exc).__name__)
+    report.episodes_ms = int((time.perf_counter() - started) * 1000)
 
 
 class _Duplicate(Exception):

@@ -3,7 +3,7 @@
 from app.models.auth import ApiClient, Departement, api_client_departements
 from app.models.base import Base
 from app.models.flux import AccessRecord, FluxFile, FluxFileMember, FoyerEvent, Person, PersonKey, PersonState
-from app.models.orientation import EntryEpisode, OrientationEvent
+from app.models.orientation import EntryEpisode, EpisodeQueue, OrientationEvent
 
 __all__ = [
     "AccessRecord",
@@ -11,6 +11,7 @@ __all__ = [
     "Base",
     "Departement",
     "EntryEpisode",
+    "EpisodeQueue",
     "FluxFile",
     "FluxFileMember",
     "FoyerEvent",

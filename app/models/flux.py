@@ -65,16 +65,7 @@ class Person(Base):
     """
 
     __tablename__ = "persons"
-    __table_args__ = (
-        Index("ix_persons_departement_nir_hash", "departement_code", "nir_hash"),
-        # Only the few stale persons are indexed: "who needs recomputing?" stays a tiny index scan.
-        Index(
-            "ix_persons_stale",
-            "departement_code",
-            postgresql_where=text("episodes_stale"),
-            sqlite_where=text("episodes_stale"),
-        ),
-    )
+    __table_args__ = (Index("ix_persons_departement_nir_hash", "departement_code", "nir_hash"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     departement_code: Mapped[str] = mapped_column(String(3))
@@ -90,8 +81,6 @@ class Person(Base):
     first_file_id: Mapped[int] = mapped_column(Integer)
     first_received_on: Mapped[date] = mapped_column(Date)
     updated_file_id: Mapped[int] = mapped_column(Integer)
-    # Set when a fact of the person changes; the entry episodes are then recomputed (app.services.episodes).
-    episodes_stale: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class PersonKey(Base):
@@ -191,7 +180,11 @@ class FoyerEvent(Base):
 
 
 class AccessRecord(Base):
-    """One read of a person's data: who, which person, when, through which endpoint (the audit builds on it)."""
+    """One read of a person's data: who, which person, when, through which endpoint (the audit builds on it).
+
+    On SQLite this table lives in the audit journal, a second file attached as `audit` (app.db): readers
+    write it without ever waiting for the main file's writer. No foreign key: the trail outlives what it
+    names."""
 
     __tablename__ = "access_records"
     __table_args__ = (Index("ix_access_records_person", "person_id", "at"),)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -90,3 +90,18 @@ class EntryEpisode(Base):
     caf_msa: Mapped[str | None] = mapped_column(String(3))
     commune: Mapped[str | None] = mapped_column(String(5))
     criteria: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class EpisodeQueue(Base):
+    """Persons whose facts changed since their entry episodes were computed: one row per change, inserted by
+    the writer of the facts (ingestion, events), deleted by the refresh that took them into account.
+
+    Insert-only for writers, so marking a person never takes a lock that a reader or another writer holds
+    (an `UPDATE persons SET stale` did, and deadlocked against refreshes: issue #8)."""
+
+    __tablename__ = "episode_queue"
+    __table_args__ = (Index("ix_episode_queue_person", "person_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    departement_code: Mapped[str] = mapped_column(String(3))

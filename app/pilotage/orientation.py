@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from app.models import EntryEpisode, FluxFile
-from app.services.episodes import refresh_stale
 
 DELAY_BUCKETS = ((0, 7, "0-7"), (8, 14, "8-14"), (15, 30, "15-30"), (31, 10**6, "31+"))
 
@@ -131,11 +130,6 @@ def transmission(conn: Connection, departements: list[str], start: date, end: da
         "ecart_median_jours": statistics.median(gaps) if gaps else None,
         "ecart_max_jours": max(gaps) if gaps else None,
     }
-
-
-def ensure_fresh(engine: Any, departements: list[str]) -> int:
-    """Recompute stale episodes first: an indicator is never computed on outdated episodes."""
-    return sum(refresh_stale(engine, dep) for dep in departements)
 
 
 FLAT_KEYS = (

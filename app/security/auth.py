@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Literal, cast
 
-from sqlalchemy import select
+import structlog
+from sqlalchemy import Engine, Table, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.errors import ApiError, Forbidden, NotFound, Unauthenticated
@@ -17,6 +19,8 @@ from app.security.apikeys import split_key, verify_key
 from app.security.oidc import OidcVerifier, TokenInvalid
 from app.security.scopes import ALL_SCOPES
 from app.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 DEPARTEMENT_RE = re.compile(r"^(?:\d{3}|02[AB])$")
 _AGENT_VALUE_RE = re.compile(r"^[^|\x00-\x1f\x7f]{1,100}$")
@@ -92,7 +96,7 @@ def authenticate_api_key(session: Session, settings: Settings, key: str) -> Prin
         raise Unauthenticated("This API key has been revoked.")
     now = utcnow()
     if client.last_used_at is None or now - client.last_used_at > timedelta(minutes=5):
-        client.last_used_at = now
+        _touch_last_used(session, client.id, now)
     return Principal(
         kind="client",
         id=f"client:{client.id}",
@@ -101,6 +105,29 @@ def authenticate_api_key(session: Session, settings: Settings, key: str) -> Prin
         departements=frozenset(client.departement_codes),
         client_id=client.id,
     )
+
+
+def _touch_last_used(session: Session, client_id: int, now: datetime) -> None:
+    """Best effort, never waiting: in its own short transaction (a read request must not become a writer of
+    the main database, issue #8), skipped if a writer holds the lock; the next request tries again."""
+    engine = cast(Engine, session.get_bind())
+    table = cast(Table, ApiClient.__table__)
+    try:
+        with engine.begin() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            busy_ms = 0
+            if sqlite:
+                busy_ms = int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one())
+                conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            else:
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '200ms'")
+            try:
+                conn.execute(update(table).where(table.c.id == client_id).values(last_used_at=now))
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms}")
+    except OperationalError:
+        log.debug("last_used_at_skipped", client_id=client_id)
 
 
 def authenticate_bearer(verifier: OidcVerifier, settings: Settings, token: str) -> Principal:

@@ -1,4 +1,11 @@
-"""Entry episodes: load a person's dated facts, run the rules, store the result; the events the platform sends."""
+"""Entry episodes: load a person's dated facts, run the rules, store the result.
+
+Who refreshes (docs/decisions.md, "Many callers at once"): the writer that changed a person's facts marks
+the person in `episode_queue` (insert-only) in its own transaction, then brings the episodes up to date:
+the event recording inside its transaction, the ingestion and the import right after their commit
+(`refresh_pending`). Readers never refresh. Every refresh takes one lock first (`_refresh_lock`), so two
+refreshes of a person never interleave and the later one reads every fact committed before it.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,16 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text
 
-from app.models import EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
+from app.db import claim_write
+from app.models import EntryEpisode, EpisodeQueue, FluxFile, OrientationEvent, Person, PersonState
 from app.rules.config import DEFAULT, RulesConfig
 from app.rules.episodes import Episode, Event, FluxFact, PersonEpisodes, compute_episodes
 
 CHUNK = 2000
+# PostgreSQL advisory lock (transaction-scoped) serialising refreshes; SQLite's write lock does it there.
+_REFRESH_LOCK_ID = 0x5A55E12E
 
 
 def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFact]]:
@@ -113,20 +123,25 @@ def _criteria_json(ep: Episode) -> dict[str, Any]:
     return {name: asdict(c) for name, c in ep.criteria.items()}
 
 
-def refresh(
-    conn: Connection,
-    person_ids: Sequence[int],
-    config: RulesConfig = DEFAULT,
-    results: dict[int, PersonEpisodes] | None = None,
-) -> int:
-    """Store the entry episodes of these persons (computed here unless `results` are given), inside the
-    caller's transaction."""
-    if not person_ids:
-        return 0
-    ee, pt = cast(Table, EntryEpisode.__table__), cast(Table, Person.__table__)
-    ps = PersonState.__table__.c
-    results = results if results is not None else compute_for(conn, person_ids, config)
-    deps = dict(conn.execute(select(pt.c.id, pt.c.departement_code).where(pt.c.id.in_(person_ids))).all())
+def mark(conn: Connection, person_ids: Iterable[int], departement: str) -> None:
+    """Queue these persons for a refresh, in the caller's transaction (with the facts that changed)."""
+    rows = [{"person_id": pid, "departement_code": departement} for pid in sorted(set(person_ids))]
+    if rows:
+        conn.execute(insert(cast(Table, EpisodeQueue.__table__)), rows)
+
+
+def _refresh_lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REFRESH_LOCK_ID})
+    else:
+        claim_write(conn)
+
+
+def episode_rows(conn: Connection, results: dict[int, PersonEpisodes]) -> list[dict[str, Any]]:
+    """The `entry_episodes` rows of computed results (also how the API shows a fresh computation)."""
+    person_ids = sorted(results)
+    pt, ps = Person.__table__.c, PersonState.__table__.c
+    deps = dict(conn.execute(select(pt.id, pt.departement_code).where(pt.id.in_(person_ids))).all())
     # where the person was at T0 (CAF/MSA, commune): from the fact of T0
     t0_files = {ep.t0_file_id for r in results.values() for ep in r.episodes if ep.t0_file_id is not None}
     at_t0: dict[tuple[int, int], tuple[str | None, str | None]] = {}
@@ -137,7 +152,6 @@ def refresh(
             )
         ):
             at_t0[(row.person_id, row.file_id)] = (row.fonorg, row.numcom)
-    conn.execute(delete(ee).where(ee.c.person_id.in_(person_ids)))
     rows = []
     for pid, result in results.items():
         for rank, ep in enumerate(result.episodes, start=1):
@@ -173,48 +187,65 @@ def refresh(
                     "criteria": _criteria_json(ep),
                 }
             )
+    return rows
+
+
+def refresh(conn: Connection, person_ids: Sequence[int], config: RulesConfig = DEFAULT) -> int:
+    """Recompute and store the entry episodes of these persons inside the caller's (writing) transaction,
+    and take them off the queue. Returns the number of episodes stored."""
+    if not person_ids:
+        return 0
+    ids = sorted(set(person_ids))
+    _refresh_lock(conn)
+    q = cast(Table, EpisodeQueue.__table__)
+    # Queue rows committed up to now: their facts are committed too, so the computation below sees them.
+    # A row committed later keeps its person queued for the next refresh.
+    seen = conn.execute(select(func.max(q.c.id))).scalar_one()
+    rows = episode_rows(conn, compute_for(conn, ids, config))
+    ee = cast(Table, EntryEpisode.__table__)
+    conn.execute(delete(ee).where(ee.c.person_id.in_(ids)))
     if rows:
         conn.execute(insert(ee), rows)
-    conn.execute(update(pt).where(pt.c.id.in_(person_ids)).values(episodes_stale=False))
+    if seen is not None:
+        conn.execute(delete(q).where(q.c.person_id.in_(ids), q.c.id <= seen))
     return len(rows)
 
 
-def refresh_stale(
-    engine: Any, departement: str | None = None, progress: Callable[[int, int], None] | None = None
-) -> int:
-    """Recompute every person whose facts changed since the last computation, a transaction per chunk;
-    returns how many."""
+def refresh_pending(engine: Engine, progress: Callable[[int, int], None] | None = None) -> int:
+    """Bring every queued person up to date, a short transaction per chunk (so that event recordings wait
+    at most one chunk); returns how many persons. Called by writers after their commit, and by
+    `passerelle episodes refresh`."""
+    q = EpisodeQueue.__table__.c
     with engine.connect() as conn:
-        stale = stale_persons(conn, [departement] if departement else None)
-    done = 0
-    for i in range(0, len(stale), CHUNK):
-        chunk = stale[i : i + CHUNK]
+        upto = conn.execute(select(func.max(q.id))).scalar_one()
+        total = conn.execute(select(func.count(func.distinct(q.person_id)))).scalar_one() if upto else 0
+    done, last = 0, 0
+    while upto is not None:
         with engine.begin() as conn:
+            chunk = list(
+                conn.execute(
+                    select(q.person_id)
+                    .where(q.person_id > last, q.id <= upto)
+                    .group_by(q.person_id)
+                    .order_by(q.person_id)
+                    .limit(CHUNK)
+                ).scalars()
+            )
+            if not chunk:
+                break
             refresh(conn, chunk)
-        done += len(chunk)
+        done, last = done + len(chunk), chunk[-1]
         if progress:
-            progress(done, len(stale))
+            progress(done, max(total, done))
     if done > 10_000 and engine.dialect.name == "postgresql":
-        # Many rows just flipped from stale to fresh: refresh the statistics so that the planner keeps
-        # using the partial index for "who is stale?" (autovacuum would, but later).
+        # Many rows just changed: refresh the statistics so that the planner keeps good plans for the
+        # worklist and the indicators (autovacuum would, but later).
         with engine.begin() as conn:
-            conn.execute(text("ANALYZE persons, entry_episodes"))
+            conn.execute(text("ANALYZE entry_episodes, episode_queue"))
     return done
 
 
-def refresh_stale_on(conn: Connection, departements: Sequence[str]) -> int:
-    """Same as refresh_stale, inside the caller's transaction (a request that already writes)."""
-    stale = stale_persons(conn, departements)
-    for i in range(0, len(stale), CHUNK):
-        refresh(conn, stale[i : i + CHUNK])
-    return len(stale)
-
-
-def stale_persons(conn: Connection, departements: Sequence[str] | None) -> list[int]:
-    pt = Person.__table__.c
-    # `WHERE episodes_stale` is the partial index's own predicate; no ORDER BY (sorted here), so that stale
-    # statistics after a bulk refresh cannot steer the planner to a primary-key scan of the whole table.
-    query = select(pt.id).where(pt.episodes_stale)
-    if departements is not None:
-        query = query.where(pt.departement_code.in_(departements))
-    return sorted(conn.execute(query).scalars())
+def pending_count(conn: Connection) -> int:
+    """How many persons wait for a refresh (e.g. after a refresh that failed)."""
+    q = EpisodeQueue.__table__.c
+    return int(conn.execute(select(func.count(func.distinct(q.person_id)))).scalar_one())

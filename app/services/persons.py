@@ -18,6 +18,8 @@ from app.security.auth import Principal
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
 from app.settings import Settings
 
+PENDING_ACCESS = "pending_access_records"
+
 
 def readable_persons(principal: Principal) -> Select[Person]:
     """Persons the caller may read: those of its départements, by construction."""
@@ -44,15 +46,23 @@ def audit_read(
     request: Any, session: Session, principal: Principal, action: str, person: Person | None, departement: str
 ) -> None:
     """Record one read of personal data by an HTTP request (who, agent, person, endpoint, request id);
-    `person=None` records a search that found nobody."""
+    `person=None` records a search that found nobody. Written when the request's transaction commits,
+    before the answer is sent (`write_access_records`)."""
     row = _access_row(request, principal, action, departement, person.id if person is not None else None)
-    session.execute(insert(AccessRecord), [row])
+    session.info.setdefault(PENDING_ACCESS, []).append(row)
 
 
 def audit_reads(request: Any, session: Session, principal: Principal, action: str, persons: list[Person]) -> None:
-    """Record the reads of many persons' data by one request (one insert)."""
-    if persons:
-        rows = [_access_row(request, principal, action, p.departement_code, p.id) for p in persons]
+    """Record the reads of many persons' data by one request (one insert, at commit)."""
+    rows = [_access_row(request, principal, action, p.departement_code, p.id) for p in persons]
+    session.info.setdefault(PENDING_ACCESS, []).extend(rows)
+
+
+def write_access_records(session: Session) -> None:
+    """Insert the access records a unit of work gathered, last thing before its commit: on SQLite the audit
+    journal's write lock is then held for the commit only, never while the request reads."""
+    rows = session.info.pop(PENDING_ACCESS, None)
+    if rows:
         session.execute(insert(AccessRecord), rows)
 
 
