@@ -615,3 +615,7 @@ def main() -> None:
     except ConfigurationError as exc:
         err_console.print(f"[bold red]configuration error:[/] {exc}")
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_seconds: int = Field(
         default=120, ge=1, le=3600, description="SQLite: how long a writer waits for another writer"
     )
+    ingest_parallel_min_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=0, description="files from this size are read by a second process"
+    )
     ready_timeout_seconds: float = Field(default=1.5, gt=0, le=10, description="/ready answers within this")
 
     # Timezone of business dates (the reception date of a flux defaults to today there).

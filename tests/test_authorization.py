@@ -101,9 +101,9 @@ def test_agent_identity_header(client, make_api_key):
     assert r.json()["agent"] == {"identifiant": "AG123", "nom": "Martin", "prenom": "Léa"}
 
     partial = client.get("/api/v1/me", headers={"X-API-Key": key, "X-Agent-Identifiant": "AG123"})
-    assert partial.status_code == 400
+    assert partial.status_code == 422
     assert partial.json()["error"] == "invalid_agent_header"
 
     pipe = client.get("/api/v1/me", headers={**headers, "X-Agent-Nom": "Mar|tin"})
-    assert pipe.status_code == 400
+    assert pipe.status_code == 422
     assert "'|'" in pipe.json()["message"]

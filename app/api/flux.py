@@ -21,6 +21,7 @@ from app.models import FluxFile
 from app.security.auth import Principal
 from app.security.scopes import Scope
 from app.settings import today
+from app.validation import control_character_problem
 
 router = APIRouter(prefix="/api/v1/flux", tags=["flux"])
 
@@ -100,9 +101,13 @@ def upload_flux(
     ] = None,
     initial_stock: Annotated[bool, Form(description="First load of the département (monthly or reprise file)")] = False,
     departement: Annotated[
-        str | None, Form(description="Expected département (default: the caller's only one)")
+        str | None,
+        Form(pattern=r"^(\d{3}|02[AB])$", description="Expected département (default: the caller's only one)"),
     ] = None,
 ) -> JSONResponse:
+    problem = control_character_problem(file.filename or "")
+    if problem:
+        raise Unprocessable(f"file: the file name {problem}", [{"loc": ["body", "file"], "msg": problem}])
     if departement is None:
         if len(principal.departements) != 1:
             raise Unprocessable("departement is required: this client is granted several départements.")

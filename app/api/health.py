@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import ping
 from app.migrate import at_head
+from app.settings import Settings
 
 router = APIRouter(tags=["health"])
+
+# Readiness checks run in threads of their own: a database that never answers holds at most these few,
+# never the request thread pool (the check's thread ends at the driver's connect timeout).
+_ready_threads = anyio.CapacityLimiter(4)
 
 
 @router.get("/health", summary="The process is alive")
@@ -17,13 +24,32 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="The database is reachable and its schema is at the latest migration")
-def ready(request: Request) -> JSONResponse:
-    engine = request.app.state.engine
+def _check(engine: Engine, settings: Settings) -> str | None:
+    """None when ready, or why not."""
     try:
         ping(engine)
     except SQLAlchemyError:
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
-    if not at_head(engine, request.app.state.settings):
-        return JSONResponse({"status": "unavailable", "database": "migrations pending"}, status_code=503)
+        return "unreachable"
+    if not at_head(engine, settings):
+        return "migrations pending"
+    return None
+
+
+@router.get(
+    "/ready",
+    summary="The database answers and its schema is at the latest migration (answers within 2 s, 503 otherwise)",
+)
+async def ready(request: Request) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    limit = settings.ready_timeout_seconds
+    problem: str | None
+    try:
+        with anyio.fail_after(limit):
+            problem = await anyio.to_thread.run_sync(
+                _check, request.app.state.engine, settings, abandon_on_cancel=True, limiter=_ready_threads
+            )
+    except TimeoutError:
+        problem = f"no answer within {limit:g} s"
+    if problem:
+        return JSONResponse({"status": "unavailable", "database": problem}, status_code=503)
     return JSONResponse({"status": "ready", "database": "ok"})

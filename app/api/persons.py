@@ -12,6 +12,7 @@ from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
 from app.security.auth import Principal
 from app.security.scopes import Scope
 from app.services import persons as svc
+from app.validation import InputModel
 
 router = APIRouter(prefix="/api/v1/persons", tags=["persons"])
 
@@ -39,7 +40,7 @@ class PersonOut(PersonSummary):
     historique: list[dict[str, Any]]
 
 
-class SearchBody(BaseModel):
+class SearchBody(InputModel):
     model_config = ConfigDict(extra="forbid")
 
     nir: str | None = Field(default=None, min_length=13, max_length=15, description="13 or 15 characters")

@@ -770,7 +770,9 @@ def ingest_file(
             ).scalar_one()
             job = _Ingestion(conn, settings, file_id, options, report)
             started_job = False
-            source = open_source(path, BATCH_FOYERS, settings.hmac_key, options.parallel)
+            source = open_source(
+                path, BATCH_FOYERS, settings.hmac_key, options.parallel, settings.ingest_parallel_min_bytes
+            )
             try:
                 for batch in source.batches():
                     if not started_job:

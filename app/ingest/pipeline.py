@@ -17,7 +17,10 @@ from __future__ import annotations
 import gc
 import marshal
 import multiprocessing as mp
+import os
 import queue
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,7 +65,26 @@ class InlineSource:
         return None
 
 
-def _read_in_child(path: str, batch_size: int, hmac_key: bytes, out: Any) -> None:
+PARENT_WATCH_SECONDS = 0.5
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this process as soon as its parent is gone, whatever killed it (`kill -9` included): an orphaned
+    reader would hold the file and the HMAC key, and nobody would read what it sends (issue #8). The
+    parent's death re-parents us, which `getppid` sees; polled from a daemon thread because the main
+    thread may be blocked in libxml2 or on a full queue."""
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(70)
+            time.sleep(PARENT_WATCH_SECONDS)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _read_in_child(path: str, batch_size: int, hmac_key: bytes, out: Any, parent_pid: int) -> None:
+    _exit_with_parent(parent_pid)
     gc.disable()
     reader = FluxReader(Path(path))
     prepare = Deriver(hmac_key).prepare
@@ -87,7 +109,7 @@ class ProcessSource:
         self._queue: Any = ctx.Queue(maxsize=QUEUE_DEPTH)
         self._process = ctx.Process(
             target=_read_in_child,
-            args=(str(path), batch_size, hmac_key, self._queue),
+            args=(str(path), batch_size, hmac_key, self._queue, os.getpid()),
             name="flux-reader",
             daemon=True,
         )
@@ -128,8 +150,8 @@ class ProcessSource:
 
 
 def open_source(
-    path: Path, batch_size: int, hmac_key: bytes, parallel: bool | None = None
+    path: Path, batch_size: int, hmac_key: bytes, parallel: bool | None = None, min_bytes: int = PARALLEL_MIN_BYTES
 ) -> InlineSource | ProcessSource:
     if parallel is None:
-        parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
+        parallel = path.stat().st_size >= min_bytes
     return ProcessSource(path, batch_size, hmac_key) if parallel else InlineSource(path, batch_size, hmac_key)

@@ -59,7 +59,7 @@ class Principal:
 
 
 class InvalidAgentHeader(ApiError):
-    status_code = 400
+    status_code = 422
     code = "invalid_agent_header"
 
 
@@ -81,7 +81,10 @@ def parse_agent(identifiant: str | None, nom: str | None, prenom: str | None) ->
     values = [_header_text(identifiant), _header_text(nom), _header_text(prenom)]
     for header, value in zip(("X-Agent-Identifiant", "X-Agent-Nom", "X-Agent-Prenom"), values, strict=True):
         if not _AGENT_VALUE_RE.match(value):
-            raise InvalidAgentHeader(f"{header} must be 1-100 printable characters without '|'.")
+            raise InvalidAgentHeader(
+                f"{header} must be 1-100 printable characters without '|' (no control character).",
+                [{"loc": ["header", header], "msg": "1-100 printable characters without '|'"}],
+            )
     return Agent(*values)
 
 

@@ -7,9 +7,9 @@ import datetime as dt
 import io
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
@@ -18,6 +18,7 @@ from app.models import OrientationEvent, Person, PersonState
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
 from app.services import episodes as episode_service
 from app.settings import Settings, today
+from app.validation import InputModel, control_character_problem
 
 EventType = Literal[
     "orientation", "referent", "invitation", "rdv_orientation", "rdv_accompagnement", "contrat", "suivi_clos"
@@ -48,7 +49,8 @@ OPTIONAL_FIELDS = (
 )
 
 
-class EventIn(BaseModel):
+class EventIn(InputModel):
+    multiline_fields: ClassVar[frozenset[str]] = frozenset({"reason"})
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     type: EventType
@@ -242,6 +244,10 @@ def import_csv(session: Session, settings: Settings, departement: str, data: str
         report.rows += 1
         row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
         try:
+            for column, value in row.items():
+                problem = control_character_problem(value)
+                if problem:
+                    raise ValueError(f"{column}: {problem}")
             person_id = _find_person(conn, settings, departement, row)
             payload: dict[str, Any] = {"type": row["evenement"], "date": row["date"]}
             for column in ("organisme", "type_parcours", "presence", "external_id", "structure", "referent"):

@@ -1,0 +1,41 @@
+"""Text hygiene for every input: no NUL or other C0 control character where a person's text goes.
+
+PostgreSQL refuses NUL in text (a 500 if it reached the database) and SQLite stores it silently; control
+characters also break CSV files, logs and the France Travail headers. They are refused at the edge with a
+422 naming the field. Tab, carriage return and newline are allowed only in fields declared multi-line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationInfo, field_validator
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROLS_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def control_character_problem(value: str, multiline: bool = False) -> str | None:
+    """A sentence saying what is wrong with `value`, or None."""
+    found = (_CONTROLS_MULTILINE if multiline else _CONTROLS).search(value)
+    if found is None:
+        return None
+    char = found.group()
+    name = "NUL" if char == "\x00" else f"U+{ord(char):04X}"
+    return f"contains a control character ({name}) at position {found.start() + 1}"
+
+
+class InputModel(BaseModel):
+    """Base of every model that reads what a caller sent."""
+
+    multiline_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            problem = control_character_problem(value, info.field_name in cls.multiline_fields)
+            if problem:
+                raise ValueError(problem)
+        return value
