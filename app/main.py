@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from app import __version__
@@ -13,7 +14,7 @@ from app.api import flux, health, me, orientation, persons, pilotage
 from app.db import get_engine, session_factory
 from app.errors import install_error_handlers
 from app.logging import configure_logging
-from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.middleware import AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from app.security.oidc import OidcVerifier
 from app.settings import Settings, get_settings
 
@@ -38,6 +39,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Route handlers are synchronous and run in this pool. Past a few threads they only compete for the
+        # interpreter lock, and a writer holding the database's write lock then gets a small share of the
+        # CPU, which lengthens every other writer's wait (bench/BENCHMARKS.md, load runs): requests beyond
+        # this number wait in the event loop instead, in arrival order.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.effective_request_threads
         yield
 
     app = FastAPI(
@@ -62,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return ("application/json",)
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, content_types_for=content_types_for)
+    app.add_middleware(AdmissionMiddleware, limit=settings.max_concurrent_requests)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -182,3 +183,30 @@ class BodyLimitMiddleware:
                     f"The body exceeds the limit of {limit} bytes.",
                     request_id,
                 )
+
+
+class AdmissionMiddleware:
+    """Admits at most `limit` requests into the application at once; the others wait here, in arrival
+    order, at no cost but a coroutine.
+
+    Why: a request holds its pooled database connection from authentication to its answer, across several
+    calls to the thread pool. With more requests inside than connections, some wait for a connection while
+    holding a thread and the others hold connections while waiting for a thread: a deadlock until the pool
+    timeout (seen at 20 clients, bench/BENCHMARKS.md). The pools are sized above this limit (app/db.py).
+    Probes (`/health`, `/ready`) are never held back.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int, exempt: frozenset[str] = frozenset({"/health", "/ready"})) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+        self._semaphore: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        async with self._semaphore:
+            await self.app(scope, receive, send)

@@ -85,6 +85,19 @@ class Settings(BaseSettings):
     ingest_parallel_min_bytes: int = Field(
         default=20 * 1024 * 1024, ge=0, description="files from this size are read by a second process"
     )
+    max_concurrent_requests: int = Field(
+        default=20,
+        ge=1,
+        le=500,
+        description="API requests admitted at once by a worker process (more wait, in arrival order)",
+    )
+    request_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=200,
+        description="requests handled at once by a worker process (default: 2 on SQLite, 4 on PostgreSQL; "
+        "more only compete for the interpreter lock)",
+    )
     ready_timeout_seconds: float = Field(default=1.5, gt=0, le=10, description="/ready answers within this")
 
     # Timezone of business dates (the reception date of a flux defaults to today there).
@@ -161,6 +174,14 @@ class Settings(BaseSettings):
     @property
     def pepper(self) -> bytes:
         return _b64key(self.secret("api_key_pepper"))
+
+    @property
+    def effective_request_threads(self) -> int:
+        """Measured (bench/BENCHMARKS.md, load runs): request handling is CPU-bound Python, so a worker gains
+        nothing from more threads than it keeps busy; PostgreSQL's round trips leave room for a few more."""
+        if self.request_threads is not None:
+            return self.request_threads
+        return 2 if self.is_sqlite else 4
 
     @property
     def is_sqlite(self) -> bool:

@@ -49,6 +49,9 @@ def main() -> None:
                 # the child process that reads big files (its own peak; the two peaks may not coincide)
                 "reader_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
                 "error": report.error,
+                # included in `seconds`: the entry episodes brought up to date after the commit (issue #8)
+                "episodes_s": round((report.episodes_ms or 0) / 1000, 2),
+                "episodes_refreshed": report.episodes_refreshed,
             }
         )
     )

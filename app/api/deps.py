@@ -11,7 +11,6 @@ from fastapi import Depends, Header, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from sqlalchemy.orm import Session
 
-from app.db import claim_write
 from app.errors import Unauthenticated
 from app.security.auth import Principal, authenticate_api_key, authenticate_bearer, parse_agent, require_scope
 from app.settings import Settings
@@ -22,11 +21,11 @@ def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
-def _unit_of_work(request: Request, *, write: bool) -> Iterator[Session]:
+def get_session(request: Request) -> Iterator[Session]:
+    """The request's unit of work, one per request (authentication and the handler share it, so a request
+    never holds two pooled connections). Committed when the handler returns, rolled back on any error."""
     session: Session = request.app.state.session_factory()
     try:
-        if write:
-            claim_write(session)
         yield session
         session.commit()
     except BaseException:
@@ -36,21 +35,11 @@ def _unit_of_work(request: Request, *, write: bool) -> Iterator[Session]:
         session.close()
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """The request's unit of work (reads; its access records are its only writes)."""
-    yield from _unit_of_work(request, write=False)
-
-
-def get_write_session(request: Request) -> Iterator[Session]:
-    """The unit of work of a request that writes the main database: it says so when it begins."""
-    yield from _unit_of_work(request, write=True)
-
-
 # scope="function": the session is committed (or rolled back) when the handler returns, before the response
 # is sent. A 2xx therefore always follows its commit, and a failed commit answers an error (issue #8).
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
+
 
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="Machine clients: the API key.")
 bearer_scheme = HTTPBearer(auto_error=False, description="People: an OIDC access token (JWT).")

@@ -12,7 +12,8 @@ from pydantic import BaseModel
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import defer
 
-from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep, WriteSessionDep
+from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
+from app.db import write_transaction
 from app.models import EntryEpisode, OrientationEvent, Person, PersonState
 from app.rules.episodes import add_months
 from app.security.auth import Principal
@@ -76,16 +77,18 @@ def post_event(
     person_id: PersonId,
     body: EventIn,
     request: Request,
-    session: WriteSessionDep,
+    session: SessionDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.orientation_write)],
 ) -> JSONResponse:
-    person = person_service.get_person(session, principal, person_id)
-    row, created = record_event(session, settings, person, body, recorded_by=principal.id)
-    person_service.audit_read(request, session, principal, "person.event", person, person.departement_code)
-    episodes = session.scalars(
-        select(EntryEpisode).where(EntryEpisode.person_id == person.id).order_by(EntryEpisode.rank)
-    ).all()
+    with write_transaction(session):
+        person = person_service.get_person(session, principal, person_id)
+        row, created = record_event(session, settings, person, body, recorded_by=principal.id)
+        person_service.audit_read(request, session, principal, "person.event", person, person.departement_code)
+        episodes = session.scalars(
+            select(EntryEpisode).where(EntryEpisode.person_id == person.id).order_by(EntryEpisode.rank)
+        ).all()
+    # committed: the answer below is only built once the event is stored
     day = today(settings)
     return JSONResponse(
         {"event": _event_out(row), "created": created, "episodes": [_episode_out(e, day) for e in episodes]},

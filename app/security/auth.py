@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 from typing import Literal, cast
 
 import structlog
-from sqlalchemy import Engine, Table, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from app.db import get_unpooled_engine
 from app.errors import ApiError, Forbidden, NotFound, Unauthenticated
 from app.models import ApiClient
 from app.models.base import utcnow
@@ -99,7 +100,7 @@ def authenticate_api_key(session: Session, settings: Settings, key: str) -> Prin
         raise Unauthenticated("This API key has been revoked.")
     now = utcnow()
     if client.last_used_at is None or now - client.last_used_at > timedelta(minutes=5):
-        _touch_last_used(session, client.id, now)
+        _touch_last_used(settings, client.id, now)
     return Principal(
         kind="client",
         id=f"client:{client.id}",
@@ -110,10 +111,12 @@ def authenticate_api_key(session: Session, settings: Settings, key: str) -> Prin
     )
 
 
-def _touch_last_used(session: Session, client_id: int, now: datetime) -> None:
+def _touch_last_used(settings: Settings, client_id: int, now: datetime) -> None:
     """Best effort, never waiting: in its own short transaction (a read request must not become a writer of
     the main database, issue #8), skipped if a writer holds the lock; the next request tries again."""
-    engine = cast(Engine, session.get_bind())
+    # An unpooled connection: the request already holds one from the pool, and taking a second there could
+    # starve it under load (every request waiting for its second connection).
+    engine = get_unpooled_engine(settings)
     table = cast(Table, ApiClient.__table__)
     try:
         with engine.begin() as conn:

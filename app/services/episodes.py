@@ -222,6 +222,7 @@ def refresh_pending(engine: Engine, progress: Callable[[int, int], None] | None 
     done, last = 0, 0
     while upto is not None:
         with engine.begin() as conn:
+            _refresh_lock(conn)  # first: on SQLite a transaction that read may not start writing
             chunk = list(
                 conn.execute(
                     select(q.person_id)
