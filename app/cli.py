@@ -293,11 +293,17 @@ def flux_ingest(
                 3,
             ) from exc
     refresh_error = None
-    if any(r.status == "applied" for r in reports):
+    applied_reports = [r for r in reports if r.status == "applied"]
+    if applied_reports:
+        import time
+
+        started = time.perf_counter()
         try:
-            _refresh_episodes(quiet=as_json)
+            applied_reports[-1].episodes_refreshed = _refresh_episodes(quiet=as_json)
         except SQLAlchemyError as exc:
             refresh_error = type(exc).__name__
+            applied_reports[-1].episodes_error = f"updating the entry episodes failed ({refresh_error})"
+        applied_reports[-1].episodes_ms = int((time.perf_counter() - started) * 1000)
     if as_json:
         print(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False, default=str))
     else:

@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = get_engine(settings)
     app.state.session_factory = session_factory(settings)
     app.state.oidc = OidcVerifier(settings)
+    # Writes have threads of their own (app.api.deps.run_write): SQLite has one writer at a time.
+    app.state.writers = anyio.CapacityLimiter(1 if settings.is_sqlite else settings.effective_request_threads)
 
     def limit_for(path: str) -> int:
         if any(p.match(path) for p in UPLOAD_ROUTES):

@@ -129,6 +129,47 @@ def prepare_database(kind: str, files: dict[str, Path]) -> tuple[dict[str, str],
     return env, {"key": key, "persons": persons, "waiting": waiting, "keys": keys}
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    found: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            found[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), name)
+    return found
+
+
+def cpu_snapshot(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server (its process tree), PostgreSQL's processes, and this process."""
+    procs = _processes()
+    tree, todo = {server_pid}, [server_pid]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, _name) in procs.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                todo.append(pid)
+    totals = {"server": 0.0, "postgres": 0.0}
+    for pid, (_ppid, name) in procs.items():
+        key = "server" if pid in tree else "postgres" if name.startswith("postgres") else None
+        if key:
+            try:
+                totals[key] += _cpu_seconds(pid)
+            except OSError:
+                pass
+    times = os.times()
+    totals["load generator"] = times.user + times.system
+    return totals
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -269,13 +310,22 @@ def run_load(args: argparse.Namespace) -> None:
                 worker.join()
 
         started = time.monotonic()
+        cpu_before = cpu_snapshot(server.pid)
         asyncio.run(main())
         elapsed = time.monotonic() - started
+        cpu_after = cpu_snapshot(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"Command: {' '.join(sys.argv)}")
+    used = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
+    print(
+        "CPU used during the load (of "
+        f"{elapsed * (os.cpu_count() or 1):.0f} core-seconds): "
+        + ", ".join(f"{k} {v:.0f} s ({v / elapsed:.2f} cores)" for k, v in used.items())
+        + " (the ingestion's own process is not counted)"
+    )
     summarize(load.samples, f"{args.db}, {args.workers} worker(s), {args.clients} clients, whole run", elapsed)
     if args.during_ingest:
         a, b = ingestion["start"], ingestion["end"]

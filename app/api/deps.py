@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
+import anyio
 import structlog
 from fastapi import Depends, Header, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
@@ -14,6 +15,8 @@ from sqlalchemy.orm import Session
 from app.errors import Unauthenticated
 from app.security.auth import Principal, authenticate_api_key, authenticate_bearer, parse_agent, require_scope
 from app.settings import Settings
+
+T = TypeVar("T")
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -39,6 +42,14 @@ def get_session(request: Request) -> Iterator[Session]:
 # is sent. A 2xx therefore always follows its commit, and a failed commit answers an error (issue #8).
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+async def run_write(request: Request, work: Callable[[], T]) -> T:
+    """Run the writing part of a request in the writers' own threads (`app.state.writers`: one on SQLite,
+    which has one writer at a time anyway). A writer waiting for the database's write lock (an ingestion
+    holds it for the length of a file) then never holds a thread that readers need: the others wait in
+    the event loop, and reads go on (issue #8)."""
+    return await anyio.to_thread.run_sync(work, limiter=request.app.state.writers)
 
 
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="Machine clients: the API key.")

@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from app.api.deps import Authorized, FileId, SessionDep, SettingsDep
+from app.api.deps import Authorized, FileId, SessionDep, SettingsDep, run_write
 from app.errors import ApiError, NotFound, Unprocessable
-from app.ingest.loader import IngestInputError, IngestOptions, ingest_file
+from app.ingest.loader import IngestInputError, IngestOptions, IngestReport, ingest_file
 from app.models import FluxFile
 from app.security.auth import Principal
 from app.security.scopes import Scope
@@ -91,7 +91,7 @@ class FluxRejectedError(ApiError):
         422: {"description": "Rejected: nothing applied; the report says where and why"},
     },
 )
-def upload_flux(
+async def upload_flux(
     request: Request,
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.flux_write)],
@@ -114,27 +114,33 @@ def upload_flux(
         departement = next(iter(principal.departements))
     elif departement not in principal.departements:
         raise NotFound("No such département.")
-    incoming = settings.data_dir / "incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
     name = (file.filename or "upload.xml").replace("/", "_")[-200:]
-    with tempfile.NamedTemporaryFile(dir=incoming, suffix="-" + name, delete=False) as tmp:
-        shutil.copyfileobj(file.file, tmp, 1 << 20)
-        tmp_path = tmp.name
-    path = Path(tmp_path)
-    try:
-        options = IngestOptions(
-            received_on=received_on or today(settings),
-            initial_stock=initial_stock,
-            departement=departement,
-            ingested_by=principal.id,
-            display_name=name,
-        )
+
+    def apply() -> IngestReport:
+        # The copy and the ingestion run in the writers' threads: a file waits for the write lock there,
+        # never holding a thread readers need (app.api.deps.run_write).
+        incoming = settings.data_dir / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=incoming, suffix="-" + name, delete=False) as tmp:
+            shutil.copyfileobj(file.file, tmp, 1 << 20)
+            tmp_path = tmp.name
+        path = Path(tmp_path)
         try:
-            report = ingest_file(request.app.state.engine, settings, path, options)
-        except IngestInputError as exc:
-            raise Unprocessable(str(exc)) from exc
-    finally:
-        path.unlink(missing_ok=True)
+            options = IngestOptions(
+                received_on=received_on or today(settings),
+                initial_stock=initial_stock,
+                departement=departement,
+                ingested_by=principal.id,
+                display_name=name,
+            )
+            try:
+                return ingest_file(request.app.state.engine, settings, path, options)
+            except IngestInputError as exc:
+                raise Unprocessable(str(exc)) from exc
+        finally:
+            path.unlink(missing_ok=True)
+
+    report = await run_write(request, apply)
     body = report.to_dict()
     if report.status == "rejected":
         where = f" ({report.error_position})" if report.error_position else ""

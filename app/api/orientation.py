@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import defer
 
-from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
+from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep, run_write
 from app.db import write_transaction
 from app.models import EntryEpisode, OrientationEvent, Person, PersonState
 from app.rules.episodes import add_months
@@ -73,7 +73,7 @@ def _episode_out(ep: Any, as_of: date) -> dict[str, Any]:
     summary="Record an orientation-side event (idempotent by external_id; corrections supersede)",
     responses={201: {"description": "Recorded"}, 200: {"description": "Already recorded (same external_id)"}},
 )
-def post_event(
+async def post_event(
     person_id: PersonId,
     body: EventIn,
     request: Request,
@@ -81,13 +81,17 @@ def post_event(
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.orientation_write)],
 ) -> JSONResponse:
-    with write_transaction(session):
-        person = person_service.get_person(session, principal, person_id)
-        row, created = record_event(session, settings, person, body, recorded_by=principal.id)
-        person_service.audit_read(request, session, principal, "person.event", person, person.departement_code)
-        episodes = session.scalars(
-            select(EntryEpisode).where(EntryEpisode.person_id == person.id).order_by(EntryEpisode.rank)
-        ).all()
+    def write() -> tuple[OrientationEvent, bool, list[EntryEpisode]]:
+        with write_transaction(session):
+            person = person_service.get_person(session, principal, person_id)
+            row, created = record_event(session, settings, person, body, recorded_by=principal.id)
+            person_service.audit_read(request, session, principal, "person.event", person, person.departement_code)
+            episodes = session.scalars(
+                select(EntryEpisode).where(EntryEpisode.person_id == person.id).order_by(EntryEpisode.rank)
+            ).all()
+        return row, created, list(episodes)
+
+    row, created, episodes = await run_write(request, write)
     # committed: the answer below is only built once the event is stored
     day = today(settings)
     return JSONResponse(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, cast
@@ -99,7 +100,7 @@ def authenticate_api_key(session: Session, settings: Settings, key: str) -> Prin
     if client.revoked_at is not None:
         raise Unauthenticated("This API key has been revoked.")
     now = utcnow()
-    if client.last_used_at is None or now - client.last_used_at > timedelta(minutes=5):
+    if (client.last_used_at is None or now - client.last_used_at > LAST_USED_EVERY) and _due(client.key_prefix):
         _touch_last_used(settings, client.id, now)
     return Principal(
         kind="client",
@@ -109,6 +110,20 @@ def authenticate_api_key(session: Session, settings: Settings, key: str) -> Prin
         departements=frozenset(client.departement_codes),
         client_id=client.id,
     )
+
+
+LAST_USED_EVERY = timedelta(minutes=5)
+_last_touch_attempt: dict[str, float] = {}
+
+
+def _due(key_prefix: str) -> bool:
+    """At most one attempt per client and per period in this process, whether it succeeded or not: a skipped
+    update (the writer was busy) must not cost a connection on every request that follows."""
+    now = time.monotonic()
+    if now - _last_touch_attempt.get(key_prefix, -1e9) < LAST_USED_EVERY.total_seconds():
+        return False
+    _last_touch_attempt[key_prefix] = now
+    return True
 
 
 def _touch_last_used(settings: Settings, client_id: int, now: datetime) -> None:
