@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -161,10 +162,8 @@ def cpu_snapshot(server_pid: int) -> dict[str, float]:
     for pid, (_ppid, name) in procs.items():
         key = "server" if pid in tree else "postgres" if name.startswith("postgres") else None
         if key:
-            try:
+            with contextlib.suppress(OSError):
                 totals[key] += _cpu_seconds(pid)
-            except OSError:
-                pass
     times = os.times()
     totals["load generator"] = times.user + times.system
     return totals
