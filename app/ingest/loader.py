@@ -22,12 +22,9 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import (
-    BigInteger,
     Connection,
     Engine,
-    String,
     Table,
-    any_,
     bindparam,
     func,
     insert,
@@ -35,10 +32,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from app.db import claim_write, unlimited_statements
+from app.db import claim_write, one_of, unlimited_statements
 from app.ingest.derive import (
     ROW_COLUMNS,
     STATE_COLUMNS,
@@ -265,7 +261,7 @@ class _Ingestion:
         for chunk in _chunks(ids, 5000):
             rows = self.conn.execute(
                 select(ps.person_id, *[ps[c] for c in STATE_COLUMNS], ps.fingerprint)
-                .where(_one_of(self.conn, ps.person_id, chunk), self._before(cutoff))
+                .where(one_of(self.conn, ps.person_id, chunk), self._before(cutoff))
                 .order_by(ps.person_id, ps.received_on, ps.file_created_at, ps.file_id, ps.seq)
             ).mappings()
             for row in rows:
@@ -343,12 +339,12 @@ class _Ingestion:
         known: dict[str, int] = {}
         for chunk in _chunks(sorted(all_keys), 5000):
             for value, person_id in self.conn.execute(
-                select(pk.value, pk.person_id).where(pk.departement_code == dep, _one_of(self.conn, pk.value, chunk))
+                select(pk.value, pk.person_id).where(pk.departement_code == dep, one_of(self.conn, pk.value, chunk))
             ):
                 known[value] = person_id
         for chunk in _chunks(sorted(nir_hashes), 5000):
             for value, person_id in self.conn.execute(
-                select(pt.nir_hash, pt.id).where(pt.departement_code == dep, _one_of(self.conn, pt.nir_hash, chunk))
+                select(pt.nir_hash, pt.id).where(pt.departement_code == dep, one_of(self.conn, pt.nir_hash, chunk))
             ):
                 known[value] = person_id
         # what is known of them: (nir_hash, date_naissance ISO, nom, prenom, nomnai)
@@ -357,7 +353,7 @@ class _Ingestion:
         for chunk in _chunks(sorted(owners), 5000):
             for row in self.conn.execute(
                 select(pt.id, pt.nir_hash, pt.date_naissance, pt.nom, pt.prenom, pt.nomnai).where(
-                    _one_of(self.conn, pt.id, chunk)
+                    one_of(self.conn, pt.id, chunk)
                 )
             ):
                 born = row[2].isoformat() if row[2] is not None else None
@@ -374,7 +370,7 @@ class _Ingestion:
             candidates.update(
                 self.conn.execute(
                     select(ps.person_id)
-                    .where(ps.departement_code == dep, _one_of(self.conn, ps.matricule, chunk))
+                    .where(ps.departement_code == dep, one_of(self.conn, ps.matricule, chunk))
                     .distinct()
                 ).scalars()
             )
@@ -577,7 +573,7 @@ class _Ingestion:
         missing = set(person_ids)
         for chunk in _chunks(sorted(person_ids), 5000):
             missing.difference_update(
-                self.conn.execute(select(T_PERSONS.c.id).where(_one_of(self.conn, T_PERSONS.c.id, chunk))).scalars()
+                self.conn.execute(select(T_PERSONS.c.id).where(one_of(self.conn, T_PERSONS.c.id, chunk))).scalars()
             )
         if missing:
             raise ReferenceIntegrityError(f"{len(missing)} person(s) with states are missing from persons")
@@ -605,7 +601,7 @@ class _Ingestion:
             members = set(
                 self.conn.execute(
                     select(fm.person_id).where(
-                        fm.file_id == file_id, _one_of(self.conn, fm.person_id, sorted(self.seen))
+                        fm.file_id == file_id, one_of(self.conn, fm.person_id, sorted(self.seen))
                     )
                 ).scalars()
             )
@@ -664,16 +660,6 @@ PERSON_COLUMNS = (
     "first_received_on",
     "updated_file_id",
 )
-
-
-def _one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
-    """`column IN values`; on PostgreSQL `= ANY(array)`: one parameter, and the planner keeps the index."""
-    if conn.dialect.name == "postgresql":
-        item = BigInteger() if isinstance(values[0], int) else String()
-        return column == any_(bindparam(None, list(values), type_=ARRAY(item)))
-    # SQLite: one JSON parameter read by json_each, instead of thousands of rendered placeholders.
-    rows = func.json_each(bindparam(None, json.dumps(list(values)))).table_valued("value")
-    return column.in_(select(rows.c.value))
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

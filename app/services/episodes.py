@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text
 
-from app.db import claim_write
+from app.db import claim_write, one_of
 from app.models import EntryEpisode, EpisodeQueue, FluxFile, OrientationEvent, Person, PersonState
 from app.rules.config import DEFAULT, RulesConfig
 from app.rules.episodes import Episode, Event, FluxFact, PersonEpisodes, compute_episodes
@@ -52,7 +52,7 @@ def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFa
             ff.initial_stock,
         )
         .join(FluxFile.__table__, ff.id == ps.file_id)
-        .where(ps.person_id.in_(person_ids))
+        .where(one_of(conn, ps.person_id, person_ids))
     )
     for r in rows:
         since = [x for x in (r.suspension_versement_since, r.suspension_droit_since) if x is not None]
@@ -90,7 +90,7 @@ def effective_events(rows: Iterable[Any]) -> list[Any]:
 def _events(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[Event]]:
     oe = OrientationEvent.__table__.c
     by_person: dict[int, list[Any]] = defaultdict(list)
-    for r in conn.execute(select(OrientationEvent.__table__).where(oe.person_id.in_(person_ids))):
+    for r in conn.execute(select(OrientationEvent.__table__).where(one_of(conn, oe.person_id, person_ids))):
         by_person[r.person_id].append(r)
     out: dict[int, list[Event]] = {}
     for pid, rows in by_person.items():
@@ -139,16 +139,18 @@ def _refresh_lock(conn: Connection) -> None:
 
 def episode_rows(conn: Connection, results: dict[int, PersonEpisodes]) -> list[dict[str, Any]]:
     """The `entry_episodes` rows of computed results (also how the API shows a fresh computation)."""
-    person_ids = sorted(results)
+    person_ids = sorted(pid for pid, r in results.items() if r.episodes)
+    if not person_ids:
+        return []
     pt, ps = Person.__table__.c, PersonState.__table__.c
-    deps = dict(conn.execute(select(pt.id, pt.departement_code).where(pt.id.in_(person_ids))).all())
+    deps = dict(conn.execute(select(pt.id, pt.departement_code).where(one_of(conn, pt.id, person_ids))).all())
     # where the person was at T0 (CAF/MSA, commune): from the fact of T0
     t0_files = {ep.t0_file_id for r in results.values() for ep in r.episodes if ep.t0_file_id is not None}
     at_t0: dict[tuple[int, int], tuple[str | None, str | None]] = {}
     if t0_files:
         for row in conn.execute(
             select(ps.person_id, ps.file_id, ps.fonorg, ps.numcom).where(
-                ps.person_id.in_(person_ids), ps.file_id.in_(sorted(t0_files))
+                one_of(conn, ps.person_id, person_ids), ps.file_id.in_(sorted(t0_files))
             )
         ):
             at_t0[(row.person_id, row.file_id)] = (row.fonorg, row.numcom)
@@ -203,11 +205,11 @@ def refresh(conn: Connection, person_ids: Sequence[int], config: RulesConfig = D
     seen = conn.execute(select(func.max(q.c.id))).scalar_one()
     rows = episode_rows(conn, compute_for(conn, ids, config))
     ee = cast(Table, EntryEpisode.__table__)
-    conn.execute(delete(ee).where(ee.c.person_id.in_(ids)))
+    conn.execute(delete(ee).where(one_of(conn, ee.c.person_id, ids)))
     if rows:
         conn.execute(insert(ee), rows)
     if seen is not None:
-        conn.execute(delete(q).where(q.c.person_id.in_(ids), q.c.id <= seen))
+        conn.execute(delete(q).where(one_of(conn, q.c.person_id, ids), q.c.id <= seen))
     return len(rows)
 
 
