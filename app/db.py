@@ -135,6 +135,7 @@ def dispose_engines() -> None:
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
+    _factories.clear()
 
 
 def _write_access_records(session: Session) -> None:
@@ -143,10 +144,16 @@ def _write_access_records(session: Session) -> None:
     write_access_records(session)
 
 
+_factories: dict[str, sessionmaker[Session]] = {}
+
+
 def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
-    factory = sessionmaker(bind=get_engine(settings), expire_on_commit=False)
-    # The access records a unit of work gathered are written last, just before it commits.
-    event.listen(factory, "before_commit", _write_access_records)
+    settings = settings or get_settings()
+    factory = _factories.get(settings.database_url)
+    if factory is None:
+        factory = _factories[settings.database_url] = sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+        # The access records a unit of work gathered are written last, just before it commits.
+        event.listen(factory, "before_commit", _write_access_records)
     return factory
 
 
@@ -236,14 +243,10 @@ def write_transaction(session: Session) -> Iterator[Session]:
 
 
 @contextmanager
-def session_scope(settings: Settings | None = None, *, write: bool = False) -> Iterator[Session]:
-    """One unit of work: commit if the block succeeds, roll back otherwise. Services never commit.
-
-    `write=True` when the block will write the main database (see `claim_write`)."""
-    session = session_factory(settings)()
+def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit if the block succeeds, roll back otherwise. Services never commit."""
+    session = factory()
     try:
-        if write:
-            claim_write(session)
         yield session
         session.commit()
     except BaseException:
@@ -251,6 +254,16 @@ def session_scope(settings: Settings | None = None, *, write: bool = False) -> I
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def session_scope(settings: Settings | None = None, *, write: bool = False) -> Iterator[Session]:
+    """A unit of work outside a request (CLI, jobs). `write=True` when the block will write the main
+    database (see `claim_write`)."""
+    with unit_of_work(session_factory(settings)) as session:
+        if write:
+            claim_write(session)
+        yield session
 
 
 def ping(engine: Engine) -> None:

@@ -101,8 +101,9 @@ def main() -> None:
     for name, base in targets:
         if base is None:
             db_file = OUT / "bench.db"
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+            for base_file in (db_file, OUT / "bench-audit.db"):  # the database and its audit journal
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{base_file}{suffix}").unlink(missing_ok=True)
             url = f"sqlite:///{db_file}"
         else:
             from sqlalchemy import create_engine, text

@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from sqlalchemy.orm import Session
 
+from app.db import unit_of_work
 from app.errors import Unauthenticated
 from app.security.auth import Principal, authenticate_api_key, authenticate_bearer, parse_agent, require_scope
 from app.settings import Settings
@@ -27,15 +28,8 @@ def get_settings_dep(request: Request) -> Settings:
 def get_session(request: Request) -> Iterator[Session]:
     """The request's unit of work, one per request (authentication and the handler share it, so a request
     never holds two pooled connections). Committed when the handler returns, rolled back on any error."""
-    session: Session = request.app.state.session_factory()
-    try:
+    with unit_of_work(request.app.state.session_factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": the session is committed (or rolled back) when the handler returns, before the response
