@@ -96,6 +96,8 @@ def prepare_database(kind: str, files: dict[str, Path]) -> tuple[dict[str, str],
             conn.execute(text("CREATE SCHEMA bench_load"))
         engine.dispose()
         url = f"{PG_BASE}?options=-csearch_path%3Dbench_load"
+        if os.environ.get("LOAD_BENCH_ASYNC_COMMIT"):  # diagnosis only: is the WAL flush of each commit the limit?
+            url += "%20-csynchronous_commit%3Doff"
     env = {
         **os.environ,
         "PASSERELLE_ENV": "dev",
@@ -163,7 +165,10 @@ def cpu_snapshot(server_pid: int) -> dict[str, float]:
         key = "server" if pid in tree else "postgres" if name.startswith("postgres") else None
         if key:
             with contextlib.suppress(OSError):
-                totals[key] += _cpu_seconds(pid)
+                used = _cpu_seconds(pid)
+                totals[key] += used
+                if key == "server":
+                    totals[f"server pid {pid}"] = used
     times = os.times()
     totals["load generator"] = times.user + times.system
     return totals
@@ -318,7 +323,7 @@ def run_load(args: argparse.Namespace) -> None:
         server.wait(timeout=30)
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"Command: {' '.join(sys.argv)}")
-    used = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
+    used = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
     print(
         "CPU used during the load (of "
         f"{elapsed * (os.cpu_count() or 1):.0f} core-seconds): "

@@ -481,3 +481,26 @@ def test_a_refresh_failure_after_the_commit_says_the_file_was_applied(db, monkey
     monkeypatch.undo()
     result = run_cli(db, monkeypatch, "episodes", "refresh")
     assert result.exit_code == 0 and "1 persons recomputed" in result.output
+
+
+def test_statement_timeout_bounds_a_request_and_an_ingestion_lifts_it(db, tmp_path):
+    """A request's query is cancelled by the server after the statement timeout (a client that has gone
+    cannot keep a query running for minutes); an ingestion lifts the limit for its own transaction."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.db import make_engine, unlimited_statements
+
+    if not db.database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's statement_timeout; SQLite queries are bounded by the busy timeout")
+    settings = make_settings(db.database_url, tmp_path, database_statement_timeout_seconds=1)
+    engine = make_engine(settings.database_url, settings)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="statement timeout"), engine.connect() as conn:
+            conn.execute(text("SELECT pg_sleep(3)"))
+        assert time.monotonic() - started < 2.5
+        with engine.begin() as conn:
+            unlimited_statements(conn)
+            conn.execute(text("SELECT pg_sleep(1.2)"))
+    finally:
+        engine.dispose()

@@ -23,8 +23,10 @@ from app.rules.config import DEFAULT, RulesConfig
 from app.rules.episodes import Episode, Event, FluxFact, PersonEpisodes, compute_episodes
 
 CHUNK = 2000
-# PostgreSQL advisory lock (transaction-scoped) serialising refreshes; SQLite's write lock does it there.
+# PostgreSQL advisory locks (transaction-scoped, two-key form: this namespace, a stripe of person ids)
+# serialising refreshes of the same persons; SQLite's write lock does it there.
 _REFRESH_LOCK_ID = 0x5A55E12E
+_LOCK_STRIPES = 1024
 
 
 def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFact]]:
@@ -130,9 +132,21 @@ def mark(conn: Connection, person_ids: Iterable[int], departement: str) -> None:
         conn.execute(insert(cast(Table, EpisodeQueue.__table__)), rows)
 
 
-def _refresh_lock(conn: Connection) -> None:
+def _refresh_lock(conn: Connection, person_ids: Sequence[int] = ()) -> None:
+    """Serialise refreshes of the same persons, taken before their facts are read.
+
+    PostgreSQL: transaction-scoped advisory locks on stripes of person ids (`id % 1024`), taken in
+    ascending order (so two refreshes never wait for each other in a cycle), released at commit. Event
+    recordings for different persons run side by side; one lock for every refresh capped them at one at a
+    time (bench/BENCHMARKS.md, load runs). A chunk of 2,000 persons takes at most 1,024 locks, well within
+    the server's lock table. SQLite: the database's write lock, which serialises every writer anyway.
+    """
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REFRESH_LOCK_ID})
+        stripes = sorted({pid % _LOCK_STRIPES for pid in person_ids})
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, s) FROM unnest(CAST(:stripes AS integer[])) AS s"),
+            {"ns": _REFRESH_LOCK_ID, "stripes": stripes},
+        )
     else:
         claim_write(conn)
 
@@ -198,7 +212,7 @@ def refresh(conn: Connection, person_ids: Sequence[int], config: RulesConfig = D
     if not person_ids:
         return 0
     ids = sorted(set(person_ids))
-    _refresh_lock(conn)
+    _refresh_lock(conn, ids)
     q = cast(Table, EpisodeQueue.__table__)
     # Queue rows committed up to now: their facts are committed too, so the computation below sees them.
     # A row committed later keeps its person queued for the next refresh.
@@ -224,7 +238,8 @@ def refresh_pending(engine: Engine, progress: Callable[[int, int], None] | None 
     done, last = 0, 0
     while upto is not None:
         with engine.begin() as conn:
-            _refresh_lock(conn)  # first: on SQLite a transaction that read may not start writing
+            if conn.dialect.name == "sqlite":
+                claim_write(conn)  # first: on SQLite a transaction that read may not start writing
             chunk = list(
                 conn.execute(
                     select(q.person_id)
