@@ -341,3 +341,18 @@ def test_every_stored_reference_resolves_after_weeks_of_files(db, tmp_path):
             assert s.scalar(select(func.count()).where(model.person_id.not_in(persons))) == 0, model
         for column in (PersonState.file_id, FluxFileMember.file_id, Person.first_file_id, Person.updated_file_id):
             assert s.scalar(select(func.count()).where(column.not_in(files))) == 0, column
+
+
+def test_a_rejection_quoting_a_long_broken_tag_is_recorded_with_a_bounded_reason(db, tmp_path):
+    """lxml's message repeats a broken start tag: 2,000 bytes of it must not stop the rejection from being
+    recorded (PostgreSQL refused the 1,000-character column: found by the mutation test)."""
+    from app.ingest.loader import MAX_REASON
+
+    bad = tmp_path / "broken.xml"
+    bad.write_bytes(b'<?xml version="1.0" encoding="ISO-8859-1"?>\n<' + b"a" * 3000)
+    report = ingest(db, bad)
+    assert report.status == "rejected" and report.file_id is not None
+    assert len(report.error) <= MAX_REASON
+    with session_scope(db) as s:
+        row = s.get(FluxFile, report.file_id)
+        assert row is not None and row.status == "rejected" and len(row.error) <= 1000

@@ -74,6 +74,7 @@ T_QUEUE = cast(Table, EpisodeQueue.__table__)
 
 BATCH_FOYERS = 2000
 MAX_LISTED = 1000  # warnings / rejected records listed in a report (all are counted)
+MAX_REASON = 300  # characters of a rejection's reason kept in the report and the database
 _INGEST_LOCK_ID = 0x5A55E11E  # PostgreSQL advisory lock: one ingestion at a time
 
 
@@ -946,6 +947,9 @@ def _record_rejection(
     exc: FluxRejected,
     started: float,
 ) -> IngestReport:
+    # A parser's message may quote hundreds of bytes of the file (lxml repeats a broken start tag): bounded,
+    # so that the rejection is always recorded (the column holds 1,000 characters) and stays readable.
+    reason = exc.reason if len(exc.reason) <= MAX_REASON else exc.reason[: MAX_REASON - 1] + "…"
     rejected = IngestReport(
         status="rejected",
         filename=name,
@@ -955,7 +959,7 @@ def _record_rejection(
         type_flux=report.type_flux,
         foyers=report.foyers,
         error_code=exc.code,
-        error=exc.reason,
+        error=reason,
         error_position=exc.position,
         duration_ms=int((time.perf_counter() - started) * 1000),
     )
@@ -984,7 +988,7 @@ def _record_rejection(
                 file_sha256=raw_sha,
                 status="rejected",
                 error_code=exc.code,
-                error=f"{exc.reason}" + (f" (at {exc.position})" if exc.position else ""),
+                error=(reason + (f" (at {exc.position})" if exc.position else ""))[:1000],
                 received_on=options.received_on,
                 initial_stock=options.initial_stock,
                 ingested_by=options.ingested_by,
