@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from app.files import private_dir, private_file
 from app.settings import Settings, get_settings
 
 _engines: dict[str, Engine] = {}
@@ -67,7 +68,13 @@ def make_engine(
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # The database and its audit journal hold personal data: created mode 600 (SQLite gives its
+            # -wal and -shm files the database's own mode).
+            database = Path(parsed.database)
+            if not database.parent.exists():
+                private_dir(database.parent)
+            for file in (database, Path(audit_path(parsed.database))):
+                private_file(file)
         busy = settings.sqlite_busy_timeout_seconds
         # SQLite connections are cheap: more than the requests admitted at once (`max_concurrent_requests`),
         # and room for a request that also applies a file (two connections).

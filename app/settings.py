@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     )
     ready_timeout_seconds: float = Field(default=1.5, gt=0, le=10, description="/ready answers within this")
 
+    # Quarantined flux files hold NIRs in clear: kept this long for the operator to act, then purged
+    # (the purge job comes with issue #14; until then, docs/operations.md says how).
+    quarantine_retention_days: int = Field(default=30, ge=1, le=3650)
+
     # Timezone of business dates (the reception date of a flux defaults to today there).
     business_timezone: str = "Europe/Paris"
 

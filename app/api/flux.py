@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from app.api.deps import Authorized, FileId, SessionDep, SettingsDep, run_write
 from app.errors import ApiError, NotFound, Unprocessable
+from app.files import private_dir
 from app.ingest.loader import IngestInputError, IngestOptions, IngestReport, ingest_file
 from app.models import FluxFile
 from app.security.auth import Principal
@@ -119,8 +120,7 @@ async def upload_flux(
     def apply() -> IngestReport:
         # The copy and the ingestion run in the writers' threads: a file waits for the write lock there,
         # never holding a thread readers need (app.api.deps.run_write).
-        incoming = settings.data_dir / "incoming"
-        incoming.mkdir(parents=True, exist_ok=True)
+        incoming = private_dir(settings.data_dir / "incoming")
         with tempfile.NamedTemporaryFile(dir=incoming, suffix="-" + name, delete=False) as tmp:
             shutil.copyfileobj(file.file, tmp, 1 << 20)
             tmp_path = tmp.name
@@ -141,11 +141,20 @@ async def upload_flux(
             path.unlink(missing_ok=True)
 
     report = await run_write(request, apply)
-    body = report.to_dict()
+    body = public_report(report.to_dict())
     if report.status == "rejected":
         where = f" ({report.error_position})" if report.error_position else ""
         raise FluxRejectedError(f"The file {name} was rejected{where}: {report.error}", body)
     return JSONResponse(content=_jsonable(body), status_code=201 if report.status == "applied" else 200)
+
+
+def public_report(report: dict[str, Any]) -> dict[str, Any]:
+    """A report as the API shows it: never a path on the server, but the quarantined file's id (its name in
+    the quarantine directory, for the operator)."""
+    shown = {k: v for k, v in report.items() if k != "quarantine_path"}
+    path = report.get("quarantine_path")
+    shown["quarantine_id"] = Path(path).name if path else None
+    return shown
 
 
 def _jsonable(data: Any) -> Any:
@@ -175,4 +184,4 @@ def get_flux(
     row = session.get(FluxFile, file_id)
     if row is None or row.departement_code not in principal.departements:
         raise NotFound("No such flux file.")
-    return FluxFileDetail(**_out(row), report=row.report or {})
+    return FluxFileDetail(**_out(row), report=public_report(row.report or {}))

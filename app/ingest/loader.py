@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.db import claim_write, one_of, unlimited_statements
+from app.files import copy_private, private_dir, write_private_text
 from app.ingest.derive import (
     ROW_COLUMNS,
     STATE_COLUMNS,
@@ -726,10 +726,24 @@ def ingest_file(
         raise IngestInputError(f"the reception date {options.received_on} is in the future")
     raw_sha, size = file_sha256(path)
 
+    # The same bytes received by two départements are two receptions (an empty daily file is the same for
+    # every département of a CAF): a duplicate is only ever one of the same département. Before parsing,
+    # that is known when given or when only one département is served; otherwise the check on the content,
+    # inside the transaction, decides.
     with engine.connect() as conn:
-        dup = conn.execute(
-            select(T_FILES.c.id).where(T_FILES.c.file_sha256 == raw_sha, T_FILES.c.status == "applied")
-        ).first()
+        dep = options.departement
+        if dep is None:
+            known = conn.execute(select(T_DEPARTEMENTS.c.code).limit(2)).scalars().all()
+            dep = known[0] if len(known) == 1 else None
+        dup = (
+            conn.execute(
+                select(T_FILES.c.id).where(
+                    T_FILES.c.file_sha256 == raw_sha, T_FILES.c.status == "applied", T_FILES.c.departement_code == dep
+                )
+            ).first()
+            if dep is not None
+            else None
+        )
     if dup is not None:
         report.status = "duplicate"
         report.duplicate_of = dup[0]
@@ -954,24 +968,25 @@ def _record_rejection(
         status="rejected",
         filename=name,
         received_on=options.received_on.isoformat(),
-        departement=options.departement or report.departement,
+        departement=options.departement or report.departement or _file_departement(exc.departement),
         organisme=report.organisme,
         type_flux=report.type_flux,
-        foyers=report.foyers,
+        initial_stock=options.initial_stock,
+        foyers=max(report.foyers, exc.foyers_read),
         error_code=exc.code,
         error=reason,
         error_position=exc.position,
         duration_ms=int((time.perf_counter() - started) * 1000),
     )
-    quarantine = settings.data_dir / "quarantine"
-    quarantine.mkdir(parents=True, exist_ok=True)
+    # The copy holds NIRs in clear: mode 600 in a directory mode 700 (docs/operations.md, retention).
+    quarantine = private_dir(settings.data_dir / "quarantine")
     target = quarantine / f"{raw_sha[:12]}-{Path(name).name}"
     try:
-        shutil.copyfile(path, target)
+        copy_private(path, target)
         rejected.quarantine_path = str(target)
     except OSError as copy_exc:
         log.error("quarantine_copy_failed", error_type=type(copy_exc).__name__)
-    (quarantine / f"{target.name}.report.json").write_text(_json(rejected.to_dict()))
+    write_private_text(quarantine / f"{target.name}.report.json", _json(rejected.to_dict()))
     with engine.begin() as conn:
         dep = rejected.departement
         if (
@@ -1001,6 +1016,12 @@ def _record_rejection(
         ).scalar_one()
     log.warning("flux_rejected", file_id=rejected.file_id, error_code=exc.code, position=exc.position)
     return rejected
+
+
+def _file_departement(value: str | None) -> str | None:
+    """The département a rejected file's first foyer named (IDEPARTE may carry more than 3 characters)."""
+    code = (value or "")[:3]
+    return code if DEPARTEMENT_RE.match(code) else None
 
 
 def _json(data: Any) -> str:

@@ -55,11 +55,21 @@ REJECT_FOYER = "reject_foyer"  # this foyer is not applied, listed
 class FluxRejected(Exception):
     """The whole file is refused; nothing of it is applied."""
 
-    def __init__(self, reason: str, position: str | None = None, code: str = "invalid_file") -> None:
+    def __init__(
+        self,
+        reason: str,
+        position: str | None = None,
+        code: str = "invalid_file",
+        foyers_read: int = 0,
+        departement: str | None = None,
+    ) -> None:
         super().__init__(f"{reason}" + (f" (at {position})" if position else ""))
         self.reason = reason
         self.position = position
         self.code = code
+        # what the reader knew when it refused the file, for the report (issue #9: "foyers 0, departement null")
+        self.foyers_read = foyers_read
+        self.departement = departement
 
 
 class _HashingReader:
@@ -167,6 +177,7 @@ class _Ctx:
                 return None
 
     def flag(self, raw: str | None, name: str) -> bool | None:
+        """An `xsd:boolean`: `1`/`true` or `0`/`false`."""
         if raw == "1":
             return True
         if raw == "0":
@@ -174,9 +185,12 @@ class _Ctx:
         raw = self.text(raw)
         if raw is None:
             return None
-        if raw in ("0", "1"):
-            return raw == "1"
-        self.add(WARNING, "invalid_flag", f"{name} must be 0 or 1, got {raw[:10]!r}; ignored")
+        # xsd:boolean: the schema allows both spellings, and real files use both (formats/caf-flux.md).
+        if raw in _TRUE:
+            return True
+        if raw in _FALSE:
+            return False
+        self.add(WARNING, "invalid_flag", f"{name} must be 0, 1, true or false, got {raw[:10]!r}; ignored")
         return None
 
     def code(self, raw: str | None, name: str, known: frozenset[str]) -> str | None:
@@ -186,6 +200,10 @@ class _Ctx:
         if raw is not None and raw not in known:
             self.add(WARNING, "unknown_code", f"{name} has the unknown code {raw[:20]!r}; kept as is")
         return raw
+
+
+_TRUE = frozenset({"1", "true"})
+_FALSE = frozenset({"0", "false"})
 
 
 # -- the schema, as a mapping -----------------------------------------------------------------
@@ -457,6 +475,7 @@ class FluxReader:
         self.header: FluxHeader | None = None
         self.trailer: FluxTrailer | None = None
         self.foyers_read = 0
+        self.first_departement: str | None = None
         self._reader: _HashingReader | None = None
 
     @property
@@ -469,6 +488,14 @@ class FluxReader:
         return self._reader.bytes_read if self._reader else 0
 
     def __iter__(self) -> Iterator[FoyerRecord]:
+        try:
+            yield from self._records()
+        except FluxRejected as exc:
+            exc.foyers_read = self.foyers_read
+            exc.departement = exc.departement or self.first_departement
+            raise
+
+    def _records(self) -> Iterator[FoyerRecord]:
         try:
             raw = open_flux(self.path)
         except OSError as exc:
@@ -559,6 +586,8 @@ class FluxReader:
                         raise FluxRejected(f"<{tag}> after the trailer", f"line {el.sourceline}", "invalid_structure")
                     self.foyers_read += 1
                     record = _foyer(foyer, self.foyers_read, el.sourceline, dtref)
+                    if self.first_departement is None:
+                        self.first_departement = record.departement
                     foyer = _RawFoyer()
                     el.clear(keep_tail=False)
                     while el.getprevious() is not None:

@@ -98,7 +98,7 @@ def _read_in_child(path: str, batch_size: int, hmac_key: bytes, out: Any, parent
         out.put(("batch", reader.header, marshal.dumps(batch), reader.bytes_read))
         out.put(("end", reader.content_sha256))
     except FluxRejected as exc:
-        out.put(("rejected", exc.reason, exc.position, exc.code))
+        out.put(("rejected", exc.reason, exc.position, exc.code, exc.foyers_read, exc.departement))
     except BaseException as exc:  # handed to the parent, which decides
         out.put(("crash", f"{type(exc).__name__}: {exc}"))
 
@@ -138,7 +138,7 @@ class ProcessSource:
                 self.content_sha256 = message[1]
                 return
             elif kind == "rejected":
-                raise FluxRejected(message[1], message[2], message[3])
+                raise FluxRejected(*message[1:])
             else:
                 raise RuntimeError(f"the flux reader failed: {message[1]}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from sqlalchemy import Engine
 
+from app.files import FILE_MODE, private_dir
 from app.ingest.loader import IngestInputError, IngestOptions, ingest_file
 from app.settings import Settings
 
@@ -34,9 +36,8 @@ def _stable(path: Path) -> bool:
 
 
 def process_inbox(engine: Engine, settings: Settings, inbox: Path, departement: str | None = None) -> list[Outcome]:
-    processed, quarantine = inbox / "processed", inbox / "quarantine"
-    processed.mkdir(exist_ok=True)
-    quarantine.mkdir(exist_ok=True)
+    # Both keep raw flux files (NIRs in clear): directories 700, files 600.
+    processed, quarantine = private_dir(inbox / "processed"), private_dir(inbox / "quarantine")
     tz = ZoneInfo(settings.business_timezone)
     outcomes = []
     for path in sorted(p for p in inbox.iterdir() if p.is_file() and not p.name.startswith(".")):
@@ -54,5 +55,6 @@ def process_inbox(engine: Engine, settings: Settings, inbox: Path, departement: 
         if target.exists():
             target = target_dir / f"{datetime.now(tz):%Y%m%dT%H%M%S}-{path.name}"
         shutil.move(str(path), target)
+        os.chmod(target, FILE_MODE)
         outcomes.append(Outcome(path.name, status, target))
     return outcomes

@@ -1,0 +1,37 @@
+"""Files at rest that hold personal data (flux files in quarantine, the SQLite database and its audit
+journal): created readable by the service's user only. A raw flux carries NIRs in clear."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """Create the directory (and its parents) if needed, readable by its owner only."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Create an empty file mode 600 if it does not exist (an existing file keeps its mode: the operator's)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    os.close(fd)
+
+
+def copy_private(source: Path, target: Path) -> None:
+    """Copy a file to a new file mode 600 (never through a world-readable moment)."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
+
+
+def write_private_text(target: Path, text: str) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)

@@ -1,0 +1,136 @@
+"""Flux fidelity (issue #9): files as the CNAF really writes them, hand-written from the facts in
+shared/formats/caf-flux.md ("What real files show"), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import date
+
+from sqlalchemy import func, select
+
+from app.db import get_engine, session_scope
+from app.ingest.loader import IngestOptions, ingest_file
+from app.models import EntryEpisode, FluxFile, PersonState
+from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+
+D1 = date(2024, 3, 1)
+
+
+def _rewrite(path, old: str, new: str) -> None:
+    raw = path.read_bytes()
+    assert old.encode() in raw
+    path.write_bytes(raw.replace(old.encode(), new.encode()))
+
+
+def test_booleans_written_true_and_false_are_read(db, tmp_path):
+    """xsd:boolean allows `true`/`false` as well as `1`/`0`: a nouvel entrant written `true` is SDD (it was
+    warned "must be 0 or 1" and stored not SDD, silently lost)."""
+    path = write_flux(
+        tmp_path,
+        [foyer(person(NIR_A, entrant=True)), foyer(person(NIR_B, sdd=False), matricule="0007777")],
+        day=D1,
+    )
+    _rewrite(path, "<TOPPERSDRODEVORSA>1</TOPPERSDRODEVORSA>", "<TOPPERSDRODEVORSA>true</TOPPERSDRODEVORSA>")
+    _rewrite(path, "<TOPPERSENTDRODEVORSA>1<", "<TOPPERSENTDRODEVORSA>true<")
+    _rewrite(path, "<TOPPERSDRODEVORSA>0</TOPPERSDRODEVORSA>", "<TOPPERSDRODEVORSA>false</TOPPERSDRODEVORSA>")
+    report = ingest_file(get_engine(db), db, path, IngestOptions(D1))
+    assert report.status == "applied"
+    assert [w for w in report.warnings if w["code"] == "invalid_flag"] == []
+    with session_scope(db) as s:
+        states = {(r.sdd, r.sdd_entrant) for r in s.scalars(select(PersonState))}
+        assert states == {(True, True), (False, None)} or states == {(True, True), (False, False)}
+        assert s.scalar(select(func.count()).select_from(EntryEpisode)) == 1
+
+
+def test_a_boolean_that_is_neither_spelling_is_a_record_problem(db, tmp_path):
+    path = write_flux(tmp_path, [foyer(person(NIR_A))], day=D1)
+    _rewrite(path, "<TOPPERSDRODEVORSA>1</TOPPERSDRODEVORSA>", "<TOPPERSDRODEVORSA>yes</TOPPERSDRODEVORSA>")
+    report = ingest_file(get_engine(db), db, path, IngestOptions(D1))
+    assert report.status == "applied"
+    (warning,) = [w for w in report.warnings if w["code"] == "invalid_flag"]
+    assert "0, 1, true or false" in warning["message"]
+
+
+def test_a_file_rejected_at_its_trailer_reports_what_it_held(db, tmp_path):
+    """The report of a file refused at its trailer says how many foyers were read, the file's département
+    and the options it was given, as its database row does (it said foyers 0, departement null,
+    initial_stock false while the row said initial_stock 1)."""
+    path = write_flux(
+        tmp_path, [foyer(person(NIR_A)), foyer(person(NIR_B), matricule="0007777")], day=D1, type_flux="M"
+    )
+    _rewrite(path, "<NBTOTDOSRSATRANSM>00000002<", "<NBTOTDOSRSATRANSM>00000003<")
+    for parallel in (False, True):  # read inline, and by the child process of big files
+        report = ingest_file(get_engine(db), db, path, IngestOptions(D1, initial_stock=True, parallel=parallel))
+        assert report.status == "rejected" and report.error_code == "count_mismatch"
+        assert (report.foyers, report.departement, report.initial_stock) == (2, "055", True)
+        with session_scope(db) as s:
+            row = s.get(FluxFile, report.file_id)
+            assert row is not None and row.initial_stock is True and row.status == "rejected"
+
+
+def test_the_same_empty_daily_file_for_two_departements_is_two_receptions(db, tmp_path):
+    """An empty daily file is byte for byte the same for every département of a CAF: each département
+    records its own reception (it was recorded for 055 as a duplicate of 054's file)."""
+    path = write_flux(tmp_path, [], day=D1)
+    engine = get_engine(db)
+    first = ingest_file(engine, db, path, IngestOptions(D1, departement="054"))
+    second = ingest_file(engine, db, path, IngestOptions(D1, departement="055"))
+    assert (first.status, second.status) == ("applied", "applied")
+    assert second.duplicate_of is None and first.file_id != second.file_id
+    again = ingest_file(engine, db, path, IngestOptions(D1, departement="055"))
+    assert again.status == "duplicate" and again.duplicate_of == second.file_id
+    with session_scope(db) as s:
+        rows = s.execute(select(FluxFile.departement_code, FluxFile.status).order_by(FluxFile.id)).all()
+    assert [tuple(r) for r in rows] == [("054", "applied"), ("055", "applied")]
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_quarantined_files_and_the_sqlite_files_are_private(db, tmp_path):
+    """A quarantined flux holds NIRs in clear: mode 600 in a directory 700; so do the SQLite database and
+    its audit journal (they were 644)."""
+    from app.db import audit_path
+    from app.ingest.watch import process_inbox
+
+    path = write_flux(tmp_path, [foyer(person(NIR_A))], day=D1)
+    _rewrite(path, "<NBTOTDOSRSATRANSM>00000001<", "<NBTOTDOSRSATRANSM>00000009<")
+    report = ingest_file(get_engine(db), db, path, IngestOptions(D1))
+    assert report.status == "rejected" and report.quarantine_path
+    assert _mode(report.quarantine_path) == 0o600
+    assert _mode(report.quarantine_path + ".report.json") == 0o600
+    assert _mode(os.path.dirname(report.quarantine_path)) == 0o700
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    good = write_flux(inbox, [foyer(person(NIR_B), matricule="0007777")], day=D1)
+    os.chmod(good, 0o644)
+    (outcome,) = process_inbox(get_engine(db), db, inbox, "055")
+    assert outcome.status == "applied" and _mode(outcome.moved_to) == 0o600
+    assert _mode(inbox / "processed") == 0o700 and _mode(inbox / "quarantine") == 0o700
+
+    if db.is_sqlite:
+        database = db.database_url.removeprefix("sqlite:///")
+        assert _mode(database) == 0o600 and _mode(audit_path(database)) == 0o600
+
+
+def test_api_answers_never_carry_a_server_path(client, db, make_api_key, tmp_path):
+    key = make_api_key(["flux:write"])
+    path = write_flux(tmp_path, [foyer(person(NIR_A))], day=D1)
+    _rewrite(path, "<NBTOTDOSRSATRANSM>00000001<", "<NBTOTDOSRSATRANSM>00000009<")
+    with path.open("rb") as fh:
+        r = client.post(
+            "/api/v1/flux",
+            headers={"X-API-Key": key},
+            files={"file": ("flux.xml", fh, "application/xml")},
+            data={"received_on": D1.isoformat()},
+        )
+    assert r.status_code == 422, r.text
+    details = r.json()["details"]
+    assert "quarantine_path" not in details and details["quarantine_id"].endswith("flux.xml")
+    assert str(db.data_dir) not in r.text
+    shown = client.get(f"/api/v1/flux/{details['file_id']}", headers={"X-API-Key": key})
+    assert shown.status_code == 200 and str(db.data_dir) not in shown.text
+    assert shown.json()["report"]["quarantine_id"] == details["quarantine_id"]
