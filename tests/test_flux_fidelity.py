@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from app.db import get_engine, session_scope
 from app.ingest.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, FluxFile, PersonState
+from app.services.episodes import refresh_pending
 from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
 
 D1 = date(2024, 3, 1)
@@ -134,3 +135,54 @@ def test_api_answers_never_carry_a_server_path(client, db, make_api_key, tmp_pat
     shown = client.get(f"/api/v1/flux/{details['file_id']}", headers={"X-API-Key": key})
     assert shown.status_code == 200 and str(db.data_dir) not in shown.text
     assert shown.json()["report"]["quarantine_id"] == details["quarantine_id"]
+
+
+def test_a_record_without_its_blocks_keeps_the_known_state_and_address(db, tmp_path):
+    """A daily record carrying only IdentificationRSA and Personne (as in public fixtures), after a full file
+    that said "state 2, address in Verdun": the state and the address are kept (they were erased, silently),
+    the person-level news it carries is applied, and the report warns `block_missing`."""
+    import re
+
+    engine = get_engine(db)
+    full = write_flux(_dir(tmp_path, "m"), [foyer(person(NIR_A, sdd=False))], day=D1, type_flux="M")
+    assert ingest_file(engine, db, full, IngestOptions(D1, initial_stock=True)).status == "applied"
+
+    day2 = date(2024, 3, 4)
+    daily = write_flux(_dir(tmp_path, "i"), [foyer(person(NIR_A, sdd=True, entrant=True))], day=day2)
+    raw = daily.read_bytes()
+    for block in (b"DonneesAdministratives", b"PrestationRSA"):
+        raw, n = re.subn(b"<" + block + b">.*?</" + block + b">", b"", raw, flags=re.DOTALL)
+        assert n == 1
+    daily.write_bytes(raw)
+    report = ingest_file(engine, db, daily, IngestOptions(day2))
+    assert report.status == "applied"
+    assert sorted(w["code"] for w in report.warnings) == ["block_missing", "block_missing"]
+    with session_scope(db) as s:
+        first, second = s.scalars(select(PersonState).order_by(PersonState.received_on)).all()
+        assert (first.etat, first.numcom, first.sdd) == ("2", "55545", False)
+        assert (second.etat, second.numcom, second.nomcom, second.sdd) == ("2", "55545", "VERDUN", True)
+        assert second.adresse == first.adresse and second.sitfam == first.sitfam
+        assert second.ddnatdro == first.ddnatdro
+    refresh_pending(engine)
+    with session_scope(db) as s:
+        (ep,) = s.scalars(select(EntryEpisode)).all()  # SDD with a right still versable: a nouvel entrant
+        assert ep.t0 == day2
+
+
+def test_a_blockless_record_repeating_what_is_known_adds_no_state(db, tmp_path):
+    import re
+
+    engine = get_engine(db)
+    full = write_flux(_dir(tmp_path, "m"), [foyer(person(NIR_A))], day=D1, type_flux="M")
+    assert ingest_file(engine, db, full, IngestOptions(D1, initial_stock=True)).status == "applied"
+    day2 = date(2024, 3, 4)
+    daily = write_flux(_dir(tmp_path, "i"), [foyer(person(NIR_A))], day=day2)
+    daily.write_bytes(re.sub(b"<PrestationRSA>.*?</PrestationRSA>", b"", daily.read_bytes(), flags=re.DOTALL))
+    report = ingest_file(engine, db, daily, IngestOptions(day2))
+    assert report.status == "applied" and report.unchanged == 1 and report.state_changes == 0
+
+
+def _dir(base, name):
+    path = base / name
+    path.mkdir(exist_ok=True)
+    return path

@@ -18,7 +18,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from app.ingest.records import BRSA_ROLES, FoyerRecord, Suspension
+from app.ingest.records import BRSA_ROLES, MISSING_ADMINISTRATIVE, MISSING_PRESTATION, FoyerRecord, Suspension
 from app.security.nir import NirLookup
 
 
@@ -73,6 +73,7 @@ ROW_COLUMNS = (
 )
 
 State = tuple[Any, ...]  # values in STATE_COLUMNS order; dates as ISO text
+_STATE_INDEX = {name: i for i, name in enumerate(STATE_COLUMNS)}
 
 
 def fingerprint(state: State) -> str:
@@ -170,8 +171,9 @@ def matricule_key_text(fonorg: str | None, numorg: str | None, matricule: str, r
 #   identity: (qual, nom, nomnai, prenom, date_naissance ISO, sexe)
 PreparedPerson = tuple[int, list[tuple[str, str]], str | None, str | None, tuple[Any, ...], State]
 # A prepared foyer: (position, line, fonorg, numorg, matricule, departement, persons_read, not_stored,
-#   problems [(severity, code, message)], events [(dtliq ISO, fg)], persons [PreparedPerson]); only the
-#   persons whose role can be subject to droits et devoirs (BRSA_ROLES) are prepared, the others counted.
+#   problems [(severity, code, message)], events [(dtliq ISO, fg)], persons [PreparedPerson],
+#   missing_blocks); only the persons whose role can be subject to droits et devoirs (BRSA_ROLES) are
+#   prepared, the others counted.
 Prepared = tuple[
     int,
     int | None,
@@ -184,7 +186,35 @@ Prepared = tuple[
     list[tuple[str, str, str]],
     list[tuple[str | None, str]],
     list[PreparedPerson],
+    int,
 ]
+
+# The state columns each block carries: when a record lacks the block, the values known before are kept.
+KEPT_COLUMNS = {
+    MISSING_PRESTATION: (
+        "etat",
+        "suspension_versement_motifs",
+        "suspension_versement_since",
+        "suspension_droit_motifs",
+        "suspension_droit_since",
+        "closure_motif",
+        "closure_date",
+        "ddnatdro",
+    ),
+    MISSING_ADMINISTRATIVE: ("numcom", "codepos", "nomcom", "adresse", "sitfam"),
+}
+
+
+def keep_known(state: State, missing_blocks: int, previous: dict[str, Any]) -> State:
+    """The state of a record that lacks some blocks, completed with what was known before (`previous`: the
+    state in force, by column name)."""
+    values = list(state)
+    for block, columns in KEPT_COLUMNS.items():
+        if missing_blocks & block:
+            for column in columns:
+                known = previous[column]
+                values[_STATE_INDEX[column]] = known.isoformat() if isinstance(known, date) else known
+    return tuple(values)
 
 
 class Deriver:
@@ -235,4 +265,5 @@ class Deriver:
             foyer.problems,
             [(_iso(d), fg) for d, fg in foyer.events],
             persons,
+            foyer.missing_blocks,
         )

@@ -43,6 +43,7 @@ from app.ingest.derive import (
     State,
     absent_state,
     fingerprint,
+    keep_known,
 )
 from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxRejected
 from app.ingest.pipeline import open_source
@@ -292,12 +293,25 @@ class _Ingestion:
         assert self.departement is not None and self.created_at is not None
         dep = self.departement
         self._refresh_statistics()
-        accepted: list[tuple[tuple[Any, Any, Any], list[PreparedPerson]]] = []
+        accepted: list[tuple[tuple[Any, Any, Any], list[PreparedPerson], int]] = []
         all_keys: set[str] = set()
         nir_hashes: set[str] = set()
         report = self.report
         for item in foyers:
-            position, _line, fonorg, numorg, matricule, departement, read, not_stored, problems, events, people = item
+            (
+                position,
+                _line,
+                fonorg,
+                numorg,
+                matricule,
+                departement,
+                read,
+                not_stored,
+                problems,
+                events,
+                people,
+                missing,
+            ) = item
             report.foyers += 1
             report.persons_read += read
             rejected_foyer = False
@@ -329,7 +343,7 @@ class _Ingestion:
                 for kind, value in person[1]:
                     (nir_hashes if kind == "nir" else all_keys).add(value)
                 identified.append(person)
-            accepted.append(((fonorg, numorg, matricule), identified))
+            accepted.append(((fonorg, numorg, matricule), identified, missing))
             if events:
                 self._pending_events.extend(
                     (self.file_id, dep, fonorg, numorg, matricule, d, fg[:12]) for d, fg in events
@@ -363,7 +377,7 @@ class _Ingestion:
             raise ReferenceIntegrityError(f"{len(owners - info.keys())} identity key owner(s) missing from persons")
 
         # foyer members before this file, to see who left a foyer
-        foyer_keys = {foyer for foyer, _ in accepted}
+        foyer_keys = {foyer for foyer, _people, _missing in accepted}
         ps = T_STATES.c
         candidates: set[int] = set()
         matricules = sorted({m for _, _, m in foyer_keys if m})
@@ -381,10 +395,10 @@ class _Ingestion:
         key_inserts: dict[str, tuple[str, int]] = {}
         key_updates: dict[str, int] = {}
         batch_keys: dict[str, int] = {}
-        resolved: list[tuple[tuple[Any, Any, Any], int, State, str]] = []
+        resolved: list[tuple[tuple[Any, Any, Any], int, State, str, int]] = []
         encrypt = self.protector.encrypt
 
-        for foyer, people in accepted:
+        for foyer, people, missing in accepted:
             for _pos, keys, nir13, nir_hash, ident, state in people:
                 print_ = fingerprint(state)
                 qual, nom, nomnai, prenom, born, sexe = ident
@@ -449,7 +463,7 @@ class _Ingestion:
                         key_updates[value] = matched
                     else:
                         key_inserts[value] = (kind, matched)
-                resolved.append((foyer, matched, state, print_))
+                resolved.append((foyer, matched, state, print_, missing))
 
         # write persons and keys first (states reference them)
         if new_persons:
@@ -485,7 +499,7 @@ class _Ingestion:
         previous = self._latest_states({r[1] for r in resolved} | candidates)
         # members who were in these foyers and are not in them any more
         present_now: dict[tuple[Any, Any, Any], set[int]] = {}
-        for foyer, pid, _state, _print in resolved:
+        for foyer, pid, _state, _print, _missing in resolved:
             present_now.setdefault(foyer, set()).add(pid)
         for pid in candidates:
             prev = previous.get(pid)
@@ -497,8 +511,14 @@ class _Ingestion:
 
         rows = []
         latest = {pid: prev["fingerprint"] for pid, prev in previous.items()}
-        for _foyer, pid, state, print_ in resolved:
+        for _foyer, pid, state, print_, missing in resolved:
             self.seen.add(pid)
+            if missing:
+                # the record lacks blocks: what they would have said is the state known before this file
+                prev = previous.get(pid)
+                if prev is not None and prev["present"]:
+                    state = keep_known(state, missing, prev)
+                    print_ = fingerprint(state)
             if latest.get(pid) == print_:
                 self.report.unchanged += 1
                 continue

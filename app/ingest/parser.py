@@ -25,6 +25,8 @@ from app.ingest.records import (
     BRSA_ROLES,
     ETATDOSRSA_CODES,
     FONORG_CODES,
+    MISSING_ADMINISTRATIVE,
+    MISSING_PRESTATION,
     MOTICLORSA_CODES,
     MOTISUSVERSRSA_CODES,
     ROLEPERS_CODES,
@@ -379,6 +381,15 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
         if start is not None and (ddnatdro is None or start < ddnatdro):
             ddnatdro = start
     fin = raw.fin or {}
+    # A missing block says nothing of what it would have carried: never read as "no state, no address".
+    # Detected from the mandatory elements of each block, whatever the schema revision names it.
+    missing = 0
+    if raw.etat is None and not raw.susp_droit and not raw.susp_versement and raw.fin is None and not raw.details:
+        missing |= MISSING_PRESTATION
+        ctx.add(WARNING, "block_missing", "no PrestationRSA (state of the right): the state known before is kept")
+    if not raw.addresses and raw.sitfam is None:
+        missing |= MISSING_ADMINISTRATIVE
+        ctx.add(WARNING, "block_missing", "no DonneesAdministratives (address): the address known before is kept")
     cedant = " ".join(x for x in (ctx.text(ident.get("FONORGCEDMUT")), ctx.text(ident.get("NUMORGCEDMUT"))) if x)
     prenant = " ".join(x for x in (ctx.text(ident.get("FONORGPRENMUT")), ctx.text(ident.get("NUMORGPRENMUT"))) if x)
     return FoyerRecord(
@@ -414,6 +425,7 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
         events=[(ctx.date(e.get("DTLIQ"), "DTLIQ"), fg) for e in raw.events if (fg := ctx.text(e.get("FG")))],
         persons=persons,
         problems=ctx.problems,
+        missing_blocks=missing,
     )
 
 

@@ -90,6 +90,13 @@ class FoyerRecord:
     persons: list[PersonRecord]
     # Problems found while reading this record (code, message); the loader decides what they mean.
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (severity, code, message)
+    # Blocks the record does not carry (MISSING_PRESTATION | MISSING_ADMINISTRATIVE): what they would have
+    # said is not known from this record, and the loader keeps the values known before (issue #9).
+    missing_blocks: int = 0
+
+
+MISSING_PRESTATION = 1  # PrestationRSA: the right's state, suspensions, closure, right start
+MISSING_ADMINISTRATIVE = 2  # DonneesAdministratives: address, family situation
 
 
 @dataclass(slots=True)
