@@ -186,3 +186,47 @@ def _dir(base, name):
     path = base / name
     path.mkdir(exist_ok=True)
     return path
+
+
+def test_a_state_6_right_keeps_its_closure_from_findroitmoisanterieur(db, tmp_path):
+    """State 6 (closed on a previous month) carries its closure in FinDroitMoisAnterieur: the motive (MUT:
+    moved away, not radiated) and the date are stored (they were dropped)."""
+    path = write_flux(_dir(tmp_path, "i"), [foyer(person(NIR_A), etat="6", closure=("MUT", date(2024, 2, 29)))], day=D1)
+    _rewrite(path, "<FinDroit>", "<FinDroitMoisAnterieur>")
+    _rewrite(path, "</FinDroit>", "</FinDroitMoisAnterieur>")
+    report = ingest_file(get_engine(db), db, path, IngestOptions(D1))
+    assert report.status == "applied"
+    with session_scope(db) as s:
+        (state,) = s.scalars(select(PersonState)).all()
+        assert (state.etat, state.closure_motif, state.closure_date) == ("6", "MUT", date(2024, 2, 29))
+
+
+def _transfers(path, out_on: str, in_on: str) -> None:
+    _rewrite(
+        path,
+        "</DemandeRSA></IdentificationRSA>",
+        "</DemandeRSA><OrganismeCedant><FONORGCEDMUT>CAF</FONORGCEDMUT><NUMORGCEDMUT>541</NUMORGCEDMUT>"
+        f"<MATRICULEORGCEDMUT>0009999</MATRICULEORGCEDMUT><DDARRMUT>{in_on}</DDARRMUT></OrganismeCedant>"
+        "<OrganismePrenant><FONORGPRENMUT>CAF</FONORGPRENMUT><NUMORGPRENMUT>541</NUMORGPRENMUT>"
+        f"<DDDEPAMUT>{out_on}</DDDEPAMUT></OrganismePrenant></IdentificationRSA>",
+    )
+
+
+def test_a_transfer_out_before_a_later_transfer_in_is_not_a_move_away(db, tmp_path):
+    """A person who left for another CAF and came back: the departure dated before the arrival does not
+    close the follow-up as a move away (its mere presence did); a departure after the arrival does."""
+    from app.services.episodes import compute_for
+
+    engine = get_engine(db)
+    stock = write_flux(_dir(tmp_path, "m"), [foyer(person(NIR_A))], day=D1, type_flux="M")
+    assert ingest_file(engine, db, stock, IngestOptions(D1, initial_stock=True)).status == "applied"
+    followed = {}
+    for name, out_on, in_on in (("back", "2024-01-10", "2024-03-02"), ("gone", "2024-03-05", "2024-01-10")):
+        day = date(2024, 3, 4) if name == "back" else date(2024, 3, 6)
+        daily = write_flux(_dir(tmp_path, name), [foyer(person(NIR_A))], day=day)
+        _transfers(daily, out_on, in_on)
+        assert ingest_file(engine, db, daily, IngestOptions(day)).status == "applied"
+        with engine.connect() as conn:
+            pid = conn.execute(select(PersonState.person_id)).scalars().first()
+            followed[name] = compute_for(conn, [pid])[pid].followed
+    assert followed == {"back": True, "gone": False}

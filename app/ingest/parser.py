@@ -250,7 +250,7 @@ CONTAINERS = [
 ]
 LEAVES = frozenset([*FOYER_LEAVES, *PERSON_LEAVES, *SDD_LEAVES])
 # Containers whose leaves we do not want: their content is dropped when they end.
-DISCARDED = frozenset({"Rattachement", "FinDroitMoisAnterieur", "Refus"})
+DISCARDED = frozenset({"Rattachement", "Refus"})
 
 
 @dataclass
@@ -271,6 +271,7 @@ class _RawFoyer:
     susp_versement: list[dict[str, str | None]] = field(default_factory=list)
     susp_droit: list[dict[str, str | None]] = field(default_factory=list)
     fin: dict[str, str | None] | None = None
+    fin_previous_month: dict[str, str | None] | None = None
     details: list[dict[str, str | None]] = field(default_factory=list)
     events: list[dict[str, str | None]] = field(default_factory=list)
 
@@ -380,11 +381,11 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
         start = ctx.date(detail.get("DDNATDRO"), "DDNATDRO")
         if start is not None and (ddnatdro is None or start < ddnatdro):
             ddnatdro = start
-    fin = raw.fin or {}
+    fin = raw.fin or raw.fin_previous_month or {}
     # A missing block says nothing of what it would have carried: never read as "no state, no address".
     # Detected from the mandatory elements of each block, whatever the schema revision names it.
     missing = 0
-    if raw.etat is None and not raw.susp_droit and not raw.susp_versement and raw.fin is None and not raw.details:
+    if raw.etat is None and not raw.susp_droit and not raw.susp_versement and not fin and not raw.details:
         missing |= MISSING_PRESTATION
         ctx.add(WARNING, "block_missing", "no PrestationRSA (state of the right): the state known before is kept")
     if not raw.addresses and raw.sitfam is None:
@@ -583,6 +584,9 @@ class FluxReader:
                     foyer.susp_droit.append(scratch)
                 elif tag == "FinDroit":
                     foyer.fin = scratch
+                elif tag == "FinDroitMoisAnterieur":
+                    # where a state 6 right (closed on a previous month) carries its closure motive and date
+                    foyer.fin_previous_month = scratch
                 elif tag == "DetailCalculDroitRSA":
                     foyer.details.append(scratch)
                 elif tag == "Evenement":

@@ -49,6 +49,8 @@ def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFa
             ps.closure_date,
             ps.closure_motif,
             ps.transfer_out_to,
+            ps.transfer_out_date,
+            ps.transfer_in_date,
             ps.absence_reason,
             ps.fonorg,
             ff.initial_stock,
@@ -74,12 +76,21 @@ def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFa
                 else (),
                 closure_date=r.closure_date,
                 closure_motif=r.closure_motif,
-                transfer_out=r.transfer_out_to is not None,
+                transfer_out=_moved_away(r),
                 absence_reason=r.absence_reason,
                 fonorg=r.fonorg,
             )
         )
     return out
+
+
+def _moved_away(state: Any) -> bool:
+    """A transfer out (OrganismePrenant) is a move away unless a transfer in (OrganismeCedant) dated after
+    it says the person came back: real files carry both (formats/caf-flux.md, "What real files show")."""
+    if state.transfer_out_to is None:
+        return False
+    out_on, in_on = state.transfer_out_date, state.transfer_in_date
+    return not (out_on is not None and in_on is not None and out_on < in_on)
 
 
 def effective_events(rows: Iterable[Any]) -> list[Any]:
