@@ -230,3 +230,30 @@ def test_a_transfer_out_before_a_later_transfer_in_is_not_a_move_away(db, tmp_pa
             pid = conn.execute(select(PersonState.person_id)).scalars().first()
             followed[name] = compute_for(conn, [pid])[pid].followed
     assert followed == {"back": True, "gone": False}
+
+
+def test_a_person_without_nir_is_followed_across_a_transfer_by_matriculeorgcedmut(db, tmp_path):
+    """No NIR, a new name (marriage), a new organisme and matricule: OrganismeCedant's MATRICULEORGCEDMUT is
+    the only link to the person's history, and it is followed (the person was a new one)."""
+    from app.models import Person
+
+    engine = get_engine(db)
+    msa = foyer(person(None, nom="MARTIN"), fonorg="MSA", numorg="552", matricule="0005555")
+    stock = write_flux(_dir(tmp_path, "m"), [msa], day=D1, type_flux="M", fonorg="MSA")
+    assert ingest_file(engine, db, stock, IngestOptions(D1, initial_stock=True)).status == "applied"
+    day = date(2024, 3, 4)
+    caf = foyer(person(None, nom="MARTIN-DURAND"), matricule="0001234")
+    daily = write_flux(_dir(tmp_path, "i"), [caf], day=day)
+    _rewrite(
+        daily,
+        "</DemandeRSA></IdentificationRSA>",
+        "</DemandeRSA><OrganismeCedant><FONORGCEDMUT>MSA</FONORGCEDMUT><NUMORGCEDMUT>552</NUMORGCEDMUT>"
+        "<MATRICULEORGCEDMUT>0005555</MATRICULEORGCEDMUT><DDARRMUT>2024-03-01</DDARRMUT></OrganismeCedant>"
+        "</IdentificationRSA>",
+    )
+    report = ingest_file(engine, db, daily, IngestOptions(day))
+    assert report.status == "applied" and report.new_persons == 0 and report.matched_by == {"matricule": 1}
+    with session_scope(db) as s:
+        (only,) = s.scalars(select(Person)).all()
+        assert only.nom == "MARTIN-DURAND"
+        assert s.scalar(select(func.count()).select_from(PersonState)) == 2

@@ -246,6 +246,9 @@ class Deriver:
                 keys.append(("matricule", self._h(matricule_key_text(fonorg, numorg, matricule, role))))
             if numdemrsa:
                 keys.append(("numdemrsa", self._h(f"dem|{numdemrsa}|{role}")))
+            if foyer.previous_foyer is not None:
+                # the person's key in the foyer it came from: found, it links them to their history
+                keys.append(("matricule", self._h(matricule_key_text(*foyer.previous_foyer, role))))
             born = p.date_naissance.isoformat() if p.date_naissance is not None else None
             if p.nom and p.prenom and born:
                 keys.append(("identity", self._h(f"id|{_norm(p.nom)}|{_norm(p.prenom)}|{born}")))

@@ -226,7 +226,7 @@ SDD_LEAVES = ("TOPPERSDRODEVORSA", "TOPPERSENTDRODEVORSA", "DDSOUDRODEV", "DFSOU
 
 FOYER_LEAVES = (
     "FONORG NUMORG MATRICULE IDEPARTE DTDEMRSA NUMDEMRSA "
-    "FONORGCEDMUT NUMORGCEDMUT DDARRMUT FONORGPRENMUT NUMORGPRENMUT DDDEPAMUT "
+    "FONORGCEDMUT NUMORGCEDMUT MATRICULEORGCEDMUT DDARRMUT FONORGPRENMUT NUMORGPRENMUT DDDEPAMUT "
     "SITFAM RGADR NUMVOIE LIBTYPEVOIE NOMVOIE COMPLADR LIEUDIST CODEPOS NUMCOM NOMCOM "
     "ETATDOSRSA MOTISUSVERSRSA DDSUSVERSRSA MOTISUSDRORSA DDSUSDRORSA MOTICLORSA DTCLORSA DDNATDRO DTLIQ FG"
 ).split()
@@ -417,6 +417,7 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
         closure_motif=ctx.code(fin.get("MOTICLORSA"), "MOTICLORSA", MOTICLORSA_CODES),
         closure_date=ctx.date(fin.get("DTCLORSA"), "DTCLORSA"),
         transfer_in_from=cedant or None,
+        previous_foyer=_previous_foyer(ctx, ident),
         transfer_in_date=ctx.date(ident.get("DDARRMUT"), "DDARRMUT"),
         transfer_out_to=prenant or None,
         transfer_out_date=ctx.date(ident.get("DDDEPAMUT"), "DDDEPAMUT"),
@@ -428,6 +429,16 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
         problems=ctx.problems,
         missing_blocks=missing,
     )
+
+
+def _previous_foyer(ctx: _Ctx, ident: dict[str, str | None]) -> tuple[str, str, str] | None:
+    """The foyer a transferred dossier came from (OrganismeCedant: organisme and its matricule): the link to
+    the person's history when there is no NIR."""
+    fonorg, numorg = ctx.text(ident.get("FONORGCEDMUT")), ctx.text(ident.get("NUMORGCEDMUT"))
+    matricule = ctx.text(ident.get("MATRICULEORGCEDMUT"))
+    if fonorg and numorg and matricule:
+        return fonorg, numorg, matricule
+    return None
 
 
 def _text(el: Any, path: str) -> str | None:

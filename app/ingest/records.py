@@ -90,6 +90,8 @@ class FoyerRecord:
     persons: list[PersonRecord]
     # Problems found while reading this record (code, message); the loader decides what they mean.
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (severity, code, message)
+    # OrganismeCedant: (fonorg, numorg, matricule) of the foyer a transferred dossier came from
+    previous_foyer: tuple[str, str, str] | None = None
     # Blocks the record does not carry (MISSING_PRESTATION | MISSING_ADMINISTRATIVE): what they would have
     # said is not known from this record, and the loader keeps the values known before (issue #9).
     missing_blocks: int = 0
