@@ -13,7 +13,7 @@ from app.db import get_engine, session_scope
 from app.ingest.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, FluxFile, PersonState
 from app.services.episodes import refresh_pending
-from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
 
 D1 = date(2024, 3, 1)
 
@@ -257,3 +257,38 @@ def test_a_person_without_nir_is_followed_across_a_transfer_by_matriculeorgcedmu
         (only,) = s.scalars(select(Person)).all()
         assert only.nom == "MARTIN-DURAND"
         assert s.scalar(select(func.count()).select_from(PersonState)) == 2
+
+
+def test_keys_two_persons_of_a_file_share_are_reported_and_merge_nobody(db, tmp_path):
+    """Public fixtures hold a foyer with two CJT and no DEM, and two foyers sharing one NUMDEMRSA: nobody is
+    merged or dropped, the shared keys move to neither person, and the report says so (without values)."""
+    from app.models import Person, PersonKey
+
+    two_cjt = foyer(
+        person(NIR_A, role="CJT", nom="DUPONT", prenom="JEAN"),
+        person(NIR_B, role="CJT", nom="DURAND", prenom="LEA", sexe="2", dtnai=date(1992, 5, 5)),
+        matricule="0001111",
+    )
+    shared_a = foyer(person(NIR_C), matricule="0002222", numdemrsa="55000009999")
+    shared_b = foyer(person(None, nom="PETIT", prenom="ANNE", sexe="2"), matricule="0003333", numdemrsa="55000009999")
+    path = write_flux(tmp_path, [two_cjt, shared_a, shared_b], day=D1, type_flux="M")
+    report = ingest_file(get_engine(db), db, path, IngestOptions(D1, initial_stock=True))
+    assert report.status == "applied" and report.new_persons == 4
+    ambiguous = [w["message"] for w in report.warnings if w["code"] == "key_ambiguous"]
+    where = {(m.split(":")[0], m.split("its ")[1].split(" key")[0]) for m in ambiguous}
+    assert where == {
+        ("foyer 1, person 2", "matricule"),  # the two CJT of one foyer
+        ("foyer 1, person 2", "numdemrsa"),
+        ("foyer 2, person 1", "identity"),  # two DUPONT JEAN born the same day, two NIRs: homonyms
+        ("foyer 3, person 1", "numdemrsa"),  # two foyers, one NUMDEMRSA
+    }
+    assert not any(x in m for m in ambiguous for x in ("0001111", "55000009999", NIR_A, NIR_B))
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(Person)) == 4
+        # a shared key stays with the first person who carried it: never moved to the second
+        owners = dict(
+            s.execute(
+                select(PersonKey.kind, func.count(func.distinct(PersonKey.person_id))).group_by(PersonKey.kind)
+            ).all()
+        )
+        assert owners["numdemrsa"] == 2  # foyer 1's first CJT and foyer 2's DEM; not foyer 3's DEM

@@ -128,7 +128,7 @@ def test_records_with_problems_follow_the_policy(db, tmp_path):
             tmp_path,
             [
                 foyer(person(), person(), matricule="0001"),  # same person twice: second rejected
-                foyer(person(NIR_B), matricule="0002", etat="2"),
+                foyer(person(NIR_B, prenom="MARIE"), matricule="0002", etat="2"),  # not a homonym of foyer 1
                 foyer(person(NIR_C), matricule="0003"),
             ],
         )

@@ -218,6 +218,7 @@ class _Ingestion:
         self.created_at: datetime | None = None
         self.seq = 0
         self.seen: set[int] = set()
+        self.ambiguous_keys: set[str] = set()  # key values two persons of this file carry (few)
         self.left_candidates: dict[int, dict[str, Any]] = {}
         self.next_person_id = _next_person_base(conn)
         self.fonorg: str | None = None
@@ -239,6 +240,15 @@ class _Ingestion:
         self.report.rejected_count += 1
         if len(self.report.rejected) < MAX_LISTED:
             self.report.rejected.append({"code": code, "message": message})
+
+    def _ambiguous(self, value: str, kind: str, foyer_position: int, person_position: int) -> None:
+        if value not in self.ambiguous_keys:
+            self.ambiguous_keys.add(value)
+            self._warn(
+                "key_ambiguous",
+                f"foyer {foyer_position}, person {person_position}: its {kind} key is also another person's in "
+                "this file; persons told apart by NIR, then names and birth date, and the key given to neither",
+            )
 
     # state in force before this file ---------------------------------------------------------
 
@@ -293,7 +303,7 @@ class _Ingestion:
         assert self.departement is not None and self.created_at is not None
         dep = self.departement
         self._refresh_statistics()
-        accepted: list[tuple[tuple[Any, Any, Any], list[PreparedPerson], int]] = []
+        accepted: list[tuple[tuple[Any, Any, Any], list[PreparedPerson], int, int]] = []
         all_keys: set[str] = set()
         nir_hashes: set[str] = set()
         report = self.report
@@ -343,7 +353,7 @@ class _Ingestion:
                 for kind, value in person[1]:
                     (nir_hashes if kind == "nir" else all_keys).add(value)
                 identified.append(person)
-            accepted.append(((fonorg, numorg, matricule), identified, missing))
+            accepted.append(((fonorg, numorg, matricule), identified, missing, position))
             if events:
                 self._pending_events.extend(
                     (self.file_id, dep, fonorg, numorg, matricule, d, fg[:12]) for d, fg in events
@@ -377,7 +387,7 @@ class _Ingestion:
             raise ReferenceIntegrityError(f"{len(owners - info.keys())} identity key owner(s) missing from persons")
 
         # foyer members before this file, to see who left a foyer
-        foyer_keys = {foyer for foyer, _people, _missing in accepted}
+        foyer_keys = {foyer for foyer, _people, _missing, _position in accepted}
         ps = T_STATES.c
         candidates: set[int] = set()
         matricules = sorted({m for _, _, m in foyer_keys if m})
@@ -398,16 +408,29 @@ class _Ingestion:
         resolved: list[tuple[tuple[Any, Any, Any], int, State, str, int]] = []
         encrypt = self.protector.encrypt
 
-        for foyer, people, missing in accepted:
-            for _pos, keys, nir13, nir_hash, ident, state in people:
+        ambiguous = self.ambiguous_keys
+        resolved_here: set[int] = set()
+        for foyer, people, missing, foyer_position in accepted:
+            for person_position, keys, nir13, nir_hash, ident, state in people:
                 print_ = fingerprint(state)
                 qual, nom, nomnai, prenom, born, sexe = ident
                 matched: int | None = None
                 for kind, value in keys:
+                    if value in ambiguous:
+                        continue  # carried by two persons of this file: it identifies neither
                     pid = batch_keys.get(value, known.get(value))
                     if pid is None:
                         continue
                     cand = info.get(pid)
+                    if (
+                        kind != "nir"
+                        and (pid in resolved_here or pid in self.seen)
+                        and cand is not None
+                        and (cand[1], cand[2], cand[3]) != (born, nom, prenom)
+                    ):
+                        # another record of this file, another person, already took this key
+                        self._ambiguous(value, kind, foyer_position, person_position)
+                        continue
                     if kind != "nir" and cand is not None:
                         if nir_hash and cand[0] and cand[0] != nir_hash:
                             continue  # another person with another NIR holds this key now
@@ -456,6 +479,11 @@ class _Ingestion:
                     owner = batch_keys.get(value, known.get(value))
                     if owner == matched:
                         continue
+                    if kind != "nir" and owner is not None and (owner in resolved_here or owner in self.seen):
+                        # Another person of this very file holds this key (two CJT in one foyer, two foyers
+                        # sharing a NUMDEMRSA): never merged, never moved from one to the other; said.
+                        self._ambiguous(value, kind, foyer_position, person_position)
+                        continue
                     batch_keys[value] = matched
                     if kind == "nir":
                         continue  # a NIR is never another's: it is the person's nir_hash (row or update)
@@ -463,6 +491,7 @@ class _Ingestion:
                         key_updates[value] = matched
                     else:
                         key_inserts[value] = (kind, matched)
+                resolved_here.add(matched)
                 resolved.append((foyer, matched, state, print_, missing))
 
         # write persons and keys first (states reference them)
