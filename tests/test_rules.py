@@ -290,3 +290,35 @@ def test_results_do_not_depend_on_the_order_facts_arrived_in(history, rnd):
     rnd.shuffle(shuffled_facts)
     rnd.shuffle(shuffled_events)
     assert run(shuffled_facts, shuffled_events) == expected
+
+
+def test_the_stock_state_stands_for_the_month_before_it():
+    """SPEC §3, "Readings settled where the seed is terse": "the stock's state stands for the months before
+    it". A stock person radiated the day after the stock and back three weeks later, in the stock's month,
+    was in droits et devoirs at the end of the previous month: not a nouvel entrant (it was, M-1 `unknown`)."""
+    facts = [
+        fact(d("05/03/2024"), stock=True),
+        fact(d("06/03/2024"), etat="5", closure=d("06/03/2024"), motif="RFD"),
+        fact(d("27/03/2024")),
+    ]
+    result = run(facts)
+    assert result.episodes == []
+    (decision,) = [x for x in result.not_entries if x.on == d("27/03/2024")]
+    assert "already in droits et devoirs at the end of the previous month" in decision.reason
+    # the next month, a new radiation and return is judged on the state of that month's end, as before
+    later = run([*facts, fact(d("02/04/2024"), etat="5", closure=d("02/04/2024"), motif="RFD"), fact(d("03/05/2024"))])
+    assert [e.t0 for e in later.episodes] == [d("03/05/2024")]
+
+
+def test_a_follow_up_is_never_closed_before_it_opened():
+    """SPEC §3: a suspension longer than 12 months closes any follow-up, "even one opened during the
+    suspension"; its explanation dates that closure no earlier than the opening (it said "closed on
+    2023-07-02" for a follow-up opened on 2023-08-22)."""
+    facts = [
+        fact(d("10/07/2022"), etat="4", susp=d("02/07/2022")),
+        fact(d("15/09/2023")),
+    ]
+    result = run(facts, [ev("referent", d("22/08/2023"), structure="CCAS")])
+    (episode,) = result.episodes
+    reason = episode.criteria["sans_suivi"].reason
+    assert reason == "follow-up closed on 2023-08-22 (suspension_longue)"

@@ -108,7 +108,8 @@ def orientation_indicator(
 
 def transmission(conn: Connection, departements: list[str], start: date, end: date) -> dict[str, Any]:
     """How often the CAF/MSA actually transmitted (annex 4: "Préciser ... la fréquence avec laquelle la CAF
-    transmet les données"), observed from reception dates of applied daily files."""
+    transmet les données"), observed from the days on which applied files were received: daily, monthly and
+    reprise files alike (each is a transmission); several files the same day count once."""
     ff = FluxFile.__table__.c
     days = sorted(
         set(

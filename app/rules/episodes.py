@@ -167,7 +167,10 @@ class _Suivi:
 
     def close(self, on: date, reason: str) -> None:
         if self.in_progress:
-            self.closed_on, self.closed_reason = on, reason
+            # A follow-up opened during a suspension already longer than the limit closes when it opened,
+            # never before (the explanation dated it at the limit, before its own opening: issue #9).
+            assert self.open_since is not None
+            self.closed_on, self.closed_reason = max(on, self.open_since), reason
 
 
 def compute_episodes(
@@ -250,7 +253,11 @@ def compute_episodes(
                     suivi.open(fact.received_on, "stock")
                 continue
             if episode is None and now_in:
-                prior = state_at(previous_month_end(fact.received_on))
+                m1_day = previous_month_end(fact.received_on)
+                prior = state_at(m1_day)
+                if prior is None and flux[0].initial_stock and flux[0].received_on > m1_day:
+                    # SPEC §3, "Readings settled": the stock's state stands for the months before it
+                    prior = flux[0]
                 m1_absent = not in_droits_devoirs(prior, config)
                 criteria = {
                     "droit_versable": Criterion(True, f"ETATDOSRSA {fact.etat} counts as versable", [_fact_ref(fact)]),
