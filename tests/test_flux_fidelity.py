@@ -292,3 +292,22 @@ def test_keys_two_persons_of_a_file_share_are_reported_and_merge_nobody(db, tmp_
             ).all()
         )
         assert owners["numdemrsa"] == 2  # foyer 1's first CJT and foyer 2's DEM; not foyer 3's DEM
+
+
+def test_accented_names_in_windows_1252_and_an_overseas_departement(db, tmp_path):
+    """Fixtures declare windows-1252 but are pure ASCII: accented names (É, Ç, Œ, which latin-1 lacks) are
+    the case to test. An overseas département (974) with a 4-character TYPEPARTE is read as such."""
+    from app.models import Person
+
+    people = [
+        foyer(person(NIR_A, nom="LEFÈVRE", prenom="ÉLODIE", sexe="2")),
+        foyer(person(NIR_B, nom="FRANÇOIS", prenom="CŒUR"), matricule="0007777"),
+    ]
+    path = write_flux(tmp_path, people, day=D1, encoding="windows-1252", departement="974")
+    assert "Œ".encode("cp1252") in path.read_bytes()
+    _rewrite(path, "<TYPEPARTE>CG</TYPEPARTE>", "<TYPEPARTE>CG  </TYPEPARTE>")
+    report = ingest_file(get_engine(db), db, path, IngestOptions(D1))
+    assert report.status == "applied" and report.departement == "974" and report.warnings_count <= 1
+    with session_scope(db) as s:
+        names = {(p.nom, p.prenom, p.departement_code) for p in s.scalars(select(Person))}
+    assert names == {("LEFÈVRE", "ÉLODIE", "974"), ("FRANÇOIS", "CŒUR", "974")}
