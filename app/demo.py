@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from app import migrate
 from app.db import dispose_engines, get_engine, session_scope
+from app.files import private_dir
 from app.ingest.generator import generate
 from app.ingest.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, Person
@@ -43,7 +44,7 @@ def run_demo(
     root = base.data_dir / "demo"
     if root.exists():
         shutil.rmtree(root)
-    root.mkdir(parents=True)
+    private_dir(root)
     settings = base.model_copy(update={"database_url": f"sqlite:///{(root / 'demo.db').as_posix()}"})
     migrate.upgrade(settings)
     engine = get_engine(settings)

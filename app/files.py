@@ -12,8 +12,12 @@ DIR_MODE = 0o700
 
 
 def private_dir(path: Path) -> Path:
-    """Create the directory (and its parents) if needed, readable by its owner only."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    """Create the directory if needed, readable by its owner only, and so every parent it has to create
+    (`mkdir(parents=True)` would give those the default mode); existing parents keep theirs."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=DIR_MODE, exist_ok=True)
+        os.chmod(directory, DIR_MODE)
     os.chmod(path, DIR_MODE)
     return path
 

@@ -148,7 +148,8 @@ class Settings(BaseSettings):
         if path.exists():
             loaded: dict[str, str] = json.loads(path.read_text())
             return loaded
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.data_dir.exists():
+            self.data_dir.mkdir(parents=True, mode=0o700)  # it will hold secrets and personal data
         generated = {
             "nir_encryption_keys": "dev1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             "nir_hmac_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),

@@ -107,7 +107,7 @@ def test_quarantined_files_and_the_sqlite_files_are_private(db, tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     good = write_flux(inbox, [foyer(person(NIR_B), matricule="0007777")], day=D1)
-    os.chmod(good, 0o644)
+    os.chmod(good, 0o644)  # a file dropped world-readable: it must end up 600
     (outcome,) = process_inbox(get_engine(db), db, inbox, "055")
     assert outcome.status == "applied" and _mode(outcome.moved_to) == 0o600
     assert _mode(inbox / "processed") == 0o700 and _mode(inbox / "quarantine") == 0o700
@@ -311,3 +311,12 @@ def test_accented_names_in_windows_1252_and_an_overseas_departement(db, tmp_path
     with session_scope(db) as s:
         names = {(p.nom, p.prenom, p.departement_code) for p in s.scalars(select(Person))}
     assert names == {("LEFÈVRE", "ÉLODIE", "974"), ("FRANÇOIS", "CŒUR", "974")}
+
+
+def test_private_directories_and_the_parents_they_create_are_700(tmp_path):
+    from app.files import private_dir
+
+    os.chmod(tmp_path, 0o755)  # noqa: S103 - an existing parent keeps its mode: what the test checks
+    private_dir(tmp_path / "a" / "b" / "c")
+    assert [_mode(tmp_path / p) for p in ("a", "a/b", "a/b/c")] == [0o700] * 3
+    assert _mode(tmp_path) == 0o755
