@@ -95,10 +95,10 @@ def make_engine(
         )
         event.listen(engine, "connect", _sqlite_setup(busy * 1000, audit_path(parsed.database or "")))
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
-        event.listen(engine, "commit", _release_writer_lock)
-        event.listen(engine, "rollback", _release_writer_lock)
+        event.listen(engine, "commit", lambda conn: _release_held_lock(conn.info))
+        event.listen(engine, "rollback", lambda conn: _release_held_lock(conn.info))
         # a connection returned to the pool never keeps the lock (an invalidated or abandoned transaction)
-        event.listen(engine, "checkin", lambda dbapi_conn, record: _release_record_lock(record))
+        event.listen(engine, "checkin", lambda _dbapi_conn, record: _release_held_lock(record.info))
         return engine
     options = []
     if statement_timeout and settings.database_statement_timeout_seconds:
@@ -175,14 +175,9 @@ def _process_writer_lock(engine: Engine) -> threading.Lock:
         return _writer_locks.setdefault(key, threading.Lock())
 
 
-def _release_writer_lock(conn: Connection) -> None:
-    lock = conn.info.pop(_HOLDS_WRITER_LOCK, None)
-    if lock is not None:
-        lock.release()
-
-
-def _release_record_lock(record: Any) -> None:
-    lock = record.info.pop(_HOLDS_WRITER_LOCK, None)
+def _release_held_lock(info: dict[Any, Any]) -> None:
+    """Release this process's writer lock if the connection (its pool record's `info`) holds it."""
+    lock = info.pop(_HOLDS_WRITER_LOCK, None)
     if lock is not None:
         lock.release()
 
