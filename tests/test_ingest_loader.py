@@ -356,3 +356,36 @@ def test_a_rejection_quoting_a_long_broken_tag_is_recorded_with_a_bounded_reason
     with session_scope(db) as s:
         row = s.get(FluxFile, report.file_id)
         assert row is not None and row.status == "rejected" and len(row.error) <= 1000
+
+
+def test_skipping_the_persons_an_initial_stock_creates_changes_no_episode(db, tmp_path):
+    """The ingestion does not queue the persons an initial stock creates (their episodes are empty by rule):
+    recomputing everyone afterwards must change no stored episode."""
+    from app.ingest.generator import generate
+    from app.models import EntryEpisode
+    from app.services.episodes import refresh_pending
+
+    generate(tmp_path, 400, 25, date(2024, 3, 1), seed=4)
+    engine = get_engine(db)
+    stock_report = None
+    for entry in json.loads((tmp_path / "manifest.json").read_text()):
+        options = IngestOptions(date.fromisoformat(entry["received_on"]), initial_stock=entry["initial_stock"])
+        report = ingest_file(engine, db, tmp_path / entry["file"], options)
+        assert report.status == "applied"
+        stock_report = stock_report or report
+    assert stock_report.initial_stock and stock_report.episodes_refreshed < stock_report.new_persons / 10
+
+    def episodes():
+        with engine.connect() as conn:
+            table = EntryEpisode.__table__
+            columns = [c for c in table.c if c.name not in ("id",)]
+            return sorted(tuple(r) for r in conn.execute(select(*columns)))
+
+    before = episodes()
+    assert before, "the generated files give nouveaux entrants"
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO episode_queue (person_id, departement_code) SELECT id, departement_code FROM persons")
+        )
+    assert refresh_pending(engine) > 0
+    assert episodes() == before

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -322,3 +323,17 @@ def test_a_follow_up_is_never_closed_before_it_opened():
     (episode,) = result.episodes
     reason = episode.criteria["sans_suivi"].reason
     assert reason == "follow-up closed on 2023-08-22 (suspension_longue)"
+
+
+@pytest.mark.parametrize("etat", ["0", "1", "2", "3", "4", "5", "6", None])
+@pytest.mark.parametrize("sdd", [True, False, None])
+@pytest.mark.parametrize("stock_is_followed", [True, False])
+def test_a_person_whose_only_fact_is_the_stock_has_no_episode(etat, sdd, stock_is_followed):
+    """What the ingestion relies on to skip recomputing the persons an initial stock creates
+    (STOCK_ALONE_OPENS_NOTHING): one stock state, whatever it is, opens no entry episode."""
+    from app.rules.episodes import STOCK_ALONE_OPENS_NOTHING
+
+    assert STOCK_ALONE_OPENS_NOTHING
+    config = RulesConfig(stock_is_followed=stock_is_followed)
+    result = run([fact(d("01/03/2024"), etat=etat, sdd=sdd, stock=True)], config=config)
+    assert result.episodes == [] and result.stock

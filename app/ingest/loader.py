@@ -219,6 +219,7 @@ class _Ingestion:
         self.seq = 0
         self.seen: set[int] = set()
         self.ambiguous_keys: set[str] = set()  # key values two persons of this file carry (few)
+        self.created_by_stock: set[int] = set()  # persons an initial stock creates (not queued: see apply_batch)
         self.left_candidates: dict[int, dict[str, Any]] = {}
         self.next_person_id = _next_person_base(conn)
         self.fonorg: str | None = None
@@ -554,7 +555,14 @@ class _Ingestion:
             latest[pid] = print_  # a person twice in the file: the later record wins
             rows.append(self._state_row(pid, state, print_))
         self.report.state_changes += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
-        self._mark_stale({row[0] for row in rows} | {row[0] for row in new_persons})
+        changed = {row[0] for row in rows} | {row[0] for row in new_persons}
+        if self.options.initial_stock:
+            # A person the initial stock creates has one fact, the stock, and no event: no entry episode
+            # to compute (app.rules.episodes.STOCK_ALONE_OPENS_NOTHING; asserted in tests/test_rules.py).
+            # Those with more than one state in this file are queued at its end (`finish`).
+            self.created_by_stock.update(row[0] for row in new_persons)
+            changed -= self.created_by_stock
+        self._mark_stale(changed)
         self.report.persons_brsa += len(resolved)
         self._flush_events()
 
@@ -614,6 +622,18 @@ class _Ingestion:
             rows.append(self._state_row(pid, state, fingerprint(state)))
         self.report.absences = self.writer.insert(T_STATES, ROW_COLUMNS, rows)
         self._mark_stale(set(absent))
+        if self.options.initial_stock:
+            # persons of the stock with two states in it (twice in the file, or left a foyer within it)
+            ps = T_STATES.c
+            self.conn.execute(
+                insert(T_QUEUE).from_select(
+                    ["person_id", "departement_code"],
+                    select(ps.person_id, ps.departement_code)
+                    .where(ps.file_id == self.file_id)
+                    .group_by(ps.person_id, ps.departement_code)
+                    .having(func.count() > 1),
+                )
+            )
         if self.header.type_flux in ("M", "R"):
             self.writer.insert(T_MEMBERS, ("file_id", "person_id"), [(self.file_id, pid) for pid in sorted(self.seen)])
         self._absences_in_later_full_files()

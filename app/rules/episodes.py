@@ -173,6 +173,12 @@ class _Suivi:
             self.closed_on, self.closed_reason = max(on, self.open_since), reason
 
 
+# A person whose only fact is one state of the initial stock has no entry episode, whatever that state:
+# the stock is not nouveaux entrants (SPEC §3). The ingestion relies on it to skip recomputing the persons an
+# initial stock creates (app/ingest/loader.py); tests/test_rules.py asserts it for every kind of state.
+STOCK_ALONE_OPENS_NOTHING = True
+
+
 def compute_episodes(
     facts: Iterable[FluxFact], events: Iterable[Event], config: RulesConfig = DEFAULT
 ) -> PersonEpisodes:
