@@ -236,6 +236,13 @@ def write_transaction(session: Session) -> Iterator[Session]:
     """
     session.commit()
     claim_write(session)
+    with _committed(session):
+        yield session
+
+
+@contextmanager
+def _committed(session: Session) -> Iterator[Session]:
+    """Commit if the block succeeds, roll back otherwise (and re-raise)."""
     try:
         yield session
         session.commit()
@@ -249,11 +256,8 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit if the block succeeds, roll back otherwise. Services never commit."""
     session = factory()
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+        with _committed(session):
+            yield session
     finally:
         session.close()
 

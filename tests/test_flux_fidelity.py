@@ -320,3 +320,22 @@ def test_private_directories_and_the_parents_they_create_are_700(tmp_path):
     private_dir(tmp_path / "a" / "b" / "c")
     assert [_mode(tmp_path / p) for p in ("a", "a/b", "a/b/c")] == [0o700] * 3
     assert _mode(tmp_path) == 0o755
+
+
+def test_a_field_longer_than_its_column_rejects_its_foyer_not_the_file(db, tmp_path):
+    """A NUMORG of 4 characters (found by the mutation test) reached `person_states.numorg` (3): PostgreSQL
+    refused the whole file mid-way with a database error, SQLite stored it. It is a record problem: the
+    foyer is rejected, named, and the others are applied, on both databases."""
+    path = write_flux(
+        tmp_path, [foyer(person(NIR_A)), foyer(person(NIR_B, prenom="MARIE"), matricule="0007777")], day=D1
+    )
+    _rewrite(path, "<NUMORG>551</NUMORG><MATRICULE>0007777", "<NUMORG>&gt;551</NUMORG><MATRICULE>0007777")
+    long_name = "X" * 150
+    path2 = write_flux(_dir(tmp_path, "n"), [foyer(person(NIR_C, nom=long_name), matricule="0008888")], day=D1)
+    for file, code in ((path, "invalid_field"), (path2, "invalid_field")):
+        report = ingest_file(get_engine(db), db, file, IngestOptions(D1))
+        assert report.status == "applied", report.error
+        assert [r["code"] for r in report.rejected] == [code]
+        assert "longer than" in report.rejected[0]["message"] and long_name not in report.rejected[0]["message"]
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(PersonState)) == 1

@@ -16,9 +16,13 @@ import hmac
 import unicodedata
 from datetime import date
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import String
+
+from app.ingest.parser import REJECT_FOYER, REJECT_PERSON
 from app.ingest.records import BRSA_ROLES, MISSING_ADMINISTRATIVE, MISSING_PRESTATION, FoyerRecord, Suspension
+from app.models.flux import FoyerEvent, Person, PersonState
 from app.security.nir import NirLookup
 
 
@@ -74,6 +78,32 @@ ROW_COLUMNS = (
 
 State = tuple[Any, ...]  # values in STATE_COLUMNS order; dates as ISO text
 _STATE_INDEX = {name: i for i, name in enumerate(STATE_COLUMNS)}
+
+
+def _text_limits(table: Any, names: tuple[str, ...]) -> tuple[tuple[int, str, int], ...]:
+    """(position, column, length) of the text columns with a length: a value longer than its column is a
+    record problem here, not a database error mid-file (PostgreSQL refuses it; SQLite would store it)."""
+    columns = table.c
+    return tuple(
+        (i, name, columns[name].type.length)
+        for i, name in enumerate(names)
+        if isinstance(columns[name].type, String) and columns[name].type.length
+    )
+
+
+IDENTITY_COLUMNS = ("qual", "nom", "nomnai", "prenom", "date_naissance", "sexe")
+_FOYER_LIMITS = _text_limits(PersonState.__table__, FOYER_STATE_COLUMNS)
+_PERSON_LIMITS = _text_limits(PersonState.__table__, ("role", "idassedic"))
+_IDENTITY_LIMITS = _text_limits(Person.__table__, IDENTITY_COLUMNS)
+_FG_LENGTH: int = cast(String, FoyerEvent.__table__.c.fg.type).length or 12
+
+
+def _too_long(values: tuple[Any, ...], limits: tuple[tuple[int, str, int], ...]) -> str | None:
+    for i, name, length in limits:
+        value = values[i]
+        if value is not None and len(value) > length:
+            return f"{name} is longer than {length} characters"
+    return None
 
 
 def fingerprint(state: State) -> str:
@@ -232,10 +262,25 @@ class Deriver:
         fonorg, numorg, matricule, numdemrsa = foyer.fonorg, foyer.numorg, foyer.matricule, foyer.numdemrsa
         persons: list[PreparedPerson] = []
         not_stored = 0
+        problems = foyer.problems
+        overflow = _too_long(shared, _FOYER_LIMITS) or next(
+            (f"FG is longer than {_FG_LENGTH} characters" for _d, fg in foyer.events if len(fg) > _FG_LENGTH), None
+        )
+        if overflow:
+            problems = [*problems, (REJECT_FOYER, "invalid_field", f"foyer {foyer.position}: {overflow}")]
         for p in foyer.persons:
             role = p.role
             if role not in BRSA_ROLES:
                 not_stored += 1
+                continue
+            born_text = p.date_naissance.isoformat() if p.date_naissance is not None else None
+            identity = (p.qual, p.nom, p.nomnai, p.prenom, born_text, p.sexe)
+            person_overflow = _too_long((role, p.idassedic), _PERSON_LIMITS) or _too_long(identity, _IDENTITY_LIMITS)
+            if person_overflow:
+                problems = [
+                    *problems,
+                    (REJECT_PERSON, "invalid_field", f"foyer {foyer.position}, person {p.position}: {person_overflow}"),
+                ]
                 continue
             keys: list[tuple[str, str]] = []
             nir_hash = None
@@ -249,7 +294,7 @@ class Deriver:
             if foyer.previous_foyer is not None:
                 # the person's key in the foyer it came from: found, it links them to their history
                 keys.append(("matricule", self._h(matricule_key_text(*foyer.previous_foyer, role))))
-            born = p.date_naissance.isoformat() if p.date_naissance is not None else None
+            born = born_text
             if p.nom and p.prenom and born:
                 keys.append(("identity", self._h(f"id|{_norm(p.nom)}|{_norm(p.prenom)}|{born}")))
             state = (True, None, *shared, role, p.sdd, p.idassedic, p.sdd_entrant)
@@ -265,7 +310,7 @@ class Deriver:
             foyer.departement,
             len(foyer.persons),
             not_stored,
-            foyer.problems,
+            problems,
             [(_iso(d), fg) for d, fg in foyer.events],
             persons,
             foyer.missing_blocks,
