@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -270,7 +272,7 @@ def flux_ingest(
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.db import get_engine
-    from app.ingest.loader import IngestInputError, IngestOptions
+    from app.ingest.loader import IngestInputError, IngestOptions, refresh_after_commit
     from app.settings import today
 
     settings = get_settings()
@@ -285,36 +287,23 @@ def flux_ingest(
         except IngestInputError as exc:
             raise fail(f"{path.name}: {exc}", 2) from exc
         except SQLAlchemyError as exc:
-            applied = [r.filename for r in reports if r.status == "applied"]
-            before = f" (applied before it: {', '.join(applied)})" if applied else ""
+            done = [r.filename for r in reports if r.status == "applied"]
+            before = f" (applied before it: {', '.join(done)})" if done else ""
             raise fail(
                 f"{path.name}: not applied, the database failed ({type(exc).__name__}); nothing of this file was "
                 f"changed{before}. Re-run the same command: files already applied are recognised.",
                 3,
             ) from exc
-    refresh_error = None
-    applied_reports = [r for r in reports if r.status == "applied"]
-    if applied_reports:
-        import time
-
-        started = time.perf_counter()
-        try:
-            applied_reports[-1].episodes_refreshed = _refresh_episodes(quiet=as_json)
-        except SQLAlchemyError as exc:
-            refresh_error = type(exc).__name__
-            applied_reports[-1].episodes_error = f"updating the entry episodes failed ({refresh_error})"
-        applied_reports[-1].episodes_ms = int((time.perf_counter() - started) * 1000)
+    applied = [r for r in reports if r.status == "applied"]
+    if applied:  # once for all the files, recorded in the last one's report
+        with _episodes_progress(quiet=as_json) as progress:
+            refresh_after_commit(get_engine(settings), applied[-1], progress)
     if as_json:
         print(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False, default=str))
     else:
         _print_reports(reports)
-    if refresh_error:
-        names = ", ".join(r.filename for r in reports if r.status == "applied")
-        raise fail(
-            f"applied: {names}. Updating the entry episodes afterwards failed ({refresh_error}); the files stay "
-            "applied and their persons stay queued: run `passerelle episodes refresh`.",
-            3,
-        )
+    if applied and applied[-1].episodes_error:
+        raise fail(f"applied: {', '.join(r.filename for r in applied)}; {applied[-1].episodes_error}", 3)
     if any(r.status == "rejected" for r in reports):
         raise typer.Exit(1)
 
@@ -346,19 +335,26 @@ def _ingest_with_progress(engine: Any, settings: Any, path: Path, options: Any, 
         return ingest_file(engine, settings, path, options, progress=advance, refresh=False)
 
 
-def _refresh_episodes(quiet: bool = False) -> int:
-    """Recompute the entry episodes of every queued person (progress bar on long work)."""
+@contextmanager
+def _episodes_progress(quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar for recomputing entry episodes (none with --json)."""
+    if quiet:
+        yield None
+        return
     from rich.progress import Progress
 
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("entry episodes", total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def _refresh_episodes(quiet: bool = False) -> int:
+    """Recompute the entry episodes of every queued person."""
     from app.db import get_engine
     from app.services.episodes import refresh_pending
 
-    engine = get_engine()
-    if quiet:
-        return refresh_pending(engine)
-    with Progress(console=err_console, transient=True) as progress:
-        task = progress.add_task("entry episodes", total=None)
-        return refresh_pending(engine, lambda done, total: progress.update(task, completed=done, total=total))
+    with _episodes_progress(quiet) as progress:
+        return refresh_pending(get_engine(), progress)
 
 
 def _is_gzip(path: Path) -> bool:

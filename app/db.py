@@ -76,24 +76,16 @@ def make_engine(
             for file in (database, Path(audit_path(parsed.database))):
                 private_file(file)
         busy = settings.sqlite_busy_timeout_seconds
-        # SQLite connections are cheap: more than the requests admitted at once (`max_concurrent_requests`),
-        # and room for a request that also applies a file (two connections).
-        admitted = settings.max_concurrent_requests
-        pool: dict[str, Any] = (
-            {
-                "pool_size": admitted + 5,
-                "max_overflow": admitted,
-                "pool_timeout": settings.database_pool_timeout_seconds,
-            }
-            if pooled
-            else {"poolclass": NullPool}
-        )
-        if not parsed.database or parsed.database == ":memory:":
-            pool = {}  # one connection per thread (SQLAlchemy's SingletonThreadPool): nothing to size
+        # SQLite connections are cheap: room for a request that also applies a file (two connections). An
+        # in-memory database has one connection per thread (SingletonThreadPool): nothing to size.
+        in_memory = not parsed.database or parsed.database == ":memory:"
+        pool = {} if in_memory else _pool_args(settings, pooled, spare=5)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": busy}, hide_parameters=True, **pool
         )
         event.listen(engine, "connect", _sqlite_setup(busy * 1000, audit_path(parsed.database or "")))
+        with _writer_locks_guard:
+            _writer_locks.setdefault(str(engine.url), (threading.Lock(), busy))
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         event.listen(engine, "commit", lambda conn: _release_held_lock(conn.info))
         event.listen(engine, "rollback", lambda conn: _release_held_lock(conn.info))
@@ -108,15 +100,22 @@ def make_engine(
         given = parsed.query.get("options")
         given_text = given if isinstance(given, str) else " ".join(given or ())
         connect_args["options"] = " ".join([given_text, *options]).strip()
-    # A request holds its connection from authentication to its answer: the pool has one for each request
-    # admitted at once (`max_concurrent_requests`), plus overflow for the few that take a second.
-    admitted = settings.max_concurrent_requests
-    pool = (
-        dict(pool_size=admitted + 2, max_overflow=admitted, pool_timeout=settings.database_pool_timeout_seconds)
-        if pooled
-        else {"poolclass": NullPool}
-    )
+    pool = _pool_args(settings, pooled, spare=2)
     return create_engine(url, pool_pre_ping=pooled, connect_args=connect_args, hide_parameters=True, **pool)
+
+
+def _pool_args(settings: Settings, pooled: bool, spare: int) -> dict[str, Any]:
+    """A request holds its connection from authentication to its answer: the pool has one for each request
+    admitted at once (`max_concurrent_requests`) plus `spare`, and overflow for the few that take a second.
+    Unpooled: a connection of its own each time."""
+    if not pooled:
+        return {"poolclass": NullPool}
+    admitted = settings.max_concurrent_requests
+    return {
+        "pool_size": admitted + spare,
+        "max_overflow": admitted,
+        "pool_timeout": settings.database_pool_timeout_seconds,
+    }
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
@@ -165,14 +164,9 @@ def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
 
 
 _HOLDS_WRITER_LOCK = "holds_process_writer_lock"
-_writer_locks: dict[str, threading.Lock] = {}
+# per SQLite database: this process's writer lock and how long a writer waits (the busy timeout)
+_writer_locks: dict[str, tuple[threading.Lock, int]] = {}
 _writer_locks_guard = threading.Lock()
-
-
-def _process_writer_lock(engine: Engine) -> threading.Lock:
-    key = str(engine.url)
-    with _writer_locks_guard:
-        return _writer_locks.setdefault(key, threading.Lock())
 
 
 def _release_held_lock(info: dict[Any, Any]) -> None:
@@ -196,14 +190,12 @@ def claim_write(conn: Connection | Session) -> None:
     PostgreSQL: nothing to do (row locks, taken in one order).
     """
     bind = conn.connection() if isinstance(conn, Session) else conn
-    if bind.dialect.name != "sqlite":
-        return
-    if _HOLDS_WRITER_LOCK not in bind.info:
-        lock = _process_writer_lock(bind.engine)
-        busy_seconds = int(bind.exec_driver_sql("PRAGMA busy_timeout").scalar_one()) / 1000
-        if not lock.acquire(timeout=busy_seconds):
-            raise OperationalError("claim_write", {}, TimeoutError("database is locked (writers of this process)"))
-        bind.info[_HOLDS_WRITER_LOCK] = lock
+    if bind.dialect.name != "sqlite" or _HOLDS_WRITER_LOCK in bind.info:
+        return  # PostgreSQL; or this transaction has claimed already (the lock goes at its commit or rollback)
+    lock, busy_seconds = _writer_locks[str(bind.engine.url)]
+    if not lock.acquire(timeout=busy_seconds):
+        raise OperationalError("claim_write", {}, TimeoutError("database is locked (writers of this process)"))
+    bind.info[_HOLDS_WRITER_LOCK] = lock
     bind.exec_driver_sql("UPDATE main.departements SET code = code WHERE 0")
 
 

@@ -28,14 +28,16 @@ def private_file(path: Path) -> None:
     os.close(fd)
 
 
+def _create_private(target: Path) -> int:
+    """A new (or emptied) file mode 600, never through a world-readable moment."""
+    return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+
+
 def copy_private(source: Path, target: Path) -> None:
-    """Copy a file to a new file mode 600 (never through a world-readable moment)."""
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+    with os.fdopen(_create_private(target), "wb") as out, open(source, "rb") as src:
         shutil.copyfileobj(src, out, 1 << 20)
 
 
 def write_private_text(target: Path, text: str) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
+    with os.fdopen(_create_private(target), "w", encoding="utf-8") as out:
         out.write(text)

@@ -24,6 +24,7 @@ from pathlib import Path
 from lxml import etree
 
 from app.ingest.generator import FluxGenerator
+from bench.common import fresh_pg_schema, fresh_sqlite
 
 OUT = Path(__file__).parent / "out"
 PERSONS_PER_FOYER = 2.3  # what the generator produces on average (DEM, CJT 30 %, children)
@@ -99,21 +100,7 @@ def main() -> None:
     if not args.skip_postgres:
         targets.append(("PostgreSQL", args.pg_url))
     for name, base in targets:
-        if base is None:
-            db_file = OUT / "bench.db"
-            for base_file in (db_file, OUT / "bench-audit.db"):  # the database and its audit journal
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{base_file}{suffix}").unlink(missing_ok=True)
-            url = f"sqlite:///{db_file}"
-        else:
-            from sqlalchemy import create_engine, text
-
-            engine = create_engine(base)
-            with engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA IF EXISTS bench_ingest CASCADE"))
-                conn.execute(text("CREATE SCHEMA bench_ingest"))
-            engine.dispose()
-            url = f"{base}?options=-csearch_path%3Dbench_ingest"
+        url = fresh_sqlite(OUT / "bench.db") if base is None else fresh_pg_schema(base, "bench_ingest")
         m = run_once(url, monthly, data_dir, "2024-03-01", "--initial-stock")
         d = run_once(url, daily, data_dir, "2024-03-04", "--no-migrate")
         rows.append((name, m, d))

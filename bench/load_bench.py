@@ -40,6 +40,8 @@ from typing import Any
 
 import httpx
 
+from bench.common import fresh_pg_schema
+
 OUT = Path(__file__).parent / "out"
 WEIGHTS = {"worklist": 30, "person": 35, "search": 20, "event": 15}
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -75,7 +77,7 @@ def make_files(foyers: int) -> dict[str, Path]:
 def prepare_database(kind: str, files: dict[str, Path]) -> tuple[dict[str, str], dict[str, Any]]:
     """A fresh database with the stock and the daily file applied; returns the server's environment and
     what the clients need (an API key, person ids, waiting ids, search keys)."""
-    from sqlalchemy import create_engine, select, text
+    from sqlalchemy import select
 
     from app import migrate
     from app.db import dispose_engines, get_engine, session_scope
@@ -90,12 +92,7 @@ def prepare_database(kind: str, files: dict[str, Path]) -> tuple[dict[str, str],
     if kind == "sqlite":
         url = f"sqlite:///{data_dir / 'load.db'}"
     else:
-        engine = create_engine(PG_BASE)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS bench_load CASCADE"))
-            conn.execute(text("CREATE SCHEMA bench_load"))
-        engine.dispose()
-        url = f"{PG_BASE}?options=-csearch_path%3Dbench_load"
+        url = fresh_pg_schema(PG_BASE, "bench_load")
         if os.environ.get("LOAD_BENCH_ASYNC_COMMIT"):  # diagnosis only: is the WAL flush of each commit the limit?
             url += "%20-csynchronous_commit%3Doff"
     env = {

@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import insert, select, text
 
 from app import migrate
 from app.db import get_engine, session_scope
@@ -31,6 +31,7 @@ from app.pilotage.orientation import orientation_indicator
 from app.services.clients import create_client
 from app.services.episodes import refresh_pending
 from app.settings import Settings, today
+from bench.common import fresh_pg_schema, fresh_sqlite
 
 OUT = Path(__file__).parent / "out"
 
@@ -62,18 +63,7 @@ def main() -> None:
     manifest = json.loads((directory / "manifest.json").read_text())
     print(f"{len(manifest)} files in {directory} ({time.perf_counter() - t:.0f} s to generate)")
 
-    if args.sqlite:
-        db = OUT / "pilotage.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-        url = f"sqlite:///{db}"
-    else:
-        engine = create_engine(args.pg_url)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS bench_pilotage CASCADE"))
-            conn.execute(text("CREATE SCHEMA bench_pilotage"))
-        engine.dispose()
-        url = f"{args.pg_url}?options=-csearch_path%3Dbench_pilotage"
+    url = fresh_sqlite(OUT / "pilotage.db") if args.sqlite else fresh_pg_schema(args.pg_url, "bench_pilotage")
     os.environ["PASSERELLE_LOG_LEVEL"] = "WARNING"
     settings = Settings(env="test", database_url=url, data_dir=OUT / "data", log_level="WARNING")
     migrate.upgrade(settings)

@@ -95,3 +95,28 @@ def text_of(path: Path) -> str:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     return raw.decode("latin-1")
+
+
+# Where the generator's IdentificationRSA ends: transfer blocks are inserted there.
+IDENTIFICATION_END = "</DemandeRSA></IdentificationRSA>"
+
+
+def transfer_blocks(
+    *, cedant: tuple[str, str, str, str] | None = None, prenant: tuple[str, str, str] | None = None
+) -> str:
+    """What replaces IDENTIFICATION_END to add OrganismeCedant (fonorg, numorg, matricule there, arrival
+    date) and/or OrganismePrenant (fonorg, numorg, departure date), as real files carry them."""
+    blocks = ""
+    if cedant:
+        fonorg, numorg, matricule, arrival = cedant
+        blocks += (
+            f"<OrganismeCedant><FONORGCEDMUT>{fonorg}</FONORGCEDMUT><NUMORGCEDMUT>{numorg}</NUMORGCEDMUT>"
+            f"<MATRICULEORGCEDMUT>{matricule}</MATRICULEORGCEDMUT><DDARRMUT>{arrival}</DDARRMUT></OrganismeCedant>"
+        )
+    if prenant:
+        fonorg, numorg, departure = prenant
+        blocks += (
+            f"<OrganismePrenant><FONORGPRENMUT>{fonorg}</FONORGPRENMUT><NUMORGPRENMUT>{numorg}</NUMORGPRENMUT>"
+            f"<DDDEPAMUT>{departure}</DDDEPAMUT></OrganismePrenant>"
+        )
+    return f"</DemandeRSA>{blocks}</IdentificationRSA>"

@@ -13,7 +13,7 @@ from app.db import get_engine, session_scope
 from app.ingest.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, FluxFile, PersonState
 from app.services.episodes import refresh_pending
-from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
+from tests.fluxbuilder import IDENTIFICATION_END, NIR_A, NIR_B, NIR_C, foyer, person, transfer_blocks, write_flux
 
 D1 = date(2024, 3, 1)
 
@@ -204,11 +204,8 @@ def test_a_state_6_right_keeps_its_closure_from_findroitmoisanterieur(db, tmp_pa
 def _transfers(path, out_on: str, in_on: str) -> None:
     _rewrite(
         path,
-        "</DemandeRSA></IdentificationRSA>",
-        "</DemandeRSA><OrganismeCedant><FONORGCEDMUT>CAF</FONORGCEDMUT><NUMORGCEDMUT>541</NUMORGCEDMUT>"
-        f"<MATRICULEORGCEDMUT>0009999</MATRICULEORGCEDMUT><DDARRMUT>{in_on}</DDARRMUT></OrganismeCedant>"
-        "<OrganismePrenant><FONORGPRENMUT>CAF</FONORGPRENMUT><NUMORGPRENMUT>541</NUMORGPRENMUT>"
-        f"<DDDEPAMUT>{out_on}</DDDEPAMUT></OrganismePrenant></IdentificationRSA>",
+        IDENTIFICATION_END,
+        transfer_blocks(cedant=("CAF", "541", "0009999", in_on), prenant=("CAF", "541", out_on)),
     )
 
 
@@ -244,13 +241,7 @@ def test_a_person_without_nir_is_followed_across_a_transfer_by_matriculeorgcedmu
     day = date(2024, 3, 4)
     caf = foyer(person(None, nom="MARTIN-DURAND"), matricule="0001234")
     daily = write_flux(_dir(tmp_path, "i"), [caf], day=day)
-    _rewrite(
-        daily,
-        "</DemandeRSA></IdentificationRSA>",
-        "</DemandeRSA><OrganismeCedant><FONORGCEDMUT>MSA</FONORGCEDMUT><NUMORGCEDMUT>552</NUMORGCEDMUT>"
-        "<MATRICULEORGCEDMUT>0005555</MATRICULEORGCEDMUT><DDARRMUT>2024-03-01</DDARRMUT></OrganismeCedant>"
-        "</IdentificationRSA>",
-    )
+    _rewrite(daily, IDENTIFICATION_END, transfer_blocks(cedant=("MSA", "552", "0005555", "2024-03-01")))
     report = ingest_file(engine, db, daily, IngestOptions(day))
     assert report.status == "applied" and report.new_persons == 0 and report.matched_by == {"matricule": 1}
     with session_scope(db) as s:

@@ -9,7 +9,7 @@ from datetime import date
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
+from tests.fluxbuilder import IDENTIFICATION_END, NIR_A, NIR_B, NIR_C, foyer, person, transfer_blocks, write_flux
 from tests.test_ingest_loader import ingest, snapshot
 
 FRAGMENTS = [
@@ -62,14 +62,8 @@ def _with_new_elements(data: bytes) -> bytes:
     data = data.replace(b"<TOPPERSDRODEVORSA>1<", b"<TOPPERSDRODEVORSA>true<", 1)
     data = data.replace(b"<TOPPERSDRODEVORSA>0<", b"<TOPPERSDRODEVORSA>false<", 1)
     data = data.replace(b"<FinDroit>", b"<FinDroitMoisAnterieur>").replace(b"</FinDroit>", b"</FinDroitMoisAnterieur>")
-    data = data.replace(
-        b"</DemandeRSA></IdentificationRSA>",
-        b"</DemandeRSA><OrganismeCedant><FONORGCEDMUT>MSA</FONORGCEDMUT><NUMORGCEDMUT>552</NUMORGCEDMUT>"
-        b"<MATRICULEORGCEDMUT>0005555</MATRICULEORGCEDMUT><DDARRMUT>2024-03-01</DDARRMUT></OrganismeCedant>"
-        b"<OrganismePrenant><FONORGPRENMUT>CAF</FONORGPRENMUT><NUMORGPRENMUT>541</NUMORGPRENMUT>"
-        b"<DDDEPAMUT>2024-01-10</DDDEPAMUT></OrganismePrenant></IdentificationRSA>",
-        1,
-    )
+    blocks = transfer_blocks(cedant=("MSA", "552", "0005555", "2024-03-01"), prenant=("CAF", "541", "2024-01-10"))
+    data = data.replace(IDENTIFICATION_END.encode(), blocks.encode(), 1)
     last = data.rindex(b"<InfosFoyerRSA>")
     head, tail = data[:last], data[last:]
     tail = re.sub(rb"<DonneesAdministratives>.*?</DonneesAdministratives>", b"", tail, count=1, flags=re.DOTALL)

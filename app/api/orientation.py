@@ -116,8 +116,7 @@ def get_episodes(
     conn = session.connection()
     result = compute_for(conn, [person.id])[person.id]
     day = as_of or today(settings)
-    rows = [SimpleNamespace(**row) for row in episode_rows(conn, {person.id: result}) if row["t0"] <= day]
-    episodes = sorted(rows, key=lambda e: e.rank)
+    episodes = [SimpleNamespace(**row) for row in episode_rows(conn, {person.id: result}) if row["t0"] <= day]
     events = session.scalars(
         select(OrientationEvent).where(OrientationEvent.person_id == person.id).order_by(OrientationEvent.event_date)
     ).all()

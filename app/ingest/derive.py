@@ -93,7 +93,7 @@ def _text_limits(table: Any, names: tuple[str, ...]) -> tuple[tuple[int, str, in
 
 IDENTITY_COLUMNS = ("qual", "nom", "nomnai", "prenom", "date_naissance", "sexe")
 _FOYER_LIMITS = _text_limits(PersonState.__table__, FOYER_STATE_COLUMNS)
-_PERSON_LIMITS = _text_limits(PersonState.__table__, ("role", "idassedic"))
+_PERSON_LIMITS = _text_limits(PersonState.__table__, ("idassedic",))  # the role is one of BRSA_ROLES here
 _IDENTITY_LIMITS = _text_limits(Person.__table__, IDENTITY_COLUMNS)
 _FG_LENGTH: int = cast(String, FoyerEvent.__table__.c.fg.type).length or 12
 
@@ -273,9 +273,9 @@ class Deriver:
             if role not in BRSA_ROLES:
                 not_stored += 1
                 continue
-            born_text = p.date_naissance.isoformat() if p.date_naissance is not None else None
-            identity = (p.qual, p.nom, p.nomnai, p.prenom, born_text, p.sexe)
-            person_overflow = _too_long((role, p.idassedic), _PERSON_LIMITS) or _too_long(identity, _IDENTITY_LIMITS)
+            born = p.date_naissance.isoformat() if p.date_naissance is not None else None
+            identity = (p.qual, p.nom, p.nomnai, p.prenom, born, p.sexe)
+            person_overflow = _too_long((p.idassedic,), _PERSON_LIMITS) or _too_long(identity, _IDENTITY_LIMITS)
             if person_overflow:
                 problems = [
                     *problems,
@@ -294,13 +294,10 @@ class Deriver:
             if foyer.previous_foyer is not None:
                 # the person's key in the foyer it came from: found, it links them to their history
                 keys.append(("matricule", self._h(matricule_key_text(*foyer.previous_foyer, role))))
-            born = born_text
             if p.nom and p.prenom and born:
                 keys.append(("identity", self._h(f"id|{_norm(p.nom)}|{_norm(p.prenom)}|{born}")))
             state = (True, None, *shared, role, p.sdd, p.idassedic, p.sdd_entrant)
-            persons.append(
-                (p.position, keys, p.nir13, nir_hash, (p.qual, p.nom, p.nomnai, p.prenom, born, p.sexe), state)
-            )
+            persons.append((p.position, keys, p.nir13, nir_hash, identity, state))
         return (
             foyer.position,
             foyer.line,

@@ -911,11 +911,11 @@ def ingest_file(
         duration_ms=report.duration_ms,
     )
     if refresh:
-        _refresh_after_commit(engine, report, refresh_progress)
+        refresh_after_commit(engine, report, refresh_progress)
     return report
 
 
-def _refresh_after_commit(engine: Engine, report: IngestReport, progress: Callable[[int, int], None] | None) -> None:
+def refresh_after_commit(engine: Engine, report: IngestReport, progress: Callable[[int, int], None] | None) -> None:
     """The file is committed; bring the entry episodes of the persons it changed up to date. If this fails
     (database gone, busy beyond the timeout), the file stays applied and its persons stay queued: the
     report says so and what to re-run, and the next refresh (any writer's, or `passerelle episodes
@@ -927,8 +927,8 @@ def _refresh_after_commit(engine: Engine, report: IngestReport, progress: Callab
         report.episodes_refreshed = refresh_pending(engine, progress)
     except (SQLAlchemyError, OSError) as exc:
         report.episodes_error = (
-            f"the file was applied, but updating the entry episodes failed ({type(exc).__name__}); "
-            "run `passerelle episodes refresh`"
+            f"updating the entry episodes after the commit failed ({type(exc).__name__}): the file stays applied "
+            "and its persons stay queued; run `passerelle episodes refresh`"
         )
         log.error("episodes_refresh_failed", file_id=report.file_id, error_type=type(exc).__name__)
     report.episodes_ms = int((time.perf_counter() - started) * 1000)

@@ -134,19 +134,12 @@ def _touch_last_used(settings: Settings, client_id: int, now: datetime) -> None:
     engine = get_unpooled_engine(settings)
     table = cast(Table, ApiClient.__table__)
     try:
-        with engine.begin() as conn:
-            sqlite = conn.dialect.name == "sqlite"
-            busy_ms = 0
-            if sqlite:
-                busy_ms = int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one())
+        with engine.begin() as conn:  # unpooled: the connection, and its busy timeout, go with the block
+            if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("PRAGMA busy_timeout=0")
             else:
                 conn.exec_driver_sql("SET LOCAL lock_timeout = '200ms'")
-            try:
-                conn.execute(update(table).where(table.c.id == client_id).values(last_used_at=now))
-            finally:
-                if sqlite:
-                    conn.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms}")
+            conn.execute(update(table).where(table.c.id == client_id).values(last_used_at=now))
     except OperationalError:
         log.debug("last_used_at_skipped", client_id=client_id)
 

@@ -136,13 +136,6 @@ def _criteria_json(ep: Episode) -> dict[str, Any]:
     return {name: asdict(c) for name, c in ep.criteria.items()}
 
 
-def mark(conn: Connection, person_ids: Iterable[int], departement: str) -> None:
-    """Queue these persons for a refresh, in the caller's transaction (with the facts that changed)."""
-    rows = [{"person_id": pid, "departement_code": departement} for pid in sorted(set(person_ids))]
-    if rows:
-        conn.execute(insert(cast(Table, EpisodeQueue.__table__)), rows)
-
-
 def _refresh_lock(conn: Connection, person_ids: Sequence[int] = ()) -> None:
     """Serialise refreshes of the same persons, taken before their facts are read.
 
@@ -245,12 +238,11 @@ def refresh_pending(engine: Engine, progress: Callable[[int, int], None] | None 
     q = EpisodeQueue.__table__.c
     with engine.connect() as conn:
         upto = conn.execute(select(func.max(q.id))).scalar_one()
-        total = conn.execute(select(func.count(func.distinct(q.person_id)))).scalar_one() if upto else 0
+        total = pending_count(conn) if upto else 0
     done, last = 0, 0
     while upto is not None:
         with engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                claim_write(conn)  # first: on SQLite a transaction that read may not start writing
+            claim_write(conn)  # first: on SQLite a transaction that read may not start writing
             chunk = list(
                 conn.execute(
                     select(q.person_id)
