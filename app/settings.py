@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.files import private_dir
 
 # A secret containing one of these, or equal to one of the words below, is a placeholder left in a template.
 PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "placeholder", "replace-me", "<")
@@ -149,7 +151,7 @@ class Settings(BaseSettings):
             loaded: dict[str, str] = json.loads(path.read_text())
             return loaded
         if not self.data_dir.exists():
-            self.data_dir.mkdir(parents=True, mode=0o700)  # it will hold secrets and personal data
+            private_dir(self.data_dir)  # it will hold secrets and personal data
         generated = {
             "nir_encryption_keys": "dev1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             "nir_hmac_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
@@ -217,4 +219,13 @@ def today(settings: Settings | None = None) -> date:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; a wrong value is a `ConfigurationError` naming each variable (never
+    its value: it may be a secret)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"PASSERELLE_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigurationError(problems) from None

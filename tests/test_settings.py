@@ -76,3 +76,32 @@ def test_cli_reports_configuration_errors(monkeypatch, tmp_path):
     r = subprocess.run([sys.executable, "-m", "app", "db", "current"], env=env, capture_output=True, text=True)
     assert r.returncode == 2
     assert "PASSERELLE_NIR_ENCRYPTION_KEYS" in r.stderr
+
+
+def test_a_wrong_setting_is_named_without_a_traceback(tmp_path):
+    """Out-of-range or unreadable values of the settings (here the time limits and concurrency ones added
+    for issue #8): the CLI says which variable and why, exit code 2, no traceback, no value echoed."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "PASSERELLE_ENV": "dev",
+        "PASSERELLE_DATA_DIR": str(tmp_path),
+        "PASSERELLE_READY_TIMEOUT_SECONDS": "99",
+        "PASSERELLE_MAX_CONCURRENT_REQUESTS": "many-7f3a",
+        "PASSERELLE_REQUEST_THREADS": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "flux", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    for name in (
+        "PASSERELLE_READY_TIMEOUT_SECONDS",
+        "PASSERELLE_MAX_CONCURRENT_REQUESTS",
+        "PASSERELLE_REQUEST_THREADS",
+    ):
+        assert name in out
+    assert "Traceback" not in out and "many-7f3a" not in out
