@@ -161,7 +161,7 @@ def make_api_key(db: Settings) -> Callable[..., str]:
 
     def factory(scopes: list[str], departements: list[str] | None = None, name: str | None = None) -> str:
         counter["n"] += 1
-        with session_scope(db) as session:
+        with session_scope(db, write=True) as session:  # a writer says so (app.db.claim_write)
             created = create_client(
                 session,
                 db,

@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, event, func, select, text
 from app.db import claim_write, get_engine, session_scope
 from app.ingest.generator import generate
 from app.ingest.loader import IngestOptions, ingest_file
-from app.models import AccessRecord, EntryEpisode, FluxFile, OrientationEvent, Person
+from app.models import AccessRecord, EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
 from app.settings import today
 from tests.conftest import make_settings
 
@@ -150,30 +150,87 @@ def test_concurrent_readers_and_writers_get_no_server_error(app, make_api_key, p
     assert reads > 0 and recorded == reads
 
 
-def test_serving_while_an_ingestion_runs(app, db, make_api_key, population, tmp_path):
-    """Readers and writers keep being answered (no 5xx) while a bigger file is applied; the ingestion
-    completes, and the episodes of its persons are up to date afterwards."""
+@pytest.mark.parametrize("writer", ["job", "upload"])
+def test_serving_while_an_ingestion_runs(app, db, make_api_key, population, tmp_path, writer):
+    """Readers and writers keep being answered (no 5xx) while a bigger file is applied, by a job (cron) or
+    uploaded over HTTP (the writers' own threads); it completes, and the episodes of its persons are up to
+    date afterwards."""
     key = _key(make_api_key)
     out = tmp_path / "more"
     generate(out, 1500, 0, today(db) - timedelta(days=3), seed=99, departement="055")
     stock = out / json.loads((out / "manifest.json").read_text())[0]["file"]
+    received = today(db) - timedelta(days=1)
     report: dict[str, Any] = {}
 
-    def ingest_now() -> None:
-        time.sleep(0.5)
-        r = ingest_file(get_engine(db), db, stock, IngestOptions(today(db) - timedelta(days=1)))
-        report["status"], report["refreshed"], report["error"] = r.status, r.episodes_refreshed, r.episodes_error
+    def ingest_now(base: str) -> None:
+        try:
+            apply_file(base)
+        except BaseException as exc:  # said by the assertions below, not lost in the thread
+            report["thread_error"] = repr(exc)
 
-    ingestion = threading.Thread(target=ingest_now)
+    def apply_file(base: str) -> None:
+        time.sleep(0.5)
+        if writer == "job":
+            r = ingest_file(get_engine(db), db, stock, IngestOptions(received)).to_dict()
+        else:
+            upload_key = make_api_key(["flux:write"])
+            with stock.open("rb") as fh, httpx.Client(base_url=base, timeout=300) as http:
+                answer = http.post(
+                    "/api/v1/flux",
+                    headers={"X-API-Key": upload_key},
+                    files={"file": (stock.name, fh, "application/xml")},
+                    data={"received_on": received.isoformat()},
+                )
+            assert answer.status_code == 201, answer.text
+            r = answer.json()
+        report.update(r)
+
     with LiveServer(app) as base:
+        ingestion = threading.Thread(target=ingest_now, args=(base,))
         ingestion.start()
         seen = _run_callers(base, key, population, clients=6, seconds=5)
         ingestion.join(timeout=300)
-    assert report["status"] == "applied" and report["error"] is None, report
-    assert report["refreshed"] and report["refreshed"] > 0
+    assert "thread_error" not in report, report.get("thread_error")
+    assert report["status"] == "applied" and report["episodes_error"] is None, report
+    assert report["episodes_refreshed"] and report["episodes_refreshed"] > 0
     assert _server_errors(seen) == {}, seen
     with get_engine(db).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM episode_queue")).scalar_one() == 0
+
+
+def test_serving_while_orientations_are_imported(app, db, make_api_key, population):
+    """The CSV import (reprise de stock: one transaction, a refresh per row) while the platform reads and
+    posts events: no 5xx, every row applied."""
+    from app.services.orientation import import_csv
+
+    key = _key(make_api_key)
+    with get_engine(db).connect() as conn:
+        keys = conn.execute(
+            select(PersonState.matricule, PersonState.role)
+            .where(PersonState.person_id.in_(population["waiting"]), PersonState.present.is_(True))
+            .distinct()
+        ).all()
+    day = date.today().isoformat()
+    csv = "matricule;role;evenement;date;external_id\n" + "".join(
+        f"{m};{r};invitation;{day};import-{n}\n" for n, (m, r) in enumerate(keys)
+    )
+    outcome: dict[str, Any] = {}
+
+    def import_now() -> None:
+        time.sleep(0.5)
+        with session_scope(db, write=True) as session:
+            outcome["report"] = import_csv(session, db, "055", csv, recorded_by="test")
+
+    importer = threading.Thread(target=import_now)
+    with LiveServer(app) as base:
+        importer.start()
+        seen = _run_callers(base, key, population, clients=6, seconds=4)
+        importer.join(timeout=120)
+    report = outcome["report"]
+    assert report.rows == len(keys) > 0 and report.rejected == [], report.rejected[:3]
+    assert _server_errors(seen) == {}, seen
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).where(OrientationEvent.external_id.like("import-%"))) == len(keys)
 
 
 def test_an_event_is_committed_when_its_201_arrives(app, db, make_api_key, population):
