@@ -324,10 +324,10 @@ def test_an_absence_of_a_missing_person_stops_the_ingestion(db, tmp_path):
 
 
 def test_every_stored_reference_resolves_after_weeks_of_files(db, tmp_path):
-    """No foreign keys on the bulk tables: after weeks of generated life, every key, state and full-file
-    membership points to an existing person, and every state and person to an existing file."""
+    """No foreign keys on the bulk tables: after weeks of generated life, every key, state and observation
+    points to an existing person, and every state, observation and person to an existing file."""
     from app.ingest.generator import generate
-    from app.models import FluxFileMember, PersonKey
+    from app.models import FluxObservation, PersonKey
 
     generate(tmp_path, foyers=80, days=40, start=D1, seed=3)
     engine = get_engine(db)
@@ -337,9 +337,9 @@ def test_every_stored_reference_resolves_after_weeks_of_files(db, tmp_path):
     persons, files = select(Person.id), select(FluxFile.id)
     with session_scope(db) as s:
         assert s.scalar(select(func.count()).select_from(PersonKey)) > 0
-        for model in (PersonKey, PersonState, FluxFileMember):
+        for model in (PersonKey, PersonState, FluxObservation):
             assert s.scalar(select(func.count()).where(model.person_id.not_in(persons))) == 0, model
-        for column in (PersonState.file_id, FluxFileMember.file_id, Person.first_file_id, Person.updated_file_id):
+        for column in (PersonState.file_id, FluxObservation.file_id, Person.first_file_id, Person.updated_file_id):
             assert s.scalar(select(func.count()).where(column.not_in(files))) == 0, column
 
 

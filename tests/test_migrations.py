@@ -85,3 +85,59 @@ def test_ready_reports_pending_migrations(tmp_path):
     finally:
         dispose_engines()
         db.drop()
+
+
+def test_0006_recovers_the_observations_of_full_files_and_of_stored_states(tmp_path):
+    """Going down to 0005 keeps only the members of full files; coming back up to 0006 recovers, for each
+    of them, what their record said (the state in force for them there), and every record that gave a
+    state row. Only the unchanged records of daily files are lost (they left no trace before 0006)."""
+    from datetime import date
+
+    from sqlalchemy import select
+
+    from app.ingest.loader import IngestOptions, ingest_file
+    from app.models import FluxFile, FluxObservation
+    from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+
+    db = Database(tmp_path, "obs")
+    try:
+        settings = make_settings(db.url, tmp_path)
+        migrations.upgrade(settings)
+        engine = get_engine(settings)
+        files = []
+        for i, (day, kind, foyers) in enumerate(
+            [
+                (
+                    date(2024, 3, 1),
+                    "M",
+                    [foyer(person(NIR_A)), foyer(person(NIR_B, nom="MARTIN"), matricule="0007777")],
+                ),
+                (date(2024, 3, 4), "I", [foyer(person(NIR_A, sdd=False))]),
+                (
+                    date(2024, 4, 1),
+                    "M",
+                    [foyer(person(NIR_A, sdd=False)), foyer(person(NIR_B, nom="MARTIN"), matricule="0007777")],
+                ),
+            ]
+        ):
+            (tmp_path / str(i)).mkdir()
+            files.append((write_flux(tmp_path / str(i), foyers, day=day, type_flux=kind), day, i == 0))
+        for path, day, stock in files:
+            assert ingest_file(engine, settings, path, IngestOptions(day, initial_stock=stock)).status == "applied"
+
+        def observations() -> set[tuple]:
+            with engine.connect() as conn:
+                full = set(conn.execute(select(FluxFile.id).where(FluxFile.type_flux == "M")).scalars())
+                return {
+                    (o.file_id, o.person_id, o.fingerprint, o.file_id in full)
+                    for o in conn.execute(select(FluxObservation.__table__))
+                }
+
+        before = observations()
+        assert len(before) == 5 and sum(1 for o in before if o[3]) == 4
+        migrations.downgrade(settings, "0005")
+        migrations.upgrade(settings)
+        assert observations() == before  # the daily record here changed something: it had a state row
+    finally:
+        dispose_engines()
+        db.drop()

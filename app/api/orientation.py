@@ -14,6 +14,7 @@ from sqlalchemy.orm import defer
 
 from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep, run_write
 from app.db import write_transaction
+from app.ingest.order import state_order
 from app.models import EntryEpisode, OrientationEvent, Person, PersonState
 from app.rules.episodes import add_months
 from app.security.auth import Principal
@@ -206,7 +207,7 @@ def worklist(
         for state in session.scalars(
             select(PersonState)
             .join(last, and_(PersonState.person_id == last.c.person_id, PersonState.received_on == last.c.day))
-            .order_by(PersonState.file_created_at, PersonState.seq)
+            .order_by(*state_order(PersonState))
         ):
             latest[state.person_id] = state
     items = []

@@ -16,7 +16,7 @@ import hmac
 import unicodedata
 from datetime import date
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import String
 
@@ -195,29 +195,41 @@ def matricule_key_text(fonorg: str | None, numorg: str | None, matricule: str, r
 
 # -- a foyer, prepared for the loader ---------------------------------------------------------
 
-# A prepared person: (position, keys, nir13, nir_hash, identity, state)
-#   keys: [(kind, value)], strongest first (nir: the NIR's lookup hash, then matricule, numdemrsa, identity)
-#   nir13: the NIR in clear, between our own processes only (the loader encrypts it when it stores it)
-#   identity: (qual, nom, nomnai, prenom, date_naissance ISO, sexe)
-PreparedPerson = tuple[int, list[tuple[str, str]], str | None, str | None, tuple[Any, ...], State]
-# A prepared foyer: (position, line, fonorg, numorg, matricule, departement, persons_read, not_stored,
-#   problems [(severity, code, message)], events [(dtliq ISO, fg)], persons [PreparedPerson],
-#   missing_blocks); only the persons whose role can be subject to droits et devoirs (BRSA_ROLES) are
-#   prepared, the others counted.
-Prepared = tuple[
-    int,
-    int | None,
-    str | None,
-    str | None,
-    str | None,
-    str | None,
-    int,
-    int,
-    list[tuple[str, str, str]],
-    list[tuple[str | None, str]],
-    list[PreparedPerson],
-    int,
-]
+
+class PreparedPerson(NamedTuple):
+    """A person of a prepared foyer."""
+
+    position: int
+    keys: list[tuple[str, str]]  # [(kind, value)], strongest first: nir (the NIR's lookup hash), matricule, ...
+    nir13: str | None  # the NIR in clear, between our own processes only (the loader encrypts it to store it)
+    nir_hash: str | None
+    identity: tuple[Any, ...]  # (qual, nom, nomnai, prenom, date_naissance ISO, sexe)
+    state: State
+
+
+class Prepared(NamedTuple):
+    """A foyer prepared for the loader. Only the persons whose role can be subject to droits et devoirs
+    (BRSA_ROLES) are prepared, the others counted. `marshal` (the way batches cross from the reading
+    process) sends a NamedTuple as the plain tuple it is; the loader names it again (`named`)."""
+
+    position: int
+    line: int | None
+    fonorg: str | None
+    numorg: str | None
+    matricule: str | None
+    departement: str | None
+    persons_read: int
+    not_stored: int
+    problems: list[tuple[str, str, str]]  # (severity, code, message)
+    events: list[tuple[str | None, str]]  # (dtliq ISO, fg)
+    people: list[PreparedPerson]
+    missing_blocks: int
+
+    @classmethod
+    def named(cls, item: tuple[Any, ...]) -> Prepared:
+        foyer = cls._make(item)
+        return foyer._replace(people=[PreparedPerson._make(p) for p in foyer.people])
+
 
 # The state columns each block carries: when a record lacks the block, the values known before are kept.
 KEPT_COLUMNS = {
@@ -257,10 +269,11 @@ class Deriver:
     def _h(self, raw: str) -> str:
         return _mac(self._secret, raw)
 
-    def prepare(self, foyer: FoyerRecord) -> Prepared:
+    def prepare(self, foyer: FoyerRecord) -> tuple[Any, ...]:
+        """The foyer as a plain tuple in `Prepared` order (what `marshal` can send)."""
         shared = foyer_state(foyer)
         fonorg, numorg, matricule, numdemrsa = foyer.fonorg, foyer.numorg, foyer.matricule, foyer.numdemrsa
-        persons: list[PreparedPerson] = []
+        persons: list[tuple[Any, ...]] = []
         not_stored = 0
         problems = foyer.problems
         overflow = _too_long(shared, _FOYER_LIMITS) or next(

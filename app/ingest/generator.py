@@ -105,6 +105,7 @@ class GeneratedFile:
     received_on: date
     foyers: int
     persons: int
+    initial_stock: bool = False  # the first monthly files of a run: the initial stock
 
 
 class FluxGenerator:
@@ -466,6 +467,8 @@ class FluxGenerator:
     def run(self, out_dir: Path, days: int, compress: bool = False, monthly: bool = True) -> list[GeneratedFile]:
         out_dir.mkdir(parents=True, exist_ok=True)
         files = self._full_files(out_dir, self.start, "M", compress)
+        for g in files:
+            g.initial_stock = True
         for offset in range(1, days + 1):
             day = self.start + timedelta(days=offset)
             if day.weekday() >= 5:  # the CAF sends on business days
@@ -501,7 +504,7 @@ class FluxGenerator:
                 "received_on": g.received_on.isoformat(),
                 "foyers": g.foyers,
                 "persons": g.persons,
-                "initial_stock": g.created_on == self.start and g.type_flux == "M",
+                "initial_stock": g.initial_stock,
             }
             for g in files
         ]

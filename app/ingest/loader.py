@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import structlog
 from sqlalchemy import (
@@ -45,14 +45,16 @@ from app.ingest.derive import (
     fingerprint,
     keep_known,
 )
+from app.ingest.order import FileKey, file_key, state_order, states_up_to
 from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxRejected
 from app.ingest.pipeline import open_source
 from app.ingest.records import FluxHeader
+from app.ingest.replay import ABSENCE_RANK, FULL_FILES, Replay
 from app.models import (
     Departement,
     EpisodeQueue,
     FluxFile,
-    FluxFileMember,
+    FluxObservation,
     FoyerEvent,
     Person,
     PersonKey,
@@ -65,7 +67,7 @@ from app.settings import Settings, today
 log = structlog.get_logger(__name__)
 
 T_FILES = cast(Table, FluxFile.__table__)
-T_MEMBERS = cast(Table, FluxFileMember.__table__)
+T_OBSERVATIONS = cast(Table, FluxObservation.__table__)
 T_EVENTS = cast(Table, FoyerEvent.__table__)
 T_KEYS = cast(Table, PersonKey.__table__)
 T_STATES = cast(Table, PersonState.__table__)
@@ -118,6 +120,9 @@ class IngestReport:
     state_changes: int = 0
     unchanged: int = 0
     absences: int = 0
+    # Files dated after this one applied before it, and the persons whose later facts were re-examined.
+    later_files: int = 0
+    reexamined: int = 0
     matched_by: dict[str, int] = field(default_factory=dict)
     warnings_count: int = 0
     rejected_count: int = 0
@@ -191,10 +196,34 @@ class BulkWriter:
 # -- the ingestion itself ---------------------------------------------------------------------
 
 
-@dataclass
-class _Member:
+class _Accepted(NamedTuple):
+    """A foyer kept, with its identified persons."""
+
+    key: tuple[Any, Any, Any]  # (fonorg, numorg, matricule)
+    record: Prepared
+    people: list[PreparedPerson]
+
+
+class _Known(NamedTuple):
+    """What is known of a person who holds a key: to tell them apart, and which files last spoke of them."""
+
+    nir_hash: str | None
+    born: str | None  # ISO
+    nom: str | None
+    prenom: str | None
+    nomnai: str | None
+    first_file_id: int
+    updated_file_id: int
+
+
+class _Resolved(NamedTuple):
+    """A record of this file, its person identified."""
+
+    foyer: tuple[Any, Any, Any]
     person_id: int
-    values: dict[str, Any]
+    state: State
+    missing_blocks: int
+    seq: int  # the record's rank in the file
 
 
 class _Ingestion:
@@ -216,10 +245,11 @@ class _Ingestion:
         self.departement: str | None = options.departement
         self.header: FluxHeader | None = None
         self.created_at: datetime | None = None
-        self.seq = 0
+        self.records = 0  # person records applied: each record's rank in the file (`seq`)
+        self.absence_seq = ABSENCE_RANK
         self.seen: set[int] = set()
         self.ambiguous_keys: set[str] = set()  # key values two persons of this file carry (few)
-        self.created_by_stock: set[int] = set()  # persons an initial stock creates (not queued: see apply_batch)
+        self.created_by_stock: set[int] = set()  # persons an initial stock creates (not queued: see _write_states)
         self.left_candidates: dict[int, dict[str, Any]] = {}
         self.next_person_id = _next_person_base(conn)
         self.fonorg: str | None = None
@@ -227,8 +257,24 @@ class _Ingestion:
         self._pending_events: list[tuple[Any, ...]] = []
         self.batches = 0
         self.table_rows_at_start: int | None = None
+        self.file_keys: dict[int, FileKey] = {}
 
-    # keys ------------------------------------------------------------------------------------
+    @property
+    def key(self) -> FileKey:
+        """Where this file stands among the dated facts (app.ingest.order)."""
+        assert self.created_at is not None and self.header is not None
+        return file_key(self.options.received_on, self.created_at, self.header.type_flux, self.file_id)
+
+    def _file_keys(self, file_ids: Iterable[int]) -> dict[int, FileKey]:
+        wanted = {f for f in file_ids if f not in self.file_keys and f != self.file_id}
+        ft = T_FILES.c
+        for chunk in _chunks(sorted(wanted), 5000):
+            for fid, received, created, type_flux in self.conn.execute(
+                select(ft.id, ft.received_on, ft.created_at_caf, ft.type_flux).where(one_of(self.conn, ft.id, chunk))
+            ):
+                self.file_keys[fid] = file_key(received, created, type_flux, fid)
+        self.file_keys[self.file_id] = self.key
+        return self.file_keys
 
     # problems --------------------------------------------------------------------------------
 
@@ -251,21 +297,14 @@ class _Ingestion:
                 "this file; persons told apart by NIR, then names and birth date, and the key given to neither",
             )
 
-    # state in force before this file ---------------------------------------------------------
+    # state in force --------------------------------------------------------------------------
 
-    def _before(self, cutoff: tuple[date, datetime, int] | None = None) -> Any:
-        """States dated before a file (default: this one), in the order of dated facts."""
-        ps = T_STATES.c
-        r, c, fid = cutoff or (self.options.received_on, self.created_at, self.file_id)
-        return (
-            (ps.received_on < r)
-            | ((ps.received_on == r) & (ps.file_created_at < c))
-            | ((ps.received_on == r) & (ps.file_created_at == c) & (ps.file_id < fid))
-        )
+    def _up_to_here(self) -> Any:
+        """States dated up to this file, its own earlier records included."""
+        assert self.header is not None
+        return states_up_to(T_STATES.c, self.key, self.header.type_flux)
 
-    def _latest_states(
-        self, person_ids: Iterable[int], cutoff: tuple[date, datetime, int] | None = None
-    ) -> dict[int, dict[str, Any]]:
+    def _latest_states(self, person_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         ids = sorted(set(person_ids))
         if not ids:
             return {}
@@ -274,14 +313,12 @@ class _Ingestion:
         for chunk in _chunks(ids, 5000):
             rows = self.conn.execute(
                 select(ps.person_id, *[ps[c] for c in STATE_COLUMNS], ps.fingerprint)
-                .where(one_of(self.conn, ps.person_id, chunk), self._before(cutoff))
-                .order_by(ps.person_id, ps.received_on, ps.file_created_at, ps.file_id, ps.seq)
+                .where(one_of(self.conn, ps.person_id, chunk), self._up_to_here())
+                .order_by(ps.person_id, *state_order(ps))
             ).mappings()
             for row in rows:
                 out[row["person_id"]] = dict(row)
         return out
-
-    # one batch of foyers ---------------------------------------------------------------------
 
     def _refresh_statistics(self) -> None:
         """PostgreSQL plans from table statistics; rows this transaction added are not in them, and on a
@@ -298,35 +335,30 @@ class _Ingestion:
                 ).scalar_one()
             )
         if self.report.state_changes > 0.2 * max(self.table_rows_at_start, 1000):
-            self.conn.execute(text("ANALYZE persons, person_keys, person_states"))
+            self.conn.execute(text("ANALYZE persons, person_keys, person_states, flux_observations"))
 
-    def apply_batch(self, foyers: list[Prepared]) -> None:
+    # one batch of foyers, in four phases -----------------------------------------------------
+
+    def apply_batch(self, batch: list[tuple[Any, ...]]) -> None:
         assert self.departement is not None and self.created_at is not None
-        dep = self.departement
         self._refresh_statistics()
-        accepted: list[tuple[tuple[Any, Any, Any], list[PreparedPerson], int, int]] = []
-        all_keys: set[str] = set()
-        nir_hashes: set[str] = set()
+        accepted = self._screen([Prepared.named(item) for item in batch])
+        resolved, new_persons = self._resolve_identities(accepted)
+        previous = self._detect_departures(resolved)
+        self._write_states(resolved, new_persons, previous)
+        self.report.persons_brsa += len(resolved)
+        self._flush_events()
+
+    def _screen(self, foyers: list[Prepared]) -> list[_Accepted]:
+        """Count what was read; set aside rejected foyers and persons; keep the foyers' events."""
+        dep = self.departement
         report = self.report
-        for item in foyers:
-            (
-                position,
-                _line,
-                fonorg,
-                numorg,
-                matricule,
-                departement,
-                read,
-                not_stored,
-                problems,
-                events,
-                people,
-                missing,
-            ) = item
+        accepted: list[_Accepted] = []
+        for foyer in foyers:
             report.foyers += 1
-            report.persons_read += read
+            report.persons_read += foyer.persons_read
             rejected_foyer = False
-            for severity, code, message in problems:
+            for severity, code, message in foyer.problems:
                 if severity == REJECT_FOYER:
                     rejected_foyer = True
                     self._reject(code, message)
@@ -334,32 +366,42 @@ class _Ingestion:
                     self._reject(code, message)
                 else:
                     self._warn(code, message)
-            if not rejected_foyer and departement and departement != dep:
+            if not rejected_foyer and foyer.departement and foyer.departement != dep:
                 self._reject(
                     "other_departement",
-                    f"foyer {position}: belongs to département {departement[:3]!r}, not {dep}",
+                    f"foyer {foyer.position}: belongs to département {foyer.departement[:3]!r}, not {dep}",
                 )
                 rejected_foyer = True
             if rejected_foyer:
                 continue
-            report.persons_not_stored += not_stored
+            report.persons_not_stored += foyer.not_stored
             identified = []
-            for person in people:
-                if not person[1]:
+            for person in foyer.people:
+                if not person.keys:
                     self._reject(
                         "unidentifiable_person",
-                        f"foyer {position}, person {person[0]}: no NIR, matricule, demand number or identity",
+                        f"foyer {foyer.position}, person {person.position}: no NIR, matricule, demand number or "
+                        "identity",
                     )
                     continue
-                for kind, value in person[1]:
-                    (nir_hashes if kind == "nir" else all_keys).add(value)
                 identified.append(person)
-            accepted.append(((fonorg, numorg, matricule), identified, missing, position))
-            if events:
+            accepted.append(_Accepted((foyer.fonorg, foyer.numorg, foyer.matricule), foyer, identified))
+            if foyer.events:
                 self._pending_events.extend(
-                    (self.file_id, dep, fonorg, numorg, matricule, d, fg[:12]) for d, fg in events
+                    (self.file_id, dep, foyer.fonorg, foyer.numorg, foyer.matricule, d, fg[:12])
+                    for d, fg in foyer.events
                 )
+        return accepted
 
+    def _known_owners(self, accepted: list[_Accepted]) -> tuple[dict[str, int], dict[int, _Known]]:
+        """Who holds each key of these persons now, and what is known of them."""
+        dep = self.departement
+        all_keys: set[str] = set()
+        nir_hashes: set[str] = set()
+        for foyer in accepted:
+            for person in foyer.people:
+                for kind, value in person.keys:
+                    (nir_hashes if kind == "nir" else all_keys).add(value)
         pk = T_KEYS.c
         pt = T_PERSONS.c
         known: dict[str, int] = {}
@@ -373,50 +415,52 @@ class _Ingestion:
                 select(pt.nir_hash, pt.id).where(pt.departement_code == dep, one_of(self.conn, pt.nir_hash, chunk))
             ):
                 known[value] = person_id
-        # what is known of them: (nir_hash, date_naissance ISO, nom, prenom, nomnai)
-        info: dict[int, tuple[str | None, str | None, str | None, str | None, str | None]] = {}
+        info: dict[int, _Known] = {}
         owners = set(known.values())
         for chunk in _chunks(sorted(owners), 5000):
             for row in self.conn.execute(
-                select(pt.id, pt.nir_hash, pt.date_naissance, pt.nom, pt.prenom, pt.nomnai).where(
-                    one_of(self.conn, pt.id, chunk)
-                )
+                select(
+                    pt.id,
+                    pt.nir_hash,
+                    pt.date_naissance,
+                    pt.nom,
+                    pt.prenom,
+                    pt.nomnai,
+                    pt.first_file_id,
+                    pt.updated_file_id,
+                ).where(one_of(self.conn, pt.id, chunk))
             ):
                 born = row[2].isoformat() if row[2] is not None else None
-                info[row[0]] = (row[1], born, row[3], row[4], row[5])
+                info[row[0]] = _Known(row[1], born, row[3], row[4], row[5], row[6], row[7])
         if len(info) < len(owners):
             raise ReferenceIntegrityError(f"{len(owners - info.keys())} identity key owner(s) missing from persons")
+        return known, info
 
-        # foyer members before this file, to see who left a foyer
-        foyer_keys = {foyer for foyer, _people, _missing, _position in accepted}
-        ps = T_STATES.c
-        candidates: set[int] = set()
-        matricules = sorted({m for _, _, m in foyer_keys if m})
-        for chunk in _chunks(matricules, 5000):
-            candidates.update(
-                self.conn.execute(
-                    select(ps.person_id)
-                    .where(ps.departement_code == dep, one_of(self.conn, ps.matricule, chunk))
-                    .distinct()
-                ).scalars()
-            )
-
+    def _resolve_identities(self, accepted: list[_Accepted]) -> tuple[list[_Resolved], list[tuple[Any, ...]]]:
+        """Match each person to a known one (NIR, then the other keys, never through a key two persons of
+        this file carry) or create them; write the persons and keys. Returns the persons in file order
+        (each with its rank in the file) and the new persons' rows."""
+        dep = self.departement
+        known, info = self._known_owners(accepted)
+        keys = self._file_keys(f for k in info.values() for f in (k.first_file_id, k.updated_file_id))
+        here = self.key
         new_persons: list[tuple[Any, ...]] = []
-        person_updates: list[dict[str, Any]] = []
+        newer_identity: list[dict[str, Any]] = []  # this file is the latest to speak of them
+        older_identity: list[dict[str, Any]] = []  # a later file spoke already: fill only what is unknown
+        earlier_first: list[dict[str, Any]] = []  # this file is dated before the first known of them
         key_inserts: dict[str, tuple[str, int]] = {}
         key_updates: dict[str, int] = {}
         batch_keys: dict[str, int] = {}
-        resolved: list[tuple[tuple[Any, Any, Any], int, State, str, int]] = []
+        resolved: list[_Resolved] = []
         encrypt = self.protector.encrypt
-
         ambiguous = self.ambiguous_keys
         resolved_here: set[int] = set()
-        for foyer, people, missing, foyer_position in accepted:
-            for person_position, keys, nir13, nir_hash, ident, state in people:
-                print_ = fingerprint(state)
-                qual, nom, nomnai, prenom, born, sexe = ident
+        for foyer in accepted:
+            for person in foyer.people:
+                nir_hash = person.nir_hash
+                qual, nom, nomnai, prenom, born, sexe = person.identity
                 matched: int | None = None
-                for kind, value in keys:
+                for kind, value in person.keys:
                     if value in ambiguous:
                         continue  # carried by two persons of this file: it identifies neither
                     pid = batch_keys.get(value, known.get(value))
@@ -427,15 +471,15 @@ class _Ingestion:
                         kind != "nir"
                         and (pid in resolved_here or pid in self.seen)
                         and cand is not None
-                        and (cand[1], cand[2], cand[3]) != (born, nom, prenom)
+                        and (cand.born, cand.nom, cand.prenom) != (born, nom, prenom)
                     ):
                         # another record of this file, another person, already took this key
-                        self._ambiguous(value, kind, foyer_position, person_position)
+                        self._ambiguous(value, kind, foyer.record.position, person.position)
                         continue
                     if kind != "nir" and cand is not None:
-                        if nir_hash and cand[0] and cand[0] != nir_hash:
+                        if nir_hash and cand.nir_hash and cand.nir_hash != nir_hash:
                             continue  # another person with another NIR holds this key now
-                        if born and cand[1] and cand[1] != born:
+                        if born and cand.born and cand.born != born:
                             continue
                     matched = pid
                     self.report.matched_by[kind] = self.report.matched_by.get(kind, 0) + 1
@@ -448,42 +492,58 @@ class _Ingestion:
                             matched,
                             dep,
                             nir_hash,
-                            encrypt(nir13) if nir13 else None,
-                            *ident,
+                            encrypt(person.nir13) if person.nir13 else None,
+                            *person.identity,
                             self.options.initial_stock,
                             self.file_id,
                             self.options.received_on,
                             self.file_id,
                         )
                     )
-                    info[matched] = (nir_hash, born, nom, prenom, nomnai)
+                    info[matched] = _Known(nir_hash, born, nom, prenom, nomnai, self.file_id, self.file_id)
                 else:
-                    current = info.get(matched)
-                    if current is not None and (
-                        (nir_hash and current[0] != nir_hash) or current[2:] != (nom, prenom, nomnai)
-                    ):
-                        person_updates.append(
-                            {
-                                "b_id": matched,
-                                "u_nir_hash": nir_hash,
-                                "u_nir_encrypted": encrypt(nir13) if nir13 else None,
-                                "u_qual": qual,
-                                "u_nom": nom,
-                                "u_nomnai": nomnai,
-                                "u_prenom": prenom,
-                                "u_sexe": sexe,
-                                "u_updated_file_id": self.file_id,
-                            }
+                    current = info[matched]
+                    if keys[current.first_file_id] > here:
+                        earlier_first.append(
+                            {"b_id": matched, "u_first_file_id": self.file_id, "u_first": self.options.received_on}
                         )
-                        info[matched] = (nir_hash or current[0], born or current[1], nom, prenom, nomnai)
-                for kind, value in keys:
+                        current = current._replace(first_file_id=self.file_id)
+                    if (nir_hash and current.nir_hash != nir_hash) or (current.nom, current.prenom, current.nomnai) != (
+                        nom,
+                        prenom,
+                        nomnai,
+                    ):
+                        values = {
+                            "b_id": matched,
+                            "u_nir_hash": nir_hash,
+                            "u_nir_encrypted": encrypt(person.nir13) if person.nir13 else None,
+                            "u_qual": qual,
+                            "u_nom": nom,
+                            "u_nomnai": nomnai,
+                            "u_prenom": prenom,
+                            "u_sexe": sexe,
+                        }
+                        if keys[current.updated_file_id] <= here:
+                            newer_identity.append(values | {"u_updated_file_id": self.file_id})
+                            current = current._replace(
+                                nir_hash=nir_hash or current.nir_hash,
+                                nom=nom,
+                                prenom=prenom,
+                                nomnai=nomnai,
+                                updated_file_id=self.file_id,
+                            )
+                        else:
+                            older_identity.append(values)
+                            current = current._replace(nir_hash=current.nir_hash or nir_hash)
+                    info[matched] = current
+                for kind, value in person.keys:
                     owner = batch_keys.get(value, known.get(value))
                     if owner == matched:
                         continue
                     if kind != "nir" and owner is not None and (owner in resolved_here or owner in self.seen):
                         # Another person of this very file holds this key (two CJT in one foyer, two foyers
                         # sharing a NUMDEMRSA): never merged, never moved from one to the other; said.
-                        self._ambiguous(value, kind, foyer_position, person_position)
+                        self._ambiguous(value, kind, foyer.record.position, person.position)
                         continue
                     batch_keys[value] = matched
                     if kind == "nir":
@@ -493,24 +553,54 @@ class _Ingestion:
                     else:
                         key_inserts[value] = (kind, matched)
                 resolved_here.add(matched)
-                resolved.append((foyer, matched, state, print_, missing))
+                self.records += 1
+                resolved.append(_Resolved(foyer.key, matched, person.state, foyer.record.missing_blocks, self.records))
+        self._write_persons_and_keys(
+            new_persons, newer_identity, older_identity, earlier_first, key_inserts, key_updates
+        )
+        return resolved, new_persons
 
-        # write persons and keys first (states reference them)
+    def _write_persons_and_keys(
+        self,
+        new_persons: list[tuple[Any, ...]],
+        newer_identity: list[dict[str, Any]],
+        older_identity: list[dict[str, Any]],
+        earlier_first: list[dict[str, Any]],
+        key_inserts: dict[str, tuple[str, int]],
+        key_updates: dict[str, int],
+    ) -> None:
+        """Persons and keys first (states reference them). Identity is the latest-dated file's: what a
+        record does not say (no NIR this time, a missing name) keeps the value known before, and a file
+        dated before the one that last spoke only fills what is unknown."""
+        pt = T_PERSONS.c
+        pk = T_KEYS.c
+        dep = self.departement
+        names = ("nir_hash", "nir_encrypted", "qual", "nom", "nomnai", "prenom", "sexe")
         if new_persons:
             self.writer.insert(T_PERSONS, PERSON_COLUMNS, new_persons)
-        if person_updates:
-            # What a record does not say (no NIR this time, a missing name) keeps the value known before.
+        if newer_identity:
             self.conn.execute(
                 update(T_PERSONS)
                 .where(pt.id == bindparam("b_id"))
                 .values(
-                    {
-                        name: func.coalesce(bindparam(f"u_{name}"), T_PERSONS.c[name])
-                        for name in ("nir_hash", "nir_encrypted", "qual", "nom", "nomnai", "prenom", "sexe")
-                    }
+                    {name: func.coalesce(bindparam(f"u_{name}"), T_PERSONS.c[name]) for name in names}
                     | {"updated_file_id": bindparam("u_updated_file_id")}
                 ),
-                person_updates,
+                newer_identity,
+            )
+        if older_identity:
+            self.conn.execute(
+                update(T_PERSONS)
+                .where(pt.id == bindparam("b_id"))
+                .values({name: func.coalesce(T_PERSONS.c[name], bindparam(f"u_{name}")) for name in names}),
+                older_identity,
+            )
+        if earlier_first:
+            self.conn.execute(
+                update(T_PERSONS)
+                .where(pt.id == bindparam("b_id"))
+                .values(first_file_id=bindparam("u_first_file_id"), first_received_on=bindparam("u_first")),
+                earlier_first,
             )
         if key_inserts:
             self.writer.insert(
@@ -526,11 +616,26 @@ class _Ingestion:
                 [{"b_value": v, "b_person": pid} for v, pid in key_updates.items()],
             )
 
-        previous = self._latest_states({r[1] for r in resolved} | candidates)
-        # members who were in these foyers and are not in them any more
+    def _detect_departures(self, resolved: list[_Resolved]) -> dict[int, dict[str, Any]]:
+        """The states in force for these persons and for the members these foyers had; a member whose
+        foyer is here without them left it (unless this file shows them elsewhere: decided in `finish`).
+        A foyer is "here" when at least one of its persons is."""
+        ps = T_STATES.c
+        foyer_keys = {r.foyer for r in resolved}
+        candidates: set[int] = set()
+        matricules = sorted({m for _, _, m in foyer_keys if m})
+        for chunk in _chunks(matricules, 5000):
+            candidates.update(
+                self.conn.execute(
+                    select(ps.person_id)
+                    .where(ps.departement_code == self.departement, one_of(self.conn, ps.matricule, chunk))
+                    .distinct()
+                ).scalars()
+            )
+        previous = self._latest_states({r.person_id for r in resolved} | candidates)
         present_now: dict[tuple[Any, Any, Any], set[int]] = {}
-        for foyer, pid, _state, _print, _missing in resolved:
-            present_now.setdefault(foyer, set()).add(pid)
+        for r in resolved:
+            present_now.setdefault(r.foyer, set()).add(r.person_id)
         for pid in candidates:
             prev = previous.get(pid)
             if prev is None or not prev["present"]:
@@ -538,23 +643,37 @@ class _Ingestion:
             key = (prev["fonorg"], prev["numorg"], prev["matricule"])
             if key in foyer_keys and pid not in present_now.get(key, set()):
                 self.left_candidates[pid] = prev
+        return previous
 
+    def _write_states(
+        self, resolved: list[_Resolved], new_persons: list[tuple[Any, ...]], previous: dict[int, dict[str, Any]]
+    ) -> None:
+        """A state row for each record that changes what is in force (compared with the state in force at
+        this file's date), and an observation for every record."""
         rows = []
-        latest = {pid: prev["fingerprint"] for pid, prev in previous.items()}
-        for _foyer, pid, state, print_, missing in resolved:
+        observations = []
+        in_force: dict[int, tuple[str, State | dict[str, Any]]] = {
+            pid: (prev["fingerprint"], prev) for pid, prev in previous.items()
+        }
+        for r in resolved:
+            pid, state = r.person_id, r.state
             self.seen.add(pid)
-            if missing:
-                # the record lacks blocks: what they would have said is the state known before this file
-                prev = previous.get(pid)
-                if prev is not None and prev["present"]:
-                    state = keep_known(state, missing, prev)
-                    print_ = fingerprint(state)
-            if latest.get(pid) == print_:
+            current = in_force.get(pid)
+            if r.missing_blocks and current is not None:
+                # the record lacks blocks: what they would have said is the state in force
+                known = current[1]
+                known_values = known if isinstance(known, dict) else dict(zip(STATE_COLUMNS, known, strict=True))
+                if known_values["present"]:
+                    state = keep_known(state, r.missing_blocks, known_values)
+            print_ = fingerprint(state)
+            observations.append((self.file_id, r.seq, pid, *r.foyer, print_, r.missing_blocks, state[-1]))
+            if current is not None and current[0] == print_:
                 self.report.unchanged += 1
                 continue
-            latest[pid] = print_  # a person twice in the file: the later record wins
-            rows.append(self._state_row(pid, state, print_))
+            in_force[pid] = (print_, state)  # a person twice in the file: the later record wins
+            rows.append(self._state_row(pid, state, print_, r.seq))
         self.report.state_changes += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
+        self.writer.insert(T_OBSERVATIONS, OBSERVATION_COLUMNS, observations)
         changed = {row[0] for row in rows} | {row[0] for row in new_persons}
         if self.options.initial_stock:
             # A person the initial stock creates has one fact, the stock, and no event: no entry episode
@@ -563,8 +682,6 @@ class _Ingestion:
             self.created_by_stock.update(row[0] for row in new_persons)
             changed -= self.created_by_stock
         self._mark_stale(changed)
-        self.report.persons_brsa += len(resolved)
-        self._flush_events()
 
     def _mark_stale(self, person_ids: set[int]) -> None:
         """Their facts changed: queue them for a refresh of their entry episodes (app.services.episodes),
@@ -583,8 +700,7 @@ class _Ingestion:
             )
             self._pending_events = []
 
-    def _state_row(self, pid: int, state: State, print_: str) -> tuple[Any, ...]:
-        self.seq += 1
+    def _state_row(self, pid: int, state: State, print_: str, seq: int) -> tuple[Any, ...]:
         assert self.header is not None
         return (
             pid,
@@ -592,7 +708,7 @@ class _Ingestion:
             self.departement,
             self.options.received_on,
             self.created_at,
-            self.seq,
+            seq,
             self.header.type_flux,
             *state,
             print_,
@@ -611,7 +727,7 @@ class _Ingestion:
         for pid, prev in self.left_candidates.items():
             if pid not in self.seen:
                 absent[pid] = (prev, "left_foyer")
-        if self.header.type_flux in ("M", "R"):
+        if self.header.type_flux in FULL_FILES:
             for pid, prev in self._present_in_organisme().items():
                 if pid not in self.seen and pid not in absent:
                     absent[pid] = (prev, "absent_full_file")
@@ -619,7 +735,8 @@ class _Ingestion:
         for pid in sorted(absent):
             prev, reason = absent[pid]
             state = absent_state(prev, reason)
-            rows.append(self._state_row(pid, state, fingerprint(state)))
+            self.absence_seq += 1
+            rows.append(self._state_row(pid, state, fingerprint(state), self.absence_seq))
         self.report.absences = self.writer.insert(T_STATES, ROW_COLUMNS, rows)
         self._mark_stale(set(absent))
         if self.options.initial_stock:
@@ -634,9 +751,16 @@ class _Ingestion:
                     .having(func.count() > 1),
                 )
             )
-        if self.header.type_flux in ("M", "R"):
-            self.writer.insert(T_MEMBERS, ("file_id", "person_id"), [(self.file_id, pid) for pid in sorted(self.seen)])
-        self._absences_in_later_full_files()
+        later = Replay(self.conn, self.writer, self.departement, self.key, self.header.type_flux)
+        if later.files:
+            # Files dated after this one were applied before it: what they said of these persons is
+            # re-examined with this file in its place (app.ingest.replay).
+            changed = later.run(self.seen | set(absent))
+            self.report.later_files = len(later.files)
+            self.report.reexamined = len(self.seen | set(absent))
+            self.report.absences += later.absences
+            self.report.state_changes += later.inserted - later.absences
+            self._mark_stale(changed)
 
     def _check_persons_exist(self, person_ids: set[int]) -> None:
         """Persons known only through their states (absences, members who left) must still exist."""
@@ -648,50 +772,8 @@ class _Ingestion:
         if missing:
             raise ReferenceIntegrityError(f"{len(missing)} person(s) with states are missing from persons")
 
-    def _absences_in_later_full_files(self) -> None:
-        """This file arrived after a full file dated later: whoever it shows and that later file did not
-        carry is absent from that date on, as if the files had come in order."""
-        ft = T_FILES.c
-        if not self.seen or not self.fonorg:
-            return
-        r, c = self.options.received_on, self.created_at
-        later = self.conn.execute(
-            select(ft.id, ft.received_on, ft.created_at_caf)
-            .where(
-                ft.departement_code == self.departement,
-                ft.status == "applied",
-                ft.type_flux.in_(("M", "R")),
-                ft.fonorg == self.fonorg,
-                (ft.received_on > r) | ((ft.received_on == r) & (ft.created_at_caf > c)),
-            )
-            .order_by(ft.received_on, ft.created_at_caf, ft.id)
-        ).all()
-        fm = T_MEMBERS.c
-        for file_id, received_on, created_at in later:
-            members = set(
-                self.conn.execute(
-                    select(fm.person_id).where(
-                        fm.file_id == file_id, one_of(self.conn, fm.person_id, sorted(self.seen))
-                    )
-                ).scalars()
-            )
-            cutoff = (received_on, created_at, file_id)
-            rows = []
-            for pid, prev in self._latest_states(self.seen - members, cutoff).items():
-                if (
-                    prev["present"]
-                    and prev["fonorg"] == self.fonorg
-                    and (not self.numorg or prev["numorg"] == self.numorg)
-                ):
-                    self.seq += 1
-                    state = absent_state(prev, "absent_full_file")
-                    head = (pid, file_id, self.departement, received_on, created_at, 10_000_000 + self.seq, "M")
-                    rows.append((*head, *state, fingerprint(state)))
-            self.report.absences += self.writer.insert(T_STATES, ROW_COLUMNS, rows)
-            self._mark_stale({row[0] for row in rows})
-
     def _present_in_organisme(self) -> dict[int, dict[str, Any]]:
-        """Persons whose state in force before this full file is present in a foyer of its organisme."""
+        """Persons whose state in force at this full file is present in a foyer of its organisme."""
         assert self.header is not None
         ps = T_STATES.c
         ranked = (
@@ -701,11 +783,11 @@ class _Ingestion:
                 func.row_number()
                 .over(
                     partition_by=ps.person_id,
-                    order_by=(ps.received_on.desc(), ps.file_created_at.desc(), ps.file_id.desc(), ps.seq.desc()),
+                    order_by=state_order(ps, descending=True),
                 )
                 .label("rn"),
             )
-            .where(ps.departement_code == self.departement, self._before())
+            .where(ps.departement_code == self.departement, self._up_to_here())
             .subquery()
         )
         query = select(ranked).where(ranked.c.rn == 1, ranked.c.present.is_(True), ranked.c.fonorg == self.fonorg)
@@ -714,6 +796,17 @@ class _Ingestion:
         return {row["person_id"]: dict(row) for row in self.conn.execute(query).mappings()}
 
 
+OBSERVATION_COLUMNS = (
+    "file_id",
+    "seq",
+    "person_id",
+    "fonorg",
+    "numorg",
+    "matricule",
+    "fingerprint",
+    "missing_blocks",
+    "sdd_entrant",
+)
 PERSON_COLUMNS = (
     "id",
     "departement_code",
@@ -738,8 +831,8 @@ def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 
 def _organisme_of(header: FluxHeader, first: Prepared | None) -> tuple[str | None, str | None]:
-    if first is not None and first[2]:
-        return first[2], first[3]
+    if first is not None and first.fonorg:
+        return first.fonorg, first.numorg
     return {"CRI": "CAF", "AGO": "MSA"}.get(header.applieme), None
 
 
@@ -846,7 +939,7 @@ def ingest_file(
             try:
                 for batch in source.batches():
                     if not started_job:
-                        _start(conn, job, source.header, batch[0] if batch else None, options, report)
+                        _start(conn, job, source.header, Prepared.named(batch[0]) if batch else None, options, report)
                         started_job = True
                     if batch:
                         job.apply_batch(batch)
@@ -957,7 +1050,7 @@ def _start(
     report.type_flux = header.type_flux
     report.created_at_caf = header.created_at.isoformat()
     report.initial_stock = options.initial_stock
-    file_dep = first[5] if first is not None else None
+    file_dep = first.departement if first is not None else None
     dep = options.departement
     if dep is None:
         if file_dep and DEPARTEMENT_RE.match(file_dep):
@@ -972,7 +1065,7 @@ def _start(
     elif file_dep and file_dep != dep:
         raise FluxRejected(
             f"this file is for département {file_dep[:3]!r}, not {dep}",
-            f"foyer 1 (line {first[1] if first else 0})",
+            f"foyer 1 (line {first.line if first else 0})",
             "other_departement",
         )
     job.departement = dep

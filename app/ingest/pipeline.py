@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.ingest.derive import Deriver, Prepared
+from app.ingest.derive import Deriver
 from app.ingest.parser import FluxReader, FluxRejected
 from app.ingest.records import FluxHeader
 
@@ -51,8 +51,8 @@ class InlineSource:
     def bytes_read(self) -> int:
         return self.reader.bytes_read
 
-    def batches(self) -> Iterator[list[Prepared]]:
-        batch: list[Prepared] = []
+    def batches(self) -> Iterator[list[tuple[Any, ...]]]:
+        batch: list[tuple[Any, ...]] = []
         prepare = self.deriver.prepare
         for record in self.reader:
             batch.append(prepare(record))
@@ -89,7 +89,7 @@ def _read_in_child(path: str, batch_size: int, hmac_key: bytes, out: Any, parent
     reader = FluxReader(Path(path))
     prepare = Deriver(hmac_key).prepare
     try:
-        batch: list[Prepared] = []
+        batch: list[tuple[Any, ...]] = []
         for record in reader:
             batch.append(prepare(record))
             if len(batch) >= batch_size:
@@ -127,7 +127,7 @@ class ProcessSource:
                 if not self._process.is_alive():
                     raise RuntimeError("the flux reader process stopped unexpectedly") from None
 
-    def batches(self) -> Iterator[list[Prepared]]:
+    def batches(self) -> Iterator[list[tuple[Any, ...]]]:
         while True:
             message = self._get()
             kind = message[0]

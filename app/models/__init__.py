@@ -2,7 +2,7 @@
 
 from app.models.auth import ApiClient, Departement, api_client_departements
 from app.models.base import Base
-from app.models.flux import AccessRecord, FluxFile, FluxFileMember, FoyerEvent, Person, PersonKey, PersonState
+from app.models.flux import AccessRecord, FluxFile, FluxObservation, FoyerEvent, Person, PersonKey, PersonState
 from app.models.orientation import EntryEpisode, EpisodeQueue, OrientationEvent
 
 __all__ = [
@@ -13,7 +13,7 @@ __all__ = [
     "EntryEpisode",
     "EpisodeQueue",
     "FluxFile",
-    "FluxFileMember",
+    "FluxObservation",
     "FoyerEvent",
     "OrientationEvent",
     "Person",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -154,14 +154,25 @@ class PersonState(Base):
     fingerprint: Mapped[str] = mapped_column(String(32))
 
 
-class FluxFileMember(Base):
-    """Who a full (monthly or reprise) file carried: needed to date absences when an earlier file arrives late,
-    since unchanged persons get no new state row."""
+class FluxObservation(Base):
+    """Every person record of every applied file, stored state row or not: what the file said of the
+    person (by the fingerprint of that state, whose values are in one of the person's state rows), in which
+    foyer, and which blocks the record lacked. Unchanged records get no state row; these rows let an
+    earlier-dated file that arrives late re-examine what followed it (app.ingest.replay), so the stored facts
+    do not depend on the order files arrive in. `seq` is the record's rank in its file, as in its state row."""
 
-    __tablename__ = "flux_file_members"
+    __tablename__ = "flux_observations"
+    __table_args__ = (Index("ix_flux_observations_person", "person_id"),)
 
     file_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    person_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    fonorg: Mapped[str | None] = mapped_column(String(3))
+    numorg: Mapped[str | None] = mapped_column(String(3))
+    matricule: Mapped[str | None] = mapped_column(String(15))
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    missing_blocks: Mapped[int] = mapped_column(SmallInteger)
+    sdd_entrant: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class FoyerEvent(Base):

@@ -24,7 +24,7 @@ class FluxFact:
     """What one received file said about the person (a stored person state)."""
 
     received_on: date
-    order: tuple[Any, ...]  # tie-break on the same reception date: (file created at, file id, seq)
+    order: tuple[Any, ...]  # tie-break on the same reception date (app.ingest.order): (created at, kind, id, seq)
     present: bool
     etat: str | None
     sdd: bool | None

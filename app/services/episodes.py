@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text
 
 from app.db import claim_write, one_of
+from app.ingest.order import KIND_RANK
 from app.models import EntryEpisode, EpisodeQueue, FluxFile, OrientationEvent, Person, PersonState
 from app.rules.config import DEFAULT, RulesConfig
 from app.rules.episodes import Episode, Event, FluxFact, PersonEpisodes, compute_episodes
@@ -39,6 +40,7 @@ def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFa
             ps.file_created_at,
             ps.file_id,
             ps.seq,
+            ps.type_flux,
             ps.present,
             ps.etat,
             ps.sdd,
@@ -63,7 +65,7 @@ def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFa
         out[r.person_id].append(
             FluxFact(
                 received_on=r.received_on,
-                order=(r.file_created_at, r.file_id, r.seq),
+                order=(r.file_created_at, KIND_RANK.get(r.type_flux, 2), r.file_id, r.seq),
                 present=r.present,
                 etat=r.etat,
                 sdd=r.sdd,

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import NotFound, Unprocessable
 from app.ingest.derive import key_hash, matricule_key_text
+from app.ingest.order import state_order
 from app.models import AccessRecord, FluxFile, Person, PersonKey, PersonState
 from app.models.base import utcnow
 from app.security.auth import Principal
@@ -78,7 +79,7 @@ def history(session: Session, person_id: int) -> list[tuple[PersonState, FluxFil
         select(PersonState, FluxFile)
         .join(FluxFile, FluxFile.id == PersonState.file_id)
         .where(PersonState.person_id == person_id)
-        .order_by(PersonState.received_on, PersonState.file_created_at, PersonState.file_id, PersonState.seq)
+        .order_by(*state_order(PersonState))
     ).all()
     return [(s, f) for s, f in rows]
 
@@ -120,12 +121,7 @@ def current_state(session: Session, person_id: int) -> PersonState | None:
     return session.scalar(
         select(PersonState)
         .where(PersonState.person_id == person_id)
-        .order_by(
-            PersonState.received_on.desc(),
-            PersonState.file_created_at.desc(),
-            PersonState.file_id.desc(),
-            PersonState.seq.desc(),
-        )
+        .order_by(*state_order(PersonState, descending=True))
         .limit(1)
     )
 

@@ -1,0 +1,240 @@
+"""Puts a late file in its place among the dated facts: re-examines what the files dated after it said.
+
+The stored facts must not depend on the order files arrive in (docs/rules.md, "Order of arrival"). A
+file is applied against the state in force *at its date*; when files dated after it were applied first,
+what they said of the persons it speaks of may mean something else now:
+
+- a record that changed nothing then (no state row) may change something now, and one that did may not;
+- a record lacking blocks keeps what was in force, which this file may have changed;
+- a person this file puts in a foyer is "gone from it" at a later file that carries the foyer without them,
+  and "absent" from a later full file of their organisme that does not carry them — or no longer is.
+
+So for each such person the facts dated after this file are recomputed from what every later file said
+(`flux_observations`: each record's state fingerprint, foyer and missing blocks) and the files' kinds,
+exactly as the loader would have applied those files in date order; the rows that differ are replaced.
+In the usual case — files arrive in date order — there is no later file and nothing to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any, NamedTuple, cast
+
+from sqlalchemy import Connection, Table, bindparam, delete, select, update
+
+from app.db import one_of
+from app.ingest.derive import ROW_COLUMNS, STATE_COLUMNS, State, absent_state, fingerprint, keep_known
+from app.ingest.order import FileKey, file_key, file_order, files_after, state_order
+from app.models import FluxFile, FluxObservation, PersonState
+
+FULL_FILES = ("M", "R")  # a full file carries everyone its organisme pays
+ABSENCE_RANK = 10_000_000  # `seq` of absence rows: after every record of their file
+
+T_FILES = cast(Table, FluxFile.__table__)
+T_OBS = cast(Table, FluxObservation.__table__)
+T_STATES = cast(Table, PersonState.__table__)
+CHUNK = 1000
+_STATE = slice(7, 7 + len(STATE_COLUMNS))  # the state's values in the rows `_chunk` reads
+
+
+class LaterFile(NamedTuple):
+    id: int
+    received_on: date
+    created_at: datetime
+    type_flux: str
+    fonorg: str | None
+    numorg: str | None
+
+
+class ReplayError(RuntimeError):
+    """The stored observations do not match the stored states (a database altered by hand)."""
+
+
+def _iso(state: Sequence[Any]) -> State:
+    return tuple(v.isoformat() if isinstance(v, date) else v for v in state)
+
+
+class Replay:
+    def __init__(self, conn: Connection, writer: Any, departement: str, key: FileKey, type_flux: str) -> None:
+        self.conn = conn
+        self.writer = writer
+        self.departement = departement
+        self.key = key
+        ft = T_FILES.c
+        self.files = [
+            LaterFile(*row)
+            for row in conn.execute(
+                select(ft.id, ft.received_on, ft.created_at_caf, ft.type_flux, ft.fonorg, ft.numorg)
+                .where(ft.departement_code == departement, ft.status == "applied", files_after(ft, key, type_flux))
+                .order_by(*file_order(ft))
+            )
+        ]
+        self.inserted = 0
+        self.deleted = 0
+        self.absences = 0
+
+    def _after(self, row: Any) -> bool:
+        return file_key(row.received_on, row.file_created_at, row.type_flux, row.file_id) > self.key
+
+    def run(self, person_ids: Iterable[int]) -> set[int]:
+        """Recompute these persons' facts dated after the file; returns those whose facts changed."""
+        changed: set[int] = set()
+        if not self.files:
+            return changed
+        ids = sorted(set(person_ids))
+        for start in range(0, len(ids), CHUNK):
+            changed |= self._chunk(ids[start : start + CHUNK])
+        return changed
+
+    def _chunk(self, person_ids: Sequence[int]) -> set[int]:
+        conn = self.conn
+        ps = T_STATES.c
+        rows: dict[int, list[Any]] = {}
+        matricules: set[str] = set()
+        for row in conn.execute(
+            select(
+                ps.id,
+                ps.person_id,
+                ps.file_id,
+                ps.received_on,
+                ps.file_created_at,
+                ps.seq,
+                ps.type_flux,
+                *[ps[c] for c in STATE_COLUMNS],
+                ps.fingerprint,
+            )
+            .where(one_of(conn, ps.person_id, person_ids))
+            .order_by(ps.person_id, *state_order(ps))
+        ):
+            rows.setdefault(row.person_id, []).append(row)
+            if row.matricule:
+                matricules.add(row.matricule)
+        # everyone who was ever in these foyers: their records in later files say which foyers those carry
+        members: set[int] = set(person_ids)
+        for chunk in _chunks(sorted(matricules), 5000):
+            members.update(
+                conn.execute(
+                    select(ps.person_id)
+                    .where(ps.departement_code == self.departement, one_of(conn, ps.matricule, chunk))
+                    .distinct()
+                ).scalars()
+            )
+        later_ids = [f.id for f in self.files]
+        o = T_OBS.c
+        observed: dict[int, dict[int, list[Any]]] = {}
+        carried: set[tuple[Any, ...]] = set()  # (file, fonorg, numorg, matricule) of the foyers later files carry
+        mine = set(person_ids)
+        for chunk in _chunks(sorted(members), 5000):
+            for obs in conn.execute(
+                select(
+                    o.file_id,
+                    o.seq,
+                    o.person_id,
+                    o.fonorg,
+                    o.numorg,
+                    o.matricule,
+                    o.fingerprint,
+                    o.missing_blocks,
+                    o.sdd_entrant,
+                )
+                .where(one_of(conn, o.person_id, chunk), one_of(conn, o.file_id, later_ids))
+                .order_by(o.file_id, o.seq)
+            ):
+                if obs.matricule in matricules:
+                    carried.add((obs.file_id, obs.fonorg, obs.numorg, obs.matricule))
+                if obs.person_id in mine:
+                    observed.setdefault(obs.person_id, {}).setdefault(obs.file_id, []).append(obs)
+        changed: set[int] = set()
+        inserts: list[tuple[Any, ...]] = []
+        deletes: list[int] = []
+        fingerprint_updates: list[dict[str, Any]] = []
+        for pid in person_ids:
+            history = rows.get(pid, [])
+            before = [r for r in history if not self._after(r)]
+            after = [r for r in history if self._after(r)]
+            content = {r.fingerprint: _iso(r[_STATE]) for r in history}
+            new_rows = self._walk(pid, before, observed.get(pid, {}), carried, content, fingerprint_updates)
+            old = [(r.file_id, r.fingerprint, r.sdd_entrant) for r in after]
+            new = [(row[1], row[-1], row[-2]) for row in new_rows]
+            if old != new:
+                changed.add(pid)
+                deletes.extend(r.id for r in after)
+                inserts.extend(new_rows)
+        for chunk in _chunks(deletes, 5000):
+            conn.execute(delete(T_STATES).where(one_of(conn, ps.id, chunk)))
+        self.deleted += len(deletes)
+        self.inserted += self.writer.insert(T_STATES, ROW_COLUMNS, inserts)
+        self.absences += sum(1 for row in inserts if row[7] is False)
+        if fingerprint_updates:
+            conn.execute(
+                update(T_OBS)
+                .where(o.file_id == bindparam("b_file"), o.seq == bindparam("b_seq"))
+                .values(fingerprint=bindparam("b_print")),
+                fingerprint_updates,
+            )
+        return changed
+
+    def _walk(
+        self,
+        pid: int,
+        before: list[Any],
+        observed: dict[int, list[Any]],
+        carried: set[tuple[Any, ...]],
+        content: dict[str, State],
+        fingerprint_updates: list[dict[str, Any]],
+    ) -> list[tuple[Any, ...]]:
+        """The person's rows after the file, as the later files would have been applied in date order."""
+        in_force: dict[str, Any] | None = None
+        print_: str | None = None
+        if before:
+            last = before[-1]
+            in_force = dict(zip(STATE_COLUMNS, last[_STATE], strict=True))
+            print_ = last.fingerprint
+        out: list[tuple[Any, ...]] = []
+        absences = 0
+        for f in self.files:
+            head = (pid, f.id, self.departement, f.received_on, f.created_at)
+            records = observed.get(f.id)
+            if records:
+                for obs in records:
+                    base = content.get(obs.fingerprint)
+                    if base is None:
+                        raise ReplayError(
+                            f"person {pid}: the record of file {f.id} (rank {obs.seq}) has no stored state to refer to"
+                        )
+                    state = (*base[:-1], obs.sdd_entrant)
+                    if obs.missing_blocks and in_force is not None and in_force["present"]:
+                        state = keep_known(state, obs.missing_blocks, in_force)
+                    now = fingerprint(state)
+                    if now != obs.fingerprint:
+                        content[now] = state
+                        fingerprint_updates.append({"b_file": f.id, "b_seq": obs.seq, "b_print": now})
+                    if now != print_:
+                        out.append((*head, obs.seq, f.type_flux, *state, now))
+                        in_force, print_ = dict(zip(STATE_COLUMNS, state, strict=True)), now
+                continue
+            if in_force is None or not in_force["present"]:
+                continue
+            foyer = (in_force["fonorg"], in_force["numorg"], in_force["matricule"])
+            if (f.id, *foyer) in carried:
+                reason = "left_foyer"
+            elif (
+                f.type_flux in FULL_FILES
+                and f.fonorg == in_force["fonorg"]
+                and (not f.numorg or f.numorg == in_force["numorg"])
+            ):
+                reason = "absent_full_file"
+            else:
+                continue
+            state = absent_state(in_force, reason)
+            now = fingerprint(state)
+            absences += 1
+            out.append((*head, ABSENCE_RANK + absences, f.type_flux, *state, now))
+            in_force, print_ = dict(zip(STATE_COLUMNS, state, strict=True)), now
+        return out
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
