@@ -386,6 +386,11 @@ def _print_reports(reports: list[Any]) -> None:
             err_console.print(f"[red]{r.filename}: rejected{where}: {r.error}[/] (quarantined: {r.quarantine_path})")
         elif r.status == "duplicate":
             err_console.print(f"[yellow]{r.filename}: already ingested (file #{r.duplicate_of}); nothing changed[/]")
+        if r.later_files:
+            err_console.print(
+                f"{r.filename}: dated before {r.later_files} file(s) already applied: what they said of "
+                f"{r.reexamined} person(s) was re-examined with this file in its place"
+            )
         for item in (r.rejected or [])[:10]:
             err_console.print(f"  rejected record: {item['message']}")
         for item in (r.warnings or [])[:10]:

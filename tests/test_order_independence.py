@@ -7,6 +7,7 @@ and checks the facts themselves. The last test does it at the size that showed t
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, timedelta
 from pathlib import Path
@@ -181,3 +182,21 @@ def test_a_generated_flux_gives_the_same_facts_episodes_and_indicator_in_any_ord
     assert sum(len(f) for f in reference.facts.values()) > len(reference.persons)
     for name, run in runs.items():
         assert run.differences(reference) == [], name
+
+
+def test_the_operator_is_told_when_a_file_took_its_place_before_files_already_applied(db, tmp_path, monkeypatch):
+    from tests.cli import run_cli
+
+    stock = _file(tmp_path, "stock", [foyer(person(NIR_A))], D0, "M")
+    out = _file(tmp_path, "out", [foyer(person(NIR_A, sdd=False))], D2)
+    back = _file(tmp_path, "back", [foyer(person(NIR_A))], D3)
+    assert run_cli(db, monkeypatch, "flux", "ingest", stock, "--received-on", D0, "--initial-stock").exit_code == 0
+    in_order = run_cli(db, monkeypatch, "flux", "ingest", back, "--received-on", D3)
+    assert in_order.exit_code == 0 and "re-examined" not in in_order.output
+    late = run_cli(db, monkeypatch, "flux", "ingest", out, "--received-on", D2, "--json")
+    assert late.exit_code == 0, late.output
+    (report,) = json.loads(late.stdout)
+    assert (report["later_files"], report["reexamined"], report["state_changes"]) == (1, 1, 2)
+    assert json.loads(run_cli(db, monkeypatch, "flux", "show", report["file_id"]).stdout)["later_files"] == 1
+    plain = run_cli(db, monkeypatch, "flux", "ingest", out, "--received-on", D2)  # a duplicate now: said so
+    assert plain.exit_code == 0 and "already ingested" in plain.output

@@ -299,10 +299,10 @@ class _Ingestion:
 
     # state in force --------------------------------------------------------------------------
 
-    def _up_to_here(self) -> Any:
-        """States dated up to this file, its own earlier records included."""
+    def _up_to_here(self, inclusive: bool = True) -> Any:
+        """States dated up to this file, its own earlier records included (or not)."""
         assert self.header is not None
-        return states_up_to(T_STATES.c, self.key, self.header.type_flux)
+        return states_up_to(T_STATES.c, self.key, self.header.type_flux, inclusive)
 
     def _latest_states(self, person_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         ids = sorted(set(person_ids))
@@ -773,7 +773,8 @@ class _Ingestion:
             raise ReferenceIntegrityError(f"{len(missing)} person(s) with states are missing from persons")
 
     def _present_in_organisme(self) -> dict[int, dict[str, Any]]:
-        """Persons whose state in force at this full file is present in a foyer of its organisme."""
+        """Persons whose state in force before this full file is present in a foyer of its organisme (the
+        file's own rows left out: only persons it did not carry matter here, and they have none)."""
         assert self.header is not None
         ps = T_STATES.c
         ranked = (
@@ -787,7 +788,7 @@ class _Ingestion:
                 )
                 .label("rn"),
             )
-            .where(ps.departement_code == self.departement, self._up_to_here())
+            .where(ps.departement_code == self.departement, self._up_to_here(inclusive=False))
             .subquery()
         )
         query = select(ranked).where(ranked.c.rn == 1, ranked.c.present.is_(True), ranked.c.fonorg == self.fonorg)

@@ -32,15 +32,17 @@ def state_order(ps: Any, descending: bool = False) -> tuple[Any, ...]:
     return (ps.received_on.desc(), ps.file_created_at.desc(), ps.type_flux, ps.file_id.desc(), ps.seq.desc())
 
 
-def states_up_to(ps: Any, key: FileKey, type_flux: str) -> Any:
-    """person_states rows dated up to the file `key` (of kind `type_flux`), that file's own rows included."""
+def states_up_to(ps: Any, key: FileKey, type_flux: str, inclusive: bool = True) -> Any:
+    """person_states rows dated up to the file `key` (of kind `type_flux`): that file's own rows included,
+    or (`inclusive=False`) only the rows dated before it."""
     r, c, _rank, fid = key
     same_instant = (ps.received_on == r) & (ps.file_created_at == c)
+    same_file = ps.file_id <= fid if inclusive else ps.file_id < fid
     return (
         (ps.received_on < r)
         | ((ps.received_on == r) & (ps.file_created_at < c))
         | (same_instant & (ps.type_flux > type_flux))
-        | (same_instant & (ps.type_flux == type_flux) & (ps.file_id <= fid))
+        | (same_instant & (ps.type_flux == type_flux) & same_file)
     )
 
 
