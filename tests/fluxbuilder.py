@@ -120,3 +120,26 @@ def transfer_blocks(
             f"<DDDEPAMUT>{departure}</DDDEPAMUT></OrganismePrenant>"
         )
     return f"</DemandeRSA>{blocks}</IdentificationRSA>"
+
+
+# A refused demand, where real files put it (SituationDossierRSA, right after EtatDossierRSA).
+STATE_END = "</EtatDossierRSA>"
+
+
+def refusal_block(date_: str = "2024-02-20", motif: str = "DSD") -> str:
+    return f"</EtatDossierRSA><Refus><DTREFURSA>{date_}</DTREFURSA><MOTIREFURSA>{motif}</MOTIREFURSA></Refus>"
+
+
+def abroad(data: bytes, pays: str = "BEL", lines: tuple[str, ...] = ("RUE DE LA LOI 16", "1000 BRUXELLES")) -> bytes:
+    """The generator's French address of each foyer made an address abroad: PAYS and AdresseHorsFrance
+    (LIBLIG2ADR...) instead of AdresseDetailleeFrance, as the public schema has it."""
+    import re
+
+    tags = [f"<LIBLIG{n}ADR>{line}</LIBLIG{n}ADR>" for n, line in zip((2, 6, 3, 4, 5, 7), lines, strict=False)]
+    data = data.replace(b"<PAYS>FRA</PAYS>", f"<PAYS>{pays}</PAYS>".encode())
+    return re.sub(
+        rb"<AdresseDetailleeFrance>.*?</AdresseDetailleeFrance>",
+        f"<AdresseHorsFrance>{''.join(tags)}</AdresseHorsFrance>".encode(),
+        data,
+        flags=re.DOTALL,
+    )

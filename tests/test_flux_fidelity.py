@@ -13,7 +13,19 @@ from app.db import get_engine, session_scope
 from app.ingest.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, FluxFile, PersonState
 from app.services.episodes import refresh_pending
-from tests.fluxbuilder import IDENTIFICATION_END, NIR_A, NIR_B, NIR_C, foyer, person, transfer_blocks, write_flux
+from tests.fluxbuilder import (
+    IDENTIFICATION_END,
+    NIR_A,
+    NIR_B,
+    NIR_C,
+    STATE_END,
+    abroad,
+    foyer,
+    person,
+    refusal_block,
+    transfer_blocks,
+    write_flux,
+)
 
 D1 = date(2024, 3, 1)
 
@@ -330,3 +342,56 @@ def test_a_field_longer_than_its_column_rejects_its_foyer_not_the_file(db, tmp_p
         assert "longer than" in report.rejected[0]["message"] and long_name not in report.rejected[0]["message"]
     with session_scope(db) as s:
         assert s.scalar(select(func.count()).select_from(PersonState)) == 1
+
+
+def test_a_refused_demand_keeps_its_refusal_date_and_motive(db, tmp_path):
+    """Refus (DTREFURSA, MOTIREFURSA) was dropped: stored, shown in the person's state."""
+    path = write_flux(_dir(tmp_path, "i"), [foyer(person(NIR_A, sdd=False), etat="1")], day=D1)
+    _rewrite(path, STATE_END, refusal_block("2024-02-20", "DSD"))
+    report = ingest_file(get_engine(db), db, path, IngestOptions(D1))
+    assert report.status == "applied" and report.warnings_count == 1  # no_initial_stock only
+    with session_scope(db) as s:
+        (state,) = s.scalars(select(PersonState)).all()
+        assert (state.etat, state.refusal_motif, state.refusal_date) == ("1", "DSD", date(2024, 2, 20))
+
+
+def test_an_address_abroad_keeps_its_country_and_lines(db, tmp_path):
+    """AdresseHorsFrance is an address, not an empty one: the country (PAYS) and its lines are stored; a
+    French address stores no country (its state keeps the fingerprint it had before the column existed)."""
+    path = write_flux(
+        _dir(tmp_path, "i"), [foyer(person(NIR_A)), foyer(person(NIR_B, nom="MARTIN"), matricule="0007777")], day=D1
+    )
+    raw = path.read_bytes()
+    first_end = raw.index(b"</InfosFoyerRSA>")
+    path.write_bytes(abroad(raw[:first_end]) + raw[first_end:])
+    assert ingest_file(get_engine(db), db, path, IngestOptions(D1)).status == "applied"
+    with session_scope(db) as s:
+        there, here = s.scalars(select(PersonState).order_by(PersonState.seq)).all()
+        assert (there.pays, there.adresse, there.numcom) == ("BEL", "RUE DE LA LOI 16 / 1000 BRUXELLES", None)
+        assert (here.pays, here.numcom) == (None, "55545")
+
+
+def test_the_new_columns_leave_the_fingerprint_of_states_without_them_unchanged():
+    """States stored before the refusal and the country existed keep their fingerprint: the formula is the
+    old one (every value but the last, TOPPERSENTDRODEVORSA) as long as the new values are empty."""
+    import hashlib
+
+    from app.ingest.derive import EXTENSION_COLUMNS, STATE_COLUMNS, fingerprint
+
+    values = {c: f"v{i}" for i, c in enumerate(STATE_COLUMNS)} | dict.fromkeys(EXTENSION_COLUMNS)
+    state = tuple(values[c] for c in STATE_COLUMNS)
+    old_layout = tuple(values[c] for c in STATE_COLUMNS[:-1] if c not in EXTENSION_COLUMNS)
+    assert fingerprint(state) == hashlib.blake2b(repr(old_layout).encode(), digest_size=16).hexdigest()
+    refused = tuple("DSD" if c == "refusal_motif" else v for c, v in zip(STATE_COLUMNS, state, strict=True))
+    assert fingerprint(refused) != fingerprint(state)
+
+
+def test_a_refusal_motive_or_country_too_long_for_its_column_is_a_record_problem(db, tmp_path):
+    path = write_flux(_dir(tmp_path, "i"), [foyer(person(NIR_A)), foyer(person(NIR_B), matricule="0007777")], day=D1)
+    raw = path.read_bytes().replace(STATE_END.encode(), refusal_block("2024-02-20", "DSDX").encode(), 1)
+    path.write_bytes(raw.replace(b"<PAYS>FRA</PAYS>", b"<PAYS>BELG</PAYS>", 2).replace(b"<PAYS>BELG", b"<PAYS>FRA", 1))
+    report = ingest_file(get_engine(db), db, path, IngestOptions(D1))
+    assert report.status == "applied" and report.rejected_count == 2  # both foyers, each naming its field
+    messages = sorted(r["message"] for r in report.rejected)
+    assert "refusal_motif is longer than 3 characters" in messages[0] and "pays is longer" in messages[1]
+    assert "DSDX" not in str(report.rejected) and "BELG" not in str(report.rejected)

@@ -9,7 +9,19 @@ from datetime import date
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fluxbuilder import IDENTIFICATION_END, NIR_A, NIR_B, NIR_C, foyer, person, transfer_blocks, write_flux
+from tests.fluxbuilder import (
+    IDENTIFICATION_END,
+    NIR_A,
+    NIR_B,
+    NIR_C,
+    STATE_END,
+    abroad,
+    foyer,
+    person,
+    refusal_block,
+    transfer_blocks,
+    write_flux,
+)
 from tests.test_ingest_loader import ingest, snapshot
 
 FRAGMENTS = [
@@ -32,6 +44,10 @@ FRAGMENTS = [
     b"<FinDroitMoisAnterieur>",
     b"</OrganismeCedant>",
     b"<MATRICULEORGCEDMUT>",
+    b"<Refus>",
+    b"<MOTIREFURSA>",
+    b"</AdresseHorsFrance>",
+    b"<PAYS>",
 ]
 
 mutation = st.one_of(
@@ -58,12 +74,16 @@ def apply(data: bytes, m: tuple) -> bytes:
 
 def _with_new_elements(data: bytes) -> bytes:
     """The elements of real files read since issue #9: booleans written true/false, a state 6 right closed
-    in FinDroitMoisAnterieur, transfers both ways with MATRICULEORGCEDMUT, a foyer without its blocks."""
+    in FinDroitMoisAnterieur, transfers both ways with MATRICULEORGCEDMUT, a refusal, an address abroad,
+    a foyer without its blocks."""
     data = data.replace(b"<TOPPERSDRODEVORSA>1<", b"<TOPPERSDRODEVORSA>true<", 1)
     data = data.replace(b"<TOPPERSDRODEVORSA>0<", b"<TOPPERSDRODEVORSA>false<", 1)
     data = data.replace(b"<FinDroit>", b"<FinDroitMoisAnterieur>").replace(b"</FinDroit>", b"</FinDroitMoisAnterieur>")
     blocks = transfer_blocks(cedant=("MSA", "552", "0005555", "2024-03-01"), prenant=("CAF", "541", "2024-01-10"))
     data = data.replace(IDENTIFICATION_END.encode(), blocks.encode(), 1)
+    data = data.replace(STATE_END.encode(), refusal_block().encode(), 1)
+    first_end = data.index(b"</InfosFoyerRSA>")
+    data = abroad(data[:first_end], lines=("12 AVENUE LOUISE", "1050 IXELLES")) + data[first_end:]
     last = data.rindex(b"<InfosFoyerRSA>")
     head, tail = data[:last], data[last:]
     tail = re.sub(rb"<DonneesAdministratives>.*?</DonneesAdministratives>", b"", tail, count=1, flags=re.DOTALL)
@@ -82,7 +102,7 @@ def test_the_file_with_new_elements_is_valid_as_written(db, tmp_path):
             day=date(2024, 3, 4),
         ).read_bytes()
     )
-    for element in (b"true", b"false", b"MATRICULEORGCEDMUT", b"DDDEPAMUT"):
+    for element in (b"true", b"false", b"MATRICULEORGCEDMUT", b"DDDEPAMUT", b"<Refus>", b"AdresseHorsFrance"):
         assert element in data
     path = tmp_path / "new.xml"
     path.write_bytes(data)

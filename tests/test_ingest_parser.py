@@ -84,6 +84,35 @@ def test_vrsd0301_revision_is_a_mapping(tmp_path):
     assert (p.role, p.sdd, p.sdd_since, p.nir13) == ("BEN", True, date(2024, 1, 1), NIR_A)
 
 
+def test_vrsd0301_header_dossier_right_details_absent_dates_and_event_motives_are_mapped(tmp_path):
+    """The other VRSD0301 differences (shared/formats/caf-flux.md): the header's VERSIONFLUX, DossierCafMsa,
+    DetailCalculDroitRSA split into RSASocle / RSAActivite whose absent dates are written ABS, and the
+    event's cause in Evenement/ListeMotifsEvenement/MOTITRANSFLUX. Read without a warning."""
+    import re
+
+    xml = text_of(write_flux(tmp_path, [foyer(person(), events=["MODIFADR"])]))
+    xml = xml.replace("</IdentificationFlux>", "<VERSIONFLUX>V3.1</VERSIONFLUX></IdentificationFlux>")
+    xml = xml.replace("<DossierCAF>", "<DossierCafMsa>").replace("</DossierCAF>", "</DossierCafMsa>")
+    xml, n = re.subn(
+        r"<DetailCalculDroitRSA>.*?</DetailCalculDroitRSA>",
+        "<RSASocle><DDNATDRO>2024-02-01</DDNATDRO><DFNATDRO>ABS</DFNATDRO></RSASocle>"
+        "<RSAActivite><DDNATDRO>ABS</DDNATDRO><DFNATDRO>ABS</DFNATDRO></RSAActivite>",
+        xml,
+    )
+    assert n == 1
+    xml, n = re.subn(
+        r"<FG>(\w+)</FG>", r"<ListeMotifsEvenement><MOTITRANSFLUX>\1</MOTITRANSFLUX></ListeMotifsEvenement>", xml
+    )
+    assert n == 1
+    path = tmp_path / "vrsd-more.xml"
+    path.write_text(xml, encoding="windows-1252")
+    _, (f,) = read_all(path)
+    assert f.problems == [], f.problems
+    assert f.ddnatdro == date(2024, 2, 1)
+    assert [fg for _d, fg in f.events] == ["MODIFADR"]
+    assert f.persons[0].nom == "DUPONT"
+
+
 def test_unknown_elements_are_skipped(tmp_path):
     xml = text_of(write_flux(tmp_path, [foyer()]))
     xml = xml.replace(

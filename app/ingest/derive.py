@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import operator
 import unicodedata
 from datetime import date
 from functools import lru_cache
@@ -62,6 +63,11 @@ FOYER_STATE_COLUMNS = (
     "adresse",
     "sitfam",
     "ddnatdro",
+    # added by issue #9: part of the fingerprint only when set (`fingerprint`), so that the states stored
+    # before them keep their fingerprints and the next monthly file does not repeat everyone
+    "refusal_motif",
+    "refusal_date",
+    "pays",
 )
 STATE_COLUMNS = ("present", "absence_reason", *FOYER_STATE_COLUMNS, "role", "sdd", "idassedic", "sdd_entrant")
 ROW_COLUMNS = (
@@ -106,10 +112,21 @@ def _too_long(values: tuple[Any, ...], limits: tuple[tuple[int, str, int], ...])
     return None
 
 
+EXTENSION_COLUMNS = ("refusal_motif", "refusal_date", "pays")
+_CORE = operator.itemgetter(*(i for i, c in enumerate(STATE_COLUMNS[:-1]) if c not in EXTENSION_COLUMNS))
+_EXTENSION = operator.itemgetter(*(_STATE_INDEX[c] for c in EXTENSION_COLUMNS))
+_NO_EXTENSION = (None,) * len(EXTENSION_COLUMNS)
+
+
 def fingerprint(state: State) -> str:
-    """What decides whether a new state row is needed: every value but sdd_entrant (the last).
-    repr() of a tuple of str/bool/None is stable across runs and computed in C."""
-    return hashlib.blake2b(repr(state[:-1]).encode(), digest_size=16).hexdigest()
+    """What decides whether a new state row is needed: every value but sdd_entrant (the last); the
+    extension columns only when one is set (a state without them has the fingerprint it had before they
+    existed). repr() of a tuple of str/bool/None is stable across runs and computed in C."""
+    text = repr(_CORE(state))
+    extension = _EXTENSION(state)
+    if extension != _NO_EXTENSION:
+        text += repr(extension)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _iso(value: date | None) -> str | None:
@@ -147,9 +164,12 @@ def foyer_state(foyer: FoyerRecord) -> tuple[Any, ...]:
         a.numcom,
         a.codepos,
         a.nomcom,
-        adresse,
+        a.lines_abroad[:200] if a.lines_abroad else adresse,
         foyer.sitfam,
         _iso(foyer.ddnatdro),
+        foyer.refusal_motif,
+        _iso(foyer.refusal_date),
+        a.pays,
     )
 
 
@@ -242,8 +262,10 @@ KEPT_COLUMNS = {
         "closure_motif",
         "closure_date",
         "ddnatdro",
+        "refusal_motif",
+        "refusal_date",
     ),
-    MISSING_ADMINISTRATIVE: ("numcom", "codepos", "nomcom", "adresse", "sitfam"),
+    MISSING_ADMINISTRATIVE: ("numcom", "codepos", "nomcom", "adresse", "sitfam", "pays"),
 }
 
 

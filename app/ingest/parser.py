@@ -169,7 +169,7 @@ class _Ctx:
             return date.fromisoformat(raw)
         except ValueError:
             raw = raw.strip()
-            if not raw:
+            if not raw or raw == "ABS":  # VRSD0301 writes an absent date "ABS"
                 return None
             try:
                 return date.fromisoformat(raw[:10])
@@ -222,13 +222,16 @@ ROLE_SOURCES: dict[str, tuple[str, str] | None] = {
     "Prestations": ("NATPREST", "RSA"),  # VRSB0801: two Prestations (PFA, RSA); the RSA one holds the role
     "FonctionPersonneRSA": None,  # VRSD0301
 }
+RIGHT_DETAILS = ("RSASocle", "RSAActivite")  # VRSD0301: DetailCalculDroitRSA split by part of the RSA
 SDD_LEAVES = ("TOPPERSDRODEVORSA", "TOPPERSENTDRODEVORSA", "DDSOUDRODEV", "DFSOUDRODEV")
 
 FOYER_LEAVES = (
     "FONORG NUMORG MATRICULE IDEPARTE DTDEMRSA NUMDEMRSA "
     "FONORGCEDMUT NUMORGCEDMUT MATRICULEORGCEDMUT DDARRMUT FONORGPRENMUT NUMORGPRENMUT DDDEPAMUT "
-    "SITFAM RGADR NUMVOIE LIBTYPEVOIE NOMVOIE COMPLADR LIEUDIST CODEPOS NUMCOM NOMCOM "
-    "ETATDOSRSA MOTISUSVERSRSA DDSUSVERSRSA MOTISUSDRORSA DDSUSDRORSA MOTICLORSA DTCLORSA DDNATDRO DTLIQ FG"
+    "SITFAM RGADR PAYS NUMVOIE LIBTYPEVOIE NOMVOIE COMPLADR LIEUDIST CODEPOS NUMCOM NOMCOM "
+    "LIBLIG2ADR LIBLIG3ADR LIBLIG4ADR LIBLIG5ADR LIBLIG6ADR LIBLIG7ADR "
+    "ETATDOSRSA DTREFURSA MOTIREFURSA MOTISUSVERSRSA DDSUSVERSRSA MOTISUSDRORSA DDSUSDRORSA MOTICLORSA DTCLORSA "
+    "DDNATDRO DTLIQ FG MOTITRANSFLUX"
 ).split()
 PERSON_LEAVES = ["QUAL", "NOM", "NOMNAI", "PRENOM", "DTNAI", "NIR", "SEXE", "NATPREST", "ROLEPERS", "IDASSEDIC"]
 CONTAINERS = [
@@ -246,11 +249,12 @@ CONTAINERS = [
     "FinDroitMoisAnterieur",
     "Refus",
     "DetailCalculDroitRSA",
+    *RIGHT_DETAILS,
     "Evenement",
 ]
 LEAVES = frozenset([*FOYER_LEAVES, *PERSON_LEAVES, *SDD_LEAVES])
 # Containers whose leaves we do not want: their content is dropped when they end.
-DISCARDED = frozenset({"Rattachement", "Refus"})
+DISCARDED = frozenset({"Rattachement"})
 
 
 @dataclass
@@ -272,6 +276,7 @@ class _RawFoyer:
     susp_droit: list[dict[str, str | None]] = field(default_factory=list)
     fin: dict[str, str | None] | None = None
     fin_previous_month: dict[str, str | None] | None = None
+    refusal: dict[str, str | None] | None = None
     details: list[dict[str, str | None]] = field(default_factory=list)
     events: list[dict[str, str | None]] = field(default_factory=list)
 
@@ -319,6 +324,9 @@ def _person(ctx: _Ctx, raw: _RawPerson, position: int, dtref: date | None) -> Pe
     )
 
 
+FRANCE = frozenset({"FRA", "FR", "FRANCE"})  # PAYS of an address in France (its country is not stored)
+
+
 def _address(raw: _RawFoyer) -> Address:
     chosen: dict[str, str | None] | None = None
     for adr in raw.addresses:
@@ -330,7 +338,11 @@ def _address(raw: _RawFoyer) -> Address:
     if chosen is None:
         return Address()
     t = _Ctx.text
+    pays = t(chosen.get("PAYS"))
+    abroad = " / ".join(x for x in (t(chosen.get(f"LIBLIG{n}ADR")) for n in range(2, 8)) if x) or None
     return Address(
+        pays=pays if (abroad is not None or (pays is not None and pays.upper() not in FRANCE)) else None,
+        lines_abroad=abroad,
         numvoie=t(chosen.get("NUMVOIE")),
         typevoie=t(chosen.get("LIBTYPEVOIE")),
         nomvoie=t(chosen.get("NOMVOIE")),
@@ -382,10 +394,18 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
         if start is not None and (ddnatdro is None or start < ddnatdro):
             ddnatdro = start
     fin = raw.fin or raw.fin_previous_month or {}
+    refusal = raw.refusal or {}
     # A missing block says nothing of what it would have carried: never read as "no state, no address".
     # Detected from the mandatory elements of each block, whatever the schema revision names it.
     missing = 0
-    if raw.etat is None and not raw.susp_droit and not raw.susp_versement and not fin and not raw.details:
+    if (
+        raw.etat is None
+        and not raw.susp_droit
+        and not raw.susp_versement
+        and not fin
+        and not raw.details
+        and not raw.refusal
+    ):
         missing |= MISSING_PRESTATION
         ctx.add(WARNING, "block_missing", "no PrestationRSA (state of the right): the state known before is kept")
     if not raw.addresses and raw.sitfam is None:
@@ -414,6 +434,8 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
             )
             for s in raw.susp_versement
         ],
+        refusal_date=ctx.date(refusal.get("DTREFURSA"), "DTREFURSA"),
+        refusal_motif=ctx.text(refusal.get("MOTIREFURSA")),
         closure_motif=ctx.code(fin.get("MOTICLORSA"), "MOTICLORSA", MOTICLORSA_CODES),
         closure_date=ctx.date(fin.get("DTCLORSA"), "DTCLORSA"),
         transfer_in_from=cedant or None,
@@ -424,7 +446,12 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
         address=_address(raw),
         sitfam=ctx.code(raw.sitfam, "SITFAM", SITFAM_CODES),
         ddnatdro=ddnatdro,
-        events=[(ctx.date(e.get("DTLIQ"), "DTLIQ"), fg) for e in raw.events if (fg := ctx.text(e.get("FG")))],
+        # VRSD0301: the event's cause is Evenement/ListeMotifsEvenement/MOTITRANSFLUX instead of FG
+        events=[
+            (ctx.date(e.get("DTLIQ"), "DTLIQ"), fg)
+            for e in raw.events
+            if (fg := ctx.text(e.get("FG")) or ctx.text(e.get("MOTITRANSFLUX")))
+        ],
         persons=persons,
         problems=ctx.problems,
         missing_blocks=missing,
@@ -598,7 +625,9 @@ class FluxReader:
                 elif tag == "FinDroitMoisAnterieur":
                     # where a state 6 right (closed on a previous month) carries its closure motive and date
                     foyer.fin_previous_month = scratch
-                elif tag == "DetailCalculDroitRSA":
+                elif tag == "Refus":
+                    foyer.refusal = scratch
+                elif tag == "DetailCalculDroitRSA" or tag in RIGHT_DETAILS:
                     foyer.details.append(scratch)
                 elif tag == "Evenement":
                     foyer.events.append(scratch)

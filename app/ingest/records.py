@@ -44,6 +44,8 @@ class Address:
     codepos: str | None = None
     numcom: str | None = None  # INSEE commune code
     nomcom: str | None = None
+    pays: str | None = None  # only for an address abroad (PAYS other than France, or AdresseHorsFrance)
+    lines_abroad: str | None = None  # AdresseHorsFrance/LIBLIG2ADR..LIBLIG7ADR, joined with " / "
 
 
 @dataclass(slots=True)
@@ -95,6 +97,9 @@ class FoyerRecord:
     # Blocks the record does not carry (MISSING_PRESTATION | MISSING_ADMINISTRATIVE): what they would have
     # said is not known from this record, and the loader keeps the values known before (issue #9).
     missing_blocks: int = 0
+    # Refus (DTREFURSA, MOTIREFURSA, e.g. DSD): a refused demand
+    refusal_date: date | None = None
+    refusal_motif: str | None = None
 
 
 MISSING_PRESTATION = 1  # PrestationRSA: the right's state, suspensions, closure, right start

@@ -150,6 +150,9 @@ class PersonState(Base):
     adresse: Mapped[str | None] = mapped_column(String(200))
     sitfam: Mapped[str | None] = mapped_column(String(3))
     ddnatdro: Mapped[date | None] = mapped_column(Date)
+    refusal_motif: Mapped[str | None] = mapped_column(String(3))  # Refus/MOTIREFURSA (e.g. DSD)
+    refusal_date: Mapped[date | None] = mapped_column(Date)  # Refus/DTREFURSA
+    pays: Mapped[str | None] = mapped_column(String(3))  # an address abroad only (PAYS)
     idassedic: Mapped[str | None] = mapped_column(String(20))
     fingerprint: Mapped[str] = mapped_column(String(32))
 

@@ -148,6 +148,9 @@ def state_dict(state: PersonState) -> dict[str, Any]:
         "suspension_droit": {"motifs": state.suspension_droit_motifs, "depuis": state.suspension_droit_since}
         if state.suspension_droit_motifs or state.suspension_droit_since
         else None,
+        "refus": {"motif": state.refusal_motif, "date": state.refusal_date}
+        if state.refusal_motif or state.refusal_date
+        else None,
         "cloture": {"motif": state.closure_motif, "date": state.closure_date}
         if state.closure_motif or state.closure_date
         else None,
@@ -161,6 +164,7 @@ def state_dict(state: PersonState) -> dict[str, Any]:
         "code_postal": state.codepos,
         "nom_commune": state.nomcom,
         "adresse": state.adresse,
+        "pays": state.pays,  # only for an address abroad
         "situation_famille": state.sitfam,
         "date_debut_droit": state.ddnatdro,
         "idassedic": state.idassedic,
