@@ -265,7 +265,7 @@ def test_a_person_without_nir_is_followed_across_a_transfer_by_matriculeorgcedmu
 def test_keys_two_persons_of_a_file_share_are_reported_and_merge_nobody(db, tmp_path):
     """Public fixtures hold a foyer with two CJT and no DEM, and two foyers sharing one NUMDEMRSA: nobody is
     merged or dropped, the shared keys move to neither person, and the report says so (without values)."""
-    from app.models import Person, PersonKey
+    from app.models import AmbiguousKey, Person, PersonKey
 
     two_cjt = foyer(
         person(NIR_A, role="CJT", nom="DUPONT", prenom="JEAN"),
@@ -288,13 +288,16 @@ def test_keys_two_persons_of_a_file_share_are_reported_and_merge_nobody(db, tmp_
     assert not any(x in m for m in ambiguous for x in ("0001111", "55000009999", NIR_A, NIR_B))
     with session_scope(db) as s:
         assert s.scalar(select(func.count()).select_from(Person)) == 4
-        # a shared key stays with the first person who carried it: never moved to the second
+        # a shared key identifies neither person: not kept by the first, not given to the second
         owners = dict(
             s.execute(
                 select(PersonKey.kind, func.count(func.distinct(PersonKey.person_id))).group_by(PersonKey.kind)
             ).all()
         )
-        assert owners["numdemrsa"] == 2  # foyer 1's first CJT and foyer 2's DEM; not foyer 3's DEM
+        assert "numdemrsa" not in owners
+        assert owners["matricule"] == 2  # foyers 2 and 3 have their own; foyer 1's two CJT shared theirs
+        recorded = sorted(s.scalars(select(AmbiguousKey.kind)).all())
+        assert recorded == ["identity", "matricule", "numdemrsa", "numdemrsa"]
 
 
 def test_accented_names_in_windows_1252_and_an_overseas_departement(db, tmp_path):
@@ -395,3 +398,73 @@ def test_a_refusal_motive_or_country_too_long_for_its_column_is_a_record_problem
     messages = sorted(r["message"] for r in report.rejected)
     assert "refusal_motif is longer than 3 characters" in messages[0] and "pays is longer" in messages[1]
     assert "DSDX" not in str(report.rejected) and "BELG" not in str(report.rejected)
+
+
+def test_a_date_of_death_is_stored_and_ends_the_entry_episode(db, tmp_path):
+    """DTDC (VRSD0301, in the person's Identification): stored with the state, shown, and the nouvel
+    entrant's episode ends the day the file says so."""
+    engine = get_engine(db)
+    stock = write_flux(_dir(tmp_path, "m"), [foyer(person(NIR_A, sdd=False))], day=D1, type_flux="M")
+    assert ingest_file(engine, db, stock, IngestOptions(D1, initial_stock=True)).status == "applied"
+    day2, day3 = date(2024, 3, 4), date(2024, 3, 11)
+    entry = write_flux(_dir(tmp_path, "i"), [foyer(person(NIR_A, sdd=True, entrant=True))], day=day2)
+    assert ingest_file(engine, db, entry, IngestOptions(day2)).status == "applied"
+    death = write_flux(_dir(tmp_path, "j"), [foyer(person(NIR_A, sdd=True))], day=day3)
+    _rewrite(death, "<SEXE>1</SEXE>", "<SEXE>1</SEXE><DTDC>2024-03-08</DTDC>")
+    report = ingest_file(engine, db, death, IngestOptions(day3))
+    assert report.status == "applied" and report.state_changes == 1, report.to_dict()
+    refresh_pending(engine)
+    with session_scope(db) as s:
+        last = s.scalars(select(PersonState).order_by(PersonState.received_on.desc())).first()
+        assert last is not None and last.death_date == date(2024, 3, 8)
+        (ep,) = s.scalars(select(EntryEpisode)).all()
+        assert (ep.t0, ep.outcome, ep.end_on) == (day2, "sorti_avant_orientation", day3)
+
+
+def test_a_key_two_persons_of_different_files_carry_identifies_neither_whatever_the_order(db, tmp_path):
+    """Two foyers with one NUMDEMRSA, in two files: the demand-number key was moved to the latest holder,
+    so a later record without NIR could be given the other person's history. It now identifies neither
+    (recorded once, reported), the persons are told apart by NIR then names and birth date, and the result
+    is the same in both orders."""
+    from app.models import AmbiguousKey, Person, PersonKey
+    from tests.conftest import _truncate
+
+    day2, day3 = date(2024, 3, 4), date(2024, 3, 11)
+    first = write_flux(
+        _dir(tmp_path, "a"), [foyer(person(NIR_A), matricule="0002222", numdemrsa="55000009999")], day=D1
+    )
+    other = foyer(
+        person(NIR_B, nom="PETIT", prenom="ANNE", sexe="2", dtnai=date(1985, 6, 2)),
+        matricule="0003333",
+        numdemrsa="55000009999",
+    )
+    second = write_flux(_dir(tmp_path, "b"), [other], day=day2)
+    # the second foyer's person again, without NIR: found by their foyer's matricule, never as the first
+    again = foyer(
+        person(None, nom="PETIT", prenom="ANNE", sexe="2", dtnai=date(1985, 6, 2), sdd=False),
+        matricule="0003333",
+        numdemrsa="55000009999",
+    )
+    third = write_flux(_dir(tmp_path, "c"), [again], day=day3)
+    engine = get_engine(db)
+    results = []
+    for order in ([(first, D1), (second, day2)], [(second, day2), (first, D1)]):
+        _truncate(db)
+        reports = [ingest_file(engine, db, path, IngestOptions(day)) for path, day in order]
+        assert [w["code"] for w in reports[1].warnings if w["code"] == "key_ambiguous"] == ["key_ambiguous"]
+        assert "earlier file" in next(w["message"] for w in reports[1].warnings if w["code"] == "key_ambiguous")
+        last = ingest_file(engine, db, third, IngestOptions(day3))
+        assert last.status == "applied" and last.new_persons == 0 and last.matched_by == {"matricule": 1}
+        assert not [w for w in last.warnings if w["code"] == "key_ambiguous"]  # said once, when found
+        with session_scope(db) as s:
+            petit = s.scalars(select(Person).where(Person.nom == "PETIT")).one()
+            states = s.scalars(select(PersonState).where(PersonState.person_id == petit.id)).all()
+            assert sorted((st.received_on, st.sdd) for st in states) == [(day2, True), (day3, False)]
+            results.append(
+                (
+                    sorted(s.scalars(select(PersonKey.kind)).all()),
+                    s.scalars(select(AmbiguousKey.kind)).all(),
+                )
+            )
+    assert results[0] == results[1]
+    assert results[0][1] == ["numdemrsa"] and "numdemrsa" not in results[0][0]

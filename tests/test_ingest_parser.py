@@ -86,6 +86,7 @@ def test_vrsd0301_revision_is_a_mapping(tmp_path):
 
 def test_vrsd0301_header_dossier_right_details_absent_dates_and_event_motives_are_mapped(tmp_path):
     """The other VRSD0301 differences (shared/formats/caf-flux.md): the header's VERSIONFLUX, DossierCafMsa,
+    LISPRENOMS, PAYSNAI, the trailer's NBCARATRANSM,
     DetailCalculDroitRSA split into RSASocle / RSAActivite whose absent dates are written ABS, and the
     event's cause in Evenement/ListeMotifsEvenement/MOTITRANSFLUX. Read without a warning."""
     import re
@@ -93,6 +94,8 @@ def test_vrsd0301_header_dossier_right_details_absent_dates_and_event_motives_ar
     xml = text_of(write_flux(tmp_path, [foyer(person(), events=["MODIFADR"])]))
     xml = xml.replace("</IdentificationFlux>", "<VERSIONFLUX>V3.1</VERSIONFLUX></IdentificationFlux>")
     xml = xml.replace("<DossierCAF>", "<DossierCafMsa>").replace("</DossierCAF>", "</DossierCafMsa>")
+    xml = xml.replace("<SEXE>1</SEXE>", "<SEXE>1</SEXE><LISPRENOMS>JEAN PAUL</LISPRENOMS><PAYSNAI>FRA</PAYSNAI>")
+    xml = xml.replace("</TransmissionFlux>", "<NBCARATRANSM>000012345</NBCARATRANSM></TransmissionFlux>")
     xml, n = re.subn(
         r"<DetailCalculDroitRSA>.*?</DetailCalculDroitRSA>",
         "<RSASocle><DDNATDRO>2024-02-01</DDNATDRO><DFNATDRO>ABS</DFNATDRO></RSASocle>"

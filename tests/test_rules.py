@@ -29,6 +29,7 @@ def fact(
     motif: str | None = None,
     reason: str | None = None,
     transfer_out: bool = False,
+    death: date | None = None,
 ) -> FluxFact:
     n = next(_seq)
     return FluxFact(
@@ -45,6 +46,7 @@ def fact(
         closure_motif=motif,
         absence_reason=reason,
         transfer_out=transfer_out,
+        death_date=death,
     )
 
 
@@ -337,3 +339,17 @@ def test_a_person_whose_only_fact_is_the_stock_has_no_episode(etat, sdd, stock_i
     config = RulesConfig(stock_is_followed=stock_is_followed)
     result = run([fact(d("01/03/2024"), etat=etat, sdd=sdd, stock=True)], config=config)
     assert result.episodes == [] and result.stock
+
+
+def test_a_date_of_death_ends_the_episode_and_closes_the_follow_up():
+    """VRSD0301's DTDC (shared/formats/caf-flux.md): the date of death closes any follow-up and ends any
+    entry episode, the day the file says so, not at the next month end; and nobody becomes a nouvel
+    entrant again from a record that carries it."""
+    facts = [fact(d("02/01/2024"), sdd=False), fact(d("08/01/2024")), fact(d("12/01/2024"), death=d("10/01/2024"))]
+    (ep,) = run(facts).episodes
+    assert (ep.outcome, ep.end_on, ep.left_on) == ("sorti_avant_orientation", d("12/01/2024"), d("12/01/2024"))
+    followed = run(
+        [fact(d("02/01/2024")), fact(d("12/02/2024"), death=d("10/02/2024"))], [ev("orientation", d("05/01/2024"))]
+    )
+    assert followed.followed is False
+    assert run([fact(d("02/01/2024"), sdd=False), fact(d("12/02/2024"), death=d("10/02/2024"))]).episodes == []

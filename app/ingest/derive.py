@@ -69,7 +69,16 @@ FOYER_STATE_COLUMNS = (
     "refusal_date",
     "pays",
 )
-STATE_COLUMNS = ("present", "absence_reason", *FOYER_STATE_COLUMNS, "role", "sdd", "idassedic", "sdd_entrant")
+STATE_COLUMNS = (
+    "present",
+    "absence_reason",
+    *FOYER_STATE_COLUMNS,
+    "role",
+    "sdd",
+    "idassedic",
+    "death_date",  # added by issue #9, like the last three foyer columns
+    "sdd_entrant",
+)
 ROW_COLUMNS = (
     "person_id",
     "file_id",
@@ -112,7 +121,7 @@ def _too_long(values: tuple[Any, ...], limits: tuple[tuple[int, str, int], ...])
     return None
 
 
-EXTENSION_COLUMNS = ("refusal_motif", "refusal_date", "pays")
+EXTENSION_COLUMNS = ("refusal_motif", "refusal_date", "pays", "death_date")
 _CORE = operator.itemgetter(*(i for i, c in enumerate(STATE_COLUMNS[:-1]) if c not in EXTENSION_COLUMNS))
 _EXTENSION = operator.itemgetter(*(_STATE_INDEX[c] for c in EXTENSION_COLUMNS))
 _NO_EXTENSION = (None,) * len(EXTENSION_COLUMNS)
@@ -331,7 +340,7 @@ class Deriver:
                 keys.append(("matricule", self._h(matricule_key_text(*foyer.previous_foyer, role))))
             if p.nom and p.prenom and born:
                 keys.append(("identity", self._h(f"id|{_norm(p.nom)}|{_norm(p.prenom)}|{born}")))
-            state = (True, None, *shared, role, p.sdd, p.idassedic, p.sdd_entrant)
+            state = (True, None, *shared, role, p.sdd, p.idassedic, _iso(p.death_date), p.sdd_entrant)
             persons.append((p.position, keys, p.nir13, nir_hash, identity, state))
         return (
             foyer.position,

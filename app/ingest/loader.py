@@ -25,6 +25,7 @@ from sqlalchemy import (
     Engine,
     Table,
     bindparam,
+    delete,
     func,
     insert,
     select,
@@ -51,6 +52,7 @@ from app.ingest.pipeline import open_source
 from app.ingest.records import FluxHeader
 from app.ingest.replay import ABSENCE_RANK, FULL_FILES, Replay
 from app.models import (
+    AmbiguousKey,
     Departement,
     EpisodeQueue,
     FluxFile,
@@ -74,6 +76,7 @@ T_STATES = cast(Table, PersonState.__table__)
 T_PERSONS = cast(Table, Person.__table__)
 T_DEPARTEMENTS = cast(Table, Departement.__table__)
 T_QUEUE = cast(Table, EpisodeQueue.__table__)
+T_AMBIGUOUS = cast(Table, AmbiguousKey.__table__)
 
 BATCH_FOYERS = 2000
 MAX_LISTED = 1000  # warnings / rejected records listed in a report (all are counted)
@@ -248,7 +251,9 @@ class _Ingestion:
         self.records = 0  # person records applied: each record's rank in the file (`seq`)
         self.absence_seq = ABSENCE_RANK
         self.seen: set[int] = set()
-        self.ambiguous_keys: set[str] = set()  # key values two persons of this file carry (few)
+        self.ambiguous_keys: set[str] = set()  # key values two persons carry, found in this file (few)
+        self.new_ambiguous: dict[str, str] = {}  # of those, the ones not yet recorded: value -> kind
+        self.known_ambiguous: set[str] = set()  # recorded by earlier files (ambiguous_keys)
         self.created_by_stock: set[int] = set()  # persons an initial stock creates (not queued: see _write_states)
         self.left_candidates: dict[int, dict[str, Any]] = {}
         self.next_person_id = _next_person_base(conn)
@@ -288,13 +293,18 @@ class _Ingestion:
         if len(self.report.rejected) < MAX_LISTED:
             self.report.rejected.append({"code": code, "message": message})
 
-    def _ambiguous(self, value: str, kind: str, foyer_position: int, person_position: int) -> None:
+    def _ambiguous(
+        self, value: str, kind: str, foyer_position: int, person_position: int, earlier: bool = False
+    ) -> None:
+        """A key two persons carry: it identifies neither, from now on (recorded in `ambiguous_keys`)."""
         if value not in self.ambiguous_keys:
             self.ambiguous_keys.add(value)
+            self.new_ambiguous[value] = kind
+            where = "a person of an earlier file" if earlier else "another person's in this file"
             self._warn(
                 "key_ambiguous",
-                f"foyer {foyer_position}, person {person_position}: its {kind} key is also another person's in "
-                "this file; persons told apart by NIR, then names and birth date, and the key given to neither",
+                f"foyer {foyer_position}, person {person_position}: its {kind} key is also {where}; persons told "
+                "apart by NIR, then names and birth date, and the key given to neither from now on",
             )
 
     # state in force --------------------------------------------------------------------------
@@ -404,6 +414,14 @@ class _Ingestion:
                     (nir_hashes if kind == "nir" else all_keys).add(value)
         pk = T_KEYS.c
         pt = T_PERSONS.c
+        ak = T_AMBIGUOUS.c
+        for chunk in _chunks(sorted(all_keys), 5000):
+            self.known_ambiguous.update(
+                self.conn.execute(
+                    select(ak.value).where(ak.departement_code == dep, one_of(self.conn, ak.value, chunk))
+                ).scalars()
+            )
+        all_keys -= self.known_ambiguous
         known: dict[str, int] = {}
         for chunk in _chunks(sorted(all_keys), 5000):
             for value, person_id in self.conn.execute(
@@ -461,8 +479,8 @@ class _Ingestion:
                 qual, nom, nomnai, prenom, born, sexe = person.identity
                 matched: int | None = None
                 for kind, value in person.keys:
-                    if value in ambiguous:
-                        continue  # carried by two persons of this file: it identifies neither
+                    if value in ambiguous or value in self.known_ambiguous:
+                        continue  # carried by two persons: it identifies neither
                     pid = batch_keys.get(value, known.get(value))
                     if pid is None:
                         continue
@@ -476,11 +494,19 @@ class _Ingestion:
                         # another record of this file, another person, already took this key
                         self._ambiguous(value, kind, foyer.record.position, person.position)
                         continue
-                    if kind != "nir" and cand is not None:
-                        if nir_hash and cand.nir_hash and cand.nir_hash != nir_hash:
-                            continue  # another person with another NIR holds this key now
-                        if born and cand.born and cand.born != born:
-                            continue
+                    if (
+                        kind != "nir"
+                        and cand is not None
+                        and (
+                            (nir_hash and cand.nir_hash and cand.nir_hash != nir_hash)
+                            or (born and cand.born and cand.born != born)
+                        )
+                    ):
+                        # another person (another NIR, another birth date) holds this key: two persons
+                        # carry it, and it identifies neither from now on
+                        earlier = pid not in resolved_here and pid not in self.seen
+                        self._ambiguous(value, kind, foyer.record.position, person.position, earlier)
+                        continue
                     matched = pid
                     self.report.matched_by[kind] = self.report.matched_by.get(kind, 0) + 1
                     break
@@ -537,6 +563,8 @@ class _Ingestion:
                             current = current._replace(nir_hash=current.nir_hash or nir_hash)
                     info[matched] = current
                 for kind, value in person.keys:
+                    if value in ambiguous or value in self.known_ambiguous:
+                        continue
                     owner = batch_keys.get(value, known.get(value))
                     if owner == matched:
                         continue
@@ -602,6 +630,21 @@ class _Ingestion:
                 .values(first_file_id=bindparam("u_first_file_id"), first_received_on=bindparam("u_first")),
                 earlier_first,
             )
+        if self.new_ambiguous:
+            # keys found shared in this batch: given to nobody (nor kept by whoever held them before)
+            shared = sorted(self.new_ambiguous)
+            for value in shared:
+                key_inserts.pop(value, None)
+                key_updates.pop(value, None)
+            for chunk in _chunks(shared, 5000):
+                self.conn.execute(delete(T_KEYS).where(pk.departement_code == dep, one_of(self.conn, pk.value, chunk)))
+            self.writer.insert(
+                T_AMBIGUOUS,
+                ("departement_code", "value", "kind", "file_id"),
+                [(dep, value, self.new_ambiguous[value], self.file_id) for value in shared],
+            )
+            self.known_ambiguous.update(shared)
+            self.new_ambiguous = {}
         if key_inserts:
             self.writer.insert(
                 T_KEYS,

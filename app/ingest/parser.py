@@ -233,7 +233,10 @@ FOYER_LEAVES = (
     "ETATDOSRSA DTREFURSA MOTIREFURSA MOTISUSVERSRSA DDSUSVERSRSA MOTISUSDRORSA DDSUSDRORSA MOTICLORSA DTCLORSA "
     "DDNATDRO DTLIQ FG MOTITRANSFLUX"
 ).split()
-PERSON_LEAVES = ["QUAL", "NOM", "NOMNAI", "PRENOM", "DTNAI", "NIR", "SEXE", "NATPREST", "ROLEPERS", "IDASSEDIC"]
+PERSON_LEAVES = [
+    *("QUAL", "NOM", "NOMNAI", "PRENOM", "DTNAI", "NIR", "SEXE", "NATPREST", "ROLEPERS", "IDASSEDIC"),
+    "DTDC",  # VRSD0301: date of death
+]
 CONTAINERS = [
     "IdentificationRSA",
     "Personne",
@@ -321,6 +324,7 @@ def _person(ctx: _Ctx, raw: _RawPerson, position: int, dtref: date | None) -> Pe
         sdd_since=sdd_since,
         sdd_until=sdd_until,
         idassedic=ctx.text(rest.get("IDASSEDIC")),
+        death_date=ctx.date(ident.get("DTDC") or rest.get("DTDC"), "DTDC"),
     )
 
 

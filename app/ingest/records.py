@@ -64,6 +64,7 @@ class PersonRecord:
     sdd_since: date | None = None  # VRSD0301 DDSOUDRODEV
     sdd_until: date | None = None  # VRSD0301 DFSOUDRODEV
     idassedic: str | None = None
+    death_date: date | None = None  # VRSD0301 DTDC: closes any follow-up, ends any entry episode
 
 
 @dataclass(slots=True)

@@ -2,11 +2,21 @@
 
 from app.models.auth import ApiClient, Departement, api_client_departements
 from app.models.base import Base
-from app.models.flux import AccessRecord, FluxFile, FluxObservation, FoyerEvent, Person, PersonKey, PersonState
+from app.models.flux import (
+    AccessRecord,
+    AmbiguousKey,
+    FluxFile,
+    FluxObservation,
+    FoyerEvent,
+    Person,
+    PersonKey,
+    PersonState,
+)
 from app.models.orientation import EntryEpisode, EpisodeQueue, OrientationEvent
 
 __all__ = [
     "AccessRecord",
+    "AmbiguousKey",
     "ApiClient",
     "Base",
     "Departement",

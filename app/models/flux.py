@@ -100,6 +100,20 @@ class PersonKey(Base):
     person_id: Mapped[int] = mapped_column(BigId, index=True)
 
 
+class AmbiguousKey(Base):
+    """A key two persons carried (told apart by NIR, or by names and birth date): a matricule + role, a
+    NUMDEMRSA + role or names + birth date. It identifies neither of them, from the file where it was seen
+    on both, whatever order files arrive in; it is not a `person_keys` row any more."""
+
+    __tablename__ = "ambiguous_keys"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    departement_code: Mapped[str] = mapped_column(String(3), primary_key=True)
+    value: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(12))
+    file_id: Mapped[int] = mapped_column(Integer)  # the file where it was found shared
+
+
 class PersonState(Base):
     """What one file says about one person, stored only when it differs from the state in force before.
 
@@ -154,6 +168,7 @@ class PersonState(Base):
     refusal_date: Mapped[date | None] = mapped_column(Date)  # Refus/DTREFURSA
     pays: Mapped[str | None] = mapped_column(String(3))  # an address abroad only (PAYS)
     idassedic: Mapped[str | None] = mapped_column(String(20))
+    death_date: Mapped[date | None] = mapped_column(Date)  # DTDC (VRSD0301)
     fingerprint: Mapped[str] = mapped_column(String(32))
 
 

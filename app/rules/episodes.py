@@ -38,6 +38,7 @@ class FluxFact:
     transfer_out: bool = False
     absence_reason: str | None = None
     fonorg: str | None = None
+    death_date: date | None = None  # DTDC: the person died (VRSD0301)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def in_droits_devoirs(fact: FluxFact | None, config: RulesConfig) -> bool:
     return (
         fact is not None
         and fact.present
+        and fact.death_date is None
         and is_versable(fact, config)
         and fact.sdd is True
         and (fact.role in config.brsa_roles)
@@ -237,7 +239,14 @@ def compute_episodes(
                 if fact.suspension_since and fact.suspension_since < suspended_since:
                     suspended_since = fact.suspension_since
             # closures of the follow-up
-            if not fact.present:
+            if fact.death_date is not None:
+                # DTDC closes any follow-up and ends any entry episode, the day the file says so
+                suivi.close(fact.received_on, "deces")
+                if episode is not None:
+                    episode.outcome, episode.end_on = "sorti_avant_orientation", fact.received_on
+                    episode.left_on = episode.left_on or fact.received_on
+                    episode = None
+            elif not fact.present:
                 suivi.close(fact.received_on, "radie" if fact.absence_reason != "left_foyer" else "sorti_du_foyer")
             elif fact.etat in ("5", "6") or fact.closure_date is not None:
                 if fact.closure_motif == "MUT" or fact.transfer_out:

@@ -55,6 +55,7 @@ def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFa
             ps.transfer_in_date,
             ps.absence_reason,
             ps.fonorg,
+            ps.death_date,
             ff.initial_stock,
         )
         .join(FluxFile.__table__, ff.id == ps.file_id)
@@ -81,6 +82,7 @@ def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFa
                 transfer_out=_moved_away(r),
                 absence_reason=r.absence_reason,
                 fonorg=r.fonorg,
+                death_date=r.death_date,
             )
         )
     return out

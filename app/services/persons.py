@@ -168,4 +168,5 @@ def state_dict(state: PersonState) -> dict[str, Any]:
         "situation_famille": state.sitfam,
         "date_debut_droit": state.ddnatdro,
         "idassedic": state.idassedic,
+        "date_deces": state.death_date,
     }

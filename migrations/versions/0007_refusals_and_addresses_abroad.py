@@ -1,5 +1,5 @@
-"""a refused demand (Refus: DTREFURSA, MOTIREFURSA) and an address abroad (PAYS, AdresseHorsFrance) in the
-dated states
+"""a refused demand (Refus: DTREFURSA, MOTIREFURSA), an address abroad (PAYS, AdresseHorsFrance) and a date
+of death (DTDC) in the dated states
 
 Revision ID: 0007
 Revises: 0006
@@ -27,10 +27,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("refusal_motif", sa.String(length=3), nullable=True))
         batch_op.add_column(sa.Column("refusal_date", sa.Date(), nullable=True))
         batch_op.add_column(sa.Column("pays", sa.String(length=3), nullable=True))
+        batch_op.add_column(sa.Column("death_date", sa.Date(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("person_states") as batch_op:
+        batch_op.drop_column("death_date")
         batch_op.drop_column("pays")
         batch_op.drop_column("refusal_date")
         batch_op.drop_column("refusal_motif")
