@@ -138,7 +138,9 @@ def test_concurrent_readers_and_writers_get_no_server_error(app, make_api_key, p
     key = _key(make_api_key)
     with LiveServer(app) as base:
         seen = _run_callers(base, key, population, clients=8, seconds=4)
-    assert sum(seen.values()) > 100
+    # enough calls for the 8 clients to overlap; not a speed figure (bench/load_bench.py measures speed: a
+    # floor of 100 calls in 4 s failed on a loaded machine with ~80 answered, all correct)
+    assert sum(seen.values()) >= 40
     assert _server_errors(seen) == {}, seen
     assert {k.split()[0] for k in seen} == set(MIX)
     # every person read left its access record: none was dropped under contention
