@@ -134,7 +134,12 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    # No library noise at the default level: SQLAlchemy's statements, alembic's plugin set-up and
+    # "Running upgrade" lines (the CLI says what it did), httpx's request lines; their warnings still pass.
+    for name in ("sqlalchemy.engine", "alembic", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Python warnings go through the same handler, in the same format (shown once per place, the default).
+    logging.captureWarnings(True)
 
 
 UVICORN_LOG_CONFIG: dict[str, Any] = {"version": 1, "disable_existing_loggers": False}

@@ -194,6 +194,16 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database's file (None for PostgreSQL or an in-memory database)."""
+        if not self.is_sqlite:
+            return None
+        from sqlalchemy.engine import make_url
+
+        database = make_url(self.database_url).database
+        return Path(database) if database and database != ":memory:" else None
+
 
 def parse_encryption_keys(raw: str) -> list[tuple[str, bytes]]:
     keys: list[tuple[str, bytes]] = []

@@ -90,14 +90,16 @@ def test_cli_create_list_revoke(client, db, monkeypatch):
     assert key not in listed.stdout
 
     dup = _cli(db, monkeypatch, "clients", "create", "--name", "plateforme", "--departement", "055", "--scope", "admin")
-    assert dup.exit_code == 1 and "already exists" in dup.output
+    assert dup.exit_code == 2 and "already exists" in dup.output
 
     bad_scope = _cli(db, monkeypatch, "clients", "create", "--name", "x", "--departement", "055", "--scope", "root")
-    assert bad_scope.exit_code == 1 and "unknown scope" in bad_scope.output
+    assert bad_scope.exit_code == 2 and "unknown scope" in bad_scope.output
 
     bad_dep = _cli(db, monkeypatch, "clients", "create", "--name", "y", "--departement", "55", "--scope", "admin")
-    assert bad_dep.exit_code == 1 and "invalid département" in bad_dep.output
+    assert bad_dep.exit_code == 2 and "invalid département" in bad_dep.output
 
     assert _cli(db, monkeypatch, "clients", "revoke", "plateforme").exit_code == 0
     assert client.get("/api/v1/me", headers={"X-API-Key": key}).status_code == 401
-    assert _cli(db, monkeypatch, "clients", "revoke", "nobody").exit_code == 1
+    assert (
+        _cli(db, monkeypatch, "clients", "revoke", "nobody").exit_code == 2
+    )  # a wrong argument: usage (docs/operations.md)

@@ -81,7 +81,8 @@ def test_watch_moves_files(db, monkeypatch, tmp_path):
     os.utime(good, (stamp, stamp))
     (inbox / "broken.xml").write_text("<Racine>", encoding="utf-8")
     r = run_cli(db, monkeypatch, "flux", "watch", inbox, "--once")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # a file it took was rejected: cron must see it (issue #10)
+    assert "rejected broken.xml" in r.output and "truncated" in r.output
     assert (inbox / "processed" / good.name).exists()
     assert (inbox / "quarantine" / "broken.xml").exists()
     assert [p.name for p in inbox.iterdir() if p.is_file()] == []

@@ -217,10 +217,10 @@ def test_csv_import(db, monkeypatch, tmp_path):
     assert json.loads(again.stdout)["already_known"] == 2
     bad_header = tmp_path / "bad.csv"
     bad_header.write_text("foo;bar\n1;2\n", encoding="utf-8")
-    assert run_cli(db, monkeypatch, "orientations", "import", bad_header).exit_code == 2
+    assert run_cli(db, monkeypatch, "orientations", "import", bad_header).exit_code == 1  # input rejected
     latin = tmp_path / "latin.csv"
     latin.write_bytes("evenement;date\nr\xe9f;2024-01-01\n".encode("latin-1"))
-    assert run_cli(db, monkeypatch, "orientations", "import", latin).exit_code == 2
+    assert run_cli(db, monkeypatch, "orientations", "import", latin).exit_code == 1
 
 
 def test_files_ingested_in_another_order_give_the_same_episodes(db, tmp_path):

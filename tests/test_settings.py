@@ -74,13 +74,13 @@ def test_cli_reports_configuration_errors(monkeypatch, tmp_path):
 
     env = {"PASSERELLE_ENV": "prod", "PASSERELLE_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     r = subprocess.run([sys.executable, "-m", "app", "db", "current"], env=env, capture_output=True, text=True)
-    assert r.returncode == 2
+    assert r.returncode == 3  # the environment (docs/operations.md, "Exit codes")
     assert "PASSERELLE_NIR_ENCRYPTION_KEYS" in r.stderr
 
 
 def test_a_wrong_setting_is_named_without_a_traceback(tmp_path):
     """Out-of-range or unreadable values of the settings (here the time limits and concurrency ones added
-    for issue #8): the CLI says which variable and why, exit code 2, no traceback, no value echoed."""
+    for issue #8): the CLI says which variable and why, exit code 3, no traceback, no value echoed."""
     import os
     import subprocess
     import sys
@@ -97,7 +97,7 @@ def test_a_wrong_setting_is_named_without_a_traceback(tmp_path):
         [sys.executable, "-m", "app.cli", "flux", "list"], env=env, capture_output=True, text=True, timeout=60
     )
     out = done.stdout + done.stderr
-    assert done.returncode == 2, out
+    assert done.returncode == 3, out
     for name in (
         "PASSERELLE_READY_TIMEOUT_SECONDS",
         "PASSERELLE_MAX_CONCURRENT_REQUESTS",

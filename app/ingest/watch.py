@@ -24,6 +24,8 @@ class Outcome:
     name: str
     status: str  # applied | duplicate | rejected | error
     moved_to: Path
+    reason: str | None = None  # why a file was rejected (or could not be taken)
+    file_id: int | None = None
 
 
 def _stable(path: Path) -> bool:
@@ -45,16 +47,21 @@ def process_inbox(engine: Engine, settings: Settings, inbox: Path, departement: 
             continue
         landed = datetime.fromtimestamp(path.stat().st_mtime, tz).date()
         options = IngestOptions(received_on=landed, departement=departement, ingested_by="watch")
+        reason: str | None = None
+        file_id: int | None = None
         try:
-            status = ingest_file(engine, settings, path, options).status
+            report = ingest_file(engine, settings, path, options)
+            status, file_id = report.status, report.file_id
+            if status == "rejected":
+                reason = f"{report.error_code}: {report.error}"
         except IngestInputError as exc:
             log.warning("watch_input_error", file=path.name, error=str(exc))
-            status = "error"
+            status, reason = "error", str(exc)
         target_dir = processed if status in ("applied", "duplicate") else quarantine
         target = target_dir / path.name
         if target.exists():
             target = target_dir / f"{datetime.now(tz):%Y%m%dT%H%M%S}-{path.name}"
         shutil.move(str(path), target)
         os.chmod(target, FILE_MODE)
-        outcomes.append(Outcome(path.name, status, target))
+        outcomes.append(Outcome(path.name, status, target, reason, file_id))
     return outcomes

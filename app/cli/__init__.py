@@ -1,0 +1,62 @@
+"""`passerelle`: every job a person or cron runs (server, migrations, clients, flux, pilotage, demo).
+
+One module per domain, as `app/api/`. Exit codes, the same for every command (docs/operations.md):
+0 done, 1 input rejected, 2 usage, 3 environment (database unreachable or not migrated, a setting
+missing or wrong), 4 internal error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import structlog
+import typer
+
+from app.cli.clients import clients_app, departements_app
+from app.cli.common import ExitCode, err_console
+from app.cli.db import db_app
+from app.cli.flux import flux_app
+from app.cli.orientations import episodes_app, orientations_app
+from app.cli.pilotage import pilotage_app
+from app.cli.server import register as register_server
+from app.settings import ConfigurationError, get_settings
+
+app = typer.Typer(
+    help="Passerelle RSA: CAF/MSA flux, orientation delays, France Travail exchanges. Exit codes: 0 done, "
+    "1 input rejected, 2 usage, 3 environment (database, settings), 4 internal error.",
+    no_args_is_help=True,
+)
+register_server(app)
+app.add_typer(db_app, name="db")
+app.add_typer(departements_app, name="departements")
+app.add_typer(clients_app, name="clients")
+app.add_typer(flux_app, name="flux")
+app.add_typer(orientations_app, name="orientations")
+app.add_typer(episodes_app, name="episodes")
+app.add_typer(pilotage_app, name="pilotage")
+
+
+@app.callback()
+def _setup() -> None:
+    """Logs go to stderr (JSON lines unless PASSERELLE_LOG_JSON=false), so stdout stays for results."""
+    from app.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+
+def main() -> None:
+    """The `passerelle` command: click handles usage errors (2) and the commands' own exits; what escapes
+    them is a configuration error (3) or a bug (4), each said in one line, the bug's details logged."""
+    try:
+        app()
+    except ConfigurationError as exc:
+        err_console.print(f"[bold red]configuration error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(ExitCode.ENVIRONMENT)
+    except Exception as exc:  # the last resort: one line, the details in the log
+        structlog.get_logger("app.cli").exception("internal_error", error_type=type(exc).__name__)
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__} (details in the log above); please report it",
+            highlight=False,
+        )
+        sys.exit(ExitCode.INTERNAL)

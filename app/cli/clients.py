@@ -1,0 +1,130 @@
+"""`passerelle clients` and `passerelle departements`: who may call the API, for which départements."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+
+from app.cli.common import (
+    ExitCode,
+    console,
+    err_console,
+    fail,
+    print_json,
+    print_rows,
+    ready_settings,
+    validated_departement,
+)
+
+clients_app = typer.Typer(help="Machine clients and their API keys.", no_args_is_help=True)
+departements_app = typer.Typer(help="Départements served by this instance.", no_args_is_help=True)
+
+
+@departements_app.command("add")
+def departements_add(code: str, name: Annotated[str | None, typer.Option()] = None) -> None:
+    """Register a département (3 characters, e.g. 055)."""
+    from app.db import session_scope
+    from app.services.departements import ensure_departement
+
+    code = validated_departement(code)
+    ready_settings()
+    with session_scope(write=True) as session:
+        ensure_departement(session, code, name)
+    console.print(f"département {code} registered")
+
+
+@departements_app.command("list")
+def departements_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the registered départements."""
+    from app.db import session_scope
+    from app.models import Departement
+
+    ready_settings()
+    with session_scope() as session:
+        rows = [
+            {"code": d.code, "name": d.name} for d in session.scalars(select(Departement).order_by(Departement.code))
+        ]
+    if as_json:
+        print_json(rows)
+    else:
+        print_rows(("code", "name"), [(r["code"], r["name"] or "") for r in rows])
+
+
+@clients_app.command("create")
+def clients_create(
+    name: Annotated[str, typer.Option(help="A unique, descriptive name (e.g. plateforme-orientation).")],
+    departement: Annotated[list[str], typer.Option(help="Département granted (repeatable).")],
+    scope: Annotated[list[str], typer.Option(help="Scope granted (repeatable).")],
+) -> None:
+    """Create a machine client; its API key is printed once and never stored in clear."""
+    from app.db import session_scope
+    from app.services.clients import ClientError, create_client
+
+    codes = [validated_departement(c) for c in departement]
+    settings = ready_settings()
+    try:
+        with session_scope(write=True) as session:
+            created = create_client(session, settings, name=name, departements=codes, scopes=scope)
+    except ClientError as exc:
+        raise fail(str(exc), ExitCode.USAGE) from exc
+    err_console.print(f"client [bold]{name}[/] created (id {created.client_id}); its API key, shown only once:")
+    print(created.key)
+
+
+@clients_app.command("list")
+def clients_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List machine clients (never their keys)."""
+    from app.db import session_scope
+    from app.models import ApiClient
+
+    ready_settings()
+    with session_scope() as session:
+        rows = [
+            {
+                "id": c.id,
+                "name": c.name,
+                "key_prefix": c.key_prefix,
+                "scopes": c.scopes,
+                "departements": c.departement_codes,
+                "created_at": c.created_at.isoformat(),
+                "last_used_at": c.last_used_at.isoformat() if c.last_used_at else None,
+                "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+            }
+            for c in session.scalars(select(ApiClient).order_by(ApiClient.id))
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    print_rows(
+        ("id", "name", "prefix", "départements", "scopes", "last used", "revoked"),
+        [
+            (
+                r["id"],
+                r["name"],
+                r["key_prefix"],
+                " ".join(r["departements"]),  # type: ignore[arg-type]
+                " ".join(r["scopes"]),  # type: ignore[arg-type]
+                r["last_used_at"],
+                r["revoked_at"],
+            )
+            for r in rows
+        ],
+        narrow=("id", "name", "départements", "scopes", "revoked"),
+    )
+
+
+@clients_app.command("revoke")
+def clients_revoke(name_or_id: str) -> None:
+    """Revoke a client's API key (immediately refused afterwards)."""
+    from app.db import session_scope
+    from app.services.clients import ClientError, revoke_client
+
+    ready_settings()
+    try:
+        with session_scope(write=True) as session:
+            revoke_client(session, name_or_id)
+    except ClientError as exc:
+        raise fail(str(exc), ExitCode.USAGE) from exc
+    console.print(f"client {name_or_id} revoked")

@@ -1,0 +1,121 @@
+"""What every command shares: the consoles, the exit codes, errors, dates, tables that stay readable at 80
+columns, and the check that the database is there and at head before a command uses it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.settings import Settings, get_settings
+
+# soft_wrap: a line longer than the terminal is left for the terminal to wrap, never cut by rich in the
+# middle of a path or a command to copy (cron mails and `less` get 80 columns).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every command (docs/operations.md, "Exit codes")."""
+
+    DONE = 0  # done (files already known included)
+    REJECTED = 1  # input rejected: a file, or rows of a CSV (nothing of what was rejected applied)
+    USAGE = 2  # a wrong option, argument or path
+    ENVIRONMENT = 3  # the environment: database unreachable or not migrated, a setting missing or wrong
+    INTERNAL = 4  # a bug: the message says where the details are logged
+
+
+def fail(message: str, code: int = ExitCode.REJECTED) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(int(code))
+
+
+def parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise fail(f"{option} must be a date YYYY-MM-DD, got {value!r}", ExitCode.USAGE) from None
+
+
+def validated_departement(code: str) -> str:
+    from app.security.auth import DEPARTEMENT_RE
+
+    if not DEPARTEMENT_RE.match(code):
+        raise fail(f"invalid département code {code!r}: 3 characters, e.g. 055, 02A, 974", ExitCode.USAGE)
+    return code
+
+
+def ready_settings() -> Settings:
+    """The settings, once the database is known to exist, answer and be at the latest migration; otherwise
+    one line saying what is wrong and the command that fixes it (exit 3), and nothing created (a SQLite
+    database file is not created by looking for it)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app import migrate as migrations
+    from app.db import get_engine
+
+    settings = get_settings()
+    if settings.is_sqlite:
+        path = settings.sqlite_path
+        if path is not None and not Path(path).exists():
+            raise fail(f"no database at {path}: create it with `passerelle db upgrade`", ExitCode.ENVIRONMENT)
+    try:
+        engine = get_engine(settings)
+        current = migrations.current_revisions(engine)
+        heads = migrations.head_revisions(settings)
+    except SQLAlchemyError as exc:
+        raise fail(
+            f"the database does not answer ({type(exc).__name__}); check PASSERELLE_DATABASE_URL and that it runs",
+            ExitCode.ENVIRONMENT,
+        ) from exc
+    if current != heads:
+        at = ", ".join(sorted(current)) or "empty"
+        raise fail(
+            f"the database is not migrated (at {at}, the code needs {', '.join(sorted(heads))}): "
+            "run `passerelle db upgrade`",
+            ExitCode.ENVIRONMENT,
+        )
+    return settings
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def print_rows(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    out: Console | None = None,
+    narrow: Sequence[str] | None = None,
+) -> None:
+    """A table when it fits the terminal; else the table of the `narrow` columns when those fit (the others
+    are in --json); else one block per row ("column: value"). Never a truncated identifier or status: cron
+    mails and `less` get 80 columns."""
+    out = out or console
+    cells = [["-" if v is None else str(v) for v in row] for row in rows]
+    for chosen in (list(columns), list(narrow or [])):
+        if not chosen:
+            continue
+        index = [list(columns).index(c) for c in chosen]
+        widths = [max([len(columns[i]), *(len(r[i]) for r in cells)]) for i in index]
+        if sum(widths) + 3 * len(index) + 1 <= out.width:
+            table = Table(*chosen)
+            for row in cells:
+                table.add_row(*[row[i] for i in index])
+            out.print(table, highlight=False)
+            return
+    label = max(len(c) for c in columns)
+    for n, row in enumerate(cells):
+        if n:
+            out.print("", highlight=False)
+        for name, value in zip(columns, row, strict=True):
+            out.print(f"{name:>{label}}: {value}", highlight=False)

@@ -1,0 +1,77 @@
+"""`passerelle orientations` and `passerelle episodes`: what the orientation platform sends, and the entry
+episodes derived from the facts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+
+from app.cli.common import (
+    ExitCode,
+    console,
+    err_console,
+    fail,
+    print_json,
+    ready_settings,
+    validated_departement,
+)
+from app.cli.flux import refresh_episodes
+
+orientations_app = typer.Typer(help="Orientation events sent by the platform (bulk import).", no_args_is_help=True)
+episodes_app = typer.Typer(help="Entry episodes (nouveaux entrants) derived from the facts.", no_args_is_help=True)
+
+
+@orientations_app.command("import")
+def orientations_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="; separated UTF-8 CSV with a header")],
+    departement: Annotated[str | None, typer.Option(help="Département (default: the only one registered)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Import orientation events (reprise de stock, platform exports). Valid rows are applied in one
+    transaction; rejected rows are listed with their line and reason (exit code 1 if any)."""
+    from app.db import session_scope
+    from app.errors import ApiError
+    from app.models import Departement
+    from app.services.orientation import import_csv
+
+    try:
+        data = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"{file.name} is not UTF-8 (byte {exc.start})", ExitCode.REJECTED) from exc
+    settings = ready_settings()
+    try:
+        with session_scope(write=True) as session:
+            if departement is None:
+                codes = session.scalars(select(Departement.code)).all()
+                if len(codes) != 1:
+                    raise fail("several départements are registered: give --departement", ExitCode.USAGE)
+                departement = codes[0]
+            report = import_csv(session, settings, validated_departement(departement), data, recorded_by="cli")
+    except ApiError as exc:
+        raise fail(f"{file.name}: {exc.message}", ExitCode.REJECTED) from exc
+    if as_json:
+        print_json(report.__dict__)
+    else:
+        console.print(
+            f"{report.rows} rows: {report.applied} applied, {report.already_known} already known, "
+            f"{len(report.rejected)} rejected"
+        )
+        for item in report.rejected[:50]:
+            err_console.print(f"  line {item['line']}: {item['reason']}")
+    if report.rejected:
+        raise typer.Exit(int(ExitCode.REJECTED))
+
+
+@episodes_app.command("refresh")
+def episodes_refresh(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Recompute the entry episodes of persons whose facts changed (each ingestion does it after its commit;
+    run it if one reported that this failed)."""
+    ready_settings()
+    n = refresh_episodes(quiet=as_json)
+    if as_json:
+        print_json({"recomputed": n})
+    else:
+        console.print(f"{n} persons recomputed")
