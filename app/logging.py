@@ -40,6 +40,9 @@ SENSITIVE_KEYS = frozenset(
         "phone",
         "email",
         "courriel",
+        "numtel",
+        "adrelec",
+        "contacts",
         "token",
         "access_token",
         "refresh_token",
@@ -68,14 +71,16 @@ _PATTERNS = [
     re.compile(r"(?<![0-9A-Za-z])[1-478]\d{4}(?:2[AB]|\d{2})\d{6}(?:\d{2})?(?![0-9A-Za-z])"),
     re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
     re.compile(r"prsa_[A-Za-z0-9]{12}_[A-Za-z0-9_-]{10,}"),
+    re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),  # e-mail addresses
+    re.compile(r"(?<![0-9])(?:\+33\s?|0)[1-9](?:[\s.-]?\d{2}){4}(?![0-9])"),  # French telephone numbers
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
 ]
 
 
 def scrub(text: str) -> str:
-    for pattern in _PATTERNS[:3]:
+    for pattern in _PATTERNS[:-1]:
         text = pattern.sub(REDACTED, text)
-    return _PATTERNS[3].sub(lambda m: m.group(1) + REDACTED, text)
+    return _PATTERNS[-1].sub(lambda m: m.group(1) + REDACTED, text)
 
 
 def _redact(value: Any, depth: int = 0) -> Any:

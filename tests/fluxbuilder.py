@@ -143,3 +143,11 @@ def abroad(data: bytes, pays: str = "BEL", lines: tuple[str, ...] = ("RUE DE LA 
         data,
         flags=re.DOTALL,
     )
+
+
+def write_instruction(
+    directory: Path, foyers: list[GenFoyer], *, day: date = date(2024, 3, 1), departement: str = "055"
+) -> Path:
+    """An instruction flux (NATFLUX I) for these foyers, with contacts and consents (the generator's)."""
+    gen = FluxGenerator(0, day, departement=departement)
+    return gen.write_instruction_file(directory, foyers, day, day).path

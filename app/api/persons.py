@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
 from app.security.auth import Principal
 from app.security.scopes import Scope
+from app.services import instruction
 from app.services import persons as svc
 from app.validation import InputModel
 
@@ -38,6 +39,11 @@ class PersonSummary(BaseModel):
 class PersonOut(PersonSummary):
     etat_actuel: dict[str, Any] | None
     historique: list[dict[str, Any]]
+    instruction: dict[str, Any] | None = Field(
+        default=None,
+        description="The latest instruction flux record (contacts with their consents, SuiviAppuiOrientation, "
+        "computed parcours, DSP codes), if any",
+    )
 
 
 class SearchBody(InputModel):
@@ -86,7 +92,12 @@ def get_person(
         {**svc.state_dict(state), "fichier": {"id": f.id, "nom": f.filename, "type": f.type_flux}}
         for state, f in svc.history(session, person.id)
     ]
-    return PersonOut(**_summary(person), etat_actuel=history[-1] if history else None, historique=history)
+    return PersonOut(
+        **_summary(person),
+        etat_actuel=history[-1] if history else None,
+        historique=history,
+        instruction=instruction.for_person(session, person.id),
+    )
 
 
 @router.post("/search", response_model=SearchResult, summary="Find persons by NIR, or by organisme + matricule + role")

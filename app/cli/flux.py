@@ -173,6 +173,13 @@ def _print_reports(reports: list[Any]) -> None:
             )
         elif r.status == "duplicate":
             err_console.print(f"[yellow]{r.filename}: already ingested (file #{r.duplicate_of}); nothing changed[/]")
+        if r.nature == "I" and r.status == "applied":
+            err_console.print(
+                f"{r.filename}: an instruction flux (contacts, DSP, parcours): {r.instruction_attached} person(s) "
+                f"attached, {r.instruction_kept_aside} kept aside until a beneficiary file brings them"
+            )
+        elif r.instruction_attached:
+            err_console.print(f"{r.filename}: {r.instruction_attached} instruction record(s) attached to their person")
         if r.later_files:
             err_console.print(
                 f"{r.filename}: dated before {r.later_files} file(s) already applied: what they said of "

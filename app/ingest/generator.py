@@ -457,6 +457,59 @@ class FluxGenerator:
             )
         return GeneratedFile(path, type_flux, fonorg, day, received_on, len(foyers), persons)
 
+    def _demand_xml(self, f: GenFoyer, n: int) -> str:
+        """One InfoDemandeRSA of an instruction flux: the foyer's demand, its persons (with their
+        SuiviAppuiOrientation, DSP codes and computed parcours) and the demand's contacts and consents."""
+        e = self._e
+        persons = "".join(
+            "<Personne>"
+            + self._person_xml(p)[len("<Personne>") : -len("</Personne>")]
+            + "<SuiviAppuiOrientation><TOPOBLSOCPRO>1</TOPOBLSOCPRO><TOPSOUHSOCPRO>1</TOPSOUHSOCPRO>"
+            f"<DTENRSOCPRO>{f.dtdemrsa}</DTENRSOCPRO></SuiviAppuiOrientation>"
+            "<DonneesSocioProfessionnelles><NIVETU>" + ("1206", "1205", "1204")[n % 3] + "</NIVETU>"
+            "<HISPRO>" + ("1901", "1902", "1904")[n % 3] + "</HISPRO><TOPMOYLOCO>" + str(n % 2) + "</TOPMOYLOCO>"
+            "<DifficulteSociale><DIFSOC>" + ("0402", "0403")[n % 2] + "</DIFSOC></DifficulteSociale>"
+            "<LIBAUTRDIFSOC>texte libre</LIBAUTRDIFSOC></DonneesSocioProfessionnelles>"
+            "<Parcours><DeterminationParcours><NATPARCOCAL>" + ("SOC", "PRO", "SOCPRO")[n % 3] + "</NATPARCOCAL>"
+            "</DeterminationParcours></Parcours></Personne>"
+            for p in f.persons
+            if p.role in ("DEM", "CJT")
+        )
+        tel = f"06{(n * 7919) % 10**8:08d}"
+        consent_tel, consent_mail = ("A", "A") if n % 3 else ("I", "A") if n % 2 else ("A", "I")
+        return (
+            "<InfoDemandeRSA><IdentificationRSA><Organisme>"
+            f"<FONORG>{f.fonorg}</FONORG><NUMORG>{f.numorg}</NUMORG><MATRICULE>{f.matricule}</MATRICULE>"
+            "<STATUDEMRSA>N</STATUDEMRSA></Organisme>"
+            f"<Partenaire><TYPEPARTE>CG</TYPEPARTE><IDEPARTE>{self.departement}</IDEPARTE></Partenaire>"
+            f"<DemandeRSA><DTDEMRSA>{f.dtdemrsa}</DTDEMRSA><NUMDEMRSA>{f.numdemrsa}</NUMDEMRSA></DemandeRSA>"
+            f"</IdentificationRSA>{persons}<DonneesAdministratives><ModesContacts><NUMTEL>{tel}</NUMTEL>"
+            f"<NATTEL>PER</NATTEL><MATETEL>POR</MATETEL><AUTORUTITEL>{consent_tel}</AUTORUTITEL>"
+            f"<ADRELEC>{e(f.persons[0].prenom.lower())}.{n}@exemple.fr</ADRELEC>"
+            f"<AUTORUTIADRELEC>{consent_mail}</AUTORUTIADRELEC></ModesContacts></DonneesAdministratives>"
+            "</InfoDemandeRSA>\n"
+        )
+
+    def write_instruction_file(
+        self, out_dir: Path, foyers: list[GenFoyer], day: date, received_on: date, fonorg: str = "CAF"
+    ) -> GeneratedFile:
+        """An instruction flux (VIRS0901, NATFLUX I) for these foyers' demands, consistent with the
+        beneficiary files: same organisme, matricules, demand numbers and persons."""
+        numorg = "555" if fonorg == "MSA" else "551"
+        path = out_dir / f"{fonorg}_{numorg}_INSTRUCTION_{day:%Y%m%d}.xml"
+        body = "".join(self._demand_xml(f, n) for n, f in enumerate(foyers, start=1))
+        text = (
+            '<?xml version="1.0" encoding="windows-1252"?>\n<Racine>\n<IdentificationFlux>'
+            f"<APPLIEME>{'AGO' if fonorg == 'MSA' else 'CRI'}</APPLIEME><NUMVERSIONAPPLIEME>0366</NUMVERSIONAPPLIEME>"
+            f"<TYPEFLUX>I</TYPEFLUX><NATFLUX>I</NATFLUX><DTCREAFLUX>{day}</DTCREAFLUX>"
+            f"<HEUCREAFLUX>03:00:17.0000</HEUCREAFLUX><DTREF>{day - timedelta(days=1)}</DTREF></IdentificationFlux>\n"
+            f"{body}<TransmissionFlux><NBTOTDOSRSATRANSM>{len(foyers):08d}</NBTOTDOSRSATRANSM>"
+            "</TransmissionFlux>\n</Racine>\n"
+        )
+        path.write_bytes(text.encode("windows-1252", errors="replace"))
+        persons = sum(1 for f in foyers for p in f.persons if p.role in ("DEM", "CJT"))
+        return GeneratedFile(path, "I", fonorg, day, received_on, len(foyers), persons)
+
     def _full_files(self, out_dir: Path, day: date, type_flux: str, compress: bool) -> list[GeneratedFile]:
         files = []
         for fonorg in ("CAF", "MSA"):

@@ -46,6 +46,7 @@ from app.ingest.derive import (
     fingerprint,
     keep_known,
 )
+from app.ingest.instruction import attach_pending, peek_nature
 from app.ingest.order import FileKey, file_key, state_order, states_up_to
 from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxRejected
 from app.ingest.pipeline import open_source
@@ -58,6 +59,7 @@ from app.models import (
     FluxFile,
     FluxObservation,
     FoyerEvent,
+    InstructionRecord,
     Person,
     PersonKey,
     PersonState,
@@ -77,6 +79,7 @@ T_PERSONS = cast(Table, Person.__table__)
 T_DEPARTEMENTS = cast(Table, Departement.__table__)
 T_QUEUE = cast(Table, EpisodeQueue.__table__)
 T_AMBIGUOUS = cast(Table, AmbiguousKey.__table__)
+T_INSTRUCTION = cast(Table, InstructionRecord.__table__)
 
 BATCH_FOYERS = 2000
 MAX_LISTED = 1000  # warnings / rejected records listed in a report (all are counted)
@@ -126,6 +129,11 @@ class IngestReport:
     # Files dated after this one applied before it, and the persons whose later facts were re-examined.
     later_files: int = 0
     reexamined: int = 0
+    # NATFLUX: D a beneficiary flux, I an instruction flux (its persons attached now, or kept aside until a
+    # beneficiary file brings them; beneficiary files report how many they attached)
+    nature: str = "D"
+    instruction_attached: int = 0
+    instruction_kept_aside: int = 0
     matched_by: dict[str, int] = field(default_factory=dict)
     warnings_count: int = 0
     rejected_count: int = 0
@@ -794,6 +802,8 @@ class _Ingestion:
                     .having(func.count() > 1),
                 )
             )
+        # instruction records waiting for a person this file may have brought
+        self.report.instruction_attached = attach_pending(self.conn, self.departement)
         later = Replay(self.conn, self.writer, self.departement, self.key, self.header.type_flux)
         if later.files:
             # Files dated after this one were applied before it: what they said of these persons is
@@ -955,6 +965,22 @@ def ingest_file(
         report.duplicate_of = dup[0]
         report.duration_ms = int((time.perf_counter() - started) * 1000)
         return report
+
+    if peek_nature(path) == "I":
+        # an instruction flux: contacts, DSP, parcours of demands being instructed; never a beneficiary flux
+        try:
+            return _ingest_instruction(engine, settings, path, name, raw_sha, size, options, report, started)
+        except _Duplicate as dup_exc:
+            return IngestReport(
+                status="duplicate",
+                filename=name,
+                received_on=options.received_on.isoformat(),
+                nature="I",
+                duplicate_of=dup_exc.file_id,
+                duration_ms=int((time.perf_counter() - started) * 1000),
+            )
+        except FluxRejected as exc:
+            return _record_rejection(engine, settings, path, name, raw_sha, size, options, report, exc, started)
 
     try:
         with _lighter_collections(), engine.begin() as conn:
@@ -1124,7 +1150,7 @@ def _start(
     earlier = conn.execute(
         select(func.count())
         .select_from(T_FILES)
-        .where(ft.departement_code == dep, ft.status == "applied", ft.fonorg == fonorg)
+        .where(ft.departement_code == dep, ft.status == "applied", ft.fonorg == fonorg, ft.nature == "D")
     ).scalar_one()
     if options.initial_stock:
         if header.type_flux == "I":
@@ -1153,6 +1179,109 @@ def _start(
             dtref=header.dtref,
         )
     )
+
+
+def _ingest_instruction(
+    engine: Engine,
+    settings: Settings,
+    path: Path,
+    name: str,
+    raw_sha: str,
+    size: int,
+    options: IngestOptions,
+    report: IngestReport,
+    started: float,
+) -> IngestReport:
+    """An instruction flux, in one transaction like a beneficiary file (app.ingest.instruction)."""
+    from app.ingest.instruction import InstructionReader, apply_instruction
+
+    report.nature = "I"
+    if options.initial_stock:
+        raise IngestInputError("--initial-stock applies to a beneficiary flux, not to an instruction flux")
+    reader = InstructionReader(path, settings.hmac_key)
+    ft = T_FILES
+    with engine.begin() as conn:
+        _lock(conn)
+        file_id = conn.execute(
+            insert(ft)
+            .values(
+                filename=name[:255],
+                size_bytes=size,
+                file_sha256=raw_sha,
+                status="applying",
+                nature="I",
+                received_on=options.received_on,
+                initial_stock=False,
+                ingested_by=options.ingested_by,
+                started_at=datetime.now(UTC),
+                report={},
+            )
+            .returning(ft.c.id)
+        ).scalar_one()
+        outcome = apply_instruction(conn, reader, file_id, options.departement, options.received_on)
+        assert reader.header is not None and outcome.departement is not None
+        dep = outcome.departement
+        if options.departement is not None and dep != options.departement:
+            raise IngestInputError(f"this file is for département {dep}, not {options.departement}")
+        if not DEPARTEMENT_RE.match(dep):
+            raise FluxRejected(f"invalid département {dep!r} (IDEPARTE)", None, "other_departement")
+        if conn.execute(select(T_DEPARTEMENTS.c.code).where(T_DEPARTEMENTS.c.code == dep)).first() is None:
+            conn.execute(insert(T_DEPARTEMENTS).values(code=dep, created_at=datetime.now(UTC)))
+        conn.execute(update(T_INSTRUCTION).where(T_INSTRUCTION.c.file_id == file_id).values(departement_code=dep))
+        same = conn.execute(
+            select(ft.c.id).where(
+                ft.c.departement_code == dep, ft.c.content_sha256 == reader.content_sha256, ft.c.status == "applied"
+            )
+        ).first()
+        if same is not None:
+            raise _Duplicate(same[0])
+        report.file_id = file_id
+        report.departement = dep
+        report.type_flux = reader.header.type_flux
+        report.created_at_caf = reader.header.created_at.isoformat()
+        report.foyers = outcome.demands
+        report.persons_brsa = outcome.persons
+        report.instruction_attached = outcome.attached
+        report.instruction_kept_aside = outcome.kept_aside
+        for severity, code, message in outcome.problems:
+            if severity == "warning":
+                report.warnings_count += 1
+                if len(report.warnings) < MAX_LISTED:
+                    report.warnings.append({"code": code, "message": message})
+            else:
+                report.rejected_count += 1
+                if len(report.rejected) < MAX_LISTED:
+                    report.rejected.append({"code": code, "message": message})
+        report.duration_ms = int((time.perf_counter() - started) * 1000)
+        conn.execute(
+            update(ft)
+            .where(ft.c.id == file_id)
+            .values(
+                departement_code=dep,
+                status="applied",
+                content_sha256=reader.content_sha256,
+                applieme=reader.header.applieme,
+                type_flux=reader.header.type_flux,
+                created_at_caf=reader.header.created_at.replace(tzinfo=UTC),
+                foyers=outcome.demands,
+                persons=outcome.persons,
+                warnings=report.warnings_count,
+                rejected_records=report.rejected_count,
+                duration_ms=report.duration_ms,
+                report=report.to_dict(),
+            )
+        )
+    log.info(
+        "instruction_flux_applied",
+        file_id=file_id,
+        departement=dep,
+        demands=outcome.demands,
+        persons=outcome.persons,
+        attached=outcome.attached,
+        kept_aside=outcome.kept_aside,
+        contact_problems=outcome.contact_problems,
+    )
+    return report
 
 
 def _record_rejection(

@@ -512,6 +512,16 @@ def _header(el: Any) -> FluxHeader:
     )
 
 
+NATURES = {"D": "a beneficiary flux", "I": "an instruction flux (VIRS0901)", "R": "a nouveau recueil flux"}
+
+
+def _nature_message(nature: str | None) -> str:
+    if nature is None:
+        return "NATFLUX is missing: the nature of the flux (D beneficiary, I instruction) cannot be told"
+    what = NATURES.get(nature, "a flux of an unknown nature")
+    return f"NATFLUX {nature[:8]!r}: this is {what}, not a beneficiary flux (D); it is not applied"
+
+
 def _count(el: Any, name: str) -> int | None:
     raw = _text(el, name)
     if raw is None:
@@ -661,6 +671,8 @@ class FluxReader:
                         )
                     self.header = _header(el)
                     dtref = self.header.dtref
+                    if self.header.nat_flux != "D":
+                        raise FluxRejected(_nature_message(self.header.nat_flux), HEADER, "other_nature")
                 elif tag == TRAILER:
                     self._check_top_level(el, el.getparent())
                     if self.header is None:

@@ -66,7 +66,12 @@ class Replay:
             LaterFile(*row)
             for row in conn.execute(
                 select(ft.id, ft.received_on, ft.created_at_caf, ft.type_flux, ft.fonorg, ft.numorg)
-                .where(ft.departement_code == departement, ft.status == "applied", files_after(ft, key, type_flux))
+                .where(
+                    ft.departement_code == departement,
+                    ft.status == "applied",
+                    ft.nature == "D",
+                    files_after(ft, key, type_flux),
+                )
                 .order_by(*file_order(ft))
             )
         ]

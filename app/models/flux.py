@@ -43,6 +43,8 @@ class FluxFile(Base):
     fonorg: Mapped[str | None] = mapped_column(String(3))
     numorg: Mapped[str | None] = mapped_column(String(3))
     type_flux: Mapped[str | None] = mapped_column(String(1))
+    # NATFLUX: D beneficiary flux, I instruction flux (contacts, DSP, parcours; app.ingest.instruction)
+    nature: Mapped[str] = mapped_column(String(1), server_default="D")
     created_at_caf: Mapped[datetime | None] = mapped_column(UTCDateTime())
     dtref: Mapped[date | None] = mapped_column(Date)
     received_on: Mapped[date] = mapped_column(Date)
@@ -228,3 +230,45 @@ class AccessRecord(Base):
     endpoint: Mapped[str] = mapped_column(String(200))
     request_id: Mapped[str | None] = mapped_column(String(64))
     found: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class InstructionRecord(Base):
+    """What an instruction flux (VIRS0901, NATFLUX I) said of one person of a demand being instructed,
+    dated by the file's reception: the demand's contacts and consents, the person's SuiviAppuiOrientation,
+    computed/modified parcours and a summary of the DSP (codes only).
+
+    `person_id` is empty while no beneficiary file has brought the person: the record keeps the person's
+    identity keys (keyed hashes, never an identifier in clear) and is attached when one of them appears.
+    Contacts are personal data: never logged; shown with the person to `persons:read`; given for France
+    Travail only where the person consented (`A`).
+    """
+
+    __tablename__ = "instruction_records"
+    __table_args__ = (
+        Index("ix_instruction_records_person", "person_id"),
+        Index("ix_instruction_records_departement", "departement_code", "person_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    file_id: Mapped[int] = mapped_column(Integer)
+    received_on: Mapped[date] = mapped_column(Date)
+    file_created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seq: Mapped[int] = mapped_column(Integer)
+    person_id: Mapped[int | None] = mapped_column(BigInteger)
+    keys: Mapped[list[str]] = mapped_column(JSON)  # the person's identity keys and NIR lookup hash
+    role: Mapped[str | None] = mapped_column(String(3))
+    statut_demande: Mapped[str | None] = mapped_column(String(2))  # STATUDEMRSA
+    telephone: Mapped[str | None] = mapped_column(String(40))
+    telephone_nature: Mapped[str | None] = mapped_column(String(3))  # NATTEL
+    telephone_materiel: Mapped[str | None] = mapped_column(String(3))  # MATETEL
+    telephone_consent: Mapped[str | None] = mapped_column(String(1))  # AUTORUTITEL: A accepted, I refused
+    email: Mapped[str | None] = mapped_column(String(254))
+    email_consent: Mapped[str | None] = mapped_column(String(1))  # AUTORUTIADRELEC
+    contact_problems: Mapped[str | None] = mapped_column(String(100))  # kept as received, flagged
+    suivi: Mapped[dict[str, Any]] = mapped_column(JSON)  # SuiviAppuiOrientation
+    parcours_calcule: Mapped[str | None] = mapped_column(String(10))  # NATPARCOCAL
+    parcours_modifie: Mapped[str | None] = mapped_column(String(10))  # NATPARCOMOD
+    parcours_refuse: Mapped[bool | None] = mapped_column(Boolean)  # TOPREFUPARCO
+    parcours_motif: Mapped[str | None] = mapped_column(String(10))  # MOTIMODPARCO
+    dsp: Mapped[dict[str, Any]] = mapped_column(JSON)  # DonneesSocioProfessionnelles: codes only

@@ -117,6 +117,7 @@ def transmission(conn: Connection, departements: list[str], start: date, end: da
                 select(ff.received_on).where(
                     ff.departement_code.in_(departements),
                     ff.status == "applied",
+                    ff.nature == "D",  # beneficiary files (an instruction flux is not that transmission)
                     ff.received_on >= start,
                     ff.received_on <= end,
                 )

@@ -1,0 +1,193 @@
+"""The instruction flux (issue #10): recognised by NATFLUX, its contacts, consents, SuiviAppuiOrientation,
+parcours and DSP attached to the right person whichever comes first, dated by reception; contacts never
+logged and given for France Travail only with consent. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from app.db import get_engine, session_scope
+from app.ingest.loader import IngestOptions, ingest_file
+from app.models import FluxFile, InstructionRecord, Person
+from app.services.instruction import france_travail_contacts
+from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux, write_instruction
+from tests.test_ingest_fuzz import apply, mutation
+from tests.test_ingest_loader import snapshot
+
+D1, D2, D3 = date(2024, 3, 1), date(2024, 3, 4), date(2024, 3, 11)
+COUPLE = (person(NIR_A), person(NIR_B, role="CJT", nom="MARTIN", prenom="ANNE", sexe="2", dtnai=date(1985, 6, 2)))
+
+
+def _dir(base, name):
+    path = base / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _ingest(db, path, day, **kw):
+    return ingest_file(get_engine(db), db, path, IngestOptions(day, **kw))
+
+
+def _records(db):
+    with session_scope(db) as s:
+        return {
+            (r.person_id, r.role, r.received_on, r.telephone_consent, r.email_consent, r.parcours_calcule)
+            for r in s.scalars(select(InstructionRecord))
+        }
+
+
+def _person_ids(db):
+    with session_scope(db) as s:
+        return {p.nom: p.id for p in s.scalars(select(Person))}
+
+
+def test_an_instruction_flux_before_the_first_beneficiary_record_is_attached_when_it_comes(db, tmp_path):
+    instruction = write_instruction(_dir(tmp_path, "i"), [foyer(*COUPLE)], day=D1)
+    report = _ingest(db, instruction, D1)
+    assert report.status == "applied" and report.nature == "I", report.to_dict()
+    assert (report.instruction_attached, report.instruction_kept_aside, report.persons_brsa) == (0, 2, 2)
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(Person)) == 0, "an instruction flux creates nobody"
+        assert s.scalar(select(FluxFile.nature)) == "I"
+    beneficiary = write_flux(_dir(tmp_path, "b"), [foyer(*COUPLE)], day=D2)
+    report = _ingest(db, beneficiary, D2)
+    assert report.status == "applied" and report.instruction_attached == 2
+    ids = _person_ids(db)
+    assert _records(db) == {
+        (ids["DUPONT"], "DEM", D1, "A", "A", "PRO"),
+        (ids["MARTIN"], "CJT", D1, "A", "A", "PRO"),
+    }
+
+
+def test_an_instruction_flux_after_the_beneficiary_record_is_attached_at_once(db, tmp_path):
+    assert _ingest(db, write_flux(_dir(tmp_path, "b"), [foyer(*COUPLE)], day=D1), D1).status == "applied"
+    report = _ingest(db, write_instruction(_dir(tmp_path, "i"), [foyer(*COUPLE)], day=D2), D2)
+    assert (report.instruction_attached, report.instruction_kept_aside) == (2, 0)
+    ids = _person_ids(db)
+    assert {(pid, received) for pid, _r, received, *_ in _records(db)} == {(ids["DUPONT"], D2), (ids["MARTIN"], D2)}
+
+
+def test_a_refused_consent_keeps_the_contact_out_of_what_france_travail_gets(db, tmp_path):
+    """The generator's third demand refuses the telephone (AUTORUTITEL I) and accepts the e-mail."""
+    foyers = [foyer(person(NIR_A), matricule="0001111"), foyer(person(None, nom="PETIT"), matricule="0002222")]
+    foyers.append(foyer(person(NIR_B, nom="MARTIN", prenom="ANNE", sexe="2"), matricule="0003333"))
+    assert _ingest(db, write_flux(_dir(tmp_path, "b"), foyers, day=D1), D1).status == "applied"
+    path = write_instruction(_dir(tmp_path, "i"), foyers, day=D2)
+    text = path.read_text(encoding="windows-1252")
+    assert text.count("<AUTORUTITEL>I</AUTORUTITEL>") == 1
+    assert _ingest(db, path, D2).status == "applied"
+    ids = _person_ids(db)
+    with get_engine(db).connect() as conn:
+        refused = france_travail_contacts(conn, ids["MARTIN"])
+        accepted = france_travail_contacts(conn, ids["DUPONT"])
+        unknown = france_travail_contacts(conn, 10**9)
+    assert refused["telephone"] is None and refused["courriel"] is not None
+    assert accepted["telephone"] is not None and accepted["courriel"] is not None
+    assert unknown == {"telephone": None, "courriel": None}
+
+
+def test_a_flux_of_another_nature_is_rejected_naming_it(db, tmp_path):
+    for nature, expected in (("R", "nouveau recueil"), ("X", "unknown nature"), (None, "NATFLUX is missing")):
+        path = write_flux(_dir(tmp_path, f"n{nature}"), [foyer()], day=D1)
+        raw = path.read_text(encoding="windows-1252")
+        raw = raw.replace("<NATFLUX>D</NATFLUX>", f"<NATFLUX>{nature}</NATFLUX>" if nature else "")
+        path.write_text(raw, encoding="windows-1252")
+        report = _ingest(db, path, D1, departement="055")
+        assert report.status == "rejected" and report.error_code == "other_nature", report.to_dict()
+        assert expected in (report.error or "")
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(Person)) == 0
+
+
+def test_contacts_never_reach_a_log_or_a_report(db, tmp_path, capsys):
+    from app.logging import configure_logging
+
+    configure_logging("DEBUG", json_logs=True)
+    assert _ingest(db, write_flux(_dir(tmp_path, "b"), [foyer(*COUPLE)], day=D1), D1).status == "applied"
+    path = write_instruction(_dir(tmp_path, "i"), [foyer(*COUPLE)], day=D2)
+    phone = re.search(r"<NUMTEL>(\d+)</NUMTEL>", path.read_text(encoding="windows-1252")).group(1)
+    email = re.search(r"<ADRELEC>([^<]+)</ADRELEC>", path.read_text(encoding="windows-1252")).group(1)
+    # and a malformed pair, which the report flags without quoting
+    path.write_text(
+        path.read_text(encoding="windows-1252").replace(phone, "06 12 AB").replace(email, "jean.dupont@"),
+        encoding="windows-1252",
+    )
+    report = _ingest(db, path, D2)
+    assert report.status == "applied"
+    flags = [w["message"] for w in report.warnings if w["code"] == "invalid_contact"]
+    assert flags == ["demand 1: telephone malformed", "demand 1: e-mail malformed"]
+    captured = capsys.readouterr()
+    logs = captured.err + captured.out
+    assert "instruction_flux_applied" in logs
+    dumped = json.dumps(report.to_dict())
+    for secret in ("06 12 AB", "jean.dupont@", phone, email):
+        assert secret not in logs and secret not in dumped
+    with session_scope(db) as s:
+        kept = s.scalars(select(InstructionRecord.telephone)).all()
+        assert kept == ["06 12 AB", "06 12 AB"]  # kept as received, never "corrected"
+        assert "06 12 AB" not in json.dumps(s.scalar(select(FluxFile.report).where(FluxFile.nature == "I")))
+
+
+def test_the_person_page_shows_the_instruction_to_persons_read(client, db, make_api_key, tmp_path):
+    assert _ingest(db, write_flux(_dir(tmp_path, "b"), [foyer(*COUPLE)], day=D1), D1).status == "applied"
+    assert _ingest(db, write_instruction(_dir(tmp_path, "i"), [foyer(*COUPLE)], day=D2), D2).status == "applied"
+    key = make_api_key(["persons:read"])
+    pid = _person_ids(db)["DUPONT"]
+    body = client.get(f"/api/v1/persons/{pid}", headers={"X-API-Key": key}).json()
+    shown = body["instruction"]
+    assert shown["recu_le"] == D2.isoformat() and shown["parcours"]["calcule"] == "PRO"
+    assert shown["contacts"]["telephone_consentement"] == "A" and shown["contacts"]["courriel"].endswith("@exemple.fr")
+    assert shown["dsp"]["NIVETU"] == ["1205"] and "LIBAUTRDIFSOC" not in shown["dsp"]  # codes, no free text
+    assert client.get(f"/api/v1/persons/{pid}", headers={"X-API-Key": make_api_key(["flux:write"])}).status_code == 403
+
+
+def test_a_bad_instruction_file_is_rejected_whole_and_changes_nothing(db, tmp_path):
+    assert _ingest(db, write_flux(_dir(tmp_path, "b"), [foyer(*COUPLE)], day=D1), D1).status == "applied"
+    before = snapshot(db)
+    good = write_instruction(_dir(tmp_path, "i"), [foyer(*COUPLE), foyer(person(None), matricule="0009999")], day=D2)
+    text = good.read_text(encoding="windows-1252")
+    cases = {
+        "truncated": text[: len(text) // 2],
+        "count_mismatch": text.replace("<NBTOTDOSRSATRANSM>00000002", "<NBTOTDOSRSATRANSM>00000003"),
+        "other_departement": text.replace("<IDEPARTE>055</IDEPARTE>", "<IDEPARTE>054</IDEPARTE>", 1),
+    }
+    for code, content in cases.items():
+        bad = tmp_path / f"{code}.xml"
+        bad.write_text(content, encoding="windows-1252")
+        report = _ingest(db, bad, D2)
+        assert report.status == "rejected" and report.error_code == code, report.to_dict()
+        after = snapshot(db)
+        after.pop("flux_files", None)
+        assert after == before
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=st.lists(mutation, min_size=1, max_size=3))
+def test_mutated_instruction_files_are_applied_or_cleanly_rejected(db, tmp_path_factory, mutations):
+    from tests.conftest import _truncate
+
+    tmp = tmp_path_factory.mktemp("ifuzz")
+    _truncate(db)
+    assert _ingest(db, write_flux(_dir(tmp, "b"), [foyer(*COUPLE)], day=D1), D1).status == "applied"
+    before = snapshot(db)
+    data = write_instruction(_dir(tmp, "i"), [foyer(*COUPLE)], day=D2).read_bytes()
+    for m in mutations:
+        data = apply(data, m)
+    path = tmp / "mutated.xml"
+    path.write_bytes(data)
+    try:
+        report = _ingest(db, path, D2, departement="055")
+    except Exception as exc:  # an option error is the only exception allowed, and it changes nothing
+        from app.ingest.loader import IngestInputError
+
+        assert isinstance(exc, IngestInputError), repr(exc)
+        report = None
+    if report is None or report.status != "applied":
+        after = snapshot(db)
+        assert after == before
