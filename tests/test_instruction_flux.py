@@ -191,3 +191,30 @@ def test_mutated_instruction_files_are_applied_or_cleanly_rejected(db, tmp_path_
     if report is None or report.status != "applied":
         after = snapshot(db)
         assert after == before
+
+
+def test_generated_instruction_files_match_the_beneficiary_files_and_all_attach(db, tmp_path):
+    """`flux generate --instruction`: an instruction flux for each day's new demands, the beneficiary files
+    unchanged by the option; ingested in reception order or instruction files first, every record ends
+    attached to its person."""
+    from app.ingest.generator import generate
+    from tests.conftest import _truncate
+
+    plain = generate(tmp_path / "plain", 400, 12, D1, seed=4)
+    files = generate(tmp_path / "with", 400, 12, D1, seed=4, instruction=True)
+    assert [f.path.read_bytes() for f in plain] == [f.path.read_bytes() for f in files if f.nature == "D"]
+    instructions = [f for f in files if f.nature == "I"]
+    assert instructions and all(
+        f.path.name.startswith("CAF_551_INSTRUCTION") or "MSA" in f.path.name for f in instructions
+    )
+    stock = [f for f in files if f.initial_stock]
+    rest = [f for f in files if not f.initial_stock]
+    for order in (rest, instructions + [f for f in rest if f.nature == "D"]):
+        _truncate(db)
+        for f in stock + order:
+            report = _ingest(db, f.path, f.received_on, initial_stock=f.initial_stock)
+            assert report.status == "applied", report.to_dict()
+        with session_scope(db) as s:
+            total = s.scalar(select(func.count()).select_from(InstructionRecord))
+            waiting = s.scalar(select(func.count()).where(InstructionRecord.person_id.is_(None)))
+        assert total == sum(f.persons for f in instructions) and waiting == 0

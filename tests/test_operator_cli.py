@@ -75,7 +75,7 @@ def test_exit_codes_of_each_family(db, monkeypatch, tmp_path):
         (2, ("clients", "create", "--name", "p", "--departement", "055", "--scope", "persons:read")),
         (2, ("clients", "revoke", "nobody")),
         (0, ("clients", "list", "--json")),
-        (2, ("flux", "show", "999")),
+        (2, ("flux", "show", "99999999")),
         (2, ("flux", "ingest", tmp_path / "missing.xml")),
         (2, ("flux", "watch", tmp_path / "no-inbox", "--once")),
         (2, ("pilotage", "orientation", "--from", "2024-02-01", "--to", "2024-01-01")),
@@ -157,9 +157,11 @@ def test_tables_fit_80_columns_and_never_truncate_an_identifier(db, monkeypatch,
 def test_flux_show_gives_the_file_id_and_generate_says_what_it_wrote(db, monkeypatch, tmp_path):
     broken = tmp_path / "broken.xml"
     broken.write_text("<Racine>", encoding="utf-8")
-    assert run_cli(db, monkeypatch, "flux", "ingest", broken, "--json").exit_code == 1
-    shown = json.loads(run_cli(db, monkeypatch, "flux", "show", "1").stdout)
-    assert (shown["file_id"], shown["status"]) == (1, "rejected")
+    ingested = run_cli(db, monkeypatch, "flux", "ingest", broken, "--json")
+    assert ingested.exit_code == 1
+    (report,) = json.loads(ingested.stdout)
+    shown = json.loads(run_cli(db, monkeypatch, "flux", "show", report["file_id"]).stdout)
+    assert (shown["file_id"], shown["status"]) == (report["file_id"], "rejected")
     r = run_cli(db, monkeypatch, "flux", "generate", "--out", tmp_path / "gen", "--foyers", "60", "--days", "8")
     assert r.exit_code == 0
     assert "initial stock" in r.stdout and "daily files" in r.stdout and "--initial-stock" in r.stdout
@@ -184,4 +186,4 @@ def test_watch_json_lines(db, monkeypatch, tmp_path):
     r = run_cli(db, monkeypatch, "flux", "watch", inbox, "--once", "--json")
     assert r.exit_code == 0, r.output
     (line,) = [json.loads(x) for x in r.stdout.splitlines()]
-    assert line["status"] == "applied" and line["file_id"] == 1
+    assert line["status"] == "applied" and isinstance(line["file_id"], int)

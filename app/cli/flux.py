@@ -311,20 +311,32 @@ def flux_generate(
     seed: Annotated[int, typer.Option(help="Same seed, same files")] = 1,
     departement: Annotated[str, typer.Option()] = "055",
     gzip_files: Annotated[bool, typer.Option("--gzip", help="Write .xml.gz files")] = False,
+    instruction: Annotated[
+        bool, typer.Option("--instruction", help="Also instruction fluxes (contacts, DSP) for new demands")
+    ] = False,
 ) -> None:
     """Write realistic, fictitious flux files (stock, then daily files) and a manifest.json."""
     from app.ingest.generator import generate
 
     start_day = parse_day(start, "--start")
     assert start_day is not None
-    files = generate(out, foyers, days, start_day, seed, validated_departement(departement), gzip_files)
+    files = generate(
+        out, foyers, days, start_day, seed, validated_departement(departement), gzip_files, instruction=instruction
+    )
     stock = [f for f in files if f.initial_stock]
     monthly = [f for f in files if f.type_flux == "M" and not f.initial_stock]
-    daily = [f for f in files if f.type_flux == "I"]
+    daily = [f for f in files if f.type_flux == "I" and f.nature == "D"]
+    instructions = [f for f in files if f.nature == "I"]
     console.print(
         f"wrote {len(files)} files to {out}: the initial stock ({len(stock)} monthly files, CAF and MSA, "
         f"{sum(f.foyers for f in stock)} foyers), {len(monthly)} later monthly files and {len(daily)} daily "
-        f"files ({sum(f.foyers for f in daily)} foyer records: the changes of {days} days). manifest.json lists "
+        f"files ({sum(f.foyers for f in daily)} foyer records: the changes of {days} days)"
+        + (
+            f", {len(instructions)} instruction files ({sum(f.foyers for f in instructions)} new demands)"
+            if instruction
+            else ""
+        )
+        + ". manifest.json lists "
         "them with the date each was received; ingest the stock with --initial-stock first.",
         highlight=False,
     )

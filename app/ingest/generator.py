@@ -106,6 +106,7 @@ class GeneratedFile:
     foyers: int
     persons: int
     initial_stock: bool = False  # the first monthly files of a run: the initial stock
+    nature: str = "D"  # NATFLUX: D beneficiary flux, I instruction flux
 
 
 class FluxGenerator:
@@ -508,7 +509,7 @@ class FluxGenerator:
         )
         path.write_bytes(text.encode("windows-1252", errors="replace"))
         persons = sum(1 for f in foyers for p in f.persons if p.role in ("DEM", "CJT"))
-        return GeneratedFile(path, "I", fonorg, day, received_on, len(foyers), persons)
+        return GeneratedFile(path, "I", fonorg, day, received_on, len(foyers), persons, nature="I")
 
     def _full_files(self, out_dir: Path, day: date, type_flux: str, compress: bool) -> list[GeneratedFile]:
         files = []
@@ -517,7 +518,12 @@ class FluxGenerator:
             files.append(self.write_file(out_dir, members, type_flux, fonorg, day, day, compress))
         return files
 
-    def run(self, out_dir: Path, days: int, compress: bool = False, monthly: bool = True) -> list[GeneratedFile]:
+    def run(
+        self, out_dir: Path, days: int, compress: bool = False, monthly: bool = True, instruction: bool = False
+    ) -> list[GeneratedFile]:
+        """`instruction`: also an instruction flux each day for the day's new demands (their contacts, DSP,
+        parcours), received the same day as the beneficiary file that brings them; it draws no random
+        number, so the beneficiary files are the same with or without it."""
         out_dir.mkdir(parents=True, exist_ok=True)
         files = self._full_files(out_dir, self.start, "M", compress)
         for g in files:
@@ -545,6 +551,9 @@ class FluxGenerator:
             for fonorg in ("CAF", "MSA"):
                 changed = [f for f in self.foyers if id(f) in changed_ids and f.fonorg == fonorg]
                 files.append(self.write_file(out_dir, changed, "I", fonorg, day, received, compress))
+                new = [f for f in changed if "DEMRSA" in f.events]
+                if instruction and new:
+                    files.append(self.write_instruction_file(out_dir, new, day, received, fonorg))
             for f in self.foyers:
                 if f.etat == "5" and id(f) in changed_ids and f.closure and f.closure[0] == "MUT":
                     f.gone = True
@@ -558,6 +567,7 @@ class FluxGenerator:
                 "foyers": g.foyers,
                 "persons": g.persons,
                 "initial_stock": g.initial_stock,
+                "nature": g.nature,
             }
             for g in files
         ]
@@ -574,8 +584,9 @@ def generate(
     departement: str = "055",
     compress: bool = False,
     monthly: bool = True,
+    instruction: bool = False,
 ) -> list[GeneratedFile]:
-    return FluxGenerator(foyers, start, seed, departement).run(out_dir, days, compress, monthly)
+    return FluxGenerator(foyers, start, seed, departement).run(out_dir, days, compress, monthly, instruction)
 
 
 def generate_single(
