@@ -26,21 +26,24 @@ episodes_app = typer.Typer(help="Entry episodes (nouveaux entrants) derived from
 
 @orientations_app.command("import")
 def orientations_import(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="; separated UTF-8 CSV with a header")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="CSV with a header: ; or , separated, UTF-8 (BOM or not) or Windows-1252"
+        ),
+    ],
     departement: Annotated[str | None, typer.Option(help="Département (default: the only one registered)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Import orientation events (reprise de stock, platform exports). Valid rows are applied in one
-    transaction; rejected rows are listed with their line and reason (exit code 1 if any)."""
+    transaction; rejected rows are listed with their line and reason (exit code 1 if any); a column that does
+    not concern a row's event is ignored with a warning (docs/rules.md, "CSV import")."""
     from app.db import session_scope
     from app.errors import ApiError
     from app.models import Departement
     from app.services.orientation import import_csv
 
-    try:
-        data = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise fail(f"{file.name} is not UTF-8 (byte {exc.start})", ExitCode.REJECTED) from exc
+    data = file.read_bytes()
     settings = ready_settings()
     try:
         with session_scope(write=True) as session:
@@ -56,9 +59,11 @@ def orientations_import(
         print_json(report.__dict__)
     else:
         console.print(
-            f"{report.rows} rows: {report.applied} applied, {report.already_known} already known, "
-            f"{len(report.rejected)} rejected"
+            f"{report.rows} rows ({report.encoding}, separator {report.separator!r}): {report.applied} applied, "
+            f"{report.already_known} already known, {len(report.rejected)} rejected, {len(report.warnings)} warnings"
         )
+        for item in report.warnings[:50]:
+            err_console.print(f"  line {item['line']}: warning: {item['message']}")
         for item in report.rejected[:50]:
             err_console.print(f"  line {item['line']}: {item['reason']}")
     if report.rejected:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, ClassVar, Literal
@@ -29,7 +30,8 @@ TypeParcours = Literal["social", "socio-professionnel", "professionnel"]
 # Which fields each event type takes (required, optional); any other field given is an error.
 FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "orientation": ({"organisme", "type_parcours"}, {"accompagnement_global", "structure", "referent"}),
-    "referent": ({"structure"}, {"referent", "organisme", "type_parcours", "accompagnement_global"}),
+    # a référent belongs to a structure, or at least to an organisme (checked in EventIn)
+    "referent": (set(), {"structure", "referent", "organisme", "type_parcours", "accompagnement_global"}),
     "invitation": (set(), {"channel"}),
     "rdv_orientation": (set(), {"presence", "structure"}),
     "rdv_accompagnement": (set(), {"presence", "structure", "referent"}),
@@ -82,6 +84,8 @@ class EventIn(InputModel):
         extra = sorted(given - required - optional)
         if extra:
             raise ValueError(f"a {self.type} event does not take {', '.join(extra)}")
+        if self.type == "referent" and self.structure is None and self.organisme is None:
+            raise ValueError("a referent event needs structure or organisme")
         if self.date < date(2000, 1, 1):
             raise ValueError("date is before 2000")
         return self
@@ -192,6 +196,9 @@ class ImportReport:
     applied: int = 0
     already_known: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    encoding: str = "utf-8"
+    separator: str = ";"
 
 
 def _find_person(conn: Connection, settings: Settings, departement: str, row: dict[str, str]) -> int:
@@ -228,15 +235,106 @@ def _find_person(conn: Connection, settings: Settings, departement: str, row: di
     return int(ids[0])
 
 
-def import_csv(session: Session, settings: Settings, departement: str, data: str, recorded_by: str) -> ImportReport:
-    """Apply a `;`-separated UTF-8 file of events. Valid rows are applied in the caller's transaction;
-    invalid rows are listed with their line and reason."""
+_TRUE, _FALSE = frozenset({"1", "oui", "true", "vrai", "o"}), frozenset({"0", "non", "false", "faux", "n"})
+_FR_DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
+
+
+def decode_csv(data: bytes | str) -> tuple[str, str]:
+    """The text of a CSV as people write it: UTF-8 with or without BOM, or Windows-1252 (Excel's default in
+    France). Detected from the bytes, never guessed silently: the report says which."""
+    if isinstance(data, str):
+        return data.lstrip("\ufeff"), "utf-8"
+    if data.startswith(b"\xef\xbb\xbf"):
+        try:
+            return data[3:].decode("utf-8"), "utf-8 (BOM)"
+        except UnicodeDecodeError as exc:
+            raise Unprocessable(f"the file starts with a UTF-8 BOM but is not UTF-8 (byte {exc.start + 3})") from exc
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        try:
+            return data.decode("cp1252"), "windows-1252"
+        except UnicodeDecodeError as exc:
+            raise Unprocessable(f"the file is neither UTF-8 nor Windows-1252 (byte {exc.start})") from exc
+
+
+def _separator(text: str) -> str:
+    first = text.split("\n", 1)[0]
+    semicolons, commas = first.count(";"), first.count(",")
+    if not semicolons and not commas:
+        raise Unprocessable("the header must name at least the columns evenement and date (separator ; or ,)")
+    return ";" if semicolons >= commas else ","
+
+
+def _iso_date(value: str, column: str) -> str:
+    found = _FR_DATE.match(value)
+    if found:
+        day, month, year = found.groups()
+        value = f"{year}-{month}-{day}"
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ValueError(f"{column}: {value[:20]!r} is not a date (aaaa-mm-jj or jj/mm/aaaa)") from None
+
+
+def _boolean(value: str, column: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{column}: {value[:20]!r} is not 0/1, oui/non or true/false")
+
+
+def _tolerant_payload(row: dict[str, str], line: int, warnings: list[dict[str, Any]]) -> dict[str, Any]:
+    """The event a CSV row describes. Every column is on every row and people fill them: a value in a
+    column that does not concern the row's event type is ignored with a warning (an organisme on an RDV row
+    is kept as the RDV's structure); only what the event type takes is validated, strictly."""
+    kind = row["evenement"]
+    payload: dict[str, Any] = {"type": kind, "date": _iso_date(row["date"], "date")}
+    columns = (
+        "organisme",
+        "type_parcours",
+        "accompagnement_global",
+        "presence",
+        "external_id",
+        "structure",
+        "referent",
+    )
+    given = {c: row[c] for c in columns if row.get(c)}
+    if kind == "contrat" and given.get("type_parcours") in ("CER", "PPAE"):
+        payload["contrat"] = given.pop("type_parcours")
+    if kind not in FIELDS:
+        payload.update(given)  # EventIn names the unknown type
+        return payload
+    required, optional = FIELDS[kind]
+    takes = required | optional | {"external_id"}
+    for column, value in given.items():
+        if column in takes:
+            payload[column] = _boolean(value, column) if column == "accompagnement_global" else value
+        elif column == "organisme" and "structure" in takes and not given.get("structure"):
+            payload["structure"] = value
+            warnings.append({"line": line, "message": f"organisme kept as the {kind} event's structure"})
+        else:
+            warnings.append({"line": line, "message": f"column {column} ignored: a {kind} event does not take it"})
+    return payload
+
+
+def import_csv(
+    session: Session, settings: Settings, departement: str, data: bytes | str, recorded_by: str
+) -> ImportReport:
+    """Apply a CSV of events as people and platforms write it (separator `;` or `,`, UTF-8 with or without
+    BOM or Windows-1252, dates aaaa-mm-jj or jj/mm/aaaa, booleans 0/1, oui/non, true/false; columns that do
+    not concern a row's event ignored with a warning). Valid rows are applied in the caller's transaction;
+    invalid rows are listed with their line and reason. The JSON events API stays strict (docs)."""
     report = ImportReport()
-    reader = csv.DictReader(io.StringIO(data.lstrip("\ufeff")), delimiter=";")
+    text, report.encoding = decode_csv(data)
+    report.separator = _separator(text)
+    reader = csv.DictReader(io.StringIO(text), delimiter=report.separator)
     header = {h.strip() for h in (reader.fieldnames or [])}
     unknown = sorted(header - CSV_COLUMNS)
     if not header or "evenement" not in header or "date" not in header:
-        raise Unprocessable("the header must name at least the columns evenement and date (separator ;)")
+        raise Unprocessable("the header must name at least the columns evenement and date (separator ; or ,)")
     if unknown:
         raise Unprocessable(f"unknown column(s): {', '.join(unknown)}")
     conn = session.connection()
@@ -248,22 +346,16 @@ def import_csv(session: Session, settings: Settings, departement: str, data: str
                 problem = control_character_problem(value)
                 if problem:
                     raise ValueError(f"{column}: {problem}")
+            if row.get("date_naissance"):
+                row["date_naissance"] = _iso_date(row["date_naissance"], "date_naissance")
             person_id = _find_person(conn, settings, departement, row)
-            payload: dict[str, Any] = {"type": row["evenement"], "date": row["date"]}
-            for column in ("organisme", "type_parcours", "presence", "external_id", "structure", "referent"):
-                if row.get(column):
-                    payload[column] = row[column]
-            if row.get("accompagnement_global") not in (None, ""):
-                if row["accompagnement_global"] not in ("0", "1"):
-                    raise ValueError("accompagnement_global must be 0 or 1")
-                payload["accompagnement_global"] = row["accompagnement_global"] == "1"
-            if row["evenement"] == "contrat" and row.get("type_parcours") in ("CER", "PPAE"):
-                payload["contrat"] = payload.pop("type_parcours")
-            event = EventIn.model_validate(payload)
+            warnings: list[dict[str, Any]] = []
+            event = EventIn.model_validate(_tolerant_payload(row, line, warnings))
             person = session.get(Person, person_id)
             assert person is not None
             with session.begin_nested():
                 _, created = record_event(session, settings, person, event, recorded_by, source="import")
+            report.warnings.extend(warnings)
             if created:
                 report.applied += 1
             else:
