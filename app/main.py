@@ -10,7 +10,7 @@ import anyio
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import flux, health, me, orientation, persons, pilotage
+from app.api import flux, health, me, orientation, persons, pilotage, webhooks
 from app.db import get_engine, session_factory
 from app.errors import install_error_handlers
 from app.logging import configure_logging
@@ -79,4 +79,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(persons.router)
     app.include_router(orientation.router)
     app.include_router(pilotage.router)
+    app.include_router(webhooks.router)
     return app

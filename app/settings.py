@@ -106,6 +106,28 @@ class Settings(BaseSettings):
     # (the purge job comes with issue #14; until then, docs/operations.md says how).
     quarantine_retention_days: int = Field(default=30, ge=1, le=3650)
 
+    # RDV-Insertion's signed webhooks (docs/integrations.md): the secret of each département, as a JSON
+    # object {"055": "..."} or the path of a file holding it (container secrets). No secret: no route.
+    rdv_insertion_secrets: SecretStr | None = None
+    # RDV-Insertion motif categories (short names) that are an orientation RDV / an accompaniment RDV
+    rdv_insertion_orientation_categories: list[str] = [
+        "rsa_orientation",
+        "rsa_orientation_on_phone_platform",
+        "rsa_orientation_france_travail",
+        "rsa_orientation_file_active",
+        "rsa_orientation_coaching",
+    ]
+    rdv_insertion_accompaniment_categories: list[str] = [
+        "rsa_accompagnement",
+        "rsa_accompagnement_social",
+        "rsa_accompagnement_sociopro",
+        "rsa_accompagnement_moins_de_30_ans",
+        "rsa_follow_up",
+        "rsa_cer_signature",
+        "rsa_main_tendue",
+        "rsa_atelier_collectif_mandatory",
+    ]
+
     # Timezone of business dates (the reception date of a flux defaults to today there).
     business_timezone: str = "Europe/Paris"
 
@@ -118,9 +140,39 @@ class Settings(BaseSettings):
     def _defaults_and_safety(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'passerelle.db').as_posix()}"
+        self._read_rdv_insertion_secrets()  # a wrong value is refused now, naming the variable
         if self.env is Environment.prod:
             self._refuse_weak_secrets()
         return self
+
+    def _read_rdv_insertion_secrets(self) -> dict[str, str]:
+        name = "PASSERELLE_RDV_INSERTION_SECRETS"
+        if self.rdv_insertion_secrets is None or not self.rdv_insertion_secrets.get_secret_value().strip():
+            return {}
+        raw = self.rdv_insertion_secrets.get_secret_value().strip()
+        if not raw.startswith("{"):
+            try:
+                raw = Path(raw).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"{name}: neither a JSON object nor a readable file ({exc.strerror})"
+                ) from None
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            raise ConfigurationError(f'{name} is not a JSON object {{"055": "secret"}}') from None
+        if not isinstance(parsed, dict) or not all(
+            isinstance(k, str) and len(k) == 3 and isinstance(v, str) and v for k, v in parsed.items()
+        ):
+            raise ConfigurationError(f"{name} must map département codes (3 characters) to non-empty secrets")
+        if self.env is Environment.prod and any(len(v) < 32 for v in parsed.values()):
+            raise ConfigurationError(f"{name}: each secret must have at least 32 characters in prod")
+        return dict(parsed)
+
+    def rdv_insertion_secret(self, departement: str) -> bytes | None:
+        """The webhook secret of a département (None: RDV-Insertion is not connected for it)."""
+        secret = self._read_rdv_insertion_secrets().get(departement)
+        return secret.encode() if secret else None
 
     def _refuse_weak_secrets(self) -> None:
         for name in ("nir_encryption_keys", "nir_hmac_key", "api_key_pepper"):

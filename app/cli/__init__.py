@@ -19,6 +19,7 @@ from app.cli.flux import flux_app
 from app.cli.orientations import episodes_app, orientations_app
 from app.cli.pilotage import pilotage_app
 from app.cli.server import register as register_server
+from app.cli.webhooks import webhooks_app
 from app.settings import ConfigurationError, get_settings
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ app.add_typer(flux_app, name="flux")
 app.add_typer(orientations_app, name="orientations")
 app.add_typer(episodes_app, name="episodes")
 app.add_typer(pilotage_app, name="pilotage")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 @app.callback()

@@ -132,6 +132,7 @@ class IngestReport:
     # NATFLUX: D a beneficiary flux, I an instruction flux (its persons attached now, or kept aside until a
     # beneficiary file brings them; beneficiary files report how many they attached)
     nature: str = "D"
+    webhook_events_matched: int = 0  # partners' events waiting for a person this file brought
     instruction_attached: int = 0
     instruction_kept_aside: int = 0
     matched_by: dict[str, int] = field(default_factory=dict)
@@ -1073,9 +1074,23 @@ def ingest_file(
         rejected=report.rejected_count,
         duration_ms=report.duration_ms,
     )
+    _rematch_webhooks(settings, report)
     if refresh:
         refresh_after_commit(engine, report, refresh_progress)
     return report
+
+
+def _rematch_webhooks(settings: Settings, report: IngestReport) -> None:
+    """Partners' events received for persons unknown then (app.services.rdv_insertion): this file may have
+    brought them. After the commit; if it fails, they stay waiting for the next file."""
+    from app.services.rdv_insertion import rematch
+
+    if report.departement is None:
+        return
+    try:
+        report.webhook_events_matched = rematch(settings, report.departement)
+    except SQLAlchemyError as exc:
+        log.error("webhook_rematch_failed", file_id=report.file_id, error_type=type(exc).__name__)
 
 
 def refresh_after_commit(engine: Engine, report: IngestReport, progress: Callable[[int, int], None] | None) -> None:

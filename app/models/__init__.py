@@ -13,7 +13,7 @@ from app.models.flux import (
     PersonKey,
     PersonState,
 )
-from app.models.orientation import EntryEpisode, EpisodeQueue, OrientationEvent
+from app.models.orientation import EntryEpisode, EpisodeQueue, OrientationEvent, WebhookDelivery, WebhookItem
 
 __all__ = [
     "AccessRecord",
@@ -31,5 +31,7 @@ __all__ = [
     "Person",
     "PersonKey",
     "PersonState",
+    "WebhookDelivery",
+    "WebhookItem",
     "api_client_departements",
 ]

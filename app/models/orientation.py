@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, utcnow
+from app.models.base import Base, UTCDateTime, utcnow
 from app.models.flux import BigId
 
 
@@ -105,3 +105,47 @@ class EpisodeQueue(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     person_id: Mapped[int] = mapped_column(BigInteger)
     departement_code: Mapped[str] = mapped_column(String(3))
+
+
+class WebhookDelivery(Base):
+    """A delivery of a partner's webhook whose signature was valid, stored as received (the raw body
+    encrypted at rest), with what was made of it; a bad signature stores nothing (docs/integrations.md)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_body", "departement_code", "body_sha256"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))  # rdv-insertion
+    departement_code: Mapped[str] = mapped_column(String(3))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    body_encrypted: Mapped[str] = mapped_column(Text)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    signature_valid: Mapped[bool] = mapped_column(Boolean)
+    model: Mapped[str | None] = mapped_column(String(20))
+    event: Mapped[str | None] = mapped_column(String(20))
+    meta_timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(20))  # processed | duplicate | malformed
+    reason: Mapped[str | None] = mapped_column(String(300))
+
+
+class WebhookItem(Base):
+    """One thing a delivery says of one person (a participation in an RDV, an invitation), mapped to an
+    event: applied to the person, or kept while the person is not (yet) known, or ignored as older."""
+
+    __tablename__ = "webhook_items"
+    __table_args__ = (
+        Index("ix_webhook_items_record", "departement_code", "record_key", "meta_timestamp"),
+        Index("ix_webhook_items_unmatched", "departement_code", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(BigInteger)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    record_key: Mapped[str] = mapped_column(String(60))  # participation:123 | invitation:45
+    meta_timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
+    keys: Mapped[list[str]] = mapped_column(JSON)  # how the person may be found (keyed hashes, never in clear)
+    event: Mapped[dict[str, Any]] = mapped_column(JSON)  # the event it maps to (EventIn fields)
+    status: Mapped[str] = mapped_column(String(20))  # applied | unmatched | older | planned | ignored
+    reason: Mapped[str | None] = mapped_column(String(200))
+    person_id: Mapped[int | None] = mapped_column(BigInteger)
+    event_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -351,6 +351,8 @@ def _attach(episodes: list[Episode], ev: Event) -> None:
     if ev.type == "invitation" and target.invitation_on is None:
         target.invitation_on = ev.on
     elif ev.type == "rdv_orientation":
+        if ev.presence == "annule":
+            return  # cancelled by the service: no RDV took place
         target.rdv_orientation_on = target.rdv_orientation_on or ev.on
         if ev.presence is not None:
             target.rdv_orientation_absent = ev.presence == "absent"

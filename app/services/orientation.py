@@ -70,7 +70,9 @@ class EventIn(InputModel):
     structure: str | None = Field(default=None, min_length=1, max_length=200)
     referent: str | None = Field(default=None, min_length=1, max_length=200)
     channel: Literal["courrier", "email", "sms", "telephone", "autre"] | None = None
-    presence: Literal["present", "absent", "excuse"] | None = None
+    presence: Literal["present", "absent", "excuse", "annule", "prevu"] | None = Field(
+        default=None, description="present, absent, excuse; annule (cancelled by the service), prevu (to come)"
+    )
     contrat: Literal["CER", "PPAE"] | None = None
     reason: str | None = Field(default=None, max_length=200)
 

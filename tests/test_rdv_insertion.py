@@ -1,0 +1,264 @@
+"""RDV-Insertion's signed webhooks (issue #11), over real HTTP through the running app, on SQLite and
+PostgreSQL. Deliveries are built exactly as RDV-Insertion builds them: compact JSON `{"data", "meta"}`,
+`X-RDVI-SIGNATURE` = lowercase hex HMAC-SHA256 of the raw bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from app.db import get_engine, session_scope
+from app.models import EntryEpisode, OrientationEvent, Person, WebhookDelivery
+from app.services.episodes import refresh_pending
+from app.settings import today
+from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
+from tests.test_concurrency import LiveServer
+from tests.test_ingest_loader import ingest
+
+SECRET = "s3cret-of-the-meuse-for-rdv-insertion-webhooks"
+NIR15_A = NIR_A + "23"
+
+
+def _signed(payload: dict[str, Any], secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"Content-Type": "application/json", "X-Rdvi-Signature": signature}
+
+
+def _user(**kw: Any) -> dict[str, Any]:
+    base = {"id": 900, "role": "demandeur", "first_name": "Jean", "last_name": "Dupont", "birth_date": "1990-01-15"}
+    return base | kw
+
+
+def _rdv(
+    rdv_id: int, day, status: str, users: list[dict[str, Any]], event: str, stamp: str, category="rsa_orientation"
+):
+    starts = f"{day.isoformat()}T10:00:00.000+01:00"
+    return {
+        "data": {
+            "id": rdv_id,
+            "starts_at": starts,
+            "status": status,
+            "motif": {"name": "RSA orientation", "motif_category": {"short_name": category, "name": "RSA"}},
+            "organisation": {"id": 3, "name": "Conseil départemental de la Meuse", "department_number": "55"},
+            "agents": [],
+            "lieu": None,
+            "users": users,
+            "participations": [
+                {"id": rdv_id * 10 + n, "status": status, "starts_at": starts, "created_at": starts, "user": u}
+                for n, u in enumerate(users)
+            ],
+        },
+        "meta": {"model": "Rdv", "event": event, "timestamp": stamp},
+    }
+
+
+@pytest.fixture
+def webhook_app(db):
+    from app.main import create_app
+
+    settings = db.model_copy(update={"rdv_insertion_secrets": SecretStr(json.dumps({"055": SECRET}))})
+    return create_app(settings)
+
+
+def _episode(db, nir_person_id):
+    refresh_pending(get_engine(db))
+    with session_scope(db) as s:
+        return s.scalar(select(EntryEpisode).where(EntryEpisode.person_id == nir_person_id))
+
+
+def test_a_scenario_of_signed_deliveries(db, webhook_app, make_api_key, tmp_path):
+    t0 = today(db) - timedelta(days=20)
+    a = foyer(person(NIR_A), matricule="0001234")
+    b = foyer(
+        person(None, nom="PETIT", prenom="ANNE", sexe="2", dtnai=(t0.replace(year=1985))), matricule="000567800000000"
+    )
+    ingest(db, write_flux(tmp_path, [a, b], day=t0), received_on=t0)
+    with session_scope(db) as s:
+        ids = {p.nom: p.id for p in s.scalars(select(Person))}
+    url = "/api/v1/webhooks/rdv-insertion/055"
+    key = make_api_key(["orientation:write", "persons:read", "pilotage:read"])
+    rdv_day = t0 + timedelta(days=5)
+    with LiveServer(webhook_app) as base, httpx.Client(base_url=base, timeout=30) as http:
+
+        def send(payload, secret=SECRET):
+            body, headers = _signed(payload, secret)
+            return http.post(url, content=body, headers=headers)
+
+        created = _rdv(1, rdv_day, "unknown", [_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00.123+01:00")
+        r = send(created)
+        assert r.status_code == 200 and r.json()["items"] == {"applied": 1}, r.text
+        noshow = _rdv(1, rdv_day, "noshow", [_user(nir=NIR15_A)], "updated", "2024-03-08T09:00:00.000+01:00")
+        assert send(noshow).json()["items"] == {"applied": 1}
+        again = send(noshow)
+        assert again.status_code == 200 and again.json()["status"] == "duplicate"
+        older = _rdv(1, rdv_day, "seen", [_user(nir=NIR15_A)], "updated", "2024-03-07T18:00:00.000+01:00")
+        assert send(older).json()["items"] == {"older": 1}
+        # known only by numéro CAF (15-character CAF form, leading zeros stripped as RDV-Insertion does) + role
+        petit = _user(
+            id=901, first_name="Anne", last_name="PETIT", birth_date="1900-01-01", affiliation_number="567800000000"
+        )
+        assert send(_rdv(2, rdv_day, "seen", [petit], "created", "2024-03-07T12:00:00+01:00")).json()["items"] == {
+            "applied": 1
+        }
+        with session_scope(db) as s:
+            deliveries = s.scalar(select(func.count()).select_from(WebhookDelivery))
+        forged = send(_rdv(3, rdv_day, "seen", [_user(nir=NIR15_A)], "created", "2024-03-09T12:00:00+01:00"), "wrong")
+        assert forged.status_code == 401
+        invitation = {
+            "data": {
+                "id": 77,
+                "format": "sms",
+                "created_at": f"{(t0 + timedelta(days=1)).isoformat()}T08:00:00+01:00",
+                "delivery_status": "delivered",
+                "user": _user(nir=NIR15_A),
+            },
+            "meta": {"model": "Invitation", "event": "created", "timestamp": "2024-03-06T08:00:00+01:00"},
+        }
+        assert send(invitation).json()["items"] == {"applied": 1}
+        stranger = _user(id=902, nir=NIR_C + "45", first_name="Paul", last_name="NOUVEAU", birth_date="1970-02-02")
+        r = send(_rdv(4, today(db) - timedelta(days=3), "noshow", [stranger], "created", "2024-03-10T10:00:00+01:00"))
+        assert r.json()["items"] == {"unmatched": 1}
+        waiting = http.get(f"{url[: url.rindex('/')]}/unmatched", headers={"X-API-Key": key}).json()["items"]
+        assert [(w["record"], w["event"]) for w in waiting] == [("participation:40", "rdv_orientation")]
+        assert "NOUVEAU" not in json.dumps(waiting) and NIR_C not in json.dumps(waiting)
+        # the platform orients A after the no-show (orientation decisions do not come by webhook)
+        oriented = {
+            "type": "orientation",
+            "date": (t0 + timedelta(days=9)).isoformat(),
+            "organisme": "DEPARTEMENT",
+            "type_parcours": "social",
+        }
+        assert (
+            http.post(f"/api/v1/persons/{ids['DUPONT']}/events", json=oriented, headers={"X-API-Key": key}).status_code
+            == 201
+        )
+        indicator = http.get(
+            "/api/v1/pilotage/orientation",
+            params={"from": t0.isoformat(), "to": today(db).isoformat()},
+            headers={"X-API-Key": key},
+        ).json()
+    assert indicator["absents_rdv_orientation"] == 1
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(WebhookDelivery)) == deliveries + 2  # not the forged one
+        events = s.scalars(select(OrientationEvent).order_by(OrientationEvent.id)).all()
+        mine = [(e.person_id, e.type, e.presence, e.supersedes_id is not None) for e in events if e.source == "webhook"]
+    assert mine == [
+        (ids["DUPONT"], "rdv_orientation", "prevu", False),
+        (ids["DUPONT"], "rdv_orientation", "absent", True),
+        (ids["PETIT"], "rdv_orientation", "present", False),
+        (ids["DUPONT"], "invitation", None, False),
+    ]
+    episode = _episode(db, ids["DUPONT"])
+    assert episode.rdv_orientation_absent is True and episode.invitation_on == t0 + timedelta(days=1)
+    # the stranger arrives in a flux: the waiting RDV is given to them, dated by its own date
+    c_day = today(db) - timedelta(days=6)
+    c = foyer(
+        person(NIR_C, nom="NOUVEAU", prenom="PAUL", dtnai=t0.replace(year=1970, month=2, day=2)), matricule="0009999"
+    )
+    (tmp_path / "c").mkdir()
+    report = ingest(db, write_flux(tmp_path / "c", [c], day=c_day), received_on=c_day)
+    assert report.webhook_events_matched == 1
+    with session_scope(db) as s:
+        pid = s.scalar(select(Person.id).where(Person.nom == "NOUVEAU"))
+        (event,) = s.scalars(select(OrientationEvent).where(OrientationEvent.person_id == pid)).all()
+        assert (event.presence, event.event_date) == ("absent", today(db) - timedelta(days=3))
+
+
+def test_bad_deliveries(db, webhook_app, tmp_path):
+    t0 = today(db) - timedelta(days=20)
+    ingest(
+        db,
+        write_flux(
+            tmp_path,
+            [foyer(person(NIR_A)), foyer(person(NIR_B, role="CJT", nom="MARTIN", prenom="ANNE", sexe="2"))],
+            day=t0,
+        ),
+        received_on=t0,
+    )
+    url = "/api/v1/webhooks/rdv-insertion/055"
+    day = t0 + timedelta(days=2)
+    good = _rdv(1, day, "seen", [_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00+01:00")
+    with LiveServer(webhook_app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        body, headers = _signed(good)
+        assert http.post(url, content=body, headers={"Content-Type": "application/json"}).status_code == 401
+        other_body, _ = _signed(_rdv(1, day, "noshow", [_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00+01:00"))
+        assert http.post(url, content=other_body, headers=headers).status_code == 401  # signature of another body
+        assert http.post("/api/v1/webhooks/rdv-insertion/054", content=body, headers=headers).status_code == 404
+        big = b'{"data":{},"meta":{},"pad":"' + b"x" * 2_000_000 + b'"}'
+        assert (
+            http.post(
+                url,
+                content=big,
+                headers=_signed({})[1]
+                | {"X-Rdvi-Signature": hmac.new(SECRET.encode(), big, hashlib.sha256).hexdigest()},
+            ).status_code
+            == 413
+        )
+
+        def send(payload_or_bytes):
+            raw = payload_or_bytes if isinstance(payload_or_bytes, bytes) else json.dumps(payload_or_bytes).encode()
+            sig = hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+            return http.post(url, content=raw, headers={"Content-Type": "application/json", "X-RDVI-SIGNATURE": sig})
+
+        assert send(b"{not json").status_code == 422
+        unknown = dict(good, meta={"model": "Lieu", "event": "created", "timestamp": "2024-03-07T11:05:00+01:00"})
+        assert "Lieu" in send(unknown).json()["message"]
+        no_user = json.loads(json.dumps(good))
+        del no_user["data"]["participations"][0]["user"]
+        assert send(no_user).status_code == 422
+        naive = _rdv(5, day, "seen", [_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00")
+        assert "offset" in send(naive).json()["message"]
+        elsewhere = json.loads(json.dumps(good))
+        elsewhere["data"]["organisation"]["department_number"] = "54"
+        assert send(elsewhere).status_code == 422
+        # a user whose numéro CAF has no role matches the DEM and the CJT of the foyer: nobody
+        both = _user(nir=None, role=None, affiliation_number="0001234", first_name="X", last_name="Y")
+        r = send(_rdv(6, day, "seen", [both], "created", "2024-03-07T11:06:00+01:00"))
+        assert r.status_code == 200 and r.json()["items"] == {"unmatched": 1}
+    with session_scope(db) as s:
+        kept = s.scalars(select(WebhookDelivery.status)).all()
+        assert kept.count("malformed") == 5 and "processed" in kept  # malformed ones kept for inspection
+        assert s.scalar(select(func.count()).select_from(OrientationEvent)) == 0
+
+
+def test_a_mapping_change_is_replayed_from_the_stored_deliveries(db, webhook_app, monkeypatch, tmp_path):
+    """A motif category the Département had not mapped is acknowledged and ignored; once mapped (a
+    setting), `passerelle webhooks replay --since D` takes what the stored delivery says."""
+    from tests.cli import run_cli
+
+    t0 = today(db) - timedelta(days=20)
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=t0), received_on=t0)
+    payload = _rdv(
+        8,
+        t0 + timedelta(days=4),
+        "seen",
+        [_user(nir=NIR15_A)],
+        "created",
+        "2024-03-07T11:05:00+01:00",
+        category="rsa_atelier_meuse",
+    )
+    with LiveServer(webhook_app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        body, headers = _signed(payload)
+        r = http.post("/api/v1/webhooks/rdv-insertion/055", content=body, headers=headers)
+    assert r.status_code == 200 and r.json()["items"] == {"ignored": 1}
+    monkeypatch.setenv("PASSERELLE_RDV_INSERTION_ACCOMPANIMENT_CATEGORIES", '["rsa_atelier_meuse"]')
+    since = (today(db) - timedelta(days=1)).isoformat()
+    replayed = run_cli(db, monkeypatch, "webhooks", "replay", "--since", since, "--json")
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.stdout) == {"055": {"applied": 1}}
+    again = run_cli(db, monkeypatch, "webhooks", "replay", "--since", since, "--json")
+    assert json.loads(again.stdout) == {"055": {}}  # taken once
+    with session_scope(db) as s:
+        (event,) = s.scalars(select(OrientationEvent)).all()
+        assert (event.type, event.presence) == ("rdv_accompagnement", "present")
+    listed = run_cli(db, monkeypatch, "webhooks", "unmatched", "--json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == []
