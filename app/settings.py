@@ -10,7 +10,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -127,6 +127,16 @@ class Settings(BaseSettings):
         "rsa_main_tendue",
         "rsa_atelier_collectif_mandatory",
     ]
+
+    # RDV-Insertion's users export (orientations import --format rdv-insertion): which date dates the
+    # orientation (annex 4 counts its notification: the start of the accompaniment by default), and the
+    # Département's orientation labels -> type de parcours.
+    rdv_insertion_orientation_date: Literal["debut_accompagnement", "orientation"] = "debut_accompagnement"
+    rdv_insertion_parcours: dict[str, str] = {
+        "Sociale": "social",
+        "Professionnelle": "professionnel",
+        "Socio-professionnelle": "socio-professionnel",
+    }
 
     # Timezone of business dates (the reception date of a flux defaults to today there).
     business_timezone: str = "Europe/Paris"

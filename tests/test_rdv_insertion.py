@@ -262,3 +262,66 @@ def test_a_mapping_change_is_replayed_from_the_stored_deliveries(db, webhook_app
         assert (event.type, event.presence) == ("rdv_accompagnement", "present")
     listed = run_cli(db, monkeypatch, "webhooks", "unmatched", "--json")
     assert listed.exit_code == 0 and json.loads(listed.stdout) == []
+
+
+EXPORT_HEADER = [
+    "Civilité", "Nom", "Prénom", "Numéro CAF", "ID interne au département", "ID France Travail", "Email",
+    "Adresse", "CP", "Ville", "Téléphone", "Date de naissance", "Date de création", "Date d'entrée flux", "Rôle",
+    "Première invitation envoyée le", "Dernière invitation envoyée le", "Dernière convocation envoyée le",
+    "Date du dernier RDV", "Heure du dernier RDV", "Motif du dernier RDV", "Nature du dernier RDV",
+    "Dernier RDV pris en autonomie ?", "Dernier RDV pris le", "Statut du rdv",
+    "Rendez-vous d'orientation (RSA) honoré en - moins de 30 jours?",
+    "Rendez-vous d'orientation (RSA) honoré en - moins de 15 jours?", "Date d'orientation", "Type d'orientation",
+    "Date de début d'accompagnement", "Date de fin d'accompagnement", "Structure d'orientation", "Référent(s)",
+    "Nombre d'organisations", "Nom des organisations", "Tags",
+]  # fmt: skip
+
+
+def _export_row(**values: str) -> list[str]:
+    return [values.get(column, "") for column in EXPORT_HEADER]
+
+
+def test_an_rdv_insertion_users_export_imports_into_the_expected_episodes(db, monkeypatch, tmp_path):
+    from tests.cli import run_cli
+
+    t0 = today(db) - timedelta(days=20)
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=t0), received_on=t0)
+    fr = lambda n: (t0 + timedelta(days=n)).strftime("%d/%m/%Y")  # noqa: E731
+
+    def write(status: str) -> object:
+        a = _export_row(**{
+            "Civilité": "M", "Nom": "DUPONT", "Prénom": "JEAN", "Numéro CAF": "0001234", "Rôle": "demandeur",
+            "Date de naissance": "15/01/1990", "Email": "jean@exemple.fr", "Téléphone": "+33612345678",
+            "Première invitation envoyée le": fr(1), "Dernière invitation envoyée le": fr(3),
+            "Date du dernier RDV": fr(5), "Heure du dernier RDV": "10:00", "Motif du dernier RDV": "RSA orientation",
+            "Nature du dernier RDV": "individuel", "Dernier RDV pris en autonomie ?": "Non", "Statut du rdv": status,
+            "Date d'orientation": fr(8), "Type d'orientation": "Sociale", "Date de début d'accompagnement": fr(10),
+            "Structure d'orientation": "Conseil départemental de la Meuse", "Référent(s)": "a@cd55.fr, b@cd55.fr",
+            "Nombre d'organisations": "1", "Nom des organisations": "CD 55",
+        })  # fmt: skip
+        stranger = _export_row(Nom="NOUVEAU", Prénom="PAUL", **{"Numéro CAF": "9999999", "Rôle": "demandeur"})
+        lines = [";".join(EXPORT_HEADER), ";".join(a), ";".join(stranger)]
+        path = tmp_path / f"export-{status[:5]}.csv"
+        path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode("utf-8"))
+        return path
+
+    first = run_cli(db, monkeypatch, "orientations", "import", write("Absence non excusée"), "--json")
+    report = json.loads(first.stdout)
+    assert first.exit_code == 1 and report["applied"] == 4 and [r["line"] for r in report["rejected"]] == [3]
+    with session_scope(db) as s:
+        pid = s.scalar(select(Person.id))
+    episode = _episode(db, pid)
+    assert (episode.outcome, episode.end_on, episode.type_parcours, episode.organisme) == (
+        "oriente",
+        t0 + timedelta(days=10),
+        "social",
+        "DEPARTEMENT",
+    )
+    assert episode.rdv_orientation_absent is True and episode.invitation_on == t0 + timedelta(days=1)
+    again = json.loads(
+        run_cli(db, monkeypatch, "orientations", "import", write("Absence non excusée"), "--json").stdout
+    )
+    assert (again["applied"], again["already_known"]) == (0, 1)
+    newer = json.loads(run_cli(db, monkeypatch, "orientations", "import", write("Rendez-vous honoré"), "--json").stdout)
+    assert newer["applied"] == 1  # the last RDV's new status supersedes the one imported before
+    assert _episode(db, pid).rdv_orientation_absent is False

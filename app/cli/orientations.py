@@ -34,6 +34,12 @@ def orientations_import(
     ],
     departement: Annotated[str | None, typer.Option(help="Département (default: the only one registered)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    file_format: Annotated[
+        str,
+        typer.Option(
+            "--format", help="events (our columns), rdv-insertion (its users export) or auto (from the header)"
+        ),
+    ] = "auto",
 ) -> None:
     """Import orientation events (reprise de stock, platform exports). Valid rows are applied in one
     transaction; rejected rows are listed with their line and reason (exit code 1 if any); a column that does
@@ -42,8 +48,20 @@ def orientations_import(
     from app.errors import ApiError
     from app.models import Departement
     from app.services.orientation import import_csv
+    from app.services.rdv_insertion_export import import_export
 
+    if file_format not in ("auto", "events", "rdv-insertion"):
+        raise fail("--format is auto, events or rdv-insertion", ExitCode.USAGE)
     data = file.read_bytes()
+    if file_format == "auto":
+        from app.services.orientation import decode_csv
+        from app.services.rdv_insertion_export import is_rdv_insertion_export
+
+        try:
+            text, _encoding = decode_csv(data)
+        except ApiError as exc:
+            raise fail(f"{file.name}: {exc.message}", ExitCode.REJECTED) from exc
+        file_format = "rdv-insertion" if is_rdv_insertion_export(text) else "events"
     settings = ready_settings()
     try:
         with session_scope(write=True) as session:
@@ -52,15 +70,17 @@ def orientations_import(
                 if len(codes) != 1:
                     raise fail("several départements are registered: give --departement", ExitCode.USAGE)
                 departement = codes[0]
-            report = import_csv(session, settings, validated_departement(departement), data, recorded_by="cli")
+            importer = import_export if file_format == "rdv-insertion" else import_csv
+            report = importer(session, settings, validated_departement(departement), data, recorded_by="cli")
     except ApiError as exc:
         raise fail(f"{file.name}: {exc.message}", ExitCode.REJECTED) from exc
     if as_json:
         print_json(report.__dict__)
     else:
         console.print(
-            f"{report.rows} rows ({report.encoding}, separator {report.separator!r}): {report.applied} applied, "
-            f"{report.already_known} already known, {len(report.rejected)} rejected, {len(report.warnings)} warnings"
+            f"{file_format}: {report.rows} rows ({report.encoding}, separator {report.separator!r}): "
+            f"{report.applied} applied, {report.already_known} already known, "
+            f"{len(report.rejected)} rejected, {len(report.warnings)} warnings"
         )
         for item in report.warnings[:50]:
             err_console.print(f"  line {item['line']}: warning: {item['message']}")
