@@ -325,3 +325,52 @@ def test_an_rdv_insertion_users_export_imports_into_the_expected_episodes(db, mo
     newer = json.loads(run_cli(db, monkeypatch, "orientations", "import", write("Rendez-vous honoré"), "--json").stdout)
     assert newer["applied"] == 1  # the last RDV's new status supersedes the one imported before
     assert _episode(db, pid).rdv_orientation_absent is False
+
+
+def test_deliveries_while_a_file_is_ingested_and_in_parallel(db, webhook_app, tmp_path):
+    """Several deliveries at once, while a bigger file is applied: every one answered 200 (no 5xx, no
+    "database is locked"), each applied once."""
+    import threading
+
+    from app.ingest.generator import generate
+    from app.ingest.loader import IngestOptions, ingest_file
+
+    t0 = today(db) - timedelta(days=20)
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=t0), received_on=t0)
+    out = tmp_path / "more"
+    generate(out, 1500, 0, today(db) - timedelta(days=3), seed=99, departement="055")
+    stock = sorted(out.glob("CAF_*_M_*.xml"))[0]
+    answers: list[int] = []
+    errors: list[BaseException] = []
+    with LiveServer(webhook_app) as base:
+
+        def client(n: int) -> None:
+            try:
+                with httpx.Client(base_url=base, timeout=60) as http:
+                    for k in range(5):
+                        rdv = _rdv(
+                            100 + n * 10 + k,
+                            t0 + timedelta(days=2),
+                            "seen",
+                            [_user(nir=NIR15_A)],
+                            "created",
+                            f"2024-03-07T11:{n:02d}:{k:02d}+01:00",
+                            category="rsa_accompagnement",
+                        )
+                        body, headers = _signed(rdv)
+                        answers.append(
+                            http.post("/api/v1/webhooks/rdv-insertion/055", content=body, headers=headers).status_code
+                        )
+            except BaseException as exc:  # said below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        report = ingest_file(get_engine(db), db, stock, IngestOptions(today(db) - timedelta(days=1)))
+        for t in threads:
+            t.join(timeout=120)
+    assert errors == [] and report.status == "applied"
+    assert answers == [200] * 20
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).where(OrientationEvent.source == "webhook")) == 20
