@@ -12,6 +12,9 @@ from app.api.deps import authenticate
 UNAUTHENTICATED_PATHS = {"/health", "/ready"}
 # Routes open to any authenticated caller whatever its scopes (documented in README).
 ANY_SCOPE_PATHS = {"/api/v1/me"}
+# Routes authenticated by a partner's signature over the body instead of a key or token (each tested for
+# 401 without or with a wrong signature: tests/test_rdv_insertion.py).
+SIGNED_PATHS = {"/api/v1/webhooks/rdv-insertion/{departement}"}
 
 
 def declared_scopes(route: Any) -> list[list[str]] | None:
