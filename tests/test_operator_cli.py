@@ -14,7 +14,7 @@ import pytest
 
 from app import migrate as migrations
 from app.db import dispose_engines
-from tests.cli import run_cli
+from tests.cli import cli_environment, run_cli
 from tests.conftest import Database, make_settings
 from tests.fluxbuilder import foyer, write_flux
 
@@ -102,12 +102,7 @@ def test_an_internal_error_is_one_line_exit_4_and_logged(db, monkeypatch, capsys
     from app import cli
     from app.settings import get_settings
 
-    for name in ("database_url", "data_dir", "nir_encryption_keys", "nir_hmac_key", "api_key_pepper"):
-        value = getattr(db, name)
-        value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        monkeypatch.setenv(f"PASSERELLE_{name.upper()}", str(value))
-    monkeypatch.setenv("PASSERELLE_ENV", "test")
-    get_settings.cache_clear()
+    cli_environment(db, monkeypatch)
 
     def broken(*_args, **_kw):
         raise RuntimeError("a bug")

@@ -40,6 +40,7 @@ from app.ingest.parser import (
     _person,
     _RawPerson,
     open_flux,
+    safe_iterparse,
 )
 from app.ingest.records import Address, FluxHeader, FoyerRecord
 from app.models import AmbiguousKey, InstructionRecord, Person, PersonKey
@@ -251,17 +252,7 @@ class InstructionReader:
             raise FluxRejected("the file is empty", None, "empty")
         if _DOCTYPE_RE.search(head):
             raise FluxRejected("a DTD or entity declaration is not allowed in a flux file", "prolog", "forbidden_dtd")
-        context = etree.iterparse(
-            reader,
-            events=("end",),
-            tag=(HEADER, DEMAND, TRAILER, "InfosFoyerRSA"),
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            huge_tree=False,
-            remove_comments=True,
-            remove_pis=True,
-        )
+        context = safe_iterparse(reader, (HEADER, DEMAND, TRAILER, "InfosFoyerRSA"))
         declared: int | None = None
         try:
             for _event, el in context:

@@ -531,6 +531,22 @@ def _count(el: Any, name: str) -> int | None:
     return int(raw)
 
 
+def safe_iterparse(reader: Any, tags: tuple[str, ...]) -> Any:
+    """lxml's streaming parser as every flux is read: "end" events of these tags only, no entity, no DTD,
+    no network, no huge tree (a hostile file is refused, never expanded)."""
+    return etree.iterparse(
+        reader,
+        events=("end",),
+        tag=tags,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
 class FluxReader:
     """Iterate a flux file: `header` is set once the header is read; iterating yields `FoyerRecord`s;
     after the last one, the trailer has been checked against the count. Raises `FluxRejected`."""
@@ -590,17 +606,7 @@ class FluxReader:
         doctype = _DOCTYPE_RE.search(head)
         if doctype and (root_at < 0 or doctype.start() < root_at):
             raise FluxRejected("a DTD or entity declaration is not allowed in a flux file", "prolog", "forbidden_dtd")
-        context = etree.iterparse(
-            reader,
-            events=("end",),
-            tag=(HEADER, FOYER, TRAILER, *CONTAINERS, *LEAVES),
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            huge_tree=False,
-            remove_comments=True,
-            remove_pis=True,
-        )
+        context = safe_iterparse(reader, (HEADER, FOYER, TRAILER, *CONTAINERS, *LEAVES))
         dtref: date | None = None
         person_ident: dict[str, str | None] = {}
         person_role: str | None = None

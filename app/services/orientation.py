@@ -192,6 +192,10 @@ CSV_COLUMNS = {
 }
 
 
+PERSON_COLUMNS = {"nir", "date_naissance", "matricule", "role"}
+EVENT_COLUMNS = CSV_COLUMNS - PERSON_COLUMNS - {"evenement", "date"}  # what a row may say of its event
+
+
 @dataclass
 class ImportReport:
     rows: int = 0
@@ -294,16 +298,7 @@ def _tolerant_payload(row: dict[str, str], line: int, warnings: list[dict[str, A
     is kept as the RDV's structure); only what the event type takes is validated, strictly."""
     kind = row["evenement"]
     payload: dict[str, Any] = {"type": kind, "date": _iso_date(row["date"], "date")}
-    columns = (
-        "organisme",
-        "type_parcours",
-        "accompagnement_global",
-        "presence",
-        "external_id",
-        "structure",
-        "referent",
-    )
-    given = {c: row[c] for c in columns if row.get(c)}
+    given = {c: row[c] for c in sorted(EVENT_COLUMNS) if row.get(c)}
     if kind == "contrat" and given.get("type_parcours") in ("CER", "PPAE"):
         payload["contrat"] = given.pop("type_parcours")
     if kind not in FIELDS:
