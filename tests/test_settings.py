@@ -105,3 +105,25 @@ def test_a_wrong_setting_is_named_without_a_traceback(tmp_path):
     ):
         assert name in out
     assert "Traceback" not in out and "many-7f3a" not in out
+
+
+def test_rdv_insertion_secrets_from_json_or_a_file_and_refused_when_wrong(tmp_path):
+    """PASSERELLE_RDV_INSERTION_SECRETS: a JSON object, or the path of a file holding one (a container
+    secret); a wrong value is named without echoing it; prod refuses a short secret."""
+    from app.settings import ConfigurationError
+
+    direct = Settings(env="test", data_dir=tmp_path, rdv_insertion_secrets='{"055": "abc"}')
+    assert direct.rdv_insertion_secret("055") == b"abc" and direct.rdv_insertion_secret("054") is None
+    secret_file = tmp_path / "rdvi.json"
+    secret_file.write_text('{"02A": "from-a-file"}')
+    assert Settings(env="test", data_dir=tmp_path, rdv_insertion_secrets=str(secret_file)).rdv_insertion_secret(
+        "02A"
+    ) == b"from-a-file"
+    for wrong in ('{"055": ""}', '["x"]', "{not json", str(tmp_path / "missing.json"), '{"55": "abc"}'):
+        with pytest.raises(ConfigurationError) as exc:
+            Settings(env="test", data_dir=tmp_path, rdv_insertion_secrets=wrong)
+        assert "PASSERELLE_RDV_INSERTION_SECRETS" in str(exc.value) and "abc" not in str(exc.value)
+    strong = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k()}
+    with pytest.raises(ConfigurationError, match="32 characters"):
+        Settings(env="prod", data_dir=tmp_path, rdv_insertion_secrets='{"055": "short"}', **strong)
+    assert Settings(env="prod", data_dir=tmp_path, rdv_insertion_secrets='{"055": "' + "x" * 40 + '"}', **strong)
