@@ -116,9 +116,10 @@ def test_rdv_insertion_secrets_from_json_or_a_file_and_refused_when_wrong(tmp_pa
     assert direct.rdv_insertion_secret("055") == b"abc" and direct.rdv_insertion_secret("054") is None
     secret_file = tmp_path / "rdvi.json"
     secret_file.write_text('{"02A": "from-a-file"}')
-    assert Settings(env="test", data_dir=tmp_path, rdv_insertion_secrets=str(secret_file)).rdv_insertion_secret(
-        "02A"
-    ) == b"from-a-file"
+    assert (
+        Settings(env="test", data_dir=tmp_path, rdv_insertion_secrets=str(secret_file)).rdv_insertion_secret("02A")
+        == b"from-a-file"
+    )
     for wrong in ('{"055": ""}', '["x"]', "{not json", str(tmp_path / "missing.json"), '{"55": "abc"}'):
         with pytest.raises(ConfigurationError) as exc:
             Settings(env="test", data_dir=tmp_path, rdv_insertion_secrets=wrong)
