@@ -218,3 +218,34 @@ def test_generated_instruction_files_match_the_beneficiary_files_and_all_attach(
             total = s.scalar(select(func.count()).select_from(InstructionRecord))
             waiting = s.scalar(select(func.count()).where(InstructionRecord.person_id.is_(None)))
         assert total == sum(f.persons for f in instructions) and waiting == 0
+
+
+def test_an_instruction_flux_uploaded_over_http(client, db, make_api_key, tmp_path):
+    """The same file through `POST /api/v1/flux`: recognised by its nature, its report says so, and a file
+    of another nature is refused with its name."""
+    key = make_api_key(["flux:write"])
+    path = write_instruction(_dir(tmp_path, "i"), [foyer(*COUPLE)], day=D1)
+    with path.open("rb") as fh:
+        r = client.post(
+            "/api/v1/flux",
+            headers={"X-API-Key": key},
+            files={"file": (path.name, fh, "application/xml")},
+            data={"received_on": D1.isoformat()},
+        )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    report = body.get("report", body)
+    assert (report["nature"], report["instruction_kept_aside"]) == ("I", 2)
+    assert "0600007919" not in r.text and "exemple.fr" not in r.text
+    other = write_flux(_dir(tmp_path, "x"), [foyer()], day=D1)
+    other.write_text(
+        other.read_text(encoding="windows-1252").replace("<NATFLUX>D<", "<NATFLUX>R<"), encoding="windows-1252"
+    )
+    with other.open("rb") as fh:
+        refused = client.post(
+            "/api/v1/flux",
+            headers={"X-API-Key": key},
+            files={"file": (other.name, fh, "application/xml")},
+            data={"received_on": D1.isoformat()},
+        )
+    assert refused.status_code == 422 and "nouveau recueil" in refused.text

@@ -24,7 +24,8 @@ from app.cli.common import (
 )
 
 flux_app = typer.Typer(
-    help="CAF/MSA beneficiary flux: ingest, watch an inbox, generate test files.", no_args_is_help=True
+    help="CAF/MSA flux (beneficiary and instruction): ingest, watch an inbox, list, generate test files.",
+    no_args_is_help=True,
 )
 
 
