@@ -11,12 +11,14 @@ from app.cli.common import console, ready_settings
 from app.settings import get_settings
 
 openapi_app = typer.Typer(help="The OpenAPI description of the HTTP API.", no_args_is_help=True)
+fake_ft_app = typer.Typer(help="A fake France Travail for tests and demos (never the real one).", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.command()(serve)
     app.command()(demo)
     app.add_typer(openapi_app, name="openapi")
+    app.add_typer(fake_ft_app, name="fake-ft")
 
 
 def serve(
@@ -69,3 +71,22 @@ def openapi_export(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_openapi())
     console.print(f"wrote {out}")
+
+
+@fake_ft_app.command("serve")
+def fake_ft_serve(
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1.")] = 8900,
+    seed: Annotated[int, typer.Option(help="Same seed, same population (which NIR is known, unknown...)")] = 1,
+    client_id: Annotated[str, typer.Option(help="The client id its token endpoint accepts.")] = "passerelle-fake",
+    client_secret: Annotated[str, typer.Option(help="The client secret it accepts.")] = "fake-secret",  # noqa: S107
+    latency_ms: Annotated[int, typer.Option(help="Latency added to every API call.")] = 0,
+) -> None:
+    """Serve the fake France Travail on loopback: token endpoint, Rechercher usager v2, contrat-usager v2,
+    diagnostic argumenté v4; faults settable at runtime (POST /_fake/faults). See app/fake_ft."""
+    import uvicorn
+
+    from app.fake_ft import FakeState, Faults, create_app
+
+    state = FakeState(seed=seed, client_id=client_id, client_secret=client_secret, faults=Faults(latency_ms=latency_ms))
+    console.print(f"fake France Travail on http://127.0.0.1:{port} (API base /partenaire, seed {seed})")
+    uvicorn.run(create_app(state), host="127.0.0.1", port=port, log_level="warning")
