@@ -138,6 +138,27 @@ class Settings(BaseSettings):
         "Socio-professionnelle": "socio-professionnel",
     }
 
+    # France Travail (issue #12; these names are fixed: docs/integrations.md). The token endpoint is
+    # {ft_auth_url}/connexion/oauth2/access_token?realm={ft_realm}; ft_api_url includes /partenaire.
+    ft_auth_url: str | None = None
+    ft_api_url: str | None = None
+    ft_client_id: str | None = None
+    ft_client_secret: SecretStr | None = None
+    ft_realm: str = "/agent"
+    ft_scope_prefix: str = ""  # e.g. "application_{client_id}" where France Travail asks for it
+    ft_scopes: dict[str, str] = {
+        "rechercher-usager": "api_rechercher-usagerv2 rechercheusager profil_accedant",
+        "contrat-usager": "api_contrat-usagerv2 statutcontratusager profil_accedant",
+        "diagnosticargumente": "api_diagnosticargumentev4 diagnosticusageragent",
+    }
+    ft_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    ft_read_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    ft_max_attempts: int = Field(default=4, ge=1, le=10)
+    ft_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+    ft_retry_after_cap_seconds: float = Field(default=120.0, ge=0, le=3600)
+    ft_circuit_failures: int = Field(default=5, ge=1, le=100)
+    ft_circuit_cooldown_seconds: float = Field(default=30.0, ge=0, le=3600)
+
     # Timezone of business dates (the reception date of a flux defaults to today there).
     business_timezone: str = "Europe/Paris"
 

@@ -1,0 +1,1 @@
+"""Clients of the partners' APIs (France Travail)."""
