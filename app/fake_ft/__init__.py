@@ -190,6 +190,13 @@ def create_app(state: FakeState | None = None) -> FastAPI:
             return None, JSONResponse({"message": "jeton usager expiré"}, status_code=401)
         return nir13, None
 
+    async def for_person(request: Request, api: str) -> tuple[str | None, Response | None]:
+        """The checks of a per-person call: the guard's, then the ft-jeton-usager's."""
+        refused = await guard(request, api)
+        if refused is not None:
+            return None, refused
+        return person(request)
+
     @app.post(f"{API}/rechercher-usager/v2/usagers/par-datenaissance-et-nir")
     async def search(request: Request) -> Response:
         refused = await guard(request, "rechercher-usager")
@@ -234,12 +241,9 @@ def create_app(state: FakeState | None = None) -> FastAPI:
 
     @app.get(f"{API}/contrat-usager/v2/contrat")
     async def statut(request: Request) -> Response:
-        refused = await guard(request, "contrat-usager")
+        nir13, refused = await for_person(request, "contrat-usager")
         if refused is not None:
             return refused
-        nir13, error = person(request)
-        if error is not None:
-            return error
         assert nir13 is not None
         n = int(hashlib.sha256(f"statut|{state.seed}|{nir13}".encode()).hexdigest(), 16)
         if n % 10 == 0:
@@ -267,12 +271,9 @@ def create_app(state: FakeState | None = None) -> FastAPI:
 
     @app.get(f"{API}/diagnosticargumente/v4/dossiers")
     async def dossier(request: Request) -> Response:
-        refused = await guard(request, "diagnosticargumente")
+        nir13, refused = await for_person(request, "diagnosticargumente")
         if refused is not None:
             return refused
-        nir13, error = person(request)
-        if error is not None:
-            return error
         assert nir13 is not None
         n = int(hashlib.sha256(f"diag|{state.seed}|{nir13}".encode()).hexdigest(), 16)
         if n % 5 == 0:
@@ -324,12 +325,9 @@ def create_app(state: FakeState | None = None) -> FastAPI:
 
     @app.post(f"{API}/diagnosticargumente/v4/diagnostics")
     async def save_diagnostic(request: Request) -> Response:
-        refused = await guard(request, "diagnosticargumente")
+        nir13, refused = await for_person(request, "diagnosticargumente")
         if refused is not None:
             return refused
-        nir13, error = person(request)
-        if error is not None:
-            return error
         try:
             body = await request.json()
         except ValueError:
