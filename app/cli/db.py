@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -26,32 +27,30 @@ def _unreachable(exc: Exception) -> typer.Exit:
     )
 
 
-@db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Apply migrations up to REVISION (default: head); creates a SQLite database if there is none."""
+def _migrate(step: Callable[..., None], revision: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from app import migrate as migrations
-
     try:
-        migrations.upgrade(get_settings(), revision)
+        step(get_settings(), revision)
         console.print(f"database at {', '.join(sorted(_current())) or 'base'}")
     except SQLAlchemyError as exc:
         raise _unreachable(exc) from exc
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations up to REVISION (default: head); creates a SQLite database if there is none."""
+    from app import migrate as migrations
+
+    _migrate(migrations.upgrade, revision)
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument()] = "-1") -> None:
     """Revert migrations down to REVISION (default: one step; `base` for all)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from app import migrate as migrations
 
-    try:
-        migrations.downgrade(get_settings(), revision)
-        console.print(f"database at {', '.join(sorted(_current())) or 'base'}")
-    except SQLAlchemyError as exc:
-        raise _unreachable(exc) from exc
+    _migrate(migrations.downgrade, revision)
 
 
 @db_app.command("current")

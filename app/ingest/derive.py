@@ -217,6 +217,11 @@ def key_hash(hmac_key: bytes, raw: str) -> str:
     return _mac(_identity_secret(hmac_key), raw)
 
 
+def identity_key_text(nom: str, prenom: str, born_iso: str) -> str:
+    """names + birth date, as hashed into the `identity` key (compared without case, accents or spaces)."""
+    return f"id|{_norm(nom)}|{_norm(prenom)}|{born_iso}"
+
+
 def matricule_key_text(fonorg: str | None, numorg: str | None, matricule: str, role: str) -> str:
     """organisme + matricule + role, as hashed into the `matricule` key (also used to search by it)."""
     return f"mat|{fonorg}|{numorg}|{matricule}|{role}"
@@ -339,7 +344,7 @@ class Deriver:
                 # the person's key in the foyer it came from: found, it links them to their history
                 keys.append(("matricule", self._h(matricule_key_text(*foyer.previous_foyer, role))))
             if p.nom and p.prenom and born:
-                keys.append(("identity", self._h(f"id|{_norm(p.nom)}|{_norm(p.prenom)}|{born}")))
+                keys.append(("identity", self._h(identity_key_text(p.nom, p.prenom, born))))
             state = (True, None, *shared, role, p.sdd, p.idassedic, _iso(p.death_date), p.sdd_entrant)
             persons.append((p.position, keys, p.nir13, nir_hash, identity, state))
         return (

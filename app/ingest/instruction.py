@@ -32,6 +32,7 @@ from app.ingest.parser import (
     HEADER,
     ROOT,
     TRAILER,
+    WARNING,
     FluxRejected,
     _count,
     _Ctx,
@@ -424,12 +425,12 @@ def apply_instruction(
         if demand.contacts.problems:
             out.contact_problems += 1
             out.problems.extend(
-                ("warning", "invalid_contact", f"demand {demand.position}: {p}") for p in demand.contacts.problems
+                (WARNING, "invalid_contact", f"demand {demand.position}: {p}") for p in demand.contacts.problems
             )
         identified = [p for p in demand.persons if p.prepared is not None and p.prepared.keys]
         if not identified:
             out.problems.append(
-                ("warning", "unidentifiable_demand", f"demand {demand.position}: no person to attach it to; skipped")
+                (WARNING, "unidentifiable_demand", f"demand {demand.position}: no person to attach it to; skipped")
             )
             continue
         c = demand.contacts

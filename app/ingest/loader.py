@@ -48,7 +48,7 @@ from app.ingest.derive import (
 )
 from app.ingest.instruction import attach_pending, peek_nature
 from app.ingest.order import FileKey, file_key, state_order, states_up_to
-from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, FluxRejected
+from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, WARNING, FluxRejected
 from app.ingest.pipeline import open_source
 from app.ingest.records import FluxHeader
 from app.ingest.replay import ABSENCE_RANK, FULL_FILES, Replay
@@ -153,6 +153,17 @@ class IngestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def warn(self, code: str, message: str) -> None:
+        self.warnings_count += 1
+        if len(self.warnings) < MAX_LISTED:
+            self.warnings.append({"code": code, "message": message})
+
+    def reject(self, code: str, message: str) -> None:
+        """A record (foyer or person) set aside; the file is applied without it."""
+        self.rejected_count += 1
+        if len(self.rejected) < MAX_LISTED:
+            self.rejected.append({"code": code, "message": message})
 
 
 ProgressCallback = Callable[[int, int], None]  # (foyers done, bytes read)
@@ -293,14 +304,10 @@ class _Ingestion:
     # problems --------------------------------------------------------------------------------
 
     def _warn(self, code: str, message: str) -> None:
-        self.report.warnings_count += 1
-        if len(self.report.warnings) < MAX_LISTED:
-            self.report.warnings.append({"code": code, "message": message})
+        self.report.warn(code, message)
 
     def _reject(self, code: str, message: str) -> None:
-        self.report.rejected_count += 1
-        if len(self.report.rejected) < MAX_LISTED:
-            self.report.rejected.append({"code": code, "message": message})
+        self.report.reject(code, message)
 
     def _ambiguous(
         self, value: str, kind: str, foyer_position: int, person_position: int, earlier: bool = False
@@ -987,21 +994,7 @@ def ingest_file(
         with _lighter_collections(), engine.begin() as conn:
             _lock(conn)
             ft = T_FILES
-            file_id = conn.execute(
-                insert(ft)
-                .values(
-                    filename=name[:255],
-                    size_bytes=size,
-                    file_sha256=raw_sha,
-                    status="applying",
-                    received_on=options.received_on,
-                    initial_stock=options.initial_stock,
-                    ingested_by=options.ingested_by,
-                    started_at=datetime.now(UTC),
-                    report={},
-                )
-                .returning(ft.c.id)
-            ).scalar_one()
+            file_id = _insert_applying(conn, name, size, raw_sha, options, "D")
             job = _Ingestion(conn, settings, file_id, options, report)
             started_job = False
             source = open_source(
@@ -1196,6 +1189,29 @@ def _start(
     )
 
 
+def _insert_applying(conn: Connection, name: str, size: int, raw_sha: str, options: IngestOptions, nature: str) -> int:
+    """The file's row while it is being applied (inside its transaction: gone if it fails)."""
+    ft = T_FILES
+    return int(
+        conn.execute(
+            insert(ft)
+            .values(
+                filename=name[:255],
+                size_bytes=size,
+                file_sha256=raw_sha,
+                status="applying",
+                nature=nature,
+                received_on=options.received_on,
+                initial_stock=options.initial_stock and nature == "D",
+                ingested_by=options.ingested_by,
+                started_at=datetime.now(UTC),
+                report={},
+            )
+            .returning(ft.c.id)
+        ).scalar_one()
+    )
+
+
 def _ingest_instruction(
     engine: Engine,
     settings: Settings,
@@ -1217,22 +1233,7 @@ def _ingest_instruction(
     ft = T_FILES
     with engine.begin() as conn:
         _lock(conn)
-        file_id = conn.execute(
-            insert(ft)
-            .values(
-                filename=name[:255],
-                size_bytes=size,
-                file_sha256=raw_sha,
-                status="applying",
-                nature="I",
-                received_on=options.received_on,
-                initial_stock=False,
-                ingested_by=options.ingested_by,
-                started_at=datetime.now(UTC),
-                report={},
-            )
-            .returning(ft.c.id)
-        ).scalar_one()
+        file_id = _insert_applying(conn, name, size, raw_sha, options, "I")
         outcome = apply_instruction(conn, reader, file_id, options.departement, options.received_on)
         assert reader.header is not None and outcome.departement is not None
         dep = outcome.departement
@@ -1259,14 +1260,7 @@ def _ingest_instruction(
         report.instruction_attached = outcome.attached
         report.instruction_kept_aside = outcome.kept_aside
         for severity, code, message in outcome.problems:
-            if severity == "warning":
-                report.warnings_count += 1
-                if len(report.warnings) < MAX_LISTED:
-                    report.warnings.append({"code": code, "message": message})
-            else:
-                report.rejected_count += 1
-                if len(report.rejected) < MAX_LISTED:
-                    report.rejected.append({"code": code, "message": message})
+            (report.warn if severity == WARNING else report.reject)(code, message)
         report.duration_ms = int((time.perf_counter() - started) * 1000)
         conn.execute(
             update(ft)

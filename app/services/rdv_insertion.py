@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from app.db import one_of
 from app.errors import ApiError
-from app.ingest.derive import _norm, key_hash, matricule_key_text
+from app.ingest.derive import identity_key_text, key_hash, matricule_key_text
 from app.models import AmbiguousKey, FluxFile, Person, PersonKey, WebhookDelivery, WebhookItem
 from app.security.nir import NirProtector
 from app.services.orientation import EventIn, record_event
@@ -124,7 +124,7 @@ class KeyMaker:
                         )
         last, first, born = user.get("last_name"), user.get("first_name"), user.get("birth_date")
         if last and first and born:
-            out.append("id:" + key_hash(self.settings.hmac_key, f"id|{_norm(last)}|{_norm(first)}|{born}"))
+            out.append("id:" + key_hash(self.settings.hmac_key, identity_key_text(last, first, born)))
         return out
 
 
@@ -203,7 +203,7 @@ def parse(body: bytes, departement: str, settings: Settings, keys: KeyMaker) -> 
     return parsed
 
 
-def _organismes(conn: Connection, departement: str) -> list[tuple[str, str]]:
+def organismes_of(conn: Connection, departement: str) -> list[tuple[str, str]]:
     ft = FluxFile.__table__.c
     found = conn.execute(
         select(ft.fonorg, ft.numorg).where(ft.departement_code == departement, ft.fonorg.is_not(None)).distinct()
@@ -302,7 +302,7 @@ def replay(session: Session, settings: Settings, departement: str, since: dateti
     mapped, a delivery that was malformed for a reason since fixed): what they now say and was not taken is
     taken, in the order received; what was applied stays (a correction is a new delivery)."""
     protector = NirProtector(settings.encryption_keys, settings.hmac_key)
-    keys = KeyMaker(settings, _organismes(session.connection(), departement))
+    keys = KeyMaker(settings, organismes_of(session.connection(), departement))
     counts: dict[str, int] = {}
     deliveries = session.scalars(
         select(WebhookDelivery)
@@ -350,15 +350,6 @@ def process(session: Session, settings: Settings, departement: str, body: bytes)
     status (200, or 422 for a malformed delivery, kept for inspection) and the answer's body."""
     conn = session.connection()
     digest = hashlib.sha256(body).hexdigest()
-    protector = NirProtector(settings.encryption_keys, settings.hmac_key)
-    delivery = WebhookDelivery(
-        source=SOURCE,
-        departement_code=departement,
-        body_encrypted=protector.encrypt(body.decode("utf-8", "replace")),
-        body_sha256=digest,
-        signature_valid=True,
-        status="processed",
-    )
     seen = session.scalar(
         select(WebhookDelivery.id).where(
             WebhookDelivery.departement_code == departement,
@@ -368,8 +359,17 @@ def process(session: Session, settings: Settings, departement: str, body: bytes)
     )
     if seen is not None:
         return 200, {"status": "duplicate", "delivery": seen}
+    protector = NirProtector(settings.encryption_keys, settings.hmac_key)
+    delivery = WebhookDelivery(
+        source=SOURCE,
+        departement_code=departement,
+        body_encrypted=protector.encrypt(body.decode("utf-8", "replace")),
+        body_sha256=digest,
+        signature_valid=True,
+        status="processed",
+    )
     try:
-        parsed = parse(body, departement, settings, KeyMaker(settings, _organismes(conn, departement)))
+        parsed = parse(body, departement, settings, KeyMaker(settings, organismes_of(conn, departement)))
     except Malformed as exc:
         delivery.status, delivery.reason = "malformed", str(exc)[:300]
         session.add(delivery)

@@ -23,7 +23,7 @@ from app.errors import ApiError
 from app.ingest.derive import key_hash
 from app.models import OrientationEvent, Person
 from app.services.orientation import EventIn, ImportReport, decode_csv, record_event
-from app.services.rdv_insertion import KeyMaker, _organismes, match
+from app.services.rdv_insertion import KeyMaker, match, organismes_of
 from app.settings import Settings, today
 
 FIRST_COLUMNS = ("Civilité", "Nom", "Prénom", "Numéro CAF")
@@ -80,7 +80,7 @@ def import_export(
     if not is_rdv_insertion_export(text):
         raise ApiError("this is not an RDV-Insertion users export (its header starts Civilité;Nom;Prénom;Numéro CAF)")
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), delimiter=";")
-    keys = KeyMaker(settings, _organismes(session.connection(), departement))
+    keys = KeyMaker(settings, organismes_of(session.connection(), departement))
     for line, raw in enumerate(reader, start=2):
         report.rows += 1
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
