@@ -249,3 +249,32 @@ def test_an_instruction_flux_uploaded_over_http(client, db, make_api_key, tmp_pa
             data={"received_on": D1.isoformat()},
         )
     assert refused.status_code == 422 and "nouveau recueil" in refused.text
+
+
+def test_an_instruction_flux_and_a_beneficiary_file_applied_at_the_same_time(db, tmp_path):
+    """Two writers at once (cron's watcher and an upload): each file waits for the other, none fails, and
+    the instruction records end attached whichever committed first."""
+    import threading
+
+    from app.ingest.generator import FluxGenerator
+
+    gen = FluxGenerator(600, D1, seed=11)
+    beneficiary = gen.write_file(_dir(tmp_path, "b"), gen.foyers, "I", "CAF", D1, D1).path
+    instruction = gen.write_instruction_file(_dir(tmp_path, "i"), gen.foyers[:50], D1, D1).path
+    reports: dict[str, object] = {}
+
+    def run(name, path):
+        try:
+            reports[name] = _ingest(db, path, D1)
+        except BaseException as exc:  # said by the assertion below
+            reports[name] = exc
+
+    threads = [threading.Thread(target=run, args=(n, p)) for n, p in (("b", beneficiary), ("i", instruction))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(getattr(r, "status", None) == "applied" for r in reports.values()), reports
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).where(InstructionRecord.person_id.is_(None))) == 0
+        assert s.scalar(select(func.count()).select_from(InstructionRecord)) > 0
