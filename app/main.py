@@ -10,7 +10,8 @@ import anyio
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import flux, health, me, orientation, persons, pilotage, webhooks
+from app.api import flux, france_travail, health, me, orientation, persons, pilotage, webhooks
+from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, session_factory
 from app.errors import install_error_handlers
 from app.logging import configure_logging
@@ -44,7 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # CPU, which lengthens every other writer's wait (bench/BENCHMARKS.md, load runs): requests beyond
         # this number wait in the event loop instead, in arrival order.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.effective_request_threads
-        yield
+        # One long-lived client per partner: France Travail's, when it is configured.
+        app.state.ft_client = FranceTravailClient(settings) if settings.ft_configured else None
+        try:
+            yield
+        finally:
+            if app.state.ft_client is not None:
+                app.state.ft_client.close()
 
     app = FastAPI(
         title="Passerelle RSA",
@@ -58,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.oidc = OidcVerifier(settings)
     # Writes have threads of their own (app.api.deps.run_write): SQLite has one writer at a time.
     app.state.writers = anyio.CapacityLimiter(1 if settings.is_sqlite else settings.effective_request_threads)
+    # Calls to France Travail wait in threads of their own, never in the request threads (issue #12).
+    app.state.ft_threads = anyio.CapacityLimiter(settings.ft_max_concurrency)
+    app.state.ft_client = None
 
     def limit_for(path: str) -> int:
         if any(p.match(path) for p in UPLOAD_ROUTES):
@@ -78,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(flux.router)
     app.include_router(persons.router)
     app.include_router(orientation.router)
+    app.include_router(france_travail.router)
     app.include_router(pilotage.router)
     app.include_router(webhooks.router)
     return app

@@ -150,6 +150,7 @@ class Settings(BaseSettings):
         "rechercher-usager": "api_rechercher-usagerv2 rechercheusager profil_accedant",
         "contrat-usager": "api_contrat-usagerv2 statutcontratusager profil_accedant",
         "diagnosticargumente": "api_diagnosticargumentev4 diagnosticusageragent",
+        "orientationusager": "api_orientationusagerv1 orientationusager",
     }
     ft_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     ft_read_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
@@ -158,6 +159,22 @@ class Settings(BaseSettings):
     ft_retry_after_cap_seconds: float = Field(default=120.0, ge=0, le=3600)
     ft_circuit_failures: int = Field(default=5, ge=1, le=100)
     ft_circuit_cooldown_seconds: float = Field(default=30.0, ge=0, le=3600)
+    ft_max_concurrency: int = Field(default=8, ge=1, le=256, description="France Travail calls in flight at once")
+    ft_rate_per_second: float = Field(default=20.0, ge=0, le=1000, description="call starts per second (0: no cap)")
+    ft_request_deadline_seconds: float = Field(
+        default=8.0, gt=0, le=120, description="an API request's France Travail calls end within this, retries included"
+    )
+    # An identity found but not certified (topIdentiteCertifiee N): use its jeton and mark it, or refuse it.
+    ft_uncertified: Literal["use", "refuse"] = "use"
+    ft_jeton_margin_seconds: int = Field(
+        default=300, ge=0, le=3600, description="a jeton this close to expiry is renewed"
+    )
+    # Orientation usager v1 (off by default): push an `orientation` event to France Travail, through the outbox.
+    ft_orientation_push: bool = False
+    ft_orientation_origine: str = "CD"
+    ft_orientation_parcours: dict[str, str] = {"professionnel": "PED", "socio-professionnel": "PSP", "social": "PSO"}
+    ft_orientation_organismes: dict[str, str] = {"FRANCE_TRAVAIL": "FT", "DEPARTEMENT": "CD"}
+    ft_outbox_max_attempts: int = Field(default=10, ge=1, le=100)
 
     # Timezone of business dates (the reception date of a flux defaults to today there).
     business_timezone: str = "Europe/Paris"
@@ -272,6 +289,11 @@ class Settings(BaseSettings):
         if self.request_threads is not None:
             return self.request_threads
         return 2 if self.is_sqlite else 4
+
+    @property
+    def ft_configured(self) -> bool:
+        """Whether a France Travail is named (the real one's recette or production, or the fake)."""
+        return bool(self.ft_auth_url and self.ft_api_url and self.ft_client_id and self.ft_client_secret)
 
     @property
     def is_sqlite(self) -> bool:

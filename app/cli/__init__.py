@@ -2,7 +2,7 @@
 
 One module per domain, as `app/api/`. Exit codes, the same for every command (docs/operations.md):
 0 done, 1 input rejected, 2 usage, 3 environment (database unreachable or not migrated, a setting
-missing or wrong), 4 internal error.
+missing or wrong), 4 internal error, 5 busy (another run of the same job holds its lock).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from app.cli.clients import clients_app, departements_app
 from app.cli.common import ExitCode, err_console
 from app.cli.db import db_app
 from app.cli.flux import flux_app
+from app.cli.france_travail import ft_app
 from app.cli.orientations import episodes_app, orientations_app
 from app.cli.pilotage import pilotage_app
 from app.cli.server import register as register_server
@@ -24,7 +25,7 @@ from app.settings import ConfigurationError, get_settings
 
 app = typer.Typer(
     help="Passerelle RSA: CAF/MSA flux, orientation delays, France Travail exchanges. Exit codes: 0 done, "
-    "1 input rejected, 2 usage, 3 environment (database, settings), 4 internal error.",
+    "1 input rejected, 2 usage, 3 environment (database, settings), 4 internal error, 5 busy.",
     no_args_is_help=True,
 )
 register_server(app)
@@ -36,6 +37,7 @@ app.add_typer(orientations_app, name="orientations")
 app.add_typer(episodes_app, name="episodes")
 app.add_typer(pilotage_app, name="pilotage")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(ft_app, name="ft")
 
 
 @app.callback()

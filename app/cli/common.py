@@ -30,6 +30,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # a wrong option, argument or path
     ENVIRONMENT = 3  # the environment: database unreachable or not migrated, a setting missing or wrong
     INTERNAL = 4  # a bug: the message says where the details are logged
+    BUSY = 5  # another run of the same job holds its lock: nothing was done, try again later
 
 
 def fail(message: str, code: int = ExitCode.REJECTED) -> typer.Exit:

@@ -82,7 +82,8 @@ def fake_ft_serve(
     latency_ms: Annotated[int, typer.Option(help="Latency added to every API call.")] = 0,
 ) -> None:
     """Serve the fake France Travail on loopback: token endpoint, Rechercher usager v2, contrat-usager v2,
-    diagnostic argumenté v4; faults settable at runtime (POST /_fake/faults). See app/fake_ft."""
+    diagnostic argumenté v4, orientation usager v1; faults settable at runtime (POST /_fake/faults), call
+    counts at GET /_fake/stats. See app/fake_ft."""
     import uvicorn
 
     from app.fake_ft import FakeState, Faults, create_app

@@ -12,8 +12,15 @@ token, the agent headers, retries and the circuit breaker, and the three calls i
 - **Circuit breaker**: after N consecutive failures, calls stop for a cool-down and fail at once
   (`FranceTravailUnavailable`, with when to retry).
 
-Not yet here (issue #12 stays open): stored facts, the API routes, `ft sync`, rate cap and concurrency
-bounds, the orientation push.
+- **Bounds**: at most `ft_max_concurrency` calls in flight and `ft_rate_per_second` calls started per second
+  (spaced evenly, so no one-second window ever holds more), shared by every thread of the process.
+- **Deadlines**: a call made for an API request carries a deadline (`ft_request_deadline_seconds`): no
+  attempt, wait or retry goes beyond it, so a slow France Travail never holds the server's threads.
+- **Trace**: each call appends what happened (`Call`: API, status, code, attempts, duration) to the list
+  the caller gives, which the service stores (`ft_calls`).
+
+The client speaks France Travail's shapes; `app.clients.ft_mapping` turns them into the convention's
+vocabulary.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import json
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +38,11 @@ from urllib.parse import urlencode
 
 import httpx
 import structlog
-from authlib.integrations.httpx_client import OAuth2Client  # type: ignore[import-untyped]
+
+with warnings.catch_warnings():
+    # authlib announces a move of its httpx integration to "httpx2"; the one used here works and is tested
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.httpx_client import OAuth2Client  # type: ignore[import-untyped]
 
 from app.settings import Settings
 
@@ -45,6 +57,18 @@ class FranceTravailError(Exception):
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.code = status, code
+
+
+class TokenRefused(FranceTravailError):
+    """The token endpoint refused our client (a configuration matter, not a person's)."""
+
+
+class MalformedAnswer(FranceTravailError):
+    """France Travail answered something that is not the JSON object its contract says."""
+
+
+class FranceTravailNotConfigured(FranceTravailError):
+    """The settings do not name a France Travail (PASSERELLE_FT_*)."""
 
 
 class FranceTravailUnavailable(FranceTravailError):
@@ -83,6 +107,41 @@ class SearchResult:
     certified: bool | None  # topIdentiteCertifiee O / N / "null" or null
     jeton: str | None
     jeton_expires_ms: int | None
+
+
+@dataclass
+class Call:
+    """One call to France Travail as it went: for the stored trace (never the jeton, never a body)."""
+
+    api: str
+    operation: str
+    status: int | None = None
+    code: str | None = None
+    attempts: int = 0
+    duration_ms: int = 0
+    outcome: str = "ok"  # ok | retried_out | unavailable | error
+
+
+class RateCap:
+    """At most `rate` call starts per second, evenly spaced, across the threads of the process."""
+
+    def __init__(self, rate: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.clock, self.sleep = clock, sleep
+        self.next_slot = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self, deadline: float | None) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = self.clock()
+            slot = max(now, self.next_slot)
+            if deadline is not None and slot > deadline:
+                raise FranceTravailUnavailable("France Travail's rate cap leaves no room before the deadline", 1.0)
+            self.next_slot = slot + self.interval
+        if slot > now:
+            self.sleep(slot - now)
 
 
 def jeton_expiry(jeton: str) -> int | None:
@@ -132,8 +191,8 @@ class FranceTravailClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not (settings.ft_auth_url and settings.ft_api_url and settings.ft_client_id and settings.ft_client_secret):
-            raise FranceTravailError(
+        if not settings.ft_configured:
+            raise FranceTravailNotConfigured(
                 "France Travail is not configured (PASSERELLE_FT_AUTH_URL, _API_URL, _CLIENT_ID, _CLIENT_SECRET)"
             )
         self.settings = settings
@@ -144,6 +203,8 @@ class FranceTravailClient:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._token_lock = threading.Lock()
         self._rng = random.Random()  # noqa: S311 - jitter, not a secret
+        self.in_flight = threading.BoundedSemaphore(settings.ft_max_concurrency)
+        self.rate = RateCap(settings.ft_rate_per_second, clock, sleep)
 
     def close(self) -> None:
         self.http.close()
@@ -173,9 +234,16 @@ class FranceTravailClient:
             url = f"{s.ft_auth_url.rstrip('/')}/connexion/oauth2/access_token?{realm}"  # type: ignore[union-attr]
             try:
                 fetched = oauth.fetch_token(url, grant_type="client_credentials")
-            except Exception as exc:  # authlib raises OAuthError or httpx errors
-                raise FranceTravailError(
-                    f"the token endpoint refused: {getattr(exc, 'error', type(exc).__name__)}", code="token"
+            except httpx.TransportError as exc:
+                raise FranceTravailUnavailable(
+                    f"France Travail's token endpoint does not answer ({type(exc).__name__})",
+                    self.settings.ft_circuit_cooldown_seconds,
+                ) from None
+            except Exception as exc:  # authlib's OAuthError (invalid_client, invalid_scope...) or a bad answer
+                raise TokenRefused(
+                    f"France Travail's token endpoint refused: {getattr(exc, 'error', type(exc).__name__)}"
+                    " (check PASSERELLE_FT_CLIENT_ID, _CLIENT_SECRET, _REALM, _SCOPES)",
+                    code="token_refused",
                 ) from None
             finally:
                 oauth.close()
@@ -197,58 +265,134 @@ class FranceTravailClient:
         return float(min(base + self._rng.uniform(0, base), self.settings.ft_retry_after_cap_seconds))
 
     def request(
-        self, api: str, method: str, path: str, agent: Agent, *, body: Any = None, jeton: str | None = None
+        self,
+        api: str,
+        method: str,
+        path: str,
+        agent: Agent,
+        *,
+        body: Any = None,
+        jeton: str | None = None,
+        deadline: float | None = None,
+        trace: list[Call] | None = None,
+        operation: str = "",
     ) -> httpx.Response:
-        """One call, with the retries and the circuit breaker; returns the final answer (any status the
-        caller must interpret) or raises `FranceTravailUnavailable`."""
+        """One call, with the retries, the bounds and the circuit breaker; returns the final answer (any
+        status the caller must interpret) or raises `FranceTravailUnavailable`. `deadline` (on this
+        client's clock): nothing is attempted or waited for beyond it."""
+        call = Call(api, operation or f"{method} {path}")
+        if trace is not None:
+            trace.append(call)
+        started = self.clock()
+        try:
+            return self._request(api, method, path, agent, body, jeton, deadline, call)
+        except FranceTravailUnavailable:
+            if call.attempts:
+                self.circuit.failure()  # retries exhausted, or the deadline passed: France Travail failed
+            if call.outcome == "ok":
+                call.outcome = "unavailable"
+            raise
+        except FranceTravailError:
+            call.outcome = "error"
+            raise
+        finally:
+            call.duration_ms = int((self.clock() - started) * 1000)
+
+    def _remaining(self, deadline: float | None) -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - self.clock()
+        if left <= 0:
+            raise FranceTravailUnavailable("France Travail did not answer before the deadline", 1.0)
+        return left
+
+    def _request(
+        self,
+        api: str,
+        method: str,
+        path: str,
+        agent: Agent,
+        body: Any,
+        jeton: str | None,
+        deadline: float | None,
+        call: Call,
+    ) -> httpx.Response:
         self.circuit.check()
         headers = {"Accept": "application/json"} | agent.headers()
         if jeton:
             headers["ft-jeton-usager"] = jeton
         url = f"{self.settings.ft_api_url.rstrip('/')}{path}"  # type: ignore[union-attr]
         renewed = False
-        attempt = 0
         while True:
             token = self.token(api)
             response: httpx.Response | None = None
+            left = self._remaining(deadline)
+            if not self.in_flight.acquire(timeout=left if left is not None else -1):
+                raise FranceTravailUnavailable("every France Travail slot stayed busy until the deadline", 1.0)
             try:
+                self.rate.wait(deadline)
+                left = self._remaining(deadline)
+                timeout: httpx.Timeout | httpx._client.UseClientDefault = httpx.USE_CLIENT_DEFAULT
+                if left is not None:
+                    s = self.settings
+                    timeout = httpx.Timeout(
+                        min(s.ft_read_timeout_seconds, left), connect=min(s.ft_connect_timeout_seconds, left)
+                    )
+                call.attempts += 1
                 response = self.http.request(
-                    method, url, json=body, headers=headers | {"Authorization": f"Bearer {token}"}
+                    method, url, json=body, headers=headers | {"Authorization": f"Bearer {token}"}, timeout=timeout
                 )
             except httpx.TransportError as exc:
                 retryable, reason = True, type(exc).__name__
-            else:
+            finally:
+                self.in_flight.release()
+            if response is not None:
+                call.status, call.code = response.status_code, _code(response)
                 if response.status_code == 401 and not renewed:
                     self.token(api, renew=True)  # renew once
                     renewed = True
                     continue
-                code = _code(response)
-                retryable = response.status_code in RETRY_STATUS or code == "R999"
-                reason = f"HTTP {response.status_code}" + (f" {code}" if code else "")
+                retryable = response.status_code in RETRY_STATUS or call.code == "R999"
+                reason = f"HTTP {response.status_code}" + (f" {call.code}" if call.code else "")
                 if response.status_code == 302:
                     self.circuit.success()
                     raise FranceTravailError("France Travail redirected: an agent header is missing", status=302)
                 if not retryable:
                     self.circuit.success()
+                    if response.status_code >= 400 and response.status_code != 404:
+                        call.outcome = "error"  # answered, with an error (R001, R997...): the caller decides
                     return response
-            attempt += 1
-            if attempt >= self.settings.ft_max_attempts:
-                self.circuit.failure()
+            else:
+                call.status, call.code = None, reason
+            if call.attempts >= self.settings.ft_max_attempts:
+                call.outcome = "retried_out"
                 raise FranceTravailUnavailable(
-                    f"France Travail did not answer ({reason}) after {attempt} attempts",
+                    f"France Travail did not answer ({reason}) after {call.attempts} attempts",
                     self.settings.ft_circuit_cooldown_seconds,
                 )
-            wait = self._delay(attempt - 1, response)
-            log.info("france_travail_retry", api=api, attempt=attempt, reason=reason, wait_seconds=round(wait, 2))
+            wait = self._delay(call.attempts - 1, response)
+            if deadline is not None and self.clock() + wait >= deadline:
+                call.outcome = "retried_out"
+                raise FranceTravailUnavailable(
+                    f"France Travail did not answer ({reason}) and its retry would pass the deadline", wait
+                )
+            log.info("france_travail_retry", api=api, attempt=call.attempts, reason=reason, wait_seconds=round(wait, 2))
             self.sleep(wait)
 
-    def search_by_nir(self, nir: str, birth_date: str, agent: Agent) -> SearchResult:
+    def search_by_nir(
+        self, nir: str, birth_date: str, agent: Agent, *, deadline: float | None = None, trace: list[Call] | None = None
+    ) -> SearchResult:
+        """Rechercher usager v2 by NIR and birth date. S001/S002/S003 (and a 404, read as S002) are answers;
+        anything else raises `FranceTravailError` with its status and code."""
         response = self.request(
             "rechercher-usager",
             "POST",
             "/rechercher-usager/v2/usagers/par-datenaissance-et-nir",
             agent,
             body={"nir": nir, "dateNaissance": birth_date},
+            deadline=deadline,
+            trace=trace,
+            operation="rechercher-usager",
         )
         if response.status_code == 404:
             return SearchResult("S002", None, None, None)  # what rdv-insertion reads as "not found"
@@ -256,49 +400,123 @@ class FranceTravailClient:
         code = str(data.get("codeRetour") or "")
         if response.status_code != 200 or code not in ("S001", "S002", "S003"):
             raise FranceTravailError(
-                f"Rechercher usager answered {response.status_code} {code}",
+                f"Rechercher usager answered {response.status_code} {code}".strip(),
                 status=response.status_code,
                 code=code or None,
             )
         jeton = data.get("jetonUsager") if code == "S001" else None
+        if code == "S001" and not (isinstance(jeton, str) and jeton):
+            raise MalformedAnswer("Rechercher usager found the person but gave no jetonUsager", status=200)
         return SearchResult(
             code, _certified(data.get("topIdentiteCertifiee")), jeton, jeton_expiry(jeton) if jeton else None
         )
 
-    def statut(self, jeton: str, agent: Agent) -> dict[str, Any] | None:
-        response = self.request("contrat-usager", "GET", "/contrat-usager/v2/contrat", agent, jeton=jeton)
-        if response.status_code == 204:
-            return None
-        data = _json(response)
-        if response.status_code != 200:
-            raise FranceTravailError(
-                f"Statut answered {response.status_code}", status=response.status_code, code=_code(response)
-            )
-        contrat = data.get("m_contrat")
-        return contrat if isinstance(contrat, dict) else None
-
-    def dossier(self, jeton: str, agent: Agent) -> dict[str, Any] | None:
-        response = self.request("diagnosticargumente", "GET", "/diagnosticargumente/v4/dossiers", agent, jeton=jeton)
+    def _person_get(
+        self, api: str, path: str, jeton: str, agent: Agent, deadline: float | None, trace: list[Call] | None, what: str
+    ) -> dict[str, Any] | None:
+        response = self.request(api, "GET", path, agent, jeton=jeton, deadline=deadline, trace=trace, operation=what)
         if response.status_code == 204:
             return None
         if response.status_code != 200:
             raise FranceTravailError(
-                f"Diagnostic answered {response.status_code}", status=response.status_code, code=_code(response)
+                f"{what} answered {response.status_code}", status=response.status_code, code=_code(response)
             )
         return _json(response)
+
+    def statut(
+        self, jeton: str, agent: Agent, *, deadline: float | None = None, trace: list[Call] | None = None
+    ) -> dict[str, Any] | None:
+        """contrat-usager v2: the `m_contrat` object, or None when France Travail has no data (204)."""
+        data = self._person_get("contrat-usager", "/contrat-usager/v2/contrat", jeton, agent, deadline, trace, "statut")
+        if data is None:
+            return None
+        contrat = data.get("m_contrat")
+        if not isinstance(contrat, dict):
+            raise MalformedAnswer("Statut answered without an m_contrat object", status=200)
+        return contrat
+
+    def dossier(
+        self, jeton: str, agent: Agent, *, deadline: float | None = None, trace: list[Call] | None = None
+    ) -> dict[str, Any] | None:
+        """diagnostic argumenté v4: the whole dossier, or None when there is none (204)."""
+        return self._person_get(
+            "diagnosticargumente", "/diagnosticargumente/v4/dossiers", jeton, agent, deadline, trace, "diagnostic"
+        )
+
+    def save_diagnostic(
+        self,
+        jeton: str,
+        body: dict[str, str],
+        agent: Agent,
+        *,
+        deadline: float | None = None,
+        trace: list[Call] | None = None,
+    ) -> dict[str, Any]:
+        """The convention's "enregistrement" of a diagnostic (POST diagnostic argumenté v4 /diagnostics)."""
+        response = self.request(
+            "diagnosticargumente",
+            "POST",
+            "/diagnosticargumente/v4/diagnostics",
+            agent,
+            body=body,
+            jeton=jeton,
+            deadline=deadline,
+            trace=trace,
+            operation="diagnostic.enregistrement",
+        )
+        if response.status_code not in (200, 201):
+            raise FranceTravailError(
+                f"Diagnostic (enregistrement) answered {response.status_code}",
+                status=response.status_code,
+                code=_code(response),
+            )
+        return _json(response) if response.content else {}
+
+    def read_orientation(
+        self, jeton: str, agent: Agent, *, deadline: float | None = None, trace: list[Call] | None = None
+    ) -> dict[str, Any] | None:
+        """Orientation usager v1, lectureOrientation: France Travail's known orientation, or None (204)."""
+        return self._person_get(
+            "orientationusager",
+            "/orientationusager/v1/lectureOrientation",
+            jeton,
+            agent,
+            deadline,
+            trace,
+            "orientation",
+        )
+
+    def push_orientation(
+        self, jeton: str, body: dict[str, str], agent: Agent, *, trace: list[Call] | None = None
+    ) -> None:
+        """Orientation usager v1: send the Département's orientation decision (201 when taken)."""
+        response = self.request(
+            "orientationusager",
+            "POST",
+            "/orientationusager/v1/orientation",
+            agent,
+            body=body,
+            jeton=jeton,
+            trace=trace,
+            operation="orientation.envoi",
+        )
+        if response.status_code not in (200, 201):
+            raise FranceTravailError(
+                f"Orientation usager answered {response.status_code}",
+                status=response.status_code,
+                code=_code(response),
+            )
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError:
-        raise FranceTravailError(
+        raise MalformedAnswer(
             f"France Travail answered {response.status_code} with malformed JSON", status=response.status_code
         ) from None
     if not isinstance(data, dict):
-        raise FranceTravailError(
-            "France Travail answered something else than a JSON object", status=response.status_code
-        )
+        raise MalformedAnswer("France Travail answered something else than a JSON object", status=response.status_code)
     return data
 
 

@@ -30,6 +30,7 @@ SCOPES = {
     "rechercher-usager": {"api_rechercher-usagerv2", "rechercheusager"},
     "contrat-usager": {"api_contrat-usagerv2", "statutcontratusager"},
     "diagnosticargumente": {"api_diagnosticargumentev4", "diagnosticusageragent"},
+    "orientationusager": {"api_orientationusagerv1", "orientationusager"},
 }
 AGENT_HEADERS = ("pa-nom-agent", "pa-prenom-agent", "pa-identifiant-agent")
 
@@ -49,6 +50,7 @@ class Faults:
     token_latency_ms: int = 0
     token_expires_in: int = 1499
     jeton_ttl_seconds: int = 86400
+    error_persons_percent: int = 0  # this share of the population is answered R998 (a service in error)
 
 
 @dataclass
@@ -60,11 +62,16 @@ class FakeState:
     tokens: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
     calls: int = 0
     diagnostics_saved: list[dict[str, Any]] = field(default_factory=list)
+    orientations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # NIR -> orientations received
+    call_times: list[float] = field(default_factory=list)  # when each API call arrived (monotonic)
 
     def kind(self, nir13: str) -> str:
         """Who a NIR is at France Travail, the same for a seed: 70 % known and certified, 10 % known not
-        certified, 10 % unknown, 5 % several matches, 5 % a service in error (R998)."""
+        certified, 10 % unknown, 5 % several matches, 5 % not attached to the caller's structure (R002);
+        `error_persons_percent` of them (taken from the top) are answered R998 instead."""
         n = int(hashlib.sha256(f"{self.seed}|{nir13}".encode()).hexdigest(), 16) % 100
+        if n >= 100 - self.faults.error_persons_percent:
+            return "error"
         if n < 70:
             return "certified"
         if n < 80:
@@ -73,7 +80,21 @@ class FakeState:
             return "unknown"
         if n < 95:
             return "ambiguous"
-        return "error"
+        return "not_attached"
+
+    def stats(self) -> dict[str, Any]:
+        """Calls received, and the most started in any one-second window (to check a client's rate cap)."""
+        times, most, first = sorted(self.call_times), 0, 0
+        for last, at in enumerate(times):
+            while at - times[first] >= 1.0:
+                first += 1
+            most = max(most, last - first + 1)
+        return {
+            "calls": self.calls,
+            "max_calls_in_one_second": most,
+            "orientations": sum(len(v) for v in self.orientations.values()),
+            "diagnostics_saved": len(self.diagnostics_saved),
+        }
 
 
 def _jeton(nir13: str, ttl: int) -> str:
@@ -114,6 +135,18 @@ def create_app(state: FakeState | None = None) -> FastAPI:
             setattr(state.faults, name, value)
         return asdict(state.faults)
 
+    @app.get("/_fake/stats")
+    def read_stats() -> dict[str, Any]:
+        return state.stats()
+
+    @app.post("/_fake/reset")
+    def reset_stats() -> dict[str, Any]:
+        state.calls = 0
+        state.call_times.clear()
+        state.orientations.clear()
+        state.diagnostics_saved.clear()
+        return state.stats()
+
     @app.post(TOKEN_PATH)
     async def token(request: Request) -> Response:
         if state.faults.token_latency_ms:
@@ -144,6 +177,7 @@ def create_app(state: FakeState | None = None) -> FastAPI:
         """What the real one checks before anything: the token, its scopes, the agent headers; then the
         faults the fake was told to make."""
         state.calls += 1
+        state.call_times.append(time.monotonic())
         auth = request.headers.get("authorization", "")
         known = state.tokens.get(auth.removeprefix("Bearer ").strip()) if auth.startswith("Bearer ") else None
         if known is None or known[0] < time.time():
@@ -230,6 +264,10 @@ def create_app(state: FakeState | None = None) -> FastAPI:
             )
         if kind == "error":
             return JSONResponse({"codeRetour": "R998", "message": "Un service a répondu en erreur"}, status_code=500)
+        if kind == "not_attached":
+            return JSONResponse(
+                {"codeRetour": "R002", "message": "Usager non rattaché à la structure de l'appelant"}, status_code=403
+            )
         return JSONResponse(
             {
                 "codeRetour": "S001",
@@ -337,5 +375,37 @@ def create_app(state: FakeState | None = None) -> FastAPI:
             return JSONResponse({"codeRetour": "R997", "message": "requête invalide"}, status_code=400)
         state.diagnostics_saved.append({"nir13": nir13, **body})
         return JSONResponse({"codeRetour": "S001", "message": "Diagnostic enregistré"})
+
+    @app.post(f"{API}/orientationusager/v1/orientation")
+    async def orientation(request: Request) -> Response:
+        nir13, refused = await for_person(request, "orientationusager")
+        if refused is not None:
+            return refused
+        assert nir13 is not None
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"codeRetour": "R997", "message": "requête invalide"}, status_code=400)
+        if (
+            not isinstance(body, dict)
+            or body.get("parcours") not in ("PED", "PSP", "PSO")
+            or not isinstance(body.get("organisme"), str)
+            or not isinstance(body.get("origine"), str)
+        ):
+            return JSONResponse({"codeRetour": "R997", "message": "requête invalide"}, status_code=400)
+        received = {**body, "dateOrientation": time.strftime("%Y-%m-%d")}
+        state.orientations.setdefault(nir13, []).append(received)
+        return JSONResponse({"codeRetour": "S001", "message": "Orientation enregistrée"}, status_code=201)
+
+    @app.get(f"{API}/orientationusager/v1/lectureOrientation")
+    async def read_orientation(request: Request) -> Response:
+        nir13, refused = await for_person(request, "orientationusager")
+        if refused is not None:
+            return refused
+        assert nir13 is not None
+        known = state.orientations.get(nir13)
+        if not known:
+            return Response(status_code=204)
+        return JSONResponse(known[-1])
 
     return app

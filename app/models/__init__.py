@@ -13,6 +13,7 @@ from app.models.flux import (
     PersonKey,
     PersonState,
 )
+from app.models.france_travail import FtCall, FtIdentity, FtOutboxItem, FtSnapshot, FtSyncItem, FtSyncRun
 from app.models.orientation import EntryEpisode, EpisodeQueue, OrientationEvent, WebhookDelivery, WebhookItem
 
 __all__ = [
@@ -26,6 +27,12 @@ __all__ = [
     "FluxFile",
     "FluxObservation",
     "FoyerEvent",
+    "FtCall",
+    "FtIdentity",
+    "FtOutboxItem",
+    "FtSnapshot",
+    "FtSyncItem",
+    "FtSyncRun",
     "InstructionRecord",
     "OrientationEvent",
     "Person",

@@ -18,6 +18,7 @@ from app.errors import Conflict, NotFound, Unprocessable
 from app.models import OrientationEvent, Person, PersonState
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
 from app.services import episodes as episode_service
+from app.services import ft_outbox
 from app.settings import Settings, today
 from app.validation import InputModel, control_character_problem
 
@@ -170,6 +171,7 @@ def record_event(
     session.add(row)
     session.flush()
     episode_service.refresh(session.connection(), [person.id])
+    ft_outbox.enqueue_orientation(session, settings, row)  # France Travail, if the push is on (issue #12)
     return row, True
 
 

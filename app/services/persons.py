@@ -59,6 +59,26 @@ def audit_reads(request: Any, session: Session, principal: Principal, action: st
     session.info.setdefault(PENDING_ACCESS, []).extend(rows)
 
 
+def audit_job_reads(session: Session, job: str, action: str, persons: list[tuple[int, str]]) -> None:
+    """Record the reads of persons' data by a job run from the CLI or cron (`job`: the command), one row
+    per person, written at the commit of the session that also stores what the job made of them."""
+    rows = [
+        {
+            "at": utcnow(),
+            "principal_id": f"job:{job}"[:120],
+            "agent_identifiant": None,
+            "departement_code": departement,
+            "person_id": person_id,
+            "action": action,
+            "endpoint": f"passerelle {job}"[:200],
+            "request_id": None,
+            "found": True,
+        }
+        for person_id, departement in persons
+    ]
+    session.info.setdefault(PENDING_ACCESS, []).extend(rows)
+
+
 def write_access_records(session: Session) -> None:
     """Insert the access records a unit of work gathered, last thing before its commit: on SQLite the audit
     journal's write lock is then held for the commit only, never while the request reads."""

@@ -1,0 +1,210 @@
+"""A person's France Travail side: what is known (no call), a refresh, the "enregistrement" of a diagnostic.
+
+Our answers speak the convention's vocabulary (app.clients.ft_mapping). Calls to France Travail run in
+threads of their own (`app.state.ft_threads`, `PASSERELLE_FT_MAX_CONCURRENCY`), never in the request
+threads, and end within `PASSERELLE_FT_REQUEST_DEADLINE_SECONDS`: a slow or absent France Travail answers
+503 `france_travail_unavailable` with `Retry-After`, and the other routes are not held up. Every read and
+call is recorded with the other personal-data reads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Request
+from pydantic import ConfigDict, Field
+
+from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep, run_write
+from app.clients.france_travail import Agent, FranceTravailClient, FranceTravailError, FranceTravailUnavailable
+from app.db import write_transaction
+from app.errors import ApiError, Unprocessable
+from app.security.auth import Principal
+from app.security.scopes import Scope
+from app.services import france_travail as ft
+from app.services import persons as person_service
+from app.validation import InputModel
+
+router = APIRouter(prefix="/api/v1/persons", tags=["france-travail"])
+
+
+class FranceTravailUnavailableError(ApiError):
+    status_code = 503
+    code = "france_travail_unavailable"
+
+
+class FranceTravailNotConfiguredError(ApiError):
+    status_code = 503
+    code = "france_travail_not_configured"
+
+
+class FranceTravailAnswerError(ApiError):
+    status_code = 502
+    code = "france_travail_error"
+
+
+def _client(request: Request) -> FranceTravailClient:
+    client: FranceTravailClient | None = getattr(request.app.state, "ft_client", None)
+    if client is None:
+        raise FranceTravailNotConfiguredError(
+            "France Travail is not configured on this service (PASSERELLE_FT_AUTH_URL, _API_URL, _CLIENT_ID, "
+            "_CLIENT_SECRET); what is already known stays readable at GET …/france-travail."
+        )
+    return client
+
+
+def _agent(principal: Principal) -> Agent:
+    if principal.agent is None:
+        raise Unprocessable(
+            "France Travail must know the agent who acts: send X-Agent-Identifiant, X-Agent-Nom and X-Agent-Prenom.",
+            [{"loc": ["header", "X-Agent-Identifiant"], "msg": "required for calls to France Travail"}],
+            code="agent_required",
+        )
+    a = principal.agent
+    return Agent(a.identifiant, a.nom, a.prenom)
+
+
+def _unavailable(ex: ft.Exchange, settings: Any) -> FranceTravailUnavailableError:
+    retry = max(1, math.ceil(settings.ft_circuit_cooldown_seconds))
+    error = FranceTravailUnavailableError(
+        f"France Travail did not answer in time ({ex.message}); nothing is lost: retry later.",
+        {"retry_after": retry},
+    )
+    error.headers = {"Retry-After": str(retry)}
+    return error
+
+
+def _raise_for_service(ex: ft.Exchange, settings: Any) -> None:
+    """France Travail as a whole failed (not this person's answer): 503 when it did not answer, 502 when its
+    token endpoint refused our client."""
+    if ex.outcome == "unavailable":
+        raise _unavailable(ex, settings)
+    if ex.outcome == "token_refused":
+        raise FranceTravailAnswerError(f"{ex.message}", {"resultat": ex.outcome})
+
+
+@router.get(
+    "/{person_id}/france-travail",
+    summary="What France Travail last said of a person (identity, statut, diagnostic, with their dates); no call",
+)
+def get_france_travail(
+    person_id: PersonId,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Authorized(Scope.ft_read)],
+) -> dict[str, Any]:
+    person = person_service.get_person(session, principal, person_id)
+    person_service.audit_read(request, session, principal, "ft.read", person, person.departement_code)
+    return {"person_id": person.id, **ft.view(session, person.id)}
+
+
+@router.post(
+    "/{person_id}/france-travail/refresh",
+    summary="Ask France Travail again: search (or reuse a valid jeton), statut, diagnostic; returns what changed",
+    responses={
+        503: {"description": "France Travail unavailable (Retry-After), or not configured"},
+        422: {"description": "No acting agent (X-Agent-* headers)"},
+    },
+)
+async def refresh(
+    person_id: PersonId,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.ft_read)],
+) -> dict[str, Any]:
+    client = _client(request)
+    agent = _agent(principal)
+
+    def read() -> tuple[Any, ft.PersonRef]:
+        person = person_service.get_person(session, principal, person_id)
+        refs = ft.load_refs(session, settings, [person.id])
+        session.commit()  # no transaction stays open while France Travail is called
+        return person, refs[person.id]
+
+    person, ref = await anyio.to_thread.run_sync(read)
+    kinds = ("statut", "diagnostic", "orientation") if settings.ft_orientation_push else ("statut", "diagnostic")
+    deadline = client.clock() + settings.ft_request_deadline_seconds
+    ex = await anyio.to_thread.run_sync(
+        lambda: ft.exchange(client, settings, ref, agent, deadline=deadline, kinds=kinds),
+        limiter=request.app.state.ft_threads,
+    )
+
+    def write() -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+        with write_transaction(session):
+            changes = ft.store(session, settings, [ex], "api", agent)
+            person_service.audit_read(request, session, principal, "ft.refresh", person, person.departement_code)
+            shown = ft.view(session, person.id)
+        return changes, shown
+
+    changes, shown = await run_write(request, write)
+    _raise_for_service(ex, settings)  # what was tried is stored (the calls' trace)
+    return {
+        "person_id": person.id,
+        "resultat": ex.outcome,
+        "codeRetour": ex.code,
+        "message": ex.message,
+        "jetonReutilise": ex.jeton_reused,
+        "changements": changes.get(person.id, {}),
+        **shown,
+    }
+
+
+class DiagnosticIn(InputModel):
+    """The convention's "Diagnostics Individus Enregistrement" (diagnostic argumenté v4 POST /diagnostics)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    codeAppellation: str = Field(min_length=1, max_length=10, pattern=r"^\d+$")
+    codeRome: str = Field(min_length=5, max_length=5, pattern=r"^[A-Z]\d{4}$")
+    codeTypologie: str = Field(min_length=1, max_length=40, pattern=r"^[\w-]+$")
+    codeSousTypologie: str = Field(min_length=1, max_length=40, pattern=r"^[\w-]+$")
+    idMetierChiffre: str = Field(min_length=1, max_length=300)
+
+
+@router.post(
+    "/{person_id}/france-travail/diagnostics",
+    summary="Record (enregistrement) a diagnostic at France Travail for the person",
+    responses={503: {"description": "France Travail unavailable (Retry-After), or not configured"}},
+)
+async def save_diagnostic(
+    person_id: PersonId,
+    body: DiagnosticIn,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.ft_write)],
+) -> dict[str, Any]:
+    client = _client(request)
+    agent = _agent(principal)
+
+    def read() -> tuple[Any, ft.PersonRef]:
+        person = person_service.get_person(session, principal, person_id)
+        refs = ft.load_refs(session, settings, [person.id])
+        session.commit()
+        return person, refs[person.id]
+
+    person, ref = await anyio.to_thread.run_sync(read)
+    deadline = client.clock() + settings.ft_request_deadline_seconds
+    ex = await anyio.to_thread.run_sync(
+        lambda: ft.save_diagnostic(client, settings, ref, agent, body.model_dump(), deadline=deadline),
+        limiter=request.app.state.ft_threads,
+    )
+
+    def write() -> None:
+        with write_transaction(session):
+            ft.store(session, settings, [ex], "api", agent)
+            person_service.audit_read(request, session, principal, "ft.diagnostic", person, person.departement_code)
+
+    await run_write(request, write)
+    _raise_for_service(ex, settings)
+    if ex.outcome != "found":
+        raise FranceTravailAnswerError(
+            f"France Travail did not record the diagnostic: {ex.outcome} ({ex.code}): {ex.message}",
+            {"resultat": ex.outcome, "codeRetour": ex.code},
+        )
+    return {"person_id": person.id, "resultat": "enregistre", "codeRetour": ex.code}
+
+
+__all__ = ["FranceTravailError", "FranceTravailUnavailable", "router"]

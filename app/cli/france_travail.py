@@ -1,0 +1,180 @@
+"""`passerelle ft`: France Travail from cron: sync the persons the platform works on, push the orientation
+decisions waiting in the outbox."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from app.cli.common import (
+    ExitCode,
+    console,
+    err_console,
+    fail,
+    print_json,
+    print_rows,
+    ready_settings,
+    validated_departement,
+)
+
+ft_app = typer.Typer(
+    help="France Travail: sync persons (Rechercher usager, statut, diagnostic), push orientations.",
+    no_args_is_help=True,
+)
+
+OUTCOME_LABELS = {
+    "found": "found (statut and diagnostic fetched)",
+    "unknown": "unknown to France Travail (S002)",
+    "ambiguous": "several matches (S003)",
+    "not_certified": "not certified, refused by policy",
+    "refused": "refused by France Travail (R001/R002)",
+    "no_nir": "no NIR or birth date to search with",
+    "rejected": "error: request found invalid (R997)",
+    "ft_error": "error: France Travail in error (R998...)",
+    "malformed": "error: malformed answer",
+    "unavailable": "error: France Travail unavailable",
+    "token_refused": "error: our client refused by the token endpoint",
+}
+
+
+def _client(settings: Any) -> Any:
+    from app.clients.france_travail import FranceTravailClient
+
+    if not settings.ft_configured:
+        raise fail(
+            "France Travail is not configured: set PASSERELLE_FT_AUTH_URL, PASSERELLE_FT_API_URL, "
+            "PASSERELLE_FT_CLIENT_ID and PASSERELLE_FT_CLIENT_SECRET (README, 'France Travail')",
+            ExitCode.ENVIRONMENT,
+        )
+    return FranceTravailClient(settings)
+
+
+@ft_app.command("sync")
+def ft_sync(
+    departement: Annotated[str, typer.Option(help="Département, e.g. 055")],
+    only_missing: Annotated[
+        bool, typer.Option("--only-missing", help="Only persons without a definite identity search yet")
+    ] = False,
+    stale_days: Annotated[
+        int | None, typer.Option(min=0, max=3650, help="Only persons without a successful exchange for N days")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N persons in this run")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The summary as JSON on stdout")] = False,
+) -> None:
+    """Search every person the platform works on (an entry episode or an orientation) at France Travail,
+    fetch their statut and diagnostic, store them. Reuses a valid jeton; resumable (kill it and run it
+    again: it continues); one run per département at a time. Exit 0 when every person ended with a definite
+    outcome (found, unknown, ambiguous, refused), 1 when some ended in error (re-run to retry them),
+    3 when France Travail stayed unavailable or is not configured, 5 when another run holds the lock."""
+    from app.db import get_engine
+    from app.services.ft_sync import SyncBusy, SyncOptions, SyncSummary, run_sync
+
+    settings = ready_settings()
+    options = SyncOptions(validated_departement(departement), only_missing, stale_days, limit)
+    client = _client(settings)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly, resumable
+    progress = Progress(
+        TextColumn("France Travail"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json or not err_console.is_terminal,
+    )
+    task: list[Any] = []
+
+    def started(summary: SyncSummary) -> None:
+        total = summary.settled_before + summary.selected
+        task.append(progress.add_task("sync", total=total, completed=summary.settled_before))
+        if summary.resumed:
+            err_console.print(
+                f"resuming run {summary.run_id}: {summary.settled_before} persons already settled, "
+                f"{summary.selected} to go",
+                highlight=False,
+            )
+
+    try:
+        with progress:
+            summary = run_sync(
+                get_engine(settings),
+                settings,
+                client,
+                options,
+                on_start=started,
+                on_progress=lambda n: progress.advance(task[0], n),
+            )
+    except SyncBusy as exc:
+        raise fail(str(exc), ExitCode.BUSY) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        client.close()
+    _report(summary, as_json)
+    if summary.stopped == "interrupted":
+        err_console.print(f"interrupted: run {summary.run_id} resumes where it stopped when run again", highlight=False)
+        raise typer.Exit(130)
+    if summary.stopped and summary.stopped.startswith("token_refused"):
+        raise fail(summary.stopped.removeprefix("token_refused: "), ExitCode.ENVIRONMENT)
+    if summary.stopped:
+        raise fail(
+            f"France Travail stayed unavailable: run {summary.run_id} stopped; run the same command again "
+            "later to resume it",
+            ExitCode.ENVIRONMENT,
+        )
+    if not summary.definite:
+        n = sum(summary.errors.values())
+        raise fail(f"{n} persons ended in error (codes above): the next run retries them", ExitCode.REJECTED)
+
+
+def _report(summary: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(summary.as_dict())
+        return
+    rows = [(OUTCOME_LABELS.get(k, k), v) for k, v in sorted(summary.outcomes.items(), key=lambda kv: -kv[1])]
+    if summary.not_certified_used:
+        rows.append(("  of which found, not certified (used, marked)", summary.not_certified_used))
+    rows += [(f"  error code {code}", n) for code, n in sorted(summary.errors.items())]
+    console.print(
+        f"run {summary.run_id}{' (resumed)' if summary.resumed else ''}: {summary.selected} persons in "
+        f"{summary.seconds:.1f} s, {summary.calls} calls",
+        highlight=False,
+    )
+    print_rows(("outcome", "persons"), rows)
+
+
+@ft_app.command("push")
+def ft_push(
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N decisions in this run")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Send the orientation decisions waiting in the outbox to France Travail (Orientation usager v1; only
+    when PASSERELLE_FT_ORIENTATION_PUSH is on). Never sends one twice; exit 1 if some failed."""
+    from app.db import get_engine, session_scope
+    from app.services.ft_outbox import outbox_counts, push_due
+
+    settings = ready_settings()
+    if not settings.ft_orientation_push:
+        with session_scope(settings) as session:
+            waiting = outbox_counts(session).get("pending", 0)
+        raise fail(
+            f"the orientation push is off (PASSERELLE_FT_ORIENTATION_PUSH=false); {waiting} decisions wait",
+            ExitCode.USAGE,
+        )
+    client = _client(settings)
+    try:
+        counts = push_due(get_engine(settings), settings, client, limit=limit)
+    finally:
+        client.close()
+    with session_scope(settings) as session:
+        queue = outbox_counts(session)
+    if as_json:
+        print_json({"this_run": counts, "outbox": queue})
+    else:
+        print_rows(("this run", "decisions"), sorted(counts.items()) or [("nothing due", 0)])
+        print_rows(("outbox", "decisions"), sorted(queue.items()))
+    if counts.get("failed"):
+        raise fail(f"{counts['failed']} decisions failed (see the outbox: last_error)", ExitCode.REJECTED)

@@ -1,0 +1,229 @@
+"""France Travail's shapes -> the convention's vocabulary (seeds/001, Annexe 2 §10), in one place.
+
+The client speaks what francetravail.io serves (contrat-usager v2 `m_*` fields, diagnostic argumenté v4
+dossiers); our API and storage speak the convention's names (`statutDE`, `dateEffetStatut`,
+`motifInscriptionCode`, `besoinsParDiagnostic`, `contraintes`…). Partner answers are validated here: a
+value of the wrong type or form raises `MappingError` naming the field, and nothing is stored.
+
+Where the convention and the API differ (docs/integrations.md, "France Travail"):
+- the convention's `dateInscription12/24/36` are described as dates; contrat-usager v2 answers durations in
+  months (`m_duree_inscription_12`...). Both are kept under honest names: `dateInscription12` when a date
+  is given, `dureeInscription12` (months) when a duration is.
+- the convention's `Top Identité certifiée` is "Oui"/"Non"; the API's `topIdentiteCertifiee` is "O"/"N"/
+  "null" (read by the client).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from typing import Any
+
+STATUTS = {"identifie": "Identifié", "inscrit": "Inscrit", "cesse": "Cessé", "radie": "Radié"}
+
+
+class MappingError(ValueError):
+    """France Travail answered something of the wrong form: the field and what was wrong."""
+
+
+def _fold(value: str) -> str:
+    return value.strip().lower().translate(str.maketrans("éèêëÉ", "eeeee"))
+
+
+def _text(data: dict[str, Any], key: str, where: str, limit: int = 500) -> str | None:
+    value = data.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise MappingError(f"{where}.{key}: expected text, got {type(value).__name__}")
+    text = str(value).strip()
+    if len(text) > limit:
+        raise MappingError(f"{where}.{key}: longer than {limit} characters")
+    return text or None
+
+
+def _day(data: dict[str, Any], key: str, where: str) -> str | None:
+    value = _text(data, key, where, 40)
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value[:10]).isoformat()
+    except ValueError:
+        raise MappingError(f"{where}.{key}: not a date AAAA-MM-JJ") from None
+
+
+def _months(data: dict[str, Any], key: str, where: str) -> int | None:
+    value = data.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        months = int(value)
+    except (TypeError, ValueError):
+        raise MappingError(f"{where}.{key}: not a number of months") from None
+    if not 0 <= months <= 36:
+        raise MappingError(f"{where}.{key}: {months} months is outside 0-36")
+    return months
+
+
+def _bool(data: dict[str, Any], key: str, where: str) -> bool | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().upper() in ("O", "OUI", "TRUE", "N", "NON", "FALSE"):
+        return value.strip().upper() in ("O", "OUI", "TRUE")
+    raise MappingError(f"{where}.{key}: not a boolean")
+
+
+def _objects(data: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise MappingError(f"{where}.{key}: expected a list of objects")
+    return value
+
+
+def _object(data: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MappingError(f"{where}.{key}: expected an object")
+    return value
+
+
+def statut(contrat: dict[str, Any]) -> dict[str, Any]:
+    """contrat-usager v2 `m_contrat` -> the convention's Statut usager."""
+    w = "m_contrat"
+    raw = _text(contrat, "m_statut", w, 40)
+    if raw is None or _fold(raw) not in STATUTS:
+        raise MappingError(f"{w}.m_statut: expected Identifié, Inscrit, Cessé or Radié")
+    out: dict[str, Any] = {"statutDE": STATUTS[_fold(raw)], "dateEffetStatut": _day(contrat, "m_date_effet_statut", w)}
+    for n in (12, 24, 36):
+        out[f"dateInscription{n}"] = _day(contrat, f"m_date_inscription_{n}", w)
+        out[f"dureeInscription{n}"] = _months(contrat, f"m_duree_inscription_{n}", w)
+    for ours, theirs in (
+        ("motifInscription", "m_motif_inscription"),
+        ("categInscription", "m_categ_inscription"),
+        ("situationRegEmp", "m_situation_reg_emp"),
+        ("motifCloture", "m_motif_cloture"),
+    ):
+        out[f"{ours}Code"] = _text(contrat, f"{theirs}_code", w, 20)
+        out[f"{ours}Lib"] = _text(contrat, f"{theirs}_lib", w, 200)
+    return out
+
+
+def _conseiller(agent: dict[str, Any] | None, where: str) -> dict[str, Any] | None:
+    if agent is None:
+        return None
+    return {k: _text(agent, k, where, 200) for k in ("nom", "prenom", "structure")}
+
+
+def diagnostic(dossier: dict[str, Any]) -> dict[str, Any]:
+    """diagnostic argumenté v4 dossier -> the convention's Dossier individu (besoins par diagnostic,
+    contraintes with their situations and objectifs, pouvoir d'agir)."""
+    besoins_par_diagnostic = []
+    for i, item in enumerate(_objects(dossier, "besoinsParDiagnostic", "dossier")):
+        w = f"besoinsParDiagnostic[{i}]"
+        diag: dict[str, Any] = _object(item, "diagnostic", w) or {}
+        dw = f"{w}.diagnostic"
+        besoins = []
+        for j, theme in enumerate(_objects(item, "thematiquesBesoins", w)):
+            tw = f"{w}.thematiquesBesoins[{j}]"
+            for k, besoin in enumerate(_objects(theme, "besoins", tw)):
+                bw = f"{tw}.besoins[{k}]"
+                besoins.append(
+                    {
+                        "thematiqueCode": _text(theme, "code", tw, 20),
+                        "thematiqueLibelle": _text(theme, "libelle", tw, 200),
+                        "code": _text(besoin, "code", bw, 20),
+                        "libelle": _text(besoin, "libelle", bw, 200),
+                        "valeur": _text(besoin, "valeur", bw, 20),
+                        "dateExploration": _day(besoin, "dateExploration", bw),
+                    }
+                )
+        besoins_par_diagnostic.append(
+            {
+                "idDiagnostic": _text(diag, "idDiagnostic", dw, 100),
+                "idMetier": _text(diag, "idMetierChiffre", dw, 300),
+                "nomMetier": _text(diag, "nomMetier", dw, 200),
+                "typologie": _text(diag, "typologie", dw, 60),
+                "codeRome": _text(diag, "codeRome", dw, 10),
+                "statut": _text(diag, "statut", dw, 30),
+                "estPrioritaire": _bool(diag, "estPrioritaire", dw),
+                "dateMiseAJour": _day(diag, "dateMiseAJour", dw),
+                "conseiller": _conseiller(_object(diag, "agent", dw), f"{dw}.agent"),
+                "besoins": besoins,
+            }
+        )
+    contraintes = None
+    ctheme = _object(dossier, "thematiqueContrainte", "dossier")
+    if ctheme is not None:
+        tw = "thematiqueContrainte"
+        items = []
+        for i, c in enumerate(_objects(ctheme, "contraintes", tw)):
+            cw = f"{tw}.contraintes[{i}]"
+            items.append(
+                {
+                    "id": _text(c, "code", cw, 20),
+                    "nom": _text(c, "libelle", cw, 200),
+                    "valeur": _text(c, "valeur", cw, 20),
+                    "estPrioritaire": _bool(c, "estPrioritaire", cw),
+                    "impact": _text(c, "impact", cw, 40),
+                    "situations": [
+                        {
+                            "code": _text(s, "code", f"{cw}.situations[{j}]", 20),
+                            "libelle": _text(s, "libelle", f"{cw}.situations[{j}]", 200),
+                            "valeur": _text(s, "valeur", f"{cw}.situations[{j}]", 20),
+                        }
+                        for j, s in enumerate(_objects(c, "situations", cw))
+                    ],
+                    "objectifs": [
+                        {
+                            "code": _text(o, "code", f"{cw}.objectifs[{j}]", 20),
+                            "libelle": _text(o, "libelle", f"{cw}.objectifs[{j}]", 200),
+                            "valeur": _text(o, "valeur", f"{cw}.objectifs[{j}]", 20),
+                        }
+                        for j, o in enumerate(_objects(c, "objectifs", cw))
+                    ],
+                }
+            )
+        contraintes = {
+            "code": _text(ctheme, "code", tw, 20),
+            "libelle": _text(ctheme, "libelle", tw, 200),
+            "dateDeModification": _day(ctheme, "dateExploration", tw),
+            "contraintes": items,
+        }
+    pouvoir = _object(dossier, "pouvoirAgir", "dossier")
+    autonomie = _object(dossier, "autonomieNumerique", "dossier")
+    return {
+        "besoinsParDiagnostic": besoins_par_diagnostic,
+        "contraintes": contraintes,
+        "pouvoirAgir": {
+            k: _text(pouvoir, k, "pouvoirAgir", 60) for k in ("confiance", "accompagnement", "resultatAnalyse")
+        }
+        if pouvoir is not None
+        else None,
+        "autonomieNumerique": {k: _text(autonomie, k, "autonomieNumerique", 200) for k in sorted(autonomie)}
+        if autonomie is not None
+        else None,
+    }
+
+
+def orientation(data: dict[str, Any]) -> dict[str, Any]:
+    """Orientation usager v1 lectureOrientation -> what France Travail knows of the orientation."""
+    w = "lectureOrientation"
+    return {
+        "parcours": _text(data, "parcours", w, 10),
+        "organisme": _text(data, "organisme", w, 20),
+        "origine": _text(data, "origine", w, 20),
+        "dateOrientation": _day(data, "dateOrientation", w),
+    }
+
+
+def fingerprint(data: dict[str, Any] | None) -> str:
+    """Equal content, equal fingerprint: a snapshot is stored only when it differs from the last one."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
