@@ -9,10 +9,12 @@ import os
 import secrets
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import authlib.deprecate  # noqa: F401 - sets its warnings to "always" on import: filtered just below
 import pytest
 from fastapi.testclient import TestClient
 from joserfc import jwt
@@ -24,6 +26,8 @@ from app import migrate as migrations
 from app.db import dispose_engines, get_engine, session_scope
 from app.models.base import Base
 from app.settings import Settings
+
+warnings.filterwarnings("ignore", message="The httpx module is deprecated")  # authlib's (pyproject.toml)
 
 PG_ENV = "PASSERELLE_TEST_DATABASE_URL"
 ISSUER = "https://idp.test.local/realms/departement"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.fake_ft import FakeState
+from app.fake_ft import FakeState, Faults
 
 SCOPE = (
     "api_rechercher-usagerv2 rechercheusager profil_accedant api_contrat-usagerv2 statutcontratusager "
@@ -59,7 +59,7 @@ def http(fake) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fake, timeout=10, follow_redirects=False) as client:
         client.post("/_fake/faults", json={"rate_429": 0, "rate_503": 0, "rate_r999": 0, "rate_malformed": 0,
                                            "rate_reset": 0, "retry_after": 1, "jeton_ttl_seconds": 86400,
-                                           "latency_ms": 0})  # fmt: skip
+                                           "latency_ms": 0, "error_persons_percent": 0})  # fmt: skip
         yield client
 
 
@@ -73,8 +73,8 @@ def _headers(http: httpx.Client) -> dict[str, str]:
     return {"Authorization": f"Bearer {_token(http).json()['access_token']}"} | AGENT
 
 
-def _nir_of(kind: str) -> str:
-    state = FakeState(seed=3)
+def _nir_of(kind: str, error_persons_percent: int = 0) -> str:
+    state = FakeState(seed=3, faults=Faults(error_persons_percent=error_persons_percent))
     for n in range(10_000):
         nir = f"1{n:04d}55545123"[:13]
         if state.kind(nir) == kind:
@@ -107,14 +107,19 @@ def test_headers_and_scopes_are_checked_like_the_real_one(http):
 def test_every_return_code_of_the_search_and_the_person_apis(http):
     headers = _headers(http)
     results = {}
-    for kind in ("certified", "not_certified", "unknown", "ambiguous", "error"):
+    for kind in ("certified", "not_certified", "unknown", "ambiguous", "not_attached"):
         r = http.post(SEARCH, json={"nir": _nir_of(kind), "dateNaissance": "1990-01-15"}, headers=headers)
         results[kind] = (r.status_code, r.json()["codeRetour"], r.json().get("topIdentiteCertifiee"))
+    http.post("/_fake/faults", json={"error_persons_percent": 5})  # a share of persons answered R998
+    r = http.post(SEARCH, json={"nir": _nir_of("error", 5), "dateNaissance": "1990-01-15"}, headers=headers)
+    results["error"] = (r.status_code, r.json()["codeRetour"], r.json().get("topIdentiteCertifiee"))
+    http.post("/_fake/faults", json={"error_persons_percent": 0})
     assert results["certified"] == (200, "S001", "O")
     assert results["not_certified"] == (200, "S001", "N")
     assert results["unknown"] == (200, "S002", "null")
     assert results["ambiguous"] == (200, "S003", "null")
     assert results["error"] == (500, "R998", None)
+    assert results["not_attached"] == (403, "R002", None)
     bad = http.post(SEARCH, json={"nir": "12"}, headers=headers)
     assert (bad.status_code, bad.json()["codeRetour"]) == (400, "R997")
     found = http.post(SEARCH, json={"nir": _nir_of("certified"), "dateNaissance": "1990-01-15"}, headers=headers).json()

@@ -3,6 +3,8 @@ the three calls over real HTTP against the fake France Travail started as a sepa
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from pathlib import Path
 
@@ -66,7 +68,8 @@ def _token_route(mock, expires_in=1499):
     )
 
 
-FOUND = {"codeRetour": "S001", "message": "Usager trouvé", "topIdentiteCertifiee": "O", "jetonUsager": None}
+JETON = base64.b64encode(json.dumps({"vers": "1", "expire": 4102444800000, "data": "u#c"}).encode()).decode()
+FOUND = {"codeRetour": "S001", "message": "Usager trouvé", "topIdentiteCertifiee": "O", "jetonUsager": JETON}
 
 
 @respx.mock
@@ -196,3 +199,97 @@ def test_the_three_calls_against_the_fake(fake, tmp_path):  # noqa: F811
         assert client.search_by_nir(nirs["unknown"], "1990-01-15", AGENT).code == "S002"
     finally:
         client.close()
+
+
+STATUT_URL = f"{API}/contrat-usager/v2/contrat"
+DOSSIER_URL = f"{API}/diagnosticargumente/v4/dossiers"
+
+
+@respx.mock
+def test_every_form_of_top_identite_certifiee(tmp_path):
+    _token_route(respx)
+    search = respx.post(SEARCH_URL)
+    client, _ = _client(tmp_path)
+    for given, read in (("O", True), ("N", False), ("null", None), (None, None)):
+        search.return_value = httpx.Response(200, json={**FOUND, "topIdentiteCertifiee": given})
+        assert client.search_by_nir("1900555545123", "1990-01-15", AGENT).certified is read
+    search.return_value = httpx.Response(200, json={**FOUND, "jetonUsager": None})
+    with pytest.raises(FranceTravailError, match="no jetonUsager"):
+        client.search_by_nir("1900555545123", "1990-01-15", AGENT)
+
+
+@respx.mock
+def test_the_rate_cap_spaces_calls_and_the_concurrency_is_bounded(tmp_path):
+    import time as real_time
+
+    _token_route(respx)
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(request):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        real_time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return httpx.Response(200, json=FOUND)
+
+    respx.post(SEARCH_URL).mock(side_effect=slow)
+    client = FranceTravailClient(_settings(tmp_path, ft_max_concurrency=2, ft_rate_per_second=40))
+    began = real_time.monotonic()
+    threads = [
+        threading.Thread(target=client.search_by_nir, args=("1900555545123", "1990-01-15", AGENT)) for _ in range(12)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 2  # never more than the configured concurrency
+    assert real_time.monotonic() - began >= 11 / 40  # 12 starts, 1/40 s apart at least
+
+
+@respx.mock
+def test_a_deadline_bounds_retries_and_waits(tmp_path):
+    import time as real_time
+
+    _token_route(respx)
+    search = respx.post(SEARCH_URL).mock(return_value=httpx.Response(503))
+    client = FranceTravailClient(
+        _settings(tmp_path, ft_backoff_seconds=0.2, ft_max_attempts=10, ft_circuit_failures=50)
+    )
+    began = real_time.monotonic()
+    trace: list = []
+    with pytest.raises(FranceTravailUnavailable, match="deadline"):
+        client.search_by_nir("1900555545123", "1990-01-15", AGENT, deadline=began + 0.5, trace=trace)
+    assert real_time.monotonic() - began < 0.6 and search.call_count < 10
+    assert trace[0].attempts == search.call_count and trace[0].outcome == "retried_out"
+
+
+@respx.mock
+def test_a_jeton_expired_between_search_and_statut_is_searched_again_once(tmp_path):
+    from app.services import france_travail as ft
+
+    _token_route(respx)
+    search = respx.post(SEARCH_URL).mock(return_value=httpx.Response(200, json=FOUND))
+    statut = respx.get(STATUT_URL)
+    statut.side_effect = [
+        httpx.Response(401),  # the token is renewed once...
+        httpx.Response(401),  # ... still refused: the jeton is, so one new search
+        httpx.Response(200, json={"m_contrat": {"m_statut": "Inscrit", "m_date_effet_statut": "2025-06-28",
+                                                "m_duree_inscription_12": 9}}),
+    ]  # fmt: skip
+    respx.get(DOSSIER_URL).mock(return_value=httpx.Response(204))
+    client, _ = _client(tmp_path)
+    ref = ft.PersonRef(1, "055", "1900555545123", "1990-01-15", None, None, None)
+    ex = ft.exchange(client, client.settings, ref, AGENT)
+    assert (ex.outcome, search.call_count, statut.call_count) == ("found", 2, 3)
+    assert ex.fetched["statut"]["statutDE"] == "Inscrit" and ex.fetched["statut"]["dureeInscription12"] == 9
+    assert ex.fetched["diagnostic"] is None  # 204: France Travail has none
+    statut.side_effect = None
+    statut.return_value = httpx.Response(200, json={"m_contrat": {"m_statut": "Chômeur"}})
+    ex = ft.exchange(client, client.settings, ref, AGENT)
+    assert ex.outcome == "malformed" and "m_contrat.m_statut" in (ex.message or "")
+    respx.post(TOKEN_URL).mock(return_value=httpx.Response(400, json={"error": "invalid_client"}))
+    fresh, _ = _client(tmp_path)
+    assert ft.exchange(fresh, fresh.settings, ref, AGENT).outcome == "token_refused"

@@ -75,6 +75,15 @@ def _unavailable(ex: ft.Exchange, settings: Any) -> FranceTravailUnavailableErro
     return error
 
 
+def _read(session: Any, settings: Any, principal: Principal, person_id: int) -> tuple[Any, ft.PersonRef]:
+    """The person (404 if not the caller's) and what the calls need; then the transaction ends: none stays
+    open while France Travail is called."""
+    person = person_service.get_person(session, principal, person_id)
+    refs = ft.load_refs(session, settings, [person.id])
+    session.commit()
+    return person, refs[person.id]
+
+
 def _raise_for_service(ex: ft.Exchange, settings: Any) -> None:
     """France Travail as a whole failed (not this person's answer): 503 when it did not answer, 502 when its
     token endpoint refused our client."""
@@ -114,16 +123,9 @@ async def refresh(
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.ft_read)],
 ) -> dict[str, Any]:
-    client = _client(request)
     agent = _agent(principal)
-
-    def read() -> tuple[Any, ft.PersonRef]:
-        person = person_service.get_person(session, principal, person_id)
-        refs = ft.load_refs(session, settings, [person.id])
-        session.commit()  # no transaction stays open while France Travail is called
-        return person, refs[person.id]
-
-    person, ref = await anyio.to_thread.run_sync(read)
+    person, ref = await anyio.to_thread.run_sync(lambda: _read(session, settings, principal, person_id))
+    client = _client(request)
     kinds = ("statut", "diagnostic", "orientation") if settings.ft_orientation_push else ("statut", "diagnostic")
     deadline = client.clock() + settings.ft_request_deadline_seconds
     ex = await anyio.to_thread.run_sync(
@@ -176,16 +178,9 @@ async def save_diagnostic(
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.ft_write)],
 ) -> dict[str, Any]:
-    client = _client(request)
     agent = _agent(principal)
-
-    def read() -> tuple[Any, ft.PersonRef]:
-        person = person_service.get_person(session, principal, person_id)
-        refs = ft.load_refs(session, settings, [person.id])
-        session.commit()
-        return person, refs[person.id]
-
-    person, ref = await anyio.to_thread.run_sync(read)
+    person, ref = await anyio.to_thread.run_sync(lambda: _read(session, settings, principal, person_id))
+    client = _client(request)
     deadline = client.clock() + settings.ft_request_deadline_seconds
     ex = await anyio.to_thread.run_sync(
         lambda: ft.save_diagnostic(client, settings, ref, agent, body.model_dump(), deadline=deadline),

@@ -327,7 +327,7 @@ class FranceTravailClient:
             token = self.token(api)
             response: httpx.Response | None = None
             left = self._remaining(deadline)
-            if not self.in_flight.acquire(timeout=left if left is not None else -1):
+            if not self.in_flight.acquire(timeout=left):
                 raise FranceTravailUnavailable("every France Travail slot stayed busy until the deadline", 1.0)
             try:
                 self.rate.wait(deadline)
