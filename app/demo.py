@@ -1,8 +1,10 @@
 """`passerelle demo`: the main job end to end on a fresh SQLite database, in well under a minute.
 
 Generates a realistic stock and a month of daily CAF/MSA files, ingests them as received, records the
-orientation platform's decisions for most nouveaux entrants (some late, some no-shows, some never), then
-prints the annex-4 indicator and the top of the worklist. Nothing is left running.
+orientation platform's decisions for most nouveaux entrants (some late, some no-shows, some never), asks
+the fake France Travail (started for the demo as a separate process, stopped after) about the persons the
+platform works on, then prints the annex-4 indicator, their France Travail statuts and the top of the
+worklist. Nothing is left running.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app import migrate
 from app.db import dispose_engines, get_engine, session_scope
@@ -116,10 +118,14 @@ def run_demo(
                 record_event(session, settings, person, event, recorded_by="demo")
                 recorded += 1
 
+    console.print("[bold]4.[/] France Travail (the fake, started for the demo) is asked about them…")
+    synced = _france_travail(settings, console)
+
     with engine.connect() as conn:
         result = orientation_indicator(conn, ["055"], start, day, day)
-    console.print(f"[bold]4.[/] {applied} files applied, {recorded} platform events recorded.\n")
+    console.print(f"[bold]5.[/] {applied} files applied, {recorded} platform events recorded.\n")
     print_indicator(result, console)
+    console.print(synced)
     _print_worklist(settings, day, console)
     console.print(
         f"\nThe demo database is {root / 'demo.db'}; explore it with\n"
@@ -127,6 +133,56 @@ def run_demo(
     )
     dispose_engines()
     return result
+
+
+def _france_travail(settings: Settings, console: Console) -> Table:
+    """`ft sync` of the département against the fake France Travail; the statuts found, as a table."""
+    from pydantic import SecretStr
+
+    from app.clients.france_travail import FranceTravailClient
+    from app.fake_ft import running_fake
+    from app.models import FtSnapshot
+    from app.services.ft_sync import SyncOptions, run_sync
+
+    with running_fake(seed=1) as base:
+        ft = settings.model_copy(
+            update={
+                "ft_auth_url": base,
+                "ft_api_url": f"{base}/partenaire",
+                "ft_client_id": "passerelle-fake",
+                "ft_client_secret": SecretStr("fake-secret"),
+                "ft_max_concurrency": 16,
+                "ft_rate_per_second": 0.0,
+            }
+        )
+        client = FranceTravailClient(ft)
+        try:
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("France Travail", total=None)
+                summary = run_sync(
+                    get_engine(ft),
+                    ft,
+                    client,
+                    SyncOptions("055"),
+                    on_start=lambda s: progress.update(task, total=s.selected),
+                    on_progress=lambda n: progress.advance(task, n),
+                )
+        finally:
+            client.close()
+    table = Table(title=f"France Travail: {summary.selected} persons asked, {summary.calls} calls")
+    table.add_column("résultat / statutDE")
+    table.add_column("persons", justify="right")
+    for outcome, n in sorted(summary.outcomes.items(), key=lambda kv: -kv[1]):
+        table.add_row(outcome, str(n))
+    with session_scope(settings) as session:
+        latest = select(func.max(FtSnapshot.id)).where(FtSnapshot.kind == "statut").group_by(FtSnapshot.person_id)
+        statuts: dict[str, int] = {}
+        for snap in session.scalars(select(FtSnapshot).where(FtSnapshot.id.in_(latest))):
+            name = "aucune donnée (204)" if snap.no_data or not snap.data else str(snap.data["statutDE"])
+            statuts[name] = statuts.get(name, 0) + 1
+    for name, n in sorted(statuts.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  statutDE {name}", str(n))
+    return table
 
 
 def _print_worklist(settings: Settings, day: date, console: Console) -> None:

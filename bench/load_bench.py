@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.load_bench --db sqlite --clients 20 --seconds 60 [--workers 1] [--during-ingest]
     .venv/bin/python -m bench.load_bench --db postgres --clients 100 --seconds 60 --workers 2 [--during-ingest]
     .venv/bin/python -m bench.load_bench --blackhole
+    .venv/bin/python -m bench.load_bench --db sqlite --clients 20 --seconds 60 --ft-down blackhole
 
 A département is built once per run in a fresh database: a monthly stock of ~N persons (initial stock), then
 a daily file of new demands and changes (the nouveaux entrants). `passerelle serve` then runs in its own
@@ -11,6 +12,9 @@ of worklist pages, person reads, person searches (organisme + matricule) and eve
 With `--during-ingest`, `passerelle flux ingest` applies a second monthly file of ~N persons (the same
 population a month later, 10 % of foyers changed) while the load runs; the figures are then those of the
 requests that started while it ran. `--blackhole` times /ready against a listener that never answers.
+With `--ft-down refused|blackhole`, the server's France Travail is a closed port or a listener that never
+answers, and a fifth kind of request (`ft_refresh`, a France Travail refresh, answered 503) joins the mix:
+the other kinds' p95 should stay those of a run without it (issue #12).
 
 Prints p50/p95/p99 per kind and overall, throughput, errors by status and by message. Loopback only; every
 loop is bounded in time.
@@ -112,7 +116,11 @@ def prepare_database(kind: str, files: dict[str, Path]) -> tuple[dict[str, str],
     print(f"setup: stock + daily applied in {time.perf_counter() - t:.1f} s", flush=True)
     with session_scope(settings, write=True) as session:
         key = create_client(
-            session, settings, name="load", departements=["055"], scopes=["persons:read", "orientation:write"]
+            session,
+            settings,
+            name="load",
+            departements=["055"],
+            scopes=["persons:read", "orientation:write", "ft:read"],
         ).key
     with engine.connect() as conn:
         persons = list(conn.execute(select(Person.id)).scalars())
@@ -213,9 +221,13 @@ class Load:
     samples: list[Sample] = field(default_factory=list)
 
 
+FT_AGENT = {"X-Agent-Identifiant": "BENCH", "X-Agent-Nom": "LOAD", "X-Agent-Prenom": "bench"}
+
+
 async def client_loop(n: int, base: str, data: dict[str, Any], done: Any, load: Load) -> None:
     rng = random.Random(n)
-    kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
+    weights_by_kind = WEIGHTS | ({"ft_refresh": 10} if data.get("ft_down") else {})
+    kinds, weights = list(weights_by_kind), list(weights_by_kind.values())
     day = date.today().isoformat()
     seq = 0
     async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": data["key"]}, timeout=120) as http:
@@ -228,6 +240,10 @@ async def client_loop(n: int, base: str, data: dict[str, Any], done: Any, load: 
                     r = await http.get("/api/v1/worklist", params={"limit": 50, "offset": rng.randrange(0, 500, 50)})
                 elif kind == "person":
                     r = await http.get(f"/api/v1/persons/{rng.choice(data['persons'])}")
+                elif kind == "ft_refresh":
+                    r = await http.post(
+                        f"/api/v1/persons/{rng.choice(data['persons'])}/france-travail/refresh", headers=FT_AGENT
+                    )
                 elif kind == "search":
                     numorg, matricule, role = rng.choice(data["keys"])
                     r = await http.post(
@@ -260,10 +276,11 @@ def summarize(samples: list[Sample], title: str, window: float) -> dict[str, Any
     for s in samples:
         by_kind[s.kind].append(s)
     out: dict[str, Any] = {}
-    for kind in [*WEIGHTS, "all"]:
+    for kind in [*WEIGHTS, *(["ft_refresh"] if "ft_refresh" in by_kind else []), "all"]:
         group = samples if kind == "all" else by_kind.get(kind, [])
         ms = [s.seconds * 1000 for s in group]
-        errors = sum(1 for s in group if s.status == 0 or s.status >= 500)
+        # France Travail down: its 503 is the expected answer, not an error of the service
+        errors = sum(1 for s in group if s.status == 0 or (s.status >= 500 and s.kind != "ft_refresh"))
         p = {q: percentile(ms, q) for q in (0.5, 0.95, 0.99)}
         out[kind] = {"n": len(group), "p50": p[0.5], "p95": p[0.95], "p99": p[0.99], "errors": errors}
         print(
@@ -281,6 +298,21 @@ def run_load(args: argparse.Namespace) -> None:
     print(f"files: {', '.join(f'{k} {p.stat().st_size / 1e6:.0f} MB' for k, p in files.items())}", flush=True)
     env, data = prepare_database(args.db, files)
     print(f"population: {len(data['persons'])} persons, {len(data['waiting'])} with an entry episode", flush=True)
+    hole = None
+    if args.ft_down != "none":
+        if args.ft_down == "blackhole":
+            hole = black_hole()
+            ft_base = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        else:
+            ft_base = f"http://127.0.0.1:{free_port()}"  # nothing listens there: refused at once
+        env = env | {
+            "PASSERELLE_FT_AUTH_URL": ft_base,
+            "PASSERELLE_FT_API_URL": f"{ft_base}/partenaire",
+            "PASSERELLE_FT_CLIENT_ID": "bench",
+            "PASSERELLE_FT_CLIENT_SECRET": "bench-secret-not-used",
+            "PASSERELLE_FT_CONNECT_TIMEOUT_SECONDS": "2",
+        }
+        data["ft_down"] = args.ft_down
     server, base = start_server(env, args.workers)
     ingestion: dict[str, Any] = {}
     load = Load()
@@ -318,6 +350,8 @@ def run_load(args: argparse.Namespace) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        if hole is not None:
+            hole.close()
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"Command: {' '.join(sys.argv)}")
     used = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
@@ -344,10 +378,11 @@ def run_load(args: argparse.Namespace) -> None:
             print(f"ingestion: exit {ingestion['exit']}: {report}")
 
 
-def run_blackhole() -> None:
+def black_hole() -> socket.socket:
+    """A loopback listener that accepts connections and never answers."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
+    listener.listen(256)
     held: list[socket.socket] = []
 
     def accept() -> None:
@@ -358,6 +393,11 @@ def run_blackhole() -> None:
                 return
 
     threading.Thread(target=accept, daemon=True).start()
+    return listener
+
+
+def run_blackhole() -> None:
+    listener = black_hole()
     data_dir = OUT / "load-data-blackhole"
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -408,6 +448,12 @@ def main() -> None:
     parser.add_argument("--during-ingest", action="store_true")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before the ingestion starts")
     parser.add_argument("--blackhole", action="store_true")
+    parser.add_argument(
+        "--ft-down",
+        choices=("none", "refused", "blackhole"),
+        default="none",
+        help="France Travail down (a closed port, or a listener that never answers) and refreshes in the mix",
+    )
     args = parser.parse_args()
     if args.blackhole:
         run_blackhole()

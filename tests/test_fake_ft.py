@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from app.fake_ft import FakeState, Faults
+from app.fake_ft import FakeState, Faults, running_fake
 
 SCOPE = (
     "api_rechercher-usagerv2 rechercheusager profil_accedant api_contrat-usagerv2 statutcontratusager "
@@ -28,30 +24,9 @@ SEARCH = "/partenaire/rechercher-usager/v2/usagers/par-datenaissance-et-nir"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PASSERELLE_ENV": "dev", "PASSERELLE_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "fake-ft", "serve", "--port", str(port), "--seed", "3"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/_fake/faults", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "the fake did not start"
-                time.sleep(0.1)
+    """The fake France Travail as a separate process (seed 3), for the tests of a module."""
+    with running_fake(seed=3) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -14,13 +14,20 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import random
 import secrets
+import socket
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
@@ -409,3 +416,36 @@ def create_app(state: FakeState | None = None) -> FastAPI:
         return JSONResponse(known[-1])
 
     return app
+
+
+@contextmanager
+def running_fake(seed: int = 1, startup_seconds: float = 20) -> Iterator[str]:
+    """Start the fake as a separate process on a free loopback port; yield its base URL; stop it after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PASSERELLE_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(  # noqa: S603 - our own command, fixed arguments
+        [sys.executable, "-m", "app.cli", "fake-ft", "serve", "--port", str(port), "--seed", str(seed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_seconds
+        while True:
+            try:
+                if httpx.get(f"{base}/_fake/faults", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the fake France Travail did not start") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
