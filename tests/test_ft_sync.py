@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import signal
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, FtCall, FtIdentity, FtOutboxItem, FtSyncItem, FtSyncRun, Person
+from app.models.base import utcnow
 from app.services.orientation import EventIn, record_event
 from tests.ftsupport import cli_env, fake_stats, faults, ft_settings, passerelle, population
 from tests.test_fake_ft import fake  # noqa: F401 - the fake, as a separate process
@@ -120,10 +122,29 @@ def test_two_syncs_at_once_the_second_says_why_and_exits_5(db, tmp_path, fake): 
     assert code == 0, err
 
 
+def test_a_sync_while_a_flux_is_ingested(db, tmp_path, fake):  # noqa: F811
+    from app.ingest.loader import ingest_file
+
+    held: list = []
+    population(db, tmp_path, foyers=400, days=4, held=held)
+    faults(fake, latency_ms=20)
+    env = cli_env(db, fake, PASSERELLE_FT_MAX_CONCURRENCY="4")
+    try:
+        proc = passerelle("ft", "sync", "--departement", "055", "--json", env=env)
+        time.sleep(0.5)
+        for path, options in held:
+            assert ingest_file(get_engine(db), db, path, options).status == "applied"
+        out, err = proc.communicate(timeout=180)
+    finally:
+        faults(fake)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["definite"] and "database is locked" not in err
+
+
 def test_under_503_and_429_every_person_ends_definite_within_the_rate_cap(db, tmp_path, fake):  # noqa: F811
     kinds = population(db, tmp_path, foyers=50)
     persons = sum(len(v) for v in kinds.values())
-    faults(fake, rate_503=0.10, rate_429=0.05, retry_after=0)
+    faults(fake, rate_503=0.10, rate_429=0.05, retry_after=0, rate_r999=0.03, rate_reset=0.02)
     fake_stats(fake, reset=True)
     env = cli_env(db, fake, PASSERELLE_FT_MAX_CONCURRENCY="6", PASSERELLE_FT_RATE_PER_SECOND="25",
                   PASSERELLE_FT_MAX_ATTEMPTS="8", PASSERELLE_FT_CIRCUIT_FAILURES="50")  # fmt: skip
@@ -161,7 +182,7 @@ def test_france_travail_down_stops_the_run_resumable_and_a_refused_client_says_s
 
 def test_orientation_decisions_reach_france_travail_once(db, tmp_path, fake):  # noqa: F811
     from app.clients.france_travail import FranceTravailClient
-    from app.services.ft_outbox import push_due
+    from app.services.ft_outbox import push_due, sending_expires
 
     faults(fake)
     kinds = population(db, tmp_path, foyers=30, days=2)
@@ -189,9 +210,13 @@ def test_orientation_decisions_reach_france_travail_once(db, tmp_path, fake):  #
         assert push_due(get_engine(settings), settings, client) == {}  # nothing due: the retry waits
         assert fake_stats(fake)["orientations"] == 1
         # a process died after France Travail took it, before recording it: confirmed, not sent again
+        long_ago = utcnow() - sending_expires(settings) - timedelta(seconds=1)
         with session_scope(settings, write=True) as s:
             item = s.scalar(select(FtOutboxItem).where(FtOutboxItem.person_id == known))
             item.status = "sending"
+        assert push_due(get_engine(settings), settings, client) == {}  # maybe a live sender: left alone
+        with session_scope(settings, write=True) as s:
+            s.get(FtOutboxItem, item.id).next_attempt_at = long_ago
         assert push_due(get_engine(settings), settings, client) == {"confirmed": 1}
         assert fake_stats(fake)["orientations"] == 1
         # ... or died before sending: back to pending, then sent
@@ -203,7 +228,7 @@ def test_orientation_decisions_reach_france_travail_once(db, tmp_path, fake):  #
             s.execute(
                 FtOutboxItem.__table__.update()
                 .where(FtOutboxItem.person_id == p.id)
-                .values(status="sending", attempts=1)
+                .values(status="sending", attempts=1, next_attempt_at=long_ago)
             )
         assert push_due(get_engine(settings), settings, client) == {"requeued": 1, "sent": 1}
         assert fake_stats(fake)["orientations"] == 2
@@ -211,6 +236,46 @@ def test_orientation_decisions_reach_france_travail_once(db, tmp_path, fake):  #
         client.close()
     with session_scope(db) as s:
         assert s.scalar(select(func.count()).select_from(FtIdentity)) >= 3
+
+
+def test_two_pushes_at_once_send_each_decision_once(db, tmp_path, fake):  # noqa: F811
+    import threading
+
+    from app.clients.france_travail import FranceTravailClient
+    from app.services.ft_outbox import push_due
+
+    faults(fake, latency_ms=30)
+    kinds = population(db, tmp_path, foyers=40, days=2)
+    settings = ft_settings(db, fake, ft_orientation_push=True)
+    fake_stats(fake, reset=True)
+    chosen = kinds["certified"][:8]
+    with session_scope(settings, write=True) as s:
+        for pid in chosen:
+            p = s.get(Person, pid)
+            body = {"type": "orientation", "organisme": "DEPARTEMENT", "type_parcours": "social",
+                    "date": p.first_received_on, "external_id": f"o-{pid}"}  # fmt: skip
+            record_event(s, settings, p, EventIn.model_validate(body), recorded_by="test")
+    results: list = []
+
+    def push() -> None:
+        client = FranceTravailClient(settings)
+        try:
+            results.append(push_due(get_engine(settings), settings, client))
+        finally:
+            client.close()
+
+    try:
+        threads = [threading.Thread(target=push) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        faults(fake)
+    assert sum(r.get("sent", 0) for r in results) == len(chosen), (results, fake_stats(fake))
+    assert fake_stats(fake)["orientations"] == len(chosen)
+    with session_scope(db) as s:
+        assert set(s.scalars(select(FtOutboxItem.status))) == {"sent"}
 
 
 @pytest.mark.parametrize("push", ["false"])

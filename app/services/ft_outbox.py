@@ -8,9 +8,10 @@
   process only) -> `sent`; a France Travail unavailable or a person not found sends it back to `pending`
   with a growing delay, up to `PASSERELLE_FT_OUTBOX_MAX_ATTEMPTS`, then `failed`; a refusal (R997, R001,
   R002...) makes it `failed` at once, with France Travail's code.
-- **Never twice**: a row found `sending` (the process died between the call and its record) is not sent
-  again blindly: France Travail's `lectureOrientation` is read first; if it already holds that parcours,
-  the row is `sent`, otherwise it goes back to `pending`.
+- **Never twice**: a row found `sending` longer than a live sender could hold it (`sending_expires`: the
+  process died between the call and its record) is not sent again blindly: France Travail's
+  `lectureOrientation` is read first; if it already holds that parcours, the row is `sent`, otherwise it
+  goes back to `pending`. A row another process is sending now is never touched.
 """
 
 from __future__ import annotations
@@ -68,12 +69,27 @@ def _delay(attempts: int) -> timedelta:
     return timedelta(minutes=min(5 * 2 ** max(attempts - 1, 0), 24 * 60))
 
 
+def sending_expires(settings: Settings) -> timedelta:
+    """How long a `sending` row may be in a live process's hands: its attempts, their timeouts and waits."""
+    s = settings
+    attempt = s.ft_connect_timeout_seconds + s.ft_read_timeout_seconds + s.ft_retry_after_cap_seconds
+    return timedelta(seconds=s.ft_max_attempts * attempt + 60)
+
+
 def _recover(
     engine: Engine, settings: Settings, client: FranceTravailClient, agent: Agent, counts: Counter[str]
 ) -> None:
-    """Rows left `sending`: sent or not? France Travail's lectureOrientation says."""
+    """Rows left `sending` longer than a live sender could hold them (its process died): sent or not? France
+    Travail's lectureOrientation says. A row another process is sending right now is left alone."""
+    claimed_before = utcnow() - sending_expires(settings)
     with session_scope(settings) as session:
-        stuck = list(session.scalars(select(FtOutboxItem).where(FtOutboxItem.status == "sending")))
+        stuck = list(
+            session.scalars(
+                select(FtOutboxItem).where(
+                    FtOutboxItem.status == "sending", FtOutboxItem.next_attempt_at < claimed_before
+                )
+            )
+        )
     for item in stuck:
         with engine.connect() as conn:
             ref = ft.load_refs(conn, settings, [item.person_id]).get(item.person_id)
