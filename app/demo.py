@@ -137,24 +137,13 @@ def run_demo(
 
 def _france_travail(settings: Settings, console: Console) -> Table:
     """`ft sync` of the département against the fake France Travail; the statuts found, as a table."""
-    from pydantic import SecretStr
-
     from app.clients.france_travail import FranceTravailClient
-    from app.fake_ft import running_fake
+    from app.fake_ft import pointed_at, running_fake
     from app.models import FtSnapshot
     from app.services.ft_sync import SyncOptions, run_sync
 
     with running_fake(seed=1) as base:
-        ft = settings.model_copy(
-            update={
-                "ft_auth_url": base,
-                "ft_api_url": f"{base}/partenaire",
-                "ft_client_id": "passerelle-fake",
-                "ft_client_secret": SecretStr("fake-secret"),
-                "ft_max_concurrency": 16,
-                "ft_rate_per_second": 0.0,
-            }
-        )
+        ft = pointed_at(settings, base, ft_max_concurrency=16, ft_rate_per_second=0.0)
         client = FranceTravailClient(ft)
         try:
             with Progress(console=console, transient=True) as progress:

@@ -22,7 +22,6 @@ from datetime import date
 from pathlib import Path
 
 import httpx
-from pydantic import SecretStr
 from sqlalchemy import insert, select
 
 from bench.common import fresh_pg_schema, fresh_sqlite
@@ -70,10 +69,15 @@ def prepare(kind: str, persons: int):  # type: ignore[no-untyped-def]
 def run(settings, fake: str, label: str, limit: int) -> dict:  # type: ignore[no-untyped-def]
     from app.clients.france_travail import FranceTravailClient
     from app.db import get_engine
+    from app.logging import configure_logging
     from app.services.ft_sync import SyncOptions, run_sync
 
+    configure_logging("WARNING", False)  # the retries' log lines are not the figures
     httpx.post(f"{fake}/_fake/reset", timeout=5)
-    client = FranceTravailClient(settings)
+    sent: list[float] = []  # when each API request left this process (the rate cap is kept here)
+    hooks = {"request": [lambda request: sent.append(time.monotonic())]}
+    timeout = httpx.Timeout(settings.ft_read_timeout_seconds, connect=settings.ft_connect_timeout_seconds)
+    client = FranceTravailClient(settings, httpx.Client(timeout=timeout, follow_redirects=False, event_hooks=hooks))
     samples: list[float] = []
     stop = threading.Event()
 
@@ -93,14 +97,26 @@ def run(settings, fake: str, label: str, limit: int) -> dict:  # type: ignore[no
     print(f"\n### {label}")
     print(f"persons {summary.selected}, outcomes {dict(summary.outcomes)}, errors {dict(summary.errors)}")
     print(f"definite: {summary.definite}; {seconds:.1f} s; client attempts {summary.calls}; fake saw {stats['calls']}")
-    print(f"max calls started in one second: {stats['max_calls_in_one_second']}")
+    print(
+        f"most calls in one second: sent by the client {most_in_one_second(sent)}, "
+        f"arrived at the fake {stats['max_calls_in_one_second']}"
+    )
     if samples:
         third = max(1, len(samples) // 3)
         print(
             f"RSS MB: first third max {max(samples[:third]):.0f}, last third max {max(samples[-third:]):.0f}, "
             f"overall max {max(samples):.0f}"
         )
-    return {"seconds": seconds, "calls": stats["calls"], "summary": summary, "stats": stats}
+    return {"seconds": seconds, "calls": stats["calls"], "summary": summary, "stats": stats, "sent": sent}
+
+
+def most_in_one_second(times: list[float]) -> int:
+    times, most, first = sorted(times), 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def main() -> None:
@@ -113,22 +129,13 @@ def main() -> None:
     parser.add_argument("--fault-rate", type=float, default=100.0, help="rate cap of the run under faults")
     args = parser.parse_args()
 
-    from app.fake_ft import running_fake
+    from app.fake_ft import pointed_at, running_fake
 
     t = time.monotonic()
     settings, n = prepare(args.db, args.persons)
     print(f"setup: {n} persons the platform works on, in {time.monotonic() - t:.0f} s", flush=True)
     with running_fake(seed=1) as fake:
-        ft = settings.model_copy(
-            update={
-                "ft_auth_url": fake,
-                "ft_api_url": f"{fake}/partenaire",
-                "ft_client_id": "passerelle-fake",
-                "ft_client_secret": SecretStr("fake-secret"),
-                "ft_max_concurrency": args.concurrency,
-                "ft_rate_per_second": args.rate,
-            }
-        )
+        ft = pointed_at(settings, fake, ft_max_concurrency=args.concurrency, ft_rate_per_second=args.rate)
         httpx.post(f"{fake}/_fake/faults", json={"latency_ms": args.latency_ms}, timeout=5)
         first = run(ft, fake, f"clean, {args.latency_ms} ms, concurrency {args.concurrency}", n)
         ideal = args.concurrency / (args.latency_ms / 1000)
@@ -139,8 +146,8 @@ def main() -> None:
             update={"ft_rate_per_second": args.fault_rate, "ft_max_attempts": 8, "ft_circuit_failures": 100}
         )
         second = run(faulty, fake, f"10 % 503 + 5 % 429 (Retry-After 1 s), rate cap {args.fault_rate}/s", n)
-        cap_kept = second["stats"]["max_calls_in_one_second"] <= args.fault_rate + 1
-        print(f"rate cap kept: {cap_kept}; every person definite: {second['summary'].definite}")
+        cap_kept = most_in_one_second(second["sent"]) <= args.fault_rate
+        print(f"rate cap kept by the client: {cap_kept}; every person definite: {second['summary'].definite}")
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, db {args.db}")
 
 

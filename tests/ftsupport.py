@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 from sqlalchemy import select
 
 from app.db import get_engine, session_scope
-from app.fake_ft import FakeState
+from app.fake_ft import FakeState, pointed_at
 from app.ingest.generator import generate
 from app.ingest.loader import IngestOptions, ingest_file
 from app.models import Person
@@ -30,17 +29,13 @@ AGENT_HEADERS = {"X-Agent-Identifiant": "A123", "X-Agent-Nom": "MARTIN", "X-Agen
 
 
 def ft_settings(db: Settings, fake: str, **over: Any) -> Settings:
-    values = {
-        "ft_auth_url": fake,
-        "ft_api_url": f"{fake}/partenaire",
-        "ft_client_id": "passerelle-fake",
-        "ft_client_secret": SecretStr("fake-secret"),
+    quick = {
         "ft_backoff_seconds": 0.01,
         "ft_retry_after_cap_seconds": 1.0,
         "ft_rate_per_second": 0.0,
         "ft_circuit_cooldown_seconds": 1.0,
     }
-    return db.model_copy(update=values | over)
+    return pointed_at(db, fake, **(quick | over))  # type: ignore[no-any-return]
 
 
 def faults(fake: str, **values: Any) -> None:

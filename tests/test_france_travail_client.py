@@ -293,3 +293,21 @@ def test_a_jeton_expired_between_search_and_statut_is_searched_again_once(tmp_pa
     respx.post(TOKEN_URL).mock(return_value=httpx.Response(400, json={"error": "invalid_client"}))
     fresh, _ = _client(tmp_path)
     assert ft.exchange(fresh, fresh.settings, ref, AGENT).outcome == "token_refused"
+
+
+def test_the_rate_cap_never_lets_more_starts_than_its_rate_in_any_second():
+    from app.clients.france_travail import RateCap
+
+    clock = Clock()
+    cap = RateCap(5, clock, clock.sleep)
+    starts = []
+    for n in range(40):
+        if n % 7 == 0:
+            clock.now += 0.013  # work between calls, at odd moments
+        cap.wait(None)
+        starts.append(clock.now)
+    for i, at in enumerate(starts):
+        assert sum(1 for t in starts[i:] if t < at + 1.0) <= 5
+    assert starts[-1] - starts[0] >= 39 / 5 - 0.01  # and no slower than the rate
+    with pytest.raises(FranceTravailUnavailable, match="rate cap"):
+        cap.wait(clock.now + 0.05)  # the next start is 0.2 s away: beyond this deadline

@@ -10,6 +10,7 @@ call is recorded with the other personal-data reads.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio
@@ -84,6 +85,39 @@ def _read(session: Any, settings: Any, principal: Principal, person_id: int) -> 
     return person, refs[person.id]
 
 
+async def _with_france_travail(
+    request: Request,
+    session: Any,
+    settings: Any,
+    principal: Principal,
+    person_id: int,
+    work: Callable[[FranceTravailClient, ft.PersonRef, Agent, float], ft.Exchange],
+    action: str,
+) -> tuple[ft.Exchange, dict[int, dict[str, Any]], dict[str, Any]]:
+    """What every route that calls France Travail does: the agent (422), the person (404), the client (503
+    when not configured); `work` in France Travail's own threads within the request deadline, no database
+    transaction open; then what it brought stored, the access recorded and the person's view read in one
+    write transaction, committed before the answer; France Travail's own failure raised after that."""
+    agent = _agent(principal)
+    person, ref = await anyio.to_thread.run_sync(lambda: _read(session, settings, principal, person_id))
+    client = _client(request)
+    deadline = client.clock() + settings.ft_request_deadline_seconds
+    ex = await anyio.to_thread.run_sync(
+        lambda: work(client, ref, agent, deadline), limiter=request.app.state.ft_threads
+    )
+
+    def write() -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+        with write_transaction(session):
+            changes = ft.store(session, settings, [ex], "api", agent)
+            person_service.audit_read(request, session, principal, action, person, person.departement_code)
+            shown = ft.view(session, person.id)
+        return changes, shown
+
+    changes, shown = await run_write(request, write)
+    _raise_for_service(ex, settings)  # what was tried is stored (the calls' trace)
+    return ex, changes, shown
+
+
 def _raise_for_service(ex: ft.Exchange, settings: Any) -> None:
     """France Travail as a whole failed (not this person's answer): 503 when it did not answer, 502 when its
     token endpoint refused our client."""
@@ -123,32 +157,21 @@ async def refresh(
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.ft_read)],
 ) -> dict[str, Any]:
-    agent = _agent(principal)
-    person, ref = await anyio.to_thread.run_sync(lambda: _read(session, settings, principal, person_id))
-    client = _client(request)
     kinds = ("statut", "diagnostic", "orientation") if settings.ft_orientation_push else ("statut", "diagnostic")
-    deadline = client.clock() + settings.ft_request_deadline_seconds
-    ex = await anyio.to_thread.run_sync(
-        lambda: ft.exchange(client, settings, ref, agent, deadline=deadline, kinds=kinds),
-        limiter=request.app.state.ft_threads,
+
+    def work(client: FranceTravailClient, ref: ft.PersonRef, agent: Agent, deadline: float) -> ft.Exchange:
+        return ft.exchange(client, settings, ref, agent, deadline=deadline, kinds=kinds)
+
+    ex, changes, shown = await _with_france_travail(
+        request, session, settings, principal, person_id, work, "ft.refresh"
     )
-
-    def write() -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
-        with write_transaction(session):
-            changes = ft.store(session, settings, [ex], "api", agent)
-            person_service.audit_read(request, session, principal, "ft.refresh", person, person.departement_code)
-            shown = ft.view(session, person.id)
-        return changes, shown
-
-    changes, shown = await run_write(request, write)
-    _raise_for_service(ex, settings)  # what was tried is stored (the calls' trace)
     return {
-        "person_id": person.id,
+        "person_id": person_id,
         "resultat": ex.outcome,
         "codeRetour": ex.code,
         "message": ex.message,
         "jetonReutilise": ex.jeton_reused,
-        "changements": changes.get(person.id, {}),
+        "changements": changes.get(person_id, {}),
         **shown,
     }
 
@@ -178,28 +201,18 @@ async def save_diagnostic(
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.ft_write)],
 ) -> dict[str, Any]:
-    agent = _agent(principal)
-    person, ref = await anyio.to_thread.run_sync(lambda: _read(session, settings, principal, person_id))
-    client = _client(request)
-    deadline = client.clock() + settings.ft_request_deadline_seconds
-    ex = await anyio.to_thread.run_sync(
-        lambda: ft.save_diagnostic(client, settings, ref, agent, body.model_dump(), deadline=deadline),
-        limiter=request.app.state.ft_threads,
+    def work(client: FranceTravailClient, ref: ft.PersonRef, agent: Agent, deadline: float) -> ft.Exchange:
+        return ft.save_diagnostic(client, settings, ref, agent, body.model_dump(), deadline=deadline)
+
+    ex, _changes, _shown = await _with_france_travail(
+        request, session, settings, principal, person_id, work, "ft.diagnostic"
     )
-
-    def write() -> None:
-        with write_transaction(session):
-            ft.store(session, settings, [ex], "api", agent)
-            person_service.audit_read(request, session, principal, "ft.diagnostic", person, person.departement_code)
-
-    await run_write(request, write)
-    _raise_for_service(ex, settings)
     if ex.outcome != "found":
         raise FranceTravailAnswerError(
             f"France Travail did not record the diagnostic: {ex.outcome} ({ex.code}): {ex.message}",
             {"resultat": ex.outcome, "codeRetour": ex.code},
         )
-    return {"person_id": person.id, "resultat": "enregistre", "codeRetour": ex.code}
+    return {"person_id": person_id, "resultat": "enregistre", "codeRetour": ex.code}
 
 
 __all__ = ["FranceTravailError", "FranceTravailUnavailable", "router"]

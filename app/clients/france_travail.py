@@ -31,11 +31,13 @@ import random
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401 - sets its warnings to "always": first
 import httpx
 import structlog
 
@@ -123,24 +125,32 @@ class Call:
 
 
 class RateCap:
-    """At most `rate` call starts per second, evenly spaced, across the threads of the process."""
+    """At most `rate` call starts in any one-second window, across the threads of the process: starts are
+    spaced 1/rate apart, and counted when they happen (a thread that wakes late does not make a burst)."""
 
     def __init__(self, rate: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
         self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.limit = max(1, int(rate))
         self.clock, self.sleep = clock, sleep
         self.next_slot = 0.0
+        self.starts: deque[float] = deque()
         self.lock = threading.Lock()
 
     def wait(self, deadline: float | None) -> None:
         if not self.interval:
             return
-        with self.lock:
-            now = self.clock()
-            slot = max(now, self.next_slot)
+        while True:
+            with self.lock:
+                now = self.clock()
+                while self.starts and self.starts[0] <= now - 1.0:
+                    self.starts.popleft()
+                slot = max(self.next_slot, self.starts[0] + 1.0 if len(self.starts) >= self.limit else 0.0)
+                if slot <= now:
+                    self.starts.append(now)
+                    self.next_slot = now + self.interval
+                    return
             if deadline is not None and slot > deadline:
                 raise FranceTravailUnavailable("France Travail's rate cap leaves no room before the deadline", 1.0)
-            self.next_slot = slot + self.interval
-        if slot > now:
             self.sleep(slot - now)
 
 

@@ -449,3 +449,17 @@ def running_fake(seed: int = 1, startup_seconds: float = 20) -> Iterator[str]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def pointed_at(settings: Any, base: str, **over: Any) -> Any:
+    """`settings` (app.settings.Settings) pointed at a fake France Travail running at `base`, with its
+    default client; `over`: further settings."""
+    from pydantic import SecretStr
+
+    values = {
+        "ft_auth_url": base,
+        "ft_api_url": f"{base}/partenaire",
+        "ft_client_id": "passerelle-fake",
+        "ft_client_secret": SecretStr("fake-secret"),
+    }
+    return settings.model_copy(update=values | over)
