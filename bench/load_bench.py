@@ -349,7 +349,11 @@ def run_load(args: argparse.Namespace) -> None:
         cpu_after = cpu_snapshot(server.pid)
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            print("the server did not stop within 30 s of SIGTERM: killed", flush=True)
+            server.kill()
         if hole is not None:
             hole.close()
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")

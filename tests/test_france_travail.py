@@ -3,6 +3,7 @@ France Travail started as a separate process, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -211,6 +212,21 @@ def test_a_slow_or_absent_france_travail_answers_503_in_time_and_holds_nothing(d
     with session_scope(db) as s:
         outcomes = set(s.scalars(select(FtCall.outcome)))
         assert outcomes <= {"unavailable", "retried_out"} and outcomes, "what was tried is recorded"
+    # a token endpoint that accepts connections and never answers: bounded by the deadline too
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    try:
+        silent = ft_settings(db, fake, ft_request_deadline_seconds=1.0)
+        silent = silent.model_copy(update={"ft_auth_url": f"http://127.0.0.1:{hole.getsockname()[1]}"})
+        with TestClient(create_app(silent), raise_server_exceptions=False) as c:
+            began = time.monotonic()
+            with ThreadPoolExecutor(3) as pool:
+                answers = list(pool.map(lambda _: _refresh(c, key, pid), range(3)))
+            assert [r.status_code for r in answers] == [503] * 3
+            assert time.monotonic() - began < 4, "a silent token endpoint held the requests"
+    finally:
+        hole.close()
 
 
 def test_refreshes_from_many_callers_while_a_flux_is_ingested(ft_app, db, make_api_key, tmp_path):

@@ -226,40 +226,54 @@ class FranceTravailClient:
         prefix = self.settings.ft_scope_prefix.replace("{client_id}", self.settings.ft_client_id or "")
         return f"{prefix} {scope}".strip() if prefix else scope
 
-    def token(self, api: str, *, renew: bool = False) -> str:
-        with self._token_lock:  # one renewal at a time
+    def token(self, api: str, *, renew: bool = False, deadline: float | None = None) -> str:
+        """The API's token (cached); fetched or renewed by one thread at a time. `deadline`: the wait for
+        another thread's renewal and the fetch itself end by then (a token endpoint that does not answer
+        never holds an API request longer than its own deadline)."""
+        left = self._remaining(deadline)
+        if not self._token_lock.acquire(timeout=-1 if left is None else left):  # one renewal at a time
+            raise FranceTravailUnavailable("France Travail's token endpoint is slow (a renewal is under way)", 1.0)
+        try:
             cached = self._tokens.get(api)
             if cached is not None and not renew and cached[1] - TOKEN_LEEWAY_SECONDS > self.clock():
                 return cached[0]
-            s = self.settings
-            assert s.ft_client_secret is not None
-            oauth = OAuth2Client(
-                client_id=s.ft_client_id,
-                client_secret=s.ft_client_secret.get_secret_value(),
-                token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name
-                scope=self._scope(api),
-                timeout=httpx.Timeout(s.ft_read_timeout_seconds, connect=s.ft_connect_timeout_seconds),
-            )
-            realm = urlencode({"realm": s.ft_realm})
-            url = f"{s.ft_auth_url.rstrip('/')}/connexion/oauth2/access_token?{realm}"  # type: ignore[union-attr]
-            try:
-                fetched = oauth.fetch_token(url, grant_type="client_credentials")
-            except httpx.TransportError as exc:
-                raise FranceTravailUnavailable(
-                    f"France Travail's token endpoint does not answer ({type(exc).__name__})",
-                    self.settings.ft_circuit_cooldown_seconds,
-                ) from None
-            except Exception as exc:  # authlib's OAuthError (invalid_client, invalid_scope...) or a bad answer
-                raise TokenRefused(
-                    f"France Travail's token endpoint refused: {getattr(exc, 'error', type(exc).__name__)}"
-                    " (check PASSERELLE_FT_CLIENT_ID, _CLIENT_SECRET, _REALM, _SCOPES)",
-                    code="token_refused",
-                ) from None
-            finally:
-                oauth.close()
-            value = str(fetched["access_token"])
-            self._tokens[api] = (value, self.clock() + float(fetched.get("expires_in", 0)))
-            return value
+            return self._fetch_token(api, self._remaining(deadline))
+        finally:
+            self._token_lock.release()
+
+    def _fetch_token(self, api: str, left: float | None) -> str:
+        s = self.settings
+        assert s.ft_client_secret is not None
+        read, connect = s.ft_read_timeout_seconds, s.ft_connect_timeout_seconds
+        if left is not None:
+            read, connect = min(read, left), min(connect, left)
+        oauth = OAuth2Client(
+            client_id=s.ft_client_id,
+            client_secret=s.ft_client_secret.get_secret_value(),
+            token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name
+            scope=self._scope(api),
+            timeout=httpx.Timeout(read, connect=connect),
+        )
+        realm = urlencode({"realm": s.ft_realm})
+        url = f"{s.ft_auth_url.rstrip('/')}/connexion/oauth2/access_token?{realm}"  # type: ignore[union-attr]
+        try:
+            fetched = oauth.fetch_token(url, grant_type="client_credentials")
+        except httpx.TransportError as exc:
+            self.circuit.failure()  # a token endpoint that does not answer is France Travail not answering
+            raise FranceTravailUnavailable(
+                f"France Travail's token endpoint does not answer ({type(exc).__name__})", s.ft_circuit_cooldown_seconds
+            ) from None
+        except Exception as exc:  # authlib's OAuthError (invalid_client, invalid_scope...) or a bad answer
+            raise TokenRefused(
+                f"France Travail's token endpoint refused: {getattr(exc, 'error', type(exc).__name__)}"
+                " (check PASSERELLE_FT_CLIENT_ID, _CLIENT_SECRET, _REALM, _SCOPES)",
+                code="token_refused",
+            ) from None
+        finally:
+            oauth.close()
+        value = str(fetched["access_token"])
+        self._tokens[api] = (value, self.clock() + float(fetched.get("expires_in", 0)))
+        return value
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -334,7 +348,7 @@ class FranceTravailClient:
         url = f"{self.settings.ft_api_url.rstrip('/')}{path}"  # type: ignore[union-attr]
         renewed = False
         while True:
-            token = self.token(api)
+            token = self.token(api, deadline=deadline)
             response: httpx.Response | None = None
             left = self._remaining(deadline)
             if not self.in_flight.acquire(timeout=left):
@@ -359,7 +373,7 @@ class FranceTravailClient:
             if response is not None:
                 call.status, call.code = response.status_code, _code(response)
                 if response.status_code == 401 and not renewed:
-                    self.token(api, renew=True)  # renew once
+                    self.token(api, renew=True, deadline=deadline)  # renew once
                     renewed = True
                     continue
                 retryable = response.status_code in RETRY_STATUS or call.code == "R999"
