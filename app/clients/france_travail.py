@@ -467,6 +467,27 @@ class FranceTravailClient:
             "diagnosticargumente", "/diagnosticargumente/v4/dossiers", jeton, agent, deadline, trace, "diagnostic"
         )
 
+    def _person_post(
+        self,
+        api: str,
+        path: str,
+        body: dict[str, str],
+        jeton: str,
+        agent: Agent,
+        deadline: float | None,
+        trace: list[Call] | None,
+        operation: str,
+        what: str,
+    ) -> httpx.Response:
+        response = self.request(
+            api, "POST", path, agent, body=body, jeton=jeton, deadline=deadline, trace=trace, operation=operation
+        )
+        if response.status_code not in (200, 201):
+            raise FranceTravailError(
+                f"{what} answered {response.status_code}", status=response.status_code, code=_code(response)
+            )
+        return response
+
     def save_diagnostic(
         self,
         jeton: str,
@@ -477,59 +498,41 @@ class FranceTravailClient:
         trace: list[Call] | None = None,
     ) -> dict[str, Any]:
         """The convention's "enregistrement" of a diagnostic (POST diagnostic argumenté v4 /diagnostics)."""
-        response = self.request(
+        response = self._person_post(
             "diagnosticargumente",
-            "POST",
             "/diagnosticargumente/v4/diagnostics",
+            body,
+            jeton,
             agent,
-            body=body,
-            jeton=jeton,
-            deadline=deadline,
-            trace=trace,
-            operation="diagnostic.enregistrement",
+            deadline,
+            trace,
+            "diagnostic.enregistrement",
+            "Diagnostic (enregistrement)",
         )
-        if response.status_code not in (200, 201):
-            raise FranceTravailError(
-                f"Diagnostic (enregistrement) answered {response.status_code}",
-                status=response.status_code,
-                code=_code(response),
-            )
         return _json(response) if response.content else {}
 
     def read_orientation(
         self, jeton: str, agent: Agent, *, deadline: float | None = None, trace: list[Call] | None = None
     ) -> dict[str, Any] | None:
         """Orientation usager v1, lectureOrientation: France Travail's known orientation, or None (204)."""
-        return self._person_get(
-            "orientationusager",
-            "/orientationusager/v1/lectureOrientation",
-            jeton,
-            agent,
-            deadline,
-            trace,
-            "orientation",
-        )
+        path = "/orientationusager/v1/lectureOrientation"
+        return self._person_get("orientationusager", path, jeton, agent, deadline, trace, "orientation")
 
     def push_orientation(
         self, jeton: str, body: dict[str, str], agent: Agent, *, trace: list[Call] | None = None
     ) -> None:
         """Orientation usager v1: send the Département's orientation decision (201 when taken)."""
-        response = self.request(
+        self._person_post(
             "orientationusager",
-            "POST",
             "/orientationusager/v1/orientation",
+            body,
+            jeton,
             agent,
-            body=body,
-            jeton=jeton,
-            trace=trace,
-            operation="orientation.envoi",
+            None,
+            trace,
+            "orientation.envoi",
+            "Orientation usager",
         )
-        if response.status_code not in (200, 201):
-            raise FranceTravailError(
-                f"Orientation usager answered {response.status_code}",
-                status=response.status_code,
-                code=_code(response),
-            )
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -368,15 +368,22 @@ def create_app(state: FakeState | None = None) -> FastAPI:
             }
         )
 
+    async def person_body(request: Request, api: str) -> tuple[str, Any, Response | None]:
+        """A per-person POST: the checks, then its JSON body (R997 when it is not JSON)."""
+        nir13, refused = await for_person(request, api)
+        if refused is not None:
+            return "", None, refused
+        assert nir13 is not None
+        try:
+            return nir13, await request.json(), None
+        except ValueError:
+            return nir13, None, JSONResponse({"codeRetour": "R997", "message": "requête invalide"}, status_code=400)
+
     @app.post(f"{API}/diagnosticargumente/v4/diagnostics")
     async def save_diagnostic(request: Request) -> Response:
-        nir13, refused = await for_person(request, "diagnosticargumente")
+        nir13, body, refused = await person_body(request, "diagnosticargumente")
         if refused is not None:
             return refused
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"codeRetour": "R997", "message": "requête invalide"}, status_code=400)
         required = {"codeAppellation", "codeRome", "codeSousTypologie", "codeTypologie", "idMetierChiffre"}
         if not isinstance(body, dict) or not required <= body.keys():
             return JSONResponse({"codeRetour": "R997", "message": "requête invalide"}, status_code=400)
@@ -385,14 +392,9 @@ def create_app(state: FakeState | None = None) -> FastAPI:
 
     @app.post(f"{API}/orientationusager/v1/orientation")
     async def orientation(request: Request) -> Response:
-        nir13, refused = await for_person(request, "orientationusager")
+        nir13, body, refused = await person_body(request, "orientationusager")
         if refused is not None:
             return refused
-        assert nir13 is not None
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"codeRetour": "R997", "message": "requête invalide"}, status_code=400)
         if (
             not isinstance(body, dict)
             or body.get("parcours") not in ("PED", "PSP", "PSO")
