@@ -10,11 +10,11 @@ from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.files import private_dir
 
@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     )
     nir_hmac_key: SecretStr | None = Field(default=None, description="base64url, >= 32 bytes")
     api_key_pepper: SecretStr | None = Field(default=None, description="base64url, >= 32 bytes")
+    # Weekly files for France Travail, encrypted at rest (issue #13): `key_id:base64url(32 bytes)[,older...]`,
+    # the first encrypts, all decrypt. Required to publish exports in prod; generated in dev/test.
+    export_keys: SecretStr | None = None
 
     # People authenticate with OIDC bearer tokens issued by the Département's identity provider.
     oidc_issuer: str | None = None
@@ -176,8 +179,33 @@ class Settings(BaseSettings):
     ft_orientation_organismes: dict[str, str] = {"FRANCE_TRAVAIL": "FT", "DEPARTEMENT": "CD"}
     ft_outbox_max_attempts: int = Field(default=10, ge=1, le=100)
 
+    # Weekly files for France Travail (issue #13; these names are fixed: tools outside the project use them).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "ssl"] = "starttls"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    mail_from: str | None = None
+    export_recipients: Annotated[list[str], NoDecode] = []
+    public_url: str | None = None
+    export_link_days: int = Field(default=7, ge=1, le=90, description="a download link expires after this")
+    export_single_use: bool = False
+    export_push_dir: Path | None = None  # a copy of each published file is also dropped there (a share)
+
     # Timezone of business dates (the reception date of a flux defaults to today there).
     business_timezone: str = "Europe/Paris"
+
+    @field_validator("export_recipients", mode="before")
+    @classmethod
+    def _recipients(cls, v: Any) -> Any:
+        """Comma-separated, as tools outside the project write it (a JSON list is accepted too)."""
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return v
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -273,6 +301,28 @@ class Settings(BaseSettings):
     @property
     def encryption_keys(self) -> list[tuple[str, bytes]]:
         return parse_encryption_keys(self.secret("nir_encryption_keys"))
+
+    @property
+    def export_key_ring(self) -> list[tuple[str, bytes]]:
+        """The export keys (the first encrypts); generated once in dev/test, required in prod."""
+        if self.export_keys is not None and self.export_keys.get_secret_value().strip():
+            return parse_encryption_keys(self.export_keys.get_secret_value())
+        if self.env is Environment.prod:
+            raise ConfigurationError("PASSERELLE_EXPORT_KEYS is required to build and serve exports in prod")
+        return parse_encryption_keys(self._dev_secret("export_keys"))
+
+    def _dev_secret(self, name: str) -> str:
+        """A dev/test secret added after the dev-secrets file was first written: generated and kept."""
+        current = self._dev_secrets()
+        if name not in current:
+            current[name] = "dev1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+            path = self.data_dir / "dev-secrets.json"
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(current, fh)
+            os.replace(tmp, path)
+        return current[name]
 
     @property
     def hmac_key(self) -> bytes:

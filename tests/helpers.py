@@ -15,6 +15,9 @@ ANY_SCOPE_PATHS = {"/api/v1/me"}
 # Routes authenticated by a partner's signature over the body instead of a key or token (each tested for
 # 401 without or with a wrong signature: tests/test_rdv_insertion.py).
 SIGNED_PATHS = {"/api/v1/webhooks/rdv-insertion/{departement}"}
+# Routes whose URL is the credential: a download link e-mailed to France Travail's agents (long, random,
+# expiring, recorded; each refusal tested in tests/test_exports.py).
+LINK_PATHS = {"/api/v1/exports/download/{token}"}
 
 
 def declared_scopes(route: Any) -> list[list[str]] | None:

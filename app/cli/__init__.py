@@ -15,6 +15,7 @@ import typer
 from app.cli.clients import clients_app, departements_app
 from app.cli.common import ExitCode, err_console
 from app.cli.db import db_app
+from app.cli.exports import export_app
 from app.cli.flux import flux_app
 from app.cli.france_travail import ft_app
 from app.cli.orientations import episodes_app, orientations_app
@@ -38,6 +39,7 @@ app.add_typer(episodes_app, name="episodes")
 app.add_typer(pilotage_app, name="pilotage")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(ft_app, name="ft")
+app.add_typer(export_app, name="export")
 
 
 @app.callback()

@@ -465,6 +465,9 @@ class FluxGenerator:
         persons = "".join(
             "<Personne>"
             + self._person_xml(p)[len("<Personne>") : -len("</Personne>")]
+            + "<Nationalite><NATI>"
+            + ("F", "F", "F", "C", "A")[(n + len(p.nom)) % 5]
+            + "</NATI></Nationalite>"
             + "<SuiviAppuiOrientation><TOPOBLSOCPRO>1</TOPOBLSOCPRO><TOPSOUHSOCPRO>1</TOPSOUHSOCPRO>"
             f"<DTENRSOCPRO>{f.dtdemrsa}</DTENRSOCPRO></SuiviAppuiOrientation>"
             "<DonneesSocioProfessionnelles><NIVETU>" + ("1206", "1205", "1204")[n % 3] + "</NIVETU>"

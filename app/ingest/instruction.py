@@ -89,6 +89,7 @@ class InstructionPerson:
     suivi: dict[str, Any]
     parcours: dict[str, Any]
     dsp: dict[str, list[str]]
+    nationalite: str | None = None  # Nationalite/NATI
 
 
 @dataclass
@@ -182,7 +183,9 @@ def _demand(el: Any, position: int, deriver: Deriver, dtref: date | None) -> Dem
         suivi = {k: v for k, v in (_leaves(suivi_el) if suivi_el is not None else {}).items() if k in SUIVI and v}
         parcours_el = next(p.iter("DeterminationParcours"), None)
         parcours = _leaves(parcours_el) if parcours_el is not None else {}
-        extras.append((suivi, parcours, _dsp(p)))
+        nationality = p.find("Nationalite")
+        nati = _leaves(nationality).get("NATI") if nationality is not None else None
+        extras.append((suivi, parcours, _dsp(p), (nati or "").strip()[:3] or None))
     ctx.person = None
     foyer = FoyerRecord(
         position=position,
@@ -217,8 +220,9 @@ def _demand(el: Any, position: int, deriver: Deriver, dtref: date | None) -> Dem
             suivi,
             {k: parcours.get(k) for k in ("NATPARCOCAL", "NATPARCOMOD", "TOPREFUPARCO", "MOTIMODPARCO")},
             dsp,
+            nati,
         )
-        for rank, (suivi, parcours, dsp) in enumerate(extras, start=1)
+        for rank, (suivi, parcours, dsp, nati) in enumerate(extras, start=1)
     ]
     contacts = _contacts(next(el.iter("ModesContacts"), None))
     statut = ctx.text(ident.get("STATUDEMRSA"))
@@ -449,6 +453,7 @@ def apply_instruction(
                     "keys": keys,
                     "role": person.prepared.state[ROLE],
                     "statut_demande": (demand.statut or "")[:2] or None,
+                    "nationalite": person.nationalite,
                     "telephone": c.telephone,
                     "telephone_nature": c.nature,
                     "telephone_materiel": c.materiel,

@@ -2,6 +2,7 @@
 
 from app.models.auth import ApiClient, Departement, api_client_departements
 from app.models.base import Base
+from app.models.exports import Export, ExportDownload, ExportLink, JobLease
 from app.models.flux import (
     AccessRecord,
     AmbiguousKey,
@@ -24,6 +25,9 @@ __all__ = [
     "Departement",
     "EntryEpisode",
     "EpisodeQueue",
+    "Export",
+    "ExportDownload",
+    "ExportLink",
     "FluxFile",
     "FluxObservation",
     "FoyerEvent",
@@ -34,6 +38,7 @@ __all__ = [
     "FtSyncItem",
     "FtSyncRun",
     "InstructionRecord",
+    "JobLease",
     "OrientationEvent",
     "Person",
     "PersonKey",

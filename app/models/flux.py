@@ -259,6 +259,7 @@ class InstructionRecord(Base):
     keys: Mapped[list[str]] = mapped_column(JSON)  # the person's identity keys and NIR lookup hash
     role: Mapped[str | None] = mapped_column(String(3))
     statut_demande: Mapped[str | None] = mapped_column(String(2))  # STATUDEMRSA
+    nationalite: Mapped[str | None] = mapped_column(String(3))  # Nationalite/NATI (F, C, A...) when given
     telephone: Mapped[str | None] = mapped_column(String(40))
     telephone_nature: Mapped[str | None] = mapped_column(String(3))  # NATTEL
     telephone_materiel: Mapped[str | None] = mapped_column(String(3))  # MATETEL

@@ -1,0 +1,73 @@
+"""The e-mail that announces the weekly files, in French, one link per file (PASSERELLE_SMTP_*)."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from datetime import datetime
+from email.message import EmailMessage
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.exports.publish import Publication
+from app.settings import Settings
+
+LABELS = {
+    "flux": "Fichier flux (annexe 1) : personnes entrées et orientées",
+    "pilotage": "Fichier de pilotage (annexe 4)",
+}
+
+
+def message(settings: Settings, publication: Publication, expires: datetime) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = (
+        f"RSA - fichiers hebdomadaires pour France Travail - département {publication.departement} - "
+        f"semaine {publication.week}"
+    )
+    msg["From"] = settings.mail_from or f"passerelle-rsa@{(settings.smtp_host or 'localhost')}"
+    msg["To"] = ", ".join(settings.export_recipients)
+    lines = [
+        "Bonjour,",
+        "",
+        f"Les fichiers de la semaine {publication.week} du département {publication.departement} sont "
+        "disponibles aux liens ci-dessous.",
+        f"Chaque lien est personnel et expire le {expires:%d/%m/%Y à %H:%M} (UTC). Chaque téléchargement est "
+        "enregistré. Ne transférez pas ce message.",
+        "",
+    ]
+    for f in publication.files:
+        lines += [
+            f"- {LABELS.get(f.kind, f.kind)} : {f.filename} ({f.rows} lignes)",
+            f"  {publication.links[f.kind]}",
+            f"  empreinte SHA-256 : {f.sha256}",
+            "",
+        ]
+    lines += [
+        "Les fichiers sont au format CSV (séparateur « ; », UTF-8), lisibles dans Excel.",
+        "",
+        "Passerelle RSA - message automatique, merci de ne pas y répondre.",
+    ]
+    msg.set_content("\n".join(lines))
+    return msg
+
+
+def send_links(settings: Settings, publication: Publication, expires: datetime) -> None:
+    """Send the e-mail through the configured server (STARTTLS or SSL, credentials if given)."""
+    if not settings.smtp_host:
+        raise RuntimeError("PASSERELLE_SMTP_HOST is not set")
+    msg = message(settings, publication, expires)
+    context = ssl.create_default_context()
+    timeout = settings.smtp_timeout_seconds
+    if settings.smtp_tls == "ssl":
+        server: smtplib.SMTP = smtplib.SMTP_SSL(
+            settings.smtp_host, settings.smtp_port, timeout=timeout, context=context
+        )
+    else:
+        server = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
+    with server:
+        if settings.smtp_tls == "starttls":
+            server.starttls(context=context)
+        if settings.smtp_user:
+            password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+            server.login(settings.smtp_user, password)
+        server.send_message(msg)

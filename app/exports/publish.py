@@ -1,0 +1,355 @@
+"""Publishing the weekly files the Fil'R way: built, encrypted at rest, announced by e-mail with one expiring
+link per file, each download recorded; idempotent, one run per département at a time (issue #13).
+
+Order of a publication, so that nothing is half-published:
+
+1. the files are built into a private temporary file, hashed, encrypted (AES-256-GCM, export key with its
+   id) to `DATA_DIR/exports/{dep}/{week}/`, then renamed into place: a full disk leaves no file and no row;
+2. one transaction records the files (a rebuild that gives the same bytes keeps the row as it was) and the
+   new links (only their keyed hash: the token is the credential, given once, in the e-mail);
+3. the e-mail is sent; if the server refuses it, the links just made are revoked (a link never works
+   without having been announced) and the run fails, to be run again;
+4. the files are marked published. A second run changes nothing and sends nothing, unless `resend` (new
+   links, the same files) or a file's content changed (late facts for that week: published again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.orm import Session
+
+from app.db import claim_write, session_scope
+from app.exports import weekly
+from app.files import private_dir
+from app.models import Export, ExportLink, JobLease
+from app.models.base import utcnow
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+MAGIC = b"PRSA-EXPORT-1\n"
+CHUNK = 1 << 20
+LEASE_SECONDS = 600
+JOB = "export weekly"
+
+
+class ExportBusy(Exception):
+    """Another run publishes this département's files now."""
+
+
+class PublishError(Exception):
+    """The files were built but could not be announced (mail server); nothing was half-published."""
+
+
+class IntegrityError(Exception):
+    """A stored file no longer matches its checksum (or its encryption tag): it is not served."""
+
+
+@dataclass
+class Built:
+    kind: str
+    filename: str
+    rows: int
+    sha256: str
+    size: int
+    path: Path
+    key_id: str
+
+
+@dataclass
+class Publication:
+    departement: str
+    week: str
+    files: list[Built] = field(default_factory=list)
+    links: dict[str, str] = field(default_factory=dict)  # kind -> URL (only in this object, never stored)
+    mailed: bool = False
+    unchanged: bool = False
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "departement": self.departement,
+            "semaine": self.week,
+            "fichiers": [
+                {"type": f.kind, "nom": f.filename, "lignes": f.rows, "sha256": f.sha256, "octets": f.size}
+                for f in self.files
+            ],
+        }
+
+
+# -- encryption at rest ------------------------------------------------------------------------------------
+
+
+def _aad(departement: str, week: str, kind: str, sha256: str) -> bytes:
+    return f"{departement}|{week}|{kind}|{sha256}".encode()
+
+
+def encrypt_file(plain: IO[bytes], target: IO[bytes], key_id: str, key: bytes, aad: bytes) -> None:
+    nonce = os.urandom(12)
+    enc = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    enc.authenticate_additional_data(aad)
+    target.write(MAGIC + key_id.encode() + b"\n" + nonce)
+    while chunk := plain.read(CHUNK):
+        target.write(enc.update(chunk))
+    target.write(enc.finalize() + enc.tag)
+
+
+def decrypt_file(path: Path, ring: list[tuple[str, bytes]], aad: bytes, sha256: str) -> IO[bytes]:
+    """The plain file (a spooled temporary file, rewound), its tag and checksum checked before anything is
+    returned: a tampered or damaged file raises `IntegrityError` and nothing of it is served."""
+    keys = dict(ring)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise IntegrityError("not an export file")
+        key_id = f.readline().strip().decode()
+        if key_id not in keys:
+            raise IntegrityError(f"no export key with id {key_id!r} is configured")
+        nonce = f.read(12)
+        body = size - f.tell() - 16
+        if body < 0:
+            raise IntegrityError("truncated")
+        out = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned to the caller
+        dec = Cipher(algorithms.AES(keys[key_id]), modes.GCM(nonce)).decryptor()
+        dec.authenticate_additional_data(aad)
+        digest = hashlib.sha256()
+        left = body
+        while left > 0:
+            chunk = dec.update(f.read(min(CHUNK, left)))
+            left -= CHUNK
+            digest.update(chunk)
+            out.write(chunk)
+        try:
+            dec.finalize_with_tag(f.read(16))
+        except Exception:
+            out.close()
+            raise IntegrityError("the encryption tag does not match") from None
+    if digest.hexdigest() != sha256:
+        out.close()
+        raise IntegrityError("the checksum does not match")
+    out.seek(0)
+    return out
+
+
+# -- building ----------------------------------------------------------------------------------------------
+
+
+def _filename(departement: str, week: str, kind: str) -> str:
+    return f"rsa_{departement}_{week}_{kind}.csv"
+
+
+def build(engine: Engine, settings: Settings, departement: str, week: weekly.Week) -> list[Built]:
+    """Both files of the week, encrypted in their directory; their checksums (of the plain CSV)."""
+    directory = settings.data_dir / "exports" / departement / week.label
+    if not directory.exists():
+        private_dir(directory)
+    key_id, key = settings.export_key_ring[0]
+    built = []
+    for kind, columns in (("flux", weekly.FLUX_COLUMNS), ("pilotage", weekly.PILOTAGE_COLUMNS)):
+        with tempfile.TemporaryFile(dir=directory) as plain:
+            with engine.connect() as conn:
+                if kind == "flux":
+                    rows = weekly.flux_rows(conn, settings, departement, week)
+                else:
+                    rows = weekly.pilotage_rows(conn, settings, departement, week.sunday)
+                count = weekly.write_csv(columns, rows, plain)
+            size = plain.tell()
+            plain.seek(0)
+            digest = hashlib.sha256()
+            while chunk := plain.read(CHUNK):
+                digest.update(chunk)
+            sha = digest.hexdigest()
+            plain.seek(0)
+            target = directory / f"{_filename(departement, week.label, kind)}.{sha[:12]}.enc"
+            partial = target.with_suffix(".part")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    encrypt_file(plain, out, key_id, key, _aad(departement, week.label, kind, sha))
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(partial, target)
+            except BaseException:
+                partial.unlink(missing_ok=True)  # a full disk leaves nothing behind
+                raise
+        built.append(Built(kind, _filename(departement, week.label, kind), count, sha, size, target, key_id))
+    return built
+
+
+# -- one run at a time -------------------------------------------------------------------------------------
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:120]
+
+
+def _alive(holder: str) -> bool:
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def lease(settings: Settings, job: str, scope: str) -> Iterator[None]:
+    """Hold the job's lease for `scope` for the block; `ExportBusy` while a live process holds it."""
+    me = _holder()
+    try:
+        with session_scope(settings, write=True) as session:
+            claim_write(session)
+            current = session.get(JobLease, (job, scope), with_for_update=True)
+            now = utcnow()
+            if current is not None:
+                fresh = now - current.heartbeat_at < timedelta(seconds=LEASE_SECONDS)
+                if fresh and _alive(current.holder):
+                    raise ExportBusy(
+                        f"another '{job}' of {scope} is running (process {current.holder}, since "
+                        f"{current.acquired_at:%Y-%m-%d %H:%M} UTC); nothing was done, run it again when it ends"
+                    )
+                session.delete(current)  # its process is gone: taken over
+                session.flush()
+            session.add(JobLease(job=job, scope=scope, holder=me, acquired_at=now, heartbeat_at=now))
+    except DBIntegrityError:  # PostgreSQL: another run inserted the lease between our read and our insert
+        raise ExportBusy(f"another '{job}' of {scope} has just started; nothing was done") from None
+    try:
+        yield
+    finally:
+        with session_scope(settings, write=True) as session:
+            session.execute(delete(JobLease).where(JobLease.job == job, JobLease.scope == scope, JobLease.holder == me))
+
+
+# -- publishing --------------------------------------------------------------------------------------------
+
+
+def token_hash(settings: Settings, token: str) -> str:
+    return hmac.new(settings.export_key_ring[0][1], token.encode(), "sha256").hexdigest()
+
+
+def _record(session: Session, departement: str, week: str, files: list[Built]) -> tuple[list[Export], bool]:
+    """Store the built files; returns the rows and whether they were all published already, unchanged."""
+    rows, unchanged = [], True
+    for f in files:
+        row = session.scalar(
+            select(Export).where(Export.departement_code == departement, Export.week == week, Export.kind == f.kind)
+        )
+        if row is not None and row.sha256 == f.sha256:
+            if f.path != Path(row.path):
+                f.path.unlink(missing_ok=True)  # the same bytes are already stored
+            f.path = Path(row.path)
+            unchanged = unchanged and row.published_at is not None
+        else:
+            unchanged = False
+            if row is None:
+                row = Export(departement_code=departement, week=week, kind=f.kind)
+                session.add(row)
+            elif row.path != str(f.path):
+                Path(row.path).unlink(missing_ok=True)  # replaced by the corrected file
+            row.filename, row.rows, row.sha256, row.size_bytes = f.filename, f.rows, f.sha256, f.size
+            row.key_id, row.path, row.built_at, row.published_at = f.key_id, str(f.path), utcnow(), None
+        rows.append(row)
+    session.flush()
+    return rows, unchanged
+
+
+def publish(
+    engine: Engine, settings: Settings, departement: str, week: weekly.Week, *, resend: bool = False
+) -> Publication:
+    from app.exports.mail import send_links
+
+    if not settings.public_url:
+        raise PublishError("PASSERELLE_PUBLIC_URL is not set: the links in the e-mail need it")
+    if not settings.export_recipients:
+        raise PublishError("PASSERELLE_EXPORT_RECIPIENTS is empty: nobody to send the links to")
+    result = Publication(departement, week.label)
+    with lease(settings, JOB, departement):
+        result.files = build(engine, settings, departement, week)
+        expires = utcnow() + timedelta(days=settings.export_link_days)
+        tokens: dict[str, str] = {}
+        with session_scope(settings, write=True) as session:
+            exports, result.unchanged = _record(session, departement, week.label, result.files)
+            if result.unchanged and not resend:
+                return result
+            link_ids = []
+            for row in exports:
+                token = secrets.token_urlsafe(32)
+                link = ExportLink(
+                    export_id=row.id,
+                    token_hash=token_hash(settings, token),
+                    expires_at=expires,
+                    single_use=settings.export_single_use,
+                    recipients=", ".join(settings.export_recipients)[:1000],
+                )
+                session.add(link)
+                session.flush()
+                link_ids.append(link.id)
+                tokens[row.kind] = token
+            export_ids = [row.id for row in exports]
+        base = settings.public_url.rstrip("/")
+        result.links = {kind: f"{base}/api/v1/exports/download/{token}" for kind, token in tokens.items()}
+        try:
+            send_links(settings, result, expires)
+        except Exception as exc:
+            with session_scope(settings, write=True) as session:  # never a live link that was not announced
+                session.execute(update(ExportLink).where(ExportLink.id.in_(link_ids)).values(revoked_at=utcnow()))
+            log.error("export_mail_failed", departement=departement, week=week.label, error_type=type(exc).__name__)
+            raise PublishError(f"the e-mail could not be sent ({type(exc).__name__}: {exc}); run again") from None
+        with session_scope(settings, write=True) as session:
+            session.execute(update(Export).where(Export.id.in_(export_ids)).values(published_at=utcnow()))
+        result.mailed = True
+        _write_manifest(settings, result)
+        if settings.export_push_dir is not None:
+            push_copies(settings, result)
+    log.info("export_published", departement=departement, week=week.label, files=len(result.files))
+    return result
+
+
+def _write_manifest(settings: Settings, result: Publication) -> None:
+    directory = settings.data_dir / "exports" / result.departement / result.week
+    (directory / "manifest.json").write_text(json.dumps(result.manifest(), ensure_ascii=False, indent=2) + "\n")
+
+
+def push_copies(settings: Settings, result: Publication) -> None:
+    """A copy of each published file dropped in a directory (a mounted share), mode 600, written then
+    renamed: the one target implemented (SFTP or Filr's REST API would take the same place)."""
+    assert settings.export_push_dir is not None
+    target = settings.export_push_dir / result.departement / result.week
+    target.mkdir(parents=True, exist_ok=True)
+    ring = settings.export_key_ring
+    for f in result.files:
+        with decrypt_file(f.path, ring, _aad(result.departement, result.week, f.kind, f.sha256), f.sha256) as plain:
+            partial = target / f"{f.filename}.part"
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(plain, out)
+            os.replace(partial, target / f.filename)
+
+
+def aad_of(row: Export) -> bytes:
+    return _aad(row.departement_code, row.week, row.kind, row.sha256)
+
+
+def expiry_text(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%d/%m/%Y %H:%M UTC")

@@ -1,0 +1,338 @@
+"""The weekly files for France Travail (seeds/001 Annexes 1 and 4), one per département and ISO week.
+
+CSV for French Excel: `;`, UTF-8 with a BOM, CRLF line ends, dates `jj/mm/aaaa`; the columns and their
+format are in docs/exports.md. Built from the dated facts as of the week's end (Sunday), in a stable order
+and with no clock in the content: building the same week twice gives the same bytes.
+
+- `flux` (Annexe 1): the persons oriented during the week (an entry episode whose orientation is dated in
+  it), with their identity (the NIR decrypted here only, never logged), contacts (only where the person
+  consented: app.services.instruction.france_travail_contacts), address, organisme and orientation.
+- `pilotage` (Annexe 4): one row per nouvel entrant (entry episode notified on or before the week's end:
+  `STOCK` 0) and per person of the initial stock (`STOCK` 1), with each step's date as of the week's end.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from app.db import one_of
+from app.ingest.order import state_order
+from app.models import EntryEpisode, InstructionRecord, OrientationEvent, Person, PersonState
+from app.security.nir import NirProtector, nir_key
+from app.services.instruction import france_travail_contacts
+from app.settings import Settings
+
+WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
+PAGE = 1000
+BOM = "\ufeff"
+
+FLUX_COLUMNS = (
+    "CIVILITE",
+    "NOM",
+    "PRENOM",
+    "DATE_NAISSANCE",
+    "NIR",
+    "SEXE",
+    "NATIONALITE",
+    "STATUT",
+    "TELEPHONE",
+    "COURRIEL",
+    "ADRESSE",
+    "CODE_POSTAL",
+    "COMMUNE",
+    "DATE_ENTREE_RSA",
+    "ORGANISME_PAYEUR",
+    "NUMERO_ORGANISME",
+    "ORIENTATION",
+    "TYPE_PARCOURS",
+    "REFERENT_OU_STRUCTURE",
+    "DATE_ORIENTATION",
+)
+PILOTAGE_COLUMNS = (
+    "ID_CAF",
+    "ROLE_CAF",
+    "COMMUNE",
+    "DATE_NAISSANCE",
+    "DATE_NOTIFICATION_DEPARTEMENT",
+    "DATE_INVITATION",
+    "DATE_RDV_ORIENTATION",
+    "DATE_ORIENTATION",
+    "DATE_1ER_RDV_ACCOMPAGNEMENT",
+    "STRUCTURE_REFERENTE",
+    "C_TYPEPARCOURS",
+    "DATE_CER",
+    "TYPE_CONTRAT",
+    "DEPARTEMENT",
+    "DEPARTEMENT_CODE_CAF",
+    "STOCK",
+)
+CIVILITE = {"MR": "M.", "MME": "Mme", "MLE": "Mme"}
+STATUT = {"DEM": "DEMANDEUR", "CJT": "CONJOINT"}
+PARCOURS = {"social": "SOCIAL", "socio-professionnel": "SOCIOPROFESSIONNEL", "professionnel": "PROFESSIONNEL"}
+
+
+class WeekError(ValueError):
+    """A week that cannot be exported: malformed, or not ended yet."""
+
+
+@dataclass(frozen=True)
+class Week:
+    label: str  # 2024-W10
+    monday: date
+    sunday: date
+
+    @classmethod
+    def parse(cls, text: str, today: date) -> Week:
+        m = WEEK_RE.match(text.strip())
+        if not m:
+            raise WeekError(f"week {text!r}: expected an ISO week such as 2024-W10")
+        try:
+            monday = date.fromisocalendar(int(m[1]), int(m[2]), 1)
+        except ValueError:
+            raise WeekError(f"week {text!r} does not exist") from None
+        week = cls(f"{int(m[1]):04d}-W{int(m[2]):02d}", monday, monday + timedelta(days=6))
+        if week.sunday >= today:
+            raise WeekError(
+                f"week {week.label} has not ended (it ends on Sunday {week.sunday:%d/%m/%Y}): "
+                "a week is exported once it is over"
+            )
+        return week
+
+    @classmethod
+    def last_complete(cls, today: date) -> Week:
+        monday = today - timedelta(days=today.weekday() + 7)
+        year, number, _ = monday.isocalendar()
+        return cls(f"{year:04d}-W{number:02d}", monday, monday + timedelta(days=6))
+
+
+def fr(day: date | None) -> str:
+    return day.strftime("%d/%m/%Y") if day else ""
+
+
+def write_csv(columns: tuple[str, ...], rows: Iterator[list[str]], out: Any) -> int:
+    """Write the CSV to the binary stream `out` (a BOM, `;`, CRLF); returns the number of rows."""
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    text.write(BOM)
+    writer = csv.writer(text, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(columns)
+    n = 0
+    for row in rows:
+        writer.writerow(row)
+        n += 1
+    text.flush()
+    text.detach()
+    return n
+
+
+def _states_as_of(conn: Connection, ids: list[int], day: date) -> dict[int, Any]:
+    """Each person's latest state where present, dated on or before `day`."""
+    table = PersonState.__table__
+    ps = table.c
+    rank = func.row_number().over(partition_by=ps.person_id, order_by=state_order(ps, descending=True))
+    inner = (
+        select(table, rank.label("rank"))
+        .where(one_of(conn, ps.person_id, ids), ps.received_on <= day, ps.present.is_(True))
+        .subquery()
+    )
+    return {r.person_id: r for r in conn.execute(select(inner).where(inner.c.rank == 1))}
+
+
+def _nationalities(conn: Connection, ids: list[int], day: date) -> dict[int, str]:
+    t = InstructionRecord.__table__.c
+    rank = func.row_number().over(partition_by=t.person_id, order_by=(t.received_on.desc(), t.id.desc()))
+    inner = (
+        select(t.person_id, t.nationalite, rank.label("rank"))
+        .where(one_of(conn, t.person_id, ids), t.received_on <= day, t.nationalite.is_not(None))
+        .subquery()
+    )
+    return {r.person_id: r.nationalite for r in conn.execute(select(inner).where(inner.c.rank == 1))}
+
+
+def _full_nir(nir13: str) -> str:
+    return f"{nir13}{nir_key(nir13):02d}"
+
+
+def flux_rows(conn: Connection, settings: Settings, departement: str, week: Week) -> Iterator[list[str]]:
+    ee = EntryEpisode.__table__.c
+    episodes = conn.execute(
+        select(ee.person_id, ee.t0, ee.end_on, ee.organisme, ee.type_parcours, ee.structure)
+        .where(
+            ee.departement_code == departement,
+            ee.outcome == "oriente",
+            ee.end_on >= week.monday,
+            ee.end_on <= week.sunday,
+        )
+        .order_by(ee.person_id, ee.rank)
+    ).all()
+    protector = NirProtector(settings.encryption_keys, settings.hmac_key)
+    for start in range(0, len(episodes), PAGE):
+        page = episodes[start : start + PAGE]
+        ids = sorted({e.person_id for e in page})
+        persons = {p.id: p for p in conn.execute(select(Person.__table__).where(one_of(conn, Person.id, ids)))}
+        states = _states_as_of(conn, ids, week.sunday)
+        nationalities = _nationalities(conn, ids, week.sunday)
+        for e in page:
+            p, s = persons[e.person_id], states.get(e.person_id)
+            contacts = france_travail_contacts(conn, e.person_id)
+            referent = _referent(conn, e.person_id, week.sunday) or e.structure or ""
+            yield [
+                CIVILITE.get(p.qual or "", p.qual or ""),
+                p.nom or "",
+                p.prenom or "",
+                fr(p.date_naissance),
+                _full_nir(protector.decrypt(p.nir_encrypted)) if p.nir_encrypted else "",
+                p.sexe or "",
+                nationalities.get(e.person_id, ""),
+                STATUT.get(s.role, "") if s is not None else "",
+                contacts["telephone"] or "",
+                contacts["courriel"] or "",
+                (s.adresse or "") if s is not None else "",
+                (s.codepos or "") if s is not None else "",
+                (s.nomcom or "") if s is not None else "",
+                fr((s.ddnatdro or s.dtdemrsa) if s is not None else None),
+                (s.fonorg or "") if s is not None else "",
+                (s.numorg or "") if s is not None else "",
+                e.organisme or "",
+                PARCOURS.get(e.type_parcours or "", ""),
+                referent,
+                fr(e.end_on),
+            ]
+
+
+def _referent(conn: Connection, person_id: int, day: date) -> str | None:
+    """The latest référent named by an event on or before `day` (a correction supersedes)."""
+    oe = OrientationEvent.__table__.c
+    superseded = select(oe.supersedes_id).where(oe.person_id == person_id, oe.supersedes_id.is_not(None))
+    row = conn.execute(
+        select(oe.referent, oe.structure)
+        .where(
+            oe.person_id == person_id,
+            oe.event_date <= day,
+            oe.referent.is_not(None),
+            oe.id.not_in(superseded),
+        )
+        .order_by(oe.event_date.desc(), oe.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return " - ".join(x for x in (row.referent, row.structure) if x)
+
+
+def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of: date) -> Iterator[list[str]]:
+    """Nouveaux entrants (STOCK 0: each entry episode notified on or before `as_of`), then the initial stock
+    (STOCK 1: persons of the first load still present and soumis aux droits et devoirs at `as_of`)."""
+    ee = EntryEpisode.__table__.c
+    parcours = settings.ft_orientation_parcours
+    episodes = conn.execute(
+        select(  # the columns written (not the criteria, a JSON document per episode)
+            ee.person_id,
+            ee.t0,
+            ee.end_on,
+            ee.outcome,
+            ee.invitation_on,
+            ee.rdv_orientation_on,
+            ee.first_rdv_accompagnement_on,
+            ee.structure,
+            ee.type_parcours,
+            ee.contrat,
+            ee.contrat_on,
+            ee.commune,
+        )
+        .where(ee.departement_code == departement, ee.t0 <= as_of)
+        .order_by(ee.t0, ee.person_id, ee.rank)
+    ).all()
+    for start in range(0, len(episodes), PAGE):
+        page = episodes[start : start + PAGE]
+        ids = sorted({e.person_id for e in page})
+        born = dict(conn.execute(select(Person.id, Person.date_naissance).where(one_of(conn, Person.id, ids))).all())
+        states = _states_as_of(conn, ids, as_of)
+        for e in page:
+            s = states.get(e.person_id)
+            decided = e.end_on is not None and e.end_on <= as_of
+            oriented = decided and e.outcome == "oriente"
+
+            def on(day: date | None) -> str:
+                return fr(day) if day is not None and day <= as_of else ""
+
+            birth = born.get(e.person_id)
+            yield [
+                (s.matricule or "") if s is not None else "",
+                (s.role or "") if s is not None else "",
+                e.commune or ((s.numcom or "") if s is not None else ""),
+                fr(birth.replace(day=1)) if birth else "",
+                fr(e.t0),
+                on(e.invitation_on),
+                on(e.rdv_orientation_on),
+                fr(e.end_on) if oriented else "",
+                on(e.first_rdv_accompagnement_on),
+                (e.structure or "") if oriented else "",
+                parcours.get(e.type_parcours or "", "") if oriented else "",
+                on(e.contrat_on) if e.contrat == "CER" else "",
+                e.contrat or "" if e.contrat_on is not None and e.contrat_on <= as_of else "",
+                departement,
+                (s.numorg or "") if s is not None and s.fonorg == "CAF" else "",
+                "0",
+            ]
+    yield from _stock_rows(conn, settings, departement, as_of)
+
+
+def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: date) -> Iterator[list[str]]:
+    p = Person.__table__.c
+    ids = list(
+        conn.execute(select(p.id).where(p.departement_code == departement, p.stock.is_(True)).order_by(p.id)).scalars()
+    )
+    oe = OrientationEvent.__table__.c
+    parcours = settings.ft_orientation_parcours
+    for start in range(0, len(ids), PAGE):
+        page = ids[start : start + PAGE]
+        states = _states_as_of(conn, page, as_of)
+        born = dict(conn.execute(select(p.id, p.date_naissance).where(one_of(conn, p.id, page))).all())
+        superseded = select(oe.supersedes_id).where(oe.supersedes_id.is_not(None))
+        events: dict[int, list[Any]] = {}
+        for ev in conn.execute(
+            select(OrientationEvent.__table__)
+            .where(one_of(conn, oe.person_id, page), oe.event_date <= as_of, oe.id.not_in(superseded))
+            .order_by(oe.person_id, oe.event_date, oe.id)
+        ):
+            events.setdefault(ev.person_id, []).append(ev)
+        for pid in page:
+            s = states.get(pid)
+            if s is None or not s.sdd:
+                continue  # not in the active file at that date
+            evs = events.get(pid, [])
+
+            def first(kind: str, evs: list[Any] = evs) -> Any:
+                return next((ev for ev in evs if ev.type == kind), None)
+
+            def last(kind: str, evs: list[Any] = evs) -> Any:
+                return next((ev for ev in reversed(evs) if ev.type == kind), None)
+
+            orientation, contrat = last("orientation"), last("contrat")
+            birth = born.get(pid)
+            yield [
+                s.matricule or "",
+                s.role or "",
+                s.numcom or "",
+                fr(birth.replace(day=1)) if birth else "",
+                "",
+                fr(getattr(first("invitation"), "event_date", None)),
+                fr(getattr(first("rdv_orientation"), "event_date", None)),
+                fr(getattr(orientation, "event_date", None)),
+                fr(getattr(first("rdv_accompagnement"), "event_date", None)),
+                (orientation.structure or "") if orientation is not None else "",
+                parcours.get(orientation.type_parcours or "", "") if orientation is not None else "",
+                fr(contrat.event_date) if contrat is not None and contrat.contrat_type == "CER" else "",
+                (contrat.contrat_type or "") if contrat is not None else "",
+                departement,
+                (s.numorg or "") if s.fonorg == "CAF" else "",
+                "1",
+            ]

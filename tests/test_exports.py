@@ -1,0 +1,302 @@
+"""The weekly files for France Travail (issue #13): built from a generated flux, instruction files and
+orientation events; e-mailed to a local SMTP sink (aiosmtpd); downloaded through the link; recorded; a
+second run changes nothing; concurrent runs publish once; every bad link and failure said clearly. On
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import email
+import io
+import json
+import re
+import socket
+import threading
+from datetime import date, timedelta
+from email import policy
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from app.db import get_engine, session_scope
+from app.exports import publish as pub
+from app.exports.weekly import FLUX_COLUMNS, PILOTAGE_COLUMNS, Week, WeekError
+from app.ingest.generator import generate
+from app.ingest.loader import IngestOptions, ingest_file
+from app.main import create_app
+from app.models import AccessRecord, EntryEpisode, Export, ExportDownload, ExportLink, Person
+from app.pilotage.orientation import orientation_indicator
+from app.services.episodes import refresh_pending
+from app.services.orientation import EventIn, record_event
+from app.settings import today
+from tests.ftsupport import passerelle
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.refuse = False
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.refuse:
+            return "550 5.7.1 message refused by policy"
+        self.messages.append(envelope.content)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def xsettings(db, smtp):
+    _sink, port = smtp
+    return db.model_copy(
+        update={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "smtp_tls": "none",
+            "mail_from": "passerelle@departement.test",
+            "export_recipients": ["agent.ft@francetravail.test", "dr.grand-est@francetravail.test"],
+            "public_url": "https://passerelle.departement.test",
+        }
+    )
+
+
+def _departement(settings, tmp_path, foyers=120):
+    """A generated flux with its instruction files, and orientations dated in the last complete week."""
+    day = today(settings)
+    week = Week.last_complete(day)
+    out = tmp_path / "flux"
+    generate(out, foyers, 20, week.monday - timedelta(days=18), seed=21, instruction=True)
+    engine = get_engine(settings)
+    for entry in json.loads((out / "manifest.json").read_text()):
+        options = IngestOptions(
+            received_on=date.fromisoformat(entry["received_on"]), initial_stock=entry["initial_stock"]
+        )
+        assert ingest_file(engine, settings, out / entry["file"], options, refresh=False).status == "applied"
+    refresh_pending(engine)
+    with session_scope(settings, write=True) as session:
+        episodes = session.execute(
+            select(EntryEpisode.person_id, EntryEpisode.t0).order_by(EntryEpisode.person_id)
+        ).all()
+        for n, (pid, t0) in enumerate(episodes):
+            when = max(t0, week.monday) + timedelta(days=n % 5)
+            if when > week.sunday or n % 4 == 3:
+                continue
+            event = {"type": "orientation", "date": when, "organisme": "FRANCE_TRAVAIL",
+                     "type_parcours": ("professionnel", "social", "socio-professionnel")[n % 3],
+                     "structure": "Agence FT Verdun", "external_id": f"w-{pid}"}  # fmt: skip
+            record_event(session, settings, session.get(Person, pid), EventIn.model_validate(event), recorded_by="t")
+    return week
+
+
+def _links(message: bytes) -> dict[str, str]:
+    body = email.message_from_bytes(message, policy=policy.default).get_body().get_content()
+    found = re.findall(r"(rsa_\d{3}_\d{4}-W\d{2}_(\w+)\.csv).*?\n\s+(https://\S+/api/v1/exports/download/(\S+))", body)
+    return {kind: token for _name, kind, _url, token in found}
+
+
+def _rows(content: bytes) -> list[list[str]]:
+    assert content.startswith("\ufeff".encode()), "a BOM for French Excel"
+    text = content.decode("utf-8-sig")
+    assert "\r\n" in text and "\n" not in text.replace("\r\n", "")
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter=";"))
+
+
+def test_the_weekly_files_reach_france_travail_once_and_their_downloads_are_recorded(xsettings, smtp, tmp_path):
+    sink, _port = smtp
+    week = _departement(xsettings, tmp_path)
+    result = pub.publish(get_engine(xsettings), xsettings, "055", week)
+    assert result.mailed and len(sink.messages) == 1
+    message = email.message_from_bytes(sink.messages[0], policy=policy.default)
+    assert "semaine " + week.label in message["Subject"] and "francetravail.test" in message["To"]
+    tokens = _links(sink.messages[0])
+    assert set(tokens) == {"flux", "pilotage"}
+    with TestClient(create_app(xsettings), raise_server_exceptions=False) as c:
+        r = c.get(f"/api/v1/exports/download/{tokens['flux']}")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-disposition"] == f'attachment; filename="rsa_055_{week.label}_flux.csv"'
+        flux = _rows(r.content)
+        assert tuple(flux[0]) == FLUX_COLUMNS and len(flux) - 1 == result.files[0].rows > 0
+        for row in flux[1:]:
+            record = dict(zip(FLUX_COLUMNS, row, strict=True))
+            assert len(record["NIR"]) == 15 and re.match(r"^\d\d/\d\d/\d{4}$", record["DATE_ORIENTATION"])
+            assert record["TYPE_PARCOURS"] in ("SOCIAL", "SOCIOPROFESSIONNEL", "PROFESSIONNEL")
+            assert record["STATUT"] in ("DEMANDEUR", "CONJOINT")
+        assert any(dict(zip(FLUX_COLUMNS, row, strict=True))["NATIONALITE"] for row in flux[1:])
+        pilotage = _rows(c.get(f"/api/v1/exports/download/{tokens['pilotage']}").content)
+        assert tuple(pilotage[0]) == PILOTAGE_COLUMNS
+        assert {row[-1] for row in pilotage[1:]} == {"0", "1"}  # nouveaux entrants and stock
+        assert all(row[3].startswith("01/") for row in pilotage[1:] if row[3])  # birth dates to the 1st
+    with session_scope(xsettings) as s:
+        served = s.scalars(select(ExportDownload.outcome)).all()
+        assert served == ["served", "served"]
+        reads = s.scalars(select(AccessRecord.action).where(AccessRecord.principal_id.like("link:%"))).all()
+        assert sorted(reads) == ["export.download.flux", "export.download.pilotage"]
+    # the nightly job again: the same bytes, nothing sent
+    again = pub.publish(get_engine(xsettings), xsettings, "055", week)
+    assert again.unchanged and not again.mailed and len(sink.messages) == 1
+    assert [f.sha256 for f in again.files] == [f.sha256 for f in result.files]
+    resent = pub.publish(get_engine(xsettings), xsettings, "055", week, resend=True)
+    assert resent.mailed and len(sink.messages) == 2 and _links(sink.messages[1]) != tokens
+    manifest = json.loads((xsettings.data_dir / "exports" / "055" / week.label / "manifest.json").read_text())
+    assert [f["sha256"] for f in manifest["fichiers"]] == [f.sha256 for f in result.files]
+
+
+def test_a_rebuild_gives_the_same_bytes_and_the_pilotage_file_agrees_with_the_indicator(xsettings, tmp_path):
+    week = _departement(xsettings, tmp_path)
+    engine = get_engine(xsettings)
+    first = pub.build(engine, xsettings, "055", week)
+    second = pub.build(engine, xsettings, "055", week)
+    assert [(f.sha256, f.rows) for f in first] == [(f.sha256, f.rows) for f in second]
+    pilotage = first[1]
+    plain = pub.decrypt_file(
+        pilotage.path,
+        xsettings.export_key_ring,
+        pub._aad("055", week.label, "pilotage", pilotage.sha256),
+        pilotage.sha256,
+    )
+    rows = _rows(plain.read())[1:]
+    start = week.monday - timedelta(days=30)
+    with engine.connect() as conn:
+        indicator = orientation_indicator(conn, ["055"], start, week.sunday, week.sunday)
+    entrants = [r for r in rows if r[-1] == "0" and start <= _day(r[4]) <= week.sunday]
+    summary = indicator
+    assert len(entrants) == summary["nouveaux_entrants"]
+    oriented = [r for r in entrants if r[7]]
+    assert len(oriented) == summary["orientes"]
+    within = [r for r in oriented if (_day(r[7]) - _day(r[4])).days <= 14]
+    assert len(within) == summary["orientes_15j"]
+
+
+def _day(text: str) -> date:
+    d, m, y = text.split("/")
+    return date(int(y), int(m), int(d))
+
+
+def test_bad_links_are_refused_clearly_and_serve_nothing(xsettings, smtp, tmp_path):
+    sink, _port = smtp
+    week = _departement(xsettings, tmp_path, foyers=40)
+    single = xsettings.model_copy(update={"export_single_use": True})
+    pub.publish(get_engine(single), single, "055", week)
+    tokens = _links(sink.messages[-1])
+    with TestClient(create_app(xsettings), raise_server_exceptions=False) as c:
+        forged = c.get("/api/v1/exports/download/" + "A" * 43)
+        assert (forged.status_code, forged.json()["error"]) == (403, "link_invalid")
+        assert c.get("/api/v1/exports/download/short").status_code == 422
+        assert c.get(f"/api/v1/exports/download/{tokens['flux']}").status_code == 200
+        used = c.get(f"/api/v1/exports/download/{tokens['flux']}")
+        assert (used.status_code, used.json()["error"]) == (410, "link_used") and "déjà servi" in used.json()["message"]
+        with session_scope(xsettings, write=True) as s:
+            link = s.scalar(
+                select(ExportLink).where(ExportLink.token_hash == pub.token_hash(xsettings, tokens["pilotage"]))
+            )
+            link.expires_at = link.created_at - timedelta(seconds=1)
+        expired = c.get(f"/api/v1/exports/download/{tokens['pilotage']}")
+        assert (expired.status_code, expired.json()["error"]) == (410, "link_expired")
+        pub.publish(get_engine(xsettings), xsettings, "055", week, resend=True)
+        fresh = _links(sink.messages[-1])
+        with session_scope(xsettings, write=True) as s:
+            link = s.scalar(select(ExportLink).where(ExportLink.token_hash == pub.token_hash(xsettings, fresh["flux"])))
+            link.revoked_at = link.created_at
+        revoked = c.get(f"/api/v1/exports/download/{fresh['flux']}")
+        assert (revoked.status_code, revoked.json()["error"]) == (410, "link_revoked")
+        with session_scope(xsettings) as s:
+            path = s.scalar(select(Export.path).where(Export.kind == "pilotage"))
+        stored = Path(path)
+        data = bytearray(stored.read_bytes())
+        data[-40] ^= 0xFF  # one byte of the stored file changed
+        stored.write_bytes(bytes(data))
+        corrupted = c.get(f"/api/v1/exports/download/{fresh['pilotage']}")
+        assert (corrupted.status_code, corrupted.json()["error"]) == (409, "export_corrupted")
+        assert "ID_CAF" not in corrupted.text
+    with session_scope(xsettings) as s:
+        outcomes = sorted(s.scalars(select(ExportDownload.outcome)))
+        assert outcomes == ["corrupted", "expired", "revoked", "served", "unknown", "used"]
+
+
+def test_a_refused_mail_or_a_full_disk_leaves_nothing_half_published(xsettings, smtp, tmp_path, monkeypatch):
+    sink, _port = smtp
+    week = _departement(xsettings, tmp_path, foyers=40)
+    sink.refuse = True
+    with pytest.raises(pub.PublishError, match="550"):
+        pub.publish(get_engine(xsettings), xsettings, "055", week)
+    with session_scope(xsettings) as s:
+        assert s.scalar(select(func.count()).select_from(ExportLink).where(ExportLink.revoked_at.is_(None))) == 0
+        assert set(s.scalars(select(Export.published_at))) == {None}
+    sink.refuse = False
+    assert pub.publish(get_engine(xsettings), xsettings, "055", week).mailed  # the next run sends them
+    real_replace = pub.os.replace
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pub.os, "replace", full)
+    other = Week.parse("2024-W10", today(xsettings))
+    with pytest.raises(OSError, match="No space"):
+        pub.publish(get_engine(xsettings), xsettings, "055", other)
+    monkeypatch.setattr(pub.os, "replace", real_replace)
+    directory = xsettings.data_dir / "exports" / "055" / "2024-W10"
+    assert not list(directory.glob("*.part")) and not list(directory.glob("*.enc"))
+    with session_scope(xsettings) as s:
+        assert s.scalar(select(func.count()).select_from(Export).where(Export.week == "2024-W10")) == 0
+
+
+def test_concurrent_runs_publish_once(xsettings, smtp, tmp_path):
+    sink, _port = smtp
+    week = _departement(xsettings, tmp_path, foyers=60)
+    outcomes: list[str] = []
+
+    def run() -> None:
+        try:
+            result = pub.publish(get_engine(xsettings), xsettings, "055", week)
+            outcomes.append("mailed" if result.mailed else "unchanged")
+        except pub.ExportBusy:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("mailed") == 1 and len(sink.messages) == 1, outcomes
+    assert set(outcomes) <= {"mailed", "unchanged", "busy"}
+
+
+def test_weeks_and_departements_that_cannot_be_exported(db, xsettings):
+    day = today(xsettings)
+    with pytest.raises(WeekError, match="has not ended"):
+        Week.parse(Week.last_complete(day + timedelta(days=7)).label, day)
+    with pytest.raises(WeekError, match="ISO week"):
+        Week.parse("2024-10", day)
+    with pytest.raises(WeekError, match="does not exist"):
+        Week.parse("2023-W53", day)
+    env = {"PASSERELLE_ENV": "test", "PASSERELLE_DATA_DIR": str(db.data_dir),
+           "PASSERELLE_DATABASE_URL": db.database_url,
+           "PASSERELLE_NIR_ENCRYPTION_KEYS": db.nir_encryption_keys.get_secret_value(),
+           "PASSERELLE_NIR_HMAC_KEY": db.nir_hmac_key.get_secret_value(),
+           "PASSERELLE_API_KEY_PEPPER": db.api_key_pepper.get_secret_value(), "PASSERELLE_LOG_LEVEL": "WARNING",
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    future = Week.last_complete(day + timedelta(days=14)).label
+    for args, message in (
+        (["--week", future], "has not ended"),
+        (["--week", "2024-W99"], "does not exist"),
+        (["--departement", "099"], "unknown département"),
+    ):
+        proc = passerelle("export", "weekly", *args, env=env)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and message in err, (args, err)
