@@ -23,6 +23,7 @@ from app.settings import Settings, get_settings
 UPLOAD_ROUTES: list[re.Pattern[str]] = [
     re.compile(r"^/api/v1/flux/?$"),
     re.compile(r"^/api/v1/orientations/import/?$"),
+    re.compile(r"^/api/v1/ft-return-files/?$"),
 ]
 
 DESCRIPTION = """
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(orientation.router)
     app.include_router(france_travail.router)
     app.include_router(exports.router)
+    app.include_router(exports.return_router)
     app.include_router(pilotage.router)
     app.include_router(webhooks.router)
     return app

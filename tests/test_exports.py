@@ -300,3 +300,89 @@ def test_weeks_and_departements_that_cannot_be_exported(db, xsettings):
         proc = passerelle("export", "weekly", *args, env=env)
         _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 2 and message in err, (args, err)
+
+
+RETURN_HEADER = [
+    "Nom", "Prénom", "Date De Naissance", "Tranche Age Actuel", "Obligation Emploi Actuel", "Inscription Actuelle",
+    "Rome Actuel", "Diagnostic Realise (oui/non)", "Commune Entree", "Commune Actuelle", "Libelle Commune Actuelle",
+    "Territoire Entree", "Territoire Actuel", "Departement Actuel", "Agence Dans Xp", "Agence",
+    "Direction territoriale Actuelle", "Date Entree Parcours", "Date Sortie", "Motif Sortie",
+    "Libelle Parcours Entree", "Libelle Parcours Actuel", "Modalité de suivi et d’accompagnement (Msa) Actuelle",
+    "Libelle Pni (si suivi délégué à un partenaire non informatisé)", "Libelle Type de Suivi délégué",
+    "Top Demandeur d’emploi de Longue Duree",
+]  # fmt: skip
+
+
+def _return_file(flux_rows: list[list[str]], separator: str = ";", encoding: str = "utf-8-sig") -> bytes:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, delimiter=separator, lineterminator="\r\n")
+    writer.writerow(RETURN_HEADER)
+    for row in flux_rows:
+        record = dict(zip(FLUX_COLUMNS, row, strict=True))
+        writer.writerow([record["NOM"], record["PRENOM"], record["DATE_NAISSANCE"], "30-39 ans", "Non", "Oui",
+                         "K1304", "oui", "55545", "55545", "VERDUN", "T1", "T1", "55", "Non", "Verdun",
+                         "DT Meuse", "03/03/2026", "", "", "Accompagnement", "Accompagnement", "Guidé", "", "",
+                         "Non"])  # fmt: skip
+    writer.writerow(["INCONNU", "PERSONNE", "01/01/1970"] + [""] * (len(RETURN_HEADER) - 3))
+    return out.getvalue().encode(encoding)
+
+
+def test_the_return_file_round_trips_and_the_api_publishes_lists_and_revokes(xsettings, smtp, tmp_path, make_api_key):
+    sink, _port = smtp
+    week = _departement(xsettings, tmp_path)
+    pushed = tmp_path / "share"
+    settings = xsettings.model_copy(update={"export_push_dir": pushed})
+    runner, reader = make_api_key(["exports:run"]), make_api_key(["exports:read", "ft:read"])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        r = c.post(
+            "/api/v1/exports/weekly", json={"departement": "055", "week": week.label}, headers={"X-API-Key": runner}
+        )
+        assert r.status_code == 200 and r.json()["envoye"], r.text
+        assert (
+            c.post("/api/v1/exports/weekly", json={"departement": "055"}, headers={"X-API-Key": reader}).status_code
+            == 403
+        )
+        future = Week.last_complete(today(settings) + timedelta(days=14)).label
+        bad = c.post(
+            "/api/v1/exports/weekly", json={"departement": "055", "week": future}, headers={"X-API-Key": runner}
+        )
+        assert bad.status_code == 422 and "has not ended" in bad.json()["message"]
+        tokens = _links(sink.messages[-1])
+        flux = _rows(c.get(f"/api/v1/exports/download/{tokens['flux']}").content)
+        copy = pushed / "055" / week.label / f"rsa_055_{week.label}_flux.csv"
+        assert _rows(copy.read_bytes()) == flux and (copy.stat().st_mode & 0o777) == 0o600
+        listed = c.get("/api/v1/exports", params={"departement": "055"}, headers={"X-API-Key": reader}).json()["items"]
+        assert {(i["type"], i["liens_actifs"], i["telechargements"]) for i in listed} == {
+            ("flux", 1, 1),
+            ("pilotage", 1, 0),
+        }
+        flux_id = next(i["id"] for i in listed if i["type"] == "flux")
+        revoked = c.post(f"/api/v1/exports/{flux_id}/revoke", headers={"X-API-Key": runner})
+        assert revoked.json()["liens_revoques"] == 1
+        assert c.get(f"/api/v1/exports/download/{tokens['flux']}").status_code == 410
+        # France Travail sends its return file: the persons we sent come back and are found
+        data = _return_file(flux[1:], separator=",", encoding="cp1252")
+        files = {"file": ("retour_ft.csv", data, "text/csv")}
+        r = c.post("/api/v1/ft-return-files", files=files, data={"departement": "055"}, headers={"X-API-Key": runner})
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert (report["encoding"], report["separator"]) == ("windows-1252", ",")
+        assert (report["rows"], report["matched"], len(report["unmatched"])) == (len(flux), len(flux) - 1, 1)
+        assert report["unmatched"][0]["line"] == len(flux) + 1 and "INCONNU" not in r.text
+        again = c.post(
+            "/api/v1/ft-return-files", files=files, data={"departement": "055"}, headers={"X-API-Key": runner}
+        )
+        assert again.json()["duplicate"] is True
+        with session_scope(settings) as s:
+            nom, born = flux[1][1], flux[1][3]
+            pid = s.scalar(select(Person.id).where(Person.nom == nom, Person.date_naissance == _day(born)))
+        shown = c.get(f"/api/v1/persons/{pid}/france-travail", headers={"X-API-Key": reader}).json()
+        assert shown["retourFichier"]["rome_actuel"] == "K1304" and shown["retourFichier"]["date_entree_parcours"]
+        missing = _return_file(flux[1:2]).replace(b"Rome Actuel", b"Rome")
+        r = c.post("/api/v1/ft-return-files", files={"file": ("x.csv", missing, "text/csv")},
+                   data={"departement": "055"}, headers={"X-API-Key": runner})  # fmt: skip
+        assert r.status_code == 422 and "Rome Actuel" in r.json()["message"]
+        bad_date = _return_file(flux[1:2]).replace(flux[1][3].encode(), b"31/02/1980")
+        r = c.post("/api/v1/ft-return-files", files={"file": ("y.csv", bad_date, "text/csv")},
+                   data={"departement": "055"}, headers={"X-API-Key": runner})  # fmt: skip
+        assert r.status_code == 422 and "line 2" in r.json()["message"]

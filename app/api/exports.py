@@ -13,16 +13,33 @@ from typing import IO, Annotated, Any
 
 import anyio
 import structlog
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
-from sqlalchemy import insert, select, update
+from pydantic import ConfigDict, Field
+from sqlalchemy import func, insert, select, update
 
-from app.api.deps import SessionDep, SettingsDep, run_write
-from app.db import write_transaction
-from app.errors import ApiError
-from app.exports.publish import IntegrityError, aad_of, decrypt_file, token_hash
+from app.api.deps import Authorized, SessionDep, SettingsDep, run_write
+from app.db import get_engine, write_transaction
+from app.errors import ApiError, NotFound, Unprocessable
+from app.exports.publish import (
+    ExportBusy,
+    IntegrityError,
+    Publication,
+    PublishError,
+    aad_of,
+    decrypt_file,
+    publish,
+    token_hash,
+)
+from app.exports.return_file import ingest
+from app.exports.weekly import Week, WeekError
 from app.models import AccessRecord, Export, ExportDownload, ExportLink
 from app.models.base import utcnow
+from app.security.auth import Principal
+from app.security.scopes import Scope
+from app.settings import today
+from app.validation import InputModel
 
 log = structlog.get_logger(__name__)
 
@@ -166,3 +183,150 @@ def _refuse(outcome: str) -> None:
         "used": "Ce lien a déjà servi (lien à usage unique). Demandez au Département un nouvel envoi.",
     }
     raise LinkGone(reasons[outcome], code=f"link_{outcome}")
+
+
+# -- the Département's side: list, publish, revoke, return files (scopes exports:read / exports:run) --------
+
+Departement = Annotated[str, Query(pattern=r"^(\d{3}|02[AB])$", description="Département, e.g. 055")]
+
+
+class ExportBusyError(ApiError):
+    status_code = 409
+    code = "export_busy"
+
+
+class PublishFailed(ApiError):
+    status_code = 502
+    code = "export_publish_failed"
+
+
+def _export_out(row: Export, links: list[ExportLink], served: int) -> dict[str, Any]:
+    now = utcnow()
+    live = [k for k in links if k.revoked_at is None and k.expires_at > now and not (k.single_use and k.used_at)]
+    return {
+        "id": row.id,
+        "departement": row.departement_code,
+        "semaine": row.week,
+        "type": row.kind,
+        "nom": row.filename,
+        "lignes": row.rows,
+        "sha256": row.sha256,
+        "octets": row.size_bytes,
+        "construit_le": row.built_at.isoformat(),
+        "publie_le": row.published_at.isoformat() if row.published_at else None,
+        "liens_actifs": len(live),
+        "liens_expiration": max((k.expires_at for k in live), default=None),
+        "telechargements": served,
+    }
+
+
+@router.get("", summary="The weekly files built, with their manifest, links and downloads")
+def list_exports(
+    session: SessionDep,
+    principal: Annotated[Principal, Authorized(Scope.exports_read)],
+    departement: Departement | None = None,
+    week: Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$")] = None,
+) -> dict[str, Any]:
+    deps = sorted(principal.departements) if departement is None else [departement]
+    if departement is not None:
+        principal.require_departement(departement)
+    query = select(Export).where(Export.departement_code.in_(deps))
+    if week:
+        query = query.where(Export.week == week)
+    rows = list(session.scalars(query.order_by(Export.week.desc(), Export.departement_code, Export.kind).limit(200)))
+    ids = [r.id for r in rows]
+    links: dict[int, list[ExportLink]] = {}
+    for link in session.scalars(select(ExportLink).where(ExportLink.export_id.in_(ids))) if ids else []:
+        links.setdefault(link.export_id, []).append(link)
+    served = (
+        dict(
+            session.execute(
+                select(ExportDownload.export_id, func.count())
+                .where(ExportDownload.export_id.in_(ids), ExportDownload.outcome == "served")
+                .group_by(ExportDownload.export_id)
+            ).all()
+        )
+        if ids
+        else {}
+    )
+    return {"items": [_export_out(r, links.get(r.id, []), int(served.get(r.id, 0))) for r in rows]}
+
+
+class PublishIn(InputModel):
+    model_config = ConfigDict(extra="forbid")
+
+    departement: str = Field(pattern=r"^(\d{3}|02[AB])$")
+    week: str | None = Field(default=None, pattern=r"^\d{4}-W\d{2}$", description="default: the last complete")
+    resend: bool = False
+
+
+@router.post(
+    "/weekly",
+    summary="Build and publish a week's files (as the nightly job does); idempotent unless resend",
+    responses={409: {"description": "Another run publishes them now"}, 502: {"description": "Mail failed"}},
+)
+async def publish_weekly(
+    body: PublishIn,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.exports_run)],
+) -> dict[str, Any]:
+    principal.require_departement(body.departement)
+    try:
+        week = Week.parse(body.week, today(settings)) if body.week else Week.last_complete(today(settings))
+    except WeekError as exc:
+        raise Unprocessable(str(exc), [{"loc": ["body", "week"], "msg": str(exc)}]) from None
+
+    def run() -> Publication:
+        return publish(get_engine(settings), settings, body.departement, week, resend=body.resend)
+
+    try:
+        result = await anyio.to_thread.run_sync(run)
+    except ExportBusy as exc:
+        raise ExportBusyError(str(exc)) from None
+    except (PublishError, OSError) as exc:
+        raise PublishFailed(str(exc)) from None
+    return result.manifest() | {"envoye": result.mailed}
+
+
+@router.post("/{export_id}/revoke", summary="Revoke every live link of a file")
+async def revoke(
+    export_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)],
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Authorized(Scope.exports_run)],
+) -> dict[str, Any]:
+    def work() -> int:
+        with write_transaction(session):
+            row = session.get(Export, export_id)
+            if row is None or row.departement_code not in principal.departements:
+                raise NotFound("No such export.")
+            result = session.execute(
+                update(ExportLink)
+                .where(ExportLink.export_id == export_id, ExportLink.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+
+    return {"export_id": export_id, "liens_revoques": await run_write(request, work)}
+
+
+return_router = APIRouter(prefix="/api/v1/ft-return-files", tags=["exports"])
+
+
+@return_router.post("", summary="France Travail's return file: matched to persons, stored dated")
+async def post_return_file(
+    file: Annotated[UploadFile, File(description="The CSV France Travail sent back")],
+    departement: Annotated[str, Form(pattern=r"^(\d{3}|02[AB])$")],
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Authorized(Scope.exports_run)],
+) -> dict[str, Any]:
+    principal.require_departement(departement)
+    data = await file.read()
+
+    def work() -> dict[str, Any]:
+        with write_transaction(session):
+            report = ingest(session, departement, file.filename or "retour.csv", data, principal.id)
+        return report.to_dict()
+
+    return await run_write(request, work)

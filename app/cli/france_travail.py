@@ -4,6 +4,7 @@ decisions waiting in the outbox."""
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -178,3 +179,49 @@ def ft_push(
         print_rows(("outbox", "decisions"), sorted(queue.items()))
     if counts.get("failed"):
         raise fail(f"{counts['failed']} decisions failed (see the outbox: last_error)", ExitCode.REJECTED)
+
+
+return_app = typer.Typer(help="France Travail's return file (Annexe 4, en retour).", no_args_is_help=True)
+ft_app.add_typer(return_app, name="return-file")
+
+
+@return_app.command("ingest")
+def return_file_ingest(
+    file: Annotated[Path, typer.Argument(help="The CSV France Travail sent back (; or , UTF-8 or Windows-1252)")],
+    departement: Annotated[str, typer.Option(help="Département, e.g. 055")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Read France Travail's return file, match each line to a person (names + birth date + commune), store
+    it dated; the same file twice changes nothing. Exit 1 when the file is rejected (the line and column
+    are named) or when lines could not be matched (reported, never guessed)."""
+    from app.db import session_scope
+    from app.exports.return_file import ReturnFileRejected, ingest
+
+    settings = ready_settings()
+    code = validated_departement(departement)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror}", ExitCode.USAGE) from None
+    try:
+        with session_scope(settings, write=True) as session:
+            report = ingest(session, code, file.name, data, "cli")
+    except ReturnFileRejected as exc:
+        raise fail(f"{file.name} rejected, nothing stored: {exc.message}") from None
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        state = "already received (same content): nothing new" if report.duplicate else "stored"
+        console.print(
+            f"{file.name}: {state}; {report.rows} lines, {report.matched} matched, {len(report.ambiguous)} "
+            f"ambiguous, {len(report.unmatched)} unmatched ({report.encoding}, separator {report.separator!r})",
+            highlight=False,
+        )
+        problems = [(p["line"], "ambiguous", p["reason"]) for p in report.ambiguous]
+        problems += [(p["line"], "unmatched", p["reason"]) for p in report.unmatched]
+        if problems:
+            print_rows(("line", "status", "why"), sorted(problems))
+        if report.ignored_columns:
+            err_console.print(f"columns ignored: {', '.join(report.ignored_columns)}", highlight=False)
+    if report.ambiguous or report.unmatched:
+        raise typer.Exit(int(ExitCode.REJECTED))

@@ -2,7 +2,7 @@
 
 from app.models.auth import ApiClient, Departement, api_client_departements
 from app.models.base import Base
-from app.models.exports import Export, ExportDownload, ExportLink, JobLease
+from app.models.exports import Export, ExportDownload, ExportLink, FtReturnFile, FtReturnRow, JobLease
 from app.models.flux import (
     AccessRecord,
     AmbiguousKey,
@@ -34,6 +34,8 @@ __all__ = [
     "FtCall",
     "FtIdentity",
     "FtOutboxItem",
+    "FtReturnFile",
+    "FtReturnRow",
     "FtSnapshot",
     "FtSyncItem",
     "FtSyncRun",

@@ -4,8 +4,9 @@ and the leases that keep two runs of a job from publishing twice."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -77,3 +78,41 @@ class JobLease(Base):
     holder: Mapped[str] = mapped_column(String(120))
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class FtReturnFile(Base):
+    """A file France Travail sent back (Annexe 4, "en retour"): received once per content and département."""
+
+    __tablename__ = "ft_return_files"
+    __table_args__ = (Index("uq_ft_return_files_content", "departement_code", "content_sha256", unique=True),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    received_by: Mapped[str | None] = mapped_column(String(120))
+    encoding: Mapped[str] = mapped_column(String(20))
+    separator: Mapped[str] = mapped_column(String(1))
+    rows: Mapped[int] = mapped_column(Integer)
+    matched: Mapped[int] = mapped_column(Integer)
+    ambiguous: Mapped[int] = mapped_column(Integer)
+    unmatched: Mapped[int] = mapped_column(Integer)
+
+
+class FtReturnRow(Base):
+    """One line of a return file: the person it was matched to (names + birth date + commune), or why not;
+    its values under the convention's column names. Dated by the file's reception."""
+
+    __tablename__ = "ft_return_rows"
+    __table_args__ = (
+        Index("ix_ft_return_rows_person", "person_id", "file_id"),
+        Index("ix_ft_return_rows_file", "file_id", "line"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    file_id: Mapped[int] = mapped_column(BigInteger)
+    line: Mapped[int] = mapped_column(Integer)
+    person_id: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(12))  # matched | ambiguous | unmatched
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)

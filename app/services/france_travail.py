@@ -397,6 +397,9 @@ def view(session: Session, person_id: int) -> dict[str, Any]:
             if snap is not None
             else None
         )
+    from app.exports.return_file import latest_for_person
+
+    out["retourFichier"] = latest_for_person(session, person_id)  # France Travail's weekly return file
     out["dernierAppel"] = (
         {
             "le": _iso(last_call.at),

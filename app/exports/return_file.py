@@ -1,0 +1,246 @@
+"""France Travail's return file (seeds/001 Annexe 4, "en retour"): read as France Travail writes it,
+matched to persons, stored as dated facts (issue #13).
+
+- **Columns**: the convention's 26 names, as France Travail writes them. Headers are compared without
+  case, accents, apostrophe style, spaces or a trailing parenthesis, so "Modalité de suivi et
+  d’accompagnement (Msa) Actuelle" (the seed) and "Modalité de suivi et d'accompagnement Actuelle" (SPEC)
+  are the same column. A missing column rejects the whole file, naming it; other columns are ignored,
+  reported.
+- **Text**: `;` or `,`; UTF-8 (with or without BOM) or Windows-1252, detected and reported.
+- **Dates**: jj/mm/aaaa or aaaa-mm-jj; a bad date rejects the whole file with its line.
+- **Matching**: names (or birth name) + birth date, narrowed by commune (current, else entry) when several
+  persons share them. Several still, or none: reported (`ambiguous`, `unmatched`), never guessed.
+- **Idempotent**: the same content for the same département is recorded once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from app.errors import Unprocessable
+from app.ingest.derive import _norm
+from app.models import FtReturnFile, FtReturnRow, Person
+from app.services.orientation import decode_csv
+
+# (our key, the convention's column name); the three first identify the person
+COLUMNS = (
+    ("nom", "Nom"),
+    ("prenom", "Prénom"),
+    ("date_naissance", "Date De Naissance"),
+    ("tranche_age_actuel", "Tranche Age Actuel"),
+    ("obligation_emploi_actuel", "Obligation Emploi Actuel"),
+    ("inscription_actuelle", "Inscription Actuelle"),
+    ("rome_actuel", "Rome Actuel"),
+    ("diagnostic_realise", "Diagnostic Realise (oui/non)"),
+    ("commune_entree", "Commune Entree"),
+    ("commune_actuelle", "Commune Actuelle"),
+    ("libelle_commune_actuelle", "Libelle Commune Actuelle"),
+    ("territoire_entree", "Territoire Entree"),
+    ("territoire_actuel", "Territoire Actuel"),
+    ("departement_actuel", "Departement Actuel"),
+    ("agence_dans_xp", "Agence Dans Xp"),
+    ("agence", "Agence"),
+    ("direction_territoriale_actuelle", "Direction territoriale Actuelle"),
+    ("date_entree_parcours", "Date Entree Parcours"),
+    ("date_sortie", "Date Sortie"),
+    ("motif_sortie", "Motif Sortie"),
+    ("libelle_parcours_entree", "Libelle Parcours Entree"),
+    ("libelle_parcours_actuel", "Libelle Parcours Actuel"),
+    ("modalite_suivi_actuelle", "Modalité de suivi et d’accompagnement (Msa) Actuelle"),
+    ("libelle_pni", "Libelle Pni (si suivi délégué à un partenaire non informatisé)"),
+    ("libelle_type_suivi_delegue", "Libelle Type de Suivi délégué"),
+    ("top_demandeur_emploi_longue_duree", "Top Demandeur d’emploi de Longue Duree"),
+)
+DATE_COLUMNS = ("date_naissance", "date_entree_parcours", "date_sortie")
+_FR_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+
+
+def header_key(name: str) -> str:
+    """A header as compared: no case, accents, apostrophes, spaces, nor a parenthesis (the seed's "(Msa)",
+    "(oui/non)", "(si suivi délégué…)" are optional)."""
+    text = re.sub(r"\(.*?\)", "", name)
+    text = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in text if c.isalnum())
+
+
+KEYS = {header_key(label): key for key, label in COLUMNS}
+
+
+class ReturnFileRejected(Unprocessable):
+    code = "return_file_rejected"
+
+
+@dataclass
+class ReturnReport:
+    file_id: int | None = None
+    duplicate: bool = False
+    encoding: str = ""
+    separator: str = ";"
+    rows: int = 0
+    matched: int = 0
+    ambiguous: list[dict[str, Any]] = field(default_factory=list)  # line and why (no names)
+    unmatched: list[dict[str, Any]] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file_id": self.file_id,
+            "duplicate": self.duplicate,
+            "encoding": self.encoding,
+            "separator": self.separator,
+            "rows": self.rows,
+            "matched": self.matched,
+            "ambiguous": self.ambiguous,
+            "unmatched": self.unmatched,
+            "ignored_columns": self.ignored_columns,
+        }
+
+
+def _date(value: str, column: str, line: int) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    found = _FR_DATE.match(value)
+    try:
+        if found:
+            d, m, y = found.groups()
+            return date(int(y), int(m), int(d)).isoformat()
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ReturnFileRejected(
+            f"line {line}, column {column!r}: {value[:20]!r} is not a date (jj/mm/aaaa)",
+            [{"line": line, "column": column}],
+        ) from None
+
+
+def parse(data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], ReturnReport]:
+    """The rows (line, values by our keys), validated whole; raises `ReturnFileRejected` naming what."""
+    text, encoding = decode_csv(data)
+    report = ReturnReport(encoding=encoding)
+    first = text.split("\n", 1)[0]
+    report.separator = ";" if first.count(";") >= first.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=report.separator)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ReturnFileRejected("the file is empty") from None
+    positions: dict[str, int] = {}
+    for i, name in enumerate(header):
+        key = KEYS.get(header_key(name))
+        if key is None:
+            report.ignored_columns.append(name.strip())
+        elif key not in positions:
+            positions[key] = i
+    missing = [label for key, label in COLUMNS if key not in positions]
+    if missing:
+        raise ReturnFileRejected(
+            f"line 1: missing column(s): {', '.join(missing)} (separator {report.separator!r})",
+            [{"line": 1, "missing": missing}],
+        )
+    rows = []
+    for line, values in enumerate(reader, start=2):
+        if not any(v.strip() for v in values):
+            continue
+        if len(values) < len(header):
+            values = values + [""] * (len(header) - len(values))
+        row: dict[str, Any] = {key: values[i].strip() for key, i in positions.items()}
+        for key in DATE_COLUMNS:
+            row[key] = _date(row[key], dict(COLUMNS)[key], line)
+        if not (row["nom"] and row["prenom"] and row["date_naissance"]):
+            raise ReturnFileRejected(
+                f"line {line}: Nom, Prénom and Date De Naissance are required to find the person",
+                [{"line": line}],
+            )
+        rows.append((line, row))
+    report.rows = len(rows)
+    return rows, report
+
+
+def ingest(session: Session, departement: str, filename: str, data: bytes, received_by: str | None) -> ReturnReport:
+    """Parse, match and store (in the caller's write transaction). The same content twice: nothing new."""
+    from app.exports.weekly import _states_as_of
+    from app.settings import today
+
+    rows, report = parse(data)
+    sha = hashlib.sha256(data).hexdigest()
+    known = session.scalar(
+        select(FtReturnFile).where(FtReturnFile.departement_code == departement, FtReturnFile.content_sha256 == sha)
+    )
+    if known is not None:
+        report.file_id, report.duplicate = known.id, True
+        report.matched = known.matched
+        return report
+    births = sorted({date.fromisoformat(r["date_naissance"]) for _line, r in rows})
+    candidates: dict[tuple[str, str], list[int]] = {}
+    conn = session.connection()
+    if births:
+        for pid, nom, nomnai, prenom, born in session.execute(
+            select(Person.id, Person.nom, Person.nomnai, Person.prenom, Person.date_naissance).where(
+                Person.departement_code == departement, Person.date_naissance.in_(births)
+            )
+        ):
+            for name in {_norm(nom), _norm(nomnai)} - {""}:
+                candidates.setdefault((f"{name}|{_norm(prenom)}", str(born)), []).append(pid)
+    ids = sorted({pid for pids in candidates.values() for pid in pids})
+    states = _states_as_of(conn, ids, today()) if ids else {}
+    stored = FtReturnFile(
+        departement_code=departement,
+        filename=filename[:255],
+        content_sha256=sha,
+        received_by=received_by,
+        encoding=report.encoding,
+        separator=report.separator,
+        rows=report.rows,
+        matched=0,
+        ambiguous=0,
+        unmatched=0,
+    )
+    session.add(stored)
+    session.flush()
+    out = []
+    for line, row in rows:
+        found = sorted(set(candidates.get((f"{_norm(row['nom'])}|{_norm(row['prenom'])}", row["date_naissance"]), [])))
+        if len(found) > 1:
+            commune = row["commune_actuelle"] or row["commune_entree"]
+            narrowed = [p for p in found if commune and states.get(p) is not None and states[p].numcom == commune]
+            found = narrowed if len(narrowed) == 1 else found
+        if len(found) == 1:
+            status, person_id = "matched", found[0]
+            report.matched += 1
+        elif found:
+            status, person_id = "ambiguous", None
+            report.ambiguous.append({"line": line, "reason": f"{len(found)} persons share these names and birth date"})
+        else:
+            status, person_id = "unmatched", None
+            report.unmatched.append({"line": line, "reason": "no person with these names and birth date"})
+        out.append({"file_id": stored.id, "line": line, "person_id": person_id, "status": status, "data": row})
+    session.execute(insert(FtReturnRow), out)
+    stored.matched, stored.ambiguous, stored.unmatched = report.matched, len(report.ambiguous), len(report.unmatched)
+    report.file_id = stored.id
+    return report
+
+
+def latest_for_person(session: Session, person_id: int) -> dict[str, Any] | None:
+    """What France Travail's latest return file said of the person, with the file's reception."""
+    found = session.execute(
+        select(FtReturnRow, FtReturnFile)
+        .join(FtReturnFile, FtReturnFile.id == FtReturnRow.file_id)
+        .where(FtReturnRow.person_id == person_id)
+        .order_by(FtReturnFile.received_at.desc(), FtReturnRow.id.desc())
+        .limit(1)
+    ).first()
+    if found is None:
+        return None
+    row, file = found
+    values = {k: v for k, v in row.data.items() if k not in ("nom", "prenom", "date_naissance")}
+    return {"fichier": file.filename, "recuLe": file.received_at.isoformat(), "ligne": row.line, **values}
