@@ -1,5 +1,6 @@
-"""Weekly files benchmark (issue #13): build both files of a département of ~50,000 persons with three years
-of facts (from March 2024, the generated files' date, to the last complete week), on SQLite or PostgreSQL, and report the time and the process's peak memory growth.
+"""Weekly files benchmark (issue #13): build both files of a département of ~50,000 persons with about
+three years of facts (from March 2024, the generated files' date, to the last complete week), on SQLite or
+PostgreSQL, and report the time and the process's peak memory growth.
 
     .venv/bin/python -m bench.export_bench [--foyers 21700] [--db postgres]
 
@@ -91,7 +92,8 @@ def prepare(kind: str, foyers: int, week_sunday: date):  # type: ignore[no-untyp
                 "invitation_on": t0 + timedelta(days=1), "caf_msa": "CAF", "commune": "55545", "criteria": {},
             })  # fmt: skip
             events.append({"person_id": pid, "departement_code": "055", "type": "invitation",
-                           "event_date": t0 + timedelta(days=1), "source": "api", "recorded_by": "bench"})  # fmt: skip
+                           "event_date": t0 + timedelta(days=1), "organisme": None, "type_parcours": None,
+                           "structure": None, "source": "api", "recorded_by": "bench"})  # fmt: skip
             if end:
                 events.append({"person_id": pid, "departement_code": "055", "type": "orientation", "event_date": end,
                                "organisme": "FRANCE_TRAVAIL", "type_parcours": "professionnel",
