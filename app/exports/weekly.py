@@ -229,7 +229,8 @@ def _referent(conn: Connection, person_id: int, day: date) -> str | None:
 
 def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of: date) -> Iterator[list[str]]:
     """Nouveaux entrants (STOCK 0: each entry episode notified on or before `as_of`), then the initial stock
-    (STOCK 1: persons of the first load still present and soumis aux droits et devoirs at `as_of`)."""
+    (STOCK 1: persons of the first load still present and soumis aux droits et devoirs at `as_of`, and not
+    nouveaux entrants since: one row per person)."""
     ee = EntryEpisode.__table__.c
     parcours = settings.ft_orientation_parcours
     episodes = conn.execute(
@@ -296,6 +297,10 @@ def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: d
         page = ids[start : start + PAGE]
         states = _states_as_of(conn, page, as_of)
         born = dict(conn.execute(select(p.id, p.date_naissance).where(one_of(conn, p.id, page))).all())
+        ee = EntryEpisode.__table__.c
+        entrants = set(  # a stock person who (re-)entered is a row of its episode already
+            conn.execute(select(ee.person_id).where(one_of(conn, ee.person_id, page), ee.t0 <= as_of)).scalars()
+        )
         superseded = select(oe.supersedes_id).where(oe.supersedes_id.is_not(None))
         events: dict[int, list[Any]] = {}
         for ev in conn.execute(
@@ -306,8 +311,8 @@ def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: d
             events.setdefault(ev.person_id, []).append(ev)
         for pid in page:
             s = states.get(pid)
-            if s is None or not s.sdd:
-                continue  # not in the active file at that date
+            if s is None or not s.sdd or pid in entrants:
+                continue  # not in the active file at that date, or a row of its own as a nouvel entrant
             evs = events.get(pid, [])
 
             def first(kind: str, evs: list[Any] = evs) -> Any:
