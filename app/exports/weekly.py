@@ -113,6 +113,12 @@ class Week:
         return cls(f"{year:04d}-W{number:02d}", monday, monday + timedelta(days=6))
 
 
+def _streamed(conn: Connection) -> Connection:
+    """Rows fetched a page at a time (a server-side cursor on PostgreSQL): memory stays flat whatever the
+    département's size; the other queries of a page run on the same connection meanwhile."""
+    return conn.execution_options(stream_results=True, yield_per=PAGE)
+
+
 def fr(day: date | None) -> str:
     return day.strftime("%d/%m/%Y") if day else ""
 
@@ -162,7 +168,7 @@ def _full_nir(nir13: str) -> str:
 
 def flux_rows(conn: Connection, settings: Settings, departement: str, week: Week) -> Iterator[list[str]]:
     ee = EntryEpisode.__table__.c
-    episodes = conn.execute(
+    episodes = _streamed(conn).execute(
         select(ee.person_id, ee.t0, ee.end_on, ee.organisme, ee.type_parcours, ee.structure)
         .where(
             ee.departement_code == departement,
@@ -171,10 +177,9 @@ def flux_rows(conn: Connection, settings: Settings, departement: str, week: Week
             ee.end_on <= week.sunday,
         )
         .order_by(ee.person_id, ee.rank)
-    ).all()
+    )
     protector = NirProtector(settings.encryption_keys, settings.hmac_key)
-    for start in range(0, len(episodes), PAGE):
-        page = episodes[start : start + PAGE]
+    for page in episodes.partitions(PAGE):
         ids = sorted({e.person_id for e in page})
         persons = {p.id: p for p in conn.execute(select(Person.__table__).where(one_of(conn, Person.id, ids)))}
         states = _states_as_of(conn, ids, week.sunday)
@@ -233,7 +238,7 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
     nouveaux entrants since: one row per person)."""
     ee = EntryEpisode.__table__.c
     parcours = settings.ft_orientation_parcours
-    episodes = conn.execute(
+    episodes = _streamed(conn).execute(
         select(  # the columns written (not the criteria, a JSON document per episode)
             ee.person_id,
             ee.t0,
@@ -250,9 +255,8 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
         )
         .where(ee.departement_code == departement, ee.t0 <= as_of)
         .order_by(ee.t0, ee.person_id, ee.rank)
-    ).all()
-    for start in range(0, len(episodes), PAGE):
-        page = episodes[start : start + PAGE]
+    )
+    for page in episodes.partitions(PAGE):
         ids = sorted({e.person_id for e in page})
         born = dict(conn.execute(select(Person.id, Person.date_naissance).where(one_of(conn, Person.id, ids))).all())
         states = _states_as_of(conn, ids, as_of)
@@ -288,13 +292,13 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
 
 def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: date) -> Iterator[list[str]]:
     p = Person.__table__.c
-    ids = list(
-        conn.execute(select(p.id).where(p.departement_code == departement, p.stock.is_(True)).order_by(p.id)).scalars()
+    ids = _streamed(conn).execute(
+        select(p.id).where(p.departement_code == departement, p.stock.is_(True)).order_by(p.id)
     )
     oe = OrientationEvent.__table__.c
     parcours = settings.ft_orientation_parcours
-    for start in range(0, len(ids), PAGE):
-        page = ids[start : start + PAGE]
+    for rows in ids.partitions(PAGE):
+        page = [r.id for r in rows]
         states = _states_as_of(conn, page, as_of)
         born = dict(conn.execute(select(p.id, p.date_naissance).where(one_of(conn, p.id, page))).all())
         ee = EntryEpisode.__table__.c
