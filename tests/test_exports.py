@@ -386,3 +386,36 @@ def test_the_return_file_round_trips_and_the_api_publishes_lists_and_revokes(xse
         r = c.post("/api/v1/ft-return-files", files={"file": ("y.csv", bad_date, "text/csv")},
                    data={"departement": "055"}, headers={"X-API-Key": runner})  # fmt: skip
         assert r.status_code == 422 and "line 2" in r.json()["message"]
+
+
+def test_the_nightly_command_publishes_once_and_says_so(xsettings, smtp, tmp_path, make_api_key):
+    sink, port = smtp
+    week = _departement(xsettings, tmp_path, foyers=40)
+    s = xsettings
+    env = {"PASSERELLE_ENV": "test", "PASSERELLE_DATA_DIR": str(s.data_dir), "PASSERELLE_DATABASE_URL": s.database_url,
+           "PASSERELLE_NIR_ENCRYPTION_KEYS": s.nir_encryption_keys.get_secret_value(),
+           "PASSERELLE_NIR_HMAC_KEY": s.nir_hmac_key.get_secret_value(),
+           "PASSERELLE_API_KEY_PEPPER": s.api_key_pepper.get_secret_value(), "PASSERELLE_LOG_LEVEL": "WARNING",
+           "PASSERELLE_SMTP_HOST": "127.0.0.1", "PASSERELLE_SMTP_PORT": str(port), "PASSERELLE_SMTP_TLS": "none",
+           "PASSERELLE_MAIL_FROM": "passerelle@departement.test",
+           "PASSERELLE_EXPORT_RECIPIENTS": "agent.ft@francetravail.test, dr@francetravail.test",
+           "PASSERELLE_PUBLIC_URL": "https://passerelle.departement.test", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    proc = passerelle("export", "weekly", "--departement", "055", "--week", week.label, "--json", env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    (manifest,) = json.loads(out)
+    assert manifest["envoye"] and {f["type"] for f in manifest["fichiers"]} == {"flux", "pilotage"}
+    assert len(sink.messages) == 1
+    message = email.message_from_bytes(sink.messages[0], policy=policy.default)
+    assert message["To"] == "agent.ft@francetravail.test, dr@francetravail.test"
+    tokens = _links(sink.messages[0])
+    with TestClient(create_app(xsettings), raise_server_exceptions=False) as c:
+        assert c.get(f"/api/v1/exports/download/{tokens['pilotage']}").status_code == 200
+    proc = passerelle("export", "weekly", "--departement", "055", "--week", week.label, env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "already published, nothing sent" in out, (out, err)
+    assert len(sink.messages) == 1
+    sink.refuse = True
+    proc = passerelle("export", "weekly", "--departement", "055", "--week", week.label, "--resend", env=env)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "550" in err
