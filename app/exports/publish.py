@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from app.exports import weekly
 from app.files import private_dir
 from app.models import Export, ExportLink, JobLease
 from app.models.base import utcnow
+from app.services import leases
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -196,27 +196,10 @@ def build(engine: Engine, settings: Settings, departement: str, week: weekly.Wee
 # -- one run at a time -------------------------------------------------------------------------------------
 
 
-def _holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:120]
-
-
-def _alive(holder: str) -> bool:
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def lease(settings: Settings, job: str, scope: str) -> Iterator[None]:
     """Hold the job's lease for `scope` for the block; `ExportBusy` while a live process holds it."""
-    me = _holder()
+    me = leases.holder()
     try:
         with session_scope(settings, write=True) as session:
             claim_write(session)
@@ -224,7 +207,7 @@ def lease(settings: Settings, job: str, scope: str) -> Iterator[None]:
             now = utcnow()
             if current is not None:
                 fresh = now - current.heartbeat_at < timedelta(seconds=LEASE_SECONDS)
-                if fresh and _alive(current.holder):
+                if fresh and leases.alive(current.holder):
                     raise ExportBusy(
                         f"another '{job}' of {scope} is running (process {current.holder}, since "
                         f"{current.acquired_at:%Y-%m-%d %H:%M} UTC); nothing was done, run it again when it ends"

@@ -18,8 +18,6 @@ resumable, one run per département at a time (issue #12).
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -38,6 +36,7 @@ from app.db import claim_write, session_scope
 from app.models import EntryEpisode, FtCall, FtIdentity, FtSyncItem, FtSyncRun, OrientationEvent, Person
 from app.models.base import utcnow
 from app.services import france_travail as ft
+from app.services import leases
 from app.services.persons import audit_job_reads
 from app.settings import Settings
 
@@ -99,26 +98,6 @@ class SyncSummary:
         }
 
 
-def _holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:120]
-
-
-def _alive(holder: str | None) -> bool:
-    """Whether the process holding a lease may still run (on another host: assume so)."""
-    if not holder or ":" not in holder:
-        return False
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def claim_run(session: Session, options: SyncOptions) -> tuple[FtSyncRun, bool]:
     """Take the département's lease: resume the same options' interrupted run, or start a new one. Raises
     `SyncBusy` while another live process holds it. In the caller's write transaction."""
@@ -136,7 +115,7 @@ def claim_run(session: Session, options: SyncOptions) -> tuple[FtSyncRun, bool]:
     resumed = None
     for run in open_runs:
         fresh = now - run.heartbeat_at < timedelta(seconds=LEASE_SECONDS)
-        if run.holder and fresh and _alive(run.holder):
+        if run.holder and fresh and leases.alive(run.holder):
             raise SyncBusy(
                 f"another ft sync of département {options.departement} is running (run {run.id}, process "
                 f"{run.holder}, started {run.started_at:%Y-%m-%d %H:%M} UTC, last sign of life "
@@ -147,7 +126,7 @@ def claim_run(session: Session, options: SyncOptions) -> tuple[FtSyncRun, bool]:
         else:
             run.status, run.finished_at = "abandoned", now  # other options: its persons come back in a new run
     if resumed is not None:
-        resumed.holder, resumed.heartbeat_at = _holder(), now
+        resumed.holder, resumed.heartbeat_at = leases.holder(), now
         return resumed, True
     run = FtSyncRun(
         departement_code=options.departement,
@@ -159,7 +138,7 @@ def claim_run(session: Session, options: SyncOptions) -> tuple[FtSyncRun, bool]:
         options_key=options.key(),
         started_at=now,
         heartbeat_at=now,
-        holder=_holder(),
+        holder=leases.holder(),
         status="running",
         total=0,
     )
