@@ -10,7 +10,7 @@ import anyio
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import exports, flux, france_travail, health, me, orientation, persons, pilotage, webhooks
+from app.api import audit, exports, flux, france_travail, health, me, orientation, persons, pilotage, webhooks
 from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, session_factory
 from app.errors import install_error_handlers
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(france_travail.router)
     app.include_router(exports.router)
     app.include_router(exports.return_router)
+    app.include_router(audit.router)
     app.include_router(pilotage.router)
     app.include_router(webhooks.router)
     return app

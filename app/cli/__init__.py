@@ -12,6 +12,7 @@ import sys
 import structlog
 import typer
 
+from app.cli.audit import audit_app
 from app.cli.clients import clients_app, departements_app
 from app.cli.common import ExitCode, err_console
 from app.cli.db import db_app
@@ -40,6 +41,7 @@ app.add_typer(pilotage_app, name="pilotage")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(ft_app, name="ft")
 app.add_typer(export_app, name="export")
+app.add_typer(audit_app, name="audit")
 
 
 @app.callback()

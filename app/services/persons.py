@@ -44,12 +44,21 @@ def _access_row(
 
 
 def audit_read(
-    request: Any, session: Session, principal: Principal, action: str, person: Person | None, departement: str
+    request: Any,
+    session: Session,
+    principal: Principal,
+    action: str,
+    person: Person | None,
+    departement: str,
+    *,
+    found: bool | None = None,
 ) -> None:
     """Record one read of personal data by an HTTP request (who, agent, person, endpoint, request id);
     `person=None` records a search that found nobody. Written when the request's transaction commits,
     before the answer is sent (`write_access_records`)."""
     row = _access_row(request, principal, action, departement, person.id if person is not None else None)
+    if found is not None:  # a read of no one person (an audit search) is not a search that found nobody
+        row["found"] = found
     session.info.setdefault(PENDING_ACCESS, []).append(row)
 
 
@@ -59,7 +68,7 @@ def audit_reads(request: Any, session: Session, principal: Principal, action: st
     session.info.setdefault(PENDING_ACCESS, []).extend(rows)
 
 
-def audit_job_reads(session: Session, job: str, action: str, persons: list[tuple[int, str]]) -> None:
+def audit_job_reads(session: Session, job: str, action: str, persons: list[tuple[int | None, str]]) -> None:
     """Record the reads of persons' data by a job run from the CLI or cron (`job`: the command), one row
     per person, written at the commit of the session that also stores what the job made of them."""
     rows = [

@@ -1,0 +1,80 @@
+"""For auditors and the DPO (scope `audit:read`): who accessed which person's data, when, through what.
+Their own queries are recorded like any other read."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
+from app.errors import Unprocessable
+from app.security.auth import Principal
+from app.security.scopes import Scope
+from app.services import audit
+from app.services import persons as person_service
+from app.settings import today
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+
+@router.get(
+    "/accesses",
+    summary="Search the record of accesses to personal data (JSON, or CSV for a spreadsheet)",
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
+def search_accesses(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.audit_read)],
+    person_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    client: Annotated[str | None, Query(max_length=120, description="principal id: client name, subject, job")] = None,
+    agent: Annotated[str | None, Query(max_length=100, description="the acting agent's identifiant")] = None,
+    since: Annotated[date | None, Query(description="from this day (UTC)")] = None,
+    until: Annotated[date | None, Query(description="to this day, included (UTC)")] = None,
+    action: Annotated[
+        str | None, Query(max_length=40, pattern=r"^[a-z_.]+\*?$", description="exact, or a prefix: ft. or export.*")
+    ] = None,
+    found: Annotated[bool | None, Query(description="false: searches that found nobody")] = None,
+    departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
+    limit: Annotated[int, Query(ge=1, le=audit.MAX_LIMIT)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Any:
+    if since and until and until < since:
+        raise Unprocessable("`until` is before `since`.")
+    if departement is not None:
+        principal.require_departement(departement)
+    deps = (departement,) if departement else tuple(sorted(principal.departements))
+    criteria = audit.AuditFilter(deps, person_id, client, agent, since, until, action, found)
+    result = audit.search(session, criteria, limit, offset)
+    # The search read the audit journal: its transaction ends before the journal is written (SQLite refuses
+    # to turn a read of a file into a write once another writer has committed to it meanwhile).
+    session.commit()
+    for dep in deps:  # the auditor's own query is an access too
+        person_service.audit_read(request, session, principal, "audit.search", None, dep, found=True)
+    if format == "csv":
+        name = f"acces_{'-'.join(deps)}_{today(settings).isoformat()}.csv"
+        return Response(
+            audit.to_csv(result["items"]),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"', "X-Total-Count": str(result["total"])},
+        )
+    return result
+
+
+@router.get("/persons/{person_id}", summary="Who accessed this person's data: each client and agent, when, what")
+def who_accessed(
+    person_id: PersonId,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Authorized(Scope.audit_read)],
+) -> dict[str, Any]:
+    person = person_service.get_person(session, principal, person_id)
+    result = audit.who_accessed(session, (person.departement_code,), person.id)
+    session.commit()  # as above: the journal was read, its write comes in a transaction of its own
+    person_service.audit_read(request, session, principal, "audit.person", person, person.departement_code)
+    return result

@@ -1,0 +1,104 @@
+"""`passerelle audit`: the record of accesses to personal data, for auditors and the DPO (the CLI's own
+queries are recorded too)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from app.cli.common import ExitCode, fail, parse_day, print_json, print_rows, ready_settings, validated_departement
+
+audit_app = typer.Typer(help="Who accessed which person's data: search, per person, CSV.", no_args_is_help=True)
+
+
+def _departements(departement: str | None) -> tuple[str, ...]:
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.models import Departement
+
+    with session_scope() as session:
+        known = tuple(session.scalars(select(Departement.code).order_by(Departement.code)))
+    if departement is None:
+        return known
+    code = validated_departement(departement)
+    if code not in known:
+        raise fail(f"unknown département {code!r}; known: {', '.join(known) or 'none'}", ExitCode.USAGE)
+    return (code,)
+
+
+@audit_app.command("accesses")
+def audit_accesses(
+    person: Annotated[int | None, typer.Option(min=1, help="Our person id")] = None,
+    client: Annotated[str | None, typer.Option(help="Principal id (client name, subject, job:..., link:...)")] = None,
+    agent: Annotated[str | None, typer.Option(help="The acting agent's identifiant")] = None,
+    since: Annotated[str | None, typer.Option(help="From this day, YYYY-MM-DD (UTC)")] = None,
+    until: Annotated[str | None, typer.Option(help="To this day, included")] = None,
+    action: Annotated[str | None, typer.Option(help="Exact, or a prefix: ft. or export.*")] = None,
+    not_found: Annotated[bool, typer.Option("--not-found", help="Only searches that found nobody")] = False,
+    departement: Annotated[str | None, typer.Option(help="Département (default: all)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV ; UTF-8 with BOM on stdout")] = False,
+) -> None:
+    """Search the accesses to personal data, newest first."""
+    from app.db import session_scope
+    from app.services import audit
+    from app.services.persons import audit_job_reads
+
+    ready_settings()
+    deps = _departements(departement)
+    criteria = audit.AuditFilter(
+        deps, person, client, agent, parse_day(since, "--since"), parse_day(until, "--until"), action,
+        False if not_found else None,
+    )  # fmt: skip
+    with session_scope() as session:
+        result = audit.search(session, criteria, limit)
+    with session_scope() as session:  # the journal is written in a transaction that did not read it
+        audit_job_reads(session, "audit accesses", "audit.search", [(person, d) for d in deps])
+    if as_csv:
+        sys.stdout.write(audit.to_csv(result["items"]))
+        return
+    if as_json:
+        print_json(result)
+        return
+    print_rows(
+        ("at", "who", "agent", "person", "action", "found"),
+        [(i["at"][:19], i["principal_id"], i["agent_identifiant"], i["person_id"], i["action"], i["found"])
+         for i in result["items"]],
+        narrow=("at", "who", "person", "action"),
+    )  # fmt: skip
+    if result["total"] > len(result["items"]):
+        print(f"{len(result['items'])} of {result['total']}: narrow the search or raise --limit", file=sys.stderr)
+
+
+@audit_app.command("person")
+def audit_person(
+    person_id: Annotated[int, typer.Argument(min=1, help="Our person id")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Who accessed this person's data: each client and agent, how often, first and last time, what."""
+    from app.db import session_scope
+    from app.models import Person
+    from app.services import audit
+    from app.services.persons import audit_job_reads
+
+    ready_settings()
+    with session_scope() as session:
+        person = session.get(Person, person_id)
+        if person is None:
+            raise fail(f"no person {person_id}", ExitCode.USAGE)
+        result = audit.who_accessed(session, (person.departement_code,), person.id)
+    with session_scope() as session:  # the journal is written in a transaction that did not read it
+        audit_job_reads(session, "audit person", "audit.person", [(person.id, person.departement_code)])
+    if as_json:
+        print_json(result)
+        return
+    print_rows(
+        ("who", "agent", "accesses", "first", "last", "actions"),
+        [(a["principal_id"], a["agent_identifiant"], a["accesses"], a["first"][:19], a["last"][:19],
+          ", ".join(a["actions"])) for a in result["accessors"]],
+        narrow=("who", "accesses", "last"),
+    )  # fmt: skip

@@ -1,0 +1,130 @@
+"""What auditors and the DPO read: the record of every access to personal data (`access_records`), searched
+by person, client, agent, period, action and outcome, and "who accessed this person" in one answer
+(issue #14, auditor API). Always within the caller's départements; the auditor's own queries are recorded
+too, like any other read."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from app.models import AccessRecord
+
+CSV_COLUMNS = ("id", "at", "principal_id", "agent_identifiant", "departement_code", "person_id", "action",
+               "endpoint", "request_id", "found")  # fmt: skip
+MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    departements: tuple[str, ...]
+    person_id: int | None = None
+    client: str | None = None  # principal id (an API client's name, a person's subject, link:N, job:...)
+    agent: str | None = None
+    since: date | None = None
+    until: date | None = None
+    action: str | None = None  # exact, or a prefix ending in '.' or '*' ("ft.", "export.*")
+    found: bool | None = None
+
+    def query(self) -> Select[Any]:
+        ar = AccessRecord
+        q = select(ar).where(ar.departement_code.in_(self.departements))
+        if self.person_id is not None:
+            q = q.where(ar.person_id == self.person_id)
+        if self.client:
+            q = q.where(ar.principal_id == self.client)
+        if self.agent:
+            q = q.where(ar.agent_identifiant == self.agent)
+        if self.since:
+            q = q.where(ar.at >= datetime.combine(self.since, time.min, UTC))
+        if self.until:
+            q = q.where(ar.at < datetime.combine(self.until + timedelta(days=1), time.min, UTC))
+        if self.action:
+            prefix = self.action.rstrip("*")
+            q = (
+                q.where(ar.action.startswith(prefix))
+                if self.action.endswith((".", "*"))
+                else q.where(ar.action == self.action)
+            )
+        if self.found is not None:
+            q = q.where(ar.found.is_(self.found))
+        return q
+
+
+def row_dict(r: AccessRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "at": r.at.isoformat(),
+        "principal_id": r.principal_id,
+        "agent_identifiant": r.agent_identifiant,
+        "departement_code": r.departement_code,
+        "person_id": r.person_id,
+        "action": r.action,
+        "endpoint": r.endpoint,
+        "request_id": r.request_id,
+        "found": r.found,
+    }
+
+
+def search(session: Session, criteria: AuditFilter, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    q = criteria.query()
+    total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
+    rows = session.scalars(
+        q.order_by(AccessRecord.at.desc(), AccessRecord.id.desc()).limit(min(limit, MAX_LIMIT)).offset(offset)
+    )
+    return {"total": int(total), "limit": min(limit, MAX_LIMIT), "offset": offset, "items": [row_dict(r) for r in rows]}
+
+
+def who_accessed(session: Session, departements: tuple[str, ...], person_id: int) -> dict[str, Any]:
+    """Every client and agent that read or changed the person's data: how often, first and last time, what."""
+    ar = AccessRecord
+    rows = session.execute(
+        select(
+            ar.principal_id,
+            ar.agent_identifiant,
+            func.count(),
+            func.min(ar.at),
+            func.max(ar.at),
+        )
+        .where(ar.person_id == person_id, ar.departement_code.in_(departements))
+        .group_by(ar.principal_id, ar.agent_identifiant)
+        .order_by(func.max(ar.at).desc())
+    ).all()
+    actions: dict[tuple[str, str | None], set[str]] = {}
+    for principal, agent, action in session.execute(
+        select(ar.principal_id, ar.agent_identifiant, ar.action)
+        .where(ar.person_id == person_id, ar.departement_code.in_(departements))
+        .distinct()
+    ):
+        actions.setdefault((principal, agent), set()).add(action)
+    return {
+        "person_id": person_id,
+        "accessors": [
+            {
+                "principal_id": principal,
+                "agent_identifiant": agent,
+                "accesses": int(n),
+                "first": first.isoformat(),
+                "last": last.isoformat(),
+                "actions": sorted(actions.get((principal, agent), ())),
+            }
+            for principal, agent, n, first, last in rows
+        ],
+    }
+
+
+def to_csv(items: list[dict[str, Any]]) -> str:
+    """`;`, a BOM for French Excel, CRLF: as the other files people open."""
+    out = io.StringIO(newline="")
+    out.write("\ufeff")
+    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for item in items:
+        writer.writerow(["" if item[c] is None else item[c] for c in CSV_COLUMNS])
+    return out.getvalue()
