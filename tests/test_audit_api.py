@@ -25,7 +25,12 @@ def test_an_auditor_finds_who_accessed_a_person_and_what(client, db, make_api_ke
     kinds = population(db, tmp_path, foyers=20, days=2)
     pid = kinds["certified"][0]
     platform = make_api_key(["persons:read"], name="plateforme")
-    assert client.get(f"/api/v1/persons/{pid}", headers={"X-API-Key": platform} | AGENT_HEADERS).status_code == 200
+    said = "Orientation RSA : préparation du rendez-vous"
+    purpose = {"X-Purpose": said.encode()}  # UTF-8 bytes on the wire, as agents' names
+    read = client.get(f"/api/v1/persons/{pid}", headers={"X-API-Key": platform} | AGENT_HEADERS | purpose)
+    assert read.status_code == 200
+    bad_purpose = client.get(f"/api/v1/persons/{pid}", headers={"X-API-Key": platform, "X-Purpose": "a\tb"})
+    assert (bad_purpose.status_code, bad_purpose.json()["error"]) == (422, "invalid_purpose_header")
     assert client.get(f"/api/v1/persons/{pid}/episodes", headers={"X-API-Key": platform}).status_code == 200
     nobody = {"nir": "1850799123456", "date_naissance": "1985-07-01"}
     assert client.post("/api/v1/persons/search", json=nobody, headers={"X-API-Key": platform}).json()["items"] == []
@@ -40,6 +45,7 @@ def test_an_auditor_finds_who_accessed_a_person_and_what(client, db, make_api_ke
     assert all(i["person_id"] == pid for i in r.json()["items"])
     by_agent = client.get("/api/v1/audit/accesses", params={"agent": "A123"}, headers=h).json()["items"]
     assert [i["action"] for i in by_agent] == ["person.read"]
+    assert by_agent[0]["purpose"] == said and by_agent[0]["source_address"]
     missed = client.get("/api/v1/audit/accesses", params={"found": "false"}, headers=h).json()["items"]
     assert [(i["action"], i["person_id"]) for i in missed] == [("person.search", None)]
     prefix = client.get("/api/v1/audit/accesses", params={"action": "person.*", "client": platform_id}, headers=h)

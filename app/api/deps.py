@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
@@ -13,11 +14,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from app.db import unit_of_work
-from app.errors import Unauthenticated
+from app.errors import Unauthenticated, Unprocessable
 from app.security.auth import Principal, authenticate_api_key, authenticate_bearer, parse_agent, require_scope
 from app.settings import Settings
 
 T = TypeVar("T")
+PURPOSE_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -60,7 +62,17 @@ def authenticate(
     x_agent_identifiant: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_agent_nom: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_agent_prenom: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_purpose: Annotated[
+        str | None,
+        Header(description="Why the caller accesses the data (recorded with each access; 1-200 characters)"),
+    ] = None,
 ) -> Principal:
+    if x_purpose is not None and not PURPOSE_RE.match(x_purpose):
+        raise Unprocessable(
+            "X-Purpose must be 1-200 printable characters (no control character).",
+            [{"loc": ["header", "X-Purpose"], "msg": "1-200 printable characters"}],
+            code="invalid_purpose_header",
+        )
     if api_key:
         principal = authenticate_api_key(session, settings, api_key)
     elif bearer is not None and bearer.credentials.startswith("prsa_"):

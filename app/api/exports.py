@@ -140,6 +140,7 @@ async def download(token: Token, request: Request, session: SessionDep, settings
                         endpoint="GET /api/v1/exports/download",
                         request_id=getattr(request.state, "request_id", None),
                         found=True,
+                        source_address=address,
                     )
                 )
         return result

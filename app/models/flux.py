@@ -230,6 +230,8 @@ class AccessRecord(Base):
     endpoint: Mapped[str] = mapped_column(String(200))
     request_id: Mapped[str | None] = mapped_column(String(64))
     found: Mapped[bool] = mapped_column(Boolean, default=True)
+    purpose: Mapped[str | None] = mapped_column(String(200))  # X-Purpose, as the caller gave it
+    source_address: Mapped[str | None] = mapped_column(String(64))
 
 
 class InstructionRecord(Base):

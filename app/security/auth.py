@@ -65,8 +65,9 @@ class InvalidAgentHeader(ApiError):
     code = "invalid_agent_header"
 
 
-def _header_text(value: str) -> str:
-    """HTTP headers arrive decoded as latin-1; agents' names are sent as UTF-8 bytes (Léa, Françoise)."""
+def header_text(value: str) -> str:
+    """HTTP headers arrive decoded as latin-1; agents' names and purposes are sent as UTF-8 bytes (Léa,
+    Françoise, « préparation du rendez-vous »)."""
     try:
         return value.encode("latin-1").decode("utf-8").strip()
     except (UnicodeEncodeError, UnicodeDecodeError):
@@ -80,7 +81,7 @@ def parse_agent(identifiant: str | None, nom: str | None, prenom: str | None) ->
     if len(given) != 3:
         raise InvalidAgentHeader("X-Agent-Identifiant, X-Agent-Nom and X-Agent-Prenom must be given together.")
     assert identifiant is not None and nom is not None and prenom is not None
-    values = [_header_text(identifiant), _header_text(nom), _header_text(prenom)]
+    values = [header_text(identifiant), header_text(nom), header_text(prenom)]
     for header, value in zip(("X-Agent-Identifiant", "X-Agent-Nom", "X-Agent-Prenom"), values, strict=True):
         if not _AGENT_VALUE_RE.match(value):
             raise InvalidAgentHeader(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.models import AccessRecord
 
 CSV_COLUMNS = ("id", "at", "principal_id", "agent_identifiant", "departement_code", "person_id", "action",
-               "endpoint", "request_id", "found")  # fmt: skip
+               "endpoint", "request_id", "found", "purpose", "source_address")  # fmt: skip
 MAX_LIMIT = 1000
 
 
@@ -69,6 +69,8 @@ def row_dict(r: AccessRecord) -> dict[str, Any]:
         "endpoint": r.endpoint,
         "request_id": r.request_id,
         "found": r.found,
+        "purpose": r.purpose,
+        "source_address": r.source_address,
     }
 
 

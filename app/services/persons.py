@@ -40,7 +40,17 @@ def _access_row(
         "endpoint": f"{request.method} {request.url.path}"[:200],
         "request_id": getattr(request.state, "request_id", None),
         "found": person_id is not None,
+        "purpose": purpose_of(request),
+        "source_address": request.client.host[:64] if getattr(request, "client", None) else None,
     }
+
+
+def purpose_of(request: Any) -> str | None:
+    """The purpose the caller states for its access (`X-Purpose`), already checked by the middleware."""
+    from app.security.auth import header_text
+
+    value = request.headers.get("x-purpose") if hasattr(request, "headers") else None
+    return header_text(value)[:200] or None if value else None
 
 
 def audit_read(
@@ -82,6 +92,8 @@ def audit_job_reads(session: Session, job: str, action: str, persons: list[tuple
             "endpoint": f"passerelle {job}"[:200],
             "request_id": None,
             "found": True,
+            "purpose": None,
+            "source_address": None,
         }
         for person_id, departement in persons
     ]
