@@ -30,6 +30,7 @@ from app.pilotage.display import print_indicator
 from app.pilotage.orientation import orientation_indicator
 from app.services.episodes import refresh_pending
 from app.services.orientation import EventIn, record_event
+from app.services.persons import audit_job_reads
 from app.settings import Settings, today
 
 ORGANISMES = ["FRANCE_TRAVAIL"] * 5 + ["DEPARTEMENT"] * 3 + ["MISSION_LOCALE", "CAP_EMPLOI", "CCAS"]
@@ -187,6 +188,8 @@ def _print_worklist(settings: Settings, day: date, console: Console) -> None:
         table = Table(title="Worklist: the first persons to orient (by deadline)")
         for col in ("person", "T0", "days", "15-day deadline", "CAF/MSA", "commune"):
             table.add_column(col)
+        # names are printed: a read of personal data, recorded like any other (issue #14)
+        audit_job_reads(session, "demo", "person.worklist", [(p.id, p.departement_code) for _e, p in rows])
         for episode, person in rows:
             elapsed = (day - episode.t0).days
             late = "[red]" if elapsed >= 15 else ""

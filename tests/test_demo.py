@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from tests.cli import run_cli
 
 
@@ -11,5 +13,8 @@ def test_demo(db, monkeypatch, tmp_path):
     assert r.exit_code == 0, r.output
     assert "nouveaux_entrants" in r.stdout and "Worklist" in r.stdout
     assert (tmp_path / "demo" / "demo.db").exists()
+    with sqlite3.connect(tmp_path / "demo" / "demo-audit.db") as journal:  # names printed: reads recorded
+        shown = journal.execute("SELECT count(*) FROM access_records WHERE action = 'person.worklist'").fetchone()
+    assert shown[0] >= 1
     again = run_cli(settings, monkeypatch, "demo", "--foyers", "300", "--days", "20")
     assert again.exit_code == 0, "a second run starts from a fresh database"
