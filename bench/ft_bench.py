@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import insert, select
 
+from app.fake_ft import most_in_one_second
 from bench.common import fresh_pg_schema, fresh_sqlite
 
 OUT = Path(__file__).parent / "out"
@@ -108,15 +109,6 @@ def run(settings, fake: str, label: str, limit: int) -> dict:  # type: ignore[no
             f"overall max {max(samples):.0f}"
         )
     return {"seconds": seconds, "calls": stats["calls"], "summary": summary, "stats": stats, "sent": sent}
-
-
-def most_in_one_second(times: list[float]) -> int:
-    times, most, first = sorted(times), 0, 0
-    for last, at in enumerate(times):
-        while at - times[first] >= 1.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def main() -> None:

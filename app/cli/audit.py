@@ -8,25 +8,9 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import ExitCode, fail, parse_day, print_json, print_rows, ready_settings, validated_departement
+from app.cli.common import ExitCode, chosen_departements, fail, parse_day, print_json, print_rows, ready_settings
 
 audit_app = typer.Typer(help="Who accessed which person's data: search, per person, CSV.", no_args_is_help=True)
-
-
-def _departements(departement: str | None) -> tuple[str, ...]:
-    from sqlalchemy import select
-
-    from app.db import session_scope
-    from app.models import Departement
-
-    with session_scope() as session:
-        known = tuple(session.scalars(select(Departement.code).order_by(Departement.code)))
-    if departement is None:
-        return known
-    code = validated_departement(departement)
-    if code not in known:
-        raise fail(f"unknown département {code!r}; known: {', '.join(known) or 'none'}", ExitCode.USAGE)
-    return (code,)
 
 
 @audit_app.command("accesses")
@@ -49,7 +33,7 @@ def audit_accesses(
     from app.services.persons import audit_job_reads
 
     ready_settings()
-    deps = _departements(departement)
+    deps = chosen_departements(departement)
     criteria = audit.AuditFilter(
         deps, person, client, agent, parse_day(since, "--since"), parse_day(until, "--until"), action,
         False if not_found else None,

@@ -55,6 +55,24 @@ def validated_departement(code: str) -> str:
     return code
 
 
+def chosen_departements(departement: str | None) -> tuple[str, ...]:
+    """The départements a command works on: the one given (which must be known: exit 2 naming the known
+    ones), or every département configured."""
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.models import Departement
+
+    with session_scope() as session:
+        known = tuple(session.scalars(select(Departement.code).order_by(Departement.code)))
+    if departement is None:
+        return known
+    code = validated_departement(departement)
+    if code not in known:
+        raise fail(f"unknown département {code!r}; known: {', '.join(known) or 'none'}", ExitCode.USAGE)
+    return (code,)
+
+
 def ready_settings() -> Settings:
     """The settings, once the database is known to exist, answer and be at the latest migration; otherwise
     one line saying what is wrong and the command that fixes it (exit 3), and nothing created (a SQLite

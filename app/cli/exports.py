@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 
 from app.cli.common import (
     ExitCode,
+    chosen_departements,
     console,
     err_console,
     fail,
     print_json,
     print_rows,
     ready_settings,
-    validated_departement,
 )
 
 export_app = typer.Typer(help="Weekly files for France Travail (Fil'R-style links by e-mail).", no_args_is_help=True)
@@ -32,10 +31,9 @@ def export_weekly(
     e-mail one expiring link per file to PASSERELLE_EXPORT_RECIPIENTS. Idempotent: a second run rebuilds
     the same bytes and sends nothing (unless --resend). Exit 5 when another run of the same département is
     publishing; 3 when the mail server, the settings or the disk fail (nothing half-published)."""
-    from app.db import get_engine, session_scope
+    from app.db import get_engine
     from app.exports.publish import ExportBusy, PublishError, publish
     from app.exports.weekly import Week, WeekError
-    from app.models import Departement
     from app.settings import today
 
     settings = ready_settings()
@@ -44,18 +42,7 @@ def export_weekly(
         target = Week.parse(week, day) if week else Week.last_complete(day)
     except WeekError as exc:
         raise fail(str(exc), ExitCode.USAGE) from None
-    with session_scope(settings) as session:
-        known = list(session.scalars(select(Departement.code).order_by(Departement.code)))
-    if departement is not None:
-        code = validated_departement(departement)
-        if code not in known:
-            raise fail(
-                f"unknown département {code!r}; known: {', '.join(known) or 'none'} (passerelle departements add)",
-                ExitCode.USAGE,
-            )
-        codes = [code]
-    else:
-        codes = known
+    codes = chosen_departements(departement)
     manifests, rows = [], []
     for code in codes:
         try:

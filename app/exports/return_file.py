@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from app.errors import Unprocessable
 from app.ingest.derive import _norm
 from app.models import FtReturnFile, FtReturnRow, Person
-from app.services.orientation import decode_csv
+from app.services.orientation import decode_csv, iso_date
 
 # (our key, the convention's column name); the three first identify the person
 COLUMNS = (
@@ -62,7 +62,6 @@ COLUMNS = (
     ("top_demandeur_emploi_longue_duree", "Top Demandeur d’emploi de Longue Duree"),
 )
 DATE_COLUMNS = ("date_naissance", "date_entree_parcours", "date_sortie")
-_FR_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 
 
 def header_key(name: str) -> str:
@@ -110,17 +109,10 @@ def _date(value: str, column: str, line: int) -> str | None:
     value = value.strip()
     if not value:
         return None
-    found = _FR_DATE.match(value)
     try:
-        if found:
-            d, m, y = found.groups()
-            return date(int(y), int(m), int(d)).isoformat()
-        return date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise ReturnFileRejected(
-            f"line {line}, column {column!r}: {value[:20]!r} is not a date (jj/mm/aaaa)",
-            [{"line": line, "column": column}],
-        ) from None
+        return iso_date(value, column)
+    except ValueError as exc:
+        raise ReturnFileRejected(f"line {line}, {exc}", [{"line": line, "column": column}]) from None
 
 
 def parse(data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], ReturnReport]:
@@ -168,7 +160,7 @@ def parse(data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], ReturnReport]:
 
 def ingest(session: Session, departement: str, filename: str, data: bytes, received_by: str | None) -> ReturnReport:
     """Parse, match and store (in the caller's write transaction). The same content twice: nothing new."""
-    from app.exports.weekly import _states_as_of
+    from app.exports.weekly import states_as_of
     from app.settings import today
 
     rows, report = parse(data)
@@ -192,7 +184,7 @@ def ingest(session: Session, departement: str, filename: str, data: bytes, recei
             for name in {_norm(nom), _norm(nomnai)} - {""}:
                 candidates.setdefault((f"{name}|{_norm(prenom)}", str(born)), []).append(pid)
     ids = sorted({pid for pids in candidates.values() for pid in pids})
-    states = _states_as_of(conn, ids, today()) if ids else {}
+    states = states_as_of(conn, ids, today()) if ids else {}
     stored = FtReturnFile(
         departement_code=departement,
         filename=filename[:255],

@@ -138,7 +138,7 @@ def write_csv(columns: tuple[str, ...], rows: Iterator[list[str]], out: Any) -> 
     return n
 
 
-def _states_as_of(conn: Connection, ids: list[int], day: date) -> dict[int, Any]:
+def states_as_of(conn: Connection, ids: list[int], day: date) -> dict[int, Any]:
     """Each person's latest state where present, dated on or before `day`."""
     table = PersonState.__table__
     ps = table.c
@@ -182,7 +182,7 @@ def flux_rows(conn: Connection, settings: Settings, departement: str, week: Week
     for page in episodes.partitions(PAGE):
         ids = sorted({e.person_id for e in page})
         persons = {p.id: p for p in conn.execute(select(Person.__table__).where(one_of(conn, Person.id, ids)))}
-        states = _states_as_of(conn, ids, week.sunday)
+        states = states_as_of(conn, ids, week.sunday)
         nationalities = _nationalities(conn, ids, week.sunday)
         for e in page:
             p, s = persons[e.person_id], states.get(e.person_id)
@@ -259,7 +259,7 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
     for page in episodes.partitions(PAGE):
         ids = sorted({e.person_id for e in page})
         born = dict(conn.execute(select(Person.id, Person.date_naissance).where(one_of(conn, Person.id, ids))).all())
-        states = _states_as_of(conn, ids, as_of)
+        states = states_as_of(conn, ids, as_of)
         for e in page:
             s = states.get(e.person_id)
             decided = e.end_on is not None and e.end_on <= as_of
@@ -299,7 +299,7 @@ def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: d
     parcours = settings.ft_orientation_parcours
     for rows in ids.partitions(PAGE):
         page = [r.id for r in rows]
-        states = _states_as_of(conn, page, as_of)
+        states = states_as_of(conn, page, as_of)
         born = dict(conn.execute(select(p.id, p.date_naissance).where(one_of(conn, p.id, page))).all())
         ee = EntryEpisode.__table__.c
         entrants = set(  # a stock person who (re-)entered is a row of its episode already

@@ -91,17 +91,22 @@ class FakeState:
 
     def stats(self) -> dict[str, Any]:
         """Calls received, and the most started in any one-second window (to check a client's rate cap)."""
-        times, most, first = sorted(self.call_times), 0, 0
-        for last, at in enumerate(times):
-            while at - times[first] >= 1.0:
-                first += 1
-            most = max(most, last - first + 1)
         return {
             "calls": self.calls,
-            "max_calls_in_one_second": most,
+            "max_calls_in_one_second": most_in_one_second(self.call_times),
             "orientations": sum(len(v) for v in self.orientations.values()),
             "diagnostics_saved": len(self.diagnostics_saved),
         }
+
+
+def most_in_one_second(times: list[float]) -> int:
+    """The most moments of `times` (seconds) that fall in any one-second window."""
+    ordered, most, first = sorted(times), 0, 0
+    for last, at in enumerate(ordered):
+        while at - ordered[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def _jeton(nir13: str, ttl: int) -> str:

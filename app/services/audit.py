@@ -5,7 +5,6 @@ too, like any other read."""
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -122,11 +121,10 @@ def who_accessed(session: Session, departements: tuple[str, ...], person_id: int
 
 
 def to_csv(items: list[dict[str, Any]]) -> str:
-    """`;`, a BOM for French Excel, CRLF: as the other files people open."""
-    out = io.StringIO(newline="")
-    out.write("\ufeff")
-    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for item in items:
-        writer.writerow(["" if item[c] is None else item[c] for c in CSV_COLUMNS])
-    return out.getvalue()
+    """`;`, a BOM for French Excel, CRLF: written as the weekly files are (app.exports.weekly.write_csv)."""
+    from app.exports.weekly import write_csv
+
+    out = io.BytesIO()
+    rows = (["" if item[c] is None else str(item[c]) for c in CSV_COLUMNS] for item in items)
+    write_csv(CSV_COLUMNS, rows, out)
+    return out.getvalue().decode("utf-8")

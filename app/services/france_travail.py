@@ -145,7 +145,7 @@ def _search(
     return found.jeton if ex.outcome == "found" else None
 
 
-def _with_identity(
+def with_identity(
     client: FranceTravailClient,
     settings: Settings,
     ref: PersonRef,
@@ -213,7 +213,7 @@ def exchange(
             if kind not in ex.fetched:
                 ex.fetched[kind] = _fetch(client, kind, jeton, agent, ex.calls, deadline)
 
-    return _with_identity(client, settings, ref, agent, deadline, steps)
+    return with_identity(client, settings, ref, agent, deadline, steps)
 
 
 def save_diagnostic(
@@ -231,7 +231,7 @@ def save_diagnostic(
         answer = client.save_diagnostic(jeton, body, agent, deadline=deadline, trace=ex.calls)
         ex.code = str(answer.get("codeRetour") or "200")[:8]
 
-    return _with_identity(client, settings, ref, agent, deadline, steps)
+    return with_identity(client, settings, ref, agent, deadline, steps)
 
 
 def _fetch(

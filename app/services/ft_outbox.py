@@ -151,7 +151,7 @@ def push_due(
         def steps(jeton: str, ex: ft.Exchange, body: dict[str, Any] = body) -> None:
             client.push_orientation(jeton, body, agent, trace=ex.calls)
 
-        ex = ft._with_identity(client, settings, ref, agent, None, steps)
+        ex = ft.with_identity(client, settings, ref, agent, None, steps)
         with session_scope(settings, write=True) as session:
             ft.store(session, settings, [ex], "push", agent)
             audit_job_reads(session, JOB, "ft.push", [(item.person_id, item.departement_code)])

@@ -274,7 +274,8 @@ def _separator(text: str) -> str:
     return ";" if semicolons >= commas else ","
 
 
-def _iso_date(value: str, column: str) -> str:
+def iso_date(value: str, column: str) -> str:
+    """A date as people write it (aaaa-mm-jj or jj/mm/aaaa), in ISO form; ValueError naming the column."""
     found = _FR_DATE.match(value)
     if found:
         day, month, year = found.groups()
@@ -299,7 +300,7 @@ def _tolerant_payload(row: dict[str, str], line: int, warnings: list[dict[str, A
     column that does not concern the row's event type is ignored with a warning (an organisme on an RDV row
     is kept as the RDV's structure); only what the event type takes is validated, strictly."""
     kind = row["evenement"]
-    payload: dict[str, Any] = {"type": kind, "date": _iso_date(row["date"], "date")}
+    payload: dict[str, Any] = {"type": kind, "date": iso_date(row["date"], "date")}
     given = {c: row[c] for c in sorted(EVENT_COLUMNS) if row.get(c)}
     if kind == "contrat" and given.get("type_parcours") in ("CER", "PPAE"):
         payload["contrat"] = given.pop("type_parcours")
@@ -346,7 +347,7 @@ def import_csv(
                 if problem:
                     raise ValueError(f"{column}: {problem}")
             if row.get("date_naissance"):
-                row["date_naissance"] = _iso_date(row["date_naissance"], "date_naissance")
+                row["date_naissance"] = iso_date(row["date_naissance"], "date_naissance")
             person_id = _find_person(conn, settings, departement, row)
             warnings: list[dict[str, Any]] = []
             event = EventIn.model_validate(_tolerant_payload(row, line, warnings))
