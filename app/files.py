@@ -23,8 +23,16 @@ def private_dir(path: Path) -> Path:
 
 
 def private_file(path: Path) -> None:
-    """Create an empty file mode 600 if it does not exist (an existing file keeps its mode: the operator's)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    """Create an empty file mode 600 if it does not exist (an existing file keeps its mode: the operator's).
+
+    An existing file is never opened: closing any descriptor of a file releases every POSIX lock the process
+    holds on it, SQLite's included (sqlite.org/howtocorrupt.html, 2.2). Opening and closing a live SQLite
+    database here let another process, ending its last connection, believe it was the last one, checkpoint
+    and delete the WAL under this process's connections: "database disk image is malformed"."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
     os.close(fd)
 
 

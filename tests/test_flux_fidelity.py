@@ -468,3 +468,37 @@ def test_a_key_two_persons_of_different_files_carry_identifies_neither_whatever_
             )
     assert results[0] == results[1]
     assert results[0][1] == ["numdemrsa"] and "numdemrsa" not in results[0][0]
+
+
+def test_a_second_engine_on_a_live_sqlite_file_keeps_the_locks_of_the_first(tmp_path, settings):
+    """Making an engine used to open and close the database file to set its mode: closing a descriptor drops
+    every POSIX lock the process holds on the file, SQLite's too, so another process ending its last
+    connection deleted the WAL under the live ones ("database disk image is malformed" in the test suite,
+    after a `passerelle` subprocess exited). The WAL must outlive the other process's connection."""
+    import subprocess
+    import sys
+
+    from sqlalchemy import text
+
+    from app.db import make_engine
+
+    database = tmp_path / "live.db"
+    url = f"sqlite:///{database.as_posix()}"
+    first = make_engine(url, settings)
+    with first.begin() as conn:
+        conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    assert (tmp_path / "live.db-wal").exists()  # the pooled connection is still open
+    second = make_engine(url, settings, pooled=False)  # as a maintenance command does, in the same process
+    other = (
+        f"import sqlite3; c = sqlite3.connect({str(database)!r}); c.execute('SELECT n FROM t').fetchall(); c.close()"
+    )
+    subprocess.run([sys.executable, "-c", other], check=True)
+    assert (tmp_path / "live.db-wal").exists(), "another process deleted the WAL of live connections"
+    with first.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (2)"))
+    with second.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 2
+        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    first.dispose()
+    second.dispose()
