@@ -1,8 +1,10 @@
 # Passerelle RSA: production image. Build: docker build -t passerelle-rsa .
 # Run: docker run -e PASSERELLE_ENV=prod -e PASSERELLE_DATABASE_URL=postgresql+psycopg://... \
 #        -e PASSERELLE_NIR_ENCRYPTION_KEYS=... -e PASSERELLE_NIR_HMAC_KEY=... -e PASSERELLE_API_KEY_PEPPER=... \
-#        -p 8000:8000 passerelle-rsa
-# In prod the service refuses to start while a secret is missing or a placeholder (it names which).
+#        -e PASSERELLE_AUDIT_KEYS=... -p 8000:8000 passerelle-rsa
+# or mount the secrets as files named as the variables and set PASSERELLE_SECRETS_DIR=/run/secrets.
+# In prod the service refuses to start while a secret is missing, weak or a placeholder (it names which).
+# Swagger UI and ReDoc are served from the image itself (fastapi-offline's files): no CDN at run time.
 
 FROM python:3.11-slim AS build
 WORKDIR /src

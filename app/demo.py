@@ -128,6 +128,14 @@ def run_demo(
     print_indicator(result, console)
     console.print(synced)
     _print_worklist(settings, day, console)
+    from app.services.audit_chain import anchor, verify
+
+    head = anchor(engine, settings)  # seals what the demo wrote (ingest, events, reads), then the chain's head
+    checked = verify(engine, settings)
+    console.print(
+        f"\nAudit trail: {checked.checked} events sealed, chain {'intact' if checked.intact else 'BROKEN'} "
+        f"(anchor {head['seq']}:{head['mac'][:12]}…; `passerelle audit verify`)."
+    )
     console.print(
         f"\nThe demo database is {root / 'demo.db'}; explore it with\n"
         f"  PASSERELLE_DATABASE_URL=sqlite:///{(root / 'demo.db').as_posix()} passerelle serve   (then /docs)"

@@ -63,6 +63,15 @@ class Unprocessable(ApiError):
     code = "invalid_input"
 
 
+class TooManyRequests(ApiError):
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"retry_after_seconds": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthenticated",

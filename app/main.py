@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api import audit, exports, flux, france_travail, health, me, orientation, persons, pilotage, webhooks
@@ -15,8 +16,16 @@ from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, session_factory
 from app.errors import install_error_handlers
 from app.logging import configure_logging
-from app.middleware import AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from app.middleware import (
+    AdmissionMiddleware,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+)
+from app.openapi import install as install_openapi
 from app.security.oidc import OidcVerifier
+from app.security.ratelimit import RateLimiter
+from app.services.audit_chain import Sealer
 from app.settings import Settings, get_settings
 
 # Routes that receive files (multipart) rather than JSON; they get the upload size limit.
@@ -48,9 +57,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.effective_request_threads
         # One long-lived client per partner: France Travail's, when it is configured.
         app.state.ft_client = FranceTravailClient(settings) if settings.ft_configured else None
+        # The audit events the requests write are sealed into the chain every few seconds (issue #14).
+        sealer = Sealer(app.state.engine, settings, settings.audit_seal_interval_seconds)
+        sealer.start()
         try:
             yield
         finally:
+            sealer.stop()
             if app.state.ft_client is not None:
                 app.state.ft_client.close()
 
@@ -59,7 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served below from the service's own files: no CDN (issue #14)
+        redoc_url=None,
     )
+    install_docs(app)
+    install_openapi(app)
     app.state.settings = settings
     app.state.engine = get_engine(settings)
     app.state.session_factory = session_factory(settings)
@@ -69,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Calls to France Travail wait in threads of their own, never in the request threads (issue #12).
     app.state.ft_threads = anyio.CapacityLimiter(settings.ft_max_concurrency)
     app.state.ft_client = None
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
 
     def limit_for(path: str) -> int:
         if any(p.match(path) for p in UPLOAD_ROUTES):
@@ -82,6 +100,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, content_types_for=content_types_for)
     app.add_middleware(AdmissionMiddleware, limit=settings.max_concurrent_requests)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=(settings.public_url or "").startswith("https://"))
+    if settings.cors_origins:  # off unless configured: the API is for servers, the dashboard is same-origin
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Purpose", "X-Request-ID"],
+        )
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -96,3 +122,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pilotage.router)
     app.include_router(webhooks.router)
     return app
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, with their scripts and styles served by the service itself
+    (pinned in pyproject.toml through fastapi-offline): a Département's intranet blocks CDNs."""
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Passerelle RSA - API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def swagger_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="Passerelle RSA - API",
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/docs-assets/favicon.png",
+            with_google_fonts=False,
+        )

@@ -1,10 +1,238 @@
-"""The OpenAPI document, rendered deterministically so that the committed copy can be compared."""
+"""The OpenAPI document, made to tell the truth (issue #14) and rendered deterministically so that the
+committed copy (openapi/openapi.json) can be compared.
+
+FastAPI documents each route's 200 and a 422 body (`{"detail": [...]}`) the service never sends. `contract`
+rewrites the document from what the service does: the error body `Error` (`{"error","message","details"}`)
+for every error status where it happens (400 malformed JSON or an unreadable request, 401/403 on
+authenticated routes, 404 where a path names a resource or a query names a département, 413/415 on routes
+with a body, 422 on invalid input, 429 per-client rate limit, 503 database busy, each with its headers),
+`text/csv` where a route answers CSV, a description for every operation and an example for every body.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from app.settings import Settings
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error", "message", "details"],
+    "properties": {
+        "error": {
+            "type": "string",
+            "description": "A stable code: invalid_input, not_found, forbidden...",
+            "example": "not_found",
+        },
+        "message": {
+            "type": "string",
+            "description": "What went wrong and where, for a person to read",
+            "example": "No such resource.",
+        },
+        "details": {"description": "Where: a list of {loc, msg, type} for invalid input, else an object or null"},
+    },
+}
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}}
+
+STANDARD: dict[str, str] = {
+    "400": "The request could not be read: malformed JSON, an invalid Content-Length",
+    "401": "No API key or token, or a wrong one (`WWW-Authenticate: Bearer`)",
+    "403": "The caller lacks the scope the operation needs (named in the message and `details.scope`)",
+    "404": "No such resource for this caller (a département it is not granted answers 404 too)",
+    "413": "The body is over the size limit",
+    "415": "The body's Content-Type is not the one the operation takes",
+    "422": "Invalid input: `details` lists each field (`loc`), what is wrong (`msg`) and its type",
+    "429": "Too many requests from this client (`Retry-After`)",
+    "503": "The database is busy or unreachable: nothing was recorded (`Retry-After`)",
+}
+
+# What each operation does, for the people who integrate it (French where the users are Département staff).
+DESCRIPTIONS: dict[str, str] = {
+    "GET /health": "Liveness: the process answers. Never touches the database.",
+    "GET /ready": "Readiness: the database answers within `ready_timeout_seconds` and is at the latest migration.",
+    "GET /api/v1/me": "Who the caller is: client or person, scopes, départements, agent headers understood.",
+    "GET /api/v1/admin/clients": "API clients of the caller's départements (scope `admin`): names, scopes, "
+    "creation and revocation dates; never a key.",
+    "POST /api/v1/flux": "Ingest one CAF/MSA flux file (multipart `file`, XML or gzip), as the CNAF writes it. "
+    "The whole file is applied in one transaction or rejected whole (quarantined, with its report). "
+    "A file already received answers 200 `duplicate`. Every file is an audit event.",
+    "GET /api/v1/flux": "Flux files received for the caller's départements, newest first, with their status.",
+    "GET /api/v1/flux/{file_id}": "One flux file's report: counts, warnings, rejection reason and position.",
+    "GET /api/v1/persons/{person_id}": "A person's identity, current state and dated history (each fact with "
+    "the file that brought it). Recorded in the audit trail with the caller, agent and purpose.",
+    "POST /api/v1/persons/search": "Find persons by NIR (13 or 15 characters) and birth date, or by "
+    "organisme, matricule and role. A search that finds nobody is recorded too.",
+    "POST /api/v1/persons/{person_id}/events": "Record an orientation-platform event (invitation, RDV, "
+    "orientation, contract...). Idempotent on `external_id`; `supersedes` corrects an earlier event.",
+    "GET /api/v1/persons/{person_id}/episodes": "The person's entry episodes (nouvel entrant) with T0, the "
+    "15-day deadline and the outcome, as of a date (annex 4 of the convention).",
+    "GET /api/v1/worklist": "Persons waiting for an orientation, oldest T0 first, with the days left before the "
+    "15-day deadline; filters by département, commune, organisme and overdue only.",
+    "GET /api/v1/persons/{person_id}/france-travail": "What France Travail said of the person (identity, statut, "
+    "diagnostic, orientation), from the stored snapshots; no call is made.",
+    "POST /api/v1/persons/{person_id}/france-travail/refresh": "Call France Travail now (recherche usager, "
+    "statut, diagnostic) for the person and store the answers.",
+    "POST /api/v1/persons/{person_id}/france-travail/diagnostics": "Record a diagnostic at France Travail "
+    "for the person (diagnostic argumenté, enregistrement).",
+    "GET /api/v1/exports/download/{token}": "The weekly file a download link (e-mailed to France Travail) "
+    "points at: CSV `;`, UTF-8 with BOM. The link is the credential: it expires, may be single-use, and "
+    "every download is recorded.",
+    "GET /api/v1/exports": "Weekly files published for France Travail, with their links and downloads.",
+    "POST /api/v1/exports/weekly": "Build and publish a département's weekly files (flux and pilotage) for a "
+    "week, e-mailing the links; unchanged files are not sent twice unless `resend`.",
+    "POST /api/v1/exports/{export_id}/revoke": "Revoke every link of a weekly file: it can no longer be downloaded.",
+    "POST /api/v1/ft-return-files": "Load France Travail's weekly return file (CSV as France Travail writes "
+    "it) and match its rows to our persons.",
+    "GET /api/v1/audit/accesses": "Auditors (scope `audit:read`): search the accesses to personal data by "
+    "person, client, agent, period, action and outcome; `format=csv` for a spreadsheet. Audited itself.",
+    "GET /api/v1/audit/persons/{person_id}": "Who accessed this person's data: each client and agent, how often, "
+    "first and last time, what they did. Audited itself.",
+    "GET /api/v1/pilotage/orientation": "The orientation indicator of annex 4: nouveaux entrants of the period "
+    "by T0, oriented within 15 days and one month, delays; as of a date, reproducible.",
+    "GET /api/v1/webhooks/rdv-insertion/unmatched": "RDV-Insertion webhook items whose person is not (yet) "
+    "known here, for the caller's départements.",
+    "POST /api/v1/webhooks/rdv-insertion/{departement}": "RDV-Insertion's webhooks, as it signs them "
+    "(`X-Rdvi-Signature`, HMAC-SHA256 of the raw body with the département's secret). Deliveries are kept "
+    "encrypted and applied idempotently.",
+}
+
+BODY_EXAMPLES: dict[str, Any] = {
+    "POST /api/v1/persons/search": {"nir": "1850799123456", "date_naissance": "1985-07-01"},
+    "POST /api/v1/persons/{person_id}/events": {
+        "type": "orientation",
+        "date": "2024-03-12",
+        "organisme": "FRANCE_TRAVAIL",
+        "type_parcours": "professionnel",
+        "external_id": "plateforme:orientation:8812",
+    },
+    "POST /api/v1/persons/{person_id}/france-travail/diagnostics": {
+        "codeAppellation": "12345",
+        "codeRome": "K2204",
+        "codeTypologie": "PRO",
+        "codeSousTypologie": "PRO-1",
+        "idMetierChiffre": "e3b0c44298fc1c149afbf4c8996fb924",
+    },
+    "POST /api/v1/exports/weekly": {"departement": "055", "week": "2024-W10", "resend": False},
+    "POST /api/v1/webhooks/rdv-insertion/{departement}": {
+        "data": {"id": 42, "status": "seen", "users": []},
+        "meta": {"model": "Rdv", "event": "updated", "timestamp": "2024-03-12T10:00:00+01:00"},
+    },
+}
+MULTIPART_EXAMPLE = {"file": "(the file's bytes)"}
+
+
+# What the service checks in its headers (app.api.deps.authenticate, app.security.auth.parse_agent).
+HEADER_RULES = {
+    "x-purpose": {"type": "string", "pattern": r"^[^\x00-\x1f\x7f]{1,200}$", "maxLength": 200},
+    "x-agent-identifiant": {"type": "string", "pattern": r"^[^\x00-\x1f\x7f|]{1,100}$", "maxLength": 100},
+    "x-agent-nom": {"type": "string", "pattern": r"^[^\x00-\x1f\x7f|]{1,100}$", "maxLength": 100},
+    "x-agent-prenom": {"type": "string", "pattern": r"^[^\x00-\x1f\x7f|]{1,100}$", "maxLength": 100},
+}
+AGENT_NOTE = " The three X-Agent-* headers go together: all or none."
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _body_schemas(op: dict[str, Any], components: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(media type, component schema) of each of the operation's bodies."""
+    out = []
+    for media, body in op.get("requestBody", {}).get("content", {}).items():
+        ref = body.get("schema", {}).get("$ref", "")
+        if ref.startswith("#/components/schemas/"):
+            out.append((media, components[ref.rsplit("/", 1)[1]]))
+    return out
+
+
+def _statuses(path: str, op: dict[str, Any], components: dict[str, Any]) -> list[str]:
+    secured = bool(op.get("security"))
+    params = op.get("parameters", [])
+    body = op.get("requestBody", {}).get("content", {})
+    names_departement = any(p.get("name") == "departement" and p.get("in") == "query" for p in params) or any(
+        "departement" in schema.get("properties", {}) for _media, schema in _body_schemas(op, components)
+    )
+    out = []
+    if body:
+        out += ["400", "413", "415"]
+    if secured:
+        out += ["401", "403", "429", "503"]
+    if "{" in path or names_departement:
+        out.append("404")
+    if params or body:
+        out.append("422")
+    return out
+
+
+def contract(schema: dict[str, Any]) -> dict[str, Any]:
+    schema = copy.deepcopy(schema)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Error"] = ERROR_SCHEMA
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            key = f"{method.upper()} {path}"
+            if key in DESCRIPTIONS:
+                op["description"] = DESCRIPTIONS[key]
+            for param in op.get("parameters", []):
+                rule = HEADER_RULES.get(param.get("name", "").lower()) if param.get("in") == "header" else None
+                if rule:
+                    param["schema"] = {"anyOf": [rule, {"type": "null"}], "title": param["schema"].get("title")}
+                    if param["name"].lower().startswith("x-agent"):
+                        param["description"] = param.get("description", "") + AGENT_NOTE
+            responses = op.setdefault("responses", {})
+            for media, body_schema in _body_schemas(op, components):
+                if media == "multipart/form-data":  # a form field is absent or a string: never null
+                    for prop in body_schema.get("properties", {}).values():
+                        variants = [v for v in prop.pop("anyOf", []) if v.get("type") != "null"]
+                        if variants:
+                            prop.update(variants[0])
+            for status in _statuses(path, op, components):
+                given = responses.get(status, {})
+                headers = RETRY_AFTER if status in ("429", "503") else None
+                if status == "401":
+                    headers = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}
+                responses[status] = _error(given.get("description") or STANDARD[status], headers)
+            for status, response in responses.items():
+                if int(status) >= 400 and "Error" not in json.dumps(response.get("content", {})):
+                    response["content"] = {"application/json": {"schema": ERROR_REF}}
+                    if status in ("429", "503"):
+                        response.setdefault("headers", RETRY_AFTER)
+            if any(p.get("name") == "format" for p in op.get("parameters", [])) and "200" in responses:
+                responses["200"].setdefault("content", {})["text/csv"] = {
+                    "schema": {"type": "string", "description": "`;`, UTF-8 with BOM, CRLF (French Excel)"}
+                }
+            content = op.get("requestBody", {}).get("content", {})
+            for media, body in content.items():
+                if media == "application/json" and key in BODY_EXAMPLES:
+                    body["example"] = BODY_EXAMPLES[key]
+                elif media == "multipart/form-data":
+                    body.setdefault("example", MULTIPART_EXAMPLE)
+    return schema
+
+
+def install(app: FastAPI) -> None:
+    """Serve the rewritten document at /openapi.json (and to /docs)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = contract(
+                get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def render_openapi() -> str:

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     oidc_departements_claim: str = "departements"
     oidc_leeway_seconds: int = 30
     oidc_jwks_cache_seconds: int = 3600
+    oidc_jwks_min_refresh_seconds: float = Field(
+        default=60.0, ge=0, le=3600, description="an unknown key id reloads the JWKS at most this often"
+    )
 
     # Limits on what a caller may send.
     max_body_bytes: int = 1_048_576
@@ -103,11 +106,30 @@ class Settings(BaseSettings):
         description="requests handled at once by a worker process (default: 2 on SQLite, 4 on PostgreSQL; "
         "more only compete for the interpreter lock)",
     )
+    rate_limit_per_minute: int = Field(
+        default=1200, ge=0, le=1_000_000, description="requests a client may make per minute and worker (0: no limit)"
+    )
+    rate_limit_burst: int | None = Field(default=None, ge=1, le=100_000, description="default: a tenth of a minute's")
+    cors_origins: Annotated[list[str], NoDecode] = []  # browsers' origins allowed to call the API (none: CORS off)
     ready_timeout_seconds: float = Field(default=1.5, gt=0, le=10, description="/ready answers within this")
 
-    # Quarantined flux files hold NIRs in clear: kept this long for the operator to act, then purged
-    # (the purge job comes with issue #14; until then, docs/operations.md says how).
+    # Retention (issue #14, `passerelle purge`; docs/operations.md, "Retention"). Quarantined flux files
+    # hold NIRs in clear: kept this long for the operator to act.
     quarantine_retention_days: int = Field(default=30, ge=1, le=3650)
+    person_retention_months: int = Field(
+        default=24, ge=1, le=120, description="a person whose right closed longer ago than this is purged"
+    )
+    audit_retention_days: int = Field(
+        default=365, ge=183, le=1095, description="audit events kept this long (CNIL: 6 months to 3 years)"
+    )
+    webhook_body_retention_days: int = Field(default=90, ge=1, le=3650, description="raw webhook bodies")
+    ft_call_retention_days: int = Field(default=365, ge=30, le=1095, description="France Travail call traces")
+    # The audit trail's seal (app.services.audit_chain): `key_id:base64url(>= 32 bytes)[,older...]`, the first
+    # seals, all verify. Required in prod; generated in dev/test.
+    audit_keys: SecretStr | None = None
+    audit_seal_interval_seconds: float = Field(
+        default=5.0, ge=0, le=3600, description="the server seals new audit events this often (0: never)"
+    )
 
     # RDV-Insertion's signed webhooks (docs/integrations.md): the secret of each département, as a JSON
     # object {"055": "..."} or the path of a file holding it (container secrets). No secret: no route.
@@ -196,6 +218,13 @@ class Settings(BaseSettings):
     # Timezone of business dates (the reception date of a flux defaults to today there).
     business_timezone: str = "Europe/Paris"
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
     @field_validator("export_recipients", mode="before")
     @classmethod
     def _recipients(cls, v: Any) -> Any:
@@ -251,16 +280,25 @@ class Settings(BaseSettings):
         return secret.encode() if secret else None
 
     def _refuse_weak_secrets(self) -> None:
-        for name in ("nir_encryption_keys", "nir_hmac_key", "api_key_pepper"):
+        for name in ("nir_encryption_keys", "nir_hmac_key", "api_key_pepper", "audit_keys", "export_keys"):
             value: SecretStr | None = getattr(self, name)
             env_name = f"PASSERELLE_{name.upper()}"
             if value is None or not value.get_secret_value().strip():
+                if name == "export_keys":
+                    continue  # required only to publish exports (export_key_ring says so then)
                 raise ConfigurationError(f"{env_name} is required when PASSERELLE_ENV=prod")
             raw = value.get_secret_value().lower()
             if any(marker in raw for marker in PLACEHOLDER_MARKERS) or raw.strip() in PLACEHOLDER_WORDS:
                 raise ConfigurationError(f"{env_name} looks like a placeholder; set a real secret")
         try:
             keys = parse_encryption_keys(self.nir_encryption_keys.get_secret_value())  # type: ignore[union-attr]
+            for name in ("audit_keys", "export_keys"):
+                value = getattr(self, name)
+                if value is not None and value.get_secret_value().strip():
+                    try:
+                        parse_encryption_keys(value.get_secret_value())
+                    except ValueError as exc:
+                        raise ConfigurationError(f"PASSERELLE_{name.upper()}: {exc}") from exc
             for name in ("nir_hmac_key", "api_key_pepper"):
                 if len(_b64key(getattr(self, name).get_secret_value())) < 32:
                     raise ConfigurationError(f"PASSERELLE_{name.upper()} must be at least 32 bytes (base64url)")
@@ -310,6 +348,15 @@ class Settings(BaseSettings):
         if self.env is Environment.prod:
             raise ConfigurationError("PASSERELLE_EXPORT_KEYS is required to build and serve exports in prod")
         return parse_encryption_keys(self._dev_secret("export_keys"))
+
+    @property
+    def audit_key_ring(self) -> list[tuple[str, bytes]]:
+        """The audit trail's seal keys (the first seals); generated once in dev/test, required in prod."""
+        if self.audit_keys is not None and self.audit_keys.get_secret_value().strip():
+            return parse_encryption_keys(self.audit_keys.get_secret_value())
+        if self.env is Environment.prod:  # pragma: no cover - refused at construction already
+            raise ConfigurationError("PASSERELLE_AUDIT_KEYS is required in prod")
+        return parse_encryption_keys(self._dev_secret("audit_keys"))
 
     def _dev_secret(self, name: str) -> str:
         """A dev/test secret added after the dev-secrets file was first written: generated and kept."""
@@ -368,10 +415,10 @@ def parse_encryption_keys(raw: str) -> list[tuple[str, bytes]]:
             continue
         key_id, sep, b64 = part.partition(":")
         if not sep or not key_id:
-            raise ValueError("each NIR encryption key is `key_id:base64url`")
+            raise ValueError("each key is `key_id:base64url`")
         key = _b64key(b64)
         if len(key) != 32:
-            raise ValueError(f"NIR encryption key {key_id!r} must be 32 bytes")
+            raise ValueError(f"key {key_id!r} must be 32 bytes")
         keys.append((key_id, key))
     return keys
 
@@ -387,7 +434,12 @@ def get_settings() -> Settings:
     """The settings from the environment; a wrong value is a `ConfigurationError` naming each variable (never
     its value: it may be a secret)."""
     try:
-        return Settings()
+        # Container secrets: a directory of files named as the variables (`PASSERELLE_NIR_HMAC_KEY`, ...), each
+        # holding one value (Docker and Kubernetes mount them so); the environment wins where both give one.
+        secrets_dir = os.environ.get("PASSERELLE_SECRETS_DIR")
+        if secrets_dir and not Path(secrets_dir).is_dir():
+            raise ConfigurationError("PASSERELLE_SECRETS_DIR is not a directory")
+        return Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"PASSERELLE_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"

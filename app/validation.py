@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROLS_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -26,9 +26,24 @@ def control_character_problem(value: str, multiline: bool = False) -> str | None
     return f"contains a control character ({name}) at position {found.start() + 1}"
 
 
+# The same rules, as the JSON schema of the API says them (OpenAPI: clients and schemathesis read them).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+MULTILINE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
+def _declare_text_rules(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """Every free-text property of an input model says, as a pattern, that it refuses control characters."""
+    multiline: frozenset[str] = getattr(cls, "multiline_fields", frozenset())
+    for name, prop in schema.get("properties", {}).items():
+        for part in (prop, *prop.get("anyOf", ())):
+            if part.get("type") == "string" and not {"pattern", "format", "enum", "const"} & set(part):
+                part["pattern"] = MULTILINE_PATTERN if name in multiline else TEXT_PATTERN
+
+
 class InputModel(BaseModel):
     """Base of every model that reads what a caller sent."""
 
+    model_config = ConfigDict(json_schema_extra=_declare_text_rules)
     multiline_fields: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="after")

@@ -9,7 +9,8 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.api.deps import authenticate
 
-UNAUTHENTICATED_PATHS = {"/health", "/ready"}
+# the probes, and the API documentation (Swagger UI, ReDoc: public, as /openapi.json)
+UNAUTHENTICATED_PATHS = {"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc"}
 # Routes open to any authenticated caller whatever its scopes (documented in README).
 ANY_SCOPE_PATHS = {"/api/v1/me"}
 # Routes authenticated by a partner's signature over the body instead of a key or token (each tested for

@@ -74,6 +74,7 @@ def test_authorization_matrix(app, client, make_api_key):
         r = _call(client, method, path, {"X-API-Key": wrong})
         assert r.status_code == 403, (method, path, r.text)
         assert r.json()["error"] == "forbidden"
+        assert any(f"'{n}'" in r.json()["message"] for n in needed), r.text  # the scope as clients write it
 
         right = make_api_key(needed)
         r = _call(client, method, path, {"X-API-Key": right})

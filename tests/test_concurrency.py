@@ -38,7 +38,10 @@ class LiveServer:
     """The real app served by uvicorn in a thread, on an ephemeral loopback port."""
 
     def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, workers=1))
+        from app.http_protocol import JsonErrorsH11Protocol
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, workers=1, http=JsonErrorsH11Protocol)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

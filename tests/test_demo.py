@@ -15,6 +15,8 @@ def test_demo(db, monkeypatch, tmp_path):
     assert (tmp_path / "demo" / "demo.db").exists()
     with sqlite3.connect(tmp_path / "demo" / "demo-audit.db") as journal:  # names printed: reads recorded
         shown = journal.execute("SELECT count(*) FROM access_records WHERE action = 'person.worklist'").fetchone()
+        sealed = journal.execute("SELECT count(*) FROM access_records WHERE seq IS NOT NULL").fetchone()[0]
     assert shown[0] >= 1
+    assert f"Audit trail: {sealed} events sealed, chain intact" in r.stdout and sealed > shown[0]
     again = run_cli(settings, monkeypatch, "demo", "--foyers", "300", "--days", "20")
     assert again.exit_code == 0, "a second run starts from a fresh database"

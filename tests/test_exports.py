@@ -227,6 +227,14 @@ def test_bad_links_are_refused_clearly_and_serve_nothing(xsettings, smtp, tmp_pa
     with session_scope(xsettings) as s:
         outcomes = sorted(s.scalars(select(ExportDownload.outcome)))
         assert outcomes == ["corrupted", "expired", "revoked", "served", "unknown", "used"]
+        events = s.execute(
+            select(AccessRecord.outcome, AccessRecord.detail).where(AccessRecord.action.like("export.download%"))
+        ).all()
+    # every attempt is in the audit trail too, the refused ones with their reason
+    assert sorted(o for o, _d in events) == ["ok", "refused", "refused", "refused", "refused", "refused"]
+    assert {d for o, d in events if o == "refused"} == {
+        f'{{"reason": "{r}"}}' for r in ("corrupted", "expired", "revoked", "unknown", "used")
+    }
 
 
 def test_a_refused_mail_or_a_full_disk_leaves_nothing_half_published(xsettings, smtp, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from app.db import get_engine, session_scope
+from app.db import AUDIT_TABLES, get_engine, session_scope
 from app.ingest.loader import IngestInputError, IngestOptions, ReferenceIntegrityError, ingest_file
 from app.models import FluxFile, Person, PersonState
 from app.models.base import Base
@@ -24,12 +24,13 @@ def ingest(settings, path: Path, received_on: date = D1, **kw):
 
 
 def snapshot(settings) -> dict[str, list[tuple]]:
-    """Every row of every table but the flux_files log (which records attempts)."""
+    """Every row of every table but the logs of attempts: flux_files, and the audit trail (every file is an
+    audit event, applied or rejected: tests/test_audit_chain.py)."""
     engine = get_engine(settings)
     out = {}
     with engine.connect() as conn:
         for table in Base.metadata.sorted_tables:
-            if table.name in ("flux_files",):
+            if table.name in ("flux_files", *AUDIT_TABLES):
                 continue
             out[table.name] = sorted(map(tuple, conn.execute(select(table)).all()), key=repr)
     return out

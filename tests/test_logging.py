@@ -10,6 +10,8 @@ import pytest
 import structlog
 
 from app.logging import REDACTED, configure_logging, scrub
+from tests.test_exports import _departement, smtp, xsettings  # noqa: F401 - fixtures
+from tests.test_fake_ft import fake  # noqa: F401 - the fake France Travail, a separate process
 
 NIR = "2900555545123"
 NIR15 = "290055554512345"
@@ -99,3 +101,68 @@ def test_database_errors_do_not_carry_values(db):
         assert "DUPONT" not in str(exc) and "2900555545123" not in str(exc)
     else:
         raise AssertionError("the duplicate must fail")
+
+
+def test_no_personal_data_in_the_logs_of_the_main_jobs(xsettings, smtp, tmp_path, fake, capsys):  # noqa: F811
+    """Issue #14: ingest (beneficiary and instruction flux), an orientation import, webhook deliveries,
+    France Travail calls and the weekly export, all logging as they do; then every NIR, name, contact and
+    jeton the database holds is looked for in what was logged."""
+    import hashlib
+    import hmac as hmac_lib
+
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+    from sqlalchemy import select
+
+    from app.db import get_engine, session_scope
+    from app.exports import publish as pub
+    from app.main import create_app
+    from app.models import FtIdentity, InstructionRecord, Person
+    from app.security.nir import NirProtector
+    from app.services.orientation import import_csv
+    from tests.ftsupport import AGENT_HEADERS, ft_settings
+    from tests.test_rdv_insertion import _rdv, _user
+
+    # every handler made from here on (create_app makes its own) writes to the captured stderr, at DEBUG
+    configure_logging("DEBUG", json_logs=True)
+    week = _departement(xsettings, tmp_path)  # generated flux with instruction files, ingested
+    assert pub.publish(get_engine(xsettings), xsettings, "055", week).mailed
+    protector = NirProtector(xsettings.encryption_keys, xsettings.hmac_key)
+    with session_scope(xsettings) as s:
+        persons = s.scalars(select(Person).where(Person.nir_encrypted.is_not(None)).limit(40)).all()
+        nirs = [protector.decrypt(p.nir_encrypted) for p in persons]
+        names = {n for p in persons for n in (p.nom, p.prenom) if n and len(n) >= 4}
+        contacts = {c for r in s.scalars(select(InstructionRecord)) for c in (r.email, r.telephone) if c}
+    assert nirs and names and contacts
+    first = persons[0]
+    rows = "".join(
+        f"{nir};{p.date_naissance};orientation;{p.first_received_on}\n"
+        for nir, p in zip(nirs[:5], persons, strict=False)
+    )
+    with session_scope(xsettings, write=True) as s:
+        import_csv(s, xsettings, "055", "nir;date_naissance;evenement;date\n" + rows, recorded_by="test")
+    secret = "s3cret-of-the-meuse-for-rdv-insertion-webhooks"
+    user = _user(first_name=first.prenom, last_name=first.nom, email=sorted(contacts)[0])
+    body = json.dumps(_rdv(1, week.monday, "seen", [user], "created", "2024-03-12T10:00:00+01:00")).encode()
+    signature = hmac_lib.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    hooked = xsettings.model_copy(update={"rdv_insertion_secrets": SecretStr(json.dumps({"055": secret}))})
+    with TestClient(create_app(hooked)) as c:
+        c.post("/api/v1/webhooks/rdv-insertion/055", content=body,
+               headers={"Content-Type": "application/json", "X-Rdvi-Signature": signature})  # fmt: skip
+    ft = ft_settings(xsettings, fake)
+    with TestClient(create_app(ft)) as c:
+        from app.services.clients import create_client
+
+        with session_scope(ft, write=True) as s:
+            key = create_client(s, ft, name="ft-reader", departements=["055"], scopes=["ft:read", "ft:write"]).key
+        for p in persons[:6]:
+            c.post(f"/api/v1/persons/{p.id}/france-travail/refresh", headers={"X-API-Key": key} | AGENT_HEADERS)
+    with session_scope(xsettings) as s:
+        jetons = [protector.decrypt(j) for j in s.scalars(select(FtIdentity.jeton_encrypted)) if j]
+    assert jetons, "France Travail was called"
+    captured = capsys.readouterr()
+    logged = captured.err + captured.out
+    for event in ("flux_applied", "export_published", "webhook_processed", "request"):
+        assert f'"event": "{event}"' in logged, event  # each job logged, through the captured handler
+    for value in (*nirs, *names, *contacts, *jetons):
+        assert value not in logged, f"a personal value reached the logs ({len(value)} characters)"

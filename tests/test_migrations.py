@@ -8,7 +8,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, inspect
 
 from app import migrate as migrations
-from app.db import AUDIT_SCHEMA, dispose_engines, get_engine
+from app.db import AUDIT_SCHEMA, AUDIT_TABLES, dispose_engines, get_engine
 from app.models.base import Base
 from tests.conftest import Database, make_settings
 
@@ -26,7 +26,7 @@ def _expected_metadata(engine) -> MetaData:
         return Base.metadata
     expected = MetaData(naming_convention=Base.metadata.naming_convention)
     for table in Base.metadata.sorted_tables:
-        table.to_metadata(expected, schema=AUDIT_SCHEMA if table.name == "access_records" else None)
+        table.to_metadata(expected, schema=AUDIT_SCHEMA if table.name in AUDIT_TABLES else None)
     return expected
 
 

@@ -106,7 +106,8 @@ def test_jwks_from_a_url_is_cached_and_reloaded_on_rotation(db, jwk, make_token)
         assert request.url == "https://idp.test.local/jwks"
         return httpx.Response(200, json=served["keys"])
 
-    settings = db.model_copy(update={"oidc_jwks_file": None, "oidc_jwks_url": "https://idp.test.local/jwks"})
+    settings = db.model_copy(update={"oidc_jwks_file": None, "oidc_jwks_url": "https://idp.test.local/jwks",
+                                     "oidc_jwks_min_refresh_seconds": 0})  # fmt: skip
     verifier = OidcVerifier(settings, JwksProvider(settings, httpx.Client(transport=httpx.MockTransport(handler))))
     assert verifier.verify(make_token()).subject == "agent-42"
     assert verifier.verify(make_token()).subject == "agent-42"
@@ -114,3 +115,26 @@ def test_jwks_from_a_url_is_cached_and_reloaded_on_rotation(db, jwk, make_token)
     served["keys"] = KeySet([jwk, rotated]).as_dict(private=False)
     assert verifier.verify(make_token(key=rotated)).subject == "agent-42"
     assert calls["n"] == 2, "an unknown key id reloads the keys once"
+
+
+def test_tokens_with_unknown_key_ids_reload_the_keys_at_most_once_a_minute(db, jwk, make_token):
+    """50 tokens naming 50 made-up key ids made 50 fetches of the provider's keys (issue #14)."""
+    import httpx
+    from joserfc.jwk import KeySet
+
+    from app.security.oidc import JwksProvider, OidcVerifier, TokenInvalid
+
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        return httpx.Response(200, json=KeySet([jwk]).as_dict(private=False))
+
+    settings = db.model_copy(update={"oidc_jwks_file": None, "oidc_jwks_url": "https://idp.test.local/jwks"})
+    verifier = OidcVerifier(settings, JwksProvider(settings, httpx.Client(transport=httpx.MockTransport(handler))))
+    assert verifier.verify(make_token()).subject == "agent-42"
+    stranger = RSAKey.generate_key(2048).as_dict(private=True)
+    for n in range(50):
+        with pytest.raises(TokenInvalid, match="kid"):
+            verifier.verify(make_token(key=RSAKey.import_key({**stranger, "kid": f"made-up-{n}"})))
+    assert calls["n"] == 1, calls

@@ -25,9 +25,10 @@ def test_dev_defaults_work_without_configuration(tmp_path):
     assert again.hmac_key == s.hmac_key and again.encryption_keys == s.encryption_keys
 
 
-@pytest.mark.parametrize("missing", ["nir_encryption_keys", "nir_hmac_key", "api_key_pepper"])
+@pytest.mark.parametrize("missing", ["nir_encryption_keys", "nir_hmac_key", "api_key_pepper", "audit_keys"])
 def test_prod_refuses_a_missing_secret_and_names_it(missing, tmp_path):
-    values = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k()}
+    values = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k(),
+              "audit_keys": f"a1:{_k()}"}  # fmt: skip
     values.pop(missing)
     with pytest.raises(ConfigurationError, match=f"PASSERELLE_{missing.upper()}"):
         Settings(env="prod", data_dir=tmp_path, **values)
@@ -42,17 +43,28 @@ def test_prod_refuses_placeholders(placeholder, tmp_path):
             nir_encryption_keys=f"k1:{_k()}",
             nir_hmac_key=placeholder,
             api_key_pepper=_k(),
+            audit_keys=f"a1:{_k()}",
         )
 
 
 def test_prod_refuses_short_or_malformed_keys(tmp_path):
     with pytest.raises(ConfigurationError, match="at least 32 bytes"):
         Settings(
-            env="prod", data_dir=tmp_path, nir_encryption_keys=f"k1:{_k()}", nir_hmac_key="c2hvcnQ", api_key_pepper=_k()
+            env="prod",
+            data_dir=tmp_path,
+            nir_encryption_keys=f"k1:{_k()}",
+            nir_hmac_key="c2hvcnQ",
+            api_key_pepper=_k(),
+            audit_keys=f"a1:{_k()}",
         )
     with pytest.raises(ConfigurationError, match="32 bytes"):
         Settings(
-            env="prod", data_dir=tmp_path, nir_encryption_keys="k1:c2hvcnQ", nir_hmac_key=_k(), api_key_pepper=_k()
+            env="prod",
+            data_dir=tmp_path,
+            nir_encryption_keys="k1:c2hvcnQ",
+            nir_hmac_key=_k(),
+            api_key_pepper=_k(),
+            audit_keys=f"a1:{_k()}",
         )
 
 
@@ -63,9 +75,47 @@ def test_prod_accepts_real_secrets(tmp_path):
         nir_encryption_keys=f"k2:{_k()},k1:{_k()}",
         nir_hmac_key=_k(),
         api_key_pepper=_k(),
+        audit_keys=f"a1:{_k()}",
     )
     assert [k for k, _ in s.encryption_keys] == ["k2", "k1"]
     assert not (tmp_path / "dev-secrets.json").exists()
+
+
+@pytest.mark.parametrize("name", ["audit_keys", "export_keys"])
+@pytest.mark.parametrize("weak", ["changeme", "a1:c2hvcnQ", "no-key-id"])
+def test_prod_refuses_weak_audit_and_export_keys_naming_them(name, weak, tmp_path):
+    values = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k(),
+              "audit_keys": f"a1:{_k()}", name: weak}  # fmt: skip
+    with pytest.raises(ConfigurationError, match=f"PASSERELLE_{name.upper()}"):
+        Settings(env="prod", data_dir=tmp_path, **values)
+
+
+def test_secrets_from_a_directory_of_files_as_containers_mount_them(tmp_path, monkeypatch):
+    """PASSERELLE_SECRETS_DIR: one file per secret, named as its variable (Docker/Kubernetes secrets)."""
+    from app.settings import get_settings
+
+    secrets_dir = tmp_path / "run-secrets"
+    secrets_dir.mkdir()
+    values = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k(),
+              "audit_keys": f"a1:{_k()}"}  # fmt: skip
+    for name, value in values.items():
+        (secrets_dir / f"PASSERELLE_{name.upper()}").write_text(value + "\n")
+    for var in [v for v in __import__("os").environ if v.startswith("PASSERELLE_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("PASSERELLE_ENV", "prod")
+    monkeypatch.setenv("PASSERELLE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PASSERELLE_SECRETS_DIR", str(secrets_dir))
+    get_settings.cache_clear()
+    try:
+        s = get_settings()
+        assert s.hmac_key == base64.urlsafe_b64decode(values["nir_hmac_key"])
+        assert [k for k, _ in s.audit_key_ring] == ["a1"]
+        monkeypatch.setenv("PASSERELLE_SECRETS_DIR", str(tmp_path / "nowhere"))
+        get_settings.cache_clear()
+        with pytest.raises(ConfigurationError, match="PASSERELLE_SECRETS_DIR"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
 
 
 def test_cli_reports_configuration_errors(monkeypatch, tmp_path):
@@ -124,7 +174,8 @@ def test_rdv_insertion_secrets_from_json_or_a_file_and_refused_when_wrong(tmp_pa
         with pytest.raises(ConfigurationError) as exc:
             Settings(env="test", data_dir=tmp_path, rdv_insertion_secrets=wrong)
         assert "PASSERELLE_RDV_INSERTION_SECRETS" in str(exc.value) and "abc" not in str(exc.value)
-    strong = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k()}
+    strong = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k(),
+              "audit_keys": f"a1:{_k()}"}  # fmt: skip
     with pytest.raises(ConfigurationError, match="32 characters"):
         Settings(env="prod", data_dir=tmp_path, rdv_insertion_secrets='{"055": "short"}', **strong)
     assert Settings(env="prod", data_dir=tmp_path, rdv_insertion_secrets='{"055": "' + "x" * 40 + '"}', **strong)

@@ -46,9 +46,7 @@ def search_accesses(
 ) -> Any:
     if since and until and until < since:
         raise Unprocessable("`until` is before `since`.")
-    if departement is not None:
-        principal.require_departement(departement)
-    deps = (departement,) if departement else tuple(sorted(principal.departements))
+    deps = tuple(principal.chosen_departements(departement))
     criteria = audit.AuditFilter(deps, person_id, client, agent, since, until, action, found)
     result = audit.search(session, criteria, limit, offset)
     # The search read the audit journal: its transaction ends before the journal is written (SQLite refuses

@@ -14,9 +14,11 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from app.db import unit_of_work
-from app.errors import Unauthenticated, Unprocessable
+from app.errors import TooManyRequests, Unauthenticated, Unprocessable
 from app.security.auth import Principal, authenticate_api_key, authenticate_bearer, parse_agent, require_scope
 from app.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 PURPOSE_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
@@ -59,9 +61,12 @@ def authenticate(
     settings: SettingsDep,
     api_key: Annotated[str | None, Depends(api_key_scheme)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
-    x_agent_identifiant: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_agent_nom: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_agent_prenom: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_agent_identifiant: Annotated[
+        str | None,
+        Header(description="API clients acting for an agent: the agent's identifier (recorded with each access)"),
+    ] = None,
+    x_agent_nom: Annotated[str | None, Header(description="The agent's last name (UTF-8)")] = None,
+    x_agent_prenom: Annotated[str | None, Header(description="The agent's first name (UTF-8)")] = None,
     x_purpose: Annotated[
         str | None,
         Header(description="Why the caller accesses the data (recorded with each access; 1-200 characters)"),
@@ -88,6 +93,10 @@ def authenticate(
     structlog.contextvars.bind_contextvars(
         client_id=principal.log_id(), agent_id=principal.agent.identifiant if principal.agent else None
     )
+    wait = request.app.state.rate_limiter.take(principal.id)
+    if wait:
+        log.warning("rate_limited", retry_after=wait)
+        raise TooManyRequests(f"Too many requests from this client; retry in {wait} s.", wait)
     request.state.principal = principal
     for scope in security_scopes.scopes:
         require_scope(principal, scope)

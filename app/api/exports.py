@@ -24,13 +24,14 @@ from app.db import get_engine, write_transaction
 from app.errors import ApiError, NotFound, Unprocessable
 from app.exports.publish import (
     ExportBusy,
+    ExportsNotConfigured,
     IntegrityError,
     Publication,
     PublishError,
     aad_of,
     decrypt_file,
     publish,
-    token_hash,
+    token_hashes,
 )
 from app.exports.return_file import ingest
 from app.exports.weekly import Week, WeekError
@@ -38,6 +39,7 @@ from app.models import AccessRecord, Export, ExportDownload, ExportLink
 from app.models.base import utcnow
 from app.security.auth import Principal
 from app.security.scopes import Scope
+from app.services.audit_chain import action_row
 from app.settings import today
 from app.validation import InputModel
 
@@ -78,13 +80,13 @@ Token = Annotated[str, Path(min_length=20, max_length=100, pattern=r"^[A-Za-z0-9
 async def download(token: Token, request: Request, session: SessionDep, settings: SettingsDep) -> StreamingResponse:
     address = request.client.host if request.client else None
     agent = (request.headers.get("user-agent") or "")[:200] or None
-    hashed = token_hash(settings, token)
+    hashed = token_hashes(settings, token)
 
     def check() -> tuple[Any, Any, IO[bytes] | None, str]:
         found = session.execute(
             select(ExportLink, Export)
             .join(Export, Export.id == ExportLink.export_id)
-            .where(ExportLink.token_hash == hashed)
+            .where(ExportLink.token_hash.in_(hashed))
         ).first()
         session.commit()
         if found is None:
@@ -128,21 +130,21 @@ async def download(token: Token, request: Request, session: SessionDep, settings
                     outcome=result,
                 )
             )
-            if result == "served":
-                session.execute(
-                    insert(AccessRecord).values(
-                        at=utcnow(),
-                        principal_id=f"link:{link.id}",
-                        agent_identifiant=None,
-                        departement_code=export.departement_code,
-                        person_id=None,
-                        action=f"export.download.{export.kind}",
+            # every attempt is an audit event: a download of personal data, or a refused link (by whom, where)
+            session.execute(
+                insert(AccessRecord).values(
+                    action_row(
+                        f"link:{link.id}" if link else "link:unknown",
+                        f"export.download.{export.kind}" if export else "export.download",
+                        export.departement_code if export else None,
+                        outcome="ok" if result == "served" else "refused",
+                        detail=None if result == "served" else {"reason": result},
                         endpoint="GET /api/v1/exports/download",
                         request_id=getattr(request.state, "request_id", None),
-                        found=True,
                         source_address=address,
                     )
                 )
+            )
         return result
 
     outcome = await run_write(request, record)
@@ -201,6 +203,11 @@ class PublishFailed(ApiError):
     code = "export_publish_failed"
 
 
+class PublishNotConfigured(ApiError):
+    status_code = 503
+    code = "exports_not_configured"
+
+
 def _export_out(row: Export, links: list[ExportLink], served: int) -> dict[str, Any]:
     now = utcnow()
     live = [k for k in links if k.revoked_at is None and k.expires_at > now and not (k.single_use and k.used_at)]
@@ -228,9 +235,7 @@ def list_exports(
     departement: Departement | None = None,
     week: Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$")] = None,
 ) -> dict[str, Any]:
-    deps = sorted(principal.departements) if departement is None else [departement]
-    if departement is not None:
-        principal.require_departement(departement)
+    deps = principal.chosen_departements(departement)
     query = select(Export).where(Export.departement_code.in_(deps))
     if week:
         query = query.where(Export.week == week)
@@ -264,7 +269,11 @@ class PublishIn(InputModel):
 @router.post(
     "/weekly",
     summary="Build and publish a week's files (as the nightly job does); idempotent unless resend",
-    responses={409: {"description": "Another run publishes them now"}, 502: {"description": "Mail failed"}},
+    responses={
+        409: {"description": "Another run publishes them now"},
+        502: {"description": "The mail server refused or failed: nothing was published; run again"},
+        503: {"description": "Exports are not configured (the setting is named in the message)"},
+    },
 )
 async def publish_weekly(
     body: PublishIn,
@@ -284,6 +293,8 @@ async def publish_weekly(
         result = await anyio.to_thread.run_sync(run)
     except ExportBusy as exc:
         raise ExportBusyError(str(exc)) from None
+    except ExportsNotConfigured as exc:
+        raise PublishNotConfigured(str(exc)) from None
     except (PublishError, OSError) as exc:
         raise PublishFailed(str(exc)) from None
     return result.manifest() | {"envoye": result.mailed}

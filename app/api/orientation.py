@@ -177,9 +177,7 @@ def worklist(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Worklist:
     day = today(settings)
-    deps = sorted(principal.departements)
-    if departement is not None:
-        deps = [departement] if departement in principal.departements else []
+    deps = principal.chosen_departements(departement)
     ee = EntryEpisode
     query = select(ee).where(ee.departement_code.in_(deps), ee.open_until > day, ee.t0 <= day)
     if overdue is True:

@@ -49,7 +49,13 @@ class PersonOut(PersonSummary):
 class SearchBody(InputModel):
     model_config = ConfigDict(extra="forbid")
 
-    nir: str | None = Field(default=None, min_length=13, max_length=15, description="13 or 15 characters")
+    nir: str | None = Field(
+        default=None,
+        min_length=13,
+        max_length=15,
+        pattern=r"^[1-478][0-9]{2}(0[1-9]|1[0-2]|[2-9][0-9])(2[AaBb]|[0-9]{2})[0-9]{6}([0-9]{2})?$",
+        description="13 characters, or 15 with the check key (which must match)",
+    )
     date_naissance: date | None = None
     fonorg: Literal["CAF", "MSA"] | None = None
     numorg: str | None = Field(default=None, pattern=r"^\d{3}$")

@@ -37,9 +37,7 @@ def orientation(
     if (end - start).days > 3660:
         raise Unprocessable("The period is longer than ten years.")
     day = as_of or today(settings)
-    deps = sorted(principal.departements)
-    if departement is not None:
-        deps = [departement] if departement in principal.departements else []
+    deps = principal.chosen_departements(departement)
     conn = session.connection()
     result = orientation_indicator(conn, deps, start, end, day)
     # Readers never recompute episodes (their writers do, right after their commit); say if some wait.

@@ -15,6 +15,7 @@ from app.errors import NotFound
 from app.security.auth import DEPARTEMENT_RE, Principal
 from app.security.scopes import Scope
 from app.services import rdv_insertion
+from app.services.audit_chain import record_action_now
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/webhooks/rdv-insertion", tags=["webhooks"])
@@ -56,6 +57,15 @@ async def receive(
             departement=departement,
             size=len(body),
             signature_given=x_rdvi_signature is not None,
+        )
+        record_action_now(
+            request.app.state.engine,
+            rdv_insertion.WEBHOOK_PRINCIPAL,
+            "webhook.delivery",
+            departement,
+            outcome="refused",
+            detail={"size": len(body), "reason": "signature"},
+            source_address=request.client.host[:64] if request.client else None,
         )
         return JSONResponse({"error": "unauthorized", "message": "missing or wrong X-RDVI-SIGNATURE"}, status_code=401)
 

@@ -19,6 +19,7 @@ from app.cli.db import db_app
 from app.cli.exports import export_app
 from app.cli.flux import flux_app
 from app.cli.france_travail import ft_app
+from app.cli.maintenance import register as register_maintenance
 from app.cli.orientations import episodes_app, orientations_app
 from app.cli.pilotage import pilotage_app
 from app.cli.server import register as register_server
@@ -31,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 register_server(app)
+register_maintenance(app)
 app.add_typer(db_app, name="db")
 app.add_typer(departements_app, name="departements")
 app.add_typer(clients_app, name="clients")

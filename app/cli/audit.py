@@ -10,7 +10,10 @@ import typer
 
 from app.cli.common import ExitCode, chosen_departements, fail, parse_day, print_json, print_rows, ready_settings
 
-audit_app = typer.Typer(help="Who accessed which person's data: search, per person, CSV.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="Who accessed which person's data: search, per person, CSV; the chain's seal, anchor and verification.",
+    no_args_is_help=True,
+)
 
 
 @audit_app.command("accesses")
@@ -86,3 +89,63 @@ def audit_person(
           ", ".join(a["actions"])) for a in result["accessors"]],
         narrow=("who", "accesses", "last"),
     )  # fmt: skip
+
+
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Seal the audit events written since the last seal into the chain (the server does it every few
+    seconds; cron may too)."""
+    from app.db import get_engine
+    from app.services.audit_chain import seal
+
+    settings = ready_settings()
+    print(f"{seal(get_engine(settings), settings)} event(s) sealed")
+
+
+@audit_app.command("anchor")
+def audit_anchor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Seal what is pending, then print the chain's head as SEQ:MAC: keep it outside the database (a
+    ticket, a mail to the DPO) and give it later to `audit verify --anchor`."""
+    from app.db import get_engine
+    from app.services.audit_chain import anchor
+
+    settings = ready_settings()
+    head = anchor(get_engine(settings), settings)
+    if as_json:
+        print_json(head)
+    else:
+        print(f"{head['seq']}:{head['mac']}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    anchor_value: Annotated[
+        str | None, typer.Option("--anchor", help="SEQ:MAC from `audit anchor`: the chain must still reach it")
+    ] = None,
+    no_seal: Annotated[bool, typer.Option("--no-seal", help="Check only, seal nothing first")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Walk the audit chain and name every event modified, deleted, inserted or moved. Exit 0 only for an
+    intact chain (1 otherwise)."""
+    from app.db import get_engine
+    from app.services.audit_chain import parse_anchor, seal, verify
+
+    settings = ready_settings()
+    try:
+        given = parse_anchor(anchor_value) if anchor_value else None
+    except ValueError as exc:
+        raise fail(f"--anchor: {exc}", ExitCode.USAGE) from None
+    engine = get_engine(settings)
+    if not no_seal:
+        seal(engine, settings)
+    result = verify(engine, settings, given)
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        for problem in result.problems:
+            print(f"{problem['kind']}: {problem['message']}", file=sys.stderr)
+        state = "intact" if result.intact else f"BROKEN ({len(result.problems)} problem(s))"
+        print(f"audit chain {state}: {result.checked} event(s) checked up to #{result.head_seq}, "
+              f"{result.unsealed} not yet sealed")  # fmt: skip
+    if not result.intact:
+        raise typer.Exit(int(ExitCode.REJECTED))

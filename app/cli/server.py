@@ -31,6 +31,7 @@ def serve(
     import uvicorn
 
     from app import migrate as migrations
+    from app.http_protocol import JsonErrorsH11Protocol
     from app.logging import UVICORN_LOG_CONFIG, configure_logging
 
     settings = get_settings()
@@ -47,6 +48,7 @@ def serve(
         workers=workers,
         log_config=UVICORN_LOG_CONFIG,
         proxy_headers=True,
+        http=JsonErrorsH11Protocol,  # a request uvicorn cannot parse gets our JSON error, not its text
     )
 
 

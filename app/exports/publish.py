@@ -41,6 +41,7 @@ from app.files import private_dir
 from app.models import Export, ExportLink, JobLease
 from app.models.base import utcnow
 from app.services import leases
+from app.services.audit_chain import record_action, record_action_now
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -57,6 +58,10 @@ class ExportBusy(Exception):
 
 class PublishError(Exception):
     """The files were built but could not be announced (mail server); nothing was half-published."""
+
+
+class ExportsNotConfigured(PublishError):
+    """A setting the publication needs is missing (said by name)."""
 
 
 class IntegrityError(Exception):
@@ -228,7 +233,17 @@ def lease(settings: Settings, job: str, scope: str) -> Iterator[None]:
 
 
 def token_hash(settings: Settings, token: str) -> str:
-    return hmac.new(settings.export_key_ring[0][1], token.encode(), "sha256").hexdigest()
+    """The stored form of a link's token, keyed with a key of its own derived from the API key pepper: not
+    the export key, so that rotating the export key leaves every link valid."""
+    key = hmac.new(settings.pepper, b"passerelle export link", "sha256").digest()
+    return hmac.new(key, token.encode(), "sha256").hexdigest()
+
+
+def token_hashes(settings: Settings, token: str) -> list[str]:
+    """The hashes a link's token may be stored under: the current one, and under each export key (links
+    made before issue #14, whose tokens were keyed with the export key)."""
+    legacy = [hmac.new(key, token.encode(), "sha256").hexdigest() for _id, key in settings.export_key_ring]
+    return [token_hash(settings, token), *legacy]
 
 
 def _record(session: Session, departement: str, week: str, files: list[Built]) -> tuple[list[Export], bool]:
@@ -263,9 +278,9 @@ def publish(
     from app.exports.mail import send_links
 
     if not settings.public_url:
-        raise PublishError("PASSERELLE_PUBLIC_URL is not set: the links in the e-mail need it")
+        raise ExportsNotConfigured("PASSERELLE_PUBLIC_URL is not set: the links in the e-mail need it")
     if not settings.export_recipients:
-        raise PublishError("PASSERELLE_EXPORT_RECIPIENTS is empty: nobody to send the links to")
+        raise ExportsNotConfigured("PASSERELLE_EXPORT_RECIPIENTS is empty: nobody to send the links to")
     result = Publication(departement, week.label)
     with lease(settings, JOB, departement):
         result.files = build(engine, settings, departement, week)
@@ -298,9 +313,29 @@ def publish(
             with session_scope(settings, write=True) as session:  # never a live link that was not announced
                 session.execute(update(ExportLink).where(ExportLink.id.in_(link_ids)).values(revoked_at=utcnow()))
             log.error("export_mail_failed", departement=departement, week=week.label, error_type=type(exc).__name__)
+            record_action_now(
+                engine,
+                "job:export weekly",
+                "export.publish",
+                departement,
+                outcome="error",
+                detail={"week": week.label, "error": type(exc).__name__},
+            )
             raise PublishError(f"the e-mail could not be sent ({type(exc).__name__}: {exc}); run again") from None
         with session_scope(settings, write=True) as session:
             session.execute(update(Export).where(Export.id.in_(export_ids)).values(published_at=utcnow()))
+            record_action(
+                session,
+                "job:export weekly",
+                "export.publish",
+                departement,
+                detail={
+                    "week": week.label,
+                    "exports": export_ids,
+                    "rows": [f.rows for f in result.files],
+                    "recipients": len(settings.export_recipients),
+                },
+            )
         result.mailed = True
         _write_manifest(settings, result)
         if settings.export_push_dir is not None:

@@ -926,6 +926,9 @@ def _next_person_base(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(T_PERSONS.c.id), 0))).scalar_one())
 
 
+INGESTED_BY_JOB = {"cli": "job:flux ingest", "watch": "job:flux watch", "demo": "job:demo"}
+
+
 def ingest_file(
     engine: Engine,
     settings: Settings,
@@ -937,10 +940,44 @@ def ingest_file(
     refresh_progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
     """Apply one flux file, then (`refresh`) the entry episodes of the persons it changed. Returns its
-    report; never raises for a bad file (status `rejected`).
+    report; never raises for a bad file (status `rejected`). Each file, whatever became of it, is an audit
+    event (`flux.ingest`: who, the file's id, its status and counts).
 
     Raises `IngestInputError` for a wrong option (département, --initial-stock, reception date).
     """
+    from app.services.audit_chain import record_action_now
+
+    report = _ingest_file(engine, settings, path, options, progress, refresh=refresh, refresh_progress=refresh_progress)
+    by = options.ingested_by or "job:flux ingest"
+    record_action_now(
+        engine,
+        INGESTED_BY_JOB.get(by, by),
+        "flux.ingest",
+        report.departement or options.departement,
+        outcome="rejected" if report.status == "rejected" else "ok",
+        detail={
+            "file_id": report.file_id,
+            "status": report.status,
+            "type_flux": report.type_flux,
+            "persons": report.persons_read,
+            "new_persons": report.new_persons,
+            "state_changes": report.state_changes,
+            "duplicate_of": report.duplicate_of,
+        },
+    )
+    return report
+
+
+def _ingest_file(
+    engine: Engine,
+    settings: Settings,
+    path: Path,
+    options: IngestOptions,
+    progress: ProgressCallback | None = None,
+    *,
+    refresh: bool = True,
+    refresh_progress: Callable[[int, int], None] | None = None,
+) -> IngestReport:
     started = time.perf_counter()
     name = options.display_name or path.name
     report = IngestReport(status="applied", filename=name, received_on=options.received_on.isoformat())

@@ -218,7 +218,13 @@ class AccessRecord(Base):
     names."""
 
     __tablename__ = "access_records"
-    __table_args__ = (Index("ix_access_records_person", "person_id", "at"),)
+    __table_args__ = (
+        Index("ix_access_records_person", "person_id", "at"),
+        Index("ux_access_records_seq", "seq", unique=True),
+        Index(
+            "ix_access_records_unsealed", "id", sqlite_where=text("seq IS NULL"), postgresql_where=text("seq IS NULL")
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -232,6 +238,29 @@ class AccessRecord(Base):
     found: Mapped[bool] = mapped_column(Boolean, default=True)
     purpose: Mapped[str | None] = mapped_column(String(200))  # X-Purpose, as the caller gave it
     source_address: Mapped[str | None] = mapped_column(String(64))
+    # What came of it (ok, not_found, refused, rejected, error) and, for an action, its counts or file id:
+    # never a NIR, a name or a contact (app.services.audit_chain.record_action).
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    # The seal (app.services.audit_chain): a gapless number and an HMAC chained to the previous event's,
+    # set once by the sealer; on PostgreSQL a trigger refuses any other update and any deletion of a
+    # recent event (migration 0015).
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    key_id: Mapped[str | None] = mapped_column(String(20))
+    mac: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChain(Base):
+    """The chain's state, one row: the last sealed event (`head_*`) and where the chain starts after a purge
+    of old events (`base_*`: the last purged event's number and seal; 0 and empty before any purge)."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    head_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    head_mac: Mapped[str] = mapped_column(String(64), default="")
+    base_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    base_mac: Mapped[str] = mapped_column(String(64), default="")
 
 
 class InstructionRecord(Base):

@@ -56,6 +56,13 @@ class Principal:
         if code not in self.departements:
             raise NotFound("No such resource.")
 
+    def chosen_departements(self, code: str | None) -> list[str]:
+        """The départements a request is about: the one it names (404 if not granted), else all granted."""
+        if code is None:
+            return sorted(self.departements)
+        self.require_departement(code)
+        return [code]
+
     def log_id(self) -> str:
         return self.id
 
@@ -180,4 +187,4 @@ def authenticate_bearer(verifier: OidcVerifier, settings: Settings, token: str) 
 
 def require_scope(principal: Principal, scope: str) -> None:
     if scope not in principal.scopes:
-        raise Forbidden(f"This operation needs the scope {scope!r}.")
+        raise Forbidden(f"This operation needs the scope '{scope!s}'.", details={"scope": str(scope)})

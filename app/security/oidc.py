@@ -35,6 +35,7 @@ class JwksProvider:
         self._lock = threading.Lock()
         self._keys: KeySet | None = None
         self._loaded_at = 0.0
+        self.loads = 0  # how many times the keys were (re)loaded
 
     def _load(self) -> KeySet:
         if self._settings.oidc_jwks_file is not None:
@@ -53,9 +54,15 @@ class JwksProvider:
         return KeySet.import_key_set(data)
 
     def get(self, force: bool = False) -> KeySet:
+        """The keys, reloaded when the cache expired, or when `force`d (a token names a key we do not know:
+        the provider may have rotated) but then at most once every `oidc_jwks_min_refresh_seconds` whatever
+        the key id: tokens with made-up key ids never make the service hammer the provider."""
         with self._lock:
-            expired = time.monotonic() - self._loaded_at > self._settings.oidc_jwks_cache_seconds
-            if self._keys is None or expired or force:
+            age = time.monotonic() - self._loaded_at
+            expired = age > self._settings.oidc_jwks_cache_seconds
+            forced = force and age >= self._settings.oidc_jwks_min_refresh_seconds
+            if self._keys is None or expired or forced:
+                self.loads += 1
                 try:
                     self._keys = self._load()
                 except (OSError, ValueError, httpx.HTTPError, JoseError) as exc:

@@ -11,6 +11,7 @@ from app.models import ApiClient
 from app.models.base import utcnow
 from app.security.apikeys import generate_key, hash_key
 from app.security.scopes import parse_scopes
+from app.services.audit_chain import record_action
 from app.services.departements import ensure_departement
 from app.settings import Settings
 
@@ -51,6 +52,14 @@ def create_client(
     )
     session.add(client)
     session.flush()
+    for code in sorted(set(departements)):
+        record_action(
+            session,
+            "job:clients",
+            "client.create",
+            code,
+            detail={"client": client.id, "name": name, "scopes": scope_list},
+        )
     return CreatedClient(client_id=client.id, key=generated.key)
 
 
@@ -63,4 +72,6 @@ def revoke_client(session: Session, name_or_id: str) -> ApiClient:
         raise ClientError(f"no client {name_or_id!r}")
     if client.revoked_at is None:
         client.revoked_at = utcnow()
+        for dep in client.departements:
+            record_action(session, "job:clients", "client.revoke", dep.code, detail={"client": client.id})
     return client

@@ -19,6 +19,7 @@ from app.models import OrientationEvent, Person, PersonState
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
 from app.services import episodes as episode_service
 from app.services import ft_outbox
+from app.services.audit_chain import job_principal, record_action
 from app.settings import Settings, today
 from app.validation import InputModel, control_character_problem
 
@@ -365,4 +366,12 @@ def import_csv(
             report.rejected.append({"line": line, "reason": reasons})
         except (ValueError, Unprocessable, Conflict, NotFound) as exc:
             report.rejected.append({"line": line, "reason": getattr(exc, "message", str(exc))})
+    record_action(
+        session,
+        job_principal("orientations import") if recorded_by == "cli" else recorded_by,
+        "orientation.import",
+        departement,
+        outcome="rejected" if report.rejected and not report.applied else "ok",
+        detail={"rows": report.rows, "applied": report.applied, "rejected": len(report.rejected)},
+    )
     return report

@@ -42,6 +42,7 @@ def _access_row(
         "found": person_id is not None,
         "purpose": purpose_of(request),
         "source_address": request.client.host[:64] if getattr(request, "client", None) else None,
+        "outcome": "ok" if person_id is not None else "not_found",
     }
 
 
@@ -69,6 +70,7 @@ def audit_read(
     row = _access_row(request, principal, action, departement, person.id if person is not None else None)
     if found is not None:  # a read of no one person (an audit search) is not a search that found nobody
         row["found"] = found
+        row["outcome"] = "ok" if found else "not_found"
     session.info.setdefault(PENDING_ACCESS, []).append(row)
 
 
@@ -94,6 +96,7 @@ def audit_job_reads(session: Session, job: str, action: str, persons: list[tuple
             "found": True,
             "purpose": None,
             "source_address": None,
+            "outcome": "ok",
         }
         for person_id, departement in persons
     ]

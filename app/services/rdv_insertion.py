@@ -31,12 +31,14 @@ from app.errors import ApiError
 from app.ingest.derive import identity_key_text, key_hash, matricule_key_text
 from app.models import AmbiguousKey, FluxFile, Person, PersonKey, WebhookDelivery, WebhookItem
 from app.security.nir import NirProtector
+from app.services.audit_chain import record_action
 from app.services.orientation import EventIn, record_event
 from app.settings import Settings, today
 
 log = structlog.get_logger(__name__)
 
 SOURCE = "rdv-insertion"
+WEBHOOK_PRINCIPAL = "webhook:rdv-insertion"
 PRESENCE = {"seen": "present", "noshow": "absent", "excused": "excuse", "revoked": "annule", "unknown": "prevu"}
 CHANNEL = {"sms": "sms", "email": "email", "postal": "courrier"}
 ROLES = {"demandeur": ("DEM",), "conjoint": ("CJT",), None: ("DEM", "CJT")}
@@ -358,6 +360,13 @@ def process(session: Session, settings: Settings, departement: str, body: bytes)
         )
     )
     if seen is not None:
+        record_action(
+            session,
+            WEBHOOK_PRINCIPAL,
+            "webhook.delivery",
+            departement,
+            detail={"delivery": seen, "status": "duplicate"},
+        )
         return 200, {"status": "duplicate", "delivery": seen}
     protector = NirProtector(settings.encryption_keys, settings.hmac_key)
     delivery = WebhookDelivery(
@@ -375,6 +384,14 @@ def process(session: Session, settings: Settings, departement: str, body: bytes)
         session.add(delivery)
         session.flush()
         log.warning("webhook_malformed", source=SOURCE, departement=departement, delivery=delivery.id)
+        record_action(
+            session,
+            WEBHOOK_PRINCIPAL,
+            "webhook.delivery",
+            departement,
+            outcome="rejected",
+            detail={"delivery": delivery.id, "status": "malformed"},
+        )
         return 422, {"error": "malformed", "message": delivery.reason, "delivery": delivery.id}
     delivery.model, delivery.event, delivery.meta_timestamp = parsed.model, parsed.event, parsed.timestamp
     session.add(delivery)
@@ -397,6 +414,13 @@ def process(session: Session, settings: Settings, departement: str, body: bytes)
         session.flush()
         counts[item.status] = counts.get(item.status, 0) + 1
     log.info("webhook_processed", source=SOURCE, departement=departement, delivery=delivery.id, **counts)
+    record_action(
+        session,
+        WEBHOOK_PRINCIPAL,
+        "webhook.delivery",
+        departement,
+        detail={"delivery": delivery.id, "event": parsed.event, "items": counts},
+    )
     return 200, {"status": "processed", "delivery": delivery.id, "items": counts}
 
 
