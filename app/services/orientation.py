@@ -321,6 +321,18 @@ def _tolerant_payload(row: dict[str, str], line: int, warnings: list[dict[str, A
     return payload
 
 
+def record_import(session: Session, recorded_by: str, departement: str, report: ImportReport) -> None:
+    """An import is one audit event (`orientation.import`): its counts, with the rows it applied."""
+    record_action(
+        session,
+        job_principal("orientations import") if recorded_by == "cli" else recorded_by,
+        "orientation.import",
+        departement,
+        outcome="rejected" if report.rejected and not report.applied else "ok",
+        detail={"rows": report.rows, "applied": report.applied, "rejected": len(report.rejected)},
+    )
+
+
 def import_csv(
     session: Session, settings: Settings, departement: str, data: bytes | str, recorded_by: str
 ) -> ImportReport:
@@ -366,12 +378,5 @@ def import_csv(
             report.rejected.append({"line": line, "reason": reasons})
         except (ValueError, Unprocessable, Conflict, NotFound) as exc:
             report.rejected.append({"line": line, "reason": getattr(exc, "message", str(exc))})
-    record_action(
-        session,
-        job_principal("orientations import") if recorded_by == "cli" else recorded_by,
-        "orientation.import",
-        departement,
-        outcome="rejected" if report.rejected and not report.applied else "ok",
-        detail={"rows": report.rows, "applied": report.applied, "rejected": len(report.rejected)},
-    )
+    record_import(session, recorded_by, departement, report)
     return report

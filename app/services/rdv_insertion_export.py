@@ -22,8 +22,7 @@ from sqlalchemy.orm import Session
 from app.errors import ApiError
 from app.ingest.derive import key_hash
 from app.models import OrientationEvent, Person
-from app.services.audit_chain import job_principal, record_action
-from app.services.orientation import EventIn, ImportReport, decode_csv, record_event
+from app.services.orientation import EventIn, ImportReport, decode_csv, record_event, record_import
 from app.services.rdv_insertion import KeyMaker, match, organismes_of
 from app.settings import Settings, today
 
@@ -118,14 +117,7 @@ def import_export(
             report.rejected.append({"line": line, "reason": reasons})
         except (ValueError, ApiError) as exc:
             report.rejected.append({"line": line, "reason": getattr(exc, "message", str(exc))})
-    record_action(
-        session,
-        job_principal("orientations import") if recorded_by == "cli" else recorded_by,
-        "orientation.import",
-        departement,
-        outcome="rejected" if report.rejected and not report.applied else "ok",
-        detail={"rows": report.rows, "applied": report.applied, "rejected": len(report.rejected)},
-    )
+    record_import(session, recorded_by, departement, report)
     return report
 
 
