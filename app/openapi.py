@@ -96,6 +96,19 @@ DESCRIPTIONS: dict[str, str] = {
     "first and last time, what they did. Audited itself.",
     "GET /api/v1/pilotage/orientation": "The orientation indicator of annex 4: nouveaux entrants of the period "
     "by T0, oriented within 15 days and one month, delays; as of a date, reproducible.",
+    "GET /api/v1/pilotage/tables": "Les tables de pilotage : leur nom (pour l'URL) et leur titre.",
+    "GET /api/v1/pilotage/tables/{table}": "Une table de pilotage pour une période (`periode` : 2024-03, 2024-W10, "
+    "2024-T1, 2024 ; ou `from` et `to`) et une date `as_of` (seuls les faits datés de ce jour ou avant comptent : la "
+    "même table redemandée plus tard est identique), avec ses ventilations (`par`, toutes par défaut : organisme, "
+    "structure, type de parcours, accompagnement global, CAF/MSA, commune, territoire, tranche d'âge, sexe, rôle). "
+    "JSON, ou CSV en format long (une ligne par chiffre et valeur de ventilation ; `;`, UTF-8 avec BOM, virgule "
+    "décimale et dates jj/mm/aaaa en `locale=fr`, point et ISO en `locale=c`), nommé par la table, la période "
+    "et la date.",
+    "GET /api/v1/pilotage/extract": "The pseudonymised extract for analysis, streamed: one line per entry episode "
+    "(CSV `;` with BOM, or JSON lines), with a pseudonymous id stable for one `PASSERELLE_EXTRACT_KEY` (extracts "
+    "made with the same key join on it, not with another key), birth month, sex, commune, role, CAF/MSA, each "
+    "step's date, organisme référent, parcours and France Travail status; no name, NIR, address, exact birth "
+    "date or contact. Recorded in the audit trail.",
     "GET /api/v1/webhooks/rdv-insertion/unmatched": "RDV-Insertion webhook items whose person is not (yet) "
     "known here, for the caller's départements.",
     "POST /api/v1/webhooks/rdv-insertion/{departement}": "RDV-Insertion's webhooks, as it signs them "

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     # The audit trail's seal (app.services.audit_chain): `key_id:base64url(>= 32 bytes)[,older...]`, the first
     # seals, all verify. Required in prod; generated in dev/test.
     audit_keys: SecretStr | None = None
+    # Pilotage (issue #15): the key of the pseudonymous ids of the analysis extract (base64url, >= 32 bytes;
+    # generated in dev/test; without it in prod the extract is refused); the Département's commune table
+    # (CSV code_insee;nom;territoire) for names and territories.
+    extract_key: SecretStr | None = None
+    communes_file: Path | None = None
+    pilotage_gap_days: int = Field(default=3, ge=1, le=60, description="a longer gap between files is flagged")
     audit_seal_interval_seconds: float = Field(
         default=5.0, ge=0, le=3600, description="the server seals new audit events this often (0: never)"
     )
@@ -357,6 +363,15 @@ class Settings(BaseSettings):
         if self.env is Environment.prod:  # pragma: no cover - refused at construction already
             raise ConfigurationError("PASSERELLE_AUDIT_KEYS is required in prod")
         return parse_encryption_keys(self._dev_secret("audit_keys"))
+
+    @property
+    def extract_key_bytes(self) -> bytes:
+        """The analysis extract's pseudonymisation key; generated once in dev/test, required in prod."""
+        if self.extract_key is not None and self.extract_key.get_secret_value().strip():
+            return _b64key(self.extract_key.get_secret_value())
+        if self.env is Environment.prod:
+            raise ConfigurationError("PASSERELLE_EXTRACT_KEY is required to make the pseudonymised extract in prod")
+        return _b64key(self._dev_secret("extract_key").partition(":")[2])
 
     def _dev_secret(self, name: str) -> str:
         """A dev/test secret added after the dev-secrets file was first written: generated and kept."""

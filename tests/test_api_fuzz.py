@@ -42,6 +42,9 @@ SEMANTIC = {
         "needs",  # a field the event's type requires
         "together",  # search by NIR, or by organisme + matricule + role
         "check key",  # a 15-character NIR whose key does not match
+        "or both from and to",  # a pilotage period: one of from/to without the other
+        "ends before it starts",  # a pilotage period backwards
+        "no ISO week",  # 2023-W53: a year with 52 weeks
     ),
     "flux_rejected": ("",),  # a flux file's content (its report says where)
     "return_file_rejected": ("",),  # France Travail's return file's content

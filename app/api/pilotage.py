@@ -7,16 +7,30 @@ import io
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
 
 from app.api.deps import Authorized, SessionDep, SettingsDep
-from app.errors import Unprocessable
+from app.errors import ApiError, Unprocessable
+from app.pilotage import extract
 from app.pilotage.orientation import FLAT_KEYS, orientation_indicator
+from app.pilotage.tables import (
+    DIMENSIONS,
+    TABLES,
+    TITLES,
+    Period,
+    PeriodError,
+    commune_names,
+    compute,
+    filename,
+    load_communes,
+    to_csv,
+)
 from app.security.auth import Principal
 from app.security.scopes import Scope
+from app.services import persons as person_service
 from app.services.episodes import pending_count
-from app.settings import today
+from app.settings import ConfigurationError, today
 
 router = APIRouter(prefix="/api/v1/pilotage", tags=["pilotage"])
 
@@ -49,3 +63,137 @@ def orientation(
         writer.writerow([result["from"], result["to"], result["as_of"], *[result[k] for k in FLAT_KEYS]])
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
     return result
+
+
+TableName = Literal[
+    "nouveaux-entrants", "delais-orientation", "absents-rdv", "transmission", "stock-oarsa", "completude-volet3",
+    "statut-france-travail",
+]  # fmt: skip
+Dimension = Literal[
+    "organisme", "structure", "type_parcours", "accompagnement_global", "caf_msa", "commune", "territoire",
+    "tranche_age", "sexe", "role",
+]  # fmt: skip
+
+
+PERIOD_PATTERN = r"^\d{4}(-(0[1-9]|1[0-2]|[Ww]\d{2}|[TtQq][1-4]))?$"
+
+
+def _period(periode: str | None, start: date | None, end: date | None, day: date) -> Period:
+    """The period asked; none at all: the current month."""
+    if periode is None and start is None and end is None:
+        periode = day.strftime("%Y-%m")
+    try:
+        return Period.parse(periode, start, end)
+    except PeriodError as exc:
+        raise Unprocessable(str(exc), [{"loc": ["query", "periode"], "msg": str(exc)}]) from None
+
+
+def communes(settings: Any, conn: Any, departements: list[str]) -> tuple[dict[str, str], dict[str, str] | None]:
+    """Commune names (the Département's table if configured, else the CAF/MSA files') and territories."""
+    loaded: dict[str, str] = {}
+    territories: dict[str, str] | None = None
+    if settings.communes_file is not None:
+        try:
+            loaded, found = load_communes(settings.communes_file)
+        except (OSError, ValueError) as exc:
+            raise CommunesFileInvalid(f"PASSERELLE_COMMUNES_FILE: {exc}") from None
+        territories = found or None
+    return commune_names(conn, departements, loaded), territories
+
+
+@router.get("/tables", summary="The pilotage tables: names and titles")
+def list_tables(principal: Annotated[Principal, Authorized(Scope.pilotage_read)]) -> dict[str, Any]:
+    return {"tables": [{"nom": name, "titre": TITLES[name]} for name in TABLES]}
+
+
+@router.get(
+    "/tables/{table}",
+    summary="A pilotage table for a period and an as-of date, with its breakdowns (JSON, or CSV in long form)",
+)
+def pilotage_table(
+    table: TableName,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.pilotage_read)],
+    periode: Annotated[
+        str | None,
+        Query(
+            pattern=PERIOD_PATTERN,
+            description="2024-03 (month), 2024-W10, 2024-T1, 2024; or from and to (default: the current month)",
+        ),
+    ] = None,
+    start: Annotated[date | None, Query(alias="from", description="First day (custom period)")] = None,
+    end: Annotated[date | None, Query(alias="to", description="Last day (custom period)")] = None,
+    as_of: Annotated[date | None, Query(description="Count the facts dated on or before (default: today)")] = None,
+    departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
+    par: Annotated[list[Dimension] | None, Query(description="Breakdowns (default: all)")] = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+    locale: Annotated[Literal["fr", "c"], Query(description="CSV: fr (decimal comma, jj/mm/aaaa) or c")] = "fr",
+) -> Any:
+    day = as_of or today(settings)
+    period = _period(periode, start, end, today(settings))
+    deps = principal.chosen_departements(departement)
+    conn = session.connection()
+    names, territories = communes(settings, conn, deps)
+    result = compute(conn, table, deps, period, day, tuple(par or DIMENSIONS), territories, settings.pilotage_gap_days)
+    if format == "csv":
+        return Response(
+            to_csv(result, locale, names),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename(result)}"'},
+        )
+    return result.as_dict(names)
+
+
+@router.get(
+    "/extract",
+    summary="The pseudonymised extract for analysis: one line per entry episode, streamed (CSV or JSON lines)",
+    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
+)
+def pilotage_extract(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.pilotage_read)],
+    periode: Annotated[
+        str | None, Query(pattern=PERIOD_PATTERN, description="2024-03, 2024-W10, 2024-T1, 2024 (default: this month)")
+    ] = None,
+    start: Annotated[date | None, Query(alias="from")] = None,
+    end: Annotated[date | None, Query(alias="to")] = None,
+    as_of: Annotated[date | None, Query()] = None,
+    departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
+    format: Annotated[Literal["csv", "jsonl"], Query()] = "csv",
+) -> StreamingResponse:
+    day = as_of or today(settings)
+    period = _period(periode, start, end, today(settings))
+    deps = principal.chosen_departements(departement)
+    try:
+        key = settings.extract_key_bytes
+    except ConfigurationError as exc:
+        raise ExtractNotConfigured(str(exc)) from None
+    # the extract is a read of personal data (pseudonymised): one audit event per département, before it is sent
+    for dep in deps:
+        person_service.audit_read(request, session, principal, "pilotage.extract", None, dep, found=True)
+    session.commit()
+    engine = request.app.state.engine
+
+    def stream() -> Any:
+        with engine.connect() as conn:
+            items = extract.rows(conn, key, deps, period, day)
+            yield from (extract.as_csv(items) if format == "csv" else extract.as_jsonl(items))
+
+    name = f"extrait_pseudonymise_{period.label}_au_{day.isoformat()}.{format}"
+    media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
+    return StreamingResponse(
+        stream(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+class ExtractNotConfigured(ApiError):
+    status_code = 503
+    code = "extract_not_configured"
+
+
+class CommunesFileInvalid(ApiError):
+    status_code = 503
+    code = "communes_file_invalid"

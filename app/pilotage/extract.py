@@ -1,0 +1,151 @@
+"""The pseudonymised extract for analysis (issue #15): one line per entry episode, streamed (CSV or JSON
+lines), with a stable pseudonymous id and no name, NIR, address, exact birth date or contact.
+
+The id is a keyed hash of our person id with the extract key (`PASSERELLE_EXTRACT_KEY`): two extracts
+made with the same key join on it; an extract made with another key does not join with them. The key never
+leaves the service; changing it unlinks every extract made before.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from app.models import EntryEpisode, FtSnapshot, Person, PersonState
+from app.pilotage.tables import Period, end_of_day
+
+COLUMNS = ("id_pseudo", "departement", "mois_naissance", "sexe", "commune", "role", "caf_msa", "t0",
+           "invitation", "rdv_orientation", "absent_rdv_orientation", "orientation", "issue", "delai_jours",
+           "oriente_15j", "organisme_referent", "type_parcours", "accompagnement_global",
+           "premier_rdv_accompagnement", "contrat", "date_contrat", "statut_france_travail")  # fmt: skip
+PAGE = 5000
+
+
+def pseudonym(key: bytes, person_id: int) -> str:
+    return hmac.new(key, f"person:{person_id}".encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def _day(value: date | None, as_of: date) -> str | None:
+    return value.isoformat() if value is not None and value <= as_of else None
+
+
+def rows(
+    conn: Connection, key: bytes, departements: list[str], period: Period, as_of: date
+) -> Iterator[dict[str, Any]]:
+    """The episodes with T0 in the period (on or before as_of), by page (flat memory), each as one dict."""
+    ee, p, ps, fs = EntryEpisode.__table__.c, Person.__table__.c, PersonState.__table__.c, FtSnapshot.__table__.c
+    role_at_t0 = select(ps.role).where(ps.person_id == ee.person_id, ps.file_id == ee.t0_file_id).limit(1)
+    statut = (
+        select(fs.data)
+        .where(
+            fs.person_id == ee.person_id, fs.kind == "statut", fs.no_data.is_(False), fs.fetched_at < end_of_day(as_of)
+        )
+        .order_by(fs.fetched_at.desc())
+        .limit(1)
+    )
+    query = (
+        select(
+            ee.id,
+            ee.person_id,
+            ee.departement_code,
+            ee.t0,
+            ee.outcome,
+            ee.end_on,
+            ee.delay_days,
+            ee.within_15_days,
+            ee.organisme,
+            ee.type_parcours,
+            ee.accompagnement_global,
+            ee.invitation_on,
+            ee.rdv_orientation_on,
+            ee.rdv_orientation_absent,
+            ee.first_rdv_accompagnement_on,
+            ee.contrat,
+            ee.contrat_on,
+            ee.caf_msa,
+            ee.commune,
+            p.sexe,
+            p.date_naissance,
+            role_at_t0.scalar_subquery().label("role"),
+            statut.scalar_subquery().label("statut"),
+        )
+        .join(Person.__table__, p.id == ee.person_id)
+        .where(ee.departement_code.in_(departements), ee.t0 >= period.start, ee.t0 <= min(period.end, as_of))
+        .order_by(ee.id)
+    )
+    last = 0
+    while True:
+        page = conn.execute(query.where(ee.id > last).limit(PAGE)).all()
+        if not page:
+            return
+        for r in page:
+            decided = r.end_on is not None and r.end_on <= as_of
+            oriented = decided and r.outcome == "oriente"
+            statut_de = r.statut.get("statutDE") if isinstance(r.statut, dict) else None
+            yield {
+                "id_pseudo": pseudonym(key, r.person_id),
+                "departement": r.departement_code,
+                "mois_naissance": r.date_naissance.strftime("%Y-%m") if r.date_naissance else None,
+                "sexe": r.sexe,
+                "commune": r.commune,
+                "role": r.role,
+                "caf_msa": r.caf_msa,
+                "t0": r.t0.isoformat(),
+                "invitation": _day(r.invitation_on, as_of),
+                "rdv_orientation": _day(r.rdv_orientation_on, as_of),
+                "absent_rdv_orientation": bool(r.rdv_orientation_absent and _day(r.rdv_orientation_on, as_of)),
+                "orientation": r.end_on.isoformat() if oriented else None,
+                "issue": r.outcome if decided else "en_attente",
+                "delai_jours": r.delay_days if oriented else None,
+                "oriente_15j": bool(r.within_15_days) if oriented else None,
+                "organisme_referent": r.organisme if oriented else None,
+                "type_parcours": r.type_parcours if oriented else None,
+                "accompagnement_global": r.accompagnement_global if oriented else None,
+                "premier_rdv_accompagnement": _day(r.first_rdv_accompagnement_on, as_of),
+                "contrat": r.contrat if _day(r.contrat_on, as_of) else None,
+                "date_contrat": _day(r.contrat_on, as_of),
+                "statut_france_travail": statut_de,
+            }
+        last = page[-1].id
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def as_csv(items: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    """`;`, UTF-8 with a BOM, CRLF, ISO dates, `true`/`false`: for pandas/R as for Excel (`;`)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
+    buffer.write("\ufeff")
+    writer.writerow(COLUMNS)
+    for n, item in enumerate(items, start=1):
+        writer.writerow([_cell(item[c]) for c in COLUMNS])
+        if n % 2000 == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+def as_jsonl(items: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(json.dumps(item, ensure_ascii=False))
+        if len(chunk) == 2000:
+            yield ("\n".join(chunk) + "\n").encode()
+            chunk = []
+    if chunk:
+        yield ("\n".join(chunk) + "\n").encode()
