@@ -28,6 +28,7 @@ from app.ingest.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, Person
 from app.pilotage.display import print_indicator
 from app.pilotage.orientation import orientation_indicator
+from app.pilotage.tables import commune_names
 from app.services.episodes import refresh_pending
 from app.services.orientation import EventIn, record_event
 from app.services.persons import audit_job_reads
@@ -54,11 +55,11 @@ def run_demo(
     day = today(settings)
     start = day - timedelta(days=days + 4)
 
-    console.print(f"[bold]1.[/] Generating a département of {foyers} foyers and {days} days of CAF/MSA files…")
+    console.print(f"[bold]1.[/] Génération d'un département de {foyers} foyers et de {days} jours de fichiers CAF/MSA…")
     files = generate(root / "flux", foyers, days, start, seed=seed)
     manifest = json.loads((root / "flux" / "manifest.json").read_text())
 
-    console.print(f"[bold]2.[/] Ingesting {len(files)} files as the Département received them…")
+    console.print(f"[bold]2.[/] Intégration des {len(files)} fichiers, dans l'ordre où le Département les a reçus…")
     applied = 0
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("flux", total=len(manifest))
@@ -78,7 +79,9 @@ def run_demo(
             progress.advance(task)
     refresh_pending(engine)
 
-    console.print("[bold]3.[/] The orientation platform records its decisions (some late, some no-shows)…")
+    console.print(
+        "[bold]3.[/] La plateforme d'orientation enregistre ses décisions (certaines en retard, des absences)…"
+    )
     rng = random.Random(seed)
     with engine.connect() as conn:
         episodes = conn.execute(
@@ -119,12 +122,12 @@ def run_demo(
                 record_event(session, settings, person, event, recorded_by="demo")
                 recorded += 1
 
-    console.print("[bold]4.[/] France Travail (the fake, started for the demo) is asked about them…")
+    console.print("[bold]4.[/] France Travail (le simulateur, lancé pour la démo) est interrogé sur ces personnes…")
     synced = _france_travail(settings, console)
 
     with engine.connect() as conn:
         result = orientation_indicator(conn, ["055"], start, day, day)
-    console.print(f"[bold]5.[/] {applied} files applied, {recorded} platform events recorded.\n")
+    console.print(f"[bold]5.[/] {applied} fichiers intégrés, {recorded} événements de la plateforme enregistrés.\n")
     print_indicator(result, console)
     console.print(synced)
     _print_worklist(settings, day, console)
@@ -133,15 +136,28 @@ def run_demo(
     head = anchor(engine, settings)  # seals what the demo wrote (ingest, events, reads), then the chain's head
     checked = verify(engine, settings)
     console.print(
-        f"\nAudit trail: {checked.checked} events sealed, chain {'intact' if checked.intact else 'BROKEN'} "
-        f"(anchor {head['seq']}:{head['mac'][:12]}…; `passerelle audit verify`)."
+        f"\nJournal d'audit : {checked.checked} événements scellés, chaîne "
+        f"{'intacte' if checked.intact else 'ROMPUE'} (ancre {head['seq']}:{head['mac'][:12]}… ; "
+        "`passerelle audit verify`)."
     )
     console.print(
-        f"\nThe demo database is {root / 'demo.db'}; explore it with\n"
-        f"  PASSERELLE_DATABASE_URL=sqlite:///{(root / 'demo.db').as_posix()} passerelle serve   (then /docs)"
+        f"\nLa base de la démo est {root / 'demo.db'} ; pour l'explorer :\n"
+        f"  PASSERELLE_DATABASE_URL=sqlite:///{(root / 'demo.db').as_posix()} passerelle serve\n"
+        "  puis /tableau-de-bord (le tableau de bord, avec une clé API pilotage:read) et /docs (l'API)"
     )
     dispose_engines()
     return result
+
+
+FT_OUTCOMES = {
+    "found": "trouvé, identité certifiée",
+    "not_certified": "trouvé, identité non certifiée",
+    "unknown": "inconnu de France Travail",
+    "ambiguous": "plusieurs personnes correspondent",
+    "refused": "recherche refusée",
+    "no_nir": "sans NIR ou date de naissance",
+    "error": "erreur (réessayé à la prochaine synchronisation)",
+}
 
 
 def _france_travail(settings: Settings, console: Console) -> Table:
@@ -167,19 +183,19 @@ def _france_travail(settings: Settings, console: Console) -> Table:
                 )
         finally:
             client.close()
-    table = Table(title=f"France Travail: {summary.selected} persons asked, {summary.calls} calls")
-    table.add_column("résultat / statutDE")
-    table.add_column("persons", justify="right")
+    table = Table(title=f"France Travail : {summary.selected} personnes interrogées, {summary.calls} appels")
+    table.add_column("Résultat de la recherche / statut France Travail")
+    table.add_column("Personnes", justify="right")
     for outcome, n in sorted(summary.outcomes.items(), key=lambda kv: -kv[1]):
-        table.add_row(outcome, str(n))
+        table.add_row(FT_OUTCOMES.get(outcome, outcome), str(n))
     with session_scope(settings) as session:
         latest = select(func.max(FtSnapshot.id)).where(FtSnapshot.kind == "statut").group_by(FtSnapshot.person_id)
         statuts: dict[str, int] = {}
         for snap in session.scalars(select(FtSnapshot).where(FtSnapshot.id.in_(latest))):
-            name = "aucune donnée (204)" if snap.no_data or not snap.data else str(snap.data["statutDE"])
+            name = "aucune donnée" if snap.no_data or not snap.data else str(snap.data["statutDE"])
             statuts[name] = statuts.get(name, 0) + 1
     for name, n in sorted(statuts.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"  statutDE {name}", str(n))
+        table.add_row(f"  statut : {name}", str(n))
     return table
 
 
@@ -193,8 +209,9 @@ def _print_worklist(settings: Settings, day: date, console: Console) -> None:
             .order_by(ee.t0, ee.person_id)
             .limit(10)
         ).all()
-        table = Table(title="Worklist: the first persons to orient (by deadline)")
-        for col in ("person", "T0", "days", "15-day deadline", "CAF/MSA", "commune"):
+        names = commune_names(session.connection(), ["055"])
+        table = Table(title="Liste de travail : les premières personnes à orienter (par échéance)")
+        for col in ("Personne", "T0", "Jours écoulés", "Échéance des 15 jours", "CAF/MSA", "Commune"):
             table.add_column(col)
         # names are printed: a read of personal data, recorded like any other (issue #14)
         audit_job_reads(session, "demo", "person.worklist", [(p.id, p.departement_code) for _e, p in rows])
@@ -203,10 +220,10 @@ def _print_worklist(settings: Settings, day: date, console: Console) -> None:
             late = "[red]" if elapsed >= 15 else ""
             table.add_row(
                 f"#{person.id} {person.prenom or ''} {(person.nom or '')[:1]}.",
-                episode.t0.isoformat(),
+                episode.t0.strftime("%d/%m/%Y"),
                 f"{late}{elapsed}",
-                (episode.t0 + timedelta(days=14)).isoformat(),
+                (episode.t0 + timedelta(days=14)).strftime("%d/%m/%Y"),
                 episode.caf_msa or "-",
-                episode.commune or "-",
+                names.get(episode.commune or "", episode.commune or "-"),
             )
     console.print(table)

@@ -5,13 +5,27 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from app import __version__
-from app.api import audit, exports, flux, france_travail, health, me, orientation, persons, pilotage, webhooks
+from app.api import (
+    audit,
+    dashboard,
+    exports,
+    flux,
+    france_travail,
+    health,
+    me,
+    orientation,
+    persons,
+    pilotage,
+    webhooks,
+)
 from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, session_factory
 from app.errors import install_error_handlers
@@ -121,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(pilotage.router)
     app.include_router(webhooks.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
 
 

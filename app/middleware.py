@@ -213,6 +213,10 @@ class AdmissionMiddleware:
 
 
 DOCS_PATHS = ("/docs", "/redoc", "/docs-assets/")
+PAGE_PATHS = ("/tableau-de-bord", "/static/")
+# The dashboard: no script at all; its charts are SVG with their own <style> (pygal's)
+PAGE_CSP = (b"default-src 'self'; script-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            b"frame-ancestors 'none'; form-action 'self'")  # fmt: skip
 API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 # Swagger UI and ReDoc: their own files from this service, their inline bootstrap script, ReDoc's worker
 DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
@@ -234,6 +238,7 @@ class SecurityHeadersMiddleware:
             return
         path: str = scope["path"]
         docs = path.startswith(DOCS_PATHS)
+        policy = DOCS_CSP if docs else PAGE_CSP if path.startswith(PAGE_PATHS) else API_CSP
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -243,7 +248,7 @@ class SecurityHeadersMiddleware:
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"),
-                    (b"content-security-policy", DOCS_CSP if docs else API_CSP),
+                    (b"content-security-policy", policy),
                     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
                 ]
                 if path.startswith("/api/"):

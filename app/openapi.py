@@ -109,6 +109,10 @@ DESCRIPTIONS: dict[str, str] = {
     "made with the same key join on it, not with another key), birth month, sex, commune, role, CAF/MSA, each "
     "step's date, organisme référent, parcours and France Travail status; no name, NIR, address, exact birth "
     "date or contact. Recorded in the audit trail.",
+    "GET /tableau-de-bord": "Le tableau de bord du Département, en français (HTML rendu par le serveur, sans "
+    "script) : nouveaux entrants du mois, taux d'orientation en 15 jours et en un mois face à l'objectif, délais, "
+    "personnes en attente par ancienneté, absents au rendez-vous, calendrier des fichiers CAF/MSA, statuts France "
+    "Travail ; chaque graphique suivi de son tableau. `mois=AAAA-MM` (défaut : ce mois), `as_of=AAAA-MM-JJ`.",
     "GET /api/v1/webhooks/rdv-insertion/unmatched": "RDV-Insertion webhook items whose person is not (yet) "
     "known here, for the caller's départements.",
     "POST /api/v1/webhooks/rdv-insertion/{departement}": "RDV-Insertion's webhooks, as it signs them "

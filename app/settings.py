@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     extract_key: SecretStr | None = None
     communes_file: Path | None = None
     pilotage_gap_days: int = Field(default=3, ge=1, le=60, description="a longer gap between files is flagged")
+    pilotage_target_15_days: float = Field(
+        default=1.0, ge=0, le=1, description="the dashboard's objective line: share oriented within 15 days"
+    )
     audit_seal_interval_seconds: float = Field(
         default=5.0, ge=0, le=3600, description="the server seals new audit events this often (0: never)"
     )

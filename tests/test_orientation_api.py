@@ -121,7 +121,8 @@ def test_a_back_dated_orientation_recorded_late_counts_from_its_date(client, db,
         params={"from": t0.isoformat(), "to": t0.isoformat(), "format": "csv"},
     )
     assert csv_r.headers["content-type"].startswith("text/csv")
-    assert csv_r.text.splitlines()[0].startswith("from;to;as_of;nouveaux_entrants")
+    assert csv_r.content.startswith(b"\xef\xbb\xbftable;periode;du;au;as_of")  # long form, BOM (issue #15)
+    assert "attachment" in csv_r.headers["content-disposition"]
     assert (
         client.get(
             "/api/v1/pilotage/orientation",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -13,7 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from app.api.deps import Authorized, SessionDep, SettingsDep
 from app.errors import ApiError, Unprocessable
 from app.pilotage import extract
-from app.pilotage.orientation import FLAT_KEYS, orientation_indicator
+from app.pilotage.orientation import orientation_indicator
 from app.pilotage.tables import (
     DIMENSIONS,
     TABLES,
@@ -45,6 +43,7 @@ def orientation(
     as_of: Annotated[date | None, Query(description="Count the facts dated on or before (default: today)")] = None,
     departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
+    locale: Annotated[Literal["fr", "c"], Query(description="CSV: fr (decimal comma, jj/mm/aaaa) or c")] = "fr",
 ) -> Any:
     if end < start:
         raise Unprocessable("`to` is before `from`.")
@@ -56,12 +55,15 @@ def orientation(
     result = orientation_indicator(conn, deps, start, end, day)
     # Readers never recompute episodes (their writers do, right after their commit); say if some wait.
     result["episodes_a_recalculer"] = pending_count(conn)
-    if format == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, delimiter=";")
-        writer.writerow(["from", "to", "as_of", *FLAT_KEYS])
-        writer.writerow([result["from"], result["to"], result["as_of"], *[result[k] for k in FLAT_KEYS]])
-        return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+    if format == "csv":  # the same figures as the table delais-orientation, in long form (issue #15)
+        period = Period(start, end, f"{start.isoformat()}_{end.isoformat()}")
+        names, territories = communes(settings, conn, deps)
+        table = compute(conn, "delais-orientation", deps, period, day, DIMENSIONS, territories)
+        return Response(
+            to_csv(table, locale, names),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename(table)}"'},
+        )
     return result
 
 

@@ -37,7 +37,7 @@ def pilotage_orientation(
     """Nouveaux entrants and their orientation within 15 days / one month (annex 4, indicators 1 and 2)."""
     from app.db import get_engine
     from app.models import Departement
-    from app.pilotage.orientation import FLAT_KEYS, orientation_indicator
+    from app.pilotage.orientation import orientation_indicator
     from app.services.episodes import pending_count
     from app.settings import today
 
@@ -62,9 +62,16 @@ def pilotage_orientation(
         )
     if output == "json":
         print_json(result)
-    elif output == "csv":
-        print(";".join(["from", "to", "as_of", *FLAT_KEYS]))
-        print(";".join(str(result[k]) for k in ("from", "to", "as_of", *FLAT_KEYS)))
+    elif output == "csv":  # the table delais-orientation in long form: the API's bytes (issue #15)
+        from app.api.pilotage import communes
+        from app.pilotage.tables import DIMENSIONS, Period, compute, to_csv
+
+        with engine.connect() as conn:
+            names, territories = communes(settings, conn, deps)
+            period = Period(day_from, day_to, f"{day_from.isoformat()}_{day_to.isoformat()}")
+            table = compute(conn, "delais-orientation", deps, period, day, DIMENSIONS, territories)
+        sys.stdout.buffer.write(to_csv(table, "fr", names))
+        sys.stdout.flush()
     else:
         from app.pilotage.display import print_indicator
 

@@ -108,6 +108,7 @@ VALUE_LABELS: dict[str, dict[str, str]] = {
         "SPIP": "SPIP",
         "AUTRE": "Autre",
         "non_oriente": "Pas (encore) orienté",
+        "non_precise": "Non précisé",
     },
     "type_parcours": {
         "social": "Social",
@@ -657,6 +658,22 @@ TABLES: dict[str, Callable[[Context], Table]] = {
 # -- commune names and territories --------------------------------------------------------------------------
 
 
+SMALL_WORDS = {"le", "la", "les", "l", "de", "du", "des", "d", "sur", "sous", "en", "et", "aux", "au", "lès", "lez"}
+
+
+def commune_title(name: str) -> str:
+    """A commune's name as the COG writes it, from the capitals of the CAF files: BAR-LE-DUC -> Bar-le-Duc,
+    BELLEVILLE-SUR-MEUSE -> Belleville-sur-Meuse, L'ISLE-EN-RIGAULT -> L'Isle-en-Rigault."""
+    parts = re.split(r"([ '\-])", name.strip().lower())
+    out = []
+    for i, part in enumerate(parts):
+        small = (
+            part in SMALL_WORDS and i > 0 and not (part in ("l", "d") and i + 1 < len(parts) and parts[i + 1] != "'")
+        )
+        out.append(part if small or not part or part in " '-" else part[:1].upper() + part[1:])
+    return "".join(out)
+
+
 def commune_names(conn: Connection, departements: list[str], loaded: dict[str, str] | None = None) -> dict[str, str]:
     """INSEE code -> name: the Département's table where it loaded one, else the name the CAF/MSA files give
     (the latest written), in title case."""
@@ -667,7 +684,7 @@ def commune_names(conn: Connection, departements: list[str], loaded: dict[str, s
         .where(ps.departement_code.in_(departements), ps.numcom.is_not(None), ps.nomcom.is_not(None))
         .group_by(ps.numcom)
     ):
-        names[code] = name.title()  # VERDUN -> Verdun, SAINT-MIHIEL -> Saint-Mihiel
+        names[code] = commune_title(name)
     names.update(loaded or {})
     return names
 
