@@ -60,6 +60,12 @@ class Settings(BaseSettings):
 
     # People authenticate with OIDC bearer tokens issued by the Département's identity provider.
     oidc_issuer: str | None = None
+    # The dashboard's browser login (authorization code + PKCE; app.security.login): the provider's endpoints
+    # and this service's client there (its redirect URI: PUBLIC_URL/connexion/retour).
+    oidc_authorization_endpoint: str | None = None
+    oidc_token_endpoint: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
     oidc_jwks_file: Path | None = None

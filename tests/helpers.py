@@ -9,8 +9,17 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.api.deps import authenticate
 
-# the probes, and the API documentation (Swagger UI, ReDoc: public, as /openapi.json)
-UNAUTHENTICATED_PATHS = {"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# the probes, the API documentation (Swagger UI, ReDoc: public, as /openapi.json), the browser login
+UNAUTHENTICATED_PATHS = {
+    "/health",
+    "/ready",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/connexion",
+    "/connexion/retour",
+    "/deconnexion",
+}  # the browser login (dashboard)
 # Routes open to any authenticated caller whatever its scopes (documented in README).
 ANY_SCOPE_PATHS = {"/api/v1/me"}
 # Routes authenticated by a partner's signature over the body instead of a key or token (each tested for

@@ -37,10 +37,12 @@ MIX = ("worklist", "person", "search", "event")
 class LiveServer:
     """The real app served by uvicorn in a thread, on an ephemeral loopback port."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, port: int = 0) -> None:
         from app.http_protocol import JsonErrorsH11Protocol
 
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, workers=1, http=JsonErrorsH11Protocol)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, workers=1, http=JsonErrorsH11Protocol
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -99,3 +99,92 @@ def test_the_dashboard_refuses_without_credentials_and_checks_its_parameters(cli
 def _no_proxy(monkeypatch):
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _login_settings(db, idp_base: str, port: int):
+    from pydantic import SecretStr
+
+    from tests.fake_idp import SECRET
+
+    return db.model_copy(update={
+        "oidc_authorization_endpoint": f"{idp_base}/authorize", "oidc_token_endpoint": f"{idp_base}/token",
+        "oidc_client_id": "passerelle-tableau-de-bord", "oidc_client_secret": SecretStr(SECRET),
+        "public_url": f"http://127.0.0.1:{port}",
+    })  # fmt: skip
+
+
+def test_a_person_logs_in_through_the_identity_provider_in_the_browser(db, make_token, scene):  # noqa: F811
+    """Behind the OIDC login: the browser is sent to the provider, comes back with a code, gets a session
+    cookie (HttpOnly) and sees the dashboard; the cookie never authenticates the API."""
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    from app.main import create_app
+    from tests.fake_idp import fake_idp
+
+    idp = fake_idp(make_token, roles=["passerelle-data-scientist"])
+    port = _free_port()
+    with LiveServer(idp) as idp_base:
+        app = create_app(_login_settings(db, idp_base, port))
+        with LiveServer(app, port=port) as base, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = browser.new_context(locale="fr-FR").new_page()
+                month = scene["d"].strftime("%Y-%m")
+                answer = page.goto(f"{base}/tableau-de-bord?mois={month}&as_of={scene['as_of']}")
+                assert answer is not None and answer.status == 200, answer and answer.status
+                assert page.url.startswith(f"{base}/tableau-de-bord?mois={month}")  # back where the person asked
+                assert page.locator("dd").first.inner_text() == "4"  # the scene's four nouveaux entrants
+                cookies = {c["name"]: c for c in page.context.cookies()}
+                session = cookies["passerelle_session"]
+                assert session["httpOnly"] and session["sameSite"] == "Lax"
+                # the same cookie does not open the API
+                api = httpx.get(f"{base}/api/v1/pilotage/tables", cookies={"passerelle_session": session["value"]})
+                assert api.status_code == 401
+                page.goto(f"{base}/deconnexion")
+                assert "passerelle_session" not in {c["name"] for c in page.context.cookies()}
+            finally:
+                browser.close()
+        assert idp.state.tokens_issued == 1
+
+
+def test_login_refusals_are_said_in_french_and_let_nothing_in(db, make_token):
+    import httpx
+
+    from app.main import create_app
+    from tests.fake_idp import fake_idp
+
+    idp = fake_idp(make_token, roles=["passerelle-auditor"])  # a role without pilotage:read
+    port = _free_port()
+    with LiveServer(idp) as idp_base:
+        settings = _login_settings(db, idp_base, port)
+        with LiveServer(create_app(settings), port=port) as base:
+            with httpx.Client(follow_redirects=True) as c:
+                refused = c.get(f"{base}/tableau-de-bord")
+                assert refused.status_code == 403 and "pas accès au tableau de bord" in refused.text
+                assert "passerelle_session" not in c.cookies
+            with httpx.Client() as c:
+                first = c.get(f"{base}/tableau-de-bord")
+                assert first.status_code == 303 and first.headers["location"].startswith("/connexion?suite=")
+                # a forged state, a missing flow cookie, a tampered session cookie
+                forged = c.get(f"{base}/connexion/retour?code=x&state=forged")
+                assert forged.status_code == 401 and "recommencez" in forged.text
+                c.cookies.set("passerelle_session", "tampered")
+                again = c.get(f"{base}/tableau-de-bord")
+                assert again.status_code == 303
+                outside = c.get(f"{base}/connexion?suite=https://evil.example/x")
+                assert outside.status_code == 303
+    from app.security.login import safe_next
+
+    assert (
+        safe_next("https://evil.example/x") == "/tableau-de-bord" and safe_next("//evil.example") == "/tableau-de-bord"
+    )
+    assert safe_next("/tableau-de-bord?mois=2024-03") == "/tableau-de-bord?mois=2024-03"

@@ -209,6 +209,9 @@ def test_the_extract_is_pseudonymised_stable_per_key_and_audited(db, scene, clie
     for name in "ABCD":
         assert NIRS[name] not in text and f"NOM{name}" not in text and f"PRENOM{name}" not in text
         assert BORN[name].isoformat() not in text
+    from app.pilotage.extract import pseudonym
+
+    assert {r["id_pseudo"] for r in rows} == {pseudonym(db.extract_key_bytes, scene["ids"][n]) for n in "ABCD"}
     again = _french_rows(client.get(url, headers={"X-API-Key": key}).content)
     assert {r["id_pseudo"] for r in again} == {r["id_pseudo"] for r in rows}  # same key: they join
     lines = client.get(url + "&format=jsonl", headers={"X-API-Key": key}).text.splitlines()
@@ -225,3 +228,35 @@ def test_the_extract_is_pseudonymised_stable_per_key_and_audited(db, scene, clie
     assert sorted(r["delai_jours"] for r in oriented) == ["10", "20"]
     with session_scope(db) as s:
         assert s.scalar(select(AccessRecord.id).where(AccessRecord.action == "pilotage.extract")) is not None
+
+
+def test_commune_names_and_territories_from_the_departements_table(db, scene, client, make_api_key, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    key = make_api_key(["pilotage:read"])
+    url = f"/api/v1/pilotage/tables/nouveaux-entrants?from={scene['d']}&to={scene['d']}&as_of={scene['as_of']}"
+    plain = client.get(url + "&par=commune", headers={"X-API-Key": key}).json()
+    (verdun,) = [f for f in plain["figures"] if f["dimension"] == "commune"]
+    assert (verdun["valeur_dimension"], verdun["libelle_valeur"]) == ("55545", "Verdun")  # from the CAF file
+    assert not [f for f in plain["figures"] if f["dimension"] == "territoire"]  # no table loaded: no territory
+    table = tmp_path / "communes.csv"
+    table.write_text("\ufeffcode_insee;nom;territoire\n55545;Verdun (ville-centre);Nord meusien\n", encoding="utf-8")
+    with TestClient(create_app(db.model_copy(update={"communes_file": table}))) as c:
+        loaded = c.get(url, headers={"X-API-Key": key}).json()
+        names = {f["libelle_valeur"] for f in loaded["figures"] if f["dimension"] == "commune"}
+        territories = {f["valeur_dimension"]: f["valeur"] for f in loaded["figures"] if f["dimension"] == "territoire"}
+        assert names == {"Verdun (ville-centre)"} and territories == {"Nord meusien": 4}
+    table.write_text("code_insee;nom;territoire\n5554;Verdun;Nord\n", encoding="utf-8")
+    with TestClient(create_app(db.model_copy(update={"communes_file": table}))) as c:
+        bad = c.get(url, headers={"X-API-Key": key})
+        assert bad.status_code == 503 and bad.json()["error"] == "communes_file_invalid"
+        assert "line 2" in bad.json()["message"] and "PASSERELLE_COMMUNES_FILE" in bad.json()["message"]
+
+
+def test_commune_names_as_the_cog_writes_them():
+    from app.pilotage.tables import commune_title
+
+    assert [commune_title(n) for n in ("BAR-LE-DUC", "BELLEVILLE-SUR-MEUSE", "L'ISLE-EN-RIGAULT", "ÉTAIN")] == [
+        "Bar-le-Duc", "Belleville-sur-Meuse", "L'Isle-en-Rigault", "Étain"]  # fmt: skip

@@ -6,18 +6,21 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse
+import structlog
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.deps import Authorized, SessionDep, SettingsDep
-from app.errors import Unprocessable
+from app.errors import ApiError, NotFound, Unprocessable
 from app.pilotage import dashboard
 from app.pilotage.tables import Period
-from app.security.auth import Principal
+from app.security import login
+from app.security.auth import Principal, authenticate_bearer, require_scope
 from app.security.scopes import Scope
-from app.settings import today
+from app.settings import Settings, today
 
 router = APIRouter(tags=["tableau de bord"])
+log = structlog.get_logger(__name__)
 
 
 @router.get(
@@ -45,3 +48,76 @@ def tableau_de_bord(
         board, sorted(principal.departements), departement or None, settings.pilotage_target_15_days
     )
     return HTMLResponse(html)
+
+
+@router.get("/connexion", include_in_schema=False)
+def connexion(settings: SettingsDep, suite: Annotated[str | None, Query(max_length=500)] = None) -> Response:
+    """Start the browser login (OIDC authorization code with PKCE) and come back to `suite` after it."""
+    if not login.configured(settings):
+        raise NotFound("Pas de connexion par navigateur : le fournisseur d'identité n'est pas configuré.")
+    started = login.start(settings, suite)
+    response = RedirectResponse(started.url, status_code=303)
+    response.set_cookie(login.FLOW_COOKIE, started.cookie, max_age=login.FLOW_SECONDS, httponly=True,
+                        secure=_secure(settings), samesite="lax", path="/connexion")  # fmt: skip
+    return response
+
+
+@router.get("/connexion/retour", include_in_schema=False)
+def connexion_retour(
+    request: Request,
+    settings: SettingsDep,
+    code: Annotated[str | None, Query(max_length=2000)] = None,
+    state: Annotated[str | None, Query(max_length=200)] = None,
+    error: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """The identity provider sends the person back here: the code becomes a session, then the page asked."""
+    if error:
+        return HTMLResponse(_login_failed("Le fournisseur d'identité a refusé la connexion."), status_code=401)
+    try:
+        token, next_url = login.finish(settings, code, state, request.cookies.get(login.FLOW_COOKIE))
+        principal = authenticate_bearer(request.app.state.oidc, settings, token)
+        require_scope(principal, Scope.pilotage_read)
+    except login.LoginError as exc:
+        return HTMLResponse(_login_failed(str(exc)), status_code=401)
+    except ApiError as exc:
+        log.warning("browser_login_refused", error=exc.code)
+        return HTMLResponse(
+            _login_failed("Votre compte n'a pas accès au tableau de bord."), status_code=exc.status_code
+        )
+    expires = int(jwt_expiry(token))
+    response = RedirectResponse(next_url, status_code=303)
+    response.set_cookie(login.SESSION_COOKIE, login.seal(settings, {"token": token, "exp": expires}),
+                        expires=expires, httponly=True, secure=_secure(settings), samesite="lax", path="/")  # fmt: skip
+    response.delete_cookie(login.FLOW_COOKIE, path="/connexion")
+    log.info("browser_login", principal=principal.id)
+    return response
+
+
+@router.get("/deconnexion", include_in_schema=False)
+def deconnexion() -> Response:
+    response = HTMLResponse(_login_failed("Vous êtes déconnecté.", title="Déconnexion"))
+    response.delete_cookie(login.SESSION_COOKIE, path="/")
+    return response
+
+
+def _secure(settings: Settings) -> bool:
+    return str(settings.public_url or "").startswith("https://")
+
+
+def jwt_expiry(token: str) -> float:
+    """The `exp` of a JWT already verified (the cookie lives no longer than the token)."""
+    import base64
+    import json
+
+    payload = token.split(".")[1]
+    return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+
+
+def _login_failed(message: str, title: str = "Connexion impossible") -> str:
+    from html import escape
+
+    return (
+        f'<!DOCTYPE html><html lang="fr"><head><meta charset="utf-8"><title>{escape(title)} — Passerelle RSA</title>'
+        f'<link rel="stylesheet" href="/static/tableau-de-bord.css"></head><body><main><h1>{escape(title)}</h1>'
+        f'<p>{escape(message)}</p><p><a href="/connexion">Se connecter</a></p></main></body></html>'
+    )

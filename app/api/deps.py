@@ -15,10 +15,20 @@ from sqlalchemy.orm import Session
 
 from app.db import unit_of_work
 from app.errors import TooManyRequests, Unauthenticated, Unprocessable
+from app.security import login
 from app.security.auth import Principal, authenticate_api_key, authenticate_bearer, parse_agent, require_scope
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+class LoginRequired(Exception):
+    """A person opened a page without a session: sent to the login (`/connexion`), then back to `next`."""
+
+    def __init__(self, next_url: str) -> None:
+        super().__init__(next_url)
+        self.next_url = next_url
+
 
 T = TypeVar("T")
 PURPOSE_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
@@ -78,12 +88,20 @@ def authenticate(
             [{"loc": ["header", "X-Purpose"], "msg": "1-200 printable characters"}],
             code="invalid_purpose_header",
         )
+    page = request.method == "GET" and request.url.path.startswith(login.PAGES)
+    session_token = (
+        (login.unseal(settings, request.cookies.get(login.SESSION_COOKIE)) or {}).get("token") if page else None
+    )
     if api_key:
         principal = authenticate_api_key(session, settings, api_key)
     elif bearer is not None and bearer.credentials.startswith("prsa_"):
         principal = authenticate_api_key(session, settings, bearer.credentials)
     elif bearer is not None:
         principal = authenticate_bearer(request.app.state.oidc, settings, bearer.credentials)
+    elif session_token:  # a person logged in through the browser (pages only)
+        principal = authenticate_bearer(request.app.state.oidc, settings, session_token)
+    elif page and login.configured(settings):
+        raise LoginRequired(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
     else:
         raise Unauthenticated("Authentication required: send an API key (X-API-Key) or a bearer token.")
     if principal.kind == "client":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,7 +21,18 @@ from pygal.style import Style
 from sqlalchemy import Connection, select
 
 from app.models import FluxFile
-from app.pilotage.tables import LABELS, VALUE_LABELS, WAITING_BANDS, Period, Table, compute, french_cell
+from app.pilotage.tables import (
+    LABELS,
+    VALUE_LABELS,
+    Context,
+    Period,
+    Table,
+    compute,
+    delais_orientation,
+    episodes,
+    french_cell,
+    waiting_by_age,
+)
 from app.rules.episodes import add_months
 
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
@@ -85,7 +97,7 @@ def _svg(chart: Any) -> Markup:
     return Markup(svg)  # noqa: S704 - pygal's own SVG, every label escaped by it
 
 
-def _bar(title: str, labels: list[str], series: dict[str, list[float | None]], percent_axis: bool = False,
+def _bar(title: str, labels: list[str], series: dict[str, Sequence[float | None]], percent_axis: bool = False,
          target: float | None = None) -> Markup:  # fmt: skip
     kind = pygal.Line if target is not None else pygal.Bar
     chart = kind(js=[], style=STYLE, width=800, height=360, show_legend=len(series) > 1 or target is not None,
@@ -116,7 +128,11 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
 
     # the twelve months up to the one shown: entrants and the two rates, against the objective
     months = [Period.parse(add_months(month.start, -k).strftime("%Y-%m")) for k in range(11, -1, -1)]
-    monthly = [table("delais-orientation", m) for m in months]
+    year = episodes(conn, departements, Period(months[0].start, month.end, "12 mois"), as_of)  # one read
+    monthly = [
+        delais_orientation(Context(conn, departements, m, as_of, ()), [r for r in year if m.start <= r.t0 <= m.end])
+        for m in months
+    ]
     labels = [f"{MONTHS[m.start.month - 1][:4]}. {m.start.year % 100:02d}" for m in months]
     entrants = [t.value("nouveaux_entrants") for t in monthly]
     rate15 = [t.value("taux_15j") for t in monthly]
@@ -152,10 +168,8 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         _bar("Orientés par délai (jours)", [str(d) for d, _n in histogram], {"Orientés": [n for _d, n in histogram]}),
         ["Délai (jours)", "Orientés"], [[str(d), figure(n)] for d, n in histogram if n],
     ))  # fmt: skip
-    waiting_period = Period.parse(None, add_months(as_of, -24), as_of)
-    waiting = table("delais-orientation", waiting_period)
-    bands = [label for _lo, _hi, label in WAITING_BANDS]
-    counts = [waiting.value("en_attente_par_anciennete", "anciennete", b) for b in bands]
+    waiting = waiting_by_age(conn, departements, as_of)
+    bands, counts = list(waiting), list(waiting.values())
     board.charts.append(Chart(
         "attente", f"Personnes en attente d'orientation au {as_of.strftime('%d/%m/%Y')}, par ancienneté",
         _bar("En attente, par ancienneté", bands, {"En attente": counts}),

@@ -1,0 +1,132 @@
+"""The browser login of the dashboard (issue #15): OpenID Connect authorization code flow with PKCE against
+the Département's identity provider, through authlib's client.
+
+`/connexion` starts it (state, nonce and PKCE verifier kept in a short-lived encrypted cookie), the provider
+sends the person back to `/connexion/retour`, where the code is exchanged for the tokens; the access token
+is verified exactly as an API bearer token (issuer, audience, signature, expiry, roles) and kept in an
+encrypted, HttpOnly, SameSite=Lax cookie until it expires. That cookie authenticates GET requests to the
+pages only (`/tableau-de-bord`), never the API (no cookie-driven writes, hence no CSRF surface).
+`/deconnexion` forgets it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401 - sets its warnings to "always": first
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from app.settings import Settings
+
+with warnings.catch_warnings():
+    # authlib announces a move of its httpx integration to "httpx2"; the one used here works and is tested
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.common.security import generate_token  # type: ignore[import-untyped]
+    from authlib.integrations.httpx_client import OAuth2Client  # type: ignore[import-untyped]
+
+SESSION_COOKIE = "passerelle_session"
+FLOW_COOKIE = "passerelle_connexion"
+FLOW_SECONDS = 600
+PAGES = ("/tableau-de-bord",)
+CALLBACK = "/connexion/retour"
+
+
+class LoginError(Exception):
+    """The login could not complete: said to the person in French, without any token."""
+
+
+def configured(settings: Settings) -> bool:
+    return bool(
+        settings.oidc_issuer
+        and settings.oidc_authorization_endpoint
+        and settings.oidc_token_endpoint
+        and settings.oidc_client_id
+        and settings.public_url
+    )
+
+
+def _key(settings: Settings) -> bytes:
+    return hmac.new(settings.pepper, b"passerelle browser session", hashlib.sha256).digest()
+
+
+def seal(settings: Settings, data: dict[str, Any]) -> str:
+    nonce = os.urandom(12)
+    body = AESGCM(_key(settings)).encrypt(nonce, json.dumps(data).encode(), b"session")
+    return base64.urlsafe_b64encode(nonce + body).decode().rstrip("=")
+
+
+def unseal(settings: Settings, value: str | None) -> dict[str, Any] | None:
+    """The cookie's content, or None if absent, tampered with or expired."""
+    if not value:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        data: dict[str, Any] = json.loads(AESGCM(_key(settings)).decrypt(raw[:12], raw[12:], b"session"))
+    except Exception:
+        return None
+    return data if data.get("exp", 0) > time.time() else None
+
+
+def _client(settings: Settings) -> Any:
+    secret = settings.oidc_client_secret.get_secret_value() if settings.oidc_client_secret else None
+    return OAuth2Client(
+        settings.oidc_client_id,
+        secret,
+        code_challenge_method="S256",
+        redirect_uri=f"{str(settings.public_url).rstrip('/')}{CALLBACK}",
+        scope="openid",
+        timeout=10.0,
+    )
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after the login: a path of this service only (never another site)."""
+    parsed = urlparse(value or "")
+    if value and not parsed.scheme and not parsed.netloc and value.startswith("/") and not value.startswith("//"):
+        return value
+    return PAGES[0]
+
+
+@dataclass
+class Started:
+    url: str
+    cookie: str
+
+
+def start(settings: Settings, next_url: str | None) -> Started:
+    verifier, state, nonce = generate_token(48), generate_token(24), generate_token(24)
+    with _client(settings) as client:
+        url, _state = client.create_authorization_url(
+            settings.oidc_authorization_endpoint, state=state, code_verifier=verifier, nonce=nonce
+        )
+    flow = {"state": state, "verifier": verifier, "next": safe_next(next_url), "exp": time.time() + FLOW_SECONDS}
+    return Started(url, seal(settings, flow))
+
+
+def finish(settings: Settings, code: str | None, state: str | None, flow_cookie: str | None) -> tuple[str, str]:
+    """Exchange the code; returns (access token, where to go). Raises LoginError."""
+    flow = unseal(settings, flow_cookie)
+    if flow is None:
+        raise LoginError("La connexion a expiré ou n'a pas été commencée ici : recommencez.")
+    if not state or not hmac.compare_digest(str(flow["state"]), state) or not code:
+        raise LoginError("La réponse du fournisseur d'identité ne correspond pas à cette connexion : recommencez.")
+    try:
+        with _client(settings) as client:
+            token = client.fetch_token(
+                settings.oidc_token_endpoint, code=code, code_verifier=flow["verifier"], state=state
+            )
+    except Exception as exc:
+        raise LoginError(f"Le fournisseur d'identité a refusé la connexion ({type(exc).__name__}).") from None
+    access = token.get("access_token")
+    if not access:
+        raise LoginError("Le fournisseur d'identité n'a pas donné de jeton d'accès.")
+    return str(access), str(flow["next"])
