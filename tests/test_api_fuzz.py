@@ -45,6 +45,8 @@ SEMANTIC = {
         "or both from and to",  # a pilotage period: one of from/to without the other
         "ends before it starts",  # a pilotage period backwards
         "no ISO week",  # 2023-W53: a year with 52 weeks
+        "before 1900",  # a pilotage period or dashboard month before there was any RSA
+        "commence après",  # the dashboard's month starts after its as_of date
     ),
     "flux_rejected": ("",),  # a flux file's content (its report says where)
     "return_file_rejected": ("",),  # France Travail's return file's content

@@ -188,3 +188,12 @@ def test_login_refusals_are_said_in_french_and_let_nothing_in(db, make_token):
         safe_next("https://evil.example/x") == "/tableau-de-bord" and safe_next("//evil.example") == "/tableau-de-bord"
     )
     assert safe_next("/tableau-de-bord?mois=2024-03") == "/tableau-de-bord?mois=2024-03"
+
+
+def test_dates_far_in_the_past_are_refused_clearly(client, make_api_key):
+    """Schemathesis found a 500: `as_of=0467-12-27` (strftime wrote the year on three digits)."""
+    key = make_api_key(["pilotage:read"])
+    for url in ("/tableau-de-bord?as_of=0467-12-27", "/tableau-de-bord?as_of=0001-03-02",
+                "/api/v1/pilotage/tables/transmission?periode=0467"):  # fmt: skip
+        r = client.get(url, headers={"X-API-Key": key})
+        assert r.status_code == 422 and "1900" in r.json()["message"], (url, r.text)

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.api.deps import Authorized, SessionDep, SettingsDep
 from app.errors import ApiError, NotFound, Unprocessable
 from app.pilotage import dashboard
-from app.pilotage.tables import Period
+from app.pilotage.tables import Period, PeriodError, month_of
 from app.security import login
 from app.security.auth import Principal, authenticate_bearer, require_scope
 from app.security.scopes import Scope
@@ -39,7 +39,10 @@ def tableau_de_bord(
     departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])?$")] = None,
 ) -> HTMLResponse:
     day = as_of or today(settings)
-    month = Period.parse(mois or day.strftime("%Y-%m"))
+    try:
+        month = Period.parse(mois or month_of(day))
+    except PeriodError as exc:
+        raise Unprocessable(f"Mois ou date impossible : {exc}.") from None
     if month.start > day:
         raise Unprocessable(f"Le mois {month.label} commence après le {day.strftime('%d/%m/%Y')}.")
     deps = principal.chosen_departements(departement or None)

@@ -22,6 +22,7 @@ from app.pilotage.tables import (
     compute,
     filename,
     load_communes,
+    month_of,
     to_csv,
 )
 from app.security.auth import Principal
@@ -83,7 +84,7 @@ PERIOD_PATTERN = r"^\d{4}(-(0[1-9]|1[0-2]|[Ww]\d{2}|[TtQq][1-4]))?$"
 def _period(periode: str | None, start: date | None, end: date | None, day: date) -> Period:
     """The period asked; none at all: the current month."""
     if periode is None and start is None and end is None:
-        periode = day.strftime("%Y-%m")
+        periode = month_of(day)
     try:
         return Period.parse(periode, start, end)
     except PeriodError as exc:

@@ -31,6 +31,7 @@ from app.pilotage.tables import (
     delais_orientation,
     episodes,
     french_cell,
+    month_of,
     waiting_by_age,
 )
 from app.rules.episodes import add_months
@@ -127,7 +128,7 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         return compute(conn, name, departements, period, as_of, dims)
 
     # the twelve months up to the one shown: entrants and the two rates, against the objective
-    months = [Period.parse(add_months(month.start, -k).strftime("%Y-%m")) for k in range(11, -1, -1)]
+    months = [Period.parse(month_of(add_months(month.start, -k))) for k in range(11, -1, -1)]
     year = episodes(conn, departements, Period(months[0].start, month.end, "12 mois"), as_of)  # one read
     monthly = [
         delais_orientation(Context(conn, departements, m, as_of, ()), [r for r in year if m.start <= r.t0 <= m.end])
@@ -228,16 +229,16 @@ def _calendar(conn: Connection, departements: list[str], transmission: Table, mo
 
 
 def render(board: Dashboard, departement_choices: list[str], chosen: str | None, target: float) -> str:
-    previous = add_months(board.month.start, -1).strftime("%Y-%m")
+    previous = month_of(add_months(board.month.start, -1))
     following = add_months(board.month.start, 1)
     return TEMPLATES.get_template("tableau_de_bord.html").render(
         board=board,
         month_label=month_label(board.month.start),
         as_of_label=board.as_of.strftime("%d/%m/%Y"),
-        month_value=board.month.start.strftime("%Y-%m"),
+        month_value=month_of(board.month.start),
         as_of_value=board.as_of.isoformat(),
         previous=previous,
-        following=following.strftime("%Y-%m") if following <= board.as_of else None,
+        following=month_of(following) if following <= board.as_of else None,
         departements=departement_choices,
         chosen=chosen,
         target=percent(target),

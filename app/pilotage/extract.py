@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from app.models import EntryEpisode, FtSnapshot, Person, PersonState
-from app.pilotage.tables import Period, end_of_day
+from app.pilotage.tables import Period, end_of_day, month_of
 
 COLUMNS = ("id_pseudo", "departement", "mois_naissance", "sexe", "commune", "role", "caf_msa", "t0",
            "invitation", "rdv_orientation", "absent_rdv_orientation", "orientation", "issue", "delai_jours",
@@ -108,7 +108,7 @@ def rows(
         yield {
             "id_pseudo": pid,
             "departement": r.departement_code,
-            "mois_naissance": r.date_naissance.strftime("%Y-%m") if r.date_naissance else None,
+            "mois_naissance": month_of(r.date_naissance) if r.date_naissance else None,
             "sexe": r.sexe,
             "commune": r.commune,
             "role": r.role,

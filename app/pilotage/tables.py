@@ -157,6 +157,11 @@ WAITING_BANDS = (
 )
 
 
+def month_of(day: date) -> str:
+    """`YYYY-MM` of a day, the year on four digits whatever it is (strftime writes year 467 as `467`)."""
+    return f"{day.year:04d}-{day.month:02d}"
+
+
 class PeriodError(ValueError):
     """A period that cannot be read or makes no sense; the message says the forms accepted."""
 
@@ -170,7 +175,20 @@ class Period:
     @staticmethod
     def parse(value: str | None, start: date | None = None, end: date | None = None) -> Period:
         """`2024-03` (month), `2024-W10` (ISO week), `2024-T1` or `2024-Q1` (quarter), `2024` (year); or
-        `start` and `end` days (custom)."""
+        `start` and `end` days (custom). Years before 1900 are refused (no RSA then; and a date arithmetic
+        that would leave the calendar)."""
+        try:
+            period = Period._parse(value, start, end)
+        except (ValueError, OverflowError) as exc:  # year 0, or arithmetic out of the calendar
+            if isinstance(exc, PeriodError):
+                raise
+            raise PeriodError(f"the period {value or ''} is before 1900 or out of the calendar") from None
+        if period.start.year < 1900:
+            raise PeriodError(f"the period {period.label} starts before 1900")
+        return period
+
+    @staticmethod
+    def _parse(value: str | None, start: date | None, end: date | None) -> Period:
         if value:
             text = value.strip().upper()
             if m := re.fullmatch(r"(\d{4})-(\d{2})", text):
