@@ -260,3 +260,17 @@ def test_commune_names_as_the_cog_writes_them():
 
     assert [commune_title(n) for n in ("BAR-LE-DUC", "BELLEVILLE-SUR-MEUSE", "L'ISLE-EN-RIGAULT", "ÉTAIN")] == [
         "Bar-le-Duc", "Belleville-sur-Meuse", "L'Isle-en-Rigault", "Étain"]  # fmt: skip
+
+
+def test_the_cli_refuses_bad_options_and_a_bad_commune_table(db, scene, monkeypatch, tmp_path):
+    args = ("pilotage", "table", "nouveaux-entrants", "--periode", scene["d"].strftime("%Y-%m"))
+    assert run_cli(db, monkeypatch, *args, "--par", "pointure").exit_code == 2
+    assert run_cli(db, monkeypatch, *args, "--format", "xlsx").exit_code == 2
+    assert run_cli(db, monkeypatch, "pilotage", "table", "nouveaux-entrants", "--periode", "2024-13").exit_code == 2
+    bad = tmp_path / "communes.csv"
+    bad.write_text("code;name\n55545;Verdun\n", encoding="utf-8")
+    monkeypatch.setenv("PASSERELLE_COMMUNES_FILE", str(bad))
+    refused = run_cli(db, monkeypatch, *args)
+    assert refused.exit_code == 3 and "PASSERELLE_COMMUNES_FILE" in refused.output, refused.output
+    out = tmp_path / "x.csv"
+    assert run_cli(db, monkeypatch, "pilotage", "extract", "-o", out, "--format", "parquet").exit_code == 2

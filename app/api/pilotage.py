@@ -16,12 +16,12 @@ from app.pilotage.tables import (
     DIMENSIONS,
     TABLES,
     TITLES,
+    CommunesFileError,
     Period,
     PeriodError,
-    commune_names,
+    commune_table,
     compute,
     filename,
-    load_communes,
     month_of,
     to_csv,
 )
@@ -92,16 +92,10 @@ def _period(periode: str | None, start: date | None, end: date | None, day: date
 
 
 def communes(settings: Any, conn: Any, departements: list[str]) -> tuple[dict[str, str], dict[str, str] | None]:
-    """Commune names (the Département's table if configured, else the CAF/MSA files') and territories."""
-    loaded: dict[str, str] = {}
-    territories: dict[str, str] | None = None
-    if settings.communes_file is not None:
-        try:
-            loaded, found = load_communes(settings.communes_file)
-        except (OSError, ValueError) as exc:
-            raise CommunesFileInvalid(f"PASSERELLE_COMMUNES_FILE: {exc}") from None
-        territories = found or None
-    return commune_names(conn, departements, loaded), territories
+    try:
+        return commune_table(settings, conn, departements)
+    except CommunesFileError as exc:
+        raise CommunesFileInvalid(str(exc)) from None
 
 
 @router.get("/tables", summary="The pilotage tables: names and titles")

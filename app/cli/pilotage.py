@@ -63,11 +63,10 @@ def pilotage_orientation(
     if output == "json":
         print_json(result)
     elif output == "csv":  # the table delais-orientation in long form: the API's bytes (issue #15)
-        from app.api.pilotage import communes
         from app.pilotage.tables import DIMENSIONS, Period, compute, to_csv
 
         with engine.connect() as conn:
-            names, territories = communes(settings, conn, deps)
+            names, territories = _communes(settings, conn, deps)
             period = Period(day_from, day_to, f"{day_from.isoformat()}_{day_to.isoformat()}")
             table = compute(conn, "delais-orientation", deps, period, day, DIMENSIONS, territories)
         sys.stdout.buffer.write(to_csv(table, "fr", names))
@@ -117,7 +116,6 @@ def pilotage_table(
 ) -> None:
     """A pilotage table, in French: the whole and each breakdown. CSV in long form (one line per figure), the
     same bytes as the API's."""
-    from app.api.pilotage import communes
     from app.db import get_engine
     from app.pilotage.tables import DIMENSIONS, TABLES, compute, to_csv, value_label
     from app.pilotage.tables import LABELS as L
@@ -133,7 +131,7 @@ def pilotage_table(
     settings = ready_settings()
     deps = list(chosen_departements(departement))
     with get_engine(settings).connect() as conn:
-        names, territories = communes(settings, conn, deps)
+        names, territories = _communes(settings, conn, deps)
         result = compute(conn, name, deps, period, day, tuple(par or DIMENSIONS), territories,
                          settings.pilotage_gap_days)  # fmt: skip
     if output == "json":
@@ -211,3 +209,13 @@ def pilotage_extract(
         for chunk in extract.as_csv(counted()) if output == "csv" else extract.as_jsonl(counted()):
             target.write(chunk)
     err_console.print(f"{n} line(s) written to {out}")
+
+
+def _communes(settings: Any, conn: Any, deps: list[str]) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The commune names and territories; a bad Département table is an environment problem (exit 3)."""
+    from app.pilotage.tables import CommunesFileError, commune_table
+
+    try:
+        return commune_table(settings, conn, deps)
+    except CommunesFileError as exc:
+        raise fail(str(exc), ExitCode.ENVIRONMENT) from None

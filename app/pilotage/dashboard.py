@@ -32,6 +32,7 @@ from app.pilotage.tables import (
     episodes,
     french_cell,
     month_of,
+    statut_france_travail,
     waiting_by_age,
 )
 from app.rules.episodes import add_months
@@ -129,7 +130,8 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
 
     # the twelve months up to the one shown: entrants and the two rates, against the objective
     months = [Period.parse(month_of(add_months(month.start, -k))) for k in range(11, -1, -1)]
-    year = episodes(conn, departements, Period(months[0].start, month.end, "12 mois"), as_of)  # one read
+    year_period = Period(months[0].start, month.end, "12 mois")
+    year = episodes(conn, departements, year_period, as_of)  # one read for the months and the statuses
     monthly = [
         delais_orientation(Context(conn, departements, m, as_of, ()), [r for r in year if m.start <= r.t0 <= m.end])
         for m in months
@@ -187,7 +189,7 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         + [[LABELS["taux_absence_rdv"], percent(absents.value("taux_absence_rdv"))]],
     ))  # fmt: skip
     board.charts.append(_calendar(conn, departements, table("transmission", month), month, as_of))
-    statuses = table("statut-france-travail", Period.parse(None, add_months(month.start, -11), month.end))
+    statuses = statut_france_travail(Context(conn, departements, year_period, as_of, ()), year)
     keys = list(VALUE_LABELS["statut_ft"])
     values = [statuses.value("orientes_statut_ft", "statut_ft", k) for k in keys]
     board.charts.append(Chart(

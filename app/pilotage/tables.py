@@ -654,11 +654,11 @@ def completude(ctx: Context) -> Table:
     return t
 
 
-def statut_france_travail(ctx: Context) -> Table:
+def statut_france_travail(ctx: Context, rows: list[Row] | None = None) -> Table:
     """Oriented nouveaux entrants of the period by their France Travail status (the latest statut fetched on
-    or before as_of), overall and by type de parcours."""
+    or before as_of), overall and by type de parcours. `rows`: the period's episodes, if already read."""
     t = ctx.table("statut-france-travail")
-    rows = [r for r in ctx.rows() if r.decided == "oriente"]
+    rows = [r for r in (ctx.rows() if rows is None else rows) if r.decided == "oriente"]
     ids = sorted({r.person_id for r in rows})
     status: dict[int, str] = {}
     if ids:
@@ -754,6 +754,26 @@ def load_communes(path: Path) -> tuple[dict[str, str], dict[str, str]]:
         if (row.get("territoire") or "").strip():
             territories[code] = row["territoire"].strip()
     return names, territories
+
+
+class CommunesFileError(Exception):
+    """The Département's commune table cannot be read: the message names the setting and the line."""
+
+
+def commune_table(
+    settings: Any, conn: Connection, departements: list[str]
+) -> tuple[dict[str, str], dict[str, str] | None]:
+    """Commune names (the Département's table if configured, else the CAF/MSA files') and territories (only
+    with a table that gives them)."""
+    loaded: dict[str, str] = {}
+    territories: dict[str, str] | None = None
+    if settings.communes_file is not None:
+        try:
+            loaded, found = load_communes(settings.communes_file)
+        except (OSError, ValueError) as exc:
+            raise CommunesFileError(f"PASSERELLE_COMMUNES_FILE: {exc}") from None
+        territories = found or None
+    return commune_names(conn, departements, loaded), territories
 
 
 def compute(

@@ -14,9 +14,9 @@ from app.errors import NotFound, Unprocessable
 from app.ingest.derive import key_hash, matricule_key_text
 from app.ingest.order import state_order
 from app.models import AccessRecord, FluxFile, Person, PersonKey, PersonState
-from app.models.base import utcnow
 from app.security.auth import Principal
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
+from app.services.audit_chain import action_row, job_principal
 from app.settings import Settings
 
 PENDING_ACCESS = "pending_access_records"
@@ -28,22 +28,22 @@ def readable_persons(principal: Principal) -> Select[Person]:
 
 
 def _access_row(
-    request: Any, principal: Principal, action: str, departement: str, person_id: int | None
+    request: Any, principal: Principal, action: str, departement: str, person_id: int | None, found: bool | None = None
 ) -> dict[str, Any]:
-    return {
-        "at": utcnow(),
-        "principal_id": principal.id,
-        "agent_identifiant": principal.agent.identifiant if principal.agent else None,
-        "departement_code": departement,
-        "person_id": person_id,
-        "action": action,
-        "endpoint": f"{request.method} {request.url.path}"[:200],
-        "request_id": getattr(request.state, "request_id", None),
-        "found": person_id is not None,
-        "purpose": purpose_of(request),
-        "source_address": request.client.host[:64] if getattr(request, "client", None) else None,
-        "outcome": "ok" if person_id is not None else "not_found",
-    }
+    """One audit event for a read by an HTTP request: the shape every event has (`action_row`)."""
+    found = person_id is not None if found is None else found
+    return action_row(
+        principal.id,
+        action,
+        departement,
+        outcome="ok" if found else "not_found",
+        person_id=person_id,
+        endpoint=f"{request.method} {request.url.path}",
+        agent=principal.agent.identifiant if principal.agent else None,
+        request_id=getattr(request.state, "request_id", None),
+        purpose=purpose_of(request),
+        source_address=request.client.host[:64] if getattr(request, "client", None) else None,
+    )
 
 
 def purpose_of(request: Any) -> str | None:
@@ -67,10 +67,8 @@ def audit_read(
     """Record one read of personal data by an HTTP request (who, agent, person, endpoint, request id);
     `person=None` records a search that found nobody. Written when the request's transaction commits,
     before the answer is sent (`write_access_records`)."""
-    row = _access_row(request, principal, action, departement, person.id if person is not None else None)
-    if found is not None:  # a read of no one person (an audit search) is not a search that found nobody
-        row["found"] = found
-        row["outcome"] = "ok" if found else "not_found"
+    # found=True: a read of no one person (an audit search) is not a search that found nobody
+    row = _access_row(request, principal, action, departement, person.id if person is not None else None, found)
     session.info.setdefault(PENDING_ACCESS, []).append(row)
 
 
@@ -84,20 +82,7 @@ def audit_job_reads(session: Session, job: str, action: str, persons: list[tuple
     """Record the reads of persons' data by a job run from the CLI or cron (`job`: the command), one row
     per person, written at the commit of the session that also stores what the job made of them."""
     rows = [
-        {
-            "at": utcnow(),
-            "principal_id": f"job:{job}"[:120],
-            "agent_identifiant": None,
-            "departement_code": departement,
-            "person_id": person_id,
-            "action": action,
-            "endpoint": f"passerelle {job}"[:200],
-            "request_id": None,
-            "found": True,
-            "purpose": None,
-            "source_address": None,
-            "outcome": "ok",
-        }
+        action_row(job_principal(job), action, departement, person_id=person_id, endpoint=f"passerelle {job}")
         for person_id, departement in persons
     ]
     session.info.setdefault(PENDING_ACCESS, []).extend(rows)
