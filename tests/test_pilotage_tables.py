@@ -17,7 +17,7 @@ import json
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.db import get_engine, session_scope
 from app.models import FtSnapshot, Person
@@ -274,3 +274,62 @@ def test_the_cli_refuses_bad_options_and_a_bad_commune_table(db, scene, monkeypa
     assert refused.exit_code == 3 and "PASSERELLE_COMMUNES_FILE" in refused.output, refused.output
     out = tmp_path / "x.csv"
     assert run_cli(db, monkeypatch, "pilotage", "extract", "-o", out, "--format", "parquet").exit_code == 2
+
+
+def test_tables_extract_and_dashboard_for_many_readers_while_a_flux_is_ingested(db, scene, app, make_api_key, tmp_path):
+    """Analysts and staff read while the nightly flux is applied: every answer 200, no 'database is
+    locked', and each extract recorded (its audit event written beside the ingestion's writer)."""
+    import threading
+
+    import httpx
+
+    from app.ingest.generator import generate
+    from app.ingest.loader import IngestOptions, ingest_file
+    from app.models import AccessRecord
+    from tests.test_concurrency import LiveServer
+
+    out = tmp_path / "big"
+    generate(out, 400, 3, today(db) - timedelta(days=6), seed=9, departement="054")
+    manifest = json.loads((out / "manifest.json").read_text())
+    key = make_api_key(["pilotage:read"], ["055", "054"])
+    q = f"from={scene['d']}&to={scene['d']}&as_of={scene['as_of']}"
+    urls = [f"/api/v1/pilotage/tables/{name}?{q}" for name in TABLES] + [
+        f"/api/v1/pilotage/extract?{q}", f"/api/v1/pilotage/tables/delais-orientation?{q}&format=csv",
+        f"/tableau-de-bord?mois={scene['d'].strftime('%Y-%m')}&as_of={scene['as_of']}"]  # fmt: skip
+    codes: list[int] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def ingest_all() -> None:
+        try:
+            for entry in manifest:
+                options = IngestOptions(
+                    date.fromisoformat(entry["received_on"]), initial_stock=entry["initial_stock"], departement="054"
+                )
+                assert ingest_file(get_engine(db), db, out / entry["file"], options).status == "applied"
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    with LiveServer(app) as base:
+
+        def read(n: int) -> None:
+            with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as c:
+                i = n
+                while not done.is_set() or i < n + len(urls):
+                    codes.append(c.get(urls[i % len(urls)]).status_code)
+                    i += 1
+
+        threads = [threading.Thread(target=ingest_all)] + [threading.Thread(target=read, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert codes and set(codes) == {200}, sorted(set(codes))
+    with session_scope(db) as s:
+        extracts = s.scalar(
+            select(func.count()).select_from(AccessRecord).where(AccessRecord.action == "pilotage.extract")
+        )
+    assert extracts >= 3 * 2  # each reader asked at least once, for both départements
