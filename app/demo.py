@@ -21,6 +21,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from app import migrate
+from app.clock import today
 from app.db import dispose_engines, get_engine, session_scope
 from app.files import private_dir
 from app.ingest.generator import generate
@@ -32,7 +33,7 @@ from app.pilotage.tables import commune_names
 from app.services.episodes import refresh_pending
 from app.services.orientation import EventIn, record_event
 from app.services.persons import audit_job_reads
-from app.settings import Settings, today
+from app.settings import Settings
 
 ORGANISMES = ["FRANCE_TRAVAIL"] * 5 + ["DEPARTEMENT"] * 3 + ["MISSION_LOCALE", "CAP_EMPLOI", "CCAS"]
 PARCOURS = ["professionnel"] * 4 + ["socio-professionnel"] * 3 + ["social"] * 2

@@ -6,12 +6,11 @@ import base64
 import json
 import os
 import secrets
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -232,6 +231,9 @@ class Settings(BaseSettings):
 
     # Timezone of business dates (the reception date of a flux defaults to today there).
     business_timezone: str = "Europe/Paris"
+    # The business date the service takes for today (app/clock.py), fixed: for tests, demos and replays of a
+    # past day only; refused in prod. Unset: today in `business_timezone`.
+    today: date | None = Field(default=None, description="fixed business date (tests and demos; not in prod)")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -263,6 +265,8 @@ class Settings(BaseSettings):
         self._read_rdv_insertion_secrets()  # a wrong value is refused now, naming the variable
         if self.env is Environment.prod:
             self._refuse_weak_secrets()
+            if self.today is not None:
+                raise ConfigurationError("PASSERELLE_TODAY fixes the date: for tests and demos only, not in prod")
         return self
 
     def _read_rdv_insertion_secrets(self) -> dict[str, str]:
@@ -445,12 +449,6 @@ def parse_encryption_keys(raw: str) -> list[tuple[str, bytes]]:
             raise ValueError(f"key {key_id!r} must be 32 bytes")
         keys.append((key_id, key))
     return keys
-
-
-def today(settings: Settings | None = None) -> date:
-    """Today in the business timezone (Europe/Paris): the default reception date of a flux."""
-    tz = ZoneInfo((settings or get_settings()).business_timezone)
-    return datetime.now(tz).date()
 
 
 @lru_cache(maxsize=1)

@@ -26,6 +26,7 @@ from app import migrate as migrations
 from app.db import dispose_engines, get_engine, session_scope
 from app.models.base import Base
 from app.settings import Settings
+from tests.support.processes import stop_all
 
 warnings.filterwarnings("ignore", message="The httpx module is deprecated")  # authlib's (pyproject.toml)
 
@@ -79,6 +80,13 @@ class Database:
             with engine.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
             engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """Every process a test started (tests.support.processes.spawn) is stopped when it ends, pass or fail."""
+    yield
+    stop_all()
 
 
 @pytest.fixture(scope="session")

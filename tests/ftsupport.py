@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from app.clock import today
 from app.db import get_engine, session_scope
 from app.fake_ft import FakeState, pointed_at
 from app.ingest.generator import generate
@@ -23,6 +24,7 @@ from app.security.nir import NirProtector
 from app.services.episodes import refresh_pending
 from app.services.orientation import EventIn, record_event
 from app.settings import Settings
+from tests.support.processes import spawn
 
 FAKE_SEED = 3
 AGENT_HEADERS = {"X-Agent-Identifiant": "A123", "X-Agent-Nom": "MARTIN", "X-Agent-Prenom": "Claire"}
@@ -67,7 +69,7 @@ def population(
     person ids by what the fake France Travail (seed 3) makes of their NIR, plus `no_nir`. With `held`, the
     last two files are not ingested but put there (to ingest while something else runs)."""
     out = tmp_path / "flux"
-    start = date.today() - timedelta(days=days + 2)
+    start = today(db) - timedelta(days=days + 2)
     generate(out, foyers, days, start, seed=11)
     engine = get_engine(db)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -120,7 +122,8 @@ def cli_env(db: Settings, fake: str, **extra: str) -> dict[str, str]:
 
 
 def passerelle(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    """`passerelle ARGS` as a separate process, stopped when the test ends if it still runs."""
+    return spawn(
         [sys.executable, "-m", "app.cli", *args],
         env=env,
         stdout=subprocess.PIPE,

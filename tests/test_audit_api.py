@@ -11,9 +11,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from app.clock import today
 from app.db import get_engine
 from app.ingest.loader import ingest_file
-from app.settings import today
 from tests.ftsupport import AGENT_HEADERS, cli_env, passerelle, population
 
 

@@ -24,11 +24,11 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, event, func, select, text
 
+from app.clock import today
 from app.db import claim_write, get_engine, session_scope
 from app.ingest.generator import generate
 from app.ingest.loader import IngestOptions, ingest_file
 from app.models import AccessRecord, EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
-from app.settings import today
 from tests.conftest import make_settings
 
 MIX = ("worklist", "person", "search", "event")
@@ -75,14 +75,14 @@ def population(db, tmp_path):
         waiting = list(conn.execute(select(EntryEpisode.person_id).order_by(EntryEpisode.person_id)).scalars())
         persons = list(conn.execute(select(Person.id).order_by(Person.id)).scalars())
     assert len(waiting) >= 5, "the generated files give nouveaux entrants"
-    return {"waiting": waiting, "persons": persons, "out": out}
+    return {"waiting": waiting, "persons": persons, "out": out, "today": today(db)}
 
 
 def _caller(base: str, key: str, population: dict[str, Any], seed: int, stop: threading.Event) -> Counter[str]:
     """One client of the platform: a mix of worklist pages, person reads, searches and event posts."""
     rng = random.Random(seed)
     seen: Counter[str] = Counter()
-    day = date.today()
+    day = population["today"]
     with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as http:
         n = 0
         while not stop.is_set() and n < 400:
@@ -217,7 +217,7 @@ def test_serving_while_orientations_are_imported(app, db, make_api_key, populati
             .where(PersonState.person_id.in_(population["waiting"]), PersonState.present.is_(True))
             .distinct()
         ).all()
-    day = date.today().isoformat()
+    day = population["today"].isoformat()
     csv = "matricule;role;evenement;date;external_id\n" + "".join(
         f"{m};{r};invitation;{day};import-{n}\n" for n, (m, r) in enumerate(keys)
     )
@@ -243,7 +243,7 @@ def test_serving_while_orientations_are_imported(app, db, make_api_key, populati
 def test_an_event_is_committed_when_its_201_arrives(app, db, make_api_key, population):
     key = _key(make_api_key)
     other = create_engine(db.database_url)  # another connection, another pool: what the platform sees next
-    day = date.today().isoformat()
+    day = population["today"].isoformat()
     try:
         with LiveServer(app) as base, httpx.Client(base_url=base, headers={"X-API-Key": key}) as http:
             for n in range(40):
@@ -286,7 +286,7 @@ def test_a_failed_commit_answers_an_error_and_records_nothing(app, db, make_api_
         with LiveServer(app) as base, httpx.Client(base_url=base, headers={"X-API-Key": key}) as http:
             r = http.post(
                 f"/api/v1/persons/{pid}/events",
-                json={"type": "invitation", "date": date.today().isoformat(), "external_id": "lost-1"},
+                json={"type": "invitation", "date": population["today"].isoformat(), "external_id": "lost-1"},
             )
     finally:
         event.remove(app.state.session_factory, "before_commit", _break_the_commit)

@@ -21,6 +21,7 @@ from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from app.clock import today
 from app.db import get_engine, session_scope
 from app.exports import publish as pub
 from app.exports.weekly import FLUX_COLUMNS, PILOTAGE_COLUMNS, Week, WeekError
@@ -31,7 +32,6 @@ from app.models import AccessRecord, EntryEpisode, Export, ExportDownload, Expor
 from app.pilotage.orientation import orientation_indicator
 from app.services.episodes import refresh_pending
 from app.services.orientation import EventIn, record_event
-from app.settings import today
 from tests.ftsupport import passerelle
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 from sqlalchemy import select
 
 from app.db import session_scope
@@ -128,4 +126,3 @@ def test_another_departements_records_are_404(client, make_api_key, tmp_path):
     assert client.get(f"/api/v1/flux/{file_id}", headers=h).status_code == 404
     assert client.post("/api/v1/persons/search", headers=h, json={"nir": NIR_A}).json()["items"] == []
     assert client.get("/api/v1/flux", headers=h).json()["total"] == 0
-    assert date.today()  # keep import used

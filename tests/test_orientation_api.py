@@ -8,10 +8,10 @@ from datetime import date, timedelta
 
 from sqlalchemy import func, select
 
+from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, EntryEpisode, OrientationEvent
 from app.services.episodes import refresh_pending
-from app.settings import today
 from tests.cli import run_cli
 from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
 from tests.test_ingest_loader import ingest

@@ -19,13 +19,13 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import FtSnapshot, Person
 from app.models.base import utcnow
 from app.pilotage.tables import TABLES, Period, compute
 from app.services.episodes import refresh_pending
 from app.services.orientation import EventIn, record_event
-from app.settings import today
 from tests.cli import run_cli
 from tests.fluxbuilder import foyer, person, write_flux
 from tests.test_ingest_loader import ingest

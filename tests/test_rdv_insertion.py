@@ -15,10 +15,10 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import EntryEpisode, OrientationEvent, Person, WebhookDelivery
 from app.services.episodes import refresh_pending
-from app.settings import today
 from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
 from tests.test_concurrency import LiveServer
 from tests.test_ingest_loader import ingest

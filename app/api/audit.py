@@ -10,12 +10,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
+from app.clock import today
 from app.errors import Unprocessable
 from app.security.auth import Principal
 from app.security.scopes import Scope
 from app.services import audit
 from app.services import persons as person_service
-from app.settings import today
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.deps import Authorized, SessionDep, SettingsDep
+from app.clock import today
 from app.errors import ApiError, NotFound, Unprocessable
 from app.pilotage import dashboard
 from app.pilotage.tables import Period, PeriodError, month_of
 from app.security import login
 from app.security.auth import Principal, authenticate_bearer, require_scope
 from app.security.scopes import Scope
-from app.settings import Settings, today
+from app.settings import Settings
 
 router = APIRouter(tags=["tableau de bord"])
 log = structlog.get_logger(__name__)

@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field
 from sqlalchemy import func, insert, select, update
 
 from app.api.deps import Authorized, SessionDep, SettingsDep, run_write
+from app.clock import today
 from app.db import get_engine, write_transaction
 from app.errors import ApiError, NotFound, Unprocessable
 from app.exports.publish import (
@@ -40,7 +41,6 @@ from app.models.base import utcnow
 from app.security.auth import Principal
 from app.security.scopes import Scope
 from app.services.audit_chain import action_row
-from app.settings import today
 from app.validation import InputModel
 
 log = structlog.get_logger(__name__)
@@ -331,6 +331,7 @@ async def post_return_file(
     departement: Annotated[str, Form(pattern=r"^(\d{3}|02[AB])$")],
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.exports_run)],
 ) -> dict[str, Any]:
     principal.require_departement(departement)
@@ -338,7 +339,7 @@ async def post_return_file(
 
     def work() -> dict[str, Any]:
         with write_transaction(session):
-            report = ingest(session, departement, file.filename or "retour.csv", data, principal.id)
+            report = ingest(session, settings, departement, file.filename or "retour.csv", data, principal.id)
         return report.to_dict()
 
     return await run_write(request, work)

@@ -13,6 +13,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import defer
 
 from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep, run_write
+from app.clock import today
 from app.db import write_transaction
 from app.ingest.order import state_order
 from app.models import EntryEpisode, OrientationEvent, Person, PersonState
@@ -22,7 +23,6 @@ from app.security.scopes import Scope
 from app.services import persons as person_service
 from app.services.episodes import compute_for, episode_rows
 from app.services.orientation import EventIn, record_event
-from app.settings import today
 
 router = APIRouter(prefix="/api/v1", tags=["orientation"])
 

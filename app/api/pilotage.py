@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.api.deps import Authorized, SessionDep, SettingsDep
+from app.clock import today
 from app.errors import ApiError, Unprocessable
 from app.pilotage import extract
 from app.pilotage.orientation import orientation_indicator
@@ -29,7 +30,7 @@ from app.security.auth import Principal
 from app.security.scopes import Scope
 from app.services import persons as person_service
 from app.services.episodes import pending_count
-from app.settings import ConfigurationError, today
+from app.settings import ConfigurationError
 
 router = APIRouter(prefix="/api/v1/pilotage", tags=["pilotage"])
 

@@ -31,10 +31,10 @@ def export_weekly(
     e-mail one expiring link per file to PASSERELLE_EXPORT_RECIPIENTS. Idempotent: a second run rebuilds
     the same bytes and sends nothing (unless --resend). Exit 5 when another run of the same département is
     publishing; 3 when the mail server, the settings or the disk fail (nothing half-published)."""
+    from app.clock import today
     from app.db import get_engine
     from app.exports.publish import ExportBusy, PublishError, publish
     from app.exports.weekly import Week, WeekError
-    from app.settings import today
 
     settings = ready_settings()
     day = today(settings)

@@ -49,9 +49,9 @@ def flux_ingest(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
+    from app.clock import today
     from app.db import get_engine
     from app.ingest.loader import IngestInputError, IngestOptions, refresh_after_commit
-    from app.settings import today
 
     day_given = parse_day(received_on, "--received-on")
     if departement is not None:

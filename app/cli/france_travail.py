@@ -205,7 +205,7 @@ def return_file_ingest(
         raise fail(f"cannot read {file}: {exc.strerror}", ExitCode.USAGE) from None
     try:
         with session_scope(settings, write=True) as session:
-            report = ingest(session, code, file.name, data, "cli")
+            report = ingest(session, settings, code, file.name, data, "cli")
     except ReturnFileRejected as exc:
         raise fail(f"{file.name} rejected, nothing stored: {exc.message}") from None
     if as_json:

@@ -35,11 +35,11 @@ def pilotage_orientation(
     output: Annotated[str, typer.Option("--format", help="json, csv or table")] = "table",
 ) -> None:
     """Nouveaux entrants and their orientation within 15 days / one month (annex 4, indicators 1 and 2)."""
+    from app.clock import today
     from app.db import get_engine
     from app.models import Departement
     from app.pilotage.orientation import orientation_indicator
     from app.services.episodes import pending_count
-    from app.settings import today
 
     if output not in ("json", "csv", "table"):
         raise fail("--format is json, csv or table", ExitCode.USAGE)
@@ -78,8 +78,9 @@ def pilotage_orientation(
 
 
 def _period_and_day(periode: str | None, start: str | None, end: str | None, as_of: str | None) -> tuple[Any, Any]:
+    from app.clock import today
     from app.pilotage.tables import Period, PeriodError
-    from app.settings import get_settings, today
+    from app.settings import get_settings
 
     try:
         period = Period.parse(periode, parse_day(start, "--from"), parse_day(end, "--to"))

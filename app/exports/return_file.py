@@ -27,10 +27,12 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from app.clock import today
 from app.errors import Unprocessable
 from app.ingest.derive import _norm
 from app.models import FtReturnFile, FtReturnRow, Person
 from app.services.orientation import decode_csv, iso_date
+from app.settings import Settings
 
 # (our key, the convention's column name); the three first identify the person
 COLUMNS = (
@@ -158,10 +160,11 @@ def parse(data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], ReturnReport]:
     return rows, report
 
 
-def ingest(session: Session, departement: str, filename: str, data: bytes, received_by: str | None) -> ReturnReport:
+def ingest(
+    session: Session, settings: Settings, departement: str, filename: str, data: bytes, received_by: str | None
+) -> ReturnReport:
     """Parse, match and store (in the caller's write transaction). The same content twice: nothing new."""
     from app.exports.weekly import states_as_of
-    from app.settings import today
 
     rows, report = parse(data)
     sha = hashlib.sha256(data).hexdigest()
@@ -184,7 +187,7 @@ def ingest(session: Session, departement: str, filename: str, data: bytes, recei
             for name in {_norm(nom), _norm(nomnai)} - {""}:
                 candidates.setdefault((f"{name}|{_norm(prenom)}", str(born)), []).append(pid)
     ids = sorted({pid for pids in candidates.values() for pid in pids})
-    states = states_as_of(conn, ids, today()) if ids else {}
+    states = states_as_of(conn, ids, today(settings)) if ids else {}
     stored = FtReturnFile(
         departement_code=departement,
         filename=filename[:255],

@@ -528,6 +528,7 @@ class FluxGenerator:
         parcours), received the same day as the beneficiary file that brings them; it draws no random
         number, so the beneficiary files are the same with or without it."""
         out_dir.mkdir(parents=True, exist_ok=True)
+        last_day = self.start + timedelta(days=days)
         files = self._full_files(out_dir, self.start, "M", compress)
         for g in files:
             g.initial_stock = True
@@ -549,8 +550,11 @@ class FluxGenerator:
                 )
             ):
                 files.extend(self._full_files(out_dir, day, "M", compress))
-            # a file is now and then received a few days late
-            received = day + timedelta(days=self.rng.choice([0, 0, 0, 0, 0, 0, 1, 3]))
+            # a file is now and then received a few days late, but never after the run's last day: a run stands
+            # for what had arrived by then, and a reception is never dated in the future of the clock that
+            # asked for the run (a population ending yesterday is all received by yesterday)
+            late = timedelta(days=self.rng.choice([0, 0, 0, 0, 0, 0, 1, 3]))
+            received = min(day + late, last_day)
             for fonorg in ("CAF", "MSA"):
                 changed = [f for f in self.foyers if id(f) in changed_ids and f.fonorg == fonorg]
                 files.append(self.write_file(out_dir, changed, "I", fonorg, day, received, compress))

@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from app.clock import today
 from app.db import claim_write, one_of, unlimited_statements
 from app.files import copy_private, private_dir, write_private_text
 from app.ingest.derive import (
@@ -66,7 +67,7 @@ from app.models import (
 )
 from app.security.auth import DEPARTEMENT_RE
 from app.security.nir import NirProtector
-from app.settings import Settings, today
+from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 

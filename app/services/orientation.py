@@ -14,13 +14,14 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from app.clock import today
 from app.errors import Conflict, NotFound, Unprocessable
 from app.models import OrientationEvent, Person, PersonState
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
 from app.services import episodes as episode_service
 from app.services import ft_outbox
 from app.services.audit_chain import job_principal, record_action
-from app.settings import Settings, today
+from app.settings import Settings
 from app.validation import InputModel, control_character_problem
 
 EventType = Literal[

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, Engine, Table, and_, delete, func, or_, select, update
 
+from app.clock import today
 from app.db import claim_write, one_of
 from app.ingest.order import state_order
 from app.models import (
@@ -57,7 +58,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.rules.episodes import add_months
 from app.services.audit_chain import record_action_now
-from app.settings import Settings, today
+from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 

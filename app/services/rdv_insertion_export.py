@@ -19,12 +19,13 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.clock import today
 from app.errors import ApiError
 from app.ingest.derive import key_hash
 from app.models import OrientationEvent, Person
 from app.services.orientation import EventIn, ImportReport, decode_csv, record_event, record_import
 from app.services.rdv_insertion import KeyMaker, match, organismes_of
-from app.settings import Settings, today
+from app.settings import Settings
 
 FIRST_COLUMNS = ("Civilité", "Nom", "Prénom", "Numéro CAF")
 STATUSES = {
