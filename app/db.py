@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from app.files import private_dir, private_file
+from app.kit.files import private_dir, private_file
 from app.settings import Settings, get_settings
 
 _engines: dict[str, Engine] = {}
@@ -146,7 +146,7 @@ def dispose_engines() -> None:
 
 
 def _write_access_records(session: Session) -> None:
-    from app.services.persons import write_access_records
+    from app.persons.repository import write_access_records
 
     write_access_records(session)
 

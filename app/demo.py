@@ -23,16 +23,16 @@ from sqlalchemy import func, select
 from app import migrate
 from app.clock import today
 from app.db import dispose_engines, get_engine, session_scope
-from app.files import private_dir
-from app.ingest.generator import generate
-from app.ingest.loader import IngestOptions, ingest_file
+from app.flux.generator import generate
+from app.flux.loader import IngestOptions, ingest_file
+from app.kit.files import private_dir
 from app.models import EntryEpisode, Person
+from app.orientation.episodes import refresh_pending
+from app.orientation.service import EventIn, record_event
+from app.persons.repository import audit_job_reads
 from app.pilotage.display import print_indicator
-from app.pilotage.orientation import orientation_indicator
+from app.pilotage.indicator import orientation_indicator
 from app.pilotage.tables import commune_names
-from app.services.episodes import refresh_pending
-from app.services.orientation import EventIn, record_event
-from app.services.persons import audit_job_reads
 from app.settings import Settings
 
 ORGANISMES = ["FRANCE_TRAVAIL"] * 5 + ["DEPARTEMENT"] * 3 + ["MISSION_LOCALE", "CAP_EMPLOI", "CCAS"]
@@ -132,7 +132,7 @@ def run_demo(
     print_indicator(result, console)
     console.print(synced)
     _print_worklist(settings, day, console)
-    from app.services.audit_chain import anchor, verify
+    from app.audit.chain import anchor, verify
 
     head = anchor(engine, settings)  # seals what the demo wrote (ingest, events, reads), then the chain's head
     checked = verify(engine, settings)
@@ -164,9 +164,9 @@ FT_OUTCOMES = {
 def _france_travail(settings: Settings, console: Console) -> Table:
     """`ft sync` of the département against the fake France Travail; the statuts found, as a table."""
     from app.clients.france_travail import FranceTravailClient
-    from app.fake_ft import pointed_at, running_fake
+    from app.france_travail.fake import pointed_at, running_fake
+    from app.france_travail.sync import SyncOptions, run_sync
     from app.models import FtSnapshot
-    from app.services.ft_sync import SyncOptions, run_sync
 
     with running_fake(seed=1) as base:
         ft = pointed_at(settings, base, ft_max_concurrency=16, ft_rate_per_second=0.0)

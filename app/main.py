@@ -26,20 +26,20 @@ from app.api import (
     pilotage,
     webhooks,
 )
-from app.clients.france_travail import FranceTravailClient
-from app.db import get_engine, session_factory
-from app.errors import install_error_handlers
-from app.logging import configure_logging
-from app.middleware import (
+from app.api.middleware import (
     AdmissionMiddleware,
     BodyLimitMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
 )
-from app.openapi import install as install_openapi
+from app.api.openapi import install as install_openapi
+from app.audit.chain import Sealer
+from app.clients.france_travail import FranceTravailClient
+from app.db import get_engine, session_factory
+from app.errors import install_error_handlers
+from app.logging import configure_logging
 from app.security.oidc import OidcVerifier
 from app.security.ratelimit import RateLimiter
-from app.services.audit_chain import Sealer
 from app.settings import Settings, get_settings
 
 # Routes that receive files (multipart) rather than JSON; they get the upload size limit.

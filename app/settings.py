@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.files import private_dir
+from app.kit.files import private_dir
 
 # A secret containing one of these, or equal to one of the words below, is a placeholder left in a template.
 PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "placeholder", "replace-me", "<")
@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     )
     webhook_body_retention_days: int = Field(default=90, ge=1, le=3650, description="raw webhook bodies")
     ft_call_retention_days: int = Field(default=365, ge=30, le=1095, description="France Travail call traces")
-    # The audit trail's seal (app.services.audit_chain): `key_id:base64url(>= 32 bytes)[,older...]`, the first
+    # The audit trail's seal (app.audit.chain): `key_id:base64url(>= 32 bytes)[,older...]`, the first
     # seals, all verify. Required in prod; generated in dev/test.
     audit_keys: SecretStr | None = None
     # Pilotage (issue #15): the key of the pseudonymous ids of the analysis extract (base64url, >= 32 bytes;

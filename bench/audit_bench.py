@@ -32,8 +32,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from app import migrate
+    from app.audit.chain import record_action, seal, verify
     from app.db import get_engine, session_scope
-    from app.services.audit_chain import record_action, seal, verify
     from app.settings import Settings
 
     OUT.mkdir(exist_ok=True)

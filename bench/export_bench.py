@@ -41,7 +41,7 @@ def peak_mb() -> float:
 def prepare(kind: str, foyers: int, week_sunday: date):  # type: ignore[no-untyped-def]
     from app import migrate
     from app.db import get_engine
-    from app.ingest.loader import IngestOptions, ingest_file
+    from app.flux.loader import IngestOptions, ingest_file
     from app.models import EntryEpisode, OrientationEvent, Person, PersonState
     from app.settings import Settings
 

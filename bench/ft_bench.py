@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import insert, select
 
-from app.fake_ft import most_in_one_second
+from app.france_travail.fake import most_in_one_second
 from bench.common import fresh_pg_schema, fresh_sqlite
 
 OUT = Path(__file__).parent / "out"
@@ -39,8 +39,8 @@ def rss_mb() -> float:
 def prepare(kind: str, persons: int):  # type: ignore[no-untyped-def]
     from app import migrate
     from app.db import get_engine
-    from app.ingest.generator import generate_single
-    from app.ingest.loader import IngestOptions, ingest_file
+    from app.flux.generator import generate_single
+    from app.flux.loader import IngestOptions, ingest_file
     from app.models import OrientationEvent, Person
     from app.settings import Settings
 
@@ -70,8 +70,8 @@ def prepare(kind: str, persons: int):  # type: ignore[no-untyped-def]
 def run(settings, fake: str, label: str, limit: int) -> dict:  # type: ignore[no-untyped-def]
     from app.clients.france_travail import FranceTravailClient
     from app.db import get_engine
+    from app.france_travail.sync import SyncOptions, run_sync
     from app.logging import configure_logging
-    from app.services.ft_sync import SyncOptions, run_sync
 
     configure_logging("WARNING", False)  # the retries' log lines are not the figures
     httpx.post(f"{fake}/_fake/reset", timeout=5)
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--fault-rate", type=float, default=100.0, help="rate cap of the run under faults")
     args = parser.parse_args()
 
-    from app.fake_ft import pointed_at, running_fake
+    from app.france_travail.fake import pointed_at, running_fake
 
     t = time.monotonic()
     settings, n = prepare(args.db, args.persons)

@@ -3,7 +3,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from app.ingest.generator import generate_single
+from app.flux.generator import generate_single
 
 out = Path(sys.argv[1])
 foyers = int(sys.argv[2])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from app.ingest.generator import FluxGenerator
+from app.flux.generator import FluxGenerator
 from bench.common import fresh_pg_schema, fresh_sqlite
 
 OUT = Path(__file__).parent / "out"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app import migrate
 from app.db import get_engine
-from app.ingest.loader import IngestOptions, ingest_file
+from app.flux.loader import IngestOptions, ingest_file
 from app.settings import Settings
 
 

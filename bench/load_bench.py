@@ -53,7 +53,7 @@ PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 def make_files(foyers: int) -> dict[str, Path]:
     """Stock (M, 1 March), daily (I, 4 March), the next monthly (M, 1 April): cached under bench/out."""
-    from app.ingest.generator import FluxGenerator
+    from app.flux.generator import FluxGenerator
 
     directory = OUT / f"load-{foyers}"
     names = {"stock": "CAF_551_M_20240301.xml", "daily": "CAF_551_I_20240304.xml", "monthly": "CAF_551_M_20240401.xml"}
@@ -84,10 +84,10 @@ def prepare_database(kind: str, files: dict[str, Path]) -> tuple[dict[str, str],
     from sqlalchemy import select
 
     from app import migrate
+    from app.admin.clients import create_client
     from app.db import dispose_engines, get_engine, session_scope
-    from app.ingest.loader import IngestOptions, ingest_file
+    from app.flux.loader import IngestOptions, ingest_file
     from app.models import EntryEpisode, Person, PersonState
-    from app.services.clients import create_client
     from app.settings import Settings
 
     data_dir = OUT / f"load-data-{kind}"

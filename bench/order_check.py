@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import migrate
 from app.db import dispose_engines
-from app.ingest.generator import generate
+from app.flux.generator import generate
 from app.settings import Settings
 from bench.common import fresh_pg_schema, fresh_sqlite
 from tests.orderproof import ingest_all, orders, snapshot

@@ -23,14 +23,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, text
 
 from app import migrate
+from app.admin.clients import create_client
 from app.clock import today
 from app.db import get_engine, session_scope
-from app.ingest.generator import generate
-from app.ingest.loader import IngestOptions, ingest_file
+from app.flux.generator import generate
+from app.flux.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, OrientationEvent, Person
-from app.pilotage.orientation import orientation_indicator
-from app.services.clients import create_client
-from app.services.episodes import refresh_pending
+from app.orientation.episodes import refresh_pending
+from app.pilotage.indicator import orientation_indicator
 from app.settings import Settings
 from bench.common import fresh_pg_schema, fresh_sqlite
 

@@ -101,9 +101,9 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
+    from app.admin.clients import create_client
     from app.db import session_scope
     from app.main import create_app
-    from app.services.clients import create_client
 
     with session_scope(settings, write=True) as s:
         key = create_client(s, settings, name=f"bench-{time.time_ns()}", departements=["055"],

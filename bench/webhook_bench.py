@@ -101,7 +101,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--foyers", type=int, default=20000)
     args = parser.parse_args()
-    from app.ingest.generator import generate
+    from app.flux.generator import generate
     from app.security.nir import nir_key  # noqa: F401 - the generator's NIRs are 13 characters
 
     with tempfile.TemporaryDirectory() as tmp_dir:

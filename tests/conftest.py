@@ -169,7 +169,7 @@ def client(app: Any) -> Iterator[TestClient]:
 
 @pytest.fixture
 def make_api_key(db: Settings) -> Callable[..., str]:
-    from app.services.clients import create_client
+    from app.admin.clients import create_client
 
     counter = {"n": 0}
 

@@ -6,7 +6,7 @@ import gzip
 from datetime import date
 from pathlib import Path
 
-from app.ingest.generator import FluxGenerator, GenFoyer, GenPerson
+from app.flux.generator import FluxGenerator, GenFoyer, GenPerson
 
 NIR_A = "1900555545123"  # fictitious
 NIR_B = "2920655545124"

@@ -16,15 +16,15 @@ from sqlalchemy import select
 
 from app.clock import today
 from app.db import get_engine, session_scope
-from app.fake_ft import FakeState, pointed_at
-from app.ingest.generator import generate
-from app.ingest.loader import IngestOptions, ingest_file
+from app.flux.generator import generate
+from app.flux.loader import IngestOptions, ingest_file
+from app.france_travail.fake import FakeState, pointed_at
 from app.models import Person
+from app.orientation.episodes import refresh_pending
+from app.orientation.service import EventIn, record_event
 from app.security.nir import NirProtector
-from app.services.episodes import refresh_pending
-from app.services.orientation import EventIn, record_event
 from app.settings import Settings
-from tests.support.processes import spawn
+from tests.support.processes import clock_env, spawn
 
 FAKE_SEED = 3
 AGENT_HEADERS = {"X-Agent-Identifiant": "A123", "X-Agent-Nom": "MARTIN", "X-Agent-Prenom": "Claire"}
@@ -118,7 +118,7 @@ def cli_env(db: Settings, fake: str, **extra: str) -> dict[str, str]:
         "PASSERELLE_FT_RETRY_AFTER_CAP_SECONDS": "1",
         "PASSERELLE_FT_CIRCUIT_COOLDOWN_SECONDS": "1",
     }
-    return env | extra
+    return env | clock_env(db) | extra
 
 
 def passerelle(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen[str]:

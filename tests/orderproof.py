@@ -13,13 +13,13 @@ from typing import Any
 from sqlalchemy import select
 
 from app.db import get_engine
-from app.ingest.derive import STATE_COLUMNS
-from app.ingest.generator import GeneratedFile
-from app.ingest.loader import IngestOptions, ingest_file
-from app.ingest.order import state_order
+from app.flux.derive import STATE_COLUMNS
+from app.flux.generator import GeneratedFile
+from app.flux.loader import IngestOptions, ingest_file
+from app.flux.order import state_order
 from app.models import EntryEpisode, FluxFile, Person, PersonKey, PersonState
-from app.pilotage.orientation import orientation_indicator
-from app.services.episodes import refresh_pending
+from app.orientation.episodes import refresh_pending
+from app.pilotage.indicator import orientation_indicator
 from app.settings import Settings
 
 EPISODE_FIELDS = (

@@ -37,7 +37,7 @@ def test_only_the_hash_is_stored(db, make_api_key):
 def test_revoked_key_is_refused(client, db, make_api_key):
     key = make_api_key(["admin"], name="to-revoke")
     assert client.get("/api/v1/admin/clients", headers={"X-API-Key": key}).status_code == 200
-    from app.services.clients import revoke_client
+    from app.admin.clients import revoke_client
 
     with session_scope(db) as s:
         revoke_client(s, "to-revoke")

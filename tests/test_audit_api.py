@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from app.clock import today
 from app.db import get_engine
-from app.ingest.loader import ingest_file
+from app.flux.loader import ingest_file
 from tests.ftsupport import AGENT_HEADERS, cli_env, passerelle, population
 
 

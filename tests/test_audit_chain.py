@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
+from app.audit.chain import anchor, record_action, seal, verify
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, AuditChain
-from app.services.audit_chain import anchor, record_action, seal, verify
 from tests.cli import run_cli
 
 

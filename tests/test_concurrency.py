@@ -26,10 +26,11 @@ from sqlalchemy import create_engine, event, func, select, text
 
 from app.clock import today
 from app.db import claim_write, get_engine, session_scope
-from app.ingest.generator import generate
-from app.ingest.loader import IngestOptions, ingest_file
+from app.flux.generator import generate
+from app.flux.loader import IngestOptions, ingest_file
 from app.models import AccessRecord, EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
 from tests.conftest import make_settings
+from tests.support.processes import clock_env, spawn
 
 MIX = ("worklist", "person", "search", "event")
 
@@ -38,7 +39,7 @@ class LiveServer:
     """The real app served by uvicorn in a thread, on an ephemeral loopback port."""
 
     def __init__(self, app: Any, port: int = 0) -> None:
-        from app.http_protocol import JsonErrorsH11Protocol
+        from app.api.http_protocol import JsonErrorsH11Protocol
 
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, workers=1, http=JsonErrorsH11Protocol
@@ -208,7 +209,7 @@ def test_serving_while_an_ingestion_runs(app, db, make_api_key, population, tmp_
 def test_serving_while_orientations_are_imported(app, db, make_api_key, population):
     """The CSV import (reprise de stock: one transaction, a refresh per row) while the platform reads and
     posts events: no 5xx, every row applied."""
-    from app.services.orientation import import_csv
+    from app.orientation.service import import_csv
 
     key = _key(make_api_key)
     with get_engine(db).connect() as conn:
@@ -455,9 +456,10 @@ def test_killing_an_ingestion_leaves_no_process_and_a_rerun_completes(db, tmp_pa
         "PASSERELLE_NIR_HMAC_KEY": db.nir_hmac_key.get_secret_value(),
         "PASSERELLE_API_KEY_PEPPER": db.api_key_pepper.get_secret_value(),
         "PASSERELLE_INGEST_PARALLEL_MIN_BYTES": "0",  # read by a child process whatever the size
+        **clock_env(db),
     }
     command = [sys.executable, "-m", "app.cli", "flux", "ingest", str(stock), "--json"]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = spawn(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     family: set[int] = set()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -525,7 +527,7 @@ def test_ingest_waits_for_another_writer_then_exits_0(db, monkeypatch, tmp_path)
 def test_a_refresh_failure_after_the_commit_says_the_file_was_applied(db, monkeypatch, tmp_path):
     from sqlalchemy.exc import OperationalError
 
-    from app.services import episodes
+    from app.orientation import episodes
     from tests.cli import run_cli
     from tests.fluxbuilder import NIR_A, foyer, person, write_flux
 

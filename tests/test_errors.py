@@ -1,5 +1,6 @@
 """Every failure is JSON `{"error", "message", "details"}`; bad bodies are 4xx, never 500."""
 
+import pytest
 from fastapi import Request
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
@@ -99,3 +100,20 @@ def test_request_id_is_kept_or_generated(client):
     assert client.get("/health", headers={"X-Request-Id": "abc-123"}).headers["x-request-id"] == "abc-123"
     generated = client.get("/health", headers={"X-Request-Id": "bad id with spaces"}).headers["x-request-id"]
     assert generated != "bad id with spaces" and len(generated) == 32
+
+
+@pytest.mark.parametrize("value", ["0", "1700000000", "2026-12-06T10:00", "06/12/2026", "2026-1-6"])
+def test_a_date_in_a_query_string_is_yyyy_mm_dd_only(client, make_api_key, value):
+    """pydantic alone takes `0` for 1970-01-01 (a Unix timestamp): a figure would be computed for another
+    day without a word (found by schemathesis)."""
+    key = make_api_key(["pilotage:read"])
+    for url in (
+        f"/api/v1/pilotage/orientation?from=2026-01-01&to=2026-01-31&as_of={value}",
+        f"/api/v1/pilotage/tables/nouveaux-entrants?periode=2026-01&as_of={value}",
+    ):
+        r = client.get(url, headers={"X-API-Key": key})
+        assert r.status_code == 422, (url, r.text)
+        assert r.json()["error"] == "invalid_input" and "YYYY-MM-DD" in r.json()["message"]
+    ok = client.get("/api/v1/pilotage/orientation?from=2026-01-01&to=2026-01-31&as_of=2026-02-01",
+                    headers={"X-API-Key": key})  # fmt: skip
+    assert ok.status_code == 200, ok.text

@@ -25,14 +25,15 @@ from app.clock import today
 from app.db import get_engine, session_scope
 from app.exports import publish as pub
 from app.exports.weekly import FLUX_COLUMNS, PILOTAGE_COLUMNS, Week, WeekError
-from app.ingest.generator import generate
-from app.ingest.loader import IngestOptions, ingest_file
+from app.flux.generator import generate
+from app.flux.loader import IngestOptions, ingest_file
 from app.main import create_app
 from app.models import AccessRecord, EntryEpisode, Export, ExportDownload, ExportLink, Person
-from app.pilotage.orientation import orientation_indicator
-from app.services.episodes import refresh_pending
-from app.services.orientation import EventIn, record_event
+from app.orientation.episodes import refresh_pending
+from app.orientation.service import EventIn, record_event
+from app.pilotage.indicator import orientation_indicator
 from tests.ftsupport import passerelle
+from tests.support.processes import clock_env
 
 
 class Sink:
@@ -298,7 +299,7 @@ def test_weeks_and_departements_that_cannot_be_exported(db, xsettings):
            "PASSERELLE_NIR_ENCRYPTION_KEYS": db.nir_encryption_keys.get_secret_value(),
            "PASSERELLE_NIR_HMAC_KEY": db.nir_hmac_key.get_secret_value(),
            "PASSERELLE_API_KEY_PEPPER": db.api_key_pepper.get_secret_value(), "PASSERELLE_LOG_LEVEL": "WARNING",
-           "PATH": "/usr/bin:/bin"}  # fmt: skip
+           "PATH": "/usr/bin:/bin", **clock_env(db)}  # fmt: skip
     future = Week.last_complete(day + timedelta(days=14)).label
     for args, message in (
         (["--week", future], "has not ended"),
@@ -407,7 +408,8 @@ def test_the_nightly_command_publishes_once_and_says_so(xsettings, smtp, tmp_pat
            "PASSERELLE_SMTP_HOST": "127.0.0.1", "PASSERELLE_SMTP_PORT": str(port), "PASSERELLE_SMTP_TLS": "none",
            "PASSERELLE_MAIL_FROM": "passerelle@departement.test",
            "PASSERELLE_EXPORT_RECIPIENTS": "agent.ft@francetravail.test, dr@francetravail.test",
-           "PASSERELLE_PUBLIC_URL": "https://passerelle.departement.test", "PATH": "/usr/bin:/bin"}  # fmt: skip
+           "PASSERELLE_PUBLIC_URL": "https://passerelle.departement.test", "PATH": "/usr/bin:/bin",
+           **clock_env(s)}  # fmt: skip
     proc = passerelle("export", "weekly", "--departement", "055", "--week", week.label, "--json", env=env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err

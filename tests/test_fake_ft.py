@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.fake_ft import FakeState, Faults, running_fake
+from app.france_travail.fake import FakeState, Faults, running_fake
 
 SCOPE = (
     "api_rechercher-usagerv2 rechercheusager profil_accedant api_contrat-usagerv2 statutcontratusager "

@@ -49,8 +49,8 @@ def test_generate_is_deterministic(db, monkeypatch, tmp_path):
 
 def test_generated_life_is_ingested_without_problems(db, tmp_path):
     from app.db import get_engine
-    from app.ingest.generator import generate
-    from app.ingest.loader import IngestOptions, ingest_file
+    from app.flux.generator import generate
+    from app.flux.loader import IngestOptions, ingest_file
 
     files = generate(tmp_path, 300, 40, date(2024, 3, 1), seed=11)
     totals: dict[str, int] = {}

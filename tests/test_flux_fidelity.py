@@ -10,9 +10,9 @@ from datetime import date
 from sqlalchemy import func, select
 
 from app.db import get_engine, session_scope
-from app.ingest.loader import IngestOptions, ingest_file
+from app.flux.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, FluxFile, PersonState
-from app.services.episodes import refresh_pending
+from app.orientation.episodes import refresh_pending
 from tests.fluxbuilder import (
     IDENTIFICATION_END,
     NIR_A,
@@ -106,7 +106,7 @@ def test_quarantined_files_and_the_sqlite_files_are_private(db, tmp_path):
     """A quarantined flux holds NIRs in clear: mode 600 in a directory 700; so do the SQLite database and
     its audit journal (they were 644)."""
     from app.db import audit_path
-    from app.ingest.watch import process_inbox
+    from app.flux.inbox import process_inbox
 
     path = write_flux(tmp_path, [foyer(person(NIR_A))], day=D1)
     _rewrite(path, "<NBTOTDOSRSATRANSM>00000001<", "<NBTOTDOSRSATRANSM>00000009<")
@@ -224,7 +224,7 @@ def _transfers(path, out_on: str, in_on: str) -> None:
 def test_a_transfer_out_before_a_later_transfer_in_is_not_a_move_away(db, tmp_path):
     """A person who left for another CAF and came back: the departure dated before the arrival does not
     close the follow-up as a move away (its mere presence did); a departure after the arrival does."""
-    from app.services.episodes import compute_for
+    from app.orientation.episodes import compute_for
 
     engine = get_engine(db)
     stock = write_flux(_dir(tmp_path, "m"), [foyer(person(NIR_A))], day=D1, type_flux="M")
@@ -320,7 +320,7 @@ def test_accented_names_in_windows_1252_and_an_overseas_departement(db, tmp_path
 
 
 def test_private_directories_and_the_parents_they_create_are_700(tmp_path):
-    from app.files import private_dir
+    from app.kit.files import private_dir
 
     os.chmod(tmp_path, 0o755)  # noqa: S103 - an existing parent keeps its mode: what the test checks
     private_dir(tmp_path / "a" / "b" / "c")
@@ -379,7 +379,7 @@ def test_the_new_columns_leave_the_fingerprint_of_states_without_them_unchanged(
     old one (every value but the last, TOPPERSENTDRODEVORSA) as long as the new values are empty."""
     import hashlib
 
-    from app.ingest.derive import EXTENSION_COLUMNS, STATE_COLUMNS, fingerprint
+    from app.flux.derive import EXTENSION_COLUMNS, STATE_COLUMNS, fingerprint
 
     values = {c: f"v{i}" for i, c in enumerate(STATE_COLUMNS)} | dict.fromkeys(EXTENSION_COLUMNS)
     state = tuple(values[c] for c in STATE_COLUMNS)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.db import get_engine, session_scope
-from app.ingest.loader import ingest_file
+from app.flux.loader import ingest_file
 from app.main import create_app
 from app.models import AccessRecord, FtCall, FtIdentity, FtSnapshot
 from tests.ftsupport import AGENT_HEADERS, fake_stats, faults, ft_settings, population

@@ -19,7 +19,7 @@ from app.clients.france_travail import (
     FranceTravailError,
     FranceTravailUnavailable,
 )
-from app.fake_ft import FakeState
+from app.france_travail.fake import FakeState
 from app.settings import Settings
 from tests.test_fake_ft import fake  # noqa: F401 - the fake, as a separate process
 
@@ -268,7 +268,7 @@ def test_a_deadline_bounds_retries_and_waits(tmp_path):
 
 @respx.mock
 def test_a_jeton_expired_between_search_and_statut_is_searched_again_once(tmp_path):
-    from app.services import france_travail as ft
+    from app.france_travail import service as ft
 
     _token_route(respx)
     search = respx.post(SEARCH_URL).mock(return_value=httpx.Response(200, json=FOUND))

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, FtCall, FtIdentity, FtOutboxItem, FtSyncItem, FtSyncRun, Person
 from app.models.base import utcnow
-from app.services.orientation import EventIn, record_event
+from app.orientation.service import EventIn, record_event
 from tests.ftsupport import cli_env, fake_stats, faults, ft_settings, passerelle, population
 from tests.test_fake_ft import fake  # noqa: F401 - the fake, as a separate process
 
@@ -123,7 +123,7 @@ def test_two_syncs_at_once_the_second_says_why_and_exits_5(db, tmp_path, fake): 
 
 
 def test_a_sync_while_a_flux_is_ingested(db, tmp_path, fake):  # noqa: F811
-    from app.ingest.loader import ingest_file
+    from app.flux.loader import ingest_file
 
     held: list = []
     population(db, tmp_path, foyers=400, days=4, held=held)
@@ -183,7 +183,7 @@ def test_france_travail_down_stops_the_run_resumable_and_a_refused_client_says_s
 
 def test_orientation_decisions_reach_france_travail_once(db, tmp_path, fake):  # noqa: F811
     from app.clients.france_travail import FranceTravailClient
-    from app.services.ft_outbox import push_due, sending_expires
+    from app.france_travail.outbox import push_due, sending_expires
 
     faults(fake)
     kinds = population(db, tmp_path, foyers=30, days=2)
@@ -243,7 +243,7 @@ def test_two_pushes_at_once_send_each_decision_once(db, tmp_path, fake):  # noqa
     import threading
 
     from app.clients.france_travail import FranceTravailClient
-    from app.services.ft_outbox import push_due
+    from app.france_travail.outbox import push_due
 
     faults(fake, latency_ms=30)
     kinds = population(db, tmp_path, foyers=40, days=2)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 
 from app.db import AUDIT_TABLES, get_engine, session_scope
-from app.ingest.loader import IngestInputError, IngestOptions, ReferenceIntegrityError, ingest_file
+from app.flux.loader import IngestInputError, IngestOptions, ReferenceIntegrityError, ingest_file
 from app.models import FluxFile, Person, PersonState
 from app.models.base import Base
 from app.security.nir import NirProtector
@@ -327,7 +327,7 @@ def test_an_absence_of_a_missing_person_stops_the_ingestion(db, tmp_path):
 def test_every_stored_reference_resolves_after_weeks_of_files(db, tmp_path):
     """No foreign keys on the bulk tables: after weeks of generated life, every key, state and observation
     points to an existing person, and every state, observation and person to an existing file."""
-    from app.ingest.generator import generate
+    from app.flux.generator import generate
     from app.models import FluxObservation, PersonKey
 
     generate(tmp_path, foyers=80, days=40, start=D1, seed=3)
@@ -347,7 +347,7 @@ def test_every_stored_reference_resolves_after_weeks_of_files(db, tmp_path):
 def test_a_rejection_quoting_a_long_broken_tag_is_recorded_with_a_bounded_reason(db, tmp_path):
     """lxml's message repeats a broken start tag: 2,000 bytes of it must not stop the rejection from being
     recorded (PostgreSQL refused the 1,000-character column: found by the mutation test)."""
-    from app.ingest.loader import MAX_REASON
+    from app.flux.loader import MAX_REASON
 
     bad = tmp_path / "broken.xml"
     bad.write_bytes(b'<?xml version="1.0" encoding="ISO-8859-1"?>\n<' + b"a" * 3000)
@@ -362,9 +362,9 @@ def test_a_rejection_quoting_a_long_broken_tag_is_recorded_with_a_bounded_reason
 def test_skipping_the_persons_an_initial_stock_creates_changes_no_episode(db, tmp_path):
     """The ingestion does not queue the persons an initial stock creates (their episodes are empty by rule):
     recomputing everyone afterwards must change no stored episode."""
-    from app.ingest.generator import generate
+    from app.flux.generator import generate
     from app.models import EntryEpisode
-    from app.services.episodes import refresh_pending
+    from app.orientation.episodes import refresh_pending
 
     generate(tmp_path, 400, 25, date(2024, 3, 1), seed=4)
     engine = get_engine(db)

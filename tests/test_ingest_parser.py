@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, WARNING, FluxReader, FluxRejected
+from app.flux.reader import REJECT_FOYER, REJECT_PERSON, WARNING, FluxReader, FluxRejected
 from app.security.nir import nir_key
 from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, text_of, write_flux
 

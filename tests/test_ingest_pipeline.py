@@ -8,10 +8,10 @@ from datetime import date
 from pathlib import Path
 
 from app.db import get_engine
-from app.ingest.derive import Deriver
-from app.ingest.generator import generate
-from app.ingest.loader import IngestOptions, ingest_file
-from app.ingest.parser import FluxReader
+from app.flux.derive import Deriver
+from app.flux.generator import generate
+from app.flux.loader import IngestOptions, ingest_file
+from app.flux.reader import FluxReader
 from app.models import Person
 from tests.conftest import _truncate
 from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, text_of, write_flux

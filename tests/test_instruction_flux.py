@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from app.db import get_engine, session_scope
-from app.ingest.loader import IngestOptions, ingest_file
+from app.flux.instruction_facts import france_travail_contacts
+from app.flux.loader import IngestOptions, ingest_file
 from app.models import FluxFile, InstructionRecord, Person
-from app.services.instruction import france_travail_contacts
 from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux, write_instruction
 from tests.test_ingest_fuzz import apply, mutation
 from tests.test_ingest_loader import snapshot
@@ -184,7 +184,7 @@ def test_mutated_instruction_files_are_applied_or_cleanly_rejected(db, tmp_path_
     try:
         report = _ingest(db, path, D2, departement="055")
     except Exception as exc:  # an option error is the only exception allowed, and it changes nothing
-        from app.ingest.loader import IngestInputError
+        from app.flux.loader import IngestInputError
 
         assert isinstance(exc, IngestInputError), repr(exc)
         report = None
@@ -197,7 +197,7 @@ def test_generated_instruction_files_match_the_beneficiary_files_and_all_attach(
     """`flux generate --instruction`: an instruction flux for each day's new demands, the beneficiary files
     unchanged by the option; ingested in reception order or instruction files first, every record ends
     attached to its person."""
-    from app.ingest.generator import generate
+    from app.flux.generator import generate
     from tests.conftest import _truncate
 
     plain = generate(tmp_path / "plain", 400, 12, D1, seed=4)
@@ -256,7 +256,7 @@ def test_an_instruction_flux_and_a_beneficiary_file_applied_at_the_same_time(db,
     the instruction records end attached whichever committed first."""
     import threading
 
-    from app.ingest.generator import FluxGenerator
+    from app.flux.generator import FluxGenerator
 
     gen = FluxGenerator(600, D1, seed=11)
     beneficiary = gen.write_file(_dir(tmp_path, "b"), gen.foyers, "I", "CAF", D1, D1).path

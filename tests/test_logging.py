@@ -118,8 +118,8 @@ def test_no_personal_data_in_the_logs_of_the_main_jobs(xsettings, smtp, tmp_path
     from app.exports import publish as pub
     from app.main import create_app
     from app.models import FtIdentity, InstructionRecord, Person
+    from app.orientation.service import import_csv
     from app.security.nir import NirProtector
-    from app.services.orientation import import_csv
     from tests.ftsupport import AGENT_HEADERS, ft_settings
     from tests.test_rdv_insertion import _rdv, _user
 
@@ -151,7 +151,7 @@ def test_no_personal_data_in_the_logs_of_the_main_jobs(xsettings, smtp, tmp_path
                headers={"Content-Type": "application/json", "X-Rdvi-Signature": signature})  # fmt: skip
     ft = ft_settings(xsettings, fake)
     with TestClient(create_app(ft)) as c:
-        from app.services.clients import create_client
+        from app.admin.clients import create_client
 
         with session_scope(ft, write=True) as s:
             key = create_client(s, ft, name="ft-reader", departements=["055"], scopes=["ft:read", "ft:write"]).key

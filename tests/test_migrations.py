@@ -95,7 +95,7 @@ def test_0006_recovers_the_observations_of_full_files_and_of_stored_states(tmp_p
 
     from sqlalchemy import select
 
-    from app.ingest.loader import IngestOptions, ingest_file
+    from app.flux.loader import IngestOptions, ingest_file
     from app.models import FluxFile, FluxObservation
     from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
 

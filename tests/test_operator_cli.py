@@ -107,7 +107,7 @@ def test_an_internal_error_is_one_line_exit_4_and_logged(db, monkeypatch, capsys
     def broken(*_args, **_kw):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("app.services.episodes.refresh_pending", broken)
+    monkeypatch.setattr("app.orientation.episodes.refresh_pending", broken)
     monkeypatch.setattr(sys, "argv", ["passerelle", "episodes", "refresh"])
     try:
         with pytest.raises(SystemExit) as exit_info:

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import select
 
 from app.db import get_engine, session_scope
-from app.ingest.generator import generate
-from app.ingest.loader import IngestOptions, ingest_file
-from app.ingest.order import KIND_RANK, state_order
+from app.flux.generator import generate
+from app.flux.loader import IngestOptions, ingest_file
+from app.flux.order import KIND_RANK, state_order
 from app.models import FluxObservation, Person, PersonState
-from app.services.episodes import refresh_pending
+from app.orientation.episodes import refresh_pending
 from tests.conftest import _truncate
 from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
 from tests.orderproof import Snapshot, ingest_all, orders, snapshot

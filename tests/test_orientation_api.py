@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, EntryEpisode, OrientationEvent
-from app.services.episodes import refresh_pending
+from app.orientation.episodes import refresh_pending
 from tests.cli import run_cli
 from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
 from tests.test_ingest_loader import ingest
@@ -227,7 +227,7 @@ def test_csv_import(db, monkeypatch, tmp_path):
 def test_files_ingested_in_another_order_give_the_same_episodes(db, tmp_path):
     """Episodes depend only on dated facts: the same files ingested in manifest order and in reverse give
     the same episodes (the reception date, not the ingestion order, dates each fact)."""
-    from app.ingest.generator import generate
+    from app.flux.generator import generate
 
     files = generate(tmp_path / "gen", 150, 45, date(2024, 3, 1), seed=5)
     files = [f for f in files if not (f.type_flux == "M" and f.created_on == date(2024, 3, 1))]
@@ -263,7 +263,7 @@ def test_files_ingested_in_another_order_give_the_same_episodes(db, tmp_path):
 
 
 def test_end_to_end_generate_ingest_events_indicator_worklist(client, db, make_api_key, tmp_path):
-    from app.ingest.generator import generate
+    from app.flux.generator import generate
 
     start = today(db) - timedelta(days=40)
     writer = make_api_key(["flux:write"])

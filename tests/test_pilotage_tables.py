@@ -23,9 +23,9 @@ from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import FtSnapshot, Person
 from app.models.base import utcnow
+from app.orientation.episodes import refresh_pending
+from app.orientation.service import EventIn, record_event
 from app.pilotage.tables import TABLES, Period, compute
-from app.services.episodes import refresh_pending
-from app.services.orientation import EventIn, record_event
 from tests.cli import run_cli
 from tests.fluxbuilder import foyer, person, write_flux
 from tests.test_ingest_loader import ingest
@@ -283,8 +283,8 @@ def test_tables_extract_and_dashboard_for_many_readers_while_a_flux_is_ingested(
 
     import httpx
 
-    from app.ingest.generator import generate
-    from app.ingest.loader import IngestOptions, ingest_file
+    from app.flux.generator import generate
+    from app.flux.loader import IngestOptions, ingest_file
     from app.models import AccessRecord
     from tests.test_concurrency import LiveServer
 

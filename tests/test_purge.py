@@ -10,14 +10,14 @@ from datetime import date, timedelta
 
 from sqlalchemy import func, insert, select
 
+from app.admin.purge import PERSON_TABLES, purge
+from app.audit.chain import action_row, seal, verify
 from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, AuditChain, FtCall, FtIdentity, FtSnapshot, Person, WebhookDelivery
 from app.models.base import Base, utcnow
+from app.orientation.service import EventIn, record_event
 from app.security.nir import NirProtector
-from app.services.audit_chain import action_row, seal, verify
-from app.services.orientation import EventIn, record_event
-from app.services.purge import PERSON_TABLES, purge
 from tests.cli import run_cli
 from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
 from tests.test_ingest_loader import ingest
@@ -155,9 +155,9 @@ def test_purge_and_key_rotation_while_a_flux_is_ingested_and_persons_are_read(db
     each does all its work (on SQLite the writers take turns)."""
     import threading
 
-    from app.ingest.generator import generate
-    from app.ingest.loader import IngestOptions, ingest_file
-    from app.services.keys import rotate_nir
+    from app.admin.keys import rotate_nir
+    from app.flux.generator import generate
+    from app.flux.loader import IngestOptions, ingest_file
 
     ids = _scene(db, tmp_path)
     out = tmp_path / "big"

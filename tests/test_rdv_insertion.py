@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import EntryEpisode, OrientationEvent, Person, WebhookDelivery
-from app.services.episodes import refresh_pending
+from app.orientation.episodes import refresh_pending
 from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
 from tests.test_concurrency import LiveServer
 from tests.test_ingest_loader import ingest
@@ -332,8 +332,8 @@ def test_deliveries_while_a_file_is_ingested_and_in_parallel(db, webhook_app, tm
     "database is locked"), each applied once."""
     import threading
 
-    from app.ingest.generator import generate
-    from app.ingest.loader import IngestOptions, ingest_file
+    from app.flux.generator import generate
+    from app.flux.loader import IngestOptions, ingest_file
 
     t0 = today(db) - timedelta(days=20)
     ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=t0), received_on=t0)

@@ -3,19 +3,18 @@ Their own queries are recorded like any other read."""
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
+from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep
+from app.audit import search as audit
 from app.clock import today
 from app.errors import Unprocessable
+from app.persons import repository as person_service
 from app.security.auth import Principal
 from app.security.scopes import Scope
-from app.services import audit
-from app.services import persons as person_service
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -33,8 +32,8 @@ def search_accesses(
     person_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     client: Annotated[str | None, Query(max_length=120, description="principal id: client name, subject, job")] = None,
     agent: Annotated[str | None, Query(max_length=100, description="the acting agent's identifiant")] = None,
-    since: Annotated[date | None, Query(description="from this day (UTC)")] = None,
-    until: Annotated[date | None, Query(description="to this day, included (UTC)")] = None,
+    since: Annotated[IsoDate | None, Query(description="from this day (UTC)")] = None,
+    until: Annotated[IsoDate | None, Query(description="to this day, included (UTC)")] = None,
     action: Annotated[
         str | None, Query(max_length=40, pattern=r"^[a-z_.]+\*?$", description="exact, or a prefix: ft. or export.*")
     ] = None,

@@ -3,14 +3,13 @@ rendered on the server from the pilotage tables (the API's numbers), for people 
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.api.deps import Authorized, SessionDep, SettingsDep
+from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
 from app.errors import ApiError, NotFound, Unprocessable
 from app.pilotage import dashboard
@@ -36,7 +35,7 @@ def tableau_de_bord(
     mois: Annotated[
         str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="AAAA-MM (défaut : ce mois)")
     ] = None,
-    as_of: Annotated[date | None, Query(description="Faits connus à cette date (défaut : aujourd'hui)")] = None,
+    as_of: Annotated[IsoDate | None, Query(description="Faits connus à cette date (défaut : aujourd'hui)")] = None,
     departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])?$")] = None,
 ) -> HTMLResponse:
     day = as_of or today(settings)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterator
+from datetime import date
 from typing import Annotated, Any, TypeVar
 
 import anyio
 import structlog
 from fastapi import Depends, Header, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
 from app.db import unit_of_work
@@ -129,3 +131,17 @@ def Authorized(scope: str) -> Any:
 # Identifiers in paths: bounded to what the columns hold (an out-of-range id is a 422, not a driver error).
 PersonId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A person's id")]
 FileId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A flux file's id")]
+
+
+def _iso_day(value: Any) -> Any:
+    """A date in a query string is written YYYY-MM-DD, nothing else: pydantic would also take `0` (a Unix
+    timestamp, 1970-01-01) or `2026-12-06T10:00`, and a figure would silently be computed for another day."""
+    if isinstance(value, str) and not ISO_DAY_RE.fullmatch(value):
+        raise ValueError("a date is written YYYY-MM-DD")
+    if not isinstance(value, str | date):
+        raise ValueError("a date is written YYYY-MM-DD")
+    return value
+
+
+ISO_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+IsoDate = Annotated[date, BeforeValidator(_iso_day)]

@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field
 from sqlalchemy import func, insert, select, update
 
 from app.api.deps import Authorized, SessionDep, SettingsDep, run_write
+from app.audit.chain import action_row
 from app.clock import today
 from app.db import get_engine, write_transaction
 from app.errors import ApiError, NotFound, Unprocessable
@@ -34,14 +35,13 @@ from app.exports.publish import (
     publish,
     token_hashes,
 )
-from app.exports.return_file import ingest
 from app.exports.weekly import Week, WeekError
+from app.france_travail.return_file import ingest
+from app.kit.validation import InputModel
 from app.models import AccessRecord, Export, ExportDownload, ExportLink
 from app.models.base import utcnow
 from app.security.auth import Principal
 from app.security.scopes import Scope
-from app.services.audit_chain import action_row
-from app.validation import InputModel
 
 log = structlog.get_logger(__name__)
 

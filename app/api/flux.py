@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 from app.api.deps import Authorized, FileId, SessionDep, SettingsDep, run_write
 from app.clock import today
 from app.errors import ApiError, NotFound, Unprocessable
-from app.files import private_dir
-from app.ingest.loader import IngestInputError, IngestOptions, IngestReport, ingest_file
+from app.flux.loader import IngestInputError, IngestOptions, IngestReport, ingest_file
+from app.kit.files import private_dir
+from app.kit.validation import control_character_problem
 from app.models import FluxFile
 from app.security.auth import Principal
 from app.security.scopes import Scope
-from app.validation import control_character_problem
 
 router = APIRouter(prefix="/api/v1/flux", tags=["flux"])
 

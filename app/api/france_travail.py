@@ -1,6 +1,6 @@
 """A person's France Travail side: what is known (no call), a refresh, the "enregistrement" of a diagnostic.
 
-Our answers speak the convention's vocabulary (app.clients.ft_mapping). Calls to France Travail run in
+Our answers speak the convention's vocabulary (app.france_travail.mapping). Calls to France Travail run in
 threads of their own (`app.state.ft_threads`, `PASSERELLE_FT_MAX_CONCURRENCY`), never in the request
 threads, and end within `PASSERELLE_FT_REQUEST_DEADLINE_SECONDS`: a slow or absent France Travail answers
 503 `france_travail_unavailable` with `Retry-After`, and the other routes are not held up. Every read and
@@ -21,11 +21,11 @@ from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep, run_writ
 from app.clients.france_travail import Agent, FranceTravailClient, FranceTravailError, FranceTravailUnavailable
 from app.db import write_transaction
 from app.errors import ApiError, Unprocessable
+from app.france_travail import service as ft
+from app.kit.validation import InputModel
+from app.persons import repository as person_service
 from app.security.auth import Principal
 from app.security.scopes import Scope
-from app.services import france_travail as ft
-from app.services import persons as person_service
-from app.validation import InputModel
 
 router = APIRouter(prefix="/api/v1/persons", tags=["france-travail"])
 

@@ -12,17 +12,17 @@ from pydantic import BaseModel
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import defer
 
-from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep, run_write
+from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep, run_write
 from app.clock import today
 from app.db import write_transaction
-from app.ingest.order import state_order
+from app.flux.order import state_order
 from app.models import EntryEpisode, OrientationEvent, Person, PersonState
+from app.orientation.episodes import compute_for, episode_rows
+from app.orientation.service import EventIn, record_event
+from app.persons import repository as person_service
 from app.rules.episodes import add_months
 from app.security.auth import Principal
 from app.security.scopes import Scope
-from app.services import persons as person_service
-from app.services.episodes import compute_for, episode_rows
-from app.services.orientation import EventIn, record_event
 
 router = APIRouter(prefix="/api/v1", tags=["orientation"])
 
@@ -108,7 +108,7 @@ def get_episodes(
     session: SessionDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.persons_read)],
-    as_of: Annotated[date | None, Query(description="Seen from this date (default: today)")] = None,
+    as_of: Annotated[IsoDate | None, Query(description="Seen from this date (default: today)")] = None,
 ) -> dict[str, Any]:
     person = person_service.get_person(session, principal, person_id)
     person_service.audit_read(request, session, principal, "person.episodes", person, person.departement_code)

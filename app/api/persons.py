@@ -9,11 +9,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
+from app.flux import instruction_facts as instruction
+from app.kit.validation import InputModel
+from app.persons import repository as svc
 from app.security.auth import Principal
 from app.security.scopes import Scope
-from app.services import instruction
-from app.services import persons as svc
-from app.validation import InputModel
 
 router = APIRouter(prefix="/api/v1/persons", tags=["persons"])
 

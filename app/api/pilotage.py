@@ -8,11 +8,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from app.api.deps import Authorized, SessionDep, SettingsDep
+from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
 from app.errors import ApiError, Unprocessable
+from app.orientation.episodes import pending_count
+from app.persons import repository as person_service
 from app.pilotage import extract
-from app.pilotage.orientation import orientation_indicator
+from app.pilotage.indicator import orientation_indicator
 from app.pilotage.tables import (
     DIMENSIONS,
     TABLES,
@@ -28,8 +30,6 @@ from app.pilotage.tables import (
 )
 from app.security.auth import Principal
 from app.security.scopes import Scope
-from app.services import persons as person_service
-from app.services.episodes import pending_count
 from app.settings import ConfigurationError
 
 router = APIRouter(prefix="/api/v1/pilotage", tags=["pilotage"])
@@ -40,9 +40,9 @@ def orientation(
     session: SessionDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.pilotage_read)],
-    start: Annotated[date, Query(alias="from", description="First T0 day of the period")],
-    end: Annotated[date, Query(alias="to", description="Last T0 day of the period")],
-    as_of: Annotated[date | None, Query(description="Count the facts dated on or before (default: today)")] = None,
+    start: Annotated[IsoDate, Query(alias="from", description="First T0 day of the period")],
+    end: Annotated[IsoDate, Query(alias="to", description="Last T0 day of the period")],
+    as_of: Annotated[IsoDate | None, Query(description="Count the facts dated on or before (default: today)")] = None,
     departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
     locale: Annotated[Literal["fr", "c"], Query(description="CSV: fr (decimal comma, jj/mm/aaaa) or c")] = "fr",
@@ -120,9 +120,9 @@ def pilotage_table(
             description="2024-03 (month), 2024-W10, 2024-T1, 2024; or from and to (default: the current month)",
         ),
     ] = None,
-    start: Annotated[date | None, Query(alias="from", description="First day (custom period)")] = None,
-    end: Annotated[date | None, Query(alias="to", description="Last day (custom period)")] = None,
-    as_of: Annotated[date | None, Query(description="Count the facts dated on or before (default: today)")] = None,
+    start: Annotated[IsoDate | None, Query(alias="from", description="First day (custom period)")] = None,
+    end: Annotated[IsoDate | None, Query(alias="to", description="Last day (custom period)")] = None,
+    as_of: Annotated[IsoDate | None, Query(description="Count the facts dated on or before (default: today)")] = None,
     departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
     par: Annotated[list[Dimension] | None, Query(description="Breakdowns (default: all)")] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
@@ -156,9 +156,9 @@ def pilotage_extract(
     periode: Annotated[
         str | None, Query(pattern=PERIOD_PATTERN, description="2024-03, 2024-W10, 2024-T1, 2024 (default: this month)")
     ] = None,
-    start: Annotated[date | None, Query(alias="from")] = None,
-    end: Annotated[date | None, Query(alias="to")] = None,
-    as_of: Annotated[date | None, Query()] = None,
+    start: Annotated[IsoDate | None, Query(alias="from")] = None,
+    end: Annotated[IsoDate | None, Query(alias="to")] = None,
+    as_of: Annotated[IsoDate | None, Query()] = None,
     departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
     format: Annotated[Literal["csv", "jsonl"], Query()] = "csv",
 ) -> StreamingResponse:

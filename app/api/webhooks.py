@@ -10,12 +10,12 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import Authorized, SessionDep, SettingsDep, run_write
+from app.audit.chain import record_action_now
 from app.db import write_transaction
 from app.errors import NotFound
+from app.integrations.rdv_insertion import webhooks as rdv_insertion
 from app.security.auth import DEPARTEMENT_RE, Principal
 from app.security.scopes import Scope
-from app.services import rdv_insertion
-from app.services.audit_chain import record_action_now
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/webhooks/rdv-insertion", tags=["webhooks"])

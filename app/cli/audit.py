@@ -31,9 +31,9 @@ def audit_accesses(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV ; UTF-8 with BOM on stdout")] = False,
 ) -> None:
     """Search the accesses to personal data, newest first."""
+    from app.audit import search as audit
     from app.db import session_scope
-    from app.services import audit
-    from app.services.persons import audit_job_reads
+    from app.persons.repository import audit_job_reads
 
     ready_settings()
     deps = chosen_departements(departement)
@@ -67,10 +67,10 @@ def audit_person(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Who accessed this person's data: each client and agent, how often, first and last time, what."""
+    from app.audit import search as audit
     from app.db import session_scope
     from app.models import Person
-    from app.services import audit
-    from app.services.persons import audit_job_reads
+    from app.persons.repository import audit_job_reads
 
     ready_settings()
     with session_scope() as session:
@@ -95,8 +95,8 @@ def audit_person(
 def audit_seal() -> None:
     """Seal the audit events written since the last seal into the chain (the server does it every few
     seconds; cron may too)."""
+    from app.audit.chain import seal
     from app.db import get_engine
-    from app.services.audit_chain import seal
 
     settings = ready_settings()
     print(f"{seal(get_engine(settings), settings)} event(s) sealed")
@@ -106,8 +106,8 @@ def audit_seal() -> None:
 def audit_anchor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Seal what is pending, then print the chain's head as SEQ:MAC: keep it outside the database (a
     ticket, a mail to the DPO) and give it later to `audit verify --anchor`."""
+    from app.audit.chain import anchor
     from app.db import get_engine
-    from app.services.audit_chain import anchor
 
     settings = ready_settings()
     head = anchor(get_engine(settings), settings)
@@ -127,8 +127,8 @@ def audit_verify(
 ) -> None:
     """Walk the audit chain and name every event modified, deleted, inserted or moved. Exit 0 only for an
     intact chain (1 otherwise)."""
+    from app.audit.chain import parse_anchor, seal, verify
     from app.db import get_engine
-    from app.services.audit_chain import parse_anchor, seal, verify
 
     settings = ready_settings()
     try:

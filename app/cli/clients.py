@@ -25,8 +25,8 @@ departements_app = typer.Typer(help="Départements served by this instance.", no
 @departements_app.command("add")
 def departements_add(code: str, name: Annotated[str | None, typer.Option()] = None) -> None:
     """Register a département (3 characters, e.g. 055)."""
+    from app.admin.departements import ensure_departement
     from app.db import session_scope
-    from app.services.departements import ensure_departement
 
     code = validated_departement(code)
     ready_settings()
@@ -59,8 +59,8 @@ def clients_create(
     scope: Annotated[list[str], typer.Option(help="Scope granted (repeatable).")],
 ) -> None:
     """Create a machine client; its API key is printed once and never stored in clear."""
+    from app.admin.clients import ClientError, create_client
     from app.db import session_scope
-    from app.services.clients import ClientError, create_client
 
     codes = [validated_departement(c) for c in departement]
     settings = ready_settings()
@@ -118,8 +118,8 @@ def clients_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 @clients_app.command("revoke")
 def clients_revoke(name_or_id: str) -> None:
     """Revoke a client's API key (immediately refused afterwards)."""
+    from app.admin.clients import ClientError, revoke_client
     from app.db import session_scope
-    from app.services.clients import ClientError, revoke_client
 
     ready_settings()
     try:

@@ -51,7 +51,7 @@ def flux_ingest(
 
     from app.clock import today
     from app.db import get_engine
-    from app.ingest.loader import IngestInputError, IngestOptions, refresh_after_commit
+    from app.flux.loader import IngestInputError, IngestOptions, refresh_after_commit
 
     day_given = parse_day(received_on, "--received-on")
     if departement is not None:
@@ -94,7 +94,7 @@ def flux_ingest(
 def _ingest_with_progress(engine: Any, settings: Any, path: Path, options: Any, quiet: bool) -> Any:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from app.ingest.loader import ingest_file
+    from app.flux.loader import ingest_file
 
     if quiet:
         return ingest_file(engine, settings, path, options, refresh=False)
@@ -134,7 +134,7 @@ def _episodes_progress(quiet: bool) -> Iterator[Callable[[int, int], None] | Non
 def refresh_episodes(quiet: bool = False) -> int:
     """Recompute the entry episodes of every queued person."""
     from app.db import get_engine
-    from app.services.episodes import refresh_pending
+    from app.orientation.episodes import refresh_pending
 
     with _episodes_progress(quiet) as progress:
         return refresh_pending(get_engine(), progress)
@@ -264,7 +264,7 @@ def flux_watch(
     import time
 
     from app.db import get_engine
-    from app.ingest.watch import process_inbox
+    from app.flux.inbox import process_inbox
 
     if not inbox.is_dir():
         raise fail(f"no inbox directory {inbox} (create it, or check the path)", ExitCode.USAGE)
@@ -317,7 +317,7 @@ def flux_generate(
     ] = False,
 ) -> None:
     """Write realistic, fictitious flux files (stock, then daily files) and a manifest.json."""
-    from app.ingest.generator import generate
+    from app.flux.generator import generate
 
     start_day = parse_day(start, "--start")
     assert start_day is not None

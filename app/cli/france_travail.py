@@ -71,7 +71,7 @@ def ft_sync(
     outcome (found, unknown, ambiguous, refused), 1 when some ended in error (re-run to retry them),
     3 when France Travail stayed unavailable or is not configured, 5 when another run holds the lock."""
     from app.db import get_engine
-    from app.services.ft_sync import SyncBusy, SyncOptions, SyncSummary, run_sync
+    from app.france_travail.sync import SyncBusy, SyncOptions, SyncSummary, run_sync
 
     settings = ready_settings()
     options = SyncOptions(validated_departement(departement), only_missing, stale_days, limit)
@@ -155,7 +155,7 @@ def ft_push(
     """Send the orientation decisions waiting in the outbox to France Travail (Orientation usager v1; only
     when PASSERELLE_FT_ORIENTATION_PUSH is on). Never sends one twice; exit 1 if some failed."""
     from app.db import get_engine, session_scope
-    from app.services.ft_outbox import outbox_counts, push_due
+    from app.france_travail.outbox import outbox_counts, push_due
 
     settings = ready_settings()
     if not settings.ft_orientation_push:
@@ -195,7 +195,7 @@ def return_file_ingest(
     it dated; the same file twice changes nothing. Exit 1 when the file is rejected (the line and column
     are named) or when lines could not be matched (reported, never guessed)."""
     from app.db import session_scope
-    from app.exports.return_file import ReturnFileRejected, ingest
+    from app.france_travail.return_file import ReturnFileRejected, ingest
 
     settings = ready_settings()
     code = validated_departement(departement)

@@ -25,9 +25,9 @@ def purge_command(
     data; recorded in the audit trail. Exit 5 if another purge runs."""
     from rich.progress import Progress
 
+    from app.admin.purge import purge
     from app.db import get_engine
     from app.exports.publish import ExportBusy, lease
-    from app.services.purge import purge
 
     settings = ready_settings()
     engine = get_engine(settings)
@@ -56,8 +56,8 @@ keys_app = typer.Typer(
 @keys_app.command("status")
 def keys_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """For each kind (nir, export, audit): the key in use now and how many values each key id protects."""
+    from app.admin.keys import status
     from app.db import get_engine
-    from app.services.keys import status
 
     settings = ready_settings()
     result = status(get_engine(settings), settings)
@@ -79,10 +79,10 @@ def keys_rotate(
     Audited. Exit 5 while another rotation of the same kind runs."""
     from rich.progress import Progress
 
+    from app.admin.keys import KINDS, RotationError, rotate_export, rotate_nir
+    from app.audit.chain import record_action_now
     from app.db import get_engine
     from app.exports.publish import ExportBusy, lease
-    from app.services.audit_chain import record_action_now
-    from app.services.keys import KINDS, RotationError, rotate_export, rotate_nir
 
     if kind not in KINDS:
         raise fail(f"KIND is one of {', '.join(KINDS)}", ExitCode.USAGE)

@@ -46,16 +46,16 @@ def orientations_import(
     not concern a row's event is ignored with a warning (docs/rules.md, "CSV import")."""
     from app.db import session_scope
     from app.errors import ApiError
+    from app.integrations.rdv_insertion.users_export import import_export
     from app.models import Departement
-    from app.services.orientation import import_csv
-    from app.services.rdv_insertion_export import import_export
+    from app.orientation.service import import_csv
 
     if file_format not in ("auto", "events", "rdv-insertion"):
         raise fail("--format is auto, events or rdv-insertion", ExitCode.USAGE)
     data = file.read_bytes()
     if file_format == "auto":
-        from app.services.orientation import decode_csv
-        from app.services.rdv_insertion_export import is_rdv_insertion_export
+        from app.integrations.rdv_insertion.users_export import is_rdv_insertion_export
+        from app.orientation.service import decode_csv
 
         try:
             text, _encoding = decode_csv(data)

@@ -38,8 +38,8 @@ def pilotage_orientation(
     from app.clock import today
     from app.db import get_engine
     from app.models import Departement
-    from app.pilotage.orientation import orientation_indicator
-    from app.services.episodes import pending_count
+    from app.orientation.episodes import pending_count
+    from app.pilotage.indicator import orientation_indicator
 
     if output not in ("json", "csv", "table"):
         raise fail("--format is json, csv or table", ExitCode.USAGE)
@@ -179,8 +179,8 @@ def pilotage_extract(
     from rich.progress import Progress
 
     from app.db import get_engine, session_scope
+    from app.persons.repository import audit_job_reads
     from app.pilotage import extract
-    from app.services.persons import audit_job_reads
     from app.settings import ConfigurationError
 
     if output not in ("csv", "jsonl"):

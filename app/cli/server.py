@@ -31,7 +31,7 @@ def serve(
     import uvicorn
 
     from app import migrate as migrations
-    from app.http_protocol import JsonErrorsH11Protocol
+    from app.api.http_protocol import JsonErrorsH11Protocol
     from app.logging import UVICORN_LOG_CONFIG, configure_logging
 
     settings = get_settings()
@@ -68,7 +68,7 @@ def openapi_export(
     out: Annotated[Path, typer.Option(help="Where to write it.")] = Path("openapi/openapi.json"),
 ) -> None:
     """Write the OpenAPI description generated from the app (committed; a test checks for drift)."""
-    from app.openapi import render_openapi
+    from app.api.openapi import render_openapi
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_openapi())
@@ -85,10 +85,10 @@ def fake_ft_serve(
 ) -> None:
     """Serve the fake France Travail on loopback: token endpoint, Rechercher usager v2, contrat-usager v2,
     diagnostic argumenté v4, orientation usager v1; faults settable at runtime (POST /_fake/faults), call
-    counts at GET /_fake/stats. See app/fake_ft."""
+    counts at GET /_fake/stats. See app/france_travail/fake."""
     import uvicorn
 
-    from app.fake_ft import FakeState, Faults, create_app
+    from app.france_travail.fake import FakeState, Faults, create_app
 
     state = FakeState(seed=seed, client_id=client_id, client_secret=client_secret, faults=Faults(latency_ms=latency_ms))
     console.print(f"fake France Travail on http://127.0.0.1:{port} (API base /partenaire, seed {seed})")

@@ -40,7 +40,7 @@ def webhooks_unmatched(
 ) -> None:
     """What RDV-Insertion sent for persons not (yet) known, and why; matched again after each flux."""
     from app.db import session_scope
-    from app.services.rdv_insertion import unmatched
+    from app.integrations.rdv_insertion.webhooks import unmatched
 
     ready_settings()
     with session_scope() as session:
@@ -64,7 +64,7 @@ def webhooks_replay(
     """Read stored deliveries again with the current settings (e.g. a motif category newly mapped): what
     they now say and was not taken is taken; what was applied stays."""
     from app.db import session_scope
-    from app.services.rdv_insertion import replay
+    from app.integrations.rdv_insertion.webhooks import replay
 
     day = parse_day(since, "--since")
     assert day is not None

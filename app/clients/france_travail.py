@@ -19,7 +19,7 @@ token, the agent headers, retries and the circuit breaker, and the three calls i
 - **Trace**: each call appends what happened (`Call`: API, status, code, attempts, duration) to the list
   the caller gives, which the service stores (`ft_calls`).
 
-The client speaks France Travail's shapes; `app.clients.ft_mapping` turns them into the convention's
+The client speaks France Travail's shapes; `app.france_travail.mapping` turns them into the convention's
 vocabulary.
 """
 

@@ -35,13 +35,13 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
+from app.audit.chain import record_action, record_action_now
 from app.db import claim_write, session_scope
 from app.exports import weekly
-from app.files import private_dir
+from app.kit import jobs as leases
+from app.kit.files import private_dir
 from app.models import Export, ExportLink, JobLease
 from app.models.base import utcnow
-from app.services import leases
-from app.services.audit_chain import record_action, record_action_now
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)

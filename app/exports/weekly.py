@@ -6,7 +6,7 @@ and with no clock in the content: building the same week twice gives the same by
 
 - `flux` (Annexe 1): the persons oriented during the week (an entry episode whose orientation is dated in
   it), with their identity (the NIR decrypted here only, never logged), contacts (only where the person
-  consented: app.services.instruction.france_travail_contacts), address, organisme and orientation.
+  consented: app.flux.instruction_facts.france_travail_contacts), address, organisme and orientation.
 - `pilotage` (Annexe 4): one row per nouvel entrant (entry episode notified on or before the week's end:
   `STOCK` 0) and per person of the initial stock (`STOCK` 1), with each step's date as of the week's end.
 """
@@ -24,10 +24,10 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from app.db import one_of
-from app.ingest.order import state_order
+from app.flux.instruction_facts import france_travail_contacts
+from app.flux.order import state_order
 from app.models import EntryEpisode, InstructionRecord, OrientationEvent, Person, PersonState
 from app.security.nir import NirProtector, nir_key
-from app.services.instruction import france_travail_contacts
 from app.settings import Settings
 
 WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")

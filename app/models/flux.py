@@ -43,7 +43,7 @@ class FluxFile(Base):
     fonorg: Mapped[str | None] = mapped_column(String(3))
     numorg: Mapped[str | None] = mapped_column(String(3))
     type_flux: Mapped[str | None] = mapped_column(String(1))
-    # NATFLUX: D beneficiary flux, I instruction flux (contacts, DSP, parcours; app.ingest.instruction)
+    # NATFLUX: D beneficiary flux, I instruction flux (contacts, DSP, parcours; app.flux.instruction)
     nature: Mapped[str] = mapped_column(String(1), server_default="D")
     created_at_caf: Mapped[datetime | None] = mapped_column(UTCDateTime())
     dtref: Mapped[date | None] = mapped_column(Date)
@@ -178,7 +178,7 @@ class FluxObservation(Base):
     """Every person record of every applied file, stored state row or not: what the file said of the
     person (by the fingerprint of that state, whose values are in one of the person's state rows), in which
     foyer, and which blocks the record lacked. Unchanged records get no state row; these rows let an
-    earlier-dated file that arrives late re-examine what followed it (app.ingest.replay), so the stored facts
+    earlier-dated file that arrives late re-examine what followed it (app.flux.replay), so the stored facts
     do not depend on the order files arrive in. `seq` is the record's rank in its file, as in its state row."""
 
     __tablename__ = "flux_observations"
@@ -239,10 +239,10 @@ class AccessRecord(Base):
     purpose: Mapped[str | None] = mapped_column(String(200))  # X-Purpose, as the caller gave it
     source_address: Mapped[str | None] = mapped_column(String(64))
     # What came of it (ok, not_found, refused, rejected, error) and, for an action, its counts or file id:
-    # never a NIR, a name or a contact (app.services.audit_chain.record_action).
+    # never a NIR, a name or a contact (app.audit.chain.record_action).
     outcome: Mapped[str | None] = mapped_column(String(20))
     detail: Mapped[str | None] = mapped_column(String(500))
-    # The seal (app.services.audit_chain): a gapless number and an HMAC chained to the previous event's,
+    # The seal (app.audit.chain): a gapless number and an HMAC chained to the previous event's,
     # set once by the sealer; on PostgreSQL a trigger refuses any other update and any deletion of a
     # recent event (migration 0015).
     seq: Mapped[int | None] = mapped_column(BigInteger)

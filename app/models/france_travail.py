@@ -4,7 +4,7 @@
   encrypted at rest with its expiry (read from the jeton), and whether our policy lets it be used.
 - `FtSnapshot`: each status (`statut`), diagnostic (`diagnostic`) or France Travail orientation
   (`orientation`) that differed from the one before, in the convention's vocabulary
-  (app.clients.ft_mapping); `no_data` when France Travail answered 204.
+  (app.france_travail.mapping); `no_data` when France Travail answered 204.
 - `FtCall`: each call's outcome (API, status, code, attempts, duration): the trace of the exchanges.
 - `FtSyncRun` / `FtSyncItem`: a sync run and each person it settled (resume after an interruption).
 - `FtOutboxItem`: an orientation decision to push to France Travail (Orientation usager v1), once.

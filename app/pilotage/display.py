@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from app.pilotage.orientation import FLAT_KEYS
+from app.pilotage.indicator import FLAT_KEYS
 from app.pilotage.tables import LABELS, VALUE_LABELS, french_cell
 
 EXTRA_LABELS = {"orientes_accompagnement_global": "Orientés en accompagnement global"}

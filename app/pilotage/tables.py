@@ -557,7 +557,7 @@ def stock_oarsa(ctx: Context) -> Table:
     t = ctx.table("stock-oarsa")
     day = min(ctx.period.end, ctx.as_of)
     ps, ee, p = PersonState.__table__.c, EntryEpisode.__table__.c, Person.__table__.c
-    from app.ingest.order import state_order
+    from app.flux.order import state_order
 
     rank = func.row_number().over(partition_by=ps.person_id, order_by=state_order(ps, descending=True))
     latest = (

@@ -24,7 +24,7 @@ class FluxFact:
     """What one received file said about the person (a stored person state)."""
 
     received_on: date
-    order: tuple[Any, ...]  # tie-break on the same reception date (app.ingest.order): (created at, kind, id, seq)
+    order: tuple[Any, ...]  # tie-break on the same reception date (app.flux.order): (created at, kind, id, seq)
     present: bool
     etat: str | None
     sdd: bool | None
@@ -177,7 +177,7 @@ class _Suivi:
 
 # A person whose only fact is one state of the initial stock has no entry episode, whatever that state:
 # the stock is not nouveaux entrants (SPEC §3). The ingestion relies on it to skip recomputing the persons an
-# initial stock creates (app/ingest/loader.py); tests/test_rules.py asserts it for every kind of state.
+# initial stock creates (app/flux/loader.py); tests/test_rules.py asserts it for every kind of state.
 STOCK_ALONE_OPENS_NOTHING = True
 
 

@@ -10,7 +10,7 @@ Measured on the benchmark's monthly file (bench/BENCHMARKS.md, run 8): the surro
 persons.nir_hash, already indexed; the file_id index of person_states served no query. On PostgreSQL
 each foreign-key check is a trigger run per row, costing as much as the row's own write (~9 µs): the
 seven on these tables made half of the database's work. The ingestion is these tables' only writer and
-checks its references itself (app/ingest/loader.py, `ReferenceIntegrityError`).
+checks its references itself (app/flux/loader.py, `ReferenceIntegrityError`).
 """
 
 from __future__ import annotations

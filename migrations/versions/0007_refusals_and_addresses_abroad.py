@@ -5,7 +5,7 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-25 06:10:00
 
-Issue #9. Nullable columns; a state without them keeps its fingerprint (app.ingest.derive.fingerprint
+Issue #9. Nullable columns; a state without them keeps its fingerprint (app.flux.derive.fingerprint
 counts them only when set), so no stored row is rewritten and the next monthly file repeats no one.
 """
 

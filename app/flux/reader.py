@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from lxml import etree
 
-from app.ingest.records import (
+from app.flux.records import (
     APPLIEME_CODES,
     BRSA_ROLES,
     ETATDOSRSA_CODES,

@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 
 from app.clock import today
 from app.errors import ApiError
-from app.ingest.derive import key_hash
+from app.flux.derive import key_hash
+from app.integrations.rdv_insertion.webhooks import KeyMaker, match, organismes_of
 from app.models import OrientationEvent, Person
-from app.services.orientation import EventIn, ImportReport, decode_csv, record_event, record_import
-from app.services.rdv_insertion import KeyMaker, match, organismes_of
+from app.orientation.service import EventIn, ImportReport, decode_csv, record_event, record_import
 from app.settings import Settings
 
 FIRST_COLUMNS = ("Civilité", "Nom", "Prénom", "Numéro CAF")

@@ -14,7 +14,7 @@ deleted); `anchor` gives the head to keep outside the database, and `verify --an
 reaches it with the same seal.
 
 Events are written by `record_action` (an action: ingest, import, purge, key rotation, ...) and by the reads
-of `app.services.persons` (`audit_read`, `audit_job_reads`): who, what, which persons (our ids, never a NIR
+of `app.persons.repository` (`audit_read`, `audit_job_reads`): who, what, which persons (our ids, never a NIR
 or a name), purpose, when, outcome, request id, source address.
 """
 
@@ -65,7 +65,7 @@ def action_row(
     """One audit event for an action. `detail`: counts, file ids, week labels; never personal data."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown audit outcome {outcome!r}")
-    if request_id is None:  # the request or job this happens in (app.middleware binds it to the logs)
+    if request_id is None:  # the request or job this happens in (app.api.middleware binds it to the logs)
         request_id = structlog.contextvars.get_contextvars().get("request_id")
     return {
         "at": utcnow(),
@@ -86,7 +86,7 @@ def action_row(
 
 def record_action(session: Session, principal_id: str, action: str, departement: str | None, **kw: Any) -> None:
     """Record an action with the unit of work that does it: written at its commit, gone with its rollback."""
-    from app.services.persons import PENDING_ACCESS
+    from app.persons.repository import PENDING_ACCESS
 
     session.info.setdefault(PENDING_ACCESS, []).append(action_row(principal_id, action, departement, **kw))
 

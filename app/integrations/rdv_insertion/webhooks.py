@@ -26,14 +26,14 @@ import structlog
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from app.audit.chain import record_action
 from app.clock import today
 from app.db import one_of
 from app.errors import ApiError
-from app.ingest.derive import identity_key_text, key_hash, matricule_key_text
+from app.flux.derive import identity_key_text, key_hash, matricule_key_text
 from app.models import AmbiguousKey, FluxFile, Person, PersonKey, WebhookDelivery, WebhookItem
+from app.orientation.service import EventIn, record_event
 from app.security.nir import NirProtector
-from app.services.audit_chain import record_action
-from app.services.orientation import EventIn, record_event
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -10,13 +10,13 @@ from typing import Any
 from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
+from app.audit.chain import action_row, job_principal
 from app.errors import NotFound, Unprocessable
-from app.ingest.derive import key_hash, matricule_key_text
-from app.ingest.order import state_order
+from app.flux.derive import key_hash, matricule_key_text
+from app.flux.order import state_order
 from app.models import AccessRecord, FluxFile, Person, PersonKey, PersonState
 from app.security.auth import Principal
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
-from app.services.audit_chain import action_row, job_principal
 from app.settings import Settings
 
 PENDING_ACCESS = "pending_access_records"

@@ -18,7 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text
 
 from app.db import claim_write, one_of
-from app.ingest.order import KIND_RANK
+from app.flux.order import KIND_RANK
 from app.models import EntryEpisode, EpisodeQueue, FluxFile, OrientationEvent, Person, PersonState
 from app.rules.config import DEFAULT, RulesConfig
 from app.rules.episodes import Episode, Event, FluxFact, PersonEpisodes, compute_episodes

@@ -24,8 +24,8 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Connection, Table, bindparam, delete, select, update
 
 from app.db import one_of
-from app.ingest.derive import ROW_COLUMNS, STATE_COLUMNS, State, absent_state, fingerprint, keep_known
-from app.ingest.order import FileKey, file_key, file_order, files_after, state_order
+from app.flux.derive import ROW_COLUMNS, STATE_COLUMNS, State, absent_state, fingerprint, keep_known
+from app.flux.order import FileKey, file_key, file_order, files_after, state_order
 from app.models import FluxFile, FluxObservation, PersonState
 
 FULL_FILES = ("M", "R")  # a full file carries everyone its organisme pays

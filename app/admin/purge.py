@@ -29,9 +29,10 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, Engine, Table, and_, delete, func, or_, select, update
 
+from app.audit.chain import record_action_now
 from app.clock import today
 from app.db import claim_write, one_of
-from app.ingest.order import state_order
+from app.flux.order import state_order
 from app.models import (
     AccessRecord,
     AuditChain,
@@ -57,7 +58,6 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.rules.episodes import add_months
-from app.services.audit_chain import record_action_now
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -213,7 +213,7 @@ def purge_quarantine(settings: Settings, report: PurgeReport, now_ts: float) -> 
 
 def purge_audit(engine: Engine, settings: Settings, report: PurgeReport, before: datetime) -> None:
     """The oldest sealed events, up to the first one that is recent: the chain's base moves past them."""
-    from app.services.audit_chain import lock_chain, seal
+    from app.audit.chain import lock_chain, seal
 
     a = _table(AccessRecord)
     if not report.dry_run:

@@ -36,8 +36,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.clock import today
 from app.db import claim_write, one_of, unlimited_statements
-from app.files import copy_private, private_dir, write_private_text
-from app.ingest.derive import (
+from app.flux.derive import (
     ROW_COLUMNS,
     STATE_COLUMNS,
     Prepared,
@@ -47,12 +46,13 @@ from app.ingest.derive import (
     fingerprint,
     keep_known,
 )
-from app.ingest.instruction import attach_pending, peek_nature
-from app.ingest.order import FileKey, file_key, state_order, states_up_to
-from app.ingest.parser import REJECT_FOYER, REJECT_PERSON, WARNING, FluxRejected
-from app.ingest.pipeline import open_source
-from app.ingest.records import FluxHeader
-from app.ingest.replay import ABSENCE_RANK, FULL_FILES, Replay
+from app.flux.instruction import attach_pending, peek_nature
+from app.flux.order import FileKey, file_key, state_order, states_up_to
+from app.flux.pipeline import open_source
+from app.flux.reader import REJECT_FOYER, REJECT_PERSON, WARNING, FluxRejected
+from app.flux.records import FluxHeader
+from app.flux.replay import ABSENCE_RANK, FULL_FILES, Replay
+from app.kit.files import copy_private, private_dir, write_private_text
 from app.models import (
     AmbiguousKey,
     Departement,
@@ -287,7 +287,7 @@ class _Ingestion:
 
     @property
     def key(self) -> FileKey:
-        """Where this file stands among the dated facts (app.ingest.order)."""
+        """Where this file stands among the dated facts (app.flux.order)."""
         assert self.created_at is not None and self.header is not None
         return file_key(self.options.received_on, self.created_at, self.header.type_flux, self.file_id)
 
@@ -744,7 +744,7 @@ class _Ingestion:
         self._mark_stale(changed)
 
     def _mark_stale(self, person_ids: set[int]) -> None:
-        """Their facts changed: queue them for a refresh of their entry episodes (app.services.episodes),
+        """Their facts changed: queue them for a refresh of their entry episodes (app.orientation.episodes),
         which runs after this file's commit. Insert-only: no lock a reader or an event recording needs."""
         assert self.departement is not None
         self.writer.insert(
@@ -816,7 +816,7 @@ class _Ingestion:
         later = Replay(self.conn, self.writer, self.departement, self.key, self.header.type_flux)
         if later.files:
             # Files dated after this one were applied before it: what they said of these persons is
-            # re-examined with this file in its place (app.ingest.replay).
+            # re-examined with this file in its place (app.flux.replay).
             changed = later.run(self.seen | set(absent))
             self.report.later_files = len(later.files)
             self.report.reexamined = len(self.seen | set(absent))
@@ -946,7 +946,7 @@ def ingest_file(
 
     Raises `IngestInputError` for a wrong option (département, --initial-stock, reception date).
     """
-    from app.services.audit_chain import record_action_now
+    from app.audit.chain import record_action_now
 
     report = _ingest_file(engine, settings, path, options, progress, refresh=refresh, refresh_progress=refresh_progress)
     by = options.ingested_by or "job:flux ingest"
@@ -1112,9 +1112,9 @@ def _ingest_file(
 
 
 def _rematch_webhooks(settings: Settings, report: IngestReport) -> None:
-    """Partners' events received for persons unknown then (app.services.rdv_insertion): this file may have
+    """Partners' events received for persons unknown then (app.integrations.rdv_insertion.webhooks): this file may have
     brought them. After the commit; if it fails, they stay waiting for the next file."""
-    from app.services.rdv_insertion import rematch
+    from app.integrations.rdv_insertion.webhooks import rematch
 
     if report.departement is None:
         return
@@ -1129,7 +1129,7 @@ def refresh_after_commit(engine: Engine, report: IngestReport, progress: Callabl
     (database gone, busy beyond the timeout), the file stays applied and its persons stay queued: the
     report says so and what to re-run, and the next refresh (any writer's, or `passerelle episodes
     refresh`) takes them."""
-    from app.services.episodes import refresh_pending
+    from app.orientation.episodes import refresh_pending
 
     started = time.perf_counter()
     try:
@@ -1261,8 +1261,8 @@ def _ingest_instruction(
     report: IngestReport,
     started: float,
 ) -> IngestReport:
-    """An instruction flux, in one transaction like a beneficiary file (app.ingest.instruction)."""
-    from app.ingest.instruction import InstructionReader, apply_instruction
+    """An instruction flux, in one transaction like a beneficiary file (app.flux.instruction)."""
+    from app.flux.instruction import InstructionReader, apply_instruction
 
     report.nature = "I"
     if options.initial_stock:

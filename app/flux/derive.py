@@ -21,8 +21,8 @@ from typing import Any, NamedTuple, cast
 
 from sqlalchemy import String
 
-from app.ingest.parser import REJECT_FOYER, REJECT_PERSON
-from app.ingest.records import BRSA_ROLES, MISSING_ADMINISTRATIVE, MISSING_PRESTATION, FoyerRecord, Suspension
+from app.flux.reader import REJECT_FOYER, REJECT_PERSON
+from app.flux.records import BRSA_ROLES, MISSING_ADMINISTRATIVE, MISSING_PRESTATION, FoyerRecord, Suspension
 from app.models.flux import FoyerEvent, Person, PersonState
 from app.security.nir import NirLookup
 

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.ingest.derive import Deriver
-from app.ingest.parser import FluxReader, FluxRejected
-from app.ingest.records import FluxHeader
+from app.flux.derive import Deriver
+from app.flux.reader import FluxReader, FluxRejected
+from app.flux.records import FluxHeader
 
 PARALLEL_MIN_BYTES = 20 * 1024 * 1024
 QUEUE_DEPTH = 2  # batches in flight: bounds the memory of the pipeline

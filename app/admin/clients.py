@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.admin.departements import ensure_departement
+from app.audit.chain import record_action
 from app.models import ApiClient
 from app.models.base import utcnow
 from app.security.apikeys import generate_key, hash_key
 from app.security.scopes import parse_scopes
-from app.services.audit_chain import record_action
-from app.services.departements import ensure_departement
 from app.settings import Settings
 
 

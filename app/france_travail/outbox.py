@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session
 
 from app.clients.france_travail import Agent, FranceTravailClient
 from app.db import session_scope
+from app.france_travail import service as ft
 from app.models import FtOutboxItem, OrientationEvent
 from app.models.base import utcnow
-from app.services import france_travail as ft
-from app.services.persons import audit_job_reads
+from app.persons.repository import audit_job_reads
 from app.settings import Settings
 
 JOB = "ft push"

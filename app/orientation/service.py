@@ -14,15 +14,15 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from app.audit.chain import job_principal, record_action
 from app.clock import today
 from app.errors import Conflict, NotFound, Unprocessable
+from app.france_travail import outbox as ft_outbox
+from app.kit.validation import InputModel, control_character_problem
 from app.models import OrientationEvent, Person, PersonState
+from app.orientation import episodes as episode_service
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
-from app.services import episodes as episode_service
-from app.services import ft_outbox
-from app.services.audit_chain import job_principal, record_action
 from app.settings import Settings
-from app.validation import InputModel, control_character_problem
 
 EventType = Literal[
     "orientation", "referent", "invitation", "rdv_orientation", "rdv_accompagnement", "contrat", "suivi_clos"

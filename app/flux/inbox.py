@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import structlog
 from sqlalchemy import Engine
 
-from app.files import FILE_MODE, private_dir
-from app.ingest.loader import IngestInputError, IngestOptions, ingest_file
+from app.flux.loader import IngestInputError, IngestOptions, ingest_file
+from app.kit.files import FILE_MODE, private_dir
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)

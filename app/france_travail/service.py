@@ -26,7 +26,6 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from app.clients import ft_mapping
 from app.clients.france_travail import (
     Agent,
     Call,
@@ -38,6 +37,7 @@ from app.clients.france_travail import (
     TokenRefused,
 )
 from app.db import one_of
+from app.france_travail import mapping as ft_mapping
 from app.models import FtCall, FtIdentity, FtSnapshot, Person
 from app.models.base import utcnow
 from app.security.nir import NirProtector
@@ -397,7 +397,7 @@ def view(session: Session, person_id: int) -> dict[str, Any]:
             if snap is not None
             else None
         )
-    from app.exports.return_file import latest_for_person
+    from app.france_travail.return_file import latest_for_person
 
     out["retourFichier"] = latest_for_person(session, person_id)  # France Travail's weekly return file
     out["dernierAppel"] = (

@@ -1,4 +1,4 @@
-"""What the instruction flux says of a person (app.ingest.instruction): for the person's page, and the
+"""What the instruction flux says of a person (app.flux.instruction): for the person's page, and the
 contacts France Travail's weekly file may use — only those the person consented to (`A`)."""
 
 from __future__ import annotations

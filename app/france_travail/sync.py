@@ -33,11 +33,11 @@ from sqlalchemy.orm import Session
 
 from app.clients.france_travail import Agent, FranceTravailClient
 from app.db import claim_write, session_scope
+from app.france_travail import service as ft
+from app.kit import jobs as leases
 from app.models import EntryEpisode, FtCall, FtIdentity, FtSyncItem, FtSyncRun, OrientationEvent, Person
 from app.models.base import utcnow
-from app.services import france_travail as ft
-from app.services import leases
-from app.services.persons import audit_job_reads
+from app.persons.repository import audit_job_reads
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -25,8 +25,8 @@ from lxml import etree
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from app.db import one_of
-from app.ingest.derive import STATE_COLUMNS, Deriver, PreparedPerson
-from app.ingest.parser import (
+from app.flux.derive import STATE_COLUMNS, Deriver, PreparedPerson
+from app.flux.reader import (
     _DOCTYPE_RE,
     HEAD_BYTES,
     HEADER,
@@ -43,7 +43,7 @@ from app.ingest.parser import (
     open_flux,
     safe_iterparse,
 )
-from app.ingest.records import Address, FluxHeader, FoyerRecord
+from app.flux.records import Address, FluxHeader, FoyerRecord
 from app.models import AmbiguousKey, InstructionRecord, Person, PersonKey
 
 DEMAND = "InfoDemandeRSA"

@@ -1,0 +1,1 @@
+"""Administration: API clients, départements, keys, retention (purge)."""

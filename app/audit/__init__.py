@@ -1,0 +1,1 @@
+"""Audit: the record of every read and action, its tamper-evident chain, its search."""

@@ -1,0 +1,1 @@
+"""CAF/MSA flux: reader (envelope, beneficiary, instruction), loader, replay, inbox."""

@@ -1,0 +1,1 @@
+"""Partners that are not France Travail or the CAF/MSA."""

@@ -1,0 +1,1 @@
+"""RDV-Insertion: its webhooks and its users' CSV export."""

@@ -1,0 +1,1 @@
+"""Shared kit with no domain: files at rest, text hygiene, CSV, job leases."""

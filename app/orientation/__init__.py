@@ -1,0 +1,1 @@
+"""Orientation: events, imports, entry episodes (the shell around app.rules), worklist."""

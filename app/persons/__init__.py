@@ -1,0 +1,1 @@
+"""Persons: identity and the repository (readable by the caller, state as of a date)."""

@@ -1,1 +1,0 @@
-"""Domain services: the operations behind the API and the CLI. They never commit; the caller's unit of work does."""
