@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from app.models import EntryEpisode, FtSnapshot, Person, PersonState
-from app.pilotage.tables import Period, end_of_day, month_of
+from app.pilotage.period import Period, end_of_day, month_of
 
 COLUMNS = ("id_pseudo", "departement", "mois_naissance", "sexe", "commune", "role", "caf_msa", "t0",
            "invitation", "rdv_orientation", "absent_rdv_orientation", "orientation", "issue", "delai_jours",
