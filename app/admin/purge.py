@@ -57,6 +57,7 @@ from app.models import (
     WebhookItem,
 )
 from app.models.base import utcnow
+from app.rules.config import DROIT_CLOS
 from app.rules.episodes import add_months
 from app.settings import Settings
 
@@ -102,7 +103,7 @@ def closed_persons(conn: Connection, before: date) -> list[int]:
     ps = _table(PersonState).c
     rank = func.row_number().over(partition_by=ps.person_id, order_by=state_order(ps, descending=True))
     latest = select(ps.person_id, ps.received_on, ps.present, ps.etat, ps.closure_date, rank.label("r")).subquery()
-    closed = or_(latest.c.present.is_(False), latest.c.etat.in_(("5", "6")), latest.c.closure_date.is_not(None))
+    closed = or_(latest.c.present.is_(False), latest.c.etat.in_(DROIT_CLOS), latest.c.closure_date.is_not(None))
     rows = conn.execute(
         select(latest.c.person_id)
         .where(latest.c.r == 1, latest.c.received_on < before, closed)

@@ -13,7 +13,7 @@ from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
 from app.errors import ApiError, NotFound, Unprocessable
 from app.pilotage import dashboard
-from app.pilotage.tables import Period, PeriodError, month_of
+from app.pilotage.period import Period, PeriodError, month_of
 from app.security import login
 from app.security.auth import Principal, authenticate_bearer, require_scope
 from app.security.scopes import Scope

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
@@ -20,7 +20,7 @@ from app.models import EntryEpisode, OrientationEvent, Person, PersonState
 from app.orientation.episodes import compute_for, episode_rows
 from app.orientation.service import EventIn, record_event
 from app.persons import repository as person_service
-from app.rules.episodes import add_months
+from app.rules.deadlines import deadline_15_days, deadline_one_month, latest_t0_overdue, overdue_15_days
 from app.security.auth import Principal
 from app.security.scopes import Scope
 
@@ -53,8 +53,8 @@ def _episode_out(ep: Any, as_of: date) -> dict[str, Any]:
         "rank": ep.rank,
         "t0": ep.t0.isoformat(),
         "t0_file_id": ep.t0_file_id,
-        "deadline_15_days": (ep.t0 + timedelta(days=14)).isoformat(),
-        "deadline_one_month": (add_months(ep.t0, 1) - timedelta(days=1)).isoformat(),
+        "deadline_15_days": deadline_15_days(ep.t0).isoformat(),
+        "deadline_one_month": deadline_one_month(ep.t0).isoformat(),
         "outcome": ep.outcome if decided else "en_attente",
         "end_on": ep.end_on.isoformat() if decided and ep.end_on else None,
         "left_on": ep.left_on.isoformat() if ep.left_on and ep.left_on <= as_of else None,
@@ -181,9 +181,9 @@ def worklist(
     ee = EntryEpisode
     query = select(ee).where(ee.departement_code.in_(deps), ee.open_until > day, ee.t0 <= day)
     if overdue is True:
-        query = query.where(ee.t0 <= day - timedelta(days=15))
+        query = query.where(ee.t0 <= latest_t0_overdue(day))
     elif overdue is False:
-        query = query.where(ee.t0 > day - timedelta(days=15))
+        query = query.where(ee.t0 > latest_t0_overdue(day))
     if commune:
         query = query.where(ee.commune == commune)
     if organisme:
@@ -219,9 +219,9 @@ def worklist(
                 date_naissance=p.date_naissance,
                 t0=e.t0,
                 days_elapsed=(day - e.t0).days,
-                deadline_15_days=e.t0 + timedelta(days=14),
-                deadline_one_month=add_months(e.t0, 1) - timedelta(days=1),
-                overdue=day >= e.t0 + timedelta(days=15),
+                deadline_15_days=deadline_15_days(e.t0),
+                deadline_one_month=deadline_one_month(e.t0),
+                overdue=overdue_15_days(e.t0, day),
                 caf_msa=e.caf_msa,
                 matricule=s.matricule if s else None,
                 role=s.role if s else None,

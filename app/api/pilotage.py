@@ -58,7 +58,7 @@ def orientation(
     # Readers never recompute episodes (their writers do, right after their commit); say if some wait.
     result["episodes_a_recalculer"] = pending_count(conn)
     if format == "csv":  # the same figures as the table delais-orientation, in long form (issue #15)
-        period = Period(start, end, f"{start.isoformat()}_{end.isoformat()}")
+        period = Period.days(start, end)
         names, territories = communes(settings, conn, deps)
         table = compute(conn, "delais-orientation", deps, period, day, DIMENSIONS, territories)
         return Response(

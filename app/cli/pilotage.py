@@ -67,7 +67,7 @@ def pilotage_orientation(
 
         with engine.connect() as conn:
             names, territories = _communes(settings, conn, deps)
-            period = Period(day_from, day_to, f"{day_from.isoformat()}_{day_to.isoformat()}")
+            period = Period.days(day_from, day_to)
             table = compute(conn, "delais-orientation", deps, period, day, DIMENSIONS, territories)
         sys.stdout.buffer.write(to_csv(table, "fr", names))
         sys.stdout.flush()

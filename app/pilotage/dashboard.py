@@ -21,20 +21,10 @@ from pygal.style import Style
 from sqlalchemy import Connection, select
 
 from app.models import FluxFile
-from app.pilotage.tables import (
-    LABELS,
-    VALUE_LABELS,
-    Context,
-    Period,
-    Table,
-    compute,
-    delais_orientation,
-    episodes,
-    french_cell,
-    month_of,
-    statut_france_travail,
-    waiting_by_age,
-)
+from app.pilotage.labels import LABELS, VALUE_LABELS, french_cell
+from app.pilotage.period import Period, month_of
+from app.pilotage.population import episodes, waiting_by_age
+from app.pilotage.tables import Context, Table, compute, delais_orientation, statut_france_travail
 from app.rules.episodes import add_months
 
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.pilotage.indicator import FLAT_KEYS
-from app.pilotage.tables import LABELS, VALUE_LABELS, french_cell
+from app.pilotage.labels import LABELS, french_cell, value_label
 
 EXTRA_LABELS = {"orientes_accompagnement_global": "Orientés en accompagnement global"}
 
@@ -42,7 +42,7 @@ def print_indicator(result: dict[str, Any], console: Console) -> None:
         by_org.add_column(col, justify="left" if col.startswith("Organisme") else "right")
     for row in result["par_organisme"]:
         by_org.add_row(
-            VALUE_LABELS["organisme"].get(row["organisme"], row["organisme"]),
+            value_label("organisme", row["organisme"]),
             _shown("orientes", row["orientes"]),
             _shown("orientes_15j", row["orientes_15j"]),
             _shown("delai_moyen_jours", row["delai_moyen_jours"]),

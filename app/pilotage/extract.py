@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from app.models import EntryEpisode, FtSnapshot, Person, PersonState
-from app.pilotage.tables import Period, end_of_day, month_of
+from app.pilotage.period import Period, end_of_day, month_of
+from app.pilotage.population import decided_as_of, in_period
 
 COLUMNS = ("id_pseudo", "departement", "mois_naissance", "sexe", "commune", "role", "caf_msa", "t0",
            "invitation", "rdv_orientation", "absent_rdv_orientation", "orientation", "issue", "delai_jours",
@@ -37,17 +38,10 @@ def _day(value: date | None, as_of: date) -> str | None:
     return value.isoformat() if value is not None and value <= as_of else None
 
 
-def rows(
-    conn: Connection, key: bytes, departements: list[str], period: Period, as_of: date
-) -> Iterator[dict[str, Any]]:
-    """The episodes with T0 in the period (on or before as_of), each as one dict: one query, streamed (a
-    server-side cursor on PostgreSQL), joined once to what the T0 file said and to the latest France Travail
-    statut known on as_of; memory stays flat. (A page per query with a subquery per line made 2,100 lines
-    a second on PostgreSQL: bench/BENCHMARKS.md.)"""
-    ee, p, ps, fs = EntryEpisode.__table__.c, Person.__table__.c, PersonState.__table__.c, FtSnapshot.__table__.c
-    in_period = (ee.departement_code.in_(departements), ee.t0 >= period.start, ee.t0 <= min(period.end, as_of))
-    entrants = select(ee.person_id).where(*in_period)
-    # the latest statut known on as_of, per person (as many as persons, whatever the number of lines)
+def _statuts(conn: Connection, entrants: Any, as_of: date) -> dict[int, Any]:
+    """The latest France Travail statut known on as_of, per person (as many as persons, whatever the number
+    of lines)."""
+    fs = FtSnapshot.__table__.c
     statuts: dict[int, Any] = {}
     for pid, data in conn.execute(
         select(fs.person_id, fs.data)
@@ -57,7 +51,13 @@ def rows(
         .order_by(fs.person_id, fs.fetched_at, fs.id)
     ):
         statuts[pid] = data
-    query = (
+    return statuts
+
+
+def _episodes_query(where: tuple[Any, ...]) -> Any:
+    """The episodes counted, joined once to what their T0 file said (a person twice in it: two lines)."""
+    ee, p, ps = EntryEpisode.__table__.c, Person.__table__.c, PersonState.__table__.c
+    return (
         select(
             ee.id,
             ee.person_id,
@@ -84,51 +84,76 @@ def rows(
         )
         .join(Person.__table__, p.id == ee.person_id)
         .outerjoin(PersonState.__table__, (ps.person_id == ee.person_id) & (ps.file_id == ee.t0_file_id))
-        .where(*in_period)
+        .where(*where)
         .order_by(ee.id)
     )
-    mac = hmac.new(key, digestmod=hashlib.sha256)  # copied per person: half the cost of hmac.new each time
-    pseudonyms: dict[int, str] = {}
+
+
+class _Pseudonyms:
+    """The pseudonym of each person, the keyed hash copied per person (half the cost of hmac.new each
+    time), remembered for the next lines (at most 200,000 at once: memory stays flat)."""
+
+    def __init__(self, key: bytes) -> None:
+        self.mac = hmac.new(key, digestmod=hashlib.sha256)
+        self.known: dict[int, str] = {}
+
+    def of(self, person_id: int) -> str:
+        pid = self.known.get(person_id)
+        if pid is None:
+            one = self.mac.copy()
+            one.update(f"person:{person_id}".encode())
+            pid = self.known[person_id] = one.hexdigest()[:24]
+            if len(self.known) > 200_000:
+                self.known.clear()
+        return pid
+
+
+def _line(r: Any, pid: str, statut: Any, as_of: date) -> dict[str, Any]:
+    """One episode as seen on as_of (the population's reading: `decided_as_of`)."""
+    decided = decided_as_of(r.outcome, r.end_on, as_of) is not None
+    oriented = decided and r.outcome == "oriente"
+    return {
+        "id_pseudo": pid,
+        "departement": r.departement_code,
+        "mois_naissance": month_of(r.date_naissance) if r.date_naissance else None,
+        "sexe": r.sexe,
+        "commune": r.commune,
+        "role": r.role,
+        "caf_msa": r.caf_msa,
+        "t0": r.t0.isoformat(),
+        "invitation": _day(r.invitation_on, as_of),
+        "rdv_orientation": _day(r.rdv_orientation_on, as_of),
+        "absent_rdv_orientation": bool(r.rdv_orientation_absent and _day(r.rdv_orientation_on, as_of)),
+        "orientation": r.end_on.isoformat() if oriented else None,
+        "issue": r.outcome if decided else "en_attente",
+        "delai_jours": r.delay_days if oriented else None,
+        "oriente_15j": bool(r.within_15_days) if oriented else None,
+        "organisme_referent": r.organisme if oriented else None,
+        "type_parcours": r.type_parcours if oriented else None,
+        "accompagnement_global": r.accompagnement_global if oriented else None,
+        "premier_rdv_accompagnement": _day(r.first_rdv_accompagnement_on, as_of),
+        "contrat": r.contrat if _day(r.contrat_on, as_of) else None,
+        "date_contrat": _day(r.contrat_on, as_of),
+        "statut_france_travail": statut.get("statutDE") if isinstance(statut, dict) else None,
+    }
+
+
+def rows(
+    conn: Connection, key: bytes, departements: list[str], period: Period, as_of: date
+) -> Iterator[dict[str, Any]]:
+    """The episodes with T0 in the period (on or before as_of), each as one dict: one query, streamed (a
+    server-side cursor on PostgreSQL), joined once to what the T0 file said and to the latest France Travail
+    statut known on as_of; memory stays flat. (A page per query with a subquery per line made 2,100 lines
+    a second on PostgreSQL: bench/BENCHMARKS.md.)"""
+    where = in_period(departements, period, as_of)
+    statuts = _statuts(conn, select(EntryEpisode.__table__.c.person_id).where(*where), as_of)
+    pseudonyms = _Pseudonyms(key)
     previous = None
-    for r in conn.execution_options(stream_results=True, yield_per=PAGE).execute(query):
+    for r in conn.execution_options(stream_results=True, yield_per=PAGE).execute(_episodes_query(where)):
         if r.id == previous:  # the person is twice in their T0 file (two roles): one line per episode
             continue
         previous = r.id
-        pid = pseudonyms.get(r.person_id)
-        if pid is None:
-            one = mac.copy()
-            one.update(f"person:{r.person_id}".encode())
-            pid = pseudonyms[r.person_id] = one.hexdigest()[:24]
-            if len(pseudonyms) > 200_000:
-                pseudonyms.clear()
-        decided = r.end_on is not None and r.end_on <= as_of
-        oriented = decided and r.outcome == "oriente"
-        statut = statuts.get(r.person_id)
-        statut_de = statut.get("statutDE") if isinstance(statut, dict) else None
-        yield {
-            "id_pseudo": pid,
-            "departement": r.departement_code,
-            "mois_naissance": month_of(r.date_naissance) if r.date_naissance else None,
-            "sexe": r.sexe,
-            "commune": r.commune,
-            "role": r.role,
-            "caf_msa": r.caf_msa,
-            "t0": r.t0.isoformat(),
-            "invitation": _day(r.invitation_on, as_of),
-            "rdv_orientation": _day(r.rdv_orientation_on, as_of),
-            "absent_rdv_orientation": bool(r.rdv_orientation_absent and _day(r.rdv_orientation_on, as_of)),
-            "orientation": r.end_on.isoformat() if oriented else None,
-            "issue": r.outcome if decided else "en_attente",
-            "delai_jours": r.delay_days if oriented else None,
-            "oriente_15j": bool(r.within_15_days) if oriented else None,
-            "organisme_referent": r.organisme if oriented else None,
-            "type_parcours": r.type_parcours if oriented else None,
-            "accompagnement_global": r.accompagnement_global if oriented else None,
-            "premier_rdv_accompagnement": _day(r.first_rdv_accompagnement_on, as_of),
-            "contrat": r.contrat if _day(r.contrat_on, as_of) else None,
-            "date_contrat": _day(r.contrat_on, as_of),
-            "statut_france_travail": statut_de,
-        }
+        yield _line(r, pseudonyms.of(r.person_id), statuts.get(r.person_id), as_of)
 
 
 def _cell(value: Any) -> Any:

@@ -10,214 +10,75 @@ A table is a list of figures in long form, one per indicator and breakdown value
 `(indicateur, dimension, valeur_dimension, valeur)`; the total has dimension `ensemble`. The breakdowns:
 organisme référent, structure référente, type de parcours, accompagnement global, CAF/MSA, commune (and
 territoire where the Département loaded a mapping), tranche d'âge, sexe, rôle (each as of the person's T0).
-Labels are the official French ones (`LABELS`), never code names.
+Labels are the official French ones (`app.pilotage.labels`), never code names; the persons counted are
+read once, by `app.pilotage.population`.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, func, select
 
 from app.models import EntryEpisode, FluxFile, FtIdentity, FtSnapshot, Person, PersonState
-from app.rules.episodes import add_months
+from app.pilotage.communes import CommunesFileError, commune_names, commune_table, commune_title, load_communes
+from app.pilotage.labels import (
+    AGE_BANDS,
+    DIMENSIONS,
+    ENSEMBLE,
+    LABELS,
+    NOT_GIVEN,
+    NOT_ORIENTED,
+    TITLES,
+    VALUE_LABELS,
+    WAITING_BANDS,
+    french_cell,
+    value_label,
+)
+from app.pilotage.period import Period, PeriodError, end_of_day, month_of
+from app.pilotage.population import Row, age_band, band, episodes, in_period, waiting_by_age
+from app.rules.config import DROIT_OUVERT
+
+__all__ = [  # the names callers import from here (the tables' vocabulary lives in the modules above)
+    "AGE_BANDS",
+    "DIMENSIONS",
+    "ENSEMBLE",
+    "LABELS",
+    "TABLES",
+    "TITLES",
+    "VALUE_LABELS",
+    "WAITING_BANDS",
+    "CommunesFileError",
+    "Context",
+    "Period",
+    "PeriodError",
+    "Row",
+    "Table",
+    "commune_names",
+    "commune_table",
+    "commune_title",
+    "compute",
+    "delais_orientation",
+    "end_of_day",
+    "episodes",
+    "filename",
+    "french_cell",
+    "load_communes",
+    "month_of",
+    "statut_france_travail",
+    "to_csv",
+    "value_label",
+    "waiting_by_age",
+]
 
 TARGET_15_DAYS = 1.0  # the convention's objective: every nouvel entrant oriented within 15 days
-ENSEMBLE = "ensemble"
-DIMENSIONS = (
-    "organisme",
-    "structure",
-    "type_parcours",
-    "accompagnement_global",
-    "caf_msa",
-    "commune",
-    "territoire",
-    "tranche_age",
-    "sexe",
-    "role",
-)
-DROIT_OUVERT = ("2", "3", "4")  # ETATDOSRSA: droit ouvert (versable, suspendu, versement suspendu)
-
-LABELS: dict[str, str] = {
-    # indicators
-    "nouveaux_entrants": "Nouveaux entrants",
-    "orientes": "Orientés",
-    "orientes_15j": "Orientés en 15 jours ou moins",
-    "taux_15j": "Taux d'orientation en 15 jours",
-    "orientes_1mois": "Orientés en un mois ou moins",
-    "taux_1mois": "Taux d'orientation en un mois",
-    "delai_moyen_jours": "Délai moyen d'orientation (jours)",
-    "delai_median_jours": "Délai médian d'orientation (jours)",
-    "orientes_par_delai": "Orientés, par délai en jours",
-    "en_attente": "En attente d'orientation",
-    "en_attente_par_anciennete": "En attente, par ancienneté",
-    "sortis_avant_orientation": "Sortis avant orientation",
-    "absents_rdv_orientation": "Orientés absents à leur rendez-vous d'orientation",
-    "avec_rdv_orientation": "Orientés avec un rendez-vous d'orientation",
-    "taux_absence_rdv": "Taux d'absence au rendez-vous d'orientation",
-    "fichiers_recus": "Fichiers reçus",
-    "jours_de_reception": "Jours de réception",
-    "receptions_par_semaine": "Réceptions par semaine",
-    "ecart_median_jours": "Écart médian entre deux réceptions (jours)",
-    "ecart_max_jours": "Écart maximal entre deux réceptions (jours)",
-    "dernier_fichier_recu": "Dernier fichier reçu le",
-    "ecart_long_jours": "Écart de plus de N jours (jours)",
-    "soumis_droits_devoirs": "Soumis aux droits et devoirs",
-    "orientes_stock": "Orientés (organisme référent unique)",
-    "non_orientes_stock": "Non orientés",
-    "part_orientes_stock": "Part des orientés",
-    "part_renseignee": "Part renseignée",
-    "renseignes": "Renseignés",
-    "orientes_statut_ft": "Orientés, par statut France Travail",
-    # dimensions
-    ENSEMBLE: "Ensemble",
-    "organisme": "Organisme référent",
-    "structure": "Structure référente",
-    "type_parcours": "Type de parcours",
-    "accompagnement_global": "Accompagnement global",
-    "caf_msa": "Organisme payeur",
-    "commune": "Commune",
-    "territoire": "Territoire",
-    "tranche_age": "Tranche d'âge",
-    "sexe": "Sexe",
-    "role": "Rôle",
-    "delai_jours": "Délai (jours)",
-    "anciennete": "Ancienneté de l'attente",
-    "semaine": "Semaine",
-    "ecart_du": "Écart commençant le",
-    "donnee": "Donnée",
-    "statut_ft": "Statut France Travail",
-}
-VALUE_LABELS: dict[str, dict[str, str]] = {
-    "organisme": {
-        "FRANCE_TRAVAIL": "France Travail",
-        "DEPARTEMENT": "Département",
-        "MISSION_LOCALE": "Mission locale",
-        "CAP_EMPLOI": "Cap emploi",
-        "CCAS": "CCAS",
-        "SPIP": "SPIP",
-        "AUTRE": "Autre",
-        "non_oriente": "Pas (encore) orienté",
-        "non_precise": "Non précisé",
-    },
-    "type_parcours": {
-        "social": "Social",
-        "socio-professionnel": "Socio-professionnel",
-        "professionnel": "Professionnel",
-        "non_oriente": "Pas (encore) orienté",
-    },
-    "accompagnement_global": {"oui": "Oui", "non": "Non", "non_precise": "Non précisé"},
-    "caf_msa": {"CAF": "CAF", "MSA": "MSA", "non_precise": "Non précisé"},
-    "sexe": {"1": "Homme", "2": "Femme", "non_precise": "Non précisé"},
-    "role": {"DEM": "Demandeur", "CJT": "Conjoint", "ENF": "Enfant", "AUT": "Autre", "non_precise": "Non précisé"},
-    "donnee": {
-        "identifiant_ft": "Identifiant France Travail",
-        "identifiant_rsa": "Identifiant RSA (numéro de demande)",
-        "date_ouverture_droit": "Date d'ouverture de droit",
-        "date_notification": "Date de notification (fichier CAF/MSA)",
-        "date_entree": "Date d'entrée (T0)",
-        "date_rdv_orientation": "Date du rendez-vous d'orientation",
-        "donnees_diagnostic": "Données du diagnostic",
-        "type_parcours": "Type de parcours",
-        "dates_rdv_accompagnement": "Date du premier rendez-vous d'accompagnement",
-    },
-    "statut_ft": {
-        "Inscrit": "Inscrit",
-        "Identifié": "Identifié",
-        "Cessé": "Cessé",
-        "Radié": "Radié",
-        "inconnu": "Inconnu de France Travail",
-        "non_interroge": "Pas encore interrogé",
-    },
-}
-AGE_BANDS = (
-    (0, 24, "moins de 25 ans"),
-    (25, 29, "25-29 ans"),
-    (30, 39, "30-39 ans"),
-    (40, 49, "40-49 ans"),
-    (50, 59, "50-59 ans"),
-    (60, 200, "60 ans et plus"),
-)
-WAITING_BANDS = (
-    (0, 7, "0-7 jours"),
-    (8, 15, "8-15 jours"),
-    (16, 30, "16-30 jours"),
-    (31, 60, "31-60 jours"),
-    (61, 10**6, "plus de 60 jours"),
-)
-
-
-def month_of(day: date) -> str:
-    """`YYYY-MM` of a day, the year on four digits whatever it is (strftime writes year 467 as `467`)."""
-    return f"{day.year:04d}-{day.month:02d}"
-
-
-class PeriodError(ValueError):
-    """A period that cannot be read or makes no sense; the message says the forms accepted."""
-
-
-@dataclass(frozen=True)
-class Period:
-    start: date
-    end: date
-    label: str
-
-    @staticmethod
-    def parse(value: str | None, start: date | None = None, end: date | None = None) -> Period:
-        """`2024-03` (month), `2024-W10` (ISO week), `2024-T1` or `2024-Q1` (quarter), `2024` (year); or
-        `start` and `end` days (custom). Years before 1900 are refused (no RSA then; and a date arithmetic
-        that would leave the calendar)."""
-        try:
-            period = Period._parse(value, start, end)
-        except (ValueError, OverflowError) as exc:  # year 0, or arithmetic out of the calendar
-            if isinstance(exc, PeriodError):
-                raise
-            raise PeriodError(f"the period {value or ''} is before 1900 or out of the calendar") from None
-        if period.start.year < 1900:
-            raise PeriodError(f"the period {period.label} starts before 1900")
-        return period
-
-    @staticmethod
-    def _parse(value: str | None, start: date | None, end: date | None) -> Period:
-        if value:
-            text = value.strip().upper()
-            if m := re.fullmatch(r"(\d{4})-(\d{2})", text):
-                year, month = int(m[1]), int(m[2])
-                if not 1 <= month <= 12:
-                    raise PeriodError(f"no month {month}")
-                first = date(year, month, 1)
-                return Period(first, add_months(first, 1) - timedelta(days=1), text)
-            if m := re.fullmatch(r"(\d{4})-W(\d{2})", text):
-                try:
-                    monday = date.fromisocalendar(int(m[1]), int(m[2]), 1)
-                except ValueError as exc:
-                    raise PeriodError(f"no ISO week {text}") from exc
-                return Period(monday, monday + timedelta(days=6), text)
-            if m := re.fullmatch(r"(\d{4})-[TQ]([1-4])", text):
-                first = date(int(m[1]), 3 * int(m[2]) - 2, 1)
-                return Period(first, add_months(first, 3) - timedelta(days=1), f"{m[1]}-T{m[2]}")
-            if m := re.fullmatch(r"\d{4}", text):
-                return Period(date(int(text), 1, 1), date(int(text), 12, 31), text)
-            raise PeriodError(
-                f"period {value!r}: write a month 2024-03, an ISO week 2024-W10, a quarter 2024-T1, a year 2024"
-            )
-        if start is None or end is None:
-            raise PeriodError("give a period (2024-03, 2024-W10, 2024-T1, 2024) or both from and to days")
-        if end < start:
-            raise PeriodError("the period ends before it starts")
-        if (end - start).days > 3660:
-            raise PeriodError("the period is longer than ten years")
-        return Period(start, end, f"{start.isoformat()}_{end.isoformat()}")
 
 
 @dataclass
@@ -264,159 +125,6 @@ class Table:
         }
 
 
-def value_label(dimension: str, key: str, names: dict[str, str] | None = None) -> str:
-    if dimension == ENSEMBLE:
-        return "Ensemble"
-    if dimension == "commune" and names:
-        return names.get(key, key)
-    if dimension == "tranche_age" or dimension == "anciennete":
-        return key
-    return VALUE_LABELS.get(dimension, {}).get(key, key)
-
-
-# -- the persons counted: entry episodes seen from as_of ----------------------------------------------------
-
-
-@dataclass
-class Row:
-    person_id: int
-    t0: date
-    decided: str | None  # oriente | sorti_avant_orientation | None (waiting as of as_of)
-    end_on: date | None
-    delay_days: int | None
-    within_15_days: bool
-    within_one_month: bool
-    rdv_absent: bool
-    rdv_on: date | None
-    accompagnement_on: date | None
-    t0_file_id: int | None
-    dims: dict[str, str]
-    numdemrsa: bool = False  # the T0 file gave a demand number
-    ddnatdro: bool = False  # ... and a right-opening date
-
-
-def _age_band(born: date | None, on: date) -> str:
-    if born is None:
-        return "non précisé"
-    age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
-    return next(label for lo, hi, label in AGE_BANDS if lo <= age <= hi)
-
-
-def _band(days: int, bands: Iterable[tuple[int, int, str]]) -> str:
-    return next(label for lo, hi, label in bands if lo <= days <= hi)
-
-
-def episodes(
-    conn: Connection, departements: list[str], period: Period, as_of: date, territories: dict[str, str] | None = None
-) -> list[Row]:
-    """The nouveaux entrants of the period (T0 in it, on or before as_of), each with its outcome as known on
-    as_of and its breakdown values (the role and commune of the file that made it enter)."""
-    ee, p, ps = EntryEpisode.__table__.c, Person.__table__.c, PersonState.__table__.c
-    in_period = (
-        ee.departement_code.in_(departements),
-        ee.t0 >= period.start,
-        ee.t0 <= min(period.end, as_of),
-    )
-    # what the file that made each person enter said of them: one plain join, read beside the episodes (a
-    # subquery per episode, or a grouped subquery joined to them, let the planner choose nested loops over
-    # the whole département: 0.9 s for one month on PostgreSQL)
-    ee_table = EntryEpisode.__table__
-    at_t0: dict[tuple[int, int], tuple[str | None, bool, bool]] = {}
-    for pid, fid, role, numdemrsa, ddnatdro in conn.execute(
-        select(ps.person_id, ps.file_id, ps.role, ps.numdemrsa, ps.ddnatdro)
-        .join(ee_table, (ee.person_id == ps.person_id) & (ee.t0_file_id == ps.file_id))
-        .where(*in_period)
-    ):
-        known = at_t0.get((pid, fid))
-        at_t0[(pid, fid)] = (min(filter(None, (role, known[0] if known else None)), default=None),
-                             bool(numdemrsa) or bool(known and known[1]),
-                             ddnatdro is not None or bool(known and known[2]))  # fmt: skip
-    rows = conn.execute(
-        select(
-            ee.person_id,
-            ee.t0,
-            ee.outcome,
-            ee.end_on,
-            ee.delay_days,
-            ee.within_15_days,
-            ee.within_one_month,
-            ee.organisme,
-            ee.structure,
-            ee.type_parcours,
-            ee.accompagnement_global,
-            ee.caf_msa,
-            ee.commune,
-            ee.rdv_orientation_absent,
-            ee.rdv_orientation_on,
-            ee.first_rdv_accompagnement_on,
-            ee.t0_file_id,
-            p.sexe,
-            p.date_naissance,
-        )
-        .join(Person.__table__, p.id == ee.person_id)
-        .where(*in_period)
-        .order_by(ee.person_id, ee.t0)
-    ).all()
-    out = []
-    for r in rows:
-        role, numdemrsa, ddnatdro = at_t0.get((r.person_id, r.t0_file_id or 0), (None, False, False))
-        decided = (
-            r.outcome
-            if r.end_on is not None and r.end_on <= as_of and r.outcome in ("oriente", "sorti_avant_orientation")
-            else None
-        )
-        oriented = decided == "oriente"
-        ag = r.accompagnement_global
-        dims = {
-            "organisme": (r.organisme or "AUTRE") if oriented else "non_oriente",
-            "structure": (r.structure or "non précisée") if oriented else "non_oriente",
-            "type_parcours": (r.type_parcours or "non précisé") if oriented else "non_oriente",
-            "accompagnement_global": ("oui" if ag else "non") if oriented and ag is not None else "non_precise",
-            "caf_msa": r.caf_msa or "non_precise",
-            "commune": r.commune or "non précisée",
-            "tranche_age": _age_band(r.date_naissance, r.t0),
-            "sexe": r.sexe or "non_precise",
-            "role": role or "non_precise",
-        }
-        if territories is not None:
-            dims["territoire"] = territories.get(r.commune or "", "non précisé")
-        out.append(
-            Row(
-                r.person_id,
-                r.t0,
-                decided,
-                r.end_on if decided else None,
-                r.delay_days if oriented else None,
-                bool(oriented and r.within_15_days),
-                bool(oriented and r.within_one_month),
-                bool(oriented and r.rdv_orientation_absent and r.rdv_orientation_on and r.rdv_orientation_on <= as_of),
-                r.rdv_orientation_on if r.rdv_orientation_on and r.rdv_orientation_on <= as_of else None,
-                r.first_rdv_accompagnement_on
-                if r.first_rdv_accompagnement_on and r.first_rdv_accompagnement_on <= as_of
-                else None,
-                r.t0_file_id,
-                dims,
-                numdemrsa,
-                ddnatdro,
-            )
-        )
-    return out
-
-
-def waiting_by_age(conn: Connection, departements: list[str], as_of: date) -> dict[str, int]:
-    """Everyone waiting for an orientation on as_of (whatever their T0), by age of the wait: the list the
-    dashboard shows, read without computing a whole table."""
-    ee = EntryEpisode.__table__.c
-    undecided = or_(ee.end_on.is_(None), ee.end_on > as_of, ee.outcome.not_in(("oriente", "sorti_avant_orientation")))
-    counts = Counter(
-        _band((as_of - t0).days, WAITING_BANDS)
-        for t0 in conn.execute(
-            select(ee.t0).where(ee.departement_code.in_(departements), ee.t0 <= as_of, undecided)
-        ).scalars()
-    )
-    return {label: counts.get(label, 0) for _lo, _hi, label in WAITING_BANDS}
-
-
 def _groups(rows: list[Row], dims: Iterable[str]) -> Iterable[tuple[str, str, list[Row]]]:
     """(dimension, value, rows): the whole, then each breakdown value of each dimension asked."""
     yield ENSEMBLE, ENSEMBLE, rows
@@ -451,12 +159,7 @@ class Context:
 
     def entrant_ids(self) -> Any:
         """The period's nouveaux entrants, as a subquery (never a list of thousands of ids in the query)."""
-        ee = EntryEpisode.__table__.c
-        return select(ee.person_id).where(
-            ee.departement_code.in_(self.departements),
-            ee.t0 >= self.period.start,
-            ee.t0 <= min(self.period.end, self.as_of),
-        )
+        return select(EntryEpisode.__table__.c.person_id).where(*in_period(self.departements, self.period, self.as_of))
 
     def table(self, name: str) -> Table:
         return Table(name, TITLES[name], self.period, self.as_of, self.departements)
@@ -492,7 +195,7 @@ def delais_orientation(ctx: Context, rows: list[Row] | None = None) -> Table:
     by_delay = Counter(r.delay_days for r in rows if r.decided == "oriente" and r.delay_days is not None)
     for day in range(0, max(by_delay, default=-1) + 1):
         t.add("orientes_par_delai", by_delay.get(day, 0), "delai_jours", str(day))
-    waiting = Counter(_band((ctx.as_of - r.t0).days, WAITING_BANDS) for r in rows if r.decided is None)
+    waiting = Counter(band((ctx.as_of - r.t0).days, WAITING_BANDS) for r in rows if r.decided is None)
     for _lo, _hi, label in WAITING_BANDS:
         t.add("en_attente_par_anciennete", waiting.get(label, 0), "anciennete", label)
     return t
@@ -581,16 +284,16 @@ def stock_oarsa(ctx: Context) -> Table:
     for s in stock:
         o = oriented.get(s.person_id)
         dims = {
-            "organisme": (o.organisme or "AUTRE") if o else "non_oriente",
-            "type_parcours": (o.type_parcours or "non précisé") if o else "non_oriente",
-            "caf_msa": s.fonorg or "non_precise",
-            "commune": s.numcom or "non précisée",
-            "tranche_age": _age_band(s.date_naissance, day),
-            "sexe": s.sexe or "non_precise",
-            "role": s.role or "non_precise",
+            "organisme": (o.organisme or NOT_GIVEN) if o else NOT_ORIENTED,
+            "type_parcours": (o.type_parcours or NOT_GIVEN) if o else NOT_ORIENTED,
+            "caf_msa": s.fonorg or NOT_GIVEN,
+            "commune": s.numcom or NOT_GIVEN,
+            "tranche_age": age_band(s.date_naissance, day),
+            "sexe": s.sexe or NOT_GIVEN,
+            "role": s.role or NOT_GIVEN,
         }
         if ctx.territories is not None:
-            dims["territoire"] = ctx.territories.get(s.numcom or "", "non précisé")
+            dims["territoire"] = ctx.territories.get(s.numcom or "", NOT_GIVEN)
         rows.append((o is not None, dims))
     dims_asked = [
         d
@@ -607,13 +310,11 @@ def stock_oarsa(ctx: Context) -> Table:
             t.add("orientes_stock", sum(flags), dim, key)
             t.add("non_orientes_stock", len(flags) - sum(flags), dim, key)
             t.add("part_orientes_stock", _rate(sum(flags), len(flags)), dim, key)
-    t.notes.append(f"Stock au {day.strftime('%d/%m/%Y')} : droit ouvert (états 2, 3, 4), soumis aux droits et devoirs.")
+    t.notes.append(
+        f"Stock au {day.strftime('%d/%m/%Y')} : droit ouvert (états {', '.join(DROIT_OUVERT)}), "
+        "soumis aux droits et devoirs."
+    )
     return t
-
-
-def end_of_day(day: date) -> datetime:
-    """The first instant after `day` (UTC): a fact fetched at a time counts on `day` if it is before this."""
-    return datetime.combine(day + timedelta(days=1), time.min, UTC)
 
 
 def completude(ctx: Context) -> Table:
@@ -641,7 +342,7 @@ def completude(ctx: Context) -> Table:
         known["date_entree"].add(r.person_id)
         if r.rdv_on is not None:
             known["date_rdv_orientation"].add(r.person_id)
-        if r.decided == "oriente" and r.dims["type_parcours"] not in ("non précisé", "non_oriente"):
+        if r.decided == "oriente" and r.dims["type_parcours"] not in (NOT_GIVEN, NOT_ORIENTED):
             known["type_parcours"].add(r.person_id)
         if r.accompagnement_on is not None:
             known["dates_rdv_accompagnement"].add(r.person_id)
@@ -684,15 +385,6 @@ def statut_france_travail(ctx: Context, rows: list[Row] | None = None) -> Table:
     return t
 
 
-TITLES = {
-    "nouveaux-entrants": "Nouveaux entrants",
-    "delais-orientation": "Délais d'orientation des nouveaux entrants",
-    "absents-rdv": "Orientés absents à leur rendez-vous d'orientation",
-    "transmission": "Fréquence de transmission des données CAF/MSA",
-    "stock-oarsa": "Stock des personnes soumises aux droits et devoirs et orientées (type OARSA)",
-    "completude-volet3": "Complétude des données du volet 3",
-    "statut-france-travail": "Statut France Travail des personnes orientées",
-}
 TABLES: dict[str, Callable[[Context], Table]] = {
     "nouveaux-entrants": nouveaux_entrants,
     "delais-orientation": delais_orientation,
@@ -702,78 +394,6 @@ TABLES: dict[str, Callable[[Context], Table]] = {
     "completude-volet3": completude,
     "statut-france-travail": statut_france_travail,
 }
-
-
-# -- commune names and territories --------------------------------------------------------------------------
-
-
-SMALL_WORDS = {"le", "la", "les", "l", "de", "du", "des", "d", "sur", "sous", "en", "et", "aux", "au", "lès", "lez"}
-
-
-def commune_title(name: str) -> str:
-    """A commune's name as the COG writes it, from the capitals of the CAF files: BAR-LE-DUC -> Bar-le-Duc,
-    BELLEVILLE-SUR-MEUSE -> Belleville-sur-Meuse, L'ISLE-EN-RIGAULT -> L'Isle-en-Rigault."""
-    parts = re.split(r"([ '\-])", name.strip().lower())
-    out = []
-    for i, part in enumerate(parts):
-        small = (
-            part in SMALL_WORDS and i > 0 and not (part in ("l", "d") and i + 1 < len(parts) and parts[i + 1] != "'")
-        )
-        out.append(part if small or not part or part in " '-" else part[:1].upper() + part[1:])
-    return "".join(out)
-
-
-def commune_names(conn: Connection, departements: list[str], loaded: dict[str, str] | None = None) -> dict[str, str]:
-    """INSEE code -> name: the Département's table where it loaded one, else the name the CAF/MSA files give
-    (the latest written), in title case."""
-    ps = PersonState.__table__.c
-    names: dict[str, str] = {}
-    for code, name in conn.execute(
-        select(ps.numcom, func.max(ps.nomcom))
-        .where(ps.departement_code.in_(departements), ps.numcom.is_not(None), ps.nomcom.is_not(None))
-        .group_by(ps.numcom)
-    ):
-        names[code] = commune_title(name)
-    names.update(loaded or {})
-    return names
-
-
-def load_communes(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """The Département's commune table: CSV `code_insee;nom;territoire` (UTF-8, header line; territoire may
-    be empty). Returns (names, territories)."""
-    names, territories = {}, {}
-    text = path.read_text(encoding="utf-8-sig")
-    reader = csv.DictReader(io.StringIO(text), delimiter=";")
-    if not reader.fieldnames or not {"code_insee", "nom"} <= {f.strip() for f in reader.fieldnames}:
-        raise ValueError(f"{path.name}: the header must be code_insee;nom;territoire")
-    for line, row in enumerate(reader, start=2):
-        code = (row.get("code_insee") or "").strip()
-        if not re.fullmatch(r"\d[\dAB]\d{3}", code):
-            raise ValueError(f"{path.name}, line {line}: {code!r} is not an INSEE commune code")
-        names[code] = (row.get("nom") or "").strip() or code
-        if (row.get("territoire") or "").strip():
-            territories[code] = row["territoire"].strip()
-    return names, territories
-
-
-class CommunesFileError(Exception):
-    """The Département's commune table cannot be read: the message names the setting and the line."""
-
-
-def commune_table(
-    settings: Any, conn: Connection, departements: list[str]
-) -> tuple[dict[str, str], dict[str, str] | None]:
-    """Commune names (the Département's table if configured, else the CAF/MSA files') and territories (only
-    with a table that gives them)."""
-    loaded: dict[str, str] = {}
-    territories: dict[str, str] | None = None
-    if settings.communes_file is not None:
-        try:
-            loaded, found = load_communes(settings.communes_file)
-        except (OSError, ValueError) as exc:
-            raise CommunesFileError(f"PASSERELLE_COMMUNES_FILE: {exc}") from None
-        territories = found or None
-    return commune_names(conn, departements, loaded), territories
 
 
 def compute(
@@ -809,18 +429,6 @@ CSV_COLUMNS = (
     "libelle_valeur",
     "valeur",
 )
-
-
-def french_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "oui" if value else "non"
-    if isinstance(value, float):
-        return f"{value:.4f}".rstrip("0").rstrip(".").replace(".", ",") if value != int(value) else str(int(value))
-    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        return date.fromisoformat(value).strftime("%d/%m/%Y")
-    return str(value)
 
 
 def _machine(value: Any) -> str:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# ETATDOSRSA: "droit ouvert" (2 versable, 3 suspendu, 4 versement suspendu) and "droit clos" (5 clos,
+# 6 clos sur un mois antérieur). Which open states count as versable for the rules: `versable_etats` below.
+DROIT_OUVERT = ("2", "3", "4")
+DROIT_CLOS = ("5", "6")
+
 
 @dataclass(frozen=True)
 class RulesConfig:
