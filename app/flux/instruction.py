@@ -26,23 +26,22 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from app.db import one_of
 from app.flux.derive import STATE_COLUMNS, Deriver, PreparedPerson
-from app.flux.reader import (
-    _DOCTYPE_RE,
+from app.flux.envelope import (
+    DOCTYPE_RE,
     HEAD_BYTES,
     HEADER,
     ROOT,
     TRAILER,
     WARNING,
     FluxRejected,
-    _count,
-    _Ctx,
-    _HashingReader,
-    _header,
-    _person,
-    _RawPerson,
+    HashingReader,
+    count_of,
     open_flux,
+    parse_header,
     safe_iterparse,
 )
+from app.flux.fields import RecordContext
+from app.flux.reader import _person, _RawPerson
 from app.flux.records import Address, FluxHeader, FoyerRecord
 from app.models import AmbiguousKey, InstructionRecord, Person, PersonKey
 
@@ -111,7 +110,7 @@ def _contacts(el: Any | None) -> Contacts:
     if el is None:
         return Contacts()
     leaf = _leaves(el)
-    text = _Ctx.text
+    text = RecordContext.text
     found = Contacts(
         telephone=text(leaf.get("NUMTEL")),
         nature=text(leaf.get("NATTEL")),
@@ -168,7 +167,7 @@ def _dsp(person: Any) -> dict[str, list[str]]:
 
 
 def _demand(el: Any, position: int, deriver: Deriver, dtref: date | None) -> Demand:
-    ctx = _Ctx(position, el.sourceline)
+    ctx = RecordContext(position, el.sourceline)
     identification_rsa = el.find("IdentificationRSA")
     ident = _leaves(identification_rsa) if identification_rsa is not None else {}
     persons_raw = list(el.iter("Personne"))
@@ -247,15 +246,15 @@ class InstructionReader:
         except OSError as exc:
             raise FluxRejected(f"cannot open the file: {exc.strerror}", None, "unreadable") from exc
         with raw:
-            reader = _HashingReader(raw)
+            reader = HashingReader(raw)
             yield from self._parse(reader)
             self.content_sha256 = reader.sha256
 
-    def _parse(self, reader: _HashingReader) -> Iterator[Demand]:
+    def _parse(self, reader: HashingReader) -> Iterator[Demand]:
         head = reader.head(HEAD_BYTES)
         if not head.strip():
             raise FluxRejected("the file is empty", None, "empty")
-        if _DOCTYPE_RE.search(head):
+        if DOCTYPE_RE.search(head):
             raise FluxRejected("a DTD or entity declaration is not allowed in a flux file", "prolog", "forbidden_dtd")
         context = safe_iterparse(reader, (HEADER, DEMAND, TRAILER, "InfosFoyerRSA"))
         declared: int | None = None
@@ -267,7 +266,7 @@ class InstructionReader:
                         f"<{el.tag}> must be a child of <{ROOT}>", f"line {el.sourceline}", "invalid_structure"
                     )
                 if el.tag == HEADER:
-                    self.header = _header(el)
+                    self.header = parse_header(el)
                     if self.header.nat_flux != "I":
                         raise FluxRejected(
                             f"NATFLUX {self.header.nat_flux!r} is not an instruction flux", HEADER, "other_nature"
@@ -284,7 +283,7 @@ class InstructionReader:
                     self.demands_read += 1
                     yield _demand(el, self.demands_read, self.deriver, self.header.dtref)
                 elif el.tag == TRAILER:
-                    declared = _count(el, "NBTOTDOSRSATRANSM")
+                    declared = count_of(el, "NBTOTDOSRSATRANSM")
                     if declared is None:
                         raise FluxRejected("NBTOTDOSRSATRANSM is missing", f"line {el.sourceline}", "invalid_trailer")
                 el.clear(keep_tail=False)
