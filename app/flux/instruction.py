@@ -25,7 +25,7 @@ from lxml import etree
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from app.db import one_of
-from app.flux.derive import STATE_COLUMNS, Deriver, PreparedPerson
+from app.flux.derive import STATE_COLUMNS, Deriver, Prepared, PreparedPerson
 from app.flux.envelope import (
     DOCTYPE_RE,
     HEAD_BYTES,
@@ -211,11 +211,12 @@ def _demand(el: Any, position: int, deriver: Deriver, dtref: date | None) -> Dem
         persons=records,
         problems=ctx.problems,
     )
-    prepared = deriver.prepare(foyer)  # keys, NIR lookup hash: the same as for a beneficiary record
-    by_position = {p[0]: p for p in prepared[10]}
+    # keys, NIR lookup hash: the same as for a beneficiary record
+    prepared = Prepared.named(deriver.prepare(foyer))
+    by_position = {p.position: p for p in prepared.people}
     persons = [
         InstructionPerson(
-            PreparedPerson._make(by_position[rank]) if rank in by_position else None,
+            by_position.get(rank),
             suivi,
             {k: parcours.get(k) for k in ("NATPARCOCAL", "NATPARCOMOD", "TOPREFUPARCO", "MOTIMODPARCO")},
             dsp,
@@ -225,7 +226,7 @@ def _demand(el: Any, position: int, deriver: Deriver, dtref: date | None) -> Dem
     ]
     contacts = _contacts(next(el.iter("ModesContacts"), None))
     statut = ctx.text(ident.get("STATUDEMRSA"))
-    return Demand(position, el.sourceline, foyer.departement, statut, contacts, persons, list(prepared[8]))
+    return Demand(position, el.sourceline, foyer.departement, statut, contacts, persons, list(prepared.problems))
 
 
 class InstructionReader:
@@ -409,65 +410,22 @@ def apply_instruction(
     rows: list[dict[str, Any]] = []
     keys_per_record: list[list[str]] = []
     created_at: datetime | None = None
-    seq = 0
     for demand in reader:
         assert reader.header is not None
         created_at = reader.header.created_at.replace(tzinfo=UTC)
-        out.demands += 1
-        dep = demand.departement[:3] if demand.departement else None
-        if out.departement is None:
-            out.departement = dep
-        elif dep is not None and dep != out.departement:
-            raise FluxRejected(
-                f"demand {demand.position} is for département {dep!r}, not {out.departement}: an instruction file "
-                "is for one département",
-                f"line {demand.line}",
-                "other_departement",
-            )
-        out.problems.extend(demand.problems)
-        if demand.contacts.problems:
-            out.contact_problems += 1
-            out.problems.extend(
-                (WARNING, "invalid_contact", f"demand {demand.position}: {p}") for p in demand.contacts.problems
-            )
+        _screen_demand(out, demand)
         identified = [p for p in demand.persons if p.prepared is not None and p.prepared.keys]
         if not identified:
             out.problems.append(
                 (WARNING, "unidentifiable_demand", f"demand {demand.position}: no person to attach it to; skipped")
             )
             continue
-        c = demand.contacts
         for person in identified:
             assert person.prepared is not None
-            seq += 1
             out.persons += 1
             keys = [f"nir:{v}" if kind == "nir" else v for kind, v in person.prepared.keys]
             keys_per_record.append(keys)
-            refused = person.parcours.get("TOPREFUPARCO")
-            rows.append(
-                {
-                    "file_id": file_id,
-                    "received_on": received_on,
-                    "seq": seq,
-                    "keys": keys,
-                    "role": person.prepared.state[ROLE],
-                    "statut_demande": (demand.statut or "")[:2] or None,
-                    "nationalite": person.nationalite,
-                    "telephone": c.telephone,
-                    "telephone_nature": c.nature,
-                    "telephone_materiel": c.materiel,
-                    "telephone_consent": c.telephone_consent,
-                    "email": c.email,
-                    "email_consent": c.email_consent,
-                    "contact_problems": "; ".join(c.problems)[:100] or None,
-                    "suivi": person.suivi,
-                    "parcours_calcule": (person.parcours.get("NATPARCOCAL") or "")[:10] or None,
-                    "parcours_modifie": (person.parcours.get("NATPARCOMOD") or "")[:10] or None,
-                    "parcours_refuse": None if refused is None else refused.strip() in ("1", "true"),
-                    "parcours_motif": (person.parcours.get("MOTIMODPARCO") or "")[:10] or None,
-                    "dsp": person.dsp,
-                }
-            )
+            rows.append(_record_row(demand, person, file_id, received_on, out.persons, keys))
     if out.departement is None:
         raise FluxRejected(
             "cannot tell the département of this file (no IDEPARTE): give it with --departement",
@@ -485,3 +443,55 @@ def apply_instruction(
             out.attached += 1
     conn.execute(insert(T_RECORDS), rows)
     return out
+
+
+def _screen_demand(out: InstructionOutcome, demand: Demand) -> None:
+    """Count the demand, check its département (one per file) and keep its problems."""
+    out.demands += 1
+    dep = demand.departement[:3] if demand.departement else None
+    if out.departement is None:
+        out.departement = dep
+    elif dep is not None and dep != out.departement:
+        raise FluxRejected(
+            f"demand {demand.position} is for département {dep!r}, not {out.departement}: an instruction file "
+            "is for one département",
+            f"line {demand.line}",
+            "other_departement",
+        )
+    out.problems.extend(demand.problems)
+    if demand.contacts.problems:
+        out.contact_problems += 1
+        out.problems.extend(
+            (WARNING, "invalid_contact", f"demand {demand.position}: {p}") for p in demand.contacts.problems
+        )
+
+
+def _record_row(
+    demand: Demand, person: InstructionPerson, file_id: int, received_on: date, seq: int, keys: list[str]
+) -> dict[str, Any]:
+    """The instruction record of one identified person of a demand (its owner is resolved after)."""
+    assert person.prepared is not None
+    c = demand.contacts
+    refused = person.parcours.get("TOPREFUPARCO")
+    return {
+        "file_id": file_id,
+        "received_on": received_on,
+        "seq": seq,
+        "keys": keys,
+        "role": person.prepared.state[ROLE],
+        "statut_demande": (demand.statut or "")[:2] or None,
+        "nationalite": person.nationalite,
+        "telephone": c.telephone,
+        "telephone_nature": c.nature,
+        "telephone_materiel": c.materiel,
+        "telephone_consent": c.telephone_consent,
+        "email": c.email,
+        "email_consent": c.email_consent,
+        "contact_problems": "; ".join(c.problems)[:100] or None,
+        "suivi": person.suivi,
+        "parcours_calcule": (person.parcours.get("NATPARCOCAL") or "")[:10] or None,
+        "parcours_modifie": (person.parcours.get("NATPARCOMOD") or "")[:10] or None,
+        "parcours_refuse": None if refused is None else refused.strip() in ("1", "true"),
+        "parcours_motif": (person.parcours.get("MOTIMODPARCO") or "")[:10] or None,
+        "dsp": person.dsp,
+    }
