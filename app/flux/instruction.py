@@ -25,24 +25,23 @@ from lxml import etree
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from app.db import one_of
-from app.flux.derive import STATE_COLUMNS, Deriver, PreparedPerson
-from app.flux.reader import (
-    _DOCTYPE_RE,
+from app.flux.derive import STATE_COLUMNS, Deriver, Prepared, PreparedPerson
+from app.flux.envelope import (
+    DOCTYPE_RE,
     HEAD_BYTES,
     HEADER,
     ROOT,
     TRAILER,
     WARNING,
     FluxRejected,
-    _count,
-    _Ctx,
-    _HashingReader,
-    _header,
-    _person,
-    _RawPerson,
+    HashingReader,
+    count_of,
     open_flux,
+    parse_header,
     safe_iterparse,
 )
+from app.flux.fields import RecordContext
+from app.flux.reader import _person, _RawPerson
 from app.flux.records import Address, FluxHeader, FoyerRecord
 from app.models import AmbiguousKey, InstructionRecord, Person, PersonKey
 
@@ -111,7 +110,7 @@ def _contacts(el: Any | None) -> Contacts:
     if el is None:
         return Contacts()
     leaf = _leaves(el)
-    text = _Ctx.text
+    text = RecordContext.text
     found = Contacts(
         telephone=text(leaf.get("NUMTEL")),
         nature=text(leaf.get("NATTEL")),
@@ -168,7 +167,7 @@ def _dsp(person: Any) -> dict[str, list[str]]:
 
 
 def _demand(el: Any, position: int, deriver: Deriver, dtref: date | None) -> Demand:
-    ctx = _Ctx(position, el.sourceline)
+    ctx = RecordContext(position, el.sourceline)
     identification_rsa = el.find("IdentificationRSA")
     ident = _leaves(identification_rsa) if identification_rsa is not None else {}
     persons_raw = list(el.iter("Personne"))
@@ -212,11 +211,12 @@ def _demand(el: Any, position: int, deriver: Deriver, dtref: date | None) -> Dem
         persons=records,
         problems=ctx.problems,
     )
-    prepared = deriver.prepare(foyer)  # keys, NIR lookup hash: the same as for a beneficiary record
-    by_position = {p[0]: p for p in prepared[10]}
+    # keys, NIR lookup hash: the same as for a beneficiary record
+    prepared = Prepared.named(deriver.prepare(foyer))
+    by_position = {p.position: p for p in prepared.people}
     persons = [
         InstructionPerson(
-            PreparedPerson._make(by_position[rank]) if rank in by_position else None,
+            by_position.get(rank),
             suivi,
             {k: parcours.get(k) for k in ("NATPARCOCAL", "NATPARCOMOD", "TOPREFUPARCO", "MOTIMODPARCO")},
             dsp,
@@ -226,7 +226,7 @@ def _demand(el: Any, position: int, deriver: Deriver, dtref: date | None) -> Dem
     ]
     contacts = _contacts(next(el.iter("ModesContacts"), None))
     statut = ctx.text(ident.get("STATUDEMRSA"))
-    return Demand(position, el.sourceline, foyer.departement, statut, contacts, persons, list(prepared[8]))
+    return Demand(position, el.sourceline, foyer.departement, statut, contacts, persons, list(prepared.problems))
 
 
 class InstructionReader:
@@ -247,15 +247,15 @@ class InstructionReader:
         except OSError as exc:
             raise FluxRejected(f"cannot open the file: {exc.strerror}", None, "unreadable") from exc
         with raw:
-            reader = _HashingReader(raw)
+            reader = HashingReader(raw)
             yield from self._parse(reader)
             self.content_sha256 = reader.sha256
 
-    def _parse(self, reader: _HashingReader) -> Iterator[Demand]:
+    def _parse(self, reader: HashingReader) -> Iterator[Demand]:
         head = reader.head(HEAD_BYTES)
         if not head.strip():
             raise FluxRejected("the file is empty", None, "empty")
-        if _DOCTYPE_RE.search(head):
+        if DOCTYPE_RE.search(head):
             raise FluxRejected("a DTD or entity declaration is not allowed in a flux file", "prolog", "forbidden_dtd")
         context = safe_iterparse(reader, (HEADER, DEMAND, TRAILER, "InfosFoyerRSA"))
         declared: int | None = None
@@ -267,7 +267,7 @@ class InstructionReader:
                         f"<{el.tag}> must be a child of <{ROOT}>", f"line {el.sourceline}", "invalid_structure"
                     )
                 if el.tag == HEADER:
-                    self.header = _header(el)
+                    self.header = parse_header(el)
                     if self.header.nat_flux != "I":
                         raise FluxRejected(
                             f"NATFLUX {self.header.nat_flux!r} is not an instruction flux", HEADER, "other_nature"
@@ -284,7 +284,7 @@ class InstructionReader:
                     self.demands_read += 1
                     yield _demand(el, self.demands_read, self.deriver, self.header.dtref)
                 elif el.tag == TRAILER:
-                    declared = _count(el, "NBTOTDOSRSATRANSM")
+                    declared = count_of(el, "NBTOTDOSRSATRANSM")
                     if declared is None:
                         raise FluxRejected("NBTOTDOSRSATRANSM is missing", f"line {el.sourceline}", "invalid_trailer")
                 el.clear(keep_tail=False)
@@ -410,65 +410,22 @@ def apply_instruction(
     rows: list[dict[str, Any]] = []
     keys_per_record: list[list[str]] = []
     created_at: datetime | None = None
-    seq = 0
     for demand in reader:
         assert reader.header is not None
         created_at = reader.header.created_at.replace(tzinfo=UTC)
-        out.demands += 1
-        dep = demand.departement[:3] if demand.departement else None
-        if out.departement is None:
-            out.departement = dep
-        elif dep is not None and dep != out.departement:
-            raise FluxRejected(
-                f"demand {demand.position} is for département {dep!r}, not {out.departement}: an instruction file "
-                "is for one département",
-                f"line {demand.line}",
-                "other_departement",
-            )
-        out.problems.extend(demand.problems)
-        if demand.contacts.problems:
-            out.contact_problems += 1
-            out.problems.extend(
-                (WARNING, "invalid_contact", f"demand {demand.position}: {p}") for p in demand.contacts.problems
-            )
+        _screen_demand(out, demand)
         identified = [p for p in demand.persons if p.prepared is not None and p.prepared.keys]
         if not identified:
             out.problems.append(
                 (WARNING, "unidentifiable_demand", f"demand {demand.position}: no person to attach it to; skipped")
             )
             continue
-        c = demand.contacts
         for person in identified:
             assert person.prepared is not None
-            seq += 1
             out.persons += 1
             keys = [f"nir:{v}" if kind == "nir" else v for kind, v in person.prepared.keys]
             keys_per_record.append(keys)
-            refused = person.parcours.get("TOPREFUPARCO")
-            rows.append(
-                {
-                    "file_id": file_id,
-                    "received_on": received_on,
-                    "seq": seq,
-                    "keys": keys,
-                    "role": person.prepared.state[ROLE],
-                    "statut_demande": (demand.statut or "")[:2] or None,
-                    "nationalite": person.nationalite,
-                    "telephone": c.telephone,
-                    "telephone_nature": c.nature,
-                    "telephone_materiel": c.materiel,
-                    "telephone_consent": c.telephone_consent,
-                    "email": c.email,
-                    "email_consent": c.email_consent,
-                    "contact_problems": "; ".join(c.problems)[:100] or None,
-                    "suivi": person.suivi,
-                    "parcours_calcule": (person.parcours.get("NATPARCOCAL") or "")[:10] or None,
-                    "parcours_modifie": (person.parcours.get("NATPARCOMOD") or "")[:10] or None,
-                    "parcours_refuse": None if refused is None else refused.strip() in ("1", "true"),
-                    "parcours_motif": (person.parcours.get("MOTIMODPARCO") or "")[:10] or None,
-                    "dsp": person.dsp,
-                }
-            )
+            rows.append(_record_row(demand, person, file_id, received_on, out.persons, keys))
     if out.departement is None:
         raise FluxRejected(
             "cannot tell the département of this file (no IDEPARTE): give it with --departement",
@@ -486,3 +443,55 @@ def apply_instruction(
             out.attached += 1
     conn.execute(insert(T_RECORDS), rows)
     return out
+
+
+def _screen_demand(out: InstructionOutcome, demand: Demand) -> None:
+    """Count the demand, check its département (one per file) and keep its problems."""
+    out.demands += 1
+    dep = demand.departement[:3] if demand.departement else None
+    if out.departement is None:
+        out.departement = dep
+    elif dep is not None and dep != out.departement:
+        raise FluxRejected(
+            f"demand {demand.position} is for département {dep!r}, not {out.departement}: an instruction file "
+            "is for one département",
+            f"line {demand.line}",
+            "other_departement",
+        )
+    out.problems.extend(demand.problems)
+    if demand.contacts.problems:
+        out.contact_problems += 1
+        out.problems.extend(
+            (WARNING, "invalid_contact", f"demand {demand.position}: {p}") for p in demand.contacts.problems
+        )
+
+
+def _record_row(
+    demand: Demand, person: InstructionPerson, file_id: int, received_on: date, seq: int, keys: list[str]
+) -> dict[str, Any]:
+    """The instruction record of one identified person of a demand (its owner is resolved after)."""
+    assert person.prepared is not None
+    c = demand.contacts
+    refused = person.parcours.get("TOPREFUPARCO")
+    return {
+        "file_id": file_id,
+        "received_on": received_on,
+        "seq": seq,
+        "keys": keys,
+        "role": person.prepared.state[ROLE],
+        "statut_demande": (demand.statut or "")[:2] or None,
+        "nationalite": person.nationalite,
+        "telephone": c.telephone,
+        "telephone_nature": c.nature,
+        "telephone_materiel": c.materiel,
+        "telephone_consent": c.telephone_consent,
+        "email": c.email,
+        "email_consent": c.email_consent,
+        "contact_problems": "; ".join(c.problems)[:100] or None,
+        "suivi": person.suivi,
+        "parcours_calcule": (person.parcours.get("NATPARCOCAL") or "")[:10] or None,
+        "parcours_modifie": (person.parcours.get("NATPARCOMOD") or "")[:10] or None,
+        "parcours_refuse": None if refused is None else refused.strip() in ("1", "true"),
+        "parcours_motif": (person.parcours.get("MOTIMODPARCO") or "")[:10] or None,
+        "dsp": person.dsp,
+    }

@@ -9,19 +9,38 @@ to that record for the loader's policy (see docs/ingestion.md).
 from __future__ import annotations
 
 import gzip
-import hashlib
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from lxml import etree
 
+from app.flux.envelope import (
+    DOCTYPE_RE,
+    FOYER,
+    HEAD_BYTES,
+    HEADER,
+    REJECT_FOYER,
+    REJECT_PERSON,
+    ROOT,
+    TRAILER,
+    WARNING,
+    FluxRejected,
+    HashingReader,
+    check_prolog,
+    check_top_level,
+    count_of,
+    nature_message,
+    open_flux,
+    parse_header,
+    safe_iterparse,
+    syntax_error,
+)
+from app.flux.fields import RecordContext
 from app.flux.records import (
-    APPLIEME_CODES,
     BRSA_ROLES,
     ETATDOSRSA_CODES,
     FONORG_CODES,
@@ -31,7 +50,6 @@ from app.flux.records import (
     MOTISUSVERSRSA_CODES,
     ROLEPERS_CODES,
     SITFAM_CODES,
-    TYPEFLUX_CODES,
     Address,
     FluxHeader,
     FluxTrailer,
@@ -41,171 +59,22 @@ from app.flux.records import (
 )
 from app.security.nir import InvalidNir, normalize_nir
 
-ROOT = "Racine"
-HEADER = "IdentificationFlux"
-FOYER = "InfosFoyerRSA"
-TRAILER = "TransmissionFlux"
-HEAD_BYTES = 65536
-_DOCTYPE_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
-
-# Severities of a record problem.
-WARNING = "warning"  # applied as read (the field may be emptied), listed in the report
-REJECT_PERSON = "reject_person"  # this person is not applied, listed
-REJECT_FOYER = "reject_foyer"  # this foyer is not applied, listed
-
-
-class FluxRejected(Exception):
-    """The whole file is refused; nothing of it is applied."""
-
-    def __init__(
-        self,
-        reason: str,
-        position: str | None = None,
-        code: str = "invalid_file",
-        foyers_read: int = 0,
-        departement: str | None = None,
-    ) -> None:
-        super().__init__(f"{reason}" + (f" (at {position})" if position else ""))
-        self.reason = reason
-        self.position = position
-        self.code = code
-        # what the reader knew when it refused the file, for the report (issue #9: "foyers 0, departement null")
-        self.foyers_read = foyers_read
-        self.departement = departement
-
-
-class _HashingReader:
-    """Reads the decompressed XML, hashing it on the way; keeps the head for the prolog check."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self._sha = hashlib.sha256()
-        self._buffer = b""
-        self.bytes_read = 0
-        self.lines = 1
-        self.eof = False
-
-    def head(self, n: int) -> bytes:
-        while len(self._buffer) < n:
-            chunk = self._raw.read(n - len(self._buffer))
-            if not chunk:
-                break
-            self._buffer += chunk
-        return self._buffer[:n]
-
-    def read(self, n: int = -1) -> bytes:
-        if self._buffer:
-            if n < 0 or n >= len(self._buffer):
-                data, self._buffer = self._buffer, b""
-                if n < 0:
-                    data += self._raw.read()
-            else:
-                data, self._buffer = self._buffer[:n], self._buffer[n:]
-        else:
-            data = self._raw.read(n)
-        self._sha.update(data)
-        self.bytes_read += len(data)
-        self.lines += data.count(b"\n")
-        if not data and n != 0:
-            self.eof = True
-        return data
-
-    @property
-    def sha256(self) -> str:
-        return self._sha.hexdigest()
-
-
-def open_flux(path: Path) -> IO[bytes]:
-    """Open a flux file, transparently decompressing gzip (detected by its magic bytes, not its name)."""
-    fh = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    magic = fh.read(2)
-    fh.seek(0)
-    if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
-    return fh
-
-
-# -- problems and typed values ---------------------------------------------------------------
-
-
-class _Ctx:
-    """Collects a record's problems, each prefixed with where it is (written only when a problem occurs)."""
-
-    __slots__ = ("foyer", "line", "person", "person_line", "problems")
-
-    def __init__(self, foyer: int | None = None, line: int | None = None) -> None:
-        self.problems: list[tuple[str, str, str]] = []  # (severity, code, message)
-        self.foyer, self.line = foyer, line
-        self.person: int | None = None
-        self.person_line: int | None = None
-
-    @property
-    def where(self) -> str:
-        if self.foyer is None:
-            return ""
-        if self.person is None:
-            return f"foyer {self.foyer}" + (f" (line {self.line})" if self.line else "")
-        return (
-            f"foyer {self.foyer}"
-            + (f" (line {self.person_line})" if self.person_line else "")
-            + f", person {self.person}"
-        )
-
-    def add(self, severity: str, code: str, message: str) -> None:
-        where = self.where
-        self.problems.append((severity, code, f"{where}: {message}" if where else message))
-
-    @staticmethod
-    def text(raw: str | None) -> str | None:
-        if raw is None:
-            return None
-        raw = raw.strip()
-        return raw or None
-
-    def date(self, raw: str | None, name: str) -> date | None:
-        if raw is None:
-            return None
-        try:
-            return date.fromisoformat(raw)
-        except ValueError:
-            raw = raw.strip()
-            if not raw or raw == "ABS":  # VRSD0301 writes an absent date "ABS"
-                return None
-            try:
-                return date.fromisoformat(raw[:10])
-            except ValueError:
-                # The value is not repeated: it may be a birth date, and reports are printed and stored.
-                self.add(WARNING, "invalid_date", f"{name} is not a valid date; ignored")
-                return None
-
-    def flag(self, raw: str | None, name: str) -> bool | None:
-        """An `xsd:boolean`: `1`/`true` or `0`/`false`."""
-        if raw == "1":
-            return True
-        if raw == "0":
-            return False
-        raw = self.text(raw)
-        if raw is None:
-            return None
-        # xsd:boolean: the schema allows both spellings, and real files use both (formats/caf-flux.md).
-        if raw in _TRUE:
-            return True
-        if raw in _FALSE:
-            return False
-        self.add(WARNING, "invalid_flag", f"{name} must be 0, 1, true or false, got {raw[:10]!r}; ignored")
-        return None
-
-    def code(self, raw: str | None, name: str, known: frozenset[str]) -> str | None:
-        if raw is not None and raw in known:
-            return raw
-        raw = self.text(raw)
-        if raw is not None and raw not in known:
-            self.add(WARNING, "unknown_code", f"{name} has the unknown code {raw[:20]!r}; kept as is")
-        return raw
-
-
-_TRUE = frozenset({"1", "true"})
-_FALSE = frozenset({"0", "false"})
+# Re-exported: the severities, the refusal and the envelope's names were first defined here.
+__all__ = [
+    "DOCTYPE_RE",
+    "FOYER",
+    "HEADER",
+    "HEAD_BYTES",
+    "REJECT_FOYER",
+    "REJECT_PERSON",
+    "ROOT",
+    "TRAILER",
+    "WARNING",
+    "FluxReader",
+    "FluxRejected",
+    "open_flux",
+    "safe_iterparse",
+]
 
 
 # -- the schema, as a mapping -----------------------------------------------------------------
@@ -283,8 +152,34 @@ class _RawFoyer:
     details: list[dict[str, str | None]] = field(default_factory=list)
     events: list[dict[str, str | None]] = field(default_factory=list)
 
+    def take(self, tag: str, scratch: dict[str, str | None]) -> None:
+        """A container of the foyer ended: file its leaves (DISCARDED and unknown containers are dropped)."""
+        if tag == "IdentificationRSA":
+            self.ident = scratch
+        elif tag == "Adresse":
+            self.addresses.append(scratch)
+        elif tag == "SituationFamille":
+            self.sitfam = scratch.get("SITFAM")
+        elif tag == "EtatDossierRSA":
+            self.etat = scratch.get("ETATDOSRSA")
+        elif tag == "SuspensionVersement":
+            self.susp_versement.append(scratch)
+        elif tag == "SuspensionDroit":
+            self.susp_droit.append(scratch)
+        elif tag == "FinDroit":
+            self.fin = scratch
+        elif tag == "FinDroitMoisAnterieur":
+            # where a state 6 right (closed on a previous month) carries its closure motive and date
+            self.fin_previous_month = scratch
+        elif tag == "Refus":
+            self.refusal = scratch
+        elif tag == "DetailCalculDroitRSA" or tag in RIGHT_DETAILS:
+            self.details.append(scratch)
+        elif tag == "Evenement":
+            self.events.append(scratch)
 
-def _person(ctx: _Ctx, raw: _RawPerson, position: int, dtref: date | None) -> PersonRecord:
+
+def _person(ctx: RecordContext, raw: _RawPerson, position: int, dtref: date | None) -> PersonRecord:
     role = ctx.code(raw.role, "ROLEPERS", ROLEPERS_CODES)
     if role not in BRSA_ROLES:
         # Children and other members cannot be subject to droits et devoirs: their identity is not read
@@ -341,7 +236,7 @@ def _address(raw: _RawFoyer) -> Address:
                 break
     if chosen is None:
         return Address()
-    t = _Ctx.text
+    t = RecordContext.text
     pays = t(chosen.get("PAYS"))
     abroad = " / ".join(x for x in (t(chosen.get(f"LIBLIG{n}ADR")) for n in range(2, 8)) if x) or None
     return Address(
@@ -359,7 +254,7 @@ def _address(raw: _RawFoyer) -> Address:
 
 
 def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) -> FoyerRecord:
-    ctx = _Ctx(position, line)
+    ctx = RecordContext(position, line)
     ident = raw.ident
     fonorg = ctx.code(ident.get("FONORG"), "FONORG", FONORG_CODES)
     matricule = ctx.text(ident.get("MATRICULE"))
@@ -367,54 +262,11 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
         ctx.add(REJECT_FOYER, "missing_field", "Organisme/FONORG and Organisme/MATRICULE are required")
     elif not matricule.isdigit() or len(matricule) > 15:
         ctx.add(WARNING, "invalid_field", "MATRICULE should be up to 15 digits; kept as is")
-
-    persons: list[PersonRecord] = []
-    seen_nirs: set[str] = set()
-    seen_identities: set[tuple[Any, ...]] = set()
-    for rank, p_raw in enumerate(raw.persons, start=1):
-        ctx.person, ctx.person_line = rank, p_raw.line
-        person = _person(ctx, p_raw, rank, dtref)
-        identity = (person.nom, person.prenom, person.date_naissance, person.role)
-        if (person.nir13 and person.nir13 in seen_nirs) or (
-            person.role in BRSA_ROLES and person.nom is not None and identity in seen_identities
-        ):
-            ctx.add(
-                REJECT_PERSON, "duplicate_person", "the same person appears twice in this foyer; second one ignored"
-            )
-            continue
-        if person.nir13:
-            seen_nirs.add(person.nir13)
-        seen_identities.add(identity)
-        persons.append(person)
-    ctx.person = None
-    if not persons:
-        ctx.add(REJECT_FOYER, "missing_element", "a foyer has at least one Personne")
-    elif sum(1 for p in persons if p.role == "DEM") > 1:
-        ctx.add(WARNING, "several_demandeurs", "more than one person has the role DEM")
-
-    ddnatdro: date | None = None
-    for detail in raw.details:
-        start = ctx.date(detail.get("DDNATDRO"), "DDNATDRO")
-        if start is not None and (ddnatdro is None or start < ddnatdro):
-            ddnatdro = start
+    persons = _persons(ctx, raw, dtref)
+    ddnatdro = _ddnatdro(ctx, raw)
     fin = raw.fin or raw.fin_previous_month or {}
     refusal = raw.refusal or {}
-    # A missing block says nothing of what it would have carried: never read as "no state, no address".
-    # Detected from the mandatory elements of each block, whatever the schema revision names it.
-    missing = 0
-    if (
-        raw.etat is None
-        and not raw.susp_droit
-        and not raw.susp_versement
-        and not fin
-        and not raw.details
-        and not raw.refusal
-    ):
-        missing |= MISSING_PRESTATION
-        ctx.add(WARNING, "block_missing", "no PrestationRSA (state of the right): the state known before is kept")
-    if not raw.addresses and raw.sitfam is None:
-        missing |= MISSING_ADMINISTRATIVE
-        ctx.add(WARNING, "block_missing", "no DonneesAdministratives (address): the address known before is kept")
+    missing = _missing_blocks(ctx, raw, fin)
     cedant = " ".join(x for x in (ctx.text(ident.get("FONORGCEDMUT")), ctx.text(ident.get("NUMORGCEDMUT"))) if x)
     prenant = " ".join(x for x in (ctx.text(ident.get("FONORGPRENMUT")), ctx.text(ident.get("NUMORGPRENMUT"))) if x)
     return FoyerRecord(
@@ -462,7 +314,65 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
     )
 
 
-def _previous_foyer(ctx: _Ctx, ident: dict[str, str | None]) -> tuple[str, str, str] | None:
+def _persons(ctx: RecordContext, raw: _RawFoyer, dtref: date | None) -> list[PersonRecord]:
+    """The foyer's persons, each once (a second record of the same NIR or identity and role is set aside)."""
+    persons: list[PersonRecord] = []
+    seen_nirs: set[str] = set()
+    seen_identities: set[tuple[Any, ...]] = set()
+    for rank, p_raw in enumerate(raw.persons, start=1):
+        ctx.person, ctx.person_line = rank, p_raw.line
+        person = _person(ctx, p_raw, rank, dtref)
+        identity = (person.nom, person.prenom, person.date_naissance, person.role)
+        if (person.nir13 and person.nir13 in seen_nirs) or (
+            person.role in BRSA_ROLES and person.nom is not None and identity in seen_identities
+        ):
+            ctx.add(
+                REJECT_PERSON, "duplicate_person", "the same person appears twice in this foyer; second one ignored"
+            )
+            continue
+        if person.nir13:
+            seen_nirs.add(person.nir13)
+        seen_identities.add(identity)
+        persons.append(person)
+    ctx.person = None
+    if not persons:
+        ctx.add(REJECT_FOYER, "missing_element", "a foyer has at least one Personne")
+    elif sum(1 for p in persons if p.role == "DEM") > 1:
+        ctx.add(WARNING, "several_demandeurs", "more than one person has the role DEM")
+    return persons
+
+
+def _ddnatdro(ctx: RecordContext, raw: _RawFoyer) -> date | None:
+    """The earliest start of the right among the calculation details."""
+    ddnatdro: date | None = None
+    for detail in raw.details:
+        start = ctx.date(detail.get("DDNATDRO"), "DDNATDRO")
+        if start is not None and (ddnatdro is None or start < ddnatdro):
+            ddnatdro = start
+    return ddnatdro
+
+
+def _missing_blocks(ctx: RecordContext, raw: _RawFoyer, fin: dict[str, str | None]) -> int:
+    """A missing block says nothing of what it would have carried: never read as "no state, no address".
+    Detected from the mandatory elements of each block, whatever the schema revision names it."""
+    missing = 0
+    if (
+        raw.etat is None
+        and not raw.susp_droit
+        and not raw.susp_versement
+        and not fin
+        and not raw.details
+        and not raw.refusal
+    ):
+        missing |= MISSING_PRESTATION
+        ctx.add(WARNING, "block_missing", "no PrestationRSA (state of the right): the state known before is kept")
+    if not raw.addresses and raw.sitfam is None:
+        missing |= MISSING_ADMINISTRATIVE
+        ctx.add(WARNING, "block_missing", "no DonneesAdministratives (address): the address known before is kept")
+    return missing
+
+
+def _previous_foyer(ctx: RecordContext, ident: dict[str, str | None]) -> tuple[str, str, str] | None:
     """The foyer a transferred dossier came from (OrganismeCedant: organisme and its matricule): the link to
     the person's history when there is no NIR."""
     fonorg, numorg = ctx.text(ident.get("FONORGCEDMUT")), ctx.text(ident.get("NUMORGCEDMUT"))
@@ -470,81 +380,6 @@ def _previous_foyer(ctx: _Ctx, ident: dict[str, str | None]) -> tuple[str, str, 
     if fonorg and numorg and matricule:
         return fonorg, numorg, matricule
     return None
-
-
-def _text(el: Any, path: str) -> str | None:
-    value = el.findtext(path)
-    return (value.strip() or None) if value is not None else None
-
-
-def _header(el: Any) -> FluxHeader:
-    applieme = _text(el, "APPLIEME")
-    type_flux = _text(el, "TYPEFLUX")
-    if type_flux not in TYPEFLUX_CODES:
-        raise FluxRejected(f"TYPEFLUX must be I, M or R, got {type_flux!r}", HEADER, "invalid_header")
-    if applieme is None:
-        raise FluxRejected("APPLIEME is missing", HEADER, "invalid_header")
-    if applieme not in APPLIEME_CODES:
-        applieme = applieme[:10]
-    created_raw = _text(el, "DTCREAFLUX") or ""
-    try:
-        created = date.fromisoformat(created_raw[:10])
-    except ValueError:
-        raise FluxRejected("DTCREAFLUX is missing or not a date", HEADER, "invalid_header") from None
-    time_raw = _text(el, "HEUCREAFLUX") or "00:00:00"
-    try:
-        hh, mm, ss = (int(x) for x in time_raw[:8].split(":"))
-        created_at = datetime(created.year, created.month, created.day, hh, mm, ss)
-    except ValueError:
-        created_at = datetime(created.year, created.month, created.day)
-    dtref_raw = _text(el, "DTREF")
-    try:
-        dtref = date.fromisoformat(dtref_raw[:10]) if dtref_raw else None
-    except ValueError:
-        dtref = None
-    return FluxHeader(
-        applieme=applieme,
-        version=_text(el, "NUMVERSIONAPPLIEME"),
-        type_flux=type_flux,
-        nat_flux=_text(el, "NATFLUX"),
-        created_at=created_at,
-        dtref=dtref,
-    )
-
-
-NATURES = {"D": "a beneficiary flux", "I": "an instruction flux (VIRS0901)", "R": "a nouveau recueil flux"}
-
-
-def _nature_message(nature: str | None) -> str:
-    if nature is None:
-        return "NATFLUX is missing: the nature of the flux (D beneficiary, I instruction) cannot be told"
-    what = NATURES.get(nature, "a flux of an unknown nature")
-    return f"NATFLUX {nature[:8]!r}: this is {what}, not a beneficiary flux (D); it is not applied"
-
-
-def _count(el: Any, name: str) -> int | None:
-    raw = _text(el, name)
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise FluxRejected(f"{name} is not a number", TRAILER, "invalid_trailer")
-    return int(raw)
-
-
-def safe_iterparse(reader: Any, tags: tuple[str, ...]) -> Any:
-    """lxml's streaming parser as every flux is read: "end" events of these tags only, no entity, no DTD,
-    no network, no huge tree (a hostile file is refused, never expanded)."""
-    return etree.iterparse(
-        reader,
-        events=("end",),
-        tag=tags,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
 
 
 class FluxReader:
@@ -557,7 +392,7 @@ class FluxReader:
         self.trailer: FluxTrailer | None = None
         self.foyers_read = 0
         self.first_departement: str | None = None
-        self._reader: _HashingReader | None = None
+        self._reader: HashingReader | None = None
 
     @property
     def content_sha256(self) -> str:
@@ -582,7 +417,7 @@ class FluxReader:
         except OSError as exc:
             raise FluxRejected(f"cannot open the file: {exc.strerror}", None, "unreadable") from exc
         with raw:
-            self._reader = _HashingReader(raw)
+            self._reader = HashingReader(raw)
             try:
                 yield from self._parse(self._reader)
             except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -592,120 +427,85 @@ class FluxReader:
                     "truncated",
                 ) from exc
 
-    def _check_top_level(self, el: Any, parent: Any) -> None:
-        if parent is None or parent.getparent() is not None:
-            raise FluxRejected(f"<{el.tag}> must be a child of <{ROOT}>", f"line {el.sourceline}", "invalid_structure")
-        if parent.tag != ROOT:
-            raise FluxRejected(f"the root element must be <{ROOT}>, not <{parent.tag}>", "line 1", "wrong_root")
-
-    def _parse(self, reader: _HashingReader) -> Iterator[FoyerRecord]:
-        head = reader.head(HEAD_BYTES)
-        if not head.strip():
-            raise FluxRejected("the file is empty", None, "empty")
-        root_at = head.find(b"<" + ROOT.encode())
-        doctype = _DOCTYPE_RE.search(head)
-        if doctype and (root_at < 0 or doctype.start() < root_at):
-            raise FluxRejected("a DTD or entity declaration is not allowed in a flux file", "prolog", "forbidden_dtd")
+    def _parse(self, reader: HashingReader) -> Iterator[FoyerRecord]:
+        check_prolog(reader)
         context = safe_iterparse(reader, (HEADER, FOYER, TRAILER, *CONTAINERS, *LEAVES))
-        dtref: date | None = None
+        try:
+            yield from self._events(context)
+        except etree.XMLSyntaxError as exc:
+            raise syntax_error(exc, reader, self.foyers_read) from exc
+        self._check_end(context.root)
+
+    def _events(self, context: Any) -> Iterator[FoyerRecord]:
+        """The parser's events: leaves gather into the scratch of their container; each container files
+        its scratch into the foyer being read; a foyer's end yields its record."""
         person_ident: dict[str, str | None] = {}
         person_role: str | None = None
         scratch: dict[str, str | None] = {}
         foyer = _RawFoyer()
         leaves = LEAVES
-        try:
-            for _event, el in context:
-                tag = el.tag
-                if tag in leaves:
-                    scratch[tag] = el.text
-                    continue
-                if tag == "Identification":
-                    person_ident = scratch
-                elif tag in ROLE_SOURCES:
-                    cond = ROLE_SOURCES[tag]
-                    if cond is None or scratch.get(cond[0]) == cond[1]:
-                        person_role = scratch.get("ROLEPERS")
-                elif tag == "Personne":
-                    foyer.persons.append(_RawPerson(el.sourceline, person_ident, person_role, scratch))
-                    person_ident, person_role = {}, None
-                elif tag == "IdentificationRSA":
-                    foyer.ident = scratch
-                elif tag == "Adresse":
-                    foyer.addresses.append(scratch)
-                elif tag == "SituationFamille":
-                    foyer.sitfam = scratch.get("SITFAM")
-                elif tag == "EtatDossierRSA":
-                    foyer.etat = scratch.get("ETATDOSRSA")
-                elif tag == "SuspensionVersement":
-                    foyer.susp_versement.append(scratch)
-                elif tag == "SuspensionDroit":
-                    foyer.susp_droit.append(scratch)
-                elif tag == "FinDroit":
-                    foyer.fin = scratch
-                elif tag == "FinDroitMoisAnterieur":
-                    # where a state 6 right (closed on a previous month) carries its closure motive and date
-                    foyer.fin_previous_month = scratch
-                elif tag == "Refus":
-                    foyer.refusal = scratch
-                elif tag == "DetailCalculDroitRSA" or tag in RIGHT_DETAILS:
-                    foyer.details.append(scratch)
-                elif tag == "Evenement":
-                    foyer.events.append(scratch)
-                elif tag == FOYER:
-                    parent = el.getparent()
-                    self._check_top_level(el, parent)
-                    if self.header is None:
-                        raise FluxRejected(
-                            "the header IdentificationFlux is missing", f"line {el.sourceline}", "missing_header"
-                        )
-                    if self.trailer is not None:
-                        raise FluxRejected(f"<{tag}> after the trailer", f"line {el.sourceline}", "invalid_structure")
-                    self.foyers_read += 1
-                    record = _foyer(foyer, self.foyers_read, el.sourceline, dtref)
-                    if self.first_departement is None:
-                        self.first_departement = record.departement
-                    foyer = _RawFoyer()
-                    el.clear(keep_tail=False)
-                    while el.getprevious() is not None:
-                        del parent[0]
-                    yield record
-                elif tag == HEADER:
-                    self._check_top_level(el, el.getparent())
-                    if self.header is not None or self.foyers_read:
-                        raise FluxRejected(
-                            "IdentificationFlux must come once, first", f"line {el.sourceline}", "invalid_structure"
-                        )
-                    self.header = _header(el)
-                    dtref = self.header.dtref
-                    if self.header.nat_flux != "D":
-                        raise FluxRejected(_nature_message(self.header.nat_flux), HEADER, "other_nature")
-                elif tag == TRAILER:
-                    self._check_top_level(el, el.getparent())
-                    if self.header is None:
-                        raise FluxRejected(
-                            "the header IdentificationFlux is missing", f"line {el.sourceline}", "missing_header"
-                        )
-                    declared = _count(el, "NBTOTDOSRSATRANSM")
-                    if declared is None:
-                        raise FluxRejected("NBTOTDOSRSATRANSM is missing", f"line {el.sourceline}", "invalid_trailer")
-                    self.trailer = FluxTrailer(declared, _count(el, "NBTOTDOSRSATRANSMANO"))
-                # every container (kept or DISCARDED) starts the next one with an empty scratch
-                scratch = {}
-        except etree.XMLSyntaxError as exc:
-            line = exc.position[0] if exc.position else exc.lineno
-            msg = str(exc.msg or exc).split(", line")[0]
-            # An error on the very last line of a file read to its end is a cut, not a typo.
-            at_end = reader.eof and line is not None and line >= reader.lines
-            lowered = msg.lower()
-            truncated = at_end or "end of data" in lowered or "premature" in lowered
-            code = "truncated" if truncated else "malformed_xml"
-            raise FluxRejected(
-                f"the XML is {'truncated' if code == 'truncated' else 'malformed'}: {msg}"
-                + f" after foyer {self.foyers_read}",
-                f"line {line}",
-                code,
-            ) from exc
-        root = context.root
+        for _event, el in context:
+            tag = el.tag
+            if tag in leaves:
+                scratch[tag] = el.text
+                continue
+            if tag == "Identification":
+                person_ident = scratch
+            elif tag in ROLE_SOURCES:
+                cond = ROLE_SOURCES[tag]
+                if cond is None or scratch.get(cond[0]) == cond[1]:
+                    person_role = scratch.get("ROLEPERS")
+            elif tag == "Personne":
+                foyer.persons.append(_RawPerson(el.sourceline, person_ident, person_role, scratch))
+                person_ident, person_role = {}, None
+            elif tag == FOYER:
+                yield self._foyer_end(el, foyer)
+                foyer = _RawFoyer()
+            elif tag == HEADER:
+                self._on_header(el)
+            elif tag == TRAILER:
+                self._on_trailer(el)
+            else:
+                foyer.take(tag, scratch)
+            # every container (kept or DISCARDED) starts the next one with an empty scratch
+            scratch = {}
+
+    def _foyer_end(self, el: Any, foyer: _RawFoyer) -> FoyerRecord:
+        """A foyer read whole: its record; its element (and those before it) freed."""
+        parent = el.getparent()
+        check_top_level(el, parent)
+        if self.header is None:
+            raise FluxRejected("the header IdentificationFlux is missing", f"line {el.sourceline}", "missing_header")
+        if self.trailer is not None:
+            raise FluxRejected(f"<{el.tag}> after the trailer", f"line {el.sourceline}", "invalid_structure")
+        self.foyers_read += 1
+        record = _foyer(foyer, self.foyers_read, el.sourceline, self.header.dtref)
+        if self.first_departement is None:
+            self.first_departement = record.departement
+        el.clear(keep_tail=False)
+        while el.getprevious() is not None:
+            del parent[0]
+        return record
+
+    def _on_header(self, el: Any) -> None:
+        check_top_level(el, el.getparent())
+        if self.header is not None or self.foyers_read:
+            raise FluxRejected("IdentificationFlux must come once, first", f"line {el.sourceline}", "invalid_structure")
+        self.header = parse_header(el)
+        if self.header.nat_flux != "D":
+            raise FluxRejected(nature_message(self.header.nat_flux), HEADER, "other_nature")
+
+    def _on_trailer(self, el: Any) -> None:
+        check_top_level(el, el.getparent())
+        if self.header is None:
+            raise FluxRejected("the header IdentificationFlux is missing", f"line {el.sourceline}", "missing_header")
+        declared = count_of(el, "NBTOTDOSRSATRANSM")
+        if declared is None:
+            raise FluxRejected("NBTOTDOSRSATRANSM is missing", f"line {el.sourceline}", "invalid_trailer")
+        self.trailer = FluxTrailer(declared, count_of(el, "NBTOTDOSRSATRANSMANO"))
+
+    def _check_end(self, root: Any) -> None:
+        """The whole file read: its root, header and trailer, and the count the trailer announces."""
         if root is None or root.tag != ROOT:
             actual = root.tag if root is not None else "none"
             raise FluxRejected(f"the root element must be <{ROOT}>, not <{actual}>", "line 1", "wrong_root")

@@ -93,6 +93,29 @@ class Replay:
         return changed
 
     def _chunk(self, person_ids: Sequence[int]) -> set[int]:
+        rows, matricules = self._histories(person_ids)
+        observed, carried = self._later_observations(person_ids, matricules)
+        changed: set[int] = set()
+        inserts: list[tuple[Any, ...]] = []
+        deletes: list[int] = []
+        fingerprint_updates: list[dict[str, Any]] = []
+        for pid in person_ids:
+            history = rows.get(pid, [])
+            before = [r for r in history if not self._after(r)]
+            after = [r for r in history if self._after(r)]
+            content = {r.fingerprint: _iso(r[_STATE]) for r in history}
+            new_rows = self._walk(pid, before, observed.get(pid, {}), carried, content, fingerprint_updates)
+            old = [(r.file_id, r.fingerprint, r.sdd_entrant) for r in after]
+            new = [(row[1], row[-1], row[-2]) for row in new_rows]
+            if old != new:
+                changed.add(pid)
+                deletes.extend(r.id for r in after)
+                inserts.extend(new_rows)
+        self._write(deletes, inserts, fingerprint_updates)
+        return changed
+
+    def _histories(self, person_ids: Sequence[int]) -> tuple[dict[int, list[Any]], set[str]]:
+        """Every state row of these persons, in date order, and the foyers (matricules) they were in."""
         conn = self.conn
         ps = T_STATES.c
         rows: dict[int, list[Any]] = {}
@@ -115,7 +138,15 @@ class Replay:
             rows.setdefault(row.person_id, []).append(row)
             if row.matricule:
                 matricules.add(row.matricule)
-        # everyone who was ever in these foyers: their records in later files say which foyers those carry
+        return rows, matricules
+
+    def _later_observations(
+        self, person_ids: Sequence[int], matricules: set[str]
+    ) -> tuple[dict[int, dict[int, list[Any]]], set[tuple[Any, ...]]]:
+        """What the later files observed of these persons (by file), and which of their foyers each later
+        file carries (file, fonorg, numorg, matricule), from the records of everyone ever in them."""
+        conn = self.conn
+        ps = T_STATES.c
         members: set[int] = set(person_ids)
         for chunk in _chunks(sorted(matricules), 5000):
             members.update(
@@ -128,7 +159,7 @@ class Replay:
         later_ids = [f.id for f in self.files]
         o = T_OBS.c
         observed: dict[int, dict[int, list[Any]]] = {}
-        carried: set[tuple[Any, ...]] = set()  # (file, fonorg, numorg, matricule) of the foyers later files carry
+        carried: set[tuple[Any, ...]] = set()
         mine = set(person_ids)
         for chunk in _chunks(sorted(members), 5000):
             for obs in conn.execute(
@@ -150,35 +181,26 @@ class Replay:
                     carried.add((obs.file_id, obs.fonorg, obs.numorg, obs.matricule))
                 if obs.person_id in mine:
                     observed.setdefault(obs.person_id, {}).setdefault(obs.file_id, []).append(obs)
-        changed: set[int] = set()
-        inserts: list[tuple[Any, ...]] = []
-        deletes: list[int] = []
-        fingerprint_updates: list[dict[str, Any]] = []
-        for pid in person_ids:
-            history = rows.get(pid, [])
-            before = [r for r in history if not self._after(r)]
-            after = [r for r in history if self._after(r)]
-            content = {r.fingerprint: _iso(r[_STATE]) for r in history}
-            new_rows = self._walk(pid, before, observed.get(pid, {}), carried, content, fingerprint_updates)
-            old = [(r.file_id, r.fingerprint, r.sdd_entrant) for r in after]
-            new = [(row[1], row[-1], row[-2]) for row in new_rows]
-            if old != new:
-                changed.add(pid)
-                deletes.extend(r.id for r in after)
-                inserts.extend(new_rows)
+        return observed, carried
+
+    def _write(
+        self, deletes: list[int], inserts: list[tuple[Any, ...]], fingerprint_updates: list[dict[str, Any]]
+    ) -> None:
+        """The later states re-examined: the old ones deleted, the new ones inserted, observations re-printed."""
+        conn = self.conn
         for chunk in _chunks(deletes, 5000):
-            conn.execute(delete(T_STATES).where(one_of(conn, ps.id, chunk)))
+            conn.execute(delete(T_STATES).where(one_of(conn, T_STATES.c.id, chunk)))
         self.deleted += len(deletes)
         self.inserted += self.writer.insert(T_STATES, ROW_COLUMNS, inserts)
         self.absences += sum(1 for row in inserts if row[7] is False)
         if fingerprint_updates:
+            o = T_OBS.c
             conn.execute(
                 update(T_OBS)
                 .where(o.file_id == bindparam("b_file"), o.seq == bindparam("b_seq"))
                 .values(fingerprint=bindparam("b_print")),
                 fingerprint_updates,
             )
-        return changed
 
     def _walk(
         self,
