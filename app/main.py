@@ -26,6 +26,7 @@ from app.api import (
     pilotage,
     webhooks,
 )
+from app.api.errors import install_error_handlers
 from app.api.middleware import (
     AdmissionMiddleware,
     BodyLimitMiddleware,
@@ -36,7 +37,6 @@ from app.api.openapi import install as install_openapi
 from app.audit.chain import Sealer
 from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, session_factory
-from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.security.oidc import OidcVerifier
 from app.security.ratelimit import RateLimiter
