@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.chain import record_action, record_action_now
 from app.db import claim_write, session_scope
+from app.errors import Busy, Unavailable
 from app.exports import weekly
 from app.kit import jobs as leases
 from app.kit.files import private_dir
@@ -52,16 +53,23 @@ LEASE_SECONDS = 600
 JOB = "export weekly"
 
 
-class ExportBusy(Exception):
+class ExportBusy(Busy):
     """Another run publishes this département's files now."""
 
+    code = "export_busy"
 
-class PublishError(Exception):
+
+class PublishError(Unavailable):
     """The files were built but could not be announced (mail server); nothing was half-published."""
+
+    code = "export_publish_failed"
 
 
 class ExportsNotConfigured(PublishError):
     """A setting the publication needs is missing (said by name)."""
+
+    status_code = 503
+    code = "exports_not_configured"
 
 
 class IntegrityError(Exception):

@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.clock import today
 from app.db import claim_write, one_of, unlimited_statements
+from app.errors import ExitCode, Unprocessable
 from app.flux.derive import (
     ROW_COLUMNS,
     STATE_COLUMNS,
@@ -88,8 +89,10 @@ MAX_REASON = 300  # characters of a rejection's reason kept in the report and th
 _INGEST_LOCK_ID = 0x5A55E11E  # PostgreSQL advisory lock: one ingestion at a time
 
 
-class IngestInputError(ValueError):
+class IngestInputError(Unprocessable, ValueError):
     """A wrong option given with the file (not a problem of the file itself): nothing is recorded."""
+
+    exit_code = ExitCode.USAGE
 
 
 class ReferenceIntegrityError(RuntimeError):

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
 
+from app.errors import ExitCode, NotConfigured, Unprocessable
 from app.models import EntryEpisode, FluxFile, FtIdentity, FtSnapshot, Person, PersonState
 from app.rules.episodes import add_months
 
@@ -162,8 +163,10 @@ def month_of(day: date) -> str:
     return f"{day.year:04d}-{day.month:02d}"
 
 
-class PeriodError(ValueError):
+class PeriodError(Unprocessable, ValueError):
     """A period that cannot be read or makes no sense; the message says the forms accepted."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)
@@ -756,8 +759,10 @@ def load_communes(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return names, territories
 
 
-class CommunesFileError(Exception):
+class CommunesFileError(NotConfigured):
     """The Département's commune table cannot be read: the message names the setting and the line."""
+
+    code = "communes_file_invalid"
 
 
 def commune_table(
