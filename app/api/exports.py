@@ -24,9 +24,9 @@ from app.audit.chain import action_row
 from app.clock import today
 from app.db import get_engine, write_transaction
 from app.errors import ApiError, NotFound, Unprocessable
+from app.exports.publication import Publication
 from app.exports.publish import (
     IntegrityError,
-    Publication,
     PublishError,
     aad_of,
     decrypt_file,
