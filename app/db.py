@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -145,10 +145,20 @@ def dispose_engines() -> None:
     _factories.clear()
 
 
-def _write_access_records(session: Session) -> None:
-    from app.persons.repository import write_access_records
+# Run on every session just before it commits, in the order registered: a domain registers its own (the
+# audit of reads writes the access records a unit of work gathered), so this module imports no domain.
+_before_commit_hooks: list[Callable[[Session], None]] = []
 
-    write_access_records(session)
+
+def on_before_commit(hook: Callable[[Session], None]) -> None:
+    """Register `hook(session)` to run just before every session of `session_factory` commits (once)."""
+    if hook not in _before_commit_hooks:
+        _before_commit_hooks.append(hook)
+
+
+def _before_commit(session: Session) -> None:
+    for hook in _before_commit_hooks:
+        hook(session)
 
 
 _factories: dict[str, sessionmaker[Session]] = {}
@@ -160,7 +170,7 @@ def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
     if factory is None:
         factory = _factories[settings.database_url] = sessionmaker(bind=get_engine(settings), expire_on_commit=False)
         # The access records a unit of work gathered are written last, just before it commits.
-        event.listen(factory, "before_commit", _write_access_records)
+        event.listen(factory, "before_commit", _before_commit)
     return factory
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from app.api import (
     pilotage,
     webhooks,
 )
+from app.api.errors import install_error_handlers
 from app.api.middleware import (
     AdmissionMiddleware,
     BodyLimitMiddleware,
@@ -36,7 +38,6 @@ from app.api.openapi import install as install_openapi
 from app.audit.chain import Sealer
 from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, session_factory
-from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.security.oidc import OidcVerifier
 from app.security.ratelimit import RateLimiter
@@ -177,3 +178,11 @@ def install_docs(app: FastAPI) -> None:
             redoc_favicon_url="/docs-assets/favicon.png",
             with_google_fonts=False,
         )
+
+
+def render_openapi() -> str:
+    """The OpenAPI document as committed (openapi/openapi.json): `passerelle openapi` writes it."""
+    # A fixed, throw-away configuration: the document must not depend on the machine.
+    settings = Settings(database_url="sqlite:///:memory:", env="test")
+    schema = create_app(settings).openapi()
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

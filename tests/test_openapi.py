@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.api.openapi import render_openapi
+from app.main import render_openapi
 
 COMMITTED = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
 

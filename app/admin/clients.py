@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.admin.departements import ensure_departement
 from app.audit.chain import record_action
+from app.errors import ExitCode, Unprocessable
 from app.models import ApiClient
 from app.models.base import utcnow
 from app.security.apikeys import generate_key, hash_key
@@ -16,8 +17,8 @@ from app.security.scopes import parse_scopes
 from app.settings import Settings
 
 
-class ClientError(ValueError):
-    pass
+class ClientError(Unprocessable, ValueError):
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, bindparam, func, select, update
 
 from app.db import claim_write
+from app.errors import NotConfigured
 from app.models import AccessRecord, Export, FtIdentity, Person, WebhookDelivery
 from app.security.nir import NirProtector
 from app.settings import Settings
@@ -36,8 +37,10 @@ NIR_ENCRYPTED: tuple[tuple[Any, str], ...] = (
 )
 
 
-class RotationError(Exception):
+class RotationError(NotConfigured):
     """A value cannot be re-encrypted: its key is not configured any more."""
+
+    code = "rotation_failed"
 
 
 def _table(model: Any) -> Table:

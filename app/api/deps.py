@@ -15,6 +15,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
+from app.api.errors import LoginRequired
 from app.db import unit_of_work
 from app.errors import TooManyRequests, Unauthenticated, Unprocessable
 from app.security import login
@@ -22,14 +23,6 @@ from app.security.auth import Principal, authenticate_api_key, authenticate_bear
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-class LoginRequired(Exception):
-    """A person opened a page without a session: sent to the login (`/connexion`), then back to `next`."""
-
-    def __init__(self, next_url: str) -> None:
-        super().__init__(next_url)
-        self.next_url = next_url
 
 
 T = TypeVar("T")

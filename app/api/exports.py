@@ -24,11 +24,9 @@ from app.audit.chain import action_row
 from app.clock import today
 from app.db import get_engine, write_transaction
 from app.errors import ApiError, NotFound, Unprocessable
+from app.exports.publication import Publication
 from app.exports.publish import (
-    ExportBusy,
-    ExportsNotConfigured,
     IntegrityError,
-    Publication,
     PublishError,
     aad_of,
     decrypt_file,
@@ -193,21 +191,6 @@ def _refuse(outcome: str) -> None:
 Departement = Annotated[str, Query(pattern=r"^(\d{3}|02[AB])$", description="Département, e.g. 055")]
 
 
-class ExportBusyError(ApiError):
-    status_code = 409
-    code = "export_busy"
-
-
-class PublishFailed(ApiError):
-    status_code = 502
-    code = "export_publish_failed"
-
-
-class PublishNotConfigured(ApiError):
-    status_code = 503
-    code = "exports_not_configured"
-
-
 def _export_out(row: Export, links: list[ExportLink], served: int) -> dict[str, Any]:
     now = utcnow()
     live = [k for k in links if k.revoked_at is None and k.expires_at > now and not (k.single_use and k.used_at)]
@@ -289,14 +272,10 @@ async def publish_weekly(
     def run() -> Publication:
         return publish(get_engine(settings), settings, body.departement, week, resend=body.resend)
 
-    try:
+    try:  # ExportBusy (409), ExportsNotConfigured (503), PublishError (502): app.api.errors answers them
         result = await anyio.to_thread.run_sync(run)
-    except ExportBusy as exc:
-        raise ExportBusyError(str(exc)) from None
-    except ExportsNotConfigured as exc:
-        raise PublishNotConfigured(str(exc)) from None
-    except (PublishError, OSError) as exc:
-        raise PublishFailed(str(exc)) from None
+    except OSError as exc:
+        raise PublishError(str(exc)) from None
     return result.manifest() | {"envoye": result.mailed}
 
 

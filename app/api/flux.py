@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 
 from app.api.deps import Authorized, FileId, SessionDep, SettingsDep, run_write
 from app.clock import today
-from app.errors import ApiError, NotFound, Unprocessable
-from app.flux.loader import IngestInputError, IngestOptions, IngestReport, ingest_file
+from app.errors import NotFound, Unprocessable
+from app.flux.loader import IngestOptions, IngestReport, ingest_file
 from app.kit.files import private_dir
 from app.kit.validation import control_character_problem
 from app.models import FluxFile
@@ -78,11 +78,6 @@ def _out(row: FluxFile) -> dict[str, Any]:
     }
 
 
-class FluxRejectedError(ApiError):
-    status_code = 422
-    code = "flux_rejected"
-
-
 @router.post(
     "",
     summary="Upload a CAF/MSA flux file; it is applied whole or not at all",
@@ -133,10 +128,7 @@ async def upload_flux(
                 ingested_by=principal.id,
                 display_name=name,
             )
-            try:
-                return ingest_file(request.app.state.engine, settings, path, options)
-            except IngestInputError as exc:
-                raise Unprocessable(str(exc)) from exc
+            return ingest_file(request.app.state.engine, settings, path, options)  # IngestInputError: 422
         finally:
             path.unlink(missing_ok=True)
 
@@ -144,7 +136,7 @@ async def upload_flux(
     body = public_report(report.to_dict())
     if report.status == "rejected":
         where = f" ({report.error_position})" if report.error_position else ""
-        raise FluxRejectedError(f"The file {name} was rejected{where}: {report.error}", body)
+        raise Unprocessable(f"The file {name} was rejected{where}: {report.error}", body, code="flux_rejected")
     return JSONResponse(content=_jsonable(body), status_code=201 if report.status == "applied" else 200)
 
 

@@ -18,8 +18,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.settings import Settings
-
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "Error",
     "type": "object",
@@ -250,12 +248,3 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def render_openapi() -> str:
-    from app.main import create_app
-
-    # A fixed, throw-away configuration: the document must not depend on the machine.
-    settings = Settings(database_url="sqlite:///:memory:", env="test")
-    schema = create_app(settings).openapi()
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

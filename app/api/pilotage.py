@@ -10,7 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
-from app.errors import ApiError, Unprocessable
+from app.errors import NotConfigured, Unprocessable
 from app.orientation.episodes import pending_count
 from app.persons import repository as person_service
 from app.pilotage import extract
@@ -19,7 +19,6 @@ from app.pilotage.tables import (
     DIMENSIONS,
     TABLES,
     TITLES,
-    CommunesFileError,
     Period,
     PeriodError,
     commune_table,
@@ -93,10 +92,7 @@ def _period(periode: str | None, start: date | None, end: date | None, day: date
 
 
 def communes(settings: Any, conn: Any, departements: list[str]) -> tuple[dict[str, str], dict[str, str] | None]:
-    try:
-        return commune_table(settings, conn, departements)
-    except CommunesFileError as exc:
-        raise CommunesFileInvalid(str(exc)) from None
+    return commune_table(settings, conn, departements)  # CommunesFileError: 503 communes_file_invalid
 
 
 @router.get("/tables", summary="The pilotage tables: names and titles")
@@ -168,7 +164,7 @@ def pilotage_extract(
     try:
         key = settings.extract_key_bytes
     except ConfigurationError as exc:
-        raise ExtractNotConfigured(str(exc)) from None
+        raise NotConfigured(str(exc), code="extract_not_configured") from None
     # the extract is a read of personal data (pseudonymised): one audit event per département, before it is sent
     for dep in deps:
         person_service.audit_read(request, session, principal, "pilotage.extract", None, dep, found=True)
@@ -185,13 +181,3 @@ def pilotage_extract(
     return StreamingResponse(
         stream(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
     )
-
-
-class ExtractNotConfigured(ApiError):
-    status_code = 503
-    code = "extract_not_configured"
-
-
-class CommunesFileInvalid(ApiError):
-    status_code = 503
-    code = "communes_file_invalid"

@@ -32,6 +32,7 @@ import structlog
 from sqlalchemy import Engine, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from app.audit.reads import PENDING_ACCESS
 from app.models import AccessRecord, AuditChain
 from app.models.base import utcnow
 from app.settings import Settings
@@ -86,8 +87,6 @@ def action_row(
 
 def record_action(session: Session, principal_id: str, action: str, departement: str | None, **kw: Any) -> None:
     """Record an action with the unit of work that does it: written at its commit, gone with its rollback."""
-    from app.persons.repository import PENDING_ACCESS
-
     session.info.setdefault(PENDING_ACCESS, []).append(action_row(principal_id, action, departement, **kw))
 
 

@@ -14,7 +14,7 @@ import typer
 
 from app.cli.audit import audit_app
 from app.cli.clients import clients_app, departements_app
-from app.cli.common import ExitCode, err_console
+from app.cli.common import ExitCode, PasserelleGroup, err_console
 from app.cli.db import db_app
 from app.cli.exports import export_app
 from app.cli.flux import flux_app
@@ -27,6 +27,7 @@ from app.cli.webhooks import webhooks_app
 from app.settings import ConfigurationError, get_settings
 
 app = typer.Typer(
+    cls=PasserelleGroup,
     help="Passerelle RSA: CAF/MSA flux, orientation delays, France Travail exchanges. Exit codes: 0 done, "
     "1 input rejected, 2 usage, 3 environment (database, settings), 4 internal error, 5 busy.",
     no_args_is_help=True,

@@ -8,10 +8,8 @@ import typer
 from sqlalchemy import select
 
 from app.cli.common import (
-    ExitCode,
     console,
     err_console,
-    fail,
     print_json,
     print_rows,
     ready_settings,
@@ -59,16 +57,13 @@ def clients_create(
     scope: Annotated[list[str], typer.Option(help="Scope granted (repeatable).")],
 ) -> None:
     """Create a machine client; its API key is printed once and never stored in clear."""
-    from app.admin.clients import ClientError, create_client
+    from app.admin.clients import create_client
     from app.db import session_scope
 
     codes = [validated_departement(c) for c in departement]
     settings = ready_settings()
-    try:
-        with session_scope(write=True) as session:
-            created = create_client(session, settings, name=name, departements=codes, scopes=scope)
-    except ClientError as exc:
-        raise fail(str(exc), ExitCode.USAGE) from exc
+    with session_scope(write=True) as session:  # a ClientError: exit 2 (app.cli.common.PasserelleGroup)
+        created = create_client(session, settings, name=name, departements=codes, scopes=scope)
     err_console.print(f"client [bold]{name}[/] created (id {created.client_id}); its API key, shown only once:")
     print(created.key)
 
@@ -118,13 +113,10 @@ def clients_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 @clients_app.command("revoke")
 def clients_revoke(name_or_id: str) -> None:
     """Revoke a client's API key (immediately refused afterwards)."""
-    from app.admin.clients import ClientError, revoke_client
+    from app.admin.clients import revoke_client
     from app.db import session_scope
 
     ready_settings()
-    try:
-        with session_scope(write=True) as session:
-            revoke_client(session, name_or_id)
-    except ClientError as exc:
-        raise fail(str(exc), ExitCode.USAGE) from exc
+    with session_scope(write=True) as session:  # a ClientError: exit 2
+        revoke_client(session, name_or_id)
     console.print(f"client {name_or_id} revoked")

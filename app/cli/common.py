@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import date
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
+from app.errors import ExitCode, PasserelleError
 from app.settings import Settings, get_settings
+
+__all__ = ["ExitCode", "PasserelleGroup", "fail"]
 
 # soft_wrap: a line longer than the terminal is left for the terminal to wrap, never cut by rich in the
 # middle of a path or a command to copy (cron mails and `less` get 80 columns).
@@ -22,20 +25,20 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-class ExitCode(IntEnum):
-    """The exit codes of every command (docs/operations.md, "Exit codes")."""
-
-    DONE = 0  # done (files already known included)
-    REJECTED = 1  # input rejected: a file, or rows of a CSV (nothing of what was rejected applied)
-    USAGE = 2  # a wrong option, argument or path
-    ENVIRONMENT = 3  # the environment: database unreachable or not migrated, a setting missing or wrong
-    INTERNAL = 4  # a bug: the message says where the details are logged
-    BUSY = 5  # another run of the same job holds its lock: nothing was done, try again later
-
-
 def fail(message: str, code: int = ExitCode.REJECTED) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(int(code))
+
+
+class PasserelleGroup(typer.core.TyperGroup):
+    """The root command group: any `PasserelleError` a command lets escape is said in one line,
+    `error: <message>`, and ends the command with its exit code (the one place the CLI maps errors)."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click.Context
+        try:
+            return super().invoke(ctx)
+        except PasserelleError as exc:
+            raise fail(exc.message, exc.exit_code) from exc
 
 
 def parse_day(value: str | None, option: str) -> date | None:

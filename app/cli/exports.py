@@ -33,7 +33,7 @@ def export_weekly(
     publishing; 3 when the mail server, the settings or the disk fail (nothing half-published)."""
     from app.clock import today
     from app.db import get_engine
-    from app.exports.publish import ExportBusy, PublishError, publish
+    from app.exports.publish import PublishError, publish
     from app.exports.weekly import Week, WeekError
 
     settings = ready_settings()
@@ -47,8 +47,6 @@ def export_weekly(
     for code in codes:
         try:
             result = publish(get_engine(settings), settings, code, target, resend=resend)
-        except ExportBusy as exc:
-            raise fail(str(exc), ExitCode.BUSY) from None
         except (PublishError, OSError) as exc:
             raise fail(f"département {code}, week {target.label}: {exc}", ExitCode.ENVIRONMENT) from None
         manifests.append(result.manifest() | {"envoye": result.mailed})

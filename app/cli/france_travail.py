@@ -71,7 +71,7 @@ def ft_sync(
     outcome (found, unknown, ambiguous, refused), 1 when some ended in error (re-run to retry them),
     3 when France Travail stayed unavailable or is not configured, 5 when another run holds the lock."""
     from app.db import get_engine
-    from app.france_travail.sync import SyncBusy, SyncOptions, SyncSummary, run_sync
+    from app.france_travail.sync import SyncOptions, SyncSummary, run_sync
 
     settings = ready_settings()
     options = SyncOptions(validated_departement(departement), only_missing, stale_days, limit)
@@ -109,9 +109,7 @@ def ft_sync(
                 on_start=started,
                 on_progress=lambda n: progress.advance(task[0], n),
             )
-    except SyncBusy as exc:
-        raise fail(str(exc), ExitCode.BUSY) from None
-    finally:
+    finally:  # SyncBusy: exit 5 (app.cli.common.PasserelleGroup)
         signal.signal(signal.SIGTERM, previous)
         client.close()
     _report(summary, as_json)

@@ -27,16 +27,14 @@ def purge_command(
 
     from app.admin.purge import purge
     from app.db import get_engine
-    from app.exports.publish import ExportBusy, lease
+    from app.exports.publish import lease
 
     settings = ready_settings()
     engine = get_engine(settings)
-    try:
-        with lease(settings, "purge", "all"), Progress(console=err_console, transient=True) as bar:
-            task = bar.add_task("persons past retention", total=None)
-            report = purge(engine, settings, dry_run=dry_run, progress=lambda n: bar.advance(task, n))
-    except ExportBusy as exc:
-        raise fail(str(exc), ExitCode.BUSY) from None
+    # another purge running (ExportBusy): exit 5 (app.cli.common.PasserelleGroup)
+    with lease(settings, "purge", "all"), Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("persons past retention", total=None)
+        report = purge(engine, settings, dry_run=dry_run, progress=lambda n: bar.advance(task, n))
     if as_json:
         print_json({"dry_run": report.dry_run, "cutoffs": report.cutoffs, "counts": report.counts})
         return
@@ -82,7 +80,7 @@ def keys_rotate(
     from app.admin.keys import KINDS, RotationError, rotate_export, rotate_nir
     from app.audit.chain import record_action_now
     from app.db import get_engine
-    from app.exports.publish import ExportBusy, lease
+    from app.exports.publish import lease
 
     if kind not in KINDS:
         raise fail(f"KIND is one of {', '.join(KINDS)}", ExitCode.USAGE)
@@ -96,8 +94,6 @@ def keys_rotate(
                 counts = rotate_nir(engine, settings, lambda n: bar.advance(task, n))
             elif kind == "export":
                 counts = rotate_export(engine, settings, lambda n: bar.advance(task, n))
-    except ExportBusy as exc:
-        raise fail(str(exc), ExitCode.BUSY) from None
     except RotationError as exc:
         record_action_now(engine, "job:keys rotate", f"keys.rotate.{kind}", None, outcome="error",
                           detail={"error": str(exc)[:200]})  # fmt: skip

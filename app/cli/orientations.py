@@ -55,7 +55,7 @@ def orientations_import(
     data = file.read_bytes()
     if file_format == "auto":
         from app.integrations.rdv_insertion.users_export import is_rdv_insertion_export
-        from app.orientation.service import decode_csv
+        from app.kit.csv import decode_csv
 
         try:
             text, _encoding = decode_csv(data)

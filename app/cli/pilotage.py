@@ -214,9 +214,6 @@ def pilotage_extract(
 
 def _communes(settings: Any, conn: Any, deps: list[str]) -> tuple[dict[str, str], dict[str, str] | None]:
     """The commune names and territories; a bad Département table is an environment problem (exit 3)."""
-    from app.pilotage.tables import CommunesFileError, commune_table
+    from app.pilotage.tables import commune_table
 
-    try:
-        return commune_table(settings, conn, deps)
-    except CommunesFileError as exc:
-        raise fail(str(exc), ExitCode.ENVIRONMENT) from None
+    return commune_table(settings, conn, deps)  # CommunesFileError: exit 3 (app.cli.common.PasserelleGroup)

@@ -68,7 +68,7 @@ def openapi_export(
     out: Annotated[Path, typer.Option(help="Where to write it.")] = Path("openapi/openapi.json"),
 ) -> None:
     """Write the OpenAPI description generated from the app (committed; a test checks for drift)."""
-    from app.api.openapi import render_openapi
+    from app.main import render_openapi
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_openapi())

@@ -6,10 +6,8 @@ import smtplib
 import ssl
 from datetime import datetime
 from email.message import EmailMessage
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from app.exports.publish import Publication
+from app.exports.publication import Publication
 from app.settings import Settings
 
 LABELS = {

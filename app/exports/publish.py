@@ -24,10 +24,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import structlog
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -37,7 +36,9 @@ from sqlalchemy.orm import Session
 
 from app.audit.chain import record_action, record_action_now
 from app.db import claim_write, session_scope
+from app.errors import Busy, Unavailable
 from app.exports import weekly
+from app.exports.publication import Built, Publication
 from app.kit import jobs as leases
 from app.kit.files import private_dir
 from app.models import Export, ExportLink, JobLease
@@ -52,51 +53,27 @@ LEASE_SECONDS = 600
 JOB = "export weekly"
 
 
-class ExportBusy(Exception):
+class ExportBusy(Busy):
     """Another run publishes this département's files now."""
 
+    code = "export_busy"
 
-class PublishError(Exception):
+
+class PublishError(Unavailable):
     """The files were built but could not be announced (mail server); nothing was half-published."""
+
+    code = "export_publish_failed"
 
 
 class ExportsNotConfigured(PublishError):
     """A setting the publication needs is missing (said by name)."""
 
+    status_code = 503
+    code = "exports_not_configured"
+
 
 class IntegrityError(Exception):
     """A stored file no longer matches its checksum (or its encryption tag): it is not served."""
-
-
-@dataclass
-class Built:
-    kind: str
-    filename: str
-    rows: int
-    sha256: str
-    size: int
-    path: Path
-    key_id: str
-
-
-@dataclass
-class Publication:
-    departement: str
-    week: str
-    files: list[Built] = field(default_factory=list)
-    links: dict[str, str] = field(default_factory=dict)  # kind -> URL (only in this object, never stored)
-    mailed: bool = False
-    unchanged: bool = False
-
-    def manifest(self) -> dict[str, Any]:
-        return {
-            "departement": self.departement,
-            "semaine": self.week,
-            "fichiers": [
-                {"type": f.kind, "nom": f.filename, "lignes": f.rows, "sha256": f.sha256, "octets": f.size}
-                for f in self.files
-            ],
-        }
 
 
 # -- encryption at rest ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from app.db import one_of
+from app.errors import ExitCode, Unprocessable
 from app.flux.instruction_facts import france_travail_contacts
 from app.flux.order import state_order
 from app.models import EntryEpisode, InstructionRecord, OrientationEvent, Person, PersonState
@@ -79,8 +80,10 @@ STATUT = {"DEM": "DEMANDEUR", "CJT": "CONJOINT"}
 PARCOURS = {"social": "SOCIAL", "socio-professionnel": "SOCIOPROFESSIONNEL", "professionnel": "PROFESSIONNEL"}
 
 
-class WeekError(ValueError):
+class WeekError(Unprocessable, ValueError):
     """A week that cannot be exported: malformed, or not ended yet."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

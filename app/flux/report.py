@@ -10,12 +10,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from app.errors import ExitCode, Unprocessable
+
 MAX_LISTED = 1000  # warnings / rejected records listed in a report (all are counted)
 MAX_REASON = 300  # characters of a rejection's reason kept in the report and the database
 
 
-class IngestInputError(ValueError):
+class IngestInputError(Unprocessable, ValueError):
     """A wrong option given with the file (not a problem of the file itself): nothing is recorded."""
+
+    exit_code = ExitCode.USAGE
 
 
 class ReferenceIntegrityError(RuntimeError):

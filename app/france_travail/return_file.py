@@ -30,8 +30,8 @@ from sqlalchemy.orm import Session
 from app.clock import today
 from app.errors import Unprocessable
 from app.flux.derive import _norm
+from app.kit.csv import decode_csv, iso_date
 from app.models import FtReturnFile, FtReturnRow, Person
-from app.orientation.service import decode_csv, iso_date
 from app.settings import Settings
 
 # (our key, the convention's column name); the three first identify the person

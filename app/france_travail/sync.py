@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from app.clients.france_travail import Agent, FranceTravailClient
 from app.db import claim_write, session_scope
+from app.errors import Busy
 from app.france_travail import service as ft
 from app.kit import jobs as leases
 from app.models import EntryEpisode, FtCall, FtIdentity, FtSyncItem, FtSyncRun, OrientationEvent, Person
@@ -50,8 +51,10 @@ _SYNC_LOCK_NS = 0x46545359  # PostgreSQL advisory lock namespace: claiming a syn
 JOB = "ft sync"
 
 
-class SyncBusy(Exception):
+class SyncBusy(Busy):
     """Another run holds the département's lease."""
+
+    code = "ft_sync_busy"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, ClassVar, Literal
@@ -18,6 +17,7 @@ from app.audit.chain import job_principal, record_action
 from app.clock import today
 from app.errors import Conflict, NotFound, Unprocessable
 from app.france_travail import outbox as ft_outbox
+from app.kit.csv import decode_csv, iso_date
 from app.kit.validation import InputModel, control_character_problem
 from app.models import OrientationEvent, Person, PersonState
 from app.orientation import episodes as episode_service
@@ -246,26 +246,6 @@ def _find_person(conn: Connection, settings: Settings, departement: str, row: di
 
 
 _TRUE, _FALSE = frozenset({"1", "oui", "true", "vrai", "o"}), frozenset({"0", "non", "false", "faux", "n"})
-_FR_DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
-
-
-def decode_csv(data: bytes | str) -> tuple[str, str]:
-    """The text of a CSV as people write it: UTF-8 with or without BOM, or Windows-1252 (Excel's default in
-    France). Detected from the bytes, never guessed silently: the report says which."""
-    if isinstance(data, str):
-        return data.lstrip("\ufeff"), "utf-8"
-    if data.startswith(b"\xef\xbb\xbf"):
-        try:
-            return data[3:].decode("utf-8"), "utf-8 (BOM)"
-        except UnicodeDecodeError as exc:
-            raise Unprocessable(f"the file starts with a UTF-8 BOM but is not UTF-8 (byte {exc.start + 3})") from exc
-    try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        try:
-            return data.decode("cp1252"), "windows-1252"
-        except UnicodeDecodeError as exc:
-            raise Unprocessable(f"the file is neither UTF-8 nor Windows-1252 (byte {exc.start})") from exc
 
 
 def _separator(text: str) -> str:
@@ -274,18 +254,6 @@ def _separator(text: str) -> str:
     if not semicolons and not commas:
         raise Unprocessable("the header must name at least the columns evenement and date (separator ; or ,)")
     return ";" if semicolons >= commas else ","
-
-
-def iso_date(value: str, column: str) -> str:
-    """A date as people write it (aaaa-mm-jj or jj/mm/aaaa), in ISO form; ValueError naming the column."""
-    found = _FR_DATE.match(value)
-    if found:
-        day, month, year = found.groups()
-        value = f"{year}-{month}-{day}"
-    try:
-        return date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise ValueError(f"{column}: {value[:20]!r} is not a date (aaaa-mm-jj or jj/mm/aaaa)") from None
 
 
 def _boolean(value: str, column: str) -> bool:

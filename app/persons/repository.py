@@ -7,19 +7,18 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.audit.chain import action_row, job_principal
+from app.audit.reads import PENDING_ACCESS
 from app.errors import NotFound, Unprocessable
 from app.flux.derive import key_hash, matricule_key_text
 from app.flux.order import state_order
-from app.models import AccessRecord, FluxFile, Person, PersonKey, PersonState
+from app.models import FluxFile, Person, PersonKey, PersonState
 from app.security.auth import Principal
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
 from app.settings import Settings
-
-PENDING_ACCESS = "pending_access_records"
 
 
 def readable_persons(principal: Principal) -> Select[Person]:
@@ -86,14 +85,6 @@ def audit_job_reads(session: Session, job: str, action: str, persons: list[tuple
         for person_id, departement in persons
     ]
     session.info.setdefault(PENDING_ACCESS, []).extend(rows)
-
-
-def write_access_records(session: Session) -> None:
-    """Insert the access records a unit of work gathered, last thing before its commit: on SQLite the audit
-    journal's write lock is then held for the commit only, never while the request reads."""
-    rows = session.info.pop(PENDING_ACCESS, None)
-    if rows:
-        session.execute(insert(AccessRecord), rows)
 
 
 def get_person(session: Session, principal: Principal, person_id: int) -> Person:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from app.errors import NotConfigured
 from app.models import PersonState
 
 SMALL_WORDS = {"le", "la", "les", "l", "de", "du", "des", "d", "sur", "sous", "en", "et", "aux", "au", "lès", "lez"}
@@ -62,8 +63,10 @@ def load_communes(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return names, territories
 
 
-class CommunesFileError(Exception):
+class CommunesFileError(NotConfigured):
     """The Département's commune table cannot be read: the message names the setting and the line."""
+
+    code = "communes_file_invalid"
 
 
 def commune_table(

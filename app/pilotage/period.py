@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from app.errors import ExitCode, Unprocessable
 from app.rules.episodes import add_months
 
 
@@ -20,8 +21,10 @@ def end_of_day(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min, UTC)
 
 
-class PeriodError(ValueError):
+class PeriodError(Unprocessable, ValueError):
     """A period that cannot be read or makes no sense; the message says the forms accepted."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""The HTTP shell's one error handling: any `PasserelleError` (app.errors) answered with its status, code
+and message as `{"error", "message", "details"}`; request validation, the database being busy and
+Starlette's own HTTP errors in the same form; a page opened without a session sent to the login."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import PasserelleError, error_body
+
+log = structlog.get_logger(__name__)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
+}
+
+
+class LoginRequired(Exception):
+    """A person opened a page without a session: sent to the login (`/connexion`), then back to `next`."""
+
+    def __init__(self, next_url: str) -> None:
+        super().__init__(next_url)
+        self.next_url = next_url
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Never echo the input back: it may hold a NIR or a name.
+    return [
+        {"loc": [str(p) for p in err.get("loc", ())], "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def _login(_request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(f"/connexion?suite={quote(exc.next_url, safe='')}", status_code=303)
+
+    @app.exception_handler(PasserelleError)
+    async def _passerelle_error(_request: Request, exc: PasserelleError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else exc.headers
+        return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _validation_details(exc)
+        if any(d["type"] == "json_invalid" for d in details):
+            return error_response(400, "malformed_json", "The request body is not valid JSON.", details)
+        where = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
+        return error_response(422, "invalid_input", f"The request is invalid ({where}).", details)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # Busy beyond the timeout (SQLite's writer, a PostgreSQL statement or lock timeout), unreachable, or
+        # no pooled connection in time. Raised before the commit completed: nothing of the request is stored.
+        log.error("database_unavailable", error_type=type(exc).__name__)
+        return error_response(
+            503,
+            "database_unavailable",
+            "The database is busy or unreachable; nothing was recorded. Retry in a moment.",
+            None,
+            {"Retry-After": "5"},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(exc.status_code, code, message, None, dict(exc.headers or {}) or None)
