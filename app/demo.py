@@ -13,12 +13,13 @@ import json
 import random
 import shutil
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from app import migrate
 from app.clock import today
@@ -46,12 +47,7 @@ def run_demo(
     from app.logging import configure_logging
 
     configure_logging("WARNING", base.log_json)  # the demo's own output is the report
-    root = base.data_dir / "demo"
-    if root.exists():
-        shutil.rmtree(root)
-    private_dir(root)
-    settings = base.model_copy(update={"database_url": f"sqlite:///{(root / 'demo.db').as_posix()}"})
-    migrate.upgrade(settings)
+    root, settings = _fresh_database(base)
     engine = get_engine(settings)
     day = today(settings)
     start = day - timedelta(days=days + 4)
@@ -61,67 +57,12 @@ def run_demo(
     manifest = json.loads((root / "flux" / "manifest.json").read_text())
 
     console.print(f"[bold]2.[/] Intégration des {len(files)} fichiers, dans l'ordre où le Département les a reçus…")
-    applied = 0
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("flux", total=len(manifest))
-        for entry in manifest:
-            report = ingest_file(
-                engine,
-                settings,
-                root / "flux" / entry["file"],
-                IngestOptions(
-                    received_on=date.fromisoformat(entry["received_on"]),
-                    initial_stock=entry["initial_stock"],
-                    ingested_by="demo",
-                ),
-                refresh=False,  # once, after the last file
-            )
-            applied += report.status == "applied"
-            progress.advance(task)
-    refresh_pending(engine)
+    applied = _ingest_all(engine, settings, root / "flux", manifest, console)
 
     console.print(
         "[bold]3.[/] La plateforme d'orientation enregistre ses décisions (certaines en retard, des absences)…"
     )
-    rng = random.Random(seed)
-    with engine.connect() as conn:
-        episodes = conn.execute(
-            select(EntryEpisode.person_id, EntryEpisode.t0)
-            .where(EntryEpisode.outcome == "en_attente")
-            .order_by(EntryEpisode.person_id)
-        ).all()
-    recorded = 0
-    for person_id, t0 in episodes:
-        events: list[dict[str, Any]] = []
-        roll = rng.random()
-        events.append({"type": "invitation", "date": t0 + timedelta(days=rng.randint(1, 4)), "channel": "courrier"})
-        rdv = t0 + timedelta(days=rng.randint(5, 12))
-        events.append(
-            {"type": "rdv_orientation", "date": rdv, "presence": "absent" if rng.random() < 0.15 else "present"}
-        )
-        delay = rng.choice([2, 4, 6, 8, 9, 11, 12, 13, 14, 16, 19, 24, 31, 38])
-        if roll < 0.78:
-            events.append(
-                {
-                    "type": "orientation",
-                    "date": t0 + timedelta(days=delay),
-                    "organisme": rng.choice(ORGANISMES),
-                    "type_parcours": rng.choice(PARCOURS),
-                    "accompagnement_global": rng.random() < 0.1,
-                    "structure": "Plateforme d'orientation de la Meuse",
-                }
-            )
-        elif roll < 0.88:
-            events.append({"type": "referent", "date": t0 + timedelta(days=delay), "structure": "CCAS de Verdun"})
-        with session_scope(settings, write=True) as session:
-            person = session.get(Person, person_id)
-            assert person is not None
-            for n, payload in enumerate(events):
-                if payload["date"] > day:
-                    continue  # not happened yet: the person is still waiting
-                event = EventIn.model_validate({**payload, "external_id": f"demo-{person_id}-{n}"})
-                record_event(session, settings, person, event, recorded_by="demo")
-                recorded += 1
+    recorded = _record_decisions(engine, settings, day, random.Random(seed))
 
     console.print("[bold]4.[/] France Travail (le simulateur, lancé pour la démo) est interrogé sur ces personnes…")
     synced = _france_travail(settings, console)
@@ -132,15 +73,7 @@ def run_demo(
     print_indicator(result, console)
     console.print(synced)
     _print_worklist(settings, day, console)
-    from app.audit.chain import anchor, verify
-
-    head = anchor(engine, settings)  # seals what the demo wrote (ingest, events, reads), then the chain's head
-    checked = verify(engine, settings)
-    console.print(
-        f"\nJournal d'audit : {checked.checked} événements scellés, chaîne "
-        f"{'intacte' if checked.intact else 'ROMPUE'} (ancre {head['seq']}:{head['mac'][:12]}… ; "
-        "`passerelle audit verify`)."
-    )
+    _print_audit_seal(engine, settings, console)
     console.print(
         f"\nLa base de la démo est {root / 'demo.db'} ; pour l'explorer :\n"
         f"  PASSERELLE_DATABASE_URL=sqlite:///{(root / 'demo.db').as_posix()} passerelle serve\n"
@@ -148,6 +81,102 @@ def run_demo(
     )
     dispose_engines()
     return result
+
+
+def _fresh_database(base: Settings) -> tuple[Path, Settings]:
+    """An empty demo directory under the data directory, and settings on a new SQLite database there."""
+    root = base.data_dir / "demo"
+    if root.exists():
+        shutil.rmtree(root)
+    private_dir(root)
+    settings = base.model_copy(update={"database_url": f"sqlite:///{(root / 'demo.db').as_posix()}"})
+    migrate.upgrade(settings)
+    return root, settings
+
+
+def _ingest_all(engine: Engine, settings: Settings, flux: Path, manifest: list[Any], console: Console) -> int:
+    """Every generated file in the order received, the entry episodes refreshed once after the last;
+    returns how many were applied."""
+    applied = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("flux", total=len(manifest))
+        for entry in manifest:
+            report = ingest_file(
+                engine,
+                settings,
+                flux / entry["file"],
+                IngestOptions(
+                    received_on=date.fromisoformat(entry["received_on"]),
+                    initial_stock=entry["initial_stock"],
+                    ingested_by="demo",
+                ),
+                refresh=False,  # once, after the last file
+            )
+            applied += report.status == "applied"
+            progress.advance(task)
+    refresh_pending(engine)
+    return applied
+
+
+def _record_decisions(engine: Engine, settings: Settings, day: date, rng: random.Random) -> int:
+    """The platform's events for every waiting entrant, those dated up to `day`; returns how many."""
+    with engine.connect() as conn:
+        episodes = conn.execute(
+            select(EntryEpisode.person_id, EntryEpisode.t0)
+            .where(EntryEpisode.outcome == "en_attente")
+            .order_by(EntryEpisode.person_id)
+        ).all()
+    recorded = 0
+    for person_id, t0 in episodes:
+        events = _platform_events(t0, rng)
+        with session_scope(settings, write=True) as session:
+            person = session.get(Person, person_id)
+            assert person is not None
+            for n, payload in enumerate(events):
+                if payload["date"] > day:
+                    continue  # not happened yet: the person is still waiting
+                event = EventIn.model_validate({**payload, "external_id": f"demo-{person_id}-{n}"})
+                record_event(session, settings, person, event, recorded_by="demo")
+                recorded += 1
+    return recorded
+
+
+def _platform_events(t0: date, rng: random.Random) -> list[dict[str, Any]]:
+    """What the platform does about an entrant of T0 `t0`: an invitation, an RDV (some absent), then an
+    orientation (78 %), a référent (10 %) or nothing, some late."""
+    events: list[dict[str, Any]] = []
+    roll = rng.random()
+    events.append({"type": "invitation", "date": t0 + timedelta(days=rng.randint(1, 4)), "channel": "courrier"})
+    rdv = t0 + timedelta(days=rng.randint(5, 12))
+    events.append({"type": "rdv_orientation", "date": rdv, "presence": "absent" if rng.random() < 0.15 else "present"})
+    delay = rng.choice([2, 4, 6, 8, 9, 11, 12, 13, 14, 16, 19, 24, 31, 38])
+    if roll < 0.78:
+        events.append(
+            {
+                "type": "orientation",
+                "date": t0 + timedelta(days=delay),
+                "organisme": rng.choice(ORGANISMES),
+                "type_parcours": rng.choice(PARCOURS),
+                "accompagnement_global": rng.random() < 0.1,
+                "structure": "Plateforme d'orientation de la Meuse",
+            }
+        )
+    elif roll < 0.88:
+        events.append({"type": "referent", "date": t0 + timedelta(days=delay), "structure": "CCAS de Verdun"})
+    return events
+
+
+def _print_audit_seal(engine: Engine, settings: Settings, console: Console) -> None:
+    """Seal what the demo wrote (ingest, events, reads), then print the chain's head and its check."""
+    from app.audit.chain import anchor, verify
+
+    head = anchor(engine, settings)
+    checked = verify(engine, settings)
+    console.print(
+        f"\nJournal d'audit : {checked.checked} événements scellés, chaîne "
+        f"{'intacte' if checked.intact else 'ROMPUE'} (ancre {head['seq']}:{head['mac'][:12]}… ; "
+        "`passerelle audit verify`)."
+    )
 
 
 FT_OUTCOMES = {

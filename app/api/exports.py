@@ -9,7 +9,7 @@ personal-data reads. Messages are in French: France Travail's agents read them.
 from __future__ import annotations
 
 from pathlib import Path as FilePath
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, NamedTuple
 
 import anyio
 import structlog
@@ -18,6 +18,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
 
 from app.api.deps import Authorized, SessionDep, SettingsDep, run_write
 from app.audit.chain import action_row
@@ -40,6 +41,7 @@ from app.models import AccessRecord, Export, ExportDownload, ExportLink
 from app.models.base import utcnow
 from app.security.auth import Principal
 from app.security.scopes import Scope
+from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -79,95 +81,14 @@ async def download(token: Token, request: Request, session: SessionDep, settings
     address = request.client.host if request.client else None
     agent = (request.headers.get("user-agent") or "")[:200] or None
     hashed = token_hashes(settings, token)
-
-    def check() -> tuple[Any, Any, IO[bytes] | None, str]:
-        found = session.execute(
-            select(ExportLink, Export)
-            .join(Export, Export.id == ExportLink.export_id)
-            .where(ExportLink.token_hash.in_(hashed))
-        ).first()
-        session.commit()
-        if found is None:
-            return None, None, None, "unknown"
-        link, export = found
-        now = utcnow()
-        if link.revoked_at is not None:
-            return link, export, None, "revoked"
-        if link.expires_at <= now:
-            return link, export, None, "expired"
-        if link.single_use and link.used_at is not None:
-            return link, export, None, "used"
-        try:
-            plain = decrypt_file(FilePath(export.path), settings.export_key_ring, aad_of(export), export.sha256)
-        except (IntegrityError, OSError) as exc:
-            log.error("export_corrupted", export_id=export.id, reason=str(exc))
-            return link, export, None, "corrupted"
-        return link, export, plain, "served"
-
-    link, export, plain, outcome = await anyio.to_thread.run_sync(check)
-
-    def record() -> str:
-        with write_transaction(session):
-            result = outcome
-            if result == "served" and link.single_use:
-                claimed = session.execute(  # type: ignore[attr-defined]  # an UPDATE's CursorResult
-                    update(ExportLink)
-                    .where(ExportLink.id == link.id, ExportLink.used_at.is_(None))
-                    .values(used_at=utcnow())
-                ).rowcount
-                if not claimed:
-                    result = "used"  # another download took it a moment ago
-            elif result == "served":
-                session.execute(update(ExportLink).where(ExportLink.id == link.id).values(used_at=utcnow()))
-            session.add(
-                ExportDownload(
-                    link_id=link.id if link else None,
-                    export_id=export.id if export else None,
-                    address=address,
-                    user_agent=agent,
-                    outcome=result,
-                )
-            )
-            # every attempt is an audit event: a download of personal data, or a refused link (by whom, where)
-            session.execute(
-                insert(AccessRecord).values(
-                    action_row(
-                        f"link:{link.id}" if link else "link:unknown",
-                        f"export.download.{export.kind}" if export else "export.download",
-                        export.departement_code if export else None,
-                        outcome="ok" if result == "served" else "refused",
-                        detail=None if result == "served" else {"reason": result},
-                        endpoint="GET /api/v1/exports/download",
-                        request_id=getattr(request.state, "request_id", None),
-                        source_address=address,
-                    )
-                )
-            )
-        return result
-
-    outcome = await run_write(request, record)
+    checked = await anyio.to_thread.run_sync(_check_link, session, settings, hashed)
+    outcome = await run_write(request, lambda: _record_use(session, request, checked, address, agent))
     if outcome != "served":
-        if plain is not None:
-            plain.close()
+        if checked.plain is not None:
+            checked.plain.close()
         _refuse(outcome)
-    assert plain is not None
-
-    def chunks() -> Any:
-        try:
-            while chunk := plain.read(1 << 16):
-                yield chunk
-        finally:
-            plain.close()
-
-    return StreamingResponse(
-        chunks(),
-        media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="{export.filename}"',
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    assert checked.plain is not None
+    return _stream_file(checked.plain, checked.export.filename)
 
 
 def _refuse(outcome: str) -> None:
@@ -322,3 +243,106 @@ async def post_return_file(
         return report.to_dict()
 
     return await run_write(request, work)
+
+
+# -- the steps of `download`, in the order they run ---------------------------------------------------------
+
+
+class _Checked(NamedTuple):
+    """A download link checked: the link and its file when known, the file opened when it may be served,
+    and the outcome (unknown, revoked, expired, used, corrupted or served)."""
+
+    link: Any
+    export: Any
+    plain: IO[bytes] | None
+    outcome: str
+
+
+def _check_link(session: Session, settings: Settings, hashed: list[str]) -> _Checked:
+    """The link of a token's hashes, and whether its file may be served (decrypted and checked)."""
+    found = session.execute(
+        select(ExportLink, Export)
+        .join(Export, Export.id == ExportLink.export_id)
+        .where(ExportLink.token_hash.in_(hashed))
+    ).first()
+    session.commit()
+    if found is None:
+        return _Checked(None, None, None, "unknown")
+    link, export = found
+    now = utcnow()
+    if link.revoked_at is not None:
+        return _Checked(link, export, None, "revoked")
+    if link.expires_at <= now:
+        return _Checked(link, export, None, "expired")
+    if link.single_use and link.used_at is not None:
+        return _Checked(link, export, None, "used")
+    try:
+        plain = decrypt_file(FilePath(export.path), settings.export_key_ring, aad_of(export), export.sha256)
+    except (IntegrityError, OSError) as exc:
+        log.error("export_corrupted", export_id=export.id, reason=str(exc))
+        return _Checked(link, export, None, "corrupted")
+    return _Checked(link, export, plain, "served")
+
+
+def _record_use(session: Session, request: Request, checked: _Checked, address: str | None, agent: str | None) -> str:
+    """Record the attempt (served or refused) and, when served, the link's use (a single-use link claimed
+    once: a download that lost the race is "used"); returns the final outcome."""
+    link, export = checked.link, checked.export
+    with write_transaction(session):
+        result = checked.outcome
+        if result == "served" and link.single_use:
+            claimed = session.execute(  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+                update(ExportLink)
+                .where(ExportLink.id == link.id, ExportLink.used_at.is_(None))
+                .values(used_at=utcnow())
+            ).rowcount
+            if not claimed:
+                result = "used"  # another download took it a moment ago
+        elif result == "served":
+            session.execute(update(ExportLink).where(ExportLink.id == link.id).values(used_at=utcnow()))
+        session.add(
+            ExportDownload(
+                link_id=link.id if link else None,
+                export_id=export.id if export else None,
+                address=address,
+                user_agent=agent,
+                outcome=result,
+            )
+        )
+        # every attempt is an audit event: a download of personal data, or a refused link (by whom, where)
+        session.execute(
+            insert(AccessRecord).values(
+                action_row(
+                    f"link:{link.id}" if link else "link:unknown",
+                    f"export.download.{export.kind}" if export else "export.download",
+                    export.departement_code if export else None,
+                    outcome="ok" if result == "served" else "refused",
+                    detail=None if result == "served" else {"reason": result},
+                    endpoint="GET /api/v1/exports/download",
+                    request_id=getattr(request.state, "request_id", None),
+                    source_address=address,
+                )
+            )
+        )
+    return result
+
+
+def _stream_file(plain: IO[bytes], filename: str) -> StreamingResponse:
+    """The decrypted file as a CSV attachment, never cached; closed when sent (or abandoned)."""
+
+    def chunks() -> Any:
+        try:
+            while chunk := plain.read(1 << 16):
+                yield chunk
+        finally:
+            plain.close()
+
+    return StreamingResponse(
+        chunks(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

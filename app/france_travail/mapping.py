@@ -125,78 +125,12 @@ def _conseiller(agent: dict[str, Any] | None, where: str) -> dict[str, Any] | No
 def diagnostic(dossier: dict[str, Any]) -> dict[str, Any]:
     """diagnostic argumenté v4 dossier -> the convention's Dossier individu (besoins par diagnostic,
     contraintes with their situations and objectifs, pouvoir d'agir)."""
-    besoins_par_diagnostic = []
-    for i, item in enumerate(_objects(dossier, "besoinsParDiagnostic", "dossier")):
-        w = f"besoinsParDiagnostic[{i}]"
-        diag: dict[str, Any] = _object(item, "diagnostic", w) or {}
-        dw = f"{w}.diagnostic"
-        besoins = []
-        for j, theme in enumerate(_objects(item, "thematiquesBesoins", w)):
-            tw = f"{w}.thematiquesBesoins[{j}]"
-            for k, besoin in enumerate(_objects(theme, "besoins", tw)):
-                bw = f"{tw}.besoins[{k}]"
-                besoins.append(
-                    {
-                        "thematiqueCode": _text(theme, "code", tw, 20),
-                        "thematiqueLibelle": _text(theme, "libelle", tw, 200),
-                        "code": _text(besoin, "code", bw, 20),
-                        "libelle": _text(besoin, "libelle", bw, 200),
-                        "valeur": _text(besoin, "valeur", bw, 20),
-                        "dateExploration": _day(besoin, "dateExploration", bw),
-                    }
-                )
-        besoins_par_diagnostic.append(
-            {
-                "idDiagnostic": _text(diag, "idDiagnostic", dw, 100),
-                "idMetier": _text(diag, "idMetierChiffre", dw, 300),
-                "nomMetier": _text(diag, "nomMetier", dw, 200),
-                "typologie": _text(diag, "typologie", dw, 60),
-                "codeRome": _text(diag, "codeRome", dw, 10),
-                "statut": _text(diag, "statut", dw, 30),
-                "estPrioritaire": _bool(diag, "estPrioritaire", dw),
-                "dateMiseAJour": _day(diag, "dateMiseAJour", dw),
-                "conseiller": _conseiller(_object(diag, "agent", dw), f"{dw}.agent"),
-                "besoins": besoins,
-            }
-        )
-    contraintes = None
+    besoins_par_diagnostic = [
+        _besoins_par_diagnostic(item, f"besoinsParDiagnostic[{i}]")
+        for i, item in enumerate(_objects(dossier, "besoinsParDiagnostic", "dossier"))
+    ]
     ctheme = _object(dossier, "thematiqueContrainte", "dossier")
-    if ctheme is not None:
-        tw = "thematiqueContrainte"
-        items = []
-        for i, c in enumerate(_objects(ctheme, "contraintes", tw)):
-            cw = f"{tw}.contraintes[{i}]"
-            items.append(
-                {
-                    "id": _text(c, "code", cw, 20),
-                    "nom": _text(c, "libelle", cw, 200),
-                    "valeur": _text(c, "valeur", cw, 20),
-                    "estPrioritaire": _bool(c, "estPrioritaire", cw),
-                    "impact": _text(c, "impact", cw, 40),
-                    "situations": [
-                        {
-                            "code": _text(s, "code", f"{cw}.situations[{j}]", 20),
-                            "libelle": _text(s, "libelle", f"{cw}.situations[{j}]", 200),
-                            "valeur": _text(s, "valeur", f"{cw}.situations[{j}]", 20),
-                        }
-                        for j, s in enumerate(_objects(c, "situations", cw))
-                    ],
-                    "objectifs": [
-                        {
-                            "code": _text(o, "code", f"{cw}.objectifs[{j}]", 20),
-                            "libelle": _text(o, "libelle", f"{cw}.objectifs[{j}]", 200),
-                            "valeur": _text(o, "valeur", f"{cw}.objectifs[{j}]", 20),
-                        }
-                        for j, o in enumerate(_objects(c, "objectifs", cw))
-                    ],
-                }
-            )
-        contraintes = {
-            "code": _text(ctheme, "code", tw, 20),
-            "libelle": _text(ctheme, "libelle", tw, 200),
-            "dateDeModification": _day(ctheme, "dateExploration", tw),
-            "contraintes": items,
-        }
+    contraintes = _contraintes(ctheme, "thematiqueContrainte") if ctheme is not None else None
     pouvoir = _object(dossier, "pouvoirAgir", "dossier")
     autonomie = _object(dossier, "autonomieNumerique", "dossier")
     return {
@@ -210,6 +144,80 @@ def diagnostic(dossier: dict[str, Any]) -> dict[str, Any]:
         "autonomieNumerique": {k: _text(autonomie, k, "autonomieNumerique", 200) for k in sorted(autonomie)}
         if autonomie is not None
         else None,
+    }
+
+
+def _besoins_par_diagnostic(item: dict[str, Any], w: str) -> dict[str, Any]:
+    """One diagnostic (its métier, status, conseiller) and the besoins of its thematiques."""
+    diag: dict[str, Any] = _object(item, "diagnostic", w) or {}
+    dw = f"{w}.diagnostic"
+    besoins = [
+        besoin
+        for j, theme in enumerate(_objects(item, "thematiquesBesoins", w))
+        for besoin in _besoins(theme, f"{w}.thematiquesBesoins[{j}]")
+    ]
+    return {
+        "idDiagnostic": _text(diag, "idDiagnostic", dw, 100),
+        "idMetier": _text(diag, "idMetierChiffre", dw, 300),
+        "nomMetier": _text(diag, "nomMetier", dw, 200),
+        "typologie": _text(diag, "typologie", dw, 60),
+        "codeRome": _text(diag, "codeRome", dw, 10),
+        "statut": _text(diag, "statut", dw, 30),
+        "estPrioritaire": _bool(diag, "estPrioritaire", dw),
+        "dateMiseAJour": _day(diag, "dateMiseAJour", dw),
+        "conseiller": _conseiller(_object(diag, "agent", dw), f"{dw}.agent"),
+        "besoins": besoins,
+    }
+
+
+def _besoins(theme: dict[str, Any], tw: str) -> list[dict[str, Any]]:
+    """The besoins of one thematique, each carrying its thematique's code and label."""
+    besoins = []
+    for k, besoin in enumerate(_objects(theme, "besoins", tw)):
+        bw = f"{tw}.besoins[{k}]"
+        besoins.append(
+            {
+                "thematiqueCode": _text(theme, "code", tw, 20),
+                "thematiqueLibelle": _text(theme, "libelle", tw, 200),
+                "code": _text(besoin, "code", bw, 20),
+                "libelle": _text(besoin, "libelle", bw, 200),
+                "valeur": _text(besoin, "valeur", bw, 20),
+                "dateExploration": _day(besoin, "dateExploration", bw),
+            }
+        )
+    return besoins
+
+
+def _contraintes(ctheme: dict[str, Any], tw: str) -> dict[str, Any]:
+    """The thematique contrainte and its contraintes."""
+    items = [_contrainte(c, f"{tw}.contraintes[{i}]") for i, c in enumerate(_objects(ctheme, "contraintes", tw))]
+    return {
+        "code": _text(ctheme, "code", tw, 20),
+        "libelle": _text(ctheme, "libelle", tw, 200),
+        "dateDeModification": _day(ctheme, "dateExploration", tw),
+        "contraintes": items,
+    }
+
+
+def _contrainte(c: dict[str, Any], cw: str) -> dict[str, Any]:
+    """One contrainte with its situations and objectifs."""
+    return {
+        "id": _text(c, "code", cw, 20),
+        "nom": _text(c, "libelle", cw, 200),
+        "valeur": _text(c, "valeur", cw, 20),
+        "estPrioritaire": _bool(c, "estPrioritaire", cw),
+        "impact": _text(c, "impact", cw, 40),
+        "situations": [_coded(s, f"{cw}.situations[{j}]") for j, s in enumerate(_objects(c, "situations", cw))],
+        "objectifs": [_coded(o, f"{cw}.objectifs[{j}]") for j, o in enumerate(_objects(c, "objectifs", cw))],
+    }
+
+
+def _coded(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """A situation or an objectif: code, label, value."""
+    return {
+        "code": _text(item, "code", where, 20),
+        "libelle": _text(item, "libelle", where, 200),
+        "valeur": _text(item, "valeur", where, 20),
     }
 
 

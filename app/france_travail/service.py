@@ -266,59 +266,91 @@ def store(
 ) -> dict[int, dict[str, Any]]:
     """Write what the exchanges brought (in the caller's write transaction). Returns, per person, what
     changed: `{kind: {"avant": ..., "apres": ...}}` for each snapshot that differs from the last one."""
-    protector = NirProtector(settings.encryption_keys, settings.hmac_key)
+    writer = _Writer(session, NirProtector(settings.encryption_keys, settings.hmac_key), utcnow(), source, agent)
     previous = _latest_snapshots(session, [ex.person_id for ex in exchanges if ex.fetched])
-    now = utcnow()
     changes: dict[int, dict[str, Any]] = {}
     calls = []
     for ex in exchanges:
         changed: dict[str, Any] = {}
-        identity_id = None
+        identity_id = writer.identity(ex, changed)
+        writer.snapshots(ex, identity_id, previous, changed)
+        calls.extend(writer.calls(ex))
+        changes[ex.person_id] = changed
+    session.add_all(calls)
+    session.flush()
+    return changes
+
+
+@dataclass
+class _Writer:
+    """What `store` writes for one exchange, all dated `now` and signed by `source` and `agent`."""
+
+    session: Session
+    protector: NirProtector
+    now: datetime
+    source: str
+    agent: Agent
+
+    def identity(self, ex: Exchange, changed: dict[str, Any]) -> int | None:
+        """The identity search, with its jeton when kept (its id returned, and noted in `changed`); or
+        the error code the search itself was answered with, a fact about the person too."""
         if ex.search is not None:
-            jeton_kept = ex.identity_outcome == "found" and ex.search.jeton is not None
-            identity = FtIdentity(
-                person_id=ex.person_id,
-                departement_code=ex.departement,
-                searched_at=now,
-                code=ex.search.code,
-                outcome=ex.identity_outcome or "found",
-                certified=ex.search.certified,
-                jeton_encrypted=protector.encrypt(ex.search.jeton) if jeton_kept and ex.search.jeton else None,
-                jeton_expires_at=datetime.fromtimestamp(ex.search.jeton_expires_ms / 1000, UTC)
-                if jeton_kept and ex.search.jeton_expires_ms
-                else None,
-                source=source,
-                agent=agent.identifiant,
-            )
-            session.add(identity)
-            session.flush()
-            identity_id = identity.id
+            identity = self._searched(ex, ex.search)
+            self.session.add(identity)
+            self.session.flush()
             changed["identite"] = {"code": ex.search.code, "certifiee": ex.search.certified}
-        elif ex.outcome in ("refused", "rejected", "ft_error") and ex.code and not ex.jeton_reused:
-            # the search itself was answered with an error code: it is a fact about the person too
-            session.add(
+            return identity.id
+        if ex.outcome in ("refused", "rejected", "ft_error") and ex.code and not ex.jeton_reused:
+            self.session.add(
                 FtIdentity(
                     person_id=ex.person_id,
                     departement_code=ex.departement,
-                    searched_at=now,
+                    searched_at=self.now,
                     code=ex.code[:8],
                     outcome="refused" if ex.outcome == "refused" else "error",
                     certified=None,
-                    source=source,
-                    agent=agent.identifiant,
+                    source=self.source,
+                    agent=self.agent.identifiant,
                 )
             )
+        return None
+
+    def _searched(self, ex: Exchange, search: SearchResult) -> FtIdentity:
+        jeton_kept = ex.identity_outcome == "found" and search.jeton is not None
+        return FtIdentity(
+            person_id=ex.person_id,
+            departement_code=ex.departement,
+            searched_at=self.now,
+            code=search.code,
+            outcome=ex.identity_outcome or "found",
+            certified=search.certified,
+            jeton_encrypted=self.protector.encrypt(search.jeton) if jeton_kept and search.jeton else None,
+            jeton_expires_at=datetime.fromtimestamp(search.jeton_expires_ms / 1000, UTC)
+            if jeton_kept and search.jeton_expires_ms
+            else None,
+            source=self.source,
+            agent=self.agent.identifiant,
+        )
+
+    def snapshots(
+        self,
+        ex: Exchange,
+        identity_id: int | None,
+        previous: dict[tuple[int, str], FtSnapshot],
+        changed: dict[str, Any],
+    ) -> None:
+        """A snapshot of each kind fetched whose content differs from the last one (noted in `changed`)."""
         for kind, data in ex.fetched.items():
             fp = ft_mapping.fingerprint(data)
             before = previous.get((ex.person_id, kind))
             if before is not None and before.fingerprint == fp:
                 continue
-            session.add(
+            self.session.add(
                 FtSnapshot(
                     person_id=ex.person_id,
                     departement_code=ex.departement,
                     kind=kind,
-                    fetched_at=now,
+                    fetched_at=self.now,
                     no_data=data is None,
                     data=data,
                     fingerprint=fp,
@@ -326,27 +358,26 @@ def store(
                 )
             )
             changed[kind] = {"avant": before.data if before is not None else None, "apres": data}
-        for call in ex.calls:
-            calls.append(
-                FtCall(
-                    at=now,
-                    person_id=ex.person_id,
-                    departement_code=ex.departement,
-                    api=call.api,
-                    operation=call.operation[:40],
-                    http_status=call.status,
-                    code=(call.code or "")[:40] or None,
-                    attempts=call.attempts,
-                    duration_ms=call.duration_ms,
-                    outcome=call.outcome,
-                    source=source,
-                    agent=agent.identifiant[:100],
-                )
+
+    def calls(self, ex: Exchange) -> list[FtCall]:
+        """The trace of every call of the exchange."""
+        return [
+            FtCall(
+                at=self.now,
+                person_id=ex.person_id,
+                departement_code=ex.departement,
+                api=call.api,
+                operation=call.operation[:40],
+                http_status=call.status,
+                code=(call.code or "")[:40] or None,
+                attempts=call.attempts,
+                duration_ms=call.duration_ms,
+                outcome=call.outcome,
+                source=self.source,
+                agent=self.agent.identifiant[:100],
             )
-        changes[ex.person_id] = changed
-    session.add_all(calls)
-    session.flush()
-    return changes
+            for call in ex.calls
+        ]
 
 
 # -- reading -----------------------------------------------------------------------------------------------

@@ -240,6 +240,22 @@ def run_sync(
     """Sync the selected persons; returns the summary. `on_progress(n)`: n more persons settled."""
     began = time.monotonic()
     summary = SyncSummary()
+    run_id, ids = _open_run(settings, options, summary)
+    if on_start:
+        on_start(summary)
+    runner = _Runner(engine, settings, client, run_id)
+    batch = _Batch(runner, summary, on_progress)
+    interrupted = _exchange_all(runner, batch, _refs(engine, settings, ids))
+    batch.flush()
+    summary.stopped = _why_stopped(runner, interrupted)
+    _close_run(settings, run_id, summary.stopped)
+    summary.seconds = time.monotonic() - began
+    log.info("ft_sync_done", **summary.as_dict())
+    return summary
+
+
+def _open_run(settings: Settings, options: SyncOptions, summary: SyncSummary) -> tuple[int, list[int]]:
+    """Claim (or resume) the département's run, select the persons still to settle, record the total."""
     with session_scope(settings, write=True) as session:
         run, summary.resumed = claim_run(session, options)
         summary.run_id = run.id
@@ -251,15 +267,45 @@ def run_sync(
     summary.selected = len(ids)
     with session_scope(settings, write=True) as session:
         session.execute(update(FtSyncRun).where(FtSyncRun.id == run.id).values(total=summary.settled_before + len(ids)))
-    if on_start:
-        on_start(summary)
-    runner = _Runner(engine, settings, client, run.id)
-    refs = _refs(engine, settings, ids)
-    window = 2 * settings.ft_max_concurrency
-    buffered: list[ft.Exchange] = []
-    last_flush = last_beat = time.monotonic()
-    interrupted = False
-    with ThreadPoolExecutor(max_workers=settings.ft_max_concurrency, thread_name_prefix="ft-sync") as pool:
+    return run.id, ids
+
+
+class _Batch:
+    """The exchanges done and not yet written: written about every `FLUSH_SECONDS` (or `PAGE` of them),
+    the run's heartbeat beaten in between."""
+
+    def __init__(self, runner: _Runner, summary: SyncSummary, on_progress: Callable[[int], None] | None) -> None:
+        self.runner, self.summary, self.on_progress = runner, summary, on_progress
+        self.exchanges: list[ft.Exchange] = []
+        self.last_flush = self.last_beat = time.monotonic()
+
+    def add(self, ex: ft.Exchange) -> None:
+        self.exchanges.append(ex)
+        _count(self.summary, ex, self.runner.settings)
+
+    def flush_or_beat(self) -> None:
+        now = time.monotonic()
+        if self.exchanges and (now - self.last_flush >= FLUSH_SECONDS or len(self.exchanges) >= PAGE):
+            self.flush()
+            self.last_flush = self.last_beat = now
+        elif now - self.last_beat >= HEARTBEAT_SECONDS:
+            self.runner.heartbeat()
+            self.last_beat = now
+
+    def flush(self) -> None:
+        if not self.exchanges:
+            return
+        self.runner.flush(self.exchanges)
+        if self.on_progress:
+            self.on_progress(sum(ex.outcome != "unavailable" for ex in self.exchanges))
+        self.exchanges = []
+
+
+def _exchange_all(runner: _Runner, batch: _Batch, refs: Iterator[ft.PersonRef]) -> bool:
+    """Exchange with France Travail for every person of `refs` (at most twice the concurrency in flight),
+    until done or stopped; True when interrupted (Ctrl-C), what was finished then kept in `batch`."""
+    window = 2 * runner.settings.ft_max_concurrency
+    with ThreadPoolExecutor(max_workers=runner.settings.ft_max_concurrency, thread_name_prefix="ft-sync") as pool:
         running: set[Future[ft.Exchange]] = set()
         try:
             exhausted = False
@@ -276,45 +322,36 @@ def run_sync(
                     break
                 done, running = wait(running, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
-                    ex = future.result()
-                    buffered.append(ex)
-                    _count(summary, ex, settings)
-                now = time.monotonic()
-                if buffered and (now - last_flush >= FLUSH_SECONDS or len(buffered) >= PAGE):
-                    runner.flush(buffered)
-                    if on_progress:
-                        on_progress(sum(ex.outcome != "unavailable" for ex in buffered))
-                    buffered, last_flush, last_beat = [], now, now
-                elif now - last_beat >= HEARTBEAT_SECONDS:
-                    runner.heartbeat()
-                    last_beat = now
+                    batch.add(future.result())
+                batch.flush_or_beat()
         except KeyboardInterrupt:
-            interrupted = True
             runner.stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
             for future in running:
                 if future.done() and not future.cancelled() and future.exception() is None:
-                    ex = future.result()
-                    buffered.append(ex)
-                    _count(summary, ex, settings)
-    if buffered:
-        runner.flush(buffered)
-        if on_progress:
-            on_progress(sum(ex.outcome != "unavailable" for ex in buffered))
+                    batch.add(future.result())
+            return True
+    return False
+
+
+def _why_stopped(runner: _Runner, interrupted: bool) -> str | None:
+    """Why the run stopped before the end (None: it did not)."""
     if interrupted:
-        summary.stopped = "interrupted"
-    elif runner.refused:
-        summary.stopped = f"token_refused: {runner.refused}"
-    elif runner.stop.is_set():
-        summary.stopped = "france_travail_unavailable"
+        return "interrupted"
+    if runner.refused:
+        return f"token_refused: {runner.refused}"
+    if runner.stop.is_set():
+        return "france_travail_unavailable"
+    return None
+
+
+def _close_run(settings: Settings, run_id: int, stopped: str | None) -> None:
+    """Release the run's lease; a run that was not stopped is done."""
     with session_scope(settings, write=True) as session:
         values: dict[str, Any] = {"heartbeat_at": utcnow(), "holder": None}
-        if summary.stopped is None:
+        if stopped is None:
             values |= {"status": "done", "finished_at": utcnow()}
-        session.execute(update(FtSyncRun).where(FtSyncRun.id == run.id).values(**values))
-    summary.seconds = time.monotonic() - began
-    log.info("ft_sync_done", **summary.as_dict())
-    return summary
+        session.execute(update(FtSyncRun).where(FtSyncRun.id == run_id).values(**values))
 
 
 def _count(summary: SyncSummary, ex: ft.Exchange, settings: Settings) -> None:

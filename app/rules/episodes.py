@@ -188,135 +188,172 @@ def compute_episodes(
     `outcome_as_of`)."""
     flux = sorted(facts, key=lambda f: (f.received_on, f.order))
     evts = sorted(events, key=lambda e: (e.on, _EVENT_ORDER.get(e.type, 9), e.key))
-    suivi = _Suivi()
-    episodes: list[Episode] = []
-    decisions: list[Decision] = []
-    stock = False
-    current: FluxFact | None = None
-    episode: Episode | None = None
-    suspended_since: date | None = None  # start of the suspension in force (flux date or first suspended fact)
-    fi = ei = 0
-    # The timeline: reception dates of facts, dates of events, and month ends in between (exit checks).
-    last_day = max([f.received_on for f in flux] + [e.on for e in evts], default=None)
-    if last_day is None:
+    if not flux and not evts:
         return PersonEpisodes([], [], False, False)
+    return _Timeline(flux, evts, config).walk()
 
-    def state_at(day: date) -> FluxFact | None:
+
+class _Timeline:
+    """One walk through a person's timeline: reception dates of facts, dates of events, and the month ends
+    in between (exit checks). Each day, the flux facts first (an orientation dated T0 counts as a delay of
+    0 days), then the events."""
+
+    def __init__(self, flux: list[FluxFact], evts: list[Event], config: RulesConfig) -> None:
+        self.flux, self.evts, self.config = flux, evts, config
+        self.suivi = _Suivi()
+        self.episodes: list[Episode] = []
+        self.decisions: list[Decision] = []
+        self.stock = False
+        self.current: FluxFact | None = None
+        self.episode: Episode | None = None
+        self.suspended_since: date | None = None  # start of the suspension in force (flux date or first suspended)
+        self.next_month_end = month_end(flux[0].received_on) if flux else None
+
+    def walk(self) -> PersonEpisodes:
+        fi = ei = 0
+        while fi < len(self.flux) or ei < len(self.evts):
+            next_fact_day = self.flux[fi].received_on if fi < len(self.flux) else date.max
+            next_event_day = self.evts[ei].on if ei < len(self.evts) else date.max
+            day = min(next_fact_day, next_event_day)
+            self._check_month_ends_before(day)
+            while fi < len(self.flux) and self.flux[fi].received_on == day:
+                self._take_fact(self.flux[fi])
+                fi += 1
+            while ei < len(self.evts) and self.evts[ei].on == day:
+                self._take_event(self.evts[ei])
+                ei += 1
+        # after the last point: the next month end decides an episode whose person has left
+        if self.episode is not None and self.next_month_end is not None:
+            self._check_exit(self.next_month_end)
+        return PersonEpisodes(self.episodes, self.decisions, self.stock, self.suivi.in_progress)
+
+    def _check_month_ends_before(self, day: date) -> None:
+        """Month ends strictly before `day`: an open episode ends if criteria 1-2 fail there."""
+        while self.next_month_end is not None and self.next_month_end < day:
+            self._check_exit(self.next_month_end)
+            self.next_month_end = month_end(self.next_month_end + timedelta(days=1))
+
+    def _check_exit(self, day: date) -> None:
+        if self.episode is not None and not in_droits_devoirs(self.current, self.config):
+            self.episode.outcome = "sorti_avant_orientation"
+            self.episode.end_on = day
+            self.episode = None
+
+    def _take_fact(self, fact: FluxFact) -> None:
+        """One received file's state: the suspension in force, the follow-up's closures, then an entry."""
+        was_in = in_droits_devoirs(self.current, self.config)
+        previous, self.current = self.current, fact
+        suspended = fact.present and fact.etat in ("3", "4")
+        if suspended:
+            self._track_suspension(fact)
+        self._close_suivi(fact)
+        if not suspended and self.suspended_since is not None:
+            self._end_suspension(fact)
+        now_in = in_droits_devoirs(fact, self.config)
+        if fact.initial_stock and previous is None:
+            self._take_initial_stock(fact, now_in)
+            return
+        if self.episode is None and now_in:
+            self._enter_or_decide(fact, was_in)
+        self._track_leaving(fact, now_in)
+
+    def _track_suspension(self, fact: FluxFact) -> None:
+        """When did the suspension in force start?"""
+        self.suspended_since = self.suspended_since or fact.suspension_since or fact.received_on
+        if fact.suspension_since and fact.suspension_since < self.suspended_since:
+            self.suspended_since = fact.suspension_since
+
+    def _close_suivi(self, fact: FluxFact) -> None:
+        """The closures of the follow-up a file says: death, radiation, closure, a move out."""
+        if fact.death_date is not None:
+            # DTDC closes any follow-up and ends any entry episode, the day the file says so
+            self.suivi.close(fact.received_on, "deces")
+            if self.episode is not None:
+                self.episode.outcome, self.episode.end_on = "sorti_avant_orientation", fact.received_on
+                self.episode.left_on = self.episode.left_on or fact.received_on
+                self.episode = None
+        elif not fact.present:
+            self.suivi.close(fact.received_on, "radie" if fact.absence_reason != "left_foyer" else "sorti_du_foyer")
+        elif fact.etat in ("5", "6") or fact.closure_date is not None:
+            if fact.closure_motif == "MUT" or fact.transfer_out:
+                self.suivi.close(fact.received_on, "demenagement")
+            else:
+                self.suivi.close(fact.received_on, "radie")
+        elif fact.transfer_out:
+            self.suivi.close(fact.received_on, "demenagement")
+
+    def _end_suspension(self, fact: FluxFact) -> None:
+        """A suspension ended: one longer than the limit closed the follow-up at the limit."""
+        assert self.suspended_since is not None
+        limit = add_months(self.suspended_since, self.config.long_suspension_months)
+        if fact.received_on > limit:
+            self.suivi.close(limit, "suspension_longue")
+        self.suspended_since = None
+
+    def _take_initial_stock(self, fact: FluxFact, now_in: bool) -> None:
+        self.stock = True
+        if now_in and self.config.stock_is_followed:
+            self.suivi.open(fact.received_on, "stock")
+
+    def _enter_or_decide(self, fact: FluxFact, was_in: bool) -> None:
+        """In droits et devoirs without an open episode: a new episode if the three criteria hold; else,
+        if the person just came in, the decision that it is no entry, and why."""
+        criteria = self._criteria(fact)
+        if all(c.held for c in criteria.values()):
+            self.episode = Episode(t0=fact.received_on, t0_file_id=fact.file_id, criteria=criteria)
+            self.episodes.append(self.episode)
+        elif not was_in:
+            failed = [name for name, c in criteria.items() if not c.held]
+            self.decisions.append(
+                Decision(fact.received_on, fact.file_id, "; ".join(criteria[n].reason for n in failed))
+            )
+
+    def _criteria(self, fact: FluxFact) -> dict[str, Criterion]:
+        """The three entry criteria on the day of `fact`, with their reasons and facts."""
+        m1_day = previous_month_end(fact.received_on)
+        prior = self._state_at(m1_day)
+        if prior is None and self.flux[0].initial_stock and self.flux[0].received_on > m1_day:
+            # SPEC §3, "Readings settled": the stock's state stands for the months before it
+            prior = self.flux[0]
+        m1_absent = not in_droits_devoirs(prior, self.config)
+        return {
+            "droit_versable": Criterion(True, f"ETATDOSRSA {fact.etat} counts as versable", [_fact_ref(fact)]),
+            "soumis_droits_devoirs": Criterion(
+                m1_absent,
+                "soumis aux droits et devoirs now, and not at the end of the previous month"
+                if m1_absent
+                else "already in droits et devoirs at the end of the previous month",
+                [_fact_ref(fact), {"at_end_of_previous_month": _fact_ref(prior)}],
+            ),
+            "sans_suivi": Criterion(not self.suivi.in_progress, _suivi_reason(self.suivi), []),
+        }
+
+    def _state_at(self, day: date) -> FluxFact | None:
         found = None
-        for f in flux:
+        for f in self.flux:
             if f.received_on > day:
                 break
             found = f
         return found
 
-    def check_exit(day: date) -> None:
-        nonlocal episode
-        if episode is not None and not in_droits_devoirs(current, config):
-            episode.outcome = "sorti_avant_orientation"
-            episode.end_on = day
-            episode = None
+    def _track_leaving(self, fact: FluxFact, now_in: bool) -> None:
+        """The open episode's left_on: the first fact out of droits et devoirs, cleared on coming back."""
+        if self.episode is not None and not now_in and self.episode.left_on is None:
+            self.episode.left_on = fact.received_on
+        if self.episode is not None and now_in:
+            self.episode.left_on = None
 
-    next_month_end = month_end(flux[0].received_on) if flux else None
-    while fi < len(flux) or ei < len(evts):
-        next_fact_day = flux[fi].received_on if fi < len(flux) else date.max
-        next_event_day = evts[ei].on if ei < len(evts) else date.max
-        day = min(next_fact_day, next_event_day)
-        # month ends strictly before this day: an open episode ends if criteria 1-2 fail there
-        while next_month_end is not None and next_month_end < day:
-            check_exit(next_month_end)
-            next_month_end = month_end(next_month_end + timedelta(days=1))
-        # flux facts of the day first (an orientation dated T0 counts as a delay of 0 days)
-        while fi < len(flux) and flux[fi].received_on == day:
-            fact = flux[fi]
-            fi += 1
-            was_in = in_droits_devoirs(current, config)
-            previous = current
-            current = fact
-            # suspensions: when did the one in force start?
-            suspended = fact.present and fact.etat in ("3", "4")
-            if suspended:
-                suspended_since = suspended_since or fact.suspension_since or fact.received_on
-                if fact.suspension_since and fact.suspension_since < suspended_since:
-                    suspended_since = fact.suspension_since
-            # closures of the follow-up
-            if fact.death_date is not None:
-                # DTDC closes any follow-up and ends any entry episode, the day the file says so
-                suivi.close(fact.received_on, "deces")
-                if episode is not None:
-                    episode.outcome, episode.end_on = "sorti_avant_orientation", fact.received_on
-                    episode.left_on = episode.left_on or fact.received_on
-                    episode = None
-            elif not fact.present:
-                suivi.close(fact.received_on, "radie" if fact.absence_reason != "left_foyer" else "sorti_du_foyer")
-            elif fact.etat in ("5", "6") or fact.closure_date is not None:
-                if fact.closure_motif == "MUT" or fact.transfer_out:
-                    suivi.close(fact.received_on, "demenagement")
-                else:
-                    suivi.close(fact.received_on, "radie")
-            elif fact.transfer_out:
-                suivi.close(fact.received_on, "demenagement")
-            if not suspended and suspended_since is not None:
-                limit = add_months(suspended_since, config.long_suspension_months)
-                if fact.received_on > limit:
-                    suivi.close(limit, "suspension_longue")
-                suspended_since = None
-            # entry?
-            now_in = in_droits_devoirs(fact, config)
-            if fact.initial_stock and previous is None:
-                stock = True
-                if now_in and config.stock_is_followed:
-                    suivi.open(fact.received_on, "stock")
-                continue
-            if episode is None and now_in:
-                m1_day = previous_month_end(fact.received_on)
-                prior = state_at(m1_day)
-                if prior is None and flux[0].initial_stock and flux[0].received_on > m1_day:
-                    # SPEC §3, "Readings settled": the stock's state stands for the months before it
-                    prior = flux[0]
-                m1_absent = not in_droits_devoirs(prior, config)
-                criteria = {
-                    "droit_versable": Criterion(True, f"ETATDOSRSA {fact.etat} counts as versable", [_fact_ref(fact)]),
-                    "soumis_droits_devoirs": Criterion(
-                        m1_absent,
-                        "soumis aux droits et devoirs now, and not at the end of the previous month"
-                        if m1_absent
-                        else "already in droits et devoirs at the end of the previous month",
-                        [_fact_ref(fact), {"at_end_of_previous_month": _fact_ref(prior)}],
-                    ),
-                    "sans_suivi": Criterion(
-                        not suivi.in_progress,
-                        _suivi_reason(suivi),
-                        [],
-                    ),
-                }
-                if all(c.held for c in criteria.values()):
-                    episode = Episode(t0=fact.received_on, t0_file_id=fact.file_id, criteria=criteria)
-                    episodes.append(episode)
-                elif not was_in:
-                    failed = [name for name, c in criteria.items() if not c.held]
-                    decisions.append(
-                        Decision(fact.received_on, fact.file_id, "; ".join(criteria[n].reason for n in failed))
-                    )
-            if episode is not None and not now_in and episode.left_on is None:
-                episode.left_on = fact.received_on
-            if episode is not None and now_in:
-                episode.left_on = None
-        # events of the day
-        while ei < len(evts) and evts[ei].on == day:
-            ev = evts[ei]
-            ei += 1
-            if ev.type in ORIENTING_EVENTS:
-                if episode is not None and ev.on >= episode.t0:
-                    _orient(episode, ev, config)
-                    episode = None
-                suivi.open(ev.on, ev.type)
-            elif ev.type == "suivi_clos":
-                suivi.close(ev.on, "cloture_plateforme")
-            _attach(episodes, ev)
-    # after the last point: the next month end decides an episode whose person has left
-    if episode is not None and next_month_end is not None:
-        check_exit(next_month_end)
-    return PersonEpisodes(episodes, decisions, stock, suivi.in_progress)
+    def _take_event(self, ev: Event) -> None:
+        """An orientation or a référent orients the open episode and opens the follow-up; a closure by the
+        platform closes it; invitations, RDV and contracts attach to their episode."""
+        if ev.type in ORIENTING_EVENTS:
+            if self.episode is not None and ev.on >= self.episode.t0:
+                _orient(self.episode, ev, self.config)
+                self.episode = None
+            self.suivi.open(ev.on, ev.type)
+        elif ev.type == "suivi_clos":
+            self.suivi.close(ev.on, "cloture_plateforme")
+        _attach(self.episodes, ev)
 
 
 _EVENT_ORDER = {"orientation": 0, "referent": 1, "invitation": 2, "rdv_orientation": 3, "rdv_accompagnement": 4}

@@ -1,0 +1,125 @@
+"""The bodies the fake answers with, derived from the NIR and the seed (the same for a seed), in the
+shapes of shared/formats/france-travail-api.md."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi.responses import JSONResponse, Response
+
+from app.france_travail.fake.jeton import make_jeton
+from app.france_travail.fake.state import FakeState
+
+
+def search_answer(state: FakeState, nir13: str) -> Response:
+    """The answer to a search for `nir13`, by who the NIR is at the fake."""
+    kind = state.kind(nir13)
+    if kind == "unknown":
+        return _no_jeton("S002", "Aucun usager trouvé")
+    if kind == "ambiguous":
+        return _no_jeton("S003", "Plusieurs usagers trouvés")
+    if kind == "error":
+        return JSONResponse({"codeRetour": "R998", "message": "Un service a répondu en erreur"}, status_code=500)
+    if kind == "not_attached":
+        return JSONResponse(
+            {"codeRetour": "R002", "message": "Usager non rattaché à la structure de l'appelant"}, status_code=403
+        )
+    return JSONResponse(
+        {
+            "codeRetour": "S001",
+            "message": "Usager trouvé",
+            "topIdentiteCertifiee": "O" if kind == "certified" else "N",
+            "jetonUsager": make_jeton(nir13, state.faults.jeton_ttl_seconds),
+        }
+    )
+
+
+def _no_jeton(code: str, message: str) -> Response:
+    """A search answered without a person: none found, or several."""
+    return JSONResponse({"codeRetour": code, "message": message, "topIdentiteCertifiee": "null", "jetonUsager": None})
+
+
+def _draw(what: str, state: FakeState, nir13: str) -> int:
+    """A number fixed for `what`, the seed and the NIR."""
+    return int(hashlib.sha256(f"{what}|{state.seed}|{nir13}".encode()).hexdigest(), 16)
+
+
+def statut_answer(state: FakeState, nir13: str) -> Response:
+    """A person's registration status at France Travail (204 for one in ten)."""
+    n = _draw("statut", state, nir13)
+    if n % 10 == 0:
+        return Response(status_code=204)
+    statut_de = ("Inscrit", "Identifié", "Cessé", "Radié")[n % 4]
+    return JSONResponse(
+        {
+            "m_contrat": {
+                "m_statut": statut_de,
+                "m_date_effet_statut": f"2025-{1 + n % 12:02d}-{1 + n % 28:02d}",
+                "m_duree_inscription_12": n % 13,
+                "m_duree_inscription_24": n % 25,
+                "m_duree_inscription_36": n % 37,
+                "m_motif_inscription_code": "11",
+                "m_motif_inscription_lib": "LICENCIEMENT ECONOMIQUE",
+                "m_categ_inscription_code": "1",
+                "m_categ_inscription_lib": "PERSONNE SANS EMPLOI DISPONIBLE DUREE INDETERMINEE PLEIN TPS",
+                "m_situation_reg_emp_code": "ADR",
+                "m_situation_reg_emp_lib": "AIDE DIFFERENTIELLE AU RECLASSEMENT",
+                "m_motif_cloture_code": None,
+                "m_motif_cloture_lib": None,
+            }
+        }
+    )
+
+
+def dossier_answer(state: FakeState, nir13: str) -> Response:
+    """A person's diagnostic (204 for one in five): needs by diagnostic, a constraint, the power to act."""
+    n = _draw("diag", state, nir13)
+    if n % 5 == 0:
+        return Response(status_code=204)
+    return JSONResponse(
+        {
+            "besoinsParDiagnostic": [
+                {
+                    "diagnostic": {"idDiagnostic": str(n % 10**6), "typologie": "RETOUR_EMPLOI", "statut": "VALIDE"},
+                    "thematiquesBesoins": [_besoins(n)],
+                }
+            ],
+            "thematiqueContrainte": _contrainte(n),
+            "pouvoirAgir": {"confiance": "MOYENNE", "accompagnement": "OUI", "resultatAnalyse": "A_ACCOMPAGNER"},
+        }
+    )
+
+
+def _besoins(n: int) -> dict[str, Any]:
+    return {
+        "code": "1",
+        "libelle": "Savoirs",
+        "besoins": [
+            {
+                "code": "11",
+                "libelle": "Français",
+                "valeur": ("BESOIN", "POINT_FORT", "NON_EXPLORE")[n % 3],
+                "dateExploration": "2025-03-01",
+            }
+        ],
+    }
+
+
+def _contrainte(n: int) -> dict[str, Any]:
+    return {
+        "code": "23",
+        "libelle": "Mobilité",
+        "dateExploration": "2025-03-01",
+        "contraintes": [
+            {
+                "code": "231",
+                "libelle": "Pas de permis",
+                "valeur": ("OUI", "NON_ABORDEE", "CLOTUREE")[n % 3],
+                "estPrioritaire": n % 2 == 0,
+                "impact": "FORT",
+                "situations": [{"code": "2311", "libelle": "Permis B", "valeur": "OUI"}],
+                "objectifs": [{"code": "2312", "libelle": "Passer le permis", "valeur": "EN_COURS"}],
+            }
+        ],
+    }
