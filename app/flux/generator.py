@@ -10,17 +10,15 @@ received each one (not in the files themselves).
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import IO
-from xml.sax.saxutils import escape
 
-from app.security.nir import nir_key
+from app.flux import generator_xml
+from app.flux.generator_model import Cedant, GeneratedFile, GenFoyer, GenPerson, Prenant
+
+__all__ = ["FluxGenerator", "GenFoyer", "GenPerson", "GeneratedFile", "generate", "generate_single"]
 
 NOMS = (
     "MARTIN BERNARD THOMAS PETIT ROBERT RICHARD DURAND DUBOIS MOREAU LAURENT SIMON MICHEL LEFEBVRE LEROY ROUX "
@@ -54,59 +52,6 @@ COMMUNES = [
 ]
 VOIES = ["RUE", "AVENUE", "CHEMIN", "PLACE", "ALLEE", "IMPASSE"]
 NOMS_VOIE = ["DES EXEMPLES", "DE LA GARE", "VICTOR HUGO", "JEAN JAURES", "DU MOULIN", "DES ÉCOLES", "DE LA PAIX"]
-
-
-@dataclass
-class GenPerson:
-    nir: str | None
-    nir_with_key: bool
-    qual: str
-    nom: str
-    prenom: str
-    dtnai: date
-    sexe: str
-    role: str
-    sdd: bool = True
-    sdd_entrant: bool = False
-    oscillates: bool = False  # income crosses 500 € back and forth
-    idassedic: str | None = None
-
-
-@dataclass
-class GenFoyer:
-    fonorg: str
-    numorg: str
-    matricule: str
-    numdemrsa: str
-    dtdemrsa: date
-    ddnatdro: date
-    etat: str
-    persons: list[GenPerson]
-    commune: tuple[str, str, str]
-    numvoie: str
-    voie: str
-    sitfam: str
-    susp_versement: tuple[str, date] | None = None
-    closure: tuple[str, date] | None = None
-    cedant: tuple[str, str, str, date] | None = None
-    prenant: tuple[str, str, date] | None = None
-    events: list[str] = field(default_factory=list)
-    resume_on: date | None = None  # end of a short suspension
-    closed_since: date | None = None
-    gone: bool = False  # transferred out or closed and no longer sent
-
-
-@dataclass
-class GeneratedFile:
-    path: Path
-    type_flux: str
-    fonorg: str
-    created_on: date
-    received_on: date
-    foyers: int
-    persons: int
-    initial_stock: bool = False  # the first monthly files of a run: the initial stock
-    nature: str = "D"  # NATFLUX: D beneficiary flux, I instruction flux
 
 
 class FluxGenerator:
@@ -205,49 +150,69 @@ class FluxGenerator:
             f.susp_versement = ("06", self.start - timedelta(days=rng.randint(10, 200)))
         return f
 
-    # -- life --------------------------------------------------------------------------------
+    # -- life: one day's events, in the order they are drawn ---------------------------------
 
     def _active(self) -> list[GenFoyer]:
         return [f for f in self.foyers if not f.gone]
 
     def _day(self, day: date) -> set[int]:
-        """Apply one day's events; return the indexes of foyers that changed."""
-        rng = self.rng
+        """Apply one day's events; return the ids of the foyers that changed. The steps run in a fixed
+        order and each draws its random numbers in turn: that order is what makes a seed's files."""
         changed: set[int] = set()
-        n = max(self.initial_foyers, 1)
+        active = self._active()  # the foyers of the day before: today's new ones have no other event
+        self._new_demands(day, changed)
+        self._transfers_in(day, changed)
+        if not active:
+            return changed
+        self._droits_et_devoirs(active, changed)
+        self._short_suspensions(day, active, changed)
+        self._resumptions(day, active, changed)
+        self._closures(day, active, changed)
+        self._transfers_out(day, active, changed)
+        self._returns(day, active, changed)
+        self._conjoints_joining(day, active, changed)
+        self._conjoints_leaving(active, changed)
+        self._births(day, active, changed)
+        return changed
 
-        def count(rate: float) -> int:
-            expected = rate * n
-            whole = int(expected)
-            return whole + (1 if rng.random() < expected - whole else 0)
+    def _count(self, rate: float) -> int:
+        """How many of an event happen today: `rate` per initial foyer, the fraction drawn (one draw)."""
+        expected = rate * max(self.initial_foyers, 1)
+        whole = int(expected)
+        return whole + (1 if self.rng.random() < expected - whole else 0)
 
-        def touch(f: GenFoyer, event: str) -> None:
-            f.events.append(event)
-            changed.add(id(f))
+    @staticmethod
+    def _touch(f: GenFoyer, event: str, changed: set[int]) -> None:
+        f.events.append(event)
+        changed.add(id(f))
 
-        active = self._active()
-        # new demands: first-time demanders (most SDD)
-        for _ in range(count(0.0020)):
+    def _new_demands(self, day: date, changed: set[int]) -> None:
+        """First-time demanders (most SDD)."""
+        for _ in range(self._count(0.0020)):
             f = self._new_foyer(day)
             for p in f.persons:
                 p.sdd_entrant = p.sdd
-            f.dtdemrsa = day - timedelta(days=rng.randint(3, 20))
+            f.dtdemrsa = day - timedelta(days=self.rng.randint(3, 20))
             self.foyers.append(f)
-            touch(f, "DEMRSA")
+            self._touch(f, "DEMRSA", changed)
             if any(p.sdd for p in f.persons):
                 f.events.append("ENTDED")
-        # transfers in: SDD persons who just moved into the département
-        for _ in range(count(0.0003)):
+
+    def _transfers_in(self, day: date, changed: set[int]) -> None:
+        """SDD persons who just moved into the département."""
+        rng = self.rng
+        for _ in range(self._count(0.0003)):
             f = self._new_foyer(day, msa=False)
-            f.cedant = ("CAF", rng.choice(["541", "571", "081", "751"]), f"{rng.randint(1, 9_999_999):07d}", day)
+            f.cedant = Cedant("CAF", rng.choice(["541", "571", "081", "751"]), f"{rng.randint(1, 9_999_999):07d}", day)
             for p in f.persons:
                 p.sdd_entrant = p.sdd
             self.foyers.append(f)
-            touch(f, "MUT")
-        if not active:
-            return changed
-        # entries into / exits from droits et devoirs (income around 500 €)
-        for _ in range(count(0.0025)):
+            self._touch(f, "MUT", changed)
+
+    def _droits_et_devoirs(self, active: list[GenFoyer], changed: set[int]) -> None:
+        """Entries into and exits from the droits et devoirs (income around 500 €)."""
+        rng = self.rng
+        for _ in range(self._count(0.0025)):
             f = rng.choice(active)
             adults = [p for p in f.persons if p.role in ("DEM", "CJT")]
             if f.etat != "2" or not adults:
@@ -255,45 +220,59 @@ class FluxGenerator:
             p = rng.choice([a for a in adults if a.oscillates] or adults)
             p.sdd = not p.sdd
             p.sdd_entrant = p.sdd
-            touch(f, "ENTDED" if p.sdd else "SITPRO")
-        # short suspensions (missing quarterly declaration)
-        for _ in range(count(0.0008)):
+            self._touch(f, "ENTDED" if p.sdd else "SITPRO", changed)
+
+    def _short_suspensions(self, day: date, active: list[GenFoyer], changed: set[int]) -> None:
+        """Short suspensions (a missing quarterly declaration), each with the day it ends."""
+        rng = self.rng
+        for _ in range(self._count(0.0008)):
             f = rng.choice(active)
             if f.etat == "2":
                 f.etat = "4"
                 f.susp_versement = (rng.choice(["06", "01", "AB"]), day)
                 f.resume_on = day + timedelta(days=rng.randint(10, 75))
-                touch(f, "SUS")
-        # resumptions: short suspensions ending, and long ones (> 12 months) coming back
+                self._touch(f, "SUS", changed)
+
+    def _resumptions(self, day: date, active: list[GenFoyer], changed: set[int]) -> None:
+        """Short suspensions ending, and long ones (> 12 months) coming back: nouveaux entrants again."""
         for f in active:
             if f.etat == "4" and f.resume_on is not None and f.resume_on <= day:
                 f.etat, f.susp_versement, f.resume_on = "2", None, None
-                touch(f, "SUS")
+                self._touch(f, "SUS", changed)
         long_suspended = [f for f in active if f.etat == "4" and f.resume_on is None]
-        for f in rng.sample(long_suspended, k=min(len(long_suspended), count(0.0003))):
+        for f in self.rng.sample(long_suspended, k=min(len(long_suspended), self._count(0.0003))):
             f.etat, f.susp_versement = "2", None
             for p in f.persons:
                 p.sdd_entrant = p.sdd
-            touch(f, "SUS")
-        # closures (radiation), transfers out
-        for _ in range(count(0.0012)):
+            self._touch(f, "SUS", changed)
+
+    def _closures(self, day: date, active: list[GenFoyer], changed: set[int]) -> None:
+        """Closures (radiation) of open or suspended rights."""
+        rng = self.rng
+        for _ in range(self._count(0.0012)):
             f = rng.choice(active)
             if f.etat in ("2", "4") and not f.gone:
                 f.etat = "5"
                 f.closure = (rng.choice(["RFD", "RAU", "PCG", "EFF"]), day)
                 f.closed_since = day
                 f.susp_versement = None
-                touch(f, "RAD")
-        for _ in range(count(0.0003)):
+                self._touch(f, "RAD", changed)
+
+    def _transfers_out(self, day: date, active: list[GenFoyer], changed: set[int]) -> None:
+        """Foyers leaving for another organisme (closure MUT; `run` stops sending them after today)."""
+        rng = self.rng
+        for _ in range(self._count(0.0003)):
             f = rng.choice(active)
             if f.etat == "2":
                 f.etat = "5"
                 f.closure = ("MUT", day)
-                f.prenant = ("CAF", rng.choice(["541", "571", "751"]), day)
-                touch(f, "MUT")
-        # radiés coming back (a new demand for the same foyer)
+                f.prenant = Prenant("CAF", rng.choice(["541", "571", "751"]), day)
+                self._touch(f, "MUT", changed)
+
+    def _returns(self, day: date, active: list[GenFoyer], changed: set[int]) -> None:
+        """Radiés coming back: a new demand for the same foyer, more than 20 days after the closure."""
         closed = [f for f in active if f.etat == "5" and f.closure and f.closure[0] != "MUT"]
-        for f in rng.sample(closed, k=min(len(closed), count(0.0002))):
+        for f in self.rng.sample(closed, k=min(len(closed), self._count(0.0002))):
             if f.closed_since and (day - f.closed_since).days > 20:
                 self._numdem += 1
                 f.numdemrsa = f"{self.departement[1:]}{self._numdem:09d}"
@@ -301,117 +280,34 @@ class FluxGenerator:
                 f.dtdemrsa = day - timedelta(days=5)
                 for p in f.persons:
                     p.sdd_entrant = p.sdd
-                touch(f, "DEMRSA")
-        # conjoints joining and leaving
-        for _ in range(count(0.0004)):
-            f = rng.choice(active)
+                self._touch(f, "DEMRSA", changed)
+
+    def _conjoints_joining(self, day: date, active: list[GenFoyer], changed: set[int]) -> None:
+        for _ in range(self._count(0.0004)):
+            f = self.rng.choice(active)
             if f.etat == "2" and not any(p.role == "CJT" for p in f.persons):
                 cjt = self._person("CJT", day)
                 cjt.sdd_entrant = cjt.sdd
                 f.persons.insert(1, cjt)
                 f.sitfam = "VIM"
-                touch(f, "SITFAM")
-        for _ in range(count(0.0002)):
-            f = rng.choice(active)
+                self._touch(f, "SITFAM", changed)
+
+    def _conjoints_leaving(self, active: list[GenFoyer], changed: set[int]) -> None:
+        for _ in range(self._count(0.0002)):
+            f = self.rng.choice(active)
             if f.etat == "2" and any(p.role == "CJT" for p in f.persons):
                 f.persons = [p for p in f.persons if p.role != "CJT"]
                 f.sitfam = "SEF"
-                touch(f, "SITFAM")
-        # births
-        for _ in range(count(0.0002)):
-            f = rng.choice(active)
+                self._touch(f, "SITFAM", changed)
+
+    def _births(self, day: date, active: list[GenFoyer], changed: set[int]) -> None:
+        for _ in range(self._count(0.0002)):
+            f = self.rng.choice(active)
             if f.etat == "2":
                 f.persons.append(self._person("ENF", day, (0, 0)))
-                touch(f, "SITENFAUT")
-        return changed
+                self._touch(f, "SITENFAUT", changed)
 
-    # -- XML ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def _e(value: str) -> str:
-        return escape(value, {"'": "&apos;"})
-
-    def _person_xml(self, p: GenPerson) -> str:
-        e = self._e
-        nir = ""
-        if p.nir:
-            value = p.nir + (f"{nir_key(p.nir):02d}" if p.nir_with_key else "")
-            nir = f"<NIR>{value}</NIR>"
-        calc = ""
-        if p.role in ("DEM", "CJT"):
-            calc = (
-                "<MontantCalculDroitRSAPersonne>"
-                f"<TOPPERSDRODEVORSA>{int(p.sdd)}</TOPPERSDRODEVORSA>"
-                f"<TOPPERSENTDRODEVORSA>{int(p.sdd_entrant)}</TOPPERSENTDRODEVORSA>"
-                "<MTPERSRESSMENRSA>0000000.00</MTPERSRESSMENRSA>"
-                "</MontantCalculDroitRSAPersonne>"
-            )
-        pe = f"<DossierPoleEmploi><IDASSEDIC>{p.idassedic}</IDASSEDIC></DossierPoleEmploi>" if p.idassedic else ""
-        return (
-            "<Personne><Identification>"
-            f"<QUAL>{p.qual}</QUAL><NOM>{e(p.nom)}</NOM><NOMNAI>{e(p.nom)}</NOMNAI><PRENOM>{e(p.prenom)}</PRENOM>"
-            f"<NOMCOMNAI>VERDUN</NOMCOMNAI><DTNAI>{p.dtnai.isoformat()}</DTNAI>{nir}<TOPVALIEC>1</TOPVALIEC>"
-            f"<SEXE>{p.sexe}</SEXE></Identification>"
-            f"<DossierCAF><TOPRESPDOS>{int(p.role == 'DEM')}</TOPRESPDOS><DDRATDOS>2020-01-01</DDRATDOS></DossierCAF>"
-            f"<Prestations><NATPREST>PFA</NATPREST><ROLEPERS>{p.role}</ROLEPERS><TOPCHAPERS>0</TOPCHAPERS></Prestations>"
-            f"<Prestations><NATPREST>RSA</NATPREST><ROLEPERS>{p.role}</ROLEPERS><TOPCHAPERS>1</TOPCHAPERS></Prestations>"
-            f"{pe}{calc}</Personne>"
-        )
-
-    def _foyer_xml(self, f: GenFoyer, day: date, with_events: bool) -> str:
-        e = self._e
-        cedant = prenant = ""
-        if f.cedant:
-            cedant = (
-                f"<OrganismeCedant><FONORGCEDMUT>{f.cedant[0]}</FONORGCEDMUT><NUMORGCEDMUT>{f.cedant[1]}</NUMORGCEDMUT>"
-                f"<MATRICULEORGCEDMUT>{f.cedant[2]}</MATRICULEORGCEDMUT><DDARRMUT>{f.cedant[3]}</DDARRMUT>"
-                "</OrganismeCedant>"
-            )
-        if f.prenant:
-            prenant = (
-                f"<OrganismePrenant><FONORGPRENMUT>{f.prenant[0]}</FONORGPRENMUT>"
-                f"<NUMORGPRENMUT>{f.prenant[1]}</NUMORGPRENMUT><DDDEPAMUT>{f.prenant[2]}</DDDEPAMUT></OrganismePrenant>"
-            )
-        susp = ""
-        if f.susp_versement:
-            susp = (
-                f"<SuspensionVersement><MOTISUSVERSRSA>{f.susp_versement[0]}</MOTISUSVERSRSA>"
-                f"<DDSUSVERSRSA>{f.susp_versement[1]}</DDSUSVERSRSA></SuspensionVersement>"
-            )
-        fin = ""
-        if f.closure:
-            fin = f"<FinDroit><MOTICLORSA>{f.closure[0]}</MOTICLORSA><DTCLORSA>{f.closure[1]}</DTCLORSA></FinDroit>"
-        code, cp, nom = f.commune
-        events = ""
-        if with_events:
-            events = "".join(
-                f"<Evenement><DTLIQ>{day - timedelta(days=1)}</DTLIQ><HEULIQ>16:42:00.0000</HEULIQ><FG>{fg}</FG>"
-                "</Evenement>"
-                for fg in f.events
-            )
-        sdd_foyer = int(any(p.sdd for p in f.persons if p.role in ("DEM", "CJT")))
-        return (
-            "<InfosFoyerRSA><IdentificationRSA>"
-            f"<Organisme><FONORG>{f.fonorg}</FONORG><NUMORG>{f.numorg}</NUMORG><MATRICULE>{f.matricule}</MATRICULE>"
-            f"</Organisme><Partenaire><TYPEPARTE>CG</TYPEPARTE><IDEPARTE>{self.departement}</IDEPARTE></Partenaire>"
-            f"<DemandeRSA><DTDEMRSA>{f.dtdemrsa}</DTDEMRSA><NUMDEMRSA>{f.numdemrsa}</NUMDEMRSA></DemandeRSA>"
-            f"{cedant}{prenant}</IdentificationRSA>"
-            + "".join(self._person_xml(p) for p in f.persons)
-            + "<DonneesAdministratives>"
-            f"<SituationFamille><SITFAM>{f.sitfam}</SITFAM><DDSITFAM>2020-01-01</DDSITFAM></SituationFamille>"
-            "<Adresse><TroncCommunAdresse><RGADR>01</RGADR><DTEMM>2020-01-01</DTEMM><PAYS>FRA</PAYS>"
-            "<TYPEADR>D</TYPEADR><ETATADR>CO</ETATADR></TroncCommunAdresse><AdresseDetailleeFrance>"
-            f"<NUMVOIE>{f.numvoie}</NUMVOIE><LIBTYPEVOIE>{f.voie.split()[0]}</LIBTYPEVOIE>"
-            f"<NOMVOIE>{e(' '.join(f.voie.split()[1:]))}</NOMVOIE><NUMCOM>{code}</NUMCOM><CODEPOS>{cp}</CODEPOS>"
-            f"<NOMCOM>{e(nom)}</NOMCOM></AdresseDetailleeFrance></Adresse></DonneesAdministratives>"
-            "<PrestationRSA><SituationDossierRSA>"
-            f"<EtatDossierRSA><ETATDOSRSA>{f.etat}</ETATDOSRSA></EtatDossierRSA>{susp}{fin}</SituationDossierRSA>"
-            "<DetailDroitRSA><TroncCommunDroitRSA><TOPSANSDOMFIXE>0</TOPSANSDOMFIXE><NBENFAUTCHA>0</NBENFAUTCHA>"
-            f"<ORIDEMRSA>DEM</ORIDEMRSA><TOPFOYDRODEVORSA>{sdd_foyer}</TOPFOYDRODEVORSA></TroncCommunDroitRSA>"
-            f"<DetailCalculDroitRSA><NATPF>RSD</NATPF><SOUSNATPF>RSDN1</SOUSNATPF><DDNATDRO>{f.ddnatdro}</DDNATDRO>"
-            "<MTRSAVERS>0000635.71</MTRSAVERS></DetailCalculDroitRSA></DetailDroitRSA></PrestationRSA>"
-            f"{events}</InfosFoyerRSA>\n"
-        )
+    # -- files (the XML itself: app.flux.generator_xml) ---------------------------------------
 
     def write_file(
         self,
@@ -424,74 +320,8 @@ class FluxGenerator:
         compress: bool = False,
         encoding: str = "windows-1252",
     ) -> GeneratedFile:
-        numorg = "555" if fonorg == "MSA" else "551"
-        applieme = "AGO" if fonorg == "MSA" else "CRI"
-        name = f"{fonorg}_{numorg}_{type_flux}_{day:%Y%m%d}.xml" + (".gz" if compress else "")
-        path = out_dir / name
-        opener: Callable[..., IO[bytes]] = gzip.open if compress else open  # type: ignore[assignment]
-        persons = 0
-        with opener(path, "wb") as fh:
-            write = fh.write
-            write(f'<?xml version="1.0" encoding="{encoding}"?>\n<Racine>\n'.encode(encoding))
-            write(
-                (
-                    "<IdentificationFlux>"
-                    f"<APPLIEME>{applieme}</APPLIEME><NUMVERSIONAPPLIEME>6200</NUMVERSIONAPPLIEME>"
-                    f"<TYPEFLUX>{type_flux}</TYPEFLUX><NATFLUX>D</NATFLUX><DTCREAFLUX>{day}</DTCREAFLUX>"
-                    f"<HEUCREAFLUX>02:14:09.0000</HEUCREAFLUX><DTREF>{day - timedelta(days=1)}</DTREF>"
-                    "</IdentificationFlux>\n"
-                ).encode(encoding)
-            )
-            batch: list[str] = []
-            for f in foyers:
-                batch.append(self._foyer_xml(f, day, with_events=type_flux == "I"))
-                persons += len(f.persons)
-                if len(batch) >= 2000:
-                    write("".join(batch).encode(encoding, errors="replace"))
-                    batch.clear()
-            write("".join(batch).encode(encoding, errors="replace"))
-            write(
-                (
-                    f"<TransmissionFlux><NBTOTDOSRSATRANSM>{len(foyers):08d}</NBTOTDOSRSATRANSM>"
-                    "<NBTOTDOSRSATRANSMANO>00000000</NBTOTDOSRSATRANSMANO></TransmissionFlux>\n</Racine>\n"
-                ).encode(encoding)
-            )
-        return GeneratedFile(path, type_flux, fonorg, day, received_on, len(foyers), persons)
-
-    def _demand_xml(self, f: GenFoyer, n: int) -> str:
-        """One InfoDemandeRSA of an instruction flux: the foyer's demand, its persons (with their
-        SuiviAppuiOrientation, DSP codes and computed parcours) and the demand's contacts and consents."""
-        e = self._e
-        persons = "".join(
-            "<Personne>"
-            + self._person_xml(p)[len("<Personne>") : -len("</Personne>")]
-            + "<Nationalite><NATI>"
-            + ("F", "F", "F", "C", "A")[(n + len(p.nom)) % 5]
-            + "</NATI></Nationalite>"
-            + "<SuiviAppuiOrientation><TOPOBLSOCPRO>1</TOPOBLSOCPRO><TOPSOUHSOCPRO>1</TOPSOUHSOCPRO>"
-            f"<DTENRSOCPRO>{f.dtdemrsa}</DTENRSOCPRO></SuiviAppuiOrientation>"
-            "<DonneesSocioProfessionnelles><NIVETU>" + ("1206", "1205", "1204")[n % 3] + "</NIVETU>"
-            "<HISPRO>" + ("1901", "1902", "1904")[n % 3] + "</HISPRO><TOPMOYLOCO>" + str(n % 2) + "</TOPMOYLOCO>"
-            "<DifficulteSociale><DIFSOC>" + ("0402", "0403")[n % 2] + "</DIFSOC></DifficulteSociale>"
-            "<LIBAUTRDIFSOC>texte libre</LIBAUTRDIFSOC></DonneesSocioProfessionnelles>"
-            "<Parcours><DeterminationParcours><NATPARCOCAL>" + ("SOC", "PRO", "SOCPRO")[n % 3] + "</NATPARCOCAL>"
-            "</DeterminationParcours></Parcours></Personne>"
-            for p in f.persons
-            if p.role in ("DEM", "CJT")
-        )
-        tel = f"06{(n * 7919) % 10**8:08d}"
-        consent_tel, consent_mail = ("A", "A") if n % 3 else ("I", "A") if n % 2 else ("A", "I")
-        return (
-            "<InfoDemandeRSA><IdentificationRSA><Organisme>"
-            f"<FONORG>{f.fonorg}</FONORG><NUMORG>{f.numorg}</NUMORG><MATRICULE>{f.matricule}</MATRICULE>"
-            "<STATUDEMRSA>N</STATUDEMRSA></Organisme>"
-            f"<Partenaire><TYPEPARTE>CG</TYPEPARTE><IDEPARTE>{self.departement}</IDEPARTE></Partenaire>"
-            f"<DemandeRSA><DTDEMRSA>{f.dtdemrsa}</DTDEMRSA><NUMDEMRSA>{f.numdemrsa}</NUMDEMRSA></DemandeRSA>"
-            f"</IdentificationRSA>{persons}<DonneesAdministratives><ModesContacts><NUMTEL>{tel}</NUMTEL>"
-            f"<NATTEL>PER</NATTEL><MATETEL>POR</MATETEL><AUTORUTITEL>{consent_tel}</AUTORUTITEL>"
-            f"<ADRELEC>{e(f.persons[0].prenom.lower())}.{n}@exemple.fr</ADRELEC>"
-            f"<AUTORUTIADRELEC>{consent_mail}</AUTORUTIADRELEC></ModesContacts></DonneesAdministratives>"
-            "</InfoDemandeRSA>\n"
+        return generator_xml.write_file(
+            out_dir, foyers, type_flux, fonorg, day, received_on, self.departement, compress, encoding
         )
 
     def write_instruction_file(
@@ -499,20 +329,7 @@ class FluxGenerator:
     ) -> GeneratedFile:
         """An instruction flux (VIRS0901, NATFLUX I) for these foyers' demands, consistent with the
         beneficiary files: same organisme, matricules, demand numbers and persons."""
-        numorg = "555" if fonorg == "MSA" else "551"
-        path = out_dir / f"{fonorg}_{numorg}_INSTRUCTION_{day:%Y%m%d}.xml"
-        body = "".join(self._demand_xml(f, n) for n, f in enumerate(foyers, start=1))
-        text = (
-            '<?xml version="1.0" encoding="windows-1252"?>\n<Racine>\n<IdentificationFlux>'
-            f"<APPLIEME>{'AGO' if fonorg == 'MSA' else 'CRI'}</APPLIEME><NUMVERSIONAPPLIEME>0366</NUMVERSIONAPPLIEME>"
-            f"<TYPEFLUX>I</TYPEFLUX><NATFLUX>I</NATFLUX><DTCREAFLUX>{day}</DTCREAFLUX>"
-            f"<HEUCREAFLUX>03:00:17.0000</HEUCREAFLUX><DTREF>{day - timedelta(days=1)}</DTREF></IdentificationFlux>\n"
-            f"{body}<TransmissionFlux><NBTOTDOSRSATRANSM>{len(foyers):08d}</NBTOTDOSRSATRANSM>"
-            "</TransmissionFlux>\n</Racine>\n"
-        )
-        path.write_bytes(text.encode("windows-1252", errors="replace"))
-        persons = sum(1 for f in foyers for p in f.persons if p.role in ("DEM", "CJT"))
-        return GeneratedFile(path, "I", fonorg, day, received_on, len(foyers), persons, nature="I")
+        return generator_xml.write_instruction_file(out_dir, foyers, day, received_on, self.departement, fonorg)
 
     def _full_files(self, out_dir: Path, day: date, type_flux: str, compress: bool) -> list[GeneratedFile]:
         files = []
@@ -564,22 +381,27 @@ class FluxGenerator:
             for f in self.foyers:
                 if f.etat == "5" and id(f) in changed_ids and f.closure and f.closure[0] == "MUT":
                     f.gone = True
-        manifest = [
-            {
-                "file": g.path.name,
-                "type": g.type_flux,
-                "organisme": g.fonorg,
-                "created_on": g.created_on.isoformat(),
-                "received_on": g.received_on.isoformat(),
-                "foyers": g.foyers,
-                "persons": g.persons,
-                "initial_stock": g.initial_stock,
-                "nature": g.nature,
-            }
-            for g in files
-        ]
-        (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        _write_manifest(out_dir, files)
         return files
+
+
+def _write_manifest(out_dir: Path, files: list[GeneratedFile]) -> None:
+    """`manifest.json`: every file written, with the date the Département received it."""
+    manifest = [
+        {
+            "file": g.path.name,
+            "type": g.type_flux,
+            "organisme": g.fonorg,
+            "created_on": g.created_on.isoformat(),
+            "received_on": g.received_on.isoformat(),
+            "foyers": g.foyers,
+            "persons": g.persons,
+            "initial_stock": g.initial_stock,
+            "nature": g.nature,
+        }
+        for g in files
+    ]
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
 def generate(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
+from operator import attrgetter
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, Table, bindparam, delete, select, update
@@ -35,7 +36,9 @@ T_FILES = cast(Table, FluxFile.__table__)
 T_OBS = cast(Table, FluxObservation.__table__)
 T_STATES = cast(Table, PersonState.__table__)
 CHUNK = 1000
-_STATE = slice(7, 7 + len(STATE_COLUMNS))  # the state's values in the rows `_chunk` reads
+_state_of = attrgetter(*STATE_COLUMNS)  # the state's values (STATE_COLUMNS order) of a stored state row
+_PRESENT = STATE_COLUMNS.index("present")
+_SDD_ENTRANT = STATE_COLUMNS.index("sdd_entrant")
 
 
 class LaterFile(NamedTuple):
@@ -45,6 +48,46 @@ class LaterFile(NamedTuple):
     type_flux: str
     fonorg: str | None
     numorg: str | None
+
+
+class Carried(NamedTuple):
+    """A later file carries this foyer (a record of someone who was ever in it)."""
+
+    file_id: int
+    fonorg: str | None
+    numorg: str | None
+    matricule: str | None
+
+
+class NewState(NamedTuple):
+    """A person_states row `_walk` recomputes: the later file it is dated by, its rank there, the state."""
+
+    person_id: int
+    file_id: int
+    departement_code: str
+    received_on: date
+    file_created_at: datetime
+    seq: int
+    type_flux: str
+    state: State  # STATE_COLUMNS order
+    fingerprint: str
+
+    @property
+    def sdd_entrant(self) -> Any:
+        return self.state[_SDD_ENTRANT]
+
+    @property
+    def absent(self) -> bool:
+        return self.state[_PRESENT] is False
+
+    def values(self) -> tuple[Any, ...]:
+        """The row in ROW_COLUMNS order, for the writer."""
+        head = (self.person_id, self.file_id, self.departement_code, self.received_on, self.file_created_at)
+        return (*head, self.seq, self.type_flux, *self.state, self.fingerprint)
+
+
+# NewState.values() writes ROW_COLUMNS: the state's columns between the row's head and its fingerprint
+assert (*NewState._fields[:-2], *STATE_COLUMNS, "fingerprint") == ROW_COLUMNS
 
 
 class ReplayError(RuntimeError):
@@ -96,21 +139,21 @@ class Replay:
         rows, matricules = self._histories(person_ids)
         observed, carried = self._later_observations(person_ids, matricules)
         changed: set[int] = set()
-        inserts: list[tuple[Any, ...]] = []
+        inserts: list[NewState] = []
         deletes: list[int] = []
         fingerprint_updates: list[dict[str, Any]] = []
         for pid in person_ids:
             history = rows.get(pid, [])
             before = [r for r in history if not self._after(r)]
             after = [r for r in history if self._after(r)]
-            content = {r.fingerprint: _iso(r[_STATE]) for r in history}
-            new_rows = self._walk(pid, before, observed.get(pid, {}), carried, content, fingerprint_updates)
+            content = {r.fingerprint: _iso(_state_of(r)) for r in history}
+            new_states = self._walk(pid, before, observed.get(pid, {}), carried, content, fingerprint_updates)
             old = [(r.file_id, r.fingerprint, r.sdd_entrant) for r in after]
-            new = [(row[1], row[-1], row[-2]) for row in new_rows]
+            new = [(s.file_id, s.fingerprint, s.sdd_entrant) for s in new_states]
             if old != new:
                 changed.add(pid)
                 deletes.extend(r.id for r in after)
-                inserts.extend(new_rows)
+                inserts.extend(new_states)
         self._write(deletes, inserts, fingerprint_updates)
         return changed
 
@@ -142,7 +185,7 @@ class Replay:
 
     def _later_observations(
         self, person_ids: Sequence[int], matricules: set[str]
-    ) -> tuple[dict[int, dict[int, list[Any]]], set[tuple[Any, ...]]]:
+    ) -> tuple[dict[int, dict[int, list[Any]]], set[Carried]]:
         """What the later files observed of these persons (by file), and which of their foyers each later
         file carries (file, fonorg, numorg, matricule), from the records of everyone ever in them."""
         conn = self.conn
@@ -159,7 +202,7 @@ class Replay:
         later_ids = [f.id for f in self.files]
         o = T_OBS.c
         observed: dict[int, dict[int, list[Any]]] = {}
-        carried: set[tuple[Any, ...]] = set()
+        carried: set[Carried] = set()
         mine = set(person_ids)
         for chunk in _chunks(sorted(members), 5000):
             for obs in conn.execute(
@@ -178,21 +221,19 @@ class Replay:
                 .order_by(o.file_id, o.seq)
             ):
                 if obs.matricule in matricules:
-                    carried.add((obs.file_id, obs.fonorg, obs.numorg, obs.matricule))
+                    carried.add(Carried(obs.file_id, obs.fonorg, obs.numorg, obs.matricule))
                 if obs.person_id in mine:
                     observed.setdefault(obs.person_id, {}).setdefault(obs.file_id, []).append(obs)
         return observed, carried
 
-    def _write(
-        self, deletes: list[int], inserts: list[tuple[Any, ...]], fingerprint_updates: list[dict[str, Any]]
-    ) -> None:
+    def _write(self, deletes: list[int], inserts: list[NewState], fingerprint_updates: list[dict[str, Any]]) -> None:
         """The later states re-examined: the old ones deleted, the new ones inserted, observations re-printed."""
         conn = self.conn
         for chunk in _chunks(deletes, 5000):
             conn.execute(delete(T_STATES).where(one_of(conn, T_STATES.c.id, chunk)))
         self.deleted += len(deletes)
-        self.inserted += self.writer.insert(T_STATES, ROW_COLUMNS, inserts)
-        self.absences += sum(1 for row in inserts if row[7] is False)
+        self.inserted += self.writer.insert(T_STATES, ROW_COLUMNS, [s.values() for s in inserts])
+        self.absences += sum(1 for s in inserts if s.absent)
         if fingerprint_updates:
             o = T_OBS.c
             conn.execute(
@@ -207,21 +248,21 @@ class Replay:
         pid: int,
         before: list[Any],
         observed: dict[int, list[Any]],
-        carried: set[tuple[Any, ...]],
+        carried: set[Carried],
         content: dict[str, State],
         fingerprint_updates: list[dict[str, Any]],
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[NewState]:
         """The person's rows after the file, as the later files would have been applied in date order."""
         in_force: dict[str, Any] | None = None
         print_: str | None = None
         if before:
             last = before[-1]
-            in_force = dict(zip(STATE_COLUMNS, last[_STATE], strict=True))
+            in_force = dict(zip(STATE_COLUMNS, _state_of(last), strict=True))
             print_ = last.fingerprint
-        out: list[tuple[Any, ...]] = []
+        out: list[NewState] = []
         absences = 0
         for f in self.files:
-            head = (pid, f.id, self.departement, f.received_on, f.created_at)
+            head = (pid, f.id, self.departement, f.received_on, f.created_at)  # NewState's first fields
             records = observed.get(f.id)
             if records:
                 for obs in records:
@@ -238,13 +279,13 @@ class Replay:
                         content[now] = state
                         fingerprint_updates.append({"b_file": f.id, "b_seq": obs.seq, "b_print": now})
                     if now != print_:
-                        out.append((*head, obs.seq, f.type_flux, *state, now))
+                        out.append(NewState(*head, obs.seq, f.type_flux, state, now))
                         in_force, print_ = dict(zip(STATE_COLUMNS, state, strict=True)), now
                 continue
             if in_force is None or not in_force["present"]:
                 continue
             foyer = (in_force["fonorg"], in_force["numorg"], in_force["matricule"])
-            if (f.id, *foyer) in carried:
+            if Carried(f.id, *foyer) in carried:
                 reason = "left_foyer"
             elif (
                 f.type_flux in FULL_FILES
@@ -257,7 +298,7 @@ class Replay:
             state = absent_state(in_force, reason)
             now = fingerprint(state)
             absences += 1
-            out.append((*head, ABSENCE_RANK + absences, f.type_flux, *state, now))
+            out.append(NewState(*head, ABSENCE_RANK + absences, f.type_flux, state, now))
             in_force, print_ = dict(zip(STATE_COLUMNS, state, strict=True)), now
         return out
 
