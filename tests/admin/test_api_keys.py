@@ -9,7 +9,7 @@ from sqlalchemy import select
 from app.db import session_scope
 from app.models import ApiClient
 from app.security.apikeys import generate_key, hash_key, split_key, verify_key
-from tests.cli import run_cli
+from tests.support.cli import run_cli
 
 
 def test_key_format_and_hash():

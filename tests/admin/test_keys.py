@@ -18,10 +18,10 @@ from app.main import create_app
 from app.models import AccessRecord, Export, FtIdentity, Person, WebhookDelivery
 from app.models.base import utcnow
 from app.security.nir import NirProtector
-from tests.cli import run_cli
-from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
-from tests.test_exports import _departement, _links, smtp, xsettings  # noqa: F401 - fixtures
-from tests.test_ingest_loader import ingest
+from tests.support.cli import run_cli
+from tests.support.factories import ingest, weekly_departement
+from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+from tests.support.smtp import links
 
 
 def _key(key_id: str) -> str:
@@ -79,13 +79,13 @@ def test_a_nir_key_rotation_keeps_everyone_findable_and_everything_readable(db, 
     assert sorted(actions) == ["error", "ok", "ok"]
 
 
-def test_an_export_key_rotation_keeps_every_link_serving(xsettings, smtp, tmp_path, monkeypatch):  # noqa: F811
+def test_an_export_key_rotation_keeps_every_link_serving(xsettings, smtp, tmp_path, monkeypatch):
     sink, _port = smtp
     old = _key("e1")
     first = xsettings.model_copy(update={"export_keys": SecretStr(old)})
-    week = _departement(first, tmp_path, foyers=30)
+    week = weekly_departement(first, tmp_path, foyers=30)
     assert pub.publish(get_engine(first), first, "055", week).mailed
-    tokens = _links(sink.messages[0])
+    tokens = links(sink.messages[0])
     with TestClient(create_app(first)) as c:
         served = {kind: c.get(f"/api/v1/exports/download/{t}").content for kind, t in tokens.items()}
     new = _key("e2")

@@ -18,9 +18,9 @@ from app.models import AccessRecord, AuditChain, FtCall, FtIdentity, FtSnapshot,
 from app.models.base import Base, utcnow
 from app.orientation.service import EventIn, record_event
 from app.security.nir import NirProtector
-from tests.cli import run_cli
-from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
-from tests.test_ingest_loader import ingest
+from tests.support.cli import run_cli
+from tests.support.factories import ingest
+from tests.support.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
 
 LONG_AGO = date(2022, 3, 1)
 CALL = {"attempts": 1, "duration_ms": 5, "outcome": "ok", "source": "sync"}

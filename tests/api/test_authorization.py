@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.security.scopes import ALL_SCOPES
-from tests.helpers import (
+from tests.support.helpers import (
     ANY_SCOPE_PATHS,
     LINK_PATHS,
     SIGNED_PATHS,

@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import create_engine, event, func, select, text
 
 from app.clock import today
@@ -29,36 +28,11 @@ from app.db import claim_write, get_engine, session_scope
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.models import AccessRecord, EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
-from tests.conftest import make_settings
+from tests.support.database import make_settings
+from tests.support.live_server import LiveServer
 from tests.support.processes import clock_env, spawn
 
 MIX = ("worklist", "person", "search", "event")
-
-
-class LiveServer:
-    """The real app served by uvicorn in a thread, on an ephemeral loopback port."""
-
-    def __init__(self, app: Any, port: int = 0) -> None:
-        from app.api.http_protocol import JsonErrorsH11Protocol
-
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, workers=1, http=JsonErrorsH11Protocol
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *_exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -346,7 +320,7 @@ def test_control_characters_in_search_headers_and_uploads_are_refused(client, ma
 
 
 def test_control_characters_in_csv_cells_are_refused(db, monkeypatch, tmp_path, population):
-    from tests.cli import run_cli
+    from tests.support.cli import run_cli
 
     with session_scope(db) as s:
         state_matricule = s.execute(text("SELECT matricule, role FROM person_states LIMIT 1")).one()
@@ -501,8 +475,8 @@ def _cmdline(pid: int) -> str:
 
 
 def test_ingest_waits_for_another_writer_then_exits_0(db, monkeypatch, tmp_path):
-    from tests.cli import run_cli
-    from tests.fluxbuilder import NIR_A, foyer, person, write_flux
+    from tests.support.cli import run_cli
+    from tests.support.fluxbuilder import NIR_A, foyer, person, write_flux
 
     day = today(db) - timedelta(days=1)
     path = write_flux(tmp_path, [foyer(person(NIR_A))], day=day)
@@ -528,8 +502,8 @@ def test_a_refresh_failure_after_the_commit_says_the_file_was_applied(db, monkey
     from sqlalchemy.exc import OperationalError
 
     from app.orientation import episodes
-    from tests.cli import run_cli
-    from tests.fluxbuilder import NIR_A, foyer, person, write_flux
+    from tests.support.cli import run_cli
+    from tests.support.fluxbuilder import NIR_A, foyer, person, write_flux
 
     day = today(db) - timedelta(days=1)
     path = write_flux(tmp_path, [foyer(person(NIR_A))], day=day)

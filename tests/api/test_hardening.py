@@ -12,9 +12,9 @@ from urllib.parse import urlparse
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.fluxbuilder import NIR_A, foyer, person, write_flux
-from tests.test_concurrency import LiveServer
-from tests.test_ingest_loader import ingest
+from tests.support.factories import ingest
+from tests.support.fluxbuilder import NIR_A, foyer, person, write_flux
+from tests.support.live_server import LiveServer
 
 
 def test_security_headers_on_every_answer(client, make_api_key):

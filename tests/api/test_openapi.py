@@ -6,7 +6,7 @@ from pathlib import Path
 
 from app.api.openapi import render_openapi
 
-COMMITTED = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
+COMMITTED = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
 
 def test_committed_openapi_matches_the_app():

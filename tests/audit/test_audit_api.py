@@ -14,7 +14,7 @@ from datetime import timedelta
 from app.clock import today
 from app.db import get_engine
 from app.flux.loader import ingest_file
-from tests.ftsupport import AGENT_HEADERS, cli_env, passerelle, population
+from tests.support.ftsupport import AGENT_HEADERS, cli_env, passerelle, population
 
 
 def _client_id(c, key):

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from app.audit.chain import anchor, record_action, seal, verify
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, AuditChain
-from tests.cli import run_cli
+from tests.support.cli import run_cli
 
 
 def _events(db, n: int, who: str = "job:test", departement: str = "055") -> None:
@@ -202,23 +202,23 @@ def test_actions_are_audit_events_without_personal_data(db, client, make_api_key
     or a name; all sealed into one intact chain."""
     from fastapi.testclient import TestClient
 
-    from tests.fluxbuilder import NIR_A, foyer, person, write_flux
-    from tests.test_flux_api import _upload
-    from tests.test_rdv_insertion import SECRET, _signed
+    from tests.support.fluxbuilder import NIR_A, foyer, person, write_flux
+    from tests.support.helpers import upload_flux
+    from tests.support.rdv_insertion import SECRET, signed
 
     key = make_api_key(["flux:write"], name="caf-depot")
     good = write_flux(tmp_path, [foyer(person(NIR_A, nom="DUPONT"))])
-    assert _upload(client, key, good).status_code == 201
+    assert upload_flux(client, key, good).status_code == 201
     bad = tmp_path / "bad.xml"
     bad.write_bytes(good.read_bytes().replace(b"</", b"<", 3))
-    assert _upload(client, key, bad).status_code == 422
+    assert upload_flux(client, key, bad).status_code == 422
     from pydantic import SecretStr
 
     from app.main import create_app
 
     hooked = create_app(db.model_copy(update={"rdv_insertion_secrets": SecretStr('{"055": "' + SECRET + '"}')}))
     with TestClient(hooked) as c:
-        body, headers = _signed({"data": {}, "meta": {"model": "Rdv", "event": "created"}})
+        body, headers = signed({"data": {}, "meta": {"model": "Rdv", "event": "created"}})
         assert c.post("/api/v1/webhooks/rdv-insertion/055", content=body,
                       headers=headers | {"X-Rdvi-Signature": "00"}).status_code == 401  # fmt: skip
         assert c.post("/api/v1/webhooks/rdv-insertion/055", content=body, headers=headers).status_code in (200, 422)

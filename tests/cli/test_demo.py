@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from tests.cli import run_cli
+from tests.support.cli import run_cli
 
 
 def test_demo(db, monkeypatch, tmp_path):

@@ -14,9 +14,9 @@ import pytest
 
 from app import migrate as migrations
 from app.db import dispose_engines
-from tests.cli import cli_environment, run_cli
-from tests.conftest import Database, make_settings
-from tests.fluxbuilder import foyer, write_flux
+from tests.support.cli import cli_environment, run_cli
+from tests.support.database import Database, make_settings
+from tests.support.fluxbuilder import foyer, write_flux
 
 # every command that needs the database, with arguments valid enough to reach it
 NEEDS_DATABASE = [

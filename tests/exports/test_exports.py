@@ -10,14 +10,12 @@ import email
 import io
 import json
 import re
-import socket
 import threading
 from datetime import date, timedelta
 from email import policy
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -25,90 +23,13 @@ from app.clock import today
 from app.db import get_engine, session_scope
 from app.exports import publish as pub
 from app.exports.weekly import FLUX_COLUMNS, PILOTAGE_COLUMNS, Week, WeekError
-from app.flux.generator import generate
-from app.flux.loader import IngestOptions, ingest_file
 from app.main import create_app
-from app.models import AccessRecord, EntryEpisode, Export, ExportDownload, ExportLink, Person
-from app.orientation.episodes import refresh_pending
-from app.orientation.service import EventIn, record_event
+from app.models import AccessRecord, Export, ExportDownload, ExportLink, Person
 from app.pilotage.indicator import orientation_indicator
-from tests.ftsupport import passerelle
+from tests.support.factories import weekly_departement
+from tests.support.ftsupport import passerelle
 from tests.support.processes import clock_env
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-        self.refuse = False
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.refuse:
-            return "550 5.7.1 message refused by policy"
-        self.messages.append(envelope.content)
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield sink, port
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def xsettings(db, smtp):
-    _sink, port = smtp
-    return db.model_copy(
-        update={
-            "smtp_host": "127.0.0.1",
-            "smtp_port": port,
-            "smtp_tls": "none",
-            "mail_from": "passerelle@departement.test",
-            "export_recipients": ["agent.ft@francetravail.test", "dr.grand-est@francetravail.test"],
-            "public_url": "https://passerelle.departement.test",
-        }
-    )
-
-
-def _departement(settings, tmp_path, foyers=120):
-    """A generated flux with its instruction files, and orientations dated in the last complete week."""
-    day = today(settings)
-    week = Week.last_complete(day)
-    out = tmp_path / "flux"
-    generate(out, foyers, 20, week.monday - timedelta(days=18), seed=21, instruction=True)
-    engine = get_engine(settings)
-    for entry in json.loads((out / "manifest.json").read_text()):
-        options = IngestOptions(
-            received_on=date.fromisoformat(entry["received_on"]), initial_stock=entry["initial_stock"]
-        )
-        assert ingest_file(engine, settings, out / entry["file"], options, refresh=False).status == "applied"
-    refresh_pending(engine)
-    with session_scope(settings, write=True) as session:
-        episodes = session.execute(
-            select(EntryEpisode.person_id, EntryEpisode.t0).order_by(EntryEpisode.person_id)
-        ).all()
-        for n, (pid, t0) in enumerate(episodes):
-            when = max(t0, week.monday) + timedelta(days=n % 5)
-            if when > week.sunday or n % 4 == 3:
-                continue
-            event = {"type": "orientation", "date": when, "organisme": "FRANCE_TRAVAIL",
-                     "type_parcours": ("professionnel", "social", "socio-professionnel")[n % 3],
-                     "structure": "Agence FT Verdun", "external_id": f"w-{pid}"}  # fmt: skip
-            record_event(session, settings, session.get(Person, pid), EventIn.model_validate(event), recorded_by="t")
-    return week
-
-
-def _links(message: bytes) -> dict[str, str]:
-    body = email.message_from_bytes(message, policy=policy.default).get_body().get_content()
-    found = re.findall(r"(rsa_\d{3}_\d{4}-W\d{2}_(\w+)\.csv).*?\n\s+(https://\S+/api/v1/exports/download/(\S+))", body)
-    return {kind: token for _name, kind, _url, token in found}
+from tests.support.smtp import links
 
 
 def _rows(content: bytes) -> list[list[str]]:
@@ -120,12 +41,12 @@ def _rows(content: bytes) -> list[list[str]]:
 
 def test_the_weekly_files_reach_france_travail_once_and_their_downloads_are_recorded(xsettings, smtp, tmp_path):
     sink, _port = smtp
-    week = _departement(xsettings, tmp_path)
+    week = weekly_departement(xsettings, tmp_path)
     result = pub.publish(get_engine(xsettings), xsettings, "055", week)
     assert result.mailed and len(sink.messages) == 1
     message = email.message_from_bytes(sink.messages[0], policy=policy.default)
     assert "semaine " + week.label in message["Subject"] and "francetravail.test" in message["To"]
-    tokens = _links(sink.messages[0])
+    tokens = links(sink.messages[0])
     assert set(tokens) == {"flux", "pilotage"}
     with TestClient(create_app(xsettings), raise_server_exceptions=False) as c:
         r = c.get(f"/api/v1/exports/download/{tokens['flux']}")
@@ -153,13 +74,13 @@ def test_the_weekly_files_reach_france_travail_once_and_their_downloads_are_reco
     assert again.unchanged and not again.mailed and len(sink.messages) == 1
     assert [f.sha256 for f in again.files] == [f.sha256 for f in result.files]
     resent = pub.publish(get_engine(xsettings), xsettings, "055", week, resend=True)
-    assert resent.mailed and len(sink.messages) == 2 and _links(sink.messages[1]) != tokens
+    assert resent.mailed and len(sink.messages) == 2 and links(sink.messages[1]) != tokens
     manifest = json.loads((xsettings.data_dir / "exports" / "055" / week.label / "manifest.json").read_text())
     assert [f["sha256"] for f in manifest["fichiers"]] == [f.sha256 for f in result.files]
 
 
 def test_a_rebuild_gives_the_same_bytes_and_the_pilotage_file_agrees_with_the_indicator(xsettings, tmp_path):
-    week = _departement(xsettings, tmp_path)
+    week = weekly_departement(xsettings, tmp_path)
     engine = get_engine(xsettings)
     first = pub.build(engine, xsettings, "055", week)
     second = pub.build(engine, xsettings, "055", week)
@@ -191,10 +112,10 @@ def _day(text: str) -> date:
 
 def test_bad_links_are_refused_clearly_and_serve_nothing(xsettings, smtp, tmp_path):
     sink, _port = smtp
-    week = _departement(xsettings, tmp_path, foyers=40)
+    week = weekly_departement(xsettings, tmp_path, foyers=40)
     single = xsettings.model_copy(update={"export_single_use": True})
     pub.publish(get_engine(single), single, "055", week)
-    tokens = _links(sink.messages[-1])
+    tokens = links(sink.messages[-1])
     with TestClient(create_app(xsettings), raise_server_exceptions=False) as c:
         forged = c.get("/api/v1/exports/download/" + "A" * 43)
         assert (forged.status_code, forged.json()["error"]) == (403, "link_invalid")
@@ -210,7 +131,7 @@ def test_bad_links_are_refused_clearly_and_serve_nothing(xsettings, smtp, tmp_pa
         expired = c.get(f"/api/v1/exports/download/{tokens['pilotage']}")
         assert (expired.status_code, expired.json()["error"]) == (410, "link_expired")
         pub.publish(get_engine(xsettings), xsettings, "055", week, resend=True)
-        fresh = _links(sink.messages[-1])
+        fresh = links(sink.messages[-1])
         with session_scope(xsettings, write=True) as s:
             link = s.scalar(select(ExportLink).where(ExportLink.token_hash == pub.token_hash(xsettings, fresh["flux"])))
             link.revoked_at = link.created_at
@@ -240,7 +161,7 @@ def test_bad_links_are_refused_clearly_and_serve_nothing(xsettings, smtp, tmp_pa
 
 def test_a_refused_mail_or_a_full_disk_leaves_nothing_half_published(xsettings, smtp, tmp_path, monkeypatch):
     sink, _port = smtp
-    week = _departement(xsettings, tmp_path, foyers=40)
+    week = weekly_departement(xsettings, tmp_path, foyers=40)
     sink.refuse = True
     with pytest.raises(pub.PublishError, match="550"):
         pub.publish(get_engine(xsettings), xsettings, "055", week)
@@ -267,7 +188,7 @@ def test_a_refused_mail_or_a_full_disk_leaves_nothing_half_published(xsettings, 
 
 def test_concurrent_runs_publish_once(xsettings, smtp, tmp_path):
     sink, _port = smtp
-    week = _departement(xsettings, tmp_path, foyers=60)
+    week = weekly_departement(xsettings, tmp_path, foyers=60)
     outcomes: list[str] = []
 
     def run() -> None:
@@ -338,7 +259,7 @@ def _return_file(flux_rows: list[list[str]], separator: str = ";", encoding: str
 
 def test_the_return_file_round_trips_and_the_api_publishes_lists_and_revokes(xsettings, smtp, tmp_path, make_api_key):
     sink, _port = smtp
-    week = _departement(xsettings, tmp_path)
+    week = weekly_departement(xsettings, tmp_path)
     pushed = tmp_path / "share"
     settings = xsettings.model_copy(update={"export_push_dir": pushed})
     runner, reader = make_api_key(["exports:run"]), make_api_key(["exports:read", "ft:read"])
@@ -356,7 +277,7 @@ def test_the_return_file_round_trips_and_the_api_publishes_lists_and_revokes(xse
             "/api/v1/exports/weekly", json={"departement": "055", "week": future}, headers={"X-API-Key": runner}
         )
         assert bad.status_code == 422 and "has not ended" in bad.json()["message"]
-        tokens = _links(sink.messages[-1])
+        tokens = links(sink.messages[-1])
         flux = _rows(c.get(f"/api/v1/exports/download/{tokens['flux']}").content)
         copy = pushed / "055" / week.label / f"rsa_055_{week.label}_flux.csv"
         assert _rows(copy.read_bytes()) == flux and (copy.stat().st_mode & 0o777) == 0o600
@@ -399,7 +320,7 @@ def test_the_return_file_round_trips_and_the_api_publishes_lists_and_revokes(xse
 
 def test_the_nightly_command_publishes_once_and_says_so(xsettings, smtp, tmp_path, make_api_key):
     sink, port = smtp
-    week = _departement(xsettings, tmp_path, foyers=40)
+    week = weekly_departement(xsettings, tmp_path, foyers=40)
     s = xsettings
     env = {"PASSERELLE_ENV": "test", "PASSERELLE_DATA_DIR": str(s.data_dir), "PASSERELLE_DATABASE_URL": s.database_url,
            "PASSERELLE_NIR_ENCRYPTION_KEYS": s.nir_encryption_keys.get_secret_value(),
@@ -418,7 +339,7 @@ def test_the_nightly_command_publishes_once_and_says_so(xsettings, smtp, tmp_pat
     assert len(sink.messages) == 1
     message = email.message_from_bytes(sink.messages[0], policy=policy.default)
     assert message["To"] == "agent.ft@francetravail.test, dr@francetravail.test"
-    tokens = _links(sink.messages[0])
+    tokens = links(sink.messages[0])
     with TestClient(create_app(xsettings), raise_server_exceptions=False) as c:
         assert c.get(f"/api/v1/exports/download/{tokens['pilotage']}").status_code == 200
     proc = passerelle("export", "weekly", "--departement", "055", "--week", week.label, env=env)

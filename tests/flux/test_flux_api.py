@@ -6,28 +6,19 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.models import AccessRecord
-from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
-
-
-def _upload(client, key, path, **form):
-    with open(path, "rb") as fh:
-        return client.post(
-            "/api/v1/flux",
-            headers={"X-API-Key": key},
-            files={"file": (path.name, fh, "application/xml")},
-            data={k: str(v) for k, v in form.items()},
-        )
+from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+from tests.support.helpers import upload_flux
 
 
 def test_upload_list_and_report(client, make_api_key, tmp_path):
     key = make_api_key(["flux:write"])
     path = write_flux(tmp_path, [foyer(person(), person(NIR_B, role="CJT", prenom="MARIE"))], type_flux="M")
-    r = _upload(client, key, path, received_on="2024-03-01", initial_stock="true")
+    r = upload_flux(client, key, path, received_on="2024-03-01", initial_stock="true")
     assert r.status_code == 201, r.text
     report = r.json()
     assert report["status"] == "applied" and report["persons_brsa"] == 2 and report["initial_stock"] is True
 
-    again = _upload(client, key, path, received_on="2024-03-02")
+    again = upload_flux(client, key, path, received_on="2024-03-02")
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
 
     listing = client.get("/api/v1/flux", headers={"X-API-Key": key}).json()
@@ -40,7 +31,7 @@ def test_rejected_upload_is_422_with_the_report(client, make_api_key, tmp_path):
     key = make_api_key(["flux:write"])
     bad = tmp_path / "bad.xml"
     bad.write_text("<Racine><IdentificationFlux>", encoding="utf-8")
-    r = _upload(client, key, bad, received_on="2024-03-01")
+    r = upload_flux(client, key, bad, received_on="2024-03-01")
     assert r.status_code == 422
     body = r.json()
     assert body["error"] == "flux_rejected" and "bad.xml" in body["message"]
@@ -52,16 +43,16 @@ def test_rejected_upload_is_422_with_the_report(client, make_api_key, tmp_path):
 def test_upload_input_errors(client, make_api_key, tmp_path):
     key = make_api_key(["flux:write"])
     path = write_flux(tmp_path, [foyer()])
-    assert _upload(client, key, path, received_on="2999-01-01").status_code == 422
-    assert _upload(client, key, path, received_on="not-a-date").status_code == 422
-    assert _upload(client, key, path, departement="054").status_code == 404
+    assert upload_flux(client, key, path, received_on="2999-01-01").status_code == 422
+    assert upload_flux(client, key, path, received_on="not-a-date").status_code == 422
+    assert upload_flux(client, key, path, departement="054").status_code == 404
     no_file = client.post("/api/v1/flux", headers={"X-API-Key": key}, files={"other": ("x", b"x")})
     assert no_file.status_code == 422
 
 
 def test_person_read_search_and_access_records(client, make_api_key, tmp_path, db):
     writer = make_api_key(["flux:write"])
-    _upload(client, writer, write_flux(tmp_path, [foyer(person(NIR_A, with_key=True))]), received_on="2024-03-01")
+    upload_flux(client, writer, write_flux(tmp_path, [foyer(person(NIR_A, with_key=True))]), received_on="2024-03-01")
     reader = make_api_key(["persons:read"])
     headers = {"X-API-Key": reader, "X-Agent-Identifiant": "AG7", "X-Agent-Nom": "Durand", "X-Agent-Prenom": "Ana"}
 
@@ -112,7 +103,7 @@ def test_search_input_errors(client, make_api_key):
 
 def test_another_departements_records_are_404(client, make_api_key, tmp_path):
     writer = make_api_key(["flux:write"], ["055"])
-    r = _upload(client, writer, write_flux(tmp_path, [foyer()]), received_on="2024-03-01")
+    r = upload_flux(client, writer, write_flux(tmp_path, [foyer()]), received_on="2024-03-01")
     file_id = r.json()["file_id"]
     mine = make_api_key(["persons:read"], ["055"])
     pid = client.post("/api/v1/persons/search", headers={"X-API-Key": mine}, json={"nir": NIR_A}).json()["items"][0][

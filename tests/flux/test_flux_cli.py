@@ -7,8 +7,8 @@ import os
 import time
 from datetime import date
 
-from tests.cli import run_cli
-from tests.fluxbuilder import NIR_B, foyer, person, write_flux
+from tests.support.cli import run_cli
+from tests.support.fluxbuilder import NIR_B, foyer, person, write_flux
 
 
 def test_ingest_reports_and_exit_codes(db, monkeypatch, tmp_path):

@@ -13,7 +13,7 @@ from app.db import get_engine, session_scope
 from app.flux.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, FluxFile, PersonState
 from app.orientation.episodes import refresh_pending
-from tests.fluxbuilder import (
+from tests.support.fluxbuilder import (
     IDENTIFICATION_END,
     NIR_A,
     NIR_B,
@@ -427,7 +427,7 @@ def test_a_key_two_persons_of_different_files_carry_identifies_neither_whatever_
     (recorded once, reported), the persons are told apart by NIR then names and birth date, and the result
     is the same in both orders."""
     from app.models import AmbiguousKey, Person, PersonKey
-    from tests.conftest import _truncate
+    from tests.support.database import truncate
 
     day2, day3 = date(2024, 3, 4), date(2024, 3, 11)
     first = write_flux(
@@ -449,7 +449,7 @@ def test_a_key_two_persons_of_different_files_carry_identifies_neither_whatever_
     engine = get_engine(db)
     results = []
     for order in ([(first, D1), (second, day2)], [(second, day2), (first, D1)]):
-        _truncate(db)
+        truncate(db)
         reports = [ingest_file(engine, db, path, IngestOptions(day)) for path, day in order]
         assert [w["code"] for w in reports[1].warnings if w["code"] == "key_ambiguous"] == ["key_ambiguous"]
         assert "earlier file" in next(w["message"] for w in reports[1].warnings if w["code"] == "key_ambiguous")

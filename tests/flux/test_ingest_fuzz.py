@@ -9,7 +9,8 @@ from datetime import date
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fluxbuilder import (
+from tests.support.factories import ingest, snapshot
+from tests.support.fluxbuilder import (
     IDENTIFICATION_END,
     NIR_A,
     NIR_B,
@@ -22,54 +23,7 @@ from tests.fluxbuilder import (
     transfer_blocks,
     write_flux,
 )
-from tests.test_ingest_loader import ingest, snapshot
-
-FRAGMENTS = [
-    b"<",
-    b">",
-    b"</InfosFoyerRSA>",
-    b"<InfosFoyerRSA>",
-    b"&",
-    b"&amp;",
-    b"\x00",
-    b"\xff\xfe",
-    b"]]>",
-    b"<!DOCTYPE x [<!ENTITY e 'x'>]>",
-    b"<Personne>",
-    b"2024-13-45",
-    b"\xe9",
-    b"<![CDATA[x]]>",
-    b"true",
-    b"false",
-    b"<FinDroitMoisAnterieur>",
-    b"</OrganismeCedant>",
-    b"<MATRICULEORGCEDMUT>",
-    b"<Refus>",
-    b"<MOTIREFURSA>",
-    b"</AdresseHorsFrance>",
-    b"<PAYS>",
-]
-
-mutation = st.one_of(
-    st.tuples(st.just("truncate"), st.floats(0, 1)),
-    st.tuples(st.just("delete"), st.floats(0, 1), st.integers(1, 400)),
-    st.tuples(st.just("insert"), st.floats(0, 1), st.sampled_from(FRAGMENTS)),
-    st.tuples(st.just("flip"), st.floats(0, 1), st.integers(0, 255)),
-    st.tuples(st.just("duplicate"), st.floats(0, 1), st.integers(1, 600)),
-)
-
-
-def apply(data: bytes, m: tuple) -> bytes:
-    pos = int(m[1] * (len(data) - 1))
-    if m[0] == "truncate":
-        return data[:pos]
-    if m[0] == "delete":
-        return data[:pos] + data[pos + m[2] :]
-    if m[0] == "insert":
-        return data[:pos] + m[2] + data[pos:]
-    if m[0] == "flip":
-        return data[:pos] + bytes([m[2]]) + data[pos + 1 :]
-    return data[: pos + m[2]] + data[pos : pos + m[2]] + data[pos + m[2] :]
+from tests.support.mutations import apply, mutation
 
 
 def _with_new_elements(data: bytes) -> bytes:
@@ -116,9 +70,9 @@ def test_the_file_with_new_elements_is_valid_as_written(db, tmp_path):
 @given(mutations=st.lists(mutation, min_size=1, max_size=3))
 def test_mutated_files_are_applied_or_cleanly_rejected(db, tmp_path_factory, mutations):
     tmp = tmp_path_factory.mktemp("fuzz")
-    from tests.conftest import _truncate
+    from tests.support.database import truncate
 
-    _truncate(db)
+    truncate(db)
     ingest(db, write_flux(tmp, [foyer(person(NIR_C), matricule="0000777")], name="base.xml"))
     before = snapshot(db)
     valid = _with_new_elements(

@@ -9,31 +9,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from app.db import AUDIT_TABLES, get_engine, session_scope
+from app.db import get_engine, session_scope
 from app.flux.loader import IngestInputError, IngestOptions, ReferenceIntegrityError, ingest_file
 from app.models import FluxFile, Person, PersonState
 from app.models.base import Base
 from app.security.nir import NirProtector
-from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, text_of, write_flux
+from tests.support.factories import ingest, snapshot
+from tests.support.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, text_of, write_flux
 
 D1, D2, D3 = date(2024, 3, 1), date(2024, 3, 4), date(2024, 4, 2)
-
-
-def ingest(settings, path: Path, received_on: date = D1, **kw):
-    return ingest_file(get_engine(settings), settings, path, IngestOptions(received_on=received_on, **kw))
-
-
-def snapshot(settings) -> dict[str, list[tuple]]:
-    """Every row of every table but the logs of attempts: flux_files, and the audit trail (every file is an
-    audit event, applied or rejected: tests/test_audit_chain.py)."""
-    engine = get_engine(settings)
-    out = {}
-    with engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            if table.name in ("flux_files", *AUDIT_TABLES):
-                continue
-            out[table.name] = sorted(map(tuple, conn.execute(select(table)).all()), key=repr)
-    return out
 
 
 def states(settings, nir: str = NIR_A) -> list[PersonState]:

@@ -10,9 +10,9 @@ import pytest
 
 from app.flux.reader import REJECT_FOYER, REJECT_PERSON, WARNING, FluxReader, FluxRejected
 from app.security.nir import nir_key
-from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, text_of, write_flux
+from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, text_of, write_flux
 
-EXAMPLE = Path(__file__).parent / "data" / "example_vrsb0801.xml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "support" / "data" / "example_vrsb0801.xml"
 
 
 def read_all(path: Path):

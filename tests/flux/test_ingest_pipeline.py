@@ -13,9 +13,9 @@ from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.flux.reader import FluxReader
 from app.models import Person
-from tests.conftest import _truncate
-from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, text_of, write_flux
-from tests.test_ingest_loader import snapshot
+from tests.support.database import truncate
+from tests.support.factories import snapshot
+from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, text_of, write_flux
 
 
 def _facts(settings) -> dict[str, list[tuple]]:
@@ -45,7 +45,7 @@ def test_parallel_reading_applies_the_same_facts(db, tmp_path):
     generate(tmp_path, foyers=80, days=24, start=date(2024, 3, 1), seed=5)
     inline = _ingest_all(db, tmp_path, parallel=False)
     facts_inline = _facts(db)
-    _truncate(db)
+    truncate(db)
     parallel = _ingest_all(db, tmp_path, parallel=True)
     assert parallel == inline and set(inline) == {"applied"}
     assert len(facts_inline["person_states"]) > 100
@@ -68,7 +68,7 @@ def test_small_hand_made_file_reads_the_same_in_both_modes(db, tmp_path):
     engine = get_engine(db)
     inline = ingest_file(engine, db, path, IngestOptions(date(2024, 3, 1), parallel=False))
     facts_inline = _facts(db)
-    _truncate(db)
+    truncate(db)
     parallel = ingest_file(engine, db, path, IngestOptions(date(2024, 3, 1), parallel=True))
     assert parallel.status == inline.status == "applied"
     assert (parallel.persons_brsa, parallel.state_changes) == (inline.persons_brsa, inline.state_changes)

@@ -16,9 +16,9 @@ from app.db import get_engine, session_scope
 from app.flux.instruction_facts import france_travail_contacts
 from app.flux.loader import IngestOptions, ingest_file
 from app.models import FluxFile, InstructionRecord, Person
-from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux, write_instruction
-from tests.test_ingest_fuzz import apply, mutation
-from tests.test_ingest_loader import snapshot
+from tests.support.factories import snapshot
+from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux, write_instruction
+from tests.support.mutations import apply, mutation
 
 D1, D2, D3 = date(2024, 3, 1), date(2024, 3, 4), date(2024, 3, 11)
 COUPLE = (person(NIR_A), person(NIR_B, role="CJT", nom="MARTIN", prenom="ANNE", sexe="2", dtnai=date(1985, 6, 2)))
@@ -170,10 +170,10 @@ def test_a_bad_instruction_file_is_rejected_whole_and_changes_nothing(db, tmp_pa
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mutations=st.lists(mutation, min_size=1, max_size=3))
 def test_mutated_instruction_files_are_applied_or_cleanly_rejected(db, tmp_path_factory, mutations):
-    from tests.conftest import _truncate
+    from tests.support.database import truncate
 
     tmp = tmp_path_factory.mktemp("ifuzz")
-    _truncate(db)
+    truncate(db)
     assert _ingest(db, write_flux(_dir(tmp, "b"), [foyer(*COUPLE)], day=D1), D1).status == "applied"
     before = snapshot(db)
     data = write_instruction(_dir(tmp, "i"), [foyer(*COUPLE)], day=D2).read_bytes()
@@ -198,7 +198,7 @@ def test_generated_instruction_files_match_the_beneficiary_files_and_all_attach(
     unchanged by the option; ingested in reception order or instruction files first, every record ends
     attached to its person."""
     from app.flux.generator import generate
-    from tests.conftest import _truncate
+    from tests.support.database import truncate
 
     plain = generate(tmp_path / "plain", 400, 12, D1, seed=4)
     files = generate(tmp_path / "with", 400, 12, D1, seed=4, instruction=True)
@@ -210,7 +210,7 @@ def test_generated_instruction_files_match_the_beneficiary_files_and_all_attach(
     stock = [f for f in files if f.initial_stock]
     rest = [f for f in files if not f.initial_stock]
     for order in (rest, instructions + [f for f in rest if f.nature == "D"]):
-        _truncate(db)
+        truncate(db)
         for f in stock + order:
             report = _ingest(db, f.path, f.received_on, initial_stock=f.initial_stock)
             assert report.status == "applied", report.to_dict()

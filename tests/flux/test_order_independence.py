@@ -2,7 +2,7 @@
 (issue #9, item 9; docs/rules.md "Order of arrival"), on SQLite and PostgreSQL.
 
 Each hand-written case ingests the same files in date order and in another order, compares everything
-(`tests/orderproof.py`: the facts, persons, episodes and indicator, keyed by what identifies a person),
+(`tests/support/orderproof.py`: the facts, persons, episodes and indicator, keyed by what identifies a person),
 and checks the facts themselves. The last test does it at the size that showed the bug."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from app.flux.loader import IngestOptions, ingest_file
 from app.flux.order import KIND_RANK, state_order
 from app.models import FluxObservation, Person, PersonState
 from app.orientation.episodes import refresh_pending
-from tests.conftest import _truncate
-from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
-from tests.orderproof import Snapshot, ingest_all, orders, snapshot
+from tests.support.database import truncate
+from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+from tests.support.orderproof import Snapshot, ingest_all, orders, snapshot
 
 D0 = date(2024, 3, 1)  # the initial stock
 D2 = date(2024, 3, 12)
@@ -41,7 +41,7 @@ def _file(tmp_path: Path, name: str, foyers, day: date, type_flux: str = "I") ->
 
 
 def _ingest(db, files: list[File]) -> Snapshot:
-    _truncate(db)
+    truncate(db)
     engine = get_engine(db)
     for path, received, stock in files:
         report = ingest_file(engine, db, path, IngestOptions(received, initial_stock=stock), refresh=False)
@@ -174,7 +174,7 @@ def test_a_generated_flux_gives_the_same_facts_episodes_and_indicator_in_any_ord
     files = generate(tmp_path / "gen", 2000, days, start, seed=3)
     runs = {}
     for name, order in orders(files).items():
-        _truncate(db)
+        truncate(db)
         ingest_all(db, order)
         runs[name] = snapshot(db, "055", start, start + timedelta(days=days), start + timedelta(days=days))
     reference = runs.pop("reception")
@@ -185,7 +185,7 @@ def test_a_generated_flux_gives_the_same_facts_episodes_and_indicator_in_any_ord
 
 
 def test_the_operator_is_told_when_a_file_took_its_place_before_files_already_applied(db, tmp_path, monkeypatch):
-    from tests.cli import run_cli
+    from tests.support.cli import run_cli
 
     stock = _file(tmp_path, "stock", [foyer(person(NIR_A))], D0, "M")
     out = _file(tmp_path, "out", [foyer(person(NIR_A, sdd=False))], D2)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.france_travail.fake import FakeState, Faults, running_fake
+from app.france_travail.fake import FakeState, Faults
 
 SCOPE = (
     "api_rechercher-usagerv2 rechercheusager profil_accedant api_contrat-usagerv2 statutcontratusager "
@@ -20,13 +20,6 @@ SCOPE = (
 )
 AGENT = {"pa-nom-agent": "BATCH", "pa-prenom-agent": "passerelle", "pa-identifiant-agent": "BATCH"}
 SEARCH = "/partenaire/rechercher-usager/v2/usagers/par-datenaissance-et-nir"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[str]:
-    """The fake France Travail as a separate process (seed 3), for the tests of a module."""
-    with running_fake(seed=3) as base:
-        yield base
 
 
 @pytest.fixture

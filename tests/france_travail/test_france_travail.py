@@ -16,12 +16,11 @@ from app.db import get_engine, session_scope
 from app.flux.loader import ingest_file
 from app.main import create_app
 from app.models import AccessRecord, FtCall, FtIdentity, FtSnapshot
-from tests.ftsupport import AGENT_HEADERS, fake_stats, faults, ft_settings, population
-from tests.test_fake_ft import fake  # noqa: F401 - the fake, as a separate process
+from tests.support.ftsupport import AGENT_HEADERS, fake_stats, faults, ft_settings, population
 
 
 @pytest.fixture
-def ft_app(db, fake):  # noqa: F811
+def ft_app(db, fake):
     faults(fake)
     settings = ft_settings(db, fake)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
@@ -66,7 +65,7 @@ def test_a_generated_person_is_searched_its_statut_and_diagnostic_stored_and_sho
         assert actions == ["ft.read", "ft.refresh", "ft.refresh"]
 
 
-def test_each_kind_of_person_and_the_certification_policy(ft_app, db, make_api_key, tmp_path, fake):  # noqa: F811
+def test_each_kind_of_person_and_the_certification_policy(ft_app, db, make_api_key, tmp_path, fake):
     c, _settings = ft_app
     kinds = population(db, tmp_path, foyers=90)
     key = make_api_key(["ft:read"])
@@ -119,7 +118,7 @@ def test_misuses_answer_clearly(ft_app, db, make_api_key, tmp_path):
         assert shown.status_code == 200 and shown.json()["identite"] is None  # readable without France Travail
 
 
-def test_the_enregistrement_of_a_diagnostic(ft_app, db, make_api_key, tmp_path, fake):  # noqa: F811
+def test_the_enregistrement_of_a_diagnostic(ft_app, db, make_api_key, tmp_path, fake):
     c, _settings = ft_app
     kinds = population(db, tmp_path, foyers=20, days=2)
     pid = kinds["certified"][0]
@@ -145,7 +144,7 @@ def test_the_enregistrement_of_a_diagnostic(ft_app, db, make_api_key, tmp_path, 
     assert (unknown.status_code, unknown.json()["error"]) == (502, "france_travail_error")
 
 
-def test_a_jeton_france_travail_no_longer_takes_is_replaced_by_one_new_search(ft_app, db, make_api_key, tmp_path, fake):  # noqa: F811
+def test_a_jeton_france_travail_no_longer_takes_is_replaced_by_one_new_search(ft_app, db, make_api_key, tmp_path, fake):
     c, _settings = ft_app
     kinds = population(db, tmp_path, foyers=20, days=2)
     pid = kinds["certified"][0]
@@ -182,7 +181,7 @@ def test_a_jeton_france_travail_no_longer_takes_is_replaced_by_one_new_search(ft
         assert s.scalar(select(func.count()).select_from(FtIdentity).where(FtIdentity.person_id == pid)) == 2
 
 
-def test_a_slow_or_absent_france_travail_answers_503_in_time_and_holds_nothing(db, make_api_key, tmp_path, fake):  # noqa: F811
+def test_a_slow_or_absent_france_travail_answers_503_in_time_and_holds_nothing(db, make_api_key, tmp_path, fake):
     kinds = population(db, tmp_path, foyers=20, days=2)
     pid = kinds["certified"][0]
     key = make_api_key(["ft:read", "persons:read"])

@@ -21,7 +21,6 @@ from app.clients.france_travail import (
 )
 from app.france_travail.fake import FakeState
 from app.settings import Settings
-from tests.test_fake_ft import fake  # noqa: F401 - the fake, as a separate process
 
 AUTH, API = "https://auth.test", "https://api.test/partenaire"
 TOKEN_URL = f"{AUTH}/connexion/oauth2/access_token"
@@ -184,7 +183,7 @@ def test_bad_agents_and_a_refused_client(tmp_path):
         FranceTravailClient(Settings(env="test", data_dir=tmp_path))
 
 
-def test_the_three_calls_against_the_fake(fake, tmp_path):  # noqa: F811
+def test_the_three_calls_against_the_fake(fake, tmp_path):
     client = FranceTravailClient(_settings(tmp_path, ft_auth_url=fake, ft_api_url=f"{fake}/partenaire"))
     state = FakeState(seed=3)
     nirs = {state.kind(f"1{n:04d}55545123"[:13]): f"1{n:04d}55545123"[:13] for n in range(400)}

@@ -16,8 +16,7 @@ from app.db import get_engine, session_scope
 from app.models import AccessRecord, FtCall, FtIdentity, FtOutboxItem, FtSyncItem, FtSyncRun, Person
 from app.models.base import utcnow
 from app.orientation.service import EventIn, record_event
-from tests.ftsupport import cli_env, fake_stats, faults, ft_settings, passerelle, population
-from tests.test_fake_ft import fake  # noqa: F401 - the fake, as a separate process
+from tests.support.ftsupport import cli_env, fake_stats, faults, ft_settings, passerelle, population
 
 
 def _run(env, *args, timeout=120):
@@ -31,7 +30,7 @@ def _count(db, model, *where):
         return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
-def test_sync_settles_everyone_the_platform_works_on_and_reuses_jetons(db, tmp_path, fake):  # noqa: F811
+def test_sync_settles_everyone_the_platform_works_on_and_reuses_jetons(db, tmp_path, fake):
     faults(fake)
     kinds = population(db, tmp_path, foyers=50)
     persons = sum(len(v) for v in kinds.values())
@@ -63,7 +62,7 @@ def test_sync_settles_everyone_the_platform_works_on_and_reuses_jetons(db, tmp_p
     assert table_code == 0 and "outcome" in table and "persons" in table
 
 
-def test_a_sync_killed_halfway_resumes_without_calling_anyone_twice(db, tmp_path, fake):  # noqa: F811
+def test_a_sync_killed_halfway_resumes_without_calling_anyone_twice(db, tmp_path, fake):
     kinds = population(db, tmp_path, foyers=60)
     persons = sum(len(v) for v in kinds.values())
     faults(fake, latency_ms=120)
@@ -101,7 +100,7 @@ def test_a_sync_killed_halfway_resumes_without_calling_anyone_twice(db, tmp_path
         faults(fake)
 
 
-def test_two_syncs_at_once_the_second_says_why_and_exits_5(db, tmp_path, fake):  # noqa: F811
+def test_two_syncs_at_once_the_second_says_why_and_exits_5(db, tmp_path, fake):
     population(db, tmp_path, foyers=40)
     faults(fake, latency_ms=150)
     env = cli_env(db, fake, PASSERELLE_FT_MAX_CONCURRENCY="2")
@@ -122,7 +121,7 @@ def test_two_syncs_at_once_the_second_says_why_and_exits_5(db, tmp_path, fake): 
     assert code == 0, err
 
 
-def test_a_sync_while_a_flux_is_ingested(db, tmp_path, fake):  # noqa: F811
+def test_a_sync_while_a_flux_is_ingested(db, tmp_path, fake):
     from app.flux.loader import ingest_file
 
     held: list = []
@@ -141,7 +140,7 @@ def test_a_sync_while_a_flux_is_ingested(db, tmp_path, fake):  # noqa: F811
     assert json.loads(out)["definite"] and "database is locked" not in err
 
 
-def test_under_503_and_429_every_person_ends_definite_within_the_rate_cap(db, tmp_path, fake):  # noqa: F811
+def test_under_503_and_429_every_person_ends_definite_within_the_rate_cap(db, tmp_path, fake):
     kinds = population(db, tmp_path, foyers=50)
     persons = sum(len(v) for v in kinds.values())
     faults(fake, rate_503=0.10, rate_429=0.05, retry_after=0, rate_r999=0.03, rate_reset=0.02)
@@ -162,7 +161,7 @@ def test_under_503_and_429_every_person_ends_definite_within_the_rate_cap(db, tm
         assert s.scalar(select(func.max(FtCall.attempts))) > 1, "the faults were retried"
 
 
-def test_france_travail_down_stops_the_run_resumable_and_a_refused_client_says_so(db, tmp_path, fake):  # noqa: F811
+def test_france_travail_down_stops_the_run_resumable_and_a_refused_client_says_so(db, tmp_path, fake):
     population(db, tmp_path, foyers=20, days=2)
     down = cli_env(db, "http://127.0.0.1:9", PASSERELLE_FT_MAX_ATTEMPTS="1", PASSERELLE_FT_MAX_CONCURRENCY="2",
                    PASSERELLE_FT_CIRCUIT_COOLDOWN_SECONDS="0.1")  # fmt: skip
@@ -181,7 +180,7 @@ def test_france_travail_down_stops_the_run_resumable_and_a_refused_client_says_s
     assert code == 2
 
 
-def test_orientation_decisions_reach_france_travail_once(db, tmp_path, fake):  # noqa: F811
+def test_orientation_decisions_reach_france_travail_once(db, tmp_path, fake):
     from app.clients.france_travail import FranceTravailClient
     from app.france_travail.outbox import push_due, sending_expires
 
@@ -239,7 +238,7 @@ def test_orientation_decisions_reach_france_travail_once(db, tmp_path, fake):  #
         assert s.scalar(select(func.count()).select_from(FtIdentity)) >= 3
 
 
-def test_two_pushes_at_once_send_each_decision_once(db, tmp_path, fake):  # noqa: F811
+def test_two_pushes_at_once_send_each_decision_once(db, tmp_path, fake):
     import threading
 
     from app.clients.france_travail import FranceTravailClient
@@ -280,7 +279,7 @@ def test_two_pushes_at_once_send_each_decision_once(db, tmp_path, fake):  # noqa
 
 
 @pytest.mark.parametrize("push", ["false"])
-def test_ft_push_says_when_the_push_is_off(db, fake, push):  # noqa: F811
+def test_ft_push_says_when_the_push_is_off(db, fake, push):
     proc = passerelle("ft", "push", env=cli_env(db, fake, PASSERELLE_FT_ORIENTATION_PUSH=push))
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "PASSERELLE_FT_ORIENTATION_PUSH" in err

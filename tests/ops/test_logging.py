@@ -10,8 +10,7 @@ import pytest
 import structlog
 
 from app.logging import REDACTED, configure_logging, scrub
-from tests.test_exports import _departement, smtp, xsettings  # noqa: F401 - fixtures
-from tests.test_fake_ft import fake  # noqa: F401 - the fake France Travail, a separate process
+from tests.support.factories import weekly_departement
 
 NIR = "2900555545123"
 NIR15 = "290055554512345"
@@ -103,7 +102,7 @@ def test_database_errors_do_not_carry_values(db):
         raise AssertionError("the duplicate must fail")
 
 
-def test_no_personal_data_in_the_logs_of_the_main_jobs(xsettings, smtp, tmp_path, fake, capsys):  # noqa: F811
+def test_no_personal_data_in_the_logs_of_the_main_jobs(xsettings, smtp, tmp_path, fake, capsys):
     """Issue #14: ingest (beneficiary and instruction flux), an orientation import, webhook deliveries,
     France Travail calls and the weekly export, all logging as they do; then every NIR, name, contact and
     jeton the database holds is looked for in what was logged."""
@@ -120,12 +119,12 @@ def test_no_personal_data_in_the_logs_of_the_main_jobs(xsettings, smtp, tmp_path
     from app.models import FtIdentity, InstructionRecord, Person
     from app.orientation.service import import_csv
     from app.security.nir import NirProtector
-    from tests.ftsupport import AGENT_HEADERS, ft_settings
-    from tests.test_rdv_insertion import _rdv, _user
+    from tests.support.ftsupport import AGENT_HEADERS, ft_settings
+    from tests.support.rdv_insertion import rdv_delivery, rdvi_user
 
     # every handler made from here on (create_app makes its own) writes to the captured stderr, at DEBUG
     configure_logging("DEBUG", json_logs=True)
-    week = _departement(xsettings, tmp_path)  # generated flux with instruction files, ingested
+    week = weekly_departement(xsettings, tmp_path)  # generated flux with instruction files, ingested
     assert pub.publish(get_engine(xsettings), xsettings, "055", week).mailed
     protector = NirProtector(xsettings.encryption_keys, xsettings.hmac_key)
     with session_scope(xsettings) as s:
@@ -142,8 +141,8 @@ def test_no_personal_data_in_the_logs_of_the_main_jobs(xsettings, smtp, tmp_path
     with session_scope(xsettings, write=True) as s:
         import_csv(s, xsettings, "055", "nir;date_naissance;evenement;date\n" + rows, recorded_by="test")
     secret = "s3cret-of-the-meuse-for-rdv-insertion-webhooks"
-    user = _user(first_name=first.prenom, last_name=first.nom, email=sorted(contacts)[0])
-    body = json.dumps(_rdv(1, week.monday, "seen", [user], "created", "2024-03-12T10:00:00+01:00")).encode()
+    user = rdvi_user(first_name=first.prenom, last_name=first.nom, email=sorted(contacts)[0])
+    body = json.dumps(rdv_delivery(1, week.monday, "seen", [user], "created", "2024-03-12T10:00:00+01:00")).encode()
     signature = hmac_lib.new(secret.encode(), body, hashlib.sha256).hexdigest()
     hooked = xsettings.model_copy(update={"rdv_insertion_secrets": SecretStr(json.dumps({"055": secret}))})
     with TestClient(create_app(hooked)) as c:

@@ -10,7 +10,7 @@ from sqlalchemy import MetaData, inspect
 from app import migrate as migrations
 from app.db import AUDIT_SCHEMA, AUDIT_TABLES, dispose_engines, get_engine
 from app.models.base import Base
-from tests.conftest import Database, make_settings
+from tests.support.database import Database, make_settings
 
 
 def _all_tables(engine):
@@ -97,7 +97,7 @@ def test_0006_recovers_the_observations_of_full_files_and_of_stored_states(tmp_p
 
     from app.flux.loader import IngestOptions, ingest_file
     from app.models import FluxFile, FluxObservation
-    from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+    from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
 
     db = Database(tmp_path, "obs")
     try:

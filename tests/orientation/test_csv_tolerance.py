@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.models import OrientationEvent
-from tests.cli import run_cli
-from tests.test_orientation_api import _setup
+from tests.support.cli import run_cli
+from tests.support.factories import nouvel_entrant
 
 HEADER = [
     "nir",
@@ -52,7 +52,7 @@ def _events(db):
 def test_rows_as_a_platform_writes_them_in_windows_1252_with_french_dates(db, monkeypatch, tmp_path):
     """The three rows the issue saw refused, written as a platform would (every column on every row), in
     Windows-1252 with accents, dates jj/mm/aaaa and Oui/Non; plus one real error, which alone is refused."""
-    _pid, t0 = _setup(db, tmp_path)
+    _pid, t0 = nouvel_entrant(db, tmp_path)
     d = lambda n: (t0 + timedelta(days=n)).strftime("%d/%m/%Y")  # noqa: E731
     nir = "1900555545123"
     rows = [
@@ -80,7 +80,7 @@ def test_rows_as_a_platform_writes_them_in_windows_1252_with_french_dates(db, mo
 
 
 def test_a_comma_separated_utf8_file_with_a_bom_and_iso_dates(db, monkeypatch, tmp_path):
-    _pid, t0 = _setup(db, tmp_path)
+    _pid, t0 = nouvel_entrant(db, tmp_path)
     day = (t0 + timedelta(days=2)).isoformat()
     rows = [
         [
@@ -109,7 +109,7 @@ def test_a_comma_separated_utf8_file_with_a_bom_and_iso_dates(db, monkeypatch, t
 
 def test_the_json_api_stays_strict(client, db, make_api_key, tmp_path):
     """Programs get an error for a field their event does not take (docs/rules.md, "CSV import")."""
-    pid, t0 = _setup(db, tmp_path)
+    pid, t0 = nouvel_entrant(db, tmp_path)
     key = make_api_key(["orientation:write"])
     body = {"type": "rdv_orientation", "date": t0.isoformat(), "organisme": "DEPARTEMENT", "presence": "present"}
     r = client.post(f"/api/v1/persons/{pid}/events", headers={"X-API-Key": key}, json=body)

@@ -12,20 +12,9 @@ from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, EntryEpisode, OrientationEvent
 from app.orientation.episodes import refresh_pending
-from tests.cli import run_cli
-from tests.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
-from tests.test_ingest_loader import ingest
-
-
-def _setup(db, tmp_path, days_ago: int = 20):
-    """One nouvel entrant (NIR_A) received `days_ago` days ago; returns its id and T0."""
-    t0 = today(db) - timedelta(days=days_ago)
-    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=t0), received_on=t0)
-    refresh_pending(get_engine(db))
-    with session_scope(db) as s:
-        ep = s.scalar(select(EntryEpisode))
-        assert ep is not None
-        return ep.person_id, t0
+from tests.support.cli import run_cli
+from tests.support.factories import ingest, nouvel_entrant
+from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
 
 
 def _post(client, key, pid, body):
@@ -33,7 +22,7 @@ def _post(client, key, pid, body):
 
 
 def test_orientation_event_ends_the_delay(client, db, make_api_key, tmp_path):
-    pid, t0 = _setup(db, tmp_path)
+    pid, t0 = nouvel_entrant(db, tmp_path)
     key = make_api_key(["orientation:write", "persons:read"])
     body = {
         "type": "orientation",
@@ -73,7 +62,7 @@ def test_orientation_event_ends_the_delay(client, db, make_api_key, tmp_path):
 
 
 def test_event_validation(client, db, make_api_key, tmp_path):
-    pid, t0 = _setup(db, tmp_path)
+    pid, t0 = nouvel_entrant(db, tmp_path)
     key = make_api_key(["orientation:write"])
     d = t0.isoformat()
     bad = [
@@ -99,7 +88,7 @@ def test_event_validation(client, db, make_api_key, tmp_path):
 
 
 def test_a_back_dated_orientation_recorded_late_counts_from_its_date(client, db, make_api_key, tmp_path):
-    pid, t0 = _setup(db, tmp_path, days_ago=40)
+    pid, t0 = nouvel_entrant(db, tmp_path, days_ago=40)
     key = make_api_key(["orientation:write", "pilotage:read"])
     _post(client, key, pid, {"type": "referent", "date": (t0 + timedelta(days=5)).isoformat(), "structure": "CCAS"})
     r = client.get(
@@ -140,7 +129,7 @@ def test_a_back_dated_orientation_recorded_late_counts_from_its_date(client, db,
 
 
 def test_worklist(client, db, make_api_key, tmp_path):
-    pid, t0 = _setup(db, tmp_path, days_ago=20)
+    pid, t0 = nouvel_entrant(db, tmp_path, days_ago=20)
     t1 = today(db) - timedelta(days=3)
     ingest(
         db,
@@ -180,7 +169,7 @@ def test_worklist(client, db, make_api_key, tmp_path):
 
 
 def test_other_departement_sees_nothing(client, db, make_api_key, tmp_path):
-    pid, t0 = _setup(db, tmp_path)
+    pid, t0 = nouvel_entrant(db, tmp_path)
     other = make_api_key(["persons:read", "orientation:write", "pilotage:read"], ["054"])
     h = {"X-API-Key": other}
     assert client.get(f"/api/v1/persons/{pid}/episodes", headers=h).status_code == 404
@@ -191,7 +180,7 @@ def test_other_departement_sees_nothing(client, db, make_api_key, tmp_path):
 
 
 def test_csv_import(db, monkeypatch, tmp_path):
-    pid, t0 = _setup(db, tmp_path)
+    pid, t0 = nouvel_entrant(db, tmp_path)
     lines = [
         "nir;date_naissance;matricule;role;evenement;date;organisme;type_parcours;accompagnement_global;presence;external_id",
         f"{NIR_A};1990-01-15;;;orientation;{(t0 + timedelta(days=3)).isoformat()};DEPARTEMENT;social;1;;imp-1",
@@ -234,9 +223,9 @@ def test_files_ingested_in_another_order_give_the_same_episodes(db, tmp_path):
     stock = [f for f in generate(tmp_path / "gen2", 150, 0, date(2024, 3, 1), seed=5) if f.type_flux == "M"]
 
     def run(order):
-        from tests.conftest import _truncate
+        from tests.support.database import truncate
 
-        _truncate(db)
+        truncate(db)
         for f in stock:
             ingest(db, f.path, received_on=f.received_on, initial_stock=True)
         for f in order:

@@ -14,18 +14,17 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.test_concurrency import LiveServer
-from tests.test_pilotage_tables import scene  # noqa: F401 - the hand-computable département
+from tests.support.live_server import LiveServer
 
 CHROMIUM = os.environ.get("PASSERELLE_BROWSER") or shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def _french(value: float) -> str:
     return f"{value * 100:.1f} %".replace(".", ",")
 
 
-def test_the_dashboard_in_headless_chromium(app, client, make_api_key, scene):  # noqa: F811
+def test_the_dashboard_in_headless_chromium(app, client, make_api_key, scene):
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"Chromium is needed at {CHROMIUM} (apt-get install chromium)"
@@ -112,7 +111,7 @@ def _free_port() -> int:
 def _login_settings(db, idp_base: str, port: int):
     from pydantic import SecretStr
 
-    from tests.fake_idp import SECRET
+    from tests.support.fake_idp import SECRET
 
     return db.model_copy(update={
         "oidc_authorization_endpoint": f"{idp_base}/authorize", "oidc_token_endpoint": f"{idp_base}/token",
@@ -121,14 +120,14 @@ def _login_settings(db, idp_base: str, port: int):
     })  # fmt: skip
 
 
-def test_a_person_logs_in_through_the_identity_provider_in_the_browser(db, make_token, scene):  # noqa: F811
+def test_a_person_logs_in_through_the_identity_provider_in_the_browser(db, make_token, scene):
     """Behind the OIDC login: the browser is sent to the provider, comes back with a code, gets a session
     cookie (HttpOnly) and sees the dashboard; the cookie never authenticates the API."""
     import httpx
     from playwright.sync_api import sync_playwright
 
     from app.main import create_app
-    from tests.fake_idp import fake_idp
+    from tests.support.fake_idp import fake_idp
 
     idp = fake_idp(make_token, roles=["passerelle-data-scientist"])
     port = _free_port()
@@ -160,7 +159,7 @@ def test_login_refusals_are_said_in_french_and_let_nothing_in(db, make_token):
     import httpx
 
     from app.main import create_app
-    from tests.fake_idp import fake_idp
+    from tests.support.fake_idp import fake_idp
 
     idp = fake_idp(make_token, roles=["passerelle-auditor"])  # a role without pilotage:read
     port = _free_port()

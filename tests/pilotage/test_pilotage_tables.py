@@ -21,51 +21,13 @@ from sqlalchemy import func, select
 
 from app.clock import today
 from app.db import get_engine, session_scope
-from app.models import FtSnapshot, Person
-from app.models.base import utcnow
+from app.models import FtSnapshot
 from app.orientation.episodes import refresh_pending
-from app.orientation.service import EventIn, record_event
 from app.pilotage.tables import TABLES, Period, compute
-from tests.cli import run_cli
-from tests.fluxbuilder import foyer, person, write_flux
-from tests.test_ingest_loader import ingest
-
-NIRS = {"A": "1900155545123", "B": "2990655545124", "C": "2600355545125", "D": "1850255545126", "E": "1950355545127"}
-BORN = {"A": date(1990, 1, 15), "B": date(1999, 6, 1), "C": date(1960, 3, 10), "D": date(1985, 2, 2),
-        "E": date(1995, 3, 3)}  # fmt: skip
-SEX = {"A": "1", "B": "2", "C": "2", "D": "1", "E": "1"}
-
-
-def _person(name: str):
-    return person(NIRS[name], nom=f"NOM{name}", prenom=f"PRENOM{name}", dtnai=BORN[name], sexe=SEX[name])
-
-
-def _event(db, pid: int, **body) -> None:
-    with session_scope(db, write=True) as s:
-        record_event(s, db, s.get(Person, pid), EventIn.model_validate(body), recorded_by="test")
-
-
-@pytest.fixture
-def scene(db, tmp_path):
-    d = today(db) - timedelta(days=50)
-    foyers = [foyer(_person(n), matricule=f"000000{i}") for i, n in enumerate("ABCD", start=1)]
-    assert ingest(db, write_flux(tmp_path, foyers, day=d), received_on=d).status == "applied"
-    refresh_pending(get_engine(db))
-    with session_scope(db) as s:
-        ids = {p.nom[-1]: p.id for p in s.scalars(select(Person))}
-    _event(db, ids["A"], type="rdv_orientation", date=d + timedelta(days=8), presence="present", external_id="r-a")
-    _event(db, ids["A"], type="orientation", date=d + timedelta(days=10), organisme="FRANCE_TRAVAIL",
-           type_parcours="professionnel", external_id="o-a")  # fmt: skip
-    _event(db, ids["B"], type="rdv_orientation", date=d + timedelta(days=5), presence="absent", external_id="r-b")
-    _event(db, ids["B"], type="orientation", date=d + timedelta(days=20), organisme="DEPARTEMENT",
-           type_parcours="social", external_id="o-b")  # fmt: skip
-    _event(db, ids["D"], type="orientation", date=d + timedelta(days=40), organisme="FRANCE_TRAVAIL",
-           type_parcours="professionnel", external_id="o-d")  # fmt: skip
-    with session_scope(db, write=True) as s:
-        fetched = utcnow() - timedelta(days=38)  # D+12
-        s.add(FtSnapshot(person_id=ids["A"], departement_code="055", kind="statut", fetched_at=fetched,
-                         data={"statutDE": "Inscrit"}, fingerprint="a"))  # fmt: skip
-    return {"d": d, "ids": ids, "period": Period.parse(None, d, d + timedelta(days=1)), "as_of": d + timedelta(days=30)}
+from tests.support.cli import run_cli
+from tests.support.factories import ingest
+from tests.support.fluxbuilder import foyer, write_flux
+from tests.support.pilotage_scene import BORN, NIRS, record, scene_person
 
 
 def _table(db, scene, name, **kw):
@@ -122,7 +84,7 @@ def test_every_table_is_the_same_after_later_facts_arrive(db, scene, tmp_path):
     before = {name: _table(db, scene, name).as_dict() for name in TABLES}
     d = scene["d"]
     # later facts: C oriented at D+35, a France Travail answer for B today, a new person E received at D+45
-    _event(db, scene["ids"]["C"], type="orientation", date=d + timedelta(days=35), organisme="CCAS",
+    record(db, scene["ids"]["C"], type="orientation", date=d + timedelta(days=35), organisme="CCAS",
            type_parcours="social", external_id="o-c")  # fmt: skip
     with session_scope(db, write=True) as s:
         s.add(FtSnapshot(person_id=scene["ids"]["B"], departement_code="055", kind="statut",
@@ -130,7 +92,7 @@ def test_every_table_is_the_same_after_later_facts_arrive(db, scene, tmp_path):
     later = tmp_path / "later"
     later.mkdir()
     e = d + timedelta(days=45)
-    assert ingest(db, write_flux(later, [foyer(_person("E"), matricule="0000009")], day=e), received_on=e).status \
+    assert ingest(db, write_flux(later, [foyer(scene_person("E"), matricule="0000009")], day=e), received_on=e).status \
         == "applied"  # fmt: skip
     refresh_pending(get_engine(db))
     after = {name: _table(db, scene, name).as_dict() for name in TABLES}
@@ -286,7 +248,7 @@ def test_tables_extract_and_dashboard_for_many_readers_while_a_flux_is_ingested(
     from app.flux.generator import generate
     from app.flux.loader import IngestOptions, ingest_file
     from app.models import AccessRecord
-    from tests.test_concurrency import LiveServer
+    from tests.support.live_server import LiveServer
 
     out = tmp_path / "big"
     generate(out, 400, 3, today(db) - timedelta(days=6), seed=9, departement="054")

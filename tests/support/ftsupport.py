@@ -7,18 +7,20 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from app.clock import today
 from app.db import get_engine, session_scope
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
-from app.france_travail.fake import FakeState, pointed_at
+from app.france_travail.fake import FakeState, pointed_at, running_fake
 from app.models import Person
 from app.orientation.episodes import refresh_pending
 from app.orientation.service import EventIn, record_event
@@ -131,3 +133,10 @@ def passerelle(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen[s
         text=True,
         **kw,
     )
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[str]:
+    """The fake France Travail as a separate process (seed 3), for the tests of a module."""
+    with running_fake(seed=FAKE_SEED) as base:
+        yield base

@@ -23,10 +23,10 @@ UNAUTHENTICATED_PATHS = {
 # Routes open to any authenticated caller whatever its scopes (documented in README).
 ANY_SCOPE_PATHS = {"/api/v1/me"}
 # Routes authenticated by a partner's signature over the body instead of a key or token (each tested for
-# 401 without or with a wrong signature: tests/test_rdv_insertion.py).
+# 401 without or with a wrong signature: tests/integrations/rdv_insertion/test_rdv_insertion.py).
 SIGNED_PATHS = {"/api/v1/webhooks/rdv-insertion/{departement}"}
 # Routes whose URL is the credential: a download link e-mailed to France Travail's agents (long, random,
-# expiring, recorded; each refusal tested in tests/test_exports.py).
+# expiring, recorded; each refusal tested in tests/exports/test_exports.py).
 LINK_PATHS = {"/api/v1/exports/download/{token}"}
 
 
@@ -52,3 +52,14 @@ def api_routes(app: Any) -> list[Any]:
 def example_path(path: str) -> str:
     """Fill path parameters with plausible values."""
     return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def upload_flux(client, key, path, **form):
+    """POST a flux file as a CAF depositor does."""
+    with open(path, "rb") as fh:
+        return client.post(
+            "/api/v1/flux",
+            headers={"X-API-Key": key},
+            files={"file": (path.name, fh, "application/xml")},
+            data={k: str(v) for k, v in form.items()},
+        )

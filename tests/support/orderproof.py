@@ -1,6 +1,6 @@
 """What must not depend on the order flux files arrive in: a snapshot of the stored facts, the episodes
 and the indicator, keyed by what identifies a person whatever the order (never the ids, which are given
-in order of creation). Used by tests/test_order_independence.py and bench/order_check.py."""
+in order of creation). Used by tests/flux/test_order_independence.py and bench/order_check.py."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -19,46 +18,10 @@ from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import EntryEpisode, OrientationEvent, Person, WebhookDelivery
 from app.orientation.episodes import refresh_pending
-from tests.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
-from tests.test_concurrency import LiveServer
-from tests.test_ingest_loader import ingest
-
-SECRET = "s3cret-of-the-meuse-for-rdv-insertion-webhooks"
-NIR15_A = NIR_A + "23"
-
-
-def _signed(payload: dict[str, Any], secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return body, {"Content-Type": "application/json", "X-Rdvi-Signature": signature}
-
-
-def _user(**kw: Any) -> dict[str, Any]:
-    base = {"id": 900, "role": "demandeur", "first_name": "Jean", "last_name": "Dupont", "birth_date": "1990-01-15"}
-    return base | kw
-
-
-def _rdv(
-    rdv_id: int, day, status: str, users: list[dict[str, Any]], event: str, stamp: str, category="rsa_orientation"
-):
-    starts = f"{day.isoformat()}T10:00:00.000+01:00"
-    return {
-        "data": {
-            "id": rdv_id,
-            "starts_at": starts,
-            "status": status,
-            "motif": {"name": "RSA orientation", "motif_category": {"short_name": category, "name": "RSA"}},
-            "organisation": {"id": 3, "name": "Conseil départemental de la Meuse", "department_number": "55"},
-            "agents": [],
-            "lieu": None,
-            "users": users,
-            "participations": [
-                {"id": rdv_id * 10 + n, "status": status, "starts_at": starts, "created_at": starts, "user": u}
-                for n, u in enumerate(users)
-            ],
-        },
-        "meta": {"model": "Rdv", "event": event, "timestamp": stamp},
-    }
+from tests.support.factories import ingest
+from tests.support.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
+from tests.support.live_server import LiveServer
+from tests.support.rdv_insertion import NIR15_A, SECRET, rdv_delivery, rdvi_user, signed
 
 
 @pytest.fixture
@@ -90,28 +53,34 @@ def test_a_scenario_of_signed_deliveries(db, webhook_app, make_api_key, tmp_path
     with LiveServer(webhook_app) as base, httpx.Client(base_url=base, timeout=30) as http:
 
         def send(payload, secret=SECRET):
-            body, headers = _signed(payload, secret)
+            body, headers = signed(payload, secret)
             return http.post(url, content=body, headers=headers)
 
-        created = _rdv(1, rdv_day, "unknown", [_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00.123+01:00")
+        created = rdv_delivery(
+            1, rdv_day, "unknown", [rdvi_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00.123+01:00"
+        )
         r = send(created)
         assert r.status_code == 200 and r.json()["items"] == {"applied": 1}, r.text
-        noshow = _rdv(1, rdv_day, "noshow", [_user(nir=NIR15_A)], "updated", "2024-03-08T09:00:00.000+01:00")
+        noshow = rdv_delivery(
+            1, rdv_day, "noshow", [rdvi_user(nir=NIR15_A)], "updated", "2024-03-08T09:00:00.000+01:00"
+        )
         assert send(noshow).json()["items"] == {"applied": 1}
         again = send(noshow)
         assert again.status_code == 200 and again.json()["status"] == "duplicate"
-        older = _rdv(1, rdv_day, "seen", [_user(nir=NIR15_A)], "updated", "2024-03-07T18:00:00.000+01:00")
+        older = rdv_delivery(1, rdv_day, "seen", [rdvi_user(nir=NIR15_A)], "updated", "2024-03-07T18:00:00.000+01:00")
         assert send(older).json()["items"] == {"older": 1}
         # known only by numéro CAF (15-character CAF form, leading zeros stripped as RDV-Insertion does) + role
-        petit = _user(
+        petit = rdvi_user(
             id=901, first_name="Anne", last_name="PETIT", birth_date="1900-01-01", affiliation_number="567800000000"
         )
-        assert send(_rdv(2, rdv_day, "seen", [petit], "created", "2024-03-07T12:00:00+01:00")).json()["items"] == {
-            "applied": 1
-        }
+        assert send(rdv_delivery(2, rdv_day, "seen", [petit], "created", "2024-03-07T12:00:00+01:00")).json()[
+            "items"
+        ] == {"applied": 1}
         with session_scope(db) as s:
             deliveries = s.scalar(select(func.count()).select_from(WebhookDelivery))
-        forged = send(_rdv(3, rdv_day, "seen", [_user(nir=NIR15_A)], "created", "2024-03-09T12:00:00+01:00"), "wrong")
+        forged = send(
+            rdv_delivery(3, rdv_day, "seen", [rdvi_user(nir=NIR15_A)], "created", "2024-03-09T12:00:00+01:00"), "wrong"
+        )
         assert forged.status_code == 401
         invitation = {
             "data": {
@@ -119,13 +88,15 @@ def test_a_scenario_of_signed_deliveries(db, webhook_app, make_api_key, tmp_path
                 "format": "sms",
                 "created_at": f"{(t0 + timedelta(days=1)).isoformat()}T08:00:00+01:00",
                 "delivery_status": "delivered",
-                "user": _user(nir=NIR15_A),
+                "user": rdvi_user(nir=NIR15_A),
             },
             "meta": {"model": "Invitation", "event": "created", "timestamp": "2024-03-06T08:00:00+01:00"},
         }
         assert send(invitation).json()["items"] == {"applied": 1}
-        stranger = _user(id=902, nir=NIR_C + "45", first_name="Paul", last_name="NOUVEAU", birth_date="1970-02-02")
-        r = send(_rdv(4, today(db) - timedelta(days=3), "noshow", [stranger], "created", "2024-03-10T10:00:00+01:00"))
+        stranger = rdvi_user(id=902, nir=NIR_C + "45", first_name="Paul", last_name="NOUVEAU", birth_date="1970-02-02")
+        r = send(
+            rdv_delivery(4, today(db) - timedelta(days=3), "noshow", [stranger], "created", "2024-03-10T10:00:00+01:00")
+        )
         assert r.json()["items"] == {"unmatched": 1}
         waiting = http.get(f"{url[: url.rindex('/')]}/unmatched", headers={"X-API-Key": key}).json()["items"]
         assert [(w["record"], w["event"]) for w in waiting] == [("participation:40", "rdv_orientation")]
@@ -186,11 +157,13 @@ def test_bad_deliveries(db, webhook_app, tmp_path):
     )
     url = "/api/v1/webhooks/rdv-insertion/055"
     day = t0 + timedelta(days=2)
-    good = _rdv(1, day, "seen", [_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00+01:00")
+    good = rdv_delivery(1, day, "seen", [rdvi_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00+01:00")
     with LiveServer(webhook_app) as base, httpx.Client(base_url=base, timeout=30) as http:
-        body, headers = _signed(good)
+        body, headers = signed(good)
         assert http.post(url, content=body, headers={"Content-Type": "application/json"}).status_code == 401
-        other_body, _ = _signed(_rdv(1, day, "noshow", [_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00+01:00"))
+        other_body, _ = signed(
+            rdv_delivery(1, day, "noshow", [rdvi_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00+01:00")
+        )
         assert http.post(url, content=other_body, headers=headers).status_code == 401  # signature of another body
         assert http.post("/api/v1/webhooks/rdv-insertion/054", content=body, headers=headers).status_code == 404
         big = b'{"data":{},"meta":{},"pad":"' + b"x" * 2_000_000 + b'"}'
@@ -198,7 +171,7 @@ def test_bad_deliveries(db, webhook_app, tmp_path):
             http.post(
                 url,
                 content=big,
-                headers=_signed({})[1]
+                headers=signed({})[1]
                 | {"X-Rdvi-Signature": hmac.new(SECRET.encode(), big, hashlib.sha256).hexdigest()},
             ).status_code
             == 413
@@ -215,14 +188,14 @@ def test_bad_deliveries(db, webhook_app, tmp_path):
         no_user = json.loads(json.dumps(good))
         del no_user["data"]["participations"][0]["user"]
         assert send(no_user).status_code == 422
-        naive = _rdv(5, day, "seen", [_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00")
+        naive = rdv_delivery(5, day, "seen", [rdvi_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00")
         assert "offset" in send(naive).json()["message"]
         elsewhere = json.loads(json.dumps(good))
         elsewhere["data"]["organisation"]["department_number"] = "54"
         assert send(elsewhere).status_code == 422
         # a user whose numéro CAF has no role matches the DEM and the CJT of the foyer: nobody
-        both = _user(nir=None, role=None, affiliation_number="0001234", first_name="X", last_name="Y")
-        r = send(_rdv(6, day, "seen", [both], "created", "2024-03-07T11:06:00+01:00"))
+        both = rdvi_user(nir=None, role=None, affiliation_number="0001234", first_name="X", last_name="Y")
+        r = send(rdv_delivery(6, day, "seen", [both], "created", "2024-03-07T11:06:00+01:00"))
         assert r.status_code == 200 and r.json()["items"] == {"unmatched": 1}
     with session_scope(db) as s:
         kept = s.scalars(select(WebhookDelivery.status)).all()
@@ -233,21 +206,21 @@ def test_bad_deliveries(db, webhook_app, tmp_path):
 def test_a_mapping_change_is_replayed_from_the_stored_deliveries(db, webhook_app, monkeypatch, tmp_path):
     """A motif category the Département had not mapped is acknowledged and ignored; once mapped (a
     setting), `passerelle webhooks replay --since D` takes what the stored delivery says."""
-    from tests.cli import run_cli
+    from tests.support.cli import run_cli
 
     t0 = today(db) - timedelta(days=20)
     ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=t0), received_on=t0)
-    payload = _rdv(
+    payload = rdv_delivery(
         8,
         t0 + timedelta(days=4),
         "seen",
-        [_user(nir=NIR15_A)],
+        [rdvi_user(nir=NIR15_A)],
         "created",
         "2024-03-07T11:05:00+01:00",
         category="rsa_atelier_meuse",
     )
     with LiveServer(webhook_app) as base, httpx.Client(base_url=base, timeout=30) as http:
-        body, headers = _signed(payload)
+        body, headers = signed(payload)
         r = http.post("/api/v1/webhooks/rdv-insertion/055", content=body, headers=headers)
     assert r.status_code == 200 and r.json()["items"] == {"ignored": 1}
     monkeypatch.setenv("PASSERELLE_RDV_INSERTION_ACCOMPANIMENT_CATEGORIES", '["rsa_atelier_meuse"]')
@@ -282,7 +255,7 @@ def _export_row(**values: str) -> list[str]:
 
 
 def test_an_rdv_insertion_users_export_imports_into_the_expected_episodes(db, monkeypatch, tmp_path):
-    from tests.cli import run_cli
+    from tests.support.cli import run_cli
 
     t0 = today(db) - timedelta(days=20)
     ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=t0), received_on=t0)
@@ -348,16 +321,16 @@ def test_deliveries_while_a_file_is_ingested_and_in_parallel(db, webhook_app, tm
             try:
                 with httpx.Client(base_url=base, timeout=60) as http:
                     for k in range(5):
-                        rdv = _rdv(
+                        rdv = rdv_delivery(
                             100 + n * 10 + k,
                             t0 + timedelta(days=2),
                             "seen",
-                            [_user(nir=NIR15_A)],
+                            [rdvi_user(nir=NIR15_A)],
                             "created",
                             f"2024-03-07T11:{n:02d}:{k:02d}+01:00",
                             category="rsa_accompagnement",
                         )
-                        body, headers = _signed(rdv)
+                        body, headers = signed(rdv)
                         answers.append(
                             http.post("/api/v1/webhooks/rdv-insertion/055", content=body, headers=headers).status_code
                         )
