@@ -499,26 +499,28 @@ def test_ingest_waits_for_another_writer_then_exits_0(db, monkeypatch, tmp_path)
 
 
 def test_a_refresh_failure_after_the_commit_says_the_file_was_applied(db, monkeypatch, tmp_path):
+    """The database goes away once the file is committed, when the entry episodes are brought up to date
+    (the refresh reads the queue the file filled): the file stays applied, its persons stay queued."""
     from sqlalchemy.exc import OperationalError
 
-    from app.orientation import episodes
     from tests.support.cli import run_cli
+    from tests.support.faults import READS_THE_EPISODE_QUEUE, failing_statements
     from tests.support.fluxbuilder import NIR_A, foyer, person, write_flux
 
     day = today(db) - timedelta(days=1)
     path = write_flux(tmp_path, [foyer(person(NIR_A))], day=day)
 
-    def database_gone(*_a: Any, **_k: Any) -> int:
-        raise OperationalError("refresh", {}, Exception("server closed the connection unexpectedly"))
+    def database_gone(statement: str) -> OperationalError:
+        return OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
 
-    monkeypatch.setattr(episodes, "refresh_pending", database_gone)
-    result = run_cli(db, monkeypatch, "flux", "ingest", path, "--received-on", day.isoformat())
+    with failing_statements(READS_THE_EPISODE_QUEUE, database_gone) as failed:
+        result = run_cli(db, monkeypatch, "flux", "ingest", path, "--received-on", day.isoformat())
+    assert failed, "the refresh ran after the commit"
     assert result.exit_code == 3
     assert "applied:" in result.output and "passerelle episodes refresh" in result.output
     with session_scope(db) as s:
         assert s.scalar(select(func.count()).select_from(FluxFile).where(FluxFile.status == "applied")) == 1
         assert s.scalar(text("SELECT count(*) FROM episode_queue")) == 1  # still queued, not lost
-    monkeypatch.undo()
     result = run_cli(db, monkeypatch, "episodes", "refresh")
     assert result.exit_code == 0 and "1 persons recomputed" in result.output
 

@@ -16,6 +16,7 @@ from app import migrate as migrations
 from app.db import dispose_engines
 from tests.support.cli import cli_environment, run_cli
 from tests.support.database import Database, make_settings
+from tests.support.faults import READS_THE_EPISODE_QUEUE, failing_statements
 from tests.support.fluxbuilder import foyer, write_flux
 
 # every command that needs the database, with arguments valid enough to reach it
@@ -104,16 +105,14 @@ def test_an_internal_error_is_one_line_exit_4_and_logged(db, monkeypatch, capsys
 
     cli_environment(db, monkeypatch)
 
-    def broken(*_args, **_kw):
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr("app.orientation.episodes.refresh_pending", broken)
     monkeypatch.setattr(sys, "argv", ["passerelle", "episodes", "refresh"])
     try:
-        with pytest.raises(SystemExit) as exit_info:
+        a_bug = failing_statements(READS_THE_EPISODE_QUEUE, lambda _statement: RuntimeError("a bug"))
+        with a_bug as failed, pytest.raises(SystemExit) as exit_info:
             cli.main()
     finally:
         get_settings.cache_clear()
+    assert failed, "the bug was met"
     assert exit_info.value.code == 4
     err = capsys.readouterr().err
     assert "internal error: RuntimeError" in err
