@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
-from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 
@@ -62,9 +62,6 @@ def test_unknown_kid_is_refused(client, make_token):
 
 
 def test_unsigned_and_garbage_tokens_are_refused(client):
-    header = jwt.encode  # noqa: F841 - keep import used
-    import base64
-
     def b64(d):
         return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 
@@ -72,6 +69,7 @@ def test_unsigned_and_garbage_tokens_are_refused(client):
     for token in [none_alg, "not-a-jwt", "a.b.c", "eyJ" + "A" * 30]:
         r = _me(client, token)
         assert r.status_code == 401, (token, r.text)
+        assert r.json()["error"] == "unauthenticated" and r.headers["WWW-Authenticate"] == "Bearer", (token, r.text)
 
 
 def test_departements_claim_filters_invalid_codes(client, make_token):
