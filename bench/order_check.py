@@ -17,13 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.orderproof import ingest_all, orders, snapshot
-
 from app import migrate
 from app.db import dispose_engines
 from app.flux.generator import generate
 from app.settings import Settings
 from bench.common import fresh_pg_schema, fresh_sqlite
+from tests.support.orderproof import ingest_all, orders, snapshot
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

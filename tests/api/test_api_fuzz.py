@@ -11,6 +11,7 @@ Two things a JSON schema cannot say are checked here by name instead of by Schem
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -58,6 +59,7 @@ def _semantic(body: dict) -> bool:
     return any(words in body.get("message", "") for words in SEMANTIC.get(body.get("error", ""), ()))
 
 
+@pytest.mark.slow
 def test_the_api_does_what_its_document_says(app, make_api_key):
     key = make_api_key(sorted(ALL_SCOPES), name="fuzzer")
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -416,6 +416,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
 def test_killing_an_ingestion_leaves_no_process_and_a_rerun_completes(db, tmp_path):
     out = tmp_path / "big"

@@ -11,6 +11,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
+
 from app.clock import today
 from app.db import get_engine
 from app.flux.loader import ingest_file
@@ -83,6 +85,7 @@ def test_an_auditor_finds_who_accessed_a_person_and_what(client, db, make_api_ke
     assert client.get("/api/v1/audit/accesses", params={"departement": "055"}, headers=elsewhere).status_code == 404
 
 
+@pytest.mark.slow
 def test_the_cli_equivalents_are_recorded_too(client, db, make_api_key, tmp_path):
     kinds = population(db, tmp_path, foyers=20, days=2)
     pid = kinds["certified"][0]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from tests.support.cli import run_cli
 
 
+@pytest.mark.slow
 def test_demo(db, monkeypatch, tmp_path):
     settings = db.model_copy(update={"data_dir": tmp_path})
     r = run_cli(settings, monkeypatch, "demo", "--foyers", "300", "--days", "20")

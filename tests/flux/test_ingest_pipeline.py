@@ -7,6 +7,8 @@ import marshal
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from app.db import get_engine
 from app.flux.derive import Deriver
 from app.flux.generator import generate
@@ -39,6 +41,7 @@ def _ingest_all(settings, directory: Path, parallel: bool) -> list[str]:
     return statuses
 
 
+@pytest.mark.slow
 def test_parallel_reading_applies_the_same_facts(db, tmp_path):
     """Weeks of generated life (suspensions, closures, transfers, conjoints, persons without NIR, events),
     ingested once read inline and once read by the child process: the very same rows."""

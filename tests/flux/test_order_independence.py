@@ -165,6 +165,7 @@ def test_a_full_file_comes_before_a_daily_file_of_the_same_instant(db, tmp_path)
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("days", [90])
 def test_a_generated_flux_gives_the_same_facts_episodes_and_indicator_in_any_order(db, tmp_path, days):
     """2,000 foyers over 90 days (~3,000 persons, ~140 files, monthly files included, some received late):

@@ -30,6 +30,7 @@ def _count(db, model, *where):
         return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
+@pytest.mark.slow
 def test_sync_settles_everyone_the_platform_works_on_and_reuses_jetons(db, tmp_path, fake):
     faults(fake)
     kinds = population(db, tmp_path, foyers=50)
@@ -62,6 +63,7 @@ def test_sync_settles_everyone_the_platform_works_on_and_reuses_jetons(db, tmp_p
     assert table_code == 0 and "outcome" in table and "persons" in table
 
 
+@pytest.mark.slow
 def test_a_sync_killed_halfway_resumes_without_calling_anyone_twice(db, tmp_path, fake):
     kinds = population(db, tmp_path, foyers=60)
     persons = sum(len(v) for v in kinds.values())
@@ -100,6 +102,7 @@ def test_a_sync_killed_halfway_resumes_without_calling_anyone_twice(db, tmp_path
         faults(fake)
 
 
+@pytest.mark.slow
 def test_two_syncs_at_once_the_second_says_why_and_exits_5(db, tmp_path, fake):
     population(db, tmp_path, foyers=40)
     faults(fake, latency_ms=150)
@@ -121,6 +124,7 @@ def test_two_syncs_at_once_the_second_says_why_and_exits_5(db, tmp_path, fake):
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_a_sync_while_a_flux_is_ingested(db, tmp_path, fake):
     from app.flux.loader import ingest_file
 
@@ -161,6 +165,7 @@ def test_under_503_and_429_every_person_ends_definite_within_the_rate_cap(db, tm
         assert s.scalar(select(func.max(FtCall.attempts))) > 1, "the faults were retried"
 
 
+@pytest.mark.slow
 def test_france_travail_down_stops_the_run_resumable_and_a_refused_client_says_so(db, tmp_path, fake):
     population(db, tmp_path, foyers=20, days=2)
     down = cli_env(db, "http://127.0.0.1:9", PASSERELLE_FT_MAX_ATTEMPTS="1", PASSERELLE_FT_MAX_CONCURRENCY="2",
