@@ -22,7 +22,7 @@ from app.db import dispose_engines
 from app.flux.generator import generate
 from app.settings import Settings
 from bench.common import fresh_pg_schema, fresh_sqlite
-from tests.orderproof import ingest_all, orders, snapshot
+from tests.support.orderproof import ingest_all, orders, snapshot
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -1,0 +1,28 @@
+"""`passerelle demo` runs end to end on its own fresh SQLite database and reports."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tests.support.cli import run_cli
+
+
+@pytest.mark.slow
+def test_demo(db, monkeypatch, tmp_path):
+    settings = db.model_copy(update={"data_dir": tmp_path})
+    r = run_cli(settings, monkeypatch, "demo", "--foyers", "300", "--days", "20")
+    assert r.exit_code == 0, r.output
+    assert "Nouveaux entrants" in r.stdout and "Liste de travail" in r.stdout
+    for code_name in ("nouveaux_entrants", "orientes_15j", "taux_1mois", "Worklist", "persons asked"):
+        assert code_name not in r.stdout, code_name  # French labels only (issue #15)
+    assert "Taux d'orientation en 15 jours" in r.stdout and "Verdun" in r.stdout  # commune names, not codes
+    assert (tmp_path / "demo" / "demo.db").exists()
+    with sqlite3.connect(tmp_path / "demo" / "demo-audit.db") as journal:  # names printed: reads recorded
+        shown = journal.execute("SELECT count(*) FROM access_records WHERE action = 'person.worklist'").fetchone()
+        sealed = journal.execute("SELECT count(*) FROM access_records WHERE seq IS NOT NULL").fetchone()[0]
+    assert shown[0] >= 1
+    assert f"Journal d'audit : {sealed} événements scellés, chaîne intacte" in r.stdout and sealed > shown[0]
+    again = run_cli(settings, monkeypatch, "demo", "--foyers", "300", "--days", "20")
+    assert again.exit_code == 0, "a second run starts from a fresh database"

@@ -1,0 +1,352 @@
+"""The weekly files for France Travail (issue #13): built from a generated flux, instruction files and
+orientation events; e-mailed to a local SMTP sink (aiosmtpd); downloaded through the link; recorded; a
+second run changes nothing; concurrent runs publish once; every bad link and failure said clearly. On
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import email
+import io
+import json
+import re
+import threading
+from datetime import date, timedelta
+from email import policy
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from app.clock import today
+from app.db import get_engine, session_scope
+from app.exports import publish as pub
+from app.exports.weekly import FLUX_COLUMNS, PILOTAGE_COLUMNS, Week, WeekError
+from app.main import create_app
+from app.models import AccessRecord, Export, ExportDownload, ExportLink, Person
+from app.pilotage.indicator import orientation_indicator
+from tests.support.factories import weekly_departement
+from tests.support.ftsupport import passerelle
+from tests.support.processes import clock_env
+from tests.support.smtp import links
+
+
+def _rows(content: bytes) -> list[list[str]]:
+    assert content.startswith("\ufeff".encode()), "a BOM for French Excel"
+    text = content.decode("utf-8-sig")
+    assert "\r\n" in text and "\n" not in text.replace("\r\n", "")
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter=";"))
+
+
+def test_the_weekly_files_reach_france_travail_once_and_their_downloads_are_recorded(xsettings, smtp, tmp_path):
+    sink, _port = smtp
+    week = weekly_departement(xsettings, tmp_path)
+    result = pub.publish(get_engine(xsettings), xsettings, "055", week)
+    assert result.mailed and len(sink.messages) == 1
+    message = email.message_from_bytes(sink.messages[0], policy=policy.default)
+    assert "semaine " + week.label in message["Subject"] and "francetravail.test" in message["To"]
+    tokens = links(sink.messages[0])
+    assert set(tokens) == {"flux", "pilotage"}
+    with TestClient(create_app(xsettings), raise_server_exceptions=False) as c:
+        r = c.get(f"/api/v1/exports/download/{tokens['flux']}")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-disposition"] == f'attachment; filename="rsa_055_{week.label}_flux.csv"'
+        flux = _rows(r.content)
+        assert tuple(flux[0]) == FLUX_COLUMNS and len(flux) - 1 == result.files[0].rows > 0
+        for row in flux[1:]:
+            record = dict(zip(FLUX_COLUMNS, row, strict=True))
+            assert len(record["NIR"]) == 15 and re.match(r"^\d\d/\d\d/\d{4}$", record["DATE_ORIENTATION"])
+            assert record["TYPE_PARCOURS"] in ("SOCIAL", "SOCIOPROFESSIONNEL", "PROFESSIONNEL")
+            assert record["STATUT"] in ("DEMANDEUR", "CONJOINT")
+        assert any(dict(zip(FLUX_COLUMNS, row, strict=True))["NATIONALITE"] for row in flux[1:])
+        pilotage = _rows(c.get(f"/api/v1/exports/download/{tokens['pilotage']}").content)
+        assert tuple(pilotage[0]) == PILOTAGE_COLUMNS
+        assert {row[-1] for row in pilotage[1:]} == {"0", "1"}  # nouveaux entrants and stock
+        assert all(row[3].startswith("01/") for row in pilotage[1:] if row[3])  # birth dates to the 1st
+    with session_scope(xsettings) as s:
+        served = s.scalars(select(ExportDownload.outcome)).all()
+        assert served == ["served", "served"]
+        reads = s.scalars(select(AccessRecord.action).where(AccessRecord.principal_id.like("link:%"))).all()
+        assert sorted(reads) == ["export.download.flux", "export.download.pilotage"]
+    # the nightly job again: the same bytes, nothing sent
+    again = pub.publish(get_engine(xsettings), xsettings, "055", week)
+    assert again.unchanged and not again.mailed and len(sink.messages) == 1
+    assert [f.sha256 for f in again.files] == [f.sha256 for f in result.files]
+    resent = pub.publish(get_engine(xsettings), xsettings, "055", week, resend=True)
+    assert resent.mailed and len(sink.messages) == 2 and links(sink.messages[1]) != tokens
+    manifest = json.loads((xsettings.data_dir / "exports" / "055" / week.label / "manifest.json").read_text())
+    assert [f["sha256"] for f in manifest["fichiers"]] == [f.sha256 for f in result.files]
+
+
+def test_a_rebuild_gives_the_same_bytes_and_the_pilotage_file_agrees_with_the_indicator(xsettings, tmp_path):
+    week = weekly_departement(xsettings, tmp_path)
+    engine = get_engine(xsettings)
+    first = pub.build(engine, xsettings, "055", week)
+    second = pub.build(engine, xsettings, "055", week)
+    assert [(f.sha256, f.rows) for f in first] == [(f.sha256, f.rows) for f in second]
+    pilotage = first[1]
+    plain = pub.decrypt_file(
+        pilotage.path,
+        xsettings.export_key_ring,
+        pub._aad("055", week.label, "pilotage", pilotage.sha256),
+        pilotage.sha256,
+    )
+    rows = _rows(plain.read())[1:]
+    start = week.monday - timedelta(days=30)
+    with engine.connect() as conn:
+        indicator = orientation_indicator(conn, ["055"], start, week.sunday, week.sunday)
+    entrants = [r for r in rows if r[-1] == "0" and start <= _day(r[4]) <= week.sunday]
+    summary = indicator
+    assert len(entrants) == summary["nouveaux_entrants"]
+    oriented = [r for r in entrants if r[7]]
+    assert len(oriented) == summary["orientes"]
+    within = [r for r in oriented if (_day(r[7]) - _day(r[4])).days <= 14]
+    assert len(within) == summary["orientes_15j"]
+
+
+def _day(text: str) -> date:
+    d, m, y = text.split("/")
+    return date(int(y), int(m), int(d))
+
+
+def test_bad_links_are_refused_clearly_and_serve_nothing(xsettings, smtp, tmp_path):
+    sink, _port = smtp
+    week = weekly_departement(xsettings, tmp_path, foyers=40)
+    single = xsettings.model_copy(update={"export_single_use": True})
+    pub.publish(get_engine(single), single, "055", week)
+    tokens = links(sink.messages[-1])
+    with TestClient(create_app(xsettings), raise_server_exceptions=False) as c:
+        forged = c.get("/api/v1/exports/download/" + "A" * 43)
+        assert (forged.status_code, forged.json()["error"]) == (403, "link_invalid")
+        assert c.get("/api/v1/exports/download/short").status_code == 422
+        assert c.get(f"/api/v1/exports/download/{tokens['flux']}").status_code == 200
+        used = c.get(f"/api/v1/exports/download/{tokens['flux']}")
+        assert (used.status_code, used.json()["error"]) == (410, "link_used") and "déjà servi" in used.json()["message"]
+        with session_scope(xsettings, write=True) as s:
+            link = s.scalar(
+                select(ExportLink).where(ExportLink.token_hash == pub.token_hash(xsettings, tokens["pilotage"]))
+            )
+            link.expires_at = link.created_at - timedelta(seconds=1)
+        expired = c.get(f"/api/v1/exports/download/{tokens['pilotage']}")
+        assert (expired.status_code, expired.json()["error"]) == (410, "link_expired")
+        pub.publish(get_engine(xsettings), xsettings, "055", week, resend=True)
+        fresh = links(sink.messages[-1])
+        with session_scope(xsettings, write=True) as s:
+            link = s.scalar(select(ExportLink).where(ExportLink.token_hash == pub.token_hash(xsettings, fresh["flux"])))
+            link.revoked_at = link.created_at
+        revoked = c.get(f"/api/v1/exports/download/{fresh['flux']}")
+        assert (revoked.status_code, revoked.json()["error"]) == (410, "link_revoked")
+        with session_scope(xsettings) as s:
+            path = s.scalar(select(Export.path).where(Export.kind == "pilotage"))
+        stored = Path(path)
+        data = bytearray(stored.read_bytes())
+        data[-40] ^= 0xFF  # one byte of the stored file changed
+        stored.write_bytes(bytes(data))
+        corrupted = c.get(f"/api/v1/exports/download/{fresh['pilotage']}")
+        assert (corrupted.status_code, corrupted.json()["error"]) == (409, "export_corrupted")
+        assert "ID_CAF" not in corrupted.text
+    with session_scope(xsettings) as s:
+        outcomes = sorted(s.scalars(select(ExportDownload.outcome)))
+        assert outcomes == ["corrupted", "expired", "revoked", "served", "unknown", "used"]
+        events = s.execute(
+            select(AccessRecord.outcome, AccessRecord.detail).where(AccessRecord.action.like("export.download%"))
+        ).all()
+    # every attempt is in the audit trail too, the refused ones with their reason
+    assert sorted(o for o, _d in events) == ["ok", "refused", "refused", "refused", "refused", "refused"]
+    assert {d for o, d in events if o == "refused"} == {
+        f'{{"reason": "{r}"}}' for r in ("corrupted", "expired", "revoked", "unknown", "used")
+    }
+
+
+def test_a_refused_mail_or_a_full_disk_leaves_nothing_half_published(xsettings, smtp, tmp_path, monkeypatch):
+    sink, _port = smtp
+    week = weekly_departement(xsettings, tmp_path, foyers=40)
+    sink.refuse = True
+    with pytest.raises(pub.PublishError, match="550"):
+        pub.publish(get_engine(xsettings), xsettings, "055", week)
+    with session_scope(xsettings) as s:
+        assert s.scalar(select(func.count()).select_from(ExportLink).where(ExportLink.revoked_at.is_(None))) == 0
+        assert set(s.scalars(select(Export.published_at))) == {None}
+    sink.refuse = False
+    assert pub.publish(get_engine(xsettings), xsettings, "055", week).mailed  # the next run sends them
+    real_replace = pub.os.replace
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pub.os, "replace", full)
+    other = Week.parse("2024-W10", today(xsettings))
+    with pytest.raises(OSError, match="No space"):
+        pub.publish(get_engine(xsettings), xsettings, "055", other)
+    monkeypatch.setattr(pub.os, "replace", real_replace)
+    directory = xsettings.data_dir / "exports" / "055" / "2024-W10"
+    assert not list(directory.glob("*.part")) and not list(directory.glob("*.enc"))
+    with session_scope(xsettings) as s:
+        assert s.scalar(select(func.count()).select_from(Export).where(Export.week == "2024-W10")) == 0
+
+
+def test_concurrent_runs_publish_once(xsettings, smtp, tmp_path):
+    sink, _port = smtp
+    week = weekly_departement(xsettings, tmp_path, foyers=60)
+    outcomes: list[str] = []
+
+    def run() -> None:
+        try:
+            result = pub.publish(get_engine(xsettings), xsettings, "055", week)
+            outcomes.append("mailed" if result.mailed else "unchanged")
+        except pub.ExportBusy:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("mailed") == 1 and len(sink.messages) == 1, outcomes
+    assert set(outcomes) <= {"mailed", "unchanged", "busy"}
+
+
+def test_weeks_and_departements_that_cannot_be_exported(db, xsettings):
+    day = today(xsettings)
+    with pytest.raises(WeekError, match="has not ended"):
+        Week.parse(Week.last_complete(day + timedelta(days=7)).label, day)
+    with pytest.raises(WeekError, match="ISO week"):
+        Week.parse("2024-10", day)
+    with pytest.raises(WeekError, match="does not exist"):
+        Week.parse("2023-W53", day)
+    env = {"PASSERELLE_ENV": "test", "PASSERELLE_DATA_DIR": str(db.data_dir),
+           "PASSERELLE_DATABASE_URL": db.database_url,
+           "PASSERELLE_NIR_ENCRYPTION_KEYS": db.nir_encryption_keys.get_secret_value(),
+           "PASSERELLE_NIR_HMAC_KEY": db.nir_hmac_key.get_secret_value(),
+           "PASSERELLE_API_KEY_PEPPER": db.api_key_pepper.get_secret_value(), "PASSERELLE_LOG_LEVEL": "WARNING",
+           "PATH": "/usr/bin:/bin", **clock_env(db)}  # fmt: skip
+    future = Week.last_complete(day + timedelta(days=14)).label
+    for args, message in (
+        (["--week", future], "has not ended"),
+        (["--week", "2024-W99"], "does not exist"),
+        (["--departement", "099"], "unknown département"),
+    ):
+        proc = passerelle("export", "weekly", *args, env=env)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and message in err, (args, err)
+
+
+RETURN_HEADER = [
+    "Nom", "Prénom", "Date De Naissance", "Tranche Age Actuel", "Obligation Emploi Actuel", "Inscription Actuelle",
+    "Rome Actuel", "Diagnostic Realise (oui/non)", "Commune Entree", "Commune Actuelle", "Libelle Commune Actuelle",
+    "Territoire Entree", "Territoire Actuel", "Departement Actuel", "Agence Dans Xp", "Agence",
+    "Direction territoriale Actuelle", "Date Entree Parcours", "Date Sortie", "Motif Sortie",
+    "Libelle Parcours Entree", "Libelle Parcours Actuel", "Modalité de suivi et d’accompagnement (Msa) Actuelle",
+    "Libelle Pni (si suivi délégué à un partenaire non informatisé)", "Libelle Type de Suivi délégué",
+    "Top Demandeur d’emploi de Longue Duree",
+]  # fmt: skip
+
+
+def _return_file(flux_rows: list[list[str]], separator: str = ";", encoding: str = "utf-8-sig") -> bytes:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, delimiter=separator, lineterminator="\r\n")
+    writer.writerow(RETURN_HEADER)
+    for row in flux_rows:
+        record = dict(zip(FLUX_COLUMNS, row, strict=True))
+        writer.writerow([record["NOM"], record["PRENOM"], record["DATE_NAISSANCE"], "30-39 ans", "Non", "Oui",
+                         "K1304", "oui", "55545", "55545", "VERDUN", "T1", "T1", "55", "Non", "Verdun",
+                         "DT Meuse", "03/03/2026", "", "", "Accompagnement", "Accompagnement", "Guidé", "", "",
+                         "Non"])  # fmt: skip
+    writer.writerow(["INCONNU", "PERSONNE", "01/01/1970"] + [""] * (len(RETURN_HEADER) - 3))
+    return out.getvalue().encode(encoding)
+
+
+def test_the_return_file_round_trips_and_the_api_publishes_lists_and_revokes(xsettings, smtp, tmp_path, make_api_key):
+    sink, _port = smtp
+    week = weekly_departement(xsettings, tmp_path)
+    pushed = tmp_path / "share"
+    settings = xsettings.model_copy(update={"export_push_dir": pushed})
+    runner, reader = make_api_key(["exports:run"]), make_api_key(["exports:read", "ft:read"])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        r = c.post(
+            "/api/v1/exports/weekly", json={"departement": "055", "week": week.label}, headers={"X-API-Key": runner}
+        )
+        assert r.status_code == 200 and r.json()["envoye"], r.text
+        assert (
+            c.post("/api/v1/exports/weekly", json={"departement": "055"}, headers={"X-API-Key": reader}).status_code
+            == 403
+        )
+        future = Week.last_complete(today(settings) + timedelta(days=14)).label
+        bad = c.post(
+            "/api/v1/exports/weekly", json={"departement": "055", "week": future}, headers={"X-API-Key": runner}
+        )
+        assert bad.status_code == 422 and "has not ended" in bad.json()["message"]
+        tokens = links(sink.messages[-1])
+        flux = _rows(c.get(f"/api/v1/exports/download/{tokens['flux']}").content)
+        copy = pushed / "055" / week.label / f"rsa_055_{week.label}_flux.csv"
+        assert _rows(copy.read_bytes()) == flux and (copy.stat().st_mode & 0o777) == 0o600
+        listed = c.get("/api/v1/exports", params={"departement": "055"}, headers={"X-API-Key": reader}).json()["items"]
+        assert {(i["type"], i["liens_actifs"], i["telechargements"]) for i in listed} == {
+            ("flux", 1, 1),
+            ("pilotage", 1, 0),
+        }
+        flux_id = next(i["id"] for i in listed if i["type"] == "flux")
+        revoked = c.post(f"/api/v1/exports/{flux_id}/revoke", headers={"X-API-Key": runner})
+        assert revoked.json()["liens_revoques"] == 1
+        assert c.get(f"/api/v1/exports/download/{tokens['flux']}").status_code == 410
+        # France Travail sends its return file: the persons we sent come back and are found
+        data = _return_file(flux[1:], separator=",", encoding="cp1252")
+        files = {"file": ("retour_ft.csv", data, "text/csv")}
+        r = c.post("/api/v1/ft-return-files", files=files, data={"departement": "055"}, headers={"X-API-Key": runner})
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert (report["encoding"], report["separator"]) == ("windows-1252", ",")
+        assert (report["rows"], report["matched"], len(report["unmatched"])) == (len(flux), len(flux) - 1, 1)
+        assert report["unmatched"][0]["line"] == len(flux) + 1 and "INCONNU" not in r.text
+        again = c.post(
+            "/api/v1/ft-return-files", files=files, data={"departement": "055"}, headers={"X-API-Key": runner}
+        )
+        assert again.json()["duplicate"] is True
+        with session_scope(settings) as s:
+            nom, born = flux[1][1], flux[1][3]
+            pid = s.scalar(select(Person.id).where(Person.nom == nom, Person.date_naissance == _day(born)))
+        shown = c.get(f"/api/v1/persons/{pid}/france-travail", headers={"X-API-Key": reader}).json()
+        assert shown["retourFichier"]["rome_actuel"] == "K1304" and shown["retourFichier"]["date_entree_parcours"]
+        missing = _return_file(flux[1:2]).replace(b"Rome Actuel", b"Rome")
+        r = c.post("/api/v1/ft-return-files", files={"file": ("x.csv", missing, "text/csv")},
+                   data={"departement": "055"}, headers={"X-API-Key": runner})  # fmt: skip
+        assert r.status_code == 422 and "Rome Actuel" in r.json()["message"]
+        bad_date = _return_file(flux[1:2]).replace(flux[1][3].encode(), b"31/02/1980")
+        r = c.post("/api/v1/ft-return-files", files={"file": ("y.csv", bad_date, "text/csv")},
+                   data={"departement": "055"}, headers={"X-API-Key": runner})  # fmt: skip
+        assert r.status_code == 422 and "line 2" in r.json()["message"]
+
+
+def test_the_nightly_command_publishes_once_and_says_so(xsettings, smtp, tmp_path, make_api_key):
+    sink, port = smtp
+    week = weekly_departement(xsettings, tmp_path, foyers=40)
+    s = xsettings
+    env = {"PASSERELLE_ENV": "test", "PASSERELLE_DATA_DIR": str(s.data_dir), "PASSERELLE_DATABASE_URL": s.database_url,
+           "PASSERELLE_NIR_ENCRYPTION_KEYS": s.nir_encryption_keys.get_secret_value(),
+           "PASSERELLE_NIR_HMAC_KEY": s.nir_hmac_key.get_secret_value(),
+           "PASSERELLE_API_KEY_PEPPER": s.api_key_pepper.get_secret_value(), "PASSERELLE_LOG_LEVEL": "WARNING",
+           "PASSERELLE_SMTP_HOST": "127.0.0.1", "PASSERELLE_SMTP_PORT": str(port), "PASSERELLE_SMTP_TLS": "none",
+           "PASSERELLE_MAIL_FROM": "passerelle@departement.test",
+           "PASSERELLE_EXPORT_RECIPIENTS": "agent.ft@francetravail.test, dr@francetravail.test",
+           "PASSERELLE_PUBLIC_URL": "https://passerelle.departement.test", "PATH": "/usr/bin:/bin",
+           **clock_env(s)}  # fmt: skip
+    proc = passerelle("export", "weekly", "--departement", "055", "--week", week.label, "--json", env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    (manifest,) = json.loads(out)
+    assert manifest["envoye"] and {f["type"] for f in manifest["fichiers"]} == {"flux", "pilotage"}
+    assert len(sink.messages) == 1
+    message = email.message_from_bytes(sink.messages[0], policy=policy.default)
+    assert message["To"] == "agent.ft@francetravail.test, dr@francetravail.test"
+    tokens = links(sink.messages[0])
+    with TestClient(create_app(xsettings), raise_server_exceptions=False) as c:
+        assert c.get(f"/api/v1/exports/download/{tokens['pilotage']}").status_code == 200
+    proc = passerelle("export", "weekly", "--departement", "055", "--week", week.label, env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "already published, nothing sent" in out, (out, err)
+    assert len(sink.messages) == 1
+    sink.refuse = True
+    proc = passerelle("export", "weekly", "--departement", "055", "--week", week.label, "--resend", env=env)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "550" in err

@@ -1,0 +1,143 @@
+"""Every migration goes up to head and back down to base, on SQLite and on PostgreSQL; models match them."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import MetaData, inspect
+
+from app import migrate as migrations
+from app.db import AUDIT_SCHEMA, AUDIT_TABLES, dispose_engines, get_engine
+from app.models.base import Base
+from tests.support.database import Database, make_settings
+
+
+def _all_tables(engine):
+    found = set(inspect(engine).get_table_names())
+    if engine.dialect.name == "sqlite":
+        found |= set(inspect(engine).get_table_names(schema=AUDIT_SCHEMA))
+    return found
+
+
+def _expected_metadata(engine) -> MetaData:
+    """The models, with the access records in the audit journal on SQLite."""
+    if engine.dialect.name != "sqlite":
+        return Base.metadata
+    expected = MetaData(naming_convention=Base.metadata.naming_convention)
+    for table in Base.metadata.sorted_tables:
+        table.to_metadata(expected, schema=AUDIT_SCHEMA if table.name in AUDIT_TABLES else None)
+    return expected
+
+
+def test_upgrade_to_head_then_downgrade_to_base_step_by_step(tmp_path):
+    db = Database(tmp_path, "migr")
+    try:
+        settings = make_settings(db.url, tmp_path)
+        script = ScriptDirectory.from_config(migrations.alembic_config(settings))
+        revisions = [r.revision for r in script.walk_revisions("base", "heads")]
+        assert revisions, "there is at least one migration"
+        migrations.upgrade(settings)
+        engine = get_engine(settings)
+        assert migrations.at_head(engine, settings)
+        tables = _all_tables(engine)
+        assert set(Base.metadata.tables) <= tables
+        if engine.dialect.name == "sqlite":
+            # Access records live in the attached audit journal, never in the main file (issue #8).
+            assert "access_records" in inspect(engine).get_table_names(schema=AUDIT_SCHEMA)
+            assert "access_records" not in inspect(engine).get_table_names()
+
+        with engine.connect() as conn:
+            diffs = compare_metadata(
+                MigrationContext.configure(conn, opts={"include_schemas": engine.dialect.name == "sqlite"}),
+                _expected_metadata(engine),
+            )
+        assert diffs == [], f"models and migrations differ: {diffs}"
+
+        # Down one step at a time, then up again: every downgrade works and is reversible.
+        for _ in revisions:
+            migrations.downgrade(settings, "-1")
+        assert migrations.current_revisions(engine) == set()
+        assert _all_tables(engine) - {"alembic_version"} == set()
+        migrations.upgrade(settings)
+        assert migrations.at_head(engine, settings)
+        migrations.downgrade(settings, "base")
+        assert _all_tables(engine) - {"alembic_version"} == set()
+    finally:
+        dispose_engines()
+        db.drop()
+
+
+def test_ready_reports_pending_migrations(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    db = Database(tmp_path, "pending")
+    try:
+        settings = make_settings(db.url, tmp_path)
+        with TestClient(create_app(settings)) as c:
+            r = c.get("/ready")
+            assert r.status_code == 503
+            assert r.json()["database"] == "migrations pending"
+            migrations.upgrade(settings)
+            assert c.get("/ready").status_code == 200
+    finally:
+        dispose_engines()
+        db.drop()
+
+
+def test_0006_recovers_the_observations_of_full_files_and_of_stored_states(tmp_path):
+    """Going down to 0005 keeps only the members of full files; coming back up to 0006 recovers, for each
+    of them, what their record said (the state in force for them there), and every record that gave a
+    state row. Only the unchanged records of daily files are lost (they left no trace before 0006)."""
+    from datetime import date
+
+    from sqlalchemy import select
+
+    from app.flux.loader import IngestOptions, ingest_file
+    from app.models import FluxFile, FluxObservation
+    from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+
+    db = Database(tmp_path, "obs")
+    try:
+        settings = make_settings(db.url, tmp_path)
+        migrations.upgrade(settings)
+        engine = get_engine(settings)
+        files = []
+        for i, (day, kind, foyers) in enumerate(
+            [
+                (
+                    date(2024, 3, 1),
+                    "M",
+                    [foyer(person(NIR_A)), foyer(person(NIR_B, nom="MARTIN"), matricule="0007777")],
+                ),
+                (date(2024, 3, 4), "I", [foyer(person(NIR_A, sdd=False))]),
+                (
+                    date(2024, 4, 1),
+                    "M",
+                    [foyer(person(NIR_A, sdd=False)), foyer(person(NIR_B, nom="MARTIN"), matricule="0007777")],
+                ),
+            ]
+        ):
+            (tmp_path / str(i)).mkdir()
+            files.append((write_flux(tmp_path / str(i), foyers, day=day, type_flux=kind), day, i == 0))
+        for path, day, stock in files:
+            assert ingest_file(engine, settings, path, IngestOptions(day, initial_stock=stock)).status == "applied"
+
+        def observations() -> set[tuple]:
+            with engine.connect() as conn:
+                full = set(conn.execute(select(FluxFile.id).where(FluxFile.type_flux == "M")).scalars())
+                return {
+                    (o.file_id, o.person_id, o.fingerprint, o.file_id in full)
+                    for o in conn.execute(select(FluxObservation.__table__))
+                }
+
+        before = observations()
+        assert len(before) == 5 and sum(1 for o in before if o[3]) == 4
+        migrations.downgrade(settings, "0005")
+        migrations.upgrade(settings)
+        assert observations() == before  # the daily record here changed something: it had a state row
+    finally:
+        dispose_engines()
+        db.drop()
