@@ -254,7 +254,7 @@ class Ingestion:
         changed = {row[0] for row in rows} | {row.id for row in new_persons}
         if self.options.initial_stock:
             # A person the initial stock creates has one fact, the stock, and no event: no entry episode
-            # to compute (app.rules.episodes.STOCK_ALONE_OPENS_NOTHING; asserted in tests/test_rules.py).
+            # to compute (app.rules.episodes.STOCK_ALONE_OPENS_NOTHING; asserted in tests/rules/test_rules.py).
             # Those with more than one state in this file are queued at its end (`finish`).
             self.created_by_stock.update(row.id for row in new_persons)
             changed -= self.created_by_stock

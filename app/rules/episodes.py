@@ -177,7 +177,7 @@ class _Suivi:
 
 # A person whose only fact is one state of the initial stock has no entry episode, whatever that state:
 # the stock is not nouveaux entrants (SPEC §3). The ingestion relies on it to skip recomputing the persons an
-# initial stock creates (app/flux/loader.py); tests/test_rules.py asserts it for every kind of state.
+# initial stock creates (app/flux/loader.py); tests/rules/test_rules.py asserts it for every kind of state.
 STOCK_ALONE_OPENS_NOTHING = True
 
 

@@ -25,7 +25,7 @@ from app.orientation.service import EventIn, record_event
 from app.pilotage.display import print_indicator
 from app.pilotage.indicator import TABLE_KEYS
 from app.pilotage.labels import NOT_GIVEN, NOT_GIVEN_LABEL, NOT_ORIENTED
-from tests.test_ingest_loader import ingest
+from tests.support.factories import ingest
 
 ORGANISMES = ("FRANCE_TRAVAIL", "DEPARTEMENT", "MISSION_LOCALE", "AUTRE")
 PARCOURS = ("professionnel", "social", "socio-professionnel")
