@@ -28,7 +28,7 @@ from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.kit.files import private_dir
 from app.models import EntryEpisode, Person
-from app.orientation.episodes import refresh_pending
+from app.orientation.episodes import refresh_pending, waiting_on
 from app.orientation.service import EventIn, record_event
 from app.persons.repository import audit_job_reads
 from app.pilotage.display import print_indicator
@@ -235,7 +235,7 @@ def _print_worklist(settings: Settings, day: date, console: Console) -> None:
         rows = session.execute(
             select(ee, Person)
             .join(Person, Person.id == ee.person_id)
-            .where(ee.t0 <= day, ee.open_until > day)
+            .where(waiting_on(ee, day))
             .order_by(ee.t0, ee.person_id)
             .limit(10)
         ).all()

@@ -17,10 +17,11 @@ from app.clock import today
 from app.db import write_transaction
 from app.flux.order import state_order
 from app.models import EntryEpisode, OrientationEvent, Person, PersonState
-from app.orientation.episodes import compute_for, episode_rows
+from app.orientation.episodes import compute_for, episode_rows, waiting_on
 from app.orientation.service import EventIn, record_event
 from app.persons import repository as person_service
 from app.rules.deadlines import deadline_15_days, deadline_one_month, latest_t0_overdue, overdue_15_days
+from app.rules.episodes import WAITING, known_as_of, outcome_as_of
 from app.security.auth import Principal
 from app.security.scopes import Scope
 
@@ -48,16 +49,19 @@ def _event_out(row: OrientationEvent) -> dict[str, Any]:
 
 
 def _episode_out(ep: Any, as_of: date) -> dict[str, Any]:
-    decided = ep.end_on is not None and ep.end_on <= as_of
+    """An episode as seen on as_of (the one reading: `rules.outcome_as_of`)."""
+    outcome = outcome_as_of(ep, as_of)
+    decided = outcome != WAITING
+    left_on = known_as_of(ep.left_on, as_of)
     return {
         "rank": ep.rank,
         "t0": ep.t0.isoformat(),
         "t0_file_id": ep.t0_file_id,
         "deadline_15_days": deadline_15_days(ep.t0).isoformat(),
         "deadline_one_month": deadline_one_month(ep.t0).isoformat(),
-        "outcome": ep.outcome if decided else "en_attente",
+        "outcome": outcome,
         "end_on": ep.end_on.isoformat() if decided and ep.end_on else None,
-        "left_on": ep.left_on.isoformat() if ep.left_on and ep.left_on <= as_of else None,
+        "left_on": left_on.isoformat() if left_on else None,
         "oriented_by": ep.oriented_by if decided else None,
         "delay_days": ep.delay_days if decided else None,
         "within_15_days": ep.within_15_days if decided else None,
@@ -179,7 +183,7 @@ def worklist(
     day = today(settings)
     deps = principal.chosen_departements(departement)
     ee = EntryEpisode
-    query = select(ee).where(ee.departement_code.in_(deps), ee.open_until > day, ee.t0 <= day)
+    query = select(ee).where(ee.departement_code.in_(deps), waiting_on(ee, day))
     if overdue is True:
         query = query.where(ee.t0 <= latest_t0_overdue(day))
     elif overdue is False:

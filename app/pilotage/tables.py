@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from app.models import EntryEpisode, FluxFile, FtIdentity, FtSnapshot, Person, PersonState
+from app.orientation.episodes import oriented_by
 from app.pilotage.communes import CommunesFileError, commune_names, commune_table, commune_title, load_communes
 from app.pilotage.labels import (
     AGE_BANDS,
@@ -276,7 +277,7 @@ def stock_oarsa(ctx: Context) -> Table:
     orient_rank = func.row_number().over(partition_by=ee.person_id, order_by=(ee.end_on.desc(), ee.id.desc()))
     decisions = (
         select(ee.person_id, ee.organisme, ee.type_parcours, orient_rank.label("r"))
-        .where(ee.departement_code.in_(ctx.departements), ee.outcome == "oriente", ee.end_on <= day)
+        .where(ee.departement_code.in_(ctx.departements), oriented_by(ee, day))
         .subquery()
     )
     oriented = {r.person_id: r for r in ctx.conn.execute(select(decisions).where(decisions.c.r == 1))}
