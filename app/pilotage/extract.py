@@ -21,7 +21,7 @@ from sqlalchemy import Connection, select
 
 from app.models import EntryEpisode, FtSnapshot, Person, PersonState
 from app.pilotage.period import Period, end_of_day, month_of
-from app.pilotage.population import in_period
+from app.pilotage.population import absent_at_rdv, in_period
 from app.rules.episodes import ORIENTED, known_as_of, outcome_as_of
 
 COLUMNS = ("id_pseudo", "departement", "mois_naissance", "sexe", "commune", "role", "caf_msa", "t0",
@@ -126,7 +126,7 @@ def _line(r: Any, pid: str, statut: Any, as_of: date) -> dict[str, Any]:
         "t0": r.t0.isoformat(),
         "invitation": _day(r.invitation_on, as_of),
         "rdv_orientation": _day(r.rdv_orientation_on, as_of),
-        "absent_rdv_orientation": bool(r.rdv_orientation_absent and _day(r.rdv_orientation_on, as_of)),
+        "absent_rdv_orientation": absent_at_rdv(r, as_of),
         "orientation": r.end_on.isoformat() if oriented else None,
         "issue": issue,
         "delai_jours": r.delay_days if oriented else None,
