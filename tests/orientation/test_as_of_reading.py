@@ -21,6 +21,7 @@ from app.flux.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, Person
 from app.orientation.episodes import decided_by, oriented_by, refresh_pending, waiting_on
 from app.orientation.service import EventIn, record_event
+from app.orientation.worklist import worklist_page
 from app.pilotage import extract
 from app.pilotage.period import Period
 from app.pilotage.population import episodes as population
@@ -114,6 +115,9 @@ def test_the_worklist_the_tables_the_extract_and_the_weekly_file_use_it(
     assert r.status_code == 200, r.text
     assert r.json()["total"] == len(waiting)
     assert [(date.fromisoformat(i["t0"]), i["person_id"]) for i in r.json()["items"]] == waiting
+    with session_scope(db) as s:  # the domain function the API and the demo call
+        page = worklist_page(s, [DEP], day, limit=200)
+        assert (page.total, [(e.episode.t0, e.person.id) for e in page.entries]) == (len(waiting), waiting)
 
     with get_engine(db).connect() as conn:
         # the table delais-orientation and the dashboard's waiting list
