@@ -46,6 +46,7 @@ from app.pilotage.labels import (
 from app.pilotage.period import Period, PeriodError, end_of_day, month_of
 from app.pilotage.population import Row, age_band, band, episodes, in_period, waiting_by_age
 from app.rules.config import DROIT_OUVERT
+from app.rules.episodes import ORIENTED
 
 __all__ = [  # the names callers import from here (the tables' vocabulary lives in the modules above)
     "AGE_BANDS",
@@ -179,7 +180,7 @@ def delais_orientation(ctx: Context, rows: list[Row] | None = None) -> Table:
     t = ctx.table("delais-orientation")
     rows = ctx.rows() if rows is None else rows
     for dim, key, group in _groups(rows, ctx.dims):
-        oriented = [r for r in group if r.decided == "oriente"]
+        oriented = [r for r in group if r.decided == ORIENTED]
         delays = [r.delay_days for r in oriented if r.delay_days is not None]
         n15 = sum(r.within_15_days for r in oriented)
         n1m = sum(r.within_one_month for r in oriented)
@@ -193,7 +194,7 @@ def delais_orientation(ctx: Context, rows: list[Row] | None = None) -> Table:
         t.add("delai_median_jours", statistics.median(delays) if delays else None, dim, key)
         t.add("en_attente", sum(1 for r in group if r.decided is None), dim, key)
         t.add("sortis_avant_orientation", sum(1 for r in group if r.decided == "sorti_avant_orientation"), dim, key)
-    by_delay = Counter(r.delay_days for r in rows if r.decided == "oriente" and r.delay_days is not None)
+    by_delay = Counter(r.delay_days for r in rows if r.decided == ORIENTED and r.delay_days is not None)
     for day in range(0, max(by_delay, default=-1) + 1):
         t.add("orientes_par_delai", by_delay.get(day, 0), "delai_jours", str(day))
     waiting = Counter(band((ctx.as_of - r.t0).days, WAITING_BANDS) for r in rows if r.decided is None)
@@ -205,7 +206,7 @@ def delais_orientation(ctx: Context, rows: list[Row] | None = None) -> Table:
 def absents_rdv(ctx: Context) -> Table:
     t = ctx.table("absents-rdv")
     for dim, key, group in _groups(ctx.rows(), ctx.dims):
-        oriented = [r for r in group if r.decided == "oriente"]
+        oriented = [r for r in group if r.decided == ORIENTED]
         with_rdv = [r for r in oriented if r.rdv_on is not None]
         absent = sum(r.rdv_absent for r in oriented)
         t.add("orientes", len(oriented), dim, key)
@@ -343,7 +344,7 @@ def completude(ctx: Context) -> Table:
         known["date_entree"].add(r.person_id)
         if r.rdv_on is not None:
             known["date_rdv_orientation"].add(r.person_id)
-        if r.decided == "oriente" and r.dims["type_parcours"] not in (NOT_GIVEN, NOT_ORIENTED):
+        if r.decided == ORIENTED and r.dims["type_parcours"] not in (NOT_GIVEN, NOT_ORIENTED):
             known["type_parcours"].add(r.person_id)
         if r.accompagnement_on is not None:
             known["dates_rdv_accompagnement"].add(r.person_id)
@@ -360,7 +361,7 @@ def statut_france_travail(ctx: Context, rows: list[Row] | None = None) -> Table:
     """Oriented nouveaux entrants of the period by their France Travail status (the latest statut fetched on
     or before as_of), overall and by type de parcours. `rows`: the period's episodes, if already read."""
     t = ctx.table("statut-france-travail")
-    rows = [r for r in (ctx.rows() if rows is None else rows) if r.decided == "oriente"]
+    rows = [r for r in (ctx.rows() if rows is None else rows) if r.decided == ORIENTED]
     ids = sorted({r.person_id for r in rows})
     status: dict[int, str] = {}
     if ids:
