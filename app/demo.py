@@ -30,10 +30,12 @@ from app.kit.files import private_dir
 from app.models import EntryEpisode, Person
 from app.orientation.episodes import refresh_pending
 from app.orientation.service import EventIn, record_event
+from app.orientation.worklist import worklist_page
 from app.persons.repository import audit_job_reads
 from app.pilotage.display import print_indicator
 from app.pilotage.indicator import orientation_indicator
 from app.pilotage.tables import commune_names
+from app.rules.deadlines import deadline_15_days, overdue_15_days
 from app.settings import Settings
 
 ORGANISMES = ["FRANCE_TRAVAIL"] * 5 + ["DEPARTEMENT"] * 3 + ["MISSION_LOCALE", "CAP_EMPLOI", "CCAS"]
@@ -230,15 +232,9 @@ def _france_travail(settings: Settings, console: Console) -> Table:
 
 
 def _print_worklist(settings: Settings, day: date, console: Console) -> None:
-    ee = EntryEpisode
     with session_scope(settings) as session:
-        rows = session.execute(
-            select(ee, Person)
-            .join(Person, Person.id == ee.person_id)
-            .where(ee.t0 <= day, ee.open_until > day)
-            .order_by(ee.t0, ee.person_id)
-            .limit(10)
-        ).all()
+        page = worklist_page(session, ["055"], day, limit=10)  # the demo's one département
+        rows = [(entry.episode, entry.person) for entry in page.entries]
         names = commune_names(session.connection(), ["055"])
         table = Table(title="Liste de travail : les premières personnes à orienter (par échéance)")
         for col in ("Personne", "T0", "Jours écoulés", "Échéance des 15 jours", "CAF/MSA", "Commune"):
@@ -247,12 +243,12 @@ def _print_worklist(settings: Settings, day: date, console: Console) -> None:
         audit_job_reads(session, "demo", "person.worklist", [(p.id, p.departement_code) for _e, p in rows])
         for episode, person in rows:
             elapsed = (day - episode.t0).days
-            late = "[red]" if elapsed >= 15 else ""
+            late = "[red]" if overdue_15_days(episode.t0, day) else ""
             table.add_row(
                 f"#{person.id} {person.prenom or ''} {(person.nom or '')[:1]}.",
                 episode.t0.strftime("%d/%m/%Y"),
                 f"{late}{elapsed}",
-                (episode.t0 + timedelta(days=14)).strftime("%d/%m/%Y"),
+                deadline_15_days(episode.t0).strftime("%d/%m/%Y"),
                 episode.caf_msa or "-",
                 names.get(episode.commune or "", episode.commune or "-"),
             )

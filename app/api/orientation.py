@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from datetime import date
-from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import and_, func, select
-from sqlalchemy.orm import defer
 
 from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep, run_write
 from app.clock import today
 from app.db import write_transaction
-from app.flux.order import state_order
-from app.models import EntryEpisode, OrientationEvent, Person, PersonState
-from app.orientation.episodes import compute_for, episode_rows
+from app.models import EntryEpisode, OrientationEvent
+from app.orientation.reads import person_episodes, stored_episodes
 from app.orientation.service import EventIn, record_event
+from app.orientation.worklist import WorklistEntry, worklist_page
 from app.persons import repository as person_service
-from app.rules.deadlines import deadline_15_days, deadline_one_month, latest_t0_overdue, overdue_15_days
+from app.rules.deadlines import deadline_15_days, deadline_one_month, overdue_15_days
+from app.rules.episodes import WAITING, known_as_of, outcome_as_of
 from app.security.auth import Principal
 from app.security.scopes import Scope
 
@@ -48,16 +46,19 @@ def _event_out(row: OrientationEvent) -> dict[str, Any]:
 
 
 def _episode_out(ep: Any, as_of: date) -> dict[str, Any]:
-    decided = ep.end_on is not None and ep.end_on <= as_of
+    """An episode as seen on as_of (the one reading: `rules.outcome_as_of`)."""
+    outcome = outcome_as_of(ep, as_of)
+    decided = outcome != WAITING
+    left_on = known_as_of(ep.left_on, as_of)
     return {
         "rank": ep.rank,
         "t0": ep.t0.isoformat(),
         "t0_file_id": ep.t0_file_id,
         "deadline_15_days": deadline_15_days(ep.t0).isoformat(),
         "deadline_one_month": deadline_one_month(ep.t0).isoformat(),
-        "outcome": ep.outcome if decided else "en_attente",
+        "outcome": outcome,
         "end_on": ep.end_on.isoformat() if decided and ep.end_on else None,
-        "left_on": ep.left_on.isoformat() if ep.left_on and ep.left_on <= as_of else None,
+        "left_on": left_on.isoformat() if left_on else None,
         "oriented_by": ep.oriented_by if decided else None,
         "delay_days": ep.delay_days if decided else None,
         "within_15_days": ep.within_15_days if decided else None,
@@ -87,10 +88,8 @@ async def post_event(
             person = person_service.get_person(session, principal, person_id)
             row, created = record_event(session, settings, person, body, recorded_by=principal.id)
             person_service.audit_read(request, session, principal, "person.event", person, person.departement_code)
-            episodes = session.scalars(
-                select(EntryEpisode).where(EntryEpisode.person_id == person.id).order_by(EntryEpisode.rank)
-            ).all()
-        return row, created, list(episodes)
+            episodes = stored_episodes(session, person.id)
+        return row, created, episodes
 
     row, created, episodes = await run_write(request, write)
     # committed: the answer below is only built once the event is stored
@@ -112,27 +111,15 @@ def get_episodes(
 ) -> dict[str, Any]:
     person = person_service.get_person(session, principal, person_id)
     person_service.audit_read(request, session, principal, "person.episodes", person, person.departement_code)
-    # Computed from the facts now (a read: nothing is stored), so the answer is exact even while a refresh
-    # of stored episodes is pending after an ingestion.
-    conn = session.connection()
-    result = compute_for(conn, [person.id])[person.id]
-    day = as_of or today(settings)
-    episodes = [SimpleNamespace(**row) for row in episode_rows(conn, {person.id: result}) if row["t0"] <= day]
-    events = session.scalars(
-        select(OrientationEvent).where(OrientationEvent.person_id == person.id).order_by(OrientationEvent.event_date)
-    ).all()
+    view = person_episodes(session, person.id, as_of or today(settings))
     return {
         "person_id": person.id,
-        "as_of": day.isoformat(),
-        "stock": result.stock,
-        "follow_up_in_progress": result.followed,
-        "episodes": [_episode_out(e, day) for e in episodes],
-        "not_entries": [
-            {"on": d.on.isoformat(), "file_id": d.file_id, "reason": d.reason}
-            for d in result.not_entries
-            if d.on <= day
-        ],
-        "events": [_event_out(e) for e in events if e.event_date <= day],
+        "as_of": view.as_of.isoformat(),
+        "stock": view.stock,
+        "follow_up_in_progress": view.followed,
+        "episodes": [_episode_out(e, view.as_of) for e in view.episodes],
+        "not_entries": [{"on": d.on.isoformat(), "file_id": d.file_id, "reason": d.reason} for d in view.not_entries],
+        "events": [_event_out(e) for e in view.events],
     }
 
 
@@ -157,6 +144,30 @@ class WorklistItem(BaseModel):
     rdv_orientation_on: date | None
 
 
+def _worklist_item(entry: WorklistEntry, day: date) -> WorklistItem:
+    e, p, s = entry.episode, entry.person, entry.state
+    return WorklistItem(
+        person_id=p.id,
+        nom=p.nom,
+        prenom=p.prenom,
+        date_naissance=p.date_naissance,
+        t0=e.t0,
+        days_elapsed=(day - e.t0).days,
+        deadline_15_days=deadline_15_days(e.t0),
+        deadline_one_month=deadline_one_month(e.t0),
+        overdue=overdue_15_days(e.t0, day),
+        caf_msa=e.caf_msa,
+        matricule=s.matricule if s else None,
+        role=s.role if s else None,
+        adresse=s.adresse if s else None,
+        code_postal=s.codepos if s else None,
+        commune=s.numcom if s else e.commune,
+        nom_commune=s.nomcom if s else None,
+        invitation_on=e.invitation_on,
+        rdv_orientation_on=e.rdv_orientation_on,
+    )
+
+
 class Worklist(BaseModel):
     as_of: date
     total: int
@@ -178,60 +189,8 @@ def worklist(
 ) -> Worklist:
     day = today(settings)
     deps = principal.chosen_departements(departement)
-    ee = EntryEpisode
-    query = select(ee).where(ee.departement_code.in_(deps), ee.open_until > day, ee.t0 <= day)
-    if overdue is True:
-        query = query.where(ee.t0 <= latest_t0_overdue(day))
-    elif overdue is False:
-        query = query.where(ee.t0 > latest_t0_overdue(day))
-    if commune:
-        query = query.where(ee.commune == commune)
-    if organisme:
-        query = query.where(ee.caf_msa == organisme)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(
-        query.options(defer(ee.criteria)).order_by(ee.t0, ee.person_id).limit(limit).offset(offset)
-    ).all()
-    ids = [e.person_id for e in page]
-    persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
-    latest: dict[int, PersonState] = {}
-    if ids:
-        last = (
-            select(PersonState.person_id, func.max(PersonState.received_on).label("day"))
-            .where(PersonState.person_id.in_(ids), PersonState.present.is_(True))
-            .group_by(PersonState.person_id)
-            .subquery()
-        )
-        for state in session.scalars(
-            select(PersonState)
-            .join(last, and_(PersonState.person_id == last.c.person_id, PersonState.received_on == last.c.day))
-            .order_by(*state_order(PersonState))
-        ):
-            latest[state.person_id] = state
-    items = []
-    for e in page:
-        p, s = persons[e.person_id], latest.get(e.person_id)
-        items.append(
-            WorklistItem(
-                person_id=p.id,
-                nom=p.nom,
-                prenom=p.prenom,
-                date_naissance=p.date_naissance,
-                t0=e.t0,
-                days_elapsed=(day - e.t0).days,
-                deadline_15_days=deadline_15_days(e.t0),
-                deadline_one_month=deadline_one_month(e.t0),
-                overdue=overdue_15_days(e.t0, day),
-                caf_msa=e.caf_msa,
-                matricule=s.matricule if s else None,
-                role=s.role if s else None,
-                adresse=s.adresse if s else None,
-                code_postal=s.codepos if s else None,
-                commune=s.numcom if s else e.commune,
-                nom_commune=s.nomcom if s else None,
-                invitation_on=e.invitation_on,
-                rdv_orientation_on=e.rdv_orientation_on,
-            )
-        )
-    person_service.audit_reads(request, session, principal, "worklist.read", [persons[e.person_id] for e in page])
-    return Worklist(as_of=day, total=total, items=items)
+    page = worklist_page(
+        session, deps, day, overdue=overdue, commune=commune, organisme=organisme, limit=limit, offset=offset
+    )
+    person_service.audit_reads(request, session, principal, "worklist.read", [e.person for e in page.entries])
+    return Worklist(as_of=day, total=page.total, items=[_worklist_item(e, day) for e in page.entries])

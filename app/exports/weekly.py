@@ -28,6 +28,8 @@ from app.errors import ExitCode, Unprocessable
 from app.flux.instruction_facts import france_travail_contacts
 from app.flux.order import state_order
 from app.models import EntryEpisode, InstructionRecord, OrientationEvent, Person, PersonState
+from app.orientation.episodes import oriented_by
+from app.rules.episodes import ORIENTED, outcome_as_of
 from app.security.nir import NirProtector, nir_key
 from app.settings import Settings
 
@@ -175,9 +177,8 @@ def flux_rows(conn: Connection, settings: Settings, departement: str, week: Week
         select(ee.person_id, ee.t0, ee.end_on, ee.organisme, ee.type_parcours, ee.structure)
         .where(
             ee.departement_code == departement,
-            ee.outcome == "oriente",
+            oriented_by(ee, week.sunday),  # the one as-of reading (rules.outcome_as_of's SQL twin)
             ee.end_on >= week.monday,
-            ee.end_on <= week.sunday,
         )
         .order_by(ee.person_id, ee.rank)
     )
@@ -265,8 +266,7 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
         states = states_as_of(conn, ids, as_of)
         for e in page:
             s = states.get(e.person_id)
-            decided = e.end_on is not None and e.end_on <= as_of
-            oriented = decided and e.outcome == "oriente"
+            oriented = outcome_as_of(e, as_of) == ORIENTED
 
             def on(day: date | None) -> str:
                 return fr(day) if day is not None and day <= as_of else ""

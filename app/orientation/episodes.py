@@ -15,19 +15,42 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, delete, func, insert, select, text
 
 from app.db import claim_write, one_of
 from app.flux.order import KIND_RANK
 from app.models import EntryEpisode, EpisodeQueue, FluxFile, OrientationEvent, Person, PersonState
 from app.rules.config import DEFAULT, RulesConfig
-from app.rules.episodes import Episode, Event, FluxFact, PersonEpisodes, compute_episodes
+from app.rules.episodes import DECISIONS, ORIENTED, Episode, Event, FluxFact, PersonEpisodes, compute_episodes
 
 CHUNK = 2000
 # PostgreSQL advisory locks (transaction-scoped, two-key form: this namespace, a stripe of person ids)
 # serialising refreshes of the same persons; SQLite's write lock does it there.
 _REFRESH_LOCK_ID = 0x5A55E12E
 _LOCK_STRIPES = 1024
+
+
+# The SQL twin of `app.rules.episodes.outcome_as_of`, for stored episodes (`entry_episodes`): the same
+# reading of "an entry episode as seen on day D", as WHERE clauses. `ee` is the table's columns
+# (`EntryEpisode.__table__.c`) or the mapped class (`EntryEpisode`). A stored episode has an `end_on`
+# exactly when its outcome is one of `DECISIONS`, and `open_until` is its `end_on` or 9999-12-31 while
+# undecided (indexed with the département and T0), so "waiting on D" is one index range.
+# tests/orientation/test_as_of_reading.py pins that both readings agree.
+
+
+def waiting_on(ee: Any, day: date) -> ColumnElement[bool]:
+    """Entered on or before `day` and still waiting on it (`outcome_as_of(ep, day) == "en_attente"`)."""
+    return and_(ee.t0 <= day, ee.open_until > day)
+
+
+def decided_by(ee: Any, day: date) -> ColumnElement[bool]:
+    """Decided (oriented or left) on or before `day` (`outcome_as_of(ep, day) in DECISIONS`)."""
+    return and_(ee.end_on <= day, ee.outcome.in_(DECISIONS))
+
+
+def oriented_by(ee: Any, day: date) -> ColumnElement[bool]:
+    """Oriented on or before `day` (`outcome_as_of(ep, day) == "oriente"`)."""
+    return and_(ee.end_on <= day, ee.outcome == ORIENTED)
 
 
 def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFact]]:

@@ -21,7 +21,8 @@ from sqlalchemy import Connection, select
 
 from app.models import EntryEpisode, FtSnapshot, Person, PersonState
 from app.pilotage.period import Period, end_of_day, month_of
-from app.pilotage.population import decided_as_of, in_period
+from app.pilotage.population import absent_at_rdv, in_period
+from app.rules.episodes import ORIENTED, known_as_of, outcome_as_of
 
 COLUMNS = ("id_pseudo", "departement", "mois_naissance", "sexe", "commune", "role", "caf_msa", "t0",
            "invitation", "rdv_orientation", "absent_rdv_orientation", "orientation", "issue", "delai_jours",
@@ -35,7 +36,8 @@ def pseudonym(key: bytes, person_id: int) -> str:
 
 
 def _day(value: date | None, as_of: date) -> str | None:
-    return value.isoformat() if value is not None and value <= as_of else None
+    known = known_as_of(value, as_of)
+    return known.isoformat() if known is not None else None
 
 
 def _statuts(conn: Connection, entrants: Any, as_of: date) -> dict[int, Any]:
@@ -109,9 +111,10 @@ class _Pseudonyms:
 
 
 def _line(r: Any, pid: str, statut: Any, as_of: date) -> dict[str, Any]:
-    """One episode as seen on as_of (the population's reading: `decided_as_of`)."""
-    decided = decided_as_of(r.outcome, r.end_on, as_of) is not None
-    oriented = decided and r.outcome == "oriente"
+    """One episode as seen on as_of (the one reading: `rules.outcome_as_of`; the absents as the tables count
+    them: `population.absent_at_rdv`)."""
+    issue = outcome_as_of(r, as_of)
+    oriented = issue == ORIENTED
     return {
         "id_pseudo": pid,
         "departement": r.departement_code,
@@ -123,9 +126,9 @@ def _line(r: Any, pid: str, statut: Any, as_of: date) -> dict[str, Any]:
         "t0": r.t0.isoformat(),
         "invitation": _day(r.invitation_on, as_of),
         "rdv_orientation": _day(r.rdv_orientation_on, as_of),
-        "absent_rdv_orientation": bool(r.rdv_orientation_absent and _day(r.rdv_orientation_on, as_of)),
+        "absent_rdv_orientation": absent_at_rdv(r, as_of),
         "orientation": r.end_on.isoformat() if oriented else None,
-        "issue": r.outcome if decided else "en_attente",
+        "issue": issue,
         "delai_jours": r.delay_days if oriented else None,
         "oriente_15j": bool(r.within_15_days) if oriented else None,
         "organisme_referent": r.organisme if oriented else None,

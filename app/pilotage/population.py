@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, select
 
 from app.models import EntryEpisode, Person, PersonState
+from app.orientation.episodes import waiting_on
 from app.pilotage.labels import AGE_BANDS, NOT_GIVEN, NOT_ORIENTED, WAITING_BANDS
 from app.pilotage.period import Period
-
-DECISIONS = ("oriente", "sorti_avant_orientation")  # the outcomes that end a wait
+from app.rules.episodes import ORIENTED, decision_as_of, known_as_of
 
 
 @dataclass
@@ -53,12 +53,6 @@ class AtT0(NamedTuple):
 NOTHING_AT_T0 = AtT0(None, False, False)
 
 
-def decided_as_of(outcome: str | None, end_on: date | None, as_of: date) -> str | None:
-    """The outcome of an episode as known on as_of: `oriente` or `sorti_avant_orientation` if decided on or
-    before as_of, else None (still waiting on as_of)."""
-    return outcome if end_on is not None and end_on <= as_of and outcome in DECISIONS else None
-
-
 def age_band(born: date | None, on: date) -> str:
     if born is None:
         return NOT_GIVEN
@@ -68,10 +62,6 @@ def age_band(born: date | None, on: date) -> str:
 
 def band(days: int, bands: Iterable[tuple[int, int, str]]) -> str:
     return next(label for lo, hi, label in bands if lo <= days <= hi)
-
-
-def _known(day: date | None, as_of: date) -> date | None:
-    return day if day is not None and day <= as_of else None
 
 
 def in_period(departements: list[str], period: Period, as_of: date) -> tuple[Any, ...]:
@@ -154,10 +144,18 @@ def breakdowns(r: Any, role: str | None, oriented: bool, territories: dict[str, 
     return dims
 
 
+def absent_at_rdv(r: Any, as_of: date) -> bool:
+    """Counted among the absents from the RDV d'orientation on as_of (annex 4; SPEC §4: "absent at the
+    orientation RDV"): oriented on or before as_of, with an orientation RDV dated on or before as_of that
+    was missed. The tables, the indicator and the extract all read it here."""
+    oriented = decision_as_of(r, as_of) == ORIENTED
+    return bool(oriented and r.rdv_orientation_absent and known_as_of(r.rdv_orientation_on, as_of))
+
+
 def _row(r: Any, at_t0: AtT0, as_of: date, territories: dict[str, str] | None) -> Row:
-    decided = decided_as_of(r.outcome, r.end_on, as_of)
-    oriented = decided == "oriente"
-    rdv_on = _known(r.rdv_orientation_on, as_of)
+    decided = decision_as_of(r, as_of)
+    oriented = decided == ORIENTED
+    rdv_on = known_as_of(r.rdv_orientation_on, as_of)
     return Row(
         person_id=r.person_id,
         t0=r.t0,
@@ -166,9 +164,9 @@ def _row(r: Any, at_t0: AtT0, as_of: date, territories: dict[str, str] | None) -
         delay_days=r.delay_days if oriented else None,
         within_15_days=bool(oriented and r.within_15_days),
         within_one_month=bool(oriented and r.within_one_month),
-        rdv_absent=bool(oriented and r.rdv_orientation_absent and rdv_on),
+        rdv_absent=absent_at_rdv(r, as_of),
         rdv_on=rdv_on,
-        accompagnement_on=_known(r.first_rdv_accompagnement_on, as_of),
+        accompagnement_on=known_as_of(r.first_rdv_accompagnement_on, as_of),
         t0_file_id=r.t0_file_id,
         dims=breakdowns(r, at_t0.role, oriented, territories),
         numdemrsa=at_t0.numdemrsa,
@@ -193,11 +191,10 @@ def waiting_by_age(conn: Connection, departements: list[str], as_of: date) -> di
     """Everyone waiting for an orientation on as_of (whatever their T0), by age of the wait: the list the
     dashboard shows, read without computing a whole table."""
     ee = EntryEpisode.__table__.c
-    undecided = or_(ee.end_on.is_(None), ee.end_on > as_of, ee.outcome.not_in(DECISIONS))
     counts = Counter(
         band((as_of - t0).days, WAITING_BANDS)
         for t0 in conn.execute(
-            select(ee.t0).where(ee.departement_code.in_(departements), ee.t0 <= as_of, undecided)
+            select(ee.t0).where(ee.departement_code.in_(departements), waiting_on(ee, as_of))
         ).scalars()
     )
     return {label: counts.get(label, 0) for _lo, _hi, label in WAITING_BANDS}

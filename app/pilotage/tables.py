@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from app.models import EntryEpisode, FluxFile, FtIdentity, FtSnapshot, Person, PersonState
+from app.orientation.episodes import oriented_by
 from app.pilotage.communes import CommunesFileError, commune_names, commune_table, commune_title, load_communes
 from app.pilotage.labels import (
     AGE_BANDS,
@@ -45,6 +46,7 @@ from app.pilotage.labels import (
 from app.pilotage.period import Period, PeriodError, end_of_day, month_of
 from app.pilotage.population import Row, age_band, band, episodes, in_period, waiting_by_age
 from app.rules.config import DROIT_OUVERT
+from app.rules.episodes import ORIENTED
 
 __all__ = [  # the names callers import from here (the tables' vocabulary lives in the modules above)
     "AGE_BANDS",
@@ -178,7 +180,7 @@ def delais_orientation(ctx: Context, rows: list[Row] | None = None) -> Table:
     t = ctx.table("delais-orientation")
     rows = ctx.rows() if rows is None else rows
     for dim, key, group in _groups(rows, ctx.dims):
-        oriented = [r for r in group if r.decided == "oriente"]
+        oriented = [r for r in group if r.decided == ORIENTED]
         delays = [r.delay_days for r in oriented if r.delay_days is not None]
         n15 = sum(r.within_15_days for r in oriented)
         n1m = sum(r.within_one_month for r in oriented)
@@ -192,7 +194,7 @@ def delais_orientation(ctx: Context, rows: list[Row] | None = None) -> Table:
         t.add("delai_median_jours", statistics.median(delays) if delays else None, dim, key)
         t.add("en_attente", sum(1 for r in group if r.decided is None), dim, key)
         t.add("sortis_avant_orientation", sum(1 for r in group if r.decided == "sorti_avant_orientation"), dim, key)
-    by_delay = Counter(r.delay_days for r in rows if r.decided == "oriente" and r.delay_days is not None)
+    by_delay = Counter(r.delay_days for r in rows if r.decided == ORIENTED and r.delay_days is not None)
     for day in range(0, max(by_delay, default=-1) + 1):
         t.add("orientes_par_delai", by_delay.get(day, 0), "delai_jours", str(day))
     waiting = Counter(band((ctx.as_of - r.t0).days, WAITING_BANDS) for r in rows if r.decided is None)
@@ -204,7 +206,7 @@ def delais_orientation(ctx: Context, rows: list[Row] | None = None) -> Table:
 def absents_rdv(ctx: Context) -> Table:
     t = ctx.table("absents-rdv")
     for dim, key, group in _groups(ctx.rows(), ctx.dims):
-        oriented = [r for r in group if r.decided == "oriente"]
+        oriented = [r for r in group if r.decided == ORIENTED]
         with_rdv = [r for r in oriented if r.rdv_on is not None]
         absent = sum(r.rdv_absent for r in oriented)
         t.add("orientes", len(oriented), dim, key)
@@ -276,7 +278,7 @@ def stock_oarsa(ctx: Context) -> Table:
     orient_rank = func.row_number().over(partition_by=ee.person_id, order_by=(ee.end_on.desc(), ee.id.desc()))
     decisions = (
         select(ee.person_id, ee.organisme, ee.type_parcours, orient_rank.label("r"))
-        .where(ee.departement_code.in_(ctx.departements), ee.outcome == "oriente", ee.end_on <= day)
+        .where(ee.departement_code.in_(ctx.departements), oriented_by(ee, day))
         .subquery()
     )
     oriented = {r.person_id: r for r in ctx.conn.execute(select(decisions).where(decisions.c.r == 1))}
@@ -342,7 +344,7 @@ def completude(ctx: Context) -> Table:
         known["date_entree"].add(r.person_id)
         if r.rdv_on is not None:
             known["date_rdv_orientation"].add(r.person_id)
-        if r.decided == "oriente" and r.dims["type_parcours"] not in (NOT_GIVEN, NOT_ORIENTED):
+        if r.decided == ORIENTED and r.dims["type_parcours"] not in (NOT_GIVEN, NOT_ORIENTED):
             known["type_parcours"].add(r.person_id)
         if r.accompagnement_on is not None:
             known["dates_rdv_accompagnement"].add(r.person_id)
@@ -359,7 +361,7 @@ def statut_france_travail(ctx: Context, rows: list[Row] | None = None) -> Table:
     """Oriented nouveaux entrants of the period by their France Travail status (the latest statut fetched on
     or before as_of), overall and by type de parcours. `rows`: the period's episodes, if already read."""
     t = ctx.table("statut-france-travail")
-    rows = [r for r in (ctx.rows() if rows is None else rows) if r.decided == "oriente"]
+    rows = [r for r in (ctx.rows() if rows is None else rows) if r.decided == ORIENTED]
     ids = sorted({r.person_id for r in rows})
     status: dict[int, str] = {}
     if ids:

@@ -12,11 +12,17 @@ import calendar
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from app.rules.config import DEFAULT, RulesConfig
 
 ORIENTING_EVENTS = ("orientation", "referent")
+WAITING = "en_attente"
+ORIENTED = "oriente"
+LEFT_BEFORE = "sorti_avant_orientation"
+# The outcomes that end a wait. An episode has an `end_on` exactly when its outcome is one of these (set
+# together by `_orient` and `_Walk._check_exit` / `_close_suivi`); stored episodes keep that pairing.
+DECISIONS = (ORIENTED, LEFT_BEFORE)
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ class Episode:
     t0: date
     t0_file_id: int | None
     criteria: dict[str, Criterion]
-    outcome: str = "en_attente"  # en_attente | oriente | sorti_avant_orientation
+    outcome: str = WAITING  # en_attente | oriente | sorti_avant_orientation
     end_on: date | None = None
     oriented_by: str | None = None  # orientation | referent
     orientation: Event | None = None
@@ -235,7 +241,7 @@ class _Timeline:
 
     def _check_exit(self, day: date) -> None:
         if self.episode is not None and not in_droits_devoirs(self.current, self.config):
-            self.episode.outcome = "sorti_avant_orientation"
+            self.episode.outcome = LEFT_BEFORE
             self.episode.end_on = day
             self.episode = None
 
@@ -269,7 +275,7 @@ class _Timeline:
             # DTDC closes any follow-up and ends any entry episode, the day the file says so
             self.suivi.close(fact.received_on, "deces")
             if self.episode is not None:
-                self.episode.outcome, self.episode.end_on = "sorti_avant_orientation", fact.received_on
+                self.episode.outcome, self.episode.end_on = LEFT_BEFORE, fact.received_on
                 self.episode.left_on = self.episode.left_on or fact.received_on
                 self.episode = None
         elif not fact.present:
@@ -368,7 +374,7 @@ def _suivi_reason(suivi: _Suivi) -> str:
 
 
 def _orient(episode: Episode, ev: Event, config: RulesConfig) -> None:
-    episode.outcome = "oriente"
+    episode.outcome = ORIENTED
     episode.end_on = ev.on
     episode.oriented_by = ev.type
     episode.orientation = ev
@@ -399,9 +405,33 @@ def _attach(episodes: list[Episode], ev: Event) -> None:
         target.contrat, target.contrat_on = ev.contrat, ev.on
 
 
-def outcome_as_of(episode: Episode, as_of: date) -> str:
-    """An episode seen from an as-of date: its outcome if it was decided by then, else still waiting.
-    (An episode's T0 and criteria depend only on facts dated up to T0, so this is exact.)"""
-    if episode.end_on is not None and episode.end_on <= as_of:
+class Decidable(Protocol):
+    """What the as-of reading needs of an episode: an `Episode`, an `EntryEpisode` row or a selected row."""
+
+    @property
+    def outcome(self) -> str: ...
+
+    @property
+    def end_on(self) -> date | None: ...
+
+
+def outcome_as_of(episode: Decidable, as_of: date) -> str:
+    """THE reading of an entry episode seen from an as-of date: its outcome (one of `DECISIONS`) if it was
+    decided on or before as_of, else still waiting (`WAITING`). (An episode's T0 and criteria depend only on
+    facts dated up to T0, so this is exact.) Its SQL twin, for stored episodes, is in
+    `app.orientation.episodes` (`waiting_on`, `decided_by`, `oriented_by`)."""
+    if episode.end_on is not None and episode.end_on <= as_of and episode.outcome in DECISIONS:
         return episode.outcome
-    return "en_attente"
+    return WAITING
+
+
+def decision_as_of(episode: Decidable, as_of: date) -> str | None:
+    """`outcome_as_of`, with None for an episode still waiting on as_of."""
+    outcome = outcome_as_of(episode, as_of)
+    return None if outcome == WAITING else outcome
+
+
+def known_as_of(day: date | None, as_of: date) -> date | None:
+    """A dated fact of an episode (an appointment, a contract, a departure) as known on as_of: its date if
+    on or before as_of, else None."""
+    return day if day is not None and day <= as_of else None

@@ -1,0 +1,103 @@
+"""The worklist: the persons waiting for an orientation on a day, by deadline (T0 first).
+
+"Waiting on day D" is the one as-of reading (`rules.outcome_as_of`), read here through its SQL twin
+`episodes.waiting_on` (an index range on `entry_episodes`). Read by the HTTP worklist and the demo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal
+
+from sqlalchemy import Select, and_, func, select
+from sqlalchemy.orm import Session, defer
+
+from app.flux.order import state_order
+from app.models import EntryEpisode, Person, PersonState
+from app.orientation.episodes import waiting_on
+from app.rules.deadlines import latest_t0_overdue
+
+
+@dataclass(frozen=True)
+class WorklistEntry:
+    """One person waiting: their open episode, the person, and their latest state as present (if any)."""
+
+    episode: EntryEpisode
+    person: Person
+    state: PersonState | None
+
+
+@dataclass(frozen=True)
+class WorklistPage:
+    total: int  # every person waiting that the filters keep, whatever the page
+    entries: list[WorklistEntry]
+
+
+def _waiting(
+    departements: Sequence[str],
+    day: date,
+    overdue: bool | None,
+    commune: str | None,
+    organisme: Literal["CAF", "MSA"] | None,
+) -> Select[Any]:
+    ee = EntryEpisode
+    query = select(ee).where(ee.departement_code.in_(departements), waiting_on(ee, day))
+    if overdue is True:
+        query = query.where(ee.t0 <= latest_t0_overdue(day))
+    elif overdue is False:
+        query = query.where(ee.t0 > latest_t0_overdue(day))
+    if commune:
+        query = query.where(ee.commune == commune)
+    if organisme:
+        query = query.where(ee.caf_msa == organisme)
+    return query
+
+
+def latest_present_states(session: Session, person_ids: Sequence[int]) -> dict[int, PersonState]:
+    """Each person's latest state in which they were present (the last of the latest reception day)."""
+    if not person_ids:
+        return {}
+    last = (
+        select(PersonState.person_id, func.max(PersonState.received_on).label("day"))
+        .where(PersonState.person_id.in_(person_ids), PersonState.present.is_(True))
+        .group_by(PersonState.person_id)
+        .subquery()
+    )
+    latest: dict[int, PersonState] = {}
+    for state in session.scalars(
+        select(PersonState)
+        .join(last, and_(PersonState.person_id == last.c.person_id, PersonState.received_on == last.c.day))
+        .order_by(*state_order(PersonState))
+    ):
+        latest[state.person_id] = state
+    return latest
+
+
+def worklist_page(
+    session: Session,
+    departements: Sequence[str],
+    day: date,
+    *,
+    overdue: bool | None = None,
+    commune: str | None = None,
+    organisme: Literal["CAF", "MSA"] | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> WorklistPage:
+    """The persons of these départements waiting on `day`, by T0 then person: one page, and the total.
+    `overdue`: only those past the 15-day deadline (True) or not yet (False)."""
+    query = _waiting(departements, day, overdue, commune, organisme)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page: Sequence[EntryEpisode] = session.scalars(
+        query.options(defer(EntryEpisode.criteria))
+        .order_by(EntryEpisode.t0, EntryEpisode.person_id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    ids = [e.person_id for e in page]
+    persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
+    states = latest_present_states(session, ids)
+    entries = [WorklistEntry(e, persons[e.person_id], states.get(e.person_id)) for e in page]
+    return WorklistPage(total=total, entries=entries)
