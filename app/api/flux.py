@@ -93,7 +93,8 @@ async def upload_flux(
     principal: Annotated[Principal, Authorized(Scope.flux_write)],
     file: Annotated[UploadFile, File(description="VRSB0801 XML, plain or gzip")],
     received_on: Annotated[
-        date | None, Form(description="Date the Département received it (default: today, Europe/Paris)")
+        date | None,
+        Form(description="Date the Département received it, never in the future (default: today, Europe/Paris)"),
     ] = None,
     initial_stock: Annotated[bool, Form(description="First load of the département (monthly or reprise file)")] = False,
     departement: Annotated[

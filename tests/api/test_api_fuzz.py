@@ -48,6 +48,7 @@ SEMANTIC = {
         "no ISO week",  # 2023-W53: a year with 52 weeks
         "before 1900",  # a pilotage period or dashboard month before there was any RSA
         "commence après",  # the dashboard's month starts after its as_of date
+        "in the future",  # a flux's reception date after today (the clock's, not the schema's)
     ),
     "flux_rejected": ("",),  # a flux file's content (its report says where)
     "return_file_rejected": ("",),  # France Travail's return file's content
