@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import IO, Annotated, Any
 
 import anyio
-import structlog
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
@@ -23,18 +22,12 @@ from app.db import get_engine, write_transaction
 from app.errors import Unprocessable
 from app.exports import links
 from app.exports.publication import Publication
-from app.exports.publish import (
-    PublishError,
-    publish,
-    token_hashes,
-)
+from app.exports.publish import PublishError, publish, token_hashes
 from app.exports.weekly import Week, WeekError
 from app.france_travail.return_file import ingest
 from app.kit.validation import InputModel
 from app.security.auth import Principal
 from app.security.scopes import Scope
-
-log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/v1/exports", tags=["exports"])
 
