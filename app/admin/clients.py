@@ -64,6 +64,11 @@ def create_client(
     return CreatedClient(client_id=client.id, key=generated.key)
 
 
+def list_clients(session: Session) -> list[ApiClient]:
+    """Every machine client, revoked ones included, in the order they were created."""
+    return list(session.scalars(select(ApiClient).order_by(ApiClient.id)))
+
+
 def revoke_client(session: Session, name_or_id: str) -> ApiClient:
     query = select(ApiClient).where(ApiClient.name == name_or_id)
     if name_or_id.isdigit():

@@ -8,59 +8,28 @@ personal-data reads. Messages are in French: France Travail's agents read them.
 
 from __future__ import annotations
 
-from pathlib import Path as FilePath
-from typing import IO, Annotated, Any, NamedTuple
+from typing import IO, Annotated, Any
 
 import anyio
-import structlog
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.orm import Session
 
 from app.api.deps import Authorized, SessionDep, SettingsDep, run_write
-from app.audit.chain import action_row
 from app.clock import today
 from app.db import get_engine, write_transaction
-from app.errors import ApiError, NotFound, Unprocessable
+from app.errors import Unprocessable
+from app.exports import links
 from app.exports.publication import Publication
-from app.exports.publish import (
-    IntegrityError,
-    PublishError,
-    aad_of,
-    decrypt_file,
-    publish,
-    token_hashes,
-)
+from app.exports.publish import PublishError, publish, token_hashes
 from app.exports.weekly import Week, WeekError
 from app.france_travail.return_file import ingest
 from app.kit.validation import InputModel
-from app.models import AccessRecord, Export, ExportDownload, ExportLink
-from app.models.base import utcnow
 from app.security.auth import Principal
 from app.security.scopes import Scope
-from app.settings import Settings
-
-log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/v1/exports", tags=["exports"])
-
-
-class LinkInvalid(ApiError):
-    status_code = 403
-    code = "link_invalid"
-
-
-class LinkGone(ApiError):
-    status_code = 410
-    code = "link_gone"
-
-
-class ExportCorrupted(ApiError):
-    status_code = 409
-    code = "export_corrupted"
 
 
 Token = Annotated[str, Path(min_length=20, max_length=100, pattern=r"^[A-Za-z0-9_-]+$", description="From the e-mail")]
@@ -81,30 +50,25 @@ async def download(token: Token, request: Request, session: SessionDep, settings
     address = request.client.host if request.client else None
     agent = (request.headers.get("user-agent") or "")[:200] or None
     hashed = token_hashes(settings, token)
-    checked = await anyio.to_thread.run_sync(_check_link, session, settings, hashed)
-    outcome = await run_write(request, lambda: _record_use(session, request, checked, address, agent))
+    request_id = getattr(request.state, "request_id", None)
+
+    def check() -> links.Checked:
+        found = links.find_link(session, hashed)
+        session.commit()  # the read ends before the file is decrypted; the use is recorded in a write of its own
+        return links.check_link(settings, found)
+
+    def record() -> str:
+        with write_transaction(session):
+            return links.record_use(session, checked, address, agent, request_id)
+
+    checked = await anyio.to_thread.run_sync(check)
+    outcome = await run_write(request, record)
     if outcome != "served":
         if checked.plain is not None:
             checked.plain.close()
-        _refuse(outcome)
+        raise links.refusal(outcome)
     assert checked.plain is not None
     return _stream_file(checked.plain, checked.export.filename)
-
-
-def _refuse(outcome: str) -> None:
-    if outcome == "unknown":
-        raise LinkInvalid("Ce lien de téléchargement n'est pas valide.")
-    if outcome == "corrupted":
-        raise ExportCorrupted(
-            "Le fichier stocké ne correspond plus à son empreinte : il n'est pas transmis. "
-            "Le Département en est averti et vous enverra un nouveau lien."
-        )
-    reasons = {
-        "expired": "Ce lien a expiré. Demandez au Département un nouvel envoi.",
-        "revoked": "Ce lien a été révoqué par le Département.",
-        "used": "Ce lien a déjà servi (lien à usage unique). Demandez au Département un nouvel envoi.",
-    }
-    raise LinkGone(reasons[outcome], code=f"link_{outcome}")
 
 
 # -- the Département's side: list, publish, revoke, return files (scopes exports:read / exports:run) --------
@@ -112,9 +76,8 @@ def _refuse(outcome: str) -> None:
 Departement = Annotated[str, Query(pattern=r"^(\d{3}|02[AB])$", description="Département, e.g. 055")]
 
 
-def _export_out(row: Export, links: list[ExportLink], served: int) -> dict[str, Any]:
-    now = utcnow()
-    live = [k for k in links if k.revoked_at is None and k.expires_at > now and not (k.single_use and k.used_at)]
+def _export_out(listed: links.Listed) -> dict[str, Any]:
+    row = listed.export
     return {
         "id": row.id,
         "departement": row.departement_code,
@@ -126,9 +89,9 @@ def _export_out(row: Export, links: list[ExportLink], served: int) -> dict[str, 
         "octets": row.size_bytes,
         "construit_le": row.built_at.isoformat(),
         "publie_le": row.published_at.isoformat() if row.published_at else None,
-        "liens_actifs": len(live),
-        "liens_expiration": max((k.expires_at for k in live), default=None),
-        "telechargements": served,
+        "liens_actifs": len(listed.live),
+        "liens_expiration": listed.live_until,
+        "telechargements": listed.served,
     }
 
 
@@ -140,26 +103,7 @@ def list_exports(
     week: Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$")] = None,
 ) -> dict[str, Any]:
     deps = principal.chosen_departements(departement)
-    query = select(Export).where(Export.departement_code.in_(deps))
-    if week:
-        query = query.where(Export.week == week)
-    rows = list(session.scalars(query.order_by(Export.week.desc(), Export.departement_code, Export.kind).limit(200)))
-    ids = [r.id for r in rows]
-    links: dict[int, list[ExportLink]] = {}
-    for link in session.scalars(select(ExportLink).where(ExportLink.export_id.in_(ids))) if ids else []:
-        links.setdefault(link.export_id, []).append(link)
-    served = (
-        dict(
-            session.execute(
-                select(ExportDownload.export_id, func.count())
-                .where(ExportDownload.export_id.in_(ids), ExportDownload.outcome == "served")
-                .group_by(ExportDownload.export_id)
-            ).all()
-        )
-        if ids
-        else {}
-    )
-    return {"items": [_export_out(r, links.get(r.id, []), int(served.get(r.id, 0))) for r in rows]}
+    return {"items": [_export_out(listed) for listed in links.list_exports(session, deps, week)]}
 
 
 class PublishIn(InputModel):
@@ -209,15 +153,7 @@ async def revoke(
 ) -> dict[str, Any]:
     def work() -> int:
         with write_transaction(session):
-            row = session.get(Export, export_id)
-            if row is None or row.departement_code not in principal.departements:
-                raise NotFound("No such export.")
-            result = session.execute(
-                update(ExportLink)
-                .where(ExportLink.export_id == export_id, ExportLink.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
-            return int(result.rowcount)  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+            return links.revoke_links(session, export_id, principal.departements)
 
     return {"export_id": export_id, "liens_revoques": await run_write(request, work)}
 
@@ -243,88 +179,6 @@ async def post_return_file(
         return report.to_dict()
 
     return await run_write(request, work)
-
-
-# -- the steps of `download`, in the order they run ---------------------------------------------------------
-
-
-class _Checked(NamedTuple):
-    """A download link checked: the link and its file when known, the file opened when it may be served,
-    and the outcome (unknown, revoked, expired, used, corrupted or served)."""
-
-    link: Any
-    export: Any
-    plain: IO[bytes] | None
-    outcome: str
-
-
-def _check_link(session: Session, settings: Settings, hashed: list[str]) -> _Checked:
-    """The link of a token's hashes, and whether its file may be served (decrypted and checked)."""
-    found = session.execute(
-        select(ExportLink, Export)
-        .join(Export, Export.id == ExportLink.export_id)
-        .where(ExportLink.token_hash.in_(hashed))
-    ).first()
-    session.commit()
-    if found is None:
-        return _Checked(None, None, None, "unknown")
-    link, export = found
-    now = utcnow()
-    if link.revoked_at is not None:
-        return _Checked(link, export, None, "revoked")
-    if link.expires_at <= now:
-        return _Checked(link, export, None, "expired")
-    if link.single_use and link.used_at is not None:
-        return _Checked(link, export, None, "used")
-    try:
-        plain = decrypt_file(FilePath(export.path), settings.export_key_ring, aad_of(export), export.sha256)
-    except (IntegrityError, OSError) as exc:
-        log.error("export_corrupted", export_id=export.id, reason=str(exc))
-        return _Checked(link, export, None, "corrupted")
-    return _Checked(link, export, plain, "served")
-
-
-def _record_use(session: Session, request: Request, checked: _Checked, address: str | None, agent: str | None) -> str:
-    """Record the attempt (served or refused) and, when served, the link's use (a single-use link claimed
-    once: a download that lost the race is "used"); returns the final outcome."""
-    link, export = checked.link, checked.export
-    with write_transaction(session):
-        result = checked.outcome
-        if result == "served" and link.single_use:
-            claimed = session.execute(  # type: ignore[attr-defined]  # an UPDATE's CursorResult
-                update(ExportLink)
-                .where(ExportLink.id == link.id, ExportLink.used_at.is_(None))
-                .values(used_at=utcnow())
-            ).rowcount
-            if not claimed:
-                result = "used"  # another download took it a moment ago
-        elif result == "served":
-            session.execute(update(ExportLink).where(ExportLink.id == link.id).values(used_at=utcnow()))
-        session.add(
-            ExportDownload(
-                link_id=link.id if link else None,
-                export_id=export.id if export else None,
-                address=address,
-                user_agent=agent,
-                outcome=result,
-            )
-        )
-        # every attempt is an audit event: a download of personal data, or a refused link (by whom, where)
-        session.execute(
-            insert(AccessRecord).values(
-                action_row(
-                    f"link:{link.id}" if link else "link:unknown",
-                    f"export.download.{export.kind}" if export else "export.download",
-                    export.departement_code if export else None,
-                    outcome="ok" if result == "served" else "refused",
-                    detail=None if result == "served" else {"reason": result},
-                    endpoint="GET /api/v1/exports/download",
-                    request_id=getattr(request.state, "request_id", None),
-                    source_address=address,
-                )
-            )
-        )
-    return result
 
 
 def _stream_file(plain: IO[bytes], filename: str) -> StreamingResponse:

@@ -12,11 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import func, select
 
 from app.api.deps import Authorized, FileId, SessionDep, SettingsDep, run_write
 from app.clock import today
 from app.errors import NotFound, Unprocessable
+from app.flux import service as flux_files
 from app.flux.loader import IngestOptions, IngestReport, ingest_file
 from app.kit.files import private_dir
 from app.kit.validation import control_character_problem
@@ -162,11 +162,7 @@ def list_flux(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> FluxPage:
-    query = select(FluxFile).where(FluxFile.departement_code.in_(sorted(principal.departements)))
-    if status:
-        query = query.where(FluxFile.status == status)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(FluxFile.received_on.desc(), FluxFile.id.desc()).limit(limit).offset(offset))
+    total, rows = flux_files.page(session, principal.departements, status, limit, offset)
     return FluxPage(total=total, items=[FluxFileOut(**_out(r)) for r in rows])
 
 
@@ -174,7 +170,7 @@ def list_flux(
 def get_flux(
     file_id: FileId, session: SessionDep, principal: Annotated[Principal, Authorized(Scope.flux_write)]
 ) -> FluxFileDetail:
-    row = session.get(FluxFile, file_id)
-    if row is None or row.departement_code not in principal.departements:
+    row = flux_files.get(session, file_id, principal.departements)
+    if row is None:
         raise NotFound("No such flux file.")
     return FluxFileDetail(**_out(row), report=public_report(row.report or {}))

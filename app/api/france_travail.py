@@ -9,7 +9,6 @@ call is recorded with the other personal-data reads.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -20,7 +19,8 @@ from pydantic import ConfigDict, Field
 from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep, run_write
 from app.clients.france_travail import Agent, FranceTravailClient, FranceTravailError, FranceTravailUnavailable
 from app.db import write_transaction
-from app.errors import ApiError, Unprocessable
+from app.errors import Unprocessable
+from app.france_travail import errors as ft_errors
 from app.france_travail import service as ft
 from app.kit.validation import InputModel
 from app.persons import repository as person_service
@@ -30,28 +30,10 @@ from app.security.scopes import Scope
 router = APIRouter(prefix="/api/v1/persons", tags=["france-travail"])
 
 
-class FranceTravailUnavailableError(ApiError):
-    status_code = 503
-    code = "france_travail_unavailable"
-
-
-class FranceTravailNotConfiguredError(ApiError):
-    status_code = 503
-    code = "france_travail_not_configured"
-
-
-class FranceTravailAnswerError(ApiError):
-    status_code = 502
-    code = "france_travail_error"
-
-
 def _client(request: Request) -> FranceTravailClient:
     client: FranceTravailClient | None = getattr(request.app.state, "ft_client", None)
     if client is None:
-        raise FranceTravailNotConfiguredError(
-            "France Travail is not configured on this service (PASSERELLE_FT_AUTH_URL, _API_URL, _CLIENT_ID, "
-            "_CLIENT_SECRET); what is already known stays readable at GET …/france-travail."
-        )
+        raise ft_errors.FranceTravailNotConfiguredError(ft_errors.NOT_CONFIGURED)
     return client
 
 
@@ -64,16 +46,6 @@ def _agent(principal: Principal) -> Agent:
         )
     a = principal.agent
     return Agent(a.identifiant, a.nom, a.prenom)
-
-
-def _unavailable(ex: ft.Exchange, settings: Any) -> FranceTravailUnavailableError:
-    retry = max(1, math.ceil(settings.ft_circuit_cooldown_seconds))
-    error = FranceTravailUnavailableError(
-        f"France Travail did not answer in time ({ex.message}); nothing is lost: retry later.",
-        {"retry_after": retry},
-    )
-    error.headers = {"Retry-After": str(retry)}
-    return error
 
 
 def _read(session: Any, settings: Any, principal: Principal, person_id: int) -> tuple[Any, ft.PersonRef]:
@@ -114,17 +86,8 @@ async def _with_france_travail(
         return changes, shown
 
     changes, shown = await run_write(request, write)
-    _raise_for_service(ex, settings)  # what was tried is stored (the calls' trace)
+    ft_errors.raise_for_service(ex, settings)  # what was tried is stored (the calls' trace)
     return ex, changes, shown
-
-
-def _raise_for_service(ex: ft.Exchange, settings: Any) -> None:
-    """France Travail as a whole failed (not this person's answer): 503 when it did not answer, 502 when its
-    token endpoint refused our client."""
-    if ex.outcome == "unavailable":
-        raise _unavailable(ex, settings)
-    if ex.outcome == "token_refused":
-        raise FranceTravailAnswerError(f"{ex.message}", {"resultat": ex.outcome})
 
 
 @router.get(
@@ -207,11 +170,7 @@ async def save_diagnostic(
     ex, _changes, _shown = await _with_france_travail(
         request, session, settings, principal, person_id, work, "ft.diagnostic"
     )
-    if ex.outcome != "found":
-        raise FranceTravailAnswerError(
-            f"France Travail did not record the diagnostic: {ex.outcome} ({ex.code}): {ex.message}",
-            {"resultat": ex.outcome, "codeRetour": ex.code},
-        )
+    ft_errors.raise_unless_recorded(ex)
     return {"person_id": person_id, "resultat": "enregistre", "codeRetour": ex.code}
 
 

@@ -6,10 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Security
 from pydantic import BaseModel
-from sqlalchemy import select
 
+from app.admin.clients import list_clients as all_clients
 from app.api.deps import Authorized, SessionDep, authenticate
-from app.models import ApiClient
 from app.security.auth import Principal
 from app.security.scopes import Scope
 
@@ -54,7 +53,7 @@ class ClientOut(BaseModel):
 
 @router.get("/admin/clients", response_model=list[ClientOut], summary="Machine clients (admin)")
 def list_clients(session: SessionDep, principal: Annotated[Principal, Authorized(Scope.admin)]) -> list[ClientOut]:
-    clients = session.scalars(select(ApiClient).order_by(ApiClient.id)).all()
+    clients = all_clients(session)
     # An administrator sees the clients that share at least one of its départements.
     return [
         ClientOut(

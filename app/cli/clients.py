@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 
 from app.cli.common import (
     console,
@@ -36,14 +35,12 @@ def departements_add(code: str, name: Annotated[str | None, typer.Option()] = No
 @departements_app.command("list")
 def departements_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the registered départements."""
+    from app.admin.departements import list_departements
     from app.db import session_scope
-    from app.models import Departement
 
     ready_settings()
     with session_scope() as session:
-        rows = [
-            {"code": d.code, "name": d.name} for d in session.scalars(select(Departement).order_by(Departement.code))
-        ]
+        rows = [{"code": d.code, "name": d.name} for d in list_departements(session)]
     if as_json:
         print_json(rows)
     else:
@@ -71,8 +68,8 @@ def clients_create(
 @clients_app.command("list")
 def clients_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List machine clients (never their keys)."""
+    from app.admin.clients import list_clients
     from app.db import session_scope
-    from app.models import ApiClient
 
     ready_settings()
     with session_scope() as session:
@@ -87,7 +84,7 @@ def clients_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
                 "last_used_at": c.last_used_at.isoformat() if c.last_used_at else None,
                 "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
             }
-            for c in session.scalars(select(ApiClient).order_by(ApiClient.id))
+            for c in list_clients(session)
         ]
     if as_json:
         print_json(rows)

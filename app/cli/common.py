@@ -61,13 +61,11 @@ def validated_departement(code: str) -> str:
 def chosen_departements(departement: str | None) -> tuple[str, ...]:
     """The départements a command works on: the one given (which must be known: exit 2 naming the known
     ones), or every département configured."""
-    from sqlalchemy import select
-
+    from app.admin.departements import known_codes
     from app.db import session_scope
-    from app.models import Departement
 
     with session_scope() as session:
-        known = tuple(session.scalars(select(Departement.code).order_by(Departement.code)))
+        known = tuple(known_codes(session))
     if departement is None:
         return known
     code = validated_departement(departement)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
 
 from app.cli.common import (
     ExitCode,
@@ -202,7 +201,7 @@ def flux_list(
 ) -> None:
     """The latest received files."""
     from app.db import session_scope
-    from app.models import FluxFile
+    from app.flux import service as flux_files
 
     ready_settings()
     with session_scope() as session:
@@ -220,7 +219,7 @@ def flux_list(
                 "rejected_records": f.rejected_records,
                 "error": f.error,
             }
-            for f in session.scalars(select(FluxFile).order_by(FluxFile.id.desc()).limit(limit))
+            for f in flux_files.latest(session, limit)
         ]
     if as_json:
         print_json(rows)
@@ -237,11 +236,11 @@ def flux_list(
 def flux_show(file_id: int) -> None:
     """One file's full ingestion report (JSON), with its id."""
     from app.db import session_scope
-    from app.models import FluxFile
+    from app.flux import service as flux_files
 
     ready_settings()
     with session_scope() as session:
-        row = session.get(FluxFile, file_id)
+        row = flux_files.get(session, file_id)
         if row is None:
             raise fail(f"no flux file #{file_id} (see `passerelle flux list`)", ExitCode.USAGE)
         print_json(dict(row.report or {}) | {"file_id": row.id, "status": row.status})

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 
 from app.cli.common import (
     ExitCode,
@@ -44,10 +43,10 @@ def orientations_import(
     """Import orientation events (reprise de stock, platform exports). Valid rows are applied in one
     transaction; rejected rows are listed with their line and reason (exit code 1 if any); a column that does
     not concern a row's event is ignored with a warning (docs/rules.md, "CSV import")."""
+    from app.admin.departements import known_codes
     from app.db import session_scope
     from app.errors import ApiError
     from app.integrations.rdv_insertion.users_export import import_export
-    from app.models import Departement
     from app.orientation.service import import_csv
 
     if file_format not in ("auto", "events", "rdv-insertion"):
@@ -66,7 +65,7 @@ def orientations_import(
     try:
         with session_scope(write=True) as session:
             if departement is None:
-                codes = session.scalars(select(Departement.code)).all()
+                codes = known_codes(session)
                 if len(codes) != 1:
                     raise fail("several départements are registered: give --departement", ExitCode.USAGE)
                 departement = codes[0]

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
 
 from app.cli.common import (
     ExitCode,
@@ -35,9 +34,9 @@ def pilotage_orientation(
     output: Annotated[str, typer.Option("--format", help="json, csv or table")] = "table",
 ) -> None:
     """Nouveaux entrants and their orientation within 15 days / one month (annex 4, indicators 1 and 2)."""
+    from app.admin.departements import known_codes
     from app.clock import today
     from app.db import get_engine
-    from app.models import Departement
     from app.orientation.episodes import pending_count
     from app.pilotage.indicator import orientation_indicator
 
@@ -51,7 +50,7 @@ def pilotage_orientation(
     day = parse_day(as_of, "--as-of") or today(settings)
     engine = get_engine(settings)
     with engine.connect() as conn:
-        deps = departement or list(conn.execute(select(Departement.code).order_by(Departement.code)).scalars())
+        deps = departement or known_codes(conn)
     with engine.connect() as conn:
         result = orientation_indicator(conn, deps, day_from, day_to, day)
         pending = pending_count(conn)

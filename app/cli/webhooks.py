@@ -7,7 +7,6 @@ from datetime import UTC, datetime, time
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 
 from app.cli.common import (
     ExitCode,
@@ -24,13 +23,13 @@ webhooks_app = typer.Typer(help="Partners' webhooks (RDV-Insertion): unmatched i
 
 
 def _departements(departement: str | None) -> list[str]:
+    from app.admin.departements import known_codes
     from app.db import session_scope
-    from app.models import Departement
 
     if departement is not None:
         return [validated_departement(departement)]
     with session_scope() as session:
-        return list(session.scalars(select(Departement.code).order_by(Departement.code)))
+        return known_codes(session)
 
 
 @webhooks_app.command("unmatched")
