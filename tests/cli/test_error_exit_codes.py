@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.errors import ExitCode, PasserelleError, TooManyRequests
+from tests.support.cli import run_cli
 
 # the modules that define the domains' errors (the commands import them only when they run)
 _ERROR_MODULES = (
@@ -16,24 +17,6 @@ _ERROR_MODULES = (
     "app.flux.report", "app.france_travail.errors", "app.france_travail.sync", "app.pilotage.communes",
     "app.pilotage.period",
 )  # fmt: skip
-
-
-def run_cli(settings, monkeypatch, *args):
-    """`passerelle ARGS` in-process against these settings' database (as tests/support/cli.py does; written
-    out here so that this file does not depend on where that helper lives)."""
-    from app import cli
-    from app.settings import get_settings
-
-    for name in ("database_url", "data_dir", "nir_encryption_keys", "nir_hmac_key", "api_key_pepper"):
-        value = getattr(settings, name)
-        value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        monkeypatch.setenv(f"PASSERELLE_{name.upper()}", str(value))
-    monkeypatch.setenv("PASSERELLE_ENV", "test")
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(cli.app, [str(a) for a in args], catch_exceptions=False)
-    finally:
-        get_settings.cache_clear()
 
 
 def _subclasses(cls: type[PasserelleError]) -> list[type[PasserelleError]]:
