@@ -32,7 +32,6 @@ from sqlalchemy import Connection, Engine, Table, and_, delete, func, or_, selec
 from app.audit.chain import record_action_now
 from app.clock import today
 from app.db import claim_write, one_of
-from app.flux.order import state_order
 from app.models import (
     AccessRecord,
     AuditChain,
@@ -57,6 +56,7 @@ from app.models import (
     WebhookItem,
 )
 from app.models.base import utcnow
+from app.persons.states import latest_states
 from app.rules.config import DROIT_CLOS
 from app.rules.episodes import add_months
 from app.settings import Settings
@@ -101,13 +101,10 @@ def _table(model: Any) -> Table:
 def closed_persons(conn: Connection, before: date) -> list[int]:
     """Persons whose latest fact closes their right and is dated before `before`."""
     ps = _table(PersonState).c
-    rank = func.row_number().over(partition_by=ps.person_id, order_by=state_order(ps, descending=True))
-    latest = select(ps.person_id, ps.received_on, ps.present, ps.etat, ps.closure_date, rank.label("r")).subquery()
+    latest = latest_states((ps.person_id, ps.received_on, ps.present, ps.etat, ps.closure_date))
     closed = or_(latest.c.present.is_(False), latest.c.etat.in_(DROIT_CLOS), latest.c.closure_date.is_not(None))
     rows = conn.execute(
-        select(latest.c.person_id)
-        .where(latest.c.r == 1, latest.c.received_on < before, closed)
-        .order_by(latest.c.person_id)
+        select(latest.c.person_id).where(latest.c.received_on < before, closed).order_by(latest.c.person_id)
     )
     return [int(r[0]) for r in rows]
 

@@ -122,7 +122,7 @@ def who_accessed(session: Session, departements: tuple[str, ...], person_id: int
 
 def to_csv(items: list[dict[str, Any]]) -> str:
     """`;`, a BOM for French Excel, CRLF: written as the weekly files are (app.exports.weekly.write_csv)."""
-    from app.exports.weekly import write_csv
+    from app.kit.csv import write_csv
 
     out = io.BytesIO()
     rows = (["" if item[c] is None else str(item[c]) for c in CSV_COLUMNS] for item in items)

@@ -40,6 +40,7 @@ from app.errors import Busy, Unavailable
 from app.exports import weekly
 from app.exports.publication import Built, Publication
 from app.kit import jobs as leases
+from app.kit.csv import write_csv
 from app.kit.files import private_dir
 from app.models import Export, ExportLink, JobLease
 from app.models.base import utcnow
@@ -151,7 +152,7 @@ def build(engine: Engine, settings: Settings, departement: str, week: weekly.Wee
                     rows = weekly.flux_rows(conn, settings, departement, week)
                 else:
                     rows = weekly.pilotage_rows(conn, settings, departement, week.sunday)
-                count = weekly.write_csv(columns, rows, plain)
+                count = write_csv(columns, rows, plain)
             size = plain.tell()
             plain.seek(0)
             digest = hashlib.sha256()

@@ -13,8 +13,6 @@ and with no clock in the content: building the same week twice gives the same by
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,16 +24,15 @@ from sqlalchemy import Connection, func, select
 from app.db import one_of
 from app.errors import ExitCode, Unprocessable
 from app.flux.instruction_facts import france_travail_contacts
-from app.flux.order import state_order
-from app.models import EntryEpisode, InstructionRecord, OrientationEvent, Person, PersonState
+from app.models import EntryEpisode, InstructionRecord, OrientationEvent, Person
 from app.orientation.episodes import oriented_by
+from app.persons.states import states_as_of
 from app.rules.episodes import ORIENTED, outcome_as_of
 from app.security.nir import NirProtector, nir_key
 from app.settings import Settings
 
 WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
 PAGE = 1000
-BOM = "\ufeff"
 
 FLUX_COLUMNS = (
     "CIVILITE",
@@ -126,34 +123,6 @@ def _streamed(conn: Connection) -> Connection:
 
 def fr(day: date | None) -> str:
     return day.strftime("%d/%m/%Y") if day else ""
-
-
-def write_csv(columns: tuple[str, ...], rows: Iterator[list[str]], out: Any) -> int:
-    """Write the CSV to the binary stream `out` (a BOM, `;`, CRLF); returns the number of rows."""
-    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
-    text.write(BOM)
-    writer = csv.writer(text, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(columns)
-    n = 0
-    for row in rows:
-        writer.writerow(row)
-        n += 1
-    text.flush()
-    text.detach()
-    return n
-
-
-def states_as_of(conn: Connection, ids: list[int], day: date) -> dict[int, Any]:
-    """Each person's latest state where present, dated on or before `day`."""
-    table = PersonState.__table__
-    ps = table.c
-    rank = func.row_number().over(partition_by=ps.person_id, order_by=state_order(ps, descending=True))
-    inner = (
-        select(table, rank.label("rank"))
-        .where(one_of(conn, ps.person_id, ids), ps.received_on <= day, ps.present.is_(True))
-        .subquery()
-    )
-    return {r.person_id: r for r in conn.execute(select(inner).where(inner.c.rank == 1))}
 
 
 def _nationalities(conn: Connection, ids: list[int], day: date) -> dict[int, str]:

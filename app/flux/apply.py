@@ -25,11 +25,11 @@ from app.flux.bulk import (
 from app.flux.derive import ROW_COLUMNS, STATE_COLUMNS, Prepared, State, absent_state, fingerprint, keep_known
 from app.flux.identity import Accepted, IdentityMatcher, PersonRow, Resolved
 from app.flux.instruction import attach_pending
-from app.flux.order import FileKey, file_key, state_order, states_up_to
 from app.flux.reader import REJECT_FOYER, REJECT_PERSON
 from app.flux.records import FluxHeader
 from app.flux.replay import ABSENCE_RANK, FULL_FILES, Replay
 from app.flux.report import IngestOptions, IngestReport, ReferenceIntegrityError
+from app.persons.order import FileKey, file_key, state_order, states_up_to
 from app.security.nir import NirProtector
 from app.settings import Settings
 
@@ -87,7 +87,7 @@ class Ingestion:
 
     @property
     def key(self) -> FileKey:
-        """Where this file stands among the dated facts (app.flux.order)."""
+        """Where this file stands among the dated facts (app.persons.order)."""
         assert self.created_at is not None and self.header is not None
         return file_key(self.options.received_on, self.created_at, self.header.type_flux, self.file_id)
 

@@ -12,11 +12,8 @@ a new person or a person whose NIR becomes known: a monthly file repeating every
 from __future__ import annotations
 
 import hashlib
-import hmac
 import operator
-import unicodedata
 from datetime import date
-from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import String
@@ -24,17 +21,8 @@ from sqlalchemy import String
 from app.flux.reader import REJECT_FOYER, REJECT_PERSON
 from app.flux.records import BRSA_ROLES, MISSING_ADMINISTRATIVE, MISSING_PRESTATION, FoyerRecord, Suspension
 from app.models.flux import FoyerEvent, Person, PersonState
+from app.persons.keys import identity_key_text, identity_secret, keyed_mac, matricule_key_text
 from app.security.nir import NirLookup
-
-
-@lru_cache(maxsize=65536)
-def _norm(value: str | None) -> str:
-    """Names compared without case, accents, spaces or punctuation (identity key of last resort)."""
-    if not value:
-        return ""
-    decomposed = unicodedata.normalize("NFKD", value.upper())
-    return "".join(c for c in decomposed if c.isalnum())
-
 
 # -- state of a person in one file ------------------------------------------------------------
 
@@ -197,36 +185,6 @@ def absent_state(previous: dict[str, Any], reason: str) -> State:
     return tuple(values[c] for c in STATE_COLUMNS)
 
 
-# -- identity keys ----------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=8)
-def _identity_secret(hmac_key: bytes) -> bytes:
-    """The key of the identity-key MAC, derived from the HMAC key (one secret to configure and rotate)."""
-    return hmac.digest(hmac_key, b"passerelle-rsa identity keys v1", "sha256")
-
-
-def _mac(secret: bytes, raw: str) -> str:
-    return hashlib.blake2b(raw.encode(), key=secret, digest_size=16).hexdigest()
-
-
-def key_hash(hmac_key: bytes, raw: str) -> str:
-    """The stored form of a matricule, demand-number or identity key: 128 bits of keyed BLAKE2b (RFC 7693's
-    MAC mode; 2.5 × cheaper than HMAC-SHA256 here, and these are not NIRs). The NIR key is the NIR's own
-    HMAC-SHA256 lookup hash."""
-    return _mac(_identity_secret(hmac_key), raw)
-
-
-def identity_key_text(nom: str, prenom: str, born_iso: str) -> str:
-    """names + birth date, as hashed into the `identity` key (compared without case, accents or spaces)."""
-    return f"id|{_norm(nom)}|{_norm(prenom)}|{born_iso}"
-
-
-def matricule_key_text(fonorg: str | None, numorg: str | None, matricule: str, role: str) -> str:
-    """organisme + matricule + role, as hashed into the `matricule` key (also used to search by it)."""
-    return f"mat|{fonorg}|{numorg}|{matricule}|{role}"
-
-
 # -- a foyer, prepared for the loader ---------------------------------------------------------
 
 
@@ -300,10 +258,10 @@ class Deriver:
 
     def __init__(self, hmac_key: bytes) -> None:
         self.nir = NirLookup(hmac_key)
-        self._secret = _identity_secret(hmac_key)
+        self._secret = identity_secret(hmac_key)
 
     def _h(self, raw: str) -> str:
-        return _mac(self._secret, raw)
+        return keyed_mac(self._secret, raw)
 
     def prepare(self, foyer: FoyerRecord) -> tuple[Any, ...]:
         """The foyer as a plain tuple in `Prepared` order (what `marshal` can send)."""

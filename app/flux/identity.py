@@ -27,8 +27,8 @@ from app.flux.bulk import (
     next_person_base,
 )
 from app.flux.derive import Prepared, PreparedPerson, State
-from app.flux.order import FileKey, file_key
 from app.flux.report import IngestReport, ReferenceIntegrityError
+from app.persons.order import FileKey, file_key
 from app.security.nir import NirProtector
 
 FoyerKey = tuple[Any, Any, Any]  # (fonorg, numorg, matricule)

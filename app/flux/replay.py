@@ -26,8 +26,8 @@ from sqlalchemy import Connection, Table, bindparam, delete, select, update
 
 from app.db import one_of
 from app.flux.derive import ROW_COLUMNS, STATE_COLUMNS, State, absent_state, fingerprint, keep_known
-from app.flux.order import FileKey, file_key, file_order, files_after, state_order
 from app.models import FluxFile, FluxObservation, PersonState
+from app.persons.order import FileKey, file_key, file_order, files_after, state_order
 
 FULL_FILES = ("M", "R")  # a full file carries everyone its organisme pays
 ABSENCE_RANK = 10_000_000  # `seq` of absence rows: after every record of their file

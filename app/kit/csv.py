@@ -1,13 +1,20 @@
 """CSV as people write it, shared by every import (orientation events, rdv-insertion users, France Travail's
-return file): the text whatever the encoding Excel chose, and dates written the French way."""
+return file): the text whatever the encoding Excel chose, and dates written the French way; and CSV as French
+Excel reads it, written by every export (weekly files, pilotage tables, the audit journal): `;`, UTF-8 with a
+BOM, CRLF."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
+from collections.abc import Iterable
 from datetime import date
+from typing import Any
 
 from app.errors import Unprocessable
 
+BOM = "\ufeff"
 _FR_DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
 
 
@@ -40,3 +47,18 @@ def iso_date(value: str, column: str) -> str:
         return date.fromisoformat(value).isoformat()
     except ValueError:
         raise ValueError(f"{column}: {value[:20]!r} is not a date (aaaa-mm-jj or jj/mm/aaaa)") from None
+
+
+def write_csv(columns: tuple[str, ...], rows: Iterable[list[str]], out: Any) -> int:
+    """Write the CSV to the binary stream `out` (a BOM, `;`, CRLF); returns the number of rows."""
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    text.write(BOM)
+    writer = csv.writer(text, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(columns)
+    n = 0
+    for row in rows:
+        writer.writerow(row)
+        n += 1
+    text.flush()
+    text.detach()
+    return n

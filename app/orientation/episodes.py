@@ -18,8 +18,8 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, delete, func, insert, select, text
 
 from app.db import claim_write, one_of
-from app.flux.order import KIND_RANK
 from app.models import EntryEpisode, EpisodeQueue, FluxFile, OrientationEvent, Person, PersonState
+from app.persons.order import KIND_RANK
 from app.rules.config import DEFAULT, RulesConfig
 from app.rules.episodes import DECISIONS, ORIENTED, Episode, Event, FluxFact, PersonEpisodes, compute_episodes
 

@@ -11,22 +11,23 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session, defer
 
-from app.flux.order import state_order
-from app.models import EntryEpisode, Person, PersonState
+from app.models import EntryEpisode, Person
 from app.orientation.episodes import waiting_on
+from app.persons.states import states_as_of
 from app.rules.deadlines import latest_t0_overdue
 
 
 @dataclass(frozen=True)
 class WorklistEntry:
-    """One person waiting: their open episode, the person, and their latest state as present (if any)."""
+    """One person waiting: their open episode, the person, and their latest state as present on the day (a
+    row of `person_states`, if any)."""
 
     episode: EntryEpisode
     person: Person
-    state: PersonState | None
+    state: Row[Any] | None
 
 
 @dataclass(frozen=True)
@@ -55,26 +56,6 @@ def _waiting(
     return query
 
 
-def latest_present_states(session: Session, person_ids: Sequence[int]) -> dict[int, PersonState]:
-    """Each person's latest state in which they were present (the last of the latest reception day)."""
-    if not person_ids:
-        return {}
-    last = (
-        select(PersonState.person_id, func.max(PersonState.received_on).label("day"))
-        .where(PersonState.person_id.in_(person_ids), PersonState.present.is_(True))
-        .group_by(PersonState.person_id)
-        .subquery()
-    )
-    latest: dict[int, PersonState] = {}
-    for state in session.scalars(
-        select(PersonState)
-        .join(last, and_(PersonState.person_id == last.c.person_id, PersonState.received_on == last.c.day))
-        .order_by(*state_order(PersonState))
-    ):
-        latest[state.person_id] = state
-    return latest
-
-
 def worklist_page(
     session: Session,
     departements: Sequence[str],
@@ -98,6 +79,6 @@ def worklist_page(
     ).all()
     ids = [e.person_id for e in page]
     persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
-    states = latest_present_states(session, ids)
+    states = states_as_of(session.connection(), ids, day)  # the one reading of a state as of a day
     entries = [WorklistEntry(e, persons[e.person_id], states.get(e.person_id)) for e in page]
     return WorklistPage(total=total, entries=entries)

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from app.audit.chain import action_row, job_principal
 from app.audit.reads import PENDING_ACCESS
 from app.errors import NotFound, Unprocessable
-from app.flux.derive import key_hash, matricule_key_text
-from app.flux.order import state_order
 from app.models import FluxFile, Person, PersonKey, PersonState
+from app.persons.keys import key_hash, matricule_key_text
+from app.persons.order import state_order
 from app.security.auth import Principal
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
 from app.settings import Settings

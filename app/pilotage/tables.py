@@ -29,6 +29,7 @@ from sqlalchemy import Connection, func, select
 
 from app.models import EntryEpisode, FluxFile, FtIdentity, FtSnapshot, Person, PersonState
 from app.orientation.episodes import oriented_by
+from app.persons.states import latest_states
 from app.pilotage.communes import CommunesFileError, commune_names, commune_table, commune_title, load_communes
 from app.pilotage.labels import (
     AGE_BANDS,
@@ -262,18 +263,15 @@ def stock_oarsa(ctx: Context) -> Table:
     t = ctx.table("stock-oarsa")
     day = min(ctx.period.end, ctx.as_of)
     ps, ee, p = PersonState.__table__.c, EntryEpisode.__table__.c, Person.__table__.c
-    from app.flux.order import state_order
-
-    rank = func.row_number().over(partition_by=ps.person_id, order_by=state_order(ps, descending=True))
-    latest = (
-        select(ps.person_id, ps.present, ps.sdd, ps.etat, ps.role, ps.fonorg, ps.numcom, rank.label("r"))
-        .where(ps.departement_code.in_(ctx.departements), ps.received_on <= day)
-        .subquery()
+    latest = latest_states(
+        (ps.person_id, ps.present, ps.sdd, ps.etat, ps.role, ps.fonorg, ps.numcom),
+        as_of=day,
+        where=[ps.departement_code.in_(ctx.departements)],
     )
     stock = ctx.conn.execute(
         select(latest.c.person_id, latest.c.role, latest.c.fonorg, latest.c.numcom, p.sexe, p.date_naissance)
         .join(Person.__table__, p.id == latest.c.person_id)
-        .where(latest.c.r == 1, latest.c.present.is_(True), latest.c.sdd.is_(True), latest.c.etat.in_(DROIT_OUVERT))
+        .where(latest.c.present.is_(True), latest.c.sdd.is_(True), latest.c.etat.in_(DROIT_OUVERT))
     ).all()
     orient_rank = func.row_number().over(partition_by=ee.person_id, order_by=(ee.end_on.desc(), ee.id.desc()))
     decisions = (
@@ -444,7 +442,7 @@ def _machine(value: Any) -> str:
 def to_csv(table: Table, locale: str = "fr", names: dict[str, str] | None = None) -> bytes:
     """One row per figure (long format): `;`, UTF-8 with BOM, CRLF; `fr` writes decimal commas and dates
     jj/mm/aaaa (French Excel), `c` points and ISO dates (pandas, R: `read.csv2` is not needed)."""
-    from app.exports.weekly import write_csv
+    from app.kit.csv import write_csv
 
     fmt = french_cell if locale == "fr" else _machine
     data = table.as_dict(names)

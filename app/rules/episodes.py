@@ -30,7 +30,7 @@ class FluxFact:
     """What one received file said about the person (a stored person state)."""
 
     received_on: date
-    order: tuple[Any, ...]  # tie-break on the same reception date (app.flux.order): (created at, kind, id, seq)
+    order: tuple[Any, ...]  # tie-break on the same reception date (app.persons.order): (created at, kind, id, seq)
     present: bool
     etat: str | None
     sdd: bool | None

@@ -113,3 +113,29 @@ def test_the_models_import_no_domain():
     shells = ("app.api", "app.cli", "app.main", "app.demo")
     for module in imported_by("app.models"):
         assert not module.startswith(DOMAINS + shells), module
+
+
+# The domains from the top down (docs/architecture.md): a domain imports only the domains below it. The same
+# order is import-linter's layers contract in pyproject.toml.
+DOMAINS_TOP_DOWN = (
+    ("app.admin", "app.pilotage"),
+    ("app.exports",),
+    ("app.flux",),
+    ("app.integrations",),
+    ("app.orientation",),
+    ("app.france_travail",),
+    ("app.persons",),
+    ("app.audit",),
+)
+
+
+def test_no_domain_imports_a_domain_above_it_or_beside_it():
+    rank = {domain: n for n, layer in enumerate(DOMAINS_TOP_DOWN) for domain in layer}
+    assert set(rank) == set(DOMAINS)
+    upward = []
+    for domain, level in rank.items():
+        for module in imported_by(domain):
+            other = ".".join(module.split(".")[:2])
+            if other in rank and other != domain and rank[other] <= level:
+                upward.append(f"{domain} imports {module}")
+    assert upward == []

@@ -18,9 +18,9 @@ from sqlalchemy import select
 from app.db import get_engine, session_scope
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
-from app.flux.order import KIND_RANK, state_order
 from app.models import FluxObservation, Person, PersonState
 from app.orientation.episodes import refresh_pending
+from app.persons.order import KIND_RANK, state_order
 from tests.support.database import truncate
 from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
 from tests.support.orderproof import Snapshot, ingest_all, orders, snapshot

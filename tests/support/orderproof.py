@@ -16,9 +16,9 @@ from app.db import get_engine
 from app.flux.derive import STATE_COLUMNS
 from app.flux.generator import GeneratedFile
 from app.flux.loader import IngestOptions, ingest_file
-from app.flux.order import state_order
 from app.models import EntryEpisode, FluxFile, Person, PersonKey, PersonState
 from app.orientation.episodes import refresh_pending
+from app.persons.order import state_order
 from app.pilotage.indicator import orientation_indicator
 from app.settings import Settings
 

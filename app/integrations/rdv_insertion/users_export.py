@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from app.clock import today
 from app.errors import ApiError
-from app.flux.derive import key_hash
 from app.integrations.rdv_insertion.webhooks import KeyMaker, match, organismes_of
 from app.kit.csv import decode_csv
 from app.models import OrientationEvent, Person
 from app.orientation.service import EventIn, ImportReport, record_event, record_import
+from app.persons.keys import key_hash
 from app.settings import Settings
 
 FIRST_COLUMNS = ("Civilité", "Nom", "Prénom", "Numéro CAF")

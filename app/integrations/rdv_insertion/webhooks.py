@@ -30,9 +30,9 @@ from app.audit.chain import record_action
 from app.clock import today
 from app.db import one_of
 from app.errors import ApiError
-from app.flux.derive import identity_key_text, key_hash, matricule_key_text
 from app.models import AmbiguousKey, FluxFile, Person, PersonKey, WebhookDelivery, WebhookItem
 from app.orientation.service import EventIn, record_event
+from app.persons.keys import identity_key_text, key_hash, matricule_key_text
 from app.security.nir import NirProtector
 from app.settings import Settings
 
