@@ -1,1 +1,1 @@
-"""Clients of the partners' APIs (France Travail)."""
+"""The partners' clients only: France Travail's APIs (httpx + authlib) and the mail server (SMTP)."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import smtplib
-import ssl
 from datetime import datetime
 from email.message import EmailMessage
 
+from app.clients.mail import send
 from app.exports.publication import Publication
 from app.settings import Settings
 
@@ -50,22 +49,5 @@ def message(settings: Settings, publication: Publication, expires: datetime) -> 
 
 
 def send_links(settings: Settings, publication: Publication, expires: datetime) -> None:
-    """Send the e-mail through the configured server (STARTTLS or SSL, credentials if given)."""
-    if not settings.smtp_host:
-        raise RuntimeError("PASSERELLE_SMTP_HOST is not set")
-    msg = message(settings, publication, expires)
-    context = ssl.create_default_context()
-    timeout = settings.smtp_timeout_seconds
-    if settings.smtp_tls == "ssl":
-        server: smtplib.SMTP = smtplib.SMTP_SSL(
-            settings.smtp_host, settings.smtp_port, timeout=timeout, context=context
-        )
-    else:
-        server = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
-    with server:
-        if settings.smtp_tls == "starttls":
-            server.starttls(context=context)
-        if settings.smtp_user:
-            password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
-            server.login(settings.smtp_user, password)
-        server.send_message(msg)
+    """Send the e-mail that announces the files through the configured mail server."""
+    send(settings, message(settings, publication, expires))
