@@ -37,12 +37,12 @@ from bench.common import fresh_pg_schema, fresh_sqlite
 OUT = Path(__file__).parent / "out"
 
 
-def build(persons: int, years: int) -> Path:
+def build(persons: int, years: int, day: date) -> Path:
     directory = OUT / f"pilotage-{persons}-{years}y"
     if (directory / "manifest.json").exists():
         return directory
     days = years * 365
-    start = today() - timedelta(days=days + 5)
+    start = day - timedelta(days=days + 5)
     generate(directory, int(persons / 2.3), days, start, seed=50, monthly=False)
     return directory
 
@@ -59,14 +59,13 @@ def main() -> None:
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
 
-    t = time.perf_counter()
-    directory = build(args.persons, args.years)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    print(f"{len(manifest)} files in {directory} ({time.perf_counter() - t:.0f} s to generate)")
-
     url = fresh_sqlite(OUT / "pilotage.db") if args.sqlite else fresh_pg_schema(args.pg_url, "bench_pilotage")
     os.environ["PASSERELLE_LOG_LEVEL"] = "WARNING"
     settings = Settings(env="test", database_url=url, data_dir=OUT / "data", log_level="WARNING")
+    t = time.perf_counter()
+    directory = build(args.persons, args.years, today(settings))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    print(f"{len(manifest)} files in {directory} ({time.perf_counter() - t:.0f} s to generate)")
     migrate.upgrade(settings)
     engine = get_engine(settings)
 
