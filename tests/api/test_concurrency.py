@@ -28,9 +28,10 @@ from app.db import claim_write, get_engine, session_scope
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.models import AccessRecord, EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
+from tests.support.clock import clock_env
 from tests.support.database import make_settings
 from tests.support.live_server import LiveServer
-from tests.support.processes import clock_env, spawn
+from tests.support.processes import spawn
 
 MIX = ("worklist", "person", "search", "event")
 

@@ -26,9 +26,9 @@ from app.exports.weekly import FLUX_COLUMNS, PILOTAGE_COLUMNS, Week, WeekError
 from app.main import create_app
 from app.models import AccessRecord, Export, ExportDownload, ExportLink, Person
 from app.pilotage.indicator import orientation_indicator
+from tests.support.clock import clock_env
 from tests.support.factories import weekly_departement
 from tests.support.ftsupport import passerelle
-from tests.support.processes import clock_env
 from tests.support.smtp import links
 
 

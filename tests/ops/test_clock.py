@@ -11,6 +11,7 @@ import pytest
 
 from app.clock import today
 from app.settings import ConfigurationError, Settings
+from tests.support.clock import on_day
 
 
 def test_unset_it_is_today_in_the_business_timezone(tmp_path):
@@ -48,7 +49,7 @@ def test_a_fixed_date_is_the_reception_date_of_an_upload_without_one(db, make_ap
     fixed = date(2024, 3, 4)
     key = make_api_key(["flux:write"])
     path = write_flux(tmp_path, [foyer(person())], type_flux="M", day=date(2024, 3, 1))
-    with TestClient(create_app(db.model_copy(update={"today": fixed})), raise_server_exceptions=False) as c:
+    with TestClient(create_app(on_day(db, fixed)), raise_server_exceptions=False) as c:
         r = upload_flux(c, key, path, initial_stock="true")
     assert r.status_code == 201, r.text
     assert r.json()["received_on"] == fixed.isoformat()

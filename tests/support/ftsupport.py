@@ -26,7 +26,8 @@ from app.orientation.episodes import refresh_pending
 from app.orientation.service import EventIn, record_event
 from app.security.nir import NirProtector
 from app.settings import Settings
-from tests.support.processes import clock_env, spawn
+from tests.support.clock import clock_env
+from tests.support.processes import spawn
 
 FAKE_SEED = 3
 AGENT_HEADERS = {"X-Agent-Identifiant": "A123", "X-Agent-Nom": "MARTIN", "X-Agent-Prenom": "Claire"}

@@ -47,12 +47,3 @@ def stop_all() -> list[str]:
             left.append(" ".join(str(a) for a in proc.args) if isinstance(proc.args, list) else str(proc.args))
         stop(proc)
     return left
-
-
-def clock_env(settings: Any) -> dict[str, str]:
-    """The environment that gives a child process the test's business date (`PASSERELLE_TODAY`): the child
-    and the test then agree on today even when the test runs under faketime (which children without
-    LD_PRELOAD do not see) or across midnight."""
-    from app.clock import today
-
-    return {"PASSERELLE_TODAY": today(settings).isoformat()}
