@@ -38,6 +38,11 @@ async def _send_error(send: Send, status: int, code: str, message: str, request_
     await send({"type": "http.response.body", "body": body})
 
 
+async def _send_too_large(send: Send, limit: int, request_id: str) -> None:
+    """413 for a body over the limit, whether its Content-Length says so or its bytes do."""
+    await _send_error(send, 413, "payload_too_large", f"The body exceeds the limit of {limit} bytes.", request_id)
+
+
 class _BodyTooLarge(HTTPException):
     """Raised from `receive` when a streamed body passes the limit.
 
@@ -131,13 +136,7 @@ class BodyLimitMiddleware:
                 await _send_error(send, 400, "bad_request", "Invalid Content-Length header.", request_id)
                 return
             if length > limit:
-                await _send_error(
-                    send,
-                    413,
-                    "payload_too_large",
-                    f"The body exceeds the limit of {limit} bytes.",
-                    request_id,
-                )
+                await _send_too_large(send, limit, request_id)
                 return
         else:
             length = -1
@@ -176,13 +175,7 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await _send_error(
-                    send,
-                    413,
-                    "payload_too_large",
-                    f"The body exceeds the limit of {limit} bytes.",
-                    request_id,
-                )
+                await _send_too_large(send, limit, request_id)
 
 
 class AdmissionMiddleware:

@@ -146,6 +146,11 @@ def current_state(session: Session, person_id: int) -> PersonState | None:
     )
 
 
+def _if_any(**values: Any) -> dict[str, Any] | None:
+    """A dated fact of a state (motif(s) and date), or None when the state says neither."""
+    return values if any(values.values()) else None
+
+
 def state_dict(state: PersonState) -> dict[str, Any]:
     return {
         "received_on": state.received_on,
@@ -159,21 +164,12 @@ def state_dict(state: PersonState) -> dict[str, Any]:
         "etat_dossier": state.etat,
         "soumis_droits_devoirs": state.sdd,
         "entree_droits_devoirs": state.sdd_entrant,
-        "suspension_versement": {
-            "motifs": state.suspension_versement_motifs,
-            "depuis": state.suspension_versement_since,
-        }
-        if state.suspension_versement_motifs or state.suspension_versement_since
-        else None,
-        "suspension_droit": {"motifs": state.suspension_droit_motifs, "depuis": state.suspension_droit_since}
-        if state.suspension_droit_motifs or state.suspension_droit_since
-        else None,
-        "refus": {"motif": state.refusal_motif, "date": state.refusal_date}
-        if state.refusal_motif or state.refusal_date
-        else None,
-        "cloture": {"motif": state.closure_motif, "date": state.closure_date}
-        if state.closure_motif or state.closure_date
-        else None,
+        "suspension_versement": _if_any(
+            motifs=state.suspension_versement_motifs, depuis=state.suspension_versement_since
+        ),
+        "suspension_droit": _if_any(motifs=state.suspension_droit_motifs, depuis=state.suspension_droit_since),
+        "refus": _if_any(motif=state.refusal_motif, date=state.refusal_date),
+        "cloture": _if_any(motif=state.closure_motif, date=state.closure_date),
         "mutation_entrante": {"organisme": state.transfer_in_from, "date": state.transfer_in_date}
         if state.transfer_in_from
         else None,

@@ -23,19 +23,6 @@ from app.pilotage.tables import transmission as transmission_table
 
 DELAY_BUCKETS = ((0, 7, "0-7"), (8, 14, "8-14"), (15, 30, "15-30"), (31, 10**6, "31+"))
 BREAKDOWNS = ("organisme", "type_parcours", "caf_msa", "accompagnement_global")
-FLAT_KEYS = (
-    "nouveaux_entrants",
-    "orientes_15j",
-    "orientes_1mois",
-    "taux_15j",
-    "taux_1mois",
-    "delai_moyen_jours",
-    "delai_median_jours",
-    "en_attente",
-    "sortis_avant_orientation",
-    "absents_rdv_orientation",
-    "orientes_accompagnement_global",
-)
 TABLE_KEYS = (  # the figures read as they are from the table delais-orientation, for the whole
     "nouveaux_entrants",
     "orientes",
@@ -47,6 +34,12 @@ TABLE_KEYS = (  # the figures read as they are from the table delais-orientation
     "delai_median_jours",
     "en_attente",
     "sortis_avant_orientation",
+)
+# The figures printed flat (display.print_indicator): the table's but the count of orientés, then two of its own.
+FLAT_KEYS = (
+    *(key for key in TABLE_KEYS if key != "orientes"),
+    "absents_rdv_orientation",
+    "orientes_accompagnement_global",
 )
 
 

@@ -123,11 +123,7 @@ def _add_contrat(app: FastAPI, gate: Gate) -> None:
 
     @app.get(f"{API}/contrat-usager/v2/contrat")
     async def statut(request: Request) -> Response:
-        nir13, refused = await gate.for_person(request, "contrat-usager")
-        if refused is not None:
-            return refused
-        assert nir13 is not None
-        return statut_answer(gate.state, nir13)
+        return await gate.answer_person(request, "contrat-usager", lambda nir13: statut_answer(gate.state, nir13))
 
 
 def _add_diagnostic(app: FastAPI, gate: Gate) -> None:
@@ -136,11 +132,7 @@ def _add_diagnostic(app: FastAPI, gate: Gate) -> None:
 
     @app.get(f"{API}/diagnosticargumente/v4/dossiers")
     async def dossier(request: Request) -> Response:
-        nir13, refused = await gate.for_person(request, "diagnosticargumente")
-        if refused is not None:
-            return refused
-        assert nir13 is not None
-        return dossier_answer(state, nir13)
+        return await gate.answer_person(request, "diagnosticargumente", lambda nir13: dossier_answer(state, nir13))
 
     @app.post(f"{API}/diagnosticargumente/v4/diagnostics")
     async def save_diagnostic(request: Request) -> Response:
@@ -176,11 +168,8 @@ def _add_orientation(app: FastAPI, gate: Gate) -> None:
 
     @app.get(f"{API}/orientationusager/v1/lectureOrientation")
     async def read_orientation(request: Request) -> Response:
-        nir13, refused = await gate.for_person(request, "orientationusager")
-        if refused is not None:
-            return refused
-        assert nir13 is not None
-        known = state.orientations.get(nir13)
-        if not known:
-            return Response(status_code=204)
-        return JSONResponse(known[-1])
+        def last(nir13: str) -> Response:
+            known = state.orientations.get(nir13)
+            return JSONResponse(known[-1]) if known else Response(status_code=204)
+
+        return await gate.answer_person(request, "orientationusager", last)

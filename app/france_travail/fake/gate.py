@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -87,6 +88,14 @@ class Gate:
         if refused is not None:
             return None, refused
         return self.person(request)
+
+    async def answer_person(self, request: Request, api: str, answer: Callable[[str], Response]) -> Response:
+        """A per-person GET: the checks, then `answer` for the person's NIR (13 characters)."""
+        nir13, refused = await self.for_person(request, api)
+        if refused is not None:
+            return refused
+        assert nir13 is not None
+        return answer(nir13)
 
     async def person_body(self, request: Request, api: str) -> tuple[str, Any, Response | None]:
         """A per-person POST: the checks, then its JSON body (R997 when it is not JSON)."""
