@@ -28,7 +28,7 @@ from app.db import claim_write, get_engine, session_scope
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.models import AccessRecord, EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
-from tests.support.clock import clock_env
+from tests.support.clock import child_environ
 from tests.support.database import make_settings
 from tests.support.live_server import LiveServer
 from tests.support.processes import spawn
@@ -424,7 +424,7 @@ def test_killing_an_ingestion_leaves_no_process_and_a_rerun_completes(db, tmp_pa
     generate(out, 4000, 0, today(db) - timedelta(days=2), seed=5)
     stock = out / json.loads((out / "manifest.json").read_text())[0]["file"]
     env = {
-        **os.environ,
+        **child_environ(db),
         "PASSERELLE_ENV": "test",
         "PASSERELLE_DATABASE_URL": db.database_url,
         "PASSERELLE_DATA_DIR": str(db.data_dir),
@@ -432,7 +432,6 @@ def test_killing_an_ingestion_leaves_no_process_and_a_rerun_completes(db, tmp_pa
         "PASSERELLE_NIR_HMAC_KEY": db.nir_hmac_key.get_secret_value(),
         "PASSERELLE_API_KEY_PEPPER": db.api_key_pepper.get_secret_value(),
         "PASSERELLE_INGEST_PARALLEL_MIN_BYTES": "0",  # read by a child process whatever the size
-        **clock_env(db),
     }
     command = [sys.executable, "-m", "app.cli", "flux", "ingest", str(stock), "--json"]
     proc = spawn(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

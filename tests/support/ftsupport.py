@@ -4,7 +4,6 @@ platform works on, sorted by who they are at the fake France Travail; settings p
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from app.orientation.episodes import refresh_pending
 from app.orientation.service import EventIn, record_event
 from app.security.nir import NirProtector
 from app.settings import Settings
-from tests.support.clock import clock_env
+from tests.support.clock import child_environ
 from tests.support.processes import spawn
 
 FAKE_SEED = 3
@@ -105,7 +104,7 @@ def population(
 def cli_env(db: Settings, fake: str, **extra: str) -> dict[str, str]:
     """The environment for `passerelle` run as a separate process on the test database and the fake."""
     env = {
-        **os.environ,
+        **child_environ(db),
         "PASSERELLE_ENV": "test",
         "PASSERELLE_DATA_DIR": str(db.data_dir),
         "PASSERELLE_DATABASE_URL": db.database_url,
@@ -121,7 +120,7 @@ def cli_env(db: Settings, fake: str, **extra: str) -> dict[str, str]:
         "PASSERELLE_FT_RETRY_AFTER_CAP_SECONDS": "1",
         "PASSERELLE_FT_CIRCUIT_COOLDOWN_SECONDS": "1",
     }
-    return env | clock_env(db) | extra
+    return env | extra
 
 
 def passerelle(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen[str]:
