@@ -98,8 +98,10 @@ def test_purge_removes_exactly_what_is_past_retention(db, tmp_path, monkeypatch)
     stale, fresh = quarantine / "stale.xml", quarantine / "fresh.xml"
     stale.write_text("<x/>")
     fresh.write_text("<x/>")
-    long_ago = time.time() - (db.quarantine_retention_days + 1) * 86400
+    now = time.time()  # the files' times by this process's clock (the file system dates them by the machine's)
+    long_ago = now - (db.quarantine_retention_days + 1) * 86400
     os.utime(stale, (long_ago, long_ago))
+    os.utime(fresh, (now, now))
     a, kept = [ids["ANCIEN"]], [ids["OUVERT"], ids["RECENT"]]
     before_a, before_kept = _rows_of(db, a), _rows_of(db, kept)
     assert before_a["persons"] == 1 and before_a["person_states"] and before_a["orientation_events"]

@@ -26,7 +26,7 @@ from app.exports.weekly import FLUX_COLUMNS, PILOTAGE_COLUMNS, Week, WeekError
 from app.main import create_app
 from app.models import AccessRecord, Export, ExportDownload, ExportLink, Person
 from app.pilotage.indicator import orientation_indicator
-from tests.support.clock import clock_env
+from tests.support.clock import clock_env, faketime_env
 from tests.support.factories import weekly_departement
 from tests.support.ftsupport import passerelle
 from tests.support.smtp import links
@@ -220,7 +220,7 @@ def test_weeks_and_departements_that_cannot_be_exported(db, xsettings):
            "PASSERELLE_NIR_ENCRYPTION_KEYS": db.nir_encryption_keys.get_secret_value(),
            "PASSERELLE_NIR_HMAC_KEY": db.nir_hmac_key.get_secret_value(),
            "PASSERELLE_API_KEY_PEPPER": db.api_key_pepper.get_secret_value(), "PASSERELLE_LOG_LEVEL": "WARNING",
-           "PATH": "/usr/bin:/bin", **clock_env(db)}  # fmt: skip
+           "PATH": "/usr/bin:/bin", **clock_env(db), **faketime_env()}  # fmt: skip
     future = Week.last_complete(day + timedelta(days=14)).label
     for args, message in (
         (["--week", future], "has not ended"),
@@ -330,7 +330,7 @@ def test_the_nightly_command_publishes_once_and_says_so(xsettings, smtp, tmp_pat
            "PASSERELLE_MAIL_FROM": "passerelle@departement.test",
            "PASSERELLE_EXPORT_RECIPIENTS": "agent.ft@francetravail.test, dr@francetravail.test",
            "PASSERELLE_PUBLIC_URL": "https://passerelle.departement.test", "PATH": "/usr/bin:/bin",
-           **clock_env(s)}  # fmt: skip
+           **clock_env(s), **faketime_env()}  # fmt: skip
     proc = passerelle("export", "weekly", "--departement", "055", "--week", week.label, "--json", env=env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err

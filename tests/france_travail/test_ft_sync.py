@@ -16,6 +16,7 @@ from app.db import get_engine, session_scope
 from app.models import AccessRecord, FtCall, FtIdentity, FtOutboxItem, FtSyncItem, FtSyncRun, Person
 from app.models.base import utcnow
 from app.orientation.service import EventIn, record_event
+from tests.support.clock import without_faketime
 from tests.support.ftsupport import cli_env, fake_stats, faults, ft_settings, passerelle, population
 
 
@@ -170,6 +171,7 @@ def test_france_travail_down_stops_the_run_resumable_and_a_refused_client_says_s
     population(db, tmp_path, foyers=20, days=2)
     down = cli_env(db, "http://127.0.0.1:9", PASSERELLE_FT_MAX_ATTEMPTS="1", PASSERELLE_FT_MAX_CONCURRENCY="2",
                    PASSERELLE_FT_CIRCUIT_COOLDOWN_SECONDS="0.1")  # fmt: skip
+    down = without_faketime(down)  # it waits out the circuit's cool-down (tests/support/clock.py)
     code, _out, err = _run(down)
     assert code == 3 and "stayed unavailable" in err, err
     assert _count(db, FtSyncItem, FtSyncItem.outcome != "no_nir") == 0  # nobody else settled

@@ -23,24 +23,23 @@ def clock_env(settings: Settings) -> dict[str, str]:
     return {"PASSERELLE_TODAY": today(settings).isoformat()}
 
 
-# faketime's variables: libfaketime 0.9.10 fakes CLOCK_MONOTONIC too, and a thread's wait with a timeout
-# (threading.Event.wait, Lock.acquire(timeout=)) then never ends in that process (seen: `ft sync` against a
-# France Travail that is down, waiting out the circuit's cool-down). A child gets its date from
-# PASSERELLE_TODAY instead, the way the service is meant to be given a date.
-_FAKETIME = (
-    "LD_PRELOAD",
-    "FAKETIME",
-    "FAKETIME_FORCE_MONOTONIC_FIX",
-    "DONT_FAKE_MONOTONIC",
-    "FAKETIME_DONT_FAKE_MONOTONIC",
-)
+def faketime_env() -> dict[str, str]:
+    """faketime's variables of this process (none outside faketime): a child given them shares the test's
+    clock, timestamps included (a download link written by the child expires by the test's clock)."""
+    return {k: v for k, v in os.environ.items() if k == "LD_PRELOAD" or k.startswith(("FAKETIME", "DONT_FAKE"))}
 
 
 def child_environ(settings: Settings) -> dict[str, str]:
-    """This process's environment for a child process, with the test's business date and without faketime's
-    preload (the child takes its date from `PASSERELLE_TODAY`)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("FAKETIME", "DONT_FAKE_MONOTONIC"))}
-    preload = " ".join(lib for lib in inherited.pop("LD_PRELOAD", "").split() if "faketime" not in lib)
-    if preload:
-        inherited["LD_PRELOAD"] = preload
-    return inherited | clock_env(settings)
+    """This process's environment for a child process, with the test's business date (`PASSERELLE_TODAY`)."""
+    return {**os.environ, **clock_env(settings)}
+
+
+def without_faketime(env: dict[str, str]) -> dict[str, str]:
+    """`env` without faketime's preload, for a child that waits on a thread with a timeout: Debian's
+    libfaketime 0.9.10 fakes the monotonic clock too, and such a wait (threading.Event.wait, a lock acquired
+    with a timeout) then never ends (seen: `ft sync` waiting out the circuit's cool-down while France
+    Travail is down). The child still gets the test's business date from PASSERELLE_TODAY; its timestamps
+    are the machine's."""
+    kept = {k: v for k, v in env.items() if not k.startswith(("FAKETIME", "DONT_FAKE"))}
+    preload = " ".join(lib for lib in kept.pop("LD_PRELOAD", "").split() if "faketime" not in lib)
+    return kept | ({"LD_PRELOAD": preload} if preload else {})
