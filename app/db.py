@@ -16,7 +16,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Engine, String, any_, bindparam, create_engine, event, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    String,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    false,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -214,6 +227,8 @@ def one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
     """`column IN values` for thousands of values, as one parameter: on PostgreSQL `= ANY(array)` (the
     planner keeps the index), on SQLite a JSON array read by `json_each`. Rendering and sending thousands
     of placeholders cost more than the queries themselves (ingestion and episode refresh, measured)."""
+    if not values:
+        return false()  # no value: nothing matches (and no array whose item type must be guessed)
     if conn.dialect.name == "postgresql":
         item = BigInteger() if isinstance(values[0], int) else String()
         return column == any_(bindparam(None, list(values), type_=ARRAY(item)))

@@ -36,7 +36,9 @@ def latest_states(
 
 
 def states_as_of(conn: Connection, ids: list[int], day: date) -> dict[int, Any]:
-    """Each person's latest state where present, dated on or before `day`."""
+    """Each person's latest state where present, dated on or before `day` (no ids: no query)."""
+    if not ids:
+        return {}
     ps = PersonState.__table__.c
     latest = latest_states(list(ps), as_of=day, present_only=True, where=[one_of(conn, ps.person_id, ids)])
     return {r.person_id: r for r in conn.execute(select(latest))}
