@@ -22,12 +22,17 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from app import migrate
+from app.audit.chain import anchor, verify
+from app.clients.france_travail import FranceTravailClient
 from app.clock import today
 from app.db import dispose_engines, get_engine, session_scope
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
+from app.france_travail.fake import pointed_at, running_fake
+from app.france_travail.sync import SyncOptions, run_sync
 from app.kit.files import private_dir
-from app.models import EntryEpisode, Person
+from app.logging import configure_logging
+from app.models import EntryEpisode, FtSnapshot, Person
 from app.orientation.episodes import refresh_pending
 from app.orientation.service import EventIn, record_event
 from app.orientation.worklist import worklist_page
@@ -46,7 +51,6 @@ def run_demo(
     base: Settings, foyers: int = 2000, days: int = 36, seed: int = 2024, console: Console | None = None
 ) -> dict[str, Any]:
     console = console or Console()
-    from app.logging import configure_logging
 
     configure_logging("WARNING", base.log_json)  # the demo's own output is the report
     root, settings = _fresh_database(base)
@@ -170,7 +174,6 @@ def _platform_events(t0: date, rng: random.Random) -> list[dict[str, Any]]:
 
 def _print_audit_seal(engine: Engine, settings: Settings, console: Console) -> None:
     """Seal what the demo wrote (ingest, events, reads), then print the chain's head and its check."""
-    from app.audit.chain import anchor, verify
 
     head = anchor(engine, settings)
     checked = verify(engine, settings)
@@ -194,10 +197,6 @@ FT_OUTCOMES = {
 
 def _france_travail(settings: Settings, console: Console) -> Table:
     """`ft sync` of the département against the fake France Travail; the statuts found, as a table."""
-    from app.clients.france_travail import FranceTravailClient
-    from app.france_travail.fake import pointed_at, running_fake
-    from app.france_travail.sync import SyncOptions, run_sync
-    from app.models import FtSnapshot
 
     with running_fake(seed=1) as base:
         ft = pointed_at(settings, base, ft_max_concurrency=16, ft_rate_per_second=0.0)

@@ -9,8 +9,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import fastapi_offline
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
@@ -144,12 +147,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def install_docs(app: FastAPI) -> None:
     """Swagger UI at /docs and ReDoc at /redoc, with their scripts and styles served by the service itself
     (pinned in pyproject.toml through fastapi-offline): a Département's intranet blocks CDNs."""
-    from pathlib import Path
-
-    import fastapi_offline
-    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-    from fastapi.responses import HTMLResponse
-    from fastapi.staticfiles import StaticFiles
 
     assets = Path(fastapi_offline.__file__).parent / "static"
     app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")

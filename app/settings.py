@@ -429,7 +429,7 @@ class Settings(BaseSettings):
         """The SQLite database's file (None for PostgreSQL or an in-memory database)."""
         if not self.is_sqlite:
             return None
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # lazy: the settings load before any command, SQLAlchemy only if needed
 
         database = make_url(self.database_url).database
         return Path(database) if database and database != ":memory:" else None

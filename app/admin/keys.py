@@ -23,6 +23,7 @@ from sqlalchemy import Engine, Table, bindparam, func, select, update
 
 from app.db import claim_write
 from app.errors import NotConfigured
+from app.exports.publish import IntegrityError, aad_of, decrypt_file, encrypt_file
 from app.models import AccessRecord, Export, FtIdentity, Person, WebhookDelivery
 from app.security.nir import NirProtector
 from app.settings import Settings
@@ -116,7 +117,6 @@ def rotate_nir(engine: Engine, settings: Settings, progress: Callable[[int], Non
 
 def rotate_export(engine: Engine, settings: Settings, progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """Rewrite every stored export file not under the first export key."""
-    from app.exports.publish import IntegrityError, aad_of, decrypt_file, encrypt_file
 
     ring = settings.export_key_ring
     key_id, key = ring[0]

@@ -28,8 +28,9 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Connection, Engine, Table, and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
 
-from app.audit.chain import record_action_now
+from app.audit.chain import lock_chain, record_action_now, seal
 from app.clock import today
 from app.db import claim_write, one_of
 from app.models import (
@@ -211,12 +212,10 @@ def purge_quarantine(settings: Settings, report: PurgeReport, now_ts: float) -> 
 
 def purge_audit(engine: Engine, settings: Settings, report: PurgeReport, before: datetime) -> None:
     """The oldest sealed events, up to the first one that is recent: the chain's base moves past them."""
-    from app.audit.chain import lock_chain, seal
 
     a = _table(AccessRecord)
     if not report.dry_run:
         seal(engine, settings)
-    from sqlalchemy.orm import Session
 
     with Session(engine) as session, session.begin():
         chain = session.get(AuditChain, 1) if report.dry_run else lock_chain(session)

@@ -3,6 +3,9 @@ rendered on the server from the pilotage tables (the API's numbers), for people 
 
 from __future__ import annotations
 
+import base64
+import json
+from html import escape
 from typing import Annotated
 
 import structlog
@@ -109,15 +112,12 @@ def _secure(settings: Settings) -> bool:
 
 def jwt_expiry(token: str) -> float:
     """The `exp` of a JWT already verified (the cookie lives no longer than the token)."""
-    import base64
-    import json
 
     payload = token.split(".")[1]
     return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
 
 
 def _login_failed(message: str, title: str = "Connexion impossible") -> str:
-    from html import escape
 
     return (
         f'<!DOCTYPE html><html lang="fr"><head><meta charset="utf-8"><title>{escape(title)} — Passerelle RSA</title>'

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from app.audit.reads import PENDING_ACCESS
@@ -128,8 +130,6 @@ def lock_chain(session: Session) -> AuditChain:
         session.execute(text("INSERT OR IGNORE INTO audit.audit_chain VALUES (:id, :head_seq, :head_mac, "
                              ":base_seq, :base_mac)"), empty)  # fmt: skip
     else:
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
         session.execute(pg_insert(AuditChain).values(**empty).on_conflict_do_nothing())
     chain = session.scalar(select(AuditChain).where(AuditChain.id == 1).with_for_update())
     assert chain is not None
@@ -281,7 +281,6 @@ class Sealer:
     server stops. Several workers may each run one: the chain's lock keeps them in line."""
 
     def __init__(self, engine: Engine, settings: Settings, interval: float) -> None:
-        import threading
 
         self.engine, self.settings, self.interval = engine, settings, interval
         self._stop = threading.Event()

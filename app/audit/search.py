@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from app.kit.csv import write_csv
 from app.models import AccessRecord
 
 CSV_COLUMNS = ("id", "at", "principal_id", "agent_identifiant", "departement_code", "person_id", "action",
@@ -122,7 +123,6 @@ def who_accessed(session: Session, departements: tuple[str, ...], person_id: int
 
 def to_csv(items: list[dict[str, Any]]) -> str:
     """`;`, a BOM for French Excel, CRLF: written as the weekly files are (app.exports.weekly.write_csv)."""
-    from app.kit.csv import write_csv
 
     out = io.BytesIO()
     rows = (["" if item[c] is None else str(item[c]) for c in CSV_COLUMNS] for item in items)

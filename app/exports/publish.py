@@ -38,6 +38,7 @@ from app.audit.chain import record_action, record_action_now
 from app.db import claim_write, session_scope
 from app.errors import Busy, Unavailable
 from app.exports import weekly
+from app.exports.mail import send_links
 from app.exports.publication import Built, Publication
 from app.kit import jobs as leases
 from app.kit.csv import write_csv
@@ -253,7 +254,6 @@ def _record(session: Session, departement: str, week: str, files: list[Built]) -
 def publish(
     engine: Engine, settings: Settings, departement: str, week: weekly.Week, *, resend: bool = False
 ) -> Publication:
-    from app.exports.mail import send_links
 
     if not settings.public_url:
         raise ExportsNotConfigured("PASSERELLE_PUBLIC_URL is not set: the links in the e-mail need it")

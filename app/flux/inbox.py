@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,6 @@ class Outcome:
 
 def _stable(path: Path) -> bool:
     """A file still being copied changes size: leave it for the next look."""
-    import time
 
     first = path.stat().st_size
     time.sleep(0.2)

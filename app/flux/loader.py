@@ -25,11 +25,12 @@ import structlog
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from app.audit.chain import record_action_now
 from app.clock import today
 from app.flux.apply import Ingestion
 from app.flux.bulk import T_DEPARTEMENTS, T_FILES, T_INSTRUCTION, lock
 from app.flux.derive import Prepared
-from app.flux.instruction import peek_nature
+from app.flux.instruction import InstructionReader, apply_instruction, peek_nature
 from app.flux.pipeline import open_source
 from app.flux.reader import WARNING, FluxRejected
 from app.flux.records import FluxHeader
@@ -44,7 +45,9 @@ from app.flux.report import (
     ReferenceIntegrityError,
     file_sha256,
 )
+from app.integrations.rdv_insertion.webhooks import rematch
 from app.kit.files import copy_private, private_dir, write_private_text
+from app.orientation.episodes import refresh_pending
 from app.security.auth import DEPARTEMENT_RE
 from app.settings import Settings
 
@@ -108,7 +111,6 @@ def ingest_file(
 
     Raises `IngestInputError` for a wrong option (département, --initial-stock, reception date).
     """
-    from app.audit.chain import record_action_now
 
     report = _ingest_file(engine, settings, path, options, progress, refresh=refresh, refresh_progress=refresh_progress)
     by = options.ingested_by or "job:flux ingest"
@@ -291,7 +293,6 @@ def _log_applied(report: IngestReport) -> None:
 def _rematch_webhooks(settings: Settings, report: IngestReport) -> None:
     """Partners' events received for persons unknown then (app.integrations.rdv_insertion.webhooks): this file may have
     brought them. After the commit; if it fails, they stay waiting for the next file."""
-    from app.integrations.rdv_insertion.webhooks import rematch
 
     if report.departement is None:
         return
@@ -306,7 +307,6 @@ def refresh_after_commit(engine: Engine, report: IngestReport, progress: Callabl
     (database gone, busy beyond the timeout), the file stays applied and its persons stay queued: the
     report says so and what to re-run, and the next refresh (any writer's, or `passerelle episodes
     refresh`) takes them."""
-    from app.orientation.episodes import refresh_pending
 
     started = time.perf_counter()
     try:
@@ -454,7 +454,6 @@ def _ingest_instruction(
     engine: Engine, settings: Settings, received: ReceivedFile, report: IngestReport
 ) -> IngestReport:
     """An instruction flux, in one transaction like a beneficiary file (app.flux.instruction)."""
-    from app.flux.instruction import InstructionReader, apply_instruction
 
     options = received.options
     report.nature = "I"

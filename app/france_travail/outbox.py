@@ -20,7 +20,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from app.clients.france_travail import Agent, FranceTravailClient
@@ -180,7 +180,6 @@ def _finish(settings: Settings, item: FtOutboxItem, status: str, error: str | No
 
 
 def outbox_counts(session: Session) -> dict[str, int]:
-    from sqlalchemy import func
 
     rows = session.execute(select(FtOutboxItem.status, func.count()).group_by(FtOutboxItem.status)).all()
     return {status: int(n) for status, n in rows}

@@ -32,6 +32,7 @@ from app.errors import Unprocessable
 from app.kit.csv import decode_csv, iso_date
 from app.models import FtReturnFile, FtReturnRow, Person
 from app.persons.keys import normalize_name as _norm
+from app.persons.states import states_as_of
 from app.settings import Settings
 
 # (our key, the convention's column name); the three first identify the person
@@ -164,7 +165,6 @@ def ingest(
     session: Session, settings: Settings, departement: str, filename: str, data: bytes, received_by: str | None
 ) -> ReturnReport:
     """Parse, match and store (in the caller's write transaction). The same content twice: nothing new."""
-    from app.persons.states import states_as_of
 
     rows, report = parse(data)
     sha = hashlib.sha256(data).hexdigest()

@@ -38,6 +38,7 @@ from app.clients.france_travail import (
 )
 from app.db import one_of
 from app.france_travail import mapping as ft_mapping
+from app.france_travail.return_file import latest_for_person
 from app.models import FtCall, FtIdentity, FtSnapshot, Person
 from app.models.base import utcnow
 from app.security.nir import NirProtector
@@ -428,7 +429,6 @@ def view(session: Session, person_id: int) -> dict[str, Any]:
             if snap is not None
             else None
         )
-    from app.france_travail.return_file import latest_for_person
 
     out["retourFichier"] = latest_for_person(session, person_id)  # France Travail's weekly return file
     out["dernierAppel"] = (

@@ -16,7 +16,7 @@ from app.errors import NotFound, Unprocessable
 from app.models import FluxFile, Person, PersonKey, PersonState
 from app.persons.keys import key_hash, matricule_key_text
 from app.persons.order import state_order
-from app.security.auth import Principal
+from app.security.auth import Principal, header_text
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
 from app.settings import Settings
 
@@ -47,7 +47,6 @@ def _access_row(
 
 def purpose_of(request: Any) -> str | None:
     """The purpose the caller states for its access (`X-Purpose`), already checked by the middleware."""
-    from app.security.auth import header_text
 
     value = request.headers.get("x-purpose") if hasattr(request, "headers") else None
     return header_text(value)[:200] or None if value else None

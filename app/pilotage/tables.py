@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from app.kit.csv import write_csv
 from app.models import EntryEpisode, FluxFile, FtIdentity, FtSnapshot, Person, PersonState
 from app.orientation.episodes import oriented_by
 from app.persons.states import latest_states
@@ -442,7 +443,6 @@ def _machine(value: Any) -> str:
 def to_csv(table: Table, locale: str = "fr", names: dict[str, str] | None = None) -> bytes:
     """One row per figure (long format): `;`, UTF-8 with BOM, CRLF; `fr` writes decimal commas and dates
     jj/mm/aaaa (French Excel), `c` points and ISO dates (pandas, R: `read.csv2` is not needed)."""
-    from app.kit.csv import write_csv
 
     fmt = french_cell if locale == "fr" else _machine
     data = table.as_dict(names)

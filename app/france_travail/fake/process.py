@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 
 @contextmanager
@@ -55,7 +56,6 @@ def _wait_until_up(base: str, proc: subprocess.Popen[bytes], startup_seconds: fl
 def pointed_at(settings: Any, base: str, **over: Any) -> Any:
     """`settings` (app.settings.Settings) pointed at a fake France Travail running at `base`, with its
     default client; `over`: further settings."""
-    from pydantic import SecretStr
 
     values = {
         "ft_auth_url": base,

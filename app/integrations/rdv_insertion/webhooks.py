@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.chain import record_action
 from app.clock import today
-from app.db import one_of
+from app.db import get_engine, one_of, session_scope
 from app.errors import ApiError
 from app.models import AmbiguousKey, FluxFile, Person, PersonKey, WebhookDelivery, WebhookItem
 from app.orientation.service import EventIn, record_event
@@ -428,7 +428,6 @@ def process(session: Session, settings: Settings, departement: str, body: bytes)
 def rematch(settings: Settings, departement: str) -> int:
     """Items kept while their person was unknown, matched again (after a flux brought persons); applied in
     the order of their records' versions. Returns how many were applied."""
-    from app.db import get_engine, session_scope
 
     with get_engine(settings).connect() as conn:
         waiting_any = conn.execute(
