@@ -37,9 +37,6 @@ class PasserelleError(Exception):
             self.code = code
 
 
-ApiError = PasserelleError  # the name the routers knew it by
-
-
 class Unauthenticated(PasserelleError):
     status_code = 401
     code = "unauthenticated"

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
-from app.errors import ApiError, NotFound, Unprocessable
+from app.errors import NotFound, PasserelleError, Unprocessable
 from app.pilotage import dashboard
 from app.pilotage.period import Period, PeriodError, month_of
 from app.security import login
@@ -85,7 +85,7 @@ def connexion_retour(
         require_scope(principal, Scope.pilotage_read)
     except login.LoginError as exc:
         return HTMLResponse(_login_failed(str(exc)), status_code=401)
-    except ApiError as exc:
+    except PasserelleError as exc:
         log.warning("browser_login_refused", error=exc.code)
         return HTMLResponse(
             _login_failed("Votre compte n'a pas accès au tableau de bord."), status_code=exc.status_code

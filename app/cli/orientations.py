@@ -45,7 +45,7 @@ def orientations_import(
     not concern a row's event is ignored with a warning (docs/rules.md, "CSV import")."""
     from app.admin.departements import known_codes
     from app.db import session_scope
-    from app.errors import ApiError
+    from app.errors import PasserelleError
     from app.integrations.rdv_insertion.users_export import import_export
     from app.orientation.service import import_csv
 
@@ -58,7 +58,7 @@ def orientations_import(
 
         try:
             text, _encoding = decode_csv(data)
-        except ApiError as exc:
+        except PasserelleError as exc:
             raise fail(f"{file.name}: {exc.message}", ExitCode.REJECTED) from exc
         file_format = "rdv-insertion" if is_rdv_insertion_export(text) else "events"
     settings = ready_settings()
@@ -71,7 +71,7 @@ def orientations_import(
                 departement = codes[0]
             importer = import_export if file_format == "rdv-insertion" else import_csv
             report = importer(session, settings, validated_departement(departement), data, recorded_by="cli")
-    except ApiError as exc:
+    except PasserelleError as exc:
         raise fail(f"{file.name}: {exc.message}", ExitCode.REJECTED) from exc
     if as_json:
         print_json(report.__dict__)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import get_unpooled_engine
-from app.errors import ApiError, Forbidden, NotFound, Unauthenticated
+from app.errors import Forbidden, NotFound, PasserelleError, Unauthenticated
 from app.models import ApiClient
 from app.models.base import utcnow
 from app.security.apikeys import split_key, verify_key
@@ -67,7 +67,7 @@ class Principal:
         return self.id
 
 
-class InvalidAgentHeader(ApiError):
+class InvalidAgentHeader(PasserelleError):
     status_code = 422
     code = "invalid_agent_header"
 

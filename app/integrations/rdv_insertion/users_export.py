@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.clock import today
-from app.errors import ApiError
+from app.errors import PasserelleError
 from app.integrations.rdv_insertion.webhooks import KeyMaker, match, organismes_of
 from app.kit.csv import decode_csv
 from app.models import OrientationEvent, Person
@@ -80,7 +80,9 @@ def import_export(
     text, report.encoding = decode_csv(data)
     report.separator = ";"
     if not is_rdv_insertion_export(text):
-        raise ApiError("this is not an RDV-Insertion users export (its header starts Civilité;Nom;Prénom;Numéro CAF)")
+        raise PasserelleError(
+            "this is not an RDV-Insertion users export (its header starts Civilité;Nom;Prénom;Numéro CAF)"
+        )
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), delimiter=";")
     keys = KeyMaker(settings, organismes_of(session.connection(), departement))
     for line, raw in enumerate(reader, start=2):
@@ -117,7 +119,7 @@ def import_export(
         except ValidationError as exc:
             reasons = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors())
             report.rejected.append({"line": line, "reason": reasons})
-        except (ValueError, ApiError) as exc:
+        except (ValueError, PasserelleError) as exc:
             report.rejected.append({"line": line, "reason": getattr(exc, "message", str(exc))})
     record_import(session, recorded_by, departement, report)
     return report

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from app.audit.chain import record_action
 from app.clock import today
 from app.db import get_engine, one_of, session_scope
-from app.errors import ApiError
+from app.errors import PasserelleError
 from app.models import AmbiguousKey, FluxFile, Person, PersonKey, WebhookDelivery, WebhookItem
 from app.orientation.service import EventIn, record_event
 from app.persons.keys import identity_key_text, key_hash, matricule_key_text
@@ -280,7 +280,7 @@ def _apply(session: Session, settings: Settings, item: WebhookItem) -> None:
         row, _created = record_event(
             session, settings, person, EventIn.model_validate(fields), SOURCE, source="webhook"
         )
-    except (ApiError, ValueError) as exc:
+    except (PasserelleError, ValueError) as exc:
         item.status, item.reason = "ignored", str(getattr(exc, "message", exc))[:200]
         return
     item.event = fields
