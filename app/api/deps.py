@@ -129,11 +129,9 @@ FileId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A flux file's id")
 def _iso_day(value: Any) -> Any:
     """A date in a query string is written YYYY-MM-DD, nothing else: pydantic would also take `0` (a Unix
     timestamp, 1970-01-01) or `2026-12-06T10:00`, and a figure would silently be computed for another day."""
-    if isinstance(value, str) and not ISO_DAY_RE.fullmatch(value):
-        raise ValueError("a date is written YYYY-MM-DD")
-    if not isinstance(value, str | date):
-        raise ValueError("a date is written YYYY-MM-DD")
-    return value
+    if isinstance(value, date) or (isinstance(value, str) and ISO_DAY_RE.fullmatch(value)):
+        return value
+    raise ValueError("a date is written YYYY-MM-DD")
 
 
 ISO_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
