@@ -19,7 +19,7 @@ from app.models.base import Base, utcnow
 from app.orientation.service import EventIn, record_event
 from app.security.nir import NirProtector
 from tests.support.cli import run_cli
-from tests.support.factories import ingest
+from tests.support.factories import ingest, ingest_generated
 from tests.support.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
 
 LONG_AGO = date(2022, 3, 1)
@@ -159,14 +159,10 @@ def test_purge_and_key_rotation_while_a_flux_is_ingested_and_persons_are_read(db
 
     from app.admin.keys import rotate_nir
     from app.flux.generator import generate
-    from app.flux.loader import IngestOptions, ingest_file
 
     ids = _scene(db, tmp_path)
     out = tmp_path / "big"
     generate(out, 400, 2, today(db) - timedelta(days=5), seed=5, departement="054")  # its own stock
-    import json as _json
-
-    manifest = _json.loads((out / "manifest.json").read_text())
     key = make_api_key(["persons:read"])
     errors: list[BaseException] = []
     reads: list[int] = []
@@ -174,12 +170,7 @@ def test_purge_and_key_rotation_while_a_flux_is_ingested_and_persons_are_read(db
 
     def ingest_all() -> None:
         try:
-            for entry in manifest:
-                # a daily file with no foyer (a quiet day) names no département: the operator gives it
-                options = IngestOptions(
-                    date.fromisoformat(entry["received_on"]), initial_stock=entry["initial_stock"], departement="054"
-                )
-                assert ingest_file(get_engine(db), db, out / entry["file"], options).status == "applied"
+            ingest_generated(db, out, departement="054")
         except BaseException as exc:
             errors.append(exc)
 

@@ -25,7 +25,7 @@ from app.models import FtSnapshot
 from app.orientation.episodes import refresh_pending
 from app.pilotage.tables import TABLES, Period, compute
 from tests.support.cli import run_cli
-from tests.support.factories import ingest
+from tests.support.factories import ingest, ingest_generated
 from tests.support.fluxbuilder import foyer, write_flux
 from tests.support.pilotage_scene import BORN, NIRS, record, scene_person
 
@@ -246,13 +246,11 @@ def test_tables_extract_and_dashboard_for_many_readers_while_a_flux_is_ingested(
     import httpx
 
     from app.flux.generator import generate
-    from app.flux.loader import IngestOptions, ingest_file
     from app.models import AccessRecord
     from tests.support.live_server import LiveServer
 
     out = tmp_path / "big"
     generate(out, 400, 3, today(db) - timedelta(days=6), seed=9, departement="054")
-    manifest = json.loads((out / "manifest.json").read_text())
     key = make_api_key(["pilotage:read"], ["055", "054"])
     q = f"from={scene['d']}&to={scene['d']}&as_of={scene['as_of']}"
     urls = [f"/api/v1/pilotage/tables/{name}?{q}" for name in TABLES] + [
@@ -264,11 +262,7 @@ def test_tables_extract_and_dashboard_for_many_readers_while_a_flux_is_ingested(
 
     def ingest_all() -> None:
         try:
-            for entry in manifest:
-                options = IngestOptions(
-                    date.fromisoformat(entry["received_on"]), initial_stock=entry["initial_stock"], departement="054"
-                )
-                assert ingest_file(get_engine(db), db, out / entry["file"], options).status == "applied"
+            ingest_generated(db, out, departement="054")
         except BaseException as exc:
             errors.append(exc)
         finally:

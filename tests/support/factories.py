@@ -28,6 +28,16 @@ def ingest(settings, path: Path, received_on: date = D1, **kw):
     return ingest_file(get_engine(settings), settings, path, IngestOptions(received_on=received_on, **kw))
 
 
+def ingest_generated(settings, out: Path, departement: str | None = None) -> None:
+    """Apply every file a generated run wrote into `out`, in its manifest's order, as received. A daily file
+    with no foyer (a quiet day) names no département: `departement` gives it, as the operator would."""
+    for entry in json.loads((out / "manifest.json").read_text()):
+        options = IngestOptions(
+            date.fromisoformat(entry["received_on"]), initial_stock=entry["initial_stock"], departement=departement
+        )
+        assert ingest_file(get_engine(settings), settings, out / entry["file"], options).status == "applied"
+
+
 def snapshot(settings) -> dict[str, list[tuple]]:
     """Every row of every table but the logs of attempts: flux_files, and the audit trail (every file is an
     audit event, applied or rejected: tests/audit/test_audit_chain.py)."""
