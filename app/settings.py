@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 from datetime import date
 from enum import StrEnum
@@ -252,6 +253,14 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return v
+
+    @field_validator("today", mode="before")
+    @classmethod
+    def _iso_today(cls, v: Any) -> Any:
+        """YYYY-MM-DD only: pydantic alone would read `0` as a Unix timestamp (1970-01-01)."""
+        if isinstance(v, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v.strip()):
+            raise ValueError("a date is written YYYY-MM-DD")
+        return v.strip() if isinstance(v, str) else v
 
     @field_validator("database_url", mode="before")
     @classmethod

@@ -65,3 +65,18 @@ def test_the_generator_never_dates_a_reception_after_its_last_day(tmp_path):
         last = start + timedelta(days=30)
         assert max(f.received_on for f in files) <= last
         assert any(f.received_on > f.created_on for f in files), "some files still arrive late"
+
+
+@pytest.mark.parametrize("value", ["2026-13-01", "demain", "0", "1700000000", "2026-12-06T10:00"])
+def test_a_wrong_fixed_date_is_refused_naming_the_variable(tmp_path, monkeypatch, value):
+    from app.settings import get_settings
+
+    monkeypatch.setenv("PASSERELLE_TODAY", value)
+    monkeypatch.setenv("PASSERELLE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match="PASSERELLE_TODAY") as refused:
+            get_settings()
+        assert f"{value!r}" not in str(refused.value)  # a setting's value is never echoed (it may be a secret)
+    finally:
+        get_settings.cache_clear()
