@@ -26,7 +26,7 @@ from app.flux.derive import ROW_COLUMNS, STATE_COLUMNS, Prepared, State, absent_
 from app.flux.identity import Accepted, IdentityMatcher, PersonRow, Resolved
 from app.flux.instruction import attach_pending
 from app.flux.reader import REJECT_FOYER, REJECT_PERSON
-from app.flux.records import FluxHeader
+from app.flux.records import SENDER_OF_APPLIEME, FluxHeader
 from app.flux.replay import ABSENCE_RANK, FULL_FILES, Replay
 from app.flux.report import IngestOptions, IngestReport, ReferenceIntegrityError
 from app.persons.order import FileKey, file_key, state_order, states_up_to
@@ -149,6 +149,23 @@ class Ingestion:
         self.report.persons_brsa += len(resolved)
         self._flush_events()
 
+    def _check_sender(self, foyer: Prepared) -> None:
+        """A foyer whose organisme (FONORG) is not the file's sender (APPLIEME: CRI, NRA, NRS are the CAF's,
+        AGO the MSA's) is reported: the first one by its position, the others counted (the foyer is kept,
+        under its own FONORG)."""
+        assert self.header is not None
+        sender = SENDER_OF_APPLIEME.get(self.header.applieme)
+        if sender is None or foyer.fonorg is None or foyer.fonorg == sender:
+            return
+        self.report.sender_mismatches += 1
+        if self.report.sender_mismatches == 1:
+            self._warn(
+                "sender_mismatch",
+                f"foyer {foyer.position}: FONORG {foyer.fonorg} but the file was sent by APPLIEME "
+                f"{self.header.applieme} ({sender}); kept under {foyer.fonorg} (further such foyers are counted "
+                "in sender_mismatches)",
+            )
+
     def _screen(self, foyers: list[Prepared]) -> list[Accepted]:
         """Count what was read; set aside rejected foyers and persons; keep the foyers' events."""
         dep = self.departement
@@ -166,6 +183,7 @@ class Ingestion:
                     self._reject(code, message)
                 else:
                     self._warn(code, message)
+            self._check_sender(foyer)
             if not rejected_foyer and foyer.departement and foyer.departement != dep:
                 self._reject(
                     "other_departement",

@@ -33,7 +33,7 @@ from app.flux.derive import Prepared
 from app.flux.instruction import InstructionReader, apply_instruction, peek_nature
 from app.flux.pipeline import open_source
 from app.flux.reader import WARNING, FluxRejected
-from app.flux.records import FluxHeader
+from app.flux.records import SENDER_OF_APPLIEME, FluxHeader
 from app.flux.report import (
     MAX_LISTED,
     MAX_REASON,
@@ -75,7 +75,7 @@ BATCH_FOYERS = 2000
 def _organisme_of(header: FluxHeader, first: Prepared | None) -> tuple[str | None, str | None]:
     if first is not None and first.fonorg:
         return first.fonorg, first.numorg
-    return {"CRI": "CAF", "AGO": "MSA"}.get(header.applieme), None
+    return SENDER_OF_APPLIEME.get(header.applieme), None
 
 
 @contextmanager

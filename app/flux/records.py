@@ -12,7 +12,9 @@ ROLEPERS_CODES = frozenset({"DEM", "CJT", "ENF", "AUT", "RDO", "BEN"})
 BRSA_ROLES = frozenset({"DEM", "CJT", "BEN"})
 FONORG_CODES = frozenset({"CAF", "MSA"})
 TYPEFLUX_CODES = frozenset({"I", "M", "R"})
-APPLIEME_CODES = frozenset({"CRI", "AGO", "NRA"})
+# The sending application (APPLIEME) tells the sender: Cristal and @RSA (NRA, NRS) are the CAF's, Agora the MSA's.
+SENDER_OF_APPLIEME = {"CRI": "CAF", "NRA": "CAF", "NRS": "CAF", "AGO": "MSA"}
+APPLIEME_CODES = frozenset(SENDER_OF_APPLIEME)
 MOTICLORSA_CODES = frozenset({"PCG", "ECH", "EFF", "MUT", "RGD", "RFD", "RAU", "RST", "RSO"})
 MOTISUSVERSRSA_CODES = frozenset("01 02 03 04 05 06 09 19 31 34 35 36 44 70 78 84 85 97 AB CV CG CZ DA DB DC".split())
 SITFAM_CODES = frozenset("ABA CEL DIV ISO MAR PAC RPA RVC RVM SEF SEL VEU VIM".split())

@@ -67,6 +67,8 @@ class IngestReport:
     instruction_attached: int = 0
     instruction_kept_aside: int = 0
     matched_by: dict[str, int] = field(default_factory=dict)
+    # Foyers whose FONORG is not the sender told by APPLIEME (CRI/NRA/NRS: CAF; AGO: MSA): kept, reported.
+    sender_mismatches: int = 0
     warnings_count: int = 0
     rejected_count: int = 0
     warnings: list[dict[str, str]] = field(default_factory=list)

@@ -374,3 +374,32 @@ def test_skipping_the_persons_an_initial_stock_creates_changes_no_episode(db, tm
         )
     assert refresh_pending(engine) > 0
     assert episodes() == before
+
+
+@pytest.mark.parametrize("applieme", ["NRA", "NRS"])
+def test_the_at_rsa_sender_is_the_caf(db, tmp_path, applieme):
+    """formats/caf-flux.md: APPLIEME `CRI` Cristal (CAF), `AGO` Agora (MSA), `NRA` / `NRS` @RSA (CNAF). A file
+    sent by @RSA is the CAF's as a Cristal file is: its organisme is the CAF's, nothing is reported."""
+    path = write_flux(tmp_path, [foyer(person())])
+    path.write_bytes(path.read_bytes().replace(b"<APPLIEME>CRI</APPLIEME>", f"<APPLIEME>{applieme}</APPLIEME>".encode()))
+    report = ingest(db, path)
+    assert report.status == "applied", report
+    assert report.organisme == "CAF 551" and report.sender_mismatches == 0
+    assert not [w for w in report.warnings if w["code"] == "sender_mismatch"]
+    with session_scope(db) as s:
+        assert s.scalar(select(FluxFile.applieme)) == applieme
+
+
+def test_a_file_whose_applieme_and_fonorg_disagree_is_reported(db, tmp_path):
+    """An Agora (MSA) file whose foyers say FONORG CAF: the foyers are kept under their own FONORG, and the
+    report names the first one and counts them all."""
+    path = write_flux(
+        tmp_path, [foyer(person()), foyer(person(NIR_B, nom="MARTIN"), matricule="0005678")], fonorg="CAF"
+    )
+    path.write_bytes(path.read_bytes().replace(b"<APPLIEME>CRI</APPLIEME>", b"<APPLIEME>AGO</APPLIEME>"))
+    report = ingest(db, path)
+    assert report.status == "applied", report
+    assert report.sender_mismatches == 2
+    (warning,) = [w for w in report.warnings if w["code"] == "sender_mismatch"]
+    assert warning["message"].startswith("foyer 1: FONORG CAF but the file was sent by APPLIEME AGO (MSA)")
+    assert report.organisme == "CAF 551"
