@@ -381,7 +381,8 @@ def test_the_at_rsa_sender_is_the_caf(db, tmp_path, applieme):
     """formats/caf-flux.md: APPLIEME `CRI` Cristal (CAF), `AGO` Agora (MSA), `NRA` / `NRS` @RSA (CNAF). A file
     sent by @RSA is the CAF's as a Cristal file is: its organisme is the CAF's, nothing is reported."""
     path = write_flux(tmp_path, [foyer(person())])
-    path.write_bytes(path.read_bytes().replace(b"<APPLIEME>CRI</APPLIEME>", f"<APPLIEME>{applieme}</APPLIEME>".encode()))
+    sent_by = f"<APPLIEME>{applieme}</APPLIEME>".encode()
+    path.write_bytes(path.read_bytes().replace(b"<APPLIEME>CRI</APPLIEME>", sent_by))
     report = ingest(db, path)
     assert report.status == "applied", report
     assert report.organisme == "CAF 551" and report.sender_mismatches == 0
