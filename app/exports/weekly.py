@@ -27,7 +27,16 @@ from app.flux.instruction_facts import france_travail_contacts
 from app.models import EntryEpisode, InstructionRecord, OrientationEvent, Person
 from app.orientation.episodes import oriented_by
 from app.persons.states import states_as_of
-from app.rules.episodes import ORIENTED, outcome_as_of
+from app.rules.episodes import (
+    HELD,
+    NOT_CANCELLED,
+    ORIENTED,
+    known_as_of,
+    last_cer_as_of,
+    last_contract_as_of,
+    latest_as_of,
+    outcome_as_of,
+)
 from app.security.nir import NirProtector, nir_key
 from app.settings import Settings
 
@@ -206,12 +215,16 @@ def _referent(conn: Connection, person_id: int, day: date) -> str | None:
 
 
 def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of: date) -> Iterator[list[str]]:
-    """Nouveaux entrants (STOCK 0: each entry episode notified on or before `as_of`), then the initial stock
-    (STOCK 1: persons of the first load still present and soumis aux droits et devoirs at `as_of`, and not
-    nouveaux entrants since: one row per person)."""
+    """One row per person, as France Travail's base describes each allocataire's path (seed 001, Annexe 4:
+    "les données relatives aux caractéristiques des allocataires, à leur parcours d'accompagnement"): the
+    nouveaux entrants (STOCK 0), each by their latest entry episode notified on or before `as_of` (their
+    current path: an earlier episode ended before it began), then the initial stock (STOCK 1: persons of the
+    first load still present and soumis aux droits et devoirs at `as_of`, and not nouveaux entrants since).
+    Which fact fills each column, and which wins: docs/exports.md."""
     ee = EntryEpisode.__table__.c
     parcours = settings.ft_orientation_parcours
-    episodes = _streamed(conn).execute(
+    latest = func.row_number().over(partition_by=ee.person_id, order_by=(ee.t0.desc(), ee.rank.desc()))
+    chosen = (
         select(  # the columns written (not the criteria, a JSON document per episode)
             ee.person_id,
             ee.t0,
@@ -222,12 +235,16 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
             ee.first_rdv_accompagnement_on,
             ee.structure,
             ee.type_parcours,
-            ee.contrat,
-            ee.contrat_on,
+            ee.contrats,
+            ee.referents,
             ee.commune,
+            latest.label("latest"),
         )
         .where(ee.departement_code == departement, ee.t0 <= as_of)
-        .order_by(ee.t0, ee.person_id, ee.rank)
+        .subquery()
+    )
+    episodes = _streamed(conn).execute(
+        select(chosen).where(chosen.c.latest == 1).order_by(chosen.c.t0, chosen.c.person_id)
     )
     for page in episodes.partitions(PAGE):
         ids = sorted({e.person_id for e in page})
@@ -238,9 +255,11 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
             oriented = outcome_as_of(e, as_of) == ORIENTED
 
             def on(day: date | None) -> str:
-                return fr(day) if day is not None and day <= as_of else ""
+                return fr(known_as_of(day, as_of))
 
             birth = born.get(e.person_id)
+            referent = latest_as_of(e.referents, as_of)
+            contrat = last_contract_as_of(e.contrats, as_of)
             yield [
                 (s.matricule or "") if s is not None else "",
                 (s.role or "") if s is not None else "",
@@ -251,10 +270,10 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
                 on(e.rdv_orientation_on),
                 fr(e.end_on) if oriented else "",
                 on(e.first_rdv_accompagnement_on),
-                (e.structure or "") if oriented else "",
+                ((referent[1] if referent else e.structure) or "") if oriented else "",
                 parcours.get(e.type_parcours or "", "") if oriented else "",
-                on(e.contrat_on) if e.contrat == "CER" else "",
-                e.contrat or "" if e.contrat_on is not None and e.contrat_on <= as_of else "",
+                fr(last_cer_as_of(e.contrats, as_of)),
+                (contrat[1] or "") if contrat else "",
                 departement,
                 (s.numorg or "") if s is not None and s.fonorg == "CAF" else "",
                 "0",
@@ -263,6 +282,8 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
 
 
 def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: date) -> Iterator[list[str]]:
+    """The initial stock, one row per person, from their events dated on or before `as_of` read with the
+    entry episodes' rules (`rules.episodes`: an RDV held, the latest CER, the latest contract)."""
     p = Person.__table__.c
     ids = _streamed(conn).execute(
         select(p.id).where(p.departement_code == departement, p.stock.is_(True)).order_by(p.id)
@@ -289,31 +310,38 @@ def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: d
             s = states.get(pid)
             if s is None or not s.sdd or pid in entrants:
                 continue  # not in the active file at that date, or a row of its own as a nouvel entrant
-            evs = events.get(pid, [])
+            yield _stock_row(s, born.get(pid), events.get(pid, []), departement, parcours)
 
-            def first(kind: str, evs: list[Any] = evs) -> Any:
-                return next((ev for ev in evs if ev.type == kind), None)
 
-            def last(kind: str, evs: list[Any] = evs) -> Any:
-                return next((ev for ev in reversed(evs) if ev.type == kind), None)
+def _stock_row(s: Any, birth: date | None, evs: list[Any], departement: str, parcours: dict[str, str]) -> list[str]:
+    def first(kind: str, presences: tuple[str | None, ...] | None = None) -> Any:
+        return next((ev for ev in evs if ev.type == kind and (presences is None or ev.presence in presences)), None)
 
-            orientation, contrat = last("orientation"), last("contrat")
-            birth = born.get(pid)
-            yield [
-                s.matricule or "",
-                s.role or "",
-                s.numcom or "",
-                fr(birth.replace(day=1)) if birth else "",
-                "",
-                fr(getattr(first("invitation"), "event_date", None)),
-                fr(getattr(first("rdv_orientation"), "event_date", None)),
-                fr(getattr(orientation, "event_date", None)),
-                fr(getattr(first("rdv_accompagnement"), "event_date", None)),
-                (orientation.structure or "") if orientation is not None else "",
-                parcours.get(orientation.type_parcours or "", "") if orientation is not None else "",
-                fr(contrat.event_date) if contrat is not None and contrat.contrat_type == "CER" else "",
-                (contrat.contrat_type or "") if contrat is not None else "",
-                departement,
-                (s.numorg or "") if s.fonorg == "CAF" else "",
-                "1",
-            ]
+    def last(*kinds: str) -> Any:
+        return next((ev for ev in reversed(evs) if ev.type in kinds), None)
+
+    orientation, structure_from = last("orientation"), last("orientation", "referent")
+    if structure_from is not None and structure_from.type == "referent":
+        structure = structure_from.structure or structure_from.organisme or ""
+    else:
+        structure = (orientation.structure or "") if orientation is not None else ""
+    contrats = [(ev.event_date, ev.contrat_type) for ev in evs if ev.type == "contrat"]
+    contrat = last_contract_as_of(contrats, date.max)
+    return [
+        s.matricule or "",
+        s.role or "",
+        s.numcom or "",
+        fr(birth.replace(day=1)) if birth else "",
+        "",
+        fr(getattr(first("invitation"), "event_date", None)),
+        fr(getattr(first("rdv_orientation", NOT_CANCELLED), "event_date", None)),
+        fr(getattr(orientation, "event_date", None)),
+        fr(getattr(first("rdv_accompagnement", HELD), "event_date", None)),
+        structure,
+        parcours.get(orientation.type_parcours or "", "") if orientation is not None else "",
+        fr(last_cer_as_of(contrats, date.max)),
+        (contrat[1] or "") if contrat else "",
+        departement,
+        (s.numorg or "") if s.fonorg == "CAF" else "",
+        "1",
+    ]

@@ -21,13 +21,14 @@ from sqlalchemy import Connection, select
 
 from app.models import EntryEpisode, FtSnapshot, Person, PersonState
 from app.pilotage.period import Period, end_of_day, month_of
-from app.pilotage.population import absent_at_rdv, in_period
-from app.rules.episodes import ORIENTED, known_as_of, outcome_as_of
+from app.pilotage.population import in_period, rdv_orientation
+from app.rules.episodes import ORIENTED, known_as_of, last_cer_as_of, last_contract_as_of, outcome_as_of
 
 COLUMNS = ("id_pseudo", "departement", "mois_naissance", "sexe", "commune", "role", "caf_msa", "t0",
-           "invitation", "rdv_orientation", "absent_rdv_orientation", "orientation", "issue", "delai_jours",
-           "oriente_15j", "organisme_referent", "type_parcours", "accompagnement_global",
-           "premier_rdv_accompagnement", "contrat", "date_contrat", "statut_france_travail")  # fmt: skip
+           "invitation", "rdv_orientation", "absent_rdv_orientation", "absent_rdv_orientation_non_revu",
+           "excuse_rdv_orientation", "orientation", "issue", "delai_jours", "oriente_15j", "organisme_referent",
+           "type_parcours", "accompagnement_global", "premier_rdv_accompagnement", "contrat", "date_contrat",
+           "date_cer", "statut_france_travail")  # fmt: skip
 PAGE = 5000
 
 
@@ -74,10 +75,11 @@ def _episodes_query(where: tuple[Any, ...]) -> Any:
             ee.accompagnement_global,
             ee.invitation_on,
             ee.rdv_orientation_on,
-            ee.rdv_orientation_absent,
+            ee.rdv_orientation_missed_on,
+            ee.rdv_orientation_seen_on,
+            ee.rdv_orientation_excused_on,
             ee.first_rdv_accompagnement_on,
-            ee.contrat,
-            ee.contrat_on,
+            ee.contrats,
             ee.caf_msa,
             ee.commune,
             p.sexe,
@@ -112,9 +114,11 @@ class _Pseudonyms:
 
 def _line(r: Any, pid: str, statut: Any, as_of: date) -> dict[str, Any]:
     """One episode as seen on as_of (the one reading: `rules.outcome_as_of`; the absents as the tables count
-    them: `population.absent_at_rdv`)."""
+    them: `population.rdv_orientation`; the contracts as the weekly file writes them)."""
     issue = outcome_as_of(r, as_of)
     oriented = issue == ORIENTED
+    rdv = rdv_orientation(r, as_of)
+    contrat, cer_on = last_contract_as_of(r.contrats, as_of), last_cer_as_of(r.contrats, as_of)
     return {
         "id_pseudo": pid,
         "departement": r.departement_code,
@@ -126,7 +130,9 @@ def _line(r: Any, pid: str, statut: Any, as_of: date) -> dict[str, Any]:
         "t0": r.t0.isoformat(),
         "invitation": _day(r.invitation_on, as_of),
         "rdv_orientation": _day(r.rdv_orientation_on, as_of),
-        "absent_rdv_orientation": absent_at_rdv(r, as_of),
+        "absent_rdv_orientation": rdv.missed,
+        "absent_rdv_orientation_non_revu": rdv.never_seen,
+        "excuse_rdv_orientation": rdv.excused,
         "orientation": r.end_on.isoformat() if oriented else None,
         "issue": issue,
         "delai_jours": r.delay_days if oriented else None,
@@ -135,8 +141,9 @@ def _line(r: Any, pid: str, statut: Any, as_of: date) -> dict[str, Any]:
         "type_parcours": r.type_parcours if oriented else None,
         "accompagnement_global": r.accompagnement_global if oriented else None,
         "premier_rdv_accompagnement": _day(r.first_rdv_accompagnement_on, as_of),
-        "contrat": r.contrat if _day(r.contrat_on, as_of) else None,
-        "date_contrat": _day(r.contrat_on, as_of),
+        "contrat": contrat[1] if contrat else None,
+        "date_contrat": contrat[0].isoformat() if contrat else None,
+        "date_cer": cer_on.isoformat() if cer_on else None,
         "statut_france_travail": statut.get("statutDE") if isinstance(statut, dict) else None,
     }
 

@@ -21,7 +21,7 @@ from app.models import EntryEpisode, Person, PersonState
 from app.orientation.episodes import waiting_on
 from app.pilotage.labels import AGE_BANDS, NOT_GIVEN, NOT_ORIENTED, WAITING_BANDS
 from app.pilotage.period import Period
-from app.rules.episodes import ORIENTED, decision_as_of, known_as_of
+from app.rules.episodes import ORIENTED, RdvOrientation, decision_as_of, known_as_of, rdv_orientation_as_of
 
 
 @dataclass
@@ -33,7 +33,9 @@ class Row:
     delay_days: int | None
     within_15_days: bool
     within_one_month: bool
-    rdv_absent: bool
+    rdv_absent: bool  # oriented, and missed an orientation RDV (`rdv_orientation`)
+    rdv_never_seen: bool  # ... and not seen at an orientation RDV since
+    rdv_excused: bool  # oriented, and excused from an orientation RDV
     rdv_on: date | None
     accompagnement_on: date | None
     t0_file_id: int | None
@@ -110,8 +112,10 @@ def _episode_rows(conn: Connection, where: tuple[Any, ...]) -> list[Any]:
                 ee.accompagnement_global,
                 ee.caf_msa,
                 ee.commune,
-                ee.rdv_orientation_absent,
                 ee.rdv_orientation_on,
+                ee.rdv_orientation_missed_on,
+                ee.rdv_orientation_seen_on,
+                ee.rdv_orientation_excused_on,
                 ee.first_rdv_accompagnement_on,
                 ee.t0_file_id,
                 p.sexe,
@@ -144,18 +148,28 @@ def breakdowns(r: Any, role: str | None, oriented: bool, territories: dict[str, 
     return dims
 
 
-def absent_at_rdv(r: Any, as_of: date) -> bool:
-    """Counted among the absents from the RDV d'orientation on as_of (annex 4; SPEC §4: "absent at the
-    orientation RDV"): oriented on or before as_of, with an orientation RDV dated on or before as_of that
-    was missed. The tables, the indicator and the extract all read it here."""
-    oriented = decision_as_of(r, as_of) == ORIENTED
-    return bool(oriented and r.rdv_orientation_absent and known_as_of(r.rdv_orientation_on, as_of))
+NO_RDV_FACT = RdvOrientation(missed=False, never_seen=False, excused=False)
+
+
+def rdv_orientation(r: Any, as_of: date) -> RdvOrientation:
+    """The orientation RDV of an oriented nouvel entrant as the pilotage counts it on as_of (annex 4, 001
+    ~7508: "le nombre de BRSA qui sont orientés mais qui ne se présentent pas au rendez-vous d'orientation";
+    SPEC §3, third round): oriented on or before as_of, and at least one orientation RDV of the episode
+    missed (`absent`) on or before as_of; among them, those not present at an orientation RDV since (up to
+    as_of); apart, those excused (`excuse`). Not oriented on as_of: none of them. The tables, the indicator
+    and the extract all read it here."""
+    if decision_as_of(r, as_of) != ORIENTED:
+        return NO_RDV_FACT
+    return rdv_orientation_as_of(
+        r.rdv_orientation_missed_on, r.rdv_orientation_seen_on, r.rdv_orientation_excused_on, as_of
+    )
 
 
 def _row(r: Any, at_t0: AtT0, as_of: date, territories: dict[str, str] | None) -> Row:
     decided = decision_as_of(r, as_of)
     oriented = decided == ORIENTED
     rdv_on = known_as_of(r.rdv_orientation_on, as_of)
+    rdv = rdv_orientation(r, as_of)
     return Row(
         person_id=r.person_id,
         t0=r.t0,
@@ -164,7 +178,9 @@ def _row(r: Any, at_t0: AtT0, as_of: date, territories: dict[str, str] | None) -
         delay_days=r.delay_days if oriented else None,
         within_15_days=bool(oriented and r.within_15_days),
         within_one_month=bool(oriented and r.within_one_month),
-        rdv_absent=absent_at_rdv(r, as_of),
+        rdv_absent=rdv.missed,
+        rdv_never_seen=rdv.never_seen,
+        rdv_excused=rdv.excused,
         rdv_on=rdv_on,
         accompagnement_on=known_as_of(r.first_rdv_accompagnement_on, as_of),
         t0_file_id=r.t0_file_id,

@@ -206,6 +206,8 @@ def delais_orientation(ctx: Context, rows: list[Row] | None = None) -> Table:
 
 
 def absents_rdv(ctx: Context) -> Table:
+    """The oriented nouveaux entrants who did not come to an orientation RDV (`population.rdv_orientation`):
+    at least one missed; among them, those never seen at an orientation RDV since; apart, the excused."""
     t = ctx.table("absents-rdv")
     for dim, key, group in _groups(ctx.rows(), ctx.dims):
         oriented = [r for r in group if r.decided == ORIENTED]
@@ -214,6 +216,8 @@ def absents_rdv(ctx: Context) -> Table:
         t.add("orientes", len(oriented), dim, key)
         t.add("avec_rdv_orientation", len(with_rdv), dim, key)
         t.add("absents_rdv_orientation", absent, dim, key)
+        t.add("absents_non_revus_rdv_orientation", sum(r.rdv_never_seen for r in oriented), dim, key)
+        t.add("excuses_rdv_orientation", sum(r.rdv_excused for r in oriented), dim, key)
         t.add("taux_absence_rdv", _rate(absent, len(with_rdv)), dim, key)
     return t
 

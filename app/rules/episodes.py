@@ -83,12 +83,19 @@ class Episode:
     within_15_days: bool | None = None
     within_one_month: bool | None = None
     left_on: date | None = None  # when the person stopped meeting criterion 1 or 2 (the fact's date)
-    rdv_orientation_absent: bool = False
     invitation_on: date | None = None
-    rdv_orientation_on: date | None = None
-    first_rdv_accompagnement_on: date | None = None
-    contrat: str | None = None
-    contrat_on: date | None = None
+    rdv_orientation_on: date | None = None  # the first orientation RDV not cancelled (planned or held)
+    # The orientation RDV's presences (`_attach`), as dates so that any as-of reading is exact
+    # (`rdv_orientation_as_of`): the first missed (`absent`), the first seen (`present`) on or after that day,
+    # the first excused (`excuse`).
+    rdv_orientation_missed_on: date | None = None
+    rdv_orientation_seen_on: date | None = None
+    rdv_orientation_excused_on: date | None = None
+    first_rdv_accompagnement_on: date | None = None  # the first accompaniment RDV held (`HELD`)
+    contrats: list[tuple[date, str | None]] = field(default_factory=list)  # every contract, by date
+    # the référents designated after the orientation, by date, with their structure (else their organisme)
+    referents: list[tuple[date, str | None]] = field(default_factory=list)
+    _rdv_present_on: date | None = field(default=None, repr=False, compare=False)  # the latest `present`
 
 
 @dataclass
@@ -383,8 +390,19 @@ def _orient(episode: Episode, ev: Event, config: RulesConfig) -> None:
     episode.within_one_month = ev.on < add_months(episode.t0, config.fallback_months)
 
 
+# An accompaniment RDV took place unless the platform says it did not (`absent`, `excuse`, `annule`) or that it
+# is only planned (`prevu`, whatever its date): `present`, or no presence given (the platform recorded the RDV
+# without a status). Seed 001, Annexe 4 (pilotage file): "DATE_1ER_RDV_ACCOMPAGNEMENT date du 1er rdv
+# d'accompagnement".
+HELD = ("present", None)
+# An orientation RDV counts (DATE_RDV_ORIENTATION: "date prévue du rdv d'orientation") unless cancelled
+# (`annule`): no RDV took place.
+NOT_CANCELLED = ("present", "absent", "excuse", "prevu", None)
+
+
 def _attach(episodes: list[Episode], ev: Event) -> None:
-    """Invitations, RDV and contracts belong to the latest episode that started on or before them."""
+    """Invitations, RDV, contracts and later référents belong to the latest episode that started on or before
+    them (every episode starting on or before an event's day exists when it is taken: files first each day)."""
     target = None
     for ep in episodes:
         if ep.t0 <= ev.on:
@@ -394,15 +412,82 @@ def _attach(episodes: list[Episode], ev: Event) -> None:
     if ev.type == "invitation" and target.invitation_on is None:
         target.invitation_on = ev.on
     elif ev.type == "rdv_orientation":
-        if ev.presence == "annule":
-            return  # cancelled by the service: no RDV took place
-        target.rdv_orientation_on = target.rdv_orientation_on or ev.on
-        if ev.presence is not None:
-            target.rdv_orientation_absent = ev.presence == "absent"
-    elif ev.type == "rdv_accompagnement" and target.first_rdv_accompagnement_on is None:
+        _attach_rdv_orientation(target, ev)
+    elif ev.type == "rdv_accompagnement" and target.first_rdv_accompagnement_on is None and ev.presence in HELD:
         target.first_rdv_accompagnement_on = ev.on
-    elif ev.type == "contrat" and target.contrat_on is None:
-        target.contrat, target.contrat_on = ev.contrat, ev.on
+    elif ev.type == "contrat":
+        target.contrats.append((ev.on, ev.contrat))
+    elif ev.type == "referent" and target.orientation is not None and ev is not target.orientation:
+        target.referents.append((ev.on, ev.structure or ev.organisme))
+
+
+def _attach_rdv_orientation(target: Episode, ev: Event) -> None:
+    """Cancelled (`annule`) never counts: no RDV took place; `prevu` and no presence are no presence."""
+    if ev.presence not in NOT_CANCELLED:
+        return
+    target.rdv_orientation_on = target.rdv_orientation_on or ev.on
+    if ev.presence == "absent" and target.rdv_orientation_missed_on is None:
+        target.rdv_orientation_missed_on = ev.on
+        if target._rdv_present_on == ev.on:  # seen the same day at another RDV: seen on or after the miss
+            target.rdv_orientation_seen_on = ev.on
+    elif ev.presence == "present":
+        target._rdv_present_on = ev.on
+        if target.rdv_orientation_missed_on is not None and target.rdv_orientation_seen_on is None:
+            target.rdv_orientation_seen_on = ev.on
+    elif ev.presence == "excuse" and target.rdv_orientation_excused_on is None:
+        target.rdv_orientation_excused_on = ev.on
+
+
+@dataclass(frozen=True)
+class RdvOrientation:
+    """An episode's orientation RDV as known on an as-of date."""
+
+    missed: bool  # at least one orientation RDV missed (absent) on or before as_of
+    never_seen: bool  # ... and not present at an orientation RDV on or after that day, up to as_of
+    excused: bool  # at least one orientation RDV excused on or before as_of
+
+
+def rdv_orientation_as_of(
+    missed_on: date | None, seen_on: date | None, excused_on: date | None, as_of: date
+) -> RdvOrientation:
+    """THE reading of the orientation RDV's presences on as_of. Exact for any as-of date: the first miss is
+    the earliest, and the first presence on or after it is the earliest that can answer "seen again by
+    as_of"."""
+    missed = known_as_of(missed_on, as_of) is not None
+    return RdvOrientation(
+        missed=missed,
+        never_seen=missed and known_as_of(seen_on, as_of) is None,
+        excused=known_as_of(excused_on, as_of) is not None,
+    )
+
+
+def dated_items(stored: Iterable[Any] | None) -> list[tuple[date, Any]]:
+    """[date, value] items as an episode keeps them (`Episode.contrats`, `.referents`) or as stored (JSON,
+    ISO dates), in their order (by date)."""
+    return [(on if isinstance(on, date) else date.fromisoformat(on), value) for on, value in stored or ()]
+
+
+def latest_as_of(stored: Iterable[Any] | None, as_of: date) -> tuple[date, Any] | None:
+    """The latest of (date, value) items dated on or before as_of (None if none); of two the same day, the
+    later kept (the events' order)."""
+    found = None
+    for item in dated_items(stored):
+        if item[0] <= as_of:
+            found = item
+    return found
+
+
+def last_contract_as_of(contrats: Iterable[Any] | None, as_of: date) -> tuple[date, str | None] | None:
+    """The contract in force on as_of: the latest signed on or before it (seed 001, Annexe 4: "TYPE_CONTRAT
+    différenciation CER ou PPAE")."""
+    return latest_as_of(contrats, as_of)
+
+
+def last_cer_as_of(contrats: Iterable[Any] | None, as_of: date) -> date | None:
+    """The date of the latest CER signed on or before as_of, whatever came after it (seed 001, Annexe 4:
+    "DATE_CER date de signature du CER (et non du PPAE)")."""
+    found = latest_as_of([(on, kind) for on, kind in dated_items(contrats) if kind == "CER"], as_of)
+    return found[0] if found else None
 
 
 class Decidable(Protocol):

@@ -202,7 +202,7 @@ def test_csv_import(db, monkeypatch, tmp_path):
     with session_scope(db) as s:
         ep = s.scalar(select(EntryEpisode).where(EntryEpisode.person_id == pid))
         assert ep is not None and (ep.outcome, ep.delay_days, ep.accompagnement_global) == ("oriente", 3, True)
-        assert ep.rdv_orientation_absent is True
+        assert ep.rdv_orientation_missed_on is not None
     again = run_cli(db, monkeypatch, "orientations", "import", path, "--json")
     assert json.loads(again.stdout)["already_known"] == 2
     bad_header = tmp_path / "bad.csv"

@@ -11,7 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.rules.config import RulesConfig
-from app.rules.episodes import Event, FluxFact, compute_episodes, outcome_as_of
+from app.rules.episodes import (
+    Event,
+    FluxFact,
+    RdvOrientation,
+    compute_episodes,
+    last_cer_as_of,
+    last_contract_as_of,
+    latest_as_of,
+    outcome_as_of,
+    rdv_orientation_as_of,
+)
 
 _seq = iter(range(1, 10**9))
 
@@ -243,12 +253,112 @@ def test_rdv_invitation_and_contract_are_attached():
         ev("contrat", d("02/04/2024"), contrat="CER"),
     ]
     (ep,) = run([fact(d("05/03/2024"))], events).episodes
-    assert (ep.invitation_on, ep.rdv_orientation_on, ep.rdv_orientation_absent) == (
+    assert (ep.invitation_on, ep.rdv_orientation_on, ep.rdv_orientation_missed_on) == (
         d("06/03/2024"),
         d("12/03/2024"),
-        True,
+        d("12/03/2024"),
     )
-    assert (ep.contrat, ep.contrat_on) == ("CER", d("02/04/2024"))
+    assert ep.contrats == [(d("02/04/2024"), "CER")]
+
+
+# -- the orientation RDV's absents (001 ~7508; SPEC §3, third round) ---------------------------------------
+
+
+def _rdv(*presences, t0="05/03/2024"):
+    """An episode entered on t0, oriented on 14/03, with orientation RDV (day, presence) in that order."""
+    events = [ev("rdv_orientation", d(day), presence=p) for day, p in presences]
+    (ep,) = run([fact(d(t0))], [*events, ev("orientation", d("14/03/2024"))]).episodes
+    return ep
+
+
+def _as_of(ep, day):
+    return rdv_orientation_as_of(
+        ep.rdv_orientation_missed_on, ep.rdv_orientation_seen_on, ep.rdv_orientation_excused_on, d(day)
+    )
+
+
+def test_a_missed_orientation_rdv_counts_even_when_the_next_one_was_attended():
+    """ "Préciser également le nombre de BRSA qui sont orientés mais qui ne se présentent pas au
+    rendez-vous d'orientation si vous le souhaitez." SPEC §3: counted when at least one orientation RDV of
+    the episode was missed; those never seen at a later one are given too."""
+    ep = _rdv(("08/03/2024", "absent"), ("12/03/2024", "present"))
+    assert (ep.rdv_orientation_missed_on, ep.rdv_orientation_seen_on) == (d("08/03/2024"), d("12/03/2024"))
+    assert _as_of(ep, "31/03/2024") == RdvOrientation(missed=True, never_seen=False, excused=False)
+    # as of a day before the second RDV, the person was never seen again
+    assert _as_of(ep, "10/03/2024") == RdvOrientation(missed=True, never_seen=True, excused=False)
+    assert _as_of(ep, "07/03/2024") == RdvOrientation(missed=False, never_seen=False, excused=False)
+
+
+def test_absent_only_is_absent_and_never_seen_and_a_presence_before_the_miss_does_not_count():
+    assert _as_of(_rdv(("08/03/2024", "absent")), "31/03/2024") == RdvOrientation(True, True, False)
+    ep = _rdv(("06/03/2024", "present"), ("08/03/2024", "absent"), ("09/03/2024", "prevu"))
+    assert (ep.rdv_orientation_missed_on, ep.rdv_orientation_seen_on) == (d("08/03/2024"), None)
+    assert _as_of(ep, "31/03/2024") == RdvOrientation(True, True, False)
+
+
+def test_present_the_same_day_as_the_miss_is_seen_whatever_the_events_order():
+    for order in ((("08/03/2024", "absent"), ("08/03/2024", "present")),
+                  (("08/03/2024", "present"), ("08/03/2024", "absent"))):  # fmt: skip
+        events = [Event("rdv_orientation", d(day), key=f"k{n}", presence=p) for n, (day, p) in enumerate(order)]
+        (ep,) = run([fact(d("05/03/2024"))], events).episodes
+        assert (ep.rdv_orientation_missed_on, ep.rdv_orientation_seen_on) == (d("08/03/2024"), d("08/03/2024"))
+
+
+def test_the_excused_are_apart_and_cancelled_or_planned_rdv_never_count():
+    ep = _rdv(("08/03/2024", "excuse"))
+    assert _as_of(ep, "31/03/2024") == RdvOrientation(missed=False, never_seen=False, excused=True)
+    ep = _rdv(("07/03/2024", "annule"), ("08/03/2024", "prevu"), ("09/03/2024", None))
+    assert ep.rdv_orientation_on == d("08/03/2024"), "a cancelled RDV is no RDV; a planned one is dated"
+    assert _as_of(ep, "31/03/2024") == RdvOrientation(False, False, False)
+
+
+# -- the pilotage file's path facts (001, Annexe 4 of the data-access convention) ---------------------------
+
+
+def test_the_first_accompaniment_rdv_is_the_first_held():
+    """ "DATE_1ER_RDV_ACCOMPAGNEMENT date du 1er rdv d'accompagnement": an RDV cancelled, missed, excused or
+    only planned did not take place; one given without presence did."""
+    events = [
+        ev("orientation", d("10/03/2024")),
+        *(ev("rdv_accompagnement", d(f"{day}/03/2024"), presence=p)
+          for day, p in (("11", "annule"), ("12", "absent"), ("13", "excuse"), ("14", "prevu"), ("20", "present"))),
+    ]  # fmt: skip
+    (ep,) = run([fact(d("05/03/2024"))], events).episodes
+    assert ep.first_rdv_accompagnement_on == d("20/03/2024")
+    (ep,) = run([fact(d("05/03/2024"))], [ev("rdv_accompagnement", d("18/03/2024"))]).episodes
+    assert ep.first_rdv_accompagnement_on == d("18/03/2024")
+
+
+def test_date_cer_is_the_latest_cer_and_type_contrat_the_latest_contract_as_of():
+    """ "DATE_CER date de signature du CER (et non du PPAE)"; "TYPE_CONTRAT différenciation CER ou PPAE"."""
+    events = [ev("orientation", d("10/03/2024")), ev("contrat", d("20/03/2024"), contrat="PPAE"),
+              ev("contrat", d("02/05/2024"), contrat="CER"), ev("contrat", d("02/11/2024"), contrat="CER")]  # fmt: skip
+    (ep,) = run([fact(d("05/03/2024"))], events).episodes
+    assert [kind for _on, kind in ep.contrats] == ["PPAE", "CER", "CER"]
+    assert (last_contract_as_of(ep.contrats, d("30/04/2024")), last_cer_as_of(ep.contrats, d("30/04/2024"))) == (
+        (d("20/03/2024"), "PPAE"),
+        None,
+    )
+    assert last_contract_as_of(ep.contrats, d("31/05/2024")) == (d("02/05/2024"), "CER")
+    assert last_cer_as_of(ep.contrats, d("31/12/2024")) == d("02/11/2024")
+    stored = [[on.isoformat(), kind] for on, kind in ep.contrats]  # as entry_episodes keeps them (JSON)
+    assert last_cer_as_of(stored, d("31/05/2024")) == d("02/05/2024")
+
+
+def test_a_referent_designated_after_the_orientation_is_kept_with_its_date():
+    """ "STRUCTURE_REFERENTE structure référente de l'accompagnement": the latest référent's."""
+    events = [
+        ev("orientation", d("10/03/2024"), structure="Maison des solidarités"),
+        ev("referent", d("02/04/2024"), structure="CCAS de Verdun"),
+        ev("referent", d("02/06/2024"), organisme="FRANCE_TRAVAIL"),
+    ]
+    (ep,) = run([fact(d("05/03/2024"))], events).episodes
+    assert ep.orientation is not None and ep.orientation.structure == "Maison des solidarités"
+    assert ep.referents == [(d("02/04/2024"), "CCAS de Verdun"), (d("02/06/2024"), "FRANCE_TRAVAIL")]
+    assert latest_as_of(ep.referents, d("01/04/2024")) is None
+    assert latest_as_of(ep.referents, d("30/04/2024")) == (d("02/04/2024"), "CCAS de Verdun")
+    (by_referent,) = run([fact(d("05/03/2024"))], [ev("referent", d("11/03/2024"), structure="CCAS")]).episodes
+    assert by_referent.referents == [], "the référent that orients is the orientation"
 
 
 def test_what_counts_as_versable_is_configurable():

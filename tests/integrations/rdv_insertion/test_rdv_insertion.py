@@ -129,7 +129,7 @@ def test_a_scenario_of_signed_deliveries(db, webhook_app, make_api_key, tmp_path
         (ids["DUPONT"], "invitation", None, False),
     ]
     episode = _episode(db, ids["DUPONT"])
-    assert episode.rdv_orientation_absent is True and episode.invitation_on == t0 + timedelta(days=1)
+    assert episode.rdv_orientation_missed_on is not None and episode.invitation_on == t0 + timedelta(days=1)
     # the stranger arrives in a flux: the waiting RDV is given to them, dated by its own date
     c_day = today(db) - timedelta(days=6)
     c = foyer(
@@ -290,14 +290,14 @@ def test_an_rdv_insertion_users_export_imports_into_the_expected_episodes(db, mo
         "social",
         "DEPARTEMENT",
     )
-    assert episode.rdv_orientation_absent is True and episode.invitation_on == t0 + timedelta(days=1)
+    assert episode.rdv_orientation_missed_on is not None and episode.invitation_on == t0 + timedelta(days=1)
     again = json.loads(
         run_cli(db, monkeypatch, "orientations", "import", write("Absence non excusée"), "--json").stdout
     )
     assert (again["applied"], again["already_known"]) == (0, 1)
     newer = json.loads(run_cli(db, monkeypatch, "orientations", "import", write("Rendez-vous honoré"), "--json").stdout)
     assert newer["applied"] == 1  # the last RDV's new status supersedes the one imported before
-    assert _episode(db, pid).rdv_orientation_absent is False
+    assert _episode(db, pid).rdv_orientation_missed_on is None
 
 
 def test_deliveries_while_a_file_is_ingested_and_in_parallel(db, webhook_app, tmp_path):
