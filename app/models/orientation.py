@@ -74,7 +74,7 @@ class EntryEpisode(Base):
     open_until: Mapped[date] = mapped_column(Date)
     left_on: Mapped[date | None] = mapped_column(Date)
     # why the person left (app.rules.episodes.LEFT_REASONS), from the file received on left_on
-    left_reason: Mapped[str | None] = mapped_column(String(24))
+    left_reason: Mapped[str | None] = mapped_column(String(32))
     left_file_id: Mapped[int | None] = mapped_column(Integer)
     oriented_by: Mapped[str | None] = mapped_column(String(12))
     delay_days: Mapped[int | None] = mapped_column(Integer)

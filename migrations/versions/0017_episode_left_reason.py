@@ -27,7 +27,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("entry_episodes", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("left_reason", sa.String(length=24), nullable=True))
+        batch_op.add_column(sa.Column("left_reason", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("left_file_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("orientation_on", sa.Date(), nullable=True))
     op.execute(

@@ -105,3 +105,10 @@ def test_an_orientation_before_t0_belongs_to_the_entry(client, db, make_api_key,
     (seen,) = _episodes(client, key, pid, date(2024, 3, 20))
     assert seen["orientation_on"] == "2024-02-20"
     assert "belongs to this entry" in seen["criteria"]["sans_suivi"]["reason"]
+
+
+def test_every_left_reason_fits_its_column():
+    """PostgreSQL refuses a value longer than the column (SQLite would keep it)."""
+    from app.rules.episodes import LEFT_REASONS
+
+    assert max(map(len, LEFT_REASONS)) <= EntryEpisode.__table__.c.left_reason.type.length
