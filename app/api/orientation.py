@@ -59,7 +59,12 @@ def _episode_out(ep: Any, as_of: date) -> dict[str, Any]:
         "outcome": outcome,
         "end_on": ep.end_on.isoformat() if decided and ep.end_on else None,
         "left_on": left_on.isoformat() if left_on else None,
+        # why, and the file that showed it (received on left_on): docs/rules.md, "Why a person left"
+        "left_reason": ep.left_reason if left_on else None,
+        "left_file_id": ep.left_file_id if left_on else None,
         "oriented_by": ep.oriented_by if decided else None,
+        # the orientation's own date: before T0 for one that belongs to the entry (end_on is then T0)
+        "orientation_on": ep.orientation_on.isoformat() if decided and ep.orientation_on else None,
         "delay_days": ep.delay_days if decided else None,
         "within_15_days": ep.within_15_days if decided else None,
         "within_one_month": ep.within_one_month if decided else None,

@@ -73,6 +73,9 @@ class EntryEpisode(Base):
     # end_on, or 9999-12-31 while undecided: "open on day D" is then one index range (open_until > D).
     open_until: Mapped[date] = mapped_column(Date)
     left_on: Mapped[date | None] = mapped_column(Date)
+    # why the person left (app.rules.episodes.LEFT_REASONS), from the file received on left_on
+    left_reason: Mapped[str | None] = mapped_column(String(32))
+    left_file_id: Mapped[int | None] = mapped_column(Integer)
     oriented_by: Mapped[str | None] = mapped_column(String(12))
     delay_days: Mapped[int | None] = mapped_column(Integer)
     within_15_days: Mapped[bool | None] = mapped_column(Boolean)
@@ -81,6 +84,8 @@ class EntryEpisode(Base):
     type_parcours: Mapped[str | None] = mapped_column(String(24))
     accompagnement_global: Mapped[bool | None] = mapped_column(Boolean)
     structure: Mapped[str | None] = mapped_column(String(200))
+    # the orienting event's own date: end_on, or before T0 for one that belongs to the entry (then end_on = T0)
+    orientation_on: Mapped[date | None] = mapped_column(Date)
     invitation_on: Mapped[date | None] = mapped_column(Date)
     rdv_orientation_on: Mapped[date | None] = mapped_column(Date)
     # dates, not flags, so that any as-of reading is exact (app.rules.episodes.rdv_orientation_as_of)

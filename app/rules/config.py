@@ -24,7 +24,8 @@ class RulesConfig:
     fallback_months: int = 1
     # Roles that can be BRSA subject to droits et devoirs.
     brsa_roles: frozenset[str] = frozenset({"DEM", "CJT", "BEN"})
-    # Persons of the initial stock are treated as followed (the "file active"): their follow-up closes
+    # Persons of the initial stock are treated as followed (the "file active"), those whose right is suspended
+    # at the stock too (a dormant follow-up, annex 4: "reprennent l'accompagnement"): their follow-up closes
     # like any other (radiation, suspension > 12 months, move out, explicit closure).
     stock_is_followed: bool = True
 

@@ -9,20 +9,37 @@ service plays no part: facts are sorted by their dates (ties by properties of th
 from __future__ import annotations
 
 import calendar
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-from app.rules.config import DEFAULT, RulesConfig
+from app.rules.config import DEFAULT, DROIT_CLOS, RulesConfig
 
 ORIENTING_EVENTS = ("orientation", "referent")
+FOLLOW_UP_EVENTS = (*ORIENTING_EVENTS, "suivi_clos")  # what opens or closes a follow-up
+SUSPENDED = ("3", "4")  # ETATDOSRSA: open and suspended, payment suspended
 WAITING = "en_attente"
 ORIENTED = "oriente"
 LEFT_BEFORE = "sorti_avant_orientation"
 # The outcomes that end a wait. An episode has an `end_on` exactly when its outcome is one of these (set
 # together by `_orient` and `_Walk._check_exit` / `_close_suivi`); stored episodes keep that pairing.
 DECISIONS = (ORIENTED, LEFT_BEFORE)
+# Why a person stopped meeting criterion 1 or 2, read from the fact dated `left_on` (the first reason that
+# applies, in this order). A suspension longer than 12 months is no reason of its own here: the suspension
+# ends the episode at the first month end (`droit_suspendu`); it is what closes a follow-up (criterion 3).
+LEFT_REASONS = {
+    "deces": "a date of death (DTDC)",
+    "sorti_du_foyer": "left the foyer (missing from a daily file that lists the foyer's members)",
+    "absent_fichier_complet": "absent from a full file of the organisme that carried them (radiation)",
+    "demenagement": "moved out of the département (closure MUT, or a transfer to another organisme)",
+    "droit_clos": "right closed (ETATDOSRSA 5 or 6, or a closure date)",
+    "droit_suspendu": "right suspended (ETATDOSRSA 3 or 4, not versable)",
+    "droit_non_versable": "right not versable (another ETATDOSRSA)",
+    "non_soumis_droits_devoirs": "no longer soumis aux droits et devoirs (TOPPERSDRODEVORSA)",
+    "role_hors_droits_devoirs": "a role not subject to droits et devoirs (not DEM, CJT or BEN)",
+}
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,8 @@ class Episode:
     within_15_days: bool | None = None
     within_one_month: bool | None = None
     left_on: date | None = None  # when the person stopped meeting criterion 1 or 2 (the fact's date)
+    left_reason: str | None = None  # why, from that fact (one of LEFT_REASONS)
+    left_file_id: int | None = None  # the file that showed it (received on left_on)
     invitation_on: date | None = None
     rdv_orientation_on: date | None = None  # the first orientation RDV not cancelled (planned or held)
     # The orientation RDV's presences (`_attach`), as dates so that any as-of reading is exact
@@ -151,6 +170,23 @@ def in_droits_devoirs(fact: FluxFact | None, config: RulesConfig) -> bool:
     )
 
 
+def left_reason(fact: FluxFact, config: RulesConfig) -> str:
+    """Why this fact shows the person out of droits et devoirs (a key of LEFT_REASONS)."""
+    if fact.death_date is not None:
+        return "deces"
+    if not fact.present:
+        return "sorti_du_foyer" if fact.absence_reason == "left_foyer" else "absent_fichier_complet"
+    if fact.transfer_out or (fact.closure_motif == "MUT" and (fact.etat in DROIT_CLOS or fact.closure_date)):
+        return "demenagement"
+    if fact.etat in DROIT_CLOS or fact.closure_date is not None:
+        return "droit_clos"
+    if not is_versable(fact, config):
+        return "droit_suspendu" if fact.etat in SUSPENDED else "droit_non_versable"
+    if fact.sdd is not True:
+        return "non_soumis_droits_devoirs"
+    return "role_hors_droits_devoirs"
+
+
 def _fact_ref(fact: FluxFact | None) -> dict[str, Any]:
     if fact is None:
         return {"state": "unknown"}
@@ -161,6 +197,18 @@ def _fact_ref(fact: FluxFact | None) -> dict[str, Any]:
         "sdd": fact.sdd,
         "present": fact.present,
     }
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """What taking a fact changes in a walk, to take it again (`_Timeline._take_fact`)."""
+
+    suivi: _Suivi
+    current: FluxFact | None
+    suspended_since: date | None
+    stock: bool
+    episodes: int
+    decisions: int
 
 
 class _Suivi:
@@ -220,6 +268,9 @@ class _Timeline:
         self.current: FluxFact | None = None
         self.episode: Episode | None = None
         self.suspended_since: date | None = None  # start of the suspension in force (flux date or first suspended)
+        # Follow-up events (orientation, référent, closure) since the last fact while no episode is open: they
+        # wait for the next fact, which may be an entry they belong to (`_take_fact`).
+        self.deferred: list[Event] = []
         self.next_month_end = month_end(flux[0].received_on) if flux else None
 
     def walk(self) -> PersonEpisodes:
@@ -235,6 +286,7 @@ class _Timeline:
             while ei < len(self.evts) and self.evts[ei].on == day:
                 self._take_event(self.evts[ei])
                 ei += 1
+        self._apply_deferred()
         # after the last point: the next month end decides an episode whose person has left
         if self.episode is not None and self.next_month_end is not None:
             self._check_exit(self.next_month_end)
@@ -253,10 +305,85 @@ class _Timeline:
             self.episode = None
 
     def _take_fact(self, fact: FluxFact) -> None:
+        """One received file's state, after the follow-up events that waited for it.
+
+        An orientation or a référent dated before T0 but belonging to this entry (docs/rules.md, "Settled in
+        issue #22") is no follow-up in progress for criterion 3: it orients the episode at T0, delay 0. It
+        belongs when it is dated after the person's last fact before T0 (which showed them out of droits et
+        devoirs, or there was none) and not before the first day of the month before T0's month. So the
+        fact is taken without those events; if no episode starts there, it is taken again after them, as
+        any follow-up dated before it (an older one, of a previous spell, always is)."""
+        early = self._early(fact)
+        if not early:
+            self._apply_deferred()
+            self._take_fact_now(fact)
+            return
+        saved = self._save()
+        deferred, self.deferred = self.deferred, []
+        for ev in deferred:
+            if not any(ev is e for e in early):
+                self._apply_event(ev)
+        self._take_fact_now(fact)
+        if len(self.episodes) > saved.episodes and self.episode is self.episodes[-1]:
+            episode = self.episode
+            _orient(episode, early[0], self.config, on=episode.t0)
+            episode.criteria["sans_suivi"].reason += (
+                f"; the {early[0].type} dated {early[0].on.isoformat()}, after the last file before T0, belongs"
+                " to this entry: oriented at T0"
+            )
+            self.episode = None
+            for ev in early:
+                self.suivi.open(ev.on, ev.type)
+            return
+        self._restore(saved)
+        self.deferred = deferred
+        self._apply_deferred()
+        self._take_fact_now(fact)
+
+    def _early(self, fact: FluxFact) -> list[Event]:
+        """The waiting orientations and référents that would belong to an entry at `fact`."""
+        if (
+            not self.deferred
+            or self.episode is not None
+            or not in_droits_devoirs(fact, self.config)
+            or in_droits_devoirs(self.current, self.config)
+            or (fact.initial_stock and self.current is None)
+        ):
+            return []
+        since = previous_month_end(fact.received_on).replace(day=1)
+        return [ev for ev in self.deferred if ev.type in ORIENTING_EVENTS and ev.on >= since]
+
+    def _apply_deferred(self) -> None:
+        deferred, self.deferred = self.deferred, []
+        for ev in deferred:
+            self._apply_event(ev)
+
+    def _save(self) -> _Saved:
+        return _Saved(
+            copy.copy(self.suivi),
+            self.current,
+            self.suspended_since,
+            self.stock,
+            len(self.episodes),
+            len(self.decisions),
+        )
+
+    def _restore(self, saved: _Saved) -> None:
+        self.suivi, self.current, self.suspended_since, self.stock = (
+            saved.suivi,
+            saved.current,
+            saved.suspended_since,
+            saved.stock,
+        )
+        del self.episodes[saved.episodes :]
+        del self.decisions[saved.decisions :]
+        self.episode = None
+
+    def _take_fact_now(self, fact: FluxFact) -> None:
         """One received file's state: the suspension in force, the follow-up's closures, then an entry."""
         was_in = in_droits_devoirs(self.current, self.config)
         previous, self.current = self.current, fact
-        suspended = fact.present and fact.etat in ("3", "4")
+        suspended = fact.present and fact.etat in SUSPENDED
         if suspended:
             self._track_suspension(fact)
         self._close_suivi(fact)
@@ -283,7 +410,8 @@ class _Timeline:
             self.suivi.close(fact.received_on, "deces")
             if self.episode is not None:
                 self.episode.outcome, self.episode.end_on = LEFT_BEFORE, fact.received_on
-                self.episode.left_on = self.episode.left_on or fact.received_on
+                if self.episode.left_on is None:
+                    self._mark_left(self.episode, fact)
                 self.episode = None
         elif not fact.present:
             self.suivi.close(fact.received_on, "radie" if fact.absence_reason != "left_foyer" else "sorti_du_foyer")
@@ -304,9 +432,23 @@ class _Timeline:
         self.suspended_since = None
 
     def _take_initial_stock(self, fact: FluxFact, now_in: bool) -> None:
+        """The stock is the "file active": its persons in droits et devoirs are followed, and so are those
+        whose right is suspended (their follow-up is dormant: "reprennent l'accompagnement avec le référent
+        qui leur avait été désigné", 001 ~7482-7486). The suspension counts from the flux's start date, else
+        the stock's date (`_track_suspension`), and closes the follow-up once longer than the limit."""
         self.stock = True
-        if now_in and self.config.stock_is_followed:
+        if self.config.stock_is_followed and (now_in or self._suspended_in_droits_devoirs(fact)):
             self.suivi.open(fact.received_on, "stock")
+
+    def _suspended_in_droits_devoirs(self, fact: FluxFact) -> bool:
+        """In droits et devoirs but for the right being suspended (ETATDOSRSA 3 or 4, not versable)."""
+        return (
+            fact.present
+            and fact.death_date is None
+            and fact.etat in SUSPENDED
+            and fact.sdd is True
+            and fact.role in self.config.brsa_roles
+        )
 
     def _enter_or_decide(self, fact: FluxFact, was_in: bool) -> None:
         """In droits et devoirs without an open episode: a new episode if the three criteria hold; else,
@@ -350,15 +492,27 @@ class _Timeline:
         return found
 
     def _track_leaving(self, fact: FluxFact, now_in: bool) -> None:
-        """The open episode's left_on: the first fact out of droits et devoirs, cleared on coming back."""
+        """The open episode's left_on, and why: the first fact out of droits et devoirs, cleared on coming
+        back."""
         if self.episode is not None and not now_in and self.episode.left_on is None:
-            self.episode.left_on = fact.received_on
+            self._mark_left(self.episode, fact)
         if self.episode is not None and now_in:
-            self.episode.left_on = None
+            self.episode.left_on = self.episode.left_reason = self.episode.left_file_id = None
+
+    def _mark_left(self, episode: Episode, fact: FluxFact) -> None:
+        episode.left_on, episode.left_file_id = fact.received_on, fact.file_id
+        episode.left_reason = left_reason(fact, self.config)
 
     def _take_event(self, ev: Event) -> None:
         """An orientation or a référent orients the open episode and opens the follow-up; a closure by the
-        platform closes it; invitations, RDV and contracts attach to their episode."""
+        platform closes it; invitations, RDV and contracts attach to their episode. Without an open episode,
+        the follow-up events wait for the next fact (`_take_fact`)."""
+        if ev.type in FOLLOW_UP_EVENTS and self.episode is None:
+            self.deferred.append(ev)
+        else:
+            self._apply_event(ev)
+
+    def _apply_event(self, ev: Event) -> None:
         if ev.type in ORIENTING_EVENTS:
             if self.episode is not None and ev.on >= self.episode.t0:
                 _orient(self.episode, ev, self.config)
@@ -380,14 +534,17 @@ def _suivi_reason(suivi: _Suivi) -> str:
     return f"follow-up closed on {suivi.closed_on.isoformat() if suivi.closed_on else '?'} ({suivi.closed_reason})"
 
 
-def _orient(episode: Episode, ev: Event, config: RulesConfig) -> None:
+def _orient(episode: Episode, ev: Event, config: RulesConfig, on: date | None = None) -> None:
+    """The episode ends oriented by `ev`, on its date (or on `on`: T0 for an orientation dated before T0 that
+    belongs to the entry; `orientation` keeps its own date)."""
+    end = on or ev.on
     episode.outcome = ORIENTED
-    episode.end_on = ev.on
+    episode.end_on = end
     episode.oriented_by = ev.type
     episode.orientation = ev
-    episode.delay_days = (ev.on - episode.t0).days
-    episode.within_15_days = ev.on < episode.t0 + timedelta(days=config.delay_days)
-    episode.within_one_month = ev.on < add_months(episode.t0, config.fallback_months)
+    episode.delay_days = (end - episode.t0).days
+    episode.within_15_days = end < episode.t0 + timedelta(days=config.delay_days)
+    episode.within_one_month = end < add_months(episode.t0, config.fallback_months)
 
 
 # An accompaniment RDV took place unless the platform says it did not (`absent`, `excuse`, `annule`) or that it

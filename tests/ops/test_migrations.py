@@ -141,3 +141,45 @@ def test_0006_recovers_the_observations_of_full_files_and_of_stored_states(tmp_p
     finally:
         dispose_engines()
         db.drop()
+
+
+def test_0017_queues_the_persons_whose_episodes_the_issue_22_rules_change(tmp_path):
+    """The rules changed (the stock's suspended persons, an orientation before T0, why a person left): going up
+    to 0017 queues every person with an episode or an orientation for a refresh, which fills the new columns."""
+    from datetime import date
+
+    from sqlalchemy import select
+
+    from app.flux.loader import IngestOptions, ingest_file
+    from app.models import EntryEpisode, EpisodeQueue
+    from app.orientation.episodes import refresh_pending
+    from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+
+    db = Database(tmp_path, "m17")
+    try:
+        settings = make_settings(db.url, tmp_path)
+        migrations.upgrade(settings)
+        engine = get_engine(settings)
+        t0, left = date(2024, 3, 4), date(2024, 3, 12)
+        dem, cjt = person(NIR_A), person(NIR_B, role="CJT", prenom="MARIE", sexe="2")
+        for day, foyers in ((t0, [foyer(dem, cjt)]), (left, [foyer(dem)])):
+            path = write_flux(tmp_path, foyers, day=day)
+            assert ingest_file(engine, settings, path, IngestOptions(day)).status == "applied"
+        with engine.connect() as conn:
+            assert conn.execute(select(EpisodeQueue.__table__)).all() == []
+            assert len(conn.execute(select(EntryEpisode.__table__)).all()) == 2
+        script = ScriptDirectory.from_config(migrations.alembic_config(settings))
+        before = script.get_revision("0017").down_revision
+        assert isinstance(before, str)
+        migrations.downgrade(settings, before)
+        migrations.upgrade(settings)
+        with engine.connect() as conn:
+            assert len({r.person_id for r in conn.execute(select(EpisodeQueue.__table__))}) == 2
+            assert {r.left_reason for r in conn.execute(select(EntryEpisode.__table__))} == {None}
+        refresh_pending(engine)
+        with engine.connect() as conn:
+            reasons = {r.left_reason for r in conn.execute(select(EntryEpisode.__table__))}
+        assert reasons == {None, "sorti_du_foyer"}
+    finally:
+        dispose_engines()
+        db.drop()

@@ -235,8 +235,11 @@ def test_leaving_and_coming_back_within_the_month_keeps_the_episode():
     assert (ep.t0, ep.outcome) == (d("05/03/2024"), "oriente")
 
 
-def test_an_orientation_before_t0_is_a_follow_up_in_progress():
-    assert run([fact(d("05/03/2024"))], [ev("orientation", d("01/03/2024"))]).episodes == []
+def test_an_orientation_just_before_t0_belongs_to_the_entry():
+    """docs/rules.md, "Settled in issue #22": an orientation dated before T0 but after the person's last file
+    (here none) and not before the first day of the previous month orients the episode at T0 (it removed it)."""
+    (ep,) = run([fact(d("05/03/2024"))], [ev("orientation", d("01/03/2024"))]).episodes
+    assert (ep.outcome, ep.end_on, ep.delay_days, ep.orientation.on) == ("oriente", d("05/03/2024"), 0, d("01/03/2024"))
 
 
 def test_as_of_sees_only_what_was_dated_by_then():
@@ -377,7 +380,7 @@ def histories(draw):
     facts, events = [], []
     for _ in range(draw(st.integers(1, 12))):
         day += timedelta(days=rng.randint(1, 70))
-        etat = rng.choice(["2", "2", "2", "4", "5"])
+        etat = rng.choice(["2", "2", "2", "3", "4", "5"])
         facts.append(
             fact(
                 day,
@@ -386,6 +389,8 @@ def histories(draw):
                 stock=not facts and rng.random() < 0.3,
                 susp=day - timedelta(days=rng.randint(0, 500)) if etat == "4" else None,
                 closure=day if etat == "5" else None,
+                present=rng.random() < 0.9,
+                reason=rng.choice(["left_foyer", "absent_full_file"]),
             )
         )
         if rng.random() < 0.4:
@@ -431,10 +436,11 @@ def test_a_follow_up_is_never_closed_before_it_opened():
         fact(d("10/07/2022"), etat="4", susp=d("02/07/2022")),
         fact(d("15/09/2023")),
     ]
-    result = run(facts, [ev("referent", d("22/08/2023"), structure="CCAS")])
+    # (a référent dated from 01/08/2023 would belong to the entry of 15/09/2023: "Settled in issue #22")
+    result = run(facts, [ev("referent", d("22/07/2023"), structure="CCAS")])
     (episode,) = result.episodes
     reason = episode.criteria["sans_suivi"].reason
-    assert reason == "follow-up closed on 2023-08-22 (suspension_longue)"
+    assert reason == "follow-up closed on 2023-07-22 (suspension_longue)"
 
 
 @pytest.mark.parametrize("etat", ["0", "1", "2", "3", "4", "5", "6", None])
@@ -463,3 +469,150 @@ def test_a_date_of_death_ends_the_episode_and_closes_the_follow_up():
     )
     assert followed.followed is False
     assert run([fact(d("02/01/2024"), sdd=False), fact(d("12/02/2024"), death=d("10/02/2024"))]).episodes == []
+
+
+# -- settled in issue #22 ------------------------------------------------------------------------
+
+
+def test_a_stock_person_suspended_less_than_12_months_who_comes_back_is_not_an_entry():
+    """ "Les BRSA suspendus depuis moins de 12 mois qui reviennent dans le dispositif des droits et devoirs ne
+    font généralement pas partie des nouveaux entrants ... ces BRSA reprennent l'accompagnement avec le
+    référent qui leur avait été désigné." The stock shows the right suspended: their follow-up is dormant,
+    the suspension counted from the stock's date when the flux gives no start date (they were entries)."""
+    stock = fact(d("15/01/2024"), etat="4", stock=True)
+    result = run([stock, fact(d("16/12/2024"))])  # 11 months later
+    assert result.episodes == [] and result.followed
+    (decision,) = result.not_entries
+    assert "follow-up in progress since 2024-01-15 (stock)" in decision.reason
+    # "plus de 12 mois" is strict: back exactly 12 months after the stock is not an entry either
+    assert run([stock, fact(d("15/01/2025"))]).episodes == []
+    (ep,) = run([stock, fact(d("17/02/2025"))]).episodes  # 13 months later
+    assert ep.t0 == d("17/02/2025")
+    assert ep.criteria["sans_suivi"].reason == "follow-up closed on 2025-01-15 (suspension_longue)"
+
+
+def test_a_stock_suspension_counts_from_the_flux_start_date():
+    """The suspension began before the stock (the flux's start date): 12 months from that date, not from the
+    stock's."""
+    stock = fact(d("15/01/2024"), etat="3", susp=d("01/02/2023"), stock=True)
+    (ep,) = run([stock, fact(d("04/03/2024"))]).episodes
+    assert ep.criteria["sans_suivi"].reason == "follow-up closed on 2024-02-01 (suspension_longue)"
+    assert (
+        run([fact(d("15/01/2024"), etat="3", susp=d("01/12/2023"), stock=True), fact(d("04/03/2024"))]).episodes == []
+    )
+
+
+def test_a_stock_person_suspended_out_of_droits_et_devoirs_is_not_followed():
+    """The stock's follow-up is for persons in droits et devoirs but for the suspension (SDD, DEM or CJT): one
+    not soumis aux droits et devoirs who becomes so is an entry, as "les personnes qui passent sous le seuil
+    de 500€"."""
+    result = run([fact(d("15/01/2024"), etat="4", sdd=False, stock=True), fact(d("04/03/2024"))])
+    assert [e.t0 for e in result.episodes] == [d("04/03/2024")]
+
+
+@pytest.mark.parametrize(
+    ("kw", "reason"),
+    [
+        ({"sdd": False}, "non_soumis_droits_devoirs"),
+        ({"etat": "4", "susp": d("10/03/2024")}, "droit_suspendu"),
+        ({"etat": "1"}, "droit_non_versable"),
+        ({"etat": "5", "closure": d("10/03/2024"), "motif": "RFD"}, "droit_clos"),
+        ({"etat": "5", "closure": d("10/03/2024"), "motif": "MUT"}, "demenagement"),
+        ({"transfer_out": True, "sdd": None}, "demenagement"),
+        ({"present": False, "reason": "left_foyer"}, "sorti_du_foyer"),
+        ({"present": False, "reason": "absent_full_file"}, "absent_fichier_complet"),
+        ({"role": "ENF"}, "role_hors_droits_devoirs"),
+        ({"death": d("10/03/2024")}, "deces"),
+    ],
+)
+def test_an_episode_says_why_the_person_left_and_which_file_showed_it(kw, reason):
+    """The explanation of an episode left before orientation gives the date the person left (`left_on`), why
+    (`left_reason`) and the file that showed it (`left_file_id`)."""
+    leaving = fact(d("12/03/2024"), **kw)
+    (ep,) = run([fact(d("05/03/2024")), leaving]).episodes
+    assert ep.outcome == "sorti_avant_orientation"
+    assert (ep.left_on, ep.left_reason, ep.left_file_id) == (d("12/03/2024"), reason, leaving.file_id)
+
+
+def test_the_reason_is_the_first_fact_out_and_is_cleared_on_coming_back():
+    out_1, out_2 = fact(d("12/03/2024"), sdd=False), fact(d("20/03/2024"), etat="5", closure=d("20/03/2024"))
+    (ep,) = run([fact(d("05/03/2024")), out_1, out_2]).episodes
+    assert (ep.end_on, ep.left_on, ep.left_reason, ep.left_file_id) == (
+        d("31/03/2024"),
+        d("12/03/2024"),
+        "non_soumis_droits_devoirs",
+        out_1.file_id,
+    )
+    back = run([fact(d("05/03/2024")), out_1, fact(d("20/03/2024"))]).episodes[0]
+    assert (back.outcome, back.left_on, back.left_reason, back.left_file_id) == ("en_attente", None, None, None)
+
+
+def test_a_conjoint_missing_from_the_foyer_has_left_it_that_day():
+    """SPEC §3, third round: "a member missing from their foyer in a daily file that lists the foyer's members
+    has left the foyer on that file's date" (app/flux/apply.py stores that absence, `left_foyer`). The episode
+    ends at the month end, the person having left on that date, and the follow-up is closed: back in another
+    foyer, they are a nouvel entrant again ("les personnes sans RSA qui rejoignent un foyer au RSA")."""
+    gone = fact(d("12/03/2024"), role="CJT", present=False, reason="left_foyer")
+    facts = [fact(d("05/02/2024"), role="CJT"), gone, fact(d("06/05/2024"), role="DEM")]
+    result = run(facts, [ev("orientation", d("12/02/2024"))])
+    first, second = result.episodes
+    assert (first.outcome, second.t0) == ("oriente", d("06/05/2024"))
+    assert second.criteria["sans_suivi"].reason == "follow-up closed on 2024-03-12 (sorti_du_foyer)"
+    unoriented = run([fact(d("05/03/2024"), role="CJT"), gone]).episodes[0]
+    assert (unoriented.end_on, unoriented.left_on, unoriented.left_reason) == (
+        d("31/03/2024"),
+        d("12/03/2024"),
+        "sorti_du_foyer",
+    )
+
+
+def test_the_seed_example_with_an_orientation_before_the_notification():
+    """ "si ouverture de droit et soumission aux droits et devoirs et pas de suivi en cours au 08/02 mais
+    notification de la CAF au CD le 01/03 alors le T0 du département est le 01/03": the Département, told by
+    the instruction flux, oriented the person on 20/02, before the CAF's notification. That orientation
+    belongs to this entry: it is no follow-up in progress (the person was not removed from the nouveaux
+    entrants, it did), and it ends the delay at T0, 0 days, its own date kept."""
+    (ep,) = run([fact(d("01/03/2024"))], [ev("orientation", d("20/02/2024"), organisme="DEPARTEMENT")]).episodes
+    assert (ep.t0, ep.outcome, ep.end_on, ep.delay_days) == (d("01/03/2024"), "oriente", d("01/03/2024"), 0)
+    assert (ep.within_15_days, ep.within_one_month, ep.oriented_by) == (True, True, "orientation")
+    assert ep.orientation.on == d("20/02/2024") and ep.orientation.organisme == "DEPARTEMENT"
+    assert "belongs to this entry" in ep.criteria["sans_suivi"].reason
+    assert outcome_as_of(ep, d("01/03/2024")) == "oriente"
+    # a référent counts the same; from the first day of the month before T0's month
+    (ref,) = run([fact(d("01/03/2024"))], [ev("referent", d("01/02/2024"))]).episodes
+    assert (ref.oriented_by, ref.delay_days) == ("referent", 0)
+
+
+def test_an_older_orientation_is_still_a_follow_up_in_progress():
+    """Dated before the first day of the previous month, or before the person's last file before T0, or of a
+    previous spell not closed: a follow-up in progress (criterion 3 fails), as before."""
+    assert run([fact(d("01/03/2024"))], [ev("orientation", d("31/01/2024"))]).episodes == []
+    demand = fact(d("15/02/2024"), etat="0")  # the demand, awaiting the Département's decision
+    assert run([demand, fact(d("01/03/2024"))], [ev("orientation", d("10/02/2024"))]).episodes == []
+    # after the last file: it belongs to the entry (a file of the same day comes before the day's events)
+    (ep,) = run([demand, fact(d("01/03/2024"))], [ev("orientation", d("15/02/2024"))]).episodes
+    assert (ep.end_on, ep.delay_days) == (d("01/03/2024"), 0)
+    # a previous spell's follow-up, dormant (out of SDD), is in progress whatever the new orientation
+    spell = [fact(d("05/01/2024")), fact(d("05/02/2024"), sdd=False), fact(d("01/03/2024"))]
+    result = run(spell, [ev("orientation", d("12/01/2024")), ev("orientation", d("20/02/2024"))])
+    assert [e.t0 for e in result.episodes] == [d("05/01/2024")]
+    assert "follow-up in progress since" in result.not_entries[-1].reason
+    # closed (radiation): the new orientation belongs to the new entry
+    radie = [fact(d("05/01/2023")), fact(d("10/06/2023"), etat="5", closure=d("31/05/2023")), fact(d("01/03/2024"))]
+    result = run(radie, [ev("orientation", d("12/01/2023")), ev("referent", d("20/02/2024"))])
+    assert [(e.t0, e.end_on, e.oriented_by) for e in result.episodes] == [
+        (d("05/01/2023"), d("12/01/2023"), "orientation"),
+        (d("01/03/2024"), d("01/03/2024"), "referent"),
+    ]
+
+
+def test_an_early_orientation_without_an_entry_is_a_follow_up_from_its_own_date():
+    """No entry at the next file (already in droits et devoirs at the end of the previous month): the
+    orientation is a follow-up opened on its own date, as any."""
+    facts = [fact(d("05/01/2024")), fact(d("10/02/2024"), sdd=False), fact(d("20/02/2024"))]
+    result = run(
+        facts, [ev("orientation", d("08/01/2024")), ev("suivi_clos", d("01/02/2024")), ev("referent", d("15/02/2024"))]
+    )
+    assert [e.t0 for e in result.episodes] == [d("05/01/2024")]
+    assert result.followed
+    assert "follow-up in progress since 2024-02-15 (referent)" in result.not_entries[-1].reason
