@@ -152,7 +152,7 @@ def _full_nir(nir13: str) -> str:
 def flux_rows(conn: Connection, settings: Settings, departement: str, week: Week) -> Iterator[list[str]]:
     ee = EntryEpisode.__table__.c
     episodes = _streamed(conn).execute(
-        select(ee.person_id, ee.t0, ee.end_on, ee.organisme, ee.type_parcours, ee.structure)
+        select(ee.person_id, ee.t0, ee.end_on, ee.orientation_on, ee.organisme, ee.type_parcours, ee.structure)
         .where(
             ee.departement_code == departement,
             oriented_by(ee, week.sunday),  # the one as-of reading (rules.outcome_as_of's SQL twin)
@@ -190,7 +190,7 @@ def flux_rows(conn: Connection, settings: Settings, departement: str, week: Week
                 e.organisme or "",
                 PARCOURS.get(e.type_parcours or "", ""),
                 referent,
-                fr(e.end_on),
+                fr(e.orientation_on or e.end_on),  # its own date, even before T0 (docs/rules.md, issue #22)
             ]
 
 
@@ -229,6 +229,7 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
             ee.person_id,
             ee.t0,
             ee.end_on,
+            ee.orientation_on,
             ee.outcome,
             ee.invitation_on,
             ee.rdv_orientation_on,
@@ -268,7 +269,7 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
                 fr(e.t0),
                 on(e.invitation_on),
                 on(e.rdv_orientation_on),
-                fr(e.end_on) if oriented else "",
+                fr(e.orientation_on or e.end_on) if oriented else "",
                 on(e.first_rdv_accompagnement_on),
                 ((referent[1] if referent else e.structure) or "") if oriented else "",
                 parcours.get(e.type_parcours or "", "") if oriented else "",

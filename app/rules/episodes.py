@@ -248,7 +248,7 @@ def compute_episodes(
     """All entry episodes of one person from all its facts (the result holds for any as-of date: see
     `outcome_as_of`)."""
     flux = sorted(facts, key=lambda f: (f.received_on, f.order))
-    evts = sorted(events, key=lambda e: (e.on, _EVENT_ORDER.get(e.type, 9), e.key))
+    evts = sorted(events, key=_event_sort_key)
     if not flux and not evts:
         return PersonEpisodes([], [], False, False)
     return _Timeline(flux, evts, config).walk()
@@ -521,6 +521,14 @@ class _Timeline:
         elif ev.type == "suivi_clos":
             self.suivi.close(ev.on, "cloture_plateforme")
         _attach(self.episodes, ev)
+
+
+def _event_sort_key(e: Event) -> tuple[Any, ...]:
+    """Events by date, then kind (`_EVENT_ORDER`), then content, and only then their key: two events of one
+    day (two contracts, two référents) are taken in an order their content decides, never the order they
+    reached the service (a key without external id is our id, given on arrival)."""
+    content = (e.contrat, e.structure, e.organisme, e.type_parcours, e.presence, e.accompagnement_global)
+    return (e.on, _EVENT_ORDER.get(e.type, 9), tuple("" if v is None else str(v) for v in content), e.key)
 
 
 _EVENT_ORDER = {"orientation": 0, "referent": 1, "invitation": 2, "rdv_orientation": 3, "rdv_accompagnement": 4}

@@ -165,3 +165,25 @@ def test_the_same_week_built_twice_gives_the_same_bytes(db, departement):
         return out.getvalue()
 
     assert build() == build()
+
+
+def test_an_orientation_dated_before_t0_is_written_with_its_own_date(db, tmp_path):
+    """An orientation dated 26/02 for a person whose CAF notification is received 01/03 belongs to the entry
+    (docs/rules.md, "Settled in issue #22"): the episode ends at T0, delay 0; both weekly files give the
+    orientation's own date, never T0 in its place."""
+    from app.exports.weekly import FLUX_COLUMNS, Week, flux_rows
+
+    assert ingest(db, write_flux(tmp_path, [_foyer("P")], day=ENTRY), ENTRY).status == "applied"
+    refresh_pending(get_engine(db))
+    with session_scope(db) as s:
+        pid = s.scalar(select(Person.id).where(Person.nom == "NOMC"))
+    record(db, pid, type="orientation", date=date(2024, 2, 26), organisme="DEPARTEMENT",
+           type_parcours="social", structure="MDS Verdun", external_id="o-early")  # fmt: skip
+    with session_scope(db) as s:
+        (ep,) = s.scalars(select(EntryEpisode)).all()
+        assert (ep.t0, ep.end_on, ep.delay_days, ep.orientation_on) == (ENTRY, ENTRY, 0, date(2024, 2, 26))
+    row = _file(db, date(2024, 3, 3))["P"]
+    assert _pick(row, "DATE_NOTIFICATION_DEPARTEMENT", "DATE_ORIENTATION") == ("01/03/2024", "26/02/2024")
+    with get_engine(db).connect() as conn:
+        (flux,) = list(flux_rows(conn, db, "055", Week.parse("2024-W09", date(2024, 6, 1))))
+    assert dict(zip(FLUX_COLUMNS, flux, strict=True))["DATE_ORIENTATION"] == "26/02/2024"

@@ -364,6 +364,26 @@ def test_a_referent_designated_after_the_orientation_is_kept_with_its_date():
     assert by_referent.referents == [], "the référent that orients is the orientation"
 
 
+def test_events_of_one_day_are_ordered_by_their_content_not_by_their_arrival():
+    """Two contracts or two référents of one day, without external id (their key is our id, given on arrival):
+    whichever arrived first, the latest contract and référent are the same (SPEC §3: episodes depend only on
+    dated facts, never on the order in which they reached the service)."""
+    day = d("02/05/2024")
+
+    def episode(keys):
+        events = [
+            ev("orientation", d("10/03/2024")),
+            Event(type="contrat", on=day, key=keys[0], contrat="PPAE"),
+            Event(type="contrat", on=day, key=keys[1], contrat="CER"),
+            Event(type="referent", on=day, key=keys[2], structure="CCAS de Verdun"),
+            Event(type="referent", on=day, key=keys[3], structure="Maison des solidarités"),
+        ]
+        (ep,) = run([fact(d("05/03/2024"))], events).episodes
+        return ep.contrats, ep.referents
+
+    assert episode(["1", "2", "3", "4"]) == episode(["4", "3", "2", "1"])
+
+
 def test_what_counts_as_versable_is_configurable():
     facts = [fact(d("05/03/2024"), etat="3")]
     assert run(facts).episodes == []
