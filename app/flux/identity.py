@@ -157,9 +157,7 @@ class IdentityMatcher:
         known, info = self._known_owners(accepted)
         keys = self._file_keys(f for k in info.values() for f in (k.first_file_id, k.updated_file_id))
         batch = _Batch(known, info, keys)
-        batch.whereabouts = self._whereabouts(
-            identity_candidates((p for f in accepted for p in f.people), known, self.known_ambiguous)
-        )
+        batch.whereabouts = self._whereabouts(identity_candidates((f.people for f in accepted), known))
         resolved: list[Resolved] = []
         for foyer in accepted:
             position = foyer.record.position

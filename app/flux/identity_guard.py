@@ -53,22 +53,28 @@ class Whereabouts(NamedTuple):
 NOWHERE = Whereabouts(frozenset(), None, None)
 
 
-def identity_candidates(people: Iterable[PreparedPerson], known: dict[str, int], ambiguous: set[str]) -> set[int]:
+def identity_candidates(foyers: Iterable[Iterable[PreparedPerson]], known: dict[str, int]) -> set[int]:
     """The persons these records' names + birth date key designate while none of their other keys designates
-    the same person: the only ones an identity-only match can join (usually none)."""
+    the same person: the only ones an identity-only match can join (usually none). `known`: who holds each
+    key before the batch (never a key recorded as ambiguous)."""
     found: set[int] = set()
-    for person in people:
-        keys = person.keys
-        if not keys:
-            continue
-        kind, value = keys[-1]  # the identity key, when there is one, is the last (app.flux.derive)
-        if kind != "identity" or value in ambiguous:
-            continue
-        owner = known.get(value)
-        if owner is None or owner in found:
-            continue
-        if not any(known.get(other) == owner for _kind, other in keys[:-1]):
-            found.add(owner)
+    owner_of = known.get
+    for people in foyers:
+        for person in people:
+            keys = person.keys
+            if not keys:
+                continue
+            kind, value = keys[-1]  # the identity key, when there is one, is the last (app.flux.derive)
+            if kind != "identity":
+                continue
+            owner = owner_of(value)
+            if owner is None or owner in found:
+                continue
+            for _kind, other in keys[:-1]:
+                if owner_of(other) == owner:
+                    break
+            else:
+                found.add(owner)
     return found
 
 
