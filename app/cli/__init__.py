@@ -21,6 +21,7 @@ from app.cli.flux import flux_app
 from app.cli.france_travail import ft_app
 from app.cli.maintenance import register as register_maintenance
 from app.cli.orientations import episodes_app, orientations_app
+from app.cli.persons import persons_app
 from app.cli.pilotage import pilotage_app
 from app.cli.server import register as register_server
 from app.cli.webhooks import webhooks_app
@@ -40,6 +41,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(flux_app, name="flux")
 app.add_typer(orientations_app, name="orientations")
 app.add_typer(episodes_app, name="episodes")
+app.add_typer(persons_app, name="persons")
 app.add_typer(pilotage_app, name="pilotage")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(ft_app, name="ft")

@@ -234,16 +234,20 @@ def flux_list(
 
 @flux_app.command("show")
 def flux_show(file_id: int) -> None:
-    """One file's full ingestion report (JSON), with its id."""
+    """One file's full ingestion report (JSON), with its id and its identity-only matches by status (open,
+    split)."""
     from app.db import session_scope
     from app.flux import service as flux_files
+    from app.flux.identity_review import file_counts
 
     ready_settings()
     with session_scope() as session:
         row = flux_files.get(session, file_id)
         if row is None:
             raise fail(f"no flux file #{file_id} (see `passerelle flux list`)", ExitCode.USAGE)
-        print_json(dict(row.report or {}) | {"file_id": row.id, "status": row.status})
+        # the identity-only matches it made, as they stand now (`passerelle persons identity-matches`)
+        matches = file_counts(session, row.id)
+        print_json(dict(row.report or {}) | {"file_id": row.id, "status": row.status, "identity_matches": matches})
 
 
 @flux_app.command("watch")

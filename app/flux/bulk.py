@@ -18,6 +18,7 @@ from app.models import (
     FluxFile,
     FluxObservation,
     FoyerEvent,
+    IdentityMatch,
     InstructionRecord,
     Person,
     PersonKey,
@@ -34,6 +35,7 @@ T_DEPARTEMENTS = cast(Table, Departement.__table__)
 T_QUEUE = cast(Table, EpisodeQueue.__table__)
 T_AMBIGUOUS = cast(Table, AmbiguousKey.__table__)
 T_INSTRUCTION = cast(Table, InstructionRecord.__table__)
+T_IDENTITY_MATCHES = cast(Table, IdentityMatch.__table__)
 
 _INGEST_LOCK_ID = 0x5A55E11E  # PostgreSQL advisory lock: one ingestion at a time
 

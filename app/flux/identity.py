@@ -1,8 +1,10 @@
 """Who each person of a flux file is: the one identity matcher of the ingestion.
 
 A person is matched to a known one by their NIR, then by their other keys (matricule, demand number,
-identity), never through a key two persons carry; otherwise they are created. Their persons row and keys
-are written inside the file's transaction. Identity is the latest-dated file's: a file dated before the one
+identity), never through a key two persons carry; otherwise they are created. Names and birth date alone
+never join a record to a person the files show in another foyer on the same date (app.flux.identity_guard);
+each identity-only match is said in the report and kept in `identity_matches` for review. Their persons row
+and keys are written inside the file's transaction. Identity is the latest-dated file's: a file dated before the one
 that last spoke of a person only fills what is unknown.
 """
 
@@ -13,25 +15,29 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from app.db import one_of
 from app.flux.bulk import (
     PERSON_COLUMNS,
     T_AMBIGUOUS,
     T_FILES,
+    T_IDENTITY_MATCHES,
     T_KEYS,
     T_PERSONS,
     BulkWriter,
     chunks,
     next_person_base,
 )
-from app.flux.derive import Prepared, PreparedPerson, State
+from app.flux.derive import STATE_COLUMNS, Prepared, PreparedPerson, State
+from app.flux.identity_guard import NOWHERE, Whereabouts, conflict, identity_candidates, load_whereabouts
 from app.flux.report import IngestReport, ReferenceIntegrityError
+from app.models.base import utcnow
 from app.persons.order import FileKey, file_key
 from app.security.nir import NirProtector
 
 FoyerKey = tuple[Any, Any, Any]  # (fonorg, numorg, matricule)
+_ROLE = STATE_COLUMNS.index("role")
 
 
 class Accepted(NamedTuple):
@@ -98,6 +104,11 @@ class _Batch:
     earlier_first: list[dict[str, Any]] = field(default_factory=list)  # dated before the first known of them
     key_inserts: dict[str, tuple[str, int]] = field(default_factory=dict)
     key_updates: dict[str, int] = field(default_factory=dict)
+    # names + birth date alone: where the files show the persons it may designate; the foyers this batch
+    # placed each person in; the matches it accepted (`identity_matches` rows)
+    whereabouts: dict[int, Whereabouts] = field(default_factory=dict)
+    placed: dict[int, tuple[FoyerKey, ...]] = field(default_factory=dict)
+    identity_matches: list[dict[str, Any]] = field(default_factory=list)
 
 
 _IDENTITY_NAMES = ("nir_hash", "nir_encrypted", "qual", "nom", "nomnai", "prenom", "sexe")
@@ -146,24 +157,31 @@ class IdentityMatcher:
         known, info = self._known_owners(accepted)
         keys = self._file_keys(f for k in info.values() for f in (k.first_file_id, k.updated_file_id))
         batch = _Batch(known, info, keys)
+        batch.whereabouts = self._whereabouts(identity_candidates((f.people for f in accepted), known))
         resolved: list[Resolved] = []
         for foyer in accepted:
             position = foyer.record.position
             for person in foyer.people:
-                matched = self._match(batch, person, position)
+                matched = self._match(batch, person, foyer)
                 if matched is None:
                     matched = self._create(batch, person)
                 else:
                     self._update_identity(batch, person, matched)
                 self._claim_keys(batch, person, matched, position)
                 batch.resolved_here.add(matched)
+                here = batch.placed.get(matched)
+                if here is None:
+                    batch.placed[matched] = (foyer.key,)
+                elif foyer.key not in here:
+                    batch.placed[matched] = (*here, foyer.key)
                 self.records += 1
                 resolved.append(Resolved(foyer.key, matched, person.state, foyer.record.missing_blocks, self.records))
         self._write(batch)
         return resolved, batch.new_persons
 
-    def _match(self, batch: _Batch, person: PreparedPerson, foyer_position: int) -> int | None:
+    def _match(self, batch: _Batch, person: PreparedPerson, foyer: Accepted) -> int | None:
         """The known person this record is (NIR first, then the other keys), or None."""
+        foyer_position = foyer.record.position
         nir_hash = person.nir_hash
         _qual, nom, _nomnai, prenom, born, _sexe = person.identity
         for kind, value in person.keys:
@@ -195,9 +213,61 @@ class IdentityMatcher:
                 # carry it, and it identifies neither from now on
                 self._ambiguous(value, kind, foyer_position, person.position, earlier=not taken_here)
                 continue
+            if kind == "identity" and not self._identity_may_join(batch, person, foyer, value, pid, cand):
+                continue
             self.report.matched_by[kind] = self.report.matched_by.get(kind, 0) + 1
             return pid
         return None
+
+    def _identity_may_join(
+        self, batch: _Batch, person: PreparedPerson, foyer: Accepted, value: str, pid: int, cand: Known | None
+    ) -> bool:
+        """Names + birth date alone designate `pid`: refused when the files show them in another foyer on
+        this date (the key then identifies neither: two persons carry it); otherwise the match is said in
+        the report and kept for review (`identity_matches`)."""
+        where = batch.whereabouts.get(pid)
+        if where is None:  # a person this batch gave the key to: rare, read now
+            where = self._whereabouts({pid}).get(pid, NOWHERE)
+            batch.whereabouts[pid] = where
+        foyer_position, person_position = foyer.record.position, person.position
+        why = conflict(foyer.key, where, batch.placed.get(pid, ()))
+        if why is not None:
+            self.report.identity_matches_refused += 1
+            self.report.warn(
+                "identity_match_refused",
+                f"foyer {foyer_position}, person {person_position}: names and birth date are those of a known "
+                f"person the files show {why}; not joined to them (a new person is created), and names + birth "
+                "date identify neither from now on",
+            )
+            self._ambiguous(value, "identity", foyer_position, person_position, warn=False)
+            return False
+        fonorg, numorg, matricule = foyer.key
+        self.report.identity_only_matches += 1
+        self.report.warn(
+            "identity_only_match",
+            f"foyer {foyer_position}, person {person_position}: joined to a known person by names and birth date "
+            "alone (no NIR, matricule or demand number in common); to review: `passerelle persons identity-matches`",
+        )
+        batch.identity_matches.append(
+            {
+                "departement_code": self.departement,
+                "person_id": pid,
+                "file_id": self.file_id,
+                "received_on": self.received_on,
+                "foyer_position": foyer_position,
+                "person_position": person_position,
+                "fonorg": fonorg,
+                "numorg": numorg,
+                "matricule": matricule,
+                "role": person.state[_ROLE],
+                "identity_key": value,
+                "record_keys": [v for k, v in person.keys if k not in ("nir", "identity")],
+                "brought_nir": bool(person.nir_hash) and (cand is None or not cand.nir_hash),
+                "created_at": utcnow(),
+                "status": "open",
+            }
+        )
+        return True
 
     def _create(self, batch: _Batch, person: PreparedPerson) -> int:
         """A person no key identifies: a new one."""
@@ -287,12 +357,20 @@ class IdentityMatcher:
                 batch.key_inserts[value] = (kind, matched)
 
     def _ambiguous(
-        self, value: str, kind: str, foyer_position: int, person_position: int, earlier: bool = False
+        self,
+        value: str,
+        kind: str,
+        foyer_position: int,
+        person_position: int,
+        earlier: bool = False,
+        warn: bool = True,
     ) -> None:
         """A key two persons carry: it identifies neither, from now on (recorded in `ambiguous_keys`)."""
         if value not in self.ambiguous_keys:
             self.ambiguous_keys.add(value)
             self.new_ambiguous[value] = kind
+            if not warn:
+                return
             where = "a person of an earlier file" if earlier else "another person's in this file"
             self.report.warn(
                 "key_ambiguous",
@@ -301,6 +379,9 @@ class IdentityMatcher:
             )
 
     # -- reads ----------------------------------------------------------------------------------
+
+    def _whereabouts(self, person_ids: set[int]) -> dict[int, Whereabouts]:
+        return load_whereabouts(self.conn, self.departement, self.file_id, self.key, self.received_on, person_ids)
 
     def _known_owners(self, accepted: list[Accepted]) -> tuple[dict[str, int], dict[int, Known]]:
         """Who holds each key of these persons now, and what is known of them."""
@@ -391,6 +472,8 @@ class IdentityMatcher:
         self._write_persons(batch)
         self._write_ambiguous(batch)
         self._write_keys(batch)
+        if batch.identity_matches:
+            self.conn.execute(insert(T_IDENTITY_MATCHES), batch.identity_matches)
 
     def _write_persons(self, batch: _Batch) -> None:
         pt = T_PERSONS.c

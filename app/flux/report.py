@@ -69,6 +69,11 @@ class IngestReport:
     matched_by: dict[str, int] = field(default_factory=dict)
     # Foyers whose FONORG is not the sender told by APPLIEME (CRI/NRA/NRS: CAF; AGO: MSA): kept, reported.
     sender_mismatches: int = 0
+    # Records joined to a known person by names and birth date alone (each a warning and an
+    # `identity_matches` row to review), and those refused because the files show that person in another
+    # foyer on the same date (each a warning; a new person is created).
+    identity_only_matches: int = 0
+    identity_matches_refused: int = 0
     warnings_count: int = 0
     rejected_count: int = 0
     warnings: list[dict[str, str]] = field(default_factory=list)

@@ -116,6 +116,44 @@ class AmbiguousKey(Base):
     file_id: Mapped[int] = mapped_column(Integer)  # the file where it was found shared
 
 
+class IdentityMatch(Base):
+    """A record joined to a known person by names and birth date alone (no NIR, matricule or demand number
+    in common), kept for an operator to review (`passerelle persons identity-matches`) and, if wrong, to
+    undo (`passerelle persons split`). Positions and keyed hashes only: never a name, a NIR or a birth date.
+
+    `status`: `open`, or `split` once undone (the foyer's states from that file on moved to
+    `split_person_id`, and the identity key recorded in `ambiguous_keys` so that the two are never joined
+    again by it)."""
+
+    __tablename__ = "identity_matches"
+    __table_args__ = (
+        Index("ix_identity_matches_departement", "departement_code", "status"),
+        Index("ix_identity_matches_person", "person_id"),
+        Index("ix_identity_matches_file", "file_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    file_id: Mapped[int] = mapped_column(Integer)
+    received_on: Mapped[date] = mapped_column(Date)  # the file's reception date: the match's date
+    foyer_position: Mapped[int] = mapped_column(Integer)  # the foyer's rank in the file
+    person_position: Mapped[int] = mapped_column(Integer)  # the person's rank in the foyer
+    fonorg: Mapped[str | None] = mapped_column(String(3))
+    numorg: Mapped[str | None] = mapped_column(String(3))
+    matricule: Mapped[str | None] = mapped_column(String(15))
+    role: Mapped[str | None] = mapped_column(String(3))
+    identity_key: Mapped[str] = mapped_column(String(32))  # the names + birth date key (keyed hash)
+    record_keys: Mapped[list[str]] = mapped_column(JSON)  # the record's other keys (keyed hashes)
+    brought_nir: Mapped[bool] = mapped_column(Boolean)  # the record gave the person the NIR it lacked
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status: Mapped[str] = mapped_column(String(8), default="open")  # open | split
+    split_person_id: Mapped[int | None] = mapped_column(BigInteger)
+    split_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    split_by: Mapped[str | None] = mapped_column(String(120))
+    split_reason: Mapped[str | None] = mapped_column(String(300))
+
+
 class PersonState(Base):
     """What one file says about one person, stored only when it differs from the state in force before.
 

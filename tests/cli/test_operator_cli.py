@@ -30,6 +30,8 @@ NEEDS_DATABASE = [
     ("flux", "show", "1"),
     ("episodes", "refresh"),
     ("pilotage", "orientation", "--from", "2024-01-01", "--to", "2024-01-31"),
+    ("persons", "identity-matches"),
+    ("persons", "split", "1", "--reason", "homonymes"),
 ]
 
 
