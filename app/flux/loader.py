@@ -311,10 +311,12 @@ def _apply_pending_events(settings: Settings, report: IngestReport) -> None:
 
     if report.departement is None:
         return
+    started = time.perf_counter()
     try:
         report.pending_events_applied = apply_pending(settings, report.departement)
     except SQLAlchemyError as exc:
         log.error("pending_events_failed", file_id=report.file_id, error_type=type(exc).__name__)
+    report.pending_events_ms = int((time.perf_counter() - started) * 1000)
 
 
 def refresh_after_commit(engine: Engine, report: IngestReport, progress: Callable[[int, int], None] | None) -> None:

@@ -58,6 +58,7 @@ def _apply_all(session: Session, settings: Settings, departement: str) -> tuple[
         select(PendingEvent)
         .where(PendingEvent.departement_code == departement, PendingEvent.status == pending.PENDING)
         .order_by(PendingEvent.id)
+        .with_for_update()  # PostgreSQL: two files' re-matchings never apply the same event twice
     ).all()
     decoded = [(row, *pending.payload(settings, row)) for row in rows]
     found = find_many(session.connection(), settings, departement, [ref for _row, ref, _event in decoded])

@@ -163,9 +163,9 @@ def listing(
     return [describe(r) for r in rows]
 
 
-def get(session: Session, departements: list[str] | None, pending_id: int) -> PendingEvent:
+def get(session: Session, departements: list[str] | None, pending_id: int, *, for_update: bool = False) -> PendingEvent:
     """One event kept aside, if it is of these départements (None: any, for an operator)."""
-    row = session.get(PendingEvent, pending_id)
+    row = session.get(PendingEvent, pending_id, with_for_update=for_update)
     if row is None or (departements is not None and row.departement_code not in departements):
         raise NotFound(f"no pending event {pending_id}")
     return row
@@ -173,7 +173,7 @@ def get(session: Session, departements: list[str] | None, pending_id: int) -> Pe
 
 def drop(session: Session, departements: list[str] | None, pending_id: int, reason: str, by: str) -> PendingEvent:
     """An operator drops an event kept aside (a wrong reference, a person who will never come): audited."""
-    row = get(session, departements, pending_id)
+    row = get(session, departements, pending_id, for_update=True)  # not while a flux applies it
     if row.status != PENDING:
         raise Conflict(f"pending event {pending_id} is {row.status} already")
     reason = reason.strip()

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.chain import job_principal, record_action
 from app.clock import today
+from app.db import wait_for_ingestion
 from app.errors import Conflict, NotFound, Unprocessable
 from app.france_travail import outbox as ft_outbox
 from app.kit.csv import decode_csv, iso_date
@@ -314,16 +315,22 @@ def record_by_reference(
     event: EventIn,
     recorded_by: str,
     source: str,
+    *,
+    refresh: bool = True,
 ) -> ReferenceOutcome:
     """Record an event for the person a reference designates in the département, or keep it aside while no
     flux has brought them (`pending.keep`). Several persons designated: Unprocessable (use the NIR)."""
     _check_date(event, settings)
     person_id = find_person(session.connection(), settings, departement, ref)
+    if person_id is None:
+        # unknown: unless a file being applied brings them (wait for its commit, then look again)
+        wait_for_ingestion(session.connection())
+        person_id = find_person(session.connection(), settings, departement, ref)
     if person_id is not None:
         person = session.get(Person, person_id)
         assert person is not None
         row, status = record_once(
-            session, settings, person, event, recorded_by, "import" if source == "csv" else source
+            session, settings, person, event, recorded_by, "import" if source == "csv" else source, refresh=refresh
         )
         return ReferenceOutcome(status, person=person, event=row)
     fields = event.model_dump(mode="json", exclude_none=True)
@@ -458,6 +465,7 @@ def import_csv(
     A row whose person no flux has brought yet is kept aside (`pending`, applied when a flux brings them); a
     row identical to an event recorded (or kept aside) already is `already_known`, external_id or not."""
     report = ImportReport()
+    touched: set[int] = set()
     text, report.encoding = decode_csv(data)
     report.separator = _separator(text)
     reader = csv.DictReader(io.StringIO(text), delimiter=report.separator)
@@ -482,13 +490,19 @@ def import_csv(
             warnings: list[dict[str, Any]] = []
             event = EventIn.model_validate(_tolerant_payload(row, line, warnings))
             with session.begin_nested():
-                outcome = record_by_reference(session, settings, departement, ref, event, recorded_by, source="csv")
+                outcome = record_by_reference(
+                    session, settings, departement, ref, event, recorded_by, source="csv", refresh=False
+                )
             report.warnings.extend(warnings)
             _count(report, line, outcome)
+            if outcome.status == APPLIED and outcome.person is not None:
+                touched.add(outcome.person.id)
         except ValidationError as exc:
             reasons = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors())
             report.rejected.append({"line": line, "reason": reasons})
         except (ValueError, Unprocessable, Conflict, NotFound) as exc:
             report.rejected.append({"line": line, "reason": getattr(exc, "message", str(exc))})
+    # the episodes of every person an applied row concerns, at once (their locks taken in one order)
+    episode_service.refresh(session.connection(), sorted(touched))
     record_import(session, recorded_by, departement, report)
     return report
