@@ -77,8 +77,10 @@ def test_rows_before_their_person_are_kept_aside_then_applied_with_their_own_dat
         for row in s.scalars(select(PendingEvent)):  # encrypted at rest
             assert NIR_A not in row.payload_encrypted and "0001234" not in row.payload_encrypted
 
-    report = _ingest_a(db, tmp_path)
-    assert report.pending_events_applied == 2
+    flux = write_flux(tmp_path, [foyer(person(NIR_A))], day=D1)
+    ingested = run_cli(db, monkeypatch, "flux", "ingest", flux, "--received-on", D1)
+    assert ingested.exit_code == 0, ingested.output
+    assert "2 orientation event(s) waiting for their person applied" in ingested.output
     with session_scope(db) as s:
         (ep,) = s.scalars(select(EntryEpisode)).all()
         assert (ep.t0, ep.outcome, ep.delay_days, ep.rdv_orientation_absent) == (D1, "oriente", 5, True)
@@ -248,3 +250,21 @@ def test_post_by_reference_is_strict(client, db, make_api_key, tmp_path):
     two = make_api_key(["orientation:write"], ["054", "055"])
     assert _post(client, two, {"nir": NIR_A}, event).status_code == 422  # which département?
     assert _post(client, two, {"nir": NIR_A}, event, departement="055").status_code == 201
+
+
+def test_a_reference_that_names_several_persons_is_still_rejected(client, db, make_api_key, monkeypatch, tmp_path):
+    """The same matricule and role given by two files to two persons (told apart by their NIRs): a row or a
+    call naming them by it is refused, not kept aside (use the NIR)."""
+    _ingest_a(db, tmp_path)
+    directory = tmp_path / "b-same-matricule"
+    directory.mkdir()
+    path = write_flux(directory, [foyer(person(NIR_B, **OTHER), matricule="0001234")], day=D2)
+    assert ingest(db, path, received_on=D2).status == "applied"
+    csv = _csv(tmp_path, "ambiguous.csv", f";;0001234;DEM;invitation;{D2};;;;")
+    report = _import(db, monkeypatch, csv)
+    assert (report["pending"], [r["reason"] for r in report["rejected"]]) == (0, ["several persons match; use the NIR"])
+    key = make_api_key(["orientation:write"])
+    r = _post(client, key, {"matricule": "0001234", "role": "DEM"}, {"type": "invitation", "date": str(D2)})
+    assert r.status_code == 422 and "use the NIR" in r.json()["message"]
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(PendingEvent)) == 0
