@@ -129,7 +129,12 @@ def _one_departement(principal: Principal, departement: str | None) -> str:
     responses={
         201: {"description": "Recorded for the person"},
         200: {"description": "Already recorded (same external_id, or same content)"},
-        202: {"description": "No person known with this reference yet: kept aside (Location: its state)"},
+        202: {
+            "description": "No person known with this reference yet: kept aside",
+            "headers": {
+                "Location": {"schema": {"type": "string"}, "description": "/api/v1/events/pending/{id}: its state"}
+            },
+        },
     },
 )
 async def post_event_by_reference(
