@@ -160,6 +160,7 @@ class PendingEvent(Base):
     __table_args__ = (
         Index("ix_pending_events_status", "departement_code", "status"),
         Index("ix_pending_events_content", "departement_code", "content_hash"),
+        Index("ix_pending_events_external_id", "departement_code", "external_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit.chain import job_principal, record_action
-from app.db import get_engine, session_scope
+from app.db import get_engine, one_of, session_scope
 from app.errors import PasserelleError
 from app.models import PendingEvent, Person
 from app.models.base import utcnow
@@ -25,7 +25,8 @@ from app.settings import Settings
 log = structlog.get_logger(__name__)
 
 PRINCIPAL = job_principal("orientations pending")
-SOURCE = {"csv": "import", "api": "api"}  # orientation_events.source of what each kind of pending became
+SOURCE = {"csv": "import", "api": "api"}
+CHUNK = 500  # orientation_events.source of what each kind of pending became
 
 
 def apply_pending(settings: Settings, departement: str) -> int:
@@ -41,8 +42,15 @@ def apply_pending(settings: Settings, departement: str) -> int:
     if waiting_any is None:
         return 0
     started = time.perf_counter()
-    with session_scope(settings, write=True) as session:
-        applied, waiting = _apply_all(session, settings, departement)
+    applied = waiting = 0
+    last = 0
+    while True:
+        # a short transaction per chunk: writers (event posts) wait at most one chunk, as for episode refreshes
+        with session_scope(settings, write=True) as session:
+            done, left, last = _apply_chunk(session, settings, departement, last)
+        applied, waiting = applied + done, waiting + left
+        if not last:
+            break
     log.info(
         "pending_events_applied",
         departement=departement,
@@ -53,15 +61,24 @@ def apply_pending(settings: Settings, departement: str) -> int:
     return applied
 
 
-def _apply_all(session: Session, settings: Settings, departement: str) -> tuple[int, int]:
+def _apply_chunk(session: Session, settings: Settings, departement: str, after: int) -> tuple[int, int, int]:
+    """One chunk of the events kept aside (ids after `after`, in the order received): (applied, still
+    waiting, the chunk's last id or 0 when it was the last chunk)."""
     rows = session.scalars(
         select(PendingEvent)
-        .where(PendingEvent.departement_code == departement, PendingEvent.status == pending.PENDING)
+        .where(
+            PendingEvent.departement_code == departement,
+            PendingEvent.status == pending.PENDING,
+            PendingEvent.id > after,
+        )
         .order_by(PendingEvent.id)
+        .limit(CHUNK)
         .with_for_update()  # PostgreSQL: two files' re-matchings never apply the same event twice
     ).all()
     decoded = [(row, *pending.payload(settings, row)) for row in rows]
     found = find_many(session.connection(), settings, departement, [ref for _row, ref, _event in decoded])
+    matched = sorted({ids[0] for ids in found.values() if len(ids) == 1})
+    persons = {p.id: p for p in session.scalars(select(Person).where(one_of(session.connection(), Person.id, matched)))}
     touched: list[int] = []
     for row, ref, fields in decoded:
         ids = found[ref]
@@ -69,8 +86,7 @@ def _apply_all(session: Session, settings: Settings, departement: str) -> tuple[
             if ids:
                 row.reason = AMBIGUOUS
             continue
-        person = session.get(Person, ids[0])
-        assert person is not None
+        person = persons[ids[0]]
         try:
             with session.begin_nested():
                 event, status = record_once(
@@ -101,4 +117,4 @@ def _apply_all(session: Session, settings: Settings, departement: str) -> tuple[
         )
     session.flush()
     episode_service.refresh(session.connection(), touched)
-    return len(touched), len(rows) - len(touched)
+    return len(touched), len(rows) - len(touched), rows[-1].id if len(rows) == CHUNK else 0

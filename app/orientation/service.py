@@ -322,9 +322,8 @@ def record_by_reference(
     flux has brought them (`pending.keep`). Several persons designated: Unprocessable (use the NIR)."""
     _check_date(event, settings)
     person_id = find_person(session.connection(), settings, departement, ref)
-    if person_id is None:
-        # unknown: unless a file being applied brings them (wait for its commit, then look again)
-        wait_for_ingestion(session.connection())
+    if person_id is None and wait_for_ingestion(session.connection()):
+        # unknown: unless a file being applied brings them (waited for its commit: look again)
         person_id = find_person(session.connection(), settings, departement, ref)
     if person_id is not None:
         person = session.get(Person, person_id)

@@ -48,9 +48,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_pending_events_status", "pending_events", ["departement_code", "status"])
     op.create_index("ix_pending_events_content", "pending_events", ["departement_code", "content_hash"])
+    op.create_index("ix_pending_events_external_id", "pending_events", ["departement_code", "external_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_pending_events_external_id", table_name="pending_events")
     op.drop_index("ix_pending_events_content", table_name="pending_events")
     op.drop_index("ix_pending_events_status", table_name="pending_events")
     op.drop_table("pending_events")
