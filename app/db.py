@@ -223,6 +223,22 @@ def claim_write(conn: Connection | Session) -> None:
     bind.exec_driver_sql("UPDATE main.departements SET code = code WHERE 0")
 
 
+# PostgreSQL advisory lock held by an ingestion for its whole transaction (app.flux.bulk.lock): one at a time
+INGESTION_LOCK_ID = 0x5A55E11E
+
+
+def wait_for_ingestion(conn: Connection) -> bool:
+    """Before deciding that no file has brought a person yet (an event then waits for them): let an
+    ingestion in progress commit first. PostgreSQL: a shared hold of the ingestion's lock until this
+    transaction ends (so an ingestion starting meanwhile waits for it, and its re-matching after its commit
+    sees what this transaction kept aside). SQLite: the write claim already serialises writers. Returns
+    whether an ingestion may have committed meanwhile (then look again)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": INGESTION_LOCK_ID})
+    return True
+
+
 def one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
     """`column IN values` for thousands of values, as one parameter: on PostgreSQL `= ANY(array)` (the
     planner keeps the index), on SQLite a JSON array read by `json_each`. Rendering and sending thousands

@@ -3,7 +3,8 @@ after it while anything still uses them; `rotate` then re-encrypts what the olde
 (one transaction each: online, and an interrupted rotation resumes where it stopped, since only what is not
 yet under the first key is selected). `status` counts what each key id protects.
 
-- `nir` (PASSERELLE_NIR_ENCRYPTION_KEYS): the persons' NIRs, France Travail jetons, raw webhook bodies.
+- `nir` (PASSERELLE_NIR_ENCRYPTION_KEYS): the persons' NIRs, France Travail jetons, raw webhook bodies,
+  the events kept aside until their person arrives.
   The NIR's keyed hash does not change: every person stays findable by NIR throughout.
 - `export` (PASSERELLE_EXPORT_KEYS): the stored weekly files, rewritten under the new key (atomically:
   a link serves the old file or the new one, never half of either).
@@ -24,7 +25,7 @@ from sqlalchemy import Engine, Table, bindparam, func, select, update
 from app.db import claim_write
 from app.errors import NotConfigured
 from app.exports.publish import IntegrityError, aad_of, decrypt_file, encrypt_file
-from app.models import AccessRecord, Export, FtIdentity, Person, WebhookDelivery
+from app.models import AccessRecord, Export, FtIdentity, PendingEvent, Person, WebhookDelivery
 from app.security.nir import NirProtector
 from app.settings import Settings
 
@@ -35,6 +36,7 @@ NIR_ENCRYPTED: tuple[tuple[Any, str], ...] = (
     (Person, "nir_encrypted"),
     (FtIdentity, "jeton_encrypted"),
     (WebhookDelivery, "body_encrypted"),
+    (PendingEvent, "payload_encrypted"),
 )
 
 

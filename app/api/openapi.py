@@ -111,6 +111,15 @@ DESCRIPTIONS: dict[str, str] = {
     "script) : nouveaux entrants du mois, taux d'orientation en 15 jours et en un mois face à l'objectif, délais, "
     "personnes en attente par ancienneté, absents au rendez-vous, calendrier des fichiers CAF/MSA, statuts France "
     "Travail ; chaque graphique suivi de son tableau. `mois=AAAA-MM` (défaut : ce mois), `as_of=AAAA-MM-JJ`.",
+    "POST /api/v1/events": "Record an orientation-platform event for a person named as the CAF/MSA files name "
+    "them: `nir` (13 or 15 characters, and `date_naissance` if known) or `matricule` and `role`. A known "
+    "person: 201 (or 200 when the same external_id, or the same content, is recorded already), as "
+    "`POST /persons/{id}/events` answers. A person no flux has brought yet: 202, the event is kept aside "
+    "(encrypted) and applied with its own date when a flux brings them; `Location` gives its state.",
+    "GET /api/v1/events/pending": "Events kept aside while their person is not known, for the caller's "
+    "départements (`status`: pending, applied, dropped); never the person reference.",
+    "GET /api/v1/events/pending/{pending_id}": "The state of an event kept aside: pending (and why), applied "
+    "(with the person and event ids) or dropped (with the reason).",
     "GET /api/v1/webhooks/rdv-insertion/unmatched": "RDV-Insertion webhook items whose person is not (yet) "
     "known here, for the caller's départements.",
     "POST /api/v1/webhooks/rdv-insertion/{departement}": "RDV-Insertion's webhooks, as it signs them "
@@ -126,6 +135,16 @@ BODY_EXAMPLES: dict[str, Any] = {
         "organisme": "FRANCE_TRAVAIL",
         "type_parcours": "professionnel",
         "external_id": "plateforme:orientation:8812",
+    },
+    "POST /api/v1/events": {
+        "person": {"nir": "1850799123456", "date_naissance": "1985-07-01"},
+        "event": {
+            "type": "orientation",
+            "date": "2024-03-12",
+            "organisme": "FRANCE_TRAVAIL",
+            "type_parcours": "professionnel",
+            "external_id": "plateforme:orientation:8813",
+        },
     },
     "POST /api/v1/persons/{person_id}/france-travail/diagnostics": {
         "codeAppellation": "12345",

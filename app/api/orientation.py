@@ -5,16 +5,26 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep, run_write
+from app.audit.chain import record_action
 from app.clock import today
 from app.db import write_transaction
+from app.errors import Unprocessable
 from app.models import EntryEpisode, OrientationEvent
+from app.orientation import pending
 from app.orientation.reads import person_episodes, stored_episodes
-from app.orientation.service import EventIn, record_event
+from app.orientation.service import (
+    APPLIED,
+    EventByReferenceIn,
+    EventIn,
+    ReferenceOutcome,
+    record_by_reference,
+    record_event,
+)
 from app.orientation.worklist import WorklistEntry, worklist_page
 from app.persons import repository as person_service
 from app.rules.deadlines import deadline_15_days, deadline_one_month, overdue_15_days
@@ -103,6 +113,113 @@ async def post_event(
         {"event": _event_out(row), "created": created, "episodes": [_episode_out(e, day) for e in episodes]},
         status_code=201 if created else 200,
     )
+
+
+PendingId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A pending event's id")]
+
+
+def _one_departement(principal: Principal, departement: str | None) -> str:
+    deps = principal.chosen_departements(departement)
+    if len(deps) != 1:
+        raise Unprocessable(
+            "this client serves several départements: say which one in `departement`",
+            [{"loc": ["body", "departement"], "msg": "required for a client of several départements"}],
+        )
+    return deps[0]
+
+
+@router.post(
+    "/events",
+    summary="Record an event for a person named by NIR or matricule + role; kept aside if not known yet",
+    responses={
+        201: {"description": "Recorded for the person"},
+        200: {"description": "Already recorded (same external_id, or same content)"},
+        202: {
+            "description": "No person known with this reference yet: kept aside",
+            "headers": {
+                "Location": {"schema": {"type": "string"}, "description": "/api/v1/events/pending/{id}: its state"}
+            },
+        },
+    },
+)
+async def post_event_by_reference(
+    body: EventByReferenceIn,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.orientation_write)],
+) -> JSONResponse:
+    departement = _one_departement(principal, body.departement)
+
+    def write() -> tuple[ReferenceOutcome, list[EntryEpisode]]:
+        with write_transaction(session):
+            outcome = record_by_reference(
+                session, settings, departement, body.person.ref(), body.event, principal.id, source="api"
+            )
+            episodes: list[EntryEpisode] = []
+            if outcome.person is not None:
+                person_service.audit_read(request, session, principal, "person.event", outcome.person, departement)
+                episodes = stored_episodes(session, outcome.person.id)
+            else:
+                assert outcome.pending is not None
+                record_action(
+                    session,
+                    principal.id,
+                    "orientation.pending_keep",
+                    departement,
+                    detail={"pending": outcome.pending.id, "status": outcome.status},
+                    endpoint=f"{request.method} {request.url.path}",
+                    agent=principal.agent.identifiant if principal.agent else None,
+                )
+        return outcome, episodes
+
+    outcome, episodes = await run_write(request, write)
+    # committed: the answer below is only built once the event is stored (or kept aside)
+    if outcome.pending is not None:
+        location = f"/api/v1/events/pending/{outcome.pending.id}"
+        return JSONResponse(
+            {
+                "status": outcome.status,
+                "created": outcome.status == "pending",
+                "pending": pending.describe(outcome.pending),
+            },
+            status_code=202,
+            headers={"Location": location},
+        )
+    assert outcome.person is not None and outcome.event is not None
+    day = today(settings)
+    return JSONResponse(
+        {
+            "status": outcome.status,
+            "created": outcome.status == APPLIED,
+            "person_id": outcome.person.id,
+            "event": _event_out(outcome.event),
+            "episodes": [_episode_out(e, day) for e in episodes],
+        },
+        status_code=201 if outcome.status == APPLIED else 200,
+    )
+
+
+@router.get("/events/pending", summary="Events kept aside while their person is not known (never the reference)")
+def list_pending_events(
+    session: SessionDep,
+    principal: Annotated[Principal, Authorized(Scope.orientation_write)],
+    departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
+    status: Annotated[Literal["pending", "applied", "dropped"] | None, Query()] = "pending",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> dict[str, Any]:
+    deps = principal.chosen_departements(departement)
+    return {"items": pending.listing(session, deps, status, limit=limit, offset=offset)}
+
+
+@router.get("/events/pending/{pending_id}", summary="The state of an event kept aside: pending, applied or dropped")
+def get_pending_event(
+    pending_id: PendingId,
+    session: SessionDep,
+    principal: Annotated[Principal, Authorized(Scope.orientation_write)],
+) -> dict[str, Any]:
+    return pending.describe(pending.get(session, sorted(principal.departements), pending_id))
 
 
 @router.get("/persons/{person_id}/episodes", summary="A person's entry episodes, each criterion and its facts")

@@ -180,6 +180,11 @@ def _print_reports(reports: list[Any]) -> None:
             )
         elif r.instruction_attached:
             err_console.print(f"{r.filename}: {r.instruction_attached} instruction record(s) attached to their person")
+        if r.pending_events_applied:
+            err_console.print(
+                f"{r.filename}: {r.pending_events_applied} orientation event(s) waiting for their person applied "
+                "(passerelle orientations pending)"
+            )
         if r.later_files:
             err_console.print(
                 f"{r.filename}: dated before {r.later_files} file(s) already applied: what they said of "

@@ -14,6 +14,7 @@ from app.cli.common import (
     err_console,
     fail,
     print_json,
+    print_rows,
     ready_settings,
     validated_departement,
 )
@@ -79,14 +80,68 @@ def orientations_import(
         console.print(
             f"{file_format}: {report.rows} rows ({report.encoding}, separator {report.separator!r}): "
             f"{report.applied} applied, {report.already_known} already known, "
+            f"{report.pending} en attente d'une personne, "
             f"{len(report.rejected)} rejected, {len(report.warnings)} warnings"
         )
+        if report.pending:
+            err_console.print(
+                f"  {report.pending} rows name a person no flux has brought yet: kept aside, applied with their "
+                "own dates when a flux brings them (`passerelle orientations pending`)"
+            )
         for item in report.warnings[:50]:
             err_console.print(f"  line {item['line']}: warning: {item['message']}")
         for item in report.rejected[:50]:
             err_console.print(f"  line {item['line']}: {item['reason']}")
     if report.rejected:
         raise typer.Exit(int(ExitCode.REJECTED))
+
+
+@orientations_app.command("pending")
+def orientations_pending(
+    departement: Annotated[str | None, typer.Option(help="Département (default: all)")] = None,
+    status: Annotated[str, typer.Option(help="pending, applied, dropped or all")] = "pending",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Events kept aside (en attente d'une personne): sent for a person no flux has brought yet, applied
+    with their own dates when a flux brings them. Never shows the NIR."""
+    from app.db import session_scope
+    from app.orientation.pending import listing
+
+    if status not in ("pending", "applied", "dropped", "all"):
+        raise fail("--status is pending, applied, dropped or all", ExitCode.USAGE)
+    ready_settings()
+    deps = [validated_departement(departement)] if departement else None  # kept aside before any flux: any code
+    with session_scope() as session:
+        rows = listing(session, deps, None if status == "all" else status, limit=100_000)
+    if as_json:
+        print_json(rows)
+        return
+    print_rows(
+        ("id", "dép.", "source", "date", "type", "status", "reason"),
+        [(r["id"], r["departement"], r["source"], r["date"], r["type"], r["status"], r["reason"]) for r in rows],
+        narrow=("id", "source", "date", "type"),
+    )
+    err_console.print(f"{len(rows)} event(s) {status}")
+
+
+@orientations_app.command("drop-pending")
+def orientations_drop_pending(
+    pending_id: Annotated[int, typer.Argument(help="The id `passerelle orientations pending` gives")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is dropped (kept with it, and audited)")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Drop an event kept aside (a wrong reference, a person who will never come): it will not be applied."""
+    from app.audit.chain import job_principal
+    from app.db import session_scope
+    from app.orientation.pending import describe, drop
+
+    ready_settings()
+    with session_scope(write=True) as session:
+        row = describe(drop(session, None, pending_id, reason, job_principal("orientations drop-pending")))
+    if as_json:
+        print_json(row)
+    else:
+        console.print(f"pending event {row['id']} ({row['type']} of {row['date']}) dropped")
 
 
 @episodes_app.command("refresh")

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, func, select, text
 
-from app.db import claim_write, unlimited_statements
+from app.db import INGESTION_LOCK_ID, claim_write, unlimited_statements
 from app.models import (
     AmbiguousKey,
     Departement,
@@ -37,7 +37,7 @@ T_AMBIGUOUS = cast(Table, AmbiguousKey.__table__)
 T_INSTRUCTION = cast(Table, InstructionRecord.__table__)
 T_IDENTITY_MATCHES = cast(Table, IdentityMatch.__table__)
 
-_INGEST_LOCK_ID = 0x5A55E11E  # PostgreSQL advisory lock: one ingestion at a time
+_INGEST_LOCK_ID = INGESTION_LOCK_ID  # PostgreSQL advisory lock: one ingestion at a time
 
 
 def _sqlite_datetime(value: datetime) -> str:

@@ -47,6 +47,7 @@ from app.flux.report import (
 )
 from app.integrations.rdv_insertion.webhooks import rematch
 from app.kit.files import copy_private, private_dir, write_private_text
+from app.orientation.arrivals import apply_pending
 from app.orientation.episodes import refresh_pending
 from app.security.auth import DEPARTEMENT_RE
 from app.settings import Settings
@@ -170,6 +171,7 @@ def _ingest_file(
         raise
     _log_applied(report)
     _rematch_webhooks(settings, report)
+    _apply_pending_events(settings, report)
     if refresh:
         refresh_after_commit(engine, report, refresh_progress)
     return report
@@ -300,6 +302,21 @@ def _rematch_webhooks(settings: Settings, report: IngestReport) -> None:
         report.webhook_events_matched = rematch(settings, report.departement)
     except SQLAlchemyError as exc:
         log.error("webhook_rematch_failed", file_id=report.file_id, error_type=type(exc).__name__)
+
+
+def _apply_pending_events(settings: Settings, report: IngestReport) -> None:
+    """Orientation events kept aside while their person was unknown (CSV rows, `POST /api/v1/events`): this
+    file may have brought them (app.orientation.arrivals). After the commit; if it fails, they stay pending
+    for the next file."""
+
+    if report.departement is None:
+        return
+    started = time.perf_counter()
+    try:
+        report.pending_events_applied = apply_pending(settings, report.departement)
+    except SQLAlchemyError as exc:
+        log.error("pending_events_failed", file_id=report.file_id, error_type=type(exc).__name__)
+    report.pending_events_ms = int((time.perf_counter() - started) * 1000)
 
 
 def refresh_after_commit(engine: Engine, report: IngestReport, progress: Callable[[int, int], None] | None) -> None:

@@ -64,6 +64,8 @@ class IngestReport:
     # beneficiary file brings them; beneficiary files report how many they attached)
     nature: str = "D"
     webhook_events_matched: int = 0  # partners' events waiting for a person this file brought
+    pending_events_applied: int = 0  # orientation events kept aside for a person this file brought
+    pending_events_ms: int = 0  # how long matching and applying them took (after the commit)
     instruction_attached: int = 0
     instruction_kept_aside: int = 0
     matched_by: dict[str, int] = field(default_factory=dict)

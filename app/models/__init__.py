@@ -17,7 +17,14 @@ from app.models.flux import (
     PersonState,
 )
 from app.models.france_travail import FtCall, FtIdentity, FtOutboxItem, FtSnapshot, FtSyncItem, FtSyncRun
-from app.models.orientation import EntryEpisode, EpisodeQueue, OrientationEvent, WebhookDelivery, WebhookItem
+from app.models.orientation import (
+    EntryEpisode,
+    EpisodeQueue,
+    OrientationEvent,
+    PendingEvent,
+    WebhookDelivery,
+    WebhookItem,
+)
 
 __all__ = [
     "AccessRecord",
@@ -46,6 +53,7 @@ __all__ = [
     "InstructionRecord",
     "JobLease",
     "OrientationEvent",
+    "PendingEvent",
     "Person",
     "PersonKey",
     "PersonState",

@@ -159,3 +159,37 @@ class WebhookItem(Base):
     reason: Mapped[str | None] = mapped_column(String(200))
     person_id: Mapped[int | None] = mapped_column(BigInteger)
     event_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class PendingEvent(Base):
+    """An orientation event sent (CSV row, `POST /api/v1/events`) for a person no flux has brought yet: kept
+    aside, the person reference and the event encrypted at rest, and applied with its own date when a flux
+    brings the person (app.orientation.arrivals), or dropped by an operator (docs/integrations.md)."""
+
+    __tablename__ = "pending_events"
+    __table_args__ = (
+        Index("ix_pending_events_status", "departement_code", "status"),
+        Index("ix_pending_events_content", "departement_code", "content_hash"),
+        Index("ix_pending_events_external_id", "departement_code", "external_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    source: Mapped[str] = mapped_column(String(10))  # csv | api
+    # how the person will be found, as a keyed hash: "nir:" + the NIR's lookup hash, or "mat:" + matricule+role
+    person_key: Mapped[str] = mapped_column(String(80))
+    # {"person": the reference, "event": the EventIn fields}, encrypted with the NIR keys (app.security.nir)
+    payload_encrypted: Mapped[str] = mapped_column(Text)
+    # keyed hash of the reference and the event's content (external_id aside): the same row twice is known
+    content_hash: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str | None] = mapped_column(String(100))
+    event_type: Mapped[str] = mapped_column(String(24))
+    event_date: Mapped[date] = mapped_column(Date)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    recorded_by: Mapped[str] = mapped_column(String(120))
+    status: Mapped[str] = mapped_column(String(10))  # pending | applied | dropped
+    reason: Mapped[str | None] = mapped_column(String(300))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_by: Mapped[str | None] = mapped_column(String(120))
+    person_id: Mapped[int | None] = mapped_column(BigInteger)
+    event_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -10,18 +10,21 @@ from datetime import date
 from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit.chain import job_principal, record_action
 from app.clock import today
+from app.db import wait_for_ingestion
 from app.errors import Conflict, NotFound, Unprocessable
 from app.france_travail import outbox as ft_outbox
 from app.kit.csv import decode_csv, iso_date
 from app.kit.validation import InputModel, control_character_problem
-from app.models import OrientationEvent, Person, PersonState
+from app.models import OrientationEvent, PendingEvent, Person
 from app.orientation import episodes as episode_service
-from app.security.nir import InvalidNir, NirProtector, normalize_nir
+from app.orientation import pending
+from app.orientation.references import PersonRef, find_person, reference
+from app.security.nir import InvalidNir, normalize_nir
 from app.settings import Settings
 
 EventType = Literal[
@@ -115,9 +118,17 @@ def _same(row: OrientationEvent, event: EventIn) -> bool:
 
 
 def record_event(
-    session: Session, settings: Settings, person: Person, event: EventIn, recorded_by: str, source: str = "api"
+    session: Session,
+    settings: Settings,
+    person: Person,
+    event: EventIn,
+    recorded_by: str,
+    source: str = "api",
+    *,
+    refresh: bool = True,
 ) -> tuple[OrientationEvent, bool]:
-    """Store the event (or find it again by its external_id); recompute the person's episodes.
+    """Store the event (or find it again by its external_id); recompute the person's episodes (unless the
+    caller does it for many persons at once: `refresh=False`).
 
     Returns (event, created). A replay with the same external_id and content is a no-op; with another
     content it is a conflict: corrections are new events that supersede.
@@ -172,9 +183,158 @@ def record_event(
     )
     session.add(row)
     session.flush()
-    episode_service.refresh(session.connection(), [person.id])
+    if refresh:
+        episode_service.refresh(session.connection(), [person.id])
     ft_outbox.enqueue_orientation(session, settings, row)  # France Travail, if the push is on (issue #12)
     return row, True
+
+
+def _is(column: Any, value: Any) -> Any:
+    return column.is_(None) if value is None else column == value
+
+
+def known_by_content(session: Session, person: Person, event: EventIn) -> OrientationEvent | None:
+    """An event of the person identical to this one in every field but its external_id, and not superseded
+    (a correction is never the same as what it corrects: None when `event` supersedes something)."""
+    if event.supersedes or event.supersedes_id:
+        return None
+    oe = OrientationEvent
+    superseded = select(oe.supersedes_id).where(oe.person_id == person.id, oe.supersedes_id.is_not(None))
+    return session.scalar(
+        select(oe)
+        .where(
+            oe.person_id == person.id,
+            oe.type == event.type,
+            oe.event_date == event.date,
+            _is(oe.organisme, event.organisme),
+            _is(oe.type_parcours, event.type_parcours),
+            _is(oe.accompagnement_global, event.accompagnement_global),
+            _is(oe.structure, event.structure),
+            _is(oe.referent, event.referent),
+            _is(oe.channel, event.channel),
+            _is(oe.presence, event.presence),
+            _is(oe.contrat_type, event.contrat),
+            _is(oe.reason, event.reason),
+            oe.id.not_in(superseded),
+        )
+        .order_by(oe.id)
+        .limit(1)
+    )
+
+
+APPLIED, KNOWN_BY_EXTERNAL_ID, KNOWN_BY_CONTENT = "applied", pending.KNOWN_BY_EXTERNAL_ID, pending.KNOWN_BY_CONTENT
+
+
+def record_once(
+    session: Session,
+    settings: Settings,
+    person: Person,
+    event: EventIn,
+    recorded_by: str,
+    source: str,
+    *,
+    refresh: bool = True,
+) -> tuple[OrientationEvent, str]:
+    """`record_event` for events sent by person reference (CSV rows, `POST /api/v1/events`, events kept
+    aside): the same external_id is the same event (or a conflict, as in `record_event`), and so is an
+    event identical in content to one recorded and not superseded, external_id or not. Returns the event
+    and APPLIED, KNOWN_BY_EXTERNAL_ID or KNOWN_BY_CONTENT (nothing stored)."""
+    if event.external_id:
+        used = session.scalar(
+            select(OrientationEvent.id).where(
+                OrientationEvent.departement_code == person.departement_code,
+                OrientationEvent.external_id == event.external_id,
+            )
+        )
+        if used is not None:
+            row, _ = record_event(session, settings, person, event, recorded_by, source, refresh=refresh)
+            return row, KNOWN_BY_EXTERNAL_ID
+    twin = known_by_content(session, person, event)
+    if twin is not None:
+        return twin, KNOWN_BY_CONTENT
+    row, _ = record_event(session, settings, person, event, recorded_by, source, refresh=refresh)
+    return row, APPLIED
+
+
+class PersonReferenceIn(InputModel):
+    """A person named as the CAF/MSA files name them: the NIR (13 or 15 characters) and, optionally, the
+    birth date; or the matricule and role."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    nir: str | None = Field(default=None, min_length=13, max_length=15, pattern=r"^[0-9AB]{13}([0-9]{2})?$")
+    date_naissance: dt.date | None = Field(default=None, description="with the NIR: the person's birth date")
+    matricule: str | None = Field(default=None, min_length=1, max_length=15, pattern=r"^[0-9A-Za-z]+$")
+    role: Literal["DEM", "CJT"] | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> PersonReferenceIn:
+        if self.nir is not None:
+            if self.matricule is not None or self.role is not None:
+                raise ValueError("give the nir (and date_naissance) or the matricule and role, not both")
+            try:
+                normalize_nir(self.nir)
+            except InvalidNir as exc:
+                raise ValueError(f"nir: {exc}") from None
+        elif self.matricule is None or self.role is None:
+            raise ValueError("give the nir (and date_naissance) or the matricule and role")
+        elif self.date_naissance is not None:
+            raise ValueError("date_naissance goes with the nir")
+        return self
+
+    def ref(self) -> PersonRef:
+        return reference(self.nir, self.date_naissance, self.matricule, self.role)
+
+
+class EventByReferenceIn(InputModel):
+    model_config = ConfigDict(extra="forbid")
+
+    person: PersonReferenceIn
+    event: EventIn
+    departement: str | None = Field(
+        default=None, pattern=r"^(\d{3}|02[AB])$", description="needed when the caller serves several départements"
+    )
+
+
+@dataclass
+class ReferenceOutcome:
+    """What became of an event sent by person reference: recorded for a known person (or known already),
+    or kept aside for a person not known yet (or kept already)."""
+
+    status: str  # applied | known_by_external_id | known_by_content | pending (+ pending_known_*)
+    person: Person | None = None
+    event: OrientationEvent | None = None
+    pending: PendingEvent | None = None
+
+
+def record_by_reference(
+    session: Session,
+    settings: Settings,
+    departement: str,
+    ref: PersonRef,
+    event: EventIn,
+    recorded_by: str,
+    source: str,
+    *,
+    refresh: bool = True,
+) -> ReferenceOutcome:
+    """Record an event for the person a reference designates in the département, or keep it aside while no
+    flux has brought them (`pending.keep`). Several persons designated: Unprocessable (use the NIR)."""
+    _check_date(event, settings)
+    person_id = find_person(session.connection(), settings, departement, ref)
+    if person_id is None and wait_for_ingestion(session.connection()):
+        # unknown: unless a file being applied brings them (waited for its commit: look again)
+        person_id = find_person(session.connection(), settings, departement, ref)
+    if person_id is not None:
+        person = session.get(Person, person_id)
+        assert person is not None
+        row, status = record_once(
+            session, settings, person, event, recorded_by, "import" if source == "csv" else source, refresh=refresh
+        )
+        return ReferenceOutcome(status, person=person, event=row)
+    fields = event.model_dump(mode="json", exclude_none=True)
+    kept, status = pending.keep(session, settings, departement, ref, fields, source=source, recorded_by=recorded_by)
+    return ReferenceOutcome("pending" if status == pending.PENDING else f"pending_{status}", pending=kept)
 
 
 # -- CSV import -------------------------------------------------------------------------------
@@ -204,45 +364,15 @@ EVENT_COLUMNS = CSV_COLUMNS - PERSON_COLUMNS - {"evenement", "date"}  # what a r
 class ImportReport:
     rows: int = 0
     applied: int = 0
-    already_known: int = 0
+    already_known: int = 0  # the two below, and what other importers count so
+    already_known_by_external_id: int = 0
+    already_known_by_content: int = 0
+    pending: int = 0  # "en attente d'une personne": kept aside until a flux brings the person
+    pending_rows: list[dict[str, Any]] = field(default_factory=list)  # line and pending id
     rejected: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     encoding: str = "utf-8"
     separator: str = ";"
-
-
-def _find_person(conn: Connection, settings: Settings, departement: str, row: dict[str, str]) -> int:
-    pt = Person.__table__.c
-    if row.get("nir"):
-        try:
-            nir13 = normalize_nir(row["nir"]).nir13
-        except InvalidNir as exc:
-            raise ValueError(f"nir: {exc}") from exc
-        protector = NirProtector(settings.encryption_keys, settings.hmac_key)
-        query = select(pt.id).where(pt.departement_code == departement, pt.nir_hash == protector.lookup_hash(nir13))
-        if row.get("date_naissance"):
-            query = query.where(pt.date_naissance == date.fromisoformat(row["date_naissance"]))
-        ids = list(conn.execute(query).scalars())
-    elif row.get("matricule") and row.get("role"):
-        ps = PersonState.__table__.c
-        ids = sorted(
-            set(
-                conn.execute(
-                    select(ps.person_id).where(
-                        ps.departement_code == departement,
-                        ps.matricule == row["matricule"].strip(),
-                        ps.role == row["role"].strip(),
-                    )
-                ).scalars()
-            )
-        )
-    else:
-        raise ValueError("each row needs nir (and date_naissance) or matricule and role")
-    if not ids:
-        raise ValueError("unknown person")
-    if len(ids) > 1:
-        raise ValueError("several persons match; use the NIR")
-    return int(ids[0])
 
 
 _TRUE, _FALSE = frozenset({"1", "oui", "true", "vrai", "o"}), frozenset({"0", "non", "false", "faux", "n"})
@@ -298,8 +428,29 @@ def record_import(session: Session, recorded_by: str, departement: str, report: 
         "orientation.import",
         departement,
         outcome="rejected" if report.rejected and not report.applied else "ok",
-        detail={"rows": report.rows, "applied": report.applied, "rejected": len(report.rejected)},
+        detail={
+            "rows": report.rows,
+            "applied": report.applied,
+            "already_known": report.already_known,
+            "pending": report.pending,
+            "rejected": len(report.rejected),
+        },
     )
+
+
+def _count(report: ImportReport, line: int, outcome: ReferenceOutcome) -> None:
+    if outcome.status == APPLIED:
+        report.applied += 1
+    elif outcome.status == "pending":
+        assert outcome.pending is not None
+        report.pending += 1
+        report.pending_rows.append({"line": line, "id": outcome.pending.id})
+    else:
+        report.already_known += 1
+        if outcome.status.endswith(KNOWN_BY_EXTERNAL_ID):
+            report.already_known_by_external_id += 1
+        else:
+            report.already_known_by_content += 1
 
 
 def import_csv(
@@ -308,8 +459,12 @@ def import_csv(
     """Apply a CSV of events as people and platforms write it (separator `;` or `,`, UTF-8 with or without
     BOM or Windows-1252, dates aaaa-mm-jj or jj/mm/aaaa, booleans 0/1, oui/non, true/false; columns that do
     not concern a row's event ignored with a warning). Valid rows are applied in the caller's transaction;
-    invalid rows are listed with their line and reason. The JSON events API stays strict (docs)."""
+    invalid rows are listed with their line and reason. The JSON events API stays strict (docs).
+
+    A row whose person no flux has brought yet is kept aside (`pending`, applied when a flux brings them); a
+    row identical to an event recorded (or kept aside) already is `already_known`, external_id or not."""
     report = ImportReport()
+    touched: set[int] = set()
     text, report.encoding = decode_csv(data)
     report.separator = _separator(text)
     reader = csv.DictReader(io.StringIO(text), delimiter=report.separator)
@@ -319,7 +474,6 @@ def import_csv(
         raise Unprocessable("the header must name at least the columns evenement and date (separator ; or ,)")
     if unknown:
         raise Unprocessable(f"unknown column(s): {', '.join(unknown)}")
-    conn = session.connection()
     for line, raw in enumerate(reader, start=2):
         report.rows += 1
         row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
@@ -328,24 +482,26 @@ def import_csv(
                 problem = control_character_problem(value)
                 if problem:
                     raise ValueError(f"{column}: {problem}")
-            if row.get("date_naissance"):
-                row["date_naissance"] = iso_date(row["date_naissance"], "date_naissance")
-            person_id = _find_person(conn, settings, departement, row)
+            born = iso_date(row["date_naissance"], "date_naissance") if row.get("date_naissance") else None
+            ref = reference(
+                row.get("nir"), date.fromisoformat(born) if born else None, row.get("matricule"), row.get("role")
+            )
             warnings: list[dict[str, Any]] = []
             event = EventIn.model_validate(_tolerant_payload(row, line, warnings))
-            person = session.get(Person, person_id)
-            assert person is not None
             with session.begin_nested():
-                _, created = record_event(session, settings, person, event, recorded_by, source="import")
+                outcome = record_by_reference(
+                    session, settings, departement, ref, event, recorded_by, source="csv", refresh=False
+                )
             report.warnings.extend(warnings)
-            if created:
-                report.applied += 1
-            else:
-                report.already_known += 1
+            _count(report, line, outcome)
+            if outcome.status == APPLIED and outcome.person is not None:
+                touched.add(outcome.person.id)
         except ValidationError as exc:
             reasons = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors())
             report.rejected.append({"line": line, "reason": reasons})
         except (ValueError, Unprocessable, Conflict, NotFound) as exc:
             report.rejected.append({"line": line, "reason": getattr(exc, "message", str(exc))})
+    # the episodes of every person an applied row concerns, at once (their locks taken in one order)
+    episode_service.refresh(session.connection(), sorted(touched))
     record_import(session, recorded_by, departement, report)
     return report

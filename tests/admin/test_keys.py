@@ -15,12 +15,13 @@ from sqlalchemy import select
 from app.db import get_engine, session_scope
 from app.exports import publish as pub
 from app.main import create_app
-from app.models import AccessRecord, Export, FtIdentity, Person, WebhookDelivery
+from app.models import AccessRecord, Export, FtIdentity, PendingEvent, Person, WebhookDelivery
 from app.models.base import utcnow
+from app.orientation.service import import_csv
 from app.security.nir import NirProtector
 from tests.support.cli import run_cli
 from tests.support.factories import ingest, weekly_departement
-from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+from tests.support.fluxbuilder import NIR_A, NIR_B, NIR_C, foyer, person, write_flux
 from tests.support.smtp import links
 
 
@@ -44,6 +45,9 @@ def test_a_nir_key_rotation_keeps_everyone_findable_and_everything_readable(db, 
                          jeton_encrypted=jeton, jeton_expires_at=utcnow(), source="sync"))  # fmt: skip
         s.add(WebhookDelivery(source="rdv-insertion", departement_code="055", body_encrypted=body,
                               body_sha256="x", signature_valid=True, status="processed"))  # fmt: skip
+        # an event kept aside for a person no flux brought (its reference and content encrypted)
+        kept = import_csv(s, db, "055", f"nir;evenement;date\n{NIR_C};invitation;2024-03-01\n", recorded_by="t")
+        assert kept.pending == 1
 
     # a key that is not the one in use: refused, with the table named, nothing changed
     wrong = _with_nir_keys(db, _key("k9"))
@@ -52,14 +56,15 @@ def test_a_nir_key_rotation_keeps_everyone_findable_and_everything_readable(db, 
 
     rotated = _with_nir_keys(db, f"{_key('k2')},{old}")
     before = json.loads(run_cli(rotated, monkeypatch, "keys", "status", "--json").output)
-    assert before["nir"] == {"active": "k2", "values_by_key": {"k1": 4}}
+    assert before["nir"] == {"active": "k2", "values_by_key": {"k1": 5}}
     done = run_cli(rotated, monkeypatch, "keys", "rotate", "nir", "--json")
     assert done.exit_code == 0, done.output
-    assert json.loads(done.output)["rewritten"] == {"persons": 2, "ft_identities": 1, "webhook_deliveries": 1}
+    assert json.loads(done.output)["rewritten"] == {
+        "persons": 2, "ft_identities": 1, "webhook_deliveries": 1, "pending_events": 1}  # fmt: skip
     assert json.loads(run_cli(rotated, monkeypatch, "keys", "rotate", "nir", "--json").output)["rewritten"] == {
-        "persons": 0, "ft_identities": 0, "webhook_deliveries": 0}  # fmt: skip
+        "persons": 0, "ft_identities": 0, "webhook_deliveries": 0, "pending_events": 0}  # fmt: skip
     after = json.loads(run_cli(rotated, monkeypatch, "keys", "status", "--json").output)
-    assert after["nir"]["values_by_key"] == {"k2": 4}
+    assert after["nir"]["values_by_key"] == {"k2": 5}
 
     only_new = _with_nir_keys(db, rotated.nir_encryption_keys.get_secret_value().split(",")[0])
     new_protector = NirProtector(only_new.encryption_keys, only_new.hmac_key)
@@ -68,6 +73,7 @@ def test_a_nir_key_rotation_keeps_everyone_findable_and_everything_readable(db, 
         assert nirs == sorted([NIR_A, NIR_B])
         assert new_protector.decrypt(s.scalar(select(FtIdentity.jeton_encrypted))) == "jeton-123"
         assert new_protector.decrypt(s.scalar(select(WebhookDelivery.body_encrypted))) == '{"a":1}'
+        assert NIR_C in new_protector.decrypt(s.scalar(select(PendingEvent.payload_encrypted)))
     key = make_api_key(["persons:read"])
     with TestClient(create_app(only_new)) as c:
         for nir in (NIR_A, NIR_B):

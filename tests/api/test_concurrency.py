@@ -211,9 +211,12 @@ def test_serving_while_orientations_are_imported(app, db, make_api_key, populati
         importer.join(timeout=120)
     report = outcome["report"]
     assert report.rows == len(keys) > 0 and report.rejected == [], report.rejected[:3]
+    # a row whose person the callers had just sent the same invitation of the same day (through
+    # POST /persons/{id}/events) is that event, known already (issue #22: an import is idempotent by content)
+    assert report.applied + report.already_known_by_content == len(keys) and report.pending == 0
     assert _server_errors(seen) == {}, seen
     with session_scope(db) as s:
-        assert s.scalar(select(func.count()).where(OrientationEvent.external_id.like("import-%"))) == len(keys)
+        assert s.scalar(select(func.count()).where(OrientationEvent.external_id.like("import-%"))) == report.applied
 
 
 def test_an_event_is_committed_when_its_201_arrives(app, db, make_api_key, population):
@@ -547,3 +550,69 @@ def test_statement_timeout_bounds_a_request_and_an_ingestion_lifts_it(db, tmp_pa
             conn.execute(text("SELECT pg_sleep(1.2)"))
     finally:
         engine.dispose()
+
+
+def test_events_by_reference_while_an_ingestion_brings_their_persons(app, db, make_api_key, population, tmp_path):
+    """`POST /api/v1/events` for the persons a file brings, before, while and after it is applied: no 5xx and
+    no "database is locked"; each answer follows its commit (what it says is in the database, seen from
+    another connection); those kept aside (202) before the file are applied by its re-matching, so every
+    event ends up recorded once and nothing waits (issue #22)."""
+    import re
+
+    from app.models import PendingEvent
+    from tests.support.fluxbuilder import text_of
+
+    key = make_api_key(["orientation:write"])
+    out = tmp_path / "more"
+    generate(out, 1500, 0, today(db) - timedelta(days=3), seed=99, departement="055")
+    stock = out / json.loads((out / "manifest.json").read_text())[0]["file"]
+    nirs = sorted(set(re.findall(r"<NIR>([0-9AB]{13})", text_of(stock))))[:60]
+    day = (today(db) - timedelta(days=1)).isoformat()
+    report: dict[str, Any] = {}
+
+    def ingest_now() -> None:
+        try:
+            report.update(
+                ingest_file(get_engine(db), db, stock, IngestOptions(today(db) - timedelta(days=1))).to_dict()
+            )
+        except BaseException as exc:
+            report["thread_error"] = repr(exc)
+
+    other = create_engine(db.database_url)
+    answers: list[tuple[int, str]] = []
+    try:
+        with LiveServer(app) as base, httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=120) as http:
+
+            def post(n: int) -> None:
+                event = {"type": "invitation", "date": day, "external_id": f"ref-{n}"}
+                r = http.post("/api/v1/events", json={"person": {"nir": nirs[n]}, "event": event})
+                answers.append((r.status_code, r.text))
+                table = OrientationEvent if r.status_code == 201 else PendingEvent
+                with other.connect() as conn:
+                    found = conn.execute(select(func.count()).where(table.external_id == f"ref-{n}")).scalar_one()
+                assert found == 1, f"answer {r.status_code} for event {n} came before its commit"
+
+            for n in range(5):  # no file has brought them yet
+                post(n)
+            ingestion = threading.Thread(target=ingest_now)
+            ingestion.start()
+            n = 5
+            while ingestion.is_alive() and n < len(nirs) - 5:
+                post(n)
+                n += 1
+                time.sleep(0.05)
+            ingestion.join(timeout=300)
+            for rest in range(n, len(nirs)):
+                post(rest)
+    finally:
+        other.dispose()
+    assert "thread_error" not in report, report.get("thread_error")
+    assert report["status"] == "applied" and report["pending_events_applied"] >= 5, report
+    codes = Counter(code for code, _ in answers)
+    assert set(codes) <= {201, 202} and codes[202] >= 5 and codes[201] >= 5, codes
+    assert not any("locked" in text for _, text in answers)
+    with session_scope(db) as s:
+        recorded = s.scalar(select(func.count()).where(OrientationEvent.external_id.like("ref-%")))
+        waiting = s.scalar(select(func.count()).where(PendingEvent.status == "pending"))
+    assert (recorded, waiting) == (len(nirs), 0)
+    print(f"\n{dict(codes)}; pending events applied after the file in {report['pending_events_ms']} ms")

@@ -13,14 +13,16 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.db import get_engine, session_scope
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
-from app.models import FluxObservation, Person, PersonState
+from app.models import EntryEpisode, FluxObservation, Person, PersonState
 from app.orientation.episodes import refresh_pending
+from app.orientation.service import import_csv
 from app.persons.order import KIND_RANK, state_order
+from app.security.nir import NirProtector
 from tests.support.database import truncate
 from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
 from tests.support.orderproof import Snapshot, ingest_all, orders, snapshot
@@ -201,3 +203,109 @@ def test_the_operator_is_told_when_a_file_took_its_place_before_files_already_ap
     assert json.loads(run_cli(db, monkeypatch, "flux", "show", report["file_id"]).stdout)["later_files"] == 1
     plain = run_cli(db, monkeypatch, "flux", "ingest", out, "--received-on", D2)  # a duplicate now: said so
     assert plain.exit_code == 0 and "already ingested" in plain.output
+
+
+def _events_csv(db, start: date, end: date) -> list[str]:
+    """The platform's rows for the generated département, as it would send them: for each nouvel entrant
+    an invitation, an RDV and (for most) an orientation dated from T0, and a référent for some stock
+    persons; by NIR (with the birth date for one in two), or by matricule + role for persons without one
+    (when that pair names one person only). Built from a run where every file was ingested."""
+    protector = NirProtector(db.encryption_keys, db.hmac_key)
+    rows: list[str] = []
+    with session_scope(db) as s:
+        pairs: dict[tuple[str, str], set[int]] = {}
+        for pid, matricule, role in s.execute(select(PersonState.person_id, PersonState.matricule, PersonState.role)):
+            pairs.setdefault((matricule, role), set()).add(pid)
+        by_person = {pid: pair for pair, pids in pairs.items() if len(pids) == 1 for pid in pids}
+        t0s = dict(
+            s.execute(select(EntryEpisode.person_id, func.min(EntryEpisode.t0)).group_by(EntryEpisode.person_id)).all()
+        )
+        for n, p in enumerate(s.scalars(select(Person).order_by(Person.nir_hash, Person.date_naissance))):
+            if p.nir_encrypted:
+                nir = protector.decrypt(p.nir_encrypted)
+                ref = f"{nir};{p.date_naissance if n % 2 else ''};;"
+            elif p.id in by_person:
+                ref = ";;{};{}".format(*by_person[p.id])
+            else:
+                continue
+            t0 = t0s.get(p.id)
+            if t0 is None:
+                if n % 7 == 0:
+                    rows.append(f"{ref};referent;{start + timedelta(days=n % 30)};;CCAS de Verdun;;;")
+                continue
+            dates = [t0 + timedelta(days=d) for d in (1 + n % 3, 4 + n % 9, n % 45)]
+            rows.append(f"{ref};invitation;{dates[0]};;;;;" + (f"inv-{n}" if n % 3 == 0 else ""))
+            rows.append(f"{ref};rdv_orientation;{dates[1]};;;;{'absent' if n % 5 == 0 else 'present'};")
+            if n % 4 != 3 and dates[2] <= end:
+                rows.append(f"{ref};orientation;{dates[2]};DEPARTEMENT;;social;;")
+    return rows
+
+
+EVENTS_HEADER = (
+    "nir;date_naissance;matricule;role;evenement;date;organisme;structure;type_parcours;presence;external_id"
+)
+
+
+def _import_events(db, rows: list[str]) -> dict:
+    with session_scope(db, write=True) as session:
+        report = import_csv(session, db, "055", EVENTS_HEADER + "\n" + "\n".join(rows) + "\n", recorded_by="test")
+    assert report.rejected == [], report.rejected[:3]
+    return {"applied": report.applied, "pending": report.pending, "known": report.already_known}
+
+
+@pytest.mark.slow
+def test_orientation_events_before_between_or_after_the_files_give_the_same_episodes(db, tmp_path):
+    """Issue #22: the platform's CSV imported before the flux files that bring its persons, between them
+    or after them (and the files in reception order or shuffled) gives the same events, episodes and
+    indicator: a row whose person is not known yet waits and is applied, with its own date, when a file
+    brings them. Importing the same CSV again changes nothing."""
+    start, days = date(2024, 1, 2), 60
+    end = start + timedelta(days=days)
+    files = generate(tmp_path / "gen", 1500, days, start, seed=5)
+    by_order = orders(files)
+    engine = get_engine(db)
+
+    def run(order, parts: list[list[str]], when: list[int]) -> tuple[Snapshot, list[dict], list[int]]:
+        """Ingest `order`, importing parts[i] before file number when[i] (len(order): after the last)."""
+        truncate(db)
+        imported, timings = [], []
+        for n, f in enumerate([*order, None]):
+            for part, at in zip(parts, when, strict=True):
+                if at == n:
+                    imported.append(_import_events(db, part))
+            if f is None:
+                break
+            report = ingest_file(
+                engine, db, f.path, IngestOptions(f.received_on, initial_stock=f.initial_stock), refresh=False
+            )
+            assert report.status == "applied", report.to_dict()
+            if report.pending_events_applied:
+                timings.append(report.pending_events_ms)
+        refresh_pending(engine)
+        return snapshot(db, "055", start, end, end), imported, timings
+
+    truncate(db)
+    ingest_all(db, by_order["reception"])
+    rows = _events_csv(db, start, end)
+    print(f"\n{len(files)} files, {len(rows)} rows of events")
+    assert len(rows) > 600
+    reference, (after,), _ = run(by_order["reception"], [rows], [len(files)])
+    assert (after["applied"], after["pending"]) == (len(rows), 0)
+    assert reference.indicator["nouveaux_entrants"] > 100 and reference.indicator["orientes"] > 50, reference.indicator
+    assert sum(len(e) for e in reference.events.values()) == len(rows)
+
+    before, (kept,), timings = run(by_order["reception"], [rows], [0])
+    assert (kept["applied"], kept["pending"]) == (0, len(rows))
+    assert before.differences(reference) == []
+    print(f"\npending events applied after {len(timings)} files: {sum(timings)} ms in all, at most {max(timings)} ms")
+
+    thirds = [rows[0::3], rows[1::3], rows[2::3]]
+    for name in ("reception", "shuffled"):
+        order = by_order[name]
+        split, imported, _ = run(order, thirds, [0, len(order) // 2, len(order)])
+        assert split.differences(reference) == [], name
+        assert imported[0]["pending"] == len(thirds[0]) and imported[1]["pending"] > 0, imported
+
+    again = _import_events(db, rows)  # the same CSV once more: all known, nothing stored
+    assert again == {"applied": 0, "pending": 0, "known": len(rows)}
+    assert snapshot(db, "055", start, end, end).differences(reference) == []

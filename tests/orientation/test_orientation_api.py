@@ -195,16 +195,17 @@ def test_csv_import(db, monkeypatch, tmp_path):
     r = run_cli(db, monkeypatch, "orientations", "import", path, "--json")
     assert r.exit_code == 1, r.output
     report = json.loads(r.stdout)
-    assert (report["rows"], report["applied"]) == (6, 2)
-    assert [x["line"] for x in report["rejected"]] == [4, 5, 6, 7]
-    assert "unknown person" in report["rejected"][0]["reason"]
-    assert "organisme" in report["rejected"][2]["reason"]
+    assert (report["rows"], report["applied"], report["pending"]) == (6, 2, 1)
+    assert [x["line"] for x in report["pending_rows"]] == [4]  # unknown person: kept aside, not rejected
+    assert [x["line"] for x in report["rejected"]] == [5, 6, 7]
+    assert "organisme" in report["rejected"][1]["reason"]
     with session_scope(db) as s:
         ep = s.scalar(select(EntryEpisode).where(EntryEpisode.person_id == pid))
         assert ep is not None and (ep.outcome, ep.delay_days, ep.accompagnement_global) == ("oriente", 3, True)
         assert ep.rdv_orientation_missed_on is not None
-    again = run_cli(db, monkeypatch, "orientations", "import", path, "--json")
-    assert json.loads(again.stdout)["already_known"] == 2
+    again = json.loads(run_cli(db, monkeypatch, "orientations", "import", path, "--json").stdout)
+    assert (again["applied"], again["pending"], again["already_known"]) == (0, 0, 3)
+    assert (again["already_known_by_external_id"], again["already_known_by_content"]) == (2, 1)
     bad_header = tmp_path / "bad.csv"
     bad_header.write_text("foo;bar\n1;2\n", encoding="utf-8")
     assert run_cli(db, monkeypatch, "orientations", "import", bad_header).exit_code == 1  # input rejected

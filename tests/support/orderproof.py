@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.db import get_engine
 from app.flux.derive import STATE_COLUMNS
 from app.flux.generator import GeneratedFile
 from app.flux.loader import IngestOptions, ingest_file
-from app.models import EntryEpisode, FluxFile, Person, PersonKey, PersonState
+from app.models import EntryEpisode, FluxFile, OrientationEvent, PendingEvent, Person, PersonKey, PersonState
 from app.orientation.episodes import refresh_pending
 from app.persons.order import state_order
 from app.pilotage.indicator import orientation_indicator
@@ -42,11 +42,14 @@ class Snapshot:
     facts: dict[tuple[Any, ...], list[tuple[Any, ...]]]
     episodes: dict[tuple[Any, ...], list[tuple[Any, ...]]]
     indicator: dict[str, Any]
+    # orientation events (what they say, not their ids), and how many still wait for their person
+    events: dict[tuple[Any, ...], list[tuple[Any, ...]]] = field(default_factory=dict)
+    waiting: int = 0
 
     def differences(self, other: Snapshot, limit: int = 3) -> list[str]:
         """What differs, per kind: how many persons, and the first `limit` of them."""
         out: list[str] = []
-        for name in ("persons", "facts", "episodes"):
+        for name in ("persons", "facts", "episodes", "events"):
             mine, theirs = getattr(self, name), getattr(other, name)
             keys = [k for k in sorted(mine.keys() | theirs.keys(), key=repr) if mine.get(k) != theirs.get(k)]
             if keys:
@@ -56,6 +59,8 @@ class Snapshot:
         if self.indicator != other.indicator:
             keys = [k for k in self.indicator if self.indicator[k] != other.indicator.get(k)]
             out.append(f"indicator differs on {keys}")
+        if self.waiting != other.waiting:
+            out.append(f"events waiting for their person: {self.waiting} / {other.waiting}")
         return out
 
 
@@ -125,4 +130,13 @@ def snapshot(settings: Settings, departement: str, start: date, end: date, as_of
         for row in conn.execute(select(ee.person_id, *[ee[c] for c in EPISODE_FIELDS]).order_by(ee.person_id, ee.rank)):
             episodes.setdefault(ident[row[0]], []).append(tuple(row[1:]))
         indicator = orientation_indicator(conn, [departement], start, end, as_of)
-    return Snapshot(persons, facts, episodes, indicator)
+        oe = OrientationEvent.__table__.c
+        events: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for row in conn.execute(
+            select(oe.person_id, oe.type, oe.event_date, oe.external_id, oe.organisme, oe.structure, oe.presence)
+        ):
+            events.setdefault(ident[row[0]], []).append(tuple(row[1:]))
+        events = {k: sorted(v, key=repr) for k, v in events.items()}
+        pe = PendingEvent.__table__.c
+        waiting = conn.execute(select(func.count()).where(pe.status == "pending")).scalar_one()
+    return Snapshot(persons, facts, episodes, indicator, events, int(waiting))
