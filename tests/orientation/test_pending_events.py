@@ -83,7 +83,8 @@ def test_rows_before_their_person_are_kept_aside_then_applied_with_their_own_dat
     assert "2 orientation event(s) waiting for their person applied" in ingested.output
     with session_scope(db) as s:
         (ep,) = s.scalars(select(EntryEpisode)).all()
-        assert (ep.t0, ep.outcome, ep.delay_days, ep.rdv_orientation_missed_on) == (D1, "oriente", 5, D1 + timedelta(days=2))
+        missed = D1 + timedelta(days=2)
+        assert (ep.t0, ep.outcome, ep.delay_days, ep.rdv_orientation_missed_on) == (D1, "oriente", 5, missed)
         events = s.scalars(select(OrientationEvent).order_by(OrientationEvent.event_date)).all()
         assert [(e.type, e.event_date, e.source) for e in events] == [
             ("rdv_orientation", D1 + timedelta(days=2), "import"),
