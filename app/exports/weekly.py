@@ -25,12 +25,13 @@ from app.db import one_of
 from app.errors import ExitCode, Unprocessable
 from app.flux.instruction_facts import france_travail_contacts
 from app.models import EntryEpisode, InstructionRecord, OrientationEvent, Person
-from app.orientation.episodes import oriented_by
+from app.orientation.episodes import as_rule_event, oriented_by
 from app.persons.states import states_as_of
 from app.rules.episodes import (
     HELD,
     NOT_CANCELLED,
     ORIENTED,
+    event_order,
     known_as_of,
     last_cer_as_of,
     last_contract_as_of,
@@ -307,6 +308,8 @@ def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: d
             .order_by(oe.person_id, oe.event_date, oe.id)
         ):
             events.setdefault(ev.person_id, []).append(ev)
+        for evs in events.values():  # one day's events in the order the rules take them: by content, not arrival
+            evs.sort(key=lambda r: event_order(as_rule_event(r)))
         for pid in page:
             s = states.get(pid)
             if s is None or not s.sdd or pid in entrants:

@@ -314,7 +314,7 @@ def _apply_pending_events(settings: Settings, report: IngestReport) -> None:
     started = time.perf_counter()
     try:
         report.pending_events_applied = apply_pending(settings, report.departement)
-    except SQLAlchemyError as exc:
+    except Exception as exc:  # the file is committed: its report stands, the events wait
         log.error("pending_events_failed", file_id=report.file_id, error_type=type(exc).__name__)
     report.pending_events_ms = int((time.perf_counter() - started) * 1000)
 

@@ -75,7 +75,12 @@ def _apply_chunk(session: Session, settings: Settings, departement: str, after: 
         .limit(CHUNK)
         .with_for_update()  # PostgreSQL: two files' re-matchings never apply the same event twice
     ).all()
-    decoded = [(row, *pending.payload(settings, row)) for row in rows]
+    decoded = []
+    for row in rows:
+        try:
+            decoded.append((row, *pending.payload(settings, row)))
+        except Exception as exc:  # a row no key in force decrypts: kept, said, never dropped
+            row.reason = f"unreadable with the keys in force ({type(exc).__name__}): restore its key, then re-run"
     found = find_many(session.connection(), settings, departement, [ref for _row, ref, _event in decoded])
     matched = sorted({ids[0] for ids in found.values() if len(ids) == 1})
     persons = {p.id: p for p in session.scalars(select(Person).where(one_of(session.connection(), Person.id, matched)))}

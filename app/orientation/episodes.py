@@ -132,24 +132,23 @@ def _events(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[Event
     by_person: dict[int, list[Any]] = defaultdict(list)
     for r in conn.execute(select(OrientationEvent.__table__).where(one_of(conn, oe.person_id, person_ids))):
         by_person[r.person_id].append(r)
-    out: dict[int, list[Event]] = {}
-    for pid, rows in by_person.items():
-        out[pid] = [
-            Event(
-                type=r.type,
-                on=r.event_date,
-                key=r.external_id or f"#{r.id:012d}",
-                organisme=r.organisme,
-                type_parcours=r.type_parcours,
-                accompagnement_global=r.accompagnement_global,
-                structure=r.structure,
-                presence=r.presence,
-                contrat=r.contrat_type,
-                event_id=r.id,
-            )
-            for r in effective_events(rows)
-        ]
-    return out
+    return {pid: [as_rule_event(r) for r in effective_events(rows)] for pid, rows in by_person.items()}
+
+
+def as_rule_event(r: Any) -> Event:
+    """A stored orientation event (a row of `orientation_events`) as the rules read it."""
+    return Event(
+        type=r.type,
+        on=r.event_date,
+        key=r.external_id or f"#{r.id:012d}",
+        organisme=r.organisme,
+        type_parcours=r.type_parcours,
+        accompagnement_global=r.accompagnement_global,
+        structure=r.structure,
+        presence=r.presence,
+        contrat=r.contrat_type,
+        event_id=r.id,
+    )
 
 
 def compute_for(

@@ -194,12 +194,12 @@ def _is(column: Any, value: Any) -> Any:
 
 
 def known_by_content(session: Session, person: Person, event: EventIn) -> OrientationEvent | None:
-    """An event of the person identical to this one in every field but its external_id, and not superseded
-    (a correction is never the same as what it corrects: None when `event` supersedes something)."""
+    """An event of the person identical to this one in every field but its external_id, superseded or not: a
+    platform re-sending yesterday's export changes nothing, and never brings back what a correction replaced
+    (a correction itself is never the same as what it corrects: None when `event` supersedes something)."""
     if event.supersedes or event.supersedes_id:
         return None
     oe = OrientationEvent
-    superseded = select(oe.supersedes_id).where(oe.person_id == person.id, oe.supersedes_id.is_not(None))
     return session.scalar(
         select(oe)
         .where(
@@ -215,7 +215,6 @@ def known_by_content(session: Session, person: Person, event: EventIn) -> Orient
             _is(oe.presence, event.presence),
             _is(oe.contrat_type, event.contrat),
             _is(oe.reason, event.reason),
-            oe.id.not_in(superseded),
         )
         .order_by(oe.id)
         .limit(1)

@@ -209,6 +209,7 @@ class _Saved:
     stock: bool
     episodes: int
     decisions: int
+    attached: list[Episode]  # the episodes as they were (what the events attach to them is taken again)
 
 
 class _Suivi:
@@ -248,7 +249,7 @@ def compute_episodes(
     """All entry episodes of one person from all its facts (the result holds for any as-of date: see
     `outcome_as_of`)."""
     flux = sorted(facts, key=lambda f: (f.received_on, f.order))
-    evts = sorted(events, key=_event_sort_key)
+    evts = sorted(events, key=event_order)
     if not flux and not evts:
         return PersonEpisodes([], [], False, False)
     return _Timeline(flux, evts, config).walk()
@@ -334,6 +335,8 @@ class _Timeline:
             self.episode = None
             for ev in early:
                 self.suivi.open(ev.on, ev.type)
+                if ev.type == "referent" and ev is not early[0]:  # designated after the orientation
+                    episode.referents.append((ev.on, ev.structure or ev.organisme))
             return
         self._restore(saved)
         self.deferred = deferred
@@ -351,7 +354,13 @@ class _Timeline:
         ):
             return []
         since = previous_month_end(fact.received_on).replace(day=1)
-        return [ev for ev in self.deferred if ev.type in ORIENTING_EVENTS and ev.on >= since]
+        closures = [ev.on for ev in self.deferred if ev.type == "suivi_clos"]
+        # one the platform closed since (a `suivi_clos` dated on or after it) no longer holds: not early
+        return [
+            ev
+            for ev in self.deferred
+            if ev.type in ORIENTING_EVENTS and ev.on >= since and not any(on >= ev.on for on in closures)
+        ]
 
     def _apply_deferred(self) -> None:
         deferred, self.deferred = self.deferred, []
@@ -366,6 +375,7 @@ class _Timeline:
             self.stock,
             len(self.episodes),
             len(self.decisions),
+            copy.deepcopy(self.episodes),
         )
 
     def _restore(self, saved: _Saved) -> None:
@@ -375,7 +385,7 @@ class _Timeline:
             saved.suspended_since,
             saved.stock,
         )
-        del self.episodes[saved.episodes :]
+        self.episodes = saved.attached
         del self.decisions[saved.decisions :]
         self.episode = None
 
@@ -523,7 +533,7 @@ class _Timeline:
         _attach(self.episodes, ev)
 
 
-def _event_sort_key(e: Event) -> tuple[Any, ...]:
+def event_order(e: Event) -> tuple[Any, ...]:
     """Events by date, then kind (`_EVENT_ORDER`), then content, and only then their key: two events of one
     day (two contracts, two référents) are taken in an order their content decides, never the order they
     reached the service (a key without external id is our id, given on arrival)."""

@@ -187,3 +187,23 @@ def test_an_orientation_dated_before_t0_is_written_with_its_own_date(db, tmp_pat
     with get_engine(db).connect() as conn:
         (flux,) = list(flux_rows(conn, db, "055", Week.parse("2024-W09", date(2024, 6, 1))))
     assert dict(zip(FLUX_COLUMNS, flux, strict=True))["DATE_ORIENTATION"] == "26/02/2024"
+
+
+def test_a_stock_persons_events_of_one_day_do_not_depend_on_their_arrival(db, tmp_path):
+    """Two stock persons, each with a PPAE and a CER signed the same day, recorded in the two orders: the same
+    TYPE_CONTRAT and STRUCTURE_REFERENTE for both (the rules' order of one day's events: by content)."""
+    path = write_flux(tmp_path, [_foyer("S"), _foyer("T")], type_flux="M", day=STOCK_DAY)
+    assert ingest(db, path, STOCK_DAY, initial_stock=True).status == "applied"
+    with session_scope(db) as s:
+        ids = {name: s.scalar(select(Person.id).where(Person.nom == f"NOM{WHO[name]}")) for name in "ST"}
+    day = date(2024, 3, 1)
+    for name, kinds in (("S", ("PPAE", "CER")), ("T", ("CER", "PPAE"))):
+        for kind in kinds:
+            record(db, ids[name], type="contrat", date=day, contrat=kind)
+        for structure in (("CCAS", "MDS") if name == "S" else ("MDS", "CCAS")):
+            record(db, ids[name], type="referent", date=day, structure=structure)
+    rows = _file(db, date(2024, 3, 3))
+    assert _pick(rows["S"], "STOCK", "TYPE_CONTRAT", "DATE_CER", "STRUCTURE_REFERENTE") == _pick(
+        rows["T"], "STOCK", "TYPE_CONTRAT", "DATE_CER", "STRUCTURE_REFERENTE"
+    )
+    assert rows["S"]["DATE_CER"] == "01/03/2024"

@@ -148,8 +148,10 @@ def test_the_same_csv_imported_twice_stores_nothing_the_second_time(db, monkeypa
     assert "already used" in _import(db, monkeypatch, conflict)["rejected"][0]["reason"]
 
 
-def test_a_superseded_event_is_not_what_a_row_repeats(db, monkeypatch, tmp_path, client, make_api_key):
-    """An event a correction superseded no longer counts: the same row sent again is a new event."""
+def test_a_row_repeating_a_corrected_event_changes_nothing(db, monkeypatch, tmp_path, client, make_api_key):
+    """Issue #22: "a platform re-sending yesterday's export must change nothing". An event a correction
+    superseded, sent again as it was (without its external_id), is already known: it never comes back to life
+    beside its correction."""
     _ingest_a(db, tmp_path)
     key = make_api_key(["orientation:write"])
     first = {"type": "invitation", "date": str(D1 + timedelta(days=1)), "channel": "courrier", "external_id": "i1"}
@@ -158,7 +160,9 @@ def test_a_superseded_event_is_not_what_a_row_repeats(db, monkeypatch, tmp_path,
     fix = {**first, "external_id": "i1-fix", "supersedes": "i1", "date": str(D1 + timedelta(days=2))}
     assert _post(client, key, ref, fix).status_code == 201
     again = _post(client, key, ref, {k: v for k, v in first.items() if k != "external_id"})
-    assert again.status_code == 201 and again.json()["status"] == "applied"
+    assert again.status_code == 200 and again.json()["status"] == "known_by_content"
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(OrientationEvent)) == 2
 
 
 def test_events_kept_aside_for_another_departement_are_never_matched(db, monkeypatch, tmp_path):
@@ -225,8 +229,10 @@ def test_post_by_reference_known_unknown_then_applied(client, db, make_api_key, 
     with session_scope(db) as s:
         event = s.get(OrientationEvent, state["event_id"])
         assert event is not None and (event.event_date, event.external_id) == (D1 + timedelta(days=4), "b-1")
-        # B's T0 is D2, after the orientation: a follow-up in progress, so no episode (docs/rules.md)
-        assert s.scalar(select(func.count()).where(EntryEpisode.person_id == state["person_id"])) == 0
+        # B's T0 is D2, after the orientation dated D1 + 4, which belongs to the entry (docs/rules.md, "Settled
+        # in issue #22"): oriented at T0, delay 0, the orientation keeping its own date
+        (ep,) = s.scalars(select(EntryEpisode).where(EntryEpisode.person_id == state["person_id"])).all()
+        assert (ep.t0, ep.outcome, ep.delay_days, ep.orientation_on) == (D2, "oriente", 0, D1 + timedelta(days=4))
         kinds = {a.action for a in s.scalars(select(AccessRecord))}
         assert {"person.event", "orientation.pending_keep", "orientation.pending_apply"} <= kinds
 
@@ -269,3 +275,22 @@ def test_a_reference_that_names_several_persons_is_still_rejected(client, db, ma
     assert r.status_code == 422 and "use the NIR" in r.json()["message"]
     with session_scope(db) as s:
         assert s.scalar(select(func.count()).select_from(PendingEvent)) == 0
+
+
+def test_a_pending_row_no_key_decrypts_stays_pending_and_the_others_are_applied(db, monkeypatch, tmp_path):
+    """A row kept aside under a key since removed from PASSERELLE_NIR_ENCRYPTION_KEYS (before `keys rotate`):
+    the file that brings its person is applied and reported, the other rows applied; that one stays pending,
+    said (never dropped: restoring its key brings it back), and the next files are not blocked by it."""
+    report = _import(db, monkeypatch, _csv(tmp_path, "two.csv", *ROWS[:2]))
+    assert report["pending"] == 2
+    with session_scope(db, write=True) as s:
+        first = s.scalars(select(PendingEvent).order_by(PendingEvent.id)).first()
+        assert first is not None
+        first.payload_encrypted = "k9:" + first.payload_encrypted.split(":", 1)[-1]  # a key id not in force
+    applied = _ingest_a(db, tmp_path)
+    assert applied.status == "applied" and applied.pending_events_applied == 1
+    with session_scope(db) as s:
+        rows = s.scalars(select(PendingEvent).order_by(PendingEvent.id)).all()
+        assert [r.status for r in rows] == ["pending", "applied"]
+        assert rows[0].reason is not None and rows[0].reason.startswith("unreadable with the keys in force")
+    assert _ingest_a(db, tmp_path, day=D2).status == "applied"

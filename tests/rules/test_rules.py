@@ -636,3 +636,41 @@ def test_an_early_orientation_without_an_entry_is_a_follow_up_from_its_own_date(
     assert [e.t0 for e in result.episodes] == [d("05/01/2024")]
     assert result.followed
     assert "follow-up in progress since 2024-02-15 (referent)" in result.not_entries[-1].reason
+
+
+# -- an orientation before T0 that belongs to the entry: what else happened before T0 (issue #22 review) --
+
+
+def test_an_early_orientation_the_platform_closed_before_t0_does_not_belong_to_the_entry():
+    """Oriented on 15/10, the follow-up closed by the platform on 20/10 (`suivi_clos`), T0 on 10/11: the
+    closed orientation no longer holds, so it neither orients the entry nor keeps a follow-up open; back on
+    10/03 after leaving, the person is a nouvel entrant again (the closure is never lost)."""
+    facts = [fact(d("01/09/2023"), sdd=False), fact(d("10/11/2023")), fact(d("10/01/2024"), sdd=False),
+             fact(d("10/03/2024"))]  # fmt: skip
+    events = [ev("orientation", d("15/10/2023")), ev("suivi_clos", d("20/10/2023"))]
+    result = run(facts, events)
+    assert [(ep.t0, ep.outcome) for ep in result.episodes] == [
+        (d("10/11/2023"), "sorti_avant_orientation"),
+        (d("10/03/2024"), "en_attente"),
+    ]
+
+
+def test_a_referent_designated_between_an_early_orientation_and_t0_is_the_episodes():
+    """Oriented on 15/10 (structure ORIENT), a référent designated on 05/11 (REF), T0 on 10/11: the
+    orientation belongs to the entry and the référent, designated after it, is the episode's
+    (STRUCTURE_REFERENTE then says REF, docs/exports.md)."""
+    facts = [fact(d("01/09/2023"), sdd=False), fact(d("10/11/2023"))]
+    events = [ev("orientation", d("15/10/2023"), structure="ORIENT"), ev("referent", d("05/11/2023"), structure="REF")]
+    (ep,) = run(facts, events).episodes
+    assert (ep.outcome, ep.delay_days, ep.orientation.structure) == ("oriente", 0, "ORIENT")
+    assert ep.referents == [(d("05/11/2023"), "REF")]
+
+
+def test_a_referent_is_attached_once_when_no_early_orientation_applies():
+    """An earlier spell's référent (01/08) is taken once, even when the walk first tried the fact of 10/11
+    with an orientation of 15/10 that turned out not to belong to an entry."""
+    facts = [fact(d("10/01/2023")), fact(d("10/06/2023"), sdd=False), fact(d("10/11/2023"))]
+    events = [ev("orientation", d("20/01/2023")), ev("referent", d("01/08/2023"), structure="S1"),
+              ev("orientation", d("15/10/2023"))]  # fmt: skip
+    (first, *_) = run(facts, events).episodes
+    assert first.referents == [(d("01/08/2023"), "S1")]
