@@ -200,7 +200,7 @@ def test_a_stock_persons_events_of_one_day_do_not_depend_on_their_arrival(db, tm
     for name, kinds in (("S", ("PPAE", "CER")), ("T", ("CER", "PPAE"))):
         for kind in kinds:
             record(db, ids[name], type="contrat", date=day, contrat=kind)
-        for structure in (("CCAS", "MDS") if name == "S" else ("MDS", "CCAS")):
+        for structure in ("CCAS", "MDS") if name == "S" else ("MDS", "CCAS"):
             record(db, ids[name], type="referent", date=day, structure=structure)
     rows = _file(db, date(2024, 3, 3))
     assert _pick(rows["S"], "STOCK", "TYPE_CONTRAT", "DATE_CER", "STRUCTURE_REFERENTE") == _pick(
