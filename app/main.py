@@ -33,7 +33,9 @@ from app.api import (
 from app.api.errors import install_error_handlers
 from app.api.middleware import (
     AdmissionMiddleware,
+    BodyDeadlineMiddleware,
     BodyLimitMiddleware,
+    KnownCredentials,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
 )
@@ -107,17 +109,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
 
     def limit_for(path: str) -> int:
-        if any(p.match(path) for p in UPLOAD_ROUTES):
+        if streamed(path):
             return settings.max_upload_bytes
         return settings.max_body_bytes
 
     def content_types_for(_method: str, path: str) -> tuple[str, ...]:
-        if any(p.match(path) for p in UPLOAD_ROUTES):
+        if streamed(path):
             return ("multipart/form-data",)
         return ("application/json",)
 
+    def streamed(path: str) -> bool:
+        return any(p.match(path) for p in UPLOAD_ROUTES)
+
+    # From the inside out: admission (authenticated callers and the others in slots of their own), the body
+    # read within its deadline (before admission, but for uploads), its size and type checked first of all.
+    app.state.known_credentials = KnownCredentials()
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=settings.max_concurrent_requests,
+        anonymous_limit=settings.max_anonymous_requests,
+        known=app.state.known_credentials,
+        streamed=streamed,
+    )
+    app.add_middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout_seconds, streamed=streamed)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, content_types_for=content_types_for)
-    app.add_middleware(AdmissionMiddleware, limit=settings.max_concurrent_requests)
     app.add_middleware(SecurityHeadersMiddleware, hsts=(settings.public_url or "").startswith("https://"))
     if settings.cors_origins:  # off unless configured: the API is for servers, the dashboard is same-origin
         app.add_middleware(

@@ -105,6 +105,19 @@ class Settings(BaseSettings):
         le=500,
         description="API requests admitted at once by a worker process (more wait, in arrival order)",
     )
+    max_anonymous_requests: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="requests without a recently authenticated credential admitted at once by a worker process "
+        "(their own slots: they never take those of authenticated callers)",
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="a request body (an upload: each of its chunks) not received within this is answered 408",
+    )
     request_threads: int | None = Field(
         default=None,
         ge=1,

@@ -88,17 +88,21 @@ def authenticate(
         (login.unseal(settings, request.cookies.get(login.SESSION_COOKIE)) or {}).get("token") if page else None
     )
     if api_key:
-        principal = authenticate_api_key(session, settings, api_key)
+        principal, credential = authenticate_api_key(session, settings, api_key), api_key
     elif bearer is not None and bearer.credentials.startswith("prsa_"):
-        principal = authenticate_api_key(session, settings, bearer.credentials)
+        principal, credential = authenticate_api_key(session, settings, bearer.credentials), bearer.credentials
     elif bearer is not None:
         principal = authenticate_bearer(request.app.state.oidc, settings, bearer.credentials)
+        credential = bearer.credentials
     elif session_token:  # a person logged in through the browser (pages only)
         principal = authenticate_bearer(request.app.state.oidc, settings, session_token)
+        credential = request.cookies[login.SESSION_COOKIE]
     elif page and login.configured(settings):
         raise LoginRequired(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
     else:
         raise Unauthenticated("Authentication required: send an API key (X-API-Key) or a bearer token.")
+    # Its next requests wait in the authenticated callers' slots (app.api.middleware.AdmissionMiddleware)
+    request.app.state.known_credentials.remember(credential)
     if principal.kind == "client":
         agent = parse_agent(x_agent_identifiant, x_agent_nom, x_agent_prenom)
         if agent is not None:

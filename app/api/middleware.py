@@ -1,19 +1,27 @@
-"""ASGI middleware: request id and access log, body-size limits, content-type checks."""
+"""ASGI middleware: request id and access log, body-size limits, content-type checks, body deadlines,
+admission."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import re
+import secrets
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 
 import structlog
 from starlette.exceptions import HTTPException
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_body
+from app.errors import Unauthenticated, error_body
+from app.security.login import SESSION_COOKIE
 
 log = structlog.get_logger("passerelle.access")
 
@@ -21,20 +29,19 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+async def _send_error(
+    send: Send, status: int, code: str, message: str, request_id: str, *, www_authenticate: bool = False
+) -> None:
     body = json.dumps(error_body(code, message)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"connection", b"close"),
+    ]
+    if www_authenticate:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -178,30 +185,204 @@ class BodyLimitMiddleware:
                 await _send_too_large(send, limit, request_id)
 
 
-class AdmissionMiddleware:
-    """Admits at most `limit` requests into the application at once; the others wait here, in arrival
-    order, at no cost but a coroutine.
+class _BodyTimeout(HTTPException):
+    """Raised from `receive` when a body's next bytes do not arrive in time (an HTTPException, as
+    `_BodyTooLarge`, so that FastAPI's body reader lets it through and the JSON handler answers 408)."""
 
-    Why: a request holds its pooled database connection from authentication to its answer, across several
-    calls to the thread pool. With more requests inside than connections, some wait for a connection while
-    holding a thread and the others hold connections while waiting for a thread: a deadlock until the pool
-    timeout (seen at 20 clients, bench/BENCHMARKS.md). The pools are sized above this limit (app/db.py).
+    def __init__(self, timeout: float) -> None:
+        super().__init__(408, _timeout_message(timeout))
+
+
+def _timeout_message(timeout: float) -> str:
+    return f"The request body did not arrive within {timeout:g} s."
+
+
+class BodyDeadlineMiddleware:
+    """A body that does not arrive in time is answered 408 (`body_timeout_seconds`), whatever the caller.
+
+    Bodies of the JSON routes (at most `max_body_bytes`) are read whole here, before admission, within the
+    deadline, then handed to the application: a slow sender never holds an admission slot, a thread or a
+    connection. Uploads (`streamed` routes, up to `max_upload_bytes`) are not held in memory: each of their
+    chunks must arrive within the deadline, and a late one ends the request with a 408 that frees its slot.
+    uvicorn itself has no such deadline (its `timeout_keep_alive` is for idle connections between requests).
+    """
+
+    def __init__(self, app: ASGIApp, *, timeout: float, streamed: Callable[[str], bool]) -> None:
+        self.app = app
+        self.timeout = timeout
+        self.streamed = streamed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        request_id = scope.get("state", {}).get("request_id", "-")
+        if self.streamed(scope["path"]):
+            await self._streamed(scope, receive, send, request_id)
+            return
+        chunks: list[bytes] = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the caller left: nobody to answer
+                    chunks.append(message.get("body", b""))
+                    if not message.get("more_body"):
+                        break
+        except TimeoutError:
+            await _send_error(send, 408, "request_timeout", _timeout_message(self.timeout), request_id)
+            return
+        body = b"".join(chunks)
+        given = False
+
+        async def replay() -> Message:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect, whenever it comes
+
+        await self.app(scope, replay, send)
+
+    async def _streamed(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        complete = False
+        response_started = False
+
+        async def deadline_receive() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTimeout(self.timeout) from None
+            if message["type"] != "http.request" or not message.get("more_body"):
+                complete = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, deadline_receive, tracking_send)
+        except _BodyTimeout:
+            if not response_started:
+                await _send_error(send, 408, "request_timeout", _timeout_message(self.timeout), request_id)
+
+
+class KnownCredentials:
+    """The credentials (API key, bearer token, session cookie) that authenticated in this process recently,
+    kept as keyed digests (a random key of the process: nothing here is usable elsewhere).
+
+    The admission reads it from the headers alone, before any database access: a request that carries one
+    is an authenticated caller's, any other (no credential, a wrong one, or one not seen since the process
+    started) is anonymous until the application has authenticated it. `app.api.deps.authenticate` adds
+    each credential it accepts. Knowing a credential only chooses the pool a request waits in; the request
+    is authenticated again, in full (a revoked key is refused at once)."""
+
+    def __init__(self, ttl_seconds: float = 600.0, capacity: int = 10_000) -> None:
+        self.ttl = ttl_seconds
+        self.capacity = capacity
+        self._key = secrets.token_bytes(32)
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()  # added to from the request threads, read from the event loop
+
+    def _digest(self, credential: str) -> bytes:
+        return hmac.new(self._key, credential.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+
+    def remember(self, credential: str) -> None:
+        digest = self._digest(credential)
+        with self._lock:
+            self._seen[digest] = time.monotonic() + self.ttl
+            self._seen.move_to_end(digest)
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+
+    def knows(self, credential: str) -> bool:
+        digest = self._digest(credential)
+        with self._lock:
+            until = self._seen.get(digest)
+            if until is not None and until < time.monotonic():
+                del self._seen[digest]
+                until = None
+        return until is not None
+
+    def known_caller(self, scope: Scope) -> bool:
+        return any(self.knows(c) for c in presented_credentials(scope))
+
+
+def presented_credentials(scope: Scope) -> list[str]:
+    """The credentials a request carries in its headers, as `authenticate` reads them."""
+    found: list[str] = []
+    for name, value in scope.get("headers") or []:
+        if name == b"x-api-key":
+            found.append(value.decode("latin-1"))
+        elif name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                found.append(token.strip())
+        elif name == b"cookie":
+            cookie = cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE)
+            if cookie:
+                found.append(cookie)
+    return found
+
+
+class AdmissionMiddleware:
+    """Admits at most `limit` requests of authenticated callers into the application at once, and at most
+    `anonymous_limit` others, in slots of their own; the others wait here, in arrival order, at no cost but
+    a coroutine.
+
+    Why a limit: a request holds its pooled database connection from authentication to its answer, across
+    several calls to the thread pool. With more requests inside than connections, some wait for a connection
+    while holding a thread and the others hold connections while waiting for a thread: a deadlock until the
+    pool timeout (seen at 20 clients, bench/BENCHMARKS.md). The pools are sized above both limits (app/db.py).
+    Why two: requests without a known credential (`KnownCredentials`: anyone, a first call after a restart,
+    the webhooks and download links) must never take a slot an authenticated caller needs (issue #23). An
+    upload without any credential is refused here (401) before its body: every upload route needs one.
     Probes (`/health`, `/ready`) are never held back.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int, exempt: frozenset[str] = frozenset({"/health", "/ready"})) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        anonymous_limit: int,
+        known: KnownCredentials,
+        streamed: Callable[[str], bool],
+        exempt: frozenset[str] = frozenset({"/health", "/ready"}),
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.anonymous_limit = anonymous_limit
+        self.known = known
+        self.streamed = streamed
         self.exempt = exempt
-        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphores: tuple[asyncio.Semaphore, asyncio.Semaphore] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.limit)
-        async with self._semaphore:
+        if self._semaphores is None:
+            self._semaphores = (asyncio.Semaphore(self.limit), asyncio.Semaphore(self.anonymous_limit))
+        authenticated, anonymous = self._semaphores
+        if self.known.known_caller(scope):
+            semaphore = authenticated
+        elif scope["method"] in BODY_METHODS and self.streamed(scope["path"]) and not presented_credentials(scope):
+            request_id = scope.get("state", {}).get("request_id", "-")
+            message = "Authentication required: send an API key (X-API-Key) or a bearer token."
+            await _send_error(send, 401, Unauthenticated.code, message, request_id, www_authenticate=True)
+            return
+        else:
+            semaphore = anonymous
+        async with semaphore:
             await self.app(scope, receive, send)
 
 
