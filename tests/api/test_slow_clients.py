@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from app.api.middleware import KnownCredentials
 from app.main import create_app
 from tests.support.live_server import LiveServer
 
@@ -39,7 +40,10 @@ def _answer(s: socket.socket) -> str:
 
 
 def test_fifty_slow_clients_do_not_stop_authenticated_callers(db, make_api_key):
-    settings = db.model_copy(update={"body_timeout_seconds": 2.0})
+    # Few slots, so that stalled uploads holding the authenticated callers' would stop them
+    settings = db.model_copy(
+        update={"body_timeout_seconds": 2.0, "max_concurrent_requests": 3, "max_anonymous_requests": 2}
+    )
     key = make_api_key(["persons:read", "flux:write"])
     newcomer = make_api_key(["persons:read"])
     with LiveServer(create_app(settings)) as base:
@@ -86,3 +90,27 @@ def test_fifty_slow_clients_do_not_stop_authenticated_callers(db, make_api_key):
             finally:
                 for s in stalled + anonymous_uploads:
                     s.close()
+
+
+def test_known_credentials_are_those_accepted_recently():
+    known = KnownCredentials(ttl_seconds=60)
+    known.remember("prsa_key")
+    known.remember("a.jwt.token")
+    known.remember("sealed-cookie")
+    for headers in (
+        [(b"x-api-key", b"prsa_key")],
+        [(b"authorization", b"Bearer a.jwt.token")],
+        [(b"authorization", b"bearer prsa_key")],
+        [(b"cookie", b"theme=dark; passerelle_session=sealed-cookie")],
+    ):
+        assert known.known_caller({"headers": headers}), headers
+    for headers in (
+        [],
+        [(b"x-api-key", b"prsa_other")],
+        [(b"authorization", b"Basic prsa_key")],
+        [(b"cookie", b"other=sealed-cookie")],
+    ):
+        assert not known.known_caller({"headers": headers}), headers
+    expired = KnownCredentials(ttl_seconds=0)
+    expired.remember("prsa_key")
+    assert not expired.known_caller({"headers": [(b"x-api-key", b"prsa_key")]})
