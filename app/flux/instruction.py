@@ -33,12 +33,14 @@ from app.flux.envelope import (
     ROOT,
     TRAILER,
     WARNING,
+    FluxLimits,
     FluxRejected,
     HashingReader,
     count_of,
     open_flux,
     parse_header,
     safe_iterparse,
+    too_deep,
 )
 from app.flux.fields import RecordContext
 from app.flux.reader import _person, _RawPerson
@@ -234,8 +236,9 @@ class InstructionReader:
     InfoDemandeRSA). Raises `FluxRejected`. Instruction files are a day's demands: each InfoDemandeRSA is
     read as a small subtree, then dropped."""
 
-    def __init__(self, path: Path, hmac_key: bytes) -> None:
+    def __init__(self, path: Path, hmac_key: bytes, limits: FluxLimits | None = None) -> None:
         self.path = path
+        self.limits = limits or FluxLimits()
         self.deriver = Deriver(hmac_key)
         self.header: FluxHeader | None = None
         self.demands_read = 0
@@ -247,7 +250,7 @@ class InstructionReader:
         except OSError as exc:
             raise FluxRejected(f"cannot open the file: {exc.strerror}", None, "unreadable") from exc
         with raw:
-            reader = HashingReader(raw)
+            reader = HashingReader(raw, self.limits)
             yield from self._parse(reader)
             self.content_sha256 = reader.sha256
 
@@ -290,7 +293,11 @@ class InstructionReader:
                 el.clear(keep_tail=False)
                 while el.getprevious() is not None:
                     del parent[0]
+                reader.record_freed()
         except etree.XMLSyntaxError as exc:
+            deep = too_deep(exc)
+            if deep is not None:
+                raise deep from exc
             line = exc.position[0] if exc.position else exc.lineno
             msg = str(exc.msg or exc).split(", line")[0]
             lowered = msg.lower()
