@@ -14,7 +14,9 @@ Contacts are personal data: never logged, never in a report (counts only). See d
 
 from __future__ import annotations
 
+import gzip
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -251,7 +253,14 @@ class InstructionReader:
             raise FluxRejected(f"cannot open the file: {exc.strerror}", None, "unreadable") from exc
         with raw:
             reader = HashingReader(raw, self.limits)
-            yield from self._parse(reader)
+            try:
+                yield from self._parse(reader)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                raise FluxRejected(
+                    f"the gzip stream is truncated or corrupt ({type(exc).__name__})",
+                    f"byte {reader.bytes_read}",
+                    "truncated",
+                ) from exc
             self.content_sha256 = reader.sha256
 
     def _parse(self, reader: HashingReader) -> Iterator[Demand]:

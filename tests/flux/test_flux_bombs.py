@@ -185,3 +185,14 @@ def test_an_instruction_flux_has_the_same_limits(tmp_path):
     with pytest.raises(FluxRejected) as info:
         list(InstructionReader(deep, key))
     assert info.value.code == "too_deep"
+
+
+def test_a_truncated_gzip_instruction_flux_is_rejected(tmp_path):
+    """Like a beneficiary flux: `truncated`, never a raw EOFError (found while bounding the readers)."""
+    good = write_instruction(tmp_path, [foyer(matricule=f"{i:07}") for i in range(1, 60)])
+    data = gzip.compress(good.read_bytes())
+    cut = tmp_path / "cut.xml.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FluxRejected) as info:
+        list(InstructionReader(cut, b"k" * 32))
+    assert info.value.code == "truncated"
