@@ -22,6 +22,10 @@ from app.kit.files import private_dir
 PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "placeholder", "replace-me", "<")
 PLACEHOLDER_WORDS = ("secret", "todo", "xxx", "test", "dev", "password", "none", "null")
 
+# A flux file's limits (defaults of FLUX_MAX_DECOMPRESSED_BYTES and FLUX_MAX_ELEMENTS; app.flux.envelope).
+FLUX_MAX_DECOMPRESSED_BYTES = 8 * 1024**3
+FLUX_MAX_ELEMENTS = 400_000_000
+
 
 class Environment(StrEnum):
     dev = "dev"
@@ -95,6 +99,15 @@ class Settings(BaseSettings):
     database_pool_timeout_seconds: int = Field(default=10, ge=1, le=300, description="wait for a pooled connection")
     sqlite_busy_timeout_seconds: int = Field(
         default=120, ge=1, le=3600, description="SQLite: how long a writer waits for another writer"
+    )
+    # A flux file's limits (issue #23): a gzip of a few KB may expand to gigabytes of XML. Sized for a whole
+    # national monthly file (~1.9 million foyers, ~4 million persons, ~1.25 KB and ~45 elements a person:
+    # ~5 GB, ~180 million elements) with margin; beyond, the file is rejected `too_large` (docs/ingestion.md).
+    flux_max_decompressed_bytes: int = Field(
+        default=FLUX_MAX_DECOMPRESSED_BYTES, ge=1024, description="largest XML a flux file may hold, once decompressed"
+    )
+    flux_max_elements: int = Field(
+        default=FLUX_MAX_ELEMENTS, ge=100, description="most XML elements a flux file may hold"
     )
     ingest_parallel_min_bytes: int = Field(
         default=20 * 1024 * 1024, ge=0, description="files from this size are read by a second process"

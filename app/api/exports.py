@@ -24,7 +24,7 @@ from app.exports import links
 from app.exports.publication import Publication
 from app.exports.publish import PublishError, publish, token_hashes
 from app.exports.weekly import Week, WeekError
-from app.france_travail.return_file import ingest
+from app.france_travail.return_file import prepare, store
 from app.kit.validation import InputModel
 from app.security.auth import Principal
 from app.security.scopes import Scope
@@ -171,11 +171,13 @@ async def post_return_file(
     principal: Annotated[Principal, Authorized(Scope.exports_run)],
 ) -> dict[str, Any]:
     principal.require_departement(departement)
-    data = await file.read()
+    # The upload stays in its spool (on disk beyond 1 MB); read and validated whole as a stream before the
+    # write lock is asked for, then matched and stored in batches under it (app.france_travail.return_file).
+    upload = await anyio.to_thread.run_sync(prepare, file.file)
 
     def work() -> dict[str, Any]:
         with write_transaction(session):
-            report = ingest(session, settings, departement, file.filename or "retour.csv", data, principal.id)
+            report = store(session, settings, departement, file.filename or "retour.csv", upload, principal.id)
         return report.to_dict()
 
     return await run_write(request, work)

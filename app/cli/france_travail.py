@@ -193,17 +193,19 @@ def return_file_ingest(
     it dated; the same file twice changes nothing. Exit 1 when the file is rejected (the line and column
     are named) or when lines could not be matched (reported, never guessed)."""
     from app.db import session_scope
-    from app.france_travail.return_file import ReturnFileRejected, ingest
+    from app.france_travail.return_file import ReturnFileRejected, prepare, store
 
     settings = ready_settings()
     code = validated_departement(departement)
     try:
-        data = file.read_bytes()
+        stream = file.open("rb")
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror}", ExitCode.USAGE) from None
     try:
-        with session_scope(settings, write=True) as session:
-            report = ingest(session, settings, code, file.name, data, "cli")
+        with stream:
+            upload = prepare(stream)  # read and validated whole, as a stream, before the write lock
+            with session_scope(settings, write=True) as session:
+                report = store(session, settings, code, file.name, upload, "cli")
     except ReturnFileRejected as exc:
         raise fail(f"{file.name} rejected, nothing stored: {exc.message}") from None
     if as_json:
@@ -211,8 +213,8 @@ def return_file_ingest(
     else:
         state = "already received (same content): nothing new" if report.duplicate else "stored"
         console.print(
-            f"{file.name}: {state}; {report.rows} lines, {report.matched} matched, {len(report.ambiguous)} "
-            f"ambiguous, {len(report.unmatched)} unmatched ({report.encoding}, separator {report.separator!r})",
+            f"{file.name}: {state}; {report.rows} lines, {report.matched} matched, {report.ambiguous_count} "
+            f"ambiguous, {report.unmatched_count} unmatched ({report.encoding}, separator {report.separator!r})",
             highlight=False,
         )
         problems = [(p["line"], "ambiguous", p["reason"]) for p in report.ambiguous]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -15,6 +16,7 @@ from typing import IO, Any
 from lxml import etree
 
 from app.flux.records import APPLIEME_CODES, TYPEFLUX_CODES, FluxHeader
+from app.settings import FLUX_MAX_DECOMPRESSED_BYTES, FLUX_MAX_ELEMENTS, Settings
 
 ROOT = "Racine"
 HEADER = "IdentificationFlux"
@@ -49,16 +51,94 @@ class FluxRejected(Exception):
         self.departement = departement
 
 
-class HashingReader:
-    """Reads the decompressed XML, hashing it on the way; keeps the head for the prolog check."""
+# What the parser may hold between two records read and freed (a foyer, a demand): a real foyer is ~100
+# elements and ~3 KB, the largest a few thousand elements and ~100 KB. The parser builds every element and
+# text, even those no event reports, and only a record's end frees what came before it: without these
+# bounds a file of unknown elements (or text) and no record grows the tree without end (issue #23: 20
+# million elements, 2.7 GB). At ~130 bytes an element (and as much for the whitespace between), the tree
+# stays under ~30 MB of elements and 16 MiB of text.
+RECORD_MAX_ELEMENTS = 100_000
+RECORD_MAX_BYTES = 16 * 1024**2
 
-    def __init__(self, raw: IO[bytes]) -> None:
+
+@dataclass(frozen=True)
+class FluxLimits:
+    """What one flux file may hold (PASSERELLE_FLUX_MAX_DECOMPRESSED_BYTES, PASSERELLE_FLUX_MAX_ELEMENTS)."""
+
+    max_bytes: int = FLUX_MAX_DECOMPRESSED_BYTES
+    max_elements: int = FLUX_MAX_ELEMENTS
+    record_max_elements: int = RECORD_MAX_ELEMENTS
+    record_max_bytes: int = RECORD_MAX_BYTES
+
+    @classmethod
+    def of(cls, settings: Settings) -> FluxLimits:
+        return cls(settings.flux_max_decompressed_bytes, settings.flux_max_elements)
+
+
+def _bytes_text(n: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size:,} {unit}"
+    return f"{n:,} bytes"
+
+
+class HashingReader:
+    """Reads the decompressed XML, hashing it on the way; keeps the head for the prolog check. Counts the
+    bytes and the elements (their start tags) as they are read, and refuses the file beyond its limits
+    (`too_large`) before the parser sees them: a compressed bomb is stopped by what it expands to, with
+    flat memory (gzip decompresses as it is read, one chunk at a time)."""
+
+    def __init__(self, raw: IO[bytes], limits: FluxLimits | None = None) -> None:
         self._raw = raw
         self._sha = hashlib.sha256()
         self._buffer = b""
+        self._limits = limits or FluxLimits()
+        self._last_lt = False  # the previous chunk ended with "<": a "/", "?" or "!" next is no start tag
         self.bytes_read = 0
+        self.elements = 0
+        self.elements_since_record = 0
+        self.bytes_since_record = 0
         self.lines = 1
         self.eof = False
+
+    def record_freed(self) -> None:
+        """The reader freed a record and what came before it: the parser's tree is empty again."""
+        self.elements_since_record = 0
+        self.bytes_since_record = 0
+
+    def _count(self, data: bytes) -> None:
+        """Start tags: every "<" but those of end tags, declarations, comments, CDATA and processing
+        instructions. A "<" inside a comment or CDATA is counted too: the count errs on the safe side."""
+        starts = data.count(b"<") - data.count(b"</") - data.count(b"<!") - data.count(b"<?")
+        if self._last_lt and data[:1] in (b"/", b"!", b"?"):
+            starts -= 1
+        self._last_lt = data[-1:] == b"<"
+        self.elements += starts
+        self.elements_since_record += starts
+        self.bytes_since_record += len(data)
+        limits = self._limits
+        if self.bytes_read > limits.max_bytes:
+            raise FluxRejected(
+                f"the file holds more than {_bytes_text(limits.max_bytes)} of XML once decompressed "
+                "(PASSERELLE_FLUX_MAX_DECOMPRESSED_BYTES); it is not read further",
+                f"byte {self.bytes_read:,} of the XML",
+                "too_large",
+            )
+        if self.elements > limits.max_elements:
+            raise FluxRejected(
+                f"the file holds more than {limits.max_elements:,} XML elements (PASSERELLE_FLUX_MAX_ELEMENTS); "
+                "it is not read further",
+                f"line {self.lines:,}",
+                "too_large",
+            )
+        if self.elements_since_record > limits.record_max_elements or self.bytes_since_record > limits.record_max_bytes:
+            raise FluxRejected(
+                f"more than {limits.record_max_elements:,} XML elements or {_bytes_text(limits.record_max_bytes)} "
+                "without a complete record (InfosFoyerRSA or InfoDemandeRSA) among them: not a flux file; "
+                "it is not read further",
+                f"line {self.lines:,}",
+                "too_large",
+            )
 
     def head(self, n: int) -> bytes:
         while len(self._buffer) < n:
@@ -81,6 +161,7 @@ class HashingReader:
         self._sha.update(data)
         self.bytes_read += len(data)
         self.lines += data.count(b"\n")
+        self._count(data)
         if not data and n != 0:
             self.eof = True
         return data
@@ -112,6 +193,14 @@ def check_prolog(reader: HashingReader) -> bytes:
     return head
 
 
+def too_deep(exc: etree.XMLSyntaxError) -> FluxRejected | None:
+    """libxml2 without huge_tree stops at 256 levels of nesting (a flux file has fewer than 10)."""
+    if "excessive depth" not in str(exc.msg or exc).lower():
+        return None
+    line = exc.position[0] if exc.position else exc.lineno
+    return FluxRejected("the XML is nested more than 256 levels deep: not a flux file", f"line {line}", "too_deep")
+
+
 def syntax_error(exc: etree.XMLSyntaxError, reader: HashingReader, foyers_read: int) -> FluxRejected:
     """The refusal of a file the XML parser stopped on: truncated (cut) or malformed."""
     line = exc.position[0] if exc.position else exc.lineno
@@ -119,6 +208,9 @@ def syntax_error(exc: etree.XMLSyntaxError, reader: HashingReader, foyers_read: 
     # An error on the very last line of a file read to its end is a cut, not a typo.
     at_end = reader.eof and line is not None and line >= reader.lines
     lowered = msg.lower()
+    deep = too_deep(exc)
+    if deep is not None:
+        return deep
     truncated = at_end or "end of data" in lowered or "premature" in lowered
     code = "truncated" if truncated else "malformed_xml"
     return FluxRejected(

@@ -14,7 +14,9 @@ Contacts are personal data: never logged, never in a report (counts only). See d
 
 from __future__ import annotations
 
+import gzip
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -33,12 +35,14 @@ from app.flux.envelope import (
     ROOT,
     TRAILER,
     WARNING,
+    FluxLimits,
     FluxRejected,
     HashingReader,
     count_of,
     open_flux,
     parse_header,
     safe_iterparse,
+    too_deep,
 )
 from app.flux.fields import RecordContext
 from app.flux.reader import _person, _RawPerson
@@ -234,8 +238,9 @@ class InstructionReader:
     InfoDemandeRSA). Raises `FluxRejected`. Instruction files are a day's demands: each InfoDemandeRSA is
     read as a small subtree, then dropped."""
 
-    def __init__(self, path: Path, hmac_key: bytes) -> None:
+    def __init__(self, path: Path, hmac_key: bytes, limits: FluxLimits | None = None) -> None:
         self.path = path
+        self.limits = limits or FluxLimits()
         self.deriver = Deriver(hmac_key)
         self.header: FluxHeader | None = None
         self.demands_read = 0
@@ -247,8 +252,15 @@ class InstructionReader:
         except OSError as exc:
             raise FluxRejected(f"cannot open the file: {exc.strerror}", None, "unreadable") from exc
         with raw:
-            reader = HashingReader(raw)
-            yield from self._parse(reader)
+            reader = HashingReader(raw, self.limits)
+            try:
+                yield from self._parse(reader)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                raise FluxRejected(
+                    f"the gzip stream is truncated or corrupt ({type(exc).__name__})",
+                    f"byte {reader.bytes_read}",
+                    "truncated",
+                ) from exc
             self.content_sha256 = reader.sha256
 
     def _parse(self, reader: HashingReader) -> Iterator[Demand]:
@@ -290,7 +302,11 @@ class InstructionReader:
                 el.clear(keep_tail=False)
                 while el.getprevious() is not None:
                     del parent[0]
+                reader.record_freed()
         except etree.XMLSyntaxError as exc:
+            deep = too_deep(exc)
+            if deep is not None:
+                raise deep from exc
             line = exc.position[0] if exc.position else exc.lineno
             msg = str(exc.msg or exc).split(", line")[0]
             lowered = msg.lower()

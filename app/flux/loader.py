@@ -32,7 +32,7 @@ from app.flux.bulk import T_DEPARTEMENTS, T_FILES, T_INSTRUCTION, lock
 from app.flux.derive import Prepared
 from app.flux.instruction import InstructionReader, apply_instruction, peek_nature
 from app.flux.pipeline import open_source
-from app.flux.reader import WARNING, FluxRejected
+from app.flux.reader import WARNING, FluxLimits, FluxRejected
 from app.flux.records import SENDER_OF_APPLIEME, FluxHeader
 from app.flux.report import (
     MAX_LISTED,
@@ -229,7 +229,12 @@ def _apply_beneficiary(
         job = Ingestion(conn, settings, file_id, options, report)
         started_job = False
         source = open_source(
-            received.path, BATCH_FOYERS, settings.hmac_key, options.parallel, settings.ingest_parallel_min_bytes
+            received.path,
+            BATCH_FOYERS,
+            settings.hmac_key,
+            options.parallel,
+            settings.ingest_parallel_min_bytes,
+            FluxLimits.of(settings),
         )
         try:
             for batch in source.batches():
@@ -476,7 +481,7 @@ def _ingest_instruction(
     report.nature = "I"
     if options.initial_stock:
         raise IngestInputError("--initial-stock applies to a beneficiary flux, not to an instruction flux")
-    reader = InstructionReader(received.path, settings.hmac_key)
+    reader = InstructionReader(received.path, settings.hmac_key, FluxLimits.of(settings))
     ft = T_FILES
     with engine.begin() as conn:
         lock(conn)

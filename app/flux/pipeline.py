@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.flux.derive import Deriver
-from app.flux.reader import FluxReader, FluxRejected
+from app.flux.reader import FluxLimits, FluxReader, FluxRejected
 from app.flux.records import FluxHeader
 
 PARALLEL_MIN_BYTES = 20 * 1024 * 1024
@@ -34,8 +34,8 @@ QUEUE_DEPTH = 2  # batches in flight: bounds the memory of the pipeline
 
 
 class InlineSource:
-    def __init__(self, path: Path, batch_size: int, hmac_key: bytes) -> None:
-        self.reader = FluxReader(path)
+    def __init__(self, path: Path, batch_size: int, hmac_key: bytes, limits: FluxLimits) -> None:
+        self.reader = FluxReader(path, limits)
         self.batch_size = batch_size
         self.deriver = Deriver(hmac_key)
 
@@ -83,10 +83,10 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _read_in_child(path: str, batch_size: int, hmac_key: bytes, out: Any, parent_pid: int) -> None:
+def _read_in_child(path: str, batch_size: int, hmac_key: bytes, limits: FluxLimits, out: Any, parent_pid: int) -> None:
     _exit_with_parent(parent_pid)
     gc.disable()
-    reader = FluxReader(Path(path))
+    reader = FluxReader(Path(path), limits)
     prepare = Deriver(hmac_key).prepare
     try:
         batch: list[tuple[Any, ...]] = []
@@ -104,12 +104,12 @@ def _read_in_child(path: str, batch_size: int, hmac_key: bytes, out: Any, parent
 
 
 class ProcessSource:
-    def __init__(self, path: Path, batch_size: int, hmac_key: bytes) -> None:
+    def __init__(self, path: Path, batch_size: int, hmac_key: bytes, limits: FluxLimits) -> None:
         ctx = mp.get_context("spawn")  # a clean process: never a copy of our database connections
         self._queue: Any = ctx.Queue(maxsize=QUEUE_DEPTH)
         self._process = ctx.Process(
             target=_read_in_child,
-            args=(str(path), batch_size, hmac_key, self._queue, os.getpid()),
+            args=(str(path), batch_size, hmac_key, limits, self._queue, os.getpid()),
             name="flux-reader",
             daemon=True,
         )
@@ -150,8 +150,15 @@ class ProcessSource:
 
 
 def open_source(
-    path: Path, batch_size: int, hmac_key: bytes, parallel: bool | None = None, min_bytes: int = PARALLEL_MIN_BYTES
+    path: Path,
+    batch_size: int,
+    hmac_key: bytes,
+    parallel: bool | None = None,
+    min_bytes: int = PARALLEL_MIN_BYTES,
+    limits: FluxLimits | None = None,
 ) -> InlineSource | ProcessSource:
     if parallel is None:
         parallel = path.stat().st_size >= min_bytes
-    return ProcessSource(path, batch_size, hmac_key) if parallel else InlineSource(path, batch_size, hmac_key)
+    limits = limits or FluxLimits()
+    source = ProcessSource if parallel else InlineSource
+    return source(path, batch_size, hmac_key, limits)

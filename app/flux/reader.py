@@ -28,6 +28,7 @@ from app.flux.envelope import (
     ROOT,
     TRAILER,
     WARNING,
+    FluxLimits,
     FluxRejected,
     HashingReader,
     check_prolog,
@@ -70,6 +71,7 @@ __all__ = [
     "ROOT",
     "TRAILER",
     "WARNING",
+    "FluxLimits",
     "FluxReader",
     "FluxRejected",
     "open_flux",
@@ -386,8 +388,9 @@ class FluxReader:
     """Iterate a flux file: `header` is set once the header is read; iterating yields `FoyerRecord`s;
     after the last one, the trailer has been checked against the count. Raises `FluxRejected`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limits: FluxLimits | None = None) -> None:
         self.path = path
+        self.limits = limits or FluxLimits()
         self.header: FluxHeader | None = None
         self.trailer: FluxTrailer | None = None
         self.foyers_read = 0
@@ -417,7 +420,7 @@ class FluxReader:
         except OSError as exc:
             raise FluxRejected(f"cannot open the file: {exc.strerror}", None, "unreadable") from exc
         with raw:
-            self._reader = HashingReader(raw)
+            self._reader = HashingReader(raw, self.limits)
             try:
                 yield from self._parse(self._reader)
             except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -485,6 +488,8 @@ class FluxReader:
         el.clear(keep_tail=False)
         while el.getprevious() is not None:
             del parent[0]
+        assert self._reader is not None
+        self._reader.record_freed()
         return record
 
     def _on_header(self, el: Any) -> None:
