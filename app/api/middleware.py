@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import error_body
+from app.logging import redact_url
 
 log = structlog.get_logger("passerelle.access")
 
@@ -100,7 +101,8 @@ class RequestContextMiddleware:
             log.info(
                 "request",
                 method=scope.get("method"),
-                path=scope.get("path"),  # the path only: a query string may carry what a log must not
+                # the path only (a query string may carry what a log must not), a download link's token masked
+                path=redact_url(scope.get("path") or ""),
                 status=status_holder["status"],
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )
