@@ -21,6 +21,7 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import Unauthenticated, error_body
+from app.logging import redact_url
 from app.security.login import SESSION_COOKIE
 
 log = structlog.get_logger("passerelle.access")
@@ -107,7 +108,8 @@ class RequestContextMiddleware:
             log.info(
                 "request",
                 method=scope.get("method"),
-                path=scope.get("path"),  # the path only: a query string may carry what a log must not
+                # the path only (a query string may carry what a log must not), a download link's token masked
+                path=redact_url(scope.get("path") or ""),
                 status=status_holder["status"],
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )

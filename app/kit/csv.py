@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import Any
 
@@ -49,16 +49,52 @@ def iso_date(value: str, column: str) -> str:
         raise ValueError(f"{column}: {value[:20]!r} is not a date (aaaa-mm-jj or jj/mm/aaaa)") from None
 
 
-def write_csv(columns: tuple[str, ...], rows: Iterable[list[str]], out: Any) -> int:
-    """Write the CSV to the binary stream `out` (a BOM, `;`, CRLF); returns the number of rows."""
+# CSV injection (OWASP, issue #23): a spreadsheet takes a cell starting with one of these for a formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A plain number (a negative count, a delay, a ratio, a percentage as the service writes them) is no
+# formula and stays as it is; dates (aaaa-mm-jj, jj/mm/aaaa) start with a digit and are never touched.
+_PLAIN_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?(?:[eE][+-]?\d+)?(?:[ \u00a0\u202f]?%)?")
+
+
+def safe_cell(value: Any) -> Any:
+    """A cell Excel or LibreOffice will not run: a text starting with `=`, `+`, `-`, `@`, a tab or a carriage
+    return gets a single quote in front (OWASP's CSV-injection guidance), so it reads as the text it is
+    (`'=HYPERLINK(...)`), unless it is a plain number (`-3`, `-0,5`, `12,5 %`). Other values pass as given."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def _writer(text: Any) -> Any:
+    return csv.writer(text, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+
+
+def write_csv(columns: Iterable[str], rows: Iterable[Iterable[Any]], out: Any) -> int:
+    """Write the CSV to the binary stream `out` (a BOM, `;`, CRLF, every cell through `safe_cell`); returns
+    the number of rows. Every CSV the service writes goes through here or `iter_csv`."""
     text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
     text.write(BOM)
-    writer = csv.writer(text, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(columns)
+    writer = _writer(text)
+    writer.writerow([safe_cell(c) for c in columns])
     n = 0
     for row in rows:
-        writer.writerow(row)
+        writer.writerow([safe_cell(c) for c in row])
         n += 1
     text.flush()
     text.detach()
     return n
+
+
+def iter_csv(columns: Iterable[str], rows: Iterable[Iterable[Any]], chunk_rows: int = 2000) -> Iterator[bytes]:
+    """The same CSV as `write_csv`, streamed: bytes every `chunk_rows` rows, memory flat."""
+    buffer = io.StringIO()
+    writer = _writer(buffer)
+    buffer.write(BOM)
+    writer.writerow([safe_cell(c) for c in columns])
+    for n, row in enumerate(rows, start=1):
+        writer.writerow([safe_cell(c) for c in row])
+        if n % chunk_rows == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()

@@ -8,10 +8,8 @@ leaves the service; changing it unlinks every extract made before.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
-import io
 import json
 from collections.abc import Iterator
 from datetime import date
@@ -19,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from app.kit.csv import iter_csv
 from app.models import EntryEpisode, FtSnapshot, Person, PersonState
 from app.pilotage.period import Period, end_of_day, month_of
 from app.pilotage.population import in_period, rdv_orientation
@@ -175,18 +174,9 @@ def _cell(value: Any) -> Any:
 
 
 def as_csv(items: Iterator[dict[str, Any]]) -> Iterator[bytes]:
-    """`;`, UTF-8 with a BOM, CRLF, ISO dates, `true`/`false`: for pandas/R as for Excel (`;`)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
-    buffer.write("\ufeff")
-    writer.writerow(COLUMNS)
-    for n, item in enumerate(items, start=1):
-        writer.writerow([_cell(item[c]) for c in COLUMNS])
-        if n % 2000 == 0:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode()
+    """`;`, UTF-8 with a BOM, CRLF, ISO dates, `true`/`false`: for pandas/R as for Excel (`;`); written by
+    the one CSV writer (`app.kit.csv`), which neutralises formulas in text cells."""
+    return iter_csv(COLUMNS, ([_cell(item[c]) for c in COLUMNS] for item in items), chunk_rows=2000)
 
 
 def as_jsonl(items: Iterator[dict[str, Any]]) -> Iterator[bytes]:

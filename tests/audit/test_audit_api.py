@@ -129,3 +129,25 @@ def test_auditors_search_while_a_flux_is_ingested(client, db, make_api_key, tmp_
     worker.join()
     assert not failures
     assert [r.status_code for r in answers] == [200] * 16
+
+
+def test_formulas_in_purpose_and_agent_headers_are_neutralised_in_the_audit_csv(client, db, make_api_key, tmp_path):
+    """Issue #23 item 4 (OWASP CSV injection): X-Purpose and X-Agent-* are the caller's words; a formula in
+    them comes out of the auditor's CSV with a quote in front, readable; the service's dates unchanged."""
+    kinds = population(db, tmp_path, foyers=20, days=2)
+    pid = kinds["certified"][0]
+    platform = make_api_key(["persons:read"], name="plateforme")
+    hostile = ['=HYPERLINK("http://x","y")', "@SUM(A1)", "+1", "-cmd"]
+    for n, said in enumerate(hostile):
+        agent = {"X-Agent-Identifiant": hostile[-1 - n], "X-Agent-Nom": "=1+1", "X-Agent-Prenom": "@x"}
+        headers = {"X-API-Key": platform, "X-Purpose": said} | agent
+        assert client.get(f"/api/v1/persons/{pid}", headers=headers).status_code == 200
+    auditor = {"X-API-Key": make_api_key(["audit:read"], name="dpo")}
+    sheet = client.get("/api/v1/audit/accesses", params={"person_id": pid, "format": "csv"}, headers=auditor)
+    assert sheet.status_code == 200, sheet.text
+    rows = list(csv.DictReader(io.StringIO(sheet.content.decode("utf-8-sig"), newline=""), delimiter=";"))
+    reads = [r for r in rows if r["action"] == "person.read"]
+    assert sorted(r["purpose"] for r in reads) == sorted("'" + h for h in hostile)
+    assert sorted(r["agent_identifiant"] for r in reads) == sorted("'" + h for h in hostile)
+    assert all(r["at"][:4].isdigit() and r["id"].isdigit() for r in rows)  # the service's own values as they were
+    assert not [cell for r in rows for cell in r.values() if cell and cell[0] in "=+-@\t\r"]

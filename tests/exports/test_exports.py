@@ -350,3 +350,53 @@ def test_the_nightly_command_publishes_once_and_says_so(xsettings, smtp, tmp_pat
     proc = passerelle("export", "weekly", "--departement", "055", "--week", week.label, "--resend", env=env)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "550" in err
+
+
+def test_formulas_from_outside_are_neutralised_in_the_weekly_files(xsettings, smtp, tmp_path):
+    """Issue #23 item 4 (OWASP CSV injection): names from a CAF file and a structure from an orientation event
+    holding formulas (or a tab, a carriage return) come out of the files France Travail's agents open in Excel
+    with a quote in front, readable; the service's own dates and NIRs are unchanged."""
+    from sqlalchemy import update
+
+    from app.models import EntryEpisode
+
+    sink, _port = smtp
+    week = weekly_departement(xsettings, tmp_path)
+    hostile = ['=HYPERLINK("http://x","y")', "@SUM(A1)", "+1", "-cmd", "\tx", "\rx"]
+    with session_scope(xsettings, write=True) as s:  # as a hostile file or event could have stored them
+        ids = s.scalars(select(Person.id).order_by(Person.id)).all()
+        for n, pid in enumerate(ids):
+            nom, prenom = hostile[n % len(hostile)], hostile[(n + 1) % len(hostile)]
+            s.execute(update(Person).where(Person.id == pid).values(nom=nom, prenom=prenom))
+        s.execute(update(EntryEpisode).values(structure='=HYPERLINK("http://x","y")'))
+    assert pub.publish(get_engine(xsettings), xsettings, "055", week).mailed
+    tokens = links(sink.messages[-1])
+    with TestClient(create_app(xsettings)) as c:
+        files = {kind: _rows(c.get(f"/api/v1/exports/download/{token}").content) for kind, token in tokens.items()}
+    flux = [dict(zip(FLUX_COLUMNS, r, strict=True)) for r in files["flux"][1:]]
+    pilotage = [dict(zip(PILOTAGE_COLUMNS, r, strict=True)) for r in files["pilotage"][1:]]
+    assert flux and pilotage
+    quoted = {"'" + h for h in hostile}
+    assert {r["NOM"] for r in flux} <= quoted and {r["PRENOM"] for r in flux} <= quoted
+    assert len({r["NOM"] for r in flux}) > 1
+    assert {r["STRUCTURE_REFERENTE"] for r in pilotage} - {""} == {'\'=HYPERLINK("http://x","y")'}
+    assert all(re.match(r"^\d\d/\d\d/\d{4}$", r["DATE_ORIENTATION"]) and len(r["NIR"]) == 15 for r in flux)
+    assert not [v for r in flux + pilotage for v in r.values() if v and v[0] in "=+-@\t\r"]
+
+
+def test_the_one_csv_writer_neutralises_formulas_and_keeps_numbers_and_dates():
+    """OWASP's rule in `app.kit.csv`: a quote before a text starting with =, +, -, @, tab or CR; a plain
+    number the service writes (negative, decimal comma, percentage) and a date stay as they are."""
+    from app.kit.csv import iter_csv, safe_cell, write_csv
+
+    hostile = ['=HYPERLINK("http://x","y")', "@SUM(A1)", "+1", "-cmd", "\tx", "\rx", "-1+1", "-2024-03-01", "="]
+    kept = ["-3", "-0,5", "-0.5", "12,5 %", "-12,5 %", "-1e-05", "2024-03-01", "01/03/2024", "Verdun", "", "0"]
+    assert [safe_cell(v) for v in hostile] == ["'" + v for v in hostile]
+    assert [safe_cell(v) for v in kept] == kept
+    assert [safe_cell(v) for v in (-3, -0.5, None, True, date(2024, 3, 1))] == [-3, -0.5, None, True, date(2024, 3, 1)]
+    row = [*hostile, *kept, -3, -0.5]
+    out = io.BytesIO()
+    assert write_csv(tuple(f"c{n}" for n in range(len(row))), [row], out) == 1
+    assert out.getvalue() == b"".join(iter_csv([f"c{n}" for n in range(len(row))], [row]))
+    (read,) = _rows(out.getvalue())[1:]
+    assert read == ["'" + v for v in hostile] + kept + ["-3", "-0.5"]

@@ -165,3 +165,75 @@ def test_no_personal_data_in_the_logs_of_the_main_jobs(xsettings, smtp, tmp_path
         assert f'"event": "{event}"' in logged, event  # each job logged, through the captured handler
     for value in (*nirs, *names, *contacts, *jetons):
         assert value not in logged, f"a personal value reached the logs ({len(value)} characters)"
+
+
+def test_no_credential_in_the_logs_of_an_export_a_download_and_a_webhook(xsettings, smtp, tmp_path, capsys):
+    """Issue #23 item 3: the link is the credential. A weekly file published, downloaded through a real uvicorn
+    (its access log on), a signed webhook delivered and a forged one refused, with credential-named query values
+    on each: neither the download token, the webhook secret nor its signature, nor any of those query values
+    reaches a line of the service's log or of uvicorn's access log."""
+    import httpx
+    from pydantic import SecretStr
+
+    from app.db import get_engine
+    from app.exports import publish as pub
+    from app.main import create_app
+    from tests.support.live_server import LiveServer
+    from tests.support.rdv_insertion import SECRET, rdv_delivery, rdvi_user, signed
+    from tests.support.smtp import links
+
+    sink, _port = smtp
+    configure_logging("DEBUG", json_logs=True)
+    week = weekly_departement(xsettings, tmp_path)
+    assert pub.publish(get_engine(xsettings), xsettings, "055", week).mailed
+    tokens = links(sink.messages[-1])
+    hooked = xsettings.model_copy(update={"rdv_insertion_secrets": SecretStr(json.dumps({"055": SECRET}))})
+    query = {
+        "token": "QueryTokenValue1234",
+        "api_key": "QueryApiKeyValue1234",
+        "client_secret": "QuerySecretValue1234",
+        "signature": "QuerySignatureValue1234",
+        "password": "QueryPasswordValue1234",
+        "code": "QueryCodeValue1234",
+        "state": "QueryStateValue1234",
+        "session": "QuerySessionValue1234",
+    }
+    body, headers = signed(rdv_delivery(1, week.monday, "seen", [rdvi_user()], "created", "2024-03-12T10:00:00+01:00"))
+    with LiveServer(create_app(hooked)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        assert http.get(f"/api/v1/exports/download/{tokens['flux']}", params=query).status_code == 200
+        assert http.get(f"/api/v1/exports/download/{tokens['pilotage']}").status_code == 200
+        assert http.get(f"/api/v1/exports/download/{tokens['flux']}x").status_code == 403  # a forged link
+        hook = "/api/v1/webhooks/rdv-insertion/055"
+        assert http.post(hook, content=body, headers=headers, params={"secret": SECRET}).status_code == 200
+        forged = headers | {"X-Rdvi-Signature": "0" * 64}
+        assert http.post(hook, content=body + b" ", headers=forged, params={"sig": SECRET}).status_code == 401
+    captured = capsys.readouterr()
+    logged = captured.err + captured.out
+    assert '"logger": "uvicorn.access"' in logged, "uvicorn's access log was read too"
+    assert '"event": "request"' in logged and "/api/v1/exports/download/" in logged
+    assert "webhook_signature_refused" in logged
+    for value in (*tokens.values(), SECRET, headers["X-Rdvi-Signature"], *query.values()):
+        assert value not in logged, f"a credential reached the logs: {value[:6]}..."
+
+
+def test_uvicorn_access_records_are_redacted_whatever_handler_formats_them(caplog):
+    """The filter sits on uvicorn's access logger: a handler that is not ours (a platform's, caplog) gets the
+    record already redacted; ordinary query values and paths are left as they are."""
+    from app.logging import install_access_log_filter, redact_url
+
+    install_access_log_filter()
+    install_access_log_filter()  # once only
+    access = logging.getLogger("uvicorn.access")
+    assert sum(type(f).__name__ == "AccessLogFilter" for f in access.filters) == 1
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        target = "/api/v1/exports/download/Abc_123-xyz" + "9" * 30 + "?jeton=J1&departement=055&access_token=T1&code=C1"
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", target, "1.1", 200)
+    message = caplog.records[-1].getMessage()
+    assert "Abc_123" not in message and "J1" not in message and "T1" not in message and "C1" not in message
+    assert f"/api/v1/exports/download/{REDACTED}?jeton={REDACTED}&departement=055" in message
+    assert redact_url("/api/v1/pilotage/tables/delais?departement=055&as_of=2024-03-01&mois=2024-02") == (
+        "/api/v1/pilotage/tables/delais?departement=055&as_of=2024-03-01&mois=2024-02"
+    )
+    assert redact_url("/x?monkey=1&key=2&x-api-key=3&state=4&sig=5") == (
+        f"/x?monkey=1&key={REDACTED}&x-api-key={REDACTED}&state={REDACTED}&sig={REDACTED}"
+    )

@@ -289,3 +289,35 @@ def test_tables_extract_and_dashboard_for_many_readers_while_a_flux_is_ingested(
             select(func.count()).select_from(AccessRecord).where(AccessRecord.action == "pilotage.extract")
         )
     assert extracts >= 3 * 2  # each reader asked at least once, for both départements
+
+
+def test_formulas_from_outside_are_neutralised_in_the_tables_and_the_extract(db, scene, make_api_key, tmp_path):
+    """Issue #23 item 4 (OWASP CSV injection): a commune table and a commune code from outside holding
+    formulas come out of the tables' CSV and the extract with a quote in front, readable; the service's own
+    numbers and dates are unchanged."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import update
+
+    from app.main import create_app
+    from app.models import EntryEpisode
+
+    with session_scope(db, write=True) as s:  # a commune code as a hostile file could have stored it
+        s.execute(update(EntryEpisode).where(EntryEpisode.person_id == scene["ids"]["A"]).values(commune="-cmd"))
+    table = tmp_path / "communes.csv"
+    table.write_text('code_insee;nom;territoire\n55545;"=HYPERLINK(""http://x"",""y"")";@SUM(A1)\n', encoding="utf-8")
+    key = make_api_key(["pilotage:read"])
+    d, as_of = scene["d"], scene["as_of"]
+    query = f"from={d}&to={d}&as_of={as_of}"
+    with TestClient(create_app(db.model_copy(update={"communes_file": table}))) as c:
+        got = c.get(f"/api/v1/pilotage/tables/nouveaux-entrants?{query}&format=csv", headers={"X-API-Key": key})
+        assert got.status_code == 200, got.text
+        rows = _french_rows(got.content)
+        extract = _french_rows(c.get(f"/api/v1/pilotage/extract?{query}", headers={"X-API-Key": key}).content)
+    communes = {(r["valeur_dimension"], r["libelle_valeur"], r["valeur"]) for r in rows if r["dimension"] == "commune"}
+    assert communes == {("55545", '\'=HYPERLINK("http://x","y")', "3"), ("'-cmd", "'-cmd", "1")}
+    territories = {r["valeur_dimension"] for r in rows if r["dimension"] == "territoire"}
+    assert "'@SUM(A1)" in territories
+    assert all(r["as_of"] == as_of.strftime("%d/%m/%Y") for r in rows)  # the service's dates as they were
+    assert sorted(r["commune"] for r in extract) == ["'-cmd", "55545", "55545", "55545"]
+    assert {r["t0"] for r in extract} == {d.isoformat()}
+    assert not [cell for r in rows + extract for cell in r.values() if cell and cell[0] in "=+@\t\r"]
