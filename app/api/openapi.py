@@ -227,8 +227,28 @@ def _statuses(path: str, op: dict[str, Any], components: dict[str, Any]) -> list
     return out
 
 
+BIGINT_MAX = 2**63 - 1  # the largest id a bigint holds: the bound of every id the API takes
+
+
+def _integer_bounds(node: Any) -> None:
+    """FastAPI writes an integer's bounds as floats (`le=2**63 - 1` became 9.223372036854776e+18, that is
+    2**63: a client or a fuzzer sending 2**63 was told it valid and answered 422). Written back as integers."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                value = node.get(bound)
+                if isinstance(value, float) and value.is_integer():
+                    node[bound] = BIGINT_MAX if int(value) == BIGINT_MAX + 1 else int(value)
+        for child in node.values():
+            _integer_bounds(child)
+    elif isinstance(node, list):
+        for child in node:
+            _integer_bounds(child)
+
+
 def contract(schema: dict[str, Any]) -> dict[str, Any]:
     schema = copy.deepcopy(schema)
+    _integer_bounds(schema)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)

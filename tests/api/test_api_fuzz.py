@@ -43,6 +43,8 @@ SEMANTIC = {
         "does not take",  # a field that does not belong to the event's type
         "needs",  # a field the event's type requires
         "together",  # search by NIR, or by organisme + matricule + role
+        "or the matricule and role",  # an event's person: by NIR, or by matricule + role
+        "goes with the nir",  # an event's person: a birth date only with a NIR
         "check key",  # a 15-character NIR whose key does not match
         "or both from and to",  # a pilotage period: one of from/to without the other
         "ends before it starts",  # a pilotage period backwards
