@@ -41,6 +41,43 @@ def _b64key(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
+# A secret made only of these words (and digits or separators) is a placeholder too: `test-123`, `dev_secret`.
+_PLACEHOLDER_ONLY = re.compile(
+    r"(?:change|me|secret|password|passwd|test|example|sample|dummy|default|todo|fixme|dev|prod|key|my|your|here"
+    r"|none|null|foo|bar|admin|x+)+"
+)
+
+
+def _looks_like_placeholder(text: str) -> bool:
+    """A value left from a template or typed for a try (case-insensitive). The markers and words are long
+    enough, or the whole value must be made of them, so that a random base64url key is never taken for one."""
+    lowered = text.strip().lower()
+    if any(marker in lowered for marker in PLACEHOLDER_MARKERS) or lowered in PLACEHOLDER_WORDS:
+        return True
+    if any(word in lowered for word in ("example", "password", "secret")):
+        return True
+    letters = re.sub(r"[^a-z]", "", lowered)
+    return not letters or _PLACEHOLDER_ONLY.fullmatch(letters) is not None
+
+
+def _as_text(secret: str) -> bytes:
+    """A secret as written, to find one written twice (a base64url key's padding aside)."""
+    return secret.strip().rstrip("=").encode()
+
+
+def _key_weakness(key: bytes) -> str | None:
+    """Why this key material is too weak for a prod secret (None: it is not), without saying its value."""
+    if len(key) < 32:
+        return "must be at least 32 bytes of key material (base64url)"
+    if not any(key):
+        return "is all zeros"
+    if len(set(key)) == 1:
+        return "is one repeated byte"
+    if len(set(key)) < 8:
+        return "has too few distinct bytes to be random"
+    return None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PASSERELLE_", env_file=None, extra="ignore")
 
@@ -324,8 +361,6 @@ class Settings(BaseSettings):
             isinstance(k, str) and len(k) == 3 and isinstance(v, str) and v for k, v in parsed.items()
         ):
             raise ConfigurationError(f"{name} must map département codes (3 characters) to non-empty secrets")
-        if self.env is Environment.prod and any(len(v) < 32 for v in parsed.values()):
-            raise ConfigurationError(f"{name}: each secret must have at least 32 characters in prod")
         return dict(parsed)
 
     def rdv_insertion_secret(self, departement: str) -> bytes | None:
@@ -334,32 +369,92 @@ class Settings(BaseSettings):
         return secret.encode() if secret else None
 
     def _refuse_weak_secrets(self) -> None:
-        for name in ("nir_encryption_keys", "nir_hmac_key", "api_key_pepper", "audit_keys", "export_keys"):
+        """Prod only (issue #23, item 10): every secret set is checked, and every problem is named by its
+        variable, never by its value. Refused: a placeholder left from a template; key material under 32 bytes
+        (decoded from base64url), all zeros, one repeated byte or too few distinct bytes; the same material
+        under two names (or two key ids). The credentials other parties issue (France Travail's and the
+        identity provider's client secrets, the SMTP password) keep their issuer's length, but a placeholder,
+        one repeated character or one of our own keys is refused there too."""
+        for name in ("nir_encryption_keys", "nir_hmac_key", "api_key_pepper", "audit_keys"):
             value: SecretStr | None = getattr(self, name)
+            if value is None or not value.get_secret_value().strip():
+                raise ConfigurationError(f"PASSERELLE_{name.upper()} is required when PASSERELLE_ENV=prod")
+        problems: list[str] = []
+        # (where, material): each secret's key material, compared with every other's at the end
+        materials: list[tuple[str, bytes]] = []
+
+        def check_key(where: str, text: str) -> None:
+            """A key of ours: base64url of at least 32 random bytes."""
+            if _looks_like_placeholder(text):
+                problems.append(f"{where} looks like a placeholder; generate a real key")
+                return
+            try:
+                key = _b64key(text.strip())
+            except ValueError:
+                problems.append(f"{where} is not base64url")
+                return
+            weakness = _key_weakness(key)
+            if weakness:
+                problems.append(f"{where} {weakness}")
+            materials.append((where, key))
+            materials.append((where, _as_text(text)))
+
+        for name in ("nir_encryption_keys", "audit_keys", "export_keys"):
+            value = getattr(self, name)
             env_name = f"PASSERELLE_{name.upper()}"
             if value is None or not value.get_secret_value().strip():
-                if name == "export_keys":
-                    continue  # required only to publish exports (export_key_ring says so then)
-                raise ConfigurationError(f"{env_name} is required when PASSERELLE_ENV=prod")
-            raw = value.get_secret_value().lower()
-            if any(marker in raw for marker in PLACEHOLDER_MARKERS) or raw.strip() in PLACEHOLDER_WORDS:
-                raise ConfigurationError(f"{env_name} looks like a placeholder; set a real secret")
-        try:
-            keys = parse_encryption_keys(self.nir_encryption_keys.get_secret_value())  # type: ignore[union-attr]
-            for name in ("audit_keys", "export_keys"):
-                value = getattr(self, name)
-                if value is not None and value.get_secret_value().strip():
-                    try:
-                        parse_encryption_keys(value.get_secret_value())
-                    except ValueError as exc:
-                        raise ConfigurationError(f"PASSERELLE_{name.upper()}: {exc}") from exc
-            for name in ("nir_hmac_key", "api_key_pepper"):
-                if len(_b64key(getattr(self, name).get_secret_value())) < 32:
-                    raise ConfigurationError(f"PASSERELLE_{name.upper()} must be at least 32 bytes (base64url)")
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"invalid secret: {exc}") from exc
-        if not keys:
-            raise ConfigurationError("PASSERELLE_NIR_ENCRYPTION_KEYS is empty")
+                continue  # export_keys: required only to publish exports (export_key_ring says so then)
+            raw = value.get_secret_value()
+            if _looks_like_placeholder(raw):
+                problems.append(f"{env_name} looks like a placeholder; generate a real key")
+                continue
+            parts = [part.strip() for part in raw.split(",") if part.strip()]
+            if not parts:
+                problems.append(f"{env_name} is empty")
+            for part in parts:
+                key_id, sep, b64 = part.partition(":")
+                if not sep or not key_id:
+                    problems.append(f"{env_name}: each key is `key_id:base64url`")
+                    continue
+                where = f"{env_name} (key {key_id!r})"
+                check_key(where, b64)
+                if materials and materials[-2][0] == where and len(materials[-2][1]) > 32:
+                    problems.append(f"{where} must be 32 bytes")
+        for name in ("nir_hmac_key", "api_key_pepper", "extract_key"):
+            value = getattr(self, name)
+            if value is not None and value.get_secret_value().strip():
+                check_key(f"PASSERELLE_{name.upper()}", value.get_secret_value())
+        for departement, secret in sorted(self._read_rdv_insertion_secrets().items()):
+            where = f"PASSERELLE_RDV_INSERTION_SECRETS ({departement})"
+            if _looks_like_placeholder(secret):
+                problems.append(f"{where} looks like a placeholder; generate a real key")
+                continue
+            material = secret.encode()
+            if len(material) < 32:
+                problems.append(f"{where}: each secret must have at least 32 characters in prod")
+            elif weakness := _key_weakness(material):
+                problems.append(f"{where} {weakness}")
+            materials.extend([(where, material), (where, _as_text(secret))])
+        for name in ("ft_client_secret", "oidc_client_secret", "smtp_password"):
+            value = getattr(self, name)
+            if value is None or not value.get_secret_value():
+                continue
+            text = value.get_secret_value()
+            where = f"PASSERELLE_{name.upper()}"
+            if _looks_like_placeholder(text):
+                problems.append(f"{where} looks like a placeholder; set the one issued to the service")
+            elif len(set(text)) == 1:
+                problems.append(f"{where} is one repeated character")
+            materials.extend([(where, text.encode()), (where, _as_text(text))])
+        seen: dict[bytes, str] = {}
+        reused: list[str] = []
+        for where, material in materials:
+            first = seen.setdefault(material, where)
+            if first != where and f"{first} and {where}" not in reused:
+                reused.append(f"{first} and {where}")
+        problems.extend(f"{pair} hold the same key material; give each secret its own" for pair in reused)
+        if problems:
+            raise ConfigurationError("; ".join(problems))
         if self.oidc_issuer and not (self.oidc_jwks_url or self.oidc_jwks_file):
             raise ConfigurationError("PASSERELLE_OIDC_JWKS_URL or PASSERELLE_OIDC_JWKS_FILE is required with an issuer")
 

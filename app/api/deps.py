@@ -19,7 +19,14 @@ from app.api.errors import LoginRequired
 from app.db import unit_of_work
 from app.errors import TooManyRequests, Unauthenticated, Unprocessable
 from app.security import login
-from app.security.auth import Principal, authenticate_api_key, authenticate_bearer, parse_agent, require_scope
+from app.security.auth import (
+    Principal,
+    authenticate_api_key,
+    authenticate_bearer,
+    header_text,
+    parse_agent,
+    require_scope,
+)
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -77,7 +84,7 @@ def authenticate(
         Header(description="Why the caller accesses the data (recorded with each access; 1-200 characters)"),
     ] = None,
 ) -> Principal:
-    if x_purpose is not None and not PURPOSE_RE.match(x_purpose):
+    if x_purpose is not None and not PURPOSE_RE.match(header_text(x_purpose)):  # spaces only: refused, as documented
         raise Unprocessable(
             "X-Purpose must be 1-200 printable characters (no control character).",
             [{"loc": ["header", "X-Purpose"], "msg": "1-200 printable characters"}],

@@ -109,6 +109,7 @@ def get_france_travail(
     "/{person_id}/france-travail/refresh",
     summary="Ask France Travail again: search (or reuse a valid jeton), statut, diagnostic; returns what changed",
     responses={
+        502: {"description": "France Travail's token endpoint refused this service's client (`france_travail_error`)"},
         503: {"description": "France Travail unavailable (Retry-After), or not configured"},
         422: {"description": "No acting agent (X-Agent-* headers)"},
     },
@@ -154,7 +155,19 @@ class DiagnosticIn(InputModel):
 @router.post(
     "/{person_id}/france-travail/diagnostics",
     summary="Record (enregistrement) a diagnostic at France Travail for the person",
-    responses={503: {"description": "France Travail unavailable (Retry-After), or not configured"}},
+    responses={
+        409: {
+            "description": "France Travail answered about the person and recorded nothing: not known there, "
+            "several, not certified, refused, or no NIR to search with (`france_travail_not_recorded`, with "
+            "`details.resultat` and `details.codeRetour`)"
+        },
+        422: {"description": "Invalid input, or no acting agent (X-Agent-* headers)"},
+        502: {
+            "description": "France Travail failed: its token endpoint refused our client, it rejected the call "
+            "(R997) or answered an error or a malformed answer (`france_travail_error`)"
+        },
+        503: {"description": "France Travail unavailable (Retry-After), or not configured"},
+    },
 )
 async def save_diagnostic(
     person_id: PersonId,

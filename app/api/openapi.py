@@ -162,14 +162,33 @@ BODY_EXAMPLES: dict[str, Any] = {
 MULTIPART_EXAMPLE = {"file": "(the file's bytes)"}
 
 
-# What the service checks in its headers (app.api.deps.authenticate, app.security.auth.parse_agent).
+# What the service checks in its headers (app.api.deps.authenticate, app.security.auth.parse_agent): at least
+# one character that is not a space (HTTP drops the spaces around a header's value, and the service reads
+# what is left, trimmed of any white space, a no-break space too: a value of spaces only is refused), no control
+# character; no '|' for agents.
+_PURPOSE = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f\x85\xa0][^\x00-\x1f\x7f]*$"
+_AGENT = r"^[^\x00-\x1f\x7f|]*[^\x00-\x20\x7f\x85\xa0|][^\x00-\x1f\x7f|]*$"
 HEADER_RULES = {
-    "x-purpose": {"type": "string", "pattern": r"^[^\x00-\x1f\x7f]{1,200}$", "maxLength": 200},
-    "x-agent-identifiant": {"type": "string", "pattern": r"^[^\x00-\x1f\x7f|]{1,100}$", "maxLength": 100},
-    "x-agent-nom": {"type": "string", "pattern": r"^[^\x00-\x1f\x7f|]{1,100}$", "maxLength": 100},
-    "x-agent-prenom": {"type": "string", "pattern": r"^[^\x00-\x1f\x7f|]{1,100}$", "maxLength": 100},
+    "x-purpose": {"type": "string", "pattern": _PURPOSE, "minLength": 1, "maxLength": 200},
+    "x-agent-identifiant": {"type": "string", "pattern": _AGENT, "minLength": 1, "maxLength": 100},
+    "x-agent-nom": {"type": "string", "pattern": _AGENT, "minLength": 1, "maxLength": 100},
+    "x-agent-prenom": {"type": "string", "pattern": _AGENT, "minLength": 1, "maxLength": 100},
 }
-AGENT_NOTE = " The three X-Agent-* headers go together: all or none."
+# The three agent headers go together (app.security.auth.parse_agent): all three or none. OpenAPI 3 has no way
+# to say that of parameters (OAI/OpenAPI-Specification#256, moved to "Moonwalk"; docs/decisions.md, "The
+# agent headers"), so each one says it in words, names the other two and carries an example: a generated
+# client's documentation shows the rule, and a tool that sends the examples sends the three together.
+AGENT_EXAMPLES = {"x-agent-identifiant": "A123456", "x-agent-nom": "Martin", "x-agent-prenom": "Lea"}
+AGENT_NOTE = (
+    " Send X-Agent-Identifiant, X-Agent-Nom and X-Agent-Prenom together, all three or none: one or two alone "
+    "answer 422 `invalid_agent_header`. Values: UTF-8 bytes, 1-100 "
+    "characters, no control character, no '|'. The routes that call France Travail need all three "
+    "(422 `agent_required` without them)."
+)
+AGENT_422 = (
+    " Also when only one or two of X-Agent-Identifiant, X-Agent-Nom and X-Agent-Prenom are sent "
+    "(`invalid_agent_header`: all three or none)."
+)
 
 
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -208,8 +227,28 @@ def _statuses(path: str, op: dict[str, Any], components: dict[str, Any]) -> list
     return out
 
 
+BIGINT_MAX = 2**63 - 1  # the largest id a bigint holds: the bound of every id the API takes
+
+
+def _integer_bounds(node: Any) -> None:
+    """FastAPI writes an integer's bounds as floats (`le=2**63 - 1` became 9.223372036854776e+18, that is
+    2**63: a client or a fuzzer sending 2**63 was told it valid and answered 422). Written back as integers."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                value = node.get(bound)
+                if isinstance(value, float) and value.is_integer():
+                    node[bound] = BIGINT_MAX if int(value) == BIGINT_MAX + 1 else int(value)
+        for child in node.values():
+            _integer_bounds(child)
+    elif isinstance(node, list):
+        for child in node:
+            _integer_bounds(child)
+
+
 def contract(schema: dict[str, Any]) -> dict[str, Any]:
     schema = copy.deepcopy(schema)
+    _integer_bounds(schema)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
@@ -223,8 +262,9 @@ def contract(schema: dict[str, Any]) -> dict[str, Any]:
                 rule = HEADER_RULES.get(param.get("name", "").lower()) if param.get("in") == "header" else None
                 if rule:
                     param["schema"] = {"anyOf": [rule, {"type": "null"}], "title": param["schema"].get("title")}
-                    if param["name"].lower().startswith("x-agent"):
-                        param["description"] = param.get("description", "") + AGENT_NOTE
+                    if param["name"].lower() in AGENT_EXAMPLES:
+                        param["description"] = param.get("description", "").rstrip(".") + "." + AGENT_NOTE
+                        param["example"] = AGENT_EXAMPLES[param["name"].lower()]
             responses = op.setdefault("responses", {})
             for media, body_schema in _body_schemas(op, components):
                 if media == "multipart/form-data":  # a form field is absent or a string: never null
@@ -238,6 +278,9 @@ def contract(schema: dict[str, Any]) -> dict[str, Any]:
                 if status == "401":
                     headers = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}
                 responses[status] = _error(given.get("description") or STANDARD[status], headers)
+            agent_headers = any(p.get("name", "").lower() in AGENT_EXAMPLES for p in op.get("parameters", []))
+            if agent_headers and "422" in responses and "invalid_agent_header" not in responses["422"]["description"]:
+                responses["422"]["description"] = responses["422"]["description"].rstrip(".") + "." + AGENT_422
             for status, response in responses.items():
                 if int(status) >= 400 and "Error" not in json.dumps(response.get("content", {})):
                     response["content"] = {"application/json": {"schema": ERROR_REF}}

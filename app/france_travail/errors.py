@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from app.errors import ExitCode, NotConfigured, PasserelleError, Unavailable
+from app.errors import Conflict, ExitCode, NotConfigured, PasserelleError, Unavailable
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,8 +55,25 @@ def raise_for_service(ex: Exchange, settings: Settings) -> None:
         raise FranceTravailAnswerError(f"{ex.message}", {"resultat": ex.outcome})
 
 
+class FranceTravailNotRecordedError(Conflict):
+    code = "france_travail_not_recorded"
+
+
+# France Travail answered, and its answer is about the person: not known there (S002), several (S003), not
+# certified (policy `refuse`), refused (R001, R002), or nothing to search with. Not a failure of France
+# Travail's (a 5xx would tell the caller to retry what cannot succeed): 409, with the outcome and code.
+DEFINITE = frozenset({"unknown", "ambiguous", "not_certified", "refused", "no_nir"})
+
+
 def raise_unless_recorded(ex: Exchange) -> None:
-    """A diagnostic France Travail did not record (502, with its return code)."""
+    """A diagnostic France Travail did not record: 409 when its answer is about the person (`DEFINITE`), 502
+    when France Travail failed (rejected, an error, a malformed answer), each with its return code."""
+    if ex.outcome in DEFINITE:
+        said = f": {ex.message}" if ex.message else ""
+        raise FranceTravailNotRecordedError(
+            f"France Travail did not record the diagnostic: {ex.outcome} ({ex.code}){said}",
+            {"resultat": ex.outcome, "codeRetour": ex.code},
+        )
     if ex.outcome != "found":
         raise FranceTravailAnswerError(
             f"France Travail did not record the diagnostic: {ex.outcome} ({ex.code}): {ex.message}",

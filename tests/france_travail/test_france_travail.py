@@ -141,7 +141,9 @@ def test_the_enregistrement_of_a_diagnostic(ft_app, db, make_api_key, tmp_path, 
     assert bad.status_code == 422 and "codeRome" in bad.text
     assert fake_stats(fake)["diagnostics_saved"] == before + 1
     unknown = c.post(f"/api/v1/persons/{kinds['unknown'][0]}/france-travail/diagnostics", json=body, headers=_h(writer))
-    assert (unknown.status_code, unknown.json()["error"]) == (502, "france_travail_error")
+    # France Travail does not know the person: its answer, not its failure (a 502 before, issue #23 item 12)
+    assert (unknown.status_code, unknown.json()["error"]) == (409, "france_travail_not_recorded"), unknown.text
+    assert unknown.json()["details"] == {"resultat": "unknown", "codeRetour": "S002"}
 
 
 def test_a_jeton_france_travail_no_longer_takes_is_replaced_by_one_new_search(ft_app, db, make_api_key, tmp_path, fake):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 
 import pytest
@@ -178,4 +179,124 @@ def test_rdv_insertion_secrets_from_json_or_a_file_and_refused_when_wrong(tmp_pa
               "audit_keys": f"a1:{_k()}"}  # fmt: skip
     with pytest.raises(ConfigurationError, match="32 characters"):
         Settings(env="prod", data_dir=tmp_path, rdv_insertion_secrets='{"055": "short"}', **strong)
-    assert Settings(env="prod", data_dir=tmp_path, rdv_insertion_secrets='{"055": "' + "x" * 40 + '"}', **strong)
+    strong_secret = json.dumps({"055": secrets.token_hex(20)})
+    assert Settings(env="prod", data_dir=tmp_path, rdv_insertion_secrets=strong_secret, **strong)
+
+
+# -- issue #23, item 10: prod refuses weak secrets, naming the variable, never the value ------------------
+
+_ZERO = base64.urlsafe_b64encode(bytes(32)).decode()
+_ONE_BYTE = base64.urlsafe_b64encode(b"\x07").decode()
+_REPEATED = base64.urlsafe_b64encode(b"\xab" * 32).decode()
+_FEW = base64.urlsafe_b64encode(bytes([1, 2, 3]) * 16).decode()
+
+
+def _strong() -> dict[str, str]:
+    """Every secret the service knows, each set and strong."""
+    return {
+        "nir_encryption_keys": f"k2:{_k()},k1:{_k()}",
+        "nir_hmac_key": _k(),
+        "api_key_pepper": _k(),
+        "audit_keys": f"a1:{_k()}",
+        "export_keys": f"e1:{_k()}",
+        "extract_key": _k(),
+        "rdv_insertion_secrets": json.dumps({"055": secrets.token_hex(24), "054": secrets.token_hex(24)}),
+        "ft_client_secret": secrets.token_hex(32),
+        "oidc_client_secret": secrets.token_urlsafe(32),
+        "smtp_password": secrets.token_urlsafe(16),
+    }
+
+
+def test_prod_accepts_a_strong_configuration_of_every_secret(tmp_path):
+    s = Settings(env="prod", data_dir=tmp_path, **_strong())
+    assert len(s.extract_key_bytes) == 32 and s.rdv_insertion_secret("054") is not None
+
+
+def _refused(tmp_path, **overrides: str) -> str:
+    values = {**_strong(), **overrides}
+    with pytest.raises(ConfigurationError) as exc:
+        Settings(env="prod", data_dir=tmp_path, **values)
+    return str(exc.value)
+
+
+_WEAK_KEYS = {
+    "changeme": "changeme",
+    "CHANGEME upper": "CHANGEME",
+    "secret": "Secret",
+    "password": "password123",
+    "test": "test",
+    "example": "example-key-0000000000000000000000000",
+    "xxx": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "dev-secret": "dev-secret-123",
+    "one byte": _ONE_BYTE,
+    "all zeros": _ZERO,
+    "repeated byte": _REPEATED,
+    "few distinct bytes": _FEW,
+}
+
+
+@pytest.mark.parametrize("name", ["extract_key", "nir_hmac_key", "api_key_pepper"])
+@pytest.mark.parametrize("weak", list(_WEAK_KEYS.values()), ids=list(_WEAK_KEYS))
+def test_prod_refuses_each_weak_key_naming_the_variable_never_the_value(name, weak, tmp_path):
+    message = _refused(tmp_path, **{name: weak})
+    assert f"PASSERELLE_{name.upper()}" in message
+    assert weak not in message and weak.lower() not in message.lower().replace(f"passerelle_{name}", "")
+
+
+@pytest.mark.parametrize("name", ["nir_encryption_keys", "audit_keys", "export_keys"])
+@pytest.mark.parametrize(
+    "weak",
+    ["changeme", "TEST", _ZERO, _REPEATED, _ONE_BYTE, _FEW],
+    ids=["changeme", "TEST", "zeros", "repeated", "short", "few"],
+)
+def test_prod_refuses_weak_keys_in_a_key_ring(name, weak, tmp_path):
+    message = _refused(tmp_path, **{name: f"k9:{_k()},k1:{weak}"})
+    assert f"PASSERELLE_{name.upper()}" in message and weak not in message
+
+
+@pytest.mark.parametrize(
+    "weak",
+    ["changeme-changeme-changeme-changeme", "x" * 40, "0" * 64, "my-webhook-secret-for-the-departement-055", "short"],
+)
+def test_prod_refuses_a_placeholder_or_weak_webhook_secret(weak, tmp_path):
+    message = _refused(tmp_path, rdv_insertion_secrets=json.dumps({"055": weak}))
+    assert "PASSERELLE_RDV_INSERTION_SECRETS (055)" in message and weak not in message
+
+
+@pytest.mark.parametrize("name", ["ft_client_secret", "oidc_client_secret", "smtp_password"])
+@pytest.mark.parametrize("weak", ["changeme", "secret", "xxxxxxxx", "TODO", "aaaaaaaaaaaaaaaaaaaa"])
+def test_prod_refuses_placeholder_credentials_issued_by_others(name, weak, tmp_path):
+    message = _refused(tmp_path, **{name: weak})
+    assert f"PASSERELLE_{name.upper()}" in message and weak not in message
+
+
+def test_prod_refuses_one_key_reused_for_two_secrets_naming_both(tmp_path):
+    one = _k()
+    message = _refused(tmp_path, nir_hmac_key=one, api_key_pepper=one, extract_key=one)
+    assert "PASSERELLE_NIR_HMAC_KEY" in message and "PASSERELLE_API_KEY_PEPPER" in message
+    assert "PASSERELLE_EXTRACT_KEY" in message and one not in message
+    # the same 32 bytes as an encryption key of a ring and as a plain key; the same key under two key ids
+    message = _refused(tmp_path, audit_keys=f"a1:{one}", nir_hmac_key=one)
+    assert "PASSERELLE_AUDIT_KEYS" in message and "PASSERELLE_NIR_HMAC_KEY" in message and one not in message
+    message = _refused(tmp_path, export_keys=f"e2:{one},e1:{one}")
+    assert "PASSERELLE_EXPORT_KEYS (key 'e2')" in message and "(key 'e1')" in message
+    # a webhook secret or a client secret that is one of our keys
+    message = _refused(tmp_path, nir_hmac_key=one, rdv_insertion_secrets=json.dumps({"055": one}))
+    assert "PASSERELLE_RDV_INSERTION_SECRETS (055)" in message and one not in message
+    message = _refused(tmp_path, api_key_pepper=one, ft_client_secret=one)
+    assert "PASSERELLE_FT_CLIENT_SECRET" in message and one not in message
+
+
+def test_every_weakness_is_named_at_once(tmp_path):
+    message = _refused(tmp_path, extract_key="changeme", audit_keys=f"a1:{_ZERO}", smtp_password="password")
+    for name in ("PASSERELLE_EXTRACT_KEY", "PASSERELLE_AUDIT_KEYS", "PASSERELLE_SMTP_PASSWORD"):
+        assert name in message
+
+
+@pytest.mark.parametrize("env", ["dev", "test"])
+def test_weak_secrets_are_not_refused_outside_prod(env, tmp_path):
+    """Tests and demos set short or repeated keys on purpose; only prod refuses them."""
+    one = _k()
+    s = Settings(env=env, data_dir=tmp_path, extract_key=_ONE_BYTE, nir_hmac_key=one, api_key_pepper=one,
+                 rdv_insertion_secrets='{"055": "changeme"}', smtp_password="test")  # fmt: skip
+    assert s.extract_key_bytes == b"\x07" and s.rdv_insertion_secret("055") == b"changeme"
