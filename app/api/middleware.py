@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -49,6 +49,31 @@ async def _send_error(
 async def _send_too_large(send: Send, limit: int, request_id: str) -> None:
     """413 for a body over the limit, whether its Content-Length says so or its bytes do."""
     await _send_error(send, 413, "payload_too_large", f"The body exceeds the limit of {limit} bytes.", request_id)
+
+
+async def _answer_unless_started(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    error: type[Exception],
+    answer: Callable[[], Awaitable[None]],
+) -> None:
+    """Run the app; when reading the body raises `error` (too large, too late), send `answer` unless a
+    response has already started (then the connection just ends)."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except error:
+        if not started:
+            await answer()
 
 
 class _BodyTooLarge(HTTPException):
@@ -163,7 +188,6 @@ class BodyLimitMiddleware:
                 return
 
         received = 0
-        response_started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -174,17 +198,9 @@ class BodyLimitMiddleware:
                     raise _BodyTooLarge(limit)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not response_started:
-                await _send_too_large(send, limit, request_id)
+        await _answer_unless_started(
+            self.app, scope, limited_receive, send, _BodyTooLarge, lambda: _send_too_large(send, limit, request_id)
+        )
 
 
 class _BodyTimeout(HTTPException):
@@ -249,7 +265,6 @@ class BodyDeadlineMiddleware:
 
     async def _streamed(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         complete = False
-        response_started = False
 
         async def deadline_receive() -> Message:
             nonlocal complete
@@ -264,17 +279,14 @@ class BodyDeadlineMiddleware:
                 complete = True
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, deadline_receive, tracking_send)
-        except _BodyTimeout:
-            if not response_started:
-                await _send_error(send, 408, "request_timeout", _timeout_message(self.timeout), request_id)
+        await _answer_unless_started(
+            self.app,
+            scope,
+            deadline_receive,
+            send,
+            _BodyTimeout,
+            lambda: _send_error(send, 408, "request_timeout", _timeout_message(self.timeout), request_id),
+        )
 
 
 class KnownCredentials:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -300,4 +301,15 @@ def safe_iterparse(reader: Any, tags: tuple[str, ...]) -> Any:
         huge_tree=False,
         remove_comments=True,
         remove_pis=True,
+    )
+
+
+# What a cut or corrupt gzip stream raises while it is read (a beneficiary or an instruction file alike).
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def gzip_truncated(exc: BaseException, bytes_read: int) -> FluxRejected:
+    """The rejection of a file whose gzip stream ended early or is corrupt, at the byte where reading stopped."""
+    return FluxRejected(
+        f"the gzip stream is truncated or corrupt ({type(exc).__name__})", f"byte {bytes_read}", "truncated"
     )

@@ -14,9 +14,7 @@ Contacts are personal data: never logged, never in a report (counts only). See d
 
 from __future__ import annotations
 
-import gzip
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -30,6 +28,7 @@ from app.db import one_of
 from app.flux.derive import STATE_COLUMNS, Deriver, Prepared, PreparedPerson
 from app.flux.envelope import (
     DOCTYPE_RE,
+    GZIP_ERRORS,
     HEAD_BYTES,
     HEADER,
     ROOT,
@@ -39,6 +38,7 @@ from app.flux.envelope import (
     FluxRejected,
     HashingReader,
     count_of,
+    gzip_truncated,
     open_flux,
     parse_header,
     safe_iterparse,
@@ -255,12 +255,8 @@ class InstructionReader:
             reader = HashingReader(raw, self.limits)
             try:
                 yield from self._parse(reader)
-            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-                raise FluxRejected(
-                    f"the gzip stream is truncated or corrupt ({type(exc).__name__})",
-                    f"byte {reader.bytes_read}",
-                    "truncated",
-                ) from exc
+            except GZIP_ERRORS as exc:
+                raise gzip_truncated(exc, reader.bytes_read) from exc
             self.content_sha256 = reader.sha256
 
     def _parse(self, reader: HashingReader) -> Iterator[Demand]:

@@ -8,8 +8,6 @@ to that record for the loader's policy (see docs/ingestion.md).
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,6 +19,7 @@ from lxml import etree
 from app.flux.envelope import (
     DOCTYPE_RE,
     FOYER,
+    GZIP_ERRORS,
     HEAD_BYTES,
     HEADER,
     REJECT_FOYER,
@@ -34,6 +33,7 @@ from app.flux.envelope import (
     check_prolog,
     check_top_level,
     count_of,
+    gzip_truncated,
     nature_message,
     open_flux,
     parse_header,
@@ -423,12 +423,8 @@ class FluxReader:
             self._reader = HashingReader(raw, self.limits)
             try:
                 yield from self._parse(self._reader)
-            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-                raise FluxRejected(
-                    f"the gzip stream is truncated or corrupt ({type(exc).__name__})",
-                    f"byte {self._reader.bytes_read}",
-                    "truncated",
-                ) from exc
+            except GZIP_ERRORS as exc:
+                raise gzip_truncated(exc, self._reader.bytes_read) from exc
 
     def _parse(self, reader: HashingReader) -> Iterator[FoyerRecord]:
         check_prolog(reader)
