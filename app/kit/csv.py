@@ -20,21 +20,55 @@ _FR_DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
 
 def decode_csv(data: bytes | str) -> tuple[str, str]:
     """The text of a CSV as people write it: UTF-8 with or without BOM, or Windows-1252 (Excel's default in
-    France). Detected from the bytes, never guessed silently: the report says which."""
+    France). Detected from the bytes, never guessed silently: the report says which. A file of both (lines
+    pasted from another file: UTF-8 accents on some lines, Windows-1252 on others) is refused naming the
+    first line of the fewer, never read as mojibake (issue #23)."""
     if isinstance(data, str):
         return data.lstrip("\ufeff"), "utf-8"
     if data.startswith(b"\xef\xbb\xbf"):
         try:
             return data[3:].decode("utf-8"), "utf-8 (BOM)"
         except UnicodeDecodeError as exc:
-            raise Unprocessable(f"the file starts with a UTF-8 BOM but is not UTF-8 (byte {exc.start + 3})") from exc
+            line = data.count(b"\n", 0, exc.start + 3) + 1
+            raise Unprocessable(
+                f"the file starts with a UTF-8 BOM but line {line} is not UTF-8 (byte {exc.start + 3}): "
+                "nothing imported; save the whole file again in one encoding"
+            ) from exc
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
+        _refuse_mixed(data)
         try:
             return data.decode("cp1252"), "windows-1252"
         except UnicodeDecodeError as exc:
             raise Unprocessable(f"the file is neither UTF-8 nor Windows-1252 (byte {exc.start})") from exc
+
+
+def _refuse_mixed(data: bytes) -> None:
+    """A file that is not UTF-8 as a whole but has lines with UTF-8 accents: two encodings, refused."""
+    utf8_lines: list[int] = []
+    other_lines: list[int] = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            other_lines.append(number)
+        else:
+            utf8_lines.append(number)
+    if utf8_lines and other_lines:
+        if len(other_lines) <= len(utf8_lines):
+            odd, said, rest = other_lines, "is not UTF-8", "UTF-8"
+        else:
+            odd, said, rest = utf8_lines, "is in UTF-8", "Windows-1252"
+        more = f" (and {len(odd) - 1} other line(s))" if len(odd) > 1 else ""
+        raise Unprocessable(
+            f"mixed encodings: line {odd[0]}{more} {said} while the rest of the file is {rest}: "
+            "nothing imported; save the whole file again in one encoding",
+            [{"loc": ["file", "line", odd[0]], "msg": "mixed encodings"}],
+            code="mixed_encodings",
+        )
 
 
 def iso_date(value: str, column: str) -> str:

@@ -119,3 +119,37 @@ def test_the_json_api_stays_strict(client, db, make_api_key, tmp_path):
     nothing = {"type": "referent", "date": t0.isoformat(), "referent": "X"}
     r = client.post(f"/api/v1/persons/{pid}/events", headers={"X-API-Key": key}, json=nothing)
     assert r.status_code == 422 and "structure or organisme" in r.text
+
+
+def test_a_file_mixing_utf8_and_windows_1252_lines_is_refused_naming_the_line(db, monkeypatch, tmp_path):
+    """Issue #23: a file mostly UTF-8 with a line pasted from a Windows-1252 file was read whole as
+    Windows-1252 and its UTF-8 accents stored as mojibake ("HÃ©lÃ¨ne"). Refused, naming the line; nothing
+    stored. The reverse (a UTF-8 line in a Windows-1252 file) likewise, for both import formats."""
+    _pid, t0 = nouvel_entrant(db, tmp_path)
+    d = lambda n: (t0 + timedelta(days=n)).isoformat()  # noqa: E731
+    nir = "1900555545123"
+    rows = [
+        [nir, "", "", "", "referent", d(1), "DEPARTEMENT", "", "", "", f"m-{n}", "", f"Hélène Mérand {n}"]
+        for n in range(1, 5)
+    ]
+    lines = _csv(rows).splitlines(keepends=True)
+    mixed = b"".join(line.encode("cp1252" if n == 3 else "utf-8") for n, line in enumerate(lines, start=1))
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(mixed)
+    for fmt in ("auto", "events"):
+        r = run_cli(db, monkeypatch, "orientations", "import", path, "--format", fmt)
+        assert r.exit_code == 1, r.output
+        assert "line 3 is not UTF-8" in " ".join(r.stderr.split()), r.stderr
+    reverse = b"".join(line.encode("utf-8" if n == 4 else "cp1252") for n, line in enumerate(lines, start=1))
+    path.write_bytes(reverse)
+    r = run_cli(db, monkeypatch, "orientations", "import", path)
+    assert r.exit_code == 1 and "line 4 is in UTF-8" in " ".join(r.stderr.split()), r.stderr
+    export = ("Civilité;Nom;Prénom;Numéro CAF\n" + "M;MÉRAND;Hélène;123\n" * 3).encode()
+    path.write_bytes(export + "M;MÉRAND;Hélène;124\n".encode("cp1252"))
+    r = run_cli(db, monkeypatch, "orientations", "import", path, "--format", "rdv-insertion")
+    assert r.exit_code == 1 and "line 5 is not UTF-8" in " ".join(r.stderr.split()), r.stderr
+    assert _events(db) == {}
+    # one encoding throughout is read as before
+    path.write_bytes(_csv(rows).encode("cp1252"))
+    code, report = _import(db, monkeypatch, path)
+    assert code == 0 and report["encoding"] == "windows-1252" and report["applied"] == 4, report
