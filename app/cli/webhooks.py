@@ -56,23 +56,32 @@ def webhooks_unmatched(
 
 @webhooks_app.command("replay")
 def webhooks_replay(
-    since: Annotated[str, typer.Option("--since", help="Deliveries received from this day (YYYY-MM-DD)")],
+    since: Annotated[str | None, typer.Option("--since", help="Deliveries received from this day (YYYY-MM-DD)")] = None,
+    unreadable: Annotated[
+        bool,
+        typer.Option(
+            "--unreadable",
+            help="Only the deliveries kept as unreadable (answered 422, status malformed), whenever received",
+        ),
+    ] = False,
     departement: Annotated[str | None, typer.Option(help="Département (default: all)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Read stored deliveries again with the current settings (e.g. a motif category newly mapped): what
-    they now say and was not taken is taken; what was applied stays."""
+    """Read stored deliveries again with the current settings and code (e.g. a motif category newly mapped,
+    or, with --unreadable, deliveries refused as unreadable once a new version reads them): what they now say
+    and was not taken is taken; what was applied stays. Give --since, --unreadable or both."""
     from app.db import session_scope
     from app.integrations.rdv_insertion.webhooks import replay
 
-    day = parse_day(since, "--since")
-    assert day is not None
+    if since is None and not unreadable:
+        raise fail("give --since YYYY-MM-DD, --unreadable, or both", ExitCode.USAGE)
+    day = parse_day(since, "--since") if since is not None else None
     settings = ready_settings()
-    moment = datetime.combine(day, time.min, tzinfo=UTC)
+    moment = datetime.combine(day, time.min, tzinfo=UTC) if day is not None else None
     results = {}
     for code in _departements(departement):
         with session_scope(settings, write=True) as session:
-            results[code] = replay(session, settings, code, moment)
+            results[code] = replay(session, settings, code, moment, unreadable=unreadable)
     if as_json:
         print_json(results)
     else:

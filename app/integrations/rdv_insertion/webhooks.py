@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -44,6 +45,7 @@ PRESENCE = {"seen": "present", "noshow": "absent", "excused": "excuse", "revoked
 CHANNEL = {"sms": "sms", "email": "email", "postal": "courrier"}
 ROLES = {"demandeur": ("DEM",), "conjoint": ("CJT",), None: ("DEM", "CJT")}
 LIVE = ("applied", "unmatched", "planned")  # item statuses that count as the record's latest known version
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")  # record_key (60) = "participation:" + at most 40
 
 
 class Malformed(ValueError):
@@ -131,7 +133,44 @@ class KeyMaker:
         return out
 
 
+def _record_id(value: Any, what: str) -> str:
+    """An RDV-Insertion record id (an integer; a short token tolerated), never a structure or a long text."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or not ID_RE.match(str(value)):
+        raise Malformed(f"{what} is not an id")
+    return str(value)
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """A JSON object of the delivery, absent (null) read as empty; anything else is malformed."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Malformed(f"{what} is not an object")
+    return value
+
+
+def _text(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise Malformed(f"{what} is not a text")
+
+
 def parse(body: bytes, departement: str, settings: Settings, keys: KeyMaker) -> Parsed:
+    """What a delivery says, or `Malformed` with the reason (never its content): any shape the reading
+    does not expect (a text where an object goes, a date out of range, JSON nested beyond reason) is
+    unreadable, never a server error (issue #23), so that it is stored and can be replayed after a fix."""
+    try:
+        return _parse(body, departement, settings, keys)
+    except Malformed:
+        raise
+    except RecursionError:
+        raise Malformed("the body is nested too deep") from None
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError) as exc:
+        # the exception's text may quote the delivery (personal data): only its kind is said
+        raise Malformed(f"a field has an unexpected type or value ({type(exc).__name__})") from None
+
+
+def _parse(body: bytes, departement: str, settings: Settings, keys: KeyMaker) -> Parsed:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -150,14 +189,15 @@ def parse(body: bytes, departement: str, settings: Settings, keys: KeyMaker) -> 
     data = payload["data"]
     tz = ZoneInfo(settings.business_timezone)
     if model == "Rdv":
-        organisation = data.get("organisation") or {}
+        organisation = _object(data.get("organisation"), "organisation")
         if organisation.get("department_number") is not None and not _same_departement(
             organisation.get("department_number"), departement
         ):
             raise Malformed(
                 f"the RDV belongs to département {str(organisation['department_number'])[:5]!r}, not {departement}"
             )
-        category = ((data.get("motif") or {}).get("motif_category") or {}).get("short_name")
+        motif = _object(data.get("motif"), "motif")
+        category = _text(_object(motif.get("motif_category"), "motif.motif_category").get("short_name"), "category")
         if category in settings.rdv_insertion_orientation_categories:
             kind = "rdv_orientation"
         elif category in settings.rdv_insertion_accompaniment_categories:
@@ -167,17 +207,18 @@ def parse(body: bytes, departement: str, settings: Settings, keys: KeyMaker) -> 
         participations = data.get("participations")
         if not isinstance(participations, list):
             raise Malformed("an Rdv without participations")
-        structure = str(organisation.get("name") or "")[:200] or None
+        structure = (_text(organisation.get("name"), "organisation.name") or "")[:200] or None
         for n, part in enumerate(participations, start=1):
             if not isinstance(part, dict) or not isinstance(part.get("user"), dict) or part.get("id") is None:
                 raise Malformed(f"participation {n} has no user (or no id)")
+            part_id = _record_id(part["id"], f"participation {n}: id")
             starts = _aware(part.get("starts_at") or data.get("starts_at"), f"participation {n}: starts_at")
             status = "revoked" if event == "destroyed" else (part.get("status") or data.get("status") or "unknown")
-            presence = PRESENCE.get(status)
+            presence = PRESENCE.get(status) if isinstance(status, str) else None
             if presence is None:
                 raise Malformed(f"participation {n}: status {str(status)[:20]!r} is unknown")
             item = Item(
-                f"participation:{part['id']}",
+                f"participation:{part_id}",
                 {
                     "type": kind or "rdv_orientation",
                     "date": starts.astimezone(tz).date().isoformat(),
@@ -193,11 +234,12 @@ def parse(body: bytes, departement: str, settings: Settings, keys: KeyMaker) -> 
         user = data.get("user")
         if not isinstance(user, dict) or data.get("id") is None:
             raise Malformed("an Invitation without user (or id)")
+        invitation_id = _record_id(data["id"], "the invitation's id")
         created = _aware(data.get("created_at"), "created_at")
         item = Item(
-            f"invitation:{data['id']}",
+            f"invitation:{invitation_id}",
             {"type": "invitation", "date": created.astimezone(tz).date().isoformat()}
-            | ({"channel": CHANNEL[data["format"]]} if data.get("format") in CHANNEL else {}),
+            | ({"channel": CHANNEL[data["format"]]} if _text(data.get("format"), "format") in CHANNEL else {}),
             keys.keys(user),
         )
         if event != "created":
@@ -300,18 +342,22 @@ def _take(session: Session, settings: Settings, departement: str, item: WebhookI
         _apply(session, settings, item)
 
 
-def replay(session: Session, settings: Settings, departement: str, since: datetime) -> dict[str, int]:
-    """Deliveries received since a moment, read again with the current settings (a motif category newly
-    mapped, a delivery that was malformed for a reason since fixed): what they now say and was not taken is
-    taken, in the order received; what was applied stays (a correction is a new delivery)."""
+def replay(
+    session: Session, settings: Settings, departement: str, since: datetime | None, *, unreadable: bool = False
+) -> dict[str, int]:
+    """Deliveries received since a moment (or, `unreadable`, the malformed ones whenever received), read
+    again with the current settings and code (a motif category newly mapped, a delivery that was malformed
+    for a reason since fixed): what they now say and was not taken is taken, in the order received; what
+    was applied stays (a correction is a new delivery)."""
     protector = NirProtector(settings.encryption_keys, settings.hmac_key)
     keys = KeyMaker(settings, organismes_of(session.connection(), departement))
     counts: dict[str, int] = {}
-    deliveries = session.scalars(
-        select(WebhookDelivery)
-        .where(WebhookDelivery.departement_code == departement, WebhookDelivery.received_at >= since)
-        .order_by(WebhookDelivery.received_at, WebhookDelivery.id)
-    ).all()
+    query = select(WebhookDelivery).where(WebhookDelivery.departement_code == departement)
+    if since is not None:
+        query = query.where(WebhookDelivery.received_at >= since)
+    if unreadable:
+        query = query.where(WebhookDelivery.status == "malformed")
+    deliveries = session.scalars(query.order_by(WebhookDelivery.received_at, WebhookDelivery.id)).all()
     for delivery in deliveries:
         body = protector.decrypt(delivery.body_encrypted).encode()
         try:
@@ -320,6 +366,8 @@ def replay(session: Session, settings: Settings, departement: str, since: dateti
             delivery.reason = str(exc)[:300]
             counts["still_malformed"] = counts.get("still_malformed", 0) + 1
             continue
+        if delivery.status == "malformed":
+            counts["now_readable"] = counts.get("now_readable", 0) + 1
         delivery.status, delivery.reason = "processed", None
         delivery.model, delivery.event, delivery.meta_timestamp = parsed.model, parsed.event, parsed.timestamp
         known = {
@@ -393,7 +441,12 @@ def process(session: Session, settings: Settings, departement: str, body: bytes)
             outcome="rejected",
             detail={"delivery": delivery.id, "status": "malformed"},
         )
-        return 422, {"error": "malformed", "message": delivery.reason, "delivery": delivery.id}
+        return 422, {
+            "error": "malformed",
+            "message": f"well signed but unreadable, kept for inspection: {delivery.reason}",
+            "details": {"delivery": delivery.id, "status": "malformed"},
+            "delivery": delivery.id,
+        }
     delivery.model, delivery.event, delivery.meta_timestamp = parsed.model, parsed.event, parsed.timestamp
     session.add(delivery)
     session.flush()

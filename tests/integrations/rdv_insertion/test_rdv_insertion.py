@@ -347,3 +347,76 @@ def test_deliveries_while_a_file_is_ingested_and_in_parallel(db, webhook_app, tm
     assert answers == [200] * 20
     with session_scope(db) as s:
         assert s.scalar(select(func.count()).where(OrientationEvent.source == "webhook")) == 20
+
+
+def test_a_well_signed_delivery_of_unexpected_shape_is_kept_and_replayed_after_a_fix(
+    db, webhook_app, monkeypatch, tmp_path
+):
+    """Issue #23: a well-signed delivery whose fields have another type than expected (an organisation
+    given as a text, a list for a status, a record id that is an object, a date out of range, JSON nested
+    beyond reason) was a 500 and lost (the transaction rolled back). Each is answered 422, stored as
+    unreadable (`malformed`) with the reason, and `passerelle webhooks replay --unreadable` applies it once
+    a new version of the code reads it."""
+    from app.integrations.rdv_insertion import webhooks as rdvi
+    from tests.support.cli import run_cli
+
+    t0 = today(db) - timedelta(days=20)
+    ingest(db, write_flux(tmp_path, [foyer(person(NIR_A))], day=t0), received_on=t0)
+    day = t0 + timedelta(days=3)
+    good = rdv_delivery(9, day, "seen", [rdvi_user(nir=NIR15_A)], "created", "2024-03-07T11:05:00+01:00")
+
+    def changed(path, value):
+        payload = json.loads(json.dumps(good))
+        target = payload
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+        return json.dumps(payload).encode()
+
+    organisation_as_text = changed(("data", "organisation"), "Conseil départemental de la Meuse")
+    bodies = [
+        organisation_as_text,
+        changed(("data", "motif"), ["rsa_orientation"]),
+        changed(("data", "participations", 0, "status"), ["seen"]),
+        changed(("data", "participations", 0, "id"), {"id": "9" * 80}),
+        changed(("data", "participations", 0, "starts_at"), "9999-12-31T23:59:59-23:59"),
+        changed(("data", "participations", 0, "user", "last_name"), 12),
+        b"[" * 50_000 + b"]" * 50_000,
+    ]
+    url = "/api/v1/webhooks/rdv-insertion/055"
+    with LiveServer(webhook_app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        for body in bodies:
+            sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            r = http.post(url, content=body, headers={"Content-Type": "application/json", "X-RDVI-SIGNATURE": sig})
+            assert r.status_code == 422, (body[:60], r.status_code, r.text)
+            answer = r.json()
+            assert answer["error"] == "malformed" and answer["details"]["status"] == "malformed", answer
+            assert "unreadable" in answer["message"] and "Dupont" not in answer["message"]
+    with session_scope(db) as s:
+        kept = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+        assert [d.status for d in kept] == ["malformed"] * len(bodies)
+        assert all(d.reason for d in kept) and kept[0].reason == "organisation is not an object"
+        assert s.scalar(select(func.count()).select_from(OrientationEvent)) == 0
+    # nothing to take yet: the code reads them no better
+    replayed = run_cli(db, monkeypatch, "webhooks", "replay", "--unreadable", "--json")
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.stdout) == {"055": {"still_malformed": len(bodies)}}
+    # a new version reads an organisation given by its name (the fix, here applied to the reading itself)
+    read_object = rdvi._object
+
+    def fixed(value, what):
+        return {"name": value} if what == "organisation" and isinstance(value, str) else read_object(value, what)
+
+    monkeypatch.setattr(rdvi, "_object", fixed)
+    replayed = run_cli(db, monkeypatch, "webhooks", "replay", "--unreadable", "--json")
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.stdout) == {"055": {"now_readable": 1, "applied": 1, "still_malformed": 6}}
+    again = run_cli(db, monkeypatch, "webhooks", "replay", "--unreadable", "--json")
+    assert json.loads(again.stdout) == {"055": {"still_malformed": 6}}  # taken once
+    with session_scope(db) as s:
+        (event,) = s.scalars(select(OrientationEvent)).all()
+        assert (event.type, event.presence, event.event_date, event.structure) == (
+            "rdv_orientation", "present", day, "Conseil départemental de la Meuse"
+        )  # fmt: skip
+        assert s.get(WebhookDelivery, kept[0].id).status == "processed"
+    assert run_cli(db, monkeypatch, "webhooks", "replay").exit_code == 2  # --since or --unreadable
