@@ -119,6 +119,7 @@ class PublishIn(InputModel):
     summary="Build and publish a week's files (as the nightly job does); idempotent unless resend",
     responses={
         409: {"description": "Another run publishes them now"},
+        422: {"description": "A week not over, or before the week of the département's first flux file"},
         502: {"description": "The mail server refused or failed: nothing was published; run again"},
         503: {"description": "Exports are not configured (the setting is named in the message)"},
     },

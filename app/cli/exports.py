@@ -30,7 +30,8 @@ def export_weekly(
     """Build the week's flux file (annexe 1) and pilotage file (annexe 4) of each département, encrypt them,
     e-mail one expiring link per file to PASSERELLE_EXPORT_RECIPIENTS. Idempotent: a second run rebuilds
     the same bytes and sends nothing (unless --resend). Exit 5 when another run of the same département is
-    publishing; 3 when the mail server, the settings or the disk fail (nothing half-published)."""
+    publishing; 3 when the mail server, the settings or the disk fail (nothing half-published); 2 for a week
+    not over yet, or before the week of the département's first flux file (the others still published)."""
     from app.clock import today
     from app.db import get_engine
     from app.exports.publish import PublishError, publish
@@ -43,10 +44,17 @@ def export_weekly(
     except WeekError as exc:
         raise fail(str(exc), ExitCode.USAGE) from None
     codes = chosen_departements(departement)
-    manifests, rows = [], []
+    manifests, rows, refused = [], [], []
     for code in codes:
         try:
             result = publish(get_engine(settings), settings, code, target, resend=resend)
+        except WeekError as exc:  # this département has no such week: said, the others still published
+            if week is None and exc.code == "no_flux_yet":  # the weekly run, for a département not started
+                err_console.print(f"{code}: {exc.message}", highlight=False, soft_wrap=True)
+                continue
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+            refused.append(code)
+            continue
         except (PublishError, OSError) as exc:
             raise fail(f"département {code}, week {target.label}: {exc}", ExitCode.ENVIRONMENT) from None
         manifests.append(result.manifest() | {"envoye": result.mailed})
@@ -54,6 +62,8 @@ def export_weekly(
         rows += [(code, target.label, f.kind, f.rows, f.sha256[:12], state) for f in result.files]
     if as_json:
         print_json(manifests)
+        if refused:
+            raise typer.Exit(int(ExitCode.USAGE))
         return
     print_rows(("dép.", "week", "file", "rows", "sha256", "e-mail"), rows, narrow=("dép.", "file", "rows", "e-mail"))
     if not codes:
@@ -61,3 +71,5 @@ def export_weekly(
     console.print(
         f"files under {settings.data_dir / 'exports'} (encrypted); manifest.json beside them", highlight=False
     )
+    if refused:
+        raise typer.Exit(int(ExitCode.USAGE))

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit.chain import record_action, record_action_now
+from app.clock import today
 from app.db import claim_write, session_scope
 from app.errors import Busy, Unavailable
 from app.exports import weekly
@@ -259,6 +260,8 @@ def publish(
         raise ExportsNotConfigured("PASSERELLE_PUBLIC_URL is not set: the links in the e-mail need it")
     if not settings.export_recipients:
         raise ExportsNotConfigured("PASSERELLE_EXPORT_RECIPIENTS is empty: nobody to send the links to")
+    with engine.connect() as conn:
+        weekly.check_exportable(conn, departement, week, today(settings))
     result = Publication(departement, week.label)
     with lease(settings, JOB, departement):
         result.files = build(engine, settings, departement, week)

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, func, select
 from app.db import one_of
 from app.errors import ExitCode, Unprocessable
 from app.flux.instruction_facts import france_travail_contacts
-from app.models import EntryEpisode, InstructionRecord, OrientationEvent, Person
+from app.models import EntryEpisode, FluxFile, InstructionRecord, OrientationEvent, Person
 from app.orientation.episodes import as_rule_event, oriented_by
 from app.persons.states import states_as_of
 from app.rules.episodes import (
@@ -120,9 +120,40 @@ class Week:
 
     @classmethod
     def last_complete(cls, today: date) -> Week:
-        monday = today - timedelta(days=today.weekday() + 7)
+        return cls.of(today - timedelta(days=7))
+
+    @classmethod
+    def of(cls, day: date) -> Week:
+        """The ISO week holding `day`."""
+        monday = day - timedelta(days=day.weekday())
         year, number, _ = monday.isocalendar()
         return cls(f"{year:04d}-W{number:02d}", monday, monday + timedelta(days=6))
+
+
+def check_exportable(conn: Connection, departement: str, week: Week, today: date) -> None:
+    """A week a département's files can be built for: over (the app's clock), and not before the week of the
+    first flux file it received (issue #23: `0001-W01` was built and mailed, two empty files). WeekError
+    (422, exit code 2) in French, said to the operator as it is."""
+    if week.sunday >= today:
+        raise WeekError(
+            f"la semaine {week.label} n'est pas terminée (elle finit le dimanche {week.sunday:%d/%m/%Y}) : "
+            "une semaine s'exporte une fois finie"
+        )
+    ft = FluxFile.__table__.c
+    first = conn.scalar(
+        select(func.min(ft.received_on)).where(ft.departement_code == departement, ft.status == "applied")
+    )
+    if first is None:
+        raise WeekError(
+            f"le département {departement} n'a reçu aucun fichier de flux : aucune semaine à exporter",
+            code="no_flux_yet",
+        )
+    start = Week.of(first)
+    if week.monday < start.monday:
+        raise WeekError(
+            f"la semaine {week.label} précède le premier fichier de flux du département {departement} "
+            f"(reçu le {first:%d/%m/%Y}, semaine {start.label}) : rien à exporter pour elle"
+        )
 
 
 def _streamed(conn: Connection) -> Connection:

@@ -176,14 +176,14 @@ def test_a_refused_mail_or_a_full_disk_leaves_nothing_half_published(xsettings, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(pub.os, "replace", full)
-    other = Week.parse("2024-W10", today(xsettings))
+    other = Week.of(week.monday - timedelta(days=7))  # a week after the first flux file (issue #23)
     with pytest.raises(OSError, match="No space"):
         pub.publish(get_engine(xsettings), xsettings, "055", other)
     monkeypatch.setattr(pub.os, "replace", real_replace)
-    directory = xsettings.data_dir / "exports" / "055" / "2024-W10"
+    directory = xsettings.data_dir / "exports" / "055" / other.label
     assert not list(directory.glob("*.part")) and not list(directory.glob("*.enc"))
     with session_scope(xsettings) as s:
-        assert s.scalar(select(func.count()).select_from(Export).where(Export.week == "2024-W10")) == 0
+        assert s.scalar(select(func.count()).select_from(Export).where(Export.week == other.label)) == 0
 
 
 def test_concurrent_runs_publish_once(xsettings, smtp, tmp_path):
@@ -400,3 +400,52 @@ def test_the_one_csv_writer_neutralises_formulas_and_keeps_numbers_and_dates():
     assert out.getvalue() == b"".join(iter_csv([f"c{n}" for n in range(len(row))], [row]))
     (read,) = _rows(out.getvalue())[1:]
     assert read == ["'" + v for v in hostile] + kept + ["-3", "-0.5"]
+
+
+def test_weeks_before_the_first_flux_file_or_not_over_are_refused(xsettings, smtp, tmp_path, make_api_key):
+    """Issue #23: `export weekly --week 0001-W01` built and mailed two empty files. A week before the week
+    of the département's first flux file, or not over (the app's clock), is refused (CLI exit 2 with a
+    French message, API 422); nothing built, nothing mailed; the first file's week itself is exported."""
+    from tests.support.factories import ingest
+    from tests.support.fluxbuilder import NIR_A, foyer, person, write_flux
+
+    sink, port = smtp
+    day = today(xsettings)
+    engine = get_engine(xsettings)
+    with pytest.raises(WeekError, match="aucun fichier de flux"):
+        pub.publish(engine, xsettings, "055", Week.last_complete(day))
+    first = day - timedelta(days=30)
+    ingest(xsettings, write_flux(tmp_path, [foyer(person(NIR_A))], day=first), received_on=first)
+    start = Week.of(first)
+    for week, message in (
+        (Week.parse("0001-W01", day), "précède le premier fichier de flux"),
+        (Week.of(start.monday - timedelta(days=1)), f"semaine {start.label}"),
+        (Week.of(day), "n'est pas terminée"),
+    ):
+        with pytest.raises(WeekError, match=message):
+            pub.publish(engine, xsettings, "055", week)
+    s = xsettings
+    env = {"PASSERELLE_ENV": "test", "PASSERELLE_DATA_DIR": str(s.data_dir), "PASSERELLE_DATABASE_URL": s.database_url,
+           "PASSERELLE_NIR_ENCRYPTION_KEYS": s.nir_encryption_keys.get_secret_value(),
+           "PASSERELLE_NIR_HMAC_KEY": s.nir_hmac_key.get_secret_value(),
+           "PASSERELLE_API_KEY_PEPPER": s.api_key_pepper.get_secret_value(), "PASSERELLE_LOG_LEVEL": "WARNING",
+           "PASSERELLE_SMTP_HOST": "127.0.0.1", "PASSERELLE_SMTP_PORT": str(port), "PASSERELLE_SMTP_TLS": "none",
+           "PASSERELLE_MAIL_FROM": "passerelle@departement.test",
+           "PASSERELLE_EXPORT_RECIPIENTS": "agent.ft@francetravail.test",
+           "PASSERELLE_PUBLIC_URL": "https://passerelle.departement.test", "PATH": "/usr/bin:/bin",
+           **clock_env(s), **faketime_env()}  # fmt: skip
+    proc = passerelle("export", "weekly", "--departement", "055", "--week", "0001-W01", env=env)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "0001-W01 précède le premier fichier de flux" in " ".join(err.split()), err
+    runner = make_api_key(["exports:run"])
+    with TestClient(create_app(xsettings), raise_server_exceptions=False) as c:
+        r = c.post("/api/v1/exports/weekly", json={"departement": "055", "week": "0001-W01"},
+                   headers={"X-API-Key": runner})  # fmt: skip
+        assert r.status_code == 422 and "premier fichier de flux" in r.json()["message"], r.text
+        assert sink.messages == []
+        with session_scope(xsettings) as session:
+            assert session.scalar(select(func.count()).select_from(Export)) == 0
+        assert not (xsettings.data_dir / "exports" / "055" / "0001-W01").exists()
+        r = c.post("/api/v1/exports/weekly", json={"departement": "055", "week": start.label},
+                   headers={"X-API-Key": runner})  # fmt: skip
+        assert r.status_code == 200 and r.json()["envoye"] and len(sink.messages) == 1, r.text
