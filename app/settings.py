@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     oidc_token_endpoint: str | None = None
     oidc_client_id: str | None = None
     oidc_client_secret: SecretStr | None = None
+    # How long a dashboard session lasts at most (the cookie's Max-Age; never beyond its access token's own
+    # expiry); `/deconnexion` ends it on the server before that (issue #23).
+    dashboard_session_hours: float = Field(default=8.0, gt=0, le=24, description="a browser session's lifetime")
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
     oidc_jwks_file: Path | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from html import escape
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
+from app.db import write_transaction
 from app.errors import NotFound, PasserelleError, Unprocessable
 from app.pilotage import dashboard
 from app.pilotage.period import Period, PeriodError, month_of
@@ -90,24 +92,30 @@ def connexion_retour(
         return HTMLResponse(
             _login_failed("Votre compte n'a pas accès au tableau de bord."), status_code=exc.status_code
         )
-    expires = int(jwt_expiry(token))
+    opened = login.open_session(settings, token, jwt_expiry(token))
     response = RedirectResponse(next_url, status_code=303)
-    response.set_cookie(login.SESSION_COOKIE, login.seal(settings, {"token": token, "exp": expires}),
-                        expires=expires, httponly=True, secure=_secure(settings), samesite="lax", path="/")  # fmt: skip
+    response.set_cookie(login.SESSION_COOKIE, opened.cookie, max_age=opened.max_age,
+                        expires=datetime.fromtimestamp(opened.expires, UTC),  # an int would be a delta (2083)
+                        httponly=True, secure=_secure(settings), samesite="lax", path="/")  # fmt: skip
     response.delete_cookie(login.FLOW_COOKIE, path="/connexion")
     log.info("browser_login", principal=principal.id)
     return response
 
 
 @router.get("/deconnexion", include_in_schema=False)
-def deconnexion() -> Response:
+def deconnexion(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """End the session on the server (a copy of the cookie opens nothing any more), then forget the cookie."""
+    with write_transaction(session):
+        ended = login.end_session(settings, session, request.cookies.get(login.SESSION_COOKIE))
+    if ended:
+        log.info("browser_logout")
     response = HTMLResponse(_login_failed("Vous êtes déconnecté.", title="Déconnexion"))
-    response.delete_cookie(login.SESSION_COOKIE, path="/")
+    response.delete_cookie(login.SESSION_COOKIE, path="/", secure=_secure(settings), httponly=True, samesite="lax")
     return response
 
 
 def _secure(settings: Settings) -> bool:
-    return str(settings.public_url or "").startswith("https://")
+    return login.secure_cookies(settings)
 
 
 def jwt_expiry(token: str) -> float:

@@ -91,9 +91,7 @@ def authenticate(
             code="invalid_purpose_header",
         )
     page = request.method == "GET" and request.url.path.startswith(login.PAGES)
-    session_token = (
-        (login.unseal(settings, request.cookies.get(login.SESSION_COOKIE)) or {}).get("token") if page else None
-    )
+    session_token = login.session_token(settings, session, request.cookies.get(login.SESSION_COOKIE)) if page else None
     if api_key:
         principal, credential = authenticate_api_key(session, settings, api_key), api_key
     elif bearer is not None and bearer.credentials.startswith("prsa_"):

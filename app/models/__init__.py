@@ -1,6 +1,6 @@
 """SQLAlchemy 2 typed models, one module per aggregate; importing this package registers them all."""
 
-from app.models.auth import ApiClient, Departement, api_client_departements
+from app.models.auth import ApiClient, BrowserSessionRevocation, Departement, api_client_departements
 from app.models.base import Base
 from app.models.exports import Export, ExportDownload, ExportLink, FtReturnFile, FtReturnRow, JobLease
 from app.models.flux import (
@@ -32,6 +32,7 @@ __all__ = [
     "ApiClient",
     "AuditChain",
     "Base",
+    "BrowserSessionRevocation",
     "Departement",
     "EntryEpisode",
     "EpisodeQueue",

@@ -51,3 +51,13 @@ class ApiClient(Base):
     @property
     def departement_codes(self) -> list[str]:
         return [d.code for d in self.departements]
+
+
+class BrowserSessionRevocation(Base):
+    """A dashboard session ended by its person (`/deconnexion`, issue #23): its cookie, even one copied
+    before, opens nothing any more. Kept until the session would have expired anyway (then purged)."""
+
+    __tablename__ = "browser_session_revocations"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the cookie's random `sid`
+    expires_at: Mapped[datetime] = mapped_column()

@@ -4,9 +4,12 @@ the Département's identity provider, through authlib's client.
 `/connexion` starts it (state, nonce and PKCE verifier kept in a short-lived encrypted cookie), the provider
 sends the person back to `/connexion/retour`, where the code is exchanged for the tokens; the access token
 is verified exactly as an API bearer token (issuer, audience, signature, expiry, roles) and kept in an
-encrypted, HttpOnly, SameSite=Lax cookie until it expires. That cookie authenticates GET requests to the
-pages only (`/tableau-de-bord`), never the API (no cookie-driven writes, hence no CSRF surface).
-`/deconnexion` forgets it.
+encrypted, HttpOnly, SameSite=Lax cookie (Secure behind https or in prod) for at most
+`PASSERELLE_DASHBOARD_SESSION_HOURS` (8 h), never beyond the token's own expiry (issue #23: a token valid
+until 2083 made a cookie valid until 2083). That cookie authenticates GET requests to the pages only
+(`/tableau-de-bord`), never the API (no cookie-driven writes, hence no CSRF surface). `/deconnexion` ends the
+session on the server (its random `sid` recorded as revoked until it would have expired): the same cookie,
+copied before, opens nothing any more.
 """
 
 from __future__ import annotations
@@ -16,16 +19,21 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
 import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401 - sets its warnings to "always": first
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
-from app.settings import Settings
+from app.models import BrowserSessionRevocation
+from app.settings import Environment, Settings
 
 with warnings.catch_warnings():
     # authlib announces a move of its httpx integration to "httpx2"; the one used here works and is tested
@@ -130,3 +138,49 @@ def finish(settings: Settings, code: str | None, state: str | None, flow_cookie:
     if not access:
         raise LoginError("Le fournisseur d'identité n'a pas donné de jeton d'accès.")
     return str(access), str(flow["next"])
+
+
+@dataclass
+class BrowserSession:
+    cookie: str  # the sealed value
+    expires: int  # epoch seconds: the cookie's Expires, and its content's `exp`
+    max_age: int  # seconds from now: the cookie's Max-Age
+
+
+def open_session(settings: Settings, token: str, token_expiry: float, now: float | None = None) -> BrowserSession:
+    """A session for a verified access token: it lasts `dashboard_session_hours` at most, and never beyond
+    the token's own expiry; a random `sid` lets `/deconnexion` end it on the server."""
+    now = time.time() if now is None else now
+    expires = int(min(token_expiry, now + settings.dashboard_session_hours * 3600))
+    sid = secrets.token_hex(16)
+    cookie = seal(settings, {"token": token, "exp": expires, "sid": sid})
+    return BrowserSession(cookie, expires, max(0, expires - int(now)))
+
+
+def session_token(settings: Settings, session: Session, value: str | None) -> str | None:
+    """The access token of a live session cookie: None if absent, tampered with, expired, without a `sid`
+    (sealed before sessions could be ended) or ended by `/deconnexion`."""
+    data = unseal(settings, value)
+    if not data or not isinstance(data.get("sid"), str) or not data.get("token"):
+        return None
+    if session.get(BrowserSessionRevocation, data["sid"][:64]) is not None:
+        return None
+    return str(data["token"])
+
+
+def end_session(settings: Settings, session: Session, value: str | None) -> bool:
+    """`/deconnexion`: the session's `sid` recorded as revoked until the session would have expired (the
+    expired ones purged meanwhile). Returns whether a live session was ended. Inside the caller's write
+    transaction."""
+    session.execute(delete(BrowserSessionRevocation).where(BrowserSessionRevocation.expires_at < datetime.now(UTC)))
+    data = unseal(settings, value)
+    if not data or not isinstance(data.get("sid"), str):
+        return False
+    expires = datetime.fromtimestamp(float(data["exp"]), UTC)
+    session.merge(BrowserSessionRevocation(session_id=data["sid"][:64], expires_at=expires))
+    return True
+
+
+def secure_cookies(settings: Settings) -> bool:
+    """Cookies only over https: behind an https PUBLIC_URL, and always in production."""
+    return settings.env is Environment.prod or str(settings.public_url or "").startswith("https://")
