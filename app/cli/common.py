@@ -39,6 +39,34 @@ class PasserelleGroup(typer.core.TyperGroup):
             return super().invoke(ctx)
         except PasserelleError as exc:
             raise fail(exc.message, exc.exit_code) from exc
+        except Exception as exc:
+            reason = database_failure(exc)
+            if reason is None:
+                raise
+            raise fail(
+                f"the database failed ({reason}): what the command had committed is kept, the rest was not "
+                "applied; check that the database runs (and has disk space), then run the same command again",
+                ExitCode.ENVIRONMENT,
+            ) from exc
+
+
+def database_failure(exc: BaseException) -> str | None:
+    """What the database's failure was, when `exc` is one of the environment's (a lost connection, a full disk,
+    a server shutting down: SQLAlchemy's OperationalError or InterfaceError, or the driver's own when it was
+    called directly); None for anything else (a bug stays a bug, exit 4). The driver's first line only:
+    never the statement or its parameters."""
+    import sqlite3
+
+    import psycopg
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    orig: BaseException = exc.orig if isinstance(exc, OperationalError | InterfaceError) else exc  # type: ignore[assignment]
+    if not isinstance(exc, OperationalError | InterfaceError) and not isinstance(
+        exc, sqlite3.OperationalError | sqlite3.InterfaceError | psycopg.OperationalError | psycopg.InterfaceError
+    ):
+        return None
+    first = (str(orig).strip().splitlines() or [""])[0][:200]
+    return f"{type(orig).__name__}: {first}" if first else type(orig).__name__
 
 
 def parse_day(value: str | None, option: str) -> date | None:

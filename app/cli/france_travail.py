@@ -119,9 +119,10 @@ def ft_sync(
     if summary.stopped and summary.stopped.startswith("token_refused"):
         raise fail(summary.stopped.removeprefix("token_refused: "), ExitCode.ENVIRONMENT)
     if summary.stopped:
+        why = summary.stopped.removeprefix("france_travail_unavailable: ")
         raise fail(
-            f"France Travail stayed unavailable: run {summary.run_id} stopped; run the same command again "
-            "later to resume it",
+            f"France Travail stayed unavailable ({why}): run {summary.run_id} stopped; check "
+            "PASSERELLE_FT_AUTH_URL and PASSERELLE_FT_API_URL, then run the same command again to resume it",
             ExitCode.ENVIRONMENT,
         )
     if not summary.definite:

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401 - sets its warnings to "always": first
 import httpx
@@ -53,6 +53,12 @@ log = structlog.get_logger(__name__)
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 TOKEN_LEEWAY_SECONDS = 60
 DEFAULT_RETRY_AFTER = 60.0
+
+
+def _host(url: str) -> str:
+    """The host (and port) of a URL, to name in a message: never its path or query."""
+    parts = urlsplit(url)
+    return parts.netloc.rsplit("@", 1)[-1] or url
 
 
 class FranceTravailError(Exception):
@@ -261,7 +267,8 @@ class FranceTravailClient:
         except httpx.TransportError as exc:
             self.circuit.failure()  # a token endpoint that does not answer is France Travail not answering
             raise FranceTravailUnavailable(
-                f"France Travail's token endpoint does not answer ({type(exc).__name__})", s.ft_circuit_cooldown_seconds
+                f"France Travail's token endpoint {_host(url)} does not answer ({type(exc).__name__})",
+                s.ft_circuit_cooldown_seconds,
             ) from None
         except Exception as exc:  # authlib's OAuthError (invalid_client, invalid_scope...) or a bad answer
             raise TokenRefused(
@@ -391,7 +398,7 @@ class FranceTravailClient:
             if call.attempts >= self.settings.ft_max_attempts:
                 call.outcome = "retried_out"
                 raise FranceTravailUnavailable(
-                    f"France Travail did not answer ({reason}) after {call.attempts} attempts",
+                    f"France Travail {_host(url)} did not answer ({reason}) after {call.attempts} attempts",
                     self.settings.ft_circuit_cooldown_seconds,
                 )
             wait = self._delay(call.attempts - 1, response)

@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,7 @@ log = structlog.get_logger(__name__)
 MAGIC = b"PRSA-EXPORT-1\n"
 CHUNK = 1 << 20
 LEASE_SECONDS = 600
+RENEW_SECONDS = LEASE_SECONDS / 10  # a live job renews its lease every minute: never taken over while it runs
 JOB = "export weekly"
 
 
@@ -202,11 +204,36 @@ def lease(settings: Settings, job: str, scope: str) -> Iterator[None]:
             session.add(JobLease(job=job, scope=scope, holder=me, acquired_at=now, heartbeat_at=now))
     except DBIntegrityError:  # PostgreSQL: another run inserted the lease between our read and our insert
         raise ExportBusy(f"another '{job}' of {scope} has just started; nothing was done") from None
+    stop = threading.Event()
+    renewal = threading.Thread(
+        target=_renew_lease, args=(stop, settings, job, scope, me), name=f"lease-{job}", daemon=True
+    )
+    renewal.start()
     try:
         yield
     finally:
+        stop.set()
+        renewal.join()
         with session_scope(settings, write=True) as session:
             session.execute(delete(JobLease).where(JobLease.job == job, JobLease.scope == scope, JobLease.holder == me))
+
+
+def _renew_lease(stop: threading.Event, settings: Settings, job: str, scope: str, me: str) -> None:
+    """Beat the lease's heartbeat every `RENEW_SECONDS` while the job lives (issue #24 item 6: a job longer
+    than `LEASE_SECONDS` was taken over by a second run). A beat that fails (the database busy or away a
+    moment) is retried at the next one; a lease found taken over is logged, and the job goes on."""
+    mine = (JobLease.job == job, JobLease.scope == scope, JobLease.holder == me)
+    while not stop.wait(RENEW_SECONDS):
+        try:
+            with session_scope(settings, write=True) as session:
+                beat = session.execute(update(JobLease).where(*mine).values(heartbeat_at=utcnow()))
+                renewed = beat.rowcount  # type: ignore[attr-defined]
+        except Exception as exc:  # a beat never stops the job; the next one retries
+            log.warning("job_lease_renewal_failed", job=job, scope=scope, error_type=type(exc).__name__)
+            continue
+        if not renewed:
+            log.error("job_lease_lost", job=job, scope=scope)
+            return
 
 
 # -- publishing --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from app.db import INGESTION_LOCK_ID, claim_write, unlimited_statements
 from app.models import (
@@ -64,13 +65,23 @@ class BulkWriter:
             return 0
         cols = ", ".join(f'"{c}"' for c in columns)
         raw = self.conn.connection.driver_connection
-        if self.postgres:
-            with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:  # type: ignore[union-attr]
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            marks = ", ".join("?" for _ in columns)
-            raw.executemany(f'INSERT INTO "{table.name}" ({cols}) VALUES ({marks})', rows)  # type: ignore[union-attr]
+        dbapi = self.conn.dialect.loaded_dbapi
+        statement = f'COPY "{table.name}" ({cols}) FROM STDIN'
+        try:
+            if self.postgres:
+                with raw.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                marks = ", ".join("?" for _ in columns)
+                statement = f'INSERT INTO "{table.name}" ({cols}) VALUES ({marks})'
+                raw.executemany(statement, rows)  # type: ignore[union-attr]
+        except dbapi.Error as exc:
+            # The driver's own error, as SQLAlchemy would have raised it (a full disk, a lost connection: an
+            # OperationalError the callers answer as the environment's), without the rows (personal data).
+            raise DBAPIError.instance(
+                statement, None, exc, dbapi.Error, hide_parameters=True, dialect=self.conn.dialect
+            ) from exc
         return len(rows)
 
 

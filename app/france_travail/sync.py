@@ -178,6 +178,8 @@ class _Runner:
         self.agent = Agent.batch("ft-sync")
         self.stop = threading.Event()
         self.down_streak = 0
+        self.answered = 0  # persons France Travail answered for (whatever the answer) in this run
+        self.unavailable: str | None = None  # why France Travail last did not answer
         self.refused: str | None = None
         self.lock = threading.Lock()
 
@@ -194,6 +196,10 @@ class _Runner:
         ex.calls = calls
         with self.lock:
             self.down_streak = self.down_streak + 1 if ex.outcome == "unavailable" else 0
+            if ex.outcome == "unavailable":
+                self.unavailable = ex.message
+            elif ex.outcome not in ("no_nir", "token_refused"):
+                self.answered += 1
             if self.down_streak >= 2 * self.settings.ft_max_concurrency:
                 self.stop.set()  # France Travail stays down: stop, resumable
             if ex.outcome == "token_refused":
@@ -340,8 +346,10 @@ def _why_stopped(runner: _Runner, interrupted: bool) -> str | None:
         return "interrupted"
     if runner.refused:
         return f"token_refused: {runner.refused}"
-    if runner.stop.is_set():
-        return "france_travail_unavailable"
+    if runner.stop.is_set() or (runner.unavailable and not runner.answered):
+        # stopped by a streak of failures, or (a short run, `--limit 1` the documented configuration check)
+        # ended without France Travail ever answering: the environment, not the persons
+        return f"france_travail_unavailable: {runner.unavailable or 'no answer'}"
     return None
 
 

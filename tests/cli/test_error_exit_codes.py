@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.errors import ExitCode, PasserelleError, TooManyRequests
-from tests.support.cli import run_cli
+from tests.support.cli import registered_command, run_cli
 
 # the modules that define the domains' errors (the commands import them only when they run)
 _ERROR_MODULES = (
@@ -39,19 +39,13 @@ def _instance(cls: type[PasserelleError], message: str) -> PasserelleError:
 @pytest.fixture()
 def raising_command():
     """A command registered on the real root app for the test (removed after), raising what it is given."""
-    from app import cli
-
     raised: list[PasserelleError] = []
 
     def boom() -> None:
         raise raised[0]
 
-    cli.app.command("test-raise")(boom)
-    info = cli.app.registered_commands[-1]
-    try:
-        yield cli.app, raised
-    finally:
-        cli.app.registered_commands.remove(info)
+    with registered_command("test-raise", boom) as app:
+        yield app, raised
 
 
 def test_the_errors_are_found():

@@ -11,20 +11,22 @@ import io
 import json
 import re
 import threading
+import time
 from datetime import date, timedelta
 from email import policy
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.clock import today
 from app.db import get_engine, session_scope
 from app.exports import publish as pub
 from app.exports.weekly import FLUX_COLUMNS, PILOTAGE_COLUMNS, Week, WeekError
 from app.main import create_app
-from app.models import AccessRecord, Export, ExportDownload, ExportLink, Person
+from app.models import AccessRecord, Export, ExportDownload, ExportLink, JobLease, Person
+from app.models.base import utcnow
 from app.pilotage.indicator import orientation_indicator
 from tests.support.clock import clock_env, faketime_env
 from tests.support.factories import weekly_departement
@@ -205,6 +207,27 @@ def test_concurrent_runs_publish_once(xsettings, smtp, tmp_path):
         t.join()
     assert outcomes.count("mailed") == 1 and len(sink.messages) == 1, outcomes
     assert set(outcomes) <= {"mailed", "unchanged", "busy"}
+
+
+def test_a_live_job_renews_its_lease_and_is_never_taken_over(db, monkeypatch):
+    """Issue #24 item 6: a job that lives longer than `LEASE_SECONDS` (shown by back-dating its lease) was
+    taken over by a second run: the lease is renewed while the job lives, released when it ends."""
+    monkeypatch.setattr(pub, "RENEW_SECONDS", 0.05)
+    with pub.lease(db, "purge", "all"):
+        with session_scope(db, write=True) as s:  # as if the job had run for an hour
+            s.execute(update(JobLease).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with session_scope(db) as s:
+                if utcnow() - s.scalar(select(JobLease.heartbeat_at)) < timedelta(minutes=1):
+                    break
+            time.sleep(0.05)
+        with pytest.raises(pub.ExportBusy, match="another 'purge' of all is running"), pub.lease(db, "purge", "all"):
+            pass
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(JobLease)) == 0
+    with pub.lease(db, "purge", "all"):  # released: the next run takes it
+        pass
 
 
 def test_weeks_and_departements_that_cannot_be_exported(db, xsettings):

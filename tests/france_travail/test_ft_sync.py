@@ -172,11 +172,13 @@ def test_france_travail_down_stops_the_run_resumable_and_a_refused_client_says_s
     down = cli_env(db, "http://127.0.0.1:9", PASSERELLE_FT_MAX_ATTEMPTS="1", PASSERELLE_FT_MAX_CONCURRENCY="2",
                    PASSERELLE_FT_CIRCUIT_COOLDOWN_SECONDS="0.1")  # fmt: skip
     down = without_faketime(down)  # it waits out the circuit's cool-down (tests/support/clock.py)
+    code, _out, err = _run(down, "--limit", "1")  # the documented configuration check (issue #24 item 2)
+    assert code == 3 and "stayed unavailable" in err and "127.0.0.1:9" in err, err
     code, _out, err = _run(down)
     assert code == 3 and "stayed unavailable" in err, err
     assert _count(db, FtSyncItem, FtSyncItem.outcome != "no_nir") == 0  # nobody else settled
     with session_scope(db) as s:
-        assert s.scalar(select(FtSyncRun.status)) == "running"  # resumable
+        assert s.scalar(select(FtSyncRun.status).order_by(FtSyncRun.id.desc()).limit(1)) == "running"  # resumable
     refused = cli_env(db, fake, PASSERELLE_FT_CLIENT_SECRET="wrong-secret")
     code, _out, err = _run(refused)
     assert code == 3 and "invalid_client" in err, err

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from typer.testing import CliRunner
 
 
@@ -26,3 +30,16 @@ def run_cli(settings, monkeypatch, *args):
         return CliRunner().invoke(cli.app, [str(a) for a in args], catch_exceptions=False)
     finally:
         get_settings.cache_clear()
+
+
+@contextmanager
+def registered_command(name: str, function: Callable[..., Any]) -> Iterator[Any]:
+    """`function` registered as the command `name` on the real root app (removed after): the root app."""
+    from app import cli
+
+    cli.app.command(name)(function)
+    info = cli.app.registered_commands[-1]
+    try:
+        yield cli.app
+    finally:
+        cli.app.registered_commands.remove(info)
