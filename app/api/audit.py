@@ -12,6 +12,7 @@ from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep
 from app.audit import search as audit
 from app.clock import today
 from app.errors import Unprocessable
+from app.kit.validation import TEXT_PATTERN
 from app.persons import repository as person_service
 from app.security.auth import Principal
 from app.security.scopes import Scope
@@ -30,8 +31,13 @@ def search_accesses(
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.audit_read)],
     person_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
-    client: Annotated[str | None, Query(max_length=120, description="principal id: client name, subject, job")] = None,
-    agent: Annotated[str | None, Query(max_length=100, description="the acting agent's identifiant")] = None,
+    client: Annotated[
+        str | None,
+        Query(max_length=120, pattern=TEXT_PATTERN, description="principal id: client name, subject, job"),
+    ] = None,
+    agent: Annotated[
+        str | None, Query(max_length=100, pattern=TEXT_PATTERN, description="the acting agent's identifiant")
+    ] = None,
     since: Annotated[IsoDate | None, Query(description="from this day (UTC)")] = None,
     until: Annotated[IsoDate | None, Query(description="to this day, included (UTC)")] = None,
     action: Annotated[

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from html import escape
 from typing import Annotated
 
@@ -17,6 +17,7 @@ from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
 from app.db import write_transaction
 from app.errors import NotFound, PasserelleError, Unprocessable
+from app.kit.validation import TEXT_PATTERN
 from app.pilotage import dashboard
 from app.pilotage.period import Period, PeriodError, month_of
 from app.security import login
@@ -25,6 +26,7 @@ from app.security.scopes import Scope
 from app.settings import Settings
 
 router = APIRouter(tags=["tableau de bord"])
+FIRST_MONTH = date(1900, 12, 1)  # its twelve months start in January 1900
 log = structlog.get_logger(__name__)
 
 
@@ -48,6 +50,11 @@ def tableau_de_bord(
         month = Period.parse(mois or month_of(day))
     except PeriodError as exc:
         raise Unprocessable(f"Mois ou date impossible : {exc}.") from None
+    if month.start < FIRST_MONTH:  # the page shows the twelve months up to the one asked, none before 1900
+        raise Unprocessable(
+            f"Le mois {month.label} est trop ancien : le tableau de bord montre les douze mois jusqu'à lui, "
+            f"aucun avant 1900 (premier mois possible : {month_of(FIRST_MONTH)})."
+        )
     if month.start > day:
         raise Unprocessable(f"Le mois {month.label} commence après le {day.strftime('%d/%m/%Y')}.")
     deps = principal.chosen_departements(departement or None)
@@ -59,7 +66,9 @@ def tableau_de_bord(
 
 
 @router.get("/connexion", include_in_schema=False)
-def connexion(settings: SettingsDep, suite: Annotated[str | None, Query(max_length=500)] = None) -> Response:
+def connexion(
+    settings: SettingsDep, suite: Annotated[str | None, Query(max_length=500, pattern=TEXT_PATTERN)] = None
+) -> Response:
     """Start the browser login (OIDC authorization code with PKCE) and come back to `suite` after it."""
     if not login.configured(settings):
         raise NotFound("Pas de connexion par navigateur : le fournisseur d'identité n'est pas configuré.")
@@ -74,9 +83,9 @@ def connexion(settings: SettingsDep, suite: Annotated[str | None, Query(max_leng
 def connexion_retour(
     request: Request,
     settings: SettingsDep,
-    code: Annotated[str | None, Query(max_length=2000)] = None,
-    state: Annotated[str | None, Query(max_length=200)] = None,
-    error: Annotated[str | None, Query(max_length=200)] = None,
+    code: Annotated[str | None, Query(max_length=2000, pattern=TEXT_PATTERN)] = None,
+    state: Annotated[str | None, Query(max_length=200, pattern=TEXT_PATTERN)] = None,
+    error: Annotated[str | None, Query(max_length=200, pattern=TEXT_PATTERN)] = None,
 ) -> Response:
     """The identity provider sends the person back here: the code becomes a session, then the page asked."""
     if error:

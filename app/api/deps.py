@@ -12,12 +12,13 @@ import anyio
 import structlog
 from fastapi import Depends, Header, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.orm import Session
 
 from app.api.errors import LoginRequired
 from app.db import unit_of_work
 from app.errors import TooManyRequests, Unauthenticated, Unprocessable
+from app.kit.validation import day_range_problem
 from app.security import login
 from app.security.auth import (
     Principal,
@@ -143,5 +144,14 @@ def _iso_day(value: Any) -> Any:
     raise ValueError("a date is written YYYY-MM-DD")
 
 
+def _day_in_range(value: date) -> date:
+    problem = day_range_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 ISO_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-IsoDate = Annotated[date, BeforeValidator(_iso_day)]
+IsoDate = Annotated[date, BeforeValidator(_iso_day), AfterValidator(_day_in_range)]
+"""Every date of a query string or a form: YYYY-MM-DD, between app.kit.validation's FIRST_DAY and LAST_DAY
+(otherwise a 422 naming the parameter)."""

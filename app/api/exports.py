@@ -24,7 +24,7 @@ from app.exports import links
 from app.exports.publication import Publication
 from app.exports.publish import PublishError, publish, token_hashes
 from app.exports.weekly import Week, WeekError
-from app.france_travail.return_file import prepare, store
+from app.france_travail.return_file import check_filename, prepare, store
 from app.kit.validation import InputModel
 from app.security.auth import Principal
 from app.security.scopes import Scope
@@ -174,6 +174,7 @@ async def post_return_file(
     principal.require_departement(departement)
     # The upload stays in its spool (on disk beyond 1 MB); read and validated whole as a stream before the
     # write lock is asked for, then matched and stored in batches under it (app.france_travail.return_file).
+    check_filename(file.filename or "")  # before reading it (store checks it again)
     upload = await anyio.to_thread.run_sync(prepare, file.file)
 
     def work() -> dict[str, Any]:

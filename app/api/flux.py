@@ -13,7 +13,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from app.api.deps import Authorized, FileId, SessionDep, SettingsDep, run_write
+from app.api.deps import Authorized, FileId, IsoDate, SessionDep, SettingsDep, run_write
 from app.clock import today
 from app.errors import NotFound, Unprocessable
 from app.flux import service as flux_files
@@ -93,7 +93,7 @@ async def upload_flux(
     principal: Annotated[Principal, Authorized(Scope.flux_write)],
     file: Annotated[UploadFile, File(description="VRSB0801 XML, plain or gzip")],
     received_on: Annotated[
-        date | None,
+        IsoDate | None,
         Form(description="Date the Département received it, never in the future (default: today, Europe/Paris)"),
     ] = None,
     initial_stock: Annotated[bool, Form(description="First load of the département (monthly or reprise file)")] = False,

@@ -46,6 +46,15 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+INTERNAL_ERROR_MESSAGE = "An internal error occurred; it has been logged with the request id."
+
+
+async def _send_internal_error(send: Send, exc: Exception, request_id: str) -> None:
+    """Log the cause (its traceback, redacted) and answer the JSON contract, never a trace."""
+    log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+    await _send_error(send, 500, "internal_error", INTERNAL_ERROR_MESSAGE, request_id)
+
+
 async def _send_too_large(send: Send, limit: int, request_id: str) -> None:
     """413 for a body over the limit, whether its Content-Length says so or its bytes do."""
     await _send_error(send, 413, "payload_too_large", f"The body exceeds the limit of {limit} bytes.", request_id)
@@ -111,24 +120,19 @@ class RequestContextMiddleware:
                 status_holder["status"] = message["status"]
                 status_holder["started"] = 1
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                if not any(name.lower() == b"x-request-id" for name, _ in message["headers"]):
+                    message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            # Outermost handler: log the cause (redacted) and answer the JSON contract, never a trace.
-            log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+            # Outermost handler (an error SecurityHeadersMiddleware did not answer, or a response already begun)
             if status_holder.get("started"):
+                log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
                 raise
             status_holder["status"] = 500
-            await _send_error(
-                send,
-                500,
-                "internal_error",
-                "An internal error occurred; it has been logged with the request id.",
-                request_id,
-            )
+            await _send_internal_error(send, exc, request_id)
         finally:
             log.info(
                 "request",
@@ -175,7 +179,8 @@ class BodyLimitMiddleware:
         else:
             length = -1
         allowed = self.content_types_for(scope["method"], path)
-        if allowed is not None and (length != 0 or b"transfer-encoding" in headers):
+        # Neither Content-Length nor Transfer-Encoding: no body at all (RFC 9112, 6.3), answered as an empty one
+        if allowed is not None and (length > 0 or b"transfer-encoding" in headers):
             ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
             if ctype not in allowed:
                 await _send_error(
@@ -428,8 +433,12 @@ class SecurityHeadersMiddleware:
         docs = path.startswith(DOCS_PATHS)
         policy = DOCS_CSP if docs else PAGE_CSP if path.startswith(PAGE_PATHS) else API_CSP
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers") or [])
                 present = {name.lower() for name, _ in headers}
                 extra = [
@@ -447,4 +456,11 @@ class SecurityHeadersMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            if started:
+                raise
+            # The 500 is answered here, inside this middleware, so that it carries the headers too (Starlette's
+            # ServerErrorMiddleware, and RequestContextMiddleware, sit outside it).
+            await _send_internal_error(send_with_headers, exc, scope.get("state", {}).get("request_id", "-"))

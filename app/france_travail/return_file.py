@@ -37,7 +37,8 @@ from sqlalchemy.orm import Session
 
 from app.clock import today
 from app.errors import Unprocessable
-from app.kit.csv import iso_date
+from app.kit.csv import csv_rows, iso_date
+from app.kit.validation import control_character_problem
 from app.models import FtReturnFile, FtReturnRow, Person
 from app.persons.keys import normalize_name as _norm
 from app.persons.states import states_as_of
@@ -87,6 +88,7 @@ def header_key(name: str) -> str:
 
 
 KEYS = {header_key(label): key for key, label in COLUMNS}
+LABELS = dict(COLUMNS)
 
 
 class ReturnFileRejected(Unprocessable):
@@ -130,6 +132,13 @@ class ReturnReport:
             "unmatched_count": self.unmatched_count,
             "ignored_columns": self.ignored_columns,
         }
+
+
+def check_filename(filename: str) -> None:
+    """The file's name is stored with it: no NUL or other control character (`ReturnFileRejected`)."""
+    problem = control_character_problem(filename)
+    if problem:
+        raise ReturnFileRejected(f"the file name {problem}", [{"loc": ["body", "file"], "msg": problem}])
 
 
 def _date(value: str, column: str, line: int) -> str | None:
@@ -205,7 +214,10 @@ def _rows(stream: IO[bytes], codec: str, report: ReturnReport) -> Iterator[tuple
     try:
         first = text.readline()
         report.separator = ";" if first.count(";") >= first.count(",") else ","
-        reader = csv.reader(itertools.chain([first] if first else [], text), delimiter=report.separator)
+        reader = csv_rows(
+            csv.reader(itertools.chain([first] if first else [], text), delimiter=report.separator),
+            ReturnFileRejected,
+        )
         try:
             header = next(reader)
         except StopIteration:
@@ -230,6 +242,11 @@ def _rows(stream: IO[bytes], codec: str, report: ReturnReport) -> Iterator[tuple
             if len(values) < len(header):
                 values = values + [""] * (len(header) - len(values))
             row: dict[str, Any] = {key: values[i].strip() for key, i in positions.items()}
+            for key, value in row.items():  # a NUL: refused by PostgreSQL, stored by SQLite (issue #23)
+                problem = control_character_problem(value)
+                if problem:
+                    label = LABELS[key]
+                    raise ReturnFileRejected(f"line {line}, {label}: {problem}", [{"line": line, "column": label}])
             for key in DATE_COLUMNS:
                 row[key] = _date(row[key], dict(COLUMNS)[key], line)
             if not (row["nom"] and row["prenom"] and row["date_naissance"]):
@@ -272,6 +289,7 @@ def store(
 ) -> ReturnReport:
     """Match and store a prepared file (in the caller's write transaction), its rows in batches."""
 
+    check_filename(filename)
     report = upload.report
     known = session.scalar(
         select(FtReturnFile).where(

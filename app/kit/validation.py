@@ -1,4 +1,5 @@
-"""Text hygiene for every input: no NUL or other C0 control character where a person's text goes.
+"""Input hygiene: no NUL or other C0 control character where a person's text goes; every date a caller gives
+between FIRST_DAY and LAST_DAY.
 
 PostgreSQL refuses NUL in text (a 500 if it reached the database) and SQLite stores it silently; control
 characters also break CSV files, logs and the France Travail headers. They are refused at the edge with a
@@ -8,6 +9,7 @@ characters also break CSV files, logs and the France Travail headers. They are r
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
@@ -24,6 +26,20 @@ def control_character_problem(value: str, multiline: bool = False) -> str | None
     char = found.group()
     name = "NUL" if char == "\x00" else f"U+{ord(char):04X}"
     return f"contains a control character ({name}) at position {found.start() + 1}"
+
+
+# Every date a caller gives (a query string, a form, a period) lies between these: a day after 9999-12-31 does
+# not exist, and `until=9999-12-31` or `as_of=9999-12-31` left the calendar in the day-after arithmetic of a
+# search or a table (a 500; issue #23). No RSA before 1900, and a millennium of margin after today.
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(2999, 12, 31)
+
+
+def day_range_problem(day: date) -> str | None:
+    """A sentence saying why `day` is refused, or None."""
+    if FIRST_DAY <= day <= LAST_DAY:
+        return None
+    return f"a date between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()} is expected"
 
 
 # The same rules, as the JSON schema of the API says them (OpenAPI: clients and schemathesis read them).

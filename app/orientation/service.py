@@ -18,7 +18,7 @@ from app.clock import today
 from app.db import wait_for_ingestion
 from app.errors import Conflict, NotFound, Unprocessable
 from app.france_travail import outbox as ft_outbox
-from app.kit.csv import decode_csv, iso_date
+from app.kit.csv import csv_fieldnames, csv_rows, decode_csv, iso_date
 from app.kit.validation import InputModel, control_character_problem
 from app.models import OrientationEvent, PendingEvent, Person
 from app.orientation import episodes as episode_service
@@ -467,13 +467,13 @@ def import_csv(
     text, report.encoding = decode_csv(data)
     report.separator = _separator(text)
     reader = csv.DictReader(io.StringIO(text), delimiter=report.separator)
-    header = {h.strip() for h in (reader.fieldnames or [])}
+    header = {h.strip() for h in (csv_fieldnames(reader) or [])}
     unknown = sorted(header - CSV_COLUMNS)
     if not header or "evenement" not in header or "date" not in header:
         raise Unprocessable("the header must name at least the columns evenement and date (separator ; or ,)")
     if unknown:
         raise Unprocessable(f"unknown column(s): {', '.join(unknown)}")
-    for line, raw in enumerate(reader, start=2):
+    for line, raw in enumerate(csv_rows(reader), start=2):
         report.rows += 1
         row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
         try:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from app.errors import NotConfigured
+from app.kit.csv import csv_fieldnames, csv_rows
 from app.models import PersonState
 
 SMALL_WORDS = {"le", "la", "les", "l", "de", "du", "des", "d", "sur", "sous", "en", "et", "aux", "au", "lès", "lez"}
@@ -51,9 +52,9 @@ def load_communes(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     names, territories = {}, {}
     text = path.read_text(encoding="utf-8-sig")
     reader = csv.DictReader(io.StringIO(text), delimiter=";")
-    if not reader.fieldnames or not {"code_insee", "nom"} <= {f.strip() for f in reader.fieldnames}:
+    if not csv_fieldnames(reader) or not {"code_insee", "nom"} <= {f.strip() for f in reader.fieldnames or ()}:
         raise ValueError(f"{path.name}: the header must be code_insee;nom;territoire")
-    for line, row in enumerate(reader, start=2):
+    for line, row in enumerate(csv_rows(reader), start=2):
         code = (row.get("code_insee") or "").strip()
         if not re.fullmatch(r"\d[\dAB]\d{3}", code):
             raise ValueError(f"{path.name}, line {line}: {code!r} is not an INSEE commune code")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from app.errors import ExitCode, Unprocessable
+from app.kit.validation import LAST_DAY
 from app.rules.episodes import add_months
 
 
@@ -46,6 +47,8 @@ class Period:
             raise PeriodError(f"the period {value or ''} is before 1900 or out of the calendar") from None
         if period.start.year < 1900:
             raise PeriodError(f"the period {period.label} starts before 1900")
+        if period.end > LAST_DAY:  # the same bound as every date a caller gives (app.kit.validation)
+            raise PeriodError(f"the period {period.label} ends after {LAST_DAY.isoformat()}")
         return period
 
     @staticmethod

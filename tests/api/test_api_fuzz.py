@@ -50,6 +50,9 @@ SEMANTIC = {
         "ends before it starts",  # a pilotage period backwards
         "no ISO week",  # 2023-W53: a year with 52 weeks
         "before 1900",  # a pilotage period or dashboard month before there was any RSA
+        "avant 1900",  # the dashboard's twelve months would start before 1900
+        "ends after",  # a pilotage period after 2999-12-31 (app.kit.validation.LAST_DAY)
+        "a date between",  # any date of a query or a form: 1900-01-01 to 2999-12-31 (OpenAPI cannot say it)
         "commence après",  # the dashboard's month starts after its as_of date
         "in the future",  # a flux's reception date after today (the clock's, not the schema's)
     ),

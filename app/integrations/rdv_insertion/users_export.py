@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from app.clock import today
 from app.errors import PasserelleError
 from app.integrations.rdv_insertion.webhooks import KeyMaker, match, organismes_of
-from app.kit.csv import decode_csv
+from app.kit.csv import csv_rows, decode_csv
 from app.models import OrientationEvent, Person
 from app.orientation.service import EventIn, ImportReport, record_event, record_import
 from app.persons.keys import key_hash
@@ -85,7 +85,7 @@ def import_export(
         )
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), delimiter=";")
     keys = KeyMaker(settings, organismes_of(session.connection(), departement))
-    for line, raw in enumerate(reader, start=2):
+    for line, raw in enumerate(csv_rows(reader), start=2):
         report.rows += 1
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         try:
