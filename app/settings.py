@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     flux_max_elements: int = Field(
         default=FLUX_MAX_ELEMENTS, ge=100, description="most XML elements a flux file may hold"
     )
+    # `flux watch`: a file whose last write is this recent may still be being copied: left for a later look,
+    # unless its writer says it is complete (`NAME.done` beside it, or written under a temporary name and
+    # renamed); docs/operations.md, "The inbox".
+    inbox_settle_seconds: float = Field(
+        default=60.0, ge=0, le=86_400, description="seconds a dropped file must be left unchanged before it is taken"
+    )
     ingest_parallel_min_bytes: int = Field(
         default=20 * 1024 * 1024, ge=0, description="files from this size are read by a second process"
     )

@@ -262,17 +262,28 @@ def flux_watch(
     once: Annotated[bool, typer.Option("--once", help="Process what is there, then stop")] = False,
     departement: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per file taken")] = False,
+    settle: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=86_400,
+            help="Seconds a file must be left unchanged before it is taken "
+            "(default PASSERELLE_INBOX_SETTLE_SECONDS, 60)",
+        ),
+    ] = None,
 ) -> None:
     """Ingest files dropped in INBOX; move each to INBOX/processed or INBOX/quarantine.
 
     The reception date is the day the file landed in the inbox (its modification time, Europe/Paris).
-    A file still being written (size changing) is left for the next look. With --once, the exit code is 1
-    when a file it took was rejected.
+    A file is taken once complete: NAME.done beside it, or unchanged for --settle seconds; names starting
+    with a dot or ending in .part/.tmp/.filepart/.partial are never taken (write under such a name, then
+    rename). One watcher per inbox: with --once, exit 5 when another holds it, 1 when a file it took was
+    rejected.
     """
     import time
 
     from app.db import get_engine
-    from app.flux.inbox import process_inbox
+    from app.flux.inbox import InboxBusy, process_inbox
 
     if not inbox.is_dir():
         raise fail(f"no inbox directory {inbox} (create it, or check the path)", ExitCode.USAGE)
@@ -280,7 +291,12 @@ def flux_watch(
         validated_departement(departement)
     settings = ready_settings()
     while True:
-        outcomes = process_inbox(get_engine(settings), settings, inbox, departement)
+        try:
+            outcomes = process_inbox(get_engine(settings), settings, inbox, departement, settle)
+        except InboxBusy:
+            if once:
+                raise
+            outcomes = []  # another watcher has it this time: the next look
         for outcome in outcomes:
             if as_json:
                 print(

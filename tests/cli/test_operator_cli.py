@@ -179,7 +179,7 @@ def test_watch_json_lines(db, monkeypatch, tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     write_flux(inbox, [foyer()], day=date(2024, 3, 1))
-    r = run_cli(db, monkeypatch, "flux", "watch", inbox, "--once", "--json")
+    r = run_cli(db, monkeypatch, "flux", "watch", inbox, "--once", "--json", "--settle", "0")
     assert r.exit_code == 0, r.output
     (line,) = [json.loads(x) for x in r.stdout.splitlines()]
     assert line["status"] == "applied" and isinstance(line["file_id"], int)

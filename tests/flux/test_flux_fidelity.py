@@ -120,7 +120,7 @@ def test_quarantined_files_and_the_sqlite_files_are_private(db, tmp_path):
     inbox.mkdir()
     good = write_flux(inbox, [foyer(person(NIR_B), matricule="0007777")], day=D1)
     os.chmod(good, 0o644)  # a file dropped world-readable: it must end up 600
-    (outcome,) = process_inbox(get_engine(db), db, inbox, "055")
+    (outcome,) = process_inbox(get_engine(db), db, inbox, "055", settle=0)
     assert outcome.status == "applied" and _mode(outcome.moved_to) == 0o600
     assert _mode(inbox / "processed") == 0o700 and _mode(inbox / "quarantine") == 0o700
 
