@@ -240,11 +240,11 @@ def purge_audit(
         youngest = session.scalar(select(func.max(a.c.at)).where(a.c.seq > base, a.c.seq <= upto))
         done = session.execute(delete(a).where(a.c.seq <= upto))
         session.execute(update(AuditChain).where(AuditChain.id == 1).values(base_seq=upto, base_mac=mac))
-        moved = {"base_seq": upto, "base_mac": mac, "events": done.rowcount or 0,  # type: ignore[attr-defined]
-                 "youngest_at": youngest.isoformat() if youngest else None,
-                 "retention_days": settings.audit_retention_days}  # fmt: skip
+        purged: int = done.rowcount or 0  # type: ignore[attr-defined]
+        moved = {"base_seq": upto, "base_mac": mac, "events": purged, "retention_days": settings.audit_retention_days,
+                 "youngest_at": youngest.isoformat() if youngest else None}  # fmt: skip
         insert_events(session, [action_row(by, AUDIT_PURGE, None, detail=moved)])
-        report.add("audit_events", moved["events"])
+        report.add("audit_events", purged)
 
 
 def purge(

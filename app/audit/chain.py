@@ -51,7 +51,6 @@ from app.settings import Settings
 log = structlog.get_logger(__name__)
 
 SEAL_BATCH = 2000
-__all__ = ["CONTENT_COLUMNS"]  # where it was first defined (now app.audit.proof)
 AUDIT_PURGE = "audit.purge"  # written by the purge as it moves the chain's base, naming the new base
 AUDIT_RETENTION_MIN_DAYS = 183  # the least `audit_retention_days` allows (app.settings)
 OUTCOMES = ("ok", "not_found", "refused", "rejected", "error")
@@ -154,9 +153,13 @@ def _legacy_head(session: Session, chain: AuditChain, keys: dict[str, bytes]) ->
     head = rows.get(chain.head_seq)
     if head is None or head["proof"] is not None or head["mac"] != chain.head_mac:
         return False
-    previous = chain.base_mac if chain.head_seq - 1 == chain.base_seq else (rows.get(chain.head_seq - 1) or {}).get("mac")
+    previous = (
+        chain.base_mac if chain.head_seq - 1 == chain.base_seq else (rows.get(chain.head_seq - 1) or {}).get("mac")
+    )
     key = keys.get(head["key_id"] or "")
-    return bool(key and previous is not None and hmac.compare_digest(event_seal(key, previous, head["seq"], head), head["mac"]))
+    return bool(
+        key and previous is not None and hmac.compare_digest(event_seal(key, previous, head["seq"], head), head["mac"])
+    )
 
 
 def lock_chain(session: Session) -> AuditChain:
@@ -213,9 +216,7 @@ def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH) -> Sealed:
                     .values(seq=bindparam("seq"), key_id=bindparam("key_id"), mac=bindparam("mac")),
                     updates,
                 )
-                session.execute(
-                    update(AuditChain).where(AuditChain.id == 1).values(head_seq=seq, head_mac=previous)
-                )
+                session.execute(update(AuditChain).where(AuditChain.id == 1).values(head_seq=seq, head_mac=previous))
             sealed += len(updates)
         if len(rows) < batch:
             break
@@ -270,7 +271,11 @@ class Verification:
 
     def add_unproven(self, row: dict[str, Any], problem: str) -> None:
         self.unproven += 1
-        where = f"event #{row['seq']} (id {row['id']})" if row.get("seq") is not None else f"event id {row['id']} (unsealed)"
+        where = (
+            f"event #{row['seq']} (id {row['id']})"
+            if row.get("seq") is not None
+            else f"event id {row['id']} (unsealed)"
+        )
         self.add("unproven", f"{where} {problem}: the service did not write it (inserted or forged outside it)",
                  id=row["id"], seq=row.get("seq"))  # fmt: skip
 
@@ -297,7 +302,10 @@ def _unsealed(engine: Engine, chunk: int = 5000) -> Iterator[dict[str, Any]]:
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(*columns).where(AccessRecord.seq.is_(None), AccessRecord.id > last).order_by(AccessRecord.id).limit(chunk)
+                select(*columns)
+                .where(AccessRecord.seq.is_(None), AccessRecord.id > last)
+                .order_by(AccessRecord.id)
+                .limit(chunk)
             ).all()
         if not rows:
             return
