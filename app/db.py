@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,13 @@ _engines: dict[str, Engine] = {}
 
 AUDIT_SCHEMA = "audit"
 AUDIT_TABLES = ("access_records", "audit_chain")  # in the audit journal on SQLite
+# the settings each engine was made with: the audit events' proofs are made with their keys (app.audit.proof)
+_engine_settings: weakref.WeakKeyDictionary[Engine, Settings] = weakref.WeakKeyDictionary()
+
+
+def settings_of(engine: Engine) -> Settings:
+    """The settings `engine` was made with by `make_engine` (else the process's own)."""
+    return _engine_settings.get(engine) or get_settings()
 
 
 def audit_path(database: str) -> str:
@@ -105,6 +113,7 @@ def make_engine(
         event.listen(engine, "rollback", lambda conn: _release_held_lock(conn.info))
         # a connection returned to the pool never keeps the lock (an invalidated or abandoned transaction)
         event.listen(engine, "checkin", lambda _dbapi_conn, record: _release_held_lock(record.info))
+        _engine_settings[engine] = settings
         return engine
     options = []
     if statement_timeout and settings.database_statement_timeout_seconds:
@@ -115,7 +124,9 @@ def make_engine(
         given_text = given if isinstance(given, str) else " ".join(given or ())
         connect_args["options"] = " ".join([given_text, *options]).strip()
     pool = _pool_args(settings, pooled, spare=2)
-    return create_engine(url, pool_pre_ping=pooled, connect_args=connect_args, hide_parameters=True, **pool)
+    engine = create_engine(url, pool_pre_ping=pooled, connect_args=connect_args, hide_parameters=True, **pool)
+    _engine_settings[engine] = settings
+    return engine
 
 
 def _pool_args(settings: Settings, pooled: bool, spare: int) -> dict[str, Any]:

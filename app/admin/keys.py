@@ -8,8 +8,9 @@ yet under the first key is selected). `status` counts what each key id protects.
   The NIR's keyed hash does not change: every person stays findable by NIR throughout.
 - `export` (PASSERELLE_EXPORT_KEYS): the stored weekly files, rewritten under the new key (atomically:
   a link serves the old file or the new one, never half of either).
-- `audit` (PASSERELLE_AUDIT_KEYS): nothing to rewrite: new events are sealed with the first key, and the
-  older ones verify with theirs (each event names its key id); keep them while those events are kept.
+- `audit` (PASSERELLE_AUDIT_KEYS): nothing to rewrite: new events are proven and sealed with the first
+  key, and the older ones verify with theirs (each event names its key id, in its seal and in its proof);
+  keep them while those events are kept.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ import structlog
 from sqlalchemy import Connection, Engine, Table, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.audit.chain import lock_chain, record_action_now, seal
+from app.audit.chain import AUDIT_PURGE, action_row, lock_chain, record_action_now, seal
+from app.audit.proof import insert_events
 from app.clock import today
 from app.db import claim_write, one_of
 from app.models import (
@@ -212,8 +213,12 @@ def purge_quarantine(settings: Settings, report: PurgeReport, now_ts: float) -> 
                 path.unlink(missing_ok=True)
 
 
-def purge_audit(engine: Engine, settings: Settings, report: PurgeReport, before: datetime) -> None:
-    """The oldest sealed events, up to the first one that is recent: the chain's base moves past them."""
+def purge_audit(
+    engine: Engine, settings: Settings, report: PurgeReport, before: datetime, by: str = "job:purge"
+) -> None:
+    """The oldest sealed events, up to the first one that is recent: the chain's base moves past them, and
+    an `audit.purge` event written in the same transaction names the new base and the youngest event
+    purged (`audit verify` refuses a base that no such event names)."""
 
     a = _table(AccessRecord)
     if not report.dry_run:
@@ -232,9 +237,14 @@ def purge_audit(engine: Engine, settings: Settings, report: PurgeReport, before:
             report.add("audit_events", session.scalar(select(func.count()).where(a.c.seq > base, a.c.seq <= upto)) or 0)
             return
         mac = session.scalar(select(a.c.mac).where(a.c.seq == upto))
+        youngest = session.scalar(select(func.max(a.c.at)).where(a.c.seq > base, a.c.seq <= upto))
         done = session.execute(delete(a).where(a.c.seq <= upto))
         session.execute(update(AuditChain).where(AuditChain.id == 1).values(base_seq=upto, base_mac=mac))
-        report.add("audit_events", done.rowcount or 0)  # type: ignore[attr-defined]
+        purged: int = done.rowcount or 0  # type: ignore[attr-defined]
+        moved = {"base_seq": upto, "base_mac": mac, "events": purged, "retention_days": settings.audit_retention_days,
+                 "youngest_at": youngest.isoformat() if youngest else None}  # fmt: skip
+        insert_events(session, [action_row(by, AUDIT_PURGE, None, detail=moved)])
+        report.add("audit_events", purged)
 
 
 def purge(
@@ -266,7 +276,7 @@ def purge(
         purge_webhook_bodies(engine, report, bodies_before)
         purge_export_files(engine, settings, report, now)
         purge_quarantine(settings, report, time.time())
-        purge_audit(engine, settings, report, audit_before)
+        purge_audit(engine, settings, report, audit_before, by)
     except Exception as exc:
         record_action_now(engine, by, "purge", None, outcome="error",
                           detail={"dry_run": dry_run, "error": type(exc).__name__, **report.counts})  # fmt: skip

@@ -7,7 +7,15 @@ concurrently with the others. The sealer numbers them afterwards, in batches, un
 lock before anything is read), so two sealers never fork the chain. The server seals every few seconds
 (`audit_seal_interval_seconds`), the CLI's jobs at their end, `audit verify` and `audit anchor` first.
 
-seal(n) = HMAC-SHA256(audit key, seal(n-1) + "\\n" + canonical JSON of (n, id, every column of the event)).
+seal(n) = HMAC-SHA256(audit key, seal(n-1) + "\\n" + canonical JSON of (n, id, every column of the event,
+its proof when it has one)).
+
+Each event also carries, from the moment it is written, proof that the service wrote it (app.audit.proof,
+issue #23): the sealer seals only events whose proof verifies, and reports the others (`unproven`), so a row
+inserted by hand into the journal is never sealed; `verify` names them too. A purge that moves the chain's
+base writes, in the same transaction, an `audit.purge` event naming the new base and the youngest event it
+purged: `verify` refuses a base that no such event names, or one that moved past events younger than the
+retention.
 `verify` recomputes the chain and names each event that does not match its seal (modified, inserted or
 moved), each gap in the numbers (deleted), and a head that is not the chain's last event (the latest ones
 deleted); `anchor` gives the head to keep outside the database, and `verify --anchor` checks the chain still
@@ -26,14 +34,15 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, bindparam, func, insert, select, text, update
+from sqlalchemy import Engine, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from app.audit.proof import CONTENT_COLUMNS, canonical, insert_events, proof_problem
 from app.audit.reads import PENDING_ACCESS
 from app.models import AccessRecord, AuditChain
 from app.models.base import utcnow
@@ -42,8 +51,8 @@ from app.settings import Settings
 log = structlog.get_logger(__name__)
 
 SEAL_BATCH = 2000
-CONTENT_COLUMNS = ("id", "at", "principal_id", "agent_identifiant", "departement_code", "person_id", "action",
-                   "endpoint", "request_id", "found", "purpose", "source_address", "outcome", "detail")  # fmt: skip
+AUDIT_PURGE = "audit.purge"  # written by the purge as it moves the chain's base, naming the new base
+AUDIT_RETENTION_MIN_DAYS = 183  # the least `audit_retention_days` allows (app.settings)
 OUTCOMES = ("ok", "not_found", "refused", "rejected", "error")
 ALL_DEPARTEMENTS = "*"  # an action that concerns no one département (a key rotation, a purge of all)
 
@@ -97,7 +106,7 @@ def record_action_now(engine: Engine, principal_id: str, action: str, departemen
     call) or happened outside any unit of work. Never raises: the caller's own error matters more."""
     try:
         with engine.begin() as conn:
-            conn.execute(insert(AccessRecord), [action_row(principal_id, action, departement, **kw)])
+            insert_events(conn, [action_row(principal_id, action, departement, **kw)])
     except Exception as exc:  # pragma: no cover - the database is gone: the caller reports its own failure
         log.error("audit_event_lost", action=action, error_type=type(exc).__name__)
 
@@ -109,17 +118,48 @@ def job_principal(command: str) -> str:
 # -- the seal ---------------------------------------------------------------------------------------------
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, datetime):
-        value = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return value
-
-
 def event_seal(key: bytes, previous: str, seq: int, values: dict[str, Any]) -> str:
-    body = json.dumps([seq, *(_canonical(values[c]) for c in CONTENT_COLUMNS)], ensure_ascii=False,
+    """The proof is sealed too (so it cannot be taken away), when there is one: the events sealed before
+    events carried proofs keep their seals."""
+    proof = [values["proof"]] if values.get("proof") else []
+    body = json.dumps([seq, *(canonical(values[c]) for c in CONTENT_COLUMNS), *proof], ensure_ascii=False,
                       separators=(",", ":"))  # fmt: skip
     return hmac.new(key, f"{previous}\n{body}".encode(), hashlib.sha256).hexdigest()
+
+
+class Sealed(int):
+    """How many events `seal` sealed; `unproven`: how many it left unsealed because their proof does not
+    verify (the service did not write them)."""
+
+    unproven: int
+
+    def __new__(cls, sealed: int, unproven: int = 0) -> Sealed:
+        obj = super().__new__(cls, sealed)
+        obj.unproven = unproven
+        return obj
+
+
+def _legacy_head(session: Session, chain: AuditChain, keys: dict[str, bytes]) -> bool:
+    """True while the chain's last event was sealed before events carried proofs (migration 0020): the
+    events written before the upgrade are then sealed without one, until the first proven event is. The
+    head is trusted only if its seal verifies (taking its proof away does not reopen that door)."""
+    if chain.head_seq <= chain.base_seq:
+        return False
+    columns = [getattr(AccessRecord, c) for c in (*CONTENT_COLUMNS, "seq", "key_id", "mac", "proof")]
+    rows = {
+        r.seq: r._asdict()
+        for r in session.execute(select(*columns).where(AccessRecord.seq.in_([chain.head_seq - 1, chain.head_seq])))
+    }
+    head = rows.get(chain.head_seq)
+    if head is None or head["proof"] is not None or head["mac"] != chain.head_mac:
+        return False
+    previous = (
+        chain.base_mac if chain.head_seq - 1 == chain.base_seq else (rows.get(chain.head_seq - 1) or {}).get("mac")
+    )
+    key = keys.get(head["key_id"] or "")
+    return bool(
+        key and previous is not None and hmac.compare_digest(event_seal(key, previous, head["seq"], head), head["mac"])
+    )
 
 
 def lock_chain(session: Session) -> AuditChain:
@@ -136,37 +176,53 @@ def lock_chain(session: Session) -> AuditChain:
     return chain
 
 
-def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH) -> int:
-    """Seal every unsealed event, oldest id first, in batches of `batch` (one transaction each). Returns
-    how many were sealed."""
-    key_id, key = settings.audit_key_ring[0]
-    sealed = 0
+def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH) -> Sealed:
+    """Seal every unsealed event whose proof verifies, oldest id first, in batches of `batch` (one
+    transaction each). An unproven event is left unsealed and reported (logged, counted in `unproven`);
+    the events after it are sealed all the same, so no inserted row holds the chain up."""
+    ring = settings.audit_key_ring
+    (key_id, key), keys = ring[0], dict(ring)
+    sealed, unproven, after = 0, [], 0
     while True:
         with Session(engine) as session, session.begin():
             chain = lock_chain(session)
+            legacy = _legacy_head(session, chain, keys)
             rows = session.scalars(
-                select(AccessRecord).where(AccessRecord.seq.is_(None)).order_by(AccessRecord.id).limit(batch)
+                select(AccessRecord)
+                .where(AccessRecord.seq.is_(None), AccessRecord.id > after)
+                .order_by(AccessRecord.id)
+                .limit(batch)
             ).all()
             if not rows:
-                return sealed
+                break
+            after = rows[-1].id
             seq, previous = chain.head_seq, chain.head_mac
             updates = []
             for row in rows:
+                values = {c: getattr(row, c) for c in (*CONTENT_COLUMNS, "proof")}
+                if proof_problem(keys, values) is not None and not (legacy and values["proof"] is None):
+                    unproven.append(row.id)
+                    continue
+                legacy = legacy and values["proof"] is None
                 seq += 1
-                previous = event_seal(key, previous, seq, {c: getattr(row, c) for c in CONTENT_COLUMNS})
+                previous = event_seal(key, previous, seq, values)
                 updates.append({"rid": row.id, "seq": seq, "key_id": key_id, "mac": previous})
             session.expunge_all()
-            table = AccessRecord.__table__
-            session.connection().execute(
-                update(table)  # type: ignore[arg-type]
-                .where(table.c.id == bindparam("rid"))
-                .values(seq=bindparam("seq"), key_id=bindparam("key_id"), mac=bindparam("mac")),
-                updates,
-            )
-            session.execute(update(AuditChain).where(AuditChain.id == 1).values(head_seq=seq, head_mac=previous))
-            sealed += len(rows)
+            if updates:
+                table = AccessRecord.__table__
+                session.connection().execute(
+                    update(table)  # type: ignore[arg-type]
+                    .where(table.c.id == bindparam("rid"))
+                    .values(seq=bindparam("seq"), key_id=bindparam("key_id"), mac=bindparam("mac")),
+                    updates,
+                )
+                session.execute(update(AuditChain).where(AuditChain.id == 1).values(head_seq=seq, head_mac=previous))
+            sealed += len(updates)
         if len(rows) < batch:
-            return sealed
+            break
+    if unproven:  # ids only: `passerelle audit verify` names each
+        log.error("audit_events_unproven", count=len(unproven), first_ids=unproven[:10])
+    return Sealed(sealed, len(unproven))
 
 
 def anchor(engine: Engine, settings: Settings) -> dict[str, Any]:
@@ -197,6 +253,7 @@ def parse_anchor(value: str) -> tuple[int, str]:
 class Verification:
     checked: int = 0
     unsealed: int = 0
+    unproven: int = 0  # events the service did not write (no valid proof), sealed or not
     head_seq: int = 0
     problems: list[dict[str, Any]] = field(default_factory=list)
 
@@ -210,12 +267,22 @@ class Verification:
 
     def as_dict(self) -> dict[str, Any]:
         return {"intact": self.intact, "checked": self.checked, "unsealed": self.unsealed,
-                "head_seq": self.head_seq, "problems": self.problems}  # fmt: skip
+                "unproven": self.unproven, "head_seq": self.head_seq, "problems": self.problems}  # fmt: skip
+
+    def add_unproven(self, row: dict[str, Any], problem: str) -> None:
+        self.unproven += 1
+        where = (
+            f"event #{row['seq']} (id {row['id']})"
+            if row.get("seq") is not None
+            else f"event id {row['id']} (unsealed)"
+        )
+        self.add("unproven", f"{where} {problem}: the service did not write it (inserted or forged outside it)",
+                 id=row["id"], seq=row.get("seq"))  # fmt: skip
 
 
 def _walk(engine: Engine, after: int, chunk: int = 5000) -> Iterator[dict[str, Any]]:
     """The sealed events in chain order, a chunk per query (a chain of millions in flat memory)."""
-    columns = [getattr(AccessRecord, c) for c in (*CONTENT_COLUMNS, "seq", "key_id", "mac")]
+    columns = [getattr(AccessRecord, c) for c in (*CONTENT_COLUMNS, "seq", "key_id", "mac", "proof")]
     last = after
     while True:
         with engine.connect() as conn:
@@ -229,22 +296,95 @@ def _walk(engine: Engine, after: int, chunk: int = 5000) -> Iterator[dict[str, A
         last = rows[-1].seq
 
 
+def _unsealed(engine: Engine, chunk: int = 5000) -> Iterator[dict[str, Any]]:
+    columns = [getattr(AccessRecord, c) for c in (*CONTENT_COLUMNS, "seq", "proof")]
+    last = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(*columns)
+                .where(AccessRecord.seq.is_(None), AccessRecord.id > last)
+                .order_by(AccessRecord.id)
+                .limit(chunk)
+            ).all()
+        if not rows:
+            return
+        yield from (row._asdict() for row in rows)
+        last = rows[-1].id
+
+
+def _check_base(engine: Engine, keys: dict[str, bytes], base_seq: int, base_mac: str, result: Verification) -> None:
+    """A base past #0 is where a purge moved it: the purge's own event (sealed after it, or still waiting
+    for the sealer) names it, with proof, and says the events it removed were past the retention."""
+    columns = [getattr(AccessRecord, c) for c in (*CONTENT_COLUMNS, "seq", "proof")]
+    with engine.connect() as conn:
+        events = conn.execute(
+            select(*columns).where(
+                AccessRecord.action == AUDIT_PURGE, or_(AccessRecord.seq > base_seq, AccessRecord.seq.is_(None))
+            )
+        ).all()
+        first_kept = conn.execute(select(AccessRecord.proof).where(AccessRecord.seq == base_seq + 1)).first()
+    for event in (e._asdict() for e in events):
+        try:
+            detail = json.loads(event["detail"] or "{}")
+            moved_to = int(detail["base_seq"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if moved_to != base_seq or proof_problem(keys, event) is not None:
+            continue  # an unproven one is named on its own
+        try:
+            youngest = datetime.fromisoformat(detail["youngest_at"])
+            retention = int(detail["retention_days"])
+        except (ValueError, KeyError, TypeError):
+            youngest, retention = event["at"], 0
+        if detail.get("base_mac") != base_mac:
+            result.add("base", f"the chain's base #{base_seq} is not the one its purge event (id {event['id']}) "
+                       "recorded", id=event["id"])  # fmt: skip
+        elif retention < AUDIT_RETENTION_MIN_DAYS or youngest >= event["at"] - timedelta(days=retention):
+            result.add("base", f"the purge of event id {event['id']} moved the chain's base to #{base_seq} past "
+                       "events younger than the retention", id=event["id"])  # fmt: skip
+        return
+    if first_kept is not None and first_kept.proof is None:
+        return  # moved by a purge from before events carried proofs (migration 0020): nothing names it
+    result.add("base", f"the chain's base moved to #{base_seq} without the purge event that moved it: the "
+               "events before it were deleted")  # fmt: skip
+
+
 def verify(engine: Engine, settings: Settings, anchor_given: tuple[int, str] | None = None) -> Verification:
-    """Recompute the chain from its base; name every event that breaks it. Never writes."""
+    """Recompute the chain from its base; name every event that breaks it, every event the service did not
+    write (no valid proof, sealed or not) and a base no purge moved. Never writes."""
     keys = dict(settings.audit_key_ring)
     result = Verification()
     with Session(engine) as session:
         chain = session.get(AuditChain, 1)
         base_seq, base_mac = (chain.base_seq, chain.base_mac) if chain else (0, "")
         head_seq, head_mac = (chain.head_seq, chain.head_mac) if chain else (0, "")
+        legacy = _legacy_head(session, chain, keys) if chain else False
         count = select(func.count()).select_from(AccessRecord)
         result.unsealed = session.scalar(count.where(AccessRecord.seq.is_(None))) or 0
         below_base = session.scalar(count.where(AccessRecord.seq <= base_seq)) or 0
+        replayed = session.execute(
+            select(AccessRecord.proof, func.count()).where(AccessRecord.proof.is_not(None))
+            .group_by(AccessRecord.proof).having(func.count() > 1)
+        ).all()  # fmt: skip
     if below_base:
         result.add("inserted", f"{below_base} event(s) numbered at or below the chain's base #{base_seq}")
-    expected_seq, previous, anchor_seen = base_seq + 1, base_mac, False
+    for _proof, copies in replayed:  # the unique index refuses them: it was set aside
+        result.add("replayed", f"{copies} events carry the same proof: all but one are copies of it")
+    if base_seq > 0:
+        _check_base(engine, keys, base_seq, base_mac, result)
+    for row in _unsealed(engine):
+        problem = proof_problem(keys, row)
+        if problem is not None and not (legacy and row["proof"] is None):
+            result.add_unproven(row, problem)
+    expected_seq, previous, anchor_seen, proven_seen = base_seq + 1, base_mac, False, False
     for row in _walk(engine, base_seq):
         seq = row["seq"]
+        if row["proof"] is not None or proven_seen:
+            problem = proof_problem(keys, row)
+            if problem is not None:
+                result.add_unproven(row, problem)
+            proven_seen = True
         if seq != expected_seq:
             result.add("deleted", f"events #{expected_seq} to #{seq - 1} are missing", first=expected_seq, last=seq - 1)
         key = keys.get(row["key_id"] or "")

@@ -4,11 +4,10 @@ domain)."""
 
 from __future__ import annotations
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from app.audit.proof import insert_events
 from app.db import on_before_commit
-from app.models import AccessRecord
 
 PENDING_ACCESS = "pending_access_records"
 
@@ -18,7 +17,7 @@ def write_access_records(session: Session) -> None:
     journal's write lock is then held for the commit only, never while the request reads."""
     rows = session.info.pop(PENDING_ACCESS, None)
     if rows:
-        session.execute(insert(AccessRecord), rows)
+        insert_events(session, rows)  # each with its proof that the service wrote it
 
 
 on_before_commit(write_access_records)

@@ -94,12 +94,17 @@ def audit_person(
 @audit_app.command("seal")
 def audit_seal() -> None:
     """Seal the audit events written since the last seal into the chain (the server does it every few
-    seconds; cron may too)."""
+    seconds; cron may too). An event without valid proof that the service wrote it is never sealed: exit 1."""
     from app.audit.chain import seal
     from app.db import get_engine
 
     settings = ready_settings()
-    print(f"{seal(get_engine(settings), settings)} event(s) sealed")
+    done = seal(get_engine(settings), settings)
+    print(f"{done} event(s) sealed")
+    if done.unproven:  # written outside the service: never sealed (issue #23)
+        print(f"{done.unproven} event(s) NOT sealed: no valid proof that the service wrote them; "
+              "`passerelle audit verify` names them", file=sys.stderr)  # fmt: skip
+        raise typer.Exit(int(ExitCode.REJECTED))
 
 
 @audit_app.command("anchor")
@@ -125,8 +130,9 @@ def audit_verify(
     no_seal: Annotated[bool, typer.Option("--no-seal", help="Check only, seal nothing first")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Walk the audit chain and name every event modified, deleted, inserted or moved. Exit 0 only for an
-    intact chain (1 otherwise)."""
+    """Walk the audit chain and name every event modified, deleted, inserted or moved, every event the service
+    did not write (unproven, sealed or not) and a base no purge moved. Exit 0 only for an intact chain (1
+    otherwise)."""
     from app.audit.chain import parse_anchor, seal, verify
     from app.db import get_engine
 

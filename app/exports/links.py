@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import structlog
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.chain import action_row
+from app.audit.proof import insert_events
 from app.errors import Conflict, Forbidden, NotFound, PasserelleError
 from app.exports.publish import IntegrityError, aad_of, decrypt_file
-from app.models import AccessRecord, Export, ExportDownload, ExportLink
+from app.models import Export, ExportDownload, ExportLink
 from app.models.base import utcnow
 from app.settings import Settings
 
@@ -121,8 +122,9 @@ def record_use(
         )
     )
     # every attempt is an audit event: a download of personal data, or a refused link (by whom, where)
-    session.execute(
-        insert(AccessRecord).values(
+    insert_events(
+        session,
+        [
             action_row(
                 f"link:{link.id}" if link else "link:unknown",
                 f"export.download.{export.kind}" if export else "export.download",
@@ -133,7 +135,7 @@ def record_use(
                 request_id=request_id,
                 source_address=address,
             )
-        )
+        ],
     )
     return result
 

@@ -259,6 +259,7 @@ class AccessRecord(Base):
     __table_args__ = (
         Index("ix_access_records_person", "person_id", "at"),
         Index("ux_access_records_seq", "seq", unique=True),
+        Index("ux_access_records_proof", "proof", unique=True),
         Index(
             "ix_access_records_unsealed", "id", sqlite_where=text("seq IS NULL"), postgresql_where=text("seq IS NULL")
         ),
@@ -286,6 +287,10 @@ class AccessRecord(Base):
     seq: Mapped[int | None] = mapped_column(BigInteger)
     key_id: Mapped[str | None] = mapped_column(String(20))
     mac: Mapped[str | None] = mapped_column(String(64))
+    # Proof that the service wrote it, made as it is written (app.audit.proof, migration 0020): key id,
+    # nonce and HMAC of the content; the sealer never seals an event without a valid one. Empty on the
+    # events written before 0020 (already sealed, or sealed as legacy: docs/decisions.md).
+    proof: Mapped[str | None] = mapped_column(String(120))
 
 
 class AuditChain(Base):

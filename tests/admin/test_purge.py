@@ -8,10 +8,11 @@ import os
 import time
 from datetime import date, timedelta
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from app.admin.purge import PERSON_TABLES, purge
 from app.audit.chain import action_row, seal, verify
+from app.audit.proof import insert_events
 from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, AuditChain, FtCall, FtIdentity, FtSnapshot, Person, WebhookDelivery
@@ -53,7 +54,7 @@ def _scene(db, tmp_path) -> dict[str, int]:
     with session_scope(db) as s:
         old = action_row("client:9", "person.read", "055", person_id=None)
         old["at"] = utcnow() - timedelta(days=400)
-        s.execute(insert(AccessRecord), [old, {**old, "action": "person.search"}])
+        insert_events(s, [old, {**old, "action": "person.search"}])
     closed = foyer(person(NIR_A, nom="ANCIEN"), matricule="0000001", etat="6")
     still_open = foyer(person(NIR_B, nom="OUVERT", prenom="MARIE", sexe="2"), matricule="0000002")
     old_file = write_flux(tmp_path, [closed, still_open], day=LONG_AGO)
@@ -86,7 +87,7 @@ def _scene(db, tmp_path) -> dict[str, int]:
                          jeton_expires_at=utcnow() - timedelta(minutes=1),
                          source="sync"))  # fmt: skip
     with session_scope(db) as s:  # who read A now: the trail stays (our ids only)
-        s.execute(insert(AccessRecord), [action_row("client:9", "person.read", "055", person_id=ids["ANCIEN"])])
+        insert_events(s, [action_row("client:9", "person.read", "055", person_id=ids["ANCIEN"])])
     seal(get_engine(db), db)
     return ids
 
