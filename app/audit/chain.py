@@ -140,7 +140,7 @@ class Sealed(int):
 
 
 def _legacy_head(session: Session, chain: AuditChain, keys: dict[str, bytes]) -> bool:
-    """True while the chain's last event was sealed before events carried proofs (migration 0020): the
+    """True while the chain's last event was sealed before events carried proofs (migration 0021): the
     events written before the upgrade are then sealed without one, until the first proven event is. The
     head is trusted only if its seal verifies (taking its proof away does not reopen that door)."""
     if chain.head_seq <= chain.base_seq:
@@ -345,7 +345,7 @@ def _check_base(engine: Engine, keys: dict[str, bytes], base_seq: int, base_mac:
                        "events younger than the retention", id=event["id"])  # fmt: skip
         return
     if first_kept is not None and first_kept.proof is None:
-        return  # moved by a purge from before events carried proofs (migration 0020): nothing names it
+        return  # moved by a purge from before events carried proofs (migration 0021): nothing names it
     result.add("base", f"the chain's base moved to #{base_seq} without the purge event that moved it: the "
                "events before it were deleted")  # fmt: skip
 

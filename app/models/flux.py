@@ -287,9 +287,9 @@ class AccessRecord(Base):
     seq: Mapped[int | None] = mapped_column(BigInteger)
     key_id: Mapped[str | None] = mapped_column(String(20))
     mac: Mapped[str | None] = mapped_column(String(64))
-    # Proof that the service wrote it, made as it is written (app.audit.proof, migration 0020): key id,
+    # Proof that the service wrote it, made as it is written (app.audit.proof, migration 0021): key id,
     # nonce and HMAC of the content; the sealer never seals an event without a valid one. Empty on the
-    # events written before 0020 (already sealed, or sealed as legacy: docs/decisions.md).
+    # events written before 0021 (already sealed, or sealed as legacy: docs/decisions.md).
     proof: Mapped[str | None] = mapped_column(String(120))
 
 

@@ -1,8 +1,8 @@
 """audit events carry proof that the service wrote them (`proof`: key id, nonce, HMAC of the content); on
 PostgreSQL the guard trigger keeps it as written
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-06 14:10:00
 
 Issue #23, item 6 (app.audit.proof). The events already written get no proof: the migration has no audit
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0020"
-down_revision: str | None = "0019"
+revision: str = "0021"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
