@@ -42,7 +42,7 @@ from app.settings import Settings, get_settings
 _engines: dict[str, Engine] = {}
 
 AUDIT_SCHEMA = "audit"
-AUDIT_TABLES = ("access_records", "audit_chain")  # in the audit journal on SQLite
+AUDIT_TABLES = ("access_records", "audit_chain", "audit_leaves")  # in the audit journal on SQLite
 
 
 def audit_path(database: str) -> str:

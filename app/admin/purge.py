@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine, Table, and_, delete, func, or_, selec
 from sqlalchemy.orm import Session
 
 from app.audit.chain import lock_chain, record_action_now, seal
+from app.audit.checkpoint import keep_purged_leaves
 from app.clock import today
 from app.db import claim_write, one_of
 from app.models import (
@@ -92,6 +93,7 @@ class PurgeReport:
     dry_run: bool
     counts: dict[str, int] = field(default_factory=dict)
     cutoffs: dict[str, str] = field(default_factory=dict)
+    audit_base: int | None = None  # where the audit chain now starts, when this purge moved it
 
     def add(self, what: str, n: int) -> None:
         self.counts[what] = self.counts.get(what, 0) + int(n)
@@ -232,9 +234,11 @@ def purge_audit(engine: Engine, settings: Settings, report: PurgeReport, before:
             report.add("audit_events", session.scalar(select(func.count()).where(a.c.seq > base, a.c.seq <= upto)) or 0)
             return
         mac = session.scalar(select(a.c.mac).where(a.c.seq == upto))
+        keep_purged_leaves(session, base, upto)  # the signed checkpoints still verify (app.audit.checkpoint)
         done = session.execute(delete(a).where(a.c.seq <= upto))
         session.execute(update(AuditChain).where(AuditChain.id == 1).values(base_seq=upto, base_mac=mac))
         report.add("audit_events", done.rowcount or 0)  # type: ignore[attr-defined]
+        report.audit_base = upto
 
 
 def purge(
@@ -271,6 +275,8 @@ def purge(
         record_action_now(engine, by, "purge", None, outcome="error",
                           detail={"dry_run": dry_run, "error": type(exc).__name__, **report.counts})  # fmt: skip
         raise
-    record_action_now(engine, by, "purge.dry_run" if dry_run else "purge", None, detail=report.counts)
+    # the chain's new base, recorded: a base moved without a purge is named (app.audit.checkpoint)
+    moved = {} if report.audit_base is None else {"audit_base": report.audit_base}
+    record_action_now(engine, by, "purge.dry_run" if dry_run else "purge", None, detail={**report.counts, **moved})
     log.info("purge_done", dry_run=dry_run, duration_s=round(time.monotonic() - started, 1), **report.counts)
     return report
