@@ -260,11 +260,17 @@ def open_signed(note: str, public: bytes, expected_name: str) -> str:
 
 @dataclass
 class Tree:
-    """The leaves #1..#size as the database has them, and what is missing or out of place."""
+    """The tree of leaves #1..#size as the database has them (the leaves themselves only if kept, for a
+    proof), and what is missing."""
 
     size: int = 0
-    leaves: list[bytes] = field(default_factory=list)
+    builder: TreeBuilder = field(default_factory=TreeBuilder)
+    leaves: list[bytes] | None = None
     problems: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.builder.size == self.size
 
     def add(self, kind: str, message: str, **where: Any) -> None:
         if len(self.problems) < 1000:
@@ -309,9 +315,9 @@ def chain_state(engine: Engine) -> tuple[int, int] | None:
         return (chain.base_seq, chain.head_seq) if chain else None
 
 
-def journal_tree(engine: Engine, size: int, base: int) -> Tree:
+def journal_tree(engine: Engine, size: int, base: int, keep_leaves: bool = False) -> Tree:
     """Leaves #1..#size: kept hashes up to the base (purged events), recomputed from the rows after it."""
-    tree = Tree(size=size)
+    tree = Tree(size=size, leaves=[] if keep_leaves else None)
     expected = 1
 
     def take(source: Iterator[tuple[int, bytes]], upto: int, what: str) -> None:
@@ -319,7 +325,9 @@ def journal_tree(engine: Engine, size: int, base: int) -> Tree:
         for seq, leaf in source:
             if seq != expected:
                 tree.add("deleted", f"{what} #{expected} to #{seq - 1} are missing", first=expected, last=seq - 1)
-            tree.leaves.append(leaf)
+            tree.builder.append(leaf)
+            if tree.leaves is not None:
+                tree.leaves.append(leaf)
             expected = seq + 1
         if expected <= upto:
             tree.add("deleted", f"{what} #{expected} to #{upto} are missing", first=expected, last=upto)
@@ -360,10 +368,7 @@ def current_checkpoint(engine: Engine, settings: Settings) -> Checkpoint:
     tree = journal_tree(engine, head, base)
     if tree.problems:
         raise RuntimeError("the audit journal has gaps: " + "; ".join(p["message"] for p in tree.problems[:3]))
-    builder = TreeBuilder()
-    for leaf in tree.leaves:
-        builder.append(leaf)
-    return Checkpoint(origin(settings), head, builder.root())
+    return Checkpoint(origin(settings), head, tree.builder.root())
 
 
 def _write(path: Path, text: str) -> None:
@@ -489,7 +494,7 @@ def verify_checkpoint(engine: Engine, checkpoint: Checkpoint, event_id: int | No
             result.add("deleted", f"the chain ends at #{result.head_seq} but the checkpoint counts "
                        f"{checkpoint.size} event(s): the latest were deleted, or the journal", first=result.head_seq
                        + 1, last=checkpoint.size)  # fmt: skip
-        tree = journal_tree(engine, checkpoint.size, result.base_seq)
+        tree = journal_tree(engine, checkpoint.size, result.base_seq, keep_leaves=event_id is not None)
         result.problems.extend(tree.problems)
         with engine.connect() as conn:
             below = conn.scalar(
@@ -503,10 +508,7 @@ def verify_checkpoint(engine: Engine, checkpoint: Checkpoint, event_id: int | No
                 said = f"the last purge recorded #{recorded[0]}" if recorded else "no purge recorded one"
                 result.add("base", f"the chain starts after #{result.base_seq} but {said}: the base was moved "
                            "without a purge")  # fmt: skip
-        builder = TreeBuilder()
-        for leaf in tree.leaves:
-            builder.append(leaf)
-        if len(tree.leaves) == checkpoint.size and builder.root() != checkpoint.root:
+        if tree.complete and tree.builder.root() != checkpoint.root:
             result.add("modified", f"the first {checkpoint.size} event(s) do not hash to the checkpoint's root: "
                        "one was altered, inserted, reordered or replaced before it")  # fmt: skip
         if event_id is not None:
@@ -532,7 +534,7 @@ def _prove(
         return out
     leaf = event_leaf(row.seq, row._asdict())
     out.update(seq=row.seq, leaf_index=row.seq - 1, leaf_hash=base64.b64encode(leaf).decode())
-    if len(tree.leaves) != checkpoint.size:
+    if not tree.complete or tree.leaves is None:
         result.add("event", f"event {event_id} cannot be proved: the journal misses events", id=event_id)
         return out
     proof = inclusion_proof(row.seq - 1, tree.leaves)

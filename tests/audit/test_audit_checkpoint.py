@@ -332,3 +332,22 @@ def test_prod_refuses_a_weak_or_missing_signing_key(tmp_path):
                                  serialization.NoEncryption()).decode()  # fmt: skip
     ok = Settings(env="prod", data_dir=tmp_path, audit_signing_key=text_pem, audit_checkpoint_dir=tmp_path, **strong)
     assert ok.audit_signing_seed == pem.private_bytes_raw()
+
+
+def test_the_server_publishes_checkpoints_at_its_interval(db, tmp_path):
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    folder = tmp_path / "auditor"
+    settings = db.model_copy(update={"audit_checkpoint_dir": folder, "audit_checkpoint_interval_seconds": 0.2,
+                                     "audit_seal_interval_seconds": 0.1})  # fmt: skip
+    _events(settings, 3)
+    with TestClient(create_app(settings)):
+        deadline = time.monotonic() + 20
+        while not (folder / "checkpoint-3.txt").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert (folder / "checkpoint-3.txt").exists(), "no checkpoint published by the server"
+    assert int((folder / "latest").read_text().split("\n")[1]) >= 3
