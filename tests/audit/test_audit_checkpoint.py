@@ -351,3 +351,14 @@ def test_the_server_publishes_checkpoints_at_its_interval(db, tmp_path):
             time.sleep(0.1)
     assert (folder / "checkpoint-3.txt").exists(), "no checkpoint published by the server"
     assert int((folder / "latest").read_text().split("\n")[1]) >= 3
+
+
+def test_the_kept_leaf_hashes_cannot_be_changed_or_deleted_on_postgresql(db):
+    if not db.database_url.startswith("postgresql"):
+        pytest.skip("triggers are PostgreSQL's; SQLite's journal is a file the service owns")
+    with get_engine(db).begin() as conn:
+        conn.execute(text("INSERT INTO audit_leaves (seq, leaf) VALUES (1, :l)"), {"l": "ab" * 32})
+    for statement in ("UPDATE audit_leaves SET leaf = 'x'", "DELETE FROM audit_leaves", "TRUNCATE audit_leaves"):
+        with get_engine(db).begin() as conn, pytest.raises(Exception, match="are kept") as refused:
+            conn.execute(text(statement))
+        assert refused.value.orig.sqlstate == "42501"  # insufficient_privilege
