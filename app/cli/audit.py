@@ -107,17 +107,18 @@ def audit_seal() -> None:
 @audit_app.command("anchor")
 def audit_anchor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Seal what is pending, then print the chain's head as SEQ:MAC: keep it outside the database (a
-    ticket, a mail to the DPO) and give it later to `audit verify --anchor`."""
+    ticket, a mail to the DPO) and give it later to `audit verify --anchor`. With
+    PASSERELLE_AUDIT_CHECKPOINT_DIR or _EMAIL set, a signed checkpoint is published too (docs/audit.md)."""
     from app.audit.chain import anchor
     from app.db import get_engine
 
     settings = ready_settings()
     head = anchor(get_engine(settings), settings)
-    _publish_checkpoint(settings)
     if as_json:
         print_json(head)
     else:
         print(f"{head['seq']}:{head['mac']}")
+    _publish_checkpoint(settings)  # after the head is out: a mail server down does not lose the anchor
 
 
 def _publish_checkpoint(settings: Settings) -> None:

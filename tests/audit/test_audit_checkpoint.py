@@ -273,7 +273,7 @@ def test_a_purge_keeps_the_checkpoints_verifiable_and_records_the_base(db, monke
 
 
 def test_checkpoints_are_published_to_a_directory_and_by_mail(xsettings, smtp, tmp_path, monkeypatch):
-    sink, _port = smtp
+    sink, port = smtp
     key = Ed25519PrivateKey.generate()
     folder = tmp_path / "auditor"
     settings = xsettings.model_copy(update={
@@ -312,6 +312,14 @@ def test_checkpoints_are_published_to_a_directory_and_by_mail(xsettings, smtp, t
     assert (folder / "checkpoint-7.txt").exists() and "7\n" in (folder / "latest").read_text()
     _checkpoint, again = publish(engine, settings)
     assert again == (folder / "checkpoint-7.txt").read_text()  # the same size, the same note (Ed25519)
+
+    # the mail server refuses: the anchor is printed all the same, the command says what was not sent (exit 3)
+    sink.refuse = True
+    for name, value in (("SMTP_HOST", "127.0.0.1"), ("SMTP_PORT", str(port)), ("SMTP_TLS", "none"),
+                        ("AUDIT_CHECKPOINT_EMAIL", "auditeur@cnil.test")):  # fmt: skip
+        monkeypatch.setenv(f"PASSERELLE_{name}", value)
+    result = run_cli(settings, monkeypatch, "audit", "anchor")
+    assert result.exit_code == 3 and "7:" in result.output and "was not published" in result.output, result.output
 
 
 def test_prod_refuses_a_weak_or_missing_signing_key(tmp_path):
