@@ -43,7 +43,7 @@ from app.settings import Settings, get_settings
 _engines: dict[str, Engine] = {}
 
 AUDIT_SCHEMA = "audit"
-AUDIT_TABLES = ("access_records", "audit_chain")  # in the audit journal on SQLite
+AUDIT_TABLES = ("access_records", "audit_chain", "audit_leaves")  # in the audit journal on SQLite
 # the settings each engine was made with: the audit events' proofs are made with their keys (app.audit.proof)
 _engine_settings: weakref.WeakKeyDictionary[Engine, Settings] = weakref.WeakKeyDictionary()
 

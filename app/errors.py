@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     ENVIRONMENT = 3  # the environment: database unreachable or not migrated, a setting missing or wrong
     INTERNAL = 4  # a bug: the message says where the details are logged
     BUSY = 5  # another run of the same job holds its lock: nothing was done, try again later
+    UNTRUSTED = 6  # a signed checkpoint that does not verify with the public key given (audit verify --checkpoint)
 
 
 class PasserelleError(Exception):

@@ -41,6 +41,7 @@ from app.api.middleware import (
 )
 from app.api.openapi import install as install_openapi
 from app.audit.chain import Sealer
+from app.audit.checkpoint import CheckpointPublisher
 from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, session_factory
 from app.logging import configure_logging
@@ -80,9 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The audit events the requests write are sealed into the chain every few seconds (issue #14).
         sealer = Sealer(app.state.engine, settings, settings.audit_seal_interval_seconds)
         sealer.start()
+        # ... and a signed checkpoint of the chain published for the auditor (issue #23, item 7)
+        publisher = CheckpointPublisher(app.state.engine, settings, settings.audit_checkpoint_interval_seconds)
+        publisher.start()
         try:
             yield
         finally:
+            publisher.stop()
             sealer.stop()
             if app.state.ft_client is not None:
                 app.state.ft_client.close()

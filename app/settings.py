@@ -217,6 +217,18 @@ class Settings(BaseSettings):
     audit_seal_interval_seconds: float = Field(
         default=5.0, ge=0, le=3600, description="the server seals new audit events this often (0: never)"
     )
+    # Signed checkpoints for an auditor who holds none of our keys (issue #23, item 7; app.audit.checkpoint,
+    # docs/audit.md): the Ed25519 private key (PEM, or base64url of its 32 bytes; `passerelle audit keygen`),
+    # required in prod once a destination is set; generated in dev/test. The note's origin (and key name),
+    # default `passerelle-rsa.<host of PASSERELLE_PUBLIC_URL>/audit`. Published to a directory the auditor
+    # controls and/or e-mailed (comma-separated), by the server every interval and at each `audit anchor`.
+    audit_signing_key: SecretStr | None = None
+    audit_checkpoint_origin: str | None = None
+    audit_checkpoint_dir: Path | None = None
+    audit_checkpoint_email: Annotated[list[str], NoDecode] = []
+    audit_checkpoint_interval_seconds: float = Field(
+        default=3600.0, ge=0, le=86400, description="the server publishes a signed checkpoint this often (0: never)"
+    )
 
     # RDV-Insertion's signed webhooks (docs/integrations.md): the secret of each département, as a JSON
     # object {"055": "..."} or the path of a file holding it (container secrets). No secret: no route.
@@ -315,7 +327,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in v.split(",") if part.strip()]
         return v
 
-    @field_validator("export_recipients", mode="before")
+    @field_validator("export_recipients", "audit_checkpoint_email", mode="before")
     @classmethod
     def _recipients(cls, v: Any) -> Any:
         """Comma-separated, as tools outside the project write it (a JSON list is accepted too)."""
@@ -433,6 +445,18 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is not None and value.get_secret_value().strip():
                 check_key(f"PASSERELLE_{name.upper()}", value.get_secret_value())
+        signing = self.audit_signing_key.get_secret_value().strip() if self.audit_signing_key else ""
+        if signing and _looks_like_placeholder(signing):
+            problems.append("PASSERELLE_AUDIT_SIGNING_KEY looks like a placeholder; run `passerelle audit keygen`")
+        elif signing:
+            try:
+                seed = ed25519_seed(signing)
+            except ValueError:
+                problems.append("PASSERELLE_AUDIT_SIGNING_KEY is neither an Ed25519 PEM key nor base64url of 32 bytes")
+            else:
+                check_key("PASSERELLE_AUDIT_SIGNING_KEY", base64.urlsafe_b64encode(seed).decode())
+        elif self.audit_checkpoint_dir is not None or self.audit_checkpoint_email:
+            problems.append("PASSERELLE_AUDIT_SIGNING_KEY is required to publish audit checkpoints in prod")
         for departement, secret in sorted(self._read_rdv_insertion_secrets().items()):
             where = f"PASSERELLE_RDV_INSERTION_SECRETS ({departement})"
             if _looks_like_placeholder(secret):
@@ -517,6 +541,15 @@ class Settings(BaseSettings):
         return parse_encryption_keys(self._dev_secret("audit_keys"))
 
     @property
+    def audit_signing_seed(self) -> bytes:
+        """The 32 bytes of the checkpoints' Ed25519 private key; generated once in dev/test."""
+        if self.audit_signing_key is not None and self.audit_signing_key.get_secret_value().strip():
+            return ed25519_seed(self.audit_signing_key.get_secret_value())
+        if self.env is Environment.prod:
+            raise ConfigurationError("PASSERELLE_AUDIT_SIGNING_KEY is required to sign audit checkpoints in prod")
+        return _b64key(self._dev_secret("audit_signing_key").partition(":")[2])
+
+    @property
     def extract_key_bytes(self) -> bytes:
         """The analysis extract's pseudonymisation key; generated once in dev/test, required in prod."""
         if self.extract_key is not None and self.extract_key.get_secret_value().strip():
@@ -572,6 +605,25 @@ class Settings(BaseSettings):
 
         database = make_url(self.database_url).database
         return Path(database) if database and database != ":memory:" else None
+
+
+def ed25519_seed(value: str) -> bytes:
+    """An Ed25519 private key's 32 bytes, from PEM (PKCS#8) or base64url; ValueError otherwise."""
+    text = value.strip()
+    if text.startswith("-----BEGIN"):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = serialization.load_pem_private_key(text.encode(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("not an Ed25519 private key")
+        return key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+    seed = _b64key(text)
+    if len(seed) != 32:
+        raise ValueError("an Ed25519 private key is 32 bytes")
+    return seed
 
 
 def parse_encryption_keys(raw: str) -> list[tuple[str, bytes]]:

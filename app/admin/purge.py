@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine, Table, and_, delete, func, or_, selec
 from sqlalchemy.orm import Session
 
 from app.audit.chain import AUDIT_PURGE, action_row, lock_chain, record_action_now, seal
+from app.audit.checkpoint import keep_purged_leaves
 from app.audit.proof import insert_events
 from app.clock import today
 from app.db import claim_write, one_of
@@ -93,6 +94,7 @@ class PurgeReport:
     dry_run: bool
     counts: dict[str, int] = field(default_factory=dict)
     cutoffs: dict[str, str] = field(default_factory=dict)
+    audit_base: int | None = None  # where the audit chain now starts, when this purge moved it
 
     def add(self, what: str, n: int) -> None:
         self.counts[what] = self.counts.get(what, 0) + int(n)
@@ -238,6 +240,7 @@ def purge_audit(
             return
         mac = session.scalar(select(a.c.mac).where(a.c.seq == upto))
         youngest = session.scalar(select(func.max(a.c.at)).where(a.c.seq > base, a.c.seq <= upto))
+        keep_purged_leaves(session, base, upto)  # the signed checkpoints still verify (app.audit.checkpoint)
         done = session.execute(delete(a).where(a.c.seq <= upto))
         session.execute(update(AuditChain).where(AuditChain.id == 1).values(base_seq=upto, base_mac=mac))
         purged: int = done.rowcount or 0  # type: ignore[attr-defined]
@@ -245,6 +248,7 @@ def purge_audit(
                  "youngest_at": youngest.isoformat() if youngest else None}  # fmt: skip
         insert_events(session, [action_row(by, AUDIT_PURGE, None, detail=moved)])
         report.add("audit_events", purged)
+        report.audit_base = upto
 
 
 def purge(

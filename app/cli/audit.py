@@ -4,11 +4,13 @@ queries are recorded too)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from app.cli.common import ExitCode, chosen_departements, fail, parse_day, print_json, print_rows, ready_settings
+from app.settings import Settings
 
 audit_app = typer.Typer(
     help="Who accessed which person's data: search, per person, CSV; the chain's seal, anchor and verification.",
@@ -110,7 +112,8 @@ def audit_seal() -> None:
 @audit_app.command("anchor")
 def audit_anchor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Seal what is pending, then print the chain's head as SEQ:MAC: keep it outside the database (a
-    ticket, a mail to the DPO) and give it later to `audit verify --anchor`."""
+    ticket, a mail to the DPO) and give it later to `audit verify --anchor`. With
+    PASSERELLE_AUDIT_CHECKPOINT_DIR or _EMAIL set, a signed checkpoint is published too (docs/audit.md)."""
     from app.audit.chain import anchor
     from app.db import get_engine
 
@@ -120,6 +123,81 @@ def audit_anchor(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         print_json(head)
     else:
         print(f"{head['seq']}:{head['mac']}")
+    _publish_checkpoint(settings)  # after the head is out: a mail server down does not lose the anchor
+
+
+def _publish_checkpoint(settings: Settings) -> None:
+    """At each anchor, a signed checkpoint too, when a destination is configured (said on stderr)."""
+    from app.audit.checkpoint import publish, publishing
+    from app.db import get_engine
+
+    if not publishing(settings):
+        return
+    try:
+        checkpoint, _note = publish(get_engine(settings), settings)
+    except Exception as exc:
+        message = f"the signed checkpoint was not published ({type(exc).__name__}: {exc})"
+        raise fail(message, ExitCode.ENVIRONMENT) from exc
+    print(f"signed checkpoint of {checkpoint.size} event(s) published", file=sys.stderr)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign a checkpoint of the chain now (C2SP signed note: its size and Merkle root, Ed25519), print it and
+    publish it to PASSERELLE_AUDIT_CHECKPOINT_DIR / _EMAIL when set (the server does so every
+    PASSERELLE_AUDIT_CHECKPOINT_INTERVAL_SECONDS). Seals what is pending first."""
+    from app.audit.chain import seal
+    from app.audit.checkpoint import current_checkpoint, private_key, publish, publishing, sign
+    from app.db import get_engine
+
+    settings = ready_settings()
+    engine = get_engine(settings)
+    seal(engine, settings)
+    try:
+        if publishing(settings):
+            _checkpoint, note = publish(engine, settings)
+        else:
+            note = sign(current_checkpoint(engine, settings), private_key(settings))
+    except RuntimeError as exc:
+        raise fail(f"no checkpoint signed: {exc}", ExitCode.REJECTED) from None
+    sys.stdout.write(note)
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    public_key: Annotated[Path, typer.Option("--public-key", help="Where to write the public key (for the auditor)")],
+    origin: Annotated[str | None, typer.Option(help="The log's name (default: passerelle-rsa.<host>/audit)")] = None,
+) -> None:
+    """Make the checkpoints' Ed25519 key pair: the private key is printed as PASSERELLE_AUDIT_SIGNING_KEY=...
+    (put it with the other secrets), the public key is written to --public-key for the auditor."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from app.audit.checkpoint import origin as default_origin
+    from app.audit.checkpoint import public_key_text
+    from app.settings import get_settings
+
+    name = origin or default_origin(get_settings())
+    key = Ed25519PrivateKey.generate()
+    if public_key.exists():
+        raise fail(f"{public_key} exists: choose another path", ExitCode.USAGE)
+    public_key.write_text(public_key_text(name, key), encoding="utf-8")
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    print(f"PASSERELLE_AUDIT_SIGNING_KEY={base64.urlsafe_b64encode(raw).decode().rstrip('=')}")
+    print(f"PASSERELLE_AUDIT_CHECKPOINT_ORIGIN={name}")
+    print(f"public key written to {public_key}: give it to the auditor", file=sys.stderr)
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the public key of the checkpoints (PEM and signed-note verifier key): what the auditor keeps."""
+    from app.audit.checkpoint import origin, private_key, public_key_text
+    from app.settings import get_settings
+
+    settings = get_settings()
+    sys.stdout.write(public_key_text(origin(settings), private_key(settings)))
 
 
 @audit_app.command("verify")
@@ -129,13 +207,23 @@ def audit_verify(
     ] = None,
     no_seal: Annotated[bool, typer.Option("--no-seal", help="Check only, seal nothing first")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="A signed checkpoint: check the journal against it with the public key only")
+    ] = None,
+    public_key: Annotated[Path | None, typer.Option("--public-key", help="The checkpoints' public key file")] = None,
+    event: Annotated[int | None, typer.Option(min=1, help="With --checkpoint: prove this event id is in it")] = None,
 ) -> None:
     """Walk the audit chain and name every event modified, deleted, inserted or moved, every event the service
     did not write (unproven, sealed or not) and a base no purge moved. Exit 0 only for an intact chain (1
-    otherwise)."""
+    otherwise). With --checkpoint and --public-key (no audit key needed, nothing sealed): the journal must
+    still hold the checkpoint's events (exit 1 naming what is wrong; 6 if the checkpoint's signature does not
+    verify)."""
     from app.audit.chain import parse_anchor, seal, verify
     from app.db import get_engine
 
+    if checkpoint is not None or public_key is not None or event is not None:
+        _verify_checkpoint(checkpoint, public_key, event, as_json)
+        return
     settings = ready_settings()
     try:
         given = parse_anchor(anchor_value) if anchor_value else None
@@ -153,5 +241,45 @@ def audit_verify(
         state = "intact" if result.intact else f"BROKEN ({len(result.problems)} problem(s))"
         print(f"audit chain {state}: {result.checked} event(s) checked up to #{result.head_seq}, "
               f"{result.unsealed} not yet sealed")  # fmt: skip
+    if not result.intact:
+        raise typer.Exit(int(ExitCode.REJECTED))
+
+
+def _verify_checkpoint(checkpoint: Path | None, public_key: Path | None, event: int | None, as_json: bool) -> None:
+    from app.audit.checkpoint import CheckpointError, SignatureError, open_note, parse_public_key, verify_checkpoint
+    from app.db import get_engine
+
+    if checkpoint is None or public_key is None:
+        raise fail("--checkpoint and --public-key go together (--event needs both)", ExitCode.USAGE)
+    try:
+        note = checkpoint.read_text(encoding="utf-8")
+        name, key = parse_public_key(public_key.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read a file: {exc}", ExitCode.USAGE) from None
+    except CheckpointError as exc:
+        raise fail(f"--public-key: {exc}", ExitCode.USAGE) from None
+    try:
+        signed = open_note(note, key, name)
+    except CheckpointError as exc:
+        raise fail(f"--checkpoint: {exc}", ExitCode.USAGE) from None
+    except SignatureError as exc:
+        raise fail(f"checkpoint NOT TRUSTED: {exc}", ExitCode.UNTRUSTED) from None
+    settings = ready_settings()
+    result = verify_checkpoint(get_engine(settings), signed, event)
+    if as_json:
+        print_json({**result.as_dict(), "origin": signed.origin})
+    else:
+        for problem in result.problems:
+            print(f"{problem['kind']}: {problem['message']}", file=sys.stderr)
+        if result.event and result.event.get("proof") is not None:
+            proved = result.event
+            print(f"event {proved['id']} is #{proved['seq']}, leaf {proved['leaf_index']} "
+                  f"({proved['leaf_hash']}); inclusion proof ({len(proved['proof'])} hash(es)):")  # fmt: skip
+            for step in proved["proof"]:
+                print(f"  {step}")
+            print(f"event {proved['id']} {'IS' if proved['included'] else 'is NOT'} in the checkpoint")
+        state = "matches" if result.intact else f"does NOT match ({len(result.problems)} problem(s))"
+        print(f"audit journal {state} the checkpoint of {signed.size} event(s) signed by {signed.origin} "
+              f"(the chain is at #{result.head_seq}, starts after #{result.base_seq})")  # fmt: skip
     if not result.intact:
         raise typer.Exit(int(ExitCode.REJECTED))

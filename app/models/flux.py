@@ -306,6 +306,17 @@ class AuditChain(Base):
     base_mac: Mapped[str] = mapped_column(String(64), default="")
 
 
+class AuditLeaf(Base):
+    """The public hash of a purged audit event (its leaf in the checkpoints' Merkle tree, app.audit.checkpoint):
+    the purge deletes the event and keeps this, so the checkpoints signed before still verify. A hash of
+    ids and times, no personal data."""
+
+    __tablename__ = "audit_leaves"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    leaf: Mapped[str] = mapped_column(String(64))  # hex SHA-256(0x00 || the event's canonical JSON)
+
+
 class InstructionRecord(Base):
     """What an instruction flux (VIRS0901, NATFLUX I) said of one person of a demand being instructed,
     dated by the file's reception: the demand's contacts and consents, the person's SuiviAppuiOrientation,
