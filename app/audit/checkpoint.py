@@ -20,8 +20,8 @@ root; the journal deleted or cut leaves fewer events than the checkpoint counts;
 event's inclusion.
 
 A purge deletes the oldest events but keeps their leaf hashes (`audit_leaves`) and records the chain's new
-base in its own audit event (`audit.purge`, `detail.base_seq`, in the transaction that moves it): the checkpoints signed before still verify, and a base
-moved without a purge is named.
+base in its own audit event (`audit.purge`, `detail.base_seq`, in the transaction that moves it): the
+checkpoints signed before still verify, and a base moved without a purge is named.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.audit.chain import AUDIT_PURGE
-from app.audit.proof import CONTENT_COLUMNS, canonical
 from app.audit.merkle import TreeBuilder, inclusion_proof, leaf_hash, verify_inclusion
+from app.audit.proof import CONTENT_COLUMNS, canonical
 from app.models import AccessRecord, AuditChain, AuditLeaf
 from app.models.base import utcnow
 from app.settings import Settings

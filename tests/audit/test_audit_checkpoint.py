@@ -32,6 +32,7 @@ from app.audit.checkpoint import (
     sign_text,
 )
 from app.audit.merkle import inclusion_proof, leaf_hash, root_of, verify_inclusion
+from app.audit.proof import insert_events
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, AuditChain
 from app.models.base import utcnow
@@ -250,11 +251,11 @@ def test_a_checkpoint_not_signed_by_the_key_is_refused_exit_6(db, monkeypatch, t
 
 
 def test_a_purge_keeps_the_checkpoints_verifiable_and_records_the_base(db, monkeypatch, tmp_path, signer):
-    with get_engine(db).begin() as conn:
+    with session_scope(db, write=True) as session:
         old = [action_row("job:test", "flux.ingest", "055", person_id=i) for i in range(6)]
         for row in old:
             row["at"] = utcnow() - timedelta(days=400)
-        conn.execute(insert(AccessRecord), old)
+        insert_events(session, old)  # written as the service writes them (with their proof, item 6)
     _events(db, 4)
     note, key = _signed(db, monkeypatch, tmp_path)
     report = purge(get_engine(db), db)
@@ -262,7 +263,7 @@ def test_a_purge_keeps_the_checkpoints_verifiable_and_records_the_base(db, monke
     code, out = _auditor(db, monkeypatch, note, key)
     assert code == 0 and "starts after #6" in out, out
     newer, _ = _signed(db, monkeypatch, tmp_path, "newer.txt")
-    assert "\n11\n" in newer.read_text()  # the purge's own event sealed after the 10
+    assert "\n12\n" in newer.read_text()  # the purge's two events (audit.purge, purge) sealed after the 10
     assert _auditor(db, monkeypatch, newer, key)[0] == 0
     code, out = _auditor(db, monkeypatch, note, key, "--event", _row(db, 9).id)
     assert code == 0 and "IS in the checkpoint" in out, out
