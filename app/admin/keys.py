@@ -23,6 +23,8 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, bindparam, func, select, update
 
+from app.audit.chain import action_row
+from app.audit.proof import insert_events
 from app.db import claim_write
 from app.errors import NotConfigured
 from app.exports.publish import IntegrityError, aad_of, decrypt_file, encrypt_file
@@ -31,6 +33,7 @@ from app.security.nir import NirProtector
 from app.settings import Settings
 
 BATCH = 1000
+JOB = "job:keys rotate"
 KINDS = ("nir", "export", "audit")
 # (table, column) of every value encrypted with the NIR keys, as `key_id:base64`
 NIR_ENCRYPTED: tuple[tuple[Any, str], ...] = (
@@ -81,6 +84,12 @@ def status(engine: Engine, settings: Settings) -> dict[str, Any]:
     return out
 
 
+def _audit_step(conn: Any, kind: str, detail: dict[str, int]) -> None:
+    """What one batch rewrote, audited in its transaction (issue #24 item 1: a killed rotation's committed
+    batches were not audited); the command's `keys.rotate.KIND` event sums them up when it ends."""
+    insert_events(conn, [action_row(JOB, f"keys.rotate.{kind}.step", None, detail=detail)])
+
+
 def rotate_nir(engine: Engine, settings: Settings, progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """Re-encrypt every value not under the first NIR key; returns how many per table."""
     protector = NirProtector(settings.encryption_keys, settings.hmac_key)
@@ -111,6 +120,7 @@ def rotate_nir(engine: Engine, settings: Settings, progress: Callable[[int], Non
                             f"{table.name} {row_id}: {exc.args[0]}; put that key back after the new one"
                         ) from None
                 conn.execute(update(table).where(pk == bindparam("rid")).values({name: bindparam("v")}), values)
+                _audit_step(conn, "nir", {table.name: len(rows)})
                 last = rows[-1][0]
                 counts[table.name] += len(rows)
             if progress:
@@ -147,6 +157,7 @@ def rotate_export(engine: Engine, settings: Settings, progress: Callable[[int], 
                     target.flush()
                     os.fsync(target.fileno())
                 conn.execute(update(Export).where(Export.id == export_id).values(key_id=key_id))
+                _audit_step(conn, "export", {"exports": 1, "export_id": export_id})
                 os.replace(tmp, path)  # the row commits just after: an old key id on a new file still decrypts
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

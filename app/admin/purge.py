@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -95,6 +96,7 @@ class PurgeReport:
     counts: dict[str, int] = field(default_factory=dict)
     cutoffs: dict[str, str] = field(default_factory=dict)
     audit_base: int | None = None  # where the audit chain now starts, when this purge moved it
+    by: str = "job:purge"  # who runs it: each step's deletions are audited under this name
 
     def add(self, what: str, n: int) -> None:
         self.counts[what] = self.counts.get(what, 0) + int(n)
@@ -123,6 +125,21 @@ def _apply(conn: Connection, report: PurgeReport, what: str, statement: Any, cou
         report.add(what, conn.execute(statement).rowcount or 0)
 
 
+@contextmanager
+def _step(engine: Engine, report: PurgeReport) -> Iterator[Connection]:
+    """One transaction of the purge. What it deleted is audited in it (`purge.step`, the counts of this
+    transaction): a purge killed midway leaves every deletion it committed audited (issue #24 item 1), the
+    final `purge` event summing them up when it ends."""
+    before = dict(report.counts)
+    with engine.begin() as conn:
+        if not report.dry_run:
+            claim_write(conn)
+        yield conn
+        done = {what: n - before.get(what, 0) for what, n in report.counts.items() if n != before.get(what, 0)}
+        if done and not report.dry_run:
+            insert_events(conn, [action_row(report.by, "purge.step", None, detail=done)])
+
+
 def _chunks(values: list[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
@@ -133,9 +150,7 @@ def purge_persons(engine: Engine, report: PurgeReport, before: date, progress: C
         ids = closed_persons(conn, before)
     report.add("persons", 0)
     for chunk in _chunks(ids, BATCH):
-        with engine.begin() as conn:
-            if not report.dry_run:
-                claim_write(conn)
+        with _step(engine, report) as conn:
             for model in PERSON_TABLES:
                 table = _table(model)
                 where = one_of(conn, table.c.person_id, chunk)
@@ -151,9 +166,7 @@ def purge_persons(engine: Engine, report: PurgeReport, before: date, progress: C
 
 def purge_france_travail(engine: Engine, report: PurgeReport, now: datetime, traces_before: datetime) -> None:
     ids, calls, items, runs = (_table(m) for m in (FtIdentity, FtCall, FtSyncItem, FtSyncRun))
-    with engine.begin() as conn:
-        if not report.dry_run:
-            claim_write(conn)
+    with _step(engine, report) as conn:
         expired = and_(ids.c.jeton_encrypted.is_not(None), ids.c.jeton_expires_at < now)
         _apply(conn, report, "ft_jetons_expired", update(ids).where(expired).values(jeton_encrypted=None),
                select(func.count()).select_from(ids).where(expired))  # fmt: skip
@@ -171,9 +184,7 @@ def purge_france_travail(engine: Engine, report: PurgeReport, now: datetime, tra
 def purge_webhook_bodies(engine: Engine, report: PurgeReport, before: datetime) -> None:
     d = _table(WebhookDelivery)
     old = and_(d.c.received_at < before, d.c.body_encrypted != PURGED_BODY)
-    with engine.begin() as conn:
-        if not report.dry_run:
-            claim_write(conn)
+    with _step(engine, report) as conn:
         _apply(conn, report, "webhook_bodies", update(d).where(old).values(body_encrypted=PURGED_BODY),
                select(func.count()).select_from(d).where(old))  # fmt: skip
 
@@ -184,9 +195,7 @@ def purge_export_files(engine: Engine, settings: Settings, report: PurgeReport, 
     e, link = _table(Export), _table(ExportLink)
     live = select(link.c.id).where(link.c.export_id == e.c.id, link.c.revoked_at.is_(None), link.c.expires_at >= now)
     built_before = now - timedelta(days=settings.export_link_days)
-    with engine.begin() as conn:
-        if not report.dry_run:
-            claim_write(conn)
+    with _step(engine, report) as conn:
         rows = conn.execute(
             select(e.c.id, e.c.path, e.c.filename).where(e.c.path != "", e.c.built_at < built_before, ~live.exists())
         ).all()
@@ -202,17 +211,22 @@ def purge_export_files(engine: Engine, settings: Settings, report: PurgeReport, 
                 report.add("export_push_copies", 1)
 
 
-def purge_quarantine(settings: Settings, report: PurgeReport, now_ts: float) -> None:
+def purge_quarantine(engine: Engine, settings: Settings, report: PurgeReport, now_ts: float) -> None:
+    """Quarantined files past their retention: their deletion audited before it is done (files have no
+    transaction to share with their event)."""
     folder = settings.data_dir / "quarantine"
     report.add("quarantine_files", 0)
     if not folder.is_dir():
         return
     limit = now_ts - settings.quarantine_retention_days * 86400
-    for path in folder.iterdir():
-        if path.is_file() and path.stat().st_mtime < limit:
-            report.add("quarantine_files", 1)
-            if not report.dry_run:
-                path.unlink(missing_ok=True)
+    old = [path for path in folder.iterdir() if path.is_file() and path.stat().st_mtime < limit]
+    report.add("quarantine_files", len(old))
+    if report.dry_run or not old:
+        return
+    with engine.begin() as conn:
+        insert_events(conn, [action_row(report.by, "purge.step", None, detail={"quarantine_files": len(old)})])
+    for path in old:
+        path.unlink(missing_ok=True)
 
 
 def purge_audit(
@@ -262,7 +276,7 @@ def purge(
     """Everything past its retention, in order; the report has counts only. Audited (`purge`), with the
     counts, once done (or once it failed)."""
     now = utcnow()
-    report = PurgeReport(dry_run=dry_run)
+    report = PurgeReport(dry_run=dry_run, by=by)
     persons_before = add_months(today(settings), -settings.person_retention_months)
     traces_before = now - timedelta(days=settings.ft_call_retention_days)
     bodies_before = now - timedelta(days=settings.webhook_body_retention_days)
@@ -279,7 +293,7 @@ def purge(
         purge_france_travail(engine, report, now, traces_before)
         purge_webhook_bodies(engine, report, bodies_before)
         purge_export_files(engine, settings, report, now)
-        purge_quarantine(settings, report, time.time())
+        purge_quarantine(engine, settings, report, time.time())
         purge_audit(engine, settings, report, audit_before, by)
     except Exception as exc:
         record_action_now(engine, by, "purge", None, outcome="error",

@@ -25,7 +25,8 @@ import structlog
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from app.audit.chain import record_action_now
+from app.audit.chain import action_row, record_action_now
+from app.audit.proof import insert_events
 from app.clock import today
 from app.flux.apply import Ingestion
 from app.flux.bulk import T_DEPARTEMENTS, T_FILES, T_INSTRUCTION, lock
@@ -114,24 +115,37 @@ def ingest_file(
     """
 
     report = _ingest_file(engine, settings, path, options, progress, refresh=refresh, refresh_progress=refresh_progress)
-    by = options.ingested_by or "job:flux ingest"
-    record_action_now(
-        engine,
-        INGESTED_BY_JOB.get(by, by),
-        "flux.ingest",
-        report.departement or options.departement,
-        outcome="rejected" if report.status == "rejected" else "ok",
-        detail={
-            "file_id": report.file_id,
-            "status": report.status,
-            "type_flux": report.type_flux,
-            "persons": report.persons_read,
-            "new_persons": report.new_persons,
-            "state_changes": report.state_changes,
-            "duplicate_of": report.duplicate_of,
-        },
-    )
+    if report.status == "duplicate":  # nothing was written: the event alone (applied or rejected: in their commit)
+        by, departement, kw = _ingest_event(options, report)
+        record_action_now(engine, by, "flux.ingest", departement, **kw)
     return report
+
+
+def _ingest_event(options: IngestOptions, report: IngestReport) -> tuple[str, str | None, dict[str, Any]]:
+    """The `flux.ingest` event of a file: (who, département, the rest of `action_row`'s arguments)."""
+    by = options.ingested_by or "job:flux ingest"
+    detail = {
+        "file_id": report.file_id,
+        "status": report.status,
+        "type_flux": report.type_flux,
+        "persons": report.persons_read,
+        "new_persons": report.new_persons,
+        "state_changes": report.state_changes,
+        "duplicate_of": report.duplicate_of,
+    }
+    outcome = "rejected" if report.status == "rejected" else "ok"
+    return (
+        INGESTED_BY_JOB.get(by, by),
+        report.departement or options.departement,
+        {"outcome": outcome, "detail": detail},
+    )
+
+
+def _audit_in(conn: Connection, options: IngestOptions, report: IngestReport) -> None:
+    """The file's `flux.ingest` event, in the transaction that records the file (issue #24 item 1: written
+    after the commit, a kill in between left an applied file with no event)."""
+    by, departement, kw = _ingest_event(options, report)
+    insert_events(conn, [action_row(by, "flux.ingest", departement, **kw)])
 
 
 def _ingest_file(
@@ -249,6 +263,7 @@ def _apply_beneficiary(
             source.close()
         job.finish()
         _record_applied(conn, job, received, source.content_sha256)
+        _audit_in(conn, options, report)
 
 
 def _record_applied(conn: Connection, job: Ingestion, received: ReceivedFile, content_sha: str) -> None:
@@ -531,6 +546,7 @@ def _ingest_instruction(
                 report=report.to_dict(),
             )
         )
+        _audit_in(conn, options, report)
     log.info(
         "instruction_flux_applied",
         file_id=file_id,
@@ -602,6 +618,7 @@ def _record_rejection(
             )
             .returning(T_FILES.c.id)
         ).scalar_one()
+        _audit_in(conn, options, rejected)
     log.warning("flux_rejected", file_id=rejected.file_id, error_code=exc.code, position=exc.position)
     return rejected
 

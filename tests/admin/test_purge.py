@@ -127,8 +127,12 @@ def test_purge_removes_exactly_what_is_past_retention(db, tmp_path, monkeypatch)
         assert s.scalar(select(func.count()).select_from(AccessRecord).where(AccessRecord.person_id == a[0])) == 1
         chain = s.get(AuditChain, 1)
         assert chain.base_seq == 2 and chain.base_mac
-        purge_events = s.scalars(select(AccessRecord.detail).where(AccessRecord.action.like("purge%"))).all()
+        purge_events = s.scalars(
+            select(AccessRecord.detail).where(AccessRecord.action.in_(("purge", "purge.dry_run")))
+        ).all()
+        steps = s.scalars(select(AccessRecord.detail).where(AccessRecord.action == "purge.step")).all()
     assert len(purge_events) == 2 and '"persons": 1' in purge_events[-1]
+    assert any('"persons": 1' in step for step in steps) and any('"quarantine_files": 1' in step for step in steps)
     assert "ANCIEN" not in " ".join(purge_events) and NIR_A not in " ".join(purge_events)
     result = verify(get_engine(db), db)
     assert result.intact, result.problems
