@@ -69,7 +69,7 @@ def audit_accesses(
         ("at", "who", "agent", "person", "action", "outcome", "detail", "address"),
         [(i["at"][:19].replace("T", " "), i["principal_id"], i["agent_identifiant"], i["person_id"], i["action"],
           i["outcome"], i["detail"], i["source_address"]) for i in result["items"]],
-        narrow=("at", "who", "action", "outcome"),
+        narrow=("at", "who", "action", "outcome", "detail"),
     )  # fmt: skip
     if result["total"] > len(result["items"]):
         print(f"{len(result['items'])} of {result['total']}: narrow the search or raise --limit", file=sys.stderr)
