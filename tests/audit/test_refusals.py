@@ -9,9 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
@@ -26,6 +29,7 @@ from app.models import AccessRecord
 from app.settings import Settings
 from tests.support.cli import run_cli
 from tests.support.factories import nouvel_entrant
+from tests.support.ftsupport import cli_env, passerelle
 
 ATTACKER = ("203.0.113.7", 40000)
 FORGED = "A" * 43  # a download token of the right shape that names no link
@@ -248,3 +252,34 @@ def test_the_audit_records_the_address_behind_a_trusted_proxy(db, make_api_key):
         where = AccessRecord.source_address.like("192.0.2.%") & (AccessRecord.source_address != "192.0.2.50")
         assert s.scalar(select(func.count()).select_from(AccessRecord).where(where)) == 0
     assert {e.source_address for e in _events(db, AccessRecord.action == "export.download")} == {"192.0.2.50"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+def test_the_served_app_believes_forwarded_for_from_the_configured_proxies_only(db, make_api_key, trusted):
+    """`passerelle serve` ran uvicorn with its proxy headers trusted from 127.0.0.1 whatever the setting: any
+    local process chose the address the audit recorded."""
+    key = make_api_key(["persons:read"])
+    port = _free_port()
+    env = cli_env(db, "http://127.0.0.1:9", PASSERELLE_TRUSTED_PROXIES=trusted)
+    passerelle("serve", "--port", str(port), "--no-migrate", env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.2)
+    nobody = {"nir": "1850799123456", "date_naissance": "1985-07-01"}
+    headers = {"X-API-Key": key, "X-Forwarded-For": "198.51.100.9"}
+    assert httpx.post(f"{base}/api/v1/persons/search", json=nobody, headers=headers).status_code == 200
+    (search,) = _events(db, AccessRecord.action == "person.search")
+    assert search.source_address == ("198.51.100.9" if trusted else "127.0.0.1")
