@@ -62,7 +62,7 @@ class RefusalLog:
         self._counts: dict[_Key, _Count] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="audit-refusals", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def add(
         self,
@@ -83,14 +83,19 @@ class RefusalLog:
         key = _Key(now.replace(second=0, microsecond=0), principal_id[:120], agent, departement or ALL_DEPARTEMENTS,
                    action, endpoint[:200], outcome, source_address, status, reason)  # fmt: skip
         with self._lock:
+            self._merge(key, 1, request_id)
+
+    def _merge(self, key: _Key, n: int, request_id: str | None) -> None:
+        """Under the lock: `n` more for `key`; beyond `capacity` keys, a new one is counted with the others
+        of its minute, action and outcome (a flood of distinct addresses costs one row, not one per address)."""
+        count = self._counts.get(key)
+        if count is None and len(self._counts) >= self.capacity:
+            key = key._replace(principal_id=OTHERS, agent=None, endpoint="*", source_address=None, reason=None)
             count = self._counts.get(key)
-            if count is None and len(self._counts) >= self.capacity:  # a flood of distinct keys: one more row
-                key = key._replace(principal_id=OTHERS, agent=None, endpoint="*", source_address=None, reason=None)
-                count = self._counts.get(key)
-            if count is None:
-                count = self._counts[key] = _Count()
-            count.n += 1
-            count.request_id = request_id or count.request_id
+        if count is None:
+            count = self._counts[key] = _Count()
+        count.n += n
+        count.request_id = request_id or count.request_id
 
     def pending(self) -> int:
         with self._lock:
@@ -115,10 +120,7 @@ class RefusalLog:
             log.error("audit_refusals_not_written", events=len(rows), error_type=type(exc).__name__)
             with self._lock:
                 for key, count in taken.items():
-                    if key in self._counts or len(self._counts) < self.capacity:
-                        kept = self._counts.setdefault(key, _Count())
-                        kept.n += count.n
-                        kept.request_id = kept.request_id or count.request_id
+                    self._merge(key, count.n, count.request_id)
             return 0
         return len(rows)
 
@@ -146,13 +148,16 @@ class RefusalLog:
     # -- the server's thread: each minute's counts written once it has ended ------------------------------
 
     def start(self) -> None:
+        """Start the thread (again, after a `stop`: an application may be served more than once)."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(self._stop,), name="audit-refusals", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         while True:
             now = utcnow()
             next_minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-            if self._stop.wait((next_minute - now).total_seconds() + 1.0):
+            if stop.wait((next_minute - now).total_seconds() + 1.0):
                 return
             try:
                 self.flush()
@@ -162,6 +167,6 @@ class RefusalLog:
     def stop(self) -> None:
         """Stop the thread and write everything counted, the current minute's too."""
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=30)
         self.flush(everything=True)

@@ -283,3 +283,45 @@ def test_the_served_app_believes_forwarded_for_from_the_configured_proxies_only(
     assert httpx.post(f"{base}/api/v1/persons/search", json=nobody, headers=headers).status_code == 200
     (search,) = _events(db, AccessRecord.action == "person.search")
     assert search.source_address == ("198.51.100.9" if trusted else "127.0.0.1")
+
+
+def test_the_counts_are_written_once_their_minute_ended_and_kept_when_the_database_fails(db, monkeypatch, tmp_path):
+    from sqlalchemy import create_engine
+
+    from app.audit import refusals
+
+    minute = datetime(2026, 3, 29, 0, 59, tzinfo=ZoneInfo("UTC"))  # the clock of the counts, fixed
+    now = [minute.replace(second=12)]
+    monkeypatch.setattr(refusals, "utcnow", lambda: now[0])
+    unreachable = refusals.RefusalLog(create_engine(f"sqlite:///{tmp_path}/missing/dir/x.db"), capacity=2)
+    log = refusals.RefusalLog(get_engine(db), capacity=2)
+    for target in (log, unreachable):
+        for n in range(4):  # two keys, then a third beyond the capacity: counted with the others
+            target.add("anonymous", "access.unauthenticated", None, "refused", endpoint="GET /x",
+                       source_address=f"192.0.2.{min(n, 2)}", status=401, request_id=f"r{n}")  # fmt: skip
+    assert log.flush() == 0 and log.pending() == 4  # the minute goes on
+    now[0] = minute.replace(minute=59, second=59)
+    assert log.flush() == 0
+    now[0] = minute.replace(hour=1, minute=0, second=1)
+    assert log.flush() == 3 and log.pending() == 0
+    rows = _events(db, AccessRecord.action == "access.unauthenticated")
+    assert sorted((r.principal_id, r.source_address, json.loads(r.detail)["count"]) for r in rows) == [
+        ("anonymous", "192.0.2.0", 1),
+        ("anonymous", "192.0.2.1", 1),
+        ("others", None, 2),
+    ]
+    assert {r.at.replace(tzinfo=ZoneInfo("UTC")) for r in rows} == {minute} and {r.departement_code for r in rows} == {
+        "*"
+    }
+    # the database unreachable: nothing lost, written at a later flush
+    assert unreachable.flush() == 0 and unreachable.pending() == 4
+    unreachable.engine = get_engine(db)
+    assert unreachable.flush() == 3 and unreachable.pending() == 0
+
+
+def test_an_application_served_twice_writes_the_counts_of_each_run(db):
+    app = create_app(db)
+    for _ in range(2):
+        with TestClient(app, raise_server_exceptions=False) as c:
+            assert c.get("/api/v1/me").status_code == 401
+    assert _count(_events(db, AccessRecord.action == "access.unauthenticated")) == 2
