@@ -34,9 +34,17 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 async def _send_error(
-    send: Send, status: int, code: str, message: str, request_id: str, *, www_authenticate: bool = False
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    *,
+    www_authenticate: bool = False,
+    details: object = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = json.dumps(error_body(code, message)).encode()
+    body = json.dumps(error_body(code, message, details)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -45,6 +53,7 @@ async def _send_error(
     ]
     if www_authenticate:
         headers.append((b"www-authenticate", b"Bearer"))
+    headers.extend(extra or ())
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -52,12 +61,8 @@ async def _send_error(
 async def _send_too_many(send: Send, wait: int, request_id: str) -> None:
     """429 for a source address over its limit of refused attempts (app.security.ratelimit.RefusalLimiter)."""
     error = too_many(wait)
-    body = json.dumps(error_body(error.code, error.message, error.details))
-    await send({"type": "http.response.start", "status": 429, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(wait).encode()), (b"x-request-id", request_id.encode()),
-    ]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body.encode()})
+    await _send_error(send, 429, error.code, error.message, request_id, details=error.details,
+                      extra=[(b"retry-after", str(wait).encode())])  # fmt: skip
 
 
 async def _send_too_large(send: Send, limit: int, request_id: str) -> None:
