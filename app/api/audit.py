@@ -19,6 +19,7 @@ from app.security.auth import Principal
 from app.security.scopes import Scope
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # no control character (PostgreSQL refuses a NUL in a text: a 500, not a 422)
 
 
 @router.get(
@@ -32,8 +33,13 @@ def search_accesses(
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.audit_read)],
     person_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
-    client: Annotated[str | None, Query(max_length=120, description="principal id: client name, subject, job")] = None,
-    agent: Annotated[str | None, Query(max_length=100, description="the acting agent's identifiant")] = None,
+    client: Annotated[
+        str | None,
+        Query(max_length=120, pattern=PRINTABLE, description="principal id: client:N, user:SUBJECT, job:..., link:N"),
+    ] = None,
+    agent: Annotated[
+        str | None, Query(max_length=100, pattern=PRINTABLE, description="the acting agent's identifiant")
+    ] = None,
     since: Annotated[IsoDate | None, Query(description="from this day (Europe/Paris)")] = None,
     until: Annotated[IsoDate | None, Query(description="to this day, included (Europe/Paris)")] = None,
     action: Annotated[
