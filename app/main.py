@@ -28,6 +28,7 @@ from app.api import (
     orientation,
     persons,
     pilotage,
+    refusals,
     webhooks,
 )
 from app.api.errors import install_error_handlers
@@ -42,11 +43,12 @@ from app.api.middleware import (
 from app.api.openapi import install as install_openapi
 from app.audit.chain import Sealer
 from app.audit.checkpoint import CheckpointPublisher
+from app.audit.refusals import RefusalLog
 from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, session_factory
 from app.logging import configure_logging
 from app.security.oidc import OidcVerifier
-from app.security.ratelimit import RateLimiter
+from app.security.ratelimit import RateLimiter, RefusalLimiter
 from app.settings import Settings, get_settings
 
 # Routes that receive files (multipart) rather than JSON; they get the upload size limit.
@@ -84,9 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # ... and a signed checkpoint of the chain published for the auditor (issue #23, item 7)
         publisher = CheckpointPublisher(app.state.engine, settings, settings.audit_checkpoint_interval_seconds)
         publisher.start()
+        # Refused and missing accesses, counted per minute, written once their minute ended (issue #23)
+        app.state.refusals.start()
         try:
             yield
         finally:
+            app.state.refusals.stop()  # the current minute's counts too, before the last seal
             publisher.stop()
             sealer.stop()
             if app.state.ft_client is not None:
@@ -112,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ft_threads = anyio.CapacityLimiter(settings.ft_max_concurrency)
     app.state.ft_client = None
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.state.refusal_limiter = RefusalLimiter(settings.max_refused_per_minute)
+    app.state.refusals = RefusalLog(app.state.engine)
 
     def limit_for(path: str) -> int:
         if streamed(path):
@@ -135,6 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anonymous_limit=settings.max_anonymous_requests,
         known=app.state.known_credentials,
         streamed=streamed,
+        limiter=app.state.refusal_limiter,
+        on_refused=lambda scope, status, code: refusals.record(scope, status, code),
     )
     app.add_middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout_seconds, streamed=streamed)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, content_types_for=content_types_for)
@@ -146,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Purpose", "X-Request-ID"],
         )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, trusted_proxies=settings.trusted_networks)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(me.router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import re
@@ -188,6 +189,14 @@ class Settings(BaseSettings):
         default=1200, ge=0, le=1_000_000, description="requests a client may make per minute and worker (0: no limit)"
     )
     rate_limit_burst: int | None = Field(default=None, ge=1, le=100_000, description="default: a tenth of a minute's")
+    # Issue #23: refused attempts without a valid credential (401, a wrong download link, a wrong webhook
+    # signature) from one source address, per minute and worker process; beyond, 429 (0: no limit).
+    max_refused_per_minute: int = Field(
+        default=60, ge=0, le=1_000_000, description="refused unauthenticated attempts per source address and minute"
+    )
+    # The reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed: the source address
+    # of a request is its peer's unless the peer is one of them (none: X-Forwarded-For is never read).
+    trusted_proxies: Annotated[list[str], NoDecode] = []
     cors_origins: Annotated[list[str], NoDecode] = []  # browsers' origins allowed to call the API (none: CORS off)
     ready_timeout_seconds: float = Field(default=1.5, gt=0, le=10, description="/ready answers within this")
 
@@ -326,6 +335,20 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [part.strip() for part in v.split(",") if part.strip()]
         return v
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, v: Any) -> Any:
+        """Comma-separated IPs or CIDRs (a JSON list is accepted too); each one checked here."""
+        if isinstance(v, str):
+            text = v.strip()
+            v = json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        for item in v or []:
+            try:
+                ipaddress.ip_network(str(item).strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or a CIDR network") from None
+        return [str(item).strip() for item in v or []]
 
     @field_validator("export_recipients", "audit_checkpoint_email", mode="before")
     @classmethod
@@ -591,6 +614,11 @@ class Settings(BaseSettings):
     def ft_configured(self) -> bool:
         """Whether a France Travail is named (the real one's recette or production, or the fake)."""
         return bool(self.ft_auth_url and self.ft_api_url and self.ft_client_id and self.ft_client_secret)
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """`trusted_proxies` as networks (app.api.middleware.source_address)."""
+        return tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies)
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,5 +1,6 @@
-"""For auditors and the DPO (scope `audit:read`): who accessed which person's data, when, through what.
-Their own queries are recorded like any other read."""
+"""For auditors and the DPO (scope `audit:read`): who accessed which person's data, when, through what; the
+refused and missing accesses too (issue #23). Their own queries are recorded like any other read. Times are
+in the Département's timezone (Europe/Paris), with their offset."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.responses import Response
 
 from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep
 from app.audit import search as audit
+from app.audit.chain import ALL_DEPARTEMENTS
 from app.clock import today
 from app.errors import Unprocessable
 from app.kit.validation import TEXT_PATTERN
@@ -33,26 +35,41 @@ def search_accesses(
     person_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     client: Annotated[
         str | None,
-        Query(max_length=120, pattern=TEXT_PATTERN, description="principal id: client name, subject, job"),
+        Query(
+            max_length=120, pattern=TEXT_PATTERN, description="principal id: client:N, user:SUBJECT, job:..., link:N"
+        ),
     ] = None,
     agent: Annotated[
         str | None, Query(max_length=100, pattern=TEXT_PATTERN, description="the acting agent's identifiant")
     ] = None,
-    since: Annotated[IsoDate | None, Query(description="from this day (UTC)")] = None,
-    until: Annotated[IsoDate | None, Query(description="to this day, included (UTC)")] = None,
+    since: Annotated[IsoDate | None, Query(description="from this day (Europe/Paris)")] = None,
+    until: Annotated[IsoDate | None, Query(description="to this day, included (Europe/Paris)")] = None,
     action: Annotated[
         str | None, Query(max_length=40, pattern=r"^[a-z_.]+\*?$", description="exact, or a prefix: ft. or export.*")
     ] = None,
-    found: Annotated[bool | None, Query(description="false: searches that found nobody")] = None,
-    departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
+    found: Annotated[bool | None, Query(description="false: searches that found nobody, and 404s")] = None,
+    outcome: Annotated[
+        Literal["ok", "not_found", "refused", "rejected", "error"] | None,
+        Query(description="refused: 401, 403, 429, refused links and webhook signatures (counted per minute)"),
+    ] = None,
+    departement: Annotated[
+        str | None,
+        Query(
+            pattern=r"^(\d{3}|02[AB]|\*)$",
+            description="one of the caller's; `*`: the events of no one département (a file rejected before "
+            "its département was known, refusals of anonymous callers, key rotations)",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=audit.MAX_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Any:
     if since and until and until < since:
         raise Unprocessable("`until` is before `since`.")
-    deps = tuple(principal.chosen_departements(departement))
-    criteria = audit.AuditFilter(deps, person_id, client, agent, since, until, action, found)
+    deps = (ALL_DEPARTEMENTS,) if departement == ALL_DEPARTEMENTS else tuple(principal.chosen_departements(departement))
+    criteria = audit.AuditFilter(
+        deps, person_id, client, agent, since, until, action, found, outcome, settings.business_timezone
+    )
     result = audit.search(session, criteria, limit, offset)
     # The search read the audit journal: its transaction ends before the journal is written (SQLite refuses
     # to turn a read of a file into a write once another writer has committed to it meanwhile).
@@ -74,10 +91,11 @@ def who_accessed(
     person_id: PersonId,
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.audit_read)],
 ) -> dict[str, Any]:
     person = person_service.get_person(session, principal, person_id)
-    result = audit.who_accessed(session, (person.departement_code,), person.id)
+    result = audit.who_accessed(session, (person.departement_code,), person.id, settings.business_timezone)
     session.commit()  # as above: the journal was read, its write comes in a transaction of its own
     person_service.audit_read(request, session, principal, "audit.person", person, person.departement_code)
     return result

@@ -116,11 +116,11 @@ def authenticate(
     structlog.contextvars.bind_contextvars(
         client_id=principal.log_id(), agent_id=principal.agent.identifiant if principal.agent else None
     )
+    request.state.principal = principal  # known before its 429 or 403: the refusal is recorded as its own
     wait = request.app.state.rate_limiter.take(principal.id)
     if wait:
         log.warning("rate_limited", retry_after=wait)
         raise TooManyRequests(f"Too many requests from this client; retry in {wait} s.", wait)
-    request.state.principal = principal
     for scope in security_scopes.scopes:
         require_scope(principal, scope)
     return principal

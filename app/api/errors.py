@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.refusals import refused
 from app.errors import PasserelleError, error_body
 
 log = structlog.get_logger(__name__)
@@ -62,7 +63,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return RedirectResponse(f"/connexion?suite={quote(exc.next_url, safe='')}", status_code=303)
 
     @app.exception_handler(PasserelleError)
-    async def _passerelle_error(_request: Request, exc: PasserelleError) -> JSONResponse:
+    async def _passerelle_error(request: Request, exc: PasserelleError) -> JSONResponse:
+        exc = refused(request, exc)  # a refused or missing access is recorded (issue #23); 429 past the limit
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else exc.headers
         return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
 

@@ -1,9 +1,12 @@
 """The download of a weekly file by France Travail's agents: the link (from the e-mail) is the credential.
 
 No API key: the agents open the link in a browser. The token is long and random, only its keyed hash is
-stored; a link expires (`PASSERELLE_EXPORT_LINK_DAYS`), may be single-use, may be revoked. Every use,
-served or refused, is recorded (link, address, when); a file served is also recorded with the other
-personal-data reads. Messages are in French: France Travail's agents read them.
+stored; a link expires (`PASSERELLE_EXPORT_LINK_DAYS`), may be single-use, may be revoked. Every use of a
+known link, served or refused, is recorded (link, address, when); a file served is also recorded with the
+other personal-data reads. A refused link (forged, expired, revoked, used) counts against its address's
+limit of refused attempts (429 beyond) and is one audit event per link, address and minute with its count
+(issue #23): a flood of forged links writes nothing per attempt. Messages are in French: France Travail's
+agents read them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field
 
+from app.api import refusals
 from app.api.deps import Authorized, SessionDep, SettingsDep, run_write
 from app.clock import today
 from app.db import get_engine, write_transaction
@@ -28,6 +32,7 @@ from app.france_travail.return_file import check_filename, prepare, store
 from app.kit.validation import InputModel
 from app.security.auth import Principal
 from app.security.scopes import Scope
+from app.security.source import source_of
 
 router = APIRouter(prefix="/api/v1/exports", tags=["exports"])
 
@@ -42,12 +47,13 @@ Token = Annotated[str, Path(min_length=20, max_length=100, pattern=r"^[A-Za-z0-9
     responses={
         200: {"content": {"text/csv": {}}, "description": "The file (CSV ; UTF-8)"},
         403: {"description": "Unknown or forged link"},
+        429: {"description": "Too many refused links from this address (`Retry-After`)"},
         410: {"description": "Expired, revoked or already used link"},
         409: {"description": "The stored file no longer matches its checksum: not served"},
     },
 )
 async def download(token: Token, request: Request, session: SessionDep, settings: SettingsDep) -> StreamingResponse:
-    address = request.client.host if request.client else None
+    address = source_of(request)
     agent = (request.headers.get("user-agent") or "")[:200] or None
     hashed = token_hashes(settings, token)
     request_id = getattr(request.state, "request_id", None)
@@ -62,11 +68,20 @@ async def download(token: Token, request: Request, session: SessionDep, settings
             return links.record_use(session, checked, address, agent, request_id)
 
     checked = await anyio.to_thread.run_sync(check)
-    outcome = await run_write(request, record)
+    # a token that names no link writes nothing: its refusal is counted below (issue #23)
+    outcome = "unknown" if checked.outcome == "unknown" else await run_write(request, record)
     if outcome != "served":
         if checked.plain is not None:
             checked.plain.close()
-        raise links.refusal(outcome)
+        error = links.refusal(outcome)
+        if outcome in links.REFUSED:  # the caller's link refused: counted against its address, recorded a minute
+            wait = refusals.count_against_source(request)
+            refusals.record(request.scope, error.status_code, error.code, principal_id=links.link_principal(checked),
+                            action=links.download_action(checked), departement=links.link_departement(checked),
+                            reason=outcome)  # fmt: skip
+            if wait:
+                raise refusals.too_many(wait)
+        raise error
     assert checked.plain is not None
     return _stream_file(checked.plain, checked.export.filename)
 

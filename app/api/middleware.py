@@ -20,9 +20,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import Unauthenticated, error_body
+from app.api.refusals import too_many
+from app.errors import TooManyRequests, Unauthenticated, error_body
 from app.logging import redact_url
 from app.security.login import SESSION_COOKIE
+from app.security.ratelimit import RefusalLimiter
+from app.security.source import Network, scope_source
 
 log = structlog.get_logger("passerelle.access")
 
@@ -31,9 +34,17 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 async def _send_error(
-    send: Send, status: int, code: str, message: str, request_id: str, *, www_authenticate: bool = False
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    *,
+    www_authenticate: bool = False,
+    details: object = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = json.dumps(error_body(code, message)).encode()
+    body = json.dumps(error_body(code, message, details)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -42,6 +53,7 @@ async def _send_error(
     ]
     if www_authenticate:
         headers.append((b"www-authenticate", b"Bearer"))
+    headers.extend(extra or ())
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -53,6 +65,13 @@ async def _send_internal_error(send: Send, exc: Exception, request_id: str) -> N
     """Log the cause (its traceback, redacted) and answer the JSON contract, never a trace."""
     log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
     await _send_error(send, 500, "internal_error", INTERNAL_ERROR_MESSAGE, request_id)
+
+
+async def _send_too_many(send: Send, wait: int, request_id: str) -> None:
+    """429 for a source address over its limit of refused attempts (app.security.ratelimit.RefusalLimiter)."""
+    error = too_many(wait)
+    await _send_error(send, 429, error.code, error.message, request_id, details=error.details,
+                      extra=[(b"retry-after", str(wait).encode())])  # fmt: skip
 
 
 async def _send_too_large(send: Send, limit: int, request_id: str) -> None:
@@ -99,8 +118,9 @@ class _BodyTooLarge(HTTPException):
 class RequestContextMiddleware:
     """Gives every request an id (or keeps a sane one the caller sent), binds it to the logs, logs the access."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, trusted_proxies: tuple[Network, ...] = ()) -> None:
         self.app = app
+        self.trusted_proxies = trusted_proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,6 +130,8 @@ class RequestContextMiddleware:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # the address the audit records and the refusal limit counts (X-Forwarded-For of trusted proxies only)
+        scope["state"]["source_address"] = scope_source(scope, self.trusted_proxies)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -364,7 +386,9 @@ class AdmissionMiddleware:
     Why two: requests without a known credential (`KnownCredentials`: anyone, a first call after a restart,
     the webhooks and download links) must never take a slot an authenticated caller needs (issue #23). An
     upload without any credential is refused here (401) before its body: every upload route needs one.
-    Probes (`/health`, `/ready`) are never held back.
+    Probes (`/health`, `/ready`) are never held back. A source address over its limit of refused attempts
+    (`RefusalLimiter`, issue #23) is answered 429 here when its request carries no credential at all (one it
+    carries is checked by the application, whose refusal is then a 429 too); known callers pass.
     """
 
     def __init__(
@@ -376,8 +400,12 @@ class AdmissionMiddleware:
         known: KnownCredentials,
         streamed: Callable[[str], bool],
         exempt: frozenset[str] = frozenset({"/health", "/ready"}),
+        limiter: RefusalLimiter | None = None,
+        on_refused: Callable[[Scope, int, str], None] | None = None,
     ) -> None:
         self.app = app
+        self.limiter = limiter
+        self.on_refused = on_refused or (lambda _scope, _status, _code: None)
         self.limit = limit
         self.anonymous_limit = anonymous_limit
         self.known = known
@@ -394,8 +422,16 @@ class AdmissionMiddleware:
         authenticated, anonymous = self._semaphores
         if self.known.known_caller(scope):
             semaphore = authenticated
+        elif not presented_credentials(scope) and (wait := self._retry_after(scope)):
+            request_id = scope.get("state", {}).get("request_id", "-")
+            self.on_refused(scope, 429, TooManyRequests.code)
+            await _send_too_many(send, wait, request_id)
+            return
         elif scope["method"] in BODY_METHODS and self.streamed(scope["path"]) and not presented_credentials(scope):
             request_id = scope.get("state", {}).get("request_id", "-")
+            if self.limiter is not None:
+                self.limiter.refuse(scope.get("state", {}).get("source_address"))
+            self.on_refused(scope, 401, Unauthenticated.code)
             message = "Authentication required: send an API key (X-API-Key) or a bearer token."
             await _send_error(send, 401, Unauthenticated.code, message, request_id, www_authenticate=True)
             return
@@ -403,6 +439,11 @@ class AdmissionMiddleware:
             semaphore = anonymous
         async with semaphore:
             await self.app(scope, receive, send)
+
+    def _retry_after(self, scope: Scope) -> int:
+        if self.limiter is None:
+            return 0
+        return self.limiter.retry_after(scope.get("state", {}).get("source_address"))
 
 
 DOCS_PATHS = ("/docs", "/redoc", "/docs-assets/")

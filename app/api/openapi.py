@@ -47,7 +47,7 @@ STANDARD: dict[str, str] = {
     "413": "The body is over the size limit",
     "415": "The body's Content-Type is not the one the operation takes",
     "422": "Invalid input: `details` lists each field (`loc`), what is wrong (`msg`) and its type",
-    "429": "Too many requests from this client (`Retry-After`)",
+    "429": "Too many requests from this client, or too many refused attempts from its address (`Retry-After`)",
     "503": "The database is busy or unreachable: nothing was recorded (`Retry-After`)",
 }
 
@@ -89,7 +89,11 @@ DESCRIPTIONS: dict[str, str] = {
     "POST /api/v1/ft-return-files": "Load France Travail's weekly return file (CSV as France Travail writes "
     "it) and match its rows to our persons.",
     "GET /api/v1/audit/accesses": "Auditors (scope `audit:read`): search the accesses to personal data by "
-    "person, client, agent, period, action and outcome; `format=csv` for a spreadsheet. Audited itself.",
+    "person, client, agent, period (days in Europe/Paris), action and outcome, with each event's outcome and "
+    "detail; refused and missing accesses (401, 403, 404, 429, refused links and signatures) are counted per "
+    "caller or address and minute (`detail.count`); `departement=*` for the events of no one département "
+    "(a file rejected before its département was read, anonymous callers). Times in Europe/Paris with their "
+    "offset; `format=csv` for a spreadsheet (oui/non). Audited itself.",
     "GET /api/v1/audit/persons/{person_id}": "Who accessed this person's data: each client and agent, how often, "
     "first and last time, what they did. Audited itself.",
     "GET /api/v1/pilotage/orientation": "The orientation indicator of annex 4: nouveaux entrants of the period "

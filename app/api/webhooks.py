@@ -9,8 +9,8 @@ import structlog
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
+from app.api import refusals
 from app.api.deps import Authorized, SessionDep, SettingsDep, run_write
-from app.audit.chain import record_action_now
 from app.db import write_transaction
 from app.errors import NotFound
 from app.integrations.rdv_insertion import webhooks as rdv_insertion
@@ -33,7 +33,8 @@ def list_unmatched(
     summary="RDV-Insertion's signed webhook (Rdv, Invitation) for a département",
     responses={
         200: {"description": "Received (processed, duplicate or older: RDV-Insertion must not re-send)"},
-        401: {"description": "Missing or wrong X-RDVI-SIGNATURE: nothing recorded"},
+        401: {"description": "Missing or wrong X-RDVI-SIGNATURE: nothing stored (the attempt is counted)"},
+        429: {"description": "Too many refused attempts from this address (`Retry-After`)"},
         404: {"description": "No RDV-Insertion secret is configured for this département"},
         422: {"description": "Well signed but unreadable: kept for inspection"},
     },
@@ -58,15 +59,12 @@ async def receive(
             size=len(body),
             signature_given=x_rdvi_signature is not None,
         )
-        record_action_now(
-            request.app.state.engine,
-            rdv_insertion.WEBHOOK_PRINCIPAL,
-            "webhook.delivery",
-            departement,
-            outcome="refused",
-            detail={"size": len(body), "reason": "signature"},
-            source_address=request.client.host[:64] if request.client else None,
-        )
+        # counted against the source address, and recorded once a minute with the count (issue #23)
+        wait = refusals.count_against_source(request)
+        refusals.record(request.scope, 401, "signature", principal_id=rdv_insertion.WEBHOOK_PRINCIPAL,
+                        action="webhook.delivery", departement=departement)  # fmt: skip
+        if wait:
+            raise refusals.too_many(wait)
         return JSONResponse({"error": "unauthorized", "message": "missing or wrong X-RDVI-SIGNATURE"}, status_code=401)
 
     def write() -> tuple[int, dict[str, Any]]:

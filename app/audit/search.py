@@ -9,6 +9,7 @@ import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -17,8 +18,9 @@ from app.kit.csv import write_csv
 from app.models import AccessRecord
 
 CSV_COLUMNS = ("id", "at", "principal_id", "agent_identifiant", "departement_code", "person_id", "action",
-               "endpoint", "request_id", "found", "purpose", "source_address")  # fmt: skip
+               "endpoint", "request_id", "found", "purpose", "source_address", "outcome", "detail")  # fmt: skip
 MAX_LIMIT = 1000
+BUSINESS_TIMEZONE = "Europe/Paris"  # the default of `PASSERELLE_BUSINESS_TIMEZONE`
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,12 @@ class AuditFilter:
     until: date | None = None
     action: str | None = None  # exact, or a prefix ending in '.' or '*' ("ft.", "export.*")
     found: bool | None = None
+    outcome: str | None = None  # ok, not_found, refused, rejected, error (app.audit.chain.OUTCOMES)
+    timezone: str = BUSINESS_TIMEZONE  # of `since`, `until` and the times shown
 
     def query(self) -> Select[Any]:
+        # `*` among the départements: the events of no one département (a file rejected before its département
+        # was read, an anonymous caller's refusals, a key rotation)
         ar = AccessRecord
         q = select(ar).where(ar.departement_code.in_(self.departements))
         if self.person_id is not None:
@@ -41,10 +47,11 @@ class AuditFilter:
             q = q.where(ar.principal_id == self.client)
         if self.agent:
             q = q.where(ar.agent_identifiant == self.agent)
+        tz = ZoneInfo(self.timezone)  # days as the Département lives them (Europe/Paris), not UTC's
         if self.since:
-            q = q.where(ar.at >= datetime.combine(self.since, time.min, UTC))
+            q = q.where(ar.at >= datetime.combine(self.since, time.min, tz).astimezone(UTC))
         if self.until:
-            q = q.where(ar.at < datetime.combine(self.until + timedelta(days=1), time.min, UTC))
+            q = q.where(ar.at < datetime.combine(self.until + timedelta(days=1), time.min, tz).astimezone(UTC))
         if self.action:
             prefix = self.action.rstrip("*")
             q = (
@@ -54,13 +61,21 @@ class AuditFilter:
             )
         if self.found is not None:
             q = q.where(ar.found.is_(self.found))
+        if self.outcome is not None:
+            q = q.where(ar.outcome == self.outcome)
         return q
 
 
-def row_dict(r: AccessRecord) -> dict[str, Any]:
+def local_time(at: datetime, timezone: str = BUSINESS_TIMEZONE) -> str:
+    """An event's time in the Département's timezone, with its offset (2026-12-06T14:05:00+01:00)."""
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return at.astimezone(ZoneInfo(timezone)).isoformat(timespec="seconds")
+
+
+def row_dict(r: AccessRecord, timezone: str = BUSINESS_TIMEZONE) -> dict[str, Any]:
     return {
         "id": r.id,
-        "at": r.at.isoformat(),
+        "at": local_time(r.at, timezone),
         "principal_id": r.principal_id,
         "agent_identifiant": r.agent_identifiant,
         "departement_code": r.departement_code,
@@ -71,6 +86,8 @@ def row_dict(r: AccessRecord) -> dict[str, Any]:
         "found": r.found,
         "purpose": r.purpose,
         "source_address": r.source_address,
+        "outcome": r.outcome,
+        "detail": r.detail,  # JSON text: counts, file ids, a refusal's status and reason; never personal data
     }
 
 
@@ -80,10 +97,13 @@ def search(session: Session, criteria: AuditFilter, limit: int = 100, offset: in
     rows = session.scalars(
         q.order_by(AccessRecord.at.desc(), AccessRecord.id.desc()).limit(min(limit, MAX_LIMIT)).offset(offset)
     )
-    return {"total": int(total), "limit": min(limit, MAX_LIMIT), "offset": offset, "items": [row_dict(r) for r in rows]}
+    items = [row_dict(r, criteria.timezone) for r in rows]
+    return {"total": int(total), "limit": min(limit, MAX_LIMIT), "offset": offset, "items": items}
 
 
-def who_accessed(session: Session, departements: tuple[str, ...], person_id: int) -> dict[str, Any]:
+def who_accessed(
+    session: Session, departements: tuple[str, ...], person_id: int, timezone: str = BUSINESS_TIMEZONE
+) -> dict[str, Any]:
     """Every client and agent that read or changed the person's data: how often, first and last time, what."""
     ar = AccessRecord
     rows = session.execute(
@@ -112,8 +132,8 @@ def who_accessed(session: Session, departements: tuple[str, ...], person_id: int
                 "principal_id": principal,
                 "agent_identifiant": agent,
                 "accesses": int(n),
-                "first": first.isoformat(),
-                "last": last.isoformat(),
+                "first": local_time(first, timezone),
+                "last": local_time(last, timezone),
                 "actions": sorted(actions.get((principal, agent), ())),
             }
             for principal, agent, n, first, last in rows
@@ -121,10 +141,23 @@ def who_accessed(session: Session, departements: tuple[str, ...], person_id: int
     }
 
 
+def _cell(column: str, value: Any) -> str:
+    """A cell as French Excel reads it: oui/non, the time in the Département's timezone without its offset
+    (2026-12-06 14:05:00: what a spreadsheet takes for a date and time), empty for nothing."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "oui" if value else "non"
+    if column == "at":
+        return str(value)[:19].replace("T", " ")
+    return str(value)
+
+
 def to_csv(items: list[dict[str, Any]]) -> str:
-    """`;`, a BOM for French Excel, CRLF: written as the weekly files are (app.exports.weekly.write_csv)."""
+    """`;`, a BOM for French Excel, CRLF: written as the weekly files are (app.exports.weekly.write_csv);
+    times in the Département's timezone (the items' own), booleans oui/non."""
 
     out = io.BytesIO()
-    rows = (["" if item[c] is None else str(item[c]) for c in CSV_COLUMNS] for item in items)
+    rows = ([_cell(c, item[c]) for c in CSV_COLUMNS] for item in items)
     write_csv(CSV_COLUMNS, rows, out)
     return out.getvalue().decode("utf-8")

@@ -23,25 +23,39 @@ def audit_accesses(
     person: Annotated[int | None, typer.Option(min=1, help="Our person id")] = None,
     client: Annotated[str | None, typer.Option(help="Principal id (client name, subject, job:..., link:...)")] = None,
     agent: Annotated[str | None, typer.Option(help="The acting agent's identifiant")] = None,
-    since: Annotated[str | None, typer.Option(help="From this day, YYYY-MM-DD (UTC)")] = None,
+    since: Annotated[str | None, typer.Option(help="From this day, YYYY-MM-DD (Europe/Paris)")] = None,
     until: Annotated[str | None, typer.Option(help="To this day, included")] = None,
     action: Annotated[str | None, typer.Option(help="Exact, or a prefix: ft. or export.*")] = None,
-    not_found: Annotated[bool, typer.Option("--not-found", help="Only searches that found nobody")] = False,
-    departement: Annotated[str | None, typer.Option(help="Département (default: all)")] = None,
+    not_found: Annotated[bool, typer.Option("--not-found", help="Only searches that found nobody, and 404s")] = False,
+    outcome: Annotated[
+        str | None,
+        typer.Option(help="ok, not_found, refused (401, 403, 429, refused links and signatures), rejected, error"),
+    ] = None,
+    departement: Annotated[
+        str | None,
+        typer.Option(help="Département (default: all, and '*': the events of no one département)"),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV ; UTF-8 with BOM on stdout")] = False,
 ) -> None:
-    """Search the accesses to personal data, newest first."""
+    """Search the accesses to personal data, newest first: reads, actions, and the refused and missing ones
+    (counted per minute). Times in Europe/Paris."""
     from app.audit import search as audit
+    from app.audit.chain import ALL_DEPARTEMENTS, OUTCOMES
     from app.db import session_scope
     from app.persons.repository import audit_job_reads
 
-    ready_settings()
-    deps = chosen_departements(departement)
+    settings = ready_settings()
+    if outcome is not None and outcome not in OUTCOMES:
+        raise fail(f"--outcome: one of {', '.join(OUTCOMES)}", ExitCode.USAGE)
+    if departement == ALL_DEPARTEMENTS:
+        deps: tuple[str, ...] = (ALL_DEPARTEMENTS,)
+    else:  # every département also shows the events of none (a file rejected before its département was read)
+        deps = chosen_departements(departement) + (() if departement else (ALL_DEPARTEMENTS,))
     criteria = audit.AuditFilter(
         deps, person, client, agent, parse_day(since, "--since"), parse_day(until, "--until"), action,
-        False if not_found else None,
+        False if not_found else None, outcome, settings.business_timezone,
     )  # fmt: skip
     with session_scope() as session:
         result = audit.search(session, criteria, limit)
@@ -54,10 +68,10 @@ def audit_accesses(
         print_json(result)
         return
     print_rows(
-        ("at", "who", "agent", "person", "action", "found"),
-        [(i["at"][:19], i["principal_id"], i["agent_identifiant"], i["person_id"], i["action"], i["found"])
-         for i in result["items"]],
-        narrow=("at", "who", "person", "action"),
+        ("at", "who", "agent", "person", "action", "outcome", "detail", "address"),
+        [(i["at"][:19].replace("T", " "), i["principal_id"], i["agent_identifiant"], i["person_id"], i["action"],
+          i["outcome"], i["detail"], i["source_address"]) for i in result["items"]],
+        narrow=("at", "who", "action", "outcome", "detail"),
     )  # fmt: skip
     if result["total"] > len(result["items"]):
         print(f"{len(result['items'])} of {result['total']}: narrow the search or raise --limit", file=sys.stderr)
@@ -74,12 +88,12 @@ def audit_person(
     from app.models import Person
     from app.persons.repository import audit_job_reads
 
-    ready_settings()
+    settings = ready_settings()
     with session_scope() as session:
         person = session.get(Person, person_id)
         if person is None:
             raise fail(f"no person {person_id}", ExitCode.USAGE)
-        result = audit.who_accessed(session, (person.departement_code,), person.id)
+        result = audit.who_accessed(session, (person.departement_code,), person.id, settings.business_timezone)
     with session_scope() as session:  # the journal is written in a transaction that did not read it
         audit_job_reads(session, "audit person", "audit.person", [(person.id, person.departement_code)])
     if as_json:
@@ -87,7 +101,8 @@ def audit_person(
         return
     print_rows(
         ("who", "agent", "accesses", "first", "last", "actions"),
-        [(a["principal_id"], a["agent_identifiant"], a["accesses"], a["first"][:19], a["last"][:19],
+        [(a["principal_id"], a["agent_identifiant"], a["accesses"], a["first"][:19].replace("T", " "),
+          a["last"][:19].replace("T", " "),
           ", ".join(a["actions"])) for a in result["accessors"]],
         narrow=("who", "accesses", "last"),
     )  # fmt: skip

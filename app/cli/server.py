@@ -48,6 +48,9 @@ def serve(
         workers=workers,
         log_config=UVICORN_LOG_CONFIG,
         proxy_headers=True,
+        # X-Forwarded-For and -Proto believed from PASSERELLE_TRUSTED_PROXIES only (uvicorn's default trusts
+        # 127.0.0.1 and ::1: any local process could choose the address the audit records; issue #23)
+        forwarded_allow_ips=[str(network) for network in settings.trusted_networks],
         http=JsonErrorsH11Protocol,  # a request uvicorn cannot parse gets our JSON error, not its text
     )
 

@@ -1,5 +1,6 @@
 """The download links of the weekly files: a token's link found and checked (unknown, revoked, expired,
-used, corrupted or served), each use recorded (served or refused, with an audit event), the refusal said
+used, corrupted or served), each use of a known link recorded (a download served or a corrupted file with an
+audit event; a refused link's audit event is counted per minute by app.api.refusals), the refusal said
 to France Travail's agents (in French), the files listed with their live links and downloads, a file's
 links revoked. Never commits: the caller's transaction does."""
 
@@ -97,11 +98,28 @@ def check_link(settings: Settings, found: tuple[ExportLink, Export] | None) -> C
     return Checked(link, export, plain, "served")
 
 
+REFUSED = frozenset({"unknown", "revoked", "expired", "used"})  # the caller's link, not the stored file
+
+
+def link_principal(checked: Checked) -> str:
+    return f"link:{checked.link.id}" if checked.link else "link:unknown"
+
+
+def download_action(checked: Checked) -> str:
+    return f"export.download.{checked.export.kind}" if checked.export else "export.download"
+
+
+def link_departement(checked: Checked) -> str | None:
+    return checked.export.departement_code if checked.export else None
+
+
 def record_use(
     session: Session, checked: Checked, address: str | None, agent: str | None, request_id: str | None
 ) -> str:
-    """Record the attempt (served or refused) and, when served, the link's use (a single-use link claimed
-    once: a download that lost the race is "used"); returns the final outcome."""
+    """Record the attempt of a known link (served or refused) and, when served, the link's use (a single-use
+    link claimed once: a download that lost the race is "used"); returns the final outcome. A download
+    served, or a stored file found corrupted, is an audit event here; a refused link is counted by the
+    caller, one audit event per link, address and minute (issue #23)."""
     link, export = checked.link, checked.export
     result = checked.outcome
     if result == "served" and link.single_use:
@@ -121,14 +139,16 @@ def record_use(
             outcome=result,
         )
     )
-    # every attempt is an audit event: a download of personal data, or a refused link (by whom, where)
+    if result in REFUSED:
+        return result
+    # a download of personal data, or a file that could not be served (by whom, where)
     insert_events(
         session,
         [
             action_row(
-                f"link:{link.id}" if link else "link:unknown",
-                f"export.download.{export.kind}" if export else "export.download",
-                export.departement_code if export else None,
+                link_principal(checked),
+                download_action(checked),
+                link_departement(checked),
                 outcome="ok" if result == "served" else "refused",
                 detail=None if result == "served" else {"reason": result},
                 endpoint="GET /api/v1/exports/download",

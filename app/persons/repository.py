@@ -18,6 +18,7 @@ from app.persons.keys import key_hash, matricule_key_text
 from app.persons.order import state_order
 from app.security.auth import Principal, header_text
 from app.security.nir import InvalidNir, NirProtector, normalize_nir
+from app.security.source import source_of
 from app.settings import Settings
 
 
@@ -41,7 +42,7 @@ def _access_row(
         agent=principal.agent.identifiant if principal.agent else None,
         request_id=getattr(request.state, "request_id", None),
         purpose=purpose_of(request),
-        source_address=request.client.host[:64] if getattr(request, "client", None) else None,
+        source_address=source_of(request),
     )
 
 
