@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
 from app.audit.chain import ALL_DEPARTEMENTS, action_row
-from app.models import AccessRecord
+from app.audit.proof import insert_events
 from app.models.base import utcnow
 
 log = structlog.get_logger(__name__)
@@ -115,7 +115,7 @@ class RefusalLog:
         rows = [self._row(key, count) for key, count in sorted(taken.items(), key=lambda kc: kc[0].minute)]
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(AccessRecord), rows)
+                insert_events(conn, rows)  # each with its proof (app.audit.proof)
         except Exception as exc:  # the database is gone: kept for the next round (bounded by `capacity`)
             log.error("audit_refusals_not_written", events=len(rows), error_type=type(exc).__name__)
             with self._lock:
