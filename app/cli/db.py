@@ -33,7 +33,7 @@ def _migrate(step: Callable[..., None], revision: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from app import migrate as migrations
-    from app.db import make_engine
+    from app.db import audit_journal_problem, make_engine
 
     settings = get_settings()
     try:
@@ -44,10 +44,13 @@ def _migrate(step: Callable[..., None], revision: str) -> None:
             if role is not None:  # the migrations' role owns the tables: the service's gets what it needs
                 _grant(engine, role)
             console.print(f"database at {', '.join(sorted(migrations.current_revisions(engine))) or 'base'}")
+            problem = audit_journal_problem(engine) if migrations.at_head(engine, settings) else None
         finally:
             engine.dispose()
     except SQLAlchemyError as exc:
         raise _unreachable(exc) from exc
+    if problem is not None:  # a migration never recreates a lost journal's tables: it would hide the loss
+        raise fail(f"{problem}: restore it from its backup (docs/operations.md)", ExitCode.ENVIRONMENT)
 
 
 def _grant(engine: Engine, role: str) -> None:
