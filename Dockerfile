@@ -1,5 +1,10 @@
 # Passerelle RSA: production image. Build: docker build -t passerelle-rsa .
-# Run: docker run -e PASSERELLE_ENV=prod -e PASSERELLE_DATABASE_URL=postgresql+psycopg://... \
+# Migrate first, as the role that owns the tables (docs/operations.md, "Two database roles"); it then grants
+# the service's role what the service needs, never the right to alter, truncate or disable the audit trigger:
+#   docker run --rm -e PASSERELLE_MIGRATION_DATABASE_URL=postgresql+psycopg://passerelle_owner:...@db/passerelle \
+#        -e PASSERELLE_DATABASE_URL=postgresql+psycopg://passerelle_app:...@db/passerelle passerelle-rsa passerelle db upgrade
+# Run (the service's role only: the image's default does not migrate):
+#   docker run -e PASSERELLE_ENV=prod -e PASSERELLE_DATABASE_URL=postgresql+psycopg://passerelle_app:...@db/passerelle \
 #        -e PASSERELLE_NIR_ENCRYPTION_KEYS=... -e PASSERELLE_NIR_HMAC_KEY=... -e PASSERELLE_API_KEY_PEPPER=... \
 #        -e PASSERELLE_AUDIT_KEYS=... -p 8000:8000 passerelle-rsa
 # or mount the secrets as files named as the variables and set PASSERELLE_SECRETS_DIR=/run/secrets.
@@ -27,8 +32,9 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER passerelle
 WORKDIR /var/lib/passerelle
 EXPOSE 8000
-# /ready: database reachable and schema at the latest migration.
+# /ready: database reachable, schema at the latest migration (and on SQLite the audit journal there).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=4).status == 200 else 1)"]
-# `serve` applies pending migrations, then runs uvicorn.
-CMD ["passerelle", "serve", "--host", "0.0.0.0", "--port", "8000"]
+# `serve --no-migrate`: the service never migrates with its own role (it would then own the tables and could
+# disable the audit trigger); it starts once `db upgrade` above has run, and refuses (exit 3) before.
+CMD ["passerelle", "serve", "--no-migrate", "--host", "0.0.0.0", "--port", "8000"]

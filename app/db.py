@@ -61,8 +61,11 @@ def audit_path(database: str) -> str:
     return str(path.with_name(f"{path.stem}-audit{path.suffix or '.db'}"))
 
 
-def _sqlite_setup(busy_ms: int, audit_file: str) -> Any:
+def _sqlite_setup(busy_ms: int, audit_file: str, create_audit: bool) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # A missing journal is never recreated but by the migrations or a first setup (SQLite would create an
+        # empty file): in memory instead, without its tables, and `audit_journal_problem` says so.
+        attached = audit_file if create_audit or Path(audit_file).exists() or audit_file == ":memory:" else ":memory:"
         # pysqlite's own transaction handling defers BEGIN; we take control so that a whole flux file is
         # applied in one real transaction (SQLAlchemy docs, "Serializable isolation / Savepoints").
         dbapi_connection.isolation_level = None
@@ -71,7 +74,7 @@ def _sqlite_setup(busy_ms: int, audit_file: str) -> Any:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"ATTACH DATABASE ? AS {AUDIT_SCHEMA}", (audit_file,))
+        cursor.execute(f"ATTACH DATABASE ? AS {AUDIT_SCHEMA}", (attached,))
         cursor.execute(f"PRAGMA {AUDIT_SCHEMA}.journal_mode=WAL")
         cursor.execute(f"PRAGMA {AUDIT_SCHEMA}.synchronous=NORMAL")
         cursor.close()
@@ -80,11 +83,18 @@ def _sqlite_setup(busy_ms: int, audit_file: str) -> Any:
 
 
 def make_engine(
-    url: str, settings: Settings | None = None, *, statement_timeout: bool = True, pooled: bool = True
+    url: str,
+    settings: Settings | None = None,
+    *,
+    statement_timeout: bool = True,
+    pooled: bool = True,
+    create_audit_journal: bool = False,
 ) -> Engine:
     """`hide_parameters`: a database error's message never carries the values (names, NIR hashes...).
 
     `statement_timeout=False` for migrations and maintenance: no time limit on PostgreSQL statements.
+    `create_audit_journal` (the migrations): SQLite's audit journal is created if missing; otherwise only
+    with a new database (a first setup), never beside an existing one (`audit_journal_problem`).
     """
     settings = settings or get_settings()
     parsed = make_url(url)
@@ -93,10 +103,12 @@ def make_engine(
             # The database and its audit journal hold personal data: created mode 600 (SQLite gives its
             # -wal and -shm files the database's own mode).
             database = Path(parsed.database)
+            create_audit_journal = create_audit_journal or not database.exists()
             if not database.parent.exists():
                 private_dir(database.parent)
-            for file in (database, Path(audit_path(parsed.database))):
-                private_file(file)
+            private_file(database)
+            if create_audit_journal:
+                private_file(Path(audit_path(parsed.database)))
         busy = settings.sqlite_busy_timeout_seconds
         # SQLite connections are cheap: room for a request that also applies a file (two connections). An
         # in-memory database has one connection per thread (SingletonThreadPool): nothing to size.
@@ -105,7 +117,8 @@ def make_engine(
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": busy}, hide_parameters=True, **pool
         )
-        event.listen(engine, "connect", _sqlite_setup(busy * 1000, audit_path(parsed.database or "")))
+        audit_file = audit_path(parsed.database or "")
+        event.listen(engine, "connect", _sqlite_setup(busy * 1000, audit_file, create_audit_journal))
         with _writer_locks_guard:
             _writer_locks.setdefault(str(engine.url), (threading.Lock(), busy))
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
@@ -142,6 +155,28 @@ def _pool_args(settings: Settings, pooled: bool, spare: int) -> dict[str, Any]:
         "max_overflow": admitted,
         "pool_timeout": settings.database_pool_timeout_seconds,
     }
+
+
+def audit_journal_problem(engine: Engine) -> str | None:
+    """SQLite: why the audit journal cannot be used, naming its file (None when it can, and on PostgreSQL).
+    Its file missing, or present without its tables (created empty): every read is then refused, since a
+    read is recorded there. Restore it from its backup, then restart the service (docs/operations.md)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database or ""
+    journal = audit_path(database)
+    if journal != ":memory:" and not Path(journal).exists():
+        return f"the audit journal {journal} is missing"
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            f"SELECT count(*) FROM {AUDIT_SCHEMA}.sqlite_master WHERE type = 'table' AND name IN "
+            + "("
+            + ", ".join(f"'{t}'" for t in AUDIT_TABLES)
+            + ")"
+        ).scalar()
+    if found != len(AUDIT_TABLES):
+        return f"the audit journal {journal} has no audit tables (recreated empty, or missing when the service started)"
+    return None
 
 
 def get_engine(settings: Settings | None = None) -> Engine:

@@ -95,7 +95,9 @@ def _fresh_database(base: Settings) -> tuple[Path, Settings]:
     if root.exists():
         shutil.rmtree(root)
     private_dir(root)
-    settings = base.model_copy(update={"database_url": f"sqlite:///{(root / 'demo.db').as_posix()}"})
+    demo_db = f"sqlite:///{(root / 'demo.db').as_posix()}"
+    # its own database, migrated as itself: never with the migrations' URL of the real one
+    settings = base.model_copy(update={"database_url": demo_db, "migration_database_url": ""})
     migrate.upgrade(settings)
     return root, settings
 

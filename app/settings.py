@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     env: Environment = Environment.dev
     data_dir: Path = Path("./data")
     database_url: str = ""
+    # The migrations' own connection (`passerelle db upgrade`, `serve --migrate`): on PostgreSQL a role that
+    # owns the tables, the service's role being granted only what it needs (`passerelle db grant`, docs/
+    # operations.md "Two database roles"). Empty: the service's own URL.
+    migration_database_url: str = ""
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -369,7 +373,7 @@ class Settings(BaseSettings):
             raise ValueError("a date is written YYYY-MM-DD")
         return v.strip() if isinstance(v, str) else v
 
-    @field_validator("database_url", mode="before")
+    @field_validator("database_url", "migration_database_url", mode="before")
     @classmethod
     def _strip(cls, v: Any) -> Any:
         return v.strip() if isinstance(v, str) else v
@@ -379,11 +383,33 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'passerelle.db').as_posix()}"
         self._read_rdv_insertion_secrets()  # a wrong value is refused now, naming the variable
+        self._same_database_for_migrations()
         if self.env is Environment.prod:
             self._refuse_weak_secrets()
             if self.today is not None:
                 raise ConfigurationError("PASSERELLE_TODAY fixes the date: for tests and demos only, not in prod")
         return self
+
+    def _same_database_for_migrations(self) -> None:
+        """The migrations' URL names the service's database (another user, the same server and database)."""
+        if not self.migration_database_url:
+            return
+        from sqlalchemy.engine import make_url  # lazy, as in sqlite_path
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            ours, theirs = make_url(self.database_url), make_url(self.migration_database_url)
+        except ArgumentError:
+            raise ConfigurationError("PASSERELLE_MIGRATION_DATABASE_URL is not a database URL") from None
+
+        def place(url: Any) -> tuple[Any, ...]:
+            return url.get_backend_name(), url.host, url.port, url.database
+
+        if place(ours) != place(theirs):
+            raise ConfigurationError(
+                "PASSERELLE_MIGRATION_DATABASE_URL names another database than PASSERELLE_DATABASE_URL "
+                "(same server, port and database, another user)"
+            )
 
     def _read_rdv_insertion_secrets(self) -> dict[str, str]:
         name = "PASSERELLE_RDV_INSERTION_SECRETS"
@@ -619,6 +645,11 @@ class Settings(BaseSettings):
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """`trusted_proxies` as networks (app.api.middleware.source_address)."""
         return tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies)
+
+    @property
+    def migrations_url(self) -> str:
+        """The URL migrations connect with: PASSERELLE_MIGRATION_DATABASE_URL, or the service's own."""
+        return self.migration_database_url or self.database_url
 
     @property
     def is_sqlite(self) -> bool:

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import ping
+from app.db import audit_journal_problem, ping
 from app.migrate import at_head
 from app.settings import Settings
 
@@ -32,12 +32,15 @@ def _check(engine: Engine, settings: Settings) -> str | None:
         return "unreachable"
     if not at_head(engine, settings):
         return "migrations pending"
+    if audit_journal_problem(engine) is not None:  # every read would be refused: it is recorded there
+        return "audit journal missing"  # its path is for the operator (`passerelle audit verify`), not this probe
     return None
 
 
 @router.get(
     "/ready",
-    summary="The database answers and its schema is at the latest migration (answers within 2 s, 503 otherwise)",
+    summary="The database answers, its schema is at the latest migration and its audit journal is there "
+    "(answers within 2 s, 503 otherwise)",
 )
 async def ready(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings

@@ -85,10 +85,20 @@ def _episode_out(ep: Any, as_of: date) -> dict[str, Any]:
     }
 
 
+EXTERNAL_ID_CONFLICT = (
+    "The external_id is already used for another event (`conflict`): a correction has an external_id of its own "
+    "and names the event it corrects in `supersedes`"
+)
+
+
 @router.post(
     "/persons/{person_id}/events",
     summary="Record an orientation-side event (idempotent by external_id; corrections supersede)",
-    responses={201: {"description": "Recorded"}, 200: {"description": "Already recorded (same external_id)"}},
+    responses={
+        201: {"description": "Recorded"},
+        200: {"description": "Already recorded (same external_id)"},
+        409: {"description": EXTERNAL_ID_CONFLICT},
+    },
 )
 async def post_event(
     person_id: PersonId,
@@ -140,6 +150,7 @@ def _one_departement(principal: Principal, departement: str | None) -> str:
                 "Location": {"schema": {"type": "string"}, "description": "/api/v1/events/pending/{id}: its state"}
             },
         },
+        409: {"description": EXTERNAL_ID_CONFLICT},
     },
 )
 async def post_event_by_reference(

@@ -109,7 +109,7 @@ def ready_settings() -> Settings:
     from sqlalchemy.exc import SQLAlchemyError
 
     from app import migrate as migrations
-    from app.db import get_engine
+    from app.db import audit_journal_problem, get_engine
 
     settings = get_settings()
     if settings.is_sqlite:
@@ -130,6 +130,12 @@ def ready_settings() -> Settings:
         raise fail(
             f"the database is not migrated (at {at}, the code needs {', '.join(sorted(heads))}): "
             "run `passerelle db upgrade`",
+            ExitCode.ENVIRONMENT,
+        )
+    problem = audit_journal_problem(engine)
+    if problem is not None:  # never recreated here: an empty journal would hide what the lost one held
+        raise fail(
+            f"{problem}: restore it from its backup, then restart the service (docs/operations.md)",
             ExitCode.ENVIRONMENT,
         )
     return settings

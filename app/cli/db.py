@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.cli.common import ExitCode, console, fail, print_json
 from app.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 
@@ -22,7 +25,8 @@ def _current() -> set[str]:
 
 def _unreachable(exc: Exception) -> typer.Exit:
     return fail(
-        f"the database does not answer ({type(exc).__name__}); check PASSERELLE_DATABASE_URL and that it runs",
+        f"the database does not answer ({type(exc).__name__}); check PASSERELLE_DATABASE_URL (and "
+        "PASSERELLE_MIGRATION_DATABASE_URL) and that it runs",
         ExitCode.ENVIRONMENT,
     )
 
@@ -30,11 +34,35 @@ def _unreachable(exc: Exception) -> typer.Exit:
 def _migrate(step: Callable[..., None], revision: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
+    from app import migrate as migrations
+    from app.db import audit_journal_problem, make_engine
+
+    settings = get_settings()
     try:
-        step(get_settings(), revision)
-        console.print(f"database at {', '.join(sorted(_current())) or 'base'}")
+        step(settings, revision)
+        engine = make_engine(settings.migrations_url, settings, statement_timeout=False, pooled=False)
+        try:
+            role = migrations.service_role(settings)
+            if role is not None:  # the migrations' role owns the tables: the service's gets what it needs
+                _grant(engine, role)
+            console.print(f"database at {', '.join(sorted(migrations.current_revisions(engine))) or 'base'}")
+            problem = audit_journal_problem(engine) if migrations.at_head(engine, settings) else None
+        finally:
+            engine.dispose()
     except SQLAlchemyError as exc:
         raise _unreachable(exc) from exc
+    if problem is not None:  # a migration never recreates a lost journal's tables: it would hide the loss
+        raise fail(f"{problem}: restore it from its backup (docs/operations.md)", ExitCode.ENVIRONMENT)
+
+
+def _grant(engine: Engine, role: str) -> None:
+    from app import migrate as migrations
+
+    try:
+        migrations.grant_service_role(engine, role)
+    except ValueError as exc:
+        raise fail(f"db grant: {exc}", ExitCode.ENVIRONMENT) from None
+    console.print(f"role {role}: rows read and written, audit events written and sealed only (docs/operations.md)")
 
 
 @db_app.command("upgrade")
@@ -43,6 +71,37 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     from app import migrate as migrations
 
     _migrate(migrations.upgrade, revision)
+
+
+@db_app.command("grant")
+def db_grant(
+    role: Annotated[
+        str | None,
+        typer.Option(help="The service's PostgreSQL role (default: the user of PASSERELLE_DATABASE_URL)."),
+    ] = None,
+) -> None:
+    """PostgreSQL: grant the service's role what it needs and nothing more, connected as the migrations' role
+    (PASSERELLE_MIGRATION_DATABASE_URL), which owns the tables: rows read and written, audit events written,
+    sealed and purged only; never TRUNCATE, ALTER, DROP or a trigger disabled. `db upgrade` does it itself when
+    the two URLs name different users. Exit 3 when refused (the role owns tables, is a superuser...)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db import make_engine
+
+    settings = get_settings()
+    if settings.is_sqlite:
+        raise fail("db grant: roles and grants are PostgreSQL's: SQLite has none", ExitCode.USAGE)
+    role = role or make_url(settings.database_url).username
+    if not role:
+        raise fail("db grant: name the service's role (--role): PASSERELLE_DATABASE_URL has no user", ExitCode.USAGE)
+    engine = make_engine(settings.migrations_url, settings, statement_timeout=False, pooled=False)
+    try:
+        _grant(engine, role)
+    except SQLAlchemyError as exc:
+        raise _unreachable(exc) from exc
+    finally:
+        engine.dispose()
 
 
 @db_app.command("downgrade")

@@ -27,17 +27,19 @@ def serve(
     migrate: Annotated[bool, typer.Option(help="Apply pending migrations before serving.")] = True,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
 ) -> None:
-    """Serve the HTTP API with uvicorn (JSON logs). Without --migrate, the database must be at head."""
+    """Serve the HTTP API with uvicorn (JSON logs). --migrate applies migrations as `db upgrade` does (with
+    PASSERELLE_MIGRATION_DATABASE_URL when set); with --no-migrate the database must be at head."""
     import uvicorn
 
-    from app import migrate as migrations
     from app.api.http_protocol import JsonErrorsH11Protocol
     from app.logging import UVICORN_LOG_CONFIG, configure_logging
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    if migrate:
-        migrations.upgrade(settings)
+    if migrate:  # with the migrations' own role when one is set, which then grants the service's
+        from app.cli.db import db_upgrade
+
+        db_upgrade("head")
     else:
         ready_settings()
     uvicorn.run(

@@ -11,6 +11,7 @@ Two things a JSON schema cannot say are checked here by name instead of by Schem
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -77,6 +78,10 @@ def _agent_headers_together(case: Any) -> Any:
     return case
 
 
+# How many requests: 500 by default (a quick run), more in CI (.ci/run sets PASSERELLE_FUZZ_EXAMPLES).
+EXAMPLES = int(os.environ.get("PASSERELLE_FUZZ_EXAMPLES", "500"))
+
+
 def _semantic(body: dict) -> bool:
     return any(words in body.get("message", "") for words in SEMANTIC.get(body.get("error", ""), ()))
 
@@ -94,7 +99,7 @@ def test_the_api_does_what_its_document_says(db, make_api_key):
     assert len(operations) >= 20
     seen: set[str] = set()
 
-    @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def check(data):
         operation = data.draw(st.sampled_from(operations))

@@ -40,6 +40,9 @@ def test_orientation_event_ends_the_delay(client, db, make_api_key, tmp_path):
     assert again.status_code == 200 and again.json()["created"] is False
     conflict = _post(client, key, pid, {**body, "organisme": "DEPARTEMENT"})
     assert conflict.status_code == 409
+    documented = client.get("/openapi.json").json()["paths"]  # documented where it happens (found by Schemathesis)
+    for path in ("/api/v1/persons/{person_id}/events", "/api/v1/events"):
+        assert "409" in documented[path]["post"]["responses"], path
 
     # a correction supersedes, never overwrites: the letter went out a day later
     fix = {**body, "external_id": "plat-1-fix", "supersedes": "plat-1", "date": (t0 + timedelta(days=15)).isoformat()}
