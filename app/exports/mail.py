@@ -45,4 +45,3 @@ def message(settings: Settings, publication: Publication, expires: datetime) -> 
     ]
     msg.set_content("\n".join(lines))
     return msg
-
