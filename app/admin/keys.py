@@ -4,7 +4,7 @@ after it while anything still uses them; `rotate` then re-encrypts what the olde
 yet under the first key is selected). `status` counts what each key id protects.
 
 - `nir` (PASSERELLE_NIR_ENCRYPTION_KEYS): the persons' NIRs, France Travail jetons, raw webhook bodies,
-  the events kept aside until their person arrives.
+  the events kept aside until their person arrives, a weekly e-mail not yet confirmed sent.
   The NIR's keyed hash does not change: every person stays findable by NIR throughout.
 - `export` (PASSERELLE_EXPORT_KEYS): the stored weekly files, rewritten under the new key (atomically:
   a link serves the old file or the new one, never half of either).
@@ -28,7 +28,7 @@ from app.audit.proof import insert_events
 from app.db import claim_write
 from app.errors import NotConfigured
 from app.exports.publish import IntegrityError, aad_of, decrypt_file, encrypt_file
-from app.models import AccessRecord, Export, FtIdentity, PendingEvent, Person, WebhookDelivery
+from app.models import AccessRecord, Export, ExportMail, FtIdentity, PendingEvent, Person, WebhookDelivery
 from app.security.nir import NirProtector
 from app.settings import Settings
 
@@ -41,6 +41,7 @@ NIR_ENCRYPTED: tuple[tuple[Any, str], ...] = (
     (FtIdentity, "jeton_encrypted"),
     (WebhookDelivery, "body_encrypted"),
     (PendingEvent, "payload_encrypted"),
+    (ExportMail, "message_encrypted"),
 )
 
 

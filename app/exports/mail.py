@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from email.message import EmailMessage
 
-from app.clients.mail import send
 from app.exports.publication import Publication
 from app.settings import Settings
 
@@ -46,8 +45,3 @@ def message(settings: Settings, publication: Publication, expires: datetime) -> 
     ]
     msg.set_content("\n".join(lines))
     return msg
-
-
-def send_links(settings: Settings, publication: Publication, expires: datetime) -> None:
-    """Send the e-mail that announces the files through the configured mail server."""
-    send(settings, message(settings, publication, expires))

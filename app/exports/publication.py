@@ -27,6 +27,7 @@ class Publication:
     links: dict[str, str] = field(default_factory=dict)  # kind -> URL (only in this object, never stored)
     mailed: bool = False
     unchanged: bool = False
+    resumed: bool = False  # the same e-mail sent again: a previous run stopped before recording it sent
 
     def manifest(self) -> dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ Order of a publication, so that nothing is half-published:
 
 from __future__ import annotations
 
+import email
 import hashlib
 import hmac
 import json
@@ -26,27 +27,33 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.utils import make_msgid
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import structlog
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
-from app.audit.chain import record_action, record_action_now
+from app.audit.chain import record_action
+from app.clients.mail import send
 from app.clock import today
 from app.db import claim_write, session_scope
 from app.errors import Busy, Unavailable
 from app.exports import weekly
-from app.exports.mail import send_links
+from app.exports.mail import message
 from app.exports.publication import Built, Publication
 from app.kit import jobs as leases
 from app.kit.csv import write_csv
 from app.kit.files import private_dir
-from app.models import Export, ExportLink, JobLease
+from app.models import Export, ExportLink, ExportMail, JobLease
 from app.models.base import utcnow
+from app.security.nir import NirProtector
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -282,7 +289,9 @@ def _record(session: Session, departement: str, week: str, files: list[Built]) -
 def publish(
     engine: Engine, settings: Settings, departement: str, week: weekly.Week, *, resend: bool = False
 ) -> Publication:
-
+    """Build the week's files and announce them by e-mail, once (issue #24 item 4). The e-mail is committed
+    with the links it announces before it is sent; a run killed after the server took it but before `sent`
+    was recorded sends the very same message again (same Message-ID, same links) instead of new ones."""
     if not settings.public_url:
         raise ExportsNotConfigured("PASSERELLE_PUBLIC_URL is not set: the links in the e-mail need it")
     if not settings.export_recipients:
@@ -291,65 +300,168 @@ def publish(
         weekly.check_exportable(conn, departement, week, today(settings))
     result = Publication(departement, week.label)
     with lease(settings, JOB, departement):
-        result.files = build(engine, settings, departement, week)
-        expires = utcnow() + timedelta(days=settings.export_link_days)
-        tokens: dict[str, str] = {}
-        with session_scope(settings, write=True) as session:
-            exports, result.unchanged = _record(session, departement, week.label, result.files)
-            if result.unchanged and not resend:
-                return result
-            link_ids = []
-            for row in exports:
-                token = secrets.token_urlsafe(32)
-                link = ExportLink(
-                    export_id=row.id,
-                    token_hash=token_hash(settings, token),
-                    expires_at=expires,
-                    single_use=settings.export_single_use,
-                    recipients=", ".join(settings.export_recipients)[:1000],
-                )
-                session.add(link)
-                session.flush()
-                link_ids.append(link.id)
-                tokens[row.kind] = token
-            export_ids = [row.id for row in exports]
-        base = settings.public_url.rstrip("/")
-        result.links = {kind: f"{base}/api/v1/exports/download/{token}" for kind, token in tokens.items()}
-        try:
-            send_links(settings, result, expires)
-        except Exception as exc:
-            with session_scope(settings, write=True) as session:  # never a live link that was not announced
-                session.execute(update(ExportLink).where(ExportLink.id.in_(link_ids)).values(revoked_at=utcnow()))
-            log.error("export_mail_failed", departement=departement, week=week.label, error_type=type(exc).__name__)
-            record_action_now(
-                engine,
-                "job:export weekly",
-                "export.publish",
-                departement,
-                outcome="error",
-                detail={"week": week.label, "error": type(exc).__name__},
-            )
-            raise PublishError(f"the e-mail could not be sent ({type(exc).__name__}: {exc}); run again") from None
-        with session_scope(settings, write=True) as session:
-            session.execute(update(Export).where(Export.id.in_(export_ids)).values(published_at=utcnow()))
-            record_action(
-                session,
-                "job:export weekly",
-                "export.publish",
-                departement,
-                detail={
-                    "week": week.label,
-                    "exports": export_ids,
-                    "rows": [f.rows for f in result.files],
-                    "recipients": len(settings.export_recipients),
-                },
-            )
-        result.mailed = True
+        interrupted = None if resend else _interrupted_mail(engine, settings, departement, week.label)
+        if interrupted is not None:
+            mail_id, msg = interrupted
+            result.files, result.resumed = _announced_files(engine, mail_id), True
+        else:
+            result.files = build(engine, settings, departement, week)
+            prepared = _prepare_mail(engine, settings, result, resend)
+            if prepared is None:
+                return result  # published already, unchanged: nothing to send
+            mail_id, msg = prepared
+        _deliver(engine, settings, result, mail_id, msg)
         _write_manifest(settings, result)
         if settings.export_push_dir is not None:
             push_copies(settings, result)
     log.info("export_published", departement=departement, week=week.label, files=len(result.files))
     return result
+
+
+def _protector(settings: Settings) -> NirProtector:
+    return NirProtector(settings.encryption_keys, settings.hmac_key)
+
+
+def _prepare_mail(
+    engine: Engine, settings: Settings, result: Publication, resend: bool
+) -> tuple[int, EmailMessage] | None:
+    """Record the files, their links and the e-mail announcing them (status `sending`), in one transaction;
+    None when the files were published already, unchanged (and not `resend`)."""
+    expires = utcnow() + timedelta(days=settings.export_link_days)
+    base = str(settings.public_url).rstrip("/")
+    with session_scope(settings, write=True) as session:
+        exports, result.unchanged = _record(session, result.departement, result.week, result.files)
+        if result.unchanged and not resend:
+            return None
+        links = []
+        for row in exports:
+            token = secrets.token_urlsafe(32)
+            link = ExportLink(
+                export_id=row.id,
+                token_hash=token_hash(settings, token),
+                expires_at=expires,
+                single_use=settings.export_single_use,
+                recipients=", ".join(settings.export_recipients)[:1000],
+            )
+            session.add(link)
+            links.append(link)
+            result.links[row.kind] = f"{base}/api/v1/exports/download/{token}"
+        session.flush()
+        msg = message(settings, result, expires)
+        msg["Message-ID"] = make_msgid("passerelle-rsa", urlsplit(base).hostname or "localhost")
+        mail = ExportMail(
+            departement_code=result.departement,
+            week=result.week,
+            status="sending",
+            message_id=str(msg["Message-ID"])[:200],
+            message_encrypted=_protector(settings).encrypt(msg.as_string()),
+            export_ids=[row.id for row in exports],
+            link_ids=[link.id for link in links],
+            expires_at=expires,
+        )
+        session.add(mail)
+        session.flush()
+        return mail.id, msg
+
+
+def _interrupted_mail(
+    engine: Engine, settings: Settings, departement: str, week: str
+) -> tuple[int, EmailMessage] | None:
+    """The week's e-mail a run recorded and may have sent without recording it (`sending`): the same message
+    to send again, or None. One whose links expired meanwhile is given up (`failed`): new links go out."""
+    with session_scope(settings, write=True) as session:
+        mail = session.scalar(
+            select(ExportMail)
+            .where(ExportMail.departement_code == departement, ExportMail.week == week, ExportMail.status == "sending")
+            .order_by(ExportMail.id.desc())
+            .limit(1)
+        )
+        if mail is None:
+            return None
+        if mail.expires_at <= utcnow():
+            mail.status, mail.error, mail.message_encrypted = "failed", "its links expired before it was sent", ""
+            return None
+        text = _protector(settings).decrypt(mail.message_encrypted)
+        log.warning("export_mail_resent", departement=departement, week=week, mail_id=mail.id)
+        return mail.id, email.message_from_string(text, policy=policy.default)
+
+
+def _announced_files(engine: Engine, mail_id: int) -> list[Built]:
+    """The files an interrupted e-mail announced, as they were built (never rebuilt under its links)."""
+    with engine.connect() as conn:
+        ids = conn.scalar(select(ExportMail.export_ids).where(ExportMail.id == mail_id)) or []
+        rows = conn.execute(select(Export).where(Export.id.in_(ids)).order_by(Export.kind)).all()
+    return [Built(r.kind, r.filename, r.rows, r.sha256, r.size_bytes, Path(r.path), r.key_id) for r in rows]
+
+
+def _deliver(engine: Engine, settings: Settings, result: Publication, mail_id: int, msg: EmailMessage) -> None:
+    """Send the recorded e-mail; record it sent (the files published) or failed (its links revoked), with its
+    audit event, in one transaction."""
+    try:
+        send(settings, msg)
+    except Exception as exc:
+        with session_scope(settings, write=True) as session:  # never a live link that was not announced
+            mail = session.get_one(ExportMail, mail_id)
+            session.execute(update(ExportLink).where(ExportLink.id.in_(mail.link_ids)).values(revoked_at=utcnow()))
+            mail.status, mail.error, mail.message_encrypted = "failed", type(exc).__name__, ""
+            mail.attempts += 1
+            record_action(session, "job:export weekly", "export.publish", result.departement, outcome="error",
+                          detail={"week": result.week, "error": type(exc).__name__})  # fmt: skip
+        log.error("export_mail_failed", departement=result.departement, week=result.week,
+                  error_type=type(exc).__name__)  # fmt: skip
+        raise PublishError(
+            f"the e-mail could not be sent ({type(exc).__name__}: {exc}); the next run retries this week"
+        ) from None
+    with session_scope(settings, write=True) as session:
+        mail = session.get_one(ExportMail, mail_id)
+        mail.status, mail.sent_at, mail.message_encrypted = "sent", utcnow(), ""
+        mail.attempts += 1
+        session.execute(update(Export).where(Export.id.in_(mail.export_ids)).values(published_at=utcnow()))
+        record_action(
+            session,
+            "job:export weekly",
+            "export.publish",
+            result.departement,
+            detail={
+                "week": result.week,
+                "exports": list(mail.export_ids),
+                "rows": [f.rows for f in result.files],
+                "recipients": len(settings.export_recipients),
+                "resent_same_message": result.resumed,
+            },
+        )
+    result.mailed = True
+
+
+def weeks_to_retry(engine: Engine, departement: str) -> list[str]:
+    """The weeks whose latest e-mail failed (and that no one cancelled): the next default run retries them."""
+    m = ExportMail
+    latest = select(m.week, func.max(m.id).label("id")).where(m.departement_code == departement).group_by(m.week)
+    latest_ids = latest.subquery()
+    with engine.connect() as conn:
+        weeks = conn.scalars(
+            select(m.week).join(latest_ids, m.id == latest_ids.c.id).where(m.status == "failed").order_by(m.week)
+        )
+        return list(weeks)
+
+
+def cancel(engine: Engine, settings: Settings, departement: str, week: str, by: str) -> int:
+    """Stop retrying a week's e-mail (failed, or left `sending` by a run that stopped): its links revoked,
+    the e-mail `cancelled`, audited. Returns how many e-mails were cancelled (0: nothing pending)."""
+    with session_scope(settings, write=True) as session:
+        mails = session.scalars(
+            select(ExportMail).where(
+                ExportMail.departement_code == departement,
+                ExportMail.week == week,
+                ExportMail.status.in_(("failed", "sending")),
+            )
+        ).all()
+        for mail in mails:
+            session.execute(update(ExportLink).where(ExportLink.id.in_(mail.link_ids)).values(revoked_at=utcnow()))
+            mail.status, mail.message_encrypted = "cancelled", ""
+        if mails:
+            record_action(session, by, "export.cancel", departement, detail={"week": week, "mails": len(mails)})
+        return len(mails)
 
 
 def _write_manifest(settings: Settings, result: Publication) -> None:

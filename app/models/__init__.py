@@ -2,7 +2,7 @@
 
 from app.models.auth import ApiClient, BrowserSessionRevocation, Departement, api_client_departements
 from app.models.base import Base
-from app.models.exports import Export, ExportDownload, ExportLink, FtReturnFile, FtReturnRow, JobLease
+from app.models.exports import Export, ExportDownload, ExportLink, ExportMail, FtReturnFile, FtReturnRow, JobLease
 from app.models.flux import (
     AccessRecord,
     AmbiguousKey,
@@ -41,6 +41,7 @@ __all__ = [
     "Export",
     "ExportDownload",
     "ExportLink",
+    "ExportMail",
     "FluxFile",
     "FluxObservation",
     "FoyerEvent",

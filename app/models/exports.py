@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -65,6 +65,36 @@ class ExportDownload(Base):
     address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(200))
     outcome: Mapped[str] = mapped_column(String(20))  # served | expired | revoked | used | unknown | corrupted
+
+
+class ExportMail(Base):
+    """The e-mail announcing a week's links, kept from before it is sent until the server accepted it (issue
+    #24 item 4): committed with the links it announces (`sending`), so that a run killed after the server
+    took it but before `sent` was recorded sends the very same message again (same Message-ID, same links:
+    one message to the reader) instead of a second one with new links. `failed`: the server refused it (its
+    links revoked); the next run retries the week until `sent`, or until an operator cancels it
+    (`cancelled`). The message holds the links (credentials): encrypted with the NIR keys (rotated with
+    them), and emptied once `sent`."""
+
+    __tablename__ = "export_mails"
+    __table_args__ = (
+        Index("uq_export_mails_message_id", "message_id", unique=True),
+        Index("ix_export_mails_week", "departement_code", "week", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    week: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(10))  # sending | sent | failed | cancelled
+    message_id: Mapped[str] = mapped_column(String(200))
+    message_encrypted: Mapped[str] = mapped_column(Text, default="")  # "" once sent, failed or cancelled
+    export_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    link_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the links'
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(String(200))
 
 
 class JobLease(Base):
