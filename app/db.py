@@ -144,12 +144,12 @@ def make_engine(
 
 def _pool_args(settings: Settings, pooled: bool, spare: int) -> dict[str, Any]:
     """A request holds its connection from authentication to its answer: the pool has one for each request
-    admitted at once (`max_concurrent_requests` and `max_anonymous_requests`) plus `spare`, and overflow for
-    the few that take a second.
+    admitted at once (`max_concurrent_requests`, `max_anonymous_requests`, `max_partner_requests`) plus
+    `spare`, and overflow for the few that take a second.
     Unpooled: a connection of its own each time."""
     if not pooled:
         return {"poolclass": NullPool}
-    admitted = settings.max_concurrent_requests + settings.max_anonymous_requests
+    admitted = settings.max_concurrent_requests + settings.max_anonymous_requests + settings.max_partner_requests
     return {
         "pool_size": admitted + spare,
         "max_overflow": admitted,

@@ -32,6 +32,7 @@ from app.api import (
     webhooks,
 )
 from app.api.errors import install_error_handlers
+from app.api.france_travail import calls_partner
 from app.api.middleware import (
     AdmissionMiddleware,
     BodyDeadlineMiddleware,
@@ -144,6 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         streamed=streamed,
         limiter=app.state.refusal_limiter,
         on_refused=lambda scope, status, code: refusals.record(scope, status, code),
+        partner=calls_partner,
+        partner_limit=settings.max_partner_requests,
     )
     app.add_middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout_seconds, streamed=streamed)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, content_types_for=content_types_for)

@@ -176,6 +176,13 @@ class Settings(BaseSettings):
         description="requests without a recently authenticated credential admitted at once by a worker process "
         "(their own slots: they never take those of authenticated callers)",
     )
+    max_partner_requests: int = Field(
+        default=8,
+        ge=1,
+        le=200,
+        description="requests that call a partner (France Travail) admitted at once by a worker process, in "
+        "slots of their own: a slow partner never holds a slot a local read needs",
+    )
     body_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
@@ -300,6 +307,13 @@ class Settings(BaseSettings):
     ft_rate_per_second: float = Field(default=20.0, ge=0, le=1000, description="call starts per second (0: no cap)")
     ft_request_deadline_seconds: float = Field(
         default=8.0, gt=0, le=120, description="an API request's France Travail calls end within this, retries included"
+    )
+    ft_sync_person_deadline_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=900,
+        description="`ft sync`: one person's France Travail calls (the token's included) end within this, retries "
+        "included; the person is retried by a later run",
     )
     # An identity found but not certified (topIdentiteCertifiee N): use its jeton and mark it, or refuse it.
     ft_uncertified: Literal["use", "refuse"] = "use"

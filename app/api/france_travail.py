@@ -9,6 +9,8 @@ call is recorded with the other personal-data reads.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -57,6 +59,14 @@ def _read(session: Any, settings: Any, principal: Principal, person_id: int) -> 
     return person, refs[person.id]
 
 
+# The routes that call France Travail (app.api.middleware.AdmissionMiddleware gives them slots of their own)
+PARTNER_ROUTES = re.compile(r"^/api/v1/persons/[^/]+/france-travail/(refresh|diagnostics)$")
+
+
+def calls_partner(method: str, path: str) -> bool:
+    return method == "POST" and PARTNER_ROUTES.match(path) is not None
+
+
 async def _with_france_travail(
     request: Request,
     session: Any,
@@ -73,7 +83,11 @@ async def _with_france_travail(
     agent = _agent(principal)
     person, ref = await anyio.to_thread.run_sync(lambda: _read(session, settings, principal, person_id))
     client = _client(request)
-    deadline = client.clock() + settings.ft_request_deadline_seconds
+    # from the request's arrival (its wait for a slot and for a France Travail thread included), on the
+    # client's clock when it is not the monotonic one (tests)
+    arrived = getattr(request.state, "arrived_at", None)
+    start = arrived if arrived is not None and client.clock is time.monotonic else client.clock()
+    deadline = start + settings.ft_request_deadline_seconds
     ex = await anyio.to_thread.run_sync(
         lambda: work(client, ref, agent, deadline), limiter=request.app.state.ft_threads
     )

@@ -386,9 +386,12 @@ class AdmissionMiddleware:
     Why two: requests without a known credential (`KnownCredentials`: anyone, a first call after a restart,
     the webhooks and download links) must never take a slot an authenticated caller needs (issue #23). An
     upload without any credential is refused here (401) before its body: every upload route needs one.
-    Probes (`/health`, `/ready`) are never held back. A source address over its limit of refused attempts
-    (`RefusalLimiter`, issue #23) is answered 429 here when its request carries no credential at all (one it
-    carries is checked by the application, whose refusal is then a 429 too); known callers pass.
+    Why three: a request that calls a partner (France Travail) may wait for it up to its deadline; those
+    requests have slots of their own (`partner_limit`), so that thirty slow refreshes never hold back a person's
+    read or a worklist (issue #24 item 5). Probes (`/health`, `/ready`) are never held back. A source address
+    over its limit of refused attempts (`RefusalLimiter`, issue #23) is answered 429 here when its request
+    carries no credential at all (one it carries is checked by the application, whose refusal is then a 429
+    too); known callers pass.
     """
 
     def __init__(
@@ -402,8 +405,11 @@ class AdmissionMiddleware:
         exempt: frozenset[str] = frozenset({"/health", "/ready"}),
         limiter: RefusalLimiter | None = None,
         on_refused: Callable[[Scope, int, str], None] | None = None,
+        partner: Callable[[str, str], bool] = lambda _method, _path: False,
+        partner_limit: int = 1,
     ) -> None:
         self.app = app
+        self.partner, self.partner_limit = partner, partner_limit
         self.limiter = limiter
         self.on_refused = on_refused or (lambda _scope, _status, _code: None)
         self.limit = limit
@@ -411,17 +417,25 @@ class AdmissionMiddleware:
         self.known = known
         self.streamed = streamed
         self.exempt = exempt
-        self._semaphores: tuple[asyncio.Semaphore, asyncio.Semaphore] | None = None
+        self._semaphores: tuple[asyncio.Semaphore, asyncio.Semaphore, asyncio.Semaphore] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
+        # the request's deadlines count from here, its wait for a slot included (issue #24 item 5)
+        scope.setdefault("state", {})["arrived_at"] = time.monotonic()
         if self._semaphores is None:
-            self._semaphores = (asyncio.Semaphore(self.limit), asyncio.Semaphore(self.anonymous_limit))
-        authenticated, anonymous = self._semaphores
+            limits = (self.limit, self.anonymous_limit, self.partner_limit)
+            self._semaphores = (
+                asyncio.Semaphore(limits[0]),
+                asyncio.Semaphore(limits[1]),
+                asyncio.Semaphore(limits[2]),
+            )
+        authenticated, anonymous, partner = self._semaphores
         if self.known.known_caller(scope):
-            semaphore = authenticated
+            # a request that calls a partner waits in slots of its own: never ahead of a local read
+            semaphore = partner if self.partner(scope["method"], scope["path"]) else authenticated
         elif not presented_credentials(scope) and (wait := self._retry_after(scope)):
             request_id = scope.get("state", {}).get("request_id", "-")
             self.on_refused(scope, 429, TooManyRequests.code)

@@ -3,7 +3,9 @@ decisions waiting in the outbox."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,18 +65,25 @@ def ft_sync(
         int | None, typer.Option(min=0, max=3650, help="Only persons without a successful exchange for N days")
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most N persons in this run")] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            min=1, max=86_400, help="Seconds this invocation may take: then it stops, resumable (the next run goes on)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The summary as JSON on stdout")] = False,
 ) -> None:
     """Search every person the platform works on (an entry episode or an orientation) at France Travail,
     fetch their statut and diagnostic, store them. Reuses a valid jeton; resumable (kill it and run it
     again: it continues); one run per département at a time. Exit 0 when every person ended with a definite
-    outcome (found, unknown, ambiguous, refused), 1 when some ended in error (re-run to retry them),
-    3 when France Travail stayed unavailable or is not configured, 5 when another run holds the lock."""
+    outcome (found, unknown, ambiguous, refused) or --budget was spent (resumable), 1 when some ended in
+    error (re-run to retry them), 3 when France Travail stayed unavailable or is not configured, 5 when
+    another run holds the lock, 130 on SIGTERM or Ctrl-C (within seconds, resumable)."""
     from app.db import get_engine
-    from app.france_travail.sync import SyncOptions, SyncSummary, run_sync
+    from app.france_travail.sync import SyncOptions, SyncSummary, run_sync, stragglers
 
     settings = ready_settings()
-    options = SyncOptions(validated_departement(departement), only_missing, stale_days, limit)
+    options = SyncOptions(validated_departement(departement), only_missing, stale_days, limit, budget)
     client = _client(settings)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly, resumable
     progress = Progress(
@@ -111,11 +120,22 @@ def ft_sync(
             )
     finally:  # SyncBusy: exit 5 (app.cli.common.PasserelleGroup)
         signal.signal(signal.SIGTERM, previous)
-        client.close()
+        if not stragglers():
+            client.close()
     _report(summary, as_json)
     if summary.stopped == "interrupted":
         err_console.print(f"interrupted: run {summary.run_id} resumes where it stopped when run again", highlight=False)
+        if stragglers():  # calls to France Travail that do not answer: not waited for (issue #24 item 5)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         raise typer.Exit(130)
+    if summary.stopped == "budget":
+        err_console.print(
+            f"time budget spent: run {summary.run_id} stopped, resumable; the next run goes on where it stopped",
+            highlight=False,
+        )
+        return
     if summary.stopped and summary.stopped.startswith("token_refused"):
         raise fail(summary.stopped.removeprefix("token_refused: "), ExitCode.ENVIRONMENT)
     if summary.stopped:

@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 LEASE_SECONDS = 300
 HEARTBEAT_SECONDS = 20
 FLUSH_SECONDS = 1.0
+STOP_GRACE_SECONDS = 3.0  # on SIGTERM, how long the persons in flight may take to finish before they are dropped
 PAGE = 500
 _SYNC_LOCK_NS = 0x46545359  # PostgreSQL advisory lock namespace: claiming a sync run
 JOB = "ft sync"
@@ -63,6 +64,7 @@ class SyncOptions:
     only_missing: bool = False
     stale_days: int | None = None
     limit: int | None = None
+    budget_seconds: float | None = None  # stop taking persons after this long (resumable); not part of the run's key
 
     def key(self) -> str:
         return f"{self.departement}|missing={self.only_missing}|stale={self.stale_days}|limit={self.limit}"
@@ -181,13 +183,16 @@ class _Runner:
         self.answered = 0  # persons France Travail answered for (whatever the answer) in this run
         self.unavailable: str | None = None  # why France Travail last did not answer
         self.refused: str | None = None
+        self.out_of_time = False  # the run's time budget was spent
         self.lock = threading.Lock()
 
     def person(self, ref: ft.PersonRef) -> ft.Exchange:
         """One person, retried after the circuit's cool-down while France Travail is unavailable."""
         calls: list[Any] = []
         for _ in range(3):
-            ex = ft.exchange(self.client, self.settings, ref, self.agent)
+            # every call of this person, the token's included, ends by its deadline (issue #24 item 5)
+            deadline = self.client.clock() + self.settings.ft_sync_person_deadline_seconds
+            ex = ft.exchange(self.client, self.settings, ref, self.agent, deadline=deadline)
             calls.extend(ex.calls)
             if ex.outcome != "unavailable" or self.stop.is_set():
                 break
@@ -251,7 +256,8 @@ def run_sync(
         on_start(summary)
     runner = _Runner(engine, settings, client, run_id)
     batch = _Batch(runner, summary, on_progress)
-    interrupted = _exchange_all(runner, batch, _refs(engine, settings, ids))
+    budget_end = None if options.budget_seconds is None else began + options.budget_seconds
+    interrupted = _exchange_all(runner, batch, _refs(engine, settings, ids), budget_end)
     batch.flush()
     summary.stopped = _why_stopped(runner, interrupted)
     _close_run(settings, run_id, summary.stopped)
@@ -307,37 +313,51 @@ class _Batch:
         self.exchanges = []
 
 
-def _exchange_all(runner: _Runner, batch: _Batch, refs: Iterator[ft.PersonRef]) -> bool:
+def _exchange_all(
+    runner: _Runner, batch: _Batch, refs: Iterator[ft.PersonRef], budget_end: float | None = None
+) -> bool:
     """Exchange with France Travail for every person of `refs` (at most twice the concurrency in flight),
-    until done or stopped; True when interrupted (Ctrl-C), what was finished then kept in `batch`."""
+    until done, stopped or past `budget_end` (no new person taken; those in flight finish); True when
+    interrupted (Ctrl-C, SIGTERM): the persons in flight get `STOP_GRACE_SECONDS` to finish, what finished is
+    kept in `batch`, the others are dropped (a later run settles them: resumable)."""
     window = 2 * runner.settings.ft_max_concurrency
-    with ThreadPoolExecutor(max_workers=runner.settings.ft_max_concurrency, thread_name_prefix="ft-sync") as pool:
-        running: set[Future[ft.Exchange]] = set()
-        try:
-            exhausted = False
-            while running or not exhausted:
-                while not exhausted and not runner.stop.is_set() and len(running) < window:
-                    ref = next(refs, None)
-                    if ref is None:
-                        exhausted = True
-                    else:
-                        running.add(pool.submit(runner.person, ref))
-                if runner.stop.is_set():
+    pool = ThreadPoolExecutor(max_workers=runner.settings.ft_max_concurrency, thread_name_prefix="ft-sync")
+    running: set[Future[ft.Exchange]] = set()
+    try:
+        exhausted = False
+        while running or not exhausted:
+            if budget_end is not None and time.monotonic() >= budget_end and not runner.stop.is_set():
+                runner.out_of_time = True
+                runner.stop.set()
+            while not exhausted and not runner.stop.is_set() and len(running) < window:
+                ref = next(refs, None)
+                if ref is None:
                     exhausted = True
-                if not running:
-                    break
-                done, running = wait(running, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
-                for future in done:
-                    batch.add(future.result())
-                batch.flush_or_beat()
-        except KeyboardInterrupt:
-            runner.stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            for future in running:
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    batch.add(future.result())
-            return True
+                else:
+                    running.add(pool.submit(runner.person, ref))
+            if runner.stop.is_set():
+                exhausted = True
+            if not running:
+                break
+            done, running = wait(running, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
+            for future in done:
+                batch.add(future.result())
+            batch.flush_or_beat()
+    except KeyboardInterrupt:
+        runner.stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)  # never wait here for a partner that does not answer
+        done, _late = wait(running, timeout=STOP_GRACE_SECONDS)
+        for future in done:
+            if not future.cancelled() and future.exception() is None:
+                batch.add(future.result())
+        return True
+    pool.shutdown(wait=True)
     return False
+
+
+def stragglers() -> int:
+    """Threads of an interrupted run still waiting on France Travail (the command exits without them)."""
+    return sum(1 for t in threading.enumerate() if t.name.startswith("ft-sync") and t.is_alive())
 
 
 def _why_stopped(runner: _Runner, interrupted: bool) -> str | None:
@@ -346,6 +366,8 @@ def _why_stopped(runner: _Runner, interrupted: bool) -> str | None:
         return "interrupted"
     if runner.refused:
         return f"token_refused: {runner.refused}"
+    if runner.out_of_time:
+        return "budget"
     if runner.stop.is_set() or (runner.unavailable and not runner.answered):
         # stopped by a streak of failures, or (a short run, `--limit 1` the documented configuration check)
         # ended without France Travail ever answering: the environment, not the persons

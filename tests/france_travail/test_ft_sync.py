@@ -292,3 +292,48 @@ def test_ft_push_says_when_the_push_is_off(db, fake, push):
     proc = passerelle("ft", "push", env=cli_env(db, fake, PASSERELLE_FT_ORIENTATION_PUSH=push))
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "PASSERELLE_FT_ORIENTATION_PUSH" in err
+
+
+@pytest.mark.slow
+def test_a_sync_stops_within_seconds_of_sigterm_while_the_token_endpoint_hangs(db, tmp_path, fake):
+    """Issue #24 item 5: with France Travail's token endpoint hanging, `ft sync` took 227 s to stop on SIGTERM."""
+    population(db, tmp_path, foyers=20, days=2)
+    faults(fake, token_latency_ms=120_000)
+    try:
+        env = without_faketime(cli_env(db, fake, PASSERELLE_FT_MAX_CONCURRENCY="2"))
+        proc = passerelle("ft", "sync", "--departement", "055", env=env)
+        time.sleep(4)  # its threads wait on the token endpoint
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        asked = time.monotonic()
+        _out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - asked
+    finally:
+        faults(fake)
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert took < 10, f"stopped {took:.1f} s after SIGTERM"
+    with session_scope(db) as s:
+        assert s.scalar(select(FtSyncRun.status).order_by(FtSyncRun.id.desc()).limit(1)) == "running"  # resumable
+
+
+@pytest.mark.slow
+def test_a_sync_keeps_to_its_time_budget_and_the_next_run_goes_on(db, tmp_path, fake):
+    population(db, tmp_path, foyers=30, days=2)
+    faults(fake, latency_ms=700)
+    try:
+        env = without_faketime(cli_env(db, fake, PASSERELLE_FT_MAX_CONCURRENCY="2"))
+        began = time.monotonic()
+        code, _out, err = _run(env, "--budget", "2")
+        took = time.monotonic() - began
+    finally:
+        faults(fake)
+    assert code == 0 and "time budget spent" in err, err[-2000:]
+    assert took < 15, took
+    settled = _count(db, FtSyncItem)
+    assert settled > 0
+    code, _out, err = _run(cli_env(db, fake))
+    assert code in (0, 1), err[-2000:]
+    assert "resum" in err or _count(db, FtSyncItem) > settled
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(FtSyncRun)) == 1, "the same run, resumed"
+        assert s.scalar(select(FtSyncRun.status)) == "done"

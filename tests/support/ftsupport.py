@@ -54,6 +54,8 @@ def faults(fake: str, **values: Any) -> None:
         "jeton_ttl_seconds": 86400,
         "retry_after": 1,
         "error_persons_percent": 0,
+        "token_latency_ms": 0,
+        "token_expires_in": 1499,
     }
     httpx.post(f"{fake}/_fake/faults", json=defaults | values, timeout=5).raise_for_status()
 

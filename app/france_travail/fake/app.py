@@ -80,8 +80,10 @@ def _add_token(app: FastAPI, state: FakeState) -> None:
 
     @app.post(TOKEN_PATH)
     async def token(request: Request) -> Response:
-        if state.faults.token_latency_ms:
-            await asyncio.sleep(state.faults.token_latency_ms / 1000)
+        waited = 0.0  # the fault's latency, cut short when the fault is lifted meanwhile (a test resets it)
+        while state.faults.token_latency_ms and waited < state.faults.token_latency_ms / 1000:
+            await asyncio.sleep(0.1)
+            waited += 0.1
         form = await request.form()
         refused = _token_refused(request, form, state)
         if refused is not None:
