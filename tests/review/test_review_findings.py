@@ -1,0 +1,86 @@
+"""Reviewer's reproducers for the merge of issues #23/#24 (each test fails on main at 07a79d5)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, select, text
+
+import app.audit.chain as chain_mod
+from app.audit.chain import action_row, seal, verify
+from app.db import get_engine, session_scope
+from app.models import AccessRecord
+from app.models.base import utcnow
+from tests.support.cli import run_cli
+
+
+@pytest.fixture
+def signer(monkeypatch):
+    key = Ed25519PrivateKey.generate()
+    monkeypatch.setenv("PASSERELLE_AUDIT_SIGNING_KEY", base64.urlsafe_b64encode(key.private_bytes_raw()).decode())
+    monkeypatch.setenv("PASSERELLE_AUDIT_CHECKPOINT_ORIGIN", "passerelle-rsa.departement.test/audit")
+    return key
+
+
+def test_checkpoint_can_be_signed_after_an_upgrade_whose_base_was_moved_by_a_pre_0022_purge(db, monkeypatch, signer):
+    """A deployment upgraded to 0022 whose audit chain was already purged (base #3, by the purge of before
+    this change: no audit_leaves, no audit.purge event) must still be able to sign checkpoints. On main,
+    `journal_tree` demands leaf hashes #1..#3 that never existed: `audit checkpoint` exits 1 forever and the
+    server's CheckpointPublisher logs audit_checkpoint_failed at every interval."""
+    engine = get_engine(db)
+    with engine.begin() as conn:  # events written before migration 0021: no proof
+        rows = [action_row("job:old", "flux.ingest", "055", person_id=i) for i in range(6)]
+        for row in rows:
+            row["at"] = utcnow() - timedelta(days=400)
+        conn.execute(AccessRecord.__table__.insert(), rows)
+    with monkeypatch.context() as m:  # sealed by the code of before 0021 (no proof check)
+        m.setattr(chain_mod, "proof_problem", lambda *_a: None)
+        assert seal(engine, db) == 6
+    with engine.connect() as conn:
+        mac3 = conn.scalar(select(AccessRecord.mac).where(AccessRecord.seq == 3))
+    with engine.begin() as conn:  # the purge of before 0021/0022 (app/admin/purge.py at 3005ddd)
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+        conn.execute(text("DELETE FROM access_records WHERE seq <= 3"))
+        conn.execute(text("UPDATE audit_chain SET base_seq = 3, base_mac = :m"), {"m": mac3})
+    assert verify(engine, db).intact, verify(engine, db).problems  # the chain itself accepts the legacy base
+    result = run_cli(db, monkeypatch, "audit", "checkpoint")
+    assert result.exit_code == 0, result.output
+
+
+class Killed(BaseException):
+    """kill -9 right after the mail server took the message."""
+
+
+def test_a_resend_after_a_killed_run_leaves_no_stale_mail_to_be_sent_again(xsettings, smtp, tmp_path, monkeypatch):
+    """Run 1 is killed after the SMTP server took the e-mail (ExportMail `sending`, links live). The operator
+    runs `export weekly --resend` (publish(resend=True)): `_interrupted_mail` is skipped, a second e-mail with
+    new links goes out, and mail 1 stays `sending` with its links live. The next default run of that week then
+    finds mail 1 `sending` and mails it a THIRD time (old links), instead of doing nothing."""
+    from app.exports import publish as pub
+    from app.models import ExportLink, ExportMail
+    from tests.support.factories import weekly_departement
+
+    sink, _port = smtp
+    week = weekly_departement(xsettings, tmp_path, foyers=20)
+    real = pub.send
+
+    def accepted_then_killed(settings, msg):
+        real(settings, msg)
+        raise Killed
+
+    monkeypatch.setattr(pub, "send", accepted_then_killed)
+    with pytest.raises(Killed):
+        pub.publish(get_engine(xsettings), xsettings, "055", week)
+    monkeypatch.setattr(pub, "send", real)
+    assert pub.publish(get_engine(xsettings), xsettings, "055", week, resend=True).mailed
+    assert len(sink.messages) == 2
+    again = pub.publish(get_engine(xsettings), xsettings, "055", week)  # the nightly job: nothing to send
+    with session_scope(xsettings) as s:
+        statuses = sorted(s.scalars(select(ExportMail.status)))
+        live = s.scalar(select(func.count()).select_from(ExportLink).where(ExportLink.revoked_at.is_(None)))
+    assert not again.mailed and len(sink.messages) == 2, (statuses, len(sink.messages))
+    assert "sending" not in statuses and live == 2, (statuses, live)
