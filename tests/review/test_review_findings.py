@@ -84,3 +84,22 @@ def test_a_resend_after_a_killed_run_leaves_no_stale_mail_to_be_sent_again(xsett
         live = s.scalar(select(func.count()).select_from(ExportLink).where(ExportLink.revoked_at.is_(None)))
     assert not again.mailed and len(sink.messages) == 2, (statuses, len(sink.messages))
     assert "sending" not in statuses and live == 2, (statuses, live)
+
+
+def test_a_week_whose_run_was_killed_before_the_mail_left_is_retried_by_the_default_run(xsettings, tmp_path, monkeypatch):
+    """A run killed after `_prepare_mail` committed (status `sending`) but before the SMTP server took the
+    message: nobody received anything. `weeks_to_retry` only returns `failed` weeks, so once the default run
+    targets the next week (the weekly cron), this week is never mailed, its files never published, its links
+    left live: docs/exports.md and `export weekly --help` promise a retry until sent or cancelled."""
+    from app.exports import publish as pub
+    from tests.support.factories import weekly_departement
+
+    week = weekly_departement(xsettings, tmp_path, foyers=20)
+
+    def killed(_settings, _msg):
+        raise Killed
+
+    monkeypatch.setattr(pub, "send", killed)
+    with pytest.raises(Killed):
+        pub.publish(get_engine(xsettings), xsettings, "055", week)
+    assert pub.weeks_to_retry(get_engine(xsettings), "055") == [week.label]
