@@ -103,3 +103,22 @@ def test_a_week_whose_run_was_killed_before_the_mail_left_is_retried_by_the_defa
     with pytest.raises(Killed):
         pub.publish(get_engine(xsettings), xsettings, "055", week)
     assert pub.weeks_to_retry(get_engine(xsettings), "055") == [week.label]
+
+
+def test_an_auditor_of_one_departement_does_not_read_other_departements_refusals_through_star(db, make_api_key):
+    """`GET /api/v1/audit/accesses?departement=*` is open to any audit:read caller, whatever its départements
+    (app/api/audit.py:69). The refusals of a client serving several départements are recorded under `*`
+    (app/api/refusals.py caller_departement), with its principal id, agent and source address: an auditor of
+    054 alone reads the refused attempts of a 055+974 platform (and every anonymous source address)."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    platform = make_api_key(["persons:read"], ["055", "974"], name="plateforme-055-974")
+    auditor_54 = {"X-API-Key": make_api_key(["audit:read"], ["054"], name="dpo-54")}
+    with TestClient(create_app(db), raise_server_exceptions=False) as c:
+        assert c.get("/api/v1/audit/accesses", headers={"X-API-Key": platform}).status_code == 403
+    with TestClient(create_app(db), raise_server_exceptions=False) as c:
+        r = c.get("/api/v1/audit/accesses", params={"departement": "*", "outcome": "refused"}, headers=auditor_54)
+    seen = [i for i in r.json().get("items", []) if i["principal_id"] != "anonymous"] if r.status_code == 200 else []
+    assert seen == [], seen
