@@ -122,3 +122,28 @@ def test_an_auditor_of_one_departement_does_not_read_other_departements_refusals
         r = c.get("/api/v1/audit/accesses", params={"departement": "*", "outcome": "refused"}, headers=auditor_54)
     seen = [i for i in r.json().get("items", []) if i["principal_id"] != "anonymous"] if r.status_code == 200 else []
     assert seen == [], seen
+
+
+def test_replay_unreadable_survives_a_malformed_delivery_whose_body_was_purged(db, monkeypatch, tmp_path):
+    """`webhooks replay --unreadable` takes the malformed deliveries "whenever received"; the purge empties the
+    body of every delivery past PASSERELLE_WEBHOOK_BODY_RETENTION_DAYS (PURGED_BODY = "", malformed ones too).
+    Replay then decrypts "" -> KeyError("no NIR key with id ''"): the whole replay crashes (exit 4), so once one
+    old unreadable delivery was purged, no unreadable delivery can ever be replayed."""
+    from sqlalchemy import update
+
+    from app.admin.purge import PURGED_BODY
+    from app.integrations.rdv_insertion import webhooks as rdvi
+    from app.clock import today
+    from app.flux.loader import IngestOptions, ingest_file
+    from app.models import WebhookDelivery
+    from tests.support.fluxbuilder import NIR_A, foyer, person, write_flux
+
+    flux = write_flux(tmp_path, [foyer(person(NIR_A))])
+    assert ingest_file(get_engine(db), db, flux, IngestOptions(received_on=today(db))).status == "applied"
+    with session_scope(db, write=True) as s:
+        status, _answer = rdvi.process(s, db, "055", b'{"meta": 1}')
+        assert status == 422
+    with session_scope(db, write=True) as s:
+        s.execute(update(WebhookDelivery).values(body_encrypted=PURGED_BODY))  # what purge_webhook_bodies does
+    result = run_cli(db, monkeypatch, "webhooks", "replay", "--unreadable", "--json")
+    assert result.exit_code == 0, (result.exit_code, result.output[-300:])
