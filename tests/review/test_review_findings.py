@@ -147,3 +147,42 @@ def test_replay_unreadable_survives_a_malformed_delivery_whose_body_was_purged(d
         s.execute(update(WebhookDelivery).values(body_encrypted=PURGED_BODY))  # what purge_webhook_bodies does
     result = run_cli(db, monkeypatch, "webhooks", "replay", "--unreadable", "--json")
     assert result.exit_code == 0, (result.exit_code, result.output[-300:])
+
+
+def test_the_public_key_verification_is_not_fooled_by_an_unsealed_forged_purge_event(db, monkeypatch, tmp_path, signer):
+    """With INSERT/DELETE on the journal (the service role: the PG guard lets it delete sealed events older than
+    180 days, whatever PASSERELLE_AUDIT_RETENTION_DAYS says) one deletes old events, keeps their leaf hashes
+    (anyone computes them), moves the base and INSERTs an `audit.purge` row naming it, without proof and never
+    sealed. `_recorded_base` (app/audit/checkpoint.py) accepts any row with that action, sealed or not, proven
+    or not, and checks no retention: `audit verify --checkpoint` says intact."""
+    import json as _json
+
+    from app.audit.checkpoint import event_leaf
+    from app.audit.proof import insert_events
+
+    engine = get_engine(db)
+    with session_scope(db, write=True) as session:
+        old = [action_row("job:test", "persons.read", "055", person_id=i + 1) for i in range(8)]
+        for row in old:
+            row["at"] = utcnow() - timedelta(days=200)  # past the PG guard's 180 days, within a 365-day retention
+        insert_events(session, old)
+    assert seal(engine, db) == 8
+    signed = run_cli(db, monkeypatch, "audit", "checkpoint")
+    assert signed.exit_code == 0, signed.output
+    note = tmp_path / "cp.txt"
+    note.write_text(signed.output)
+    key = tmp_path / "audit.pub"
+    key.write_text(run_cli(db, monkeypatch, "audit", "public-key").output)
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(AccessRecord).where(AccessRecord.seq <= 5).order_by(AccessRecord.seq)).all()
+    with engine.begin() as conn:  # no superuser needed: what the service role may do
+        for r in rows:
+            conn.execute(text("INSERT INTO audit_leaves (seq, leaf) VALUES (:s, :l)"),
+                         {"s": r.seq, "l": event_leaf(r.seq, r._asdict()).hex()})
+        conn.execute(text("DELETE FROM access_records WHERE seq <= 5"))
+        conn.execute(text("UPDATE audit_chain SET base_seq = 5, base_mac = :m"), {"m": rows[-1].mac})
+        conn.execute(AccessRecord.__table__.insert(), [action_row("job:purge", "audit.purge", None,
+                                                                  detail={"base_seq": 5})])
+    result = run_cli(db, monkeypatch, "audit", "verify", "--checkpoint", note, "--public-key", key)
+    assert result.exit_code == 1 and "base" in result.output, result.output
