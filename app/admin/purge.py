@@ -300,5 +300,7 @@ def purge(
                           detail={"dry_run": dry_run, "error": type(exc).__name__, **report.counts})  # fmt: skip
         raise
     record_action_now(engine, by, "purge.dry_run" if dry_run else "purge", None, detail=report.counts)
+    if not dry_run:  # its events sealed now: the `audit.purge` event a keyless auditor's check needs sealed
+        seal(engine, settings)
     log.info("purge_done", dry_run=dry_run, duration_s=round(time.monotonic() - started, 1), **report.counts)
     return report

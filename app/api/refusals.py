@@ -26,11 +26,12 @@ def endpoint_of(scope: Scope) -> str:
     return f"{scope.get('method')} {path or '*'}"
 
 
-def caller_departement(principal: Principal | None) -> str:
-    """The département a caller's refusal is recorded in: its only one, else none (`*`)."""
-    if principal is not None and len(principal.departements) == 1:
-        return next(iter(principal.departements))
-    return ALL_DEPARTEMENTS
+def caller_departements(principal: Principal | None) -> list[str]:
+    """The départements a caller's refusal is recorded in: each of its own (its auditors read it there, and
+    only there), none (`*`) for an anonymous caller."""
+    if principal is not None and principal.departements:
+        return sorted(principal.departements)
+    return [ALL_DEPARTEMENTS]
 
 
 def record(
@@ -51,18 +52,19 @@ def record(
         return
     state: dict[str, Any] = scope.setdefault("state", {})
     principal: Principal | None = state.get("principal")
-    log.add(
-        principal_id or (principal.id if principal is not None else ANONYMOUS),
-        action or ACTIONS.get(status, "access.refused"),
-        departement or caller_departement(principal),
-        outcome or ("not_found" if status == 404 else "refused"),
-        endpoint=endpoint_of(scope),
-        source_address=state.get("source_address"),
-        status=status,
-        reason=reason or code,
-        agent=principal.agent.identifiant if principal is not None and principal.agent else None,
-        request_id=state.get("request_id"),
-    )
+    for dep in [departement] if departement else caller_departements(principal):
+        log.add(
+            principal_id or (principal.id if principal is not None else ANONYMOUS),
+            action or ACTIONS.get(status, "access.refused"),
+            dep,
+            outcome or ("not_found" if status == 404 else "refused"),
+            endpoint=endpoint_of(scope),
+            source_address=state.get("source_address"),
+            status=status,
+            reason=reason or code,
+            agent=principal.agent.identifiant if principal is not None and principal.agent else None,
+            request_id=state.get("request_id"),
+        )
     state[RECORDED] = True
 
 

@@ -167,8 +167,8 @@ def lock_chain(session: Session) -> AuditChain:
     SQLite the first statement writes, so the audit journal's write lock is taken before anything is read."""
     empty = {"id": 1, "head_seq": 0, "head_mac": "", "base_seq": 0, "base_mac": ""}
     if session.get_bind().dialect.name == "sqlite":
-        session.execute(text("INSERT OR IGNORE INTO audit.audit_chain VALUES (:id, :head_seq, :head_mac, "
-                             ":base_seq, :base_mac)"), empty)  # fmt: skip
+        session.execute(text("INSERT OR IGNORE INTO audit.audit_chain (id, head_seq, head_mac, base_seq, base_mac) "
+                             "VALUES (:id, :head_seq, :head_mac, :base_seq, :base_mac)"), empty)  # fmt: skip
     else:
         session.execute(pg_insert(AuditChain).values(**empty).on_conflict_do_nothing())
     chain = session.scalar(select(AuditChain).where(AuditChain.id == 1).with_for_update())

@@ -35,6 +35,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.audit.chain import AUDIT_PURGE
+from app.audit.chain import AUDIT_PURGE, AUDIT_RETENTION_MIN_DAYS
 from app.audit.merkle import TreeBuilder, inclusion_proof, leaf_hash, verify_inclusion
 from app.audit.proof import CONTENT_COLUMNS, canonical
 from app.models import AccessRecord, AuditChain, AuditLeaf
@@ -278,8 +279,8 @@ class Tree:
             self.problems.append({"kind": kind, "message": message, **where})
 
 
-def _stored_leaves(engine: Engine, upto: int) -> Iterator[tuple[int, bytes]]:
-    last = 0
+def _stored_leaves(engine: Engine, upto: int, after: int = 0) -> Iterator[tuple[int, bytes]]:
+    last = after
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
@@ -309,6 +310,14 @@ def _event_leaves(engine: Engine, after: int, upto: int) -> Iterator[tuple[int, 
         last = rows[-1].seq
 
 
+LEGACY_LEAF = "purged before signed checkpoints (migration 0022)"
+
+
+def legacy_leaf(seq: int) -> bytes:
+    """The public placeholder leaf of an event purged before leaf hashes were kept (its content is gone)."""
+    return leaf_hash(json.dumps([seq, LEGACY_LEAF], separators=(",", ":")).encode())
+
+
 def chain_state(engine: Engine) -> tuple[int, int] | None:
     """(base, head) of the chain, None if its state is gone."""
     with Session(engine) as session:
@@ -316,10 +325,17 @@ def chain_state(engine: Engine) -> tuple[int, int] | None:
         return (chain.base_seq, chain.head_seq) if chain else None
 
 
+def _leaves_from(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(AuditChain.leaves_from).where(AuditChain.id == 1)) or 0)
+
+
 def journal_tree(engine: Engine, size: int, base: int, keep_leaves: bool = False) -> Tree:
-    """Leaves #1..#size: kept hashes up to the base (purged events), recomputed from the rows after it."""
+    """Leaves #1..#size: placeholders up to `leaves_from` (purged before migration 0022), kept hashes up to
+    the base (purged events), recomputed from the rows after it."""
     tree = Tree(size=size, leaves=[] if keep_leaves else None)
     expected = 1
+    legacy = min(_leaves_from(engine), base, size)
 
     def take(source: Iterator[tuple[int, bytes]], upto: int, what: str) -> None:
         nonlocal expected
@@ -334,29 +350,41 @@ def journal_tree(engine: Engine, size: int, base: int, keep_leaves: bool = False
             tree.add("deleted", f"{what} #{expected} to #{upto} are missing", first=expected, last=upto)
             expected = upto + 1
 
-    take(_stored_leaves(engine, min(base, size)), min(base, size), "the leaf hashes of purged events")
+    take(((seq, legacy_leaf(seq)) for seq in range(1, legacy + 1)), legacy, "placeholders")
+    take(_stored_leaves(engine, min(base, size), after=legacy), min(base, size), "the leaf hashes of purged events")
     if size > base:
         take(_event_leaves(engine, base, size), size, "events")
     return tree
 
 
 def _recorded_base(engine: Engine) -> tuple[int, int] | None:
-    """(base, id of the event) the latest purge that moved the chain's base recorded, if any (sealed or
-    not yet: the purge's event is written after it)."""
+    """(base, id of the event) the latest sealed `audit.purge` event recorded, if any, among those that hold
+    together: a retention of at least the floor (183 days), the youngest event it removed older than that
+    retention when it ran. An unsealed one (inserted by hand, never sealed) or an incoherent one is not a
+    purge (issue #23 review: a forged row moved the base past a keyless auditor)."""
     with engine.connect() as conn:
         rows = conn.execute(
-            select(AccessRecord.id, AccessRecord.detail)
-            .where(AccessRecord.action == AUDIT_PURGE, AccessRecord.outcome == "ok")
+            select(AccessRecord.id, AccessRecord.detail, AccessRecord.at)
+            .where(AccessRecord.action == AUDIT_PURGE, AccessRecord.outcome == "ok", AccessRecord.seq.is_not(None))
             .order_by(AccessRecord.id.desc())
         )
-        for event_id, detail in rows:
+        for event_id, detail, at in rows:
             try:
-                value = json.loads(detail or "{}").get("base_seq")
-            except (ValueError, AttributeError):
+                data = json.loads(detail or "{}")
+                value, retention = data.get("base_seq"), data.get("retention_days")
+                youngest = datetime.fromisoformat(data["youngest_at"]) if data.get("youngest_at") else None
+            except (ValueError, AttributeError, TypeError, KeyError):
                 continue
-            if isinstance(value, int):
-                return value, event_id
+            if not isinstance(value, int) or not isinstance(retention, int) or retention < AUDIT_RETENTION_MIN_DAYS:
+                continue
+            if youngest is None or at is None or _aware(youngest) > _aware(at) - timedelta(days=retention):
+                continue
+            return value, event_id
     return None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # -- publication ------------------------------------------------------------------------------------------

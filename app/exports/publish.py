@@ -333,6 +333,9 @@ def _prepare_mail(
         exports, result.unchanged = _record(session, result.departement, result.week, result.files)
         if result.unchanged and not resend:
             return None
+        # an e-mail of this week left unconfirmed by a stopped run (`--resend` went past it): superseded by
+        # this one, its links revoked, never sent again
+        _end_pending(session, result.departement, result.week, "superseded")
         links = []
         for row in exports:
             token = secrets.token_urlsafe(32)
@@ -394,6 +397,21 @@ def _announced_files(engine: Engine, mail_id: int) -> list[Built]:
     return [Built(r.kind, r.filename, r.rows, r.sha256, r.size_bytes, Path(r.path), r.key_id) for r in rows]
 
 
+def _end_pending(session: Session, departement: str, week: str, status: str) -> int:
+    """End the week's e-mails not sent (failed, or unconfirmed): their links revoked, their copy emptied."""
+    mails = session.scalars(
+        select(ExportMail).where(
+            ExportMail.departement_code == departement,
+            ExportMail.week == week,
+            ExportMail.status.in_(("failed", "sending")),
+        )
+    ).all()
+    for mail in mails:
+        session.execute(update(ExportLink).where(ExportLink.id.in_(mail.link_ids)).values(revoked_at=utcnow()))
+        mail.status, mail.message_encrypted = status, ""
+    return len(mails)
+
+
 def _deliver(engine: Engine, settings: Settings, result: Publication, mail_id: int, msg: EmailMessage) -> None:
     """Send the recorded e-mail; record it sent (the files published) or failed (its links revoked), with its
     audit event, in one transaction."""
@@ -434,13 +452,17 @@ def _deliver(engine: Engine, settings: Settings, result: Publication, mail_id: i
 
 
 def weeks_to_retry(engine: Engine, departement: str) -> list[str]:
-    """The weeks whose latest e-mail failed (and that no one cancelled): the next default run retries them."""
+    """The weeks whose latest e-mail failed, or was left unconfirmed by a run that stopped (and that no one
+    cancelled): the next default run retries them (an unconfirmed one: the same message again)."""
     m = ExportMail
     latest = select(m.week, func.max(m.id).label("id")).where(m.departement_code == departement).group_by(m.week)
     latest_ids = latest.subquery()
     with engine.connect() as conn:
         weeks = conn.scalars(
-            select(m.week).join(latest_ids, m.id == latest_ids.c.id).where(m.status == "failed").order_by(m.week)
+            select(m.week)
+            .join(latest_ids, m.id == latest_ids.c.id)
+            .where(m.status.in_(("failed", "sending")))
+            .order_by(m.week)
         )
         return list(weeks)
 
@@ -448,20 +470,11 @@ def weeks_to_retry(engine: Engine, departement: str) -> list[str]:
 def cancel(engine: Engine, settings: Settings, departement: str, week: str, by: str) -> int:
     """Stop retrying a week's e-mail (failed, or left `sending` by a run that stopped): its links revoked,
     the e-mail `cancelled`, audited. Returns how many e-mails were cancelled (0: nothing pending)."""
-    with session_scope(settings, write=True) as session:
-        mails = session.scalars(
-            select(ExportMail).where(
-                ExportMail.departement_code == departement,
-                ExportMail.week == week,
-                ExportMail.status.in_(("failed", "sending")),
-            )
-        ).all()
-        for mail in mails:
-            session.execute(update(ExportLink).where(ExportLink.id.in_(mail.link_ids)).values(revoked_at=utcnow()))
-            mail.status, mail.message_encrypted = "cancelled", ""
-        if mails:
-            record_action(session, by, "export.cancel", departement, detail={"week": week, "mails": len(mails)})
-        return len(mails)
+    with lease(settings, JOB, departement), session_scope(settings, write=True) as session:  # never mid-send
+        cancelled = _end_pending(session, departement, week, "cancelled")
+        if cancelled:
+            record_action(session, by, "export.cancel", departement, detail={"week": week, "mails": cancelled})
+        return cancelled
 
 
 def _write_manifest(settings: Settings, result: Publication) -> None:

@@ -85,7 +85,7 @@ class ExportMail(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     departement_code: Mapped[str] = mapped_column(String(3))
     week: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(10))  # sending | sent | failed | cancelled
+    status: Mapped[str] = mapped_column(String(10))  # sending | sent | failed | cancelled | superseded
     message_id: Mapped[str] = mapped_column(String(200))
     message_encrypted: Mapped[str] = mapped_column(Text, default="")  # "" once sent, failed or cancelled
     export_ids: Mapped[list[int]] = mapped_column(JSON, default=list)

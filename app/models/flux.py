@@ -304,6 +304,8 @@ class AuditChain(Base):
     head_mac: Mapped[str] = mapped_column(String(64), default="")
     base_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     base_mac: Mapped[str] = mapped_column(String(64), default="")
+    # events up to this number were purged before leaf hashes were kept (migration 0022): placeholder leaves
+    leaves_from: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class AuditLeaf(Base):

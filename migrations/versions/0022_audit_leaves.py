@@ -49,9 +49,17 @@ def upgrade() -> None:
     )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(GUARD)
+    # Events purged before this migration left no leaf hash: the tree gives them a public placeholder leaf
+    # (app.audit.checkpoint.legacy_leaf) up to the base the chain has now.
+    op.add_column(
+        "audit_chain", sa.Column("leaves_from", sa.BigInteger(), nullable=False, server_default="0"), schema=_schema()
+    )
+    table = "audit.audit_chain" if _schema() else "audit_chain"
+    op.execute(f"UPDATE {table} SET leaves_from = base_seq")
 
 
 def downgrade() -> None:
+    op.drop_column("audit_chain", "leaves_from", schema=_schema())
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER audit_leaves_no_truncate ON audit_leaves")
         op.execute("DROP TRIGGER audit_leaves_guard ON audit_leaves")
