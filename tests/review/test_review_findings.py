@@ -138,9 +138,9 @@ def test_replay_unreadable_survives_a_malformed_delivery_whose_body_was_purged(d
     from sqlalchemy import update
 
     from app.admin.purge import PURGED_BODY
-    from app.integrations.rdv_insertion import webhooks as rdvi
     from app.clock import today
     from app.flux.loader import IngestOptions, ingest_file
+    from app.integrations.rdv_insertion import webhooks as rdvi
     from app.models import WebhookDelivery
     from tests.support.fluxbuilder import NIR_A, foyer, person, write_flux
 
@@ -161,7 +161,6 @@ def test_the_public_key_verification_is_not_fooled_by_an_unsealed_forged_purge_e
     (anyone computes them), moves the base and INSERTs an `audit.purge` row naming it, without proof and never
     sealed. `_recorded_base` (app/audit/checkpoint.py) accepts any row with that action, sealed or not, proven
     or not, and checks no retention: `audit verify --checkpoint` says intact."""
-    import json as _json
 
     from app.audit.checkpoint import event_leaf
     from app.audit.proof import insert_events
