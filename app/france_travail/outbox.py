@@ -10,8 +10,9 @@
   R002...) makes it `failed` at once, with France Travail's code.
 - **Never twice**: a row found `sending` longer than a live sender could hold it (`sending_expires`: the
   process died between the call and its record) is not sent again blindly: France Travail's
-  `lectureOrientation` is read first; if it already holds that parcours, the row is `sent`, otherwise it
-  goes back to `pending`. A row another process is sending now is never touched.
+  `lectureOrientation` is read first; if it already holds that orientation (parcours, organisme, origine,
+  recorded since the row was claimed), the row is `sent`, otherwise it goes back to `pending`. A row another
+  process is sending now is never touched.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
@@ -98,8 +100,7 @@ def _recover(
         ex = ft.exchange(client, settings, ref, agent, kinds=("orientation",))
         if ex.outcome != "found":
             continue  # not known now: try again at the next run
-        known = ex.fetched.get("orientation")
-        sent = known is not None and known.get("parcours") == item.body.get("parcours")
+        sent = _holds(ex.fetched.get("orientation"), item, settings)
         with session_scope(settings, write=True) as session:
             ft.store(session, settings, [ex], "push", agent)
             audit_job_reads(session, JOB, "ft.push", [(item.person_id, item.departement_code)])
@@ -113,6 +114,18 @@ def _recover(
                 )
             )
         counts["confirmed" if sent else "requeued"] += 1
+
+
+def _holds(known: dict[str, Any] | None, item: FtOutboxItem, settings: Settings) -> bool:
+    """Whether what France Travail's lectureOrientation says is this row's orientation: the same parcours,
+    organisme and origine, recorded on or after the day the row was claimed (issue #24 item 7: the parcours
+    alone took an earlier decision of another organisme for this one, which was then never sent)."""
+    if not known:
+        return False
+    same = all(known.get(name) == item.body.get(name) for name in ("parcours", "organisme", "origine"))
+    claimed = item.next_attempt_at.astimezone(ZoneInfo(settings.business_timezone)).date()
+    recorded = known.get("dateOrientation")
+    return same and isinstance(recorded, str) and recorded >= claimed.isoformat()
 
 
 def push_due(

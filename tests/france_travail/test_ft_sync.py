@@ -337,3 +337,41 @@ def test_a_sync_keeps_to_its_time_budget_and_the_next_run_goes_on(db, tmp_path, 
     with session_scope(db) as s:
         assert s.scalar(select(func.count()).select_from(FtSyncRun)) == 1, "the same run, resumed"
         assert s.scalar(select(FtSyncRun.status)) == "done"
+
+
+def test_an_interrupted_push_is_confirmed_only_by_the_same_orientation(db, tmp_path, fake):
+    """Issue #24 item 7: `ft push`'s "already sent?" check compared the parcours alone: a person France
+    Travail already knew in the same parcours with another organisme (an earlier decision) made a decision
+    that never reached it look confirmed, and it was never sent."""
+    from app.clients.france_travail import FranceTravailClient
+    from app.france_travail.outbox import push_due, sending_expires
+
+    faults(fake)
+    kinds = population(db, tmp_path, foyers=30, days=2)
+    settings = ft_settings(db, fake, ft_orientation_push=True)
+    fake_stats(fake, reset=True)
+    pid = kinds["certified"][3]
+    earlier = {"type": "orientation", "organisme": "DEPARTEMENT", "type_parcours": "professionnel"}
+    client = FranceTravailClient(settings)
+    try:
+        with session_scope(settings, write=True) as s:
+            p = s.get(Person, pid)
+            event = EventIn.model_validate({**earlier, "date": p.first_received_on, "external_id": "o-cd"})
+            record_event(s, settings, p, event, recorded_by="test")
+        assert push_due(get_engine(settings), settings, client) == {"sent": 1}  # France Travail: PED, CD
+        later = {**earlier, "organisme": "FRANCE_TRAVAIL", "external_id": "o-ft"}
+        with session_scope(settings, write=True) as s:
+            p = s.get(Person, pid)
+            record_event(s, settings, p, EventIn.model_validate({**later, "date": p.first_received_on}),
+                         recorded_by="test")  # fmt: skip
+            s.flush()
+            long_ago = utcnow() - sending_expires(settings) - timedelta(seconds=1)
+            s.execute(  # its sender died before France Travail took it
+                FtOutboxItem.__table__.update()
+                .where(FtOutboxItem.person_id == pid, FtOutboxItem.status == "pending")
+                .values(status="sending", attempts=1, next_attempt_at=long_ago)
+            )
+        assert push_due(get_engine(settings), settings, client) == {"requeued": 1, "sent": 1}
+        assert fake_stats(fake)["orientations"] == 2
+    finally:
+        client.close()
