@@ -5,8 +5,11 @@ its parameters (personal data) never in the message. A bug stays exit 4."""
 
 from __future__ import annotations
 
+import base64
 import resource
+import secrets
 import sqlite3
+import time
 from datetime import date
 
 import psycopg
@@ -15,11 +18,15 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from typer.testing import CliRunner
 
+from app.audit.chain import seal
+from app.clock import today
 from app.db import get_engine, session_scope
 from app.errors import ExitCode
 from app.flux.generator import generate_single
-from app.models import FluxFile
+from app.flux.loader import IngestOptions, ingest_file
+from app.models import FluxFile, Person
 from tests.support.cli import registered_command
+from tests.support.fluxbuilder import NIR_A, foyer, person, write_flux
 from tests.support.ftsupport import cli_env, passerelle
 
 LOST = "server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally"
@@ -82,3 +89,51 @@ def test_a_full_sqlite_disk_during_an_ingestion_exits_3_and_changes_nothing(db, 
         assert s.scalar(select(func.count()).select_from(FluxFile)) == files_before  # nothing half-applied
     with get_engine(db).connect() as conn:
         assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+
+
+def _killed_while_waiting(db, tmp_path, command: list[str], hold: str, env_extra: dict[str, str] | None = None):
+    """Run `passerelle COMMAND` on PostgreSQL while this test holds a lock it needs (`hold`: a statement taking
+    it), then kill its connection while it waits (what a PostgreSQL restart or a failover does): returns
+    (exit code, stderr)."""
+    from sqlalchemy import create_engine
+
+    holder = create_engine(db.database_url)
+    try:
+        with holder.connect() as conn, conn.begin():
+            conn.execute(text(hold))
+            env = cli_env(db, "http://127.0.0.1:9") | (env_extra or {})
+            proc = passerelle(*command, env=env)
+            waiting = None
+            for _ in range(1200):  # a minute at most (a loaded machine starts a process slowly)
+                conn.execute(text("SELECT pg_stat_clear_snapshot()"))  # a transaction sees one snapshot otherwise
+                waiting = conn.execute(  # the backend this test's lock holds back
+                    text("SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+                ).scalar()
+                if waiting or proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            if not waiting:
+                proc.kill()
+                raise AssertionError(f"the job never waited on the lock: {proc.communicate()[1][-1000:]}")
+            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": waiting})
+        _out, err = proc.communicate(timeout=120)
+        return proc.returncode, err
+    finally:
+        holder.dispose()
+
+
+def test_a_lost_postgresql_connection_exits_3_for_the_purge_and_the_key_rotation(db, tmp_path):
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's connections")
+    seal(get_engine(db), db)  # the chain's row exists: the purge's seal waits for it
+    code, err = _killed_while_waiting(db, tmp_path, ["purge"], "SELECT * FROM audit_chain FOR UPDATE")
+    assert code == ExitCode.ENVIRONMENT and "the database failed" in err, err[-2000:]
+    flux = write_flux(tmp_path, [foyer(person(NIR_A))])
+    assert ingest_file(get_engine(db), db, flux, IngestOptions(received_on=today(db))).status == "applied"
+    old = db.nir_encryption_keys.get_secret_value()
+    new = f"k2:{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}"
+    code, err = _killed_while_waiting(db, tmp_path, ["keys", "rotate", "nir"], "SELECT * FROM persons FOR UPDATE",
+                                      {"PASSERELLE_NIR_ENCRYPTION_KEYS": f"{new},{old}"})  # fmt: skip
+    assert code == ExitCode.ENVIRONMENT and "the database failed" in err, err[-2000:]
+    with session_scope(db) as s:  # nothing half-done: the person still under the old key, readable
+        assert s.scalar(select(func.count()).select_from(Person).where(Person.nir_encrypted.startswith("k1:"))) == 1
