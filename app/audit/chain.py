@@ -51,6 +51,7 @@ from app.settings import Settings
 log = structlog.get_logger(__name__)
 
 SEAL_BATCH = 2000
+KNOWN_UNPROVEN_MAX = 100_000  # unproven ids a server's sealer remembers, so as not to check and log them again
 AUDIT_PURGE = "audit.purge"  # written by the purge as it moves the chain's base, naming the new base
 AUDIT_RETENTION_MIN_DAYS = 183  # the least `audit_retention_days` allows (app.settings)
 OUTCOMES = ("ok", "not_found", "refused", "rejected", "error")
@@ -176,10 +177,13 @@ def lock_chain(session: Session) -> AuditChain:
     return chain
 
 
-def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH) -> Sealed:
+def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH, known_unproven: set[int] | None = None) -> Sealed:
     """Seal every unsealed event whose proof verifies, oldest id first, in batches of `batch` (one
     transaction each). An unproven event is left unsealed and reported (logged, counted in `unproven`);
-    the events after it are sealed all the same, so no inserted row holds the chain up."""
+    the events after it are sealed all the same, so no inserted row holds the chain up. `known_unproven`
+    (the server's sealer): ids found unproven before, not checked nor logged again; the new ones are added
+    (up to `KNOWN_UNPROVEN_MAX`)."""
+    skip = known_unproven if known_unproven is not None else set()
     ring = settings.audit_key_ring
     (key_id, key), keys = ring[0], dict(ring)
     sealed, unproven, after = 0, [], 0
@@ -199,6 +203,8 @@ def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH) -> Sealed:
             seq, previous = chain.head_seq, chain.head_mac
             updates = []
             for row in rows:
+                if row.id in skip:
+                    continue
                 values = {c: getattr(row, c) for c in (*CONTENT_COLUMNS, "proof")}
                 if proof_problem(keys, values) is not None and not (legacy and values["proof"] is None):
                     unproven.append(row.id)
@@ -222,6 +228,8 @@ def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH) -> Sealed:
             break
     if unproven:  # ids only: `passerelle audit verify` names each
         log.error("audit_events_unproven", count=len(unproven), first_ids=unproven[:10])
+        if known_unproven is not None:
+            known_unproven.update(unproven[: max(0, KNOWN_UNPROVEN_MAX - len(known_unproven))])
     return Sealed(sealed, len(unproven))
 
 
@@ -423,6 +431,7 @@ class Sealer:
     def __init__(self, engine: Engine, settings: Settings, interval: float) -> None:
 
         self.engine, self.settings, self.interval = engine, settings, interval
+        self.known_unproven: set[int] = set()  # logged once, not checked again every few seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
 
@@ -432,7 +441,7 @@ class Sealer:
 
     def _once(self) -> None:
         try:
-            seal(self.engine, self.settings)
+            seal(self.engine, self.settings, known_unproven=self.known_unproven)
         except Exception as exc:  # the next round tries again; verify counts what stays unsealed
             log.error("audit_seal_failed", error_type=type(exc).__name__)
 

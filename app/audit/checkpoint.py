@@ -45,7 +45,7 @@ import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -447,6 +447,15 @@ def publish(engine: Engine, settings: Settings, *, mail_again: bool = True) -> t
     return checkpoint, note
 
 
+def _claim(engine: Engine, size: int) -> bool:
+    """This worker publishes the checkpoint of `size` events: no other has published it or a larger one."""
+    with engine.begin() as conn:
+        claimed = conn.execute(
+            update(AuditChain).where(AuditChain.id == 1, AuditChain.published_size < size).values(published_size=size)
+        )
+        return bool(claimed.rowcount)
+
+
 def publishing(settings: Settings) -> bool:
     return settings.audit_checkpoint_dir is not None or bool(settings.audit_checkpoint_email)
 
@@ -468,10 +477,12 @@ class CheckpointPublisher:
     def once(self) -> None:
         try:
             state = chain_state(self.engine)
-            if state is not None and state[1] == self.last_size:
+            if state is None or state[1] == self.last_size:
                 return
-            checkpoint, _ = publish(self.engine, self.settings, mail_again=False)
-            self.last_size = checkpoint.size
+            self.last_size = state[1]
+            if not _claim(self.engine, state[1]):
+                return  # another worker publishes this size (one e-mail per checkpoint, `latest` never back)
+            publish(self.engine, self.settings, mail_again=False)
         except Exception as exc:  # the next round tries again; the auditor sees the gap in the dates
             log.error("audit_checkpoint_failed", error_type=type(exc).__name__)
 

@@ -306,6 +306,8 @@ class AuditChain(Base):
     base_mac: Mapped[str] = mapped_column(String(64), default="")
     # events up to this number were purged before leaf hashes were kept (migration 0022): placeholder leaves
     leaves_from: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # the size of the last checkpoint a server published (app.audit.checkpoint.CheckpointPublisher)
+    published_size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class AuditLeaf(Base):

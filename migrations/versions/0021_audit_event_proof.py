@@ -72,6 +72,17 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     schema = _schema()
+    table = f"{schema}.access_records" if schema else "access_records"
+    proven = (
+        op.get_bind()
+        .execute(sa.text(f"SELECT 1 FROM {table} WHERE proof IS NOT NULL AND seq IS NOT NULL LIMIT 1"))
+        .first()
+    )
+    if proven is not None:  # their seals cover the proof: without it, every one would read as modified
+        raise RuntimeError(
+            "downgrade below 0021 refused: audit events are sealed with their proof, and the code of before "
+            "would report each of them as modified; restore a backup taken before the upgrade instead"
+        )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(_guard(CONTENT))
     op.drop_index("ux_access_records_proof", "access_records", schema=schema)

@@ -54,11 +54,24 @@ def upgrade() -> None:
     op.add_column(
         "audit_chain", sa.Column("leaves_from", sa.BigInteger(), nullable=False, server_default="0"), schema=_schema()
     )
+    # the size of the last checkpoint the servers published: one worker of several publishes each size
+    op.add_column(
+        "audit_chain",
+        sa.Column("published_size", sa.BigInteger(), nullable=False, server_default="0"),
+        schema=_schema(),
+    )
     table = "audit.audit_chain" if _schema() else "audit_chain"
     op.execute(f"UPDATE {table} SET leaves_from = base_seq")
 
 
 def downgrade() -> None:
+    table = "audit.audit_leaves" if _schema() else "audit_leaves"
+    if op.get_bind().execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first() is not None:
+        raise RuntimeError(
+            "downgrade below 0022 refused: a purge kept the leaf hashes of deleted audit events, without which "
+            "no checkpoint signed before it verifies; restore a backup taken before the upgrade instead"
+        )
+    op.drop_column("audit_chain", "published_size", schema=_schema())
     op.drop_column("audit_chain", "leaves_from", schema=_schema())
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER audit_leaves_no_truncate ON audit_leaves")

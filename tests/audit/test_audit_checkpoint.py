@@ -288,6 +288,7 @@ def test_checkpoints_are_published_to_a_directory_and_by_mail(xsettings, smtp, t
     publisher = CheckpointPublisher(engine, settings, 3600)
     publisher.once()
     publisher.once()  # nothing new: nothing published again
+    CheckpointPublisher(engine, settings, 3600).once()  # another worker: this size is published already
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-4.txt", "latest"]
     assert len(sink.messages) == 1
     msg = email.message_from_bytes(sink.messages[0], policy=policy.default)
@@ -371,3 +372,25 @@ def test_the_kept_leaf_hashes_cannot_be_changed_or_deleted_on_postgresql(db):
         with get_engine(db).begin() as conn, pytest.raises(Exception, match="are kept") as refused:
             conn.execute(text(statement))
         assert refused.value.orig.sqlstate == "42501"  # insufficient_privilege
+
+
+def test_several_workers_mail_each_checkpoint_once(xsettings, smtp):
+    """Review of issue #23: with an e-mail destination only, each server worker mailed each checkpoint."""
+    sink, _port = smtp
+    key = Ed25519PrivateKey.generate()
+    settings = xsettings.model_copy(update={
+        "audit_signing_key": SecretStr(base64.urlsafe_b64encode(key.private_bytes_raw()).decode()),
+        "audit_checkpoint_email": ["auditeur@cnil.test"], "audit_checkpoint_origin": ORIGIN,
+    })  # fmt: skip
+    engine = get_engine(settings)
+    _events(settings, 3)
+    seal(engine, settings)
+    workers = [CheckpointPublisher(engine, settings, 3600) for _ in range(3)]
+    for worker in workers:
+        worker.once()
+    assert len(sink.messages) == 1
+    _events(settings, 2)
+    seal(engine, settings)
+    for worker in reversed(workers):
+        worker.once()
+    assert len(sink.messages) == 2

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from app.audit.chain import AUDIT_PURGE, action_row, anchor, event_seal, record_action, seal, verify
+from app.audit.chain import AUDIT_PURGE, Sealer, action_row, anchor, event_seal, record_action, seal, verify
 from app.audit.proof import insert_events
 from app.db import get_engine, session_scope
 from app.models import AccessRecord, AuditChain
@@ -231,3 +231,18 @@ def test_every_insert_of_audit_events_goes_through_the_proof():
         if path.name != "proof.py" and pattern.search(path.read_text())
     ]
     assert offenders == [], f"audit events written without their proof in {offenders}: use insert_events"
+
+
+def test_the_servers_sealer_checks_and_logs_an_unproven_event_once(db):
+    """Review of issue #23: every few seconds the server's sealer re-read, re-checked and logged each unproven
+    row again; it now remembers them (the CLI's `audit seal` still checks everything)."""
+    _events(db, 2)
+    _sql(db, FORGED, at=utcnow(), t=True, proof=None)
+    forged = _forged_id(db)
+    sealer = Sealer(get_engine(db), db, interval=0)
+    first = seal(get_engine(db), db, known_unproven=sealer.known_unproven)
+    assert (first, first.unproven) == (2, 1) and sealer.known_unproven == {forged}
+    _events(db, 1)
+    again = seal(get_engine(db), db, known_unproven=sealer.known_unproven)
+    assert (again, again.unproven) == (1, 0)  # the forged row not checked (nor logged) again
+    assert seal(get_engine(db), db).unproven == 1  # but a full seal still names it

@@ -183,3 +183,29 @@ def test_0017_queues_the_persons_whose_episodes_the_issue_22_rules_change(tmp_pa
     finally:
         dispose_engines()
         db.drop()
+
+
+def test_the_audit_migrations_refuse_a_downgrade_that_would_break_the_trail(tmp_path):
+    """Review of issue #23: below 0022 the kept leaf hashes of purged events go (checkpoints signed before a
+    purge no longer verify), below 0021 the proofs go (every event sealed with one reads as modified): each
+    downgrade is refused once the trail depends on it, with what to do instead."""
+    import pytest
+
+    from app.audit.chain import action_row, seal
+    from app.audit.proof import insert_events
+    from app.db import session_scope
+
+    db = Database(tmp_path, "maudit")
+    try:
+        settings = make_settings(db.url, tmp_path)
+        migrations.upgrade(settings)
+        with session_scope(settings, write=True) as session:
+            insert_events(session, [action_row("job:test", "flux.ingest", "055")])
+        assert seal(get_engine(settings), settings) == 1
+        migrations.downgrade(settings, "0021")  # no purge kept leaves: 0022 goes
+        with pytest.raises(RuntimeError, match="downgrade below 0021 refused"):
+            migrations.downgrade(settings, "0020")
+        assert migrations.current_revisions(get_engine(settings)) == {"0021"}
+    finally:
+        dispose_engines()
+        db.drop()
