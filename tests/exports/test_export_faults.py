@@ -20,8 +20,8 @@ from email import policy
 import pytest
 from sqlalchemy import func, select
 
-from app.models import Export, ExportLink, ExportMail, JobLease
 from app.db import session_scope
+from app.models import Export, ExportLink, ExportMail, JobLease
 from tests.support.factories import weekly_departement
 from tests.support.ftsupport import cli_env, passerelle
 from tests.support.smtp import links
@@ -131,9 +131,7 @@ def _audit_verifies(env) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", ["early", "midway", "late"])
-def test_export_weekly_killed_early_midway_or_late_sends_the_week_once(
-    db, xsettings, smtp, silent, tmp_path, moment
-):
+def test_export_weekly_killed_early_midway_or_late_sends_the_week_once(db, xsettings, smtp, silent, tmp_path, moment):
     """early: it holds the lease, building; midway: the e-mail recorded, the mail server not answering yet;
     late: the mail server took the e-mail, its answer not given yet."""
     sink, port = smtp

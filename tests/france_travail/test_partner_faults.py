@@ -175,7 +175,7 @@ def test_ft_push_killed_early_midway_or_late_never_sends_a_decision_twice(db, tm
                 .where(FtOutboxItem.status == "sending")
                 .values(next_attempt_at=utcnow() - timedelta(hours=1))
             )
-        code, out, err = _run(env, "ft", "push", "--json")
+        code, _out, err = _run(env, "ft", "push", "--json")
     finally:
         faults(fake)
     assert code == 0, err
