@@ -188,6 +188,7 @@ def test_ft_push_killed_early_midway_or_late_never_sends_a_decision_twice(db, tm
 
 FAULTS = {
     "503": {"rate_503": 0.3},
+    "500": {"rate_500": 0.3},
     "resets": {"rate_reset": 0.3},
     "429_retry_after": {"rate_429": 0.3, "retry_after": 1},
     "malformed": {"rate_malformed": 0.3},
