@@ -172,7 +172,8 @@ def ft_push(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Send the orientation decisions waiting in the outbox to France Travail (Orientation usager v1; only
-    when PASSERELLE_FT_ORIENTATION_PUSH is on). Never sends one twice; exit 1 if some failed."""
+    when PASSERELLE_FT_ORIENTATION_PUSH is on). Never sends one twice; exit 1 if some failed, 3 when France
+    Travail stayed unavailable for every decision tried (they wait for the next run)."""
     from app.db import get_engine, session_scope
     from app.france_travail.outbox import outbox_counts, push_due
 
@@ -185,8 +186,9 @@ def ft_push(
             ExitCode.USAGE,
         )
     client = _client(settings)
+    down: list[str] = []
     try:
-        counts = push_due(get_engine(settings), settings, client, limit=limit)
+        counts = push_due(get_engine(settings), settings, client, limit=limit, unavailable=down)
     finally:
         client.close()
     with session_scope(settings) as session:
@@ -196,6 +198,13 @@ def ft_push(
     else:
         print_rows(("this run", "decisions"), sorted(counts.items()) or [("nothing due", 0)])
         print_rows(("outbox", "decisions"), sorted(queue.items()))
+    answered = sum(n for result, n in counts.items() if result not in ("retry", "requeued"))
+    if down and not answered and counts.get("retry", 0) == len(down):  # the environment, not the decisions
+        raise fail(
+            f"France Travail stayed unavailable ({down[0]}): {len(down)} decisions wait, the next run sends "
+            "them; check PASSERELLE_FT_AUTH_URL and PASSERELLE_FT_API_URL",
+            ExitCode.ENVIRONMENT,
+        )
     if counts.get("failed"):
         raise fail(f"{counts['failed']} decisions failed (see the outbox: last_error)", ExitCode.REJECTED)
 

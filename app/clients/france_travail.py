@@ -528,8 +528,9 @@ class FranceTravailClient:
     def push_orientation(
         self, jeton: str, body: dict[str, str], agent: Agent, *, trace: list[Call] | None = None
     ) -> None:
-        """Orientation usager v1: send the Département's orientation decision (201 when taken)."""
-        self._person_post(
+        """Orientation usager v1: send the Département's orientation decision (201 when taken, with France
+        Travail's JSON answer: anything else, a 200 page of a proxy included, is `MalformedAnswer`)."""
+        response = self._person_post(
             "orientationusager",
             "/orientationusager/v1/orientation",
             body,
@@ -540,6 +541,8 @@ class FranceTravailClient:
             "orientation.envoi",
             "Orientation usager",
         )
+        if response.status_code != 201 or response.content:
+            _json(response)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -129,9 +129,16 @@ def _holds(known: dict[str, Any] | None, item: FtOutboxItem, settings: Settings)
 
 
 def push_due(
-    engine: Engine, settings: Settings, client: FranceTravailClient, *, limit: int | None = None
+    engine: Engine,
+    settings: Settings,
+    client: FranceTravailClient,
+    *,
+    limit: int | None = None,
+    unavailable: list[str] | None = None,
 ) -> dict[str, int]:
-    """Send the due decisions; returns counts by result (sent, retry, failed, confirmed, requeued)."""
+    """Send the due decisions; returns counts by result (sent, retry, failed, confirmed, requeued, unconfirmed:
+    France Travail's answer unreadable or a 500, checked by lectureOrientation at a later run). Why France
+    Travail did not answer, for each decision it did not, goes to `unavailable` if given."""
     agent = Agent.batch("ft-push")
     counts: Counter[str] = Counter()
     _recover(engine, settings, client, agent, counts)
@@ -168,9 +175,16 @@ def push_due(
         with session_scope(settings, write=True) as session:
             ft.store(session, settings, [ex], "push", agent)
             audit_job_reads(session, JOB, "ft.push", [(item.person_id, item.departement_code)])
+        if ex.outcome == "unavailable" and unavailable is not None:
+            unavailable.append(ex.message or "no answer")
         if ex.outcome == "found":
             _finish(settings, item, "sent", None)
             counts["sent"] += 1
+        elif _unsure(ex) and item.attempts < settings.ft_outbox_max_attempts:
+            # an answer we cannot read (a 200 that is not France Travail's, a cut body) or its internal error
+            # (500): it may or may not have taken the decision. Left `sending`: once its time is up,
+            # lectureOrientation says (_recover), and it is sent again only if France Travail does not have it
+            counts["unconfirmed"] += 1
         elif ex.outcome in RETRY_LATER and item.attempts < settings.ft_outbox_max_attempts:
             _finish(settings, item, "pending", f"{ex.outcome} ({ex.code}): {ex.message}", retry=True)
             counts["retry"] += 1
@@ -178,6 +192,11 @@ def push_due(
             _finish(settings, item, "failed", f"{ex.outcome} ({ex.code}): {ex.message}")
             counts["failed"] += 1
     return dict(counts)
+
+
+def _unsure(ex: ft.Exchange) -> bool:
+    """Whether France Travail may have taken the decision although its answer does not say so."""
+    return ex.outcome == "malformed" or (ex.outcome == "ft_error" and (ex.code or "").startswith("HTTP5"))
 
 
 def _finish(settings: Settings, item: FtOutboxItem, status: str, error: str | None, retry: bool = False) -> None:

@@ -46,6 +46,7 @@ def faults(fake: str, **values: Any) -> None:
     defaults = {
         "rate_429": 0,
         "rate_503": 0,
+        "rate_500": 0,
         "rate_r999": 0,
         "rate_malformed": 0,
         "rate_reset": 0,

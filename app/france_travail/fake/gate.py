@@ -118,6 +118,9 @@ def _fault_drawn(f: Faults, draw: float) -> Response | None:
     if draw < f.rate_503:
         return JSONResponse({"codeErreur": "JCS0011G", "codeHttp": 503, "message": "unavailable"}, status_code=503)
     draw -= f.rate_503
+    if draw < f.rate_500:
+        return JSONResponse({"codeErreur": "JCS0001E", "codeHttp": 500, "message": "internal error"}, status_code=500)
+    draw -= f.rate_500
     if draw < f.rate_r999:
         return JSONResponse({"codeRetour": "R999", "message": "service indisponible"}, status_code=503)
     draw -= f.rate_r999

@@ -15,6 +15,7 @@ class Faults:
     latency_ms: int = 0  # added to every API call
     latency_jitter_ms: int = 0
     rate_503: float = 0.0
+    rate_500: float = 0.0  # an internal error (not retried: the call may have been carried out)
     rate_r999: float = 0.0
     rate_429: float = 0.0
     retry_after: int | None = 1  # seconds given with a 429; None: no Retry-After header
