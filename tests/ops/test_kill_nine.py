@@ -1,0 +1,302 @@
+"""The nightly jobs under kill -9 (issue #24): each long job that only touches the database — `flux ingest`
+of an initial stock, `flux watch --once`, `episodes refresh`, `purge`, `keys rotate nir` — runs as a separate
+process and is killed (SIGKILL to its process group: no handler runs) early, midway and late in its run;
+the same command run again must then end with exactly the business state an uninterrupted run leaves from
+the same starting state, a sound database (SQLite's integrity check), a verified audit chain, and no
+process left behind. Two copies of a job started together: neither fails as a bug (exit 4), one may say it
+is busy (exit 5), and the state is one run's. On SQLite and PostgreSQL (PASSERELLE_TEST_DATABASE_URL).
+
+The moments are fractions of an uninterrupted run's duration measured on the same starting state; a kill
+that lands after the job ended (a fast machine) is harmless, the test then checks a plain re-run."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select, text
+
+from app.admin.purge import PERSON_TABLES, _table
+from app.clock import today
+from app.db import dispose_engines, get_engine
+from app.errors import ExitCode
+from app.flux.generator import FluxGenerator, generate_single
+from app.flux.loader import IngestOptions, ingest_file
+from app.models.base import Base
+from app.security.nir import NirProtector
+from app.settings import Settings
+from tests.support.database import truncate
+from tests.support.ftsupport import cli_env, passerelle
+
+pytestmark = pytest.mark.slow
+
+FOYERS = 1500  # a monthly file that takes a second or two to apply
+MOMENTS = {"early": 0.25, "midway": 0.55, "late": 0.85}  # fractions of an uninterrupted run's duration
+NO_FAKE = "http://127.0.0.1:9"  # none of these jobs calls France Travail
+
+# What two runs may legitimately differ in: row ids (a rolled-back insert consumes PostgreSQL sequence
+# values), the files' ids, timestamps, durations, ciphertexts (a fresh nonce each time; compared decrypted).
+VOLATILE = {"id", "file_id", "first_file_id", "updated_file_id", "split_person_id", "duration_ms", "report",
+            "nir_encrypted", "quarantine_path", "ingested_by"}  # fmt: skip
+
+
+def _volatile(name: str) -> bool:
+    return name in VOLATILE or name.endswith("_at")
+
+
+def dump(db: Settings, tables: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """The sorted rows of `tables`, without what legitimately differs between two runs; a `person_id` is
+    replaced by who the person is (NIR hash, or names and birth date), which is the same in both runs."""
+    engine = get_engine(db)
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        p = Base.metadata.tables["persons"].c
+        who = {
+            r.id: (r.nir_hash or "", r.nom or "", r.prenom or "", str(r.date_naissance))
+            for r in conn.execute(select(p.id, p.nir_hash, p.nom, p.prenom, p.date_naissance))
+        }
+        for name in tables:
+            table = Base.metadata.tables[name]
+            cols = [c for c in table.c if not _volatile(c.name)]
+            rows = []
+            for row in conn.execute(select(*cols)):
+                values = dict(zip([c.name for c in cols], row, strict=True))
+                for key in ("person_id",):
+                    if key in values:
+                        values[key] = who.get(values[key], ("gone", values[key]))
+                rows.append(tuple(repr(values[c.name]) for c in cols))
+            out[name] = sorted(rows)
+    return out
+
+
+@dataclass
+class Job:
+    """A job: how to build its starting state (returns the command's arguments), which tables its outcome
+    is, a query that turns true once it committed a first step (the job is then killed at once: after a
+    commit, before the end), and any extra check of the final state."""
+
+    prepare: Callable[[Settings, Path], list[str]]
+    tables: list[str]
+    committed: str
+    env: dict[str, str] = field(default_factory=dict)
+    check: Callable[[Settings], None] | None = None
+
+
+INGESTED = ["persons", "person_keys", "person_states", "entry_episodes", "episode_queue", "flux_files",
+            "identity_matches", "ambiguous_keys"]  # fmt: skip
+
+
+def _stock(tmp: Path, day: date, closed_every: int = 0) -> Path:
+    """A generated monthly file of FOYERS foyers (every `closed_every`-th foyer's right closed), made once."""
+    path = tmp / f"stock-{day}-{closed_every}.xml"
+    if not path.exists():
+        if not closed_every:
+            return generate_single(path, foyers=FOYERS, day=day).path
+        gen = FluxGenerator(FOYERS, day, 1, "055", msa_share=0.0)
+        for f in gen.foyers[::closed_every]:
+            f.etat = "6"
+        made = gen.write_file(path.parent, gen.foyers, "M", "CAF", day, day, compress=False).path
+        made.rename(path)
+    return path
+
+
+def _ingested(db: Settings, path: Path, day: date, refresh: bool, initial_stock: bool = True) -> None:
+    options = IngestOptions(received_on=day, initial_stock=initial_stock)
+    assert ingest_file(get_engine(db), db, path, options, refresh=refresh).status == "applied"
+
+
+def prepare_ingest(db: Settings, tmp: Path) -> list[str]:
+    day = today(db) - timedelta(days=2)
+    flux = _stock(tmp, day)
+    return ["flux", "ingest", str(flux), "--initial-stock", "--received-on", day.isoformat()]
+
+
+def prepare_watch(db: Settings, tmp: Path) -> list[str]:
+    day = today(db) - timedelta(days=2)
+    inbox = tmp / "inbox"
+    shutil.rmtree(inbox, ignore_errors=True)
+    inbox.mkdir()
+    shutil.copy(_stock(tmp, day), inbox / "stock.xml")
+    return ["flux", "watch", str(inbox), "--once", "--settle", "0"]
+
+
+def prepare_refresh(db: Settings, tmp: Path) -> list[str]:
+    day = today(db) - timedelta(days=2)
+    # not an initial stock: its persons are nouveaux entrants, with entry episodes; every one queued
+    _ingested(db, _stock(tmp, day), day, refresh=False, initial_stock=False)
+    return ["episodes", "refresh"]
+
+
+def prepare_purge(db: Settings, tmp: Path) -> list[str]:
+    day = today(db) - timedelta(days=(db.person_retention_months + 6) * 31)
+    _ingested(db, _stock(tmp, day, closed_every=2), day, refresh=True)  # half the foyers closed long ago
+    return ["purge"]
+
+
+def prepare_rotate(db: Settings, tmp: Path) -> list[str]:
+    day = today(db) - timedelta(days=2)
+    _ingested(db, _stock(tmp, day), day, refresh=False)
+    return ["keys", "rotate", "nir"]
+
+
+NEW_KEY = f"k9:{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}"
+
+
+def _rotated(db: Settings) -> Settings:
+    """The settings with the new NIR key first, the old one after it (what an operator sets to rotate)."""
+    keys = f"{NEW_KEY},{db.nir_encryption_keys.get_secret_value()}"  # type: ignore[union-attr]
+    return db.model_copy(update={"nir_encryption_keys": SecretStr(keys)})
+
+
+def check_rotated(db: Settings) -> None:
+    """Every NIR under the new key, and readable to the NIR its hash says."""
+    protector = NirProtector(_rotated(db).encryption_keys, db.hmac_key)
+    p = Base.metadata.tables["persons"].c
+    with get_engine(db).connect() as conn:
+        rows = conn.execute(select(p.nir_encrypted, p.nir_hash).where(p.nir_encrypted.is_not(None))).all()
+    assert rows
+    for encrypted, nir_hash in rows:
+        assert encrypted.startswith("k9:")
+        assert protector.lookup_hash(protector.decrypt(encrypted)) == nir_hash
+
+
+APPLIED = "SELECT count(*) FROM flux_files WHERE status = 'applied'"
+JOBS = {
+    "flux-ingest": Job(prepare_ingest, INGESTED, APPLIED),
+    "flux-watch": Job(prepare_watch, INGESTED, APPLIED),
+    "episodes-refresh": Job(prepare_refresh, ["entry_episodes", "episode_queue"],
+                            "SELECT count(*) FROM entry_episodes"),
+    "purge": Job(prepare_purge, [_table(m).name for m in PERSON_TABLES] + ["persons"],
+                 "SELECT count(*) FROM access_records WHERE action = 'purge.step'"),
+    "keys-rotate-nir": Job(prepare_rotate, ["persons", "person_keys"],
+                           "SELECT count(*) FROM persons WHERE nir_encrypted LIKE 'k9:%'", check=check_rotated),
+}  # fmt: skip
+
+
+def _fresh(db: Settings, tmp: Path, job: Job) -> list[str]:
+    """The job's starting state, from an empty database."""
+    truncate(db)
+    return job.prepare(db, tmp)
+
+
+def _env(db: Settings, job_name: str) -> dict[str, str]:
+    if not job_name.startswith("keys"):
+        return cli_env(db, NO_FAKE)
+    keys = _rotated(db).nir_encryption_keys.get_secret_value()  # type: ignore[union-attr]
+    return cli_env(db, NO_FAKE, PASSERELLE_NIR_ENCRYPTION_KEYS=keys)
+
+
+def _run(args: list[str], env: dict[str, str]) -> tuple[int, str, float]:
+    started = time.monotonic()
+    proc = passerelle(*args, env=env)
+    _out, err = proc.communicate(timeout=300)
+    return proc.returncode, err, time.monotonic() - started
+
+
+def _killed_at(db: Settings, args: list[str], env: dict[str, str], after: float | str) -> bool:
+    """Start the job, SIGKILL it (its whole process group) `after` seconds later, or as soon as the query
+    `after` finds a row; whether it still ran then."""
+    proc = passerelle(*args, env=env)
+    if isinstance(after, str):
+        with get_engine(db).connect() as conn:
+            while proc.poll() is None and not conn.execute(text(after)).scalar():
+                conn.rollback()  # a fresh snapshot each time
+                time.sleep(0.005)
+    else:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=after)
+    if proc.poll() is not None:
+        proc.communicate()
+        return False  # done before the kill
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    proc.communicate(timeout=60)
+    return proc.returncode == -signal.SIGKILL
+
+
+def _sound(db: Settings, env: dict[str, str]) -> None:
+    """SQLite's integrity check, and the audit chain verified (what the killed run committed is sealed by
+    the next run, or by this `audit seal`)."""
+    if db.is_sqlite:
+        with get_engine(db).connect() as conn:
+            assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    code, err, _ = _run(["audit", "seal"], env)
+    assert code == 0, err[-2000:]
+    code, err, _ = _run(["audit", "verify"], env)
+    assert code == 0, err[-2000:]
+
+
+def _no_process_left(env_marker: str) -> None:
+    """No `passerelle` process of this test's database still runs (they are stopped by the harness anyway)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"app.cli" in cmd and env_marker.encode() in environ:
+            raise AssertionError(f"process {pid} left behind: {cmd}")
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_a_job_killed_at_any_moment_ends_as_one_run_when_run_again(db, tmp_path, name):
+    job = JOBS[name]
+    env = _env(db, name)
+    args = _fresh(db, tmp_path, job)
+    code, err, duration = _run(args, env)
+    assert code == 0, err[-2000:]
+    expected = dump(db, job.tables)
+    assert any(expected.values()), "the job did nothing to compare"
+    hit = []
+    moments: dict[str, float | str] = {m: duration * f for m, f in MOMENTS.items()} | {"first commit": job.committed}
+    for moment, when in moments.items():
+        args = _fresh(db, tmp_path, job)
+        dispose_engines()  # no connection of this process kept open across the kill
+        hit.append(_killed_at(db, args, env, when))
+        dispose_engines()
+        code, err, _ = _run(args, env)
+        assert code == 0, f"{moment}: {err[-2000:]}"
+        assert dump(db, job.tables) == expected, f"killed {moment}: not the state of one run"
+        if job.check:
+            job.check(db)
+        _sound(db, env)
+        _no_process_left(db.database_url)
+    assert any(hit), "no kill landed while the job ran"
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_two_copies_at_once_end_as_one_run(db, tmp_path, name):
+    job = JOBS[name]
+    env = _env(db, name)
+    args = _fresh(db, tmp_path, job)
+    code, err, _ = _run(args, env)
+    assert code == 0, err[-2000:]
+    expected = dump(db, job.tables)
+    args = _fresh(db, tmp_path, job)
+    procs = [passerelle(*args, env=env) for _ in range(2)]
+    results = [(p.communicate(timeout=300), p.returncode) for p in procs]
+    codes = sorted(code for _, code in results)
+    assert ExitCode.INTERNAL not in codes and codes[0] == 0, [(c, err[-1500:]) for (_, err), c in results]
+    assert set(codes) <= {0, int(ExitCode.BUSY)}, [(c, err[-1500:]) for (_, err), c in results]
+    assert dump(db, job.tables) == expected
+    if job.check:
+        job.check(db)
+    _sound(db, env)
+    _no_process_left(db.database_url)
