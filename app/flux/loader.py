@@ -118,6 +118,8 @@ def ingest_file(
     if report.status == "duplicate":  # nothing was written: the event alone (applied or rejected: in their commit)
         by, departement, kw = _ingest_event(options, report)
         record_action_now(engine, by, "flux.ingest", departement, **kw)
+        if refresh:  # a run killed after the file's commit left its persons queued: the same file finishes it
+            refresh_after_commit(engine, report, refresh_progress)
     return report
 
 
