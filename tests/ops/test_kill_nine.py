@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -20,7 +21,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
+from app.admin.keys import NIR_ENCRYPTED
 from app.admin.purge import PERSON_TABLES, _table
 from app.clock import today
 from app.db import dispose_engines, get_engine
@@ -92,8 +94,8 @@ class Job:
     prepare: Callable[[Settings, Path], list[str]]
     tables: list[str]
     committed: str
-    env: dict[str, str] = field(default_factory=dict)
-    check: Callable[[Settings], None] | None = None
+    check: Callable[[Settings, Path], None] | None = None
+    audited: Callable[[Settings, dict[str, int]], None] | None = None  # its events, given the start's counts
 
 
 INGESTED = ["persons", "person_keys", "person_states", "entry_episodes", "episode_queue", "flux_files",
@@ -167,7 +169,14 @@ def _rotated(db: Settings) -> Settings:
     return db.model_copy(update={"nir_encryption_keys": SecretStr(keys)})
 
 
-def check_rotated(db: Settings) -> None:
+def check_inbox(_db: Settings, tmp: Path) -> None:
+    """The file taken once: in `processed`, no longer in the inbox, nothing quarantined."""
+    inbox = tmp / "inbox"
+    assert not list(inbox.glob("*.xml")) and not list((inbox / "quarantine").iterdir())
+    assert [p.name for p in (inbox / "processed").iterdir()] == ["stock.xml"]
+
+
+def check_rotated(db: Settings, _tmp: Path) -> None:
     """Every NIR under the new key, and readable to the NIR its hash says."""
     protector = NirProtector(_rotated(db).encryption_keys, db.hmac_key)
     p = Base.metadata.tables["persons"].c
@@ -179,16 +188,58 @@ def check_rotated(db: Settings) -> None:
         assert protector.lookup_hash(protector.decrypt(encrypted)) == nir_hash
 
 
+def _events(db: Settings, action: str) -> list[dict[str, Any]]:
+    r = Base.metadata.tables["access_records"].c
+    with get_engine(db).connect() as conn:
+        return [json.loads(d or "{}") for d in conn.execute(select(r.detail).where(r.action == action)).scalars()]
+
+
+def _counts(db: Settings) -> dict[str, int]:
+    """What a job's events must account for: the persons, the values under a NIR key."""
+    with get_engine(db).connect() as conn:
+        counts = {"persons": conn.execute(text("SELECT count(*) FROM persons")).scalar_one()}
+        counts["nir_values"] = sum(
+            conn.execute(
+                select(func.count())
+                .select_from(m.__table__)
+                .where(m.__table__.c[c].is_not(None), m.__table__.c[c] != "")
+            ).scalar_one()
+            for m, c in NIR_ENCRYPTED
+        )
+    return counts
+
+
+def audited_file(db: Settings, _start: dict[str, int]) -> None:
+    """The file applied once, its `flux.ingest` event once (a re-run's duplicate has its own event)."""
+    applied = [e for e in _events(db, "flux.ingest") if e.get("status") == "applied"]
+    with get_engine(db).connect() as conn:
+        file_id = conn.execute(text("SELECT id FROM flux_files WHERE status = 'applied'")).scalar_one()
+    assert [e["file_id"] for e in applied] == [file_id], applied
+
+
+def audited_purge(db: Settings, start: dict[str, int]) -> None:
+    """Every person deleted in a committed step is counted in that step's `purge.step` event."""
+    gone = start["persons"] - _counts(db)["persons"]
+    assert gone > 0 and sum(e.get("persons", 0) for e in _events(db, "purge.step")) == gone
+
+
+def audited_rotation(db: Settings, start: dict[str, int]) -> None:
+    """Every value rewritten in a committed batch is counted in that batch's `keys.rotate.nir.step` event."""
+    steps = _events(db, "keys.rotate.nir.step")
+    assert start["nir_values"] > 0 and sum(sum(e.values()) for e in steps) == start["nir_values"], steps
+
+
 APPLIED = "SELECT count(*) FROM flux_files WHERE status = 'applied'"
 JOBS = {
-    "flux-ingest": Job(prepare_ingest, INGESTED, APPLIED),
-    "flux-watch": Job(prepare_watch, INGESTED, APPLIED),
+    "flux-ingest": Job(prepare_ingest, INGESTED, APPLIED, audited=audited_file),
+    "flux-watch": Job(prepare_watch, INGESTED, APPLIED, check=check_inbox, audited=audited_file),
     "episodes-refresh": Job(prepare_refresh, ["entry_episodes", "episode_queue"],
                             "SELECT count(*) FROM entry_episodes"),
     "purge": Job(prepare_purge, [_table(m).name for m in PERSON_TABLES] + ["persons"],
-                 "SELECT count(*) FROM access_records WHERE action = 'purge.step'"),
+                 "SELECT count(*) FROM access_records WHERE action = 'purge.step'", audited=audited_purge),
     "keys-rotate-nir": Job(prepare_rotate, ["persons", "person_keys"],
-                           "SELECT count(*) FROM persons WHERE nir_encrypted LIKE 'k9:%'", check=check_rotated),
+                           "SELECT count(*) FROM persons WHERE nir_encrypted LIKE 'k9:%'", check=check_rotated,
+                           audited=audited_rotation),
 }  # fmt: skip
 
 
@@ -235,16 +286,20 @@ def _killed_at(db: Settings, args: list[str], env: dict[str, str], after: float 
     return proc.returncode == -signal.SIGKILL
 
 
-def _sound(db: Settings, env: dict[str, str]) -> None:
-    """SQLite's integrity check, and the audit chain verified (what the killed run committed is sealed by
-    the next run, or by this `audit seal`)."""
+def _sound(db: Settings, tmp: Path, env: dict[str, str], job: Job, start: dict[str, int]) -> None:
+    """The final state checked beyond its tables; SQLite's integrity check; the job's events (one per
+    committed step); the audit trail verified as the jobs left it (unsealed events checked by their
+    proof), then once sealed (what the server or cron does)."""
+    if job.check:
+        job.check(db, tmp)
+    if job.audited:
+        job.audited(db, start)
     if db.is_sqlite:
         with get_engine(db).connect() as conn:
             assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
-    code, err, _ = _run(["audit", "seal"], env)
-    assert code == 0, err[-2000:]
-    code, err, _ = _run(["audit", "verify"], env)
-    assert code == 0, err[-2000:]
+    for command in (["audit", "verify"], ["audit", "seal"], ["audit", "verify"]):
+        code, err, _ = _run(command, env)
+        assert code == 0, f"{command}: {err[-2000:]}"
 
 
 def _no_process_left(env_marker: str) -> None:
@@ -266,23 +321,24 @@ def test_a_job_killed_at_any_moment_ends_as_one_run_when_run_again(db, tmp_path,
     job = JOBS[name]
     env = _env(db, name)
     args = _fresh(db, tmp_path, job)
+    start = _counts(db)
     code, err, duration = _run(args, env)
     assert code == 0, err[-2000:]
     expected = dump(db, job.tables)
     assert any(expected.values()), "the job did nothing to compare"
+    _sound(db, tmp_path, env, job, start)
     hit = []
     moments: dict[str, float | str] = {m: duration * f for m, f in MOMENTS.items()} | {"first commit": job.committed}
     for moment, when in moments.items():
         args = _fresh(db, tmp_path, job)
+        assert _counts(db) == start
         dispose_engines()  # no connection of this process kept open across the kill
         hit.append(_killed_at(db, args, env, when))
         dispose_engines()
         code, err, _ = _run(args, env)
         assert code == 0, f"{moment}: {err[-2000:]}"
         assert dump(db, job.tables) == expected, f"killed {moment}: not the state of one run"
-        if job.check:
-            job.check(db)
-        _sound(db, env)
+        _sound(db, tmp_path, env, job, start)
         _no_process_left(db.database_url)
     assert any(hit), "no kill landed while the job ran"
 
@@ -296,15 +352,14 @@ def test_two_copies_at_once_end_as_one_run(db, tmp_path, name):
     assert code == 0, err[-2000:]
     expected = dump(db, job.tables)
     args = _fresh(db, tmp_path, job)
+    start = _counts(db)
     procs = [passerelle(*args, env=env) for _ in range(2)]
     results = [(p.communicate(timeout=300), p.returncode) for p in procs]
     codes = sorted(code for _, code in results)
     assert ExitCode.INTERNAL not in codes and codes[0] == 0, [(c, err[-1500:]) for (_, err), c in results]
     assert set(codes) <= {0, int(ExitCode.BUSY)}, [(c, err[-1500:]) for (_, err), c in results]
     assert dump(db, job.tables) == expected
-    if job.check:
-        job.check(db)
-    _sound(db, env)
+    _sound(db, tmp_path, env, job, start)
     _no_process_left(db.database_url)
 
 
@@ -323,6 +378,7 @@ def test_the_same_file_again_finishes_what_a_run_killed_after_its_commit_left(db
     expected = dump(db, job.tables)
     assert expected["entry_episodes"] and not expected["episode_queue"]
     _fresh(db, tmp_path, job)
+    start = _counts(db)
     path = Path(args[2]) if name == "flux-ingest" else tmp_path / "inbox" / "stock.xml"
     day = today(db) - timedelta(days=2) if name == "flux-ingest" else _landed(db, path)
     _ingested(db, path, day, refresh=False, initial_stock=False)  # the watcher: the file still in the inbox
@@ -330,4 +386,4 @@ def test_the_same_file_again_finishes_what_a_run_killed_after_its_commit_left(db
     code, err, _ = _run(args, env)
     assert code == 0, err[-2000:]
     assert dump(db, job.tables) == expected
-    _sound(db, env)
+    _sound(db, tmp_path, env, job, start)
