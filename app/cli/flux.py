@@ -86,8 +86,8 @@ def flux_ingest(
     else:
         _print_reports(reports)
     if refreshed and refreshed[-1].episodes_error:
-        done = ", ".join(r.filename for r in applied) or "none (already applied)"
-        raise fail(f"applied: {done}; {refreshed[-1].episodes_error}", ExitCode.ENVIRONMENT)
+        names = ", ".join(r.filename for r in applied) or "none (already applied)"
+        raise fail(f"applied: {names}; {refreshed[-1].episodes_error}", ExitCode.ENVIRONMENT)
     if any(r.status == "rejected" for r in reports):
         raise typer.Exit(int(ExitCode.REJECTED))
 
