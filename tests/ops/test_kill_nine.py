@@ -61,6 +61,15 @@ def _volatile(name: str) -> bool:
     return name in VOLATILE or name.endswith("_at") or (name.endswith("_id") and name != "person_id")
 
 
+def _stable(value: Any) -> Any:
+    """A JSON value without what differs between two runs (an episode's criteria name the facts' file ids)."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in sorted(value.items()) if not _volatile(k)}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
 def dump(db: Settings, tables: list[str]) -> dict[str, list[tuple[Any, ...]]]:
     """The sorted rows of `tables`, without what legitimately differs between two runs; a `person_id` is
     replaced by who the person is (NIR hash, or names and birth date), which is the same in both runs."""
@@ -81,9 +90,22 @@ def dump(db: Settings, tables: list[str]) -> dict[str, list[tuple[Any, ...]]]:
                 for key in ("person_id",):
                     if key in values:
                         values[key] = who.get(values[key], ("gone", values[key]))
-                rows.append(tuple(repr(values[c.name]) for c in cols))
+                rows.append(tuple(repr(_stable(values[c.name])) for c in cols))
             out[name] = sorted(rows)
     return out
+
+
+def _diff(got: dict[str, list[tuple[Any, ...]]], expected: dict[str, list[tuple[Any, ...]]]) -> str:
+    """The first rows that differ, per table, with their columns (to read a failure)."""
+    out = []
+    for name, rows in expected.items():
+        if got.get(name) != rows:
+            cols = [c.name for c in Base.metadata.tables[name].c if not _volatile(c.name)]
+            extra = sorted(set(got.get(name, [])) - set(rows))[:2]
+            missing = sorted(set(rows) - set(got.get(name, [])))[:2]
+            out.append(f"{name} ({len(got.get(name, []))} rows, one run: {len(rows)}) {cols}: "
+                       f"not in one run's {extra}; missing {missing}")  # fmt: skip
+    return "\n".join(out)
 
 
 @dataclass
@@ -363,7 +385,8 @@ def test_a_job_killed_at_any_moment_ends_as_one_run_when_run_again(db, tmp_path,
         dispose_engines()
         code, err, _ = _run(args, env)
         assert code == 0, f"{moment}: {err[-2000:]}"
-        assert dump(db, job.tables) == expected, f"killed {moment}: not the state of one run"
+        got = dump(db, job.tables)
+        assert got == expected, f"killed {moment}: not the state of one run:\n{_diff(got, expected)}"
         try:
             _sound(db, tmp_path, env, job, start)
         except AssertionError as exc:
