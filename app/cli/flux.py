@@ -75,17 +75,19 @@ def flux_ingest(
                 ExitCode.ENVIRONMENT,
             ) from exc
     applied = [r for r in reports if r.status == "applied"]
-    if applied:  # once for all the files, recorded in the last one's report
+    # once for all the files, recorded in the last one's report; after a duplicate too: a run killed after
+    # the file's commit left its persons queued, and running the same command again must finish its work
+    refreshed = applied or [r for r in reports if r.status == "duplicate"]
+    if refreshed:
         with _episodes_progress(quiet=as_json) as progress:
-            refresh_after_commit(get_engine(settings), applied[-1], progress)
+            refresh_after_commit(get_engine(settings), refreshed[-1], progress)
     if as_json:
         print_json([r.to_dict() for r in reports])
     else:
         _print_reports(reports)
-    if applied and applied[-1].episodes_error:
-        raise fail(
-            f"applied: {', '.join(r.filename for r in applied)}; {applied[-1].episodes_error}", ExitCode.ENVIRONMENT
-        )
+    if refreshed and refreshed[-1].episodes_error:
+        names = ", ".join(r.filename for r in applied) or "none (already applied)"
+        raise fail(f"applied: {names}; {refreshed[-1].episodes_error}", ExitCode.ENVIRONMENT)
     if any(r.status == "rejected" for r in reports):
         raise typer.Exit(int(ExitCode.REJECTED))
 

@@ -118,6 +118,8 @@ def ingest_file(
     if report.status == "duplicate":  # nothing was written: the event alone (applied or rejected: in their commit)
         by, departement, kw = _ingest_event(options, report)
         record_action_now(engine, by, "flux.ingest", departement, **kw)
+        if refresh:  # a run killed after the file's commit left its persons queued: the same file finishes it
+            refresh_after_commit(engine, report, refresh_progress)
     return report
 
 
@@ -204,16 +206,20 @@ def _known_duplicate(engine: Engine, received: ReceivedFile) -> int | None:
     that is known when given or when only one département is served; otherwise the check on the content,
     inside the transaction, decides."""
     with engine.connect() as conn:
-        dep = received.options.departement
-        if dep is None:
-            known = conn.execute(select(T_DEPARTEMENTS.c.code).limit(2)).scalars().all()
-            dep = known[0] if len(known) == 1 else None
-        if dep is None:
-            return None
-        ft = T_FILES.c
-        dup = conn.execute(
-            select(ft.id).where(ft.file_sha256 == received.sha256, ft.status == "applied", ft.departement_code == dep)
-        ).first()
+        return _duplicate_in(conn, received)
+
+
+def _duplicate_in(conn: Connection, received: ReceivedFile) -> int | None:
+    dep = received.options.departement
+    if dep is None:
+        known = conn.execute(select(T_DEPARTEMENTS.c.code).limit(2)).scalars().all()
+        dep = known[0] if len(known) == 1 else None
+    if dep is None:
+        return None
+    ft = T_FILES.c
+    dup = conn.execute(
+        select(ft.id).where(ft.file_sha256 == received.sha256, ft.status == "applied", ft.departement_code == dep)
+    ).first()
     return None if dup is None else int(dup[0])
 
 
@@ -239,6 +245,10 @@ def _apply_beneficiary(
     options = received.options
     with _lighter_collections(), engine.begin() as conn:
         lock(conn)
+        # Again under the lock: the same file applied meanwhile (two copies of one command at once) is a
+        # duplicate, not a second initial stock refused as a wrong option.
+        if (dup := _duplicate_in(conn, received)) is not None:
+            raise _Duplicate(dup)
         file_id = _insert_applying(conn, received, "D")
         job = Ingestion(conn, settings, file_id, options, report)
         started_job = False
