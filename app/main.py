@@ -121,44 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.refusal_limiter = RefusalLimiter(settings.max_refused_per_minute)
     app.state.refusals = RefusalLog(app.state.engine)
 
-    def limit_for(path: str) -> int:
-        if streamed(path):
-            return settings.max_upload_bytes
-        return settings.max_body_bytes
-
-    def content_types_for(_method: str, path: str) -> tuple[str, ...]:
-        if streamed(path):
-            return ("multipart/form-data",)
-        return ("application/json",)
-
-    def streamed(path: str) -> bool:
-        return any(p.match(path) for p in UPLOAD_ROUTES)
-
-    # From the inside out: admission (authenticated callers and the others in slots of their own), the body
-    # read within its deadline (before admission, but for uploads), its size and type checked first of all.
-    app.state.known_credentials = KnownCredentials()
-    app.add_middleware(
-        AdmissionMiddleware,
-        limit=settings.max_concurrent_requests,
-        anonymous_limit=settings.max_anonymous_requests,
-        known=app.state.known_credentials,
-        streamed=streamed,
-        limiter=app.state.refusal_limiter,
-        on_refused=lambda scope, status, code: refusals.record(scope, status, code),
-        partner=calls_partner,
-        partner_limit=settings.max_partner_requests,
-    )
-    app.add_middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout_seconds, streamed=streamed)
-    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, content_types_for=content_types_for)
-    app.add_middleware(SecurityHeadersMiddleware, hsts=(settings.public_url or "").startswith("https://"))
-    if settings.cors_origins:  # off unless configured: the API is for servers, the dashboard is same-origin
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Purpose", "X-Request-ID"],
-        )
-    app.add_middleware(RequestContextMiddleware, trusted_proxies=settings.trusted_networks)
+    _install_middleware(app, settings)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(me.router)
@@ -215,3 +178,48 @@ def render_openapi() -> str:
     settings = Settings(database_url="sqlite:///:memory:", env="test")
     schema = create_app(settings).openapi()
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    """The middleware stack, from the inside out: admission (authenticated callers, partner calls and the
+    others in slots of their own), the body read within its deadline, its size and type checked first of
+    all, the security headers, CORS when configured, the request's context outermost."""
+
+    def limit_for(path: str) -> int:
+        if streamed(path):
+            return settings.max_upload_bytes
+        return settings.max_body_bytes
+
+    def content_types_for(_method: str, path: str) -> tuple[str, ...]:
+        if streamed(path):
+            return ("multipart/form-data",)
+        return ("application/json",)
+
+    def streamed(path: str) -> bool:
+        return any(p.match(path) for p in UPLOAD_ROUTES)
+
+    # From the inside out: admission (authenticated callers and the others in slots of their own), the body
+    # read within its deadline (before admission, but for uploads), its size and type checked first of all.
+    app.state.known_credentials = KnownCredentials()
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=settings.max_concurrent_requests,
+        anonymous_limit=settings.max_anonymous_requests,
+        known=app.state.known_credentials,
+        streamed=streamed,
+        limiter=app.state.refusal_limiter,
+        on_refused=lambda scope, status, code: refusals.record(scope, status, code),
+        partner=calls_partner,
+        partner_limit=settings.max_partner_requests,
+    )
+    app.add_middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout_seconds, streamed=streamed)
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, content_types_for=content_types_for)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=(settings.public_url or "").startswith("https://"))
+    if settings.cors_origins:  # off unless configured: the API is for servers, the dashboard is same-origin
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Purpose", "X-Request-ID"],
+        )
+    app.add_middleware(RequestContextMiddleware, trusted_proxies=settings.trusted_networks)

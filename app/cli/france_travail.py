@@ -123,6 +123,12 @@ def ft_sync(
         if not stragglers():
             client.close()
     _report(summary, as_json)
+    _exit_for(summary, stragglers)
+
+
+def _exit_for(summary: Any, stragglers: Any) -> None:
+    """How a sync ends for cron: 130 interrupted (at once when calls still hang), 0 at its budget, 3 when
+    France Travail refused our client or stayed unavailable, 1 when some persons ended in error."""
     if summary.stopped == "interrupted":
         err_console.print(f"interrupted: run {summary.run_id} resumes where it stopped when run again", highlight=False)
         if stragglers():  # calls to France Travail that do not answer: not waited for (issue #24 item 5)

@@ -24,6 +24,7 @@ from app.db import session_scope
 from app.models import Export, ExportLink, ExportMail, JobLease
 from tests.support.factories import weekly_departement
 from tests.support.ftsupport import cli_env, passerelle
+from tests.support.processes import nothing_left
 from tests.support.smtp import links
 
 
@@ -91,17 +92,6 @@ def _count(db, model, *where) -> int:
         return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
-def _nothing_left(pgid: int) -> None:
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        assert time.monotonic() < deadline, "a process of the killed job is still running"
-        time.sleep(0.05)
-
-
 def _published_once(db, sink, week) -> None:
     """The week published: one e-mail `sent`, the sink given one message (or the very same one again), two
     live links, both files published, nothing else left over."""
@@ -163,7 +153,7 @@ def test_export_weekly_killed_early_midway_or_late_sends_the_week_once(db, xsett
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    _nothing_left(proc.pid)
+    nothing_left(proc.pid)
     if moment == "late":
         sink.handle_DATA = real
     code, _out, err = _weekly(_env(db, port))

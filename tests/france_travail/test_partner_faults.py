@@ -23,6 +23,7 @@ from app.models.base import utcnow
 from app.orientation.service import EventIn, record_event
 from tests.support.clock import without_faketime
 from tests.support.ftsupport import cli_env, fake_stats, faults, ft_settings, passerelle, population
+from tests.support.processes import nothing_left
 
 MOMENTS = {"early": 0.0, "midway": 0.5, "late": 0.8}  # the share of the work committed when killed
 
@@ -54,18 +55,7 @@ def _kill_when(proc, progress, target: int, timeout: float = 60) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
-    _nothing_left(proc.pid)
-
-
-def _nothing_left(pgid: int) -> None:
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        assert time.monotonic() < deadline, "a process of the killed job is still running"
-        time.sleep(0.05)
+    nothing_left(proc.pid)
 
 
 def _audit_verifies(env) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from typing import Any
 
 _started: list[subprocess.Popen[Any]] = []
@@ -47,3 +48,15 @@ def stop_all() -> list[str]:
             left.append(" ".join(str(a) for a in proc.args) if isinstance(proc.args, list) else str(proc.args))
         stop(proc)
     return left
+
+
+def nothing_left(pgid: int, grace: float = 5.0) -> None:
+    """Assert that no process of the (killed) group `pgid` still runs, within `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, "a process of the killed job is still running"
+        time.sleep(0.05)
