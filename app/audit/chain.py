@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.proof import CONTENT_COLUMNS, canonical, insert_events, proof_problem
 from app.audit.reads import PENDING_ACCESS
+from app.kit.jobs import pause
 from app.models import AccessRecord, AuditChain
 from app.models.base import utcnow
 from app.settings import Settings
@@ -446,7 +447,7 @@ class Sealer:
             log.error("audit_seal_failed", error_type=type(exc).__name__)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not pause(self._stop, self.interval):
             self._once()
 
     def stop(self) -> None:

@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 from app.audit.chain import AUDIT_PURGE, AUDIT_RETENTION_MIN_DAYS
 from app.audit.merkle import TreeBuilder, inclusion_proof, leaf_hash, verify_inclusion
 from app.audit.proof import CONTENT_COLUMNS, canonical
+from app.kit.jobs import pause
 from app.models import AccessRecord, AuditChain, AuditLeaf
 from app.models.base import utcnow
 from app.settings import Settings
@@ -487,7 +488,7 @@ class CheckpointPublisher:
             log.error("audit_checkpoint_failed", error_type=type(exc).__name__)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not pause(self._stop, self.interval):
             self.once()
 
     def stop(self) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 
 from app.audit.chain import ALL_DEPARTEMENTS, action_row
 from app.audit.proof import insert_events
+from app.kit.jobs import pause
 from app.models.base import utcnow
 
 log = structlog.get_logger(__name__)
@@ -157,7 +158,7 @@ class RefusalLog:
         while True:
             now = utcnow()
             next_minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-            if stop.wait((next_minute - now).total_seconds() + 1.0):
+            if pause(stop, (next_minute - now).total_seconds() + 1.0):
                 return
             try:
                 self.flush()

@@ -230,7 +230,7 @@ def _renew_lease(stop: threading.Event, settings: Settings, job: str, scope: str
     than `LEASE_SECONDS` was taken over by a second run). A beat that fails (the database busy or away a
     moment) is retried at the next one; a lease found taken over is logged, and the job goes on."""
     mine = (JobLease.job == job, JobLease.scope == scope, JobLease.holder == me)
-    while not stop.wait(RENEW_SECONDS):
+    while not leases.pause(stop, RENEW_SECONDS):
         try:
             with session_scope(settings, write=True) as session:
                 beat = session.execute(update(JobLease).where(*mine).values(heartbeat_at=utcnow()))

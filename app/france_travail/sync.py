@@ -197,7 +197,7 @@ class _Runner:
             if ex.outcome != "unavailable" or self.stop.is_set():
                 break
             pause = max(self.client.circuit.open_until - self.client.clock(), self.settings.ft_backoff_seconds, 0.05)
-            self.stop.wait(min(pause, 120))
+            leases.pause(self.stop, min(pause, 120))
         ex.calls = calls
         with self.lock:
             self.down_streak = self.down_streak + 1 if ex.outcome == "unavailable" else 0
