@@ -555,8 +555,23 @@ def verify_checkpoint(engine: Engine, checkpoint: Checkpoint, event_id: int | No
         if event_id is not None:
             result.event = _prove(engine, checkpoint, tree, event_id, result)
     except SQLAlchemyError as exc:
+        if _unreachable(exc):
+            raise  # the database is down or refused us: an environment failure (exit 3), not a deleted journal
         result.add("deleted", f"the audit journal cannot be read ({type(exc).__name__}): deleted or damaged")
     return result
+
+
+def _unreachable(exc: SQLAlchemyError) -> bool:
+    """A failure of the connection itself (server down, refused, lost), not of what it holds: SQLite says a
+    missing table with an OperationalError too, PostgreSQL with a ProgrammingError."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    text = str(exc.orig).lower()
+    return not any(word in text for word in ("no such table", "no such column", "malformed", "not a database"))
 
 
 def _prove(

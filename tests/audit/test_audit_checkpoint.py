@@ -394,3 +394,20 @@ def test_several_workers_mail_each_checkpoint_once(xsettings, smtp):
     for worker in reversed(workers):
         worker.once()
     assert len(sink.messages) == 2
+
+
+def test_a_database_that_fails_during_the_check_is_exit_3_not_a_deleted_journal(db, monkeypatch, tmp_path, signer):
+    """Review finding 11: a lost connection says the database failed (exit 3), never "deleted or damaged"."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.audit import checkpoint as module
+
+    _events(db, 4)
+    note, key = _signed(db, monkeypatch, tmp_path)
+
+    def lost(*_args, **_kwargs):
+        raise OperationalError("SELECT ...", None, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(module, "journal_tree", lost)
+    code, out = _auditor(db, monkeypatch, note, key)
+    assert code == 3 and "the database failed" in out and "deleted" not in out, out
