@@ -187,3 +187,34 @@ def test_the_list_over_http_and_cli_is_audited(client, db, people, make_api_key,
     assert result.exit_code == 0, result.output
     assert "Rendez-vous d'accompagnement;20/03/2025;CCAS Bar;non;non revu" in result.output
     assert _accesses(db) == before + 3
+
+
+def test_each_episode_counts_its_own_accompaniment_rdvs(db, tmp_path):
+    """P enters 01/03/2024, oriented 10/03, absent at the accompaniment RDV of 20/03; radiated 02/04, back
+    03/05 (a second episode), oriented 15/05, present at the accompaniment RDV of 20/05. The presence of 20/05
+    belongs to the second episode: the first one's absent is never seen again *in its episode*; the person
+    list, which is by RDV date and not by episode, says P was seen again on 20/05."""
+    entry, radiated, back = date(2024, 3, 1), date(2024, 4, 2), date(2024, 5, 3)
+    files = [(entry, {}), (radiated, {"etat": "6", "closure": ("RFD", radiated)}), (back, {})]
+    for n, (day, kw) in enumerate(files):
+        where = tmp_path / str(n)
+        where.mkdir()
+        f = foyer(scene_person("C"), matricule="0000003", **kw)
+        assert ingest(db, write_flux(where, [f], type_flux="I", day=day), day).status == "applied"
+    refresh_pending(get_engine(db))
+    with session_scope(db) as s:
+        pid = s.scalar(select(Person.id))
+    for n, on in enumerate((date(2024, 3, 10), date(2024, 5, 15))):
+        record(db, pid, type="orientation", date=on, organisme="DEPARTEMENT", type_parcours="social",
+               external_id=f"o-{n}")  # fmt: skip
+    record(db, pid, type="rdv_accompagnement", date=date(2024, 3, 20), presence="absent", external_id="a-1")
+    record(db, pid, type="rdv_accompagnement", date=date(2024, 5, 20), presence="present", external_id="a-2")
+    refresh_pending(get_engine(db))
+    keys = ("orientes", "avec_rdv_accompagnement", "absents_rdv_accompagnement", "absents_non_revus_rdv_accompagnement")
+    with get_engine(db).connect() as conn:
+        first = compute(conn, "absents-rdv", ["055"], Period.days(entry, entry), date(2024, 5, 31))
+        second = compute(conn, "absents-rdv", ["055"], Period.days(back, back), date(2024, 5, 31))
+        listed = missed_rdvs(conn, ["055"], Period.parse("2024-03", None, None), date(2024, 5, 31))
+    assert tuple(first.value(k) for k in keys) == (1, 1, 1, 1)
+    assert tuple(second.value(k) for k in keys) == (1, 1, 0, 0)
+    assert [(m.on, m.seen_again_on) for m in listed] == [(date(2024, 3, 20), date(2024, 5, 20))]
