@@ -111,6 +111,13 @@ DESCRIPTIONS: dict[str, str] = {
     "made with the same key join on it, not with another key), birth month, sex, commune, role, CAF/MSA, each "
     "step's date, organisme référent, parcours and France Travail status; no name, NIR, address, exact birth "
     "date or contact. Recorded in the audit trail.",
+    "GET /api/v1/pilotage/absents-rdv/personnes": "Les rendez-vous d'orientation et d'accompagnement manqués "
+    "(absent) ou excusés datés dans la période (`periode`, ou `from` et `to`), connus au `as_of` (seuls les "
+    "événements datés de ce jour ou avant ; un événement corrigé ne compte plus), par personne : type de "
+    "rendez-vous, date, structure, excusé ou non, revu depuis (date du premier rendez-vous honoré ensuite). Pour "
+    "vérifier un dossier de sanction (décret du 30 mai 2025, après que la personne a été entendue) : rien "
+    "d'automatique, rien n'est envoyé. Données nominatives : scope persons:read, chaque personne listée est "
+    "inscrite au journal des accès. JSON ou CSV (`;`, UTF-8 avec BOM, dates jj/mm/aaaa).",
     "GET /tableau-de-bord": "Le tableau de bord du Département, en français (HTML rendu par le serveur, sans "
     "script) : nouveaux entrants du mois, taux d'orientation en 15 jours et en un mois face à l'objectif, délais, "
     "personnes en attente par ancienneté, absents au rendez-vous, calendrier des fichiers CAF/MSA, statuts France "

@@ -7,13 +7,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from sqlalchemy import select
 
 from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
 from app.errors import NotConfigured, Unprocessable
+from app.models import Person
 from app.orientation.episodes import pending_count
 from app.persons import repository as person_service
-from app.pilotage import extract
+from app.pilotage import absences, extract
 from app.pilotage.indicator import orientation_indicator
 from app.pilotage.tables import (
     DIMENSIONS,
@@ -181,3 +183,50 @@ def pilotage_extract(
     return StreamingResponse(
         stream(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
     )
+
+
+@router.get(
+    "/absents-rdv/personnes",
+    summary="The RDVs (orientation and accompaniment) missed or excused in a period, per person, to check a "
+    "sanction file: nothing automatic, nothing sent (JSON or CSV)",
+)
+def missed_rdvs(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.persons_read)],
+    periode: Annotated[
+        str | None,
+        Query(pattern=PERIOD_PATTERN, description="RDVs dated in 2024-03, 2024-W10, 2024-T1, 2024 (default: now)"),
+    ] = None,
+    start: Annotated[IsoDate | None, Query(alias="from", description="First RDV day (custom period)")] = None,
+    end: Annotated[IsoDate | None, Query(alias="to", description="Last RDV day (custom period)")] = None,
+    as_of: Annotated[IsoDate | None, Query(description="Events dated on or before (default: today)")] = None,
+    departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Any:
+    day = as_of or today(settings)
+    period = _period(periode, start, end, today(settings))
+    deps = principal.chosen_departements(departement)
+    items = absences.missed_rdvs(session.connection(), deps, period, day)
+    # a read of named persons, like the worklist: one audit row per person listed, before the answer is sent
+    ids = sorted({m.person_id for m in items})
+    persons = list(session.scalars(select(Person).where(Person.id.in_(ids)))) if ids else []
+    person_service.audit_reads(request, session, principal, "pilotage.absents_rdv", persons)
+    session.commit()
+    if format == "csv":
+        name = f"absents_rdv_personnes_{period.label}_au_{day.isoformat()}.csv"
+        return StreamingResponse(
+            absences.as_csv(items),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return {
+        "periode": period.label,
+        "du": period.start.isoformat(),
+        "au": period.end.isoformat(),
+        "as_of": day.isoformat(),
+        "departements": deps,
+        "total": len(items),
+        "items": [absences.as_dict(m) for m in items],
+    }

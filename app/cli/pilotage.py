@@ -211,6 +211,59 @@ def pilotage_extract(
     err_console.print(f"{n} line(s) written to {out}")
 
 
+@pilotage_app.command("absences")
+def pilotage_absences(
+    periode: Annotated[str | None, typer.Option(help="RDV datés en : 2024-03, 2024-W10, 2024-T1, 2024")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="First RDV day of a custom period (YYYY-MM-DD)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Last RDV day of a custom period")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Events dated on or before (default: today)")] = None,
+    departement: Annotated[str | None, typer.Option(help="Département (default: all)")] = None,
+    output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+) -> None:
+    """Les rendez-vous d'orientation et d'accompagnement manqués ou excusés de la période, par personne (type,
+    date, structure, excusé, revu depuis) : pour vérifier un dossier de sanction, après que la personne a été
+    entendue. Rien d'automatique, rien n'est envoyé. Données nominatives : inscrit au journal des accès."""
+    from app.db import get_engine, session_scope
+    from app.persons.repository import audit_job_reads
+    from app.pilotage import absences
+
+    if output not in ("table", "json", "csv"):
+        raise fail("--format is table, json or csv", ExitCode.USAGE)
+    period, day = _period_and_day(periode, start, end, as_of)
+    settings = ready_settings()
+    deps = list(chosen_departements(departement))
+    with get_engine(settings).connect() as conn:
+        items = absences.missed_rdvs(conn, deps, period, day)
+    with session_scope(settings) as session:  # a read of named persons: one audit row per person listed
+        listed = sorted({(m.person_id, m.departement) for m in items})
+        audit_job_reads(session, "pilotage absences", "pilotage.absents_rdv", [(pid, d) for pid, d in listed])
+    if output == "json":
+        print_json({"periode": period.label, "as_of": day.isoformat(), "departements": deps, "total": len(items),
+                    "items": [absences.as_dict(m) for m in items]})  # fmt: skip
+    elif output == "csv":
+        for chunk in absences.as_csv(items):
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+    else:
+        rows = [
+            [
+                m.person_id,
+                f"{m.nom or ''} {m.prenom or ''}".strip(),
+                absences.KIND_LABELS[m.kind],
+                m.on.strftime("%d/%m/%Y"),
+                m.structure,
+                "oui" if m.excused else "non",
+                m.seen_again_on.strftime("%d/%m/%Y") if m.seen_again_on else "non revu",
+            ]
+            for m in items
+        ]
+        print_rows(("personne", "nom", "rendez-vous", "date", "structure", "excusé", "revu depuis le"), rows)
+        console.print(
+            f"{len(items)} rendez-vous manqué(s) ou excusé(s), période {period.label}, faits connus au "
+            f"{day.strftime('%d/%m/%Y')}. Rien n'est décidé ni envoyé : à vérifier avant toute suite."
+        )
+
+
 def _communes(settings: Any, conn: Any, deps: list[str]) -> tuple[dict[str, str], dict[str, str] | None]:
     """The commune names and territories; a bad Département table is an environment problem (exit 3)."""
     from app.pilotage.tables import commune_table

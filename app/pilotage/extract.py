@@ -19,13 +19,15 @@ from sqlalchemy import Connection, select
 
 from app.kit.csv import iter_csv
 from app.models import EntryEpisode, FtSnapshot, Person, PersonState
+from app.pilotage.absences import NO_RDV, RdvReading, accompaniment_by_episode
 from app.pilotage.period import Period, end_of_day, month_of
 from app.pilotage.population import in_period, rdv_orientation
 from app.rules.episodes import ORIENTED, known_as_of, last_cer_as_of, last_contract_as_of, outcome_as_of
 
 COLUMNS = ("id_pseudo", "departement", "mois_naissance", "sexe", "commune", "role", "caf_msa", "t0",
            "invitation", "rdv_orientation", "absent_rdv_orientation", "absent_rdv_orientation_non_revu",
-           "excuse_rdv_orientation", "orientation", "issue", "delai_jours", "oriente_15j", "organisme_referent",
+           "excuse_rdv_orientation", "absent_rdv_accompagnement", "absent_rdv_accompagnement_non_revu",
+           "excuse_rdv_accompagnement", "orientation", "issue", "delai_jours", "oriente_15j", "organisme_referent",
            "type_parcours", "accompagnement_global", "premier_rdv_accompagnement", "contrat", "date_contrat",
            "date_cer", "statut_france_travail")  # fmt: skip
 PAGE = 5000
@@ -111,12 +113,15 @@ class _Pseudonyms:
         return pid
 
 
-def _line(r: Any, pid: str, statut: Any, as_of: date) -> dict[str, Any]:
+def _line(r: Any, pid: str, statut: Any, as_of: date, accompaniment: RdvReading = NO_RDV) -> dict[str, Any]:
     """One episode as seen on as_of (the one reading: `rules.outcome_as_of`; the absents as the tables count
-    them: `population.rdv_orientation`; the contracts as the weekly file writes them)."""
+    them: `population.rdv_orientation`, and the accompaniment RDVs of the episode as read by
+    `absences.accompaniment_by_episode`, counted for an oriented episode; the contracts as the weekly file
+    writes them)."""
     issue = outcome_as_of(r, as_of)
     oriented = issue == ORIENTED
     rdv = rdv_orientation(r, as_of)
+    acc = accompaniment if oriented else NO_RDV
     contrat, cer_on = last_contract_as_of(r.contrats, as_of), last_cer_as_of(r.contrats, as_of)
     return {
         "id_pseudo": pid,
@@ -132,6 +137,9 @@ def _line(r: Any, pid: str, statut: Any, as_of: date) -> dict[str, Any]:
         "absent_rdv_orientation": rdv.missed,
         "absent_rdv_orientation_non_revu": rdv.never_seen,
         "excuse_rdv_orientation": rdv.excused,
+        "absent_rdv_accompagnement": acc.missed,
+        "absent_rdv_accompagnement_non_revu": acc.never_seen,
+        "excuse_rdv_accompagnement": acc.excused,
         "orientation": r.end_on.isoformat() if oriented else None,
         "issue": issue,
         "delai_jours": r.delay_days if oriented else None,
@@ -155,14 +163,17 @@ def rows(
     statut known on as_of; memory stays flat. (A page per query with a subquery per line made 2,100 lines
     a second on PostgreSQL: bench/BENCHMARKS.md.)"""
     where = in_period(departements, period, as_of)
-    statuts = _statuts(conn, select(EntryEpisode.__table__.c.person_id).where(*where), as_of)
+    entrants = select(EntryEpisode.__table__.c.person_id).where(*where)
+    statuts = _statuts(conn, entrants, as_of)
+    accompaniment = accompaniment_by_episode(conn, entrants, as_of)
     pseudonyms = _Pseudonyms(key)
     previous = None
     for r in conn.execution_options(stream_results=True, yield_per=PAGE).execute(_episodes_query(where)):
         if r.id == previous:  # the person is twice in their T0 file (two roles): one line per episode
             continue
         previous = r.id
-        yield _line(r, pseudonyms.of(r.person_id), statuts.get(r.person_id), as_of)
+        acc = accompaniment.get((r.person_id, r.t0), NO_RDV)
+        yield _line(r, pseudonyms.of(r.person_id), statuts.get(r.person_id), as_of, acc)
 
 
 def _cell(value: Any) -> Any:

@@ -31,6 +31,7 @@ from app.kit.csv import write_csv
 from app.models import EntryEpisode, FluxFile, FtIdentity, FtSnapshot, Person, PersonState
 from app.orientation.episodes import oriented_by
 from app.persons.states import latest_states
+from app.pilotage.absences import NO_RDV, accompaniment_by_episode
 from app.pilotage.communes import CommunesFileError, commune_names, commune_table, commune_title, load_communes
 from app.pilotage.labels import (
     AGE_BANDS,
@@ -206,9 +207,12 @@ def delais_orientation(ctx: Context, rows: list[Row] | None = None) -> Table:
 
 
 def absents_rdv(ctx: Context) -> Table:
-    """The oriented nouveaux entrants who did not come to an orientation RDV (`population.rdv_orientation`):
-    at least one missed; among them, those never seen at an orientation RDV since; apart, the excused."""
+    """The oriented nouveaux entrants who did not come to an RDV, each kind apart. Orientation RDV
+    (`population.rdv_orientation`): at least one missed; among them, those never seen at an orientation RDV
+    since; apart, the excused. Accompaniment RDV (`absences.accompaniment_by_episode`, read from the events:
+    the episode keeps only the first one held): the same three, for the accompaniment RDVs of the episode."""
     t = ctx.table("absents-rdv")
+    accompaniment = accompaniment_by_episode(ctx.conn, ctx.entrant_ids(), ctx.as_of)
     for dim, key, group in _groups(ctx.rows(), ctx.dims):
         oriented = [r for r in group if r.decided == ORIENTED]
         with_rdv = [r for r in oriented if r.rdv_on is not None]
@@ -219,6 +223,13 @@ def absents_rdv(ctx: Context) -> Table:
         t.add("absents_non_revus_rdv_orientation", sum(r.rdv_never_seen for r in oriented), dim, key)
         t.add("excuses_rdv_orientation", sum(r.rdv_excused for r in oriented), dim, key)
         t.add("taux_absence_rdv", _rate(absent, len(with_rdv)), dim, key)
+        acc = [accompaniment.get((r.person_id, r.t0), NO_RDV) for r in oriented]
+        with_acc, absent_acc = sum(a.with_rdv for a in acc), sum(a.missed for a in acc)
+        t.add("avec_rdv_accompagnement", with_acc, dim, key)
+        t.add("absents_rdv_accompagnement", absent_acc, dim, key)
+        t.add("absents_non_revus_rdv_accompagnement", sum(a.never_seen for a in acc), dim, key)
+        t.add("excuses_rdv_accompagnement", sum(a.excused for a in acc), dim, key)
+        t.add("taux_absence_rdv_accompagnement", _rate(absent_acc, with_acc), dim, key)
     return t
 
 
