@@ -346,7 +346,7 @@ class Settings(BaseSettings):
         default=7,
         ge=0,
         le=60,
-        description="the contracts worklist flags persons whose one-month contract deadline falls within this many days",
+        description="the contracts worklist flags persons whose one-month contract deadline is within this many days",
     )
     ce_transition_deadline: date = Field(
         default=date(2027, 1, 1),
