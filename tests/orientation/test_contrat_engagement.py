@@ -12,8 +12,8 @@ The département (hand-written; the business date fixed on 06/12/2026, every tab
 
 from __future__ import annotations
 
-import io
 import csv
+import io
 from datetime import date
 
 import pytest
@@ -132,9 +132,10 @@ def test_the_contrats_engagement_table_hand_computed(day, scene):
         assert (early.value("en_attente_contrat"), early.value("en_attente_contrat_hors_delai")) == (1, 0)
         assert early.value("delai_median_contrat_jours") == (31 + 12) / 2
         # on 06/12/2026 B has its CE: A and F remain
-        assert compute(conn, "contrats-engagement", ["055"], Period.parse("2025-03"), TODAY).value(
-            "transition_sans_ce"
-        ) == 2
+        assert (
+            compute(conn, "contrats-engagement", ["055"], Period.parse("2025-03"), TODAY).value("transition_sans_ce")
+            == 2
+        )
         text = to_csv(t).decode("utf-8-sig")
         assert "Contrats signés dans le mois suivant l'orientation" in text
 

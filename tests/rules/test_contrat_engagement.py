@@ -12,9 +12,9 @@ from app.rules.episodes import (
     compute_episodes,
     contract_after_orientation_as_of,
     contract_deadline_as_of,
+    last_ce_as_of,
     last_cer_as_of,
     last_contract_as_of,
-    last_ce_as_of,
     orientation_as_of,
 )
 
@@ -112,7 +112,10 @@ def test_the_contracts_readers_see_the_ce():
 
 def test_a_cer_before_2025_answers_an_orientation_of_its_time():
     facts = [fact(d("01/02/2024"), sdd=False), fact(d("01/03/2024"))]
-    events = [ev("orientation", d("10/03/2024"), organisme="DEPARTEMENT"), ev("contrat", d("20/03/2024"), contrat="CER")]
+    events = [
+        ev("orientation", d("10/03/2024"), organisme="DEPARTEMENT"),
+        ev("contrat", d("20/03/2024"), contrat="CER"),
+    ]
     (ep,) = compute_episodes(facts, events).episodes
     assert contract_after_orientation_as_of(ep, d("01/04/2024")) == d("20/03/2024")
 
