@@ -41,6 +41,7 @@ from app.pilotage.display import print_indicator
 from app.pilotage.indicator import orientation_indicator
 from app.pilotage.tables import commune_names
 from app.rules.deadlines import deadline_15_days, overdue_15_days
+from app.rules.episodes import CE_IN_FORCE
 from app.settings import Settings
 
 ORGANISMES = ["FRANCE_TRAVAIL"] * 5 + ["DEPARTEMENT"] * 3 + ["MISSION_LOCALE", "CAP_EMPLOI", "CCAS"]
@@ -169,9 +170,21 @@ def _platform_events(t0: date, rng: random.Random) -> list[dict[str, Any]]:
                 "structure": "Plateforme d'orientation de la Meuse",
             }
         )
+        events.extend(_contract(events[-1], random.Random(f"{t0.isoformat()}-{delay}")))
     elif roll < 0.88:
         events.append({"type": "referent", "date": t0 + timedelta(days=delay), "structure": "CCAS de Verdun"})
     return events
+
+
+def _contract(orientation: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
+    """A contract after most orientations, some after the one-month deadline: a contrat d'engagement with the
+    orientation's organisme (a CER before 2025). Drawn apart (`rng` of its own): the demo's other draws stay."""
+    if rng.random() < 0.25:
+        return []  # still waiting for a contract
+    signed = orientation["date"] + timedelta(days=rng.choice([5, 10, 18, 25, 29, 35, 45]))
+    if signed < CE_IN_FORCE:
+        return [{"type": "contrat", "date": signed, "contrat": "CER"}]
+    return [{"type": "contrat_engagement", "date": signed, "organisme": orientation["organisme"]}]
 
 
 def _print_audit_seal(engine: Engine, settings: Settings, console: Console) -> None:
