@@ -33,7 +33,16 @@ from app.orientation.worklist import WorklistEntry, worklist_page
 from app.persons import repository as person_service
 from app.persons.states import states_as_of
 from app.rules.deadlines import deadline_15_days, deadline_one_month, overdue_15_days
-from app.rules.episodes import WAITING, known_as_of, latest_as_of, orientations_of, outcome_as_of
+from app.rules.episodes import (
+    ORIENTED,
+    WAITING,
+    contract_after_orientation_as_of,
+    contract_deadline_as_of,
+    known_as_of,
+    latest_as_of,
+    orientations_of,
+    outcome_as_of,
+)
 from app.security.auth import Principal
 from app.security.scopes import Scope
 
@@ -86,8 +95,19 @@ def _episode_out(ep: Any, as_of: date) -> dict[str, Any]:
         "organisme": ep.organisme if decided else None,
         "type_parcours": ep.type_parcours if decided else None,
         "accompagnement_global": ep.accompagnement_global if decided else None,
+        # the contrat d'engagement (docs/rules.md): every orientation known on as_of (re-orientations
+        # included), the contract's deadline (the latest + 1 month) and the contract answering it, if signed
+        "orientations": [[on.isoformat(), parcours] for on, parcours in orientations_of(ep) if on <= as_of]
+        if outcome == ORIENTED
+        else [],
+        "contract_deadline": _iso(contract_deadline_as_of(ep, as_of)) if outcome == ORIENTED else None,
+        "contract_signed_on": _iso(contract_after_orientation_as_of(ep, as_of)) if outcome == ORIENTED else None,
         "criteria": ep.criteria,
     }
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day else None
 
 
 EXTERNAL_ID_CONFLICT = (

@@ -242,3 +242,53 @@ def test_a_cer_or_ppae_after_2025_is_refused_by_the_api_and_the_csv_import(day, 
         ("contrat_engagement", "CE", "CAP_EMPLOI"),
         ("contrat_engagement", "CE", "DEPARTEMENT"),
     ]
+
+
+def test_a_ce_for_a_person_not_known_yet_is_kept_aside_then_applied(day, scene, make_api_key, tmp_path):
+    """The pending-events path: a CE sent by NIR before the flux that brings its person, applied with its own
+    date (and its organisme) when the person arrives; the episodes API then gives the contract's deadline."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    key = make_api_key(["orientation:write", "persons:read"])
+    g = person("2810355545129", nom="NOMG", prenom="PRENOMG", dtnai=date(1981, 3, 3))
+    ce = {"type": "contrat_engagement", "date": "2026-11-20", "organisme": "MISSION_LOCALE", "external_id": "ce-g"}
+    with TestClient(create_app(day)) as client:
+        kept = client.post("/api/v1/events", headers={"X-API-Key": key},
+                           json={"person": {"nir": "2810355545129"}, "event": ce})  # fmt: skip
+        assert kept.status_code == 202, kept.text
+        assert kept.json()["pending"]["type"] == "contrat_engagement"
+        where = tmp_path / "g"
+        where.mkdir()
+        entry = date(2026, 11, 2)
+        assert (
+            ingest(day, write_flux(where, [foyer(g, matricule="0000007")], day=entry), entry).pending_events_applied
+            == 1
+        )
+        refresh_pending(get_engine(day))
+        with session_scope(day) as s:
+            pid = s.scalar(select(Person.id).where(Person.nom == "NOMG"))
+            stored = s.scalar(select(OrientationEvent).where(OrientationEvent.person_id == pid))
+            assert (stored.type, stored.contrat_type, stored.organisme, stored.event_date) == (
+                "contrat_engagement",
+                "CE",
+                "MISSION_LOCALE",
+                date(2026, 11, 20),
+            )
+        oriented = {"type": "orientation", "date": "2026-11-10", "organisme": "DEPARTEMENT", "type_parcours": "social"}
+        assert (
+            client.post(f"/api/v1/persons/{pid}/events", headers={"X-API-Key": key}, json=oriented).status_code == 201
+        )
+        (ep,) = client.get(f"/api/v1/persons/{pid}/episodes?as_of=2026-12-06", headers={"X-API-Key": key}).json()[
+            "episodes"
+        ]
+        assert (ep["orientations"], ep["contract_deadline"], ep["contract_signed_on"]) == (
+            [["2026-11-10", "social"]],
+            "2026-12-10",
+            "2026-11-20",
+        )
+        (before,) = client.get(f"/api/v1/persons/{pid}/episodes?as_of=2026-11-15", headers={"X-API-Key": key}).json()[
+            "episodes"
+        ]
+        assert (before["contract_deadline"], before["contract_signed_on"]) == ("2026-12-10", None)
