@@ -170,14 +170,20 @@ def transition(conn: Connection, departements: Sequence[str], day: date) -> list
     for pid in candidates:
         if pid not in present or pid in reoriented:
             continue
-        evs = sorted(effective_events(events.get(pid, [])), key=lambda r: (r.event_date, r.id))
+        evs = sorted(
+            (r for r in effective_events(events.get(pid, [])) if getattr(r, "ft_statut", None) != "PRECONISE"),
+            key=lambda r: (r.event_date, r.id),
+        )  # an orientation France Travail only recommended (`ft_statut` PRECONISE) is no orientation
         if any(r.type == "orientation" and r.event_date >= CE_IN_FORCE for r in evs):
             continue  # a new orientation decision: the one-month clock applies (`waiting_contract`)
         if any(r.type == CONTRAT_ENGAGEMENT for r in evs):
             continue
         before = [r for r in evs if r.type in ("orientation", "referent") and r.event_date < CE_IN_FORCE]
         last = before[-1] if before else None
-        followed_since = max([d for d in (stock_since.get(pid), last.event_date if last else None) if d is not None])
+        known = [d for d in (stock_since.get(pid), last.event_date if last is not None else None) if d is not None]
+        if not known:
+            continue  # only a correction's or a recommendation's trace before 2025: nothing accompanied them
+        followed_since = max(known)
         if any(r.type == "suivi_clos" and r.event_date >= followed_since for r in evs):
             continue  # the platform closed the follow-up since: not followed on the day
         origin, since = ("stock", stock_since[pid]) if last is None else (last.type, last.event_date)

@@ -292,3 +292,17 @@ def test_a_ce_for_a_person_not_known_yet_is_kept_aside_then_applied(day, scene, 
             "episodes"
         ]
         assert (before["contract_deadline"], before["contract_signed_on"]) == ("2026-12-10", None)
+
+
+def test_the_transition_leaves_out_the_reoriented_and_the_closed(day, scene):
+    """F re-oriented on 01/02/2026: its one-month clock applies (deadline 01/03/2026, past on 06/12/2026), not
+    the transition; A's follow-up closed by the platform on 10/01/2026: no longer followed."""
+    record(day, scene["F"], type="orientation", date=date(2026, 2, 1), organisme="FRANCE_TRAVAIL",
+           type_parcours="professionnel")  # fmt: skip
+    record(day, scene["A"], type="suivi_clos", date=date(2026, 1, 10))
+    with get_engine(day).connect() as conn:
+        assert transition(conn, ["055"], TODAY) == []
+        before = [e.person_id for e in transition(conn, ["055"], date(2026, 1, 9))]
+        assert before == sorted([scene["A"], scene["B"], scene["F"]])  # B's CE is of 01/03/2026
+        waiting = {w.episode.person_id: w for w in waiting_contract(conn, ["055"], TODAY)}
+    assert (waiting[scene["F"]].deadline, waiting[scene["F"]].past) == (date(2026, 3, 1), True)
