@@ -33,13 +33,14 @@ from app.france_travail.sync import SyncOptions, run_sync
 from app.kit.files import private_dir
 from app.logging import configure_logging
 from app.models import EntryEpisode, FtSnapshot, Person
+from app.orientation.contracts import waiting_contract
 from app.orientation.episodes import refresh_pending
 from app.orientation.service import EventIn, record_event
 from app.orientation.worklist import worklist_page
 from app.persons.repository import audit_job_reads
 from app.pilotage.display import print_indicator
 from app.pilotage.indicator import orientation_indicator
-from app.pilotage.tables import commune_names
+from app.pilotage.tables import Period, commune_names, compute
 from app.rules.deadlines import deadline_15_days, overdue_15_days
 from app.rules.episodes import CE_IN_FORCE
 from app.settings import Settings
@@ -80,6 +81,7 @@ def run_demo(
     print_indicator(result, console)
     console.print(synced)
     _print_worklist(settings, day, console)
+    _print_contracts(engine, day, console)
     _print_audit_seal(engine, settings, console)
     console.print(
         f"\nLa base de la démo est {root / 'demo.db'} ; pour l'explorer :\n"
@@ -243,6 +245,18 @@ def _france_travail(settings: Settings, console: Console) -> Table:
     for name, n in sorted(statuts.items(), key=lambda kv: -kv[1]):
         table.add_row(f"  statut : {name}", str(n))
     return table
+
+
+def _print_contracts(engine: Engine, day: date, console: Console) -> None:
+    """The contrats d'engagement of the demo's orientations: counts only (no person named, nothing to audit)."""
+    with engine.connect() as conn:
+        waiting = waiting_contract(conn, ["055"], day)
+        table = compute(conn, "contrats-engagement", ["055"], Period.days(day - timedelta(days=60), day), day)
+    console.print(
+        f"\nContrats d'engagement : {table.value('contrats_signes')} signés après "
+        f"{table.value('orientes_periode')} orientations ({table.value('contrats_signes_1mois')} dans le mois) ; "
+        f"{len(waiting)} personnes orientées sans contrat, dont {sum(w.past for w in waiting)} au-delà d'un mois."
+    )
 
 
 def _print_worklist(settings: Settings, day: date, console: Console) -> None:
