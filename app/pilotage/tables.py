@@ -403,7 +403,7 @@ def contrats_engagement(ctx: Context) -> Table:
     orientation dated in it, on or before as_of); among them those with a contract signed within one month of
     it (Code du travail art. D.5411-14-1: the deadline day included), the delay to the first contract signed
     on or after it (mean, median), and those still without a contract answering their latest orientation
-    on as_of. A contract is a contrat d'engagement, or a CER / PPAE signed before 2025. Apart: the transition,
+    on as_of. A contract is a contrat d'engagement, or a CER / PPAE (`satisfies_clock`). Apart: the transition,
     the persons accompanied before 2025 without a contrat d'engagement on as_of
     (`app.orientation.contracts.transition`), whatever the period."""
     t = ctx.table("contrats-engagement")
@@ -423,7 +423,7 @@ def contrats_engagement(ctx: Context) -> Table:
     for r in rows:
         assert r.end_on is not None
         first = next(
-            (on for on, kind in dated_items(r.contrats) if r.end_on <= on <= ctx.as_of and satisfies_clock(on, kind)),
+            (on for on, kind in dated_items(r.contrats) if r.end_on <= on <= ctx.as_of and satisfies_clock(kind)),
             None,
         )
         delay = (first - r.end_on).days if first is not None else None
@@ -453,7 +453,7 @@ def contrats_engagement(ctx: Context) -> Table:
             t.add("en_attente_contrat_hors_delai", sum(1 for g in group if g[4]), dim, key)
     t.add("transition_sans_ce", len(transition(ctx.conn, ctx.departements, ctx.as_of)))
     t.notes.append(
-        "Contrat : contrat d'engagement, ou CER / PPAE signé avant le 1er janvier 2025. Délai : un mois à compter "
+        "Contrat : contrat d'engagement, ou CER / PPAE (signé avant le 1er janvier 2025). Délai : un mois à compter "
         "de la notification de l'orientation, jour d'échéance compris ; une réorientation ouvre un nouveau délai."
     )
     t.notes.append(

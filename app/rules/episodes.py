@@ -707,10 +707,11 @@ def contract_deadline_as_of(episode: Any, as_of: date) -> date | None:
     return add_months(oriented_on, 1) if oriented_on is not None else None
 
 
-def satisfies_clock(on: date, kind: Any) -> bool:
-    """A contract that answers an orientation: a contrat d'engagement, or a CER / PPAE of the time they were
-    the contracts (signed before 1 January 2025)."""
-    return kind == CE or on < CE_IN_FORCE
+def satisfies_clock(kind: Any) -> bool:
+    """A contract that answers an orientation: a contrat d'engagement, or a CER / PPAE — those of the time
+    they were the contracts (before 1 January 2025), and those recorded dated since by a platform before the
+    service refused them (the contract the person signed, whatever its name: docs/rules.md)."""
+    return kind in (CE, "CER", "PPAE")
 
 
 def contract_after_orientation_as_of(episode: Any, as_of: date) -> date | None:
@@ -721,7 +722,7 @@ def contract_after_orientation_as_of(episode: Any, as_of: date) -> date | None:
     if oriented_on is None:
         return None
     for on, kind in dated_items(getattr(episode, "contrats", None)):
-        if oriented_on <= on <= as_of and satisfies_clock(on, kind):
+        if oriented_on <= on <= as_of and satisfies_clock(kind):
             return on
     return None
 
