@@ -368,9 +368,9 @@ class ContractWorklistItem(BaseModel):
     nom_commune: str | None
     t0: date
     orientation_on: date = Field(description="the latest orientation (or re-orientation) on or before as_of")
-    type_parcours: str | None
-    organisme: str | None
-    structure: str | None
+    type_parcours: str | None = Field(description="the latest orientation's")
+    organisme: str | None = Field(description="the organisme of the orientation that ended the wait")
+    structure: str | None = Field(description="the structure of the orientation that ended the wait")
     contract_deadline: date = Field(description="orientation_on + 1 month (Code du travail art. D.5411-14-1)")
     days_left: int = Field(description="contract_deadline - as_of (negative: past)")
     deadline_near: bool = Field(description="the deadline falls within PASSERELLE_CONTRACT_DEADLINE_WARNING_DAYS")
