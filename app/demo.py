@@ -33,14 +33,16 @@ from app.france_travail.sync import SyncOptions, run_sync
 from app.kit.files import private_dir
 from app.logging import configure_logging
 from app.models import EntryEpisode, FtSnapshot, Person
+from app.orientation.contracts import waiting_contract
 from app.orientation.episodes import refresh_pending
 from app.orientation.service import EventIn, record_event
 from app.orientation.worklist import worklist_page
 from app.persons.repository import audit_job_reads
 from app.pilotage.display import print_indicator
 from app.pilotage.indicator import orientation_indicator
-from app.pilotage.tables import commune_names
+from app.pilotage.tables import Period, commune_names, compute
 from app.rules.deadlines import deadline_15_days, overdue_15_days
+from app.rules.episodes import CE_IN_FORCE
 from app.settings import Settings
 
 ORGANISMES = ["FRANCE_TRAVAIL"] * 5 + ["DEPARTEMENT"] * 3 + ["MISSION_LOCALE", "CAP_EMPLOI", "CCAS"]
@@ -79,6 +81,7 @@ def run_demo(
     print_indicator(result, console)
     console.print(synced)
     _print_worklist(settings, day, console)
+    _print_contracts(engine, day, console)
     _print_audit_seal(engine, settings, console)
     console.print(
         f"\nLa base de la démo est {root / 'demo.db'} ; pour l'explorer :\n"
@@ -169,9 +172,21 @@ def _platform_events(t0: date, rng: random.Random) -> list[dict[str, Any]]:
                 "structure": "Plateforme d'orientation de la Meuse",
             }
         )
+        events.extend(_contract(events[-1], random.Random(f"{t0.isoformat()}-{delay}")))
     elif roll < 0.88:
         events.append({"type": "referent", "date": t0 + timedelta(days=delay), "structure": "CCAS de Verdun"})
     return events
+
+
+def _contract(orientation: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
+    """A contract after most orientations, some after the one-month deadline: a contrat d'engagement with the
+    orientation's organisme (a CER before 2025). Drawn apart (`rng` of its own): the demo's other draws stay."""
+    if rng.random() < 0.25:
+        return []  # still waiting for a contract
+    signed = orientation["date"] + timedelta(days=rng.choice([5, 10, 18, 25, 29, 35, 45]))
+    if signed < CE_IN_FORCE:
+        return [{"type": "contrat", "date": signed, "contrat": "CER"}]
+    return [{"type": "contrat_engagement", "date": signed, "organisme": orientation["organisme"]}]
 
 
 def _print_audit_seal(engine: Engine, settings: Settings, console: Console) -> None:
@@ -230,6 +245,18 @@ def _france_travail(settings: Settings, console: Console) -> Table:
     for name, n in sorted(statuts.items(), key=lambda kv: -kv[1]):
         table.add_row(f"  statut : {name}", str(n))
     return table
+
+
+def _print_contracts(engine: Engine, day: date, console: Console) -> None:
+    """The contrats d'engagement of the demo's orientations: counts only (no person named, nothing to audit)."""
+    with engine.connect() as conn:
+        waiting = waiting_contract(conn, ["055"], day)
+        table = compute(conn, "contrats-engagement", ["055"], Period.days(day - timedelta(days=60), day), day)
+    console.print(
+        f"\nContrats d'engagement : {table.value('contrats_signes')} signés après "
+        f"{table.value('orientes_periode')} orientations ({table.value('contrats_signes_1mois')} dans le mois) ; "
+        f"{len(waiting)} personnes orientées sans contrat, dont {sum(w.past for w in waiting)} au-delà d'un mois."
+    )
 
 
 def _print_worklist(settings: Settings, day: date, console: Console) -> None:

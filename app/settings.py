@@ -341,6 +341,24 @@ class Settings(BaseSettings):
     export_single_use: bool = False
     export_push_dir: Path | None = None  # a copy of each published file is also dropped there (a share)
 
+    # The contrat d'engagement (issue #25, docs/rules.md "The contrat d'engagement").
+    contract_deadline_warning_days: int = Field(
+        default=7,
+        ge=0,
+        le=60,
+        description="the contracts worklist flags persons whose one-month contract deadline is within this many days",
+    )
+    ce_transition_deadline: date = Field(
+        default=date(2027, 1, 1),
+        description="the day by which persons accompanied before 2025 must have a contrat d'engagement (2027-01-01; "
+        "overseas départements, three years: 2028-01-01)",
+    )
+    pilotage_contrat_ce_code: Literal["CER_PPAE", "CE"] = Field(
+        default="CER_PPAE",
+        description="TYPE_CONTRAT of the weekly pilotage file for a contrat d'engagement: CER or PPAE by its "
+        "organisme (CER_PPAE, the convention's values), or CE",
+    )
+
     # Timezone of business dates (the reception date of a flux defaults to today there).
     business_timezone: str = "Europe/Paris"
     # The business date the service takes for today (app/clock.py), fixed: for tests, demos and replays of a

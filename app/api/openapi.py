@@ -73,6 +73,13 @@ DESCRIPTIONS: dict[str, str] = {
     "15-day deadline and the outcome, as of a date (annex 4 of the convention).",
     "GET /api/v1/worklist": "Persons waiting for an orientation, oldest T0 first, with the days left before the "
     "15-day deadline; filters by département, commune, organisme and overdue only.",
+    "GET /api/v1/worklist/contrats": "Persons oriented (since 2025) without a contrat d'engagement answering "
+    "their latest orientation, by contract deadline (the orientation + 1 month, Code du travail art. D.5411-14-1; "
+    "a re-orientation restarts it), flagged near (PASSERELLE_CONTRACT_DEADLINE_WARNING_DAYS) or past; as of a "
+    "date; `format=csv` for a spreadsheet. Every person listed is recorded in the audit trail.",
+    "GET /api/v1/worklist/transition-ce": "Persons accompanied before 1 January 2025 (initial stock, orientation "
+    "or référent) still in droits et devoirs and followed, without a contrat d'engagement on as_of, with the "
+    "transition deadline (PASSERELLE_CE_TRANSITION_DEADLINE); `format=csv`. Audited.",
     "GET /api/v1/persons/{person_id}/france-travail": "What France Travail said of the person (identity, statut, "
     "diagnostic, orientation), from the stored snapshots; no call is made.",
     "POST /api/v1/persons/{person_id}/france-travail/refresh": "Call France Travail now (recherche usager, "

@@ -28,11 +28,14 @@ from app.models import EntryEpisode, FluxFile, InstructionRecord, OrientationEve
 from app.orientation.episodes import as_rule_event, oriented_by
 from app.persons.states import states_as_of
 from app.rules.episodes import (
+    CE,
+    CONTRAT_ENGAGEMENT,
     HELD,
     NOT_CANCELLED,
     ORIENTED,
     event_order,
     known_as_of,
+    last_ce_as_of,
     last_cer_as_of,
     last_contract_as_of,
     latest_as_of,
@@ -87,6 +90,23 @@ PILOTAGE_COLUMNS = (
 CIVILITE = {"MR": "M.", "MME": "Mme", "MLE": "Mme"}
 STATUT = {"DEM": "DEMANDEUR", "CJT": "CONJOINT"}
 PARCOURS = {"social": "SOCIAL", "socio-professionnel": "SOCIOPROFESSIONNEL", "professionnel": "PROFESSIONNEL"}
+# A contrat d'engagement signed with one of these is written PPAE (the employment side: France Travail, and the
+# organismes référents of the professional parcours, Mission locale and Cap emploi); with any other (the
+# Département, a CCAS...), CER (docs/exports.md, "TYPE_CONTRAT and the contrat d'engagement").
+EMPLOYMENT_SIDE = frozenset({"FRANCE_TRAVAIL", "MISSION_LOCALE", "CAP_EMPLOI"})
+
+
+def type_contrat(contrat: tuple[date, Any] | None, ce: tuple[date, Any] | None, settings: Settings) -> str:
+    """TYPE_CONTRAT for the contract in force (`last_contract_as_of`): CER or PPAE as recorded; a contrat
+    d'engagement (kind CE, `ce` its latest (date, organisme)) as PPAE or CER by its organisme, or CE if
+    PASSERELLE_PILOTAGE_CONTRAT_CE_CODE asks for it."""
+    if contrat is None:
+        return ""
+    if contrat[1] != CE:
+        return contrat[1] or ""
+    if settings.pilotage_contrat_ce_code == "CE":
+        return "CE"
+    return "PPAE" if ce is not None and ce[1] in EMPLOYMENT_SIDE else "CER"
 
 
 class WeekError(Unprocessable, ValueError):
@@ -269,6 +289,7 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
             ee.structure,
             ee.type_parcours,
             ee.contrats,
+            ee.contrats_engagement,
             ee.referents,
             ee.commune,
             latest.label("latest"),
@@ -306,7 +327,7 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
                 ((referent[1] if referent else e.structure) or "") if oriented else "",
                 parcours.get(e.type_parcours or "", "") if oriented else "",
                 fr(last_cer_as_of(e.contrats, as_of)),
-                (contrat[1] or "") if contrat else "",
+                type_contrat(contrat, last_ce_as_of(e, as_of), settings),
                 departement,
                 (s.numorg or "") if s is not None and s.fonorg == "CAF" else "",
                 "0",
@@ -322,7 +343,6 @@ def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: d
         select(p.id).where(p.departement_code == departement, p.stock.is_(True)).order_by(p.id)
     )
     oe = OrientationEvent.__table__.c
-    parcours = settings.ft_orientation_parcours
     for rows in ids.partitions(PAGE):
         page = [r.id for r in rows]
         states = states_as_of(conn, page, as_of)
@@ -345,10 +365,12 @@ def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: d
             s = states.get(pid)
             if s is None or not s.sdd or pid in entrants:
                 continue  # not in the active file at that date, or a row of its own as a nouvel entrant
-            yield _stock_row(s, born.get(pid), events.get(pid, []), departement, parcours)
+            yield _stock_row(s, born.get(pid), events.get(pid, []), departement, settings)
 
 
-def _stock_row(s: Any, birth: date | None, evs: list[Any], departement: str, parcours: dict[str, str]) -> list[str]:
+def _stock_row(s: Any, birth: date | None, evs: list[Any], departement: str, settings: Settings) -> list[str]:
+    parcours = settings.ft_orientation_parcours
+
     def first(kind: str, presences: tuple[str | None, ...] | None = None) -> Any:
         return next((ev for ev in evs if ev.type == kind and (presences is None or ev.presence in presences)), None)
 
@@ -360,8 +382,9 @@ def _stock_row(s: Any, birth: date | None, evs: list[Any], departement: str, par
         structure = structure_from.structure or structure_from.organisme or ""
     else:
         structure = (orientation.structure or "") if orientation is not None else ""
-    contrats = [(ev.event_date, ev.contrat_type) for ev in evs if ev.type == "contrat"]
+    contrats = [(ev.event_date, ev.contrat_type) for ev in evs if ev.type in ("contrat", CONTRAT_ENGAGEMENT)]
     contrat = last_contract_as_of(contrats, date.max)
+    ces = [(ev.event_date, ev.organisme) for ev in evs if ev.type == CONTRAT_ENGAGEMENT]
     return [
         s.matricule or "",
         s.role or "",
@@ -375,7 +398,7 @@ def _stock_row(s: Any, birth: date | None, evs: list[Any], departement: str, par
         structure,
         parcours.get(orientation.type_parcours or "", "") if orientation is not None else "",
         fr(last_cer_as_of(contrats, date.max)),
-        (contrat[1] or "") if contrat else "",
+        type_contrat(contrat, ces[-1] if ces else None, settings),
         departement,
         (s.numorg or "") if s.fonorg == "CAF" else "",
         "1",

@@ -97,6 +97,11 @@ class EntryEpisode(Base):
     # [["2024-05-06", "structure"], ...], by date: the latest as of a date is read with rules.latest_as_of
     contrats: Mapped[list[Any] | None] = mapped_column(JSON)
     referents: Mapped[list[Any] | None] = mapped_column(JSON)
+    # every contrat d'engagement [["2025-04-02", "DEPARTEMENT"], ...] (its organisme), also in `contrats` as "CE"
+    contrats_engagement: Mapped[list[Any] | None] = mapped_column(JSON)
+    # the orientation that ended the episode and every re-orientation after it [["2025-03-15", "social"], ...]:
+    # the contract's deadline (rules.contract_deadline_as_of). NULL: stored before 0024 (its end_on only)
+    orientations: Mapped[list[Any] | None] = mapped_column(JSON)
     caf_msa: Mapped[str | None] = mapped_column(String(3))
     commune: Mapped[str | None] = mapped_column(String(5))
     criteria: Mapped[dict[str, Any]] = mapped_column(JSON)

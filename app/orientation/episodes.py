@@ -233,6 +233,8 @@ def episode_rows(conn: Connection, results: dict[int, PersonEpisodes]) -> list[d
                     "first_rdv_accompagnement_on": ep.first_rdv_accompagnement_on,
                     "contrats": [[on.isoformat(), kind] for on, kind in ep.contrats],
                     "referents": [[on.isoformat(), structure] for on, structure in ep.referents],
+                    "contrats_engagement": [[on.isoformat(), org] for on, org in ep.contrats_engagement],
+                    "orientations": [[on.isoformat(), parcours] for on, parcours in ep.orientations],
                     "caf_msa": caf_msa,
                     "commune": commune,
                     "criteria": _criteria_json(ep),

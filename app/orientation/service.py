@@ -24,11 +24,19 @@ from app.models import OrientationEvent, PendingEvent, Person
 from app.orientation import episodes as episode_service
 from app.orientation import pending
 from app.orientation.references import PersonRef, find_person, reference
+from app.rules.episodes import CE, CE_IN_FORCE, CONTRAT_ENGAGEMENT
 from app.security.nir import InvalidNir, normalize_nir
 from app.settings import Settings
 
 EventType = Literal[
-    "orientation", "referent", "invitation", "rdv_orientation", "rdv_accompagnement", "contrat", "suivi_clos"
+    "orientation",
+    "referent",
+    "invitation",
+    "rdv_orientation",
+    "rdv_accompagnement",
+    "contrat",
+    "contrat_engagement",
+    "suivi_clos",
 ]
 Organisme = Literal["FRANCE_TRAVAIL", "DEPARTEMENT", "MISSION_LOCALE", "CAP_EMPLOI", "CCAS", "SPIP", "AUTRE"]
 TypeParcours = Literal["social", "socio-professionnel", "professionnel"]
@@ -42,6 +50,9 @@ FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "rdv_orientation": (set(), {"presence", "structure"}),
     "rdv_accompagnement": (set(), {"presence", "structure", "referent"}),
     "contrat": ({"contrat"}, {"structure"}),
+    # the contrat d'engagement (loi n° 2023-1196), since 1 January 2025: its date is the signature's, its
+    # organisme the organisme référent it is signed with (stored with contrat_type "CE")
+    "contrat_engagement": ({"organisme"}, {"structure"}),
     "suivi_clos": (set(), {"reason"}),
 }
 OPTIONAL_FIELDS = (
@@ -79,7 +90,9 @@ class EventIn(InputModel):
     presence: Literal["present", "absent", "excuse", "annule", "prevu"] | None = Field(
         default=None, description="present, absent, excuse; annule (cancelled by the service), prevu (to come)"
     )
-    contrat: Literal["CER", "PPAE"] | None = None
+    contrat: Literal["CER", "PPAE"] | None = Field(
+        default=None, description="CER or PPAE, signed before 2025-01-01 (since then: a contrat_engagement event)"
+    )
     reason: str | None = Field(default=None, max_length=200)
 
     @model_validator(mode="after")
@@ -96,7 +109,17 @@ class EventIn(InputModel):
             raise ValueError("a referent event needs structure or organisme")
         if self.date < date(2000, 1, 1):
             raise ValueError("date is before 2000")
+        if self.type == "contrat" and self.date >= CE_IN_FORCE:
+            raise ValueError(
+                f"a contrat {self.contrat} dated {self.date.isoformat()} is refused: since 2025-01-01 the contrat"
+                " d'engagement replaces the CER and the PPAE; send a contrat_engagement event (with its organisme)"
+            )
         return self
+
+    @property
+    def contrat_type(self) -> str | None:
+        """The contract's kind as stored (`orientation_events.contrat_type`): CER, PPAE, or CE."""
+        return CE if self.type == CONTRAT_ENGAGEMENT else self.contrat
 
 
 def _check_date(event: EventIn, settings: Settings) -> None:
@@ -113,7 +136,7 @@ def _same(row: OrientationEvent, event: EventIn) -> bool:
         and row.accompagnement_global == event.accompagnement_global
         and row.structure == event.structure
         and row.presence == event.presence
-        and row.contrat_type == event.contrat
+        and row.contrat_type == event.contrat_type
     )
 
 
@@ -176,7 +199,7 @@ def record_event(
         referent=event.referent,
         channel=event.channel,
         presence=event.presence,
-        contrat_type=event.contrat,
+        contrat_type=event.contrat_type,
         reason=event.reason,
         source=source,
         recorded_by=recorded_by,
@@ -213,7 +236,7 @@ def known_by_content(session: Session, person: Person, event: EventIn) -> Orient
             _is(oe.referent, event.referent),
             _is(oe.channel, event.channel),
             _is(oe.presence, event.presence),
-            _is(oe.contrat_type, event.contrat),
+            _is(oe.contrat_type, event.contrat_type),
             _is(oe.reason, event.reason),
         )
         .order_by(oe.id)
@@ -403,6 +426,9 @@ def _tolerant_payload(row: dict[str, str], line: int, warnings: list[dict[str, A
     given = {c: row[c] for c in sorted(EVENT_COLUMNS) if row.get(c)}
     if kind == "contrat" and given.get("type_parcours") in ("CER", "PPAE"):
         payload["contrat"] = given.pop("type_parcours")
+    elif kind == "contrat" and given.get("type_parcours") == CE:  # a CE written as contrats were: the same event
+        kind = payload["type"] = CONTRAT_ENGAGEMENT
+        given.pop("type_parcours")
     if kind not in FIELDS:
         payload.update(given)  # EventIn names the unknown type
         return payload

@@ -66,6 +66,15 @@ LABELS: dict[str, str] = {
     "part_renseignee": "Part renseignée",
     "renseignes": "Renseignés",
     "orientes_statut_ft": "Orientés, par statut France Travail",
+    "orientes_periode": "Orientés dans la période",
+    "contrats_signes": "Orientés ayant signé un contrat depuis l'orientation",
+    "contrats_signes_1mois": "Contrats signés dans le mois suivant l'orientation",
+    "taux_contrat_1mois": "Taux de contrats signés dans le mois",
+    "delai_moyen_contrat_jours": "Délai moyen de signature du contrat (jours)",
+    "delai_median_contrat_jours": "Délai médian de signature du contrat (jours)",
+    "en_attente_contrat": "Orientés toujours sans contrat",
+    "en_attente_contrat_hors_delai": "Orientés sans contrat, délai d'un mois dépassé",
+    "transition_sans_ce": "Accompagnés avant 2025 sans contrat d'engagement (transition)",
     # dimensions
     ENSEMBLE: "Ensemble",
     "organisme": "Organisme référent",
@@ -152,6 +161,7 @@ TITLES = {
     "stock-oarsa": "Stock des personnes soumises aux droits et devoirs et orientées (type OARSA)",
     "completude-volet3": "Complétude des données du volet 3",
     "statut-france-travail": "Statut France Travail des personnes orientées",
+    "contrats-engagement": "Contrats d'engagement des personnes orientées",
 }
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, func, select
 
 from app.kit.csv import write_csv
 from app.models import EntryEpisode, FluxFile, FtIdentity, FtSnapshot, Person, PersonState
+from app.orientation.contracts import transition
 from app.orientation.episodes import oriented_by
 from app.persons.states import latest_states
 from app.pilotage.absences import NO_RDV, accompaniment_by_episode
@@ -49,7 +50,14 @@ from app.pilotage.labels import (
 from app.pilotage.period import Period, PeriodError, end_of_day, month_of
 from app.pilotage.population import Row, age_band, band, episodes, in_period, waiting_by_age
 from app.rules.config import DROIT_OUVERT
-from app.rules.episodes import ORIENTED
+from app.rules.episodes import (
+    ORIENTED,
+    add_months,
+    contract_after_orientation_as_of,
+    contract_deadline_as_of,
+    dated_items,
+    satisfies_clock,
+)
 
 __all__ = [  # the names callers import from here (the tables' vocabulary lives in the modules above)
     "AGE_BANDS",
@@ -401,6 +409,72 @@ def statut_france_travail(ctx: Context, rows: list[Row] | None = None) -> Table:
     return t
 
 
+def contrats_engagement(ctx: Context) -> Table:
+    """The contrat d'engagement (issue #25, item 3; docs/pilotage.md): the episodes oriented in the period (their
+    orientation dated in it, on or before as_of); among them those with a contract signed within one month of
+    it (Code du travail art. D.5411-14-1: the deadline day included), the delay to the first contract signed
+    on or after it (mean, median), and those still without a contract answering their latest orientation
+    on as_of. A contract is a contrat d'engagement, or a CER / PPAE (`satisfies_clock`). Apart: the transition,
+    the persons accompanied before 2025 without a contrat d'engagement on as_of
+    (`app.orientation.contracts.transition`), whatever the period."""
+    t = ctx.table("contrats-engagement")
+    ee = EntryEpisode.__table__.c
+    last_day = min(ctx.period.end, ctx.as_of)
+    rows = ctx.conn.execute(
+        select(ee.person_id, ee.outcome, ee.end_on, ee.organisme, ee.type_parcours, ee.orientations, ee.contrats)
+        .where(
+            ee.departement_code.in_(ctx.departements),
+            ee.outcome == ORIENTED,
+            ee.end_on >= ctx.period.start,
+            ee.end_on <= last_day,
+        )
+        .order_by(ee.id)
+    ).all()
+    lines = []
+    for r in rows:
+        assert r.end_on is not None
+        first = next(
+            (on for on, kind in dated_items(r.contrats) if r.end_on <= on <= ctx.as_of and satisfies_clock(kind)),
+            None,
+        )
+        delay = (first - r.end_on).days if first is not None else None
+        in_time = first is not None and first <= add_months(r.end_on, 1)
+        waiting = contract_after_orientation_as_of(r, ctx.as_of) is None
+        deadline = contract_deadline_as_of(r, ctx.as_of)
+        late = waiting and deadline is not None and ctx.as_of > deadline
+        dims = {"organisme": r.organisme or NOT_GIVEN, "type_parcours": r.type_parcours or NOT_GIVEN}
+        lines.append((dims, delay, in_time, waiting, late))
+    for dim in (ENSEMBLE, *[d for d in ctx.dims if d in ("organisme", "type_parcours")]):
+        by: dict[str, list[Any]] = defaultdict(list)
+        for line in lines:
+            by[ENSEMBLE if dim == ENSEMBLE else line[0][dim]].append(line)
+        if dim == ENSEMBLE and not by:
+            by[ENSEMBLE] = []
+        for key in sorted(by):
+            group = by[key]
+            delays = [g[1] for g in group if g[1] is not None]
+            n1m = sum(1 for g in group if g[2])
+            t.add("orientes_periode", len(group), dim, key)
+            t.add("contrats_signes", len(delays), dim, key)
+            t.add("contrats_signes_1mois", n1m, dim, key)
+            t.add("taux_contrat_1mois", _rate(n1m, len(group)), dim, key)
+            t.add("delai_moyen_contrat_jours", round(statistics.mean(delays), 1) if delays else None, dim, key)
+            t.add("delai_median_contrat_jours", statistics.median(delays) if delays else None, dim, key)
+            t.add("en_attente_contrat", sum(1 for g in group if g[3]), dim, key)
+            t.add("en_attente_contrat_hors_delai", sum(1 for g in group if g[4]), dim, key)
+    t.add("transition_sans_ce", len(transition(ctx.conn, ctx.departements, ctx.as_of)))
+    t.notes.append(
+        "Contrat : contrat d'engagement, ou CER / PPAE (signé avant le 1er janvier 2025). Délai : un mois à compter "
+        "de la notification de l'orientation, jour d'échéance compris ; une réorientation ouvre un nouveau délai."
+    )
+    t.notes.append(
+        f"Transition : personnes accompagnées avant le 1er janvier 2025, toujours soumises aux droits et devoirs "
+        f"et suivies au {ctx.as_of.strftime('%d/%m/%Y')}, sans contrat d'engagement (échéance : "
+        "PASSERELLE_CE_TRANSITION_DEADLINE, le 1er janvier 2027 par défaut)."
+    )
+    return t
+
+
 TABLES: dict[str, Callable[[Context], Table]] = {
     "nouveaux-entrants": nouveaux_entrants,
     "delais-orientation": delais_orientation,
@@ -409,6 +483,7 @@ TABLES: dict[str, Callable[[Context], Table]] = {
     "stock-oarsa": stock_oarsa,
     "completude-volet3": completude,
     "statut-france-travail": statut_france_travail,
+    "contrats-engagement": contrats_engagement,
 }
 
 

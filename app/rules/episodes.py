@@ -18,6 +18,9 @@ from typing import Any, Protocol
 from app.rules.config import DEFAULT, DROIT_CLOS, RulesConfig
 
 ORIENTING_EVENTS = ("orientation", "referent")
+CONTRAT_ENGAGEMENT, CE = "contrat_engagement", "CE"  # the event type, and its kind in `Episode.contrats`
+# Since 1 January 2025 the contrat d'engagement replaces the CER and the PPAE (loi n° 2023-1196, docs/rules.md)
+CE_IN_FORCE = date(2025, 1, 1)
 FOLLOW_UP_EVENTS = (*ORIENTING_EVENTS, "suivi_clos")  # what opens or closes a follow-up
 SUSPENDED = ("3", "4")  # ETATDOSRSA: open and suspended, payment suspended
 WAITING = "en_attente"
@@ -112,6 +115,11 @@ class Episode:
     rdv_orientation_excused_on: date | None = None
     first_rdv_accompagnement_on: date | None = None  # the first accompaniment RDV held (`HELD`)
     contrats: list[tuple[date, str | None]] = field(default_factory=list)  # every contract, by date
+    # every contrat d'engagement (also in `contrats` as (date, "CE")), by date, with its organisme
+    contrats_engagement: list[tuple[date, str | None]] = field(default_factory=list)
+    # the orientation that ended the episode (dated `end_on`) and every re-orientation after it, by date, with
+    # its type_parcours: the contract's one-month clock starts again at each (`contract_deadline_as_of`)
+    orientations: list[tuple[date, str | None]] = field(default_factory=list)
     # the référents designated after the orientation, by date, with their structure (else their organisme)
     referents: list[tuple[date, str | None]] = field(default_factory=list)
     _rdv_present_on: date | None = field(default=None, repr=False, compare=False)  # the latest `present`
@@ -560,6 +568,7 @@ def _orient(episode: Episode, ev: Event, config: RulesConfig, on: date | None = 
     episode.end_on = end
     episode.oriented_by = ev.type
     episode.orientation = ev
+    episode.orientations = [(end, ev.type_parcours)]
     episode.delay_days = (end - episode.t0).days
     episode.within_15_days = end < episode.t0 + timedelta(days=config.delay_days)
     episode.within_one_month = end < add_months(episode.t0, config.fallback_months)
@@ -592,8 +601,13 @@ def _attach(episodes: list[Episode], ev: Event) -> None:
         target.first_rdv_accompagnement_on = ev.on
     elif ev.type == "contrat":
         target.contrats.append((ev.on, ev.contrat))
+    elif ev.type == CONTRAT_ENGAGEMENT:
+        target.contrats.append((ev.on, CE))
+        target.contrats_engagement.append((ev.on, ev.organisme))
     elif ev.type == "referent" and target.orientation is not None and ev is not target.orientation:
         target.referents.append((ev.on, ev.structure or ev.organisme))
+    elif ev.type == "orientation" and target.orientation is not None and ev is not target.orientation:
+        target.orientations.append((ev.on, ev.type_parcours))  # a re-orientation: the contract's clock restarts
 
 
 def _attach_rdv_orientation(target: Episode, ev: Event) -> None:
@@ -659,10 +673,63 @@ def last_contract_as_of(contrats: Iterable[Any] | None, as_of: date) -> tuple[da
 
 
 def last_cer_as_of(contrats: Iterable[Any] | None, as_of: date) -> date | None:
-    """The date of the latest CER signed on or before as_of, whatever came after it (seed 001, Annexe 4:
-    "DATE_CER date de signature du CER (et non du PPAE)")."""
-    found = latest_as_of([(on, kind) for on, kind in dated_items(contrats) if kind == "CER"], as_of)
+    """The date of the latest CER or contrat d'engagement signed on or before as_of, whatever came after it
+    (seed 001, Annexe 4: "DATE_CER date de signature du CER (et non du PPAE)"; the CE replaces the CER since
+    2025: docs/exports.md)."""
+    found = latest_as_of([(on, kind) for on, kind in dated_items(contrats) if kind in ("CER", CE)], as_of)
     return found[0] if found else None
+
+
+def orientations_of(episode: Any) -> list[tuple[date, Any]]:
+    """An episode's orientations ([date, type_parcours], by date): `Episode.orientations` or the stored
+    column; a stored episode computed before the column existed (NULL) has its ending orientation only."""
+    stored = getattr(episode, "orientations", None)
+    if stored is not None:
+        return dated_items(stored)
+    if episode.outcome == ORIENTED and episode.end_on is not None:
+        return [(episode.end_on, getattr(episode, "type_parcours", None))]
+    return []
+
+
+def orientation_as_of(episode: Any, as_of: date) -> date | None:
+    """The latest orientation (the first or a re-orientation) dated on or before as_of: the one whose
+    notification starts the contract's clock (None: not oriented by as_of)."""
+    found = latest_as_of(orientations_of(episode), as_of)
+    return found[0] if found else None
+
+
+def contract_deadline_as_of(episode: Any, as_of: date) -> date | None:
+    """The last day to conclude the contrat d'engagement, as known on as_of: one month after the notification
+    of the notification of the latest orientation on or before as_of (Code du travail art. D.5411-14-1, for
+    art. L.5411-6: docs/rules.md; oriented 15/03: 15/04 is in time, 16/04 late), None if not oriented by
+    as_of. A new orientation decision opens a new month."""
+    oriented_on = orientation_as_of(episode, as_of)
+    return add_months(oriented_on, 1) if oriented_on is not None else None
+
+
+def satisfies_clock(kind: Any) -> bool:
+    """A contract that answers an orientation: a contrat d'engagement, or a CER / PPAE — those of the time
+    they were the contracts (before 1 January 2025), and those recorded dated since by a platform before the
+    service refused them (the contract the person signed, whatever its name: docs/rules.md)."""
+    return kind in (CE, "CER", "PPAE")
+
+
+def contract_after_orientation_as_of(episode: Any, as_of: date) -> date | None:
+    """The first contract (`satisfies_clock`) signed on or after the latest orientation and on or before
+    as_of: a contract signed before a re-orientation no longer answers it. None: still waiting (or not
+    oriented)."""
+    oriented_on = orientation_as_of(episode, as_of)
+    if oriented_on is None:
+        return None
+    for on, kind in dated_items(getattr(episode, "contrats", None)):
+        if oriented_on <= on <= as_of and satisfies_clock(kind):
+            return on
+    return None
+
+
+def last_ce_as_of(episode: Any, as_of: date) -> tuple[date, Any] | None:
+    """The latest contrat d'engagement signed on or before as_of, with its organisme."""
+    return latest_as_of(getattr(episode, "contrats_engagement", None), as_of)
 
 
 class Decidable(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
@@ -20,6 +21,8 @@ def test_demo(db, monkeypatch, tmp_path):
     for code_name in ("nouveaux_entrants", "orientes_15j", "taux_1mois", "Worklist", "persons asked"):
         assert code_name not in r.stdout, code_name  # French labels only (issue #15)
     assert "Taux d'orientation en 15 jours" in r.stdout and "Verdun" in r.stdout  # commune names, not codes
+    contracts = re.search(r"Contrats d'engagement : (\d+) signés après (\d+) orientations", r.stdout)
+    assert contracts and 0 < int(contracts[1]) <= int(contracts[2]), r.stdout  # the demo signs contracts
     assert (tmp_path / "demo" / "demo.db").exists()
     with sqlite3.connect(tmp_path / "demo" / "demo-audit.db") as journal:  # names printed: reads recorded
         shown = journal.execute("SELECT count(*) FROM access_records WHERE action = 'person.worklist'").fetchone()
