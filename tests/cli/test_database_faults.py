@@ -71,6 +71,14 @@ def test_a_full_sqlite_disk_during_an_ingestion_exits_3_and_changes_nothing(db, 
     with session_scope(db) as s:
         files_before = s.scalar(select(func.count()).select_from(FluxFile))
     get_engine(db).dispose()  # the WAL checkpointed: the files' sizes are what the child starts from
+    # no free pages left by earlier tests (the database is emptied between them, not shrunk): the ingestion must
+    # grow the file to write, whatever ran before (it once fitted in the free pages and exited 0)
+    vacuum = sqlite3.connect(path, isolation_level=None)
+    try:
+        vacuum.execute("VACUUM")
+        vacuum.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        vacuum.close()
     wal = path.parent / f"{path.name}-wal"
     room = max(path.stat().st_size, wal.stat().st_size if wal.exists() else 0)
     limit = room + room_kb * 1024  # a disk with that much room left past the largest file
