@@ -70,7 +70,7 @@ def orientation(
 
 TableName = Literal[
     "nouveaux-entrants", "delais-orientation", "absents-rdv", "transmission", "stock-oarsa", "completude-volet3",
-    "statut-france-travail",
+    "statut-france-travail", "delai-legal",
 ]  # fmt: skip
 Dimension = Literal[
     "organisme", "structure", "type_parcours", "accompagnement_global", "caf_msa", "commune", "territoire",

@@ -100,6 +100,12 @@ class EntryEpisode(Base):
     caf_msa: Mapped[str | None] = mapped_column(String(3))
     commune: Mapped[str | None] = mapped_column(String(5))
     criteria: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # CASF art. D.262-65-2 (décret n° 2024-1244): "ouverture_droit" | "transfert_droit" when the T0 file brought
+    # the opening or the transfer of the right, else NULL; why, either way; T0 + 42 days (the first day France
+    # Travail may orient), NULL without a clock. docs/rules.md, "The legal deadline".
+    legal_clock: Mapped[str | None] = mapped_column(String(20))
+    legal_clock_reason: Mapped[str | None] = mapped_column(String(200))
+    legal_deadline: Mapped[date | None] = mapped_column(Date)
 
 
 class EpisodeQueue(Base):

@@ -61,6 +61,14 @@ LABELS: dict[str, str] = {
     "part_renseignee": "Part renseignée",
     "renseignes": "Renseignés",
     "orientes_statut_ft": "Orientés, par statut France Travail",
+    "nouveaux_entrants_delai_legal": "Nouveaux entrants soumis au délai légal (ouverture ou transfert du droit)",
+    "nouveaux_entrants_hors_delai_legal": "Nouveaux entrants hors délai légal (ni ouverture ni transfert du droit)",
+    "orientes_departement_6_semaines": "Orientés par le Département dans les six semaines",
+    "taux_orientes_departement_6_semaines": "Part orientée par le Département dans les six semaines",
+    "orientes_departement_apres_6_semaines": "Orientés par le Département après les six semaines",
+    "orientes_france_travail": "Orientés par France Travail",
+    "en_attente_dans_les_6_semaines": "En attente, six semaines non écoulées",
+    "en_attente_au_dela_6_semaines": "En attente au-delà des six semaines (France Travail peut orienter)",
     # dimensions
     ENSEMBLE: "Ensemble",
     "organisme": "Organisme référent",
@@ -147,6 +155,7 @@ TITLES = {
     "stock-oarsa": "Stock des personnes soumises aux droits et devoirs et orientées (type OARSA)",
     "completude-volet3": "Complétude des données du volet 3",
     "statut-france-travail": "Statut France Travail des personnes orientées",
+    "delai-legal": "Délai légal d'orientation de six semaines (art. D.262-65-2 du CASF)",
 }
 
 
