@@ -76,7 +76,7 @@ class EntryEpisode(Base):
     # why the person left (app.rules.episodes.LEFT_REASONS), from the file received on left_on
     left_reason: Mapped[str | None] = mapped_column(String(32))
     left_file_id: Mapped[int | None] = mapped_column(Integer)
-    oriented_by: Mapped[str | None] = mapped_column(String(12))
+    oriented_by: Mapped[str | None] = mapped_column(String(20))  # orientation | referent | france_travail
     delay_days: Mapped[int | None] = mapped_column(Integer)
     within_15_days: Mapped[bool | None] = mapped_column(Boolean)
     within_one_month: Mapped[bool | None] = mapped_column(Boolean)

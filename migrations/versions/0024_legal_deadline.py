@@ -34,6 +34,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("legal_clock", sa.String(length=20), nullable=True))
         batch_op.add_column(sa.Column("legal_clock_reason", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("legal_deadline", sa.Date(), nullable=True))
+        # "france_travail" (issue #25 item 2, interfaces agreed): the same widening as the FTORIENT migration's,
+        # harmless if both run
+        batch_op.alter_column("oriented_by", existing_type=sa.String(length=12), type_=sa.String(length=20))
     op.execute(QUEUE_EVERY_EPISODE)
 
 
@@ -42,3 +45,4 @@ def downgrade() -> None:
         batch_op.drop_column("legal_deadline")
         batch_op.drop_column("legal_clock_reason")
         batch_op.drop_column("legal_clock")
+    # oriented_by stays String(20): narrowing it could fail on stored "france_travail" values (FTORIENT's)
