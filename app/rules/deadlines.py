@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from app.rules.config import DEFAULT, RulesConfig
-from app.rules.episodes import add_months
+from app.rules.episodes import add_months, legal_deadline_from
 
 
 def deadline_15_days(t0: date, config: RulesConfig = DEFAULT) -> date:
@@ -32,21 +32,21 @@ def latest_t0_overdue(day: date, config: RulesConfig = DEFAULT) -> date:
 
 # CASF art. D.262-65-2 (décret n° 2024-1244 du 30 décembre 2024): "dans un délai de six semaines à compter de la
 # réception par ses services de l'information relative soit à l'ouverture du droit [...], soit au transfert du
-# droit [...] dans son département, l'opérateur France Travail procède à son orientation".
-LEGAL_DEADLINE_DAYS = 42
+# droit [...] dans son département, l'opérateur France Travail procède à son orientation"
+# (`RulesConfig.legal_deadline_days`, 42).
 
 
-def legal_deadline(received_on: date) -> date:
+def legal_deadline(received_on: date, config: RulesConfig = DEFAULT) -> date:
     """The legal deadline of an episode whose T0 file brought the opening or the transfer of the right: the
     reception day + 42 days, THE FIRST DAY France Travail may orient (reception 01/03 -> 12/04). The
     Département's orientation is within the six weeks when dated before it (on 11/04 at the latest:
     `oriented_within_six_weeks`); docs/rules.md, "The legal deadline"."""
-    return received_on + timedelta(days=LEGAL_DEADLINE_DAYS)
+    return legal_deadline_from(received_on, config)
 
 
-def france_travail_may_orient_from(received_on: date) -> date:
+def france_travail_may_orient_from(received_on: date, config: RulesConfig = DEFAULT) -> date:
     """The day from which France Travail may orient the person (the same day as `legal_deadline`)."""
-    return legal_deadline(received_on)
+    return legal_deadline(received_on, config)
 
 
 def oriented_within_six_weeks(deadline: date | None, decided_on: date | None) -> bool | None:

@@ -157,6 +157,12 @@ def add_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
+def legal_deadline_from(received_on: date, config: RulesConfig = DEFAULT) -> date:
+    """THE legal deadline of CASF art. D.262-65-2 (read through `app.rules.deadlines.legal_deadline`): the
+    reception day + 42 days, the first day France Travail may orient."""
+    return received_on + timedelta(days=config.legal_deadline_days)
+
+
 def month_end(day: date) -> date:
     return date(day.year, day.month, calendar.monthrange(day.year, day.month)[1])
 
@@ -486,12 +492,10 @@ class _Timeline:
         legal clock); else, if the person just came in, the decision that it is no entry, and why."""
         criteria = self._criteria(fact)
         if all(c.held for c in criteria.values()):
-            from app.rules.deadlines import legal_deadline  # deadlines imports this module
-
             self.episode = Episode(t0=fact.received_on, t0_file_id=fact.file_id, criteria=criteria)
             clock, reason = self._legal_clock(fact, previous)
             self.episode.legal_clock, self.episode.legal_clock_reason = clock, reason
-            self.episode.legal_deadline = legal_deadline(fact.received_on) if clock else None
+            self.episode.legal_deadline = legal_deadline_from(fact.received_on, self.config) if clock else None
             self.episodes.append(self.episode)
         elif not was_in:
             failed = [name for name, c in criteria.items() if not c.held]

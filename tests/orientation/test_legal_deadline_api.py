@@ -15,7 +15,8 @@ from app.clock import today
 from app.db import get_engine, session_scope
 from app.models import EntryEpisode, Person
 from app.orientation.episodes import refresh_pending
-from app.pilotage.dashboard import build
+from app.pilotage.dashboard import build, render
+from app.pilotage.extract import rows as extract_rows
 from app.pilotage.tables import Period, compute, to_csv
 from tests.support.factories import ingest
 from tests.support.fluxbuilder import IDENTIFICATION_END, foyer, person, transfer_blocks, write_flux
@@ -196,7 +197,15 @@ def test_delai_legal_table_csv_and_dashboard_as_of(db, tmp_path):
     assert rate["libelle_indicateur"] == "Part orientée par le Département dans les six semaines"
 
     with get_engine(db).connect() as conn:
+        lines = {r["t0"] + r["issue"] + str(r["delai_jours"]): r for r in extract_rows(conn, b"k" * 32, ["055"], march,
+                                                                                        date(2025, 5, 1))}  # fmt: skip
         board = build(conn, ["055"], march, date(2025, 5, 1), 1.0)
+    a = lines["2025-03-03oriente41"]  # A, oriented on 13/04: 41 days
+    assert (a["horloge_legale"], a["echeance_legale"], a["oriente_dans_les_six_semaines"]) == (
+        "ouverture_droit", "2025-04-14", True)  # fmt: skip
+    assert lines["2025-03-03oriente42"]["horloge_legale"] == "transfert_droit"  # B, on 14/04
+    assert lines["2025-03-03oriente42"]["oriente_dans_les_six_semaines"] is False
+    assert "Délai légal de six semaines" in render(board, ["055"], None, 1.0)
     (chart,) = [c for c in board.charts if c.key == "delai-legal"]
     shown = dict((row[0], row[1]) for row in chart.rows)
     assert shown["Orientés par le Département dans les six semaines"] == "1"
