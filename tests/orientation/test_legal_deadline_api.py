@@ -212,3 +212,25 @@ def test_delai_legal_table_csv_and_dashboard_as_of(db, tmp_path):
     assert shown["Orientés par France Travail"] == "1"
     assert shown["En attente au-delà des six semaines (France Travail peut orienter)"] == "1"
     assert shown["Part orientée par le Département dans les six semaines"] == "25,0 %"
+
+
+def test_delai_legal_through_the_api_and_the_cli(db, tmp_path, client, make_api_key, monkeypatch):
+    """The same CSV bytes from the API and the CLI; the table is listed."""
+    from tests.support.cli import run_cli
+
+    ids = _march_scene(db, tmp_path)
+    record(db, ids["A"], type="orientation", date=date(2025, 4, 13), organisme="DEPARTEMENT", type_parcours="social")
+    h = {"X-API-Key": make_api_key(["pilotage:read"])}
+    assert "delai-legal" in {t["nom"] for t in client.get("/api/v1/pilotage/tables", headers=h).json()["tables"]}
+    url = "/api/v1/pilotage/tables/delai-legal?periode=2025-03&as_of=2025-05-01"
+    as_json = client.get(url, headers=h).json()
+    values = {(f["indicateur"], f["dimension"]): f["valeur"] for f in as_json["figures"]}
+    assert values[("nouveaux_entrants_delai_legal", "ensemble")] == 4
+    assert values[("orientes_departement_6_semaines", "ensemble")] == 1
+    assert values[("en_attente_au_dela_6_semaines", "ensemble")] == 3  # B, C, D: no orientation by 01/05
+    assert values[("nouveaux_entrants_hors_delai_legal", "ensemble")] == 1
+    r = client.get(url + "&format=csv", headers=h)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    cli = run_cli(db, monkeypatch, "pilotage", "table", "delai-legal", "--periode", "2025-03", "--as-of", "2025-05-01",
+                  "--format", "csv")  # fmt: skip
+    assert cli.exit_code == 0 and cli.stdout_bytes == r.content
