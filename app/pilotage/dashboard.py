@@ -155,7 +155,13 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         note="Un nouvel entrant du mois encore en attente compte comme non orienté : les derniers mois montent "
         "à mesure que les décisions arrivent.",
     ))  # fmt: skip
-    board.charts.append(_legal_chart(conn, departements, month, as_of, [r for r in year if month.start <= r.t0]))
+    legal = delai_legal(Context(conn, departements, month, as_of, ()), [r for r in year if month.start <= r.t0])
+    board.headline += [  # beside the convention's: the six weeks of CASF art. D.262-65-2
+        ("Orientés par le Département dans les six semaines (délai légal)", percent(legal.value(RATE_6_WEEKS))),
+        ("Orientés par France Travail", figure(legal.value("orientes_france_travail"))),
+        ("En attente au-delà des six semaines", figure(legal.value("en_attente_au_dela_6_semaines"))),
+    ]
+    board.charts.append(_legal_chart(legal, month))
     histogram = [(int(k), v) for i, _d, k, v in current.figures if i == "orientes_par_delai"]
     board.charts.append(Chart(
         "delais", f"Délais d'orientation des nouveaux entrants de {month_label(month.start)} (jours)",
@@ -198,10 +204,9 @@ LEGAL_FIGURES = ("nouveaux_entrants_delai_legal", "orientes_departement_6_semain
 RATE_6_WEEKS = "taux_orientes_departement_6_semaines"
 
 
-def _legal_chart(conn: Connection, departements: list[str], month: Period, as_of: date, rows: list[Any]) -> Chart:
+def _legal_chart(legal: Table, month: Period) -> Chart:
     """Beside the convention's figures, the legal deadline of CASF art. D.262-65-2 (six weeks) for the month's
     nouveaux entrants it covers (the `delai-legal` table, as of as_of)."""
-    legal = delai_legal(Context(conn, departements, month, as_of, ()), rows)
     counts = [legal.value(k) for k in LEGAL_FIGURES]
     return Chart(
         "delai-legal", f"Délai légal de six semaines, nouveaux entrants de {month_label(month.start)}",

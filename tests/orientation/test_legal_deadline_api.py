@@ -206,6 +206,10 @@ def test_delai_legal_table_csv_and_dashboard_as_of(db, tmp_path):
     assert lines["2025-03-03oriente42"]["horloge_legale"] == "transfert_droit"  # B, on 14/04
     assert lines["2025-03-03oriente42"]["oriente_dans_les_six_semaines"] is False
     assert "Délai légal de six semaines" in render(board, ["055"], None, 1.0)
+    headline = dict(board.headline)
+    assert headline["Orientés par le Département dans les six semaines (délai légal)"] == "25,0 %"
+    assert (headline["Orientés par France Travail"], headline["En attente au-delà des six semaines"]) == ("1", "1")
+    assert headline["Nouveaux entrants"] == "5"  # the convention's figures unchanged beside them
     (chart,) = [c for c in board.charts if c.key == "delai-legal"]
     shown = dict((row[0], row[1]) for row in chart.rows)
     assert shown["Orientés par le Département dans les six semaines"] == "1"
