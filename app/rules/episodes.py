@@ -550,14 +550,15 @@ class _Timeline:
             prior = self.flux[0]  # the stock's state stands for the months before it, as in `_criteria`
         if not _right_open(prior):
             return OUVERTURE_DROIT, (
-                f"opening of the right: no open right at the end of the previous month; opened in {seen}, before T0"
+                f"opening of the right: no open right at the end of the previous month; opened this month before T0 "
+                f"(last file: {seen})"
             )
         if previous.etat in SUSPENDED or not is_versable(previous, self.config):
             why = f"end of a suspension (ETATDOSRSA {previous.etat} in {seen})"
-        elif previous.sdd is not True:
-            why = f"back under the 500 € threshold (TOPPERSDRODEVORSA), right already open in {seen}"
         elif previous.role not in self.config.brsa_roles:
             why = f"role change ({previous.role} to {fact.role}), right already open in {seen}"
+        elif previous.sdd is not True:
+            why = f"back under the 500 € threshold (TOPPERSDRODEVORSA), right already open in {seen}"
         else:
             why = f"right already open in {seen}"
         return None, f"no legal clock (neither the opening nor the transfer of the right): {why}"

@@ -124,8 +124,7 @@ def test_end_of_a_suspension_and_a_role_change_no_clock():
     ep = only_episode([fact(date(2025, 1, 10), etat="3"), fact(date(2025, 3, 3))])
     assert ep.legal_clock is None and "end of a suspension" in (ep.legal_clock_reason or "")
     ep = only_episode([fact(date(2025, 1, 10), role="ENF", sdd=False), fact(date(2025, 3, 3), role="CJT")])
-    assert ep.legal_clock is None
-    assert "back under" in (ep.legal_clock_reason or "") or "role change" in (ep.legal_clock_reason or "")
+    assert ep.legal_clock is None and "role change (ENF to CJT)" in (ep.legal_clock_reason or "")
 
 
 def test_a_new_rsa_demand_is_an_opening():
@@ -146,3 +145,20 @@ def test_the_clock_does_not_depend_on_the_orientation():
     ep = only_episode([fact(date(2025, 3, 1))], [Event(type="orientation", on=date(2025, 4, 12), key="o")])
     assert ep.legal_deadline == date(2025, 4, 12)
     assert oriented_within_six_weeks(ep.legal_deadline, ep.end_on) is False
+
+
+def test_the_initial_stock_is_an_earlier_file_like_any_other():
+    # at the stock, right open above the threshold (not soumis): soumis on 03/03 is no opening
+    ep = only_episode([fact(date(2025, 1, 10), sdd=False, initial_stock=True), fact(date(2025, 3, 3))])
+    assert ep.legal_clock is None and "500 €" in (ep.legal_clock_reason or "")
+    # at the stock, right closed: open on 03/03 is an opening
+    ep = only_episode([fact(date(2025, 1, 10), etat="5", initial_stock=True), fact(date(2025, 3, 3))])
+    assert (ep.legal_clock, ep.legal_deadline) == (OUVERTURE_DROIT, date(2025, 4, 14))
+
+
+def test_absent_from_the_previous_file_then_back_is_an_opening():
+    ep = only_episode(
+        [fact(date(2025, 1, 10), sdd=False), fact(date(2025, 2, 3), present=False, absence_reason="absent_full_file"),
+         fact(date(2025, 3, 3))]
+    )  # fmt: skip
+    assert ep.legal_clock == OUVERTURE_DROIT and "absent from the previous file" in (ep.legal_clock_reason or "")
