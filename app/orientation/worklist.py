@@ -92,9 +92,9 @@ def worklist_page(
     query = _waiting(departements, day, overdue, commune, organisme, legal, warning_days)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     ee = EntryEpisode
-    order = (ee.t0, ee.person_id)
-    if sort == "legal_deadline":
-        order = (ee.legal_deadline.is_(None), ee.legal_deadline, ee.t0, ee.person_id)  # type: ignore[assignment]
+    order: tuple[Any, ...] = (ee.t0, ee.person_id)
+    if sort == "legal_deadline":  # those without a legal clock (NULL) last, on SQLite as on PostgreSQL
+        order = (ee.legal_deadline.is_(None), ee.legal_deadline, ee.t0, ee.person_id)
     page: Sequence[EntryEpisode] = session.scalars(
         query.options(defer(EntryEpisode.criteria)).order_by(*order).limit(limit).offset(offset)
     ).all()
