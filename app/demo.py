@@ -41,7 +41,7 @@ from app.persons.repository import audit_job_reads
 from app.pilotage.display import print_indicator
 from app.pilotage.indicator import orientation_indicator
 from app.pilotage.tables import Period, commune_names, compute
-from app.rules.deadlines import deadline_15_days, overdue_15_days
+from app.rules.deadlines import deadline_15_days, legal_deadline_near, legal_deadline_past, overdue_15_days
 from app.rules.episodes import CE_IN_FORCE
 from app.settings import Settings
 
@@ -259,13 +259,26 @@ def _print_contracts(engine: Engine, day: date, console: Console) -> None:
     )
 
 
+def _legal_cell(deadline: date | None, day: date, warning_days: int) -> str:
+    """The legal deadline (CASF art. D.262-65-2) as the worklist flags it; "-" when the decree's clock does
+    not apply."""
+    if deadline is None:
+        return "-"
+    if legal_deadline_past(deadline, day):
+        return f"[red]France Travail peut orienter depuis le {deadline.strftime('%d/%m/%Y')}"
+    if legal_deadline_near(deadline, day, warning_days):
+        return f"[yellow]{deadline.strftime('%d/%m/%Y')} (échéance légale proche)"
+    return deadline.strftime("%d/%m/%Y")
+
+
 def _print_worklist(settings: Settings, day: date, console: Console) -> None:
     with session_scope(settings) as session:
         page = worklist_page(session, ["055"], day, limit=10)  # the demo's one département
         rows = [(entry.episode, entry.person) for entry in page.entries]
         names = commune_names(session.connection(), ["055"])
         table = Table(title="Liste de travail : les premières personnes à orienter (par échéance)")
-        for col in ("Personne", "T0", "Jours écoulés", "Échéance des 15 jours", "CAF/MSA", "Commune"):
+        for col in ("Personne", "T0", "Jours écoulés", "Échéance des 15 jours", "Échéance légale (6 semaines)",
+                    "CAF/MSA", "Commune"):  # fmt: skip
             table.add_column(col)
         # names are printed: a read of personal data, recorded like any other (issue #14)
         audit_job_reads(session, "demo", "person.worklist", [(p.id, p.departement_code) for _e, p in rows])
@@ -277,6 +290,7 @@ def _print_worklist(settings: Settings, day: date, console: Console) -> None:
                 episode.t0.strftime("%d/%m/%Y"),
                 f"{late}{elapsed}",
                 deadline_15_days(episode.t0).strftime("%d/%m/%Y"),
+                _legal_cell(episode.legal_deadline, day, settings.legal_deadline_warning_days),
                 episode.caf_msa or "-",
                 names.get(episode.commune or "", episode.commune or "-"),
             )

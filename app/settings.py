@@ -231,6 +231,12 @@ class Settings(BaseSettings):
     extract_key: SecretStr | None = None
     communes_file: Path | None = None
     pilotage_gap_days: int = Field(default=3, ge=1, le=60, description="a longer gap between files is flagged")
+    legal_deadline_warning_days: int = Field(
+        default=7,
+        ge=0,
+        le=42,
+        description="the worklist flags a legal deadline (CASF art. D.262-65-2, six weeks) this many days ahead",
+    )
     pilotage_target_15_days: float = Field(
         default=1.0, ge=0, le=1, description="the dashboard's objective line: share oriented within 15 days"
     )

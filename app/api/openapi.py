@@ -70,9 +70,14 @@ DESCRIPTIONS: dict[str, str] = {
     "POST /api/v1/persons/{person_id}/events": "Record an orientation-platform event (invitation, RDV, "
     "orientation, contract...). Idempotent on `external_id`; `supersedes` corrects an earlier event.",
     "GET /api/v1/persons/{person_id}/episodes": "The person's entry episodes (nouvel entrant) with T0, the "
-    "15-day deadline and the outcome, as of a date (annex 4 of the convention).",
-    "GET /api/v1/worklist": "Persons waiting for an orientation, oldest T0 first, with the days left before the "
-    "15-day deadline; filters by département, commune, organisme and overdue only.",
+    "15-day deadline and the outcome, as of a date (annex 4 of the convention); the legal deadline of CASF art. "
+    "D.262-65-2 (`legal_clock`: ouverture_droit, transfert_droit or null; `legal_clock_reason`, why, either way; "
+    "`legal_deadline`: reception + 42 days, the first day France Travail may orient; "
+    "`oriented_within_six_weeks`); for an oriented episode, its orientations and the contrat d'engagement's "
+    "deadline (`contract_deadline`, `contract_signed_on`).",
+    "GET /api/v1/worklist": "Persons waiting for an orientation, oldest T0 first (or `sort=legal_deadline`), with "
+    "the days left before the 15-day deadline and the legal deadline's flag (proche, depassee); filters by "
+    "département, commune, organisme, overdue only and legal deadline past or near.",
     "GET /api/v1/worklist/contrats": "Persons oriented (since 2025) without a contrat d'engagement answering "
     "their latest orientation, by contract deadline (the orientation + 1 month, Code du travail art. D.5411-14-1; "
     "a re-orientation restarts it), flagged near (PASSERELLE_CONTRACT_DEADLINE_WARNING_DAYS) or past; as of a "

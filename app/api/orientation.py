@@ -29,10 +29,17 @@ from app.orientation.service import (
     record_by_reference,
     record_event,
 )
-from app.orientation.worklist import WorklistEntry, worklist_page
+from app.orientation.worklist import LegalFilter, Sort, WorklistEntry, worklist_page
 from app.persons import repository as person_service
 from app.persons.states import states_as_of
-from app.rules.deadlines import deadline_15_days, deadline_one_month, overdue_15_days
+from app.rules.deadlines import (
+    deadline_15_days,
+    deadline_one_month,
+    legal_deadline_near,
+    legal_deadline_past,
+    oriented_within_six_weeks,
+    overdue_15_days,
+)
 from app.rules.episodes import (
     ORIENTED,
     WAITING,
@@ -95,6 +102,14 @@ def _episode_out(ep: Any, as_of: date) -> dict[str, Any]:
         "organisme": ep.organisme if decided else None,
         "type_parcours": ep.type_parcours if decided else None,
         "accompagnement_global": ep.accompagnement_global if decided else None,
+        # CASF art. D.262-65-2 (docs/rules.md, "The legal deadline"): the clock, why (or why none), the first
+        # day France Travail may orient, and whether the orientation came before it
+        "legal_clock": ep.legal_clock,
+        "legal_clock_reason": ep.legal_clock_reason,
+        "legal_deadline": ep.legal_deadline.isoformat() if ep.legal_deadline else None,
+        "oriented_within_six_weeks": oriented_within_six_weeks(ep.legal_deadline, ep.end_on)
+        if outcome == ORIENTED
+        else None,
         # the contrat d'engagement (docs/rules.md): every orientation known on as_of (re-orientations
         # included), the contract's deadline (the latest + 1 month) and the contract answering it, if signed
         "orientations": [[on.isoformat(), parcours] for on, parcours in orientations_of(ep) if on <= as_of]
@@ -300,10 +315,34 @@ class WorklistItem(BaseModel):
     nom_commune: str | None
     invitation_on: date | None
     rdv_orientation_on: date | None
+    legal_clock: Literal["ouverture_droit", "transfert_droit"] | None = Field(
+        description="CASF art. D.262-65-2: the T0 file brought the opening or the transfer of the right; null: "
+        "the decree's clock does not apply (GET /persons/{id}/episodes says why)"
+    )
+    legal_deadline: date | None = Field(
+        description="reception of the T0 file + 42 days: the first day France Travail may orient (null: no clock)"
+    )
+    legal_deadline_status: Literal["proche", "depassee"] | None = Field(
+        description="proche: the legal deadline falls within PASSERELLE_LEGAL_DEADLINE_WARNING_DAYS days; "
+        "depassee: reached (France Travail may orient)"
+    )
+    legal_deadline_alert: str | None = Field(
+        description='"échéance légale proche" or "France Travail peut orienter depuis le JJ/MM/AAAA"'
+    )
 
 
-def _worklist_item(entry: WorklistEntry, day: date) -> WorklistItem:
+def legal_alert(deadline: date | None, day: date, warning_days: int) -> tuple[str | None, str | None]:
+    """The worklist's flag of a legal deadline seen on `day`: (status, French label), or (None, None)."""
+    if deadline is not None and legal_deadline_past(deadline, day):
+        return "depassee", f"France Travail peut orienter depuis le {deadline.strftime('%d/%m/%Y')}"
+    if legal_deadline_near(deadline, day, warning_days):
+        return "proche", "échéance légale proche"
+    return None, None
+
+
+def _worklist_item(entry: WorklistEntry, day: date, warning_days: int) -> WorklistItem:
     e, p, s = entry.episode, entry.person, entry.state
+    status, alert = legal_alert(e.legal_deadline, day, warning_days)
     return WorklistItem(
         person_id=p.id,
         nom=p.nom,
@@ -323,6 +362,10 @@ def _worklist_item(entry: WorklistEntry, day: date) -> WorklistItem:
         nom_commune=s.nomcom if s else None,
         invitation_on=e.invitation_on,
         rdv_orientation_on=e.rdv_orientation_on,
+        legal_clock=e.legal_clock,
+        legal_deadline=e.legal_deadline,
+        legal_deadline_status=status,
+        legal_deadline_alert=alert,
     )
 
 
@@ -342,16 +385,34 @@ def worklist(
     commune: Annotated[str | None, Query(pattern=r"^\d[\dAB]\d{3}$", description="INSEE code at T0")] = None,
     organisme: Annotated[Literal["CAF", "MSA"] | None, Query(description="Paying body")] = None,
     departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
+    sort: Annotated[
+        Sort, Query(description="t0 (default), or legal_deadline: the legal deadline first, those without one last")
+    ] = "t0",
+    legal_deadline: Annotated[
+        LegalFilter | None,
+        Query(description="Only those whose legal deadline is past, near (within the warning days), or either"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Worklist:
     day = today(settings)
     deps = principal.chosen_departements(departement)
+    warning = settings.legal_deadline_warning_days
     page = worklist_page(
-        session, deps, day, overdue=overdue, commune=commune, organisme=organisme, limit=limit, offset=offset
+        session,
+        deps,
+        day,
+        overdue=overdue,
+        commune=commune,
+        organisme=organisme,
+        sort=sort,
+        legal=legal_deadline,
+        warning_days=warning,
+        limit=limit,
+        offset=offset,
     )
     person_service.audit_reads(request, session, principal, "worklist.read", [e.person for e in page.entries])
-    return Worklist(as_of=day, total=page.total, items=[_worklist_item(e, day) for e in page.entries])
+    return Worklist(as_of=day, total=page.total, items=[_worklist_item(e, day, warning) for e in page.entries])
 
 
 # -- the contrat d'engagement (issue #25, item 3) -------------------------------------------------------------

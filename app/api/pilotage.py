@@ -72,7 +72,7 @@ def orientation(
 
 TableName = Literal[
     "nouveaux-entrants", "delais-orientation", "absents-rdv", "transmission", "stock-oarsa", "completude-volet3",
-    "statut-france-travail", "contrats-engagement",
+    "statut-france-travail", "contrats-engagement", "delai-legal",
 ]  # fmt: skip
 Dimension = Literal[
     "organisme", "structure", "type_parcours", "accompagnement_global", "caf_msa", "commune", "territoire",

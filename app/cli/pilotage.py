@@ -102,7 +102,7 @@ def pilotage_table(
         str,
         typer.Argument(
             help="nouveaux-entrants, delais-orientation, absents-rdv, transmission, "
-            "stock-oarsa, completude-volet3, statut-france-travail, contrats-engagement"
+            "stock-oarsa, completude-volet3, statut-france-travail, contrats-engagement, delai-legal"
         ),
     ],
     periode: Annotated[str | None, typer.Option(help="2024-03 (mois), 2024-W10, 2024-T1, 2024")] = None,

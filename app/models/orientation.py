@@ -76,7 +76,7 @@ class EntryEpisode(Base):
     # why the person left (app.rules.episodes.LEFT_REASONS), from the file received on left_on
     left_reason: Mapped[str | None] = mapped_column(String(32))
     left_file_id: Mapped[int | None] = mapped_column(Integer)
-    oriented_by: Mapped[str | None] = mapped_column(String(12))
+    oriented_by: Mapped[str | None] = mapped_column(String(20))  # orientation | referent | france_travail
     delay_days: Mapped[int | None] = mapped_column(Integer)
     within_15_days: Mapped[bool | None] = mapped_column(Boolean)
     within_one_month: Mapped[bool | None] = mapped_column(Boolean)
@@ -105,6 +105,12 @@ class EntryEpisode(Base):
     caf_msa: Mapped[str | None] = mapped_column(String(3))
     commune: Mapped[str | None] = mapped_column(String(5))
     criteria: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # CASF art. D.262-65-2 (décret n° 2024-1244): "ouverture_droit" | "transfert_droit" when the T0 file brought
+    # the opening or the transfer of the right, else NULL; why, either way; T0 + 42 days (the first day France
+    # Travail may orient), NULL without a clock. docs/rules.md, "The legal deadline".
+    legal_clock: Mapped[str | None] = mapped_column(String(20))
+    legal_clock_reason: Mapped[str | None] = mapped_column(String(200))
+    legal_deadline: Mapped[date | None] = mapped_column(Date)
 
 
 class EpisodeQueue(Base):

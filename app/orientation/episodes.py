@@ -76,6 +76,8 @@ def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFa
             ps.transfer_out_to,
             ps.transfer_out_date,
             ps.transfer_in_date,
+            ps.transfer_in_from,
+            ps.numdemrsa,
             ps.absence_reason,
             ps.fonorg,
             ps.death_date,
@@ -106,6 +108,9 @@ def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFa
                 absence_reason=r.absence_reason,
                 fonorg=r.fonorg,
                 death_date=r.death_date,
+                transfer_in_on=r.transfer_in_date,
+                transfer_in_from=r.transfer_in_from,
+                numdemrsa=r.numdemrsa,
             )
         )
     return out
@@ -238,6 +243,9 @@ def episode_rows(conn: Connection, results: dict[int, PersonEpisodes]) -> list[d
                     "caf_msa": caf_msa,
                     "commune": commune,
                     "criteria": _criteria_json(ep),
+                    "legal_clock": ep.legal_clock,
+                    "legal_clock_reason": (ep.legal_clock_reason or "")[:200] or None,
+                    "legal_deadline": ep.legal_deadline,
                 }
             )
     return rows

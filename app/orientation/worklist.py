@@ -1,4 +1,5 @@
-"""The worklist: the persons waiting for an orientation on a day, by deadline (T0 first).
+"""The worklist: the persons waiting for an orientation on a day, by deadline (T0 first, or the legal deadline
+of CASF art. D.262-65-2 first: `sort="legal_deadline"`).
 
 "Waiting on day D" is the one as-of reading (`rules.outcome_as_of`), read here through its SQL twin
 `episodes.waiting_on` (an index range on `entry_episodes`). Read by the HTTP worklist and the demo.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Row, Select, func, select
@@ -18,6 +19,11 @@ from app.models import EntryEpisode, Person
 from app.orientation.episodes import waiting_on
 from app.persons.states import states_as_of
 from app.rules.deadlines import latest_t0_overdue
+
+Sort = Literal["t0", "legal_deadline"]
+# Only the persons whose legal deadline is past (France Travail may orient), near (within the warning days,
+# not reached), or either.
+LegalFilter = Literal["past", "near", "past_or_near"]
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,18 @@ def _waiting(
     overdue: bool | None,
     commune: str | None,
     organisme: Literal["CAF", "MSA"] | None,
+    legal: LegalFilter | None = None,
+    warning_days: int = 7,
 ) -> Select[Any]:
     ee = EntryEpisode
     query = select(ee).where(ee.departement_code.in_(departements), waiting_on(ee, day))
+    horizon = day + timedelta(days=warning_days)
+    if legal == "past":  # `rules.deadlines.legal_deadline_past`
+        query = query.where(ee.legal_deadline <= day)
+    elif legal == "near":  # `rules.deadlines.legal_deadline_near`
+        query = query.where(ee.legal_deadline > day, ee.legal_deadline <= horizon)
+    elif legal == "past_or_near":
+        query = query.where(ee.legal_deadline <= horizon)
     if overdue is True:
         query = query.where(ee.t0 <= latest_t0_overdue(day))
     elif overdue is False:
@@ -64,18 +79,24 @@ def worklist_page(
     overdue: bool | None = None,
     commune: str | None = None,
     organisme: Literal["CAF", "MSA"] | None = None,
+    sort: Sort = "t0",
+    legal: LegalFilter | None = None,
+    warning_days: int = 7,
     limit: int = 50,
     offset: int = 0,
 ) -> WorklistPage:
-    """The persons of these départements waiting on `day`, by T0 then person: one page, and the total.
-    `overdue`: only those past the 15-day deadline (True) or not yet (False)."""
-    query = _waiting(departements, day, overdue, commune, organisme)
+    """The persons of these départements waiting on `day`, by T0 then person (`sort="legal_deadline"`: by
+    legal deadline, those without a legal clock last, then T0 and person): one page, and the total.
+    `overdue`: only those past the 15-day deadline (True) or not yet (False); `legal`: only those whose
+    legal deadline is past, or within `warning_days` days, or either."""
+    query = _waiting(departements, day, overdue, commune, organisme, legal, warning_days)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    ee = EntryEpisode
+    order: tuple[Any, ...] = (ee.t0, ee.person_id)
+    if sort == "legal_deadline":  # those without a legal clock (NULL) last, on SQLite as on PostgreSQL
+        order = (ee.legal_deadline.is_(None), ee.legal_deadline, ee.t0, ee.person_id)
     page: Sequence[EntryEpisode] = session.scalars(
-        query.options(defer(EntryEpisode.criteria))
-        .order_by(EntryEpisode.t0, EntryEpisode.person_id)
-        .limit(limit)
-        .offset(offset)
+        query.options(defer(EntryEpisode.criteria)).order_by(*order).limit(limit).offset(offset)
     ).all()
     ids = [e.person_id for e in page]
     persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}

@@ -24,7 +24,7 @@ from app.models import FluxFile
 from app.pilotage.labels import LABELS, VALUE_LABELS, french_cell
 from app.pilotage.period import Period, month_of
 from app.pilotage.population import episodes, waiting_by_age
-from app.pilotage.tables import Context, Table, compute, delais_orientation, statut_france_travail
+from app.pilotage.tables import Context, Table, compute, delai_legal, delais_orientation, statut_france_travail
 from app.rules.episodes import add_months
 
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
@@ -155,6 +155,13 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         note="Un nouvel entrant du mois encore en attente compte comme non orienté : les derniers mois montent "
         "à mesure que les décisions arrivent.",
     ))  # fmt: skip
+    legal = delai_legal(Context(conn, departements, month, as_of, ()), [r for r in year if month.start <= r.t0])
+    board.headline += [  # beside the convention's: the six weeks of CASF art. D.262-65-2
+        ("Orientés par le Département dans les six semaines (délai légal)", percent(legal.value(RATE_6_WEEKS))),
+        ("Orientés par France Travail", figure(legal.value("orientes_france_travail"))),
+        ("En attente au-delà des six semaines", figure(legal.value("en_attente_au_dela_6_semaines"))),
+    ]
+    board.charts.append(_legal_chart(legal, month))
     histogram = [(int(k), v) for i, _d, k, v in current.figures if i == "orientes_par_delai"]
     board.charts.append(Chart(
         "delais", f"Délais d'orientation des nouveaux entrants de {month_label(month.start)} (jours)",
@@ -189,6 +196,29 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         [[VALUE_LABELS["statut_ft"][k], figure(v)] for k, v in zip(keys, values, strict=True)],
     ))  # fmt: skip
     return board
+
+
+LEGAL_FIGURES = ("nouveaux_entrants_delai_legal", "orientes_departement_6_semaines",
+                 "orientes_departement_apres_6_semaines", "orientes_france_travail", "en_attente_dans_les_6_semaines",
+                 "en_attente_au_dela_6_semaines")  # fmt: skip
+RATE_6_WEEKS = "taux_orientes_departement_6_semaines"
+
+
+def _legal_chart(legal: Table, month: Period) -> Chart:
+    """Beside the convention's figures, the legal deadline of CASF art. D.262-65-2 (six weeks) for the month's
+    nouveaux entrants it covers (the `delai-legal` table, as of as_of)."""
+    counts = [legal.value(k) for k in LEGAL_FIGURES]
+    return Chart(
+        "delai-legal", f"Délai légal de six semaines, nouveaux entrants de {month_label(month.start)}",
+        _bar("Délai légal de six semaines", [LABELS[k] for k in LEGAL_FIGURES], {"Personnes": counts}),
+        ["Indicateur", "Valeur"],
+        [[LABELS[k], figure(v)] for k, v in zip(LEGAL_FIGURES, counts, strict=True)]
+        + [[LABELS[RATE_6_WEEKS], percent(legal.value(RATE_6_WEEKS))]],
+        note="Art. D.262-65-2 du CASF : sans orientation par le Département dans les six semaines suivant la "
+        "réception de l'information sur l'ouverture ou le transfert du droit, France Travail oriente. Nouveaux "
+        f"entrants hors délai légal (ni ouverture ni transfert du droit) : "
+        f"{figure(legal.value('nouveaux_entrants_hors_delai_legal'))}.",
+    )  # fmt: skip
 
 
 def _calendar(conn: Connection, departements: list[str], transmission: Table, month: Period, as_of: date) -> Chart:

@@ -22,6 +22,7 @@ from app.models import EntryEpisode, FtSnapshot, Person, PersonState
 from app.pilotage.absences import NO_RDV, RdvReading, accompaniment_by_episode
 from app.pilotage.period import Period, end_of_day, month_of
 from app.pilotage.population import in_period, rdv_orientation
+from app.rules.deadlines import oriented_within_six_weeks
 from app.rules.episodes import ORIENTED, known_as_of, last_cer_as_of, last_contract_as_of, outcome_as_of
 
 COLUMNS = ("id_pseudo", "departement", "mois_naissance", "sexe", "commune", "role", "caf_msa", "t0",
@@ -29,7 +30,8 @@ COLUMNS = ("id_pseudo", "departement", "mois_naissance", "sexe", "commune", "rol
            "excuse_rdv_orientation", "absent_rdv_accompagnement", "absent_rdv_accompagnement_non_revu",
            "excuse_rdv_accompagnement", "orientation", "issue", "delai_jours", "oriente_15j", "organisme_referent",
            "type_parcours", "accompagnement_global", "premier_rdv_accompagnement", "contrat", "date_contrat",
-           "date_cer", "statut_france_travail")  # fmt: skip
+           "date_cer", "statut_france_travail", "horloge_legale", "echeance_legale",
+           "oriente_dans_les_six_semaines")  # fmt: skip
 PAGE = 5000
 
 
@@ -83,6 +85,8 @@ def _episodes_query(where: tuple[Any, ...]) -> Any:
             ee.contrats,
             ee.caf_msa,
             ee.commune,
+            ee.legal_clock,
+            ee.legal_deadline,
             p.sexe,
             p.date_naissance,
             ps.role,
@@ -152,6 +156,10 @@ def _line(r: Any, pid: str, statut: Any, as_of: date, accompaniment: RdvReading 
         "date_contrat": contrat[0].isoformat() if contrat else None,
         "date_cer": cer_on.isoformat() if cer_on else None,
         "statut_france_travail": statut.get("statutDE") if isinstance(statut, dict) else None,
+        # CASF art. D.262-65-2: ouverture_droit | transfert_droit | empty (no clock); T0 + 42 days
+        "horloge_legale": r.legal_clock,
+        "echeance_legale": r.legal_deadline.isoformat() if r.legal_deadline else None,
+        "oriente_dans_les_six_semaines": oriented_within_six_weeks(r.legal_deadline, r.end_on) if oriented else None,
     }
 
 

@@ -75,6 +75,14 @@ LABELS: dict[str, str] = {
     "en_attente_contrat": "Orientés toujours sans contrat",
     "en_attente_contrat_hors_delai": "Orientés sans contrat, délai d'un mois dépassé",
     "transition_sans_ce": "Accompagnés avant 2025 sans contrat d'engagement (transition)",
+    "nouveaux_entrants_delai_legal": "Nouveaux entrants soumis au délai légal (ouverture ou transfert du droit)",
+    "nouveaux_entrants_hors_delai_legal": "Nouveaux entrants hors délai légal (ni ouverture ni transfert du droit)",
+    "orientes_departement_6_semaines": "Orientés par le Département dans les six semaines",
+    "taux_orientes_departement_6_semaines": "Part orientée par le Département dans les six semaines",
+    "orientes_departement_apres_6_semaines": "Orientés par le Département après les six semaines",
+    "orientes_france_travail": "Orientés par France Travail",
+    "en_attente_dans_les_6_semaines": "En attente, six semaines non écoulées",
+    "en_attente_au_dela_6_semaines": "En attente au-delà des six semaines (France Travail peut orienter)",
     # dimensions
     ENSEMBLE: "Ensemble",
     "organisme": "Organisme référent",
@@ -162,6 +170,7 @@ TITLES = {
     "completude-volet3": "Complétude des données du volet 3",
     "statut-france-travail": "Statut France Travail des personnes orientées",
     "contrats-engagement": "Contrats d'engagement des personnes orientées",
+    "delai-legal": "Délai légal d'orientation de six semaines (art. D.262-65-2 du CASF)",
 }
 
 

@@ -42,6 +42,8 @@ class Row:
     dims: dict[str, str]
     numdemrsa: bool = False  # the T0 file gave a demand number
     ddnatdro: bool = False  # ... and a right-opening date
+    legal_deadline: date | None = None  # CASF art. D.262-65-2: T0 + 42 days, None when the clock does not apply
+    oriented_by: str | None = None  # what oriented it, if oriented on as_of (orientation | referent | france_travail)
 
 
 class AtT0(NamedTuple):
@@ -118,6 +120,8 @@ def _episode_rows(conn: Connection, where: tuple[Any, ...]) -> list[Any]:
                 ee.rdv_orientation_excused_on,
                 ee.first_rdv_accompagnement_on,
                 ee.t0_file_id,
+                ee.legal_deadline,
+                ee.oriented_by,
                 p.sexe,
                 p.date_naissance,
             )
@@ -187,6 +191,8 @@ def _row(r: Any, at_t0: AtT0, as_of: date, territories: dict[str, str] | None) -
         dims=breakdowns(r, at_t0.role, oriented, territories),
         numdemrsa=at_t0.numdemrsa,
         ddnatdro=at_t0.ddnatdro,
+        legal_deadline=r.legal_deadline,
+        oriented_by=r.oriented_by if oriented else None,
     )
 
 

@@ -78,6 +78,7 @@ __all__ = [  # the names callers import from here (the tables' vocabulary lives 
     "commune_table",
     "commune_title",
     "compute",
+    "delai_legal",
     "delais_orientation",
     "end_of_day",
     "episodes",
@@ -475,6 +476,43 @@ def contrats_engagement(ctx: Context) -> Table:
     return t
 
 
+FRANCE_TRAVAIL = "france_travail"  # `oriented_by` of an orientation France Travail decided (issue #25, item 2)
+
+
+def delai_legal(ctx: Context, rows: list[Row] | None = None) -> Table:
+    """The legal deadline of CASF art. D.262-65-2 (décret n° 2024-1244), beside the convention's delays: the
+    period's nouveaux entrants whose T0 file brought the opening or the transfer of the right (their
+    `legal_deadline` = T0 + 42 days), those oriented by the Département within the six weeks (decided before
+    the legal deadline), after them, by France Travail, and those still waiting on as_of, within or past the
+    six weeks. As of as_of like every table: a decision dated after as_of is still waiting. `rows`: the
+    period's episodes, if already read (the dashboard)."""
+    t = ctx.table("delai-legal")
+    rows = ctx.rows() if rows is None else rows
+    covered = [r for r in rows if r.legal_deadline is not None]
+    for dim, key, group in _groups(covered, ctx.dims):
+        oriented = [r for r in group if r.decided == ORIENTED]
+        by_ft = [r for r in oriented if r.oriented_by == FRANCE_TRAVAIL]
+        by_cd = [r for r in oriented if r.oriented_by != FRANCE_TRAVAIL]
+        in_time = sum(1 for r in by_cd if r.end_on is not None and r.legal_deadline and r.end_on < r.legal_deadline)
+        waiting = [r for r in group if r.decided is None]
+        past = sum(1 for r in waiting if r.legal_deadline and r.legal_deadline <= ctx.as_of)
+        t.add("nouveaux_entrants_delai_legal", len(group), dim, key)
+        t.add("orientes_departement_6_semaines", in_time, dim, key)
+        t.add("taux_orientes_departement_6_semaines", _rate(in_time, len(group)), dim, key)
+        t.add("orientes_departement_apres_6_semaines", len(by_cd) - in_time, dim, key)
+        t.add("orientes_france_travail", len(by_ft), dim, key)
+        t.add("en_attente_dans_les_6_semaines", len(waiting) - past, dim, key)
+        t.add("en_attente_au_dela_6_semaines", past, dim, key)
+        t.add("sortis_avant_orientation", sum(1 for r in group if r.decided == "sorti_avant_orientation"), dim, key)
+    t.add("nouveaux_entrants_hors_delai_legal", len(rows) - len(covered))
+    t.notes.append(
+        "Délai légal : six semaines (42 jours) à compter de la réception du fichier CAF/MSA portant l'ouverture ou "
+        "le transfert du droit ; France Travail peut orienter à partir du 42e jour suivant la réception "
+        "(réception le 01/03, France Travail peut orienter à partir du 12/04)."
+    )
+    return t
+
+
 TABLES: dict[str, Callable[[Context], Table]] = {
     "nouveaux-entrants": nouveaux_entrants,
     "delais-orientation": delais_orientation,
@@ -484,6 +522,7 @@ TABLES: dict[str, Callable[[Context], Table]] = {
     "completude-volet3": completude,
     "statut-france-travail": statut_france_travail,
     "contrats-engagement": contrats_engagement,
+    "delai-legal": delai_legal,
 }
 
 

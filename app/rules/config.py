@@ -22,6 +22,9 @@ class RulesConfig:
     delay_days: int = 15
     # Fallback window of one month: before the same day of the next month.
     fallback_months: int = 1
+    # CASF art. D.262-65-2 (décret n° 2024-1244): six weeks from the reception of the information on the opening
+    # or the transfer of the right, after which France Travail orients: T0 + 42 days is the first day it may.
+    legal_deadline_days: int = 42
     # Roles that can be BRSA subject to droits et devoirs.
     brsa_roles: frozenset[str] = frozenset({"DEM", "CJT", "BEN"})
     # Persons of the initial stock are treated as followed (the "file active"), those whose right is suspended

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-from app.rules.config import DEFAULT, DROIT_CLOS, RulesConfig
+from app.rules.config import DEFAULT, DROIT_CLOS, DROIT_OUVERT, RulesConfig
 
 ORIENTING_EVENTS = ("orientation", "referent")
 CONTRAT_ENGAGEMENT, CE = "contrat_engagement", "CE"  # the event type, and its kind in `Episode.contrats`
@@ -29,6 +29,10 @@ LEFT_BEFORE = "sorti_avant_orientation"
 # The outcomes that end a wait. An episode has an `end_on` exactly when its outcome is one of these (set
 # together by `_orient` and `_Walk._check_exit` / `_close_suivi`); stored episodes keep that pairing.
 DECISIONS = (ORIENTED, LEFT_BEFORE)
+# The legal clock of CASF art. D.262-65-2 (décret n° 2024-1244): what the T0 file told the Département.
+OUVERTURE_DROIT = "ouverture_droit"
+TRANSFERT_DROIT = "transfert_droit"
+LEGAL_CLOCKS = (OUVERTURE_DROIT, TRANSFERT_DROIT)
 # Why a person stopped meeting criterion 1 or 2, read from the fact dated `left_on` (the first reason that
 # applies, in this order). A suspension longer than 12 months is no reason of its own here: the suspension
 # ends the episode at the first month end (`droit_suspendu`); it is what closes a follow-up (criterion 3).
@@ -65,6 +69,11 @@ class FluxFact:
     absence_reason: str | None = None
     fonorg: str | None = None
     death_date: date | None = None  # DTDC: the person died (VRSD0301)
+    # OrganismeCedant: the dossier was transferred in (DDARRMUT, the arrival date, and the organisme it came
+    # from); NUMDEMRSA. What the legal clock reads (`_Timeline._legal_clock`).
+    transfer_in_on: date | None = None
+    transfer_in_from: str | None = None
+    numdemrsa: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,13 @@ class Episode:
     # the référents designated after the orientation, by date, with their structure (else their organisme)
     referents: list[tuple[date, str | None]] = field(default_factory=list)
     _rdv_present_on: date | None = field(default=None, repr=False, compare=False)  # the latest `present`
+    # The legal deadline of CASF art. D.262-65-2 (décret n° 2024-1244; docs/rules.md, "The legal deadline"):
+    # `legal_clock` is OUVERTURE_DROIT or TRANSFERT_DROIT when the T0 file brought the information on the
+    # opening or the transfer of the right, else None; `legal_clock_reason` says why either way;
+    # `legal_deadline` = T0 + 42 days, the first day France Travail may orient (None without a clock).
+    legal_clock: str | None = None
+    legal_clock_reason: str | None = None
+    legal_deadline: date | None = None
 
 
 @dataclass
@@ -147,6 +163,12 @@ def add_months(day: date, months: int) -> date:
     year = day.year + month // 12
     month = month % 12 + 1
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def legal_deadline_from(received_on: date, config: RulesConfig = DEFAULT) -> date:
+    """THE legal deadline of CASF art. D.262-65-2 (read through `app.rules.deadlines.legal_deadline`): the
+    reception day + 42 days, the first day France Travail may orient."""
+    return received_on + timedelta(days=config.legal_deadline_days)
 
 
 def month_end(day: date) -> date:
@@ -176,6 +198,11 @@ def in_droits_devoirs(fact: FluxFact | None, config: RulesConfig) -> bool:
         and fact.sdd is True
         and (fact.role in config.brsa_roles)
     )
+
+
+def _right_open(fact: FluxFact | None) -> bool:
+    """The file showed the person with the foyer's right open (ETATDOSRSA 2, 3 or 4), whatever else."""
+    return fact is not None and fact.present and fact.etat in DROIT_OUVERT
 
 
 def left_reason(fact: FluxFact, config: RulesConfig) -> str:
@@ -412,7 +439,7 @@ class _Timeline:
             self._take_initial_stock(fact, now_in)
             return
         if self.episode is None and now_in:
-            self._enter_or_decide(fact, was_in)
+            self._enter_or_decide(fact, was_in, previous)
         self._track_leaving(fact, now_in)
 
     def _track_suspension(self, fact: FluxFact) -> None:
@@ -468,12 +495,15 @@ class _Timeline:
             and fact.role in self.config.brsa_roles
         )
 
-    def _enter_or_decide(self, fact: FluxFact, was_in: bool) -> None:
-        """In droits et devoirs without an open episode: a new episode if the three criteria hold; else,
-        if the person just came in, the decision that it is no entry, and why."""
+    def _enter_or_decide(self, fact: FluxFact, was_in: bool, previous: FluxFact | None) -> None:
+        """In droits et devoirs without an open episode: a new episode if the three criteria hold (with its
+        legal clock); else, if the person just came in, the decision that it is no entry, and why."""
         criteria = self._criteria(fact)
         if all(c.held for c in criteria.values()):
             self.episode = Episode(t0=fact.received_on, t0_file_id=fact.file_id, criteria=criteria)
+            clock, reason = self._legal_clock(fact, previous)
+            self.episode.legal_clock, self.episode.legal_clock_reason = clock, reason
+            self.episode.legal_deadline = legal_deadline_from(fact.received_on, self.config) if clock else None
             self.episodes.append(self.episode)
         elif not was_in:
             failed = [name for name, c in criteria.items() if not c.held]
@@ -500,6 +530,54 @@ class _Timeline:
             ),
             "sans_suivi": Criterion(not self.suivi.in_progress, _suivi_reason(self.suivi), []),
         }
+
+    def _legal_clock(self, fact: FluxFact, previous: FluxFact | None) -> tuple[str | None, str]:
+        """Did the T0 file bring "l'information relative soit à l'ouverture du droit au revenu de solidarité
+        active, soit au transfert du droit au revenu de solidarité active dans son département" (CASF art.
+        D.262-65-2)? Read from the person's last file before T0 (`previous`) and the state at the end of the
+        previous month: docs/rules.md, "The legal deadline (décret n° 2024-1244)". The reason, either way
+        (at most 200 characters: `entry_episodes.legal_clock_reason`)."""
+        m1_day = previous_month_end(fact.received_on)
+        prior = self._state_at(m1_day)
+        if fact.transfer_in_on is not None and not _right_open(previous) and not self._transfer_known(fact):
+            origin = f" from {fact.transfer_in_from}" if fact.transfer_in_from else ""
+            return TRANSFERT_DROIT, (
+                f"transfer of the right into the département{origin} (OrganismeCedant, DDARRMUT "
+                f"{fact.transfer_in_on.isoformat()})"
+            )
+        if previous is None:
+            return OUVERTURE_DROIT, "opening of the right: no earlier file showed the person"
+        seen = f"the file of {previous.received_on.isoformat()}"
+        if not previous.present:
+            return OUVERTURE_DROIT, f"opening of the right: absent from the previous file ({seen})"
+        if previous.etat is None or previous.etat not in DROIT_OUVERT:
+            return OUVERTURE_DROIT, f"opening of the right: no open right in {seen} (ETATDOSRSA {previous.etat})"
+        if previous.numdemrsa and fact.numdemrsa and previous.numdemrsa != fact.numdemrsa:
+            return OUVERTURE_DROIT, f"opening of the right: a new RSA demand (NUMDEMRSA changed since {seen})"
+        if prior is None and self.flux[0].initial_stock and self.flux[0].received_on > m1_day:
+            prior = self.flux[0]  # the stock's state stands for the months before it, as in `_criteria`
+        if not _right_open(prior):
+            return OUVERTURE_DROIT, (
+                f"opening of the right: no open right at the end of the previous month; opened this month before T0 "
+                f"(last file: {seen})"
+            )
+        if previous.etat in SUSPENDED or not is_versable(previous, self.config):
+            why = f"end of a suspension (ETATDOSRSA {previous.etat} in {seen})"
+        elif previous.role not in self.config.brsa_roles:
+            why = f"role change ({previous.role} to {fact.role}), right already open in {seen}"
+        elif previous.sdd is not True:
+            why = f"back under the 500 € threshold (TOPPERSDRODEVORSA), right already open in {seen}"
+        else:
+            why = f"right already open in {seen}"
+        return None, f"no legal clock (neither the opening nor the transfer of the right): {why}"
+
+    def _transfer_known(self, fact: FluxFact) -> bool:
+        """An earlier file already carried this transfer in (OrganismeCedant stays on the dossier's files)."""
+        return any(
+            f.present and f.transfer_in_on == fact.transfer_in_on
+            for f in self.flux
+            if (f.received_on, f.order) < (fact.received_on, fact.order)
+        )
 
     def _state_at(self, day: date) -> FluxFact | None:
         found = None

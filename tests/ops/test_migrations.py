@@ -209,3 +209,41 @@ def test_the_audit_migrations_refuse_a_downgrade_that_would_break_the_trail(tmp_
     finally:
         dispose_engines()
         db.drop()
+
+
+def test_0024_queues_every_episode_and_the_refresh_fills_the_legal_deadline(tmp_path):
+    """The legal deadline (CASF art. D.262-65-2) is derived: going up to 0024 leaves it NULL and queues every
+    person with an episode; the refresh fills it (reception 01/03 -> 12/04)."""
+    from datetime import date
+
+    from sqlalchemy import select
+
+    from app.flux.loader import IngestOptions, ingest_file
+    from app.models import EntryEpisode, EpisodeQueue
+    from app.orientation.episodes import refresh_pending
+    from tests.support.fluxbuilder import foyer, person, write_flux
+
+    db = Database(tmp_path, "m24")
+    try:
+        settings = make_settings(db.url, tmp_path)
+        migrations.upgrade(settings)
+        engine = get_engine(settings)
+        path = write_flux(tmp_path, [foyer(person())], day=date(2025, 3, 1))
+        assert ingest_file(engine, settings, path, IngestOptions(date(2025, 3, 1))).status == "applied"
+        script = ScriptDirectory.from_config(migrations.alembic_config(settings))
+        before = script.get_revision("0024").down_revision
+        assert isinstance(before, str)
+        migrations.downgrade(settings, before)
+        migrations.upgrade(settings)
+        with engine.connect() as conn:
+            queued = {r.person_id for r in conn.execute(select(EpisodeQueue.__table__))}
+            assert len(queued) == 1  # the one person (0025 queues it too)
+            row = conn.execute(select(EntryEpisode.__table__)).one()
+            assert (row.legal_clock, row.legal_clock_reason, row.legal_deadline) == (None, None, None)
+        refresh_pending(engine)
+        with engine.connect() as conn:
+            row = conn.execute(select(EntryEpisode.__table__)).one()
+        assert (row.legal_clock, row.legal_deadline) == ("ouverture_droit", date(2025, 4, 12))
+    finally:
+        dispose_engines()
+        db.drop()

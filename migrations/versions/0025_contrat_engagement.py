@@ -1,8 +1,8 @@
 """entry episodes: the contrats d'engagement (with their organisme) and every orientation from the one that
 ended the episode on (re-orientations restart the contract's one-month clock)
 
-Revision ID: 0024_contrat_engagement
-Revises: 0023
+Revision ID: 0025
+Revises: 0024
 Create Date: 2026-12-06 17:30:00
 
 Issue #25, item 3. Both columns are derived from the orientation events: every person with an episode or a
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0024_contrat_engagement"
-down_revision: str | None = "0023"
+revision: str = "0025"
+down_revision: str | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
