@@ -162,6 +162,13 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         ("En attente au-delà des six semaines", figure(legal.value("en_attente_au_dela_6_semaines"))),
     ]
     board.charts.append(_legal_chart(legal, month))
+    contracts = table("contrats-engagement", month)
+    board.headline += [  # the contrat d'engagement (Code du travail art. D.5411-14-1): one month from the orientation
+        ("Contrats d'engagement signés dans le mois (orientés du mois)", percent(contracts.value(RATE_CE))),
+        ("Orientés sans contrat, délai d'un mois dépassé", figure(contracts.value("en_attente_contrat_hors_delai"))),
+        ("Accompagnés avant 2025 sans contrat d'engagement", figure(contracts.value("transition_sans_ce"))),
+    ]
+    board.charts.append(_contracts_chart(contracts, month, as_of))
     histogram = [(int(k), v) for i, _d, k, v in current.figures if i == "orientes_par_delai"]
     board.charts.append(Chart(
         "delais", f"Délais d'orientation des nouveaux entrants de {month_label(month.start)} (jours)",
@@ -218,6 +225,31 @@ def _legal_chart(legal: Table, month: Period) -> Chart:
         "réception de l'information sur l'ouverture ou le transfert du droit, France Travail oriente. Nouveaux "
         f"entrants hors délai légal (ni ouverture ni transfert du droit) : "
         f"{figure(legal.value('nouveaux_entrants_hors_delai_legal'))}.",
+    )  # fmt: skip
+
+
+CONTRACT_FIGURES = ("orientes_periode", "contrats_signes_1mois", "contrats_signes", "en_attente_contrat",
+                    "en_attente_contrat_hors_delai")  # fmt: skip
+RATE_CE = "taux_contrat_1mois"
+
+
+def _contracts_chart(contracts: Table, month: Period, as_of: date) -> Chart:
+    """The contrats d'engagement of the persons oriented in the month (the `contrats-engagement` table, as of
+    as_of), and the transition: those accompanied before 2025 still without one."""
+    counts = [contracts.value(k) for k in CONTRACT_FIGURES]
+    return Chart(
+        "contrats", f"Contrats d'engagement des personnes orientées en {month_label(month.start)}",
+        _bar("Contrats d'engagement", [LABELS[k] for k in CONTRACT_FIGURES], {"Personnes": counts}),
+        ["Indicateur", "Valeur"],
+        [[LABELS[k], figure(v)] for k, v in zip(CONTRACT_FIGURES, counts, strict=True)]
+        + [[LABELS[RATE_CE], percent(contracts.value(RATE_CE))],
+           [LABELS["delai_moyen_contrat_jours"], figure(contracts.value("delai_moyen_contrat_jours"))],
+           [LABELS["delai_median_contrat_jours"], figure(contracts.value("delai_median_contrat_jours"))],
+           [LABELS["transition_sans_ce"], figure(contracts.value("transition_sans_ce"))]],
+        note="Art. D.5411-14-1 du code du travail : le contrat d'engagement est signé dans le mois qui suit la "
+        "notification de l'orientation (une réorientation ouvre un nouveau mois). Les personnes accompagnées avant "
+        "le 1er janvier 2025 doivent en avoir un au plus tard à l'échéance de transition (1er janvier 2027 ; "
+        f"situation au {as_of.strftime('%d/%m/%Y')}).",
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ The département (hand-written; the business date fixed on 06/12/2026, every tab
 from __future__ import annotations
 
 import csv
+import html
 import io
 from datetime import date
 
@@ -25,6 +26,7 @@ from app.models import AccessRecord, EntryEpisode, OrientationEvent, Person
 from app.orientation.contracts import transition, waiting_contract
 from app.orientation.episodes import refresh_pending
 from app.orientation.service import import_csv
+from app.pilotage.dashboard import build, render
 from app.pilotage.tables import Period, compute, to_csv
 from tests.support.clock import on_day
 from tests.support.factories import ingest
@@ -138,6 +140,19 @@ def test_the_contrats_engagement_table_hand_computed(day, scene):
         )
         text = to_csv(t).decode("utf-8-sig")
         assert "Contrats signés dans le mois suivant l'orientation" in text
+        # the dashboard shows the same figures beside the convention's (item 7)
+        board = build(conn, ["055"], Period.parse("2025-03"), date(2025, 6, 30), 1.0)
+    headline = dict(board.headline)
+    assert headline["Contrats d'engagement signés dans le mois (orientés du mois)"] == "66,7 %"
+    assert headline["Orientés sans contrat, délai d'un mois dépassé"] == "1"
+    assert headline["Accompagnés avant 2025 sans contrat d'engagement"] == "3"
+    (chart,) = [c for c in board.charts if c.key == "contrats"]
+    shown = dict((row[0], row[1]) for row in chart.rows)
+    assert shown["Orientés dans la période"] == "3"
+    assert shown["Contrats signés dans le mois suivant l'orientation"] == "2"
+    assert shown["Délai médian de signature du contrat (jours)"] == "31"
+    page = html.unescape(render(board, ["055"], None, 1.0))
+    assert "Contrats d'engagement des personnes orientées en mars 2025" in page
 
 
 def test_the_transition_list_on_06_12_2026_with_its_deadline(day, scene, make_api_key):
