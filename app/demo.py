@@ -50,7 +50,7 @@ PARCOURS = ["professionnel"] * 4 + ["socio-professionnel"] * 3 + ["social"] * 2
 
 
 def run_demo(
-    base: Settings, foyers: int = 2000, days: int = 36, seed: int = 2024, console: Console | None = None
+    base: Settings, foyers: int = 2000, days: int = 56, seed: int = 2024, console: Console | None = None
 ) -> dict[str, Any]:
     console = console or Console()
 

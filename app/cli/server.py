@@ -59,7 +59,7 @@ def serve(
 
 def demo(
     foyers: Annotated[int, typer.Option(min=50, max=50_000, help="Foyers in the generated stock")] = 2000,
-    days: Annotated[int, typer.Option(min=5, max=120, help="Days of daily files")] = 36,
+    days: Annotated[int, typer.Option(min=5, max=120, help="Days of daily files")] = 56,
     seed: Annotated[int, typer.Option(help="Same seed, same demo")] = 2024,
 ) -> None:
     """The main job end to end on a fresh SQLite database (DATA_DIR/demo): generate, ingest, orient, report."""
