@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep, run_write
 from app.audit.chain import record_action
@@ -16,6 +16,7 @@ from app.db import write_transaction
 from app.errors import Unprocessable
 from app.models import EntryEpisode, OrientationEvent
 from app.orientation import pending
+from app.orientation.episodes import FT_SOURCE
 from app.orientation.reads import person_episodes, stored_episodes
 from app.orientation.service import (
     APPLIED,
@@ -25,7 +26,7 @@ from app.orientation.service import (
     record_by_reference,
     record_event,
 )
-from app.orientation.worklist import WorklistEntry, worklist_page
+from app.orientation.worklist import WorklistEntry, preconisation_text, worklist_page
 from app.persons import repository as person_service
 from app.rules.deadlines import deadline_15_days, deadline_one_month, overdue_15_days
 from app.rules.episodes import WAITING, known_as_of, outcome_as_of
@@ -51,6 +52,23 @@ def _event_out(row: OrientationEvent) -> dict[str, Any]:
         "presence": row.presence,
         "contrat": row.contrat_type,
         "reason": row.reason,
+        "source": row.source,
+        # France Travail's own orientation (source france_travail, read by ft sync): its codes; only a DECIDE
+        # with a parcours orients ("orienté par France Travail"), a PRECONISE is shown only
+        "france_travail": {
+            "statut": row.ft_statut,
+            "parcours": row.ft_parcours,
+            "organisme": row.ft_organisme,
+            "etat": row.ft_etat,
+            "etat_decision": row.ft_etat_decision,
+            "date_decision": row.ft_decision_on.isoformat() if row.ft_decision_on else None,
+            "date_entree_parcours": row.ft_entree_parcours_on.isoformat() if row.ft_entree_parcours_on else None,
+            "code_safir": row.ft_code_safir,
+            "code_aurore": row.ft_code_aurore,
+            "libelle": preconisation_text(row) if row.ft_statut == "PRECONISE" else "orienté par France Travail",
+        }
+        if row.source == FT_SOURCE
+        else None,
         "recorded_at": row.recorded_at.isoformat(),
     }
 
@@ -275,6 +293,11 @@ class WorklistItem(BaseModel):
     nom_commune: str | None
     invitation_on: date | None
     rdv_orientation_on: date | None
+    preconisation_france_travail: str | None = Field(
+        default=None,
+        description="France Travail's latest préconisation known (read by ft sync), e.g. \"préconisation France "
+        'Travail du 12/03/2025 (parcours social)": shown only, it orients nobody',
+    )
 
 
 def _worklist_item(entry: WorklistEntry, day: date) -> WorklistItem:
@@ -298,6 +321,7 @@ def _worklist_item(entry: WorklistEntry, day: date) -> WorklistItem:
         nom_commune=s.nomcom if s else None,
         invitation_on=e.invitation_on,
         rdv_orientation_on=e.rdv_orientation_on,
+        preconisation_france_travail=preconisation_text(entry.ft_preconisation),
     )
 
 

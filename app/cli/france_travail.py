@@ -122,6 +122,10 @@ def ft_sync(
         signal.signal(signal.SIGTERM, previous)
         if not stragglers():
             client.close()
+    if summary.orientations.get("decide") or summary.orientations.get("preconise"):
+        from app.orientation.episodes import refresh_pending
+
+        refresh_pending(get_engine(settings))  # France Travail's orientations recorded: their episodes
     _report(summary, as_json)
     _exit_for(summary, stragglers)
 
@@ -151,8 +155,10 @@ def _exit_for(summary: Any, stragglers: Any) -> None:
             "PASSERELLE_FT_AUTH_URL and PASSERELLE_FT_API_URL, then run the same command again to resume it",
             ExitCode.ENVIRONMENT,
         )
+    if summary.orientation_blocked:
+        raise fail(f"{summary.orientation_blocked} (check PASSERELLE_FT_SCOPES)", ExitCode.REJECTED)
     if not summary.definite:
-        n = sum(summary.errors.values())
+        n = sum(summary.errors.values()) + sum(summary.orientation_errors.values())
         raise fail(f"{n} persons ended in error (codes above): the next run retries them", ExitCode.REJECTED)
 
 
@@ -164,6 +170,10 @@ def _report(summary: Any, as_json: bool) -> None:
     if summary.not_certified_used:
         rows.append(("  of which found, not certified (used, marked)", summary.not_certified_used))
     rows += [(f"  error code {code}", n) for code, n in sorted(summary.errors.items())]
+    rows += [(f"France Travail orientation: {k}", n) for k, n in sorted(summary.orientations.items())]
+    rows += [(f"  orientation error code {code}", n) for code, n in sorted(summary.orientation_errors.items())]
+    if summary.orientation_blocked:
+        rows.append((f"orientation blocked: {summary.orientation_blocked}", 0))
     console.print(
         f"run {summary.run_id}{' (resumed)' if summary.resumed else ''}: {summary.selected} persons in "
         f"{summary.seconds:.1f} s, {summary.calls} calls",

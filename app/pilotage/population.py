@@ -42,6 +42,7 @@ class Row:
     dims: dict[str, str]
     numdemrsa: bool = False  # the T0 file gave a demand number
     ddnatdro: bool = False  # ... and a right-opening date
+    oriented_by: str | None = None  # oriented on as_of: orientation | referent | france_travail (else None)
 
 
 class AtT0(NamedTuple):
@@ -118,6 +119,7 @@ def _episode_rows(conn: Connection, where: tuple[Any, ...]) -> list[Any]:
                 ee.rdv_orientation_excused_on,
                 ee.first_rdv_accompagnement_on,
                 ee.t0_file_id,
+                ee.oriented_by,
                 p.sexe,
                 p.date_naissance,
             )
@@ -187,6 +189,7 @@ def _row(r: Any, at_t0: AtT0, as_of: date, territories: dict[str, str] | None) -
         dims=breakdowns(r, at_t0.role, oriented, territories),
         numdemrsa=at_t0.numdemrsa,
         ddnatdro=at_t0.ddnatdro,
+        oriented_by=r.oriented_by if oriented else None,
     )
 
 
