@@ -74,11 +74,13 @@ def ft_sync(
     as_json: Annotated[bool, typer.Option("--json", help="The summary as JSON on stdout")] = False,
 ) -> None:
     """Search every person the platform works on (an entry episode or an orientation) at France Travail,
-    fetch their statut and diagnostic, store them. Reuses a valid jeton; resumable (kill it and run it
-    again: it continues); one run per département at a time. Exit 0 when every person ended with a definite
-    outcome (found, unknown, ambiguous, refused) or --budget was spent (resumable), 1 when some ended in
-    error (re-run to retry them), 3 when France Travail stayed unavailable or is not configured, 5 when
-    another run holds the lock, 130 on SIGTERM or Ctrl-C (within seconds, resumable)."""
+    fetch their statut and diagnostic, store them; read France Travail's own orientations (lectureOrientation,
+    its own token) and record them as dated facts (a DECIDE orients: "orienté par France Travail"). Reuses a
+    valid jeton; resumable (kill it and run it again: it continues); one run per département at a time. Exit
+    0 when every person ended with a definite outcome (found, unknown, ambiguous, refused) or --budget was
+    spent (resumable), 1 when some ended in error (re-run to retry them) or France Travail refused its
+    orientations (invalid_scope: only they), 3 when France Travail stayed unavailable or is not configured, 5
+    when another run holds the lock, 130 on SIGTERM or Ctrl-C (within seconds, resumable)."""
     from app.db import get_engine
     from app.france_travail.sync import SyncOptions, SyncSummary, run_sync, stragglers
 
