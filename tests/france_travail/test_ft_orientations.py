@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from app.clients.france_travail import FranceTravailClient
 from app.clock import today
 from app.db import get_engine, session_scope
+from app.exports.weekly import PILOTAGE_COLUMNS, pilotage_rows
 from app.france_travail import mapping
 from app.france_travail.fake import FakeState
 from app.france_travail.fake.answers import ft_orientation, statut_answer
@@ -182,6 +183,15 @@ def test_france_travail_orientations_decided_preconised_none_and_read_again(db, 
     assert (table.value("nouveaux_entrants"), table.value("orientes"), table.value("en_attente")) == (4, 1, 3)
     assert (table.value("orientes_par_france_travail"), table.value("orientes_par_departement")) == (1, 0)
     assert (table.value("orientes_15j"), table.value("orientes_1mois")) == (0, 0)
+    # ... and in the weekly pilotage file: ORIENTE_PAR, with France Travail's date and parcours code
+    with get_engine(later).connect() as conn:
+        rows = [dict(zip(PILOTAGE_COLUMNS, r, strict=True)) for r in pilotage_rows(conn, later, "055", today(later))]
+    by_matricule = {r["ID_CAF"]: r for r in rows}
+    row_a = by_matricule["0001000"]  # A, the first entrant
+    assert (row_a["ORIENTE_PAR"], row_a["DATE_ORIENTATION"], row_a["C_TYPEPARCOURS"]) == (
+        "FRANCE_TRAVAIL", f"{ra.event_date:%d/%m/%Y}", "PSO"
+    )  # fmt: skip
+    assert [by_matricule[f"{1000 + k:07d}"]["ORIENTE_PAR"] for k in (1, 2, 3)] == ["", "", ""]
 
     # read again: nothing new
     before = len(_ft_rows(db))
