@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from app.api.orientation import _episode_out, _event_out
 from app.clients.france_travail import FranceTravailClient
 from app.clock import today
 from app.db import get_engine, session_scope
@@ -150,11 +151,21 @@ def test_france_travail_orientations_decided_preconised_none_and_read_again(db, 
     assert ep.within_15_days is False and ep.within_one_month is False
     assert ep.type_parcours == "social" and ep.organisme == "FRANCE_TRAVAIL"
 
+    shown = _event_out(ra)  # the person's events (GET /api/v1/persons/{id}/episodes)
+    assert shown["source"] == "france_travail" and shown["france_travail"]["libelle"] == "orienté par France Travail"
+    assert (shown["france_travail"]["statut"], shown["france_travail"]["date_decision"]) == (
+        "DECIDE", ra.event_date.isoformat()
+    )  # fmt: skip
+    assert _episode_out(ep, today(later))["oriented_by"] == "france_travail"
+
     [rb] = _ft_rows(db, b)
     assert (rb.ft_statut, rb.ft_parcours, rb.type_parcours, rb.event_date) == (
         "PRECONISE", "PSP", "socio-professionnel", tb + timedelta(days=10)
     )  # fmt: skip
     assert _episode(db, b).outcome == "en_attente"  # a préconisation ends nothing
+    assert _event_out(rb)["france_travail"]["libelle"] == (
+        f"préconisation France Travail du {rb.event_date:%d/%m/%Y} (parcours socio-professionnel)"
+    )
     [rd] = _ft_rows(db, d)
     assert (rd.ft_statut, rd.ft_parcours, rd.type_parcours) == ("DECIDE", "EO", None)
     assert _episode(db, d).outcome == "en_attente"
