@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -29,6 +30,7 @@ from app.db import dispose_engines, get_engine, session_scope
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.france_travail.fake import pointed_at, running_fake
+from app.france_travail.fake.answers import ft_orientation
 from app.france_travail.sync import SyncOptions, run_sync
 from app.kit.files import private_dir
 from app.logging import configure_logging
@@ -43,6 +45,7 @@ from app.pilotage.indicator import orientation_indicator
 from app.pilotage.tables import Period, commune_names, compute
 from app.rules.deadlines import deadline_15_days, legal_deadline_near, legal_deadline_past, overdue_15_days
 from app.rules.episodes import CE_IN_FORCE
+from app.security.nir import NirProtector
 from app.settings import Settings
 
 ORGANISMES = ["FRANCE_TRAVAIL"] * 5 + ["DEPARTEMENT"] * 3 + ["MISSION_LOCALE", "CAP_EMPLOI", "CCAS"]
@@ -217,6 +220,7 @@ def _france_travail(settings: Settings, console: Console) -> Table:
 
     with running_fake(seed=1) as base:
         ft = pointed_at(settings, base, ft_max_concurrency=16, ft_rate_per_second=0.0)
+        _oriented_by_france_travail(settings, base)
         client = FranceTravailClient(ft)
         try:
             with Progress(console=console, transient=True) as progress:
@@ -231,6 +235,7 @@ def _france_travail(settings: Settings, console: Console) -> Table:
                 )
         finally:
             client.close()
+    refresh_pending(get_engine(settings))  # France Travail's orientations recorded: their episodes
     table = Table(title=f"France Travail : {summary.selected} personnes interrogées, {summary.calls} appels")
     table.add_column("Résultat de la recherche / statut France Travail")
     table.add_column("Personnes", justify="right")
@@ -244,6 +249,13 @@ def _france_travail(settings: Settings, console: Console) -> Table:
             statuts[name] = statuts.get(name, 0) + 1
     for name, n in sorted(statuts.items(), key=lambda kv: -kv[1]):
         table.add_row(f"  statut : {name}", str(n))
+    table.add_row("Orientations France Travail enregistrées (décidées)", str(summary.orientations.get("decide", 0)))
+    table.add_row("Préconisations France Travail enregistrées", str(summary.orientations.get("preconise", 0)))
+    with session_scope(settings) as session:
+        by_ft = session.scalar(
+            select(func.count()).select_from(EntryEpisode).where(EntryEpisode.oriented_by == "france_travail")
+        )
+    table.add_row("  nouveaux entrants orientés par France Travail", str(by_ft or 0))
     return table
 
 
@@ -269,6 +281,30 @@ def _legal_cell(deadline: date | None, day: date, warning_days: int) -> str:
     if legal_deadline_near(deadline, day, warning_days):
         return f"[yellow]{deadline.strftime('%d/%m/%Y')} (échéance légale proche)"
     return deadline.strftime("%d/%m/%Y")
+
+
+def _oriented_by_france_travail(settings: Settings, base: str) -> None:
+    """The decree's case (issue #25): a person still waiting more than six weeks after T0 whom France Travail
+    orients: the fake answers a DECIDE dated T0 + 45 days for them (the demo's one such person)."""
+    day = today(settings)
+    with session_scope(settings) as session:
+        row = session.execute(
+            select(EntryEpisode.t0, Person.nir_encrypted)
+            .join(Person, Person.id == EntryEpisode.person_id)
+            .where(EntryEpisode.outcome == "en_attente", EntryEpisode.t0 <= day - timedelta(days=46))
+            .where(Person.nir_encrypted.is_not(None), Person.date_naissance.is_not(None))
+            .order_by(EntryEpisode.t0, EntryEpisode.person_id)
+            .limit(1)
+        ).first()
+    if row is None:
+        return
+    decided = row.t0 + timedelta(days=45)
+    nir13 = NirProtector(settings.encryption_keys, settings.hmac_key).decrypt(row.nir_encrypted)
+    httpx.post(
+        f"{base}/_fake/orientations",
+        json={"nir13": nir13[:13], "orientations": [ft_orientation("DECIDE", "PSP", decided)]},
+        timeout=5,
+    ).raise_for_status()
 
 
 def _print_worklist(settings: Settings, day: date, console: Console) -> None:

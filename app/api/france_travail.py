@@ -138,7 +138,8 @@ async def refresh(
     kinds = ("statut", "diagnostic", "orientation") if settings.ft_orientation_push else ("statut", "diagnostic")
 
     def work(client: FranceTravailClient, ref: ft.PersonRef, agent: Agent, deadline: float) -> ft.Exchange:
-        return ft.exchange(client, settings, ref, agent, deadline=deadline, kinds=kinds)
+        # France Travail's orientation read alone: a scope it has not provisioned blocks only it (issue #25)
+        return ft.exchange(client, settings, ref, agent, deadline=deadline, kinds=kinds, separate=("orientation",))
 
     ex, changes, shown = await _with_france_travail(
         request, session, settings, principal, person_id, work, "ft.refresh"

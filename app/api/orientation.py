@@ -20,6 +20,7 @@ from app.kit.csv import write_csv
 from app.models import EntryEpisode, OrientationEvent, Person
 from app.orientation import pending
 from app.orientation.contracts import transition, waiting_contract
+from app.orientation.episodes import FT_SOURCE
 from app.orientation.reads import person_episodes, stored_episodes
 from app.orientation.service import (
     APPLIED,
@@ -29,7 +30,7 @@ from app.orientation.service import (
     record_by_reference,
     record_event,
 )
-from app.orientation.worklist import LegalFilter, Sort, WorklistEntry, worklist_page
+from app.orientation.worklist import LegalFilter, Sort, WorklistEntry, preconisation_text, worklist_page
 from app.persons import repository as person_service
 from app.persons.states import states_as_of
 from app.rules.deadlines import (
@@ -72,6 +73,23 @@ def _event_out(row: OrientationEvent) -> dict[str, Any]:
         "presence": row.presence,
         "contrat": row.contrat_type,
         "reason": row.reason,
+        "source": row.source,
+        # France Travail's own orientation (source france_travail, read by ft sync): its codes; only a DECIDE
+        # with a parcours orients ("orienté par France Travail"), a PRECONISE is shown only
+        "france_travail": {
+            "statut": row.ft_statut,
+            "parcours": row.ft_parcours,
+            "organisme": row.ft_organisme,
+            "etat": row.ft_etat,
+            "etat_decision": row.ft_etat_decision,
+            "date_decision": row.ft_decision_on.isoformat() if row.ft_decision_on else None,
+            "date_entree_parcours": row.ft_entree_parcours_on.isoformat() if row.ft_entree_parcours_on else None,
+            "code_safir": row.ft_code_safir,
+            "code_aurore": row.ft_code_aurore,
+            "libelle": preconisation_text(row) if row.ft_statut == "PRECONISE" else "orienté par France Travail",
+        }
+        if row.source == FT_SOURCE
+        else None,
         "recorded_at": row.recorded_at.isoformat(),
     }
 
@@ -329,6 +347,11 @@ class WorklistItem(BaseModel):
     legal_deadline_alert: str | None = Field(
         description='"échéance légale proche" or "France Travail peut orienter depuis le JJ/MM/AAAA"'
     )
+    preconisation_france_travail: str | None = Field(
+        default=None,
+        description="France Travail's latest préconisation known (read by ft sync), e.g. \"préconisation France "
+        'Travail du 12/03/2025 (parcours social)": shown only, it orients nobody',
+    )
 
 
 def legal_alert(deadline: date | None, day: date, warning_days: int) -> tuple[str | None, str | None]:
@@ -366,6 +389,7 @@ def _worklist_item(entry: WorklistEntry, day: date, warning_days: int) -> Workli
         legal_deadline=e.legal_deadline,
         legal_deadline_status=status,
         legal_deadline_alert=alert,
+        preconisation_france_travail=preconisation_text(entry.ft_preconisation),
     )
 
 

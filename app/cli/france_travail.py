@@ -74,11 +74,13 @@ def ft_sync(
     as_json: Annotated[bool, typer.Option("--json", help="The summary as JSON on stdout")] = False,
 ) -> None:
     """Search every person the platform works on (an entry episode or an orientation) at France Travail,
-    fetch their statut and diagnostic, store them. Reuses a valid jeton; resumable (kill it and run it
-    again: it continues); one run per département at a time. Exit 0 when every person ended with a definite
-    outcome (found, unknown, ambiguous, refused) or --budget was spent (resumable), 1 when some ended in
-    error (re-run to retry them), 3 when France Travail stayed unavailable or is not configured, 5 when
-    another run holds the lock, 130 on SIGTERM or Ctrl-C (within seconds, resumable)."""
+    fetch their statut and diagnostic, store them; read France Travail's own orientations (lectureOrientation,
+    its own token) and record them as dated facts (a DECIDE orients: "orienté par France Travail"). Reuses a
+    valid jeton; resumable (kill it and run it again: it continues); one run per département at a time. Exit
+    0 when every person ended with a definite outcome (found, unknown, ambiguous, refused) or --budget was
+    spent (resumable), 1 when some ended in error (re-run to retry them) or France Travail refused its
+    orientations (invalid_scope: only they), 3 when France Travail stayed unavailable or is not configured, 5
+    when another run holds the lock, 130 on SIGTERM or Ctrl-C (within seconds, resumable)."""
     from app.db import get_engine
     from app.france_travail.sync import SyncOptions, SyncSummary, run_sync, stragglers
 
@@ -122,6 +124,10 @@ def ft_sync(
         signal.signal(signal.SIGTERM, previous)
         if not stragglers():
             client.close()
+    if summary.orientations.get("decide") or summary.orientations.get("preconise"):
+        from app.orientation.episodes import refresh_pending
+
+        refresh_pending(get_engine(settings))  # France Travail's orientations recorded: their episodes
     _report(summary, as_json)
     _exit_for(summary, stragglers)
 
@@ -151,8 +157,10 @@ def _exit_for(summary: Any, stragglers: Any) -> None:
             "PASSERELLE_FT_AUTH_URL and PASSERELLE_FT_API_URL, then run the same command again to resume it",
             ExitCode.ENVIRONMENT,
         )
+    if summary.orientation_blocked:
+        raise fail(f"{summary.orientation_blocked} (check PASSERELLE_FT_SCOPES)", ExitCode.REJECTED)
     if not summary.definite:
-        n = sum(summary.errors.values())
+        n = sum(summary.errors.values()) + sum(summary.orientation_errors.values())
         raise fail(f"{n} persons ended in error (codes above): the next run retries them", ExitCode.REJECTED)
 
 
@@ -164,6 +172,10 @@ def _report(summary: Any, as_json: bool) -> None:
     if summary.not_certified_used:
         rows.append(("  of which found, not certified (used, marked)", summary.not_certified_used))
     rows += [(f"  error code {code}", n) for code, n in sorted(summary.errors.items())]
+    rows += [(f"France Travail orientation: {k}", n) for k, n in sorted(summary.orientations.items())]
+    rows += [(f"  orientation error code {code}", n) for code, n in sorted(summary.orientation_errors.items())]
+    if summary.orientation_blocked:
+        rows.append((f"orientation blocked: {summary.orientation_blocked}", 0))
     console.print(
         f"run {summary.run_id}{' (resumed)' if summary.resumed else ''}: {summary.selected} persons in "
         f"{summary.seconds:.1f} s, {summary.calls} calls",

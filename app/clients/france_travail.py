@@ -68,7 +68,12 @@ class FranceTravailError(Exception):
 
 
 class TokenRefused(FranceTravailError):
-    """The token endpoint refused our client (a configuration matter, not a person's)."""
+    """The token endpoint refused our client (a configuration matter, not a person's); `error` is the OAuth2
+    error it gave (`invalid_client`, `invalid_scope`...) and `api` the API whose token was asked."""
+
+    def __init__(self, message: str, *, code: str | None = None, error: str | None = None, api: str = "") -> None:
+        super().__init__(message, code=code)
+        self.error, self.api = error, api
 
 
 class MalformedAnswer(FranceTravailError):
@@ -271,10 +276,13 @@ class FranceTravailClient:
                 s.ft_circuit_cooldown_seconds,
             ) from None
         except Exception as exc:  # authlib's OAuthError (invalid_client, invalid_scope...) or a bad answer
+            error = str(getattr(exc, "error", type(exc).__name__))
             raise TokenRefused(
-                f"France Travail's token endpoint refused: {getattr(exc, 'error', type(exc).__name__)}"
+                f"France Travail's token endpoint refused: {error}"
                 " (check PASSERELLE_FT_CLIENT_ID, _CLIENT_SECRET, _REALM, _SCOPES)",
                 code="token_refused",
+                error=error,
+                api=api,
             ) from None
         finally:
             oauth.close()
@@ -520,10 +528,36 @@ class FranceTravailClient:
 
     def read_orientation(
         self, jeton: str, agent: Agent, *, deadline: float | None = None, trace: list[Call] | None = None
-    ) -> dict[str, Any] | None:
-        """Orientation usager v1, lectureOrientation: France Travail's known orientation, or None (204)."""
+    ) -> list[dict[str, Any]] | None:
+        """Orientation usager v1, lectureOrientation: the orientations France Travail knows of the person (a
+        list of objects; one object alone, or `{"orientations": [...]}`, is read as that list), or None (204).
+        Anything else is `MalformedAnswer`."""
         path = "/orientationusager/v1/lectureOrientation"
-        return self._person_get("orientationusager", path, jeton, agent, deadline, trace, "orientation")
+        response = self.request(
+            "orientationusager",
+            "GET",
+            path,
+            agent,
+            jeton=jeton,
+            deadline=deadline,
+            trace=trace,
+            operation="orientation",
+        )
+        if response.status_code == 204:
+            return None
+        if response.status_code != 200:
+            raise FranceTravailError(
+                f"orientation answered {response.status_code}", status=response.status_code, code=_code(response)
+            )
+        try:
+            data = response.json()
+        except ValueError:
+            raise MalformedAnswer("lectureOrientation answered 200 with malformed JSON", status=200) from None
+        if isinstance(data, dict):
+            data = data["orientations"] if isinstance(data.get("orientations"), list) else [data]
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise MalformedAnswer("lectureOrientation answered something else than a list of objects", status=200)
+        return data
 
     def push_orientation(
         self, jeton: str, body: dict[str, str], agent: Agent, *, trace: list[Call] | None = None

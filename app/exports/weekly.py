@@ -25,11 +25,12 @@ from app.db import one_of
 from app.errors import ExitCode, Unprocessable
 from app.flux.instruction_facts import france_travail_contacts
 from app.models import EntryEpisode, FluxFile, InstructionRecord, OrientationEvent, Person
-from app.orientation.episodes import as_rule_event, oriented_by
+from app.orientation.episodes import FT_SOURCE, as_rule_event, as_rule_events, oriented_by
 from app.persons.states import states_as_of
 from app.rules.episodes import (
     CE,
     CONTRAT_ENGAGEMENT,
+    FT_NOT_ORIENTING,
     HELD,
     NOT_CANCELLED,
     ORIENTED,
@@ -86,7 +87,11 @@ PILOTAGE_COLUMNS = (
     "DEPARTEMENT",
     "DEPARTEMENT_CODE_CAF",
     "STOCK",
+    # not in the convention's Annexe 4 (issue #25): who oriented, DEPARTEMENT or FRANCE_TRAVAIL (docs/exports.md)
+    "ORIENTE_PAR",
 )
+# ORIENTE_PAR: an orientation or a référent by the Département's side; an orientation France Travail decided
+ORIENTE_PAR = {"orientation": "DEPARTEMENT", "referent": "DEPARTEMENT", "france_travail": "FRANCE_TRAVAIL"}
 CIVILITE = {"MR": "M.", "MME": "Mme", "MLE": "Mme"}
 STATUT = {"DEM": "DEMANDEUR", "CJT": "CONJOINT"}
 PARCOURS = {"social": "SOCIAL", "socio-professionnel": "SOCIOPROFESSIONNEL", "professionnel": "PROFESSIONNEL"}
@@ -292,6 +297,7 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
             ee.contrats_engagement,
             ee.referents,
             ee.commune,
+            ee.oriented_by,
             latest.label("latest"),
         )
         .where(ee.departement_code == departement, ee.t0 <= as_of)
@@ -331,6 +337,7 @@ def pilotage_rows(conn: Connection, settings: Settings, departement: str, as_of:
                 departement,
                 (s.numorg or "") if s is not None and s.fonorg == "CAF" else "",
                 "0",
+                ORIENTE_PAR.get(e.oriented_by or "", "") if oriented else "",
             ]
     yield from _stock_rows(conn, settings, departement, as_of)
 
@@ -359,7 +366,10 @@ def _stock_rows(conn: Connection, settings: Settings, departement: str, as_of: d
             .order_by(oe.person_id, oe.event_date, oe.id)
         ):
             events.setdefault(ev.person_id, []).append(ev)
-        for evs in events.values():  # one day's events in the order the rules take them: by content, not arrival
+        for evs in events.values():  # one day's events in the order the rules take them: by content
+            # France Travail's orientations that do not orient (a PRECONISE...) or repeat the platform's are left out
+            kept = {e.event_id for e in as_rule_events(evs) if e.type != FT_NOT_ORIENTING}
+            evs[:] = [r for r in evs if r.id in kept]
             evs.sort(key=lambda r: event_order(as_rule_event(r)))
         for pid in page:
             s = states.get(pid)
@@ -402,4 +412,5 @@ def _stock_row(s: Any, birth: date | None, evs: list[Any], departement: str, set
         departement,
         (s.numorg or "") if s.fonorg == "CAF" else "",
         "1",
+        ("FRANCE_TRAVAIL" if orientation.source == FT_SOURCE else "DEPARTEMENT") if orientation is not None else "",
     ]

@@ -221,15 +221,71 @@ def _coded(item: dict[str, Any], where: str) -> dict[str, Any]:
     }
 
 
-def orientation(data: dict[str, Any]) -> dict[str, Any]:
-    """Orientation usager v1 lectureOrientation -> what France Travail knows of the orientation."""
-    w = "lectureOrientation"
-    return {
-        "parcours": _text(data, "parcours", w, 10),
-        "organisme": _text(data, "organisme", w, 20),
-        "origine": _text(data, "origine", w, 20),
-        "dateOrientation": _day(data, "dateOrientation", w),
+# Orientation usager v1 lectureOrientation (shared/formats/france-travail-api.md §4): France Travail's codes.
+FT_PARCOURS = ("PED", "PSP", "PSO", "EO", "IND")
+FT_ORGANISMES = ("FT", "CD", "ML", "CE", "IND")
+FT_STATUTS = ("PRECONISE", "DECIDE")
+FT_ETATS = ("EN_ATTENTE", "BROUILLON", "OUVERT", "CLOTURE")
+
+
+def _pick(data: dict[str, Any], snake: str) -> str:
+    """The key `snake` as France Travail's answer spells it: snake_case (les-emplois' mock), or camelCase
+    (what other public clients read); the snake_case name when neither is there."""
+    if snake in data:
+        return snake
+    head, *rest = snake.split("_")
+    camel = head + "".join(part.title() for part in rest)
+    return camel if camel in data else snake
+
+
+def _code(data: dict[str, Any], snake: str, where: str, allowed: tuple[str, ...], required: bool = False) -> str | None:
+    key = _pick(data, snake)
+    value = _text(data, key, where, 20)
+    if value is None:
+        if required:
+            raise MappingError(f"{where}.{key}: missing (expected one of {', '.join(allowed)})")
+        return None
+    if value.upper() not in allowed:
+        raise MappingError(f"{where}.{key}: {value[:20]!r} is not one of {', '.join(allowed)}")
+    return value.upper()
+
+
+def orientation(data: dict[str, Any], where: str = "lectureOrientation") -> dict[str, Any]:
+    """One orientation of lectureOrientation -> what France Travail knows of it, validated: the parcours,
+    organisme, statut and etat must be France Travail's codes, the dates dates, the structure and the
+    decision objects. `dateOrientation` is the date the service reads it by: the decision date, else the
+    day the parcours started (docs/integrations.md, "France Travail's own orientations")."""
+    w = where
+    structure = _object(data, "structure", w)
+    decision = _object(data, "decision", w)
+    criteres = _object(data, _pick(data, "criteres_orientation"), w)
+    sw, dw, cw = f"{w}.structure", f"{w}.decision", f"{w}.criteres_orientation"
+    out: dict[str, Any] = {
+        "parcours": _code(data, "parcours", w, FT_PARCOURS, required=True),
+        "organisme": _code(data, "organisme", w, FT_ORGANISMES),
+        "statut": _code(data, "statut", w, FT_STATUTS, required=True),
+        "etat": _code(data, "etat", w, FT_ETATS),
+        "origine": _text(data, "origine", w, 40)
+        or (_text(criteres, "origine", cw, 40) if criteres is not None else None),
+        "dateEntreeParcours": _day(data, _pick(data, "date_entree_parcours"), w),
+        "dateSortieParcours": _day(data, _pick(data, "date_sortie_parcours"), w),
+        "structure": {
+            "codeAurore": _text(structure, _pick(structure, "code_aurore"), sw, 20),
+            "codeSafir": _text(structure, _pick(structure, "code_safir"), sw, 20),
+            "libelle": _text(structure, _pick(structure, "libelle_structure"), sw, 200),
+        }
+        if structure is not None
+        else None,
+        "etatDecision": _text(decision, _pick(decision, "etat_decision"), dw, 30) if decision is not None else None,
+        "dateDecision": _day(decision, _pick(decision, "date_decision"), dw) if decision is not None else None,
     }
+    out["dateOrientation"] = out["dateDecision"] or out["dateEntreeParcours"] or _day(data, "dateOrientation", w)
+    return out
+
+
+def orientations(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """lectureOrientation's list -> `{"orientations": [...]}` (each validated by `orientation`)."""
+    return {"orientations": [orientation(item, f"lectureOrientation[{i}]") for i, item in enumerate(items)]}
 
 
 def fingerprint(data: dict[str, Any] | None) -> str:

@@ -39,8 +39,8 @@ RETRY_LATER = frozenset({"unavailable", "unknown", "ambiguous", "not_certified",
 
 def enqueue_orientation(session: Session, settings: Settings, event: OrientationEvent) -> FtOutboxItem | None:
     """In the transaction recording an `orientation` event: queue it for France Travail (if the push is on)."""
-    if not settings.ft_orientation_push or event.type != "orientation":
-        return None
+    if not settings.ft_orientation_push or event.type != "orientation" or event.source == "france_travail":
+        return None  # France Travail's own orientation (read by ft sync) is never pushed back to it
     if session.scalar(select(FtOutboxItem.id).where(FtOutboxItem.event_id == event.id)) is not None:
         return None
     parcours = settings.ft_orientation_parcours.get(event.type_parcours or "")
@@ -117,11 +117,18 @@ def _recover(
 
 
 def _holds(known: dict[str, Any] | None, item: FtOutboxItem, settings: Settings) -> bool:
-    """Whether what France Travail's lectureOrientation says is this row's orientation: the same parcours,
-    organisme and origine, recorded on or after the day the row was claimed (issue #24 item 7: the parcours
-    alone took an earlier decision of another organisme for this one, which was then never sent)."""
+    """Whether what France Travail's lectureOrientation says holds this row's orientation (`known`: the
+    mapped answer, `{"orientations": [...]}`)."""
     if not known:
         return False
+    return any(holds_one(o, item, settings) for o in known.get("orientations") or ())
+
+
+def holds_one(known: dict[str, Any], item: FtOutboxItem, settings: Settings) -> bool:
+    """Whether one orientation France Travail knows is this row's: the same parcours, organisme and origine,
+    recorded on or after the day the row was claimed (issue #24 item 7: the parcours alone took an earlier
+    decision of another organisme for this one, which was then never sent). `ft sync` uses it too, so that the
+    Département's own pushed orientation is never recorded as France Travail's (app.france_travail.orientations)."""
     same = all(known.get(name) == item.body.get(name) for name in ("parcours", "organisme", "origine"))
     claimed = item.next_attempt_at.astimezone(ZoneInfo(settings.business_timezone)).date()
     recorded = known.get("dateOrientation")

@@ -75,6 +75,10 @@ class Exchange:
     identity_outcome: str | None = None  # what the search made now said (found, unknown, ambiguous, not_certified)
     fetched: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # kind -> mapped data (None: 204)
     calls: list[Call] = field(default_factory=list)
+    # the kinds read on their own (`exchange(separate=...)`) that failed, and why (an OAuth2 error such as
+    # `invalid_scope`, `malformed`, an HTTP status): the person's outcome is the other kinds'
+    kind_errors: dict[str, str] = field(default_factory=dict)
+    blocked: set[str] = field(default_factory=set)  # ... of which France Travail refuses the API itself (scope)
 
 
 def load_refs(conn: Connection | Session, settings: Settings, person_ids: list[int]) -> dict[int, PersonRef]:
@@ -206,15 +210,48 @@ def exchange(
     *,
     deadline: float | None = None,
     kinds: Iterable[str] = ("statut", "diagnostic"),
+    separate: Iterable[str] = (),
 ) -> Exchange:
-    """Call France Travail for one person (no database): the identity, then each of `kinds`."""
+    """Call France Travail for one person (no database): the identity, then each of `kinds`. A kind of
+    `separate` fails on its own: France Travail refusing its token (a scope it has not provisioned answers
+    `invalid_scope`) or the API (403), or an answer of the wrong form, is noted in `kind_errors` (and
+    `blocked`) and the other kinds' answers stand; only France Travail unavailable fails the person."""
+    alone = frozenset(separate)
 
     def steps(jeton: str, ex: Exchange) -> None:
         for kind in kinds:
-            if kind not in ex.fetched:
+            if kind in ex.fetched or kind in ex.kind_errors:
+                continue
+            if kind not in alone:
                 ex.fetched[kind] = _fetch(client, kind, jeton, agent, ex.calls, deadline)
+                continue
+            before = len(ex.calls)
+            try:
+                ex.fetched[kind] = _fetch(client, kind, jeton, agent, ex.calls, deadline)
+            except FranceTravailUnavailable:
+                raise
+            except (ft_mapping.MappingError, MalformedAnswer) as exc:
+                _kind_failed(ex, kind, "malformed", str(exc), before)
+            except TokenRefused as exc:
+                _kind_failed(ex, kind, exc.error or "token_refused", str(exc), before, blocked=True)
+            except FranceTravailError as exc:
+                if exc.status == 401:
+                    raise  # the jeton expired: searched again (with_identity), this kind asked again
+                code = exc.code or (f"HTTP{exc.status}" if exc.status else "error")
+                _kind_failed(ex, kind, code, str(exc), before, blocked=exc.status == 403)
 
     return with_identity(client, settings, ref, agent, deadline, steps)
+
+
+def _kind_failed(ex: Exchange, kind: str, code: str, message: str, first_call: int, blocked: bool = False) -> None:
+    """A separate kind failed: noted on the exchange and on its call's trace (stored in `ft_calls`)."""
+    ex.kind_errors[kind] = code[:40]
+    if blocked:
+        ex.blocked.add(kind)
+    for call in ex.calls[first_call:]:
+        call.outcome, call.code = "error", code[:40]
+    if not ex.message:
+        ex.message = f"{kind}: {message}"[:300]
 
 
 def save_diagnostic(
@@ -245,7 +282,7 @@ def _fetch(
         dossier = client.dossier(jeton, agent, deadline=deadline, trace=trace)
         return ft_mapping.diagnostic(dossier) if dossier is not None else None
     read = client.read_orientation(jeton, agent, deadline=deadline, trace=trace)
-    return ft_mapping.orientation(read) if read is not None else None
+    return ft_mapping.orientations(read) if read is not None else None
 
 
 # -- storing -----------------------------------------------------------------------------------------------

@@ -34,9 +34,10 @@ from sqlalchemy.orm import Session
 from app.clients.france_travail import Agent, FranceTravailClient
 from app.db import claim_write, session_scope
 from app.errors import Busy
+from app.france_travail import orientations as ft_orientations
 from app.france_travail import service as ft
 from app.kit import jobs as leases
-from app.models import EntryEpisode, FtCall, FtIdentity, FtSyncItem, FtSyncRun, OrientationEvent, Person
+from app.models import EntryEpisode, EpisodeQueue, FtCall, FtIdentity, FtSyncItem, FtSyncRun, OrientationEvent, Person
 from app.models.base import utcnow
 from app.persons.repository import audit_job_reads
 from app.settings import Settings
@@ -82,10 +83,21 @@ class SyncSummary:
     calls: int = 0
     seconds: float = 0.0
     stopped: str | None = None  # why the run stopped before the end (France Travail down, interrupted)
+    # France Travail's own orientations (lectureOrientation, issue #25): what was made of them
+    # (app.france_travail.orientations.RESULTS, `none` for a 204), the persons whose read failed by code, and
+    # why the API was blocked for the run (its token refused: a scope not provisioned, `invalid_scope`)
+    orientations: Counter[str] = field(default_factory=Counter)
+    orientation_errors: Counter[str] = field(default_factory=Counter)
+    orientation_blocked: str | None = None
 
     @property
     def definite(self) -> bool:
-        return self.stopped is None and all(o in ft.DEFINITE for o in self.outcomes)
+        return (
+            self.stopped is None
+            and all(o in ft.DEFINITE for o in self.outcomes)
+            and self.orientation_blocked is None
+            and not self.orientation_errors
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +111,9 @@ class SyncSummary:
             "calls": self.calls,
             "seconds": round(self.seconds, 1),
             "stopped": self.stopped,
+            "orientations_france_travail": dict(sorted(self.orientations.items())),
+            "orientation_errors_by_code": dict(sorted(self.orientation_errors.items())),
+            "orientation_blocked": self.orientation_blocked,
             "definite": self.definite,
         }
 
@@ -184,7 +199,14 @@ class _Runner:
         self.unavailable: str | None = None  # why France Travail last did not answer
         self.refused: str | None = None
         self.out_of_time = False  # the run's time budget was spent
+        # France Travail refused the Orientation usager API (its token, or 403): not asked again in this run,
+        # the statut and diagnostic go on
+        self.orientation_blocked: str | None = None
+        self.orientations: Counter[str] = Counter()
         self.lock = threading.Lock()
+
+    def kinds(self) -> tuple[str, ...]:
+        return ("statut", "diagnostic") if self.orientation_blocked else ("statut", "diagnostic", "orientation")
 
     def person(self, ref: ft.PersonRef) -> ft.Exchange:
         """One person, retried after the circuit's cool-down while France Travail is unavailable."""
@@ -192,7 +214,10 @@ class _Runner:
         for _ in range(3):
             # every call of this person, the token's included, ends by its deadline (issue #24 item 5)
             deadline = self.client.clock() + self.settings.ft_sync_person_deadline_seconds
-            ex = ft.exchange(self.client, self.settings, ref, self.agent, deadline=deadline)
+            ex = ft.exchange(
+                self.client, self.settings, ref, self.agent, deadline=deadline, kinds=self.kinds(),
+                separate=("orientation",),
+            )  # fmt: skip
             calls.extend(ex.calls)
             if ex.outcome != "unavailable" or self.stop.is_set():
                 break
@@ -210,11 +235,30 @@ class _Runner:
             if ex.outcome == "token_refused":
                 self.refused = ex.message
                 self.stop.set()  # our client is refused: every person would be, stop at once
+            if "orientation" in ex.blocked and not self.orientation_blocked:
+                self.orientation_blocked = (
+                    f"France Travail refused the Orientation usager API ({ex.kind_errors['orientation']}): "
+                    "its orientations were not read; the statut and diagnostic were"
+                )
+                log.warning("ft_sync_orientation_blocked", code=ex.kind_errors["orientation"])
         return ex
 
     def flush(self, exchanges: list[ft.Exchange]) -> None:
         with session_scope(self.settings, write=True) as session:
             ft.store(session, self.settings, exchanges, "sync", self.agent)
+            counts, changed = ft_orientations.record(
+                session,
+                self.settings,
+                [
+                    (ex.person_id, ex.departement, ex.fetched["orientation"])
+                    for ex in exchanges
+                    if "orientation" in ex.fetched
+                ],
+            )
+            if changed:  # their episodes are refreshed by the caller after the run (`refresh_pending`)
+                session.add_all(EpisodeQueue(person_id=pid, departement_code=dep) for pid, dep in changed)
+            with self.lock:
+                self.orientations.update(counts)
             settled = [ex for ex in exchanges if ex.outcome not in ("unavailable", "token_refused")]
             if settled:
                 session.add_all(
@@ -248,7 +292,9 @@ def run_sync(
     on_start: Callable[[SyncSummary], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> SyncSummary:
-    """Sync the selected persons; returns the summary. `on_progress(n)`: n more persons settled."""
+    """Sync the selected persons; returns the summary. `on_progress(n)`: n more persons settled. France
+    Travail's orientations recorded put their persons in `episode_queue`: the caller refreshes their episodes
+    (`app.orientation.episodes.refresh_pending`, as after an ingestion)."""
     began = time.monotonic()
     summary = SyncSummary()
     run_id, ids = _open_run(settings, options, summary)
@@ -260,6 +306,7 @@ def run_sync(
     interrupted = _exchange_all(runner, batch, _refs(engine, settings, ids), budget_end)
     batch.flush()
     summary.stopped = _why_stopped(runner, interrupted)
+    summary.orientations, summary.orientation_blocked = runner.orientations, runner.orientation_blocked
     _close_run(settings, run_id, summary.stopped)
     summary.seconds = time.monotonic() - began
     log.info("ft_sync_done", **summary.as_dict())
@@ -389,5 +436,8 @@ def _count(summary: SyncSummary, ex: ft.Exchange, settings: Settings) -> None:
     summary.calls += sum(c.attempts for c in ex.calls)
     if ex.outcome not in ft.DEFINITE:
         summary.errors[ex.code or ex.outcome] += 1
+    code = ex.kind_errors.get("orientation")
+    if code is not None and "orientation" not in ex.blocked:
+        summary.orientation_errors[code] += 1
     if ex.outcome == "found" and ex.certified is False and settings.ft_uncertified == "use":
         summary.not_certified_used += 1

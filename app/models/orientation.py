@@ -44,9 +44,21 @@ class OrientationEvent(Base):
     presence: Mapped[str | None] = mapped_column(String(10))
     contrat_type: Mapped[str | None] = mapped_column(String(4))
     reason: Mapped[str | None] = mapped_column(String(200))
-    source: Mapped[str] = mapped_column(String(10))  # api | import
+    source: Mapped[str] = mapped_column(String(20))  # api | import | csv | ... | france_travail
     recorded_by: Mapped[str | None] = mapped_column(String(120))
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # France Travail's own orientation (source "france_travail", type "orientation", read by `ft sync` from
+    # lectureOrientation: app.france_travail.orientations): its codes as France Travail gave them; NULL for
+    # the platform's events. Only a DECIDE one orients (app.orientation.episodes.as_rule_event).
+    ft_statut: Mapped[str | None] = mapped_column(String(10))  # PRECONISE | DECIDE
+    ft_parcours: Mapped[str | None] = mapped_column(String(3))  # PED | PSP | PSO | EO | IND
+    ft_organisme: Mapped[str | None] = mapped_column(String(3))  # FT | CD | ML | CE | IND
+    ft_etat: Mapped[str | None] = mapped_column(String(12))  # EN_ATTENTE | BROUILLON | OUVERT | CLOTURE
+    ft_etat_decision: Mapped[str | None] = mapped_column(String(30))
+    ft_decision_on: Mapped[date | None] = mapped_column(Date)  # decision.date_decision
+    ft_entree_parcours_on: Mapped[date | None] = mapped_column(Date)  # date_entree_parcours
+    ft_code_safir: Mapped[str | None] = mapped_column(String(20))
+    ft_code_aurore: Mapped[str | None] = mapped_column(String(20))
 
 
 class EntryEpisode(Base):

@@ -21,7 +21,16 @@ from app.db import claim_write, one_of
 from app.models import EntryEpisode, EpisodeQueue, FluxFile, OrientationEvent, Person, PersonState
 from app.persons.order import KIND_RANK
 from app.rules.config import DEFAULT, RulesConfig
-from app.rules.episodes import DECISIONS, ORIENTED, Episode, Event, FluxFact, PersonEpisodes, compute_episodes
+from app.rules.episodes import (
+    DECISIONS,
+    FT_NOT_ORIENTING,
+    ORIENTED,
+    Episode,
+    Event,
+    FluxFact,
+    PersonEpisodes,
+    compute_episodes,
+)
 
 CHUNK = 2000
 # PostgreSQL advisory locks (transaction-scoped, two-key form: this namespace, a stripe of person ids)
@@ -137,13 +146,44 @@ def _events(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[Event
     by_person: dict[int, list[Any]] = defaultdict(list)
     for r in conn.execute(select(OrientationEvent.__table__).where(one_of(conn, oe.person_id, person_ids))):
         by_person[r.person_id].append(r)
-    return {pid: [as_rule_event(r) for r in effective_events(rows)] for pid, rows in by_person.items()}
+    return {pid: as_rule_events(effective_events(rows)) for pid, rows in by_person.items()}
+
+
+FT_SOURCE = "france_travail"  # orientation_events.source of France Travail's own orientations (ft sync)
+
+
+def as_rule_events(rows: Iterable[Any]) -> list[Event]:
+    """A person's effective stored events as the rules read them. France Travail's orientation equal to one
+    the platform recorded (same day, same parcours, same organisme when both known) is dropped: it is the
+    same decision, whichever reached the service first (app.france_travail.orientations)."""
+    rows = list(rows)
+    platform = [
+        (r.event_date, r.type_parcours, r.organisme)
+        for r in rows
+        if r.type == "orientation" and getattr(r, "source", None) != FT_SOURCE
+    ]
+
+    def duplicate(r: Any) -> bool:
+        return getattr(r, "source", None) == FT_SOURCE and any(
+            on == r.event_date
+            and parcours == r.type_parcours
+            and (org is None or r.organisme is None or org == r.organisme)
+            for on, parcours, org in platform
+        )
+
+    return [as_rule_event(r) for r in rows if not duplicate(r)]
 
 
 def as_rule_event(r: Any) -> Event:
-    """A stored orientation event (a row of `orientation_events`) as the rules read it."""
+    """A stored orientation event (a row of `orientation_events`) as the rules read it. France Travail's own
+    orientation orients only when DECIDE with a parcours; otherwise it is `FT_NOT_ORIENTING` (shown only)."""
+    by_ft = getattr(r, "source", None) == FT_SOURCE
+    kind = r.type
+    if by_ft and not (getattr(r, "ft_statut", None) == "DECIDE" and r.type_parcours is not None):
+        kind = FT_NOT_ORIENTING
     return Event(
-        type=r.type,
+        type=kind,
+        by_france_travail=by_ft,
         on=r.event_date,
         key=r.external_id or f"#{r.id:012d}",
         organisme=r.organisme,

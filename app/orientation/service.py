@@ -227,6 +227,7 @@ def known_by_content(session: Session, person: Person, event: EventIn) -> Orient
         select(oe)
         .where(
             oe.person_id == person.id,
+            oe.source != "france_travail",  # France Travail's own orientation is no platform's event
             oe.type == event.type,
             oe.event_date == event.date,
             _is(oe.organisme, event.organisme),

@@ -15,8 +15,8 @@ from typing import Any, Literal
 from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session, defer
 
-from app.models import EntryEpisode, Person
-from app.orientation.episodes import waiting_on
+from app.models import EntryEpisode, OrientationEvent, Person
+from app.orientation.episodes import FT_SOURCE, waiting_on
 from app.persons.states import states_as_of
 from app.rules.deadlines import latest_t0_overdue
 
@@ -34,6 +34,45 @@ class WorklistEntry:
     episode: EntryEpisode
     person: Person
     state: Row[Any] | None
+    # France Travail's latest préconisation for the person known on the day (read by ft sync), if any: shown,
+    # it orients nobody (`preconisation_text`)
+    ft_preconisation: OrientationEvent | None = None
+
+
+# France Travail's parcours codes in French (Orientation usager v1: WebRSA's labels)
+FT_PARCOURS_LABELS = {
+    "PED": "emploi",
+    "PSP": "socio-professionnel",
+    "PSO": "social",
+    "EO": "entretien d'orientation",
+    "IND": "indéterminé",
+}
+
+
+def preconisation_text(event: OrientationEvent | None) -> str | None:
+    """ "préconisation France Travail du JJ/MM/AAAA (parcours …)", for a worklist item."""
+    if event is None:
+        return None
+    parcours = FT_PARCOURS_LABELS.get(event.ft_parcours or "", event.ft_parcours or "non précisé")
+    return f"préconisation France Travail du {event.event_date.strftime('%d/%m/%Y')} (parcours {parcours})"
+
+
+def _preconisations(session: Session, episodes: Sequence[EntryEpisode], day: date) -> dict[int, OrientationEvent]:
+    """Each waiting person's latest France Travail préconisation dated from the month before T0 to `day`."""
+    if not episodes:
+        return {}
+    oe = OrientationEvent
+    t0s = {e.person_id: e.t0 for e in episodes}
+    rows = session.scalars(
+        select(oe)
+        .where(oe.person_id.in_(sorted(t0s)), oe.source == FT_SOURCE, oe.ft_statut == "PRECONISE", oe.event_date <= day)
+        .order_by(oe.event_date, oe.id)
+    )
+    found: dict[int, OrientationEvent] = {}
+    for row in rows:
+        if row.event_date >= t0s[row.person_id] - timedelta(days=31):
+            found[row.person_id] = row
+    return found
 
 
 @dataclass(frozen=True)
@@ -101,5 +140,8 @@ def worklist_page(
     ids = [e.person_id for e in page]
     persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
     states = states_as_of(session.connection(), ids, day)  # the one reading of a state as of a day
-    entries = [WorklistEntry(e, persons[e.person_id], states.get(e.person_id)) for e in page]
+    preconisations = _preconisations(session, page, day)
+    entries = [
+        WorklistEntry(e, persons[e.person_id], states.get(e.person_id), preconisations.get(e.person_id)) for e in page
+    ]
     return WorklistPage(total=total, entries=entries)

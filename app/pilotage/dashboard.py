@@ -138,6 +138,8 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         ("Délai moyen d'orientation", f"{figure(current.value('delai_moyen_jours'))} jours"),
         ("Délai médian d'orientation", f"{figure(current.value('delai_median_jours'))} jours"),
         ("En attente d'orientation", figure(current.value("en_attente"))),
+        # issue #25: orientations France Travail decided (counted among the oriented too)
+        ("Orientés par France Travail", figure(current.value("orientes_par_france_travail"))),
     ]
     board.charts.append(Chart(
         "entrants", "Nouveaux entrants par mois (date T0)",
@@ -201,6 +203,15 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         _bar("Statut France Travail", [VALUE_LABELS["statut_ft"][k] for k in keys], {"Orientés": values}),
         ["Statut France Travail", "Orientés"],
         [[VALUE_LABELS["statut_ft"][k], figure(v)] for k, v in zip(keys, values, strict=True)],
+    ))  # fmt: skip
+    categories = list(VALUE_LABELS["categorie_ft"])
+    counts_by_category = [statuses.value("orientes_categorie_ft", "categorie_ft", k) for k in categories]
+    board.charts.append(Chart(
+        "categories", "Catégorie d'inscription France Travail des personnes orientées (douze derniers mois)",
+        _bar("Catégorie France Travail", [VALUE_LABELS["categorie_ft"][k] for k in categories],
+             {"Orientés": counts_by_category}),
+        ["Catégorie d'inscription France Travail", "Orientés"],
+        [[VALUE_LABELS["categorie_ft"][k], figure(v)] for k, v in zip(categories, counts_by_category, strict=True)],
     ))  # fmt: skip
     return board
 

@@ -83,6 +83,9 @@ LABELS: dict[str, str] = {
     "orientes_france_travail": "Orientés par France Travail",
     "en_attente_dans_les_6_semaines": "En attente, six semaines non écoulées",
     "en_attente_au_dela_6_semaines": "En attente au-delà des six semaines (France Travail peut orienter)",
+    "orientes_categorie_ft": "Orientés, par catégorie d'inscription France Travail",
+    "orientes_par_france_travail": "Orientés par France Travail",
+    "orientes_par_departement": "Orientés par le Département",
     # dimensions
     ENSEMBLE: "Ensemble",
     "organisme": "Organisme référent",
@@ -101,6 +104,7 @@ LABELS: dict[str, str] = {
     "ecart_du": "Écart commençant le",
     "donnee": "Donnée",
     "statut_ft": "Statut France Travail",
+    "categorie_ft": "Catégorie d'inscription France Travail",
 }
 VALUE_LABELS: dict[str, dict[str, str]] = {
     "organisme": {
@@ -143,6 +147,14 @@ VALUE_LABELS: dict[str, dict[str, str]] = {
         "Radié": "Radié",
         "inconnu": "Inconnu de France Travail",
         "non_interroge": "Pas encore interrogé",
+    },
+    # statut usager's categInscriptionCode: F and G since 1 January 2025 (loi pour le plein emploi; DREETS
+    # Auvergne-Rhône-Alpes, "Ce qui change dans les statistiques sur les inscrits à France Travail", 2 April 2025)
+    "categorie_ft": {
+        "F": "Catégorie F : personnes en accompagnement social",
+        "G": "Catégorie G (attente) : demandeurs et bénéficiaires du RSA en attente d'orientation",
+        "autre": "Autres catégories (A à E, 1 à 8)",
+        NOT_GIVEN: "Catégorie non donnée (ou pas de statut)",
     },
 }
 AGE_BANDS = (

@@ -52,6 +52,7 @@ from app.pilotage.population import Row, age_band, band, episodes, in_period, wa
 from app.rules.config import DROIT_OUVERT
 from app.rules.episodes import (
     ORIENTED,
+    ORIENTED_BY_FRANCE_TRAVAIL,
     add_months,
     contract_after_orientation_as_of,
     contract_deadline_as_of,
@@ -206,6 +207,10 @@ def delais_orientation(ctx: Context, rows: list[Row] | None = None) -> Table:
         t.add("delai_median_jours", statistics.median(delays) if delays else None, dim, key)
         t.add("en_attente", sum(1 for r in group if r.decided is None), dim, key)
         t.add("sortis_avant_orientation", sum(1 for r in group if r.decided == "sorti_avant_orientation"), dim, key)
+        # issue #25: the orientations France Travail decided (CASF D.262-65-2), apart; counted in `orientes` too
+        by_ft = [r for r in oriented if r.oriented_by == ORIENTED_BY_FRANCE_TRAVAIL]
+        t.add("orientes_par_france_travail", len(by_ft), dim, key)
+        t.add("orientes_par_departement", len(oriented) - len(by_ft), dim, key)
     by_delay = Counter(r.delay_days for r in rows if r.decided == ORIENTED and r.delay_days is not None)
     for day in range(0, max(by_delay, default=-1) + 1):
         t.add("orientes_par_delai", by_delay.get(day, 0), "delai_jours", str(day))
@@ -387,6 +392,7 @@ def statut_france_travail(ctx: Context, rows: list[Row] | None = None) -> Table:
     rows = [r for r in (ctx.rows() if rows is None else rows) if r.decided == ORIENTED]
     ids = sorted({r.person_id for r in rows})
     status: dict[int, str] = {}
+    category: dict[int, str] = {}  # categInscriptionCode of the same statut
     if ids:
         fs = FtSnapshot.__table__.c
         rank = func.row_number().over(partition_by=fs.person_id, order_by=(fs.fetched_at.desc(), fs.id.desc()))
@@ -397,8 +403,15 @@ def statut_france_travail(ctx: Context, rows: list[Row] | None = None) -> Table:
         )
         for pid, no_data, data, _r in ctx.conn.execute(select(latest).where(latest.c.r == 1)):
             status[pid] = "inconnu" if no_data or not data else str(data.get("statutDE") or "inconnu")
+            if not no_data and data:
+                code = str(data.get("categInscriptionCode") or "").strip().upper()
+                category[pid] = code if code in VALUE_LABELS["categorie_ft"] else "autre"
     for dim, key, group in _groups(rows, [d for d in ctx.dims if d == "type_parcours"] or ["type_parcours"]):
         counts = Counter(status.get(r.person_id, "non_interroge") for r in group)
+        if dim == ENSEMBLE:  # issue #25: categories F (social accompaniment) and G (waiting for an orientation)
+            categories = Counter(category.get(r.person_id, NOT_GIVEN) for r in group)
+            for value in VALUE_LABELS["categorie_ft"]:
+                t.add("orientes_categorie_ft", categories.get(value, 0), "categorie_ft", value)
         t.add("orientes", len(group), dim, key)
         for value in VALUE_LABELS["statut_ft"]:
             t.add(

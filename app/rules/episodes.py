@@ -90,6 +90,16 @@ class Event:
     presence: str | None = None
     contrat: str | None = None
     event_id: int | None = None
+    # France Travail's own orientation (read by ft sync from lectureOrientation): a DECIDE one with a parcours
+    # comes as type "orientation" and orients like any (`oriented_by = "france_travail"`); the others (a
+    # PRECONISE, a decision without a parcours) come as type `FT_NOT_ORIENTING`: shown, never orienting
+    by_france_travail: bool = False
+
+
+# A France Travail orientation that does not orient (a PRECONISE, or a DECIDE without a parcours): attached to
+# its episode for display, never ending one nor opening a follow-up.
+FT_NOT_ORIENTING = "preconisation_ft"
+ORIENTED_BY_FRANCE_TRAVAIL = "france_travail"
 
 
 @dataclass
@@ -106,7 +116,7 @@ class Episode:
     criteria: dict[str, Criterion]
     outcome: str = WAITING  # en_attente | oriente | sorti_avant_orientation
     end_on: date | None = None
-    oriented_by: str | None = None  # orientation | referent
+    oriented_by: str | None = None  # orientation | referent | france_travail (an orientation France Travail decided)
     orientation: Event | None = None
     delay_days: int | None = None
     within_15_days: bool | None = None
@@ -623,7 +633,16 @@ def event_order(e: Event) -> tuple[Any, ...]:
     """Events by date, then kind (`_EVENT_ORDER`), then content, and only then their key: two events of one
     day (two contracts, two référents) are taken in an order their content decides, never the order they
     reached the service (a key without external id is our id, given on arrival)."""
-    content = (e.contrat, e.structure, e.organisme, e.type_parcours, e.presence, e.accompagnement_global)
+    # of two orientations of one day, the platform's (the Département's) before France Travail's
+    content = (
+        e.by_france_travail,
+        e.contrat,
+        e.structure,
+        e.organisme,
+        e.type_parcours,
+        e.presence,
+        e.accompagnement_global,
+    )
     return (e.on, _EVENT_ORDER.get(e.type, 9), tuple("" if v is None else str(v) for v in content), e.key)
 
 
@@ -644,7 +663,7 @@ def _orient(episode: Episode, ev: Event, config: RulesConfig, on: date | None = 
     end = on or ev.on
     episode.outcome = ORIENTED
     episode.end_on = end
-    episode.oriented_by = ev.type
+    episode.oriented_by = ORIENTED_BY_FRANCE_TRAVAIL if ev.by_france_travail else ev.type
     episode.orientation = ev
     episode.orientations = [(end, ev.type_parcours)]
     episode.delay_days = (end - episode.t0).days

@@ -64,7 +64,8 @@ def test_the_weekly_files_reach_france_travail_once_and_their_downloads_are_reco
         assert any(dict(zip(FLUX_COLUMNS, row, strict=True))["NATIONALITE"] for row in flux[1:])
         pilotage = _rows(c.get(f"/api/v1/exports/download/{tokens['pilotage']}").content)
         assert tuple(pilotage[0]) == PILOTAGE_COLUMNS
-        assert {row[-1] for row in pilotage[1:]} == {"0", "1"}  # nouveaux entrants and stock
+        stock = PILOTAGE_COLUMNS.index("STOCK")  # by name: ORIENTE_PAR (issue #25) comes after it
+        assert {row[stock] for row in pilotage[1:]} == {"0", "1"}  # nouveaux entrants and stock
         assert all(row[3].startswith("01/") for row in pilotage[1:] if row[3])  # birth dates to the 1st
     with session_scope(xsettings) as s:
         served = s.scalars(select(ExportDownload.outcome)).all()
@@ -98,7 +99,8 @@ def test_a_rebuild_gives_the_same_bytes_and_the_pilotage_file_agrees_with_the_in
     start = week.monday - timedelta(days=30)
     with engine.connect() as conn:
         indicator = orientation_indicator(conn, ["055"], start, week.sunday, week.sunday)
-    entrants = [r for r in rows if r[-1] == "0" and start <= _day(r[4]) <= week.sunday]
+    stock = PILOTAGE_COLUMNS.index("STOCK")
+    entrants = [r for r in rows if r[stock] == "0" and start <= _day(r[4]) <= week.sunday]
     summary = indicator
     assert len(entrants) == summary["nouveaux_entrants"]
     oriented = [r for r in entrants if r[7]]

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from app.clock import today
 from app.db import get_engine, session_scope
-from app.exports.weekly import pilotage_rows
+from app.exports.weekly import PILOTAGE_COLUMNS, pilotage_rows
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.models import EntryEpisode, Person
@@ -136,6 +136,7 @@ def test_the_worklist_the_tables_the_extract_and_the_weekly_file_use_it(
             absents = compute(conn, "absents-rdv", [DEP], whole, as_of, dims=()).value("absents_rdv_orientation")
             assert sum(line["absent_rdv_orientation"] for line in lines) == absents
             # the weekly pilotage file: an orientation date exactly for the episodes oriented on as_of
-            entrants = [row for row in pilotage_rows(conn, db, DEP, as_of) if row[-1] == "0"]
+            stock = PILOTAGE_COLUMNS.index("STOCK")
+            entrants = [row for row in pilotage_rows(conn, db, DEP, as_of) if row[stock] == "0"]
             assert len(entrants) == sum(e.t0 <= as_of for e in stored)
             assert sum(bool(row[7]) for row in entrants) == sum(r.decided == ORIENTED for r in rows)

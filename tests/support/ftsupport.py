@@ -57,6 +57,7 @@ def faults(fake: str, **values: Any) -> None:
         "error_persons_percent": 0,
         "token_latency_ms": 0,
         "token_expires_in": 1499,
+        "refused_scopes": [],
     }
     httpx.post(f"{fake}/_fake/faults", json=defaults | values, timeout=5).raise_for_status()
 

@@ -4,6 +4,8 @@ shapes of shared/formats/france-travail-api.md."""
 from __future__ import annotations
 
 import hashlib
+import time
+from datetime import date, timedelta
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response
@@ -61,8 +63,7 @@ def statut_answer(state: FakeState, nir13: str) -> Response:
                 "m_duree_inscription_36": n % 37,
                 "m_motif_inscription_code": "11",
                 "m_motif_inscription_lib": "LICENCIEMENT ECONOMIQUE",
-                "m_categ_inscription_code": "1",
-                "m_categ_inscription_lib": "PERSONNE SANS EMPLOI DISPONIBLE DUREE INDETERMINEE PLEIN TPS",
+                **_categorie(n),
                 "m_situation_reg_emp_code": "ADR",
                 "m_situation_reg_emp_lib": "AIDE DIFFERENTIELLE AU RECLASSEMENT",
                 "m_motif_cloture_code": None,
@@ -70,6 +71,60 @@ def statut_answer(state: FakeState, nir13: str) -> Response:
             }
         }
     )
+
+
+# France Travail's registration categories since 1 January 2025 (loi pour le plein emploi): F (social
+# accompaniment) and G (waiting: RSA applicants and beneficiaries awaiting orientation), beside category 1.
+CATEGORIES = (
+    ("1", "PERSONNE SANS EMPLOI DISPONIBLE DUREE INDETERMINEE PLEIN TPS"),
+    ("F", "PERSONNE EN ACCOMPAGNEMENT SOCIAL"),
+    ("G", "DEMANDEUR OU BENEFICIAIRE DU RSA EN ATTENTE D'ORIENTATION"),
+)
+
+
+def _categorie(n: int) -> dict[str, str]:
+    """One person in six in category F, one in six in G, the others in 1 (drawn from another part of n)."""
+    code, lib = CATEGORIES[(0, 0, 0, 0, 1, 2)[(n // 7) % 6]]
+    return {"m_categ_inscription_code": code, "m_categ_inscription_lib": lib}
+
+
+def orientations_answer(state: FakeState, nir13: str) -> Response:
+    """lectureOrientation: what a test set for the NIR (`known_orientations`), else the orientations the
+    Département pushed, else one drawn: 204 for six persons in ten, a DECIDE for two (France Travail oriented
+    them, decided 10 to 39 days ago), a PRECONISE for one, a DECIDE after a PRECONISE for one."""
+    if nir13 in state.known_orientations:
+        known = state.known_orientations[nir13]
+        return JSONResponse(known) if known is not None else Response(status_code=204)
+    pushed = state.orientations.get(nir13)
+    if pushed:
+        return JSONResponse(pushed)
+    n = _draw("orientation", state, nir13)
+    kind = n % 10
+    if kind < 6:
+        return Response(status_code=204)
+    decided = date.fromtimestamp(time.time()) - timedelta(days=10 + n % 30)
+    parcours = ("PED", "PSP", "PSO")[n % 3]
+    preconise = ft_orientation("PRECONISE", parcours, decided - timedelta(days=5), n)
+    decide = ft_orientation("DECIDE", parcours, decided, n)
+    return JSONResponse({6: [decide], 7: [decide], 8: [preconise], 9: [preconise, decide]}[kind])
+
+
+def ft_orientation(statut: str, parcours: str, day: date, n: int = 0, organisme: str = "FT") -> dict[str, Any]:
+    """One orientation in lectureOrientation's shape (snake_case): a DECIDE has its decision dated `day`."""
+    return {
+        "parcours": parcours,
+        "organisme": organisme,
+        "structure": {
+            "code_aurore": f"A{n % 1000:04d}",
+            "code_safir": f"{55000 + n % 100}",
+            "libelle_structure": "France Travail Bar-le-Duc",
+        },
+        "statut": statut,
+        "etat": "OUVERT" if statut == "DECIDE" else "EN_ATTENTE",
+        "date_entree_parcours": (day + timedelta(days=2 if statut == "DECIDE" else 0)).isoformat(),
+        "criteres_orientation": {"origine": "INSCRIPTION_AUTO_CAF"},
+        "decision": {"etat_decision": "VALIDEE", "date_decision": day.isoformat()} if statut == "DECIDE" else None,
+    }
 
 
 def dossier_answer(state: FakeState, nir13: str) -> Response:

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.france_travail.fake.answers import dossier_answer, search_answer, statut_answer
+from app.france_travail.fake.answers import dossier_answer, orientations_answer, search_answer, statut_answer
 from app.france_travail.fake.gate import SCOPES, Gate, invalid_request
 from app.france_travail.fake.state import FakeState
 
@@ -54,6 +54,13 @@ def _add_controls(app: FastAPI, state: FakeState) -> None:
     def read_stats() -> dict[str, Any]:
         return state.stats()
 
+    @app.post("/_fake/orientations")
+    async def set_orientations(request: Request) -> dict[str, Any]:
+        """What lectureOrientation answers for a NIR: `{"nir13": ..., "orientations": [...] or null (204)}`."""
+        body = await request.json()
+        state.known_orientations[str(body["nir13"])[:13]] = body.get("orientations")
+        return {"known": len(state.known_orientations)}
+
     @app.post("/_fake/reset")
     def reset_stats() -> dict[str, Any]:
         state.reset()
@@ -72,6 +79,8 @@ def _token_refused(request: Request, form: Any, state: FakeState) -> tuple[str, 
     known = set().union(*SCOPES.values()) | {"profil_accedant"}
     if not scopes or not scopes <= known | {s for s in scopes if s.startswith("application_")}:
         return "invalid_scope", "scope"
+    if scopes & set(state.faults.refused_scopes):
+        return "invalid_scope", "scope not provisioned for this client"
     return None
 
 
@@ -164,14 +173,20 @@ def _add_orientation(app: FastAPI, gate: Gate) -> None:
             or not isinstance(body.get("origine"), str)
         ):
             return invalid_request()
-        received = {**body, "dateOrientation": time.strftime("%Y-%m-%d")}
-        state.orientations.setdefault(nir13, []).append(received)
+        day = time.strftime("%Y-%m-%d")
+        state.orientations.setdefault(nir13, []).append(
+            {  # kept as lectureOrientation gives it back (snake_case, as les-emplois' mock writes it)
+                "parcours": body["parcours"],
+                "organisme": body["organisme"],
+                "statut": "DECIDE",
+                "etat": "OUVERT",
+                "date_entree_parcours": day,
+                "criteres_orientation": {"origine": body["origine"]},
+                "decision": {"etat_decision": "VALIDEE", "date_decision": day},
+            }
+        )
         return JSONResponse({"codeRetour": "S001", "message": "Orientation enregistrée"}, status_code=201)
 
     @app.get(f"{API}/orientationusager/v1/lectureOrientation")
     async def read_orientation(request: Request) -> Response:
-        def last(nir13: str) -> Response:
-            known = state.orientations.get(nir13)
-            return JSONResponse(known[-1]) if known else Response(status_code=204)
-
-        return await gate.answer_person(request, "orientationusager", last)
+        return await gate.answer_person(request, "orientationusager", lambda nir13: orientations_answer(state, nir13))

@@ -25,6 +25,9 @@ class Faults:
     token_expires_in: int = 1499
     jeton_ttl_seconds: int = 86400
     error_persons_percent: int = 0  # this share of the population is answered R998 (a service in error)
+    # scopes the token endpoint refuses with invalid_scope (a scope France Travail has not provisioned for the
+    # client, e.g. ["orientationusager"]): the other APIs' tokens are given as usual
+    refused_scopes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -37,6 +40,9 @@ class FakeState:
     calls: int = 0
     diagnostics_saved: list[dict[str, Any]] = field(default_factory=list)
     orientations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # NIR -> orientations received
+    # NIR -> what lectureOrientation answers for it, set by a test or the demo (`POST /_fake/orientations`):
+    # a list of orientations in France Travail's shape, or None for a 204; otherwise drawn (answers.py)
+    known_orientations: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict)
     call_times: list[float] = field(default_factory=list)  # when each API call arrived (monotonic)
 
     def kind(self, nir13: str) -> str:
@@ -70,6 +76,7 @@ class FakeState:
         self.calls = 0
         self.call_times.clear()
         self.orientations.clear()
+        self.known_orientations.clear()
         self.diagnostics_saved.clear()
 
 
