@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -68,6 +68,12 @@ OPTIONAL_FIELDS = (
 )
 
 
+# `EventIn.model_validate(..., context={ACCEPTED_WHEN_KEPT: True})`: an event kept aside (`pending`) passed the
+# validation in force when it was kept; a CER or PPAE dated since 2025 kept before the service refused them is
+# applied as it was sent (the contract the person signed), not dropped when its person arrives.
+ACCEPTED_WHEN_KEPT = "accepted_when_kept"
+
+
 class EventIn(InputModel):
     multiline_fields: ClassVar[frozenset[str]] = frozenset({"reason"})
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -96,7 +102,7 @@ class EventIn(InputModel):
     reason: str | None = Field(default=None, max_length=200)
 
     @model_validator(mode="after")
-    def _fields_of_the_type(self) -> EventIn:
+    def _fields_of_the_type(self, info: ValidationInfo) -> EventIn:
         required, optional = FIELDS[self.type]
         given = {name for name in OPTIONAL_FIELDS if getattr(self, name) is not None}
         missing = sorted(required - given)
@@ -109,7 +115,8 @@ class EventIn(InputModel):
             raise ValueError("a referent event needs structure or organisme")
         if self.date < date(2000, 1, 1):
             raise ValueError("date is before 2000")
-        if self.type == "contrat" and self.date >= CE_IN_FORCE:
+        kept_before = bool(info.context and info.context.get(ACCEPTED_WHEN_KEPT))
+        if self.type == "contrat" and self.date >= CE_IN_FORCE and not kept_before:
             raise ValueError(
                 f"a contrat {self.contrat} dated {self.date.isoformat()} is refused: since 2025-01-01 the contrat"
                 " d'engagement replaces the CER and the PPAE; send a contrat_engagement event (with its organisme)"
