@@ -193,8 +193,9 @@ def transition(conn: Connection, departements: Sequence[str], day: date) -> list
 
 
 def _oriented_since_2025(conn: Connection, ids: Sequence[int], day: date) -> set[int]:
-    """Persons whose latest entry episode is oriented on `day` by an orientation dated since 2025 (a nouvel
-    entrant again: the one-month clock applies)."""
+    """Persons whose latest entry episode on `day` started since 2025 (a nouvel entrant again: an entry
+    episode means no follow-up was in progress, criterion 3; waiting, they are the orientation worklist's), or
+    is oriented on `day` by an orientation dated since 2025 (the one-month clock applies)."""
     ee = EntryEpisode.__table__.c
     rows = conn.execute(
         select(ee.person_id, ee.outcome, ee.end_on, ee.type_parcours, ee.orientations, ee.t0, ee.rank)
@@ -205,5 +206,6 @@ def _oriented_since_2025(conn: Connection, ids: Sequence[int], day: date) -> set
     return {
         pid
         for pid, r in latest.items()
-        if (o := orientation_as_of(r, day)) is not None and o >= CE_IN_FORCE and outcome_as_of(r, day) == ORIENTED
+        if r.t0 >= CE_IN_FORCE  # entered since 2025 (no follow-up then): the worklist's, then `waiting_contract`'s
+        or ((o := orientation_as_of(r, day)) is not None and o >= CE_IN_FORCE and outcome_as_of(r, day) == ORIENTED)
     }

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from app.db import get_engine, session_scope
-from app.models import OrientationEvent, PendingEvent
+from app.models import EntryEpisode, OrientationEvent, PendingEvent, Person
 from app.orientation import pending
+from app.orientation.contracts import transition
 from app.orientation.episodes import refresh_pending
 from app.orientation.references import PersonRef
 from tests.support.clock import on_day
@@ -54,3 +55,20 @@ def test_a_pending_cer_dated_2025_kept_aside_before_the_refusal_is_applied_not_d
         assert kept.status == pending.APPLIED, kept.reason
         ev = s.scalar(select(OrientationEvent).where(OrientationEvent.type == "contrat"))
         assert (ev.event_date, ev.contrat_type) == (date(2025, 3, 20), "CER")
+
+
+def test_transition_leaves_out_a_stock_person_who_came_back_as_a_nouvel_entrant(day, tmp_path):
+    """A person of the 2024 stock whose right closed in 2025 and who came back in 2026 is a nouvel entrant
+    waiting for an orientation (an entry episode, criterion 3: no follow-up in progress): no longer
+    "accompanied before 2025". The transition list must not hold them (they are in the orientation worklist)."""
+    who = person(NIR_A)
+    _ingest(day, tmp_path, date(2024, 2, 15), [foyer(who)], initial_stock=True)
+    _ingest(day, tmp_path, date(2025, 3, 10), [foyer(who, etat="5", closure=("PCA", date(2025, 2, 28)))])
+    _ingest(day, tmp_path, date(2026, 11, 2), [foyer(who)])
+    refresh_pending(get_engine(day))
+    with session_scope(day) as s:
+        pid = s.scalar(select(Person.id))
+        eps = s.scalars(select(EntryEpisode).where(EntryEpisode.person_id == pid)).all()
+        assert [(e.t0, e.outcome) for e in eps] == [(date(2026, 11, 2), "en_attente")]
+        listed = transition(s.connection(), ["055"], TODAY)
+    assert pid not in [t.person_id for t in listed]
