@@ -176,8 +176,8 @@ def transition(conn: Connection, departements: Sequence[str], day: date) -> list
         )  # an orientation France Travail only recommended (`ft_statut` PRECONISE) is no orientation
         if any(r.type == "orientation" and r.event_date >= CE_IN_FORCE for r in evs):
             continue  # a new orientation decision: the one-month clock applies (`waiting_contract`)
-        if any(r.type == CONTRAT_ENGAGEMENT for r in evs):
-            continue
+        if any(r.type == CONTRAT_ENGAGEMENT or (r.type == "contrat" and r.event_date >= CE_IN_FORCE) for r in evs):
+            continue  # a CER / PPAE dated since 2025, recorded before the service refused them, is the CE signed
         before = [r for r in evs if r.type in ("orientation", "referent") and r.event_date < CE_IN_FORCE]
         last = before[-1] if before else None
         known = [d for d in (stock_since.get(pid), last.event_date if last is not None else None) if d is not None]

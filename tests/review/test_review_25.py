@@ -72,3 +72,29 @@ def test_transition_leaves_out_a_stock_person_who_came_back_as_a_nouvel_entrant(
         assert [(e.t0, e.outcome) for e in eps] == [(date(2026, 11, 2), "en_attente")]
         listed = transition(s.connection(), ["055"], TODAY)
     assert pid not in [t.person_id for t in listed]
+
+
+def test_transition_counts_a_cer_signed_in_2025_recorded_before_the_refusal(day, tmp_path):
+    """A CER dated 2025 recorded before the service refused them is the contract the person signed (it
+    answers the contract clock: `satisfies_clock`, commit 12d8985); since 1 January 2025 the contract signed is
+    the contrat d'engagement, so the transition must not list the person as still without one."""
+    who = person(NIR_A)
+    _ingest(day, tmp_path, date(2024, 2, 15), [foyer(who)], initial_stock=True)
+    _ingest(day, tmp_path, date(2025, 3, 10), [foyer(who)])
+    with session_scope(day, write=True) as s:
+        pid = s.scalar(select(Person.id))
+        s.add(
+            OrientationEvent(
+                person_id=pid,
+                departement_code="055",
+                type="contrat",
+                event_date=date(2025, 3, 20),
+                contrat_type="CER",
+                source="api",
+                recorded_by="test",
+            )
+        )
+    refresh_pending(get_engine(day))
+    with session_scope(day) as s:
+        assert pid in [t.person_id for t in transition(s.connection(), ["055"], date(2025, 3, 19))]
+        assert pid not in [t.person_id for t in transition(s.connection(), ["055"], TODAY)]
