@@ -19,7 +19,7 @@ from app.models.base import utcnow
 from app.orientation import episodes as episode_service
 from app.orientation import pending
 from app.orientation.references import AMBIGUOUS, find_many
-from app.orientation.service import ACCEPTED_WHEN_KEPT, EventIn, record_once
+from app.orientation.service import EventIn, record_once
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -98,10 +98,11 @@ def _apply_chunk(session: Session, settings: Settings, departement: str, after: 
                     session,
                     settings,
                     person,
-                    EventIn.model_validate(fields, context={ACCEPTED_WHEN_KEPT: True}),
+                    EventIn.model_validate(fields),
                     row.recorded_by,
                     SOURCE.get(row.source, row.source),
                     refresh=False,
+                    kept_aside=True,  # checked when kept: a CER dated 2025 kept before the refusal is applied
                 )
         except (PasserelleError, ValidationError, ValueError) as exc:
             row.status, row.person_id = pending.DROPPED, person.id

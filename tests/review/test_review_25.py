@@ -98,3 +98,42 @@ def test_transition_counts_a_cer_signed_in_2025_recorded_before_the_refusal(day,
     with session_scope(day) as s:
         assert pid in [t.person_id for t in transition(s.connection(), ["055"], date(2025, 3, 19))]
         assert pid not in [t.person_id for t in transition(s.connection(), ["055"], TODAY)]
+
+
+def test_a_retry_of_a_cer_dated_2025_recorded_before_the_refusal_is_answered_as_known(day, tmp_path, make_api_key):
+    """A platform whose answer was lost retries the very event the service stored before it refused CER/PPAE
+    dated since 2025 (same external_id, same content): the answer is "already recorded" (200), as for every
+    replay, not a 422 that tells the platform its stored contract failed; a new one is still refused."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    _ingest(day, tmp_path, date(2025, 3, 1), [foyer(person(NIR_A))])
+    with session_scope(day, write=True) as s:
+        pid = s.scalar(select(Person.id))
+        s.add(
+            OrientationEvent(
+                person_id=pid,
+                departement_code="055",
+                type="contrat",
+                event_date=date(2025, 3, 20),
+                contrat_type="CER",
+                external_id="cer-1",
+                source="api",
+                recorded_by="test",
+            )
+        )
+    key = make_api_key(["orientation:write", "persons:read"])
+    body = {"type": "contrat", "date": "2025-03-20", "contrat": "CER"}
+    with TestClient(create_app(day)) as client:
+        again = client.post(
+            f"/api/v1/persons/{pid}/events", headers={"X-API-Key": key}, json=body | {"external_id": "cer-1"}
+        )
+        assert again.status_code == 200, again.text
+        by_content = client.post("/api/v1/events", headers={"X-API-Key": key},
+                                 json={"person": {"nir": NIR_A[:13]}, "event": body})  # fmt: skip
+        assert by_content.status_code == 200, by_content.text
+        new = client.post(
+            f"/api/v1/persons/{pid}/events", headers={"X-API-Key": key}, json=body | {"external_id": "cer-2"}
+        )
+        assert new.status_code == 422 and "contrat_engagement" in new.text, new.text
