@@ -137,3 +137,19 @@ def test_a_retry_of_a_cer_dated_2025_recorded_before_the_refusal_is_answered_as_
             f"/api/v1/persons/{pid}/events", headers={"X-API-Key": key}, json=body | {"external_id": "cer-2"}
         )
         assert new.status_code == 422 and "contrat_engagement" in new.text, new.text
+
+
+def test_transition_leaves_out_a_stock_person_waiting_since_2024_as_a_nouvel_entrant(day, tmp_path):
+    """The same with an entry in 2024: a person of the stock whose right closed and reopened in 2024, never
+    oriented since, is a nouvel entrant waiting (the orientation worklist's), not "accompanied before 2025"."""
+    who = person(NIR_A)
+    _ingest(day, tmp_path, date(2024, 2, 15), [foyer(who)], initial_stock=True)
+    _ingest(day, tmp_path, date(2024, 3, 10), [foyer(who, etat="5", closure=("PCA", date(2024, 2, 29)))])
+    _ingest(day, tmp_path, date(2024, 6, 3), [foyer(who)])
+    refresh_pending(get_engine(day))
+    with session_scope(day) as s:
+        pid = s.scalar(select(Person.id))
+        eps = s.scalars(select(EntryEpisode).where(EntryEpisode.person_id == pid)).all()
+        assert [(e.t0, e.outcome) for e in eps] == [(date(2024, 6, 3), "en_attente")]
+        listed = transition(s.connection(), ["055"], TODAY)
+    assert pid not in [t.person_id for t in listed]
