@@ -153,3 +153,57 @@ def test_transition_leaves_out_a_stock_person_waiting_since_2024_as_a_nouvel_ent
         assert [(e.t0, e.outcome) for e in eps] == [(date(2024, 6, 3), "en_attente")]
         listed = transition(s.connection(), ["055"], TODAY)
     assert pid not in [t.person_id for t in listed]
+
+
+def test_missed_rdvs_per_person_for_more_persons_than_a_statement_takes_parameters(day, make_api_key):
+    """The per-person list of missed RDVs has no page: a year of a large département lists tens of thousands
+    of persons. Reading them back for the audit with one placeholder per id fails on PostgreSQL past 65,535
+    (psycopg's limit): `one_of` sends them as one array (fails on PostgreSQL before the fix)."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import insert
+
+    from app.main import create_app
+    from app.models import AccessRecord
+
+    n = 65_536 + 10
+    engine = get_engine(day)
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite takes 250,000 parameters (and 65,000 persons take minutes there)")
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Person.__table__),
+            [
+                {
+                    "id": i,
+                    "departement_code": "055",
+                    "stock": False,
+                    "first_file_id": 1,
+                    "first_received_on": date(2025, 1, 1),
+                    "updated_file_id": 1,
+                }
+                for i in range(1, n + 1)
+            ],
+        )
+        conn.execute(
+            insert(OrientationEvent.__table__),
+            [
+                {
+                    "person_id": i,
+                    "departement_code": "055",
+                    "type": "rdv_accompagnement",
+                    "event_date": date(2025, 5, 5),
+                    "presence": "absent",
+                    "source": "api",
+                    "recorded_by": "test",
+                }
+                for i in range(1, n + 1)
+            ],
+        )
+    key = make_api_key(["persons:read"])
+    with TestClient(create_app(day)) as client:
+        r = client.get("/api/v1/pilotage/absents-rdv/personnes?periode=2025-05&format=csv", headers={"X-API-Key": key})
+        assert r.status_code == 200, r.text[:300]
+    with session_scope(day) as s:
+        from sqlalchemy import func
+
+        assert s.scalar(select(func.count()).select_from(AccessRecord).where(AccessRecord.person_id.is_not(None))) == n
