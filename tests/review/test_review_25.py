@@ -207,3 +207,30 @@ def test_missed_rdvs_per_person_for_more_persons_than_a_statement_takes_paramete
         from sqlalchemy import func
 
         assert s.scalar(select(func.count()).select_from(AccessRecord).where(AccessRecord.person_id.is_not(None))) == n
+
+
+def test_the_transition_csv_holds_every_person_not_the_json_page(day, tmp_path, make_api_key):
+    """`format=csv` is the list staff open in a spreadsheet: without a `limit` it holds every person listed,
+    not the JSON's first page of 50 with nothing saying the rest was cut."""
+    import csv
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    foyers = [
+        foyer(person(None, nom=f"NOM{i:03d}", prenom="ANNE", dtnai=date(1980, 1, 1 + i % 28)), matricule=f"{i:07d}")
+        for i in range(1, 56)
+    ]
+    _ingest(day, tmp_path, date(2024, 2, 15), foyers, initial_stock=True)
+    refresh_pending(get_engine(day))
+    key = make_api_key(["persons:read"])
+    with TestClient(create_app(day)) as client:
+        page = client.get("/api/v1/worklist/transition-ce?as_of=2026-12-06", headers={"X-API-Key": key}).json()
+        assert (page["total"], len(page["items"])) == (55, 50)
+        r = client.get("/api/v1/worklist/transition-ce?as_of=2026-12-06&format=csv", headers={"X-API-Key": key})
+        assert r.status_code == 200, r.text
+        assert len(list(csv.reader(io.StringIO(r.content.decode("utf-8-sig")), delimiter=";"))) == 1 + 55
+        r = client.get("/api/v1/worklist/contrats?as_of=2026-12-06&format=csv&limit=2", headers={"X-API-Key": key})
+        assert r.status_code == 200, r.text
