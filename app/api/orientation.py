@@ -14,7 +14,7 @@ from sqlalchemy import select
 from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep, run_write
 from app.audit.chain import record_action
 from app.clock import today
-from app.db import write_transaction
+from app.db import one_of, write_transaction
 from app.errors import Unprocessable
 from app.kit.csv import write_csv
 from app.models import EntryEpisode, OrientationEvent, Person
@@ -490,6 +490,9 @@ CONTRACT_CSV_COLUMNS = (
 )
 
 
+LIST_LIMIT = "rows per page: 50 by default in JSON; a CSV holds every row unless a limit is given"
+
+
 def _fr_day(day: date | None) -> str:
     return day.strftime("%d/%m/%Y") if day else ""
 
@@ -518,7 +521,7 @@ def contract_worklist(
     past: Annotated[bool | None, Query(description="Only those past their deadline (or not)")] = None,
     departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+    limit: Annotated[int | None, Query(ge=1, le=10_000, description=LIST_LIMIT)] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Any:
     day = as_of or today(settings)
@@ -527,9 +530,9 @@ def contract_worklist(
     found = waiting_contract(session.connection(), deps, day, warning)
     if past is not None:
         found = [w for w in found if w.past is past]
-    page = found[offset : offset + limit]
+    page = found[offset:] if limit is None and format == "csv" else found[offset : offset + (limit or 50)]
     ids = [w.episode.person_id for w in page]
-    persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
+    persons = {p.id: p for p in session.scalars(select(Person).where(one_of(session.connection(), Person.id, ids)))}
     states = states_as_of(session.connection(), ids, day)
     person_service.audit_reads(request, session, principal, "worklist.contrats", [persons[i] for i in ids])
     items = []
@@ -640,16 +643,16 @@ def transition_worklist(
     as_of: Annotated[IsoDate | None, Query(description="Seen from this date (default: today)")] = None,
     departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])$")] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+    limit: Annotated[int | None, Query(ge=1, le=10_000, description=LIST_LIMIT)] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Any:
     day = as_of or today(settings)
     deps = principal.chosen_departements(departement)
     deadline = settings.ce_transition_deadline
     found = transition(session.connection(), deps, day)
-    page = found[offset : offset + limit]
+    page = found[offset:] if limit is None and format == "csv" else found[offset : offset + (limit or 50)]
     ids = [t.person_id for t in page]
-    persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
+    persons = {p.id: p for p in session.scalars(select(Person).where(one_of(session.connection(), Person.id, ids)))}
     states = states_as_of(session.connection(), ids, day)
     person_service.audit_reads(request, session, principal, "worklist.transition_ce", [persons[i] for i in ids])
     items = []

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
+from app.db import one_of
 from app.errors import NotConfigured, Unprocessable
 from app.models import Person
 from app.orientation.episodes import pending_count
@@ -211,7 +212,7 @@ def missed_rdvs(
     items = absences.missed_rdvs(session.connection(), deps, period, day)
     # a read of named persons, like the worklist: one audit row per person listed, before the answer is sent
     ids = sorted({m.person_id for m in items})
-    persons = list(session.scalars(select(Person).where(Person.id.in_(ids)))) if ids else []
+    persons = list(session.scalars(select(Person).where(one_of(session.connection(), Person.id, ids))))
     person_service.audit_reads(request, session, principal, "pilotage.absents_rdv", persons)
     session.commit()
     if format == "csv":

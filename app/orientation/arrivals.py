@@ -102,6 +102,7 @@ def _apply_chunk(session: Session, settings: Settings, departement: str, after: 
                     row.recorded_by,
                     SOURCE.get(row.source, row.source),
                     refresh=False,
+                    kept_aside=True,  # checked when kept: a CER dated 2025 kept before the refusal is applied
                 )
         except (PasserelleError, ValidationError, ValueError) as exc:
             row.status, row.person_id = pending.DROPPED, person.id

@@ -162,7 +162,7 @@ def transition(conn: Connection, departements: Sequence[str], day: date) -> list
         select(OrientationEvent.__table__).where(one_of(conn, oe.person_id, candidates), oe.event_date <= day)
     ):
         events[r.person_id].append(r)
-    reoriented = _oriented_since_2025(conn, candidates, day)
+    reoriented = _entered_or_oriented_since(conn, candidates, day)
     p = Person.__table__.c
     departement_of = dict(conn.execute(select(p.id, p.departement_code).where(one_of(conn, p.id, candidates))).all())
     present = in_droits_devoirs_on(conn, candidates, day)
@@ -176,8 +176,8 @@ def transition(conn: Connection, departements: Sequence[str], day: date) -> list
         )  # an orientation France Travail only recommended (`ft_statut` PRECONISE) is no orientation
         if any(r.type == "orientation" and r.event_date >= CE_IN_FORCE for r in evs):
             continue  # a new orientation decision: the one-month clock applies (`waiting_contract`)
-        if any(r.type == CONTRAT_ENGAGEMENT for r in evs):
-            continue
+        if any(r.type == CONTRAT_ENGAGEMENT or (r.type == "contrat" and r.event_date >= CE_IN_FORCE) for r in evs):
+            continue  # a CER / PPAE dated since 2025, recorded before the service refused them, is the CE signed
         before = [r for r in evs if r.type in ("orientation", "referent") and r.event_date < CE_IN_FORCE]
         last = before[-1] if before else None
         known = [d for d in (stock_since.get(pid), last.event_date if last is not None else None) if d is not None]
@@ -192,9 +192,10 @@ def transition(conn: Connection, departements: Sequence[str], day: date) -> list
     return out
 
 
-def _oriented_since_2025(conn: Connection, ids: Sequence[int], day: date) -> set[int]:
-    """Persons whose latest entry episode is oriented on `day` by an orientation dated since 2025 (a nouvel
-    entrant again: the one-month clock applies)."""
+def _entered_or_oriented_since(conn: Connection, ids: Sequence[int], day: date) -> set[int]:
+    """Persons whose latest entry episode on `day` is not oriented on `day` (a nouvel entrant again, waiting
+    or gone: an entry episode means no follow-up was in progress, criterion 3), or is oriented on `day` by an
+    orientation dated since 2025 (the one-month clock applies)."""
     ee = EntryEpisode.__table__.c
     rows = conn.execute(
         select(ee.person_id, ee.outcome, ee.end_on, ee.type_parcours, ee.orientations, ee.t0, ee.rank)
@@ -205,5 +206,7 @@ def _oriented_since_2025(conn: Connection, ids: Sequence[int], day: date) -> set
     return {
         pid
         for pid, r in latest.items()
-        if (o := orientation_as_of(r, day)) is not None and o >= CE_IN_FORCE and outcome_as_of(r, day) == ORIENTED
+        # an entry episode says no follow-up was in progress (criterion 3): waiting (or left) on the day, the
+        # person is the orientation worklist's; oriented since 2025, `waiting_contract`'s
+        if outcome_as_of(r, day) != ORIENTED or ((o := orientation_as_of(r, day)) is not None and o >= CE_IN_FORCE)
     }

@@ -109,17 +109,26 @@ class EventIn(InputModel):
             raise ValueError("a referent event needs structure or organisme")
         if self.date < date(2000, 1, 1):
             raise ValueError("date is before 2000")
-        if self.type == "contrat" and self.date >= CE_IN_FORCE:
-            raise ValueError(
-                f"a contrat {self.contrat} dated {self.date.isoformat()} is refused: since 2025-01-01 the contrat"
-                " d'engagement replaces the CER and the PPAE; send a contrat_engagement event (with its organisme)"
-            )
         return self
 
     @property
     def contrat_type(self) -> str | None:
         """The contract's kind as stored (`orientation_events.contrat_type`): CER, PPAE, or CE."""
         return CE if self.type == CONTRAT_ENGAGEMENT else self.contrat
+
+
+def refuse_replaced_contract(event: EventIn) -> None:
+    """Since 1 January 2025 the contrat d'engagement replaces the CER and the PPAE: a NEW `contrat` dated since
+    is refused (422). Checked where an event would be stored or kept aside (`record_event`,
+    `record_by_reference`), not in `EventIn`: a replay of one stored, or kept aside, before the service refused
+    them (same external_id, or same content) is answered as known; one kept aside then is applied when its
+    person arrives (`record_once(..., kept_aside=True)`)."""
+    if event.type == "contrat" and event.date >= CE_IN_FORCE:
+        raise Unprocessable(
+            f"a contrat {event.contrat} dated {event.date.isoformat()} is refused: since 2025-01-01 the contrat"
+            " d'engagement replaces the CER and the PPAE; send a contrat_engagement event (with its organisme)",
+            [{"loc": ["body", "contrat"], "msg": "CER and PPAE are refused from 2025-01-01"}],
+        )
 
 
 def _check_date(event: EventIn, settings: Settings) -> None:
@@ -149,12 +158,14 @@ def record_event(
     source: str = "api",
     *,
     refresh: bool = True,
+    kept_aside: bool = False,
 ) -> tuple[OrientationEvent, bool]:
     """Store the event (or find it again by its external_id); recompute the person's episodes (unless the
     caller does it for many persons at once: `refresh=False`).
 
     Returns (event, created). A replay with the same external_id and content is a no-op; with another
-    content it is a conflict: corrections are new events that supersede.
+    content it is a conflict: corrections are new events that supersede. `kept_aside`: an event kept aside
+    (`pending`), checked by the rules in force when it was kept (`refuse_replaced_contract`).
     """
     _check_date(event, settings)
     dep = person.departement_code
@@ -185,6 +196,8 @@ def record_event(
         if target is None:
             raise Unprocessable("supersedes: no such event for this person", [{"loc": ["body", "supersedes"]}])
         supersedes_id = target.id
+    if not kept_aside:
+        refuse_replaced_contract(event)
     row = OrientationEvent(
         person_id=person.id,
         departement_code=dep,
@@ -257,6 +270,7 @@ def record_once(
     source: str,
     *,
     refresh: bool = True,
+    kept_aside: bool = False,
 ) -> tuple[OrientationEvent, str]:
     """`record_event` for events sent by person reference (CSV rows, `POST /api/v1/events`, events kept
     aside): the same external_id is the same event (or a conflict, as in `record_event`), and so is an
@@ -270,12 +284,14 @@ def record_once(
             )
         )
         if used is not None:
-            row, _ = record_event(session, settings, person, event, recorded_by, source, refresh=refresh)
+            row, _ = record_event(
+                session, settings, person, event, recorded_by, source, refresh=refresh, kept_aside=kept_aside
+            )
             return row, KNOWN_BY_EXTERNAL_ID
     twin = known_by_content(session, person, event)
     if twin is not None:
         return twin, KNOWN_BY_CONTENT
-    row, _ = record_event(session, settings, person, event, recorded_by, source, refresh=refresh)
+    row, _ = record_event(session, settings, person, event, recorded_by, source, refresh=refresh, kept_aside=kept_aside)
     return row, APPLIED
 
 
@@ -355,6 +371,7 @@ def record_by_reference(
             session, settings, person, event, recorded_by, "import" if source == "csv" else source, refresh=refresh
         )
         return ReferenceOutcome(status, person=person, event=row)
+    refuse_replaced_contract(event)
     fields = event.model_dump(mode="json", exclude_none=True)
     kept, status = pending.keep(session, settings, departement, ref, fields, source=source, recorded_by=recorded_by)
     return ReferenceOutcome("pending" if status == pending.PENDING else f"pending_{status}", pending=kept)
