@@ -511,9 +511,9 @@ class _Timeline:
         criteria = self._criteria(fact)
         if all(c.held for c in criteria.values()):
             self.episode = Episode(t0=fact.received_on, t0_file_id=fact.file_id, criteria=criteria)
-            clock, reason = self._legal_clock(fact, previous)
+            clock, reason, received_on = self._legal_clock(fact, previous)
             self.episode.legal_clock, self.episode.legal_clock_reason = clock, reason
-            self.episode.legal_deadline = legal_deadline_from(fact.received_on, self.config) if clock else None
+            self.episode.legal_deadline = legal_deadline_from(received_on, self.config) if clock else None
             self.episodes.append(self.episode)
         elif not was_in:
             failed = [name for name, c in criteria.items() if not c.held]
@@ -541,35 +541,45 @@ class _Timeline:
             "sans_suivi": Criterion(not self.suivi.in_progress, _suivi_reason(self.suivi), []),
         }
 
-    def _legal_clock(self, fact: FluxFact, previous: FluxFact | None) -> tuple[str | None, str]:
+    def _legal_clock(self, fact: FluxFact, previous: FluxFact | None) -> tuple[str | None, str, date]:
         """Did the T0 file bring "l'information relative soit à l'ouverture du droit au revenu de solidarité
         active, soit au transfert du droit au revenu de solidarité active dans son département" (CASF art.
         D.262-65-2)? Read from the person's last file before T0 (`previous`) and the state at the end of the
         previous month: docs/rules.md, "The legal deadline (décret n° 2024-1244)". The reason, either way
-        (at most 200 characters: `entry_episodes.legal_clock_reason`)."""
-        m1_day = previous_month_end(fact.received_on)
-        prior = self._state_at(m1_day)
+        (at most 200 characters: `entry_episodes.legal_clock_reason`).
+        The clock counts from the reception of the file that brought the information (returned third): the T0
+        file, or, when the right opened in an earlier file while the person was not yet in droits et devoirs
+        (not soumis, another role), that earlier file, if received since the first day of the month before
+        T0's (the window of docs/rules.md, "Settled in issue #22"); an opening older than that is no clock."""
+        t0 = fact.received_on
         if fact.transfer_in_on is not None and not _right_open(previous) and not self._transfer_known(fact):
             origin = f" from {fact.transfer_in_from}" if fact.transfer_in_from else ""
-            return TRANSFERT_DROIT, (
-                f"transfer of the right into the département{origin} (OrganismeCedant, DDARRMUT "
-                f"{fact.transfer_in_on.isoformat()})"
+            return (
+                TRANSFERT_DROIT,
+                (
+                    f"transfer of the right into the département{origin} (OrganismeCedant, DDARRMUT "
+                    f"{fact.transfer_in_on.isoformat()})"
+                ),
+                t0,
             )
         if previous is None:
-            return OUVERTURE_DROIT, "opening of the right: no earlier file showed the person"
+            return OUVERTURE_DROIT, "opening of the right: no earlier file showed the person", t0
         seen = f"the file of {previous.received_on.isoformat()}"
         if not previous.present:
-            return OUVERTURE_DROIT, f"opening of the right: absent from the previous file ({seen})"
+            return OUVERTURE_DROIT, f"opening of the right: absent from the previous file ({seen})", t0
         if previous.etat is None or previous.etat not in DROIT_OUVERT:
-            return OUVERTURE_DROIT, f"opening of the right: no open right in {seen} (ETATDOSRSA {previous.etat})"
+            return OUVERTURE_DROIT, f"opening of the right: no open right in {seen} (ETATDOSRSA {previous.etat})", t0
         if previous.numdemrsa and fact.numdemrsa and previous.numdemrsa != fact.numdemrsa:
-            return OUVERTURE_DROIT, f"opening of the right: a new RSA demand (NUMDEMRSA changed since {seen})"
-        if prior is None and self.flux[0].initial_stock and self.flux[0].received_on > m1_day:
-            prior = self.flux[0]  # the stock's state stands for the months before it, as in `_criteria`
-        if not _right_open(prior):
-            return OUVERTURE_DROIT, (
-                f"opening of the right: no open right at the end of the previous month; opened this month before T0 "
-                f"(last file: {seen})"
+            return OUVERTURE_DROIT, f"opening of the right: a new RSA demand (NUMDEMRSA changed since {seen})", t0
+        opened = self._opened_in(fact)
+        if opened is not None and opened.received_on >= previous_month_end(t0).replace(day=1):
+            return (
+                OUVERTURE_DROIT,
+                (
+                    f"opening of the right in the file of {opened.received_on.isoformat()}, before the entry in droits "
+                    "et devoirs: the six weeks count from that file"
+                ),
+                opened.received_on,
             )
         if previous.etat in SUSPENDED or not is_versable(previous, self.config):
             why = f"end of a suspension (ETATDOSRSA {previous.etat} in {seen})"
@@ -579,7 +589,25 @@ class _Timeline:
             why = f"back under the 500 € threshold (TOPPERSDRODEVORSA), right already open in {seen}"
         else:
             why = f"right already open in {seen}"
-        return None, f"no legal clock (neither the opening nor the transfer of the right): {why}"
+        if opened is not None:
+            why += f", since {opened.received_on.isoformat()}"
+        return None, f"no legal clock (neither the opening nor the transfer of the right): {why}", t0
+
+    def _opened_in(self, fact: FluxFact) -> FluxFact | None:
+        """The file that showed the right open first, in the run of files with an open right that ends just
+        before `fact` (None when that run starts at the initial stock: the right was open before the service
+        knew the person, or when the file before `fact` shows no open right)."""
+        opened = None
+        for f in self.flux:
+            if (f.received_on, f.order) >= (fact.received_on, fact.order):
+                break
+            if not _right_open(f):
+                opened = None
+            elif opened is None:
+                opened = f
+        if opened is not None and opened.initial_stock:
+            return None
+        return opened
 
     def _transfer_known(self, fact: FluxFact) -> bool:
         """An earlier file already carried this transfer in (OrganismeCedant stays on the dossier's files)."""

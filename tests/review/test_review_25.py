@@ -236,17 +236,16 @@ def test_the_transition_csv_holds_every_person_not_the_json_page(day, tmp_path, 
         assert r.status_code == 200, r.text
 
 
-@pytest.mark.xfail(strict=True, reason="review #25, not fixed: a reading for the lead (see the docstring)")
 def test_an_opening_received_before_t0_in_the_same_month_counts_from_its_own_reception():
     """The right opens in the file received on 02/03 (the person not yet soumis: TOPPERSDRODEVORSA 0) and the
-    person becomes soumis in the file of 05/03 (T0). `_legal_clock` calls it the opening of the right ("opened
-    this month before T0") but counts the six weeks from T0 (16/04), not from "la réception par ses services
-    de l'information relative à l'ouverture du droit" (02/03 -> 13/04). The same facts one month apart
-    (opening 20/02, T0 05/03) give no clock at all ("back under the 500 € threshold"): the classification
-    depends on the calendar month, not on what the file said."""
+    person becomes soumis in the file of 05/03 (T0): the six weeks count from "la réception par ses services
+    de l'information relative à l'ouverture du droit" (02/03 -> 13/04), not from T0 (16/04). The same facts
+    one month apart (opening 20/02, T0 05/03) are an opening too (20/02 -> 03/04): the classification no
+    longer depends on the calendar month (it once did: review of issue #25)."""
     from tests.rules.test_legal_deadline import fact, only_episode
 
     same_month = only_episode([fact(date(2025, 3, 2), sdd=False), fact(date(2025, 3, 5))])
     month_before = only_episode([fact(date(2025, 2, 20), sdd=False), fact(date(2025, 3, 5))])
     assert same_month.legal_deadline == date(2025, 4, 13)
     assert (month_before.legal_clock is None) == (same_month.legal_clock is None)
+    assert month_before.legal_deadline == date(2025, 4, 3)

@@ -134,11 +134,23 @@ def test_a_new_rsa_demand_is_an_opening():
     assert ep.legal_clock == OUVERTURE_DROIT and "NUMDEMRSA" in (ep.legal_clock_reason or "")
 
 
-def test_opened_this_month_before_t0_is_an_opening_counted_from_t0():
-    """Closed at the end of February; opened above the threshold on 03/03; soumis on 10/03 (T0)."""
+def test_opened_before_t0_counts_from_the_file_that_brought_the_opening():
+    """Closed in February; opened above the threshold on 03/03; soumis on 10/03 (T0): the decree counts from
+    "la réception [...] de l'information relative à l'ouverture du droit", the file of 03/03 (03/03 + 42 days
+    = 14/04), not from T0 (21/04)."""
     ep = only_episode([fact(date(2025, 2, 10), etat="5"), fact(date(2025, 3, 3), sdd=False), fact(date(2025, 3, 10))])
     assert ep.t0 == date(2025, 3, 10)
-    assert (ep.legal_clock, ep.legal_deadline) == (OUVERTURE_DROIT, date(2025, 4, 21))
+    assert (ep.legal_clock, ep.legal_deadline) == (OUVERTURE_DROIT, date(2025, 4, 14))
+    assert "file of 2025-03-03" in (ep.legal_clock_reason or "")
+
+
+def test_an_opening_counts_back_to_the_first_day_of_the_previous_month_not_before():
+    """The window of docs/rules.md: an opening received on 01/02 still counts for a T0 on 05/03 (01/02 + 42 =
+    15/03); one received on 31/01 is too old (the right was open for over a month: no clock)."""
+    ep = only_episode([fact(date(2025, 1, 20), etat="5"), fact(date(2025, 2, 1), sdd=False), fact(date(2025, 3, 5))])
+    assert (ep.legal_clock, ep.legal_deadline) == (OUVERTURE_DROIT, date(2025, 3, 15))
+    ep = only_episode([fact(date(2025, 1, 20), etat="5"), fact(date(2025, 1, 31), sdd=False), fact(date(2025, 3, 5))])
+    assert ep.legal_clock is None and "since 2025-01-31" in (ep.legal_clock_reason or "")
 
 
 def test_the_clock_does_not_depend_on_the_orientation():
