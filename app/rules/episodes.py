@@ -145,7 +145,8 @@ class Episode:
     # The legal deadline of CASF art. D.262-65-2 (décret n° 2024-1244; docs/rules.md, "The legal deadline"):
     # `legal_clock` is OUVERTURE_DROIT or TRANSFERT_DROIT when the T0 file brought the information on the
     # opening or the transfer of the right, else None; `legal_clock_reason` says why either way;
-    # `legal_deadline` = T0 + 42 days, the first day France Travail may orient (None without a clock).
+    # `legal_deadline` = the reception of the file that brought it + 42 days (T0's, or an opening received before T0
+    # while the person was not yet in droits et devoirs): the first day France Travail may orient (None: no clock).
     legal_clock: str | None = None
     legal_clock_reason: str | None = None
     legal_deadline: date | None = None
@@ -732,6 +733,8 @@ def _attach(episodes: list[Episode], ev: Event) -> None:
     elif ev.type == "referent" and target.orientation is not None and ev is not target.orientation:
         target.referents.append((ev.on, ev.structure or ev.organisme))
     elif ev.type == "orientation" and target.orientation is not None and ev is not target.orientation:
+        if ev.by_france_travail and target.orientations and target.orientations[-1][1] == ev.type_parcours:
+            return  # France Travail's record of the parcours in force (its own date): no new decision
         target.orientations.append((ev.on, ev.type_parcours))  # a re-orientation: the contract's clock restarts
 
 

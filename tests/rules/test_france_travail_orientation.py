@@ -43,3 +43,20 @@ def test_the_platform_s_orientation_of_the_same_day_first_whatever_the_order():
         [ep] = compute_episodes(FACTS, list(events)).episodes
         seen.add((ep.oriented_by, ep.orientation.organisme if ep.orientation else None, ep.end_on))
     assert seen == {("orientation", "DEPARTEMENT", day)}
+
+
+def test_france_travail_s_record_of_the_parcours_in_force_is_no_re_orientation():
+    """The platform orients on 20/03 (social); France Travail's answer gives the same parcours decided on
+    25/03 (its own record of it, e.g. the Département's push dated by France Travail): the contract's clock
+    stays at 20/03. A France Travail decision of another parcours is a re-orientation: the clock restarts."""
+    from app.rules.episodes import contract_deadline_as_of
+
+    platform = Event("orientation", date(2025, 3, 20), "p", "DEPARTEMENT", "social")
+    echo = Event("orientation", date(2025, 3, 25), "ft:e", "DEPARTEMENT", "social", by_france_travail=True)
+    [ep] = compute_episodes(FACTS, [platform, echo]).episodes
+    assert ep.orientations == [(date(2025, 3, 20), "social")]
+    assert contract_deadline_as_of(ep, date(2025, 4, 30)) == date(2025, 4, 20)
+    other = Event("orientation", date(2025, 5, 2), "ft:o", "FRANCE_TRAVAIL", "professionnel", by_france_travail=True)
+    [ep] = compute_episodes(FACTS, [platform, echo, other]).episodes
+    assert ep.orientations == [(date(2025, 3, 20), "social"), (date(2025, 5, 2), "professionnel")]
+    assert contract_deadline_as_of(ep, date(2025, 5, 10)) == date(2025, 6, 2)

@@ -89,9 +89,11 @@ def _categorie(n: int) -> dict[str, str]:
 
 
 def orientations_answer(state: FakeState, nir13: str) -> Response:
-    """lectureOrientation: what a test set for the NIR (`known_orientations`), else the orientations the
-    Département pushed, else one drawn: 204 for six persons in ten, a DECIDE for two (France Travail oriented
-    them, decided 10 to 39 days ago), a PRECONISE for one, a DECIDE after a PRECONISE for one."""
+    """lectureOrientation: what a test or the demo set for the NIR (`known_orientations`), else the
+    orientations the Département pushed, else one drawn: 204 for seven persons in ten, a PRECONISE for three.
+    Never a DECIDE of its own: France Travail decides an orientation after the Département's six weeks (CASF
+    art. D.262-65-2), which the fake cannot know; a drawn decision, dated at random, would end episodes the
+    platform is still working on and restart contract clocks (the demo sets one such person explicitly)."""
     if nir13 in state.known_orientations:
         known = state.known_orientations[nir13]
         return JSONResponse(known) if known is not None else Response(status_code=204)
@@ -99,14 +101,10 @@ def orientations_answer(state: FakeState, nir13: str) -> Response:
     if pushed:
         return JSONResponse(pushed)
     n = _draw("orientation", state, nir13)
-    kind = n % 10
-    if kind < 6:
+    if n % 10 < 7:
         return Response(status_code=204)
-    decided = date.fromtimestamp(time.time()) - timedelta(days=10 + n % 30)
-    parcours = ("PED", "PSP", "PSO")[n % 3]
-    preconise = ft_orientation("PRECONISE", parcours, decided - timedelta(days=5), n)
-    decide = ft_orientation("DECIDE", parcours, decided, n)
-    return JSONResponse({6: [decide], 7: [decide], 8: [preconise], 9: [preconise, decide]}[kind])
+    recommended = date.fromtimestamp(time.time()) - timedelta(days=10 + n % 30)
+    return JSONResponse([ft_orientation("PRECONISE", ("PED", "PSP", "PSO")[n % 3], recommended, n)])
 
 
 def ft_orientation(statut: str, parcours: str, day: date, n: int = 0, organisme: str = "FT") -> dict[str, Any]:
