@@ -31,6 +31,7 @@ from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.france_travail.fake import pointed_at, running_fake
 from app.france_travail.fake.answers import ft_orientation
+from app.france_travail.fake.state import FakeState
 from app.france_travail.sync import SyncOptions, run_sync
 from app.kit.files import private_dir
 from app.logging import configure_logging
@@ -204,6 +205,7 @@ def _print_audit_seal(engine: Engine, settings: Settings, console: Console) -> N
     )
 
 
+FAKE_SEED = 1  # the France Travail simulator's: who it knows, always the same way
 FT_OUTCOMES = {
     "found": "trouvé, identité certifiée",
     "not_certified": "trouvé, identité non certifiée",
@@ -218,9 +220,9 @@ FT_OUTCOMES = {
 def _france_travail(settings: Settings, console: Console) -> Table:
     """`ft sync` of the département against the fake France Travail; the statuts found, as a table."""
 
-    with running_fake(seed=1) as base:
+    with running_fake(seed=FAKE_SEED) as base:
         ft = pointed_at(settings, base, ft_max_concurrency=16, ft_rate_per_second=0.0)
-        _oriented_by_france_travail(settings, base)
+        _oriented_by_france_travail(settings, base, FAKE_SEED)
         client = FranceTravailClient(ft)
         try:
             with Progress(console=console, transient=True) as progress:
@@ -283,28 +285,32 @@ def _legal_cell(deadline: date | None, day: date, warning_days: int) -> str:
     return deadline.strftime("%d/%m/%Y")
 
 
-def _oriented_by_france_travail(settings: Settings, base: str) -> None:
+def _oriented_by_france_travail(settings: Settings, base: str, seed: int) -> None:
     """The decree's case (issue #25): a person still waiting more than six weeks after T0 whom France Travail
-    orients: the fake answers a DECIDE dated T0 + 45 days for them (the demo's one such person)."""
+    orients: the fake answers a DECIDE dated T0 + 45 days for them (the demo's one such person: the first
+    whom the simulator of this seed knows, certified)."""
     day = today(settings)
     with session_scope(settings) as session:
-        row = session.execute(
+        rows = session.execute(
             select(EntryEpisode.t0, Person.nir_encrypted)
             .join(Person, Person.id == EntryEpisode.person_id)
             .where(EntryEpisode.outcome == "en_attente", EntryEpisode.t0 <= day - timedelta(days=46))
             .where(Person.nir_encrypted.is_not(None), Person.date_naissance.is_not(None))
             .order_by(EntryEpisode.t0, EntryEpisode.person_id)
-            .limit(1)
-        ).first()
-    if row is None:
-        return
-    decided = row.t0 + timedelta(days=45)
-    nir13 = NirProtector(settings.encryption_keys, settings.hmac_key).decrypt(row.nir_encrypted)
-    httpx.post(
-        f"{base}/_fake/orientations",
-        json={"nir13": nir13[:13], "orientations": [ft_orientation("DECIDE", "PSP", decided)]},
-        timeout=5,
-    ).raise_for_status()
+            .limit(100)
+        ).all()
+    nirs = NirProtector(settings.encryption_keys, settings.hmac_key)
+    simulator = FakeState(seed=seed)
+    for t0, encrypted in rows:
+        nir13 = nirs.decrypt(encrypted)[:13]
+        if simulator.kind(nir13) == "certified":
+            decided = t0 + timedelta(days=45)
+            httpx.post(
+                f"{base}/_fake/orientations",
+                json={"nir13": nir13, "orientations": [ft_orientation("DECIDE", "PSP", decided)]},
+                timeout=5,
+            ).raise_for_status()
+            return
 
 
 def _print_worklist(settings: Settings, day: date, console: Console) -> None:
