@@ -302,7 +302,7 @@ def _oriented_by_france_travail(settings: Settings, base: str, seed: int) -> Non
     nirs = NirProtector(settings.encryption_keys, settings.hmac_key)
     simulator = FakeState(seed=seed)
     for t0, encrypted in rows:
-        nir13 = nirs.decrypt(encrypted)[:13]
+        nir13 = nirs.decrypt(encrypted or "")[:13]  # never empty: the query keeps persons with a NIR
         if simulator.kind(nir13) == "certified":
             decided = t0 + timedelta(days=45)
             httpx.post(
