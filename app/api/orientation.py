@@ -416,27 +416,65 @@ def worklist(
         LegalFilter | None,
         Query(description="Only those whose legal deadline is past, near (within the warning days), or either"),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: Annotated[int, Query(ge=1, le=200, description="A page (JSON); a CSV holds every person")] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> Worklist:
+    format: Annotated[
+        Literal["json", "csv"], Query(description="csv: every person the filters keep, for Excel")
+    ] = "json",
+) -> Any:
     day = today(settings)
     deps = principal.chosen_departements(departement)
     warning = settings.legal_deadline_warning_days
-    page = worklist_page(
-        session,
-        deps,
-        day,
-        overdue=overdue,
-        commune=commune,
-        organisme=organisme,
-        sort=sort,
-        legal=legal_deadline,
-        warning_days=warning,
-        limit=limit,
-        offset=offset,
-    )
+
+    def page_of(size: int, start: int) -> Any:
+        return worklist_page(
+            session,
+            deps,
+            day,
+            overdue=overdue,
+            commune=commune,
+            organisme=organisme,
+            sort=sort,
+            legal=legal_deadline,
+            warning_days=warning,
+            limit=size,
+            offset=start,
+        )
+
+    if format == "csv":
+        items: list[WorklistItem] = []
+        while True:  # every person, a thousand at a time (each page's reads audited before the next)
+            chunk = page_of(1000, len(items))
+            person_service.audit_reads(request, session, principal, "worklist.read", [e.person for e in chunk.entries])
+            items += [_worklist_item(e, day, warning) for e in chunk.entries]
+            if len(chunk.entries) < 1000:
+                break
+        rows = ([_csv_value(getattr(i, name)) for name in WORKLIST_CSV_FIELDS] for i in items)
+        return _csv_response(tuple(WORKLIST_CSV_COLUMNS), rows, f"liste_de_travail_au_{day.isoformat()}.csv")
+    page = page_of(limit, offset)
     person_service.audit_reads(request, session, principal, "worklist.read", [e.person for e in page.entries])
     return Worklist(as_of=day, total=page.total, items=[_worklist_item(e, day, warning) for e in page.entries])
+
+
+# The worklist's CSV: French headers, dates jj/mm/aaaa, oui/non (the JSON's fields, in this order)
+WORKLIST_CSV = {
+    "person_id": "id_personne", "nom": "nom", "prenom": "prenom", "date_naissance": "date_naissance",
+    "matricule": "matricule", "role": "role", "adresse": "adresse", "code_postal": "code_postal",
+    "commune": "commune", "nom_commune": "nom_commune", "caf_msa": "caf_msa", "t0": "date_entree_t0",
+    "days_elapsed": "jours_ecoules", "deadline_15_days": "echeance_15_jours",
+    "deadline_one_month": "echeance_un_mois", "overdue": "hors_delai_15_jours", "invitation_on": "invitation",
+    "rdv_orientation_on": "rdv_orientation", "legal_clock": "horloge_legale", "legal_deadline": "echeance_legale",
+    "legal_deadline_alert": "alerte_echeance_legale", "preconisation_france_travail": "preconisation_france_travail",
+}  # fmt: skip
+WORKLIST_CSV_FIELDS, WORKLIST_CSV_COLUMNS = list(WORKLIST_CSV), list(WORKLIST_CSV.values())
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "oui" if value else "non"
+    if isinstance(value, date):
+        return value.strftime("%d/%m/%Y")
+    return "" if value is None else value
 
 
 # -- the contrat d'engagement (issue #25, item 3) -------------------------------------------------------------

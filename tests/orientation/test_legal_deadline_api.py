@@ -9,11 +9,11 @@ import csv
 import io
 from datetime import date, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.clock import today
 from app.db import get_engine, session_scope
-from app.models import EntryEpisode, Person
+from app.models import AccessRecord, EntryEpisode, Person
 from app.orientation.episodes import refresh_pending
 from app.pilotage.dashboard import build, render
 from app.pilotage.extract import rows as extract_rows
@@ -139,8 +139,25 @@ def test_worklist_sorted_flagged_and_filtered_by_legal_deadline(client, db, make
     assert [i["person_id"] for i in near["items"]] == [ids["N"]]
     both = client.get("/api/v1/worklist?legal_deadline=past_or_near&sort=legal_deadline", headers=h).json()
     assert [i["person_id"] for i in both["items"]] == [ids["P"], ids["N"]]
-    for bad in ("sort=nom", "legal_deadline=soon"):
+    for bad in ("sort=nom", "legal_deadline=soon", "format=xlsx"):
         assert client.get(f"/api/v1/worklist?{bad}", headers=h).status_code == 422, bad
+
+    # the CSV: every person the filters keep (not a page), French headers, jj/mm/aaaa, oui/non, audited
+    with session_scope(db) as s:
+        audited = s.scalar(select(func.count()).select_from(AccessRecord).where(AccessRecord.action == "worklist.read"))
+    r = client.get("/api/v1/worklist?format=csv&sort=legal_deadline&limit=1", headers=h)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
+    lines = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig")), delimiter=";"))
+    assert [int(line["id_personne"]) for line in lines] == [ids[k] for k in "PNLX"]
+    first = lines[0]
+    deadline = (t["P"] + timedelta(days=42)).strftime("%d/%m/%Y")
+    assert (first["horloge_legale"], first["echeance_legale"], first["hors_delai_15_jours"]) == (
+        "ouverture_droit", deadline, "oui")  # fmt: skip
+    assert first["alerte_echeance_legale"] == f"France Travail peut orienter depuis le {deadline}"
+    assert lines[3]["echeance_legale"] == "" and lines[0]["nom"] == "NOMP"
+    with session_scope(db) as s:
+        after = s.scalar(select(func.count()).select_from(AccessRecord).where(AccessRecord.action == "worklist.read"))
+    assert after == audited + 4  # each person written to the CSV is a read
 
 
 def test_worklist_warning_days_is_a_setting(client, db, make_api_key, tmp_path, monkeypatch):
