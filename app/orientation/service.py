@@ -119,7 +119,8 @@ class EventIn(InputModel):
 
 def refuse_replaced_contract(event: EventIn) -> None:
     """Since 1 January 2025 the contrat d'engagement replaces the CER and the PPAE: a NEW `contrat` dated since
-    is refused (422). Checked where an event would be stored or kept aside (`record_event`,
+    is refused (422), and so is a `contrat_engagement` dated before (it did not exist). Checked where an event
+    would be stored or kept aside (`record_event`,
     `record_by_reference`), not in `EventIn`: a replay of one stored, or kept aside, before the service refused
     them (same external_id, or same content) is answered as known; one kept aside then is applied when its
     person arrives (`record_once(..., kept_aside=True)`)."""
@@ -128,6 +129,12 @@ def refuse_replaced_contract(event: EventIn) -> None:
             f"a contrat {event.contrat} dated {event.date.isoformat()} is refused: since 2025-01-01 the contrat"
             " d'engagement replaces the CER and the PPAE; send a contrat_engagement event (with its organisme)",
             [{"loc": ["body", "contrat"], "msg": "CER and PPAE are refused from 2025-01-01"}],
+        )
+    if event.type == "contrat_engagement" and event.date < CE_IN_FORCE:
+        raise Unprocessable(
+            f"a contrat_engagement dated {event.date.isoformat()} is refused: the contrat d'engagement exists from"
+            " 2025-01-01 (loi n° 2023-1196); a contract signed before is a contrat (CER or PPAE)",
+            [{"loc": ["body", "date"], "msg": "a contrat_engagement is dated from 2025-01-01"}],
         )
 
 

@@ -236,6 +236,9 @@ def test_a_cer_or_ppae_after_2025_is_refused_by_the_api_and_the_csv_import(day, 
         needs = client.post(f"/api/v1/persons/{pid}/events", headers={"X-API-Key": key},
                             json={"type": "contrat_engagement", "date": "2025-02-01"})  # fmt: skip
         assert needs.status_code == 422 and "organisme" in needs.text
+        ce_2024 = {"type": "contrat_engagement", "date": "2024-12-31", "organisme": "DEPARTEMENT"}
+        early = client.post(f"/api/v1/persons/{pid}/events", headers={"X-API-Key": key}, json=ce_2024)
+        assert early.status_code == 422 and "exists from 2025-01-01" in early.text, early.text
     text = (
         "matricule;role;evenement;date;organisme;type_parcours;structure\n"
         f"{MATRICULE['A']};DEM;contrat;02/01/2025;;CER;\n"
