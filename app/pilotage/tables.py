@@ -51,12 +51,14 @@ from app.pilotage.period import Period, PeriodError, end_of_day, month_of
 from app.pilotage.population import Row, age_band, band, episodes, in_period, waiting_by_age
 from app.rules.config import DROIT_OUVERT
 from app.rules.episodes import (
+    CE_IN_FORCE,
     ORIENTED,
     ORIENTED_BY_FRANCE_TRAVAIL,
     add_months,
     contract_after_orientation_as_of,
     contract_deadline_as_of,
     dated_items,
+    orientation_as_of,
     satisfies_clock,
 )
 
@@ -453,7 +455,10 @@ def contrats_engagement(ctx: Context) -> Table:
         )
         delay = (first - r.end_on).days if first is not None else None
         in_time = first is not None and first <= add_months(r.end_on, 1)
-        waiting = contract_after_orientation_as_of(r, ctx.as_of) is None
+        # the one-month clock is the law's since 2025: one oriented before (and not since) waits in the
+        # transition (`transition_sans_ce`), not here
+        clock = (orientation_as_of(r, ctx.as_of) or CE_IN_FORCE) >= CE_IN_FORCE
+        waiting = clock and contract_after_orientation_as_of(r, ctx.as_of) is None
         deadline = contract_deadline_as_of(r, ctx.as_of)
         late = waiting and deadline is not None and ctx.as_of > deadline
         dims = {"organisme": r.organisme or NOT_GIVEN, "type_parcours": r.type_parcours or NOT_GIVEN}

@@ -138,6 +138,11 @@ def test_the_contrats_engagement_table_hand_computed(day, scene):
             compute(conn, "contrats-engagement", ["055"], Period.parse("2025-03"), TODAY).value("transition_sans_ce")
             == 2
         )
+        # June 2024: F, oriented 10/06/2024 with a CER on 20/06: signed; a 2024 orientation is never "waiting"
+        # for a contrat d'engagement here (the one-month clock is the law's since 2025: the transition counts it)
+        june = compute(conn, "contrats-engagement", ["055"], Period.parse("2024-06"), date(2024, 6, 15))
+        assert (june.value("orientes_periode"), june.value("en_attente_contrat")) == (1, 0)
+        assert june.value("en_attente_contrat_hors_delai") == 0
         text = to_csv(t).decode("utf-8-sig")
         assert "Contrats signés dans le mois suivant l'orientation" in text
         # the dashboard shows the same figures beside the convention's (item 7)
