@@ -46,11 +46,6 @@ ORGANISMES = {"FT": "FRANCE_TRAVAIL", "CD": "DEPARTEMENT", "ML": "MISSION_LOCALE
 RESULTS = ("decide", "preconise", "unchanged", "own", "same_as_platform", "undated", "future")
 
 
-def orients(ft_statut: str | None, ft_parcours: str | None) -> bool:
-    """Whether a France Travail orientation orients an episode: decided, with one of the three parcours."""
-    return ft_statut == "DECIDE" and ft_parcours in PARCOURS
-
-
 def _day(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 

@@ -174,12 +174,27 @@ def as_rule_events(rows: Iterable[Any]) -> list[Event]:
     return [as_rule_event(r) for r in rows if not duplicate(r)]
 
 
+# A decision France Travail says it refused or cancelled (`decision.etat_decision`; its code list is not
+# published: any value naming a refusal, a rejection or a cancellation) decides nothing (docs/rules.md).
+REFUSED_DECISION = ("REFUS", "REJET", "ANNUL")
+
+
+def _ft_decided(r: Any) -> bool:
+    """France Travail's orientation orients: DECIDE, with a parcours, its decision not refused."""
+    etat = (getattr(r, "ft_etat_decision", None) or "").upper()
+    return (
+        getattr(r, "ft_statut", None) == "DECIDE"
+        and r.type_parcours is not None
+        and not any(word in etat for word in REFUSED_DECISION)
+    )
+
+
 def as_rule_event(r: Any) -> Event:
     """A stored orientation event (a row of `orientation_events`) as the rules read it. France Travail's own
     orientation orients only when DECIDE with a parcours; otherwise it is `FT_NOT_ORIENTING` (shown only)."""
     by_ft = getattr(r, "source", None) == FT_SOURCE
     kind = r.type
-    if by_ft and not (getattr(r, "ft_statut", None) == "DECIDE" and r.type_parcours is not None):
+    if by_ft and not _ft_decided(r):
         kind = FT_NOT_ORIENTING
     return Event(
         type=kind,

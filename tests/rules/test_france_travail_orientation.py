@@ -60,3 +60,22 @@ def test_france_travail_s_record_of_the_parcours_in_force_is_no_re_orientation()
     [ep] = compute_episodes(FACTS, [platform, echo, other]).episodes
     assert ep.orientations == [(date(2025, 3, 20), "social"), (date(2025, 5, 2), "professionnel")]
     assert contract_deadline_as_of(ep, date(2025, 5, 10)) == date(2025, 6, 2)
+
+
+def test_a_decision_france_travail_refused_or_cancelled_orients_nobody():
+    """`decision.etat_decision` naming a refusal (its codes are not published): read as a préconisation."""
+    from types import SimpleNamespace
+
+    from app.orientation.episodes import as_rule_event
+
+    def row(etat: str | None) -> SimpleNamespace:
+        return SimpleNamespace(
+            id=1, type="orientation", source="france_travail", ft_statut="DECIDE", ft_etat_decision=etat,
+            event_date=T0 + timedelta(days=45), external_id="ft:1:D:x", organisme="FRANCE_TRAVAIL",
+            type_parcours="social", accompagnement_global=None, structure=None, presence=None, contrat_type=None,
+        )  # fmt: skip
+
+    assert as_rule_event(row("VALIDEE")).type == "orientation"
+    assert as_rule_event(row(None)).type == "orientation"
+    for refused in ("REFUSEE", "refus_usager", "ANNULEE", "REJETEE"):
+        assert as_rule_event(row(refused)).type == FT_NOT_ORIENTING, refused
