@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
 from app.db import one_of
 from app.models import EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
@@ -143,7 +143,9 @@ def transition(conn: Connection, departements: Sequence[str], day: date) -> list
         .where(
             ps.departement_code.in_(deps),
             ff.initial_stock.is_(True),
-            ps.received_on < CE_IN_FORCE,
+            # a stock received before 2025; or since, of a right demanded or opened before 2025 (a Département
+            # that starts the service now: its file active was accompanied on 1 January 2025: docs/rules.md)
+            or_(ps.received_on < CE_IN_FORCE, ps.dtdemrsa < CE_IN_FORCE, ps.ddnatdro < CE_IN_FORCE),
             ps.received_on <= day,
         )
     ):

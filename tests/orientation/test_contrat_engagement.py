@@ -329,3 +329,21 @@ def test_the_transition_leaves_out_the_reoriented_and_the_closed(day, scene):
         assert before == sorted([scene["A"], scene["B"], scene["F"]])  # B's CE is of 01/03/2026
         waiting = {w.episode.person_id: w for w in waiting_contract(conn, ["055"], TODAY)}
     assert (waiting[scene["F"]].deadline, waiting[scene["F"]].past) == (date(2026, 3, 1), True)
+
+
+def test_a_stock_received_since_2025_brings_its_file_active_of_before_2025_into_the_transition(day, tmp_path):
+    """A Département that starts the service in 2026: its initial stock (received 15/01/2026) holds G, whose
+    right was demanded and opened in 2023 (accompanied on 1 January 2025: in the transition), and H, whose right
+    opened in June 2025 (not: the one-month clock of its own orientation applies)."""
+    g = person("1780455545128", nom="NOMG", prenom="PRENOMG", dtnai=date(1978, 4, 4))
+    h = person("2810355545129", nom="NOMH", prenom="PRENOMH", dtnai=date(1981, 3, 3))
+    path = write_flux(tmp_path, [
+        foyer(g, matricule="0000021", dtdemrsa=date(2023, 5, 2), ddnatdro=date(2023, 5, 1)),
+        foyer(h, matricule="0000022", dtdemrsa=date(2025, 6, 2), ddnatdro=date(2025, 6, 1)),
+    ], type_flux="M", day=date(2026, 1, 15))  # fmt: skip
+    assert ingest(day, path, date(2026, 1, 15), initial_stock=True).status == "applied"
+    with session_scope(day) as s:
+        ids = {p.nom: p.id for p in s.scalars(select(Person))}
+    with get_engine(day).connect() as conn:
+        found = transition(conn, ["055"], TODAY)
+    assert [(e.person_id, e.origin, e.since) for e in found] == [(ids["NOMG"], "stock", date(2026, 1, 15))]

@@ -49,14 +49,16 @@ def foyer(
     susp: tuple[str, date] | None = None,
     commune: tuple[str, str, str] = ("55545", "55100", "VERDUN"),
     events: list[str] | None = None,
+    dtdemrsa: date = date(2024, 2, 5),
+    ddnatdro: date = date(2024, 2, 1),
 ) -> GenFoyer:
     return GenFoyer(
         fonorg=fonorg,
         numorg=numorg,
         matricule=matricule,
         numdemrsa=numdemrsa or f"550{matricule[-8:]:0>8}",
-        dtdemrsa=date(2024, 2, 5),
-        ddnatdro=date(2024, 2, 1),
+        dtdemrsa=dtdemrsa,
+        ddnatdro=ddnatdro,
         etat=etat,
         persons=list(persons) or [person()],
         commune=commune,
