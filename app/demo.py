@@ -85,7 +85,7 @@ def run_demo(
     print_indicator(result, console)
     console.print(synced)
     _print_worklist(settings, day, console)
-    _print_contracts(engine, day, console)
+    _print_contracts(engine, settings, day, console)
     _print_audit_seal(engine, settings, console)
     console.print(
         f"\nLa base de la démo est {root / 'demo.db'} ; pour l'explorer :\n"
@@ -261,7 +261,7 @@ def _france_travail(settings: Settings, console: Console) -> Table:
     return table
 
 
-def _print_contracts(engine: Engine, day: date, console: Console) -> None:
+def _print_contracts(engine: Engine, settings: Settings, day: date, console: Console) -> None:
     """The contrats d'engagement of the demo's orientations: counts only (no person named, nothing to audit)."""
     with engine.connect() as conn:
         waiting = waiting_contract(conn, ["055"], day)
@@ -269,7 +269,9 @@ def _print_contracts(engine: Engine, day: date, console: Console) -> None:
     console.print(
         f"\nContrats d'engagement : {table.value('contrats_signes')} signés après "
         f"{table.value('orientes_periode')} orientations ({table.value('contrats_signes_1mois')} dans le mois) ; "
-        f"{len(waiting)} personnes orientées sans contrat, dont {sum(w.past for w in waiting)} au-delà d'un mois."
+        f"{len(waiting)} personnes orientées sans contrat, dont {sum(w.past for w in waiting)} au-delà d'un mois ; "
+        f"{table.value('transition_sans_ce')} personnes accompagnées avant 2025 encore sans contrat d'engagement "
+        f"(échéance de transition : {settings.ce_transition_deadline.strftime('%d/%m/%Y')})."
     )
 
 
