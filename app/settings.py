@@ -230,7 +230,14 @@ class Settings(BaseSettings):
     # (CSV code_insee;nom;territoire) for names and territories.
     extract_key: SecretStr | None = None
     communes_file: Path | None = None
-    pilotage_gap_days: int = Field(default=3, ge=1, le=60, description="a longer gap between files is flagged")
+    pilotage_gap_days: int = Field(
+        default=3,
+        ge=1,
+        le=60,
+        description="working days (weekends and French public holidays not counted) without a beneficiary file "
+        "beyond which a CAF/MSA is flagged silent (flux freshness, dashboard) and a gap between files is flagged "
+        "(transmission table)",
+    )
     legal_deadline_warning_days: int = Field(
         default=7,
         ge=0,

@@ -58,7 +58,9 @@ def tableau_de_bord(
     if month.start > day:
         raise Unprocessable(f"Le mois {month.label} commence après le {day.strftime('%d/%m/%Y')}.")
     deps = principal.chosen_departements(departement or None)
-    board = dashboard.build(session.connection(), deps, month, day, settings.pilotage_target_15_days)
+    board = dashboard.build(
+        session.connection(), deps, month, day, settings.pilotage_target_15_days, settings.pilotage_gap_days
+    )
     html = dashboard.render(
         board, sorted(principal.departements), departement or None, settings.pilotage_target_15_days
     )

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -17,6 +17,7 @@ from app.api.deps import Authorized, FileId, IsoDate, SessionDep, SettingsDep, r
 from app.clock import today
 from app.errors import NotFound, Unprocessable
 from app.flux import service as flux_files
+from app.flux.freshness import freshness, overall
 from app.flux.loader import IngestOptions, IngestReport, ingest_file
 from app.kit.files import private_dir
 from app.kit.validation import control_character_problem
@@ -164,6 +165,48 @@ def list_flux(
 ) -> FluxPage:
     total, rows = flux_files.page(session, principal.departements, status, limit, offset)
     return FluxPage(total=total, items=[FluxFileOut(**_out(r)) for r in rows])
+
+
+class FreshnessLine(BaseModel):
+    departement: str
+    organisme: str | None
+    dernier_fichier_recu: date | None
+    jours_ouvres_depuis: int | None
+    status: Literal["ok", "silencieux"]
+    message: str | None
+
+
+class FreshnessOut(BaseModel):
+    as_of: date
+    seuil_jours_ouvres: int
+    status: Literal["ok", "silencieux"]
+    items: list[FreshnessLine]
+
+
+@router.get(
+    "/freshness",
+    response_model=FreshnessOut,
+    summary="Is a CAF or an MSA silent? (always 200: read `status`)",
+    description="For each département of the caller and each organisme (FONORG: CAF, MSA) that sent beneficiary "
+    "files, the last one applied and the working days since, up to as_of (weekends and French public holidays "
+    "of the département not counted). `silencieux` beyond PASSERELLE_PILOTAGE_GAP_DAYS working days, or for a "
+    "département no beneficiary file ever came to; the overall `status` is `silencieux` if any line is. Always "
+    "200 when computed: a monitoring check reads `status` (`/ready` stays about the service).",
+)
+def flux_freshness(
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Authorized(Scope.flux_write)],
+    as_of: Annotated[IsoDate | None, Query(description="Files received on or before (default: today)")] = None,
+) -> FreshnessOut:
+    day = as_of or today(settings)
+    lines = freshness(session.connection(), principal.departements, day, settings.pilotage_gap_days)
+    return FreshnessOut(
+        as_of=day,
+        seuil_jours_ouvres=settings.pilotage_gap_days,
+        status=overall(lines),
+        items=[FreshnessLine(**f.as_json(), message=f.message() if f.silent else None) for f in lines],
+    )
 
 
 @router.get("/{file_id}", response_model=FluxFileDetail, summary="One flux file and its ingestion report")

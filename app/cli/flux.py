@@ -12,6 +12,7 @@ import typer
 
 from app.cli.common import (
     ExitCode,
+    chosen_departements,
     console,
     err_console,
     fail,
@@ -210,8 +211,10 @@ def flux_list(
     from app.db import session_scope
     from app.flux import service as flux_files
 
-    ready_settings()
+    settings = ready_settings()
     with session_scope() as session:
+        silent = _silent(session, settings)
+        silent_keys = {(x.departement, x.organisme) for x in silent}
         rows = [
             {
                 "id": f.id,
@@ -225,6 +228,8 @@ def flux_list(
                 "warnings": f.warnings,
                 "rejected_records": f.rejected_records,
                 "error": f.error,
+                # issue #26: this file's département/organisme silent today (passerelle flux freshness)
+                "silencieux": (f.departement_code, f.fonorg) in silent_keys,
             }
             for f in flux_files.latest(session, limit)
         ]
@@ -237,6 +242,60 @@ def flux_list(
         [[r[k] for k in (*columns, "warnings", "rejected_records")] for r in rows],
         narrow=("id", "file", "status", "type", "received", "persons"),
     )
+    for x in silent:  # issue #26: a silent CAF/MSA, flagged under the files (passerelle flux freshness)
+        console.print(f"ALERTE : {x.message(with_departement=True)}")
+
+
+def _silent(session: Any, settings: Any) -> list[Any]:
+    """The départements/organismes silent today (app.flux.freshness), among every département configured."""
+    from app.admin.departements import known_codes
+    from app.clock import today
+    from app.flux.freshness import freshness
+
+    lines = freshness(session.connection(), known_codes(session), today(settings), settings.pilotage_gap_days)
+    return [x for x in lines if x.silent]
+
+
+@flux_app.command("freshness")
+def flux_freshness(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Files received on or before (default: today)")] = None,
+    departement: Annotated[str | None, typer.Option(help="Département (default: all)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Is a CAF or an MSA silent? The last beneficiary file of each département and organisme, and the working
+    days since (weekends and French public holidays not counted). Exit code 1 when one is silent for more than
+    PASSERELLE_PILOTAGE_GAP_DAYS working days (or a département never got a file), 0 otherwise.
+
+    Example: passerelle flux freshness --as-of 2026-12-07 --json"""
+    from app.clock import today
+    from app.db import get_engine
+    from app.flux.freshness import freshness, overall
+
+    settings = ready_settings()
+    day = parse_day(as_of, "--as-of") or today(settings)
+    deps = chosen_departements(departement)
+    with get_engine(settings).connect() as conn:
+        lines = freshness(conn, deps, day, settings.pilotage_gap_days)
+    status = overall(lines)
+    if as_json:
+        print_json({
+            "as_of": day.isoformat(),
+            "seuil_jours_ouvres": settings.pilotage_gap_days,
+            "status": status,
+            "items": [x.as_json() | {"message": x.message() if x.silent else None} for x in lines],
+        })  # fmt: skip
+    else:
+        print_rows(
+            ("dép.", "organisme", "dernier fichier", "jours ouvrés", "état"),
+            [[x.departement, x.organisme or "-", x.last_received_on.strftime("%d/%m/%Y") if x.last_received_on
+              else "-", "-" if x.working_days is None else x.working_days, x.status] for x in lines],
+        )  # fmt: skip
+        for x in lines:
+            if x.silent:
+                console.print(f"ALERTE : {x.message(with_departement=True)}")
+        console.print(f"Au {day.strftime('%d/%m/%Y')}, seuil {settings.pilotage_gap_days} jours ouvrés : {status}.")
+    if status != "ok":
+        raise typer.Exit(ExitCode.REJECTED)
 
 
 @flux_app.command("show")

@@ -20,6 +20,7 @@ from markupsafe import Markup
 from pygal.style import Style
 from sqlalchemy import Connection, select
 
+from app.flux.freshness import freshness
 from app.models import FluxFile
 from app.pilotage.labels import LABELS, VALUE_LABELS, french_cell
 from app.pilotage.period import Period, month_of
@@ -81,6 +82,9 @@ class Dashboard:
     departements: list[str]
     headline: list[tuple[str, str]] = field(default_factory=list)
     charts: list[Chart] = field(default_factory=list)
+    # issue #26: a CAF/MSA silent for more than PASSERELLE_PILOTAGE_GAP_DAYS working days, up to as_of (French)
+    alerts: list[str] = field(default_factory=list)
+    gap_days: int = 3
 
 
 def _svg(chart: Any) -> Markup:
@@ -112,8 +116,12 @@ def _bar(title: str, labels: list[str], series: dict[str, Sequence[float | None]
     return _svg(chart)
 
 
-def build(conn: Connection, departements: list[str], month: Period, as_of: date, target: float) -> Dashboard:
-    board = Dashboard(month, as_of, departements)
+def build(
+    conn: Connection, departements: list[str], month: Period, as_of: date, target: float, gap_days: int = 3
+) -> Dashboard:
+    board = Dashboard(month, as_of, departements, gap_days=gap_days)
+    silent = [f for f in freshness(conn, departements, as_of, gap_days) if f.silent]
+    board.alerts = [f.message(with_departement=len(departements) > 1) for f in silent]
 
     def table(name: str, period: Period, dims: tuple[str, ...] = ()) -> Table:
         return compute(conn, name, departements, period, as_of, dims)

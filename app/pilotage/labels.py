@@ -58,7 +58,7 @@ LABELS: dict[str, str] = {
     "ecart_median_jours": "Écart médian entre deux réceptions (jours)",
     "ecart_max_jours": "Écart maximal entre deux réceptions (jours)",
     "dernier_fichier_recu": "Dernier fichier reçu le",
-    "ecart_long_jours": "Écart de plus de N jours (jours)",
+    "ecart_long_jours_ouvres": "Écart de plus de N jours ouvrés (jours ouvrés)",
     "soumis_droits_devoirs": "Soumis aux droits et devoirs",
     "orientes_stock": "Orientés (organisme référent unique)",
     "non_orientes_stock": "Non orientés",

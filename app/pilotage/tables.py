@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from app.flux.freshness import working_days_between
 from app.kit.csv import write_csv
 from app.models import EntryEpisode, FluxFile, FtIdentity, FtSnapshot, Person, PersonState
 from app.orientation.contracts import transition
@@ -276,16 +277,21 @@ def transmission(ctx: Context) -> Table:
         t.add("ecart_max_jours", max(gaps) if gaps else None, dim, key)
         t.add("dernier_fichier_recu", days[-1].isoformat() if days else None, dim, key)
         if who == "ensemble":
+            # the setting's one meaning (app.flux.freshness): working days elapsed, the département's calendar
+            calendar = ctx.departements[0] if len(ctx.departements) == 1 else None
             for a, b in pairwise(days):
-                if (b - a).days > ctx.gap_days:
-                    t.add("ecart_long_jours", (b - a).days, "ecart_du", a.isoformat())
+                if (elapsed := working_days_between(a, b, calendar)) > ctx.gap_days:
+                    t.add("ecart_long_jours_ouvres", elapsed, "ecart_du", a.isoformat())
             weekly = Counter(f"{d.isocalendar()[0]}-W{d.isocalendar()[1]:02d}" for d in days)
             monday = ctx.period.start - timedelta(days=ctx.period.start.weekday())
             while monday <= end:
                 label = f"{monday.isocalendar()[0]}-W{monday.isocalendar()[1]:02d}"
                 t.add("jours_de_reception", weekly.get(label, 0), "semaine", label)
                 monday += timedelta(days=7)
-    t.notes.append(f"Écart long : plus de {ctx.gap_days} jours sans fichier reçu.")
+    t.notes.append(
+        f"Écart long : plus de {ctx.gap_days} jours ouvrés sans fichier reçu (samedis, dimanches et jours "
+        "fériés non comptés)."
+    )
     return t
 
 
