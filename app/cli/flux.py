@@ -243,7 +243,14 @@ def flux_list(
         narrow=("id", "file", "status", "type", "received", "persons"),
     )
     for x in silent:  # issue #26: a silent CAF/MSA, flagged under the files (passerelle flux freshness)
-        console.print(f"ALERTE : {x.message(with_departement=True)}")
+        console.print(_alert(x))
+
+
+def _alert(line: Any) -> str:
+    """A silent organisme's line, wrapped at 80 columns (a terminal's width)."""
+    import textwrap
+
+    return textwrap.fill(f"ALERTE : {line.message(with_departement=True)}", width=80, subsequent_indent="  ")
 
 
 def _silent(session: Any, settings: Any) -> list[Any]:
@@ -292,7 +299,7 @@ def flux_freshness(
         )  # fmt: skip
         for x in lines:
             if x.silent:
-                console.print(f"ALERTE : {x.message(with_departement=True)}")
+                console.print(_alert(x))
         console.print(f"Au {day.strftime('%d/%m/%Y')}, seuil {settings.pilotage_gap_days} jours ouvrés : {status}.")
     if status != "ok":
         raise typer.Exit(ExitCode.REJECTED)
