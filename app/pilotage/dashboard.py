@@ -122,12 +122,13 @@ def _svg(chart: Any) -> Markup:
 WIDE, NARROW = 800, 360
 
 
-def _style(font: int, colors: tuple[str, ...] = STYLE.colors) -> Style:
+def _style(font: int, colors: tuple[str, ...] = STYLE.colors, stroke: int = 1) -> Style:
     return Style(background="white", plot_background="white", foreground="#161616", foreground_strong="#161616",
                  foreground_subtle="#3a3a3a", colors=colors, font_family=STYLE.font_family,
                  label_font_size=font, major_label_font_size=font, legend_font_size=font,
                  title_font_size=font + 2, value_font_size=font - 1,
-                 stroke_width=3, guide_stroke_color="#cecece", major_guide_stroke_color="#cecece", guide_stroke_dasharray="0",
+                 stroke_width=stroke, no_data_font_size=font + 4, guide_stroke_color="#cecece",
+                 major_guide_stroke_color="#cecece", guide_stroke_dasharray="0",
                  major_guide_stroke_dasharray="0")  # light plain guides: the objective alone is dashed  # fmt: skip
 
 
@@ -136,10 +137,9 @@ def _bar(title: str, labels: list[str], series: dict[str, Sequence[float | None]
     """Values along months or days: bars (counts) or lines (rates, with the objective as a dashed red line
     named in the legend). The axis at round values (`nice_ticks`); the labels whole, turned when they would
     touch."""
-    return Markup(
-        f'<div class="large">{_pygal(title, labels, series, percent_axis, target, WIDE, 14)}</div>'
-        f'<div class="etroit">{_pygal(title, labels, series, percent_axis, target, NARROW, 13)}</div>'
-    )  # noqa: S704 - pygal's own SVG, every label escaped by it
+    wide = _pygal(title, labels, series, percent_axis, target, WIDE, 14)
+    narrow = _pygal(title, labels, series, percent_axis, target, NARROW, 13)
+    return Markup('<div class="large">{}</div><div class="etroit">{}</div>').format(wide, narrow)
 
 
 def _pygal(title: str, labels: list[str], series: dict[str, Sequence[float | None]], percent_axis: bool,
@@ -152,8 +152,10 @@ def _pygal(title: str, labels: list[str], series: dict[str, Sequence[float | Non
         ticks = nice_ticks(max([*values, target or 0, 1.0]), 5, whole=False)
     else:
         ticks = nice_ticks(max(values, default=0))
-    rotation = _rotation(labels, width, font)
-    chart = kind(js=[], style=_style(font, colors), width=width, height=360 if width == WIDE else 340,
+    every = _label_every(labels, width, font)
+    rotation = _rotation(labels[::every], width, font)
+    chart = kind(js=[], style=_style(font, colors, 3 if target is not None else 1), no_data_text="Aucune donnée",
+                 width=width, height=360 if width == WIDE else 340,
                  show_legend=len(series) > 1 or target is not None, legend_at_bottom=True,
                  legend_at_bottom_columns=1 if width == NARROW else None, truncate_legend=-1,
                  print_values=False, truncate_label=-1, show_minor_x_labels=True, show_minor_y_labels=True,
@@ -164,6 +166,9 @@ def _pygal(title: str, labels: list[str], series: dict[str, Sequence[float | Non
     chart.title = title
     chart.x_labels = labels
     chart.y_labels = ticks
+    if every > 1:  # days 0 to 60: one label in `every`, a round one, the others as ticks
+        chart.x_labels_major = labels[::every]
+        chart.show_minor_x_labels = False
     if kind is pygal.Line and rotation == 0 and labels:  # a line's last label is centred on the edge
         chart.margin_right = round(max(len(label) for label in labels) * font * 0.35) + 4
     for name, vs in series.items():
@@ -186,16 +191,25 @@ def _rotation(labels: list[str], width: int, font: int) -> int:
     return 45 if font * 1.6 <= slot else 90
 
 
+def _label_every(labels: list[str], width: int, font: int) -> int:
+    """1, or the step (1, 2 or 5 × 10^n) between the labels written when even turned they would touch."""
+    if not labels:
+        return 1
+    slot = (width - 9 * font) / len(labels)
+    need = font * 1.4
+    if slot >= need:
+        return 1
+    return int(nice_ticks(need / slot, 1)[1])
+
+
 def _bars(title: str, labels: list[str], values: Sequence[float | None]) -> Markup:
     """Counts by category, drawn here as horizontal bars, each under its label written whole on as many lines
     as it needs (the official labels are long: a chart axis would cut them), its value at the bar's end."""
-    return Markup(
-        f'<div class="large">{_hbars(title, labels, values, WIDE, 15)}</div>'
-        f'<div class="etroit">{_hbars(title, labels, values, NARROW, 14)}</div>'
-    )  # noqa: S704 - our SVG, every text escaped
+    wide, narrow = _hbars(title, labels, values, WIDE, 15), _hbars(title, labels, values, NARROW, 14)
+    return Markup('<div class="large">{}</div><div class="etroit">{}</div>').format(wide, narrow)
 
 
-def _hbars(title: str, labels: list[str], values: Sequence[float | None], width: int, font: int) -> str:
+def _hbars(title: str, labels: list[str], values: Sequence[float | None], width: int, font: int) -> Markup:
     pad, line = 8, round(font * 1.3)
     chars = int((width - 2 * pad) / (font * 0.55))  # Arial's average width, generous
     top = max((v or 0 for v in values), default=0)
@@ -218,9 +232,10 @@ def _hbars(title: str, labels: list[str], values: Sequence[float | None], width:
         parts.append(f'<line x1="{pad}" y1="{y - 2}" x2="{pad}" y2="{y + font + 6}" stroke="#3a3a3a"/>')
         y += font + 10
     height = y + pad
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-            f'height="{height}" font-family="{STYLE.font_family}" font-size="{font}" fill="#161616" '
-            f'aria-hidden="true" focusable="false">{"".join(parts)}</svg>')  # fmt: skip
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+           f'height="{height}" font-family="{STYLE.font_family}" font-size="{font}" fill="#161616" '
+           f'aria-hidden="true" focusable="false">{"".join(parts)}</svg>')  # fmt: skip
+    return Markup(svg)  # noqa: S704 - our own SVG, every text in it escaped above
 
 
 def months_with_data(conn: Connection, departements: list[str], months: list[Period]) -> list[Period]:

@@ -5,13 +5,14 @@ Chromium, with no label touching another and nothing cut; its screenshots kept i
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from app.pilotage.dashboard import _bar, _bars, _rotation, months_with_data, nice_ticks, short_month_label
+from app.pilotage.dashboard import _bar, _bars, _label_every, _rotation, months_with_data, nice_ticks, short_month_label
 from app.pilotage.period import Period
 from tests.pilotage.test_dashboard_browser import ARTIFACTS, CHROMIUM
 from tests.support.live_server import LiveServer
@@ -45,7 +46,7 @@ def test_rate_ticks_go_by_a_fifth_and_every_step_is_1_2_or_5_times_a_power_of_te
         mantissa = step / 10 ** (len(str(int(step))) - 1)
         assert mantissa in (1, 2, 5), (top, ticks)
         assert ticks[-1] >= top > ticks[-2] and len(ticks) <= 7
-        assert all(b - a == step for a, b in zip(ticks, ticks[1:], strict=False))
+        assert all(b - a == step for a, b in itertools.pairwise(ticks))
 
 
 def test_months_are_written_short_the_french_way_with_the_year():
@@ -58,6 +59,17 @@ def test_labels_turn_only_when_they_would_touch():
     twelve = [short_month_label(date(2026, m, 1)) for m in range(1, 13)]
     assert _rotation(twelve[:2], 800, 14) == 0 and _rotation(twelve[:2], 360, 13) == 0
     assert _rotation(twelve, 800, 14) == 45 and _rotation(twelve, 360, 13) == 90
+
+
+def test_days_are_labelled_every_so_many_when_they_would_touch():
+    days = [str(d) for d in range(61)]
+    assert _label_every(days[:20], 800, 14) == 1
+    assert _label_every(days, 800, 14) == 2 and _label_every(days, 360, 13) == 5
+    svg = str(_bar("Orientés par délai (jours)", days, {"Orientés": [d % 4 for d in range(61)]}))
+    narrow = svg[svg.index('class="etroit"') :]
+    axis = narrow[narrow.index('class="axis x"') :]
+    written = re.findall(r'class="major"[^>]*>(\d+)</text>', axis[: axis.index("</g></g>")])
+    assert written == [str(d) for d in range(0, 61, 5)]
 
 
 def test_the_objective_is_drawn_dashed_and_named_above_the_rates():
@@ -123,10 +135,13 @@ def test_each_chart_at_1280_and_390_pixels(app, make_api_key, scene):
             svg = _bar("Taux d'orientation", twelve, {"En 15 jours": [0.1 * (m % 9) for m in range(12)],
                        "En un mois": [0.1 * (m % 11) for m in range(12)]}, percent_axis=True, target=1.0)  # fmt: skip
             counts = _bar("Nouveaux entrants par mois", twelve, {"Nouveaux entrants": [19 * m for m in range(12)]})
+            days = _bar("Orientés par délai (jours)", [str(d) for d in range(61)],
+                        {"Orientés": [(d * 7) % 5 for d in range(61)]})  # fmt: skip
             html = (f'<!DOCTYPE html><html lang="fr"><head><meta name="viewport" content="width=device-width, '
                     f'initial-scale=1"><style>{CSS.read_text()}</style></head><body><main>'
                     f'<section id="douze-taux"><div class="graphique">{svg}</div></section>'
                     f'<section id="douze-entrants"><div class="graphique">{counts}</div></section>'
+                    f'<section id="soixante-jours"><div class="graphique">{days}</div></section>'
                     f"</main></body></html>")  # fmt: skip
             for width, height in ((1280, 900), (390, 844)):
                 page = browser.new_page(viewport={"width": width, "height": height})
