@@ -291,6 +291,8 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         _bar("Nouveaux entrants par mois", labels, {"Nouveaux entrants": entrants}),
         ["Mois", "Nouveaux entrants"],
         [[month_label(m.start), figure(n)] for m, n in zip(months, entrants, strict=True)],
+        note="Les mois affichés : depuis le premier mois où un fichier CAF/MSA a été reçu ou un nouvel entrant "
+        "connu, douze au plus.",
     ))  # fmt: skip
     board.charts.append(Chart(
         "taux", "Taux d'orientation en 15 jours et en un mois, par mois de T0",
