@@ -15,10 +15,11 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from app.kit.csv import write_csv
-from app.models import AccessRecord
+from app.models import AccessRecord, ApiClient
 
-CSV_COLUMNS = ("id", "at", "principal_id", "agent_identifiant", "departement_code", "person_id", "action",
-               "endpoint", "request_id", "found", "purpose", "source_address", "outcome", "detail")  # fmt: skip
+CSV_COLUMNS = ("id", "at", "principal_id", "client_name", "agent_identifiant", "departement_code", "person_id",
+               "action", "endpoint", "request_id", "found", "purpose", "source_address", "outcome",
+               "detail")  # fmt: skip
 MAX_LIMIT = 1000
 BUSINESS_TIMEZONE = "Europe/Paris"  # the default of `PASSERELLE_BUSINESS_TIMEZONE`
 
@@ -72,11 +73,33 @@ def local_time(at: datetime, timezone: str = BUSINESS_TIMEZONE) -> str:
     return at.astimezone(ZoneInfo(timezone)).isoformat(timespec="seconds")
 
 
-def row_dict(r: AccessRecord, timezone: str = BUSINESS_TIMEZONE) -> dict[str, Any]:
+def shown_time(at: datetime | str, timezone: str = BUSINESS_TIMEZONE) -> str:
+    """An event's time as the Département's staff read it, in its timezone: jj/mm/aaaa hh:mm (the CSV, the
+    terminal; JSON keeps `local_time`'s ISO form with its offset). An ISO string is taken with its offset."""
+    moment = datetime.fromisoformat(at) if isinstance(at, str) else at
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(ZoneInfo(timezone)).strftime("%d/%m/%Y %H:%M")
+
+
+CLIENT_PREFIX = "client:"
+
+
+def client_names(session: Session, principal_ids: Any) -> dict[str, str]:
+    """The API clients' names of the principal ids `client:N` among those given (a deleted client: absent)."""
+    ids = {int(p[len(CLIENT_PREFIX) :]) for p in principal_ids if p and p.startswith(CLIENT_PREFIX)
+           and p[len(CLIENT_PREFIX) :].isdigit()}  # fmt: skip
+    if not ids:
+        return {}
+    rows = session.execute(select(ApiClient.id, ApiClient.name).where(ApiClient.id.in_(ids)))
+    return {f"{CLIENT_PREFIX}{i}": name for i, name in rows}
+
+
+def row_dict(r: AccessRecord, timezone: str = BUSINESS_TIMEZONE, names: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "id": r.id,
         "at": local_time(r.at, timezone),
         "principal_id": r.principal_id,
+        "client_name": (names or {}).get(r.principal_id),  # the API client's name beside its id (client:N)
         "agent_identifiant": r.agent_identifiant,
         "departement_code": r.departement_code,
         "person_id": r.person_id,
@@ -97,7 +120,9 @@ def search(session: Session, criteria: AuditFilter, limit: int = 100, offset: in
     rows = session.scalars(
         q.order_by(AccessRecord.at.desc(), AccessRecord.id.desc()).limit(min(limit, MAX_LIMIT)).offset(offset)
     )
-    items = [row_dict(r, criteria.timezone) for r in rows]
+    records = list(rows)
+    names = client_names(session, {r.principal_id for r in records})
+    items = [row_dict(r, criteria.timezone, names) for r in records]
     return {"total": int(total), "limit": min(limit, MAX_LIMIT), "offset": offset, "items": items}
 
 
@@ -125,11 +150,13 @@ def who_accessed(
         .distinct()
     ):
         actions.setdefault((principal, agent), set()).add(action)
+    names = client_names(session, {principal for principal, *_rest in rows})
     return {
         "person_id": person_id,
         "accessors": [
             {
                 "principal_id": principal,
+                "client_name": names.get(principal),
                 "agent_identifiant": agent,
                 "accesses": int(n),
                 "first": local_time(first, timezone),
@@ -142,20 +169,28 @@ def who_accessed(
 
 
 def _cell(column: str, value: Any) -> str:
-    """A cell as French Excel reads it: oui/non, the time in the Département's timezone without its offset
-    (2026-12-06 14:05:00: what a spreadsheet takes for a date and time), empty for nothing."""
+    """A cell as French Excel reads it: oui/non, the time in the Département's timezone as jj/mm/aaaa hh:mm
+    (the item's own time, already in that timezone), empty for nothing."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "oui" if value else "non"
     if column == "at":
-        return str(value)[:19].replace("T", " ")
+        moment = datetime.fromisoformat(str(value))
+        return moment.strftime("%d/%m/%Y %H:%M")  # its own wall-clock time, the offset it was given
     return str(value)
+
+
+def who(item: dict[str, Any]) -> str:
+    """The principal as the terminal shows it: the client's name beside its id (`plateforme (client:3)`)."""
+    name = item.get("client_name")
+    return f"{name} ({item['principal_id']})" if name else str(item["principal_id"])
 
 
 def to_csv(items: list[dict[str, Any]]) -> str:
     """`;`, a BOM for French Excel, CRLF: written as the weekly files are (app.exports.weekly.write_csv);
-    times in the Département's timezone (the items' own), booleans oui/non."""
+    times in the Département's timezone (the items' own) as jj/mm/aaaa hh:mm, booleans oui/non, the API
+    client's name beside its id."""
 
     out = io.BytesIO()
     rows = ([_cell(c, item[c]) for c in CSV_COLUMNS] for item in items)

@@ -40,7 +40,8 @@ def audit_accesses(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV ; UTF-8 with BOM on stdout")] = False,
 ) -> None:
     """Search the accesses to personal data, newest first: reads, actions, and the refused and missing ones
-    (counted per minute). Times in Europe/Paris."""
+    (counted per minute), each with its outcome and detail and the API client's name beside its id. Times in
+    Europe/Paris: jj/mm/aaaa hh:mm in the table and the CSV, ISO with the offset in --json."""
     from app.audit import search as audit
     from app.audit.chain import ALL_DEPARTEMENTS, OUTCOMES
     from app.db import session_scope
@@ -69,7 +70,7 @@ def audit_accesses(
         return
     print_rows(
         ("at", "who", "agent", "person", "action", "outcome", "detail", "address"),
-        [(i["at"][:19].replace("T", " "), i["principal_id"], i["agent_identifiant"], i["person_id"], i["action"],
+        [(audit.shown_time(i["at"]), audit.who(i), i["agent_identifiant"], i["person_id"], i["action"],
           i["outcome"], i["detail"], i["source_address"]) for i in result["items"]],
         narrow=("at", "who", "action", "outcome", "detail"),
     )  # fmt: skip
@@ -101,9 +102,8 @@ def audit_person(
         return
     print_rows(
         ("who", "agent", "accesses", "first", "last", "actions"),
-        [(a["principal_id"], a["agent_identifiant"], a["accesses"], a["first"][:19].replace("T", " "),
-          a["last"][:19].replace("T", " "),
-          ", ".join(a["actions"])) for a in result["accessors"]],
+        [(audit.who(a), a["agent_identifiant"], a["accesses"], audit.shown_time(a["first"]),
+          audit.shown_time(a["last"]), ", ".join(a["actions"])) for a in result["accessors"]],
         narrow=("who", "accesses", "last"),
     )  # fmt: skip
 

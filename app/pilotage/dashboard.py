@@ -7,7 +7,9 @@ reachable with the keyboard). Dates jj/mm/aaaa, decimal commas, commune names, o
 from __future__ import annotations
 
 import calendar
+import math
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -16,12 +18,12 @@ from typing import Any
 
 import pygal
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from pygal.style import Style
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from app.flux.freshness import freshness
-from app.models import FluxFile
+from app.models import EntryEpisode, FluxFile
 from app.pilotage.labels import LABELS, VALUE_LABELS, french_cell
 from app.pilotage.period import Period, month_of
 from app.pilotage.population import episodes, waiting_by_age
@@ -30,6 +32,8 @@ from app.rules.episodes import add_months
 
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
           "novembre", "décembre")  # fmt: skip
+# the usual French abbreviations (Imprimerie nationale): never a name cut at four letters ("octo.")
+SHORT_MONTHS = ("janv.", "févr.", "mars", "avr.", "mai", "juin", "juil.", "août", "sept.", "oct.", "nov.", "déc.")
 # Bleu France and a red of the State's palette, on white: contrast ratios 15.2:1 and 5.9:1 (RGAA 3.2, 3.3)
 STYLE = Style(
     background="white",
@@ -55,8 +59,32 @@ def month_label(day: date) -> str:
     return f"{MONTHS[day.month - 1]} {day.year}"
 
 
+def short_month_label(day: date) -> str:
+    """A chart's month: its short French name and the year ("janv. 2026", "mai 2026")."""
+    return f"{SHORT_MONTHS[day.month - 1]} {day.year}"
+
+
+def nice_ticks(top: float, most: int = 6, whole: bool = True) -> list[float]:
+    """An axis from 0 to at least `top` in at most `most` equal steps of 1, 2 or 5 × 10^n (0, 20, 40, 60 and
+    not 0, 19, 38, 57); counts (`whole`) get whole steps, 1 at least. Nothing to show: 0 and 1."""
+    if top <= 0:
+        return [0, 1]
+    rough = top / most
+    power = 10 ** math.floor(math.log10(rough))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= rough - 1e-12)
+    if whole:
+        step = max(1, round(step))
+    count = math.ceil(top / step - 1e-9)
+    return [round(k * step, 10) for k in range(count + 1)]
+
+
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f} %".replace(".", ",")
+
+
+def axis_percent(value: float) -> str:
+    """A tick of a rates axis: 0 %, 20 %, 12,5 %."""
+    return f"{round(value * 100, 6):g} %".replace(".", ",")
 
 
 def figure(value: Any) -> str:
@@ -93,27 +121,143 @@ def _svg(chart: Any) -> Markup:
     return Markup(svg)  # noqa: S704 - pygal's own SVG, every label escaped by it
 
 
+# Two drawings of each chart, one shown at a time (tableau-de-bord.css): the wide one for a desk screen, the
+# narrow one drawn at a phone's width, so that neither's text is shrunk below its size (RGAA 10.4).
+WIDE, NARROW = 800, 360
+
+
+def _style(font: int, colors: tuple[str, ...] = STYLE.colors, stroke: int = 1) -> Style:
+    return Style(background="white", plot_background="white", foreground="#161616", foreground_strong="#161616",
+                 foreground_subtle="#3a3a3a", colors=colors, font_family=STYLE.font_family,
+                 label_font_size=font, major_label_font_size=font, legend_font_size=font,
+                 title_font_size=font + 2, value_font_size=font - 1,
+                 stroke_width=stroke, no_data_font_size=font + 4, guide_stroke_color="#cecece",
+                 major_guide_stroke_color="#cecece", guide_stroke_dasharray="0",
+                 major_guide_stroke_dasharray="0")  # light plain guides: the objective alone is dashed  # fmt: skip
+
+
 def _bar(title: str, labels: list[str], series: dict[str, Sequence[float | None]], percent_axis: bool = False,
          target: float | None = None) -> Markup:  # fmt: skip
+    """Values along months or days: bars (counts) or lines (rates, with the objective as a dashed red line
+    named in the legend). The axis at round values (`nice_ticks`); the labels whole, turned when they would
+    touch."""
+    wide = _pygal(title, labels, series, percent_axis, target, WIDE, 14)
+    narrow = _pygal(title, labels, series, percent_axis, target, NARROW, 13)
+    return Markup('<div class="large">{}</div><div class="etroit">{}</div>').format(wide, narrow)
+
+
+def _pygal(title: str, labels: list[str], series: dict[str, Sequence[float | None]], percent_axis: bool,
+           target: float | None, width: int, font: int) -> Markup:  # fmt: skip
     kind = pygal.Line if target is not None else pygal.Bar
-    chart = kind(js=[], style=STYLE, width=800, height=360, show_legend=len(series) > 1 or target is not None,
-                 legend_at_bottom=True, print_values=False, truncate_label=-1, x_label_rotation=0,
-                 show_minor_x_labels=True, range=(0, 1) if percent_axis else None,
-                 value_formatter=percent if percent_axis else lambda v: french_cell(v))  # fmt: skip
+    # the objective in the State's red, dashed and thick, drawn last: above the rates, below 100 % of the frame
+    colors = ("#000091", "#18753c", "#c9191e") if target is not None else STYLE.colors
+    values = [v for vs in series.values() for v in vs if v is not None]
+    if percent_axis:
+        ticks = nice_ticks(max([*values, target or 0, 1.0]), 5, whole=False)
+    else:
+        ticks = nice_ticks(max(values, default=0))
+    every = _label_every(labels, width, font)
+    rotation = _rotation(labels[::every], width, font)
+    chart = kind(js=[], style=_style(font, colors, 3 if target is not None else 1), no_data_text="Aucune donnée",
+                 width=width, height=360 if width == WIDE else 340,
+                 show_legend=len(series) > 1 or target is not None, legend_at_bottom=True,
+                 legend_at_bottom_columns=1 if width == NARROW else None, truncate_legend=-1,
+                 print_values=False, truncate_label=-1, show_minor_x_labels=True, show_minor_y_labels=True,
+                 range=(0, ticks[-1] * (1.08 if target is not None else 1)), include_x_axis=True,
+                 value_formatter=axis_percent if percent_axis else lambda v: french_cell(v),
+                 dots_size=4 if width == WIDE else 3, margin=12 if width == WIDE else 6,
+                 x_label_rotation=rotation)  # fmt: skip
     chart.title = title
     chart.x_labels = labels
-    if any(len(label) > 12 for label in labels):
-        chart.x_label_rotation = 20
-    if not percent_axis:  # counts: whole numbers on the axis
-        top = max((v or 0 for values in series.values() for v in values), default=0)
-        step = max(1, -(-int(top) // 8))
-        chart.y_labels = list(range(0, int(top) + step + 1, step))
-    for name, values in series.items():
-        chart.add(name, values)
+    chart.y_labels = ticks
+    if every > 1:  # days 0 to 60: one label in `every`, a round one, the others as ticks
+        chart.x_labels_major = labels[::every]
+        chart.show_minor_x_labels = False
+    if kind is pygal.Line and rotation == 0 and labels:  # a line's last label is centred on the edge
+        chart.margin_right = round(max(len(label) for label in labels) * font * 0.35) + 4
+    for name, vs in series.items():
+        chart.add(name, vs)
     if target is not None:
-        chart.add(f"Objectif ({percent(target)})", [target] * len(labels), stroke_style={"dasharray": "6, 4"},
-                  show_dots=False)  # fmt: skip
+        chart.add(f"Objectif : {percent(target)}", [target] * len(labels), show_dots=False,
+                  stroke_style={"width": 4, "dasharray": "12, 6"})  # fmt: skip
     return _svg(chart)
+
+
+def _rotation(labels: list[str], width: int, font: int) -> int:
+    """0 when every label fits in its slot (about 0.6 em a character), else turned: 45° (90° if still too
+    many for the width)."""
+    if not labels:
+        return 0
+    slot = (width - 9 * font) / len(labels)
+    longest = max(len(label) for label in labels) * font * 0.6
+    if longest <= slot * 0.9:
+        return 0
+    return 45 if font * 1.6 <= slot else 90
+
+
+def _label_every(labels: list[str], width: int, font: int) -> int:
+    """1, or the step (1, 2 or 5 × 10^n) between the labels written when even turned they would touch."""
+    if not labels:
+        return 1
+    slot = (width - 9 * font) / len(labels)
+    need = font * 1.4
+    if slot >= need:
+        return 1
+    return int(nice_ticks(need / slot, 1)[1])
+
+
+def _bars(title: str, labels: list[str], values: Sequence[float | None]) -> Markup:
+    """Counts by category, drawn here as horizontal bars, each under its label written whole on as many lines
+    as it needs (the official labels are long: a chart axis would cut them), its value at the bar's end."""
+    wide, narrow = _hbars(title, labels, values, WIDE, 15), _hbars(title, labels, values, NARROW, 14)
+    return Markup('<div class="large">{}</div><div class="etroit">{}</div>').format(wide, narrow)
+
+
+def _hbars(title: str, labels: list[str], values: Sequence[float | None], width: int, font: int) -> Markup:
+    pad, line = 8, round(font * 1.3)
+    chars = int((width - 2 * pad) / (font * 0.55))  # Arial's average width, generous
+    top = max((v or 0 for v in values), default=0)
+    ticks = nice_ticks(top, 5 if width == WIDE else 4)
+    reserve = font * 0.6 * (len(figure(ticks[-1])) + 1) + pad  # the value written after the longest bar
+    scale = (width - 2 * pad - reserve) / ticks[-1]
+    parts: list[str] = []
+    y = pad + font + 2
+    parts.append(f'<text x="{pad}" y="{y}" font-size="{font + 2}" font-weight="bold">{escape(title)}</text>')
+    y += line
+    for label, value in zip(labels, values, strict=True):
+        for text in textwrap.wrap(label, chars) or [""]:
+            y += line
+            parts.append(f'<text x="{pad}" y="{y}">{escape(text)}</text>')
+        y += 6
+        length = (value or 0) * scale
+        parts.append(f'<rect x="{pad}" y="{y}" width="{length:.1f}" height="{font + 4}" fill="#000091"/>')
+        parts.append(f'<text x="{pad + length + 6:.1f}" y="{y + font + 1}" font-weight="bold">'
+                     f"{escape(figure(value))}</text>")  # fmt: skip
+        parts.append(f'<line x1="{pad}" y1="{y - 2}" x2="{pad}" y2="{y + font + 6}" stroke="#3a3a3a"/>')
+        y += font + 10
+    height = y + pad
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+           f'height="{height}" font-family="{STYLE.font_family}" font-size="{font}" fill="#161616" '
+           f'aria-hidden="true" focusable="false">{"".join(parts)}</svg>')  # fmt: skip
+    return Markup(svg)  # noqa: S704 - our own SVG, every text in it escaped above
+
+
+def months_with_data(conn: Connection, departements: list[str], months: list[Period]) -> list[Period]:
+    """The months of a chart along time, from the first one with data: the month of the first CAF/MSA file
+    applied or of the first entry episode's T0 of these départements, whichever comes first (a Département that
+    started in October sees October to December, not twelve months of nothing before it). A month with data
+    and no nouvel entrant after it stays (a zero is a figure). No data at all: the month shown only."""
+    ff, ee = FluxFile.__table__.c, EntryEpisode.__table__.c
+    firsts = [
+        conn.execute(select(func.min(ff.received_on)).where(ff.departement_code.in_(departements),
+                                                             ff.status == "applied")).scalar(),
+        conn.execute(select(func.min(ee.t0)).where(ee.departement_code.in_(departements))).scalar(),
+    ]  # fmt: skip
+    known = [d for d in firsts if d is not None]
+    if not known:
+        return months[-1:]
+    first = min(known)
+    return [m for m in months if m.end >= first] or months[-1:]
 
 
 def build(
@@ -127,14 +271,15 @@ def build(
         return compute(conn, name, departements, period, as_of, dims)
 
     # the twelve months up to the one shown: entrants and the two rates, against the objective
-    months = [Period.parse(month_of(add_months(month.start, -k))) for k in range(11, -1, -1)]
-    year_period = Period(months[0].start, month.end, "12 mois")
+    twelve = [Period.parse(month_of(add_months(month.start, -k))) for k in range(11, -1, -1)]
+    year_period = Period(twelve[0].start, month.end, "12 mois")
+    months = months_with_data(conn, departements, twelve)  # the charts' months: not twelve when data has two
     year = episodes(conn, departements, year_period, as_of)  # one read for the months and the statuses
     monthly = [
         delais_orientation(Context(conn, departements, m, as_of, ()), [r for r in year if m.start <= r.t0 <= m.end])
         for m in months
     ]
-    labels = [f"{MONTHS[m.start.month - 1][:4]}. {m.start.year % 100:02d}" for m in months]
+    labels = [short_month_label(m.start) for m in months]
     entrants = [t.value("nouveaux_entrants") for t in monthly]
     rate15 = [t.value("taux_15j") for t in monthly]
     rate1m = [t.value("taux_1mois") for t in monthly]
@@ -154,6 +299,8 @@ def build(
         _bar("Nouveaux entrants par mois", labels, {"Nouveaux entrants": entrants}),
         ["Mois", "Nouveaux entrants"],
         [[month_label(m.start), figure(n)] for m, n in zip(months, entrants, strict=True)],
+        note="Les mois affichés : depuis le premier mois où un fichier CAF/MSA a été reçu ou un nouvel entrant "
+        "connu, douze au plus.",
     ))  # fmt: skip
     board.charts.append(Chart(
         "taux", "Taux d'orientation en 15 jours et en un mois, par mois de T0",
@@ -189,15 +336,15 @@ def build(
     bands, counts = list(waiting), list(waiting.values())
     board.charts.append(Chart(
         "attente", f"Personnes en attente d'orientation au {as_of.strftime('%d/%m/%Y')}, par ancienneté",
-        _bar("En attente, par ancienneté", bands, {"En attente": counts}),
+        _bars("En attente, par ancienneté", bands, counts),
         ["Ancienneté de l'attente", "Personnes"], [[b, figure(n)] for b, n in zip(bands, counts, strict=True)],
     ))  # fmt: skip
     absents = table("absents-rdv", month)
     board.charts.append(Chart(
         "absents", f"Absents au rendez-vous d'orientation, nouveaux entrants de {month_label(month.start)}",
-        _bar("Rendez-vous d'orientation", ["Orientés", "Avec rendez-vous", "Absents"],
-             {"Personnes": [absents.value("orientes"), absents.value("avec_rdv_orientation"),
-                            absents.value("absents_rdv_orientation")]}),
+        _bars("Rendez-vous d'orientation", ["Orientés", "Avec rendez-vous", "Absents"],
+              [absents.value("orientes"), absents.value("avec_rdv_orientation"),
+               absents.value("absents_rdv_orientation")]),
         ["Indicateur", "Valeur"],
         [[LABELS[k], figure(absents.value(k))] for k in ("orientes", "avec_rdv_orientation", "absents_rdv_orientation")]
         + [[LABELS["taux_absence_rdv"], percent(absents.value("taux_absence_rdv"))]],
@@ -208,7 +355,7 @@ def build(
     values = [statuses.value("orientes_statut_ft", "statut_ft", k) for k in keys]
     board.charts.append(Chart(
         "statuts", "Statut France Travail des personnes orientées (nouveaux entrants des douze derniers mois)",
-        _bar("Statut France Travail", [VALUE_LABELS["statut_ft"][k] for k in keys], {"Orientés": values}),
+        _bars("Statut France Travail", [VALUE_LABELS["statut_ft"][k] for k in keys], values),
         ["Statut France Travail", "Orientés"],
         [[VALUE_LABELS["statut_ft"][k], figure(v)] for k, v in zip(keys, values, strict=True)],
     ))  # fmt: skip
@@ -216,8 +363,8 @@ def build(
     counts_by_category = [statuses.value("orientes_categorie_ft", "categorie_ft", k) for k in categories]
     board.charts.append(Chart(
         "categories", "Catégorie d'inscription France Travail des personnes orientées (douze derniers mois)",
-        _bar("Catégorie France Travail", [VALUE_LABELS["categorie_ft"][k] for k in categories],
-             {"Orientés": counts_by_category}),
+        _bars("Catégorie France Travail", [VALUE_LABELS["categorie_ft"][k] for k in categories],
+              counts_by_category),
         ["Catégorie d'inscription France Travail", "Orientés"],
         [[VALUE_LABELS["categorie_ft"][k], figure(v)] for k, v in zip(categories, counts_by_category, strict=True)],
     ))  # fmt: skip
@@ -236,7 +383,7 @@ def _legal_chart(legal: Table, month: Period) -> Chart:
     counts = [legal.value(k) for k in LEGAL_FIGURES]
     return Chart(
         "delai-legal", f"Délai légal de six semaines, nouveaux entrants de {month_label(month.start)}",
-        _bar("Délai légal de six semaines", [LABELS[k] for k in LEGAL_FIGURES], {"Personnes": counts}),
+        _bars("Délai légal de six semaines", [LABELS[k] for k in LEGAL_FIGURES], counts),
         ["Indicateur", "Valeur"],
         [[LABELS[k], figure(v)] for k, v in zip(LEGAL_FIGURES, counts, strict=True)]
         + [[LABELS[RATE_6_WEEKS], percent(legal.value(RATE_6_WEEKS))]],
@@ -258,7 +405,7 @@ def _contracts_chart(contracts: Table, month: Period, as_of: date) -> Chart:
     counts = [contracts.value(k) for k in CONTRACT_FIGURES]
     return Chart(
         "contrats", f"Contrats d'engagement des personnes orientées en {month_label(month.start)}",
-        _bar("Contrats d'engagement", [LABELS[k] for k in CONTRACT_FIGURES], {"Personnes": counts}),
+        _bars("Contrats d'engagement", [LABELS[k] for k in CONTRACT_FIGURES], counts),
         ["Indicateur", "Valeur"],
         [[LABELS[k], figure(v)] for k, v in zip(CONTRACT_FIGURES, counts, strict=True)]
         + [[LABELS[RATE_CE], percent(contracts.value(RATE_CE))],
