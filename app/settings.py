@@ -234,6 +234,12 @@ class Settings(BaseSettings):
     # (CSV code_insee;nom;territoire) for names and territories.
     extract_key: SecretStr | None = None
     communes_file: Path | None = None
+    # Département codes accepted beside INSEE's list (app.admin.departements.OFFICIAL_DEPARTEMENTS): a territory
+    # outside it, comma-separated codes of 3 digits (e.g. `977,978`: Saint-Barthélemy, Saint-Martin).
+    extra_departements: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Département codes accepted beside INSEE's list (comma-separated, 3 digits each)",
+    )
     pilotage_gap_days: int = Field(default=3, ge=1, le=60, description="a longer gap between files is flagged")
     legal_deadline_warning_days: int = Field(
         default=7,
@@ -405,6 +411,17 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
+        return v
+
+    @field_validator("extra_departements", mode="before")
+    @classmethod
+    def _extra_departements(cls, v: Any) -> Any:
+        """Comma-separated codes of 3 digits, e.g. `977,978` (the codes the API accepts: app.security.auth)."""
+        if isinstance(v, str):
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        for code in v or []:
+            if not re.fullmatch(r"\d{3}", str(code)):
+                raise ValueError(f"{code!r} is not a code of 3 digits (e.g. 977)")
         return v
 
     @field_validator("today", mode="before")

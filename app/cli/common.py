@@ -59,12 +59,16 @@ def database_problem(exc: BaseException, variables: str = "PASSERELLE_DATABASE_U
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     if isinstance(exc, NoSuchModuleError | ArgumentError | ModuleNotFoundError):
-        return f"{variables} is not a URL this service can use: sqlite:///path/to/file.db or postgresql+psycopg://user@host/database"
+        return (
+            f"{variables} is not a URL this service can use: "
+            "sqlite:///path/to/file.db or postgresql+psycopg://user@host/database"
+        )
     orig = getattr(exc, "orig", None) or exc
     text = " ".join(str(orig).split())
     lowered = text.lower()
     if match := re.search(r'database "([^"]+)" does not exist', text):
-        return f"the database server answered that there is no database {match.group(1)!r}: create it, or check {variables}"
+        name = match.group(1)
+        return f"the database server answered that there is no database {name!r}: create it, or check {variables}"
     if match := re.search(r'role "([^"]+)" does not exist', text):
         return f"the database server refused the role {match.group(1)!r} (it does not exist): check {variables}"
     if any(
@@ -76,7 +80,16 @@ def database_problem(exc: BaseException, variables: str = "PASSERELLE_DATABASE_U
         return f"the SQLite database file cannot be opened or written (check its directory and rights): {variables}"
     if any(
         sign in lowered
-        for sign in ("connection refused", "timeout expired", "timed out", "failed to resolve host", "could not translate", "no route to host", "network is unreachable", "name or service not known")
+        for sign in (
+            "connection refused",
+            "timeout expired",
+            "timed out",
+            "failed to resolve host",
+            "could not translate",
+            "no route to host",
+            "network is unreachable",
+            "name or service not known",
+        )
     ):
         return f"the database server does not answer: check that it runs and that {variables} names it"
     first = (text[:160] + "…") if len(text) > 160 else text

@@ -25,9 +25,7 @@ def _current() -> set[str]:
 
 def _unreachable(exc: Exception) -> typer.Exit:
     settings = get_settings()
-    variables = (
-        "PASSERELLE_MIGRATION_DATABASE_URL" if settings.migration_database_url else "PASSERELLE_DATABASE_URL"
-    )
+    variables = "PASSERELLE_MIGRATION_DATABASE_URL" if settings.migration_database_url else "PASSERELLE_DATABASE_URL"
     return fail(database_problem(exc, variables), ExitCode.ENVIRONMENT)
 
 
@@ -66,11 +64,36 @@ def _grant(engine: Engine, role: str) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Apply migrations up to REVISION (default: head); creates a SQLite database if there is none."""
+def db_upgrade(
+    revision: Annotated[str, typer.Argument()] = "head",
+    create_dirs: Annotated[
+        bool,
+        typer.Option(
+            "--create-dirs",
+            help="SQLite: create the database file's missing directories (by default only PASSERELLE_DATA_DIR is).",
+        ),
+    ] = False,
+) -> None:
+    """Apply migrations up to REVISION (default: head); creates a SQLite database if there is none, in a
+    directory that exists (a mistyped path is refused, naming the missing directory, unless --create-dirs)."""
     from app import migrate as migrations
 
+    _refuse_missing_directory(create_dirs)
     _migrate(migrations.upgrade, revision)
+
+
+def _refuse_missing_directory(create_dirs: bool) -> None:
+    settings = get_settings()
+    path = settings.sqlite_path
+    if path is None or create_dirs or path.parent.exists():
+        return
+    if path.parent.resolve() == settings.data_dir.resolve():  # the data directory: the service's own to create
+        return
+    raise fail(
+        f"the directory {path.parent} of the SQLite database (PASSERELLE_DATABASE_URL) does not exist: check the "
+        "path, or create it with `passerelle db upgrade --create-dirs`",
+        ExitCode.ENVIRONMENT,
+    )
 
 
 @db_app.command("grant")

@@ -183,9 +183,21 @@ def test_rdv_insertion_secrets_from_json_or_a_file_and_refused_when_wrong(tmp_pa
     strong = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k(),
               "audit_keys": f"a1:{_k()}"}  # fmt: skip
     with pytest.raises(ConfigurationError, match="32 characters"):
-        Settings(env="prod", data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/p.db", rdv_insertion_secrets='{"055": "short"}', **strong)
+        Settings(
+            env="prod",
+            data_dir=tmp_path,
+            database_url=f"sqlite:///{tmp_path}/p.db",
+            rdv_insertion_secrets='{"055": "short"}',
+            **strong,
+        )
     strong_secret = json.dumps({"055": secrets.token_hex(20)})
-    assert Settings(env="prod", data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/p.db", rdv_insertion_secrets=strong_secret, **strong)
+    assert Settings(
+        env="prod",
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path}/p.db",
+        rdv_insertion_secrets=strong_secret,
+        **strong,
+    )
 
 
 # -- issue #23, item 10: prod refuses weak secrets, naming the variable, never the value ------------------
