@@ -235,7 +235,7 @@ class Settings(BaseSettings):
     extract_key: SecretStr | None = None
     communes_file: Path | None = None
     # Département codes accepted beside INSEE's list (app.admin.departements.OFFICIAL_DEPARTEMENTS): a territory
-    # outside it, comma-separated codes of 3 digits (e.g. `977,978`: Saint-Barthélemy, Saint-Martin).
+    # outside it, comma-separated codes of 3 digits (e.g. `975`: Saint-Pierre-et-Miquelon).
     extra_departements: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Département codes accepted beside INSEE's list (comma-separated, 3 digits each)",
