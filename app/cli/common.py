@@ -40,6 +40,15 @@ class PasserelleGroup(typer.core.TyperGroup):
             return super().invoke(ctx)
         except PasserelleError as exc:
             raise fail(exc.message, exc.exit_code) from exc
+        except OSError as exc:
+            if exc.filename is None:  # a file the environment did not give: the path is named, exit 3
+                raise
+            where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else str(exc.filename)
+            raise fail(
+                f"{where}: {exc.strerror or type(exc).__name__} (check the path in the settings or on the command "
+                "line, and the service user's rights there)",
+                ExitCode.ENVIRONMENT,
+            ) from exc
         except Exception as exc:
             reason = database_failure(exc)
             if reason is None:

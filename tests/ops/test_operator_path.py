@@ -163,6 +163,13 @@ def test_db_upgrade_refuses_a_mistyped_directory(tmp_path):
     assert created.returncode == 0, created.stderr
     assert target.exists()
 
+    (tmp_path / "a-file").write_text("")
+    under_a_file = _passerelle(
+        _env(tmp_path, PASSERELLE_DATABASE_URL=f"sqlite:///{tmp_path}/a-file/p.db"), "db", "upgrade"
+    )
+    assert under_a_file.returncode == 3, under_a_file.stderr  # was 4 "internal error", a traceback in the log
+    assert f"{tmp_path}/a-file/p.db: Not a directory" in _one_line(under_a_file)
+
     default = _passerelle(_env(tmp_path), "db", "upgrade")  # the data directory is the service's to create
     assert default.returncode == 0 and (tmp_path / "data" / "passerelle.db").exists(), default.stderr
 
@@ -198,6 +205,8 @@ def test_the_demo_refuses_to_delete_a_database_a_server_uses(tmp_path):
     env = _env(tmp_path, PASSERELLE_DATABASE_URL=f"sqlite:///{demo_db}")
     assert _passerelle(env, "db", "upgrade", "--create-dirs").returncode == 0
     inode = demo_db.stat().st_ino
+    marker = demo_db.parent / "marker"  # gone when the demo's directory is renewed (inodes are reused)
+    marker.write_text("")
     port = _free_port()
     server = _serve(env, port)
     try:
@@ -205,7 +214,7 @@ def test_the_demo_refuses_to_delete_a_database_a_server_uses(tmp_path):
         refused = _passerelle(_env(tmp_path), "demo", "--foyers", "50", "--days", "5")
         assert refused.returncode == 5, refused.stderr  # busy: nothing done, try again later
         assert "est utilisée par un serveur" in refused.stderr and "Traceback" not in refused.stderr
-        assert demo_db.stat().st_ino == inode, "the served file is still there, the same"
+        assert demo_db.stat().st_ino == inode and marker.exists(), "the served file is still there, the same"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as answer:
             assert answer.status == 200
     finally:
@@ -213,7 +222,7 @@ def test_the_demo_refuses_to_delete_a_database_a_server_uses(tmp_path):
     assert not database_in_use(demo_db), "the lock ends with the server"
     root, _settings = _fresh_database(Settings(env="dev", data_dir=data))  # no server: a fresh database
     try:
-        assert root == data / "demo" and demo_db.exists() and demo_db.stat().st_ino != inode
+        assert root == data / "demo" and demo_db.exists() and not marker.exists()
     finally:
         dispose_engines()
 
