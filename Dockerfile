@@ -3,15 +3,24 @@
 # the service's role what the service needs, never the right to alter, truncate or disable the audit trigger:
 #   docker run --rm -e PASSERELLE_MIGRATION_DATABASE_URL=postgresql+psycopg://passerelle_owner:...@db/passerelle \
 #        -e PASSERELLE_DATABASE_URL=postgresql+psycopg://passerelle_app:...@db/passerelle passerelle-rsa passerelle db upgrade
-# Run (the service's role only: the image's default does not migrate):
+# Run (the service's role only: the image's default does not migrate), the data directory on a named volume
+# (the weekly files the e-mailed links point to, the quarantined flux files: they must outlive the container):
+#   docker volume create passerelle-data
 #   docker run -e PASSERELLE_ENV=prod -e PASSERELLE_DATABASE_URL=postgresql+psycopg://passerelle_app:...@db/passerelle \
 #        -e PASSERELLE_NIR_ENCRYPTION_KEYS=... -e PASSERELLE_NIR_HMAC_KEY=... -e PASSERELLE_API_KEY_PEPPER=... \
-#        -e PASSERELLE_AUDIT_KEYS=... -p 8000:8000 passerelle-rsa
+#        -e PASSERELLE_AUDIT_KEYS=... -v passerelle-data:/var/lib/passerelle -p 8000:8000 passerelle-rsa
 # or mount the secrets as files named as the variables and set PASSERELLE_SECRETS_DIR=/run/secrets.
-# In prod the service refuses to start while a secret is missing, weak or a placeholder (it names which).
+# In prod the service refuses to start while PASSERELLE_DATABASE_URL or a secret is missing, or a secret is weak
+# or a placeholder (it names every one at once).
 # Swagger UI and ReDoc are served from the image itself (fastapi-offline's files): no CDN at run time.
+#
+# The base image is pinned by digest (the same bytes at every build; a tag moves). The digest below is the one
+# public Dockerfiles give for python:3.11.13-slim-bookworm; it was not pulled here: check it before the first
+# build (`docker buildx imagetools inspect python:3.11.13-slim-bookworm`), and when upgrading Python or Debian's
+# security fixes, replace tag and digest together (docs/operations.md, "Upgrades").
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
-FROM python:3.11-slim AS build
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
@@ -20,7 +29,7 @@ COPY migrations ./migrations
 RUN pip install --no-cache-dir --upgrade pip \
  && pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PASSERELLE_ENV=prod \
@@ -31,6 +40,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER passerelle
 WORKDIR /var/lib/passerelle
+# The data directory (PASSERELLE_DATA_DIR): weekly files, quarantine, checkpoints; mount a volume there.
+VOLUME ["/var/lib/passerelle"]
 EXPOSE 8000
 # /ready: database reachable, schema at the latest migration (and on SQLite the audit journal there).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

@@ -9,7 +9,9 @@ the same database (row locks never conflict there).
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -356,3 +358,38 @@ def session_scope(settings: Settings | None = None, *, write: bool = False) -> I
 def ping(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+# -- a SQLite database in use by a server --------------------------------------------------------------------
+# `passerelle serve` on a SQLite database holds a shared flock on `<file>.serving` for as long as it runs (the
+# kernel releases it when the process ends, however it ends); whoever would delete or replace the file (the
+# demo) first tries an exclusive one, and refuses when it cannot have it. A separate file: flock and SQLite's
+# own POSIX locks never meet.
+_serving_locks: list[int] = []
+
+
+def serving_lock_path(database: Path) -> Path:
+    return database.with_name(f"{database.name}.serving")
+
+
+def hold_serving_lock(database: Path) -> None:
+    """Mark the SQLite database as served by this process until it ends."""
+    fd = os.open(serving_lock_path(database), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _serving_locks.append(fd)
+
+
+def database_in_use(database: Path) -> bool:
+    """Whether a server (`hold_serving_lock`) uses the SQLite database now."""
+    path = serving_lock_path(database)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases our own lock, if we had it
+    return False

@@ -26,7 +26,8 @@ from app import migrate
 from app.audit.chain import anchor, verify
 from app.clients.france_travail import FranceTravailClient
 from app.clock import today
-from app.db import dispose_engines, get_engine, session_scope
+from app.db import database_in_use, dispose_engines, get_engine, session_scope
+from app.errors import Busy
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.france_travail.fake import pointed_at, running_fake
@@ -99,6 +100,11 @@ def run_demo(
 def _fresh_database(base: Settings) -> tuple[Path, Settings]:
     """An empty demo directory under the data directory, and settings on a new SQLite database there."""
     root = base.data_dir / "demo"
+    if database_in_use(root / "demo.db"):  # never deleted under a server: its keys would stop working
+        raise Busy(
+            f"la base de la démo ({root / 'demo.db'}) est utilisée par un serveur (passerelle serve) : "
+            "arrêtez-le, puis relancez la démo"
+        )
     if root.exists():
         shutil.rmtree(root)
     private_dir(root)

@@ -79,6 +79,10 @@ def _key_weakness(key: bytes) -> str | None:
     return None
 
 
+# (backend, driver) of the database URLs the service can use: `sqlite:///…` and `postgresql+psycopg://…`
+SUPPORTED_DATABASE_SCHEMES = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PASSERELLE_", env_file=None, extra="ignore")
 
@@ -230,6 +234,12 @@ class Settings(BaseSettings):
     # (CSV code_insee;nom;territoire) for names and territories.
     extract_key: SecretStr | None = None
     communes_file: Path | None = None
+    # Département codes accepted beside INSEE's list (app.admin.departements.OFFICIAL_DEPARTEMENTS): a territory
+    # outside it, comma-separated codes of 3 digits (e.g. `975`: Saint-Pierre-et-Miquelon).
+    extra_departements: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Département codes accepted beside INSEE's list (comma-separated, 3 digits each)",
+    )
     pilotage_gap_days: int = Field(
         default=3,
         ge=1,
@@ -410,6 +420,17 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return v
 
+    @field_validator("extra_departements", mode="before")
+    @classmethod
+    def _extra_departements(cls, v: Any) -> Any:
+        """Comma-separated codes of 3 digits, e.g. `977,978` (the codes the API accepts: app.security.auth)."""
+        if isinstance(v, str):
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        for code in v or []:
+            if not re.fullmatch(r"\d{3}", str(code)):
+                raise ValueError(f"{code!r} is not a code of 3 digits (e.g. 977)")
+        return v
+
     @field_validator("today", mode="before")
     @classmethod
     def _iso_today(cls, v: Any) -> Any:
@@ -425,15 +446,41 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _defaults_and_safety(self) -> Settings:
+        # prod never falls back to a SQLite file inside the container: the database is named, with the
+        # secrets, and every one missing is named at once
+        missing = [] if self.database_url or self.env is not Environment.prod else ["PASSERELLE_DATABASE_URL"]
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'passerelle.db').as_posix()}"
+        self._supported_database_urls()
         self._read_rdv_insertion_secrets()  # a wrong value is refused now, naming the variable
         self._same_database_for_migrations()
         if self.env is Environment.prod:
-            self._refuse_weak_secrets()
+            self._refuse_weak_secrets(missing)
             if self.today is not None:
                 raise ConfigurationError("PASSERELLE_TODAY fixes the date: for tests and demos only, not in prod")
         return self
+
+    def _supported_database_urls(self) -> None:
+        """A URL this service can use: SQLite (pysqlite) or PostgreSQL with psycopg 3; anything else (mysql://,
+        postgres://, a driver not installed) is refused here, naming the variable, not by a traceback later."""
+        from sqlalchemy.engine import make_url  # lazy, as in sqlite_path
+        from sqlalchemy.exc import ArgumentError
+
+        for name in ("database_url", "migration_database_url"):
+            value = getattr(self, name)
+            if not value:
+                continue
+            try:
+                url = make_url(value)
+                scheme = (url.get_backend_name(), url.get_driver_name())
+            except ArgumentError:
+                scheme = ("", "")
+            if scheme not in SUPPORTED_DATABASE_SCHEMES:
+                given = value.split("://", 1)[0] if "://" in value else "none"
+                raise ConfigurationError(
+                    f"PASSERELLE_{name.upper()}: the scheme {given!r} is not supported; "
+                    "use sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/database"
+                )
 
     def _same_database_for_migrations(self) -> None:
         """The migrations' URL names the service's database (another user, the same server and database)."""
@@ -483,17 +530,21 @@ class Settings(BaseSettings):
         secret = self._read_rdv_insertion_secrets().get(departement)
         return secret.encode() if secret else None
 
-    def _refuse_weak_secrets(self) -> None:
+    def _refuse_weak_secrets(self, missing: list[str] | None = None) -> None:
         """Prod only (issue #23, item 10): every secret set is checked, and every problem is named by its
         variable, never by its value. Refused: a placeholder left from a template; key material under 32 bytes
         (decoded from base64url), all zeros, one repeated byte or too few distinct bytes; the same material
         under two names (or two key ids). The credentials other parties issue (France Travail's and the
         identity provider's client secrets, the SMTP password) keep their issuer's length, but a placeholder,
         one repeated character or one of our own keys is refused there too."""
+        missing = list(missing or [])
         for name in ("nir_encryption_keys", "nir_hmac_key", "api_key_pepper", "audit_keys"):
             value: SecretStr | None = getattr(self, name)
             if value is None or not value.get_secret_value().strip():
-                raise ConfigurationError(f"PASSERELLE_{name.upper()} is required when PASSERELLE_ENV=prod")
+                missing.append(f"PASSERELLE_{name.upper()}")
+        if missing:  # all of them at once, not one per start
+            verb = "is" if len(missing) == 1 else "are"
+            raise ConfigurationError(f"{', '.join(missing)} {verb} required when PASSERELLE_ENV=prod")
         problems: list[str] = []
         # (where, material): each secret's key material, compared with every other's at the end
         materials: list[tuple[str, bytes]] = []

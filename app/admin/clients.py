@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.admin.departements import ensure_departement
+from app.admin.departements import ensure_departement, not_a_departement, unknown_departements
 from app.audit.chain import record_action
 from app.errors import ExitCode, Unprocessable
 from app.models import ApiClient
@@ -37,6 +37,8 @@ def create_client(
         raise ClientError("a client needs at least one département (--departement)")
     if not scopes:
         raise ClientError("a client needs at least one scope (--scope)")
+    if unknown := unknown_departements(departements, settings):
+        raise ClientError(not_a_departement(unknown))
     try:
         scope_list = parse_scopes(scopes)
     except ValueError as exc:

@@ -22,11 +22,14 @@ departements_app = typer.Typer(help="Départements served by this instance.", no
 @departements_app.command("add")
 def departements_add(code: str, name: Annotated[str | None, typer.Option()] = None) -> None:
     """Register a département (3 characters, e.g. 055)."""
-    from app.admin.departements import ensure_departement
+    from app.admin.departements import ensure_departement, not_a_departement, unknown_departements
+    from app.cli.common import ExitCode, fail
     from app.db import session_scope
 
     code = validated_departement(code)
-    ready_settings()
+    settings = ready_settings()
+    if unknown_departements([code], settings):
+        raise fail(not_a_departement([code]), ExitCode.USAGE)
     with session_scope(write=True) as session:
         ensure_departement(session, code, name)
     console.print(f"département {code} registered")

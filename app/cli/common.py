@@ -4,6 +4,7 @@ columns, and the check that the database is there and at head before a command u
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -39,6 +40,15 @@ class PasserelleGroup(typer.core.TyperGroup):
             return super().invoke(ctx)
         except PasserelleError as exc:
             raise fail(exc.message, exc.exit_code) from exc
+        except OSError as exc:
+            if exc.filename is None:  # a file the environment did not give: the path is named, exit 3
+                raise
+            where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else str(exc.filename)
+            raise fail(
+                f"{where}: {exc.strerror or type(exc).__name__} (check the path in the settings or on the command "
+                "line, and the service user's rights there)",
+                ExitCode.ENVIRONMENT,
+            ) from exc
         except Exception as exc:
             reason = database_failure(exc)
             if reason is None:
@@ -48,6 +58,51 @@ class PasserelleGroup(typer.core.TyperGroup):
                 "applied; check that the database runs (and has disk space), then run the same command again",
                 ExitCode.ENVIRONMENT,
             ) from exc
+
+
+def database_problem(exc: BaseException, variables: str = "PASSERELLE_DATABASE_URL") -> str:
+    """One line saying why the database could not be used, told apart by what the server (or the driver)
+    answered: "does not answer" only when nothing answered (refused, timed out, a host that does not resolve);
+    an unknown database, a refused role or password, a SQLite file that cannot be opened, a URL whose driver is
+    not installed each say so. `variables`: the settings to check, named in the line. Never the password."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if isinstance(exc, NoSuchModuleError | ArgumentError | ModuleNotFoundError):
+        return (
+            f"{variables} is not a URL this service can use: "
+            "sqlite:///path/to/file.db or postgresql+psycopg://user@host/database"
+        )
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    lowered = text.lower()
+    if match := re.search(r'database "([^"]+)" does not exist', text):
+        name = match.group(1)
+        return f"the database server answered that there is no database {name!r}: create it, or check {variables}"
+    if match := re.search(r'role "([^"]+)" does not exist', text):
+        return f"the database server refused the role {match.group(1)!r} (it does not exist): check {variables}"
+    if any(
+        sign in lowered
+        for sign in ("password authentication failed", "no password supplied", "pg_hba.conf", "permission denied")
+    ):
+        return f"the database server refused the connection (role or password): check {variables}"
+    if "unable to open database file" in lowered or "readonly database" in lowered:
+        return f"the SQLite database file cannot be opened or written (check its directory and rights): {variables}"
+    if any(
+        sign in lowered
+        for sign in (
+            "connection refused",
+            "timeout expired",
+            "timed out",
+            "failed to resolve host",
+            "could not translate",
+            "no route to host",
+            "network is unreachable",
+            "name or service not known",
+        )
+    ):
+        return f"the database server does not answer: check that it runs and that {variables} names it"
+    first = (text[:160] + "…") if len(text) > 160 else text
+    return f"the database could not be used ({type(orig).__name__}: {first}); check {variables} and that it runs"
 
 
 def database_failure(exc: BaseException) -> str | None:
@@ -120,11 +175,8 @@ def ready_settings() -> Settings:
         engine = get_engine(settings)
         current = migrations.current_revisions(engine)
         heads = migrations.head_revisions(settings)
-    except SQLAlchemyError as exc:
-        raise fail(
-            f"the database does not answer ({type(exc).__name__}); check PASSERELLE_DATABASE_URL and that it runs",
-            ExitCode.ENVIRONMENT,
-        ) from exc
+    except (SQLAlchemyError, ModuleNotFoundError) as exc:
+        raise fail(database_problem(exc), ExitCode.ENVIRONMENT) from exc
     if current != heads:
         at = ", ".join(sorted(current)) or "empty"
         raise fail(

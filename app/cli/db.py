@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli.common import ExitCode, console, fail, print_json
+from app.cli.common import ExitCode, console, database_problem, fail, print_json
 from app.settings import get_settings
 
 if TYPE_CHECKING:
@@ -24,11 +24,9 @@ def _current() -> set[str]:
 
 
 def _unreachable(exc: Exception) -> typer.Exit:
-    return fail(
-        f"the database does not answer ({type(exc).__name__}); check PASSERELLE_DATABASE_URL (and "
-        "PASSERELLE_MIGRATION_DATABASE_URL) and that it runs",
-        ExitCode.ENVIRONMENT,
-    )
+    settings = get_settings()
+    variables = "PASSERELLE_MIGRATION_DATABASE_URL" if settings.migration_database_url else "PASSERELLE_DATABASE_URL"
+    return fail(database_problem(exc, variables), ExitCode.ENVIRONMENT)
 
 
 def _migrate(step: Callable[..., None], revision: str) -> None:
@@ -49,7 +47,7 @@ def _migrate(step: Callable[..., None], revision: str) -> None:
             problem = audit_journal_problem(engine) if migrations.at_head(engine, settings) else None
         finally:
             engine.dispose()
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, ModuleNotFoundError) as exc:
         raise _unreachable(exc) from exc
     if problem is not None:  # a migration never recreates a lost journal's tables: it would hide the loss
         raise fail(f"{problem}: restore it from its backup (docs/operations.md)", ExitCode.ENVIRONMENT)
@@ -66,11 +64,36 @@ def _grant(engine: Engine, role: str) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Apply migrations up to REVISION (default: head); creates a SQLite database if there is none."""
+def db_upgrade(
+    revision: Annotated[str, typer.Argument()] = "head",
+    create_dirs: Annotated[
+        bool,
+        typer.Option(
+            "--create-dirs",
+            help="SQLite: create the database file's missing directories (by default only PASSERELLE_DATA_DIR is).",
+        ),
+    ] = False,
+) -> None:
+    """Apply migrations up to REVISION (default: head); creates a SQLite database if there is none, in a
+    directory that exists (a mistyped path is refused, naming the missing directory, unless --create-dirs)."""
     from app import migrate as migrations
 
+    _refuse_missing_directory(create_dirs)
     _migrate(migrations.upgrade, revision)
+
+
+def _refuse_missing_directory(create_dirs: bool) -> None:
+    settings = get_settings()
+    path = settings.sqlite_path
+    if path is None or create_dirs or path.parent.exists():
+        return
+    if path.parent.resolve() == settings.data_dir.resolve():  # the data directory: the service's own to create
+        return
+    raise fail(
+        f"the directory {path.parent} of the SQLite database (PASSERELLE_DATABASE_URL) does not exist: check the "
+        "path, or create it with `passerelle db upgrade --create-dirs`",
+        ExitCode.ENVIRONMENT,
+    )
 
 
 @db_app.command("grant")
@@ -98,7 +121,7 @@ def db_grant(
     engine = make_engine(settings.migrations_url, settings, statement_timeout=False, pooled=False)
     try:
         _grant(engine, role)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, ModuleNotFoundError) as exc:
         raise _unreachable(exc) from exc
     finally:
         engine.dispose()
@@ -123,7 +146,7 @@ def db_current(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     path = settings.sqlite_path
     try:
         current = set() if path is not None and not path.exists() else _current()
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, ModuleNotFoundError) as exc:
         raise _unreachable(exc) from exc
     heads = migrations.head_revisions()
     if as_json:

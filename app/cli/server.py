@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import console, ready_settings
+from app.cli.common import ExitCode, console, fail, ready_settings
 from app.settings import get_settings
 
 openapi_app = typer.Typer(help="The OpenAPI description of the HTTP API.", no_args_is_help=True)
@@ -36,12 +36,17 @@ def serve(
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    _refuse_taken_port(host, port)  # before migrating: one line, not uvicorn's log lines after the work
     if migrate:  # with the migrations' own role when one is set, which then grants the service's
         from app.cli.db import db_upgrade
 
         db_upgrade("head")
     else:
         ready_settings()
+    if settings.sqlite_path is not None:  # `passerelle demo` will not delete it under us (app.db)
+        from app.db import hold_serving_lock
+
+        hold_serving_lock(settings.sqlite_path)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -55,6 +60,31 @@ def serve(
         forwarded_allow_ips=[str(network) for network in settings.trusted_networks],
         http=JsonErrorsH11Protocol,  # a request uvicorn cannot parse gets our JSON error, not its text
     )
+
+
+def _refuse_taken_port(host: str, port: int) -> None:
+    """One line (exit 3) when the address cannot be listened on: taken by another process, not ours to take
+    (a port under 1024), or an interface this machine does not have. Bound as uvicorn will (SO_REUSEADDR)."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise fail(f"--host {host}: not an address or name of this machine", ExitCode.USAGE) from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                reason = "is already in use (another server?): stop it, or choose another with --port"
+            elif exc.errno == errno.EACCES:
+                reason = "is not allowed to this user (ports under 1024): choose another with --port"
+            else:
+                reason = f"cannot be listened on ({exc.strerror}): check --host and --port"
+            raise fail(f"port {port} on {host} {reason}", ExitCode.ENVIRONMENT) from None
 
 
 def demo(

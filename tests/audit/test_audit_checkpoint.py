@@ -329,18 +329,39 @@ def test_prod_refuses_a_weak_or_missing_signing_key(tmp_path):
         return base64.urlsafe_b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
 
     strong = {"nir_encryption_keys": f"k1:{k()}", "nir_hmac_key": k(), "api_key_pepper": k(), "audit_keys": f"a1:{k()}"}
-    Settings(env="prod", data_dir=tmp_path, **strong)  # no destination: no key needed
+    Settings(
+        env="prod", data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/p.db", **strong
+    )  # no destination: no key needed
     with pytest.raises(ConfigurationError, match="PASSERELLE_AUDIT_SIGNING_KEY is required"):
-        Settings(env="prod", data_dir=tmp_path, audit_checkpoint_dir=tmp_path, **strong)
+        Settings(
+            env="prod",
+            data_dir=tmp_path,
+            database_url=f"sqlite:///{tmp_path}/p.db",
+            audit_checkpoint_dir=tmp_path,
+            **strong,
+        )
     for weak in ("changeme", base64.urlsafe_b64encode(bytes(32)).decode(), "c2hvcnQ"):
         with pytest.raises(ConfigurationError, match="PASSERELLE_AUDIT_SIGNING_KEY"):
-            Settings(env="prod", data_dir=tmp_path, audit_signing_key=weak, **strong)
+            Settings(
+                env="prod",
+                data_dir=tmp_path,
+                database_url=f"sqlite:///{tmp_path}/p.db",
+                audit_signing_key=weak,
+                **strong,
+            )
     pem = Ed25519PrivateKey.generate()
     from cryptography.hazmat.primitives import serialization
 
     text_pem = pem.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption()).decode()  # fmt: skip
-    ok = Settings(env="prod", data_dir=tmp_path, audit_signing_key=text_pem, audit_checkpoint_dir=tmp_path, **strong)
+    ok = Settings(
+        env="prod",
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path}/p.db",
+        audit_signing_key=text_pem,
+        audit_checkpoint_dir=tmp_path,
+        **strong,
+    )
     assert ok.audit_signing_seed == pem.private_bytes_raw()
 
 

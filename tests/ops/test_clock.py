@@ -32,9 +32,17 @@ def test_prod_refuses_a_fixed_date(tmp_path):
 
     secrets_ = {"nir_encryption_keys": f"k1:{key()}", "nir_hmac_key": key(), "api_key_pepper": key(),
                 "audit_keys": f"a1:{key()}"}  # fmt: skip
-    assert Settings(env="prod", data_dir=tmp_path, **secrets_).today is None  # the same, unfixed, starts
+    assert (
+        Settings(env="prod", data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/p.db", **secrets_).today is None
+    )  # the same, unfixed, starts
     with pytest.raises(ConfigurationError, match="PASSERELLE_TODAY"):
-        Settings(env="prod", data_dir=tmp_path, today=date(2026, 12, 6), **secrets_)
+        Settings(
+            env="prod",
+            data_dir=tmp_path,
+            database_url=f"sqlite:///{tmp_path}/p.db",
+            today=date(2026, 12, 6),
+            **secrets_,
+        )
 
 
 def test_a_fixed_date_is_the_reception_date_of_an_upload_without_one(db, make_api_key, tmp_path):

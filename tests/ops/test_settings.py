@@ -32,7 +32,7 @@ def test_prod_refuses_a_missing_secret_and_names_it(missing, tmp_path):
               "audit_keys": f"a1:{_k()}"}  # fmt: skip
     values.pop(missing)
     with pytest.raises(ConfigurationError, match=f"PASSERELLE_{missing.upper()}"):
-        Settings(env="prod", data_dir=tmp_path, **values)
+        Settings(env="prod", data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/p.db", **values)
 
 
 @pytest.mark.parametrize("placeholder", ["changeme", "CHANGE-ME-please", "secret", "<your key here>"])
@@ -41,6 +41,7 @@ def test_prod_refuses_placeholders(placeholder, tmp_path):
         Settings(
             env="prod",
             data_dir=tmp_path,
+            database_url=f"sqlite:///{tmp_path}/p.db",
             nir_encryption_keys=f"k1:{_k()}",
             nir_hmac_key=placeholder,
             api_key_pepper=_k(),
@@ -53,6 +54,7 @@ def test_prod_refuses_short_or_malformed_keys(tmp_path):
         Settings(
             env="prod",
             data_dir=tmp_path,
+            database_url=f"sqlite:///{tmp_path}/p.db",
             nir_encryption_keys=f"k1:{_k()}",
             nir_hmac_key="c2hvcnQ",
             api_key_pepper=_k(),
@@ -62,6 +64,7 @@ def test_prod_refuses_short_or_malformed_keys(tmp_path):
         Settings(
             env="prod",
             data_dir=tmp_path,
+            database_url=f"sqlite:///{tmp_path}/p.db",
             nir_encryption_keys="k1:c2hvcnQ",
             nir_hmac_key=_k(),
             api_key_pepper=_k(),
@@ -73,6 +76,7 @@ def test_prod_accepts_real_secrets(tmp_path):
     s = Settings(
         env="prod",
         data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path}/p.db",
         nir_encryption_keys=f"k2:{_k()},k1:{_k()}",
         nir_hmac_key=_k(),
         api_key_pepper=_k(),
@@ -88,7 +92,7 @@ def test_prod_refuses_weak_audit_and_export_keys_naming_them(name, weak, tmp_pat
     values = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k(),
               "audit_keys": f"a1:{_k()}", name: weak}  # fmt: skip
     with pytest.raises(ConfigurationError, match=f"PASSERELLE_{name.upper()}"):
-        Settings(env="prod", data_dir=tmp_path, **values)
+        Settings(env="prod", data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/p.db", **values)
 
 
 def test_secrets_from_a_directory_of_files_as_containers_mount_them(tmp_path, monkeypatch):
@@ -105,6 +109,7 @@ def test_secrets_from_a_directory_of_files_as_containers_mount_them(tmp_path, mo
         monkeypatch.delenv(var)
     monkeypatch.setenv("PASSERELLE_ENV", "prod")
     monkeypatch.setenv("PASSERELLE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PASSERELLE_DATABASE_URL", f"sqlite:///{tmp_path}/p.db")
     monkeypatch.setenv("PASSERELLE_SECRETS_DIR", str(secrets_dir))
     get_settings.cache_clear()
     try:
@@ -178,9 +183,21 @@ def test_rdv_insertion_secrets_from_json_or_a_file_and_refused_when_wrong(tmp_pa
     strong = {"nir_encryption_keys": f"k1:{_k()}", "nir_hmac_key": _k(), "api_key_pepper": _k(),
               "audit_keys": f"a1:{_k()}"}  # fmt: skip
     with pytest.raises(ConfigurationError, match="32 characters"):
-        Settings(env="prod", data_dir=tmp_path, rdv_insertion_secrets='{"055": "short"}', **strong)
+        Settings(
+            env="prod",
+            data_dir=tmp_path,
+            database_url=f"sqlite:///{tmp_path}/p.db",
+            rdv_insertion_secrets='{"055": "short"}',
+            **strong,
+        )
     strong_secret = json.dumps({"055": secrets.token_hex(20)})
-    assert Settings(env="prod", data_dir=tmp_path, rdv_insertion_secrets=strong_secret, **strong)
+    assert Settings(
+        env="prod",
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path}/p.db",
+        rdv_insertion_secrets=strong_secret,
+        **strong,
+    )
 
 
 # -- issue #23, item 10: prod refuses weak secrets, naming the variable, never the value ------------------
@@ -208,14 +225,14 @@ def _strong() -> dict[str, str]:
 
 
 def test_prod_accepts_a_strong_configuration_of_every_secret(tmp_path):
-    s = Settings(env="prod", data_dir=tmp_path, **_strong())
+    s = Settings(env="prod", data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/p.db", **_strong())
     assert len(s.extract_key_bytes) == 32 and s.rdv_insertion_secret("054") is not None
 
 
 def _refused(tmp_path, **overrides: str) -> str:
     values = {**_strong(), **overrides}
     with pytest.raises(ConfigurationError) as exc:
-        Settings(env="prod", data_dir=tmp_path, **values)
+        Settings(env="prod", data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/p.db", **values)
     return str(exc.value)
 
 
