@@ -10,8 +10,10 @@ import typer
 from app.cli.common import console, ready_settings
 from app.settings import get_settings
 
-openapi_app = typer.Typer(help="The OpenAPI description of the HTTP API.", no_args_is_help=True)
-fake_ft_app = typer.Typer(help="A fake France Travail for tests and demos (never the real one).", no_args_is_help=True)
+openapi_app = typer.Typer(help="The OpenAPI description of the HTTP API.", no_args_is_help=True, rich_markup_mode=None)
+fake_ft_app = typer.Typer(
+    help="A fake France Travail for tests and demos (never the real one).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def register(app: typer.Typer) -> None:
