@@ -30,7 +30,8 @@ from app.settings import ConfigurationError, get_settings
 app = typer.Typer(
     cls=PasserelleGroup,
     help="Passerelle RSA: CAF/MSA flux, orientation delays, France Travail exchanges. Exit codes: 0 done, "
-    "1 input rejected, 2 usage, 3 environment (database, settings), 4 internal error, 5 busy.",
+    "1 input rejected, 2 usage, 3 environment (database, settings), 4 internal error, 5 busy, 6 untrusted "
+    "checkpoint.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )

@@ -23,9 +23,9 @@ EXAMPLES: dict[str, str] = {
     "db current": "passerelle db current",
     "departements add": "passerelle departements add 055 --name Meuse",
     "departements list": "passerelle departements list",
-    "clients create": ("passerelle clients create --name pf --departement 055 --scope persons:read"),
+    "clients create": "passerelle clients create --name bi --departement 055 --scope pilotage:read",
     "clients list": "passerelle clients list",
-    "clients revoke": "passerelle clients revoke plateforme",
+    "clients revoke": "passerelle clients revoke bi",
     "flux ingest": "passerelle flux ingest RSABEM.xml.gz --received-on 2024-03-01",
     "flux list": "passerelle flux list --limit 20",
     "flux show": "passerelle flux show 12",
@@ -56,7 +56,7 @@ EXAMPLES: dict[str, str] = {
     "audit checkpoint": "passerelle audit checkpoint",
     "audit keygen": "passerelle audit keygen --public-key audit-public.pem",
     "audit public-key": "passerelle audit public-key",
-    "audit verify": "passerelle audit verify --anchor 1234:AbCd",
+    "audit verify": "passerelle audit verify",
 }
 
 

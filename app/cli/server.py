@@ -29,8 +29,9 @@ def serve(
     migrate: Annotated[bool, typer.Option(help="Apply pending migrations before serving.")] = True,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
 ) -> None:
-    """Serve the HTTP API with uvicorn (JSON logs). --migrate applies migrations as `db upgrade` does (with
-    PASSERELLE_MIGRATION_DATABASE_URL when set); with --no-migrate the database must be at head."""
+    """Serve the HTTP API with uvicorn (logs: JSON lines, human ones at a terminal). --migrate applies
+    migrations as `db upgrade` does (with PASSERELLE_MIGRATION_DATABASE_URL when set); with --no-migrate the
+    database must be at head."""
     import uvicorn
 
     from app.api.http_protocol import JsonErrorsH11Protocol
