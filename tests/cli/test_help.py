@@ -132,3 +132,19 @@ def test_every_setting_is_in_the_readme_table() -> None:
     settings = {f"PASSERELLE_{name.upper()}" for name in Settings.model_fields}
     assert len(settings) > 100
     assert sorted(settings - documented) == []
+
+
+def _groups(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    for name, sub in command.commands.items():
+        if hasattr(sub, "commands"):
+            found += _groups(sub, (*path, name))
+    return found
+
+
+@pytest.mark.parametrize("path", _groups(_root()), ids=lambda p: " ".join(p) or "passerelle")
+def test_a_group_help_fits_80_columns(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli.app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "dumb"})
+    assert result.exit_code == 0, result.output
+    assert all(len(line) <= 80 for line in result.output.splitlines()), result.output
+    assert "<bool>" not in result.output and "│" not in result.output and "Commands:" in result.output
