@@ -84,6 +84,7 @@ def run_demo(
         result = orientation_indicator(conn, ["055"], start, day, day)
     console.print(f"[bold]5.[/] {applied} fichiers intégrés, {recorded} événements de la plateforme enregistrés.\n")
     print_indicator(result, console)
+    console.print(T0_EXPLAINED)
     console.print(synced)
     _print_worklist(settings, day, console)
     _print_contracts(engine, settings, day, console)
@@ -207,10 +208,21 @@ def _print_audit_seal(engine: Engine, settings: Settings, console: Console) -> N
     console.print(
         f"\nJournal d'audit : {checked.checked} événements scellés, chaîne "
         f"{'intacte' if checked.intact else 'ROMPUE'} (ancre {head['seq']}:{head['mac'][:12]}… ; "
-        "`passerelle audit verify`)."
+        "`passerelle audit verify`).\n"
+        "Ancre : le numéro et le sceau du dernier événement ; notée hors de la base (`passerelle audit anchor` "
+        "l'affiche en entier), elle permet de prouver plus tard qu'aucun événement n'a été retiré."
     )
 
 
+T0_EXPLAINED = (
+    "T0 : le jour où le Département a reçu le fichier CAF/MSA qui fait de la personne un nouvel entrant ; les "
+    "délais comptent à partir de ce jour (T0 le 01/03 : orienté en 15 jours si le courrier part avant le 16/03)."
+)
+CALLS_EXPLAINED = (
+    "Appels : les requêtes envoyées à l'API de France Travail (recherche, statut, diagnostic…), nouvelles "
+    "tentatives comprises ; une personne en demande plusieurs."
+)
+FOUND = ("found", "not_certified")  # the searches that found the person: their statut is asked
 FAKE_SEED = 1  # the France Travail simulator's: who it knows, always the same way
 FT_OUTCOMES = {
     "found": "trouvé, identité certifiée",
@@ -244,19 +256,32 @@ def _france_travail(settings: Settings, console: Console) -> Table:
         finally:
             client.close()
     refresh_pending(get_engine(settings))  # France Travail's orientations recorded: their episodes
-    table = Table(title=f"France Travail : {summary.selected} personnes interrogées, {summary.calls} appels")
+    table = Table(
+        title=f"France Travail : {summary.selected} personnes interrogées, {summary.calls} appels",
+        caption=CALLS_EXPLAINED,
+        caption_justify="left",
+    )
     table.add_column("Résultat de la recherche / statut France Travail")
     table.add_column("Personnes", justify="right")
-    for outcome, n in sorted(summary.outcomes.items(), key=lambda kv: -kv[1]):
-        table.add_row(FT_OUTCOMES.get(outcome, outcome), str(n))
+    outcomes = summary.outcomes
+    for outcome, n in sorted(outcomes.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {FT_OUTCOMES.get(outcome, outcome)}", str(n))
+    table.add_row("[bold]Total : personnes interrogées", f"[bold]{sum(outcomes.values())}")
+    table.add_section()
+    found = sum(outcomes.get(o, 0) for o in FOUND)
+    table.add_row(f"Statut des {found} personnes trouvées (dernière réponse)", "")
     with session_scope(settings) as session:
         latest = select(func.max(FtSnapshot.id)).where(FtSnapshot.kind == "statut").group_by(FtSnapshot.person_id)
         statuts: dict[str, int] = {}
         for snap in session.scalars(select(FtSnapshot).where(FtSnapshot.id.in_(latest))):
             name = "aucune donnée" if snap.no_data or not snap.data else str(snap.data["statutDE"])
             statuts[name] = statuts.get(name, 0) + 1
+    if found > sum(statuts.values()):  # a statut call that failed: said, so that the lines add up
+        statuts["statut non obtenu"] = found - sum(statuts.values())
     for name, n in sorted(statuts.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"  statut : {name}", str(n))
+        table.add_row(f"  {name}", str(n))
+    table.add_row("[bold]Total : personnes trouvées", f"[bold]{sum(statuts.values())}")
+    table.add_section()
     table.add_row("Orientations France Travail enregistrées (décidées)", str(summary.orientations.get("decide", 0)))
     table.add_row("Préconisations France Travail enregistrées", str(summary.orientations.get("preconise", 0)))
     with session_scope(settings) as session:

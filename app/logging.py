@@ -151,7 +151,20 @@ def _scrub_rendered(_logger: Any, _method: str, rendered: Any) -> Any:
     return scrub(rendered) if isinstance(rendered, str) else rendered
 
 
-def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed by a host
+        return False
+
+
+def configure_logging(level: str | None = "INFO", json_logs: bool | None = True) -> None:
+    """Logs on stderr, never stdout (a command's results). `json_logs` None: JSON lines for a machine (the
+    server under a supervisor, cron, a redirected stderr), one human line per event when stderr is a
+    terminal, so a person never reads JSON mixed with a command's output. `level` None: INFO."""
+    if json_logs is None:
+        json_logs = not stderr_is_terminal()
+    level = level or "INFO"
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -160,7 +173,13 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
         structlog.processors.format_exc_info,
         redact_processor,
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(
+            colors=False, pad_event_to=0, pad_level=False, exception_formatter=structlog.dev.plain_traceback
+        )
+    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -13,7 +13,7 @@ import fastapi_offline
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
@@ -145,6 +145,11 @@ def install_docs(app: FastAPI) -> None:
 
     assets = Path(fastapi_offline.__file__).parent / "static"
     app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    redoc_js = redoc_without_remote_logo((assets / "redoc.standalone.js").read_text(encoding="utf-8"))
+
+    @app.get("/redoc/redoc.standalone.js", include_in_schema=False)
+    def redoc_script() -> Response:
+        return Response(redoc_js, media_type="text/javascript; charset=utf-8")
 
     @app.get("/docs", include_in_schema=False)
     def swagger() -> HTMLResponse:
@@ -166,10 +171,22 @@ def install_docs(app: FastAPI) -> None:
         return get_redoc_html(
             openapi_url="/openapi.json",
             title="Passerelle RSA - API",
-            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_js_url="/redoc/redoc.standalone.js",
             redoc_favicon_url="/docs-assets/favicon.png",
             with_google_fonts=False,
         )
+
+
+# ReDoc's footer shows Redocly's logo from its CDN, which the docs' Content-Security-Policy (img-src 'self')
+# blocks and an intranet cannot reach: the image is dropped from the script we serve (issue #26).
+_REDOC_REMOTE_LOGO = re.compile(r'\w+\?\w+\.createElement\("img",\{alt:"redocly logo",[^}]*\}\):null')
+_REDOC_LOGO_URL = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+def redoc_without_remote_logo(script: str) -> str:
+    """ReDoc's script without the `<img>` of Redocly's logo (and, should a new release write it otherwise,
+    without its URL: the image then fails as if blocked, and ReDoc hides it)."""
+    return _REDOC_REMOTE_LOGO.sub("null", script).replace(_REDOC_LOGO_URL, "")
 
 
 def render_openapi() -> str:

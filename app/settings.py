@@ -93,8 +93,14 @@ class Settings(BaseSettings):
     # owns the tables, the service's role being granted only what it needs (`passerelle db grant`, docs/
     # operations.md "Two database roles"). Empty: the service's own URL.
     migration_database_url: str = ""
-    log_level: str = "INFO"
-    log_json: bool = True
+    log_level: str | None = Field(
+        default=None,
+        description="log level; unset: INFO, but WARNING for a command run at a terminal (its output is the result)",
+    )
+    log_json: bool | None = Field(
+        default=None,
+        description="JSON log lines (true) or human-readable ones (false); unset: JSON unless stderr is a terminal",
+    )
 
     # Secrets. In dev/test they are generated once and kept in DATA_DIR/dev-secrets.json so that
     # encrypted data stays readable across restarts; in prod each must be given explicitly.

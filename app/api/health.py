@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -19,7 +22,29 @@ router = APIRouter(tags=["health"])
 _ready_threads = anyio.CapacityLimiter(4)
 
 
-@router.get("/health", summary="The process is alive")
+class Health(BaseModel):
+    """What `/health` answers: always this, while the process runs."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"status": "ok"}})
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """What `/ready` answers: 200 ready, or 503 and why not (never a host, a path or a credential)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ready", "database": "ok"}, {"status": "unavailable", "database": "unreachable"}]
+        }
+    )
+    status: Literal["ready", "unavailable"]
+    database: str = Field(
+        description="`ok`, or why not: `unreachable`, `migrations pending`, `audit journal missing`, "
+        "`no answer within N s`"
+    )
+
+
+@router.get("/health", summary="The process is alive", response_model=Health)
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -41,6 +66,15 @@ def _check(engine: Engine, settings: Settings) -> str | None:
     "/ready",
     summary="The database answers, its schema is at the latest migration and its audit journal is there "
     "(answers within 2 s, 503 otherwise)",
+    responses={
+        200: {"model": Readiness, "description": "Ready: the service can answer requests"},
+        503: {
+            "model": Readiness,
+            "description": "Not ready (`status` `unavailable`): `database` says why; a load balancer sends "
+            "nothing here until it answers 200 again",
+            "content": {"application/json": {"example": {"status": "unavailable", "database": "unreachable"}}},
+        },
+    },
 )
 async def ready(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings

@@ -54,7 +54,9 @@ STANDARD: dict[str, str] = {
 # What each operation does, for the people who integrate it (French where the users are Département staff).
 DESCRIPTIONS: dict[str, str] = {
     "GET /health": "Liveness: the process answers. Never touches the database.",
-    "GET /ready": "Readiness: the database answers within `ready_timeout_seconds` and is at the latest migration.",
+    "GET /ready": "Readiness: the database answers within `PASSERELLE_READY_TIMEOUT_SECONDS` (1.5 s by default), "
+    'is at the latest migration and its audit journal is there: 200 `{"status": "ready"}`, else 503 with '
+    "the reason in `database`. No authentication; never more than the reason.",
     "GET /api/v1/me": "Who the caller is: client or person, scopes, départements, agent headers understood.",
     "GET /api/v1/admin/clients": "API clients of the caller's départements (scope `admin`): names, scopes, "
     "creation and revocation dates; never a key.",
@@ -250,6 +252,9 @@ def _statuses(path: str, op: dict[str, Any], components: dict[str, Any]) -> list
     return out
 
 
+# The probes answer their own bodies, their 503 included (`{"status": "unavailable", "database": ...}`).
+PROBES = frozenset({"GET /health", "GET /ready"})
+
 BIGINT_MAX = 2**63 - 1  # the largest id a bigint holds: the bound of every id the API takes
 
 
@@ -305,6 +310,8 @@ def contract(schema: dict[str, Any]) -> dict[str, Any]:
             if agent_headers and "422" in responses and "invalid_agent_header" not in responses["422"]["description"]:
                 responses["422"]["description"] = responses["422"]["description"].rstrip(".") + "." + AGENT_422
             for status, response in responses.items():
+                if key in PROBES:  # their own bodies, 503 included (app/api/health.py)
+                    continue
                 if int(status) >= 400 and "Error" not in json.dumps(response.get("content", {})):
                     response["content"] = {"application/json": {"schema": ERROR_REF}}
                     if status in ("429", "503"):

@@ -30,8 +30,10 @@ from app.settings import ConfigurationError, get_settings
 app = typer.Typer(
     cls=PasserelleGroup,
     help="Passerelle RSA: CAF/MSA flux, orientation delays, France Travail exchanges. Exit codes: 0 done, "
-    "1 input rejected, 2 usage, 3 environment (database, settings), 4 internal error, 5 busy.",
+    "1 input rejected, 2 usage, 3 environment (database, settings), 4 internal error, 5 busy, 6 untrusted "
+    "checkpoint.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 register_server(app)
 register_maintenance(app)
@@ -51,11 +53,14 @@ app.add_typer(audit_app, name="audit")
 
 @app.callback()
 def _setup() -> None:
-    """Logs go to stderr (JSON lines unless PASSERELLE_LOG_JSON=false), so stdout stays for results."""
-    from app.logging import configure_logging
+    """Logs go to stderr, so stdout stays for results. At a terminal, unless PASSERELLE_LOG_LEVEL or
+    PASSERELLE_LOG_JSON say otherwise: human lines, warnings and errors only (the command says what it
+    did); elsewhere (cron, a pipe, a supervisor): JSON lines at INFO for the log collector."""
+    from app.logging import configure_logging, stderr_is_terminal
 
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    level = settings.log_level or ("WARNING" if stderr_is_terminal() else "INFO")
+    configure_logging(level, settings.log_json)
 
 
 def main() -> None:

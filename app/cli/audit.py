@@ -15,6 +15,7 @@ from app.settings import Settings
 audit_app = typer.Typer(
     help="Who accessed which person's data: search, per person, CSV; the chain's seal, anchor and verification.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

@@ -15,8 +15,10 @@ from app.cli.common import (
     validated_departement,
 )
 
-clients_app = typer.Typer(help="Machine clients and their API keys.", no_args_is_help=True)
-departements_app = typer.Typer(help="Départements served by this instance.", no_args_is_help=True)
+clients_app = typer.Typer(help="Machine clients and their API keys.", no_args_is_help=True, rich_markup_mode=None)
+departements_app = typer.Typer(
+    help="Départements served by this instance.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @departements_app.command("add")

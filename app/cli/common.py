@@ -33,7 +33,14 @@ def fail(message: str, code: int = ExitCode.REJECTED) -> typer.Exit:
 
 class PasserelleGroup(typer.core.TyperGroup):
     """The root command group: any `PasserelleError` a command lets escape is said in one line,
-    `error: <message>`, and ends the command with its exit code (the one place the CLI maps errors)."""
+    `error: <message>`, and ends the command with its exit code (the one place the CLI maps errors).
+    Each command's help ends with its example (app/cli/examples.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from app.cli.examples import add_examples
+
+        add_examples(self)
 
     def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click.Context
         try:

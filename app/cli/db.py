@@ -13,7 +13,7 @@ from app.settings import get_settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True, rich_markup_mode=None)
 
 
 def _current() -> set[str]:
@@ -127,7 +127,7 @@ def db_grant(
         engine.dispose()
 
 
-@db_app.command("downgrade")
+@db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
 def db_downgrade(revision: Annotated[str, typer.Argument()] = "-1") -> None:
     """Revert migrations down to REVISION (default: one step; `base` for all)."""
     from app import migrate as migrations

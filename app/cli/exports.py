@@ -17,7 +17,9 @@ from app.cli.common import (
     ready_settings,
 )
 
-export_app = typer.Typer(help="Weekly files for France Travail (Fil'R-style links by e-mail).", no_args_is_help=True)
+export_app = typer.Typer(
+    help="Weekly files for France Travail (Fil'R-style links by e-mail).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @export_app.command("weekly")

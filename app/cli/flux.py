@@ -26,6 +26,7 @@ from app.cli.common import (
 flux_app = typer.Typer(
     help="CAF/MSA flux (beneficiary and instruction): ingest, watch an inbox, list, generate test files.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

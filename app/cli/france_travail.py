@@ -26,6 +26,7 @@ from app.cli.common import (
 ft_app = typer.Typer(
     help="France Travail: sync persons (Rechercher usager, statut, diagnostic), push orientations.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 OUTCOME_LABELS = {
@@ -227,7 +228,9 @@ def ft_push(
         raise fail(f"{counts['failed']} decisions failed (see the outbox: last_error)", ExitCode.REJECTED)
 
 
-return_app = typer.Typer(help="France Travail's return file (Annexe 4, en retour).", no_args_is_help=True)
+return_app = typer.Typer(
+    help="France Travail's return file (Annexe 4, en retour).", no_args_is_help=True, rich_markup_mode=None
+)
 ft_app.add_typer(return_app, name="return-file")
 
 

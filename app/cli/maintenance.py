@@ -48,6 +48,7 @@ def purge_command(
 keys_app = typer.Typer(
     help="Encryption and seal keys: what each key id protects, and re-encryption under the first one.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

@@ -20,8 +20,12 @@ from app.cli.common import (
 )
 from app.cli.flux import refresh_episodes
 
-orientations_app = typer.Typer(help="Orientation events sent by the platform (bulk import).", no_args_is_help=True)
-episodes_app = typer.Typer(help="Entry episodes (nouveaux entrants) derived from the facts.", no_args_is_help=True)
+orientations_app = typer.Typer(
+    help="Orientation events sent by the platform (bulk import).", no_args_is_help=True, rich_markup_mode=None
+)
+episodes_app = typer.Typer(
+    help="Entry episodes (nouveaux entrants) derived from the facts.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @orientations_app.command("import")

@@ -10,7 +10,9 @@ import typer
 from app.cli.common import ExitCode, chosen_departements, console, fail, print_json, print_rows, ready_settings
 
 persons_app = typer.Typer(
-    help="Persons known from the flux: identity-only matches to review, and their split.", no_args_is_help=True
+    help="Persons known from the flux: identity-only matches to review, and their split.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

@@ -20,7 +20,7 @@ from app.cli.common import (
     ready_settings,
 )
 
-pilotage_app = typer.Typer(help="Pilotage indicators.", no_args_is_help=True)
+pilotage_app = typer.Typer(help="Pilotage indicators.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @pilotage_app.command("orientation")

@@ -10,8 +10,10 @@ import typer
 from app.cli.common import ExitCode, console, fail, ready_settings
 from app.settings import get_settings
 
-openapi_app = typer.Typer(help="The OpenAPI description of the HTTP API.", no_args_is_help=True)
-fake_ft_app = typer.Typer(help="A fake France Travail for tests and demos (never the real one).", no_args_is_help=True)
+openapi_app = typer.Typer(help="The OpenAPI description of the HTTP API.", no_args_is_help=True, rich_markup_mode=None)
+fake_ft_app = typer.Typer(
+    help="A fake France Travail for tests and demos (never the real one).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,8 +29,9 @@ def serve(
     migrate: Annotated[bool, typer.Option(help="Apply pending migrations before serving.")] = True,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
 ) -> None:
-    """Serve the HTTP API with uvicorn (JSON logs). --migrate applies migrations as `db upgrade` does (with
-    PASSERELLE_MIGRATION_DATABASE_URL when set); with --no-migrate the database must be at head."""
+    """Serve the HTTP API with uvicorn (logs: JSON lines, human ones at a terminal). --migrate applies
+    migrations as `db upgrade` does (with PASSERELLE_MIGRATION_DATABASE_URL when set); with --no-migrate the
+    database must be at head."""
     import uvicorn
 
     from app.api.http_protocol import JsonErrorsH11Protocol

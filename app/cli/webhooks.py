@@ -19,7 +19,9 @@ from app.cli.common import (
     validated_departement,
 )
 
-webhooks_app = typer.Typer(help="Partners' webhooks (RDV-Insertion): unmatched items, replay.", no_args_is_help=True)
+webhooks_app = typer.Typer(
+    help="Partners' webhooks (RDV-Insertion): unmatched items, replay.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def _departements(departement: str | None) -> list[str]:

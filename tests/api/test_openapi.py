@@ -40,7 +40,7 @@ def test_every_operation_is_described_with_its_real_errors_and_an_example_body()
             for media, body in op.get("requestBody", {}).get("content", {}).items():
                 assert "example" in body or "examples" in body, (where, media)
             for status, response in op["responses"].items():
-                if int(status) >= 400:
+                if int(status) >= 400 and where != "GET /ready":  # the probe's own body (tests/ops/test_docs_truth.py)
                     assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
             if op.get("security"):
                 assert {"401", "403", "429", "503"} <= set(op["responses"]), where
