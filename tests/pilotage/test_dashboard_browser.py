@@ -49,7 +49,7 @@ def test_the_dashboard_in_headless_chromium(app, client, make_api_key, scene):
             assert answer is not None and answer.status == 200
             assert page.locator("html").get_attribute("lang") == "fr"
             assert "Tableau de bord" in page.title()
-            shown = {page.locator("dt").nth(i).inner_text(): page.locator("dd").nth(i).inner_text()
+            shown = {page.locator("dt").nth(i).inner_text(): page.locator("dd .valeur").nth(i).inner_text()
                      for i in range(page.locator("dt").count())}  # fmt: skip
             assert shown["Nouveaux entrants"] == str(expected["nouveaux_entrants"])
             assert shown["Orientés en 15 jours ou moins"] == _french(expected["taux_15j"])
@@ -141,7 +141,7 @@ def test_a_person_logs_in_through_the_identity_provider_in_the_browser(db, make_
                 answer = page.goto(f"{base}/tableau-de-bord?mois={month}&as_of={scene['as_of']}")
                 assert answer is not None and answer.status == 200, answer and answer.status
                 assert page.url.startswith(f"{base}/tableau-de-bord?mois={month}")  # back where the person asked
-                assert page.locator("dd").first.inner_text() == "4"  # the scene's four nouveaux entrants
+                assert page.locator("dd .valeur").first.inner_text() == "4"  # the scene's four nouveaux entrants
                 cookies = {c["name"]: c for c in page.context.cookies()}
                 session = cookies["passerelle_session"]
                 assert session["httpOnly"] and session["sameSite"] == "Lax"
