@@ -112,7 +112,7 @@ def passerelle_command() -> str:
 
 def browser_instructions(database: Path, port: int = 8000) -> str:
     """The demo's last lines (issue #26): the exact commands to see its data in a browser. The link command
-    prints a single-use link (app.security.links) that opens the dashboard for 8 hours."""
+    prints a single-use link (app.admin.links) that opens the dashboard for 8 hours."""
     env = f"PASSERELLE_DATABASE_URL=sqlite:///{database.as_posix()}"
     exe = passerelle_command()
     base = f"http://127.0.0.1:{port}"

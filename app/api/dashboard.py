@@ -14,6 +14,7 @@ import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from app.admin import links
 from app.api import pages
 from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
@@ -22,7 +23,7 @@ from app.errors import PasserelleError, Unprocessable
 from app.kit.validation import TEXT_PATTERN
 from app.pilotage import dashboard
 from app.pilotage.period import Period, PeriodError, month_of
-from app.security import links, login
+from app.security import login
 from app.security.auth import Principal, authenticate_bearer, require_scope
 from app.security.scopes import Scope
 from app.security.source import source_of

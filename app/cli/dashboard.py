@@ -29,8 +29,8 @@ def dashboard_link(
     Exemple : passerelle dashboard link --departement 055 --name "Camille Martin" --minutes 15
     """
     from app.admin.departements import known_codes
+    from app.admin.links import create_link, link_url
     from app.db import session_scope
-    from app.security.links import create_link, link_url
 
     code = validated_departement(departement)
     settings = ready_settings()

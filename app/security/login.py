@@ -159,7 +159,7 @@ def open_session(settings: Settings, token: str, token_expiry: float, now: float
 
 def open_link_session(settings: Settings, session_id: str, link_id: int, departement: str, name: str,
                       now: float | None = None) -> BrowserSession:  # fmt: skip
-    """A session opened by a single-use link (app.security.links, issue #26): for `dashboard_session_hours`,
+    """A session opened by a single-use link (app.admin.links, issue #26): for `dashboard_session_hours`,
     naming the link, the person and the département instead of a token."""
     now = time.time() if now is None else now
     expires = int(now + settings.dashboard_session_hours * 3600)
