@@ -53,8 +53,8 @@ def tableau_de_bord(
     day = as_of or today(settings)
     try:
         month = Period.parse(mois or dashboard.last_complete_month(day))
-    except PeriodError as exc:
-        raise Unprocessable(f"Mois ou date impossible : {exc}.") from None
+    except PeriodError:
+        raise Unprocessable(f"Mois impossible : {mois} (aucun mois avant 1900 ni après {day.year}).") from None
     if month.start < FIRST_MONTH:  # the page shows the twelve months up to the one asked, none before 1900
         raise Unprocessable(
             f"Le mois {month.label} est trop ancien : le tableau de bord montre les douze mois jusqu'à lui, "
