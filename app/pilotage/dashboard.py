@@ -21,7 +21,7 @@ from pygal.style import Style
 from sqlalchemy import Connection, select
 
 from app.models import FluxFile
-from app.pilotage.labels import LABELS, VALUE_LABELS, french_cell
+from app.pilotage.labels import LABELS, NOT_GIVEN_LABEL, VALUE_LABELS, french_cell
 from app.pilotage.period import Period, month_of
 from app.pilotage.population import episodes, waiting_by_age
 from app.pilotage.tables import Context, Table, compute, delai_legal, delais_orientation, statut_france_travail
@@ -60,7 +60,12 @@ def percent(value: float | None) -> str:
 
 
 def figure(value: Any) -> str:
-    return french_cell(value) or "-"
+    """A figure in French; a fact missing is "Non précisé", as in the tables (issue #26)."""
+    return french_cell(value) or NOT_GIVEN_LABEL
+
+
+def in_days(value: Any) -> str:
+    return NOT_GIVEN_LABEL if value is None else f"{figure(value)} jours"
 
 
 @dataclass
@@ -137,8 +142,8 @@ def build(conn: Connection, departements: list[str], month: Period, as_of: date,
         ("Nouveaux entrants", figure(current.value("nouveaux_entrants"))),
         ("Orientés en 15 jours ou moins", percent(current.value("taux_15j"))),
         ("Orientés en un mois ou moins", percent(current.value("taux_1mois"))),
-        ("Délai moyen d'orientation", f"{figure(current.value('delai_moyen_jours'))} jours"),
-        ("Délai médian d'orientation", f"{figure(current.value('delai_median_jours'))} jours"),
+        ("Délai moyen d'orientation", in_days(current.value("delai_moyen_jours"))),
+        ("Délai médian d'orientation", in_days(current.value("delai_median_jours"))),
         ("En attente d'orientation", figure(current.value("en_attente"))),
         # issue #25: orientations France Travail decided (counted among the oriented too)
         ("Orientés par France Travail", figure(current.value("orientes_par_france_travail"))),
