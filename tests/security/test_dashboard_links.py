@@ -155,3 +155,20 @@ def test_browsers_get_french_pages_and_api_clients_json(client, make_api_key):
         api = client.get(path, headers=headers)  # the same without text/html: the API's JSON
         assert api.status_code == status and api.json()["error"], path
     assert client.get("/api/v1/nulle-part", headers=HTML).json()["error"] == "not_found"  # the API stays JSON
+
+
+def test_a_browser_gets_a_french_503_when_the_database_is_unavailable(client, make_api_key, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from app.pilotage import dashboard
+
+    def unavailable(*_args, **_kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(dashboard, "build", unavailable)
+    key = make_api_key(["pilotage:read"])
+    page = client.get("/tableau-de-bord", headers={**HTML, "X-API-Key": key})
+    assert page.status_code == 503 and page.headers["retry-after"] == "5"
+    assert "Service momentanément indisponible" in page.text and 'href="/"' in page.text and 'lang="fr"' in page.text
+    api = client.get("/tableau-de-bord", headers={"X-API-Key": key})
+    assert api.status_code == 503 and api.json()["error"] == "database_unavailable"
