@@ -11,7 +11,7 @@ from html import escape
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.admin import links
@@ -90,15 +90,35 @@ def accueil() -> HTMLResponse:
     return HTMLResponse(pages.landing())
 
 
+JETON = r"^[A-Za-z0-9_-]*$"
+
+
 @router.get(links.PATH, include_in_schema=False)
 def connexion_lien(
+    jeton: Annotated[str | None, Query(max_length=200, pattern=JETON)] = None,
+) -> HTMLResponse:
+    """A single-use link (`passerelle dashboard link`) opened: a button that uses it. Opening the link uses
+    nothing: a mail or chat client that fetches links to preview them cannot spend it."""
+    form = (
+        '<form method="post" action="/connexion/lien">'
+        f'<input type="hidden" name="jeton" value="{escape(jeton or "")}">'
+        '<button type="submit">Ouvrir le tableau de bord</button></form>'
+    )
+    return HTMLResponse(pages.page(
+        "Lien de connexion au tableau de bord",
+        "<p>Ce lien ouvre le tableau de bord pour 8 heures ; il ne sert qu'une fois.</p>" + form, back=False,
+    ))  # fmt: skip
+
+
+@router.post(links.PATH, include_in_schema=False)
+def connexion_lien_utilise(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    jeton: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")] = None,
+    jeton: Annotated[str | None, Form(max_length=200, pattern=JETON)] = None,
 ) -> Response:
-    """A single-use link (`passerelle dashboard link`): consumed, it opens an 8-hour session on its
-    département's dashboard for the person it names (audited as `dashboard.login`)."""
+    """The link's button: the link consumed, an 8-hour session on its département's dashboard opens for the
+    person it names (audited as `dashboard.login`)."""
     sid = secrets.token_hex(16)
     source = source_of(request)
     try:

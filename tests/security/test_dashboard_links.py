@@ -45,7 +45,10 @@ def test_the_link_opens_one_session_once_for_its_person_and_departement(db, clie
         assert stored.token_hash == hash_key(token, db.pepper) and token not in stored.token_hash
         assert (stored.departement_code, stored.person_name, stored.used_at) == ("055", "Camille Martin", None)
         assert timedelta(minutes=14) < stored.expires_at - datetime.now(UTC) <= timedelta(minutes=15)
-    opened = client.get(f"{PATH}?jeton={token}", headers=HTML, follow_redirects=False)
+    shown = client.get(f"{PATH}?jeton={token}", headers=HTML)  # opening the link spends nothing: a button
+    assert shown.status_code == 200 and 'method="post"' in shown.text and f'value="{token}"' in shown.text
+    assert login.SESSION_COOKIE not in client.cookies
+    opened = client.post(PATH, data={"jeton": token}, headers=HTML, follow_redirects=False)
     assert opened.status_code == 303 and opened.headers["location"] == "/tableau-de-bord?departement=055"
     cookie = client.cookies[login.SESSION_COOKIE]
     sealed = login.unseal(db, cookie)
@@ -63,7 +66,7 @@ def test_the_link_opens_one_session_once_for_its_person_and_departement(db, clie
     assert client.get("/api/v1/pilotage/tables").status_code == 401  # the cookie never opens the API
     # used once: a second visit, even from another browser, opens nothing
     client.cookies.clear()
-    again = client.get(f"{PATH}?jeton={token}", headers=HTML, follow_redirects=False)
+    again = client.post(PATH, data={"jeton": token}, headers=HTML, follow_redirects=False)
     assert again.status_code == 401 and "déjà servi" in again.text and login.SESSION_COOKIE not in client.cookies
     with session_scope(db) as session:
         used = session.get(DashboardLink, stored.id)
@@ -81,11 +84,11 @@ def test_an_expired_or_unknown_link_opens_nothing_and_is_audited(db, client):
     token = _link(db, minutes=1)
     with session_scope(db, write=True) as session:  # its minute is over
         session.execute(update(DashboardLink).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
-    late = client.get(f"{PATH}?jeton={token}", headers=HTML, follow_redirects=False)
+    late = client.post(PATH, data={"jeton": token}, headers=HTML, follow_redirects=False)
     assert late.status_code == 401 and "expiré" in late.text and login.SESSION_COOKIE not in client.cookies
-    unknown = client.get(f"{PATH}?jeton=abc{token[3:]}", headers=HTML, follow_redirects=False)
+    unknown = client.post(PATH, data={"jeton": f"abc{token[3:]}"}, headers=HTML, follow_redirects=False)
     assert unknown.status_code == 401 and "pas valable" in unknown.text
-    assert client.get(PATH, headers=HTML).status_code == 401
+    assert client.post(PATH, headers=HTML).status_code == 401
     with session_scope(db) as session:
         assert session.scalars(select(DashboardLink.used_at)).one() is None
     assert [(e.outcome, e.detail) for e in _events(db, "dashboard.login")][:2] == [
@@ -101,7 +104,7 @@ def _only_link_id(db) -> int:
 
 def test_logout_ends_a_link_session_on_the_server(db, client):
     token = _link(db)
-    client.get(f"{PATH}?jeton={token}", headers=HTML, follow_redirects=False)
+    client.post(PATH, data={"jeton": token}, headers=HTML, follow_redirects=False)
     copied = client.cookies[login.SESSION_COOKIE]
     assert client.get("/tableau-de-bord", headers=HTML).status_code == 200
     bye = client.get("/deconnexion", headers=HTML)
