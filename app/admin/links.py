@@ -50,9 +50,9 @@ def create_link(session: Session, settings: Settings, *, departement: str, name:
     """Inside the caller's write transaction. `name`: the person's name, 1-100 printable characters."""
     name = " ".join(name.split())
     if not name or len(name) > 100 or any(ord(c) < 32 or c == "|" for c in name):
-        raise ValueError("le nom de la personne a 1 à 100 caractères imprimables (sans « | »)")
+        raise ValueError("--name: 1 to 100 printable characters, without '|'")
     if not 1 <= minutes <= MAX_MINUTES:
-        raise ValueError(f"--minutes : de 1 à {MAX_MINUTES}")
+        raise ValueError(f"--minutes: from 1 to {MAX_MINUTES}")
     token = secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + timedelta(minutes=minutes)
     link = DashboardLink(token_hash=hash_key(token, settings.pepper), departement_code=departement,

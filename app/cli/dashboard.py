@@ -9,24 +9,24 @@ import typer
 
 from app.cli.common import ExitCode, err_console, fail, ready_settings, validated_departement
 
-dashboard_app = typer.Typer(help="Le tableau de bord dans un navigateur.", no_args_is_help=True)
+dashboard_app = typer.Typer(help="The dashboard in a browser.", no_args_is_help=True)
 
 
 @dashboard_app.command("link")
 def dashboard_link(
-    departement: Annotated[str, typer.Option(help="Le département du tableau de bord (ex. 055).")],
-    name: Annotated[str, typer.Option(help="La personne qui ouvrira le lien (« Prénom Nom »).")],
-    minutes: Annotated[int, typer.Option(help="Validité du lien, en minutes (1 à 1440).")] = 15,
+    departement: Annotated[str, typer.Option(help="The dashboard's département (e.g. 055).")],
+    name: Annotated[str, typer.Option(help='Who will open the link ("Prénom Nom"): recorded with the session.')],
+    minutes: Annotated[int, typer.Option(help="How long the link can be used, in minutes (1 to 1440).")] = 15,
     url: Annotated[
         str | None,
-        typer.Option(help="L'adresse du service (défaut : PASSERELLE_PUBLIC_URL, sinon http://127.0.0.1:8000)."),
+        typer.Option(help="The service's address (default: PASSERELLE_PUBLIC_URL, else http://127.0.0.1:8000)."),
     ] = None,
 ) -> None:
-    """Un lien à usage unique qui ouvre le tableau de bord d'un département pour une personne, pendant
-    8 heures (PASSERELLE_DASHBOARD_SESSION_HOURS) ; il est valable --minutes et sert une fois. Sa création et
-    son usage sont enregistrés dans le journal d'audit ; le lien n'est affiché qu'ici.
+    """Print a single-use link that opens one département's dashboard for one person, for 8 hours
+    (PASSERELLE_DASHBOARD_SESSION_HOURS). It can be used once, within --minutes; its creation and use are
+    audited; the link is shown here only, never stored in clear.
 
-    Exemple : passerelle dashboard link --departement 055 --name "Camille Martin" --minutes 15
+    Example: passerelle dashboard link --departement 055 --name "Camille Martin" --minutes 15
     """
     from app.admin.departements import known_codes
     from app.admin.links import create_link, link_url
@@ -37,13 +37,13 @@ def dashboard_link(
     with session_scope(write=True) as session:
         known = known_codes(session)
         if code not in known:
-            raise fail(f"département {code} inconnu ; connus : {', '.join(known) or 'aucun'}", ExitCode.USAGE)
+            raise fail(f"unknown département {code!r}; known: {', '.join(known) or 'none'}", ExitCode.USAGE)
         try:
             created = create_link(session, settings, departement=code, name=name, minutes=minutes)
         except ValueError as exc:
             raise fail(str(exc), ExitCode.USAGE) from None
     base = url or settings.public_url or "http://127.0.0.1:8000"
     until = created.expires_at.astimezone(ZoneInfo(settings.business_timezone)).strftime("%d/%m/%Y %H:%M")
-    err_console.print(f"Lien à usage unique pour {' '.join(name.split())} (département {code}), valable "
-                      f"jusqu'au {until} ; à ouvrir dans un navigateur :", highlight=False)  # fmt: skip
+    err_console.print(f"single-use link for {' '.join(name.split())} (département {code}), usable until "
+                      f"{until} ({settings.business_timezone}); open it in a browser:", highlight=False)  # fmt: skip
     print(link_url(base, created.token))
