@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,12 @@ PARCOURS = ["professionnel"] * 4 + ["socio-professionnel"] * 3 + ["social"] * 2
 
 
 def run_demo(
-    base: Settings, foyers: int = 2000, days: int = 56, seed: int = 2024, console: Console | None = None
+    base: Settings,
+    foyers: int = 2000,
+    days: int = 56,
+    seed: int = 2024,
+    console: Console | None = None,
+    port: int = 8000,
 ) -> dict[str, Any]:
     console = console or Console()
 
@@ -89,13 +95,39 @@ def run_demo(
     _print_worklist(settings, day, console)
     _print_contracts(engine, settings, day, console)
     _print_audit_seal(engine, settings, console)
-    console.print(
-        f"\nLa base de la démo est {root / 'demo.db'} ; pour l'explorer :\n"
-        f"  PASSERELLE_DATABASE_URL=sqlite:///{(root / 'demo.db').as_posix()} passerelle serve\n"
-        "  puis /tableau-de-bord (le tableau de bord, avec une clé API pilotage:read) et /docs (l'API)"
-    )
+    console.print(browser_instructions(root / "demo.db", port), highlight=False, soft_wrap=True)
     dispose_engines()
     return result
+
+
+def passerelle_command() -> str:
+    """How to call `passerelle` from here: `.venv/bin/passerelle` from a clone (a path relative to the
+    current directory when it is under it), else its absolute path, else the bare name."""
+    command = Path(sys.executable).parent / "passerelle"
+    if not command.exists():
+        return "passerelle"
+    try:
+        return command.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return command.as_posix()
+
+
+def browser_instructions(database: Path, port: int = 8000) -> str:
+    """The demo's last lines (issue #26): the exact commands to see its data in a browser. The link command
+    prints a single-use link (app.admin.links) that opens the dashboard for 8 hours."""
+    env = f"PASSERELLE_DATABASE_URL=sqlite:///{database.as_posix()}"
+    exe = passerelle_command()
+    base = f"http://127.0.0.1:{port}"
+    return (
+        f"\nLa base de la démo est {database}. Pour voir ses données dans un navigateur :\n"
+        f"  1. dans un terminal, lancez le service sur cette base (il reste au premier plan) :\n"
+        f"     {env} {exe} serve --port {port}\n"
+        f"  2. dans un autre terminal, demandez un lien de connexion (usage unique, valable 15 minutes) :\n"
+        f'     {env} {exe} dashboard link --departement 055 --name "Prénom Nom" --url {base}\n'
+        f"  3. ouvrez dans un navigateur le lien qu'il affiche : le tableau de bord du département 055 s'ouvre "
+        f"pour 8 heures.\n"
+        f"  La documentation de l'API : {base}/docs"
+    )
 
 
 def _fresh_database(base: Settings) -> tuple[Path, Settings]:

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
+from app.admin import links
 from app.api import (
     audit,
     dashboard,
@@ -210,6 +211,8 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     def content_types_for(_method: str, path: str) -> tuple[str, ...]:
         if streamed(path):
             return ("multipart/form-data",)
+        if path == links.PATH:  # the single-use link's button (issue #26): a browser's form
+            return ("application/x-www-form-urlencoded",)
         return ("application/json",)
 
     def streamed(path: str) -> bool:

@@ -5,24 +5,28 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from datetime import UTC, date, datetime
 from html import escape
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from app.admin import links
+from app.api import pages
 from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
 from app.db import write_transaction
-from app.errors import NotFound, PasserelleError, Unprocessable
+from app.errors import PasserelleError, Unprocessable
 from app.kit.validation import TEXT_PATTERN
 from app.pilotage import dashboard
 from app.pilotage.period import Period, PeriodError, month_of
 from app.security import login
 from app.security.auth import Principal, authenticate_bearer, require_scope
 from app.security.scopes import Scope
+from app.security.source import source_of
 from app.settings import Settings
 
 router = APIRouter(tags=["tableau de bord"])
@@ -40,16 +44,17 @@ def tableau_de_bord(
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.pilotage_read)],
     mois: Annotated[
-        str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="AAAA-MM (défaut : ce mois)")
+        str | None,
+        Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="AAAA-MM (défaut : le dernier mois complet)"),
     ] = None,
     as_of: Annotated[IsoDate | None, Query(description="Faits connus à cette date (défaut : aujourd'hui)")] = None,
     departement: Annotated[str | None, Query(pattern=r"^(\d{3}|02[AB])?$")] = None,
 ) -> HTMLResponse:
     day = as_of or today(settings)
     try:
-        month = Period.parse(mois or month_of(day))
-    except PeriodError as exc:
-        raise Unprocessable(f"Mois ou date impossible : {exc}.") from None
+        month = Period.parse(mois or dashboard.last_complete_month(day))
+    except PeriodError:
+        raise Unprocessable(f"Mois impossible : {mois} (aucun mois avant 1900 ni après {day.year}).") from None
     if month.start < FIRST_MONTH:  # the page shows the twelve months up to the one asked, none before 1900
         raise Unprocessable(
             f"Le mois {month.label} est trop ancien : le tableau de bord montre les douze mois jusqu'à lui, "
@@ -72,12 +77,65 @@ def connexion(
     settings: SettingsDep, suite: Annotated[str | None, Query(max_length=500, pattern=TEXT_PATTERN)] = None
 ) -> Response:
     """Start the browser login (OIDC authorization code with PKCE) and come back to `suite` after it."""
-    if not login.configured(settings):
-        raise NotFound("Pas de connexion par navigateur : le fournisseur d'identité n'est pas configuré.")
+    if not login.configured(settings):  # how to get in without one: a single-use link (issue #26)
+        return HTMLResponse(pages.page("Connexion au tableau de bord", pages.how_to_get_in(False)))
     started = login.start(settings, suite)
     response = RedirectResponse(started.url, status_code=303)
     response.set_cookie(login.FLOW_COOKIE, started.cookie, max_age=login.FLOW_SECONDS, httponly=True,
                         secure=_secure(settings), samesite="lax", path="/connexion")  # fmt: skip
+    return response
+
+
+@router.get("/", include_in_schema=False)
+def accueil() -> HTMLResponse:
+    """A short French landing page: the dashboard and the API's documentation."""
+    return HTMLResponse(pages.landing())
+
+
+JETON = r"^[A-Za-z0-9_-]*$"
+
+
+@router.get(links.PATH, include_in_schema=False)
+def connexion_lien(
+    jeton: Annotated[str | None, Query(max_length=200, pattern=JETON)] = None,
+) -> HTMLResponse:
+    """A single-use link (`passerelle dashboard link`) opened: a button that uses it. Opening the link uses
+    nothing: a mail or chat client that fetches links to preview them cannot spend it."""
+    form = (
+        '<form method="post" action="/connexion/lien">'
+        f'<input type="hidden" name="jeton" value="{escape(jeton or "")}">'
+        '<button type="submit">Ouvrir le tableau de bord</button></form>'
+    )
+    return HTMLResponse(pages.page(
+        "Lien de connexion au tableau de bord",
+        "<p>Ce lien ouvre le tableau de bord pour 8 heures ; il ne sert qu'une fois.</p>" + form, back=False,
+    ))  # fmt: skip
+
+
+@router.post(links.PATH, include_in_schema=False)
+def connexion_lien_utilise(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    jeton: Annotated[str | None, Form(max_length=200, pattern=JETON)] = None,
+) -> Response:
+    """The link's button: the link consumed, an 8-hour session on its département's dashboard opens for the
+    person it names (audited as `dashboard.login`)."""
+    sid = secrets.token_hex(16)
+    source = source_of(request)
+    try:
+        with write_transaction(session):
+            redeemed = links.redeem(session, settings, jeton, sid, source)
+    except links.LinkRefused as exc:
+        exc.record(session.get_bind(), source)  # type: ignore[arg-type]
+        log.warning("browser_link_refused", reason=exc.detail.get("raison"))
+        return HTMLResponse(_login_failed(str(exc)), status_code=401)
+    opened = login.open_link_session(settings, sid, redeemed.link_id, redeemed.departement, redeemed.name)
+    response = RedirectResponse(f"/tableau-de-bord?departement={redeemed.departement}", status_code=303)
+    response.set_cookie(login.SESSION_COOKIE, opened.cookie, max_age=opened.max_age,
+                        expires=datetime.fromtimestamp(opened.expires, UTC),
+                        httponly=True, secure=_secure(settings), samesite="lax", path="/")  # fmt: skip
+    log.info("browser_login", principal=f"lien:{redeemed.link_id}")
     return response
 
 
@@ -141,5 +199,6 @@ def _login_failed(message: str, title: str = "Connexion impossible") -> str:
     return (
         f'<!DOCTYPE html><html lang="fr"><head><meta charset="utf-8"><title>{escape(title)} — Passerelle RSA</title>'
         f'<link rel="stylesheet" href="/static/tableau-de-bord.css"></head><body><main><h1>{escape(title)}</h1>'
-        f'<p>{escape(message)}</p><p><a href="/connexion">Se connecter</a></p></main></body></html>'
+        f'<p>{escape(message)}</p><p><a href="/connexion">Se connecter</a> · <a href="/">Accueil</a></p></main>'
+        "</body></html>"
     )

@@ -21,6 +21,7 @@ from app.errors import TooManyRequests, Unauthenticated, Unprocessable
 from app.kit.validation import day_range_problem
 from app.security import login
 from app.security.auth import (
+    Agent,
     Principal,
     authenticate_api_key,
     authenticate_bearer,
@@ -28,6 +29,7 @@ from app.security.auth import (
     parse_agent,
     require_scope,
 )
+from app.security.scopes import Scope
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -92,7 +94,7 @@ def authenticate(
             code="invalid_purpose_header",
         )
     page = request.method == "GET" and request.url.path.startswith(login.PAGES)
-    session_token = login.session_token(settings, session, request.cookies.get(login.SESSION_COOKIE)) if page else None
+    cookie = login.session_content(settings, session, request.cookies.get(login.SESSION_COOKIE)) if page else None
     if api_key:
         principal, credential = authenticate_api_key(session, settings, api_key), api_key
     elif bearer is not None and bearer.credentials.startswith("prsa_"):
@@ -100,8 +102,11 @@ def authenticate(
     elif bearer is not None:
         principal = authenticate_bearer(request.app.state.oidc, settings, bearer.credentials)
         credential = bearer.credentials
-    elif session_token:  # a person logged in through the browser (pages only)
-        principal = authenticate_bearer(request.app.state.oidc, settings, session_token)
+    elif cookie and cookie.get("token"):  # a person logged in through the browser (pages only)
+        principal = authenticate_bearer(request.app.state.oidc, settings, str(cookie["token"]))
+        credential = request.cookies[login.SESSION_COOKIE]
+    elif cookie:  # a person let in by a single-use link (pages only, issue #26)
+        principal = link_principal(cookie)
         credential = request.cookies[login.SESSION_COOKIE]
     elif page and login.configured(settings):
         raise LoginRequired(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
@@ -124,6 +129,20 @@ def authenticate(
     for scope in security_scopes.scopes:
         require_scope(principal, scope)
     return principal
+
+
+def link_principal(cookie: dict[str, Any]) -> Principal:
+    """The person a single-use link let in: the dashboard (`pilotage:read`) of its one département."""
+    name = str(cookie.get("name") or "-")
+    prenom, _, nom = name.partition(" ")
+    return Principal(
+        kind="user",
+        id=f"lien:{int(cookie['link'])}",
+        name=name,
+        scopes=frozenset({Scope.pilotage_read.value}),
+        departements=frozenset({str(cookie["dep"])}),
+        agent=Agent(identifiant=f"lien:{int(cookie['link'])}", nom=nom or "-", prenom=prenom or "-"),
+    )
 
 
 def Authorized(scope: str) -> Any:

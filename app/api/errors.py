@@ -10,11 +10,12 @@ from urllib.parse import quote
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api import pages
 from app.api.refusals import refused
 from app.errors import PasserelleError, error_body
 
@@ -57,20 +58,43 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+HINTS = {"mois": "AAAA-MM, par exemple 2026-03", "as_of": "AAAA-MM-JJ, par exemple 2026-03-31",
+         "departement": "un code de département, par exemple 055"}  # fmt: skip
+
+
+def html_error(request: Request, status: int, message: str | None = None,
+               headers: dict[str, str] | None = None) -> HTMLResponse:  # fmt: skip
+    """The French page a browser gets instead of the API's JSON error (issue #26)."""
+    from app.security.login import configured
+
+    text = pages.error_page(status, message, configured(request.app.state.settings))
+    return HTMLResponse(text, status_code=status, headers=headers)
+
+
+def _french_validation(details: list[dict[str, Any]]) -> str:
+    names = [d["loc"][-1] for d in details if d["loc"]]
+    said = "; ".join(f"« {n} » (attendu : {HINTS[n]})" if n in HINTS else f"« {n} »" for n in dict.fromkeys(names))
+    return f"Paramètre incorrect : {said}." if said else "La demande est incorrecte."
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def _login(_request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(f"/connexion?suite={quote(exc.next_url, safe='')}", status_code=303)
 
     @app.exception_handler(PasserelleError)
-    async def _passerelle_error(request: Request, exc: PasserelleError) -> JSONResponse:
+    async def _passerelle_error(request: Request, exc: PasserelleError) -> Response:
         exc = refused(request, exc)  # a refused or missing access is recorded (issue #23); 429 past the limit
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else exc.headers
+        if pages.wants_html(request):  # the French page; only the dashboard's own 422 messages are French
+            return html_error(request, exc.status_code, exc.message if exc.status_code == 422 else None, headers)
         return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         details = _validation_details(exc)
+        if pages.wants_html(request):
+            return html_error(request, 422, _french_validation(details))
         if any(d["type"] == "json_invalid" for d in details):
             return error_response(400, "malformed_json", "The request body is not valid JSON.", details)
         where = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
@@ -78,10 +102,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
-    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    async def _database_unavailable(request: Request, exc: Exception) -> Response:
         # Busy beyond the timeout (SQLite's writer, a PostgreSQL statement or lock timeout), unreachable, or
         # no pooled connection in time. Raised before the commit completed: nothing of the request is stored.
         log.error("database_unavailable", error_type=type(exc).__name__)
+        if pages.wants_html(request):
+            return html_error(request, 503, None, {"Retry-After": "5"})
         return error_response(
             503,
             "database_unavailable",
@@ -91,7 +117,9 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
+        if pages.wants_html(request):
+            return html_error(request, exc.status_code, None, dict(exc.headers or {}) or None)
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, None, dict(exc.headers or {}) or None)

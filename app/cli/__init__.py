@@ -15,6 +15,7 @@ import typer
 from app.cli.audit import audit_app
 from app.cli.clients import clients_app, departements_app
 from app.cli.common import ExitCode, PasserelleGroup, err_console
+from app.cli.dashboard import dashboard_app
 from app.cli.db import db_app
 from app.cli.exports import export_app
 from app.cli.flux import flux_app
@@ -45,6 +46,7 @@ app.add_typer(orientations_app, name="orientations")
 app.add_typer(episodes_app, name="episodes")
 app.add_typer(persons_app, name="persons")
 app.add_typer(pilotage_app, name="pilotage")
+app.add_typer(dashboard_app, name="dashboard")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(ft_app, name="ft")
 app.add_typer(export_app, name="export")

@@ -1,6 +1,6 @@
 """SQLAlchemy 2 typed models, one module per aggregate; importing this package registers them all."""
 
-from app.models.auth import ApiClient, BrowserSessionRevocation, Departement, api_client_departements
+from app.models.auth import ApiClient, BrowserSessionRevocation, DashboardLink, Departement, api_client_departements
 from app.models.base import Base
 from app.models.exports import Export, ExportDownload, ExportLink, ExportMail, FtReturnFile, FtReturnRow, JobLease
 from app.models.flux import (
@@ -35,6 +35,7 @@ __all__ = [
     "AuditLeaf",
     "Base",
     "BrowserSessionRevocation",
+    "DashboardLink",
     "Departement",
     "EntryEpisode",
     "EpisodeQueue",

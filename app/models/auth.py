@@ -61,3 +61,20 @@ class BrowserSessionRevocation(Base):
 
     session_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the cookie's random `sid`
     expires_at: Mapped[datetime] = mapped_column()
+
+
+class DashboardLink(Base):
+    """A single-use link to the dashboard (`passerelle dashboard link`, issue #26): a random token, stored
+    only as its keyed hash, that opens one browser session for the person named, on one département, once,
+    before `expires_at`. `session_id` is the session it opened (ended like any other by `/deconnexion`)."""
+
+    __tablename__ = "dashboard_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    person_name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None]
+    session_id: Mapped[str | None] = mapped_column(String(64))

@@ -24,10 +24,11 @@ from sqlalchemy import Connection, func, select
 
 from app.flux.freshness import freshness
 from app.models import EntryEpisode, FluxFile
-from app.pilotage.labels import LABELS, VALUE_LABELS, french_cell
+from app.pilotage.labels import LABELS, NOT_GIVEN_LABEL, VALUE_LABELS, french_cell
 from app.pilotage.period import Period, month_of
 from app.pilotage.population import episodes, waiting_by_age
 from app.pilotage.tables import Context, Table, compute, delai_legal, delais_orientation, statut_france_travail
+from app.rules.deadlines import deadline_one_month
 from app.rules.episodes import add_months
 
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
@@ -88,7 +89,12 @@ def axis_percent(value: float) -> str:
 
 
 def figure(value: Any) -> str:
-    return french_cell(value) or "-"
+    """A figure in French; a fact missing is "Non précisé", as in the tables (issue #26)."""
+    return french_cell(value) or NOT_GIVEN_LABEL
+
+
+def in_days(value: Any) -> str:
+    return NOT_GIVEN_LABEL if value is None else f"{figure(value)} jours"
 
 
 @dataclass
@@ -109,6 +115,7 @@ class Dashboard:
     as_of: date
     departements: list[str]
     headline: list[tuple[str, str]] = field(default_factory=list)
+    provisional: dict[str, str] = field(default_factory=dict)  # a tile's label -> why its figure may still move
     charts: list[Chart] = field(default_factory=list)
     # issue #26: a CAF/MSA silent for more than PASSERELLE_PILOTAGE_GAP_DAYS working days, up to as_of (French)
     alerts: list[str] = field(default_factory=list)
@@ -288,12 +295,19 @@ def build(
         ("Nouveaux entrants", figure(current.value("nouveaux_entrants"))),
         ("Orientés en 15 jours ou moins", percent(current.value("taux_15j"))),
         ("Orientés en un mois ou moins", percent(current.value("taux_1mois"))),
-        ("Délai moyen d'orientation", f"{figure(current.value('delai_moyen_jours'))} jours"),
-        ("Délai médian d'orientation", f"{figure(current.value('delai_median_jours'))} jours"),
+        ("Délai moyen d'orientation", in_days(current.value("delai_moyen_jours"))),
+        ("Délai médian d'orientation", in_days(current.value("delai_median_jours"))),
         ("En attente d'orientation", figure(current.value("en_attente"))),
         # issue #25: orientations France Travail decided (counted among the oriented too)
         ("Orientés par France Travail", figure(current.value("orientes_par_france_travail"))),
     ]
+    open_month = month.end >= as_of
+    inside = [r for r in year if month.start <= r.t0 <= month.end and r.decided is None
+              and deadline_one_month(r.t0) >= as_of]  # fmt: skip
+    if open_month or inside:  # issue #26: said on the tiles, not only under a table further down
+        why = (f"mois en cours au {as_of.strftime('%d/%m/%Y')}" if open_month else
+               f"{len(inside)} personne(s) encore dans leur délai au {as_of.strftime('%d/%m/%Y')}")  # fmt: skip
+        board.provisional.update({label: why for label, _v in board.headline})
     board.charts.append(Chart(
         "entrants", "Nouveaux entrants par mois (date T0)",
         _bar("Nouveaux entrants par mois", labels, {"Nouveaux entrants": entrants}),
@@ -318,6 +332,8 @@ def build(
         ("Orientés par France Travail", figure(legal.value("orientes_france_travail"))),
         ("En attente au-delà des six semaines", figure(legal.value("en_attente_au_dela_6_semaines"))),
     ]
+    if open_month or legal.value("en_attente_dans_les_6_semaines"):
+        board.provisional[board.headline[-3][0]] = "des personnes encore dans les six semaines"
     board.charts.append(_legal_chart(legal, month))
     contracts = table("contrats-engagement", month)
     board.headline += [  # the contrat d'engagement (Code du travail art. D.5411-14-1): one month from the orientation
@@ -325,6 +341,11 @@ def build(
         ("Orientés sans contrat, délai d'un mois dépassé", figure(contracts.value("en_attente_contrat_hors_delai"))),
         ("Accompagnés avant 2025 sans contrat d'engagement", figure(contracts.value("transition_sans_ce"))),
     ]
+    contract_clock = (contracts.value("en_attente_contrat") or 0) - (
+        contracts.value("en_attente_contrat_hors_delai") or 0
+    )
+    if open_month or contract_clock > 0:
+        board.provisional[board.headline[-3][0]] = "des personnes orientées encore dans leur mois"
     board.charts.append(_contracts_chart(contracts, month, as_of))
     histogram = [(int(k), v) for i, _d, k, v in current.figures if i == "orientes_par_delai"]
     board.charts.append(Chart(
@@ -463,6 +484,12 @@ def render(board: Dashboard, departement_choices: list[str], chosen: str | None,
         chosen=chosen,
         target=percent(target),
     )
+
+
+def last_complete_month(day: date) -> str:
+    """The month the dashboard opens on (issue #26): the last one complete on `day` (`day` its last day
+    included), never the month still running."""
+    return month_of(add_months((day + timedelta(days=1)).replace(day=1), -1))
 
 
 def last_day(day: date) -> date:

@@ -155,8 +155,21 @@ def _groups(rows: list[Row], dims: Iterable[str]) -> Iterable[tuple[str, str, li
             yield dim, key, by[key]
 
 
+class Rate(float):
+    """A rate (a share between 0 and 1, rounded to 4 places) that remembers its numerator and denominator: the
+    French CSV writes them beside it (issue #26). A float everywhere else (JSON, comparisons)."""
+
+    numerator: int
+    denominator: int
+
+    def __new__(cls, n: int, d: int) -> Rate:
+        rate = super().__new__(cls, round(n / d, 4))
+        rate.numerator, rate.denominator = n, d
+        return rate
+
+
 def _rate(n: int, d: int) -> float | None:
-    return round(n / d, 4) if d else None
+    return Rate(n, d) if d else None
 
 
 # -- the tables ---------------------------------------------------------------------------------------------
@@ -582,6 +595,8 @@ CSV_COLUMNS = (
     "valeur_dimension",
     "libelle_valeur",
     "valeur",
+    "numerateur",
+    "denominateur",
 )
 
 
@@ -593,9 +608,20 @@ def _machine(value: Any) -> str:
     return str(value)
 
 
+def _percent(rate: Rate) -> str:
+    return f"{rate * 100:.2f} %".replace(".", ",")
+
+
+def _terms(value: Any) -> tuple[str, str]:
+    """A rate's numerator and denominator (empty for any other figure)."""
+    return (str(value.numerator), str(value.denominator)) if isinstance(value, Rate) else ("", "")
+
+
 def to_csv(table: Table, locale: str = "fr", names: dict[str, str] | None = None) -> bytes:
-    """One row per figure (long format): `;`, UTF-8 with BOM, CRLF; `fr` writes decimal commas and dates
-    jj/mm/aaaa (French Excel), `c` points and ISO dates (pandas, R: `read.csv2` is not needed)."""
+    """One row per figure (long format): `;`, UTF-8 with BOM, CRLF; `fr` writes decimal commas, dates
+    jj/mm/aaaa and rates as percentages ("47,59 %": French Excel), `c` points, ISO dates and rates as shares
+    between 0 and 1 (pandas, R: `read.csv2` is not needed). A rate's numerator and denominator in their own
+    columns (`numerateur`, `denominateur`), empty for the other figures."""
 
     fmt = french_cell if locale == "fr" else _machine
     data = table.as_dict(names)
@@ -616,7 +642,8 @@ def to_csv(table: Table, locale: str = "fr", names: dict[str, str] | None = None
             f["libelle_dimension"],
             f["valeur_dimension"],
             f["libelle_valeur"],
-            fmt(f["valeur"]),
+            _percent(f["valeur"]) if locale == "fr" and isinstance(f["valeur"], Rate) else fmt(f["valeur"]),
+            *_terms(f["valeur"]),
         ]
         for f in data["figures"]
     )

@@ -157,15 +157,31 @@ def open_session(settings: Settings, token: str, token_expiry: float, now: float
     return BrowserSession(cookie, expires, max(0, expires - int(now)))
 
 
-def session_token(settings: Settings, session: Session, value: str | None) -> str | None:
-    """The access token of a live session cookie: None if absent, tampered with, expired, without a `sid`
-    (sealed before sessions could be ended) or ended by `/deconnexion`."""
+def open_link_session(settings: Settings, session_id: str, link_id: int, departement: str, name: str,
+                      now: float | None = None) -> BrowserSession:  # fmt: skip
+    """A session opened by a single-use link (app.admin.links, issue #26): for `dashboard_session_hours`,
+    naming the link, the person and the département instead of a token."""
+    now = time.time() if now is None else now
+    expires = int(now + settings.dashboard_session_hours * 3600)
+    cookie = seal(settings, {"link": link_id, "dep": departement, "name": name, "exp": expires, "sid": session_id})
+    return BrowserSession(cookie, expires, max(0, expires - int(now)))
+
+
+def session_content(settings: Settings, session: Session, value: str | None) -> dict[str, Any] | None:
+    """A live session cookie's content (`token`, or `link`, `dep` and `name`): None if absent, tampered with,
+    expired, without a `sid` (sealed before sessions could be ended) or ended by `/deconnexion`."""
     data = unseal(settings, value)
-    if not data or not isinstance(data.get("sid"), str) or not data.get("token"):
+    if not data or not isinstance(data.get("sid"), str) or not (data.get("token") or data.get("link")):
         return None
     if session.get(BrowserSessionRevocation, data["sid"][:64]) is not None:
         return None
-    return str(data["token"])
+    return data
+
+
+def session_token(settings: Settings, session: Session, value: str | None) -> str | None:
+    """The access token of a live session cookie opened by the identity provider (None otherwise)."""
+    data = session_content(settings, session, value)
+    return str(data["token"]) if data and data.get("token") else None
 
 
 def end_session(settings: Settings, session: Session, value: str | None) -> bool:

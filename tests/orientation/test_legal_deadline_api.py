@@ -210,7 +210,8 @@ def test_delai_legal_table_csv_and_dashboard_as_of(db, tmp_path):
     rate = next(
         r for r in rows if r["indicateur"] == "taux_orientes_departement_6_semaines" and r["dimension"] == "ensemble"
     )
-    assert (rate["valeur"], rate["table"]) == ("0,25", "delai-legal")
+    assert (rate["valeur"], rate["table"]) == ("25,00 %", "delai-legal")  # issue #26: a percentage, with its terms
+    assert (rate["numerateur"], rate["denominateur"]) == ("1", "4")
     assert rate["libelle_indicateur"] == "Part orientée par le Département dans les six semaines"
 
     with get_engine(db).connect() as conn:

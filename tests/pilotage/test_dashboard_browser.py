@@ -8,6 +8,7 @@ skip (set PASSERELLE_BROWSER to another Chromium's path)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
@@ -49,7 +50,7 @@ def test_the_dashboard_in_headless_chromium(app, client, make_api_key, scene):
             assert answer is not None and answer.status == 200
             assert page.locator("html").get_attribute("lang") == "fr"
             assert "Tableau de bord" in page.title()
-            shown = {page.locator("dt").nth(i).inner_text(): page.locator("dd").nth(i).inner_text()
+            shown = {page.locator("dt").nth(i).inner_text(): page.locator("dd .valeur").nth(i).inner_text()
                      for i in range(page.locator("dt").count())}  # fmt: skip
             assert shown["Nouveaux entrants"] == str(expected["nouveaux_entrants"])
             assert shown["Orientés en 15 jours ou moins"] == _french(expected["taux_15j"])
@@ -141,7 +142,7 @@ def test_a_person_logs_in_through_the_identity_provider_in_the_browser(db, make_
                 answer = page.goto(f"{base}/tableau-de-bord?mois={month}&as_of={scene['as_of']}")
                 assert answer is not None and answer.status == 200, answer and answer.status
                 assert page.url.startswith(f"{base}/tableau-de-bord?mois={month}")  # back where the person asked
-                assert page.locator("dd").first.inner_text() == "4"  # the scene's four nouveaux entrants
+                assert page.locator("dd .valeur").first.inner_text() == "4"  # the scene's four nouveaux entrants
                 cookies = {c["name"]: c for c in page.context.cookies()}
                 session = cookies["passerelle_session"]
                 assert session["httpOnly"] and session["sameSite"] == "Lax"
@@ -196,3 +197,126 @@ def test_dates_far_in_the_past_are_refused_clearly(client, make_api_key):
                 "/api/v1/pilotage/tables/transmission?periode=0467"):  # fmt: skip
         r = client.get(url, headers={"X-API-Key": key})
         assert r.status_code == 422 and "1900" in r.json()["message"], (url, r.text)
+
+
+def _demo_env(settings, assignments: dict[str, str]) -> dict[str, str]:
+    """The environment of a terminal where the demo ran: its settings (keys, pepper, data directory), then
+    what the printed command sets; this worktree's code first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PASSERELLE_") and "proxy" not in k.lower()}
+    for name in ("data_dir", "nir_encryption_keys", "nir_hmac_key", "api_key_pepper"):
+        value = getattr(settings, name)
+        env[f"PASSERELLE_{name.upper()}"] = str(
+            value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        )
+    env["PASSERELLE_ENV"] = "test"
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env.update(assignments)
+    return env
+
+
+def _printed_command(output: str, marker: str) -> tuple[dict[str, str], list[str]]:
+    """A command line the demo printed: its `NAME=value` assignments and its arguments."""
+    import shlex
+
+    (line,) = [li for li in output.splitlines() if marker in li]
+    words = shlex.split(line)
+    assignments = dict(w.split("=", 1) for w in words if re.match(r"^[A-Z_]+=", w))
+    return assignments, [w for w in words if not re.match(r"^[A-Z_]+=", w)]
+
+
+@pytest.mark.slow
+def test_the_demos_printed_instructions_open_the_dashboard_in_chromium(db, tmp_path):
+    """Issue #26: from a fresh database, the demo's last lines are followed as printed (serve, then the link
+    command), and the link opens the dashboard in Chromium: on the last complete month, "provisoire" where it
+    applies; the pages a browser meets when refused are French HTML with a way back."""
+    import io
+    import subprocess
+    import time
+    from datetime import timedelta
+
+    import httpx
+    from playwright.sync_api import sync_playwright
+    from rich.console import Console
+
+    from app.clock import today
+    from app.demo import run_demo
+
+    settings = db.model_copy(update={"data_dir": tmp_path})
+    port = _free_port()
+    out = io.StringIO()
+    run_demo(settings, foyers=300, days=20, port=port, console=Console(file=out, width=400))
+    printed = out.getvalue()
+    assert f"--port {port}" in printed and "/docs" in printed
+    serve_env, serve = _printed_command(printed, " serve --port")
+    link_env, link = _printed_command(printed, " dashboard link ")
+    assert serve[0].endswith("passerelle") and link[0] == serve[0] and serve_env == link_env
+    assert serve_env["PASSERELLE_DATABASE_URL"].endswith("/demo/demo.db")
+    server = subprocess.Popen(serve, env=_demo_env(settings, serve_env), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the demo's server did not start")
+        done = subprocess.run(link, env=_demo_env(settings, link_env), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        url = done.stdout.strip()
+        assert url.startswith(f"{base}/connexion/lien?jeton=") and url not in done.stderr
+        day = today(settings)  # the last complete month: the one before today's (today's if today is its last day)
+        first = (day + timedelta(days=1)).replace(day=1)
+        complete = (first - timedelta(days=1)).replace(day=1)
+        expected = f"{MONTH_NAMES[complete.month - 1]} {complete.year}"
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                context = browser.new_context(locale="fr-FR", viewport={"width": 1280, "height": 900})
+                page = context.new_page()
+                assert page.goto(url) is not None  # the link shows a button (a preview spends nothing)
+                with page.expect_navigation():
+                    page.get_by_role("button", name="Ouvrir le tableau de bord").click()
+                assert urlparse(page.url).path == "/tableau-de-bord"
+                assert expected in page.locator("header").inner_text(), page.locator("header").inner_text()
+                first_tile = page.locator("dl.chiffres > div").first
+                assert first_tile.locator("dt").inner_text() == "Nouveaux entrants"
+                assert int(first_tile.locator(".valeur").inner_text()) > 0  # the demo's data
+                # persons of that month are still inside their one-month deadline today (the demo's last days)
+                assert first_tile.locator(".provisoire").inner_text() == "provisoire"
+                assert "T0 le 01/03" in page.locator("main").inner_text()  # how the 15 days are counted
+                page.screenshot(path=str(ARTIFACTS / "tableau-de-bord-lien.png"), full_page=True)
+                # the link served once: opened again, a French page says so
+                page.goto(url)
+                with page.expect_navigation() as spent:
+                    page.get_by_role("button", name="Ouvrir le tableau de bord").click()
+                assert spent.value is not None and spent.value.status == 401
+                assert "déjà servi" in page.locator("main").inner_text()
+                for path, status, title in (("/tableau-de-bord?departement=054", 404, "Page introuvable"),
+                                            ("/tableau-de-bord?mois=2026-13", 422, "Paramètre incorrect")):  # fmt: skip
+                    shown = page.goto(f"{base}{path}")
+                    assert shown is not None and shown.status == status
+                    assert page.locator("html").get_attribute("lang") == "fr"
+                    assert page.locator("h1").inner_text() == title
+                    assert page.locator("a[href='/']").count() == 1  # a way back
+                stranger = browser.new_context(locale="fr-FR").new_page()  # no session: 401, how to get in
+                refused = stranger.goto(f"{base}/tableau-de-bord")
+                assert refused is not None and refused.status == 401
+                assert stranger.locator("h1").inner_text() == "Connexion nécessaire"
+                assert "dashboard link --departement" in stranger.locator("main").inner_text()
+                home = stranger.goto(f"{base}/")
+                assert home is not None and home.status == 200
+                assert stranger.locator("a[href='/tableau-de-bord']").count() >= 1
+                assert stranger.locator("a[href='/docs']").count() == 1
+            finally:
+                browser.close()
+    finally:
+        server.terminate()
+        _out, err = server.communicate(timeout=30)
+    assert url.split("jeton=")[1] not in err  # the link's token never reaches the server's log
+
+
+MONTH_NAMES = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
+               "novembre", "décembre")  # fmt: skip

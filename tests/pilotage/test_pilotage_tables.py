@@ -122,14 +122,18 @@ def test_csv_long_form_french_and_machine_through_the_api_and_the_cli(db, scene,
     )
     rows = _french_rows(r.content)
     rate = next(x for x in rows if x["indicateur"] == "taux_15j" and x["dimension"] == "ensemble")
-    assert rate["valeur"] == "0,25" and rate["libelle_indicateur"] == "Taux d'orientation en 15 jours"
+    # issue #26: a percentage in the French CSV, its numerator and denominator beside it (1 of the 4)
+    assert rate["valeur"] == "25,00 %" and rate["libelle_indicateur"] == "Taux d'orientation en 15 jours"
+    assert (rate["numerateur"], rate["denominateur"]) == ("1", "4")
     assert rate["as_of"] == as_of.strftime("%d/%m/%Y")
     by_sex = {x["libelle_valeur"]: x["valeur"] for x in rows if x["indicateur"] == "nouveaux_entrants"
               and x["dimension"] == "sexe"}  # fmt: skip
     assert by_sex == {"Homme": "2", "Femme": "2"}
-    assert float(rate["valeur"].replace(",", ".")) == 0.25  # what French Excel reads
+    assert float(rate["valeur"].removesuffix(" %").replace(",", ".")) == 25.0  # what French Excel reads
     machine = _french_rows(client.get(url + "&locale=c", headers={"X-API-Key": key}).content)
-    assert next(x for x in machine if x["indicateur"] == "taux_15j")["valeur"] == "0.25"
+    machine_rate = next(x for x in machine if x["indicateur"] == "taux_15j")
+    assert (machine_rate["valeur"], machine_rate["numerateur"], machine_rate["denominateur"]) == ("0.25", "1", "4")
+    assert next(x for x in machine if x["indicateur"] == "nouveaux_entrants")["numerateur"] == ""
     assert next(x for x in machine if x["indicateur"] == "taux_15j")["as_of"] == as_of.isoformat()
     as_json = client.get(url.replace("&format=csv", ""), headers={"X-API-Key": key}).json()
     assert len(as_json["figures"]) == len(rows) and as_json["titre"].startswith("Délais")

@@ -19,6 +19,8 @@ UNAUTHENTICATED_PATHS = {
     "/connexion",
     "/connexion/retour",
     "/deconnexion",
+    "/",  # the landing page (issue #26)
+    "/connexion/lien",  # a single-use link: the token is the credential (issue #26)
 }  # the browser login (dashboard)
 # Routes open to any authenticated caller whatever its scopes (documented in README).
 ANY_SCOPE_PATHS = {"/api/v1/me"}
