@@ -16,6 +16,7 @@ UNAUTHENTICATED_PATHS = {
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",
+    "/redoc/redoc.standalone.js",  # ReDoc's script, served here (no CDN)
     "/connexion",
     "/connexion/retour",
     "/deconnexion",
