@@ -12,7 +12,7 @@ from typing import Any
 EXAMPLES: dict[str, str] = {
     "serve": "passerelle serve --port 8000",
     "demo": "passerelle demo --foyers 2000 --days 35 --seed 1",
-    "dashboard link": "passerelle dashboard link --departement 055 --name \"C. Martin\" --minutes 15",
+    "dashboard link": 'passerelle dashboard link --departement 055 --name "C. Martin" --minutes 15',
     "purge": "passerelle purge --dry-run",
     "openapi export": "passerelle openapi export --out openapi/openapi.json",
     "fake-ft serve": "passerelle fake-ft serve --port 8900 --seed 1",
