@@ -35,9 +35,14 @@ def _migrate(step: Callable[..., None], revision: str) -> None:
     from app import migrate as migrations
     from app.db import audit_journal_problem, make_engine
 
+    from alembic.util.exc import CommandError
+
     settings = get_settings()
     try:
-        step(settings, revision)
+        try:
+            step(settings, revision)
+        except CommandError as exc:  # an unknown or ambiguous revision: the caller's mistake, said in one line
+            raise fail(f"revision {revision!r}: {exc}", ExitCode.USAGE) from None
         engine = make_engine(settings.migrations_url, settings, statement_timeout=False, pooled=False)
         try:
             role = migrations.service_role(settings)

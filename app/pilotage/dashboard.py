@@ -94,7 +94,10 @@ def figure(value: Any) -> str:
 
 
 def in_days(value: Any) -> str:
-    return NOT_GIVEN_LABEL if value is None else f"{figure(value)} jours"
+    """A count of days in French: "1 jour", "1,5 jour", "12 jours"; "Non précisé" when missing."""
+    if value is None:
+        return NOT_GIVEN_LABEL
+    return f"{figure(value)} {'jour' if abs(value) < 2 else 'jours'}"
 
 
 @dataclass
@@ -462,9 +465,10 @@ def _calendar(conn: Connection, departements: list[str], transmission: Table, mo
                 row.append(f"{day.day} —")
         rows.append(row)
     gap = transmission.value("ecart_max_jours")
-    note = (f"{figure(transmission.value('jours_de_reception'))} jours de réception, "
+    note = (f"{in_days(transmission.value('jours_de_reception'))} de réception, "
             f"{figure(transmission.value('receptions_par_semaine'))} par semaine ; dernier fichier reçu le "
-            f"{figure(transmission.value('dernier_fichier_recu'))} ; écart maximal {figure(gap)} jours.")  # fmt: skip
+            f"{figure(transmission.value('dernier_fichier_recu'))} ; écart maximal {in_days(gap)} "
+            "(jours calendaires).")  # fmt: skip
     return Chart("calendrier", f"Fichiers CAF/MSA reçus en {month_label(month.start)}", Markup(""),
                  ["lun.", "mar.", "mer.", "jeu.", "ven.", "sam.", "dim."], rows, note)  # fmt: skip
 

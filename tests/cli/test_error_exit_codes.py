@@ -85,3 +85,8 @@ def test_real_commands_through_the_root_group(db, monkeypatch):
     r = run_cli(db, monkeypatch, "pilotage", "table", "nouveaux-entrants", "--periode", "1800-01")
     assert r.exit_code == 2, r.output
     assert "error: --periode" in r.output and "Traceback" not in r.output
+    # an unknown revision to downgrade to: the caller's mistake (2) in one line, the schema untouched
+    r = run_cli(db, monkeypatch, "db", "downgrade", "0099")
+    assert r.exit_code == 2, r.output
+    assert "error: revision '0099'" in r.output and "Traceback" not in r.output
+    assert run_cli(db, monkeypatch, "db", "current").exit_code == 0  # still at head

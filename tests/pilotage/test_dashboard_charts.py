@@ -196,3 +196,11 @@ def _look(page, width: int, name: str) -> None:
         shown.screenshot(path=str(ARTIFACTS / f"graphique-{name}-{key}-{width}.png"))  # first: to be looked at
         assert (ARTIFACTS / f"graphique-{name}-{key}-{width}.png").stat().st_size > 2_000
         assert not problems, (key, width, problems)
+
+
+def test_days_are_written_in_french_singular_and_plural():
+    from app.pilotage.dashboard import in_days
+
+    assert (in_days(0), in_days(1), in_days(1.5), in_days(2), in_days(12)) == (
+        "0 jour", "1 jour", "1,5 jour", "2 jours", "12 jours")  # fmt: skip
+    assert in_days(None) == "Non précisé"
