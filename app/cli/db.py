@@ -30,12 +30,11 @@ def _unreachable(exc: Exception) -> typer.Exit:
 
 
 def _migrate(step: Callable[..., None], revision: str) -> None:
+    from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from app import migrate as migrations
     from app.db import audit_journal_problem, make_engine
-
-    from alembic.util.exc import CommandError
 
     settings = get_settings()
     try:
