@@ -1,0 +1,94 @@
+"""Review of issue #26 (dashboard links, French pages, freshness, CSV rates, operator's path): each test shows
+a defect found in review, or pins a property the review checked (SQLite and PostgreSQL:
+PASSERELLE_TEST_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import threading
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from app.admin import links
+from app.admin.departements import ensure_departement
+from app.db import session_scope, write_transaction
+from app.main import create_app
+from app.models import AccessRecord, DashboardLink
+from app.security import login
+
+HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+FORGED = "A" * 43
+
+
+def _link(db, departement="055", name="Camille Martin", minutes=15) -> str:
+    with session_scope(db, write=True) as session:
+        ensure_departement(session, departement)
+        session.flush()
+        return links.create_link(session, db, departement=departement, name=name, minutes=minutes).token
+
+
+def _refused_link_events(db) -> int:
+    with session_scope(db) as s:
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(AccessRecord)
+                .where(AccessRecord.action == "dashboard.login", AccessRecord.outcome == "refused")
+            )
+        )
+
+
+def test_two_uses_of_one_link_at_once_open_one_session(db):
+    """Single use under concurrency: two requests redeem the same token at the same moment; exactly one
+    session is opened (SQLite: the writer's lock; PostgreSQL: the conditional UPDATE re-checked)."""
+    token = _link(db)
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def use(n: int) -> None:
+        with session_scope(db) as session:
+            barrier.wait()
+            try:
+                with write_transaction(session):
+                    links.redeem(session, db, token, f"sid{n}")
+                results.append("opened")
+            except links.LinkRefused as exc:
+                results.append(str(exc.detail.get("raison")))
+
+    threads = [threading.Thread(target=use, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == ["deja_utilise", "opened"]
+    with session_scope(db) as s:
+        assert s.scalars(select(DashboardLink.session_id)).one() in {"sid0", "sid1"}
+
+
+def test_a_flood_of_forged_dashboard_links_is_limited_like_the_download_links(db):
+    """Defect: POST /connexion/lien with a forged token wrote one `dashboard.login` refused event per attempt,
+    and was never held back (every other refusal without a credential counts against its address's limit,
+    issue #23: 429 beyond PASSERELLE_MAX_REFUSED_PER_MINUTE)."""
+    settings = db.model_copy(update={"max_refused_per_minute": 5})
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False, client=("203.0.113.9", 1)) as c:
+        answers = [c.post(links.PATH, data={"jeton": FORGED}, headers=HTML, follow_redirects=False) for _ in range(20)]
+    assert [r.status_code for r in answers[:5]] == [401] * 5
+    assert {r.status_code for r in answers[5:]} == {429}
+    assert "Trop de demandes" in answers[5].text and "retry-after" in answers[5].headers
+    assert all("retry-after" in r.headers for r in answers[5:])
+    assert _refused_link_events(db) <= 6  # not one per attempt
+
+
+def test_a_link_session_opens_only_its_own_departement(db, client):
+    """A link for 055 must not show 054's dashboard, nor reach the API with its cookie."""
+    with session_scope(db, write=True) as session:
+        ensure_departement(session, "054")
+    token = _link(db, "055")
+    opened = client.post(links.PATH, data={"jeton": token}, headers=HTML, follow_redirects=False)
+    assert opened.status_code == 303 and login.SESSION_COOKIE in client.cookies
+    assert client.get("/tableau-de-bord?departement=055", headers=HTML).status_code == 200
+    other = client.get("/tableau-de-bord?departement=054", headers=HTML)
+    assert other.status_code in (403, 404) and "<html" in other.text
+    api = client.get("/api/v1/pilotage/tables", headers={"Accept": "application/json"})
+    assert api.status_code == 401 and api.json()["error"] == "unauthenticated"
