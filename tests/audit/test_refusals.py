@@ -177,7 +177,7 @@ def test_refused_and_missing_accesses_are_recorded_and_the_auditor_finds_them(db
     assert {"outcome", "detail"} <= set(rows[0])
     mine = [r for r in rows if r["endpoint"] == "GET /api/v1/persons/{person_id}"]
     assert {(r["found"], r["outcome"]) for r in mine} == {("non", "not_found")}
-    assert mine[0]["at"] == probe[0]["at"][:19].replace("T", " ")
+    assert mine[0]["at"] == datetime.fromisoformat(probe[0]["at"]).strftime("%d/%m/%Y %H:%M")  # Paris (#26)
     assert not _events(db, AccessRecord.detail.contains(BAD_KEY))
     assert not _events(db, AccessRecord.endpoint.contains("987654"))  # the route, never the path
 
@@ -207,7 +207,7 @@ def test_the_cli_shows_outcome_detail_and_paris_times(db, make_api_key, tmp_path
     assert {i["departement_code"] for i in json.loads(only_none.output)["items"]} == {"*"}
     sheet = run_cli(db, monkeypatch, "audit", "accesses", "--outcome", "not_found", "--csv")
     rows = list(csv.DictReader(io.StringIO(sheet.output.lstrip("\ufeff"), newline=""), delimiter=";"))
-    assert (rows[0]["found"], rows[0]["at"]) == ("non", item["at"][:19].replace("T", " "))
+    assert (rows[0]["found"], rows[0]["at"]) == ("non", local.strftime("%d/%m/%Y %H:%M"))  # issue #26 item 5
     bad = run_cli(db, monkeypatch, "audit", "accesses", "--outcome", "lost")
     assert bad.exit_code == 2
 
