@@ -92,3 +92,13 @@ def test_a_link_session_opens_only_its_own_departement(db, client):
     assert other.status_code in (403, 404) and "<html" in other.text
     api = client.get("/api/v1/pilotage/tables", headers={"Accept": "application/json"})
     assert api.status_code == 401 and api.json()["error"] == "unauthenticated"
+
+
+def test_the_page_after_login_is_never_another_site():
+    """Defect (open redirect): `/connexion?suite=/\\evil.example` came back from the identity provider as
+    `Location: /\\evil.example`, which browsers read as `//evil.example` (WHATWG URL: a backslash is a slash
+    in http(s) URLs)."""
+    for way in ("/\\evil.example", "/\\/evil.example", "/x\\..\\\\evil.example"):
+        assert login.safe_next(way) == login.PAGES[0], way
+    for way in ("/tableau-de-bord?mois=2026-11", "/tableau-de-bord"):
+        assert login.safe_next(way) == way
