@@ -101,7 +101,7 @@ def safe_next(value: str | None) -> str:
     parsed = urlparse(value or "")
     # a backslash is a slash to a browser (`/\\evil.example` is `//evil.example`): never in the way back
     local = value and not parsed.scheme and not parsed.netloc and value.startswith("/") and not value.startswith("//")
-    if local and "\\" not in value:
+    if local and value and "\\" not in value:
         return value
     return PAGES[0]
 
