@@ -102,3 +102,18 @@ def test_the_page_after_login_is_never_another_site():
         assert login.safe_next(way) == login.PAGES[0], way
     for way in ("/tableau-de-bord?mois=2026-11", "/tableau-de-bord"):
         assert login.safe_next(way) == way
+
+
+def test_a_rate_survives_a_copy_with_its_terms():
+    """Defect: `Rate` (a float remembering its numerator and denominator for the CSV) could not be copied,
+    deep-copied or pickled (`Rate.__new__() missing 1 required positional argument`): a table copied (a cache,
+    a worker process) failed."""
+    import copy
+    import pickle
+
+    from app.pilotage.tables import Rate
+
+    rate = Rate(10, 21)
+    for copied in (copy.copy(rate), copy.deepcopy({"t": [rate]})["t"][0], pickle.loads(pickle.dumps(rate))):  # noqa: S301
+        assert isinstance(copied, Rate)
+        assert (float(copied), copied.numerator, copied.denominator) == (round(10 / 21, 4), 10, 21)
