@@ -13,7 +13,9 @@ from typing import Any
 import typer
 import typer.core
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.table import Table
+from rich.text import Text
 
 from app.errors import ExitCode, PasserelleError
 from app.settings import Settings, get_settings
@@ -27,7 +29,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = ExitCode.REJECTED) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape_markup(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(int(code))
 
 
@@ -222,8 +224,8 @@ def print_rows(
         widths = [max([len(columns[i]), *(len(r[i]) for r in cells)]) for i in index]
         if sum(widths) + 3 * len(index) + 1 <= out.width:
             table = Table(*chosen)
-            for row in cells:
-                table.add_row(*[row[i] for i in index])
+            for row in cells:  # stored text shown as it is, never read as rich markup ("[/x]" crashed)
+                table.add_row(*[Text(row[i]) for i in index])
             out.print(table, highlight=False)
             return
     label = max(len(c) for c in columns)
@@ -231,4 +233,4 @@ def print_rows(
         if n:
             out.print("", highlight=False)
         for name, value in zip(columns, row, strict=True):
-            out.print(f"{name:>{label}}: {value}", highlight=False)
+            out.print(f"{name:>{label}}: {value}", highlight=False, markup=False)

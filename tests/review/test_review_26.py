@@ -117,3 +117,30 @@ def test_a_rate_survives_a_copy_with_its_terms():
     for copied in (copy.copy(rate), copy.deepcopy({"t": [rate]})["t"][0], pickle.loads(pickle.dumps(rate))):  # noqa: S301
         assert isinstance(copied, Rate)
         assert (float(copied), copied.numerator, copied.denominator) == (round(10 / 21, 4), 10, 21)
+
+
+def test_the_auditors_terminal_shows_a_stored_detail_as_it_is(db, monkeypatch):
+    """Item 5 shows each event's detail at the terminal (rich tables): a detail stored with square brackets
+    (a file name, a client's name: text from outside) was read as rich markup, `[/x]` crashed the command
+    (MarkupError, exit 4) and `[bold]` disappeared."""
+    from app.audit.chain import record_action_now
+    from app.db import get_engine
+    from tests.support.cli import run_cli
+
+    with session_scope(db, write=True) as session:
+        ensure_departement(session, "055")
+    record_action_now(get_engine(db), "job:test", "flux.ingest", "055", outcome="rejected",
+                      detail={"fichier": "RSA[/x][bold]B.xml"})  # fmt: skip
+    shown = run_cli(db, monkeypatch, "audit", "accesses", "--outcome", "rejected")
+    assert shown.exit_code == 0, shown.output
+    assert "RSA[/x][bold]B.xml" in shown.output.replace("\n", "").replace(" ", "") or "[/x][bold]" in shown.output
+
+
+def test_an_error_naming_a_path_with_brackets_is_one_line(capsys):
+    """Same defect in every command's error line (`error: ...` printed as rich markup): a message naming what
+    the person typed (a path, a name) with `[/x]` in it crashed with a traceback instead of the one line."""
+    from app.cli.common import ExitCode, fail
+
+    fail("cannot read /tmp/RSA[/x][bold]B.xml", ExitCode.USAGE)
+    said = capsys.readouterr().err
+    assert "/tmp/RSA[/x][bold]B.xml" in said.replace("\n", "")
