@@ -155,3 +155,20 @@ def test_a_monitoring_check_of_freshness_needs_no_power_to_ingest_files(client, 
     reader = make_api_key(["pilotage:read"])
     answer = client.get("/api/v1/flux/freshness", headers={"X-API-Key": reader})
     assert answer.status_code == 200 and answer.json()["status"] in ("ok", "silencieux")
+
+
+def test_the_default_month_is_never_the_month_still_running(client, make_api_key):
+    """Defect: on a month's last day the dashboard opened on that month (complete: `last_complete_month` and
+    docs/pilotage.md count the day) and its own tiles then said "provisoire : mois en cours au 30/11/2026",
+    calling the default month the running one the issue asked not to open on."""
+    from datetime import date
+
+    from app.pilotage.dashboard import last_complete_month
+
+    assert last_complete_month(date(2026, 11, 30)) == "2026-11"
+    assert last_complete_month(date(2026, 12, 1)) == "2026-11"
+    assert last_complete_month(date(2026, 12, 6)) == "2026-11"
+    key = make_api_key(["pilotage:read"])
+    for day in ("2026-11-30", "2026-12-01", "2026-12-06"):
+        page = client.get(f"/tableau-de-bord?as_of={day}", headers={**HTML, "X-API-Key": key})
+        assert page.status_code == 200 and "mois en cours" not in page.text, day
