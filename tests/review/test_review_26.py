@@ -5,6 +5,7 @@ PASSERELLE_TEST_DATABASE_URL)."""
 from __future__ import annotations
 
 import threading
+from datetime import date
 
 import pytest
 from fastapi.testclient import TestClient
@@ -172,3 +173,17 @@ def test_the_default_month_is_never_the_month_still_running(client, make_api_key
     for day in ("2026-11-30", "2026-12-01", "2026-12-06"):
         page = client.get(f"/tableau-de-bord?as_of={day}", headers={**HTML, "X-API-Key": key})
         assert page.status_code == 200 and "mois en cours" not in page.text, day
+
+
+def test_freshness_on_the_last_day_a_date_can_hold_is_one_line(db, monkeypatch, tmp_path):
+    """Defect: `passerelle flux freshness --as-of 9999-12-31` counted working days one past the last date
+    Python holds (OverflowError: a traceback, exit 4); the API bounds its dates (1900-2999), the CLI did not."""
+    from app.flux.freshness import working_days_between
+    from tests.support.cli import run_cli
+
+    # 24/12/9999 a Friday: 25 (Noël) and 26 a weekend, 27 to 31 Monday to Friday
+    assert working_days_between(date(9999, 12, 24), date(9999, 12, 31)) == 5
+    with session_scope(db, write=True) as session:
+        ensure_departement(session, "055")
+    shown = run_cli(db, monkeypatch, "flux", "freshness", "--as-of", "9999-12-31")
+    assert shown.exit_code in (0, 1, 2), shown.output
