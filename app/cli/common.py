@@ -89,6 +89,14 @@ def database_problem(exc: BaseException, variables: str = "PASSERELLE_DATABASE_U
         return f"the database server answered that there is no database {name!r}: create it, or check {variables}"
     if match := re.search(r'role "([^"]+)" does not exist', text):
         return f"the database server refused the role {match.group(1)!r} (it does not exist): check {variables}"
+    if match := re.search(r"permission denied for (schema|table|relation|sequence|function|view) (\S+)", text):
+        # connected, then a statement refused: a grant missing (PostgreSQL 15 no longer lets every role create
+        # in the schema public), not the role or its password
+        what = f"{match.group(1)} {match.group(2)}"
+        return (
+            f"the database server refused this role the {what} (permission denied): grant it, or migrate with "
+            f"the owner's role (PASSERELLE_MIGRATION_DATABASE_URL); {variables}"
+        )
     if any(
         sign in lowered
         for sign in ("password authentication failed", "no password supplied", "pg_hba.conf", "permission denied")

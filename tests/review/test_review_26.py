@@ -187,3 +187,16 @@ def test_freshness_on_the_last_day_a_date_can_hold_is_one_line(db, monkeypatch, 
         ensure_departement(session, "055")
     shown = run_cli(db, monkeypatch, "flux", "freshness", "--as-of", "9999-12-31")
     assert shown.exit_code in (0, 1, 2), shown.output
+
+
+def test_a_missing_grant_is_not_called_a_refused_password():
+    """Defect: "permission denied for schema public" (connected, then a statement refused: PostgreSQL 15's
+    default for the schema public, a grant missing) was said "refused the connection (role or password)":
+    the operator checks a password that is right. The refused connection (CONNECT on the database) stays so."""
+    from app.cli.common import database_problem
+
+    for refused in ("permission denied for schema public", "permission denied for table persons"):
+        said = database_problem(Exception(refused))
+        assert "password" not in said and refused.split(" for ")[1] in said, said
+    said = database_problem(Exception('connection failed: FATAL:  permission denied for database "test"'))
+    assert "refused the connection" in said
