@@ -247,7 +247,7 @@ def flux_list(
         narrow=("id", "file", "status", "type", "received", "persons"),
     )
     for x in silent:  # issue #26: a silent CAF/MSA, flagged under the files (passerelle flux freshness)
-        console.print(_alert(x))
+        console.print(_alert(x), markup=False, highlight=False)  # an organisme as the file wrote it
 
 
 def _alert(line: Any) -> str:
@@ -303,7 +303,7 @@ def flux_freshness(
         )  # fmt: skip
         for x in lines:
             if x.silent:
-                console.print(_alert(x))
+                console.print(_alert(x), markup=False, highlight=False)  # an organisme as the file wrote it
         console.print(f"Au {day.strftime('%d/%m/%Y')}, seuil {settings.pilotage_gap_days} jours ouvrés : {status}.")
     if status != "ok":
         raise typer.Exit(ExitCode.REJECTED)
