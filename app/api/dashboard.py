@@ -15,7 +15,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.admin import links
-from app.api import pages
+from app.api import pages, refusals
 from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
 from app.clock import today
 from app.db import write_transaction
@@ -127,8 +127,17 @@ def connexion_lien_utilise(
         with write_transaction(session):
             redeemed = links.redeem(session, settings, jeton, sid, source)
     except links.LinkRefused as exc:
+        # like every refusal without a credential (issue #23): counted against the address; past its limit a
+        # 429, recorded once a minute with the others, not one audit event per attempt
+        wait = refusals.count_against_source(request)
+        log.warning("browser_link_refused", reason=exc.detail.get("raison"), limited=bool(wait))
+        if wait:
+            refusals.record(request.scope, 429, "too_many_requests", principal_id=exc.principal,
+                            action="dashboard.login", departement=exc.departement,
+                            reason=str(exc.detail.get("raison")))  # fmt: skip
+            text = pages.error_page(429, None, login.configured(settings))
+            return HTMLResponse(text, status_code=429, headers={"Retry-After": str(wait)})
         exc.record(session.get_bind(), source)  # type: ignore[arg-type]
-        log.warning("browser_link_refused", reason=exc.detail.get("raison"))
         return HTMLResponse(_login_failed(str(exc)), status_code=401)
     opened = login.open_link_session(settings, sid, redeemed.link_id, redeemed.departement, redeemed.name)
     response = RedirectResponse(f"/tableau-de-bord?departement={redeemed.departement}", status_code=303)

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api import pages
 from app.api.refusals import too_many
 from app.errors import TooManyRequests, Unauthenticated, error_body
 from app.logging import redact_url
@@ -67,9 +68,19 @@ async def _send_internal_error(send: Send, exc: Exception, request_id: str) -> N
     await _send_error(send, 500, "internal_error", INTERNAL_ERROR_MESSAGE, request_id)
 
 
-async def _send_too_many(send: Send, wait: int, request_id: str) -> None:
-    """429 for a source address over its limit of refused attempts (app.security.ratelimit.RefusalLimiter)."""
+async def _send_too_many(send: Send, wait: int, request_id: str, scope: Scope | None = None) -> None:
+    """429 for a source address over its limit of refused attempts (app.security.ratelimit.RefusalLimiter):
+    the French page for a browser opening a page (issue #26), the JSON error for the API."""
     error = too_many(wait)
+    accept = dict(scope.get("headers") or ()).get(b"accept", b"").decode("latin-1") if scope else ""
+    if scope and pages.is_page_request(str(scope.get("path", "")), accept):
+        body = pages.error_page(429, None, False).encode()
+        await send({"type": "http.response.start", "status": 429, "headers": [
+            (b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()), (b"connection", b"close"), (b"retry-after", str(wait).encode()),
+        ]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+        return
     await _send_error(send, 429, error.code, error.message, request_id, details=error.details,
                       extra=[(b"retry-after", str(wait).encode())])  # fmt: skip
 
@@ -439,7 +450,7 @@ class AdmissionMiddleware:
         elif not presented_credentials(scope) and (wait := self._retry_after(scope)):
             request_id = scope.get("state", {}).get("request_id", "-")
             self.on_refused(scope, 429, TooManyRequests.code)
-            await _send_too_many(send, wait, request_id)
+            await _send_too_many(send, wait, request_id, scope)
             return
         elif scope["method"] in BODY_METHODS and self.streamed(scope["path"]) and not presented_credentials(scope):
             request_id = scope.get("state", {}).get("request_id", "-")

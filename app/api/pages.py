@@ -36,7 +36,11 @@ EXPLANATIONS = {
 
 def wants_html(request: Request) -> bool:
     """A browser opening a page (not the API): its Accept names text/html."""
-    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+    return is_page_request(request.url.path, request.headers.get("accept", ""))
+
+
+def is_page_request(path: str, accept: str) -> bool:
+    return not path.startswith("/api/") and "text/html" in accept
 
 
 def page(title: str, body: str, *, back: bool = True) -> str:

@@ -11,6 +11,7 @@ import sys
 
 import structlog
 import typer
+from rich.markup import escape as escape_markup
 
 from app.cli.audit import audit_app
 from app.cli.clients import clients_app, departements_app
@@ -71,7 +72,9 @@ def main() -> None:
     try:
         app()
     except ConfigurationError as exc:
-        err_console.print(f"[bold red]configuration error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]configuration error:[/] {escape_markup(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(ExitCode.ENVIRONMENT)
     except Exception as exc:  # the last resort: one line, the details in the log
         structlog.get_logger("app.cli").exception("internal_error", error_type=type(exc).__name__)

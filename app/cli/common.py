@@ -13,7 +13,9 @@ from typing import Any
 import typer
 import typer.core
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.table import Table
+from rich.text import Text
 
 from app.errors import ExitCode, PasserelleError
 from app.settings import Settings, get_settings
@@ -27,7 +29,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = ExitCode.REJECTED) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape_markup(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(int(code))
 
 
@@ -87,6 +89,14 @@ def database_problem(exc: BaseException, variables: str = "PASSERELLE_DATABASE_U
         return f"the database server answered that there is no database {name!r}: create it, or check {variables}"
     if match := re.search(r'role "([^"]+)" does not exist', text):
         return f"the database server refused the role {match.group(1)!r} (it does not exist): check {variables}"
+    if match := re.search(r"permission denied for (schema|table|relation|sequence|function|view) (\S+)", text):
+        # connected, then a statement refused: a grant missing (PostgreSQL 15 no longer lets every role create
+        # in the schema public), not the role or its password
+        what = f"{match.group(1)} {match.group(2)}"
+        return (
+            f"the database server refused this role the {what} (permission denied): grant it, or migrate with "
+            f"the owner's role (PASSERELLE_MIGRATION_DATABASE_URL); {variables}"
+        )
     if any(
         sign in lowered
         for sign in ("password authentication failed", "no password supplied", "pg_hba.conf", "permission denied")
@@ -222,8 +232,8 @@ def print_rows(
         widths = [max([len(columns[i]), *(len(r[i]) for r in cells)]) for i in index]
         if sum(widths) + 3 * len(index) + 1 <= out.width:
             table = Table(*chosen)
-            for row in cells:
-                table.add_row(*[row[i] for i in index])
+            for row in cells:  # stored text shown as it is, never read as rich markup ("[/x]" crashed)
+                table.add_row(*[Text(row[i]) for i in index])
             out.print(table, highlight=False)
             return
     label = max(len(c) for c in columns)
@@ -231,4 +241,4 @@ def print_rows(
         if n:
             out.print("", highlight=False)
         for name, value in zip(columns, row, strict=True):
-            out.print(f"{name:>{label}}: {value}", highlight=False)
+            out.print(f"{name:>{label}}: {value}", highlight=False, markup=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape as escape_markup
 
 from app.cli.common import (
     ExitCode,
@@ -176,7 +177,9 @@ def _print_reports(reports: list[Any]) -> None:
                 f"[red]{r.filename}: rejected{where}: {r.error}[/] (quarantined: {r.quarantine_path})", highlight=False
             )
         elif r.status == "duplicate":
-            err_console.print(f"[yellow]{r.filename}: already ingested (file #{r.duplicate_of}); nothing changed[/]")
+            err_console.print(
+                f"[yellow]{escape_markup(r.filename)}: already ingested (file #{r.duplicate_of}); nothing changed[/]"
+            )
         if r.nature == "I" and r.status == "applied":
             err_console.print(
                 f"{r.filename}: an instruction flux (contacts, DSP, parcours): {r.instruction_attached} person(s) "
@@ -244,7 +247,7 @@ def flux_list(
         narrow=("id", "file", "status", "type", "received", "persons"),
     )
     for x in silent:  # issue #26: a silent CAF/MSA, flagged under the files (passerelle flux freshness)
-        console.print(_alert(x))
+        console.print(_alert(x), markup=False, highlight=False)  # an organisme as the file wrote it
 
 
 def _alert(line: Any) -> str:
@@ -300,7 +303,7 @@ def flux_freshness(
         )  # fmt: skip
         for x in lines:
             if x.silent:
-                console.print(_alert(x))
+                console.print(_alert(x), markup=False, highlight=False)  # an organisme as the file wrote it
         console.print(f"Au {day.strftime('%d/%m/%Y')}, seuil {settings.pilotage_gap_days} jours ouvrés : {status}.")
     if status != "ok":
         raise typer.Exit(ExitCode.REJECTED)

@@ -45,11 +45,8 @@ def is_working_day(day: date, departement: str | None = None) -> bool:
 
 def working_days_between(start: date, end: date, departement: str | None = None) -> int:
     """The working days `d` with `start < d <= end` (0 when `end <= start`)."""
-    count, day = 0, start + timedelta(days=1)
-    while day <= end:
-        count += is_working_day(day, departement)
-        day += timedelta(days=1)
-    return count
+    # by offset: never a day past `end` (end 9999-12-31, the last date a date holds: OverflowError)
+    return sum(is_working_day(start + timedelta(days=n), departement) for n in range(1, (end - start).days + 1))
 
 
 @dataclass(frozen=True)

@@ -304,7 +304,7 @@ def build(
         # issue #25: orientations France Travail decided (counted among the oriented too)
         ("Orientés par France Travail", figure(current.value("orientes_par_france_travail"))),
     ]
-    open_month = month.end >= as_of
+    open_month = month.end > as_of  # as_of the month's last day: complete, as the default month counts it
     inside = [r for r in year if month.start <= r.t0 <= month.end and r.decided is None
               and deadline_one_month(r.t0) >= as_of]  # fmt: skip
     if open_month or inside:  # issue #26: said on the tiles, not only under a table further down

@@ -167,6 +167,9 @@ class Rate(float):
         rate.numerator, rate.denominator = n, d
         return rate
 
+    def __reduce__(self) -> tuple[type[Rate], tuple[int, int]]:  # copy, deepcopy, pickle: its two terms
+        return (Rate, (self.numerator, self.denominator))
+
 
 def _rate(n: int, d: int) -> float | None:
     return Rate(n, d) if d else None

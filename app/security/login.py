@@ -99,7 +99,9 @@ def _client(settings: Settings) -> Any:
 def safe_next(value: str | None) -> str:
     """Where to go after the login: a path of this service only (never another site)."""
     parsed = urlparse(value or "")
-    if value and not parsed.scheme and not parsed.netloc and value.startswith("/") and not value.startswith("//"):
+    # a backslash is a slash to a browser (`/\\evil.example` is `//evil.example`): never in the way back
+    local = value and not parsed.scheme and not parsed.netloc and value.startswith("/") and not value.startswith("//")
+    if local and value and "\\" not in value:
         return value
     return PAGES[0]
 
