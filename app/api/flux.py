@@ -196,7 +196,8 @@ class FreshnessOut(BaseModel):
 def flux_freshness(
     session: SessionDep,
     settings: SettingsDep,
-    principal: Annotated[Principal, Authorized(Scope.flux_write)],
+    # the dashboard's figure, for a monitoring host: no power to upload files (review of #26)
+    principal: Annotated[Principal, Authorized(Scope.pilotage_read)],
     as_of: Annotated[IsoDate | None, Query(description="Files received on or before (default: today)")] = None,
 ) -> FreshnessOut:
     day = as_of or today(settings)

@@ -96,7 +96,7 @@ def test_freshness_per_departement_and_organisme(db):
 
 def test_the_api_says_ok_or_silencieux_for_the_callers_departements(db, client, make_api_key):
     _seed(db)
-    key = make_api_key(["flux:write"], ["055"])
+    key = make_api_key(["pilotage:read"], ["055"])  # a monitoring host: no power to upload files
     r = client.get("/api/v1/flux/freshness?as_of=2026-12-08", headers={"X-API-Key": key})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -108,10 +108,10 @@ def test_the_api_says_ok_or_silencieux_for_the_callers_departements(db, client, 
     r = client.get("/api/v1/flux/freshness?as_of=2026-12-07", headers={"X-API-Key": key})
     assert r.status_code == 200 and r.json()["status"] == "ok"
     assert [i["jours_ouvres_depuis"] for i in r.json()["items"]] == [3, 1]
-    other = make_api_key(["flux:write"], ["054"])  # 054's file of Mon 07/12: 1 working day
+    other = make_api_key(["pilotage:read"], ["054"])  # 054's file of Mon 07/12: 1 working day
     body = client.get("/api/v1/flux/freshness?as_of=2026-12-08", headers={"X-API-Key": other}).json()
     assert [(i["departement"], i["jours_ouvres_depuis"]) for i in body["items"]] == [("054", 1)]
-    assert client.get("/api/v1/flux/freshness", headers={"X-API-Key": make_api_key(["pilotage:read"])}).status_code \
+    assert client.get("/api/v1/flux/freshness", headers={"X-API-Key": make_api_key(["flux:write"])}).status_code \
         == 403  # fmt: skip
     assert client.get("/api/v1/flux/freshness?as_of=2026-13-01", headers={"X-API-Key": key}).status_code == 422
     assert "/api/v1/flux/freshness" in client.get("/openapi.json").json()["paths"]
