@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 from datetime import date
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
