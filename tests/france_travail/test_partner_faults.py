@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
@@ -269,6 +269,10 @@ def test_ft_push_under_partner_faults_never_sends_twice_and_retries_later(db, tm
              "PASSERELLE_FT_READ_TIMEOUT_SECONDS": "1", "PASSERELLE_FT_CIRCUIT_COOLDOWN_SECONDS": "0.1"}  # fmt: skip
     base = "http://127.0.0.1:9" if fault == "down" else fake
     env = without_faketime(cli_env(db, base, **extra))
+    # the child runs on the real clock (without_faketime): decisions this test queued under a shifted clock
+    # would be in its future, and nothing due; they are due whatever the clock
+    with session_scope(db, write=True) as s:
+        s.execute(update(FtOutboxItem).values(next_attempt_at=datetime(2000, 1, 1, tzinfo=UTC)))
     if fault == "silent":
         faults(fake, latency_ms=60_000)
     elif fault != "down":
