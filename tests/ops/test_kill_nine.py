@@ -162,7 +162,12 @@ def prepare_ingest(db: Settings, tmp: Path) -> list[str]:
 
 
 def prepare_watch(db: Settings, tmp: Path) -> list[str]:
-    day = today(db) - timedelta(days=2)
+    # the watcher dates a file by its mtime, on the file system's clock: the file is made two days before that
+    # clock's day, which a shifted test clock (faketime) would put after the day it lands
+    probe = tmp / "clock"
+    probe.touch()
+    day = min(today(db), _landed(db, probe)) - timedelta(days=2)
+    probe.unlink()
     inbox = tmp / "inbox"
     shutil.rmtree(inbox, ignore_errors=True)
     inbox.mkdir()
