@@ -20,6 +20,7 @@ from app import __version__
 from app.admin import links
 from app.api import (
     audit,
+    contracts,
     dashboard,
     exports,
     flux,
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(flux.router)
     app.include_router(persons.router)
     app.include_router(orientation.router)
+    app.include_router(contracts.router)
     app.include_router(france_travail.router)
     app.include_router(exports.router)
     app.include_router(exports.return_router)
