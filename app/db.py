@@ -13,12 +13,14 @@ import fcntl
 import json
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -35,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -43,6 +45,8 @@ from app.kit.files import private_dir, private_file
 from app.settings import Settings, get_settings
 
 _engines: dict[str, Engine] = {}
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 AUDIT_SCHEMA = "audit"
 AUDIT_TABLES = ("access_records", "audit_chain", "audit_leaves")  # in the audit journal on SQLite
@@ -358,6 +362,59 @@ def session_scope(settings: Settings | None = None, *, write: bool = False) -> I
 def ping(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+# -- a read replica for the pilotage reads (issue #27, PASSERELLE_DATABASE_READ_URL) --------------------------
+
+
+def get_read_engine(settings: Settings | None = None) -> Engine | None:
+    """The replica's engine, or None when no read URL is set."""
+    settings = settings or get_settings()
+    if not settings.database_read_url:
+        return None
+    key = f"read:{settings.database_read_url}"
+    engine = _engines.get(key)
+    if engine is None:
+        engine = _engines[key] = make_engine(settings.database_read_url, settings)
+    return engine
+
+
+def on_replica(session: Session, replica: Engine | None, max_wait_ms: int, work: Callable[[Connection], T]) -> T:
+    """`work(conn)` on the replica once it has replayed everything the primary had written when this call
+    began (its WAL position, read in the request's own transaction), so that the figures are the ones the
+    primary would give now, whatever the as_of. Otherwise, on the primary: no replica set, the replica still
+    behind after `max_wait_ms`, unreachable, not a standby (promoted: it no longer follows the primary), or
+    a query of `work` cancelled there (a conflict with recovery). A pure read: run twice at worst."""
+    primary = session.connection()
+    if replica is None:
+        return work(primary)
+    target = primary.execute(text("SELECT pg_current_wal_lsn()")).scalar_one()
+    try:
+        with replica.connect() as conn:
+            if _replayed(conn, str(target), max_wait_ms):
+                return work(conn)
+    except (OperationalError, DBAPIError) as exc:  # never the values: the engines hide parameters
+        log.warning("read_replica_failed", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+    return work(primary)
+
+
+def _replayed(conn: Connection, target: str, max_wait_ms: int) -> bool:
+    deadline = time.monotonic() + max_wait_ms / 1000
+    while True:
+        standby, caught_up = conn.execute(
+            text("SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() >= CAST(:t AS pg_lsn), false)"),
+            {"t": target},
+        ).one()
+        if not standby:
+            log.warning("read_replica_not_standby")
+            return False
+        if caught_up:
+            return True
+        if time.monotonic() >= deadline:
+            log.info("read_replica_behind", max_wait_ms=max_wait_ms)
+            return False
+        conn.rollback()  # a fresh look at the replay position
+        time.sleep(0.01)
 
 
 # -- a SQLite database in use by a server --------------------------------------------------------------------

@@ -48,7 +48,7 @@ from app.audit.chain import Sealer
 from app.audit.checkpoint import CheckpointPublisher
 from app.audit.refusals import RefusalLog
 from app.clients.france_travail import FranceTravailClient
-from app.db import get_engine, session_factory
+from app.db import get_engine, get_read_engine, session_factory
 from app.logging import configure_logging
 from app.security.oidc import OidcVerifier
 from app.security.ratelimit import RateLimiter, RefusalLimiter
@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     app.state.settings = settings
     app.state.engine = get_engine(settings)
+    app.state.read_engine = get_read_engine(settings)  # pilotage reads (None: the primary)
     app.state.session_factory = session_factory(settings)
     app.state.oidc = OidcVerifier(settings)
     # Writes have threads of their own (app.api.deps.run_write): SQLite has one writer at a time.

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     # owns the tables, the service's role being granted only what it needs (`passerelle db grant`, docs/
     # operations.md "Two database roles"). Empty: the service's own URL.
     migration_database_url: str = ""
+    # PostgreSQL only: a streaming replica the pilotage tables, the indicator and the dashboard read from
+    # (issue #27). A request reads there only once the replica has replayed everything the primary had
+    # written when the request began (else, or if it is unreachable, the primary answers): the figures are
+    # those the primary would give, for any as_of.
+    database_read_url: str = ""
+    database_read_max_wait_ms: int = Field(default=200, ge=0, le=10_000)
     log_level: str | None = Field(
         default=None,
         description="log level; unset: INFO, but WARNING for a command run at a terminal (its output is the result)",
@@ -445,7 +451,7 @@ class Settings(BaseSettings):
             raise ValueError("a date is written YYYY-MM-DD")
         return v.strip() if isinstance(v, str) else v
 
-    @field_validator("database_url", "migration_database_url", mode="before")
+    @field_validator("database_url", "migration_database_url", "database_read_url", mode="before")
     @classmethod
     def _strip(cls, v: Any) -> Any:
         return v.strip() if isinstance(v, str) else v
@@ -460,6 +466,13 @@ class Settings(BaseSettings):
         self._supported_database_urls()
         self._read_rdv_insertion_secrets()  # a wrong value is refused now, naming the variable
         self._same_database_for_migrations()
+        if self.database_read_url and not (
+            self.database_read_url.startswith("postgresql") and self.database_url.startswith("postgresql")
+        ):
+            raise ConfigurationError(
+                "PASSERELLE_DATABASE_READ_URL: a read replica is a PostgreSQL standby of a PostgreSQL "
+                "PASSERELLE_DATABASE_URL (SQLite has none)"
+            )
         if self.env is Environment.prod:
             self._refuse_weak_secrets(missing)
             if self.today is not None:
@@ -472,7 +485,7 @@ class Settings(BaseSettings):
         from sqlalchemy.engine import make_url  # lazy, as in sqlite_path
         from sqlalchemy.exc import ArgumentError
 
-        for name in ("database_url", "migration_database_url"):
+        for name in ("database_url", "migration_database_url", "database_read_url"):
             value = getattr(self, name)
             if not value:
                 continue

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.admin import links
 from app.api import pages, refusals
-from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
+from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep, aggregate_read
 from app.clock import today
 from app.db import write_transaction
 from app.errors import PasserelleError, Unprocessable
@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
     summary="Le tableau de bord du Département (HTML, en français)",
 )
 def tableau_de_bord(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.pilotage_read)],
@@ -63,8 +64,12 @@ def tableau_de_bord(
     if month.start > day:
         raise Unprocessable(f"Le mois {month.label} commence après le {day.strftime('%d/%m/%Y')}.")
     deps = principal.chosen_departements(departement or None)
-    board = dashboard.build(
-        session.connection(), deps, month, day, settings.pilotage_target_15_days, settings.pilotage_gap_days
+    board = aggregate_read(
+        request,
+        session,
+        lambda conn: dashboard.build(
+            conn, deps, month, day, settings.pilotage_target_15_days, settings.pilotage_gap_days
+        ),
     )
     html = dashboard.render(
         board, sorted(principal.departements), departement or None, settings.pilotage_target_15_days

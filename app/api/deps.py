@@ -13,10 +13,11 @@ import structlog
 from fastapi import Depends, Header, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from pydantic import AfterValidator, BeforeValidator
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from app.api.errors import LoginRequired
-from app.db import unit_of_work
+from app.db import on_replica, unit_of_work
 from app.errors import TooManyRequests, Unauthenticated, Unprocessable
 from app.kit.validation import day_range_problem
 from app.security import login
@@ -55,6 +56,13 @@ def get_session(request: Request) -> Iterator[Session]:
 # is sent. A 2xx therefore always follows its commit, and a failed commit answers an error (issue #8).
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def aggregate_read(request: Request, session: Session, work: Callable[[Connection], T]) -> T:
+    """An aggregate read (tables, indicator, dashboard: no personal data) on the read replica when one is set
+    and has caught up with the primary (`app.db.on_replica`), else on the primary."""
+    state = request.app.state
+    return on_replica(session, state.read_engine, state.settings.database_read_max_wait_ms, work)
 
 
 async def run_write(request: Request, work: Callable[[], T]) -> T:

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
-from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep
+from app.api.deps import Authorized, IsoDate, SessionDep, SettingsDep, aggregate_read
 from app.clock import today
 from app.db import one_of
 from app.errors import NotConfigured, Unprocessable
@@ -39,6 +39,7 @@ router = APIRouter(prefix="/api/v1/pilotage", tags=["pilotage"])
 
 @router.get("/orientation", summary="Nouveaux entrants and their orientation delay (annex 4, indicators 1-2)")
 def orientation(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.pilotage_read)],
@@ -55,20 +56,27 @@ def orientation(
         raise Unprocessable("The period is longer than ten years.")
     day = as_of or today(settings)
     deps = principal.chosen_departements(departement)
-    conn = session.connection()
-    result = orientation_indicator(conn, deps, start, end, day)
-    # Readers never recompute episodes (their writers do, right after their commit); say if some wait.
-    result["episodes_a_recalculer"] = pending_count(conn)
     if format == "csv":  # the same figures as the table delais-orientation, in long form (issue #15)
         period = Period.days(start, end)
-        names, territories = communes(settings, conn, deps)
-        table = compute(conn, "delais-orientation", deps, period, day, DIMENSIONS, territories)
+
+        def csv_table(conn: Connection) -> tuple[dict[str, str], Any]:
+            names, territories = communes(settings, conn, deps)
+            return names, compute(conn, "delais-orientation", deps, period, day, DIMENSIONS, territories)
+
+        names, table = aggregate_read(request, session, csv_table)
         return Response(
             to_csv(table, locale, names),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{filename(table)}"'},
         )
-    return result
+
+    def indicator(conn: Connection) -> dict[str, Any]:
+        result = orientation_indicator(conn, deps, start, end, day)
+        # Readers never recompute episodes (their writers do, right after their commit); say if some wait.
+        result["episodes_a_recalculer"] = pending_count(conn)
+        return result
+
+    return aggregate_read(request, session, indicator)
 
 
 TableName = Literal[
@@ -108,6 +116,7 @@ def list_tables(principal: Annotated[Principal, Authorized(Scope.pilotage_read)]
     summary="A pilotage table for a period and an as-of date, with its breakdowns (JSON, or CSV in long form)",
 )
 def pilotage_table(
+    request: Request,
     table: TableName,
     session: SessionDep,
     settings: SettingsDep,
@@ -130,9 +139,13 @@ def pilotage_table(
     day = as_of or today(settings)
     period = _period(periode, start, end, today(settings))
     deps = principal.chosen_departements(departement)
-    conn = session.connection()
-    names, territories = communes(settings, conn, deps)
-    result = compute(conn, table, deps, period, day, tuple(par or DIMENSIONS), territories, settings.pilotage_gap_days)
+
+    def work(conn: Connection) -> tuple[dict[str, str], Any]:
+        names, territories = communes(settings, conn, deps)
+        dims = tuple(par or DIMENSIONS)
+        return names, compute(conn, table, deps, period, day, dims, territories, settings.pilotage_gap_days)
+
+    names, result = aggregate_read(request, session, work)
     if format == "csv":
         return Response(
             to_csv(result, locale, names),
