@@ -3,9 +3,10 @@ process. A client over its budget gets 429 with `Retry-After`; the others are no
 
 Several processes (issue #27, item 4): with PASSERELLE_REDIS_URL the buckets and the refusals live in Redis
 (`SharedRateLimiter`, `SharedRefusalLimiter`: one Lua script per request, same arithmetic, on Redis's clock),
-so N workers or replicas give a client its budget once. Without it (SQLite on one host, or PostgreSQL without
-Redis) each process counts alone: N workers give up to N times the budget (`passerelle serve --workers N`
-warns). Redis unreachable: the in-process counts take over until it answers again (app.kit.shared)."""
+so N workers or replicas give a client its budget once; without Redis, on PostgreSQL, through the database
+(app.security.shared_limits, which chooses); on SQLite (one host) each process counts alone: N workers give up
+to N times the budget (`passerelle serve --workers N` warns). The shared store unreachable: the in-process
+counts take over until it answers again (app.kit.shared)."""
 
 from __future__ import annotations
 
