@@ -51,7 +51,7 @@ from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, get_read_engine, session_factory
 from app.logging import configure_logging
 from app.security.oidc import OidcVerifier
-from app.security.ratelimit import RateLimiter, RefusalLimiter
+from app.security.shared_limits import limiters
 from app.settings import Settings, get_settings
 
 # Routes that receive files (multipart) rather than JSON; they get the upload size limit.
@@ -120,8 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Calls to France Travail wait in threads of their own, never in the request threads (issue #12).
     app.state.ft_threads = anyio.CapacityLimiter(settings.ft_max_concurrency)
     app.state.ft_client = None
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-    app.state.refusal_limiter = RefusalLimiter(settings.max_refused_per_minute)
+    # per client and per source address: shared by every process through Redis or PostgreSQL (issue #27)
+    app.state.rate_limiter, app.state.refusal_limiter = limiters(settings, app.state.engine)
     app.state.refusals = RefusalLog(app.state.engine)
 
     _install_middleware(app, settings)

@@ -213,13 +213,33 @@ class Settings(BaseSettings):
         "more only compete for the interpreter lock)",
     )
     rate_limit_per_minute: int = Field(
-        default=1200, ge=0, le=1_000_000, description="requests a client may make per minute and worker (0: no limit)"
+        default=1200,
+        ge=0,
+        le=1_000_000,
+        description="requests a client may make per minute (0: no limit), for all the server processes through "
+        "Redis or PostgreSQL; on SQLite per worker process",
     )
     rate_limit_burst: int | None = Field(default=None, ge=1, le=100_000, description="default: a tenth of a minute's")
     # Issue #23: refused attempts without a valid credential (401, a wrong download link, a wrong webhook
-    # signature) from one source address, per minute and worker process; beyond, 429 (0: no limit).
+    # signature) from one source address, per minute (shared as the rate limit is); beyond, 429 (0: no limit).
     max_refused_per_minute: int = Field(
         default=60, ge=0, le=1_000_000, description="refused unauthenticated attempts per source address and minute"
+    )
+    # Several processes (issue #27, item 4; docs/operations.md "Several processes"): the Redis they share for the
+    # per-client rate limits, the refusals per source address, France Travail's token and rate cap. Unset: on
+    # PostgreSQL the limits go through the database (rate_limit_in_database), France Travail's token stays per
+    # process; on SQLite each process counts alone (N workers give a client N times its budget). Unreachable:
+    # never a failed request, each process falls back to its own counts until it answers again (a warning).
+    redis_url: SecretStr | None = Field(
+        default=None, description="e.g. redis://127.0.0.1:6379/0 (a password in it is kept secret)"
+    )
+    rate_limit_in_database: bool | None = Field(
+        default=None,
+        description="PostgreSQL without Redis: share the rate limits through the database (unset: yes; never on "
+        "SQLite)",
+    )
+    redis_prefix: str = Field(
+        default="passerelle", min_length=1, max_length=100, description="prefix of this service's keys in Redis"
     )
     # The reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed: the source address
     # of a request is its peer's unless the peer is one of them (none: X-Forwarded-For is never read).

@@ -22,8 +22,8 @@ from app.settings import Settings
 from tests.support.database import AUDIENCE, ISSUER, Database, make_settings, truncate
 from tests.support.processes import stop_all
 
-# fixtures shared across domains: the fake France Travail (a separate process), the SMTP sink
-pytest_plugins = ["tests.support.ftsupport", "tests.support.smtp"]
+# fixtures shared across domains: the fake France Travail (a separate process), the SMTP sink, a real Redis
+pytest_plugins = ["tests.support.ftsupport", "tests.support.smtp", "tests.support.redisupport"]
 
 warnings.filterwarnings("ignore", message="The httpx module is deprecated")  # authlib's (pyproject.toml)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from app.cli.common import ExitCode, console, fail, ready_settings
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 openapi_app = typer.Typer(help="The OpenAPI description of the HTTP API.", no_args_is_help=True, rich_markup_mode=None)
 fake_ft_app = typer.Typer(
@@ -40,6 +40,8 @@ def serve(
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     _refuse_taken_port(host, port)  # before migrating: one line, not uvicorn's log lines after the work
+    if workers > 1 and settings.redis_url is None:  # issue #27, item 4: docs/operations.md "Several processes"
+        _warn_unshared(settings, workers)
     if migrate:  # with the migrations' own role when one is set, which then grants the service's
         from app.cli.db import db_upgrade
 
@@ -62,6 +64,21 @@ def serve(
         # 127.0.0.1 and ::1: any local process could choose the address the audit records; issue #23)
         forwarded_allow_ips=[str(network) for network in settings.trusted_networks],
         http=JsonErrorsH11Protocol,  # a request uvicorn cannot parse gets our JSON error, not its text
+    )
+
+
+def _warn_unshared(settings: Settings, workers: int) -> None:
+    """What N workers without a Redis do not share, said once at start."""
+    import structlog
+
+    from app.security.shared_limits import in_database
+
+    alone = "France Travail's token and rate cap" + ("" if in_database(settings) else " and the rate limits")
+    structlog.get_logger("app.cli.server").warning(
+        "rate_limits_per_process" if not in_database(settings) else "france_travail_token_per_process",
+        workers=workers,
+        message=f"each of the {workers} workers keeps {alone} alone (a client may make up to {workers} times its "
+        "budget if the rate limits are among them): set PASSERELLE_REDIS_URL to share them",
     )
 
 

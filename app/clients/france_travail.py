@@ -13,7 +13,8 @@ token, the agent headers, retries and the circuit breaker, and the three calls i
   (`FranceTravailUnavailable`, with when to retry).
 
 - **Bounds**: at most `ft_max_concurrency` calls in flight and `ft_rate_per_second` calls started per second
-  (spaced evenly, so no one-second window ever holds more), shared by every thread of the process.
+  (spaced evenly, so no one-second window ever holds more), shared by every thread of the process, and with
+  PASSERELLE_REDIS_URL by every process of the service, as is the token (app.clients.ft_shared, issue #27).
 - **Deadlines**: a call made for an API request carries a deadline (`ft_request_deadline_seconds`): no
   attempt, wait or retry goes beyond it, so a slow France Travail never holds the server's threads.
 - **Trace**: each call appends what happened (`Call`: API, status, code, attempts, duration) to the list
@@ -31,7 +32,6 @@ import random
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,12 +46,20 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     from authlib.integrations.httpx_client import OAuth2Client  # type: ignore[import-untyped]
 
+# the client's errors and rate cap, where its callers have always found them
+from app.clients.ft_errors import FranceTravailError as FranceTravailError
+from app.clients.ft_errors import FranceTravailNotConfigured as FranceTravailNotConfigured
+from app.clients.ft_errors import FranceTravailUnavailable as FranceTravailUnavailable
+from app.clients.ft_errors import MalformedAnswer as MalformedAnswer
+from app.clients.ft_errors import TokenRefused as TokenRefused
+from app.clients.ft_shared import TOKEN_LEEWAY_SECONDS, SharedRateCap, SharedTokens
+from app.clients.ft_shared import RateCap as RateCap
+from app.kit.shared import backend
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
-TOKEN_LEEWAY_SECONDS = 60
 DEFAULT_RETRY_AFTER = 60.0
 
 
@@ -59,37 +67,6 @@ def _host(url: str) -> str:
     """The host (and port) of a URL, to name in a message: never its path or query."""
     parts = urlsplit(url)
     return parts.netloc.rsplit("@", 1)[-1] or url
-
-
-class FranceTravailError(Exception):
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
-class TokenRefused(FranceTravailError):
-    """The token endpoint refused our client (a configuration matter, not a person's); `error` is the OAuth2
-    error it gave (`invalid_client`, `invalid_scope`...) and `api` the API whose token was asked."""
-
-    def __init__(self, message: str, *, code: str | None = None, error: str | None = None, api: str = "") -> None:
-        super().__init__(message, code=code)
-        self.error, self.api = error, api
-
-
-class MalformedAnswer(FranceTravailError):
-    """France Travail answered something that is not the JSON object its contract says."""
-
-
-class FranceTravailNotConfigured(FranceTravailError):
-    """The settings do not name a France Travail (PASSERELLE_FT_*)."""
-
-
-class FranceTravailUnavailable(FranceTravailError):
-    """France Travail does not answer (circuit open, or retries exhausted): try again after `retry_after`."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, status=503, code="france_travail_unavailable")
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -133,36 +110,6 @@ class Call:
     attempts: int = 0
     duration_ms: int = 0
     outcome: str = "ok"  # ok | retried_out | unavailable | error
-
-
-class RateCap:
-    """At most `rate` call starts in any one-second window, across the threads of the process: starts are
-    spaced 1/rate apart, and counted when they happen (a thread that wakes late does not make a burst)."""
-
-    def __init__(self, rate: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.limit = max(1, int(rate))
-        self.clock, self.sleep = clock, sleep
-        self.next_slot = 0.0
-        self.starts: deque[float] = deque()
-        self.lock = threading.Lock()
-
-    def wait(self, deadline: float | None) -> None:
-        if not self.interval:
-            return
-        while True:
-            with self.lock:
-                now = self.clock()
-                while self.starts and self.starts[0] <= now - 1.0:
-                    self.starts.popleft()
-                slot = max(self.next_slot, self.starts[0] + 1.0 if len(self.starts) >= self.limit else 0.0)
-                if slot <= now:
-                    self.starts.append(now)
-                    self.next_slot = now + self.interval
-                    return
-            if deadline is not None and slot > deadline:
-                raise FranceTravailUnavailable("France Travail's rate cap leaves no room before the deadline", 1.0)
-            self.sleep(slot - now)
 
 
 def jeton_expiry(jeton: str) -> int | None:
@@ -225,7 +172,11 @@ class FranceTravailClient:
         self._token_lock = threading.Lock()
         self._rng = random.Random()  # noqa: S311 - jitter, not a secret
         self.in_flight = threading.BoundedSemaphore(settings.ft_max_concurrency)
-        self.rate = RateCap(settings.ft_rate_per_second, clock, sleep)
+        url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+        shared = backend(url, settings.redis_prefix)  # the token and the rate cap, for every process (issue #27)
+        self.shared_tokens = SharedTokens(settings, shared) if shared is not None else None
+        rate = settings.ft_rate_per_second
+        self.rate = SharedRateCap(rate, clock, sleep, shared) if shared is not None else RateCap(rate, clock, sleep)
 
     def close(self) -> None:
         self.http.close()
@@ -248,11 +199,24 @@ class FranceTravailClient:
             cached = self._tokens.get(api)
             if cached is not None and not renew and cached[1] - TOKEN_LEEWAY_SECONDS > self.clock():
                 return cached[0]
-            return self._fetch_token(api, self._remaining(deadline))
+
+            def fetch() -> tuple[str, float]:
+                return self._fetch_token(api, self._remaining(deadline))
+
+            if self.shared_tokens is None:
+                value, expires_in = fetch()
+            else:  # the one every process uses, unless France Travail refused it (then a new one, once)
+                rejected = cached[0] if renew and cached is not None else None
+                value, expires_in = self.shared_tokens.get(
+                    self._scope(api), rejected, fetch, lambda: self._remaining(deadline), self.sleep
+                )
+            self._tokens[api] = (value, self.clock() + expires_in)
+            return value
         finally:
             self._token_lock.release()
 
-    def _fetch_token(self, api: str, left: float | None) -> str:
+    def _fetch_token(self, api: str, left: float | None) -> tuple[str, float]:
+        """A new token from France Travail's token endpoint, and the seconds it is valid for."""
         s = self.settings
         assert s.ft_client_secret is not None
         read, connect = s.ft_read_timeout_seconds, s.ft_connect_timeout_seconds
@@ -286,9 +250,7 @@ class FranceTravailClient:
             ) from None
         finally:
             oauth.close()
-        value = str(fetched["access_token"])
-        self._tokens[api] = (value, self.clock() + float(fetched.get("expires_in", 0)))
-        return value
+        return str(fetched["access_token"]), float(fetched.get("expires_in", 0))
 
     # -- calls ---------------------------------------------------------------------------------
 

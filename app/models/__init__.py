@@ -18,6 +18,7 @@ from app.models.flux import (
     PersonState,
 )
 from app.models.france_travail import FtCall, FtIdentity, FtOutboxItem, FtSnapshot, FtSyncItem, FtSyncRun
+from app.models.limits import RateLimitBucket, RefusalWindow
 from app.models.orientation import (
     EntryEpisode,
     EpisodeQueue,
@@ -62,6 +63,8 @@ __all__ = [
     "Person",
     "PersonKey",
     "PersonState",
+    "RateLimitBucket",
+    "RefusalWindow",
     "WebhookDelivery",
     "WebhookItem",
     "api_client_departements",

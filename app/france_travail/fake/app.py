@@ -101,6 +101,7 @@ def _add_token(app: FastAPI, state: FakeState) -> None:
         scopes = frozenset(str(form.get("scope") or "").split())
         value = secrets.token_urlsafe(24)
         state.tokens[value] = (time.time() + state.faults.token_expires_in, scopes)
+        state.tokens_issued += 1
         return JSONResponse(
             {
                 "scope": " ".join(sorted(scopes)),

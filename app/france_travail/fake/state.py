@@ -38,6 +38,7 @@ class FakeState:
     faults: Faults = field(default_factory=Faults)
     tokens: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
     calls: int = 0
+    tokens_issued: int = 0  # since the last reset (several processes share one token: issue #27)
     diagnostics_saved: list[dict[str, Any]] = field(default_factory=list)
     orientations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # NIR -> orientations received
     # NIR -> what lectureOrientation answers for it, set by a test or the demo (`POST /_fake/orientations`):
@@ -66,6 +67,7 @@ class FakeState:
         """Calls received, and the most started in any one-second window (to check a client's rate cap)."""
         return {
             "calls": self.calls,
+            "tokens_issued": self.tokens_issued,
             "max_calls_in_one_second": most_in_one_second(self.call_times),
             "orientations": sum(len(v) for v in self.orientations.values()),
             "diagnostics_saved": len(self.diagnostics_saved),
@@ -74,6 +76,7 @@ class FakeState:
     def reset(self) -> None:
         """Forget the calls and what was received (the tokens and the faults stay)."""
         self.calls = 0
+        self.tokens_issued = 0
         self.call_times.clear()
         self.orientations.clear()
         self.known_orientations.clear()
