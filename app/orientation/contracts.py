@@ -52,15 +52,20 @@ class WaitingContract:
     past: bool  # day > deadline
 
 
-def in_droits_devoirs_on(conn: Connection, ids: Sequence[int], day: date) -> set[int]:
+def in_droits_devoirs_on(
+    conn: Connection, ids: Sequence[int], day: date, departements: Sequence[str] | None = None
+) -> set[int]:
     """The persons whose latest state received on or before `day` shows them present, soumis aux droits et
-    devoirs, their right open (ETATDOSRSA 2, 3 or 4: as the stock table counts them)."""
+    devoirs, their right open (ETATDOSRSA 2, 3 or 4: as the stock table counts them). `departements`: the
+    persons' own, which lets PostgreSQL read their states by the département's index: thousands of ids
+    alone made it scan every département's states on a national host (bench/BENCHMARKS.md, issue #27)."""
     if not ids:
         return set()
     ps = PersonState.__table__.c
-    latest = latest_states(
-        (ps.person_id, ps.present, ps.sdd, ps.etat), as_of=day, where=[one_of(conn, ps.person_id, list(ids))]
-    )
+    where = [one_of(conn, ps.person_id, list(ids))]
+    if departements is not None:
+        where.append(ps.departement_code.in_(list(departements)))
+    latest = latest_states((ps.person_id, ps.present, ps.sdd, ps.etat), as_of=day, where=where)
     return {
         r.person_id
         for r in conn.execute(select(latest))
@@ -114,7 +119,7 @@ def waiting_contract(
         assert deadline is not None
         left = (deadline - day).days
         found.append(WaitingContract(ep, oriented_on, deadline, left, 0 <= left <= warning_days, left < 0))
-    present = in_droits_devoirs_on(conn, [w.episode.person_id for w in found], day)
+    present = in_droits_devoirs_on(conn, [w.episode.person_id for w in found], day, departements)
     found = [w for w in found if w.episode.person_id in present]
     found.sort(key=lambda w: (w.deadline, w.episode.person_id))
     return found
@@ -167,7 +172,7 @@ def transition(conn: Connection, departements: Sequence[str], day: date) -> list
     reoriented = _entered_or_oriented_since(conn, candidates, day)
     p = Person.__table__.c
     departement_of = dict(conn.execute(select(p.id, p.departement_code).where(one_of(conn, p.id, candidates))).all())
-    present = in_droits_devoirs_on(conn, candidates, day)
+    present = in_droits_devoirs_on(conn, candidates, day, deps)
     out = []
     for pid in candidates:
         if pid not in present or pid in reoriented:

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from app.db import get_engine, session_scope
 from app.exports.weekly import PILOTAGE_COLUMNS, pilotage_rows
 from app.models import AccessRecord, EntryEpisode, OrientationEvent, Person
-from app.orientation.contracts import transition, waiting_contract
+from app.orientation.contracts import in_droits_devoirs_on, transition, waiting_contract
 from app.orientation.episodes import refresh_pending
 from app.orientation.service import import_csv
 from app.pilotage.dashboard import build, render
@@ -347,3 +347,14 @@ def test_a_stock_received_since_2025_brings_its_file_active_of_before_2025_into_
     with get_engine(day).connect() as conn:
         found = transition(conn, ["055"], TODAY)
     assert [(e.person_id, e.origin, e.since) for e in found] == [(ids["NOMG"], "stock", date(2026, 1, 15))]
+
+
+def test_the_droits_et_devoirs_check_reads_the_states_of_the_persons_departements(day, scene):
+    """Given the persons' départements (what lets PostgreSQL read one Département's states on a national
+    host), the answer is the one without them; a département that is not theirs finds none of them."""
+    ids = sorted(scene.values())
+    with get_engine(day).connect() as conn:
+        unrestricted = in_droits_devoirs_on(conn, ids, TODAY)
+        assert unrestricted  # the scene's stock persons are in droits et devoirs on TODAY
+        assert in_droits_devoirs_on(conn, ids, TODAY, ["055"]) == unrestricted
+        assert in_droits_devoirs_on(conn, ids, TODAY, ["054"]) == set()
