@@ -23,6 +23,8 @@ from app.models.orientation import (
     EpisodeQueue,
     OrientationEvent,
     PendingEvent,
+    QueuedEvent,
+    QueuedEventOutcome,
     WebhookDelivery,
     WebhookItem,
 )
@@ -62,6 +64,8 @@ __all__ = [
     "Person",
     "PersonKey",
     "PersonState",
+    "QueuedEvent",
+    "QueuedEventOutcome",
     "WebhookDelivery",
     "WebhookItem",
     "api_client_departements",
