@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.chain import action_row
@@ -93,7 +93,8 @@ def keep(
     key = idempotency_key(settings, person_id, event)
     caller = _caller(principal, request)
     session.commit()  # what authentication and the person's read began
-    with session.get_bind().connect() as conn:
+    bind = session.get_bind()
+    with (bind if isinstance(bind, Engine) else bind.engine).connect() as conn:
         raw = conn.connection.dbapi_connection
         assert raw is not None
         raw.execute(f"PRAGMA {AUDIT_SCHEMA}.synchronous=FULL")  # outside a transaction, as SQLite requires
