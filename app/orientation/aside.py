@@ -86,8 +86,8 @@ def keep(
 ) -> tuple[int, bool]:
     """Keep an event aside, committed with `synchronous=FULL` before this returns: (its id, kept now). What
     needs no database is checked first (422 at once); the person must be one the caller reads (404 at once:
-    reading never waits for the writer). A replay of an event kept aside (same person, same content) is
-    that row, unless it was refused. Audited (`person.event_queued`) in the same journal transaction."""
+    reading never waits for the writer). A replay of an event kept aside (same person, same external_id and
+    content) is that row, unless it was refused. Audited (`person.event_queued`) in the same journal transaction."""
     check_without_database(event, settings)
     person = get_person(session, principal, person_id)
     key = idempotency_key(settings, person_id, event)
@@ -103,7 +103,9 @@ def keep(
                 # the journal's write lock first (a no-op write): two replays at once are one row
                 conn.exec_driver_sql(f"UPDATE {AUDIT_SCHEMA}.queued_events SET status = status WHERE 0")
                 known = select(QueuedEvent.id).where(QueuedEvent.idempotency_key == key)
-                for known_id in conn.scalars(known.order_by(QueuedEvent.id.desc())).all():
+                # idempotent as the 201 path is: by external_id (two identical posts without one are two)
+                replays = conn.scalars(known.order_by(QueuedEvent.id.desc())).all() if event.external_id else []
+                for known_id in replays:
                     outcome = select(QueuedEventOutcome.status).where(QueuedEventOutcome.queued_id == known_id)
                     if conn.scalar(outcome) in (None, APPLIED):
                         return known_id, False

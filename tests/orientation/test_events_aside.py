@@ -8,7 +8,12 @@ the test posts: the same writer lock, the same marker, as a monthly file."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -25,7 +30,9 @@ from app.flux.loader import IngestOptions, ingest_file
 from app.models import AccessRecord, EntryEpisode, OrientationEvent, QueuedEvent, QueuedEventOutcome
 from tests.support.factories import ingest
 from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
+from tests.support.ftsupport import cli_env, passerelle
 from tests.support.live_server import LiveServer
+from tests.support.processes import stop
 
 OTHER = {"nom": "MARTIN", "prenom": "ANNE", "sexe": "2", "dtnai": date(1985, 6, 2)}
 
@@ -202,6 +209,59 @@ def test_an_event_kept_when_the_server_stopped_is_applied_at_its_next_start(sqli
     assert state["status"] == "applied"
     with session_scope(db) as s:
         assert s.scalar(select(QueuedEvent.status)) == "done"
+
+
+def _serve(db) -> tuple[Any, str]:
+    """`passerelle serve` as a process of its own on the test database, ready."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = passerelle("serve", "--port", str(port), "--no-migrate", env=cli_env(db, "http://127.0.0.1:9"))
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return proc, base
+        time.sleep(0.1)
+    raise AssertionError("the server did not become ready")
+
+
+def test_a_server_killed_after_its_202_applies_the_event_at_its_next_start(sqlite, make_api_key, tmp_path):
+    """SIGKILL of the server that answered 202, and the file never finishes (its process killed too): the
+    event is in the journal, and the next server's start applies it."""
+    from app.flux import bulk
+
+    db = sqlite
+    pid = _person_a(db, tmp_path)
+    key = make_api_key(["orientation:write"])
+    holder = get_engine(db).connect()
+    try:
+        holder.begin()
+        bulk.lock(holder)  # what an ingestion takes
+        server, base = _serve(db)
+        kept = httpx.post(
+            f"{base}/api/v1/persons/{pid}/events",
+            json={"type": "invitation", "date": today(db).isoformat(), "external_id": "killed-1"},
+            headers=_headers(key),
+            timeout=60,
+        )
+        assert kept.status_code == 202, kept.text
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(30)
+    finally:
+        holder.rollback()  # the file "killed" too: no post-commit step ran
+        holder.close()
+    with session_scope(db) as s:
+        assert s.scalar(select(func.count()).select_from(QueuedEventOutcome)) == 0
+        assert s.scalar(select(func.count()).where(OrientationEvent.external_id == "killed-1")) == 0
+    server, base = _serve(db)
+    try:
+        state = httpx.get(f"{base}{kept.headers['Location']}", headers=_headers(key), timeout=60).json()
+    finally:
+        stop(server)
+    assert state["status"] == "applied" and state["event"]["external_id"] == "killed-1"
 
 
 def test_an_event_kept_aside_is_applied_before_the_next_post(sqlite, app, make_api_key, tmp_path):
