@@ -16,13 +16,13 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.chain import action_row
 from app.audit.proof import insert_events
 from app.audit.reads import PENDING_ACCESS
-from app.db import AUDIT_SCHEMA, claim_write_unless, get_engine, long_write_running, session_scope
+from app.db import AUDIT_SCHEMA, claim_write, claim_write_unless, get_engine, long_write_running, session_scope
 from app.errors import PasserelleError, error_body
 from app.models import OrientationEvent, Person, QueuedEvent, QueuedEventOutcome
 from app.models.base import utcnow
@@ -37,7 +37,7 @@ log = structlog.get_logger(__name__)
 
 QUEUED, DONE = "queued", "done"  # queued_events.status
 APPLIED, REFUSED = "applied", "refused"  # queued_event_outcomes.status
-CHUNK = 200
+CHUNK = 50  # events applied per transaction: the writer is held a fraction of a second
 
 
 def location(queued_id: int) -> str:
@@ -137,18 +137,24 @@ def keep(
             raw.execute(f"PRAGMA {AUDIT_SCHEMA}.synchronous=NORMAL")
 
 
-def _waiting(session: Session) -> bool:
-    return session.scalar(select(QueuedEvent.id).where(QueuedEvent.status == QUEUED).limit(1)) is not None
+def _queued_rows(session: Session, limit: int = CHUNK) -> list[QueuedEvent]:
+    """The next events kept aside, in arrival order, read in a transaction of their own: the transaction
+    that applies them must not have read the journal before it writes its audit events there (SQLite refuses
+    to turn a read snapshot that others wrote past into a write)."""
+    session.commit()
+    rows = list(
+        session.scalars(select(QueuedEvent).where(QueuedEvent.status == QUEUED).order_by(QueuedEvent.id).limit(limit))
+    )
+    session.commit()
+    return rows
 
 
-def apply_queued(session: Session, settings: Settings, limit: int = CHUNK) -> list[int]:
-    """Apply, in arrival order, up to `limit` events kept aside, in the caller's transaction (which has
-    claimed the writer): each through `record_event` (same checks, idempotency by external_id, episode
-    refresh), audited as its post would have been, its outcome stored with it. Returns the journal rows
-    handled (to be marked done once this transaction commits)."""
-    rows = session.scalars(
-        select(QueuedEvent).where(QueuedEvent.status == QUEUED).order_by(QueuedEvent.id).limit(limit)
-    ).all()
+def apply_queued(session: Session, settings: Settings, rows: list[QueuedEvent]) -> list[int]:
+    """Apply these events kept aside (`_queued_rows`), in arrival order, in the caller's transaction (which
+    has claimed the writer): each through `record_event` (same checks, idempotency by external_id, episode
+    refresh), audited as its post would have been, its outcome stored with it; one applied already (an
+    outcome in the main database) is skipped. Returns the journal rows handled (to be marked done once this
+    transaction commits)."""
     if not rows:
         return []
     ids = [r.id for r in rows]
@@ -212,6 +218,7 @@ def _apply_one(session: Session, settings: Settings, row: QueuedEvent) -> Queued
 def _mark_done(session: Session, ids: list[int]) -> None:
     if ids:
         session.execute(update(QueuedEvent).where(QueuedEvent.id.in_(ids)).values(status=DONE))
+        session.commit()
 
 
 def apply_before_write(session: Session, settings: Settings, busy: Callable[[], bool]) -> None:
@@ -220,17 +227,15 @@ def apply_before_write(session: Session, settings: Settings, busy: Callable[[], 
     PostgreSQL: nothing is ever kept aside."""
     if session.get_bind().dialect.name != "sqlite":
         return
-    while _waiting(session):
-        session.commit()
+    while rows := _queued_rows(session):
         claim_write_unless(session, busy)
         try:
-            done = apply_queued(session, settings)
+            done = apply_queued(session, settings, rows)
             session.commit()
         except BaseException:
             session.rollback()
             raise
         _mark_done(session, done)
-        session.commit()
 
 
 def drain(settings: Settings) -> int:
@@ -240,16 +245,15 @@ def drain(settings: Settings) -> int:
     if engine.dialect.name != "sqlite" or long_write_running(engine):
         return 0
     handled = 0
-    while True:
-        with session_scope(settings) as session:
-            if not _waiting(session):
-                return handled
-        with session_scope(settings, write=True) as session:
-            done = apply_queued(session, settings)
-        with session_scope(settings) as session:
+    with session_scope(settings) as session:
+        while rows := _queued_rows(session):
+            claim_write(session)
+            done = apply_queued(session, settings, rows)
+            session.commit()
             _mark_done(session, done)
-        handled += len(done)
-        log.info("queued_events_applied", rows=len(done))
+            handled += len(done)
+            log.info("queued_events_applied", rows=len(done))
+    return handled
 
 
 @dataclass
@@ -268,7 +272,3 @@ def state(session: Session, departements: list[str], queued_id: int) -> QueuedSt
     outcome = session.get(QueuedEventOutcome, queued_id)
     event = session.get(OrientationEvent, outcome.event_id) if outcome and outcome.event_id else None
     return QueuedState(row, outcome, event, session.get(Person, row.person_id))
-
-
-def queued_count(session: Session) -> int:
-    return int(session.scalar(select(func.count()).where(QueuedEvent.status == QUEUED)) or 0)
