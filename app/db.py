@@ -326,15 +326,22 @@ def claim_write_unless(session: Session, busy: Callable[[], bool], step_seconds:
             raise LongWriteRunning()
         if lock.acquire(timeout=step_seconds):
             bind.info[_HOLDS_WRITER_LOCK] = lock
+            # the short wait on this very connection, put back before it can return to the pool (a reader
+            # drawing it later would give up its access record after 0.1 s)
+            raw = bind.connection.dbapi_connection
+            assert raw is not None
+            raw.execute(f"PRAGMA busy_timeout={int(step_seconds * 1000)}")
             try:
-                bind.exec_driver_sql(f"PRAGMA busy_timeout={int(step_seconds * 1000)}")
                 bind.exec_driver_sql("UPDATE main.departements SET code = code WHERE 0")
-                return
+                claimed = True
             except OperationalError:
-                session.rollback()  # releases the process's lock; the next try begins a new transaction
-                bind = session.connection()
+                claimed = False
             finally:
-                bind.exec_driver_sql(f"PRAGMA busy_timeout={busy_seconds * 1000}")
+                raw.execute(f"PRAGMA busy_timeout={busy_seconds * 1000}")
+            if claimed:
+                return
+            session.rollback()  # releases the process's lock; the next try begins a new transaction
+            bind = session.connection()
         if time.monotonic() > deadline:
             raise OperationalError("claim_write", {}, TimeoutError("database is locked"))
 

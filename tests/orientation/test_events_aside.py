@@ -295,3 +295,33 @@ def test_postgresql_applies_at_once_during_a_file(db, app, make_api_key, tmp_pat
         answer = _post(http, key, pid, "pg-1")
     assert answer.status_code == 201, answer.text
     assert "Location" not in answer.headers
+
+
+def test_a_post_that_gives_up_the_writer_leaves_its_connection_with_the_full_busy_timeout(sqlite):
+    """`claim_write_unless` waits in 0.1 s steps; a connection it used goes back to the pool with the
+    settings' busy timeout, or a reader drawing it later would give up its access record after 0.1 s."""
+    import sqlite3
+
+    from app.db import LongWriteRunning, claim_write_unless, session_factory
+
+    db = sqlite
+    engine = get_engine(db)
+    other = sqlite3.connect(engine.url.database, isolation_level=None)  # another process's writer, say
+    answers = iter([False, False, True])
+    warm = [engine.connect() for _ in range(3)]  # several idle connections: a retry may draw another one
+    for c in warm:
+        c.close()
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with session_factory(db)() as session, pytest.raises(LongWriteRunning):
+            claim_write_unless(session, lambda: next(answers))
+    finally:
+        other.rollback()
+        other.close()
+    held = [engine.connect() for _ in range(3)]
+    try:
+        timeouts = {c.exec_driver_sql("PRAGMA busy_timeout").scalar() for c in held}
+    finally:
+        for c in held:
+            c.close()
+    assert timeouts == {db.sqlite_busy_timeout_seconds * 1000}
