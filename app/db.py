@@ -49,7 +49,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 AUDIT_SCHEMA = "audit"
-AUDIT_TABLES = ("access_records", "audit_chain", "audit_leaves")  # in the audit journal on SQLite
+AUDIT_TABLES = ("access_records", "audit_chain", "audit_leaves", "queued_events")  # in the audit journal on SQLite
 # the settings each engine was made with: the audit events' proofs are made with their keys (app.audit.proof)
 _engine_settings: weakref.WeakKeyDictionary[Engine, Settings] = weakref.WeakKeyDictionary()
 
@@ -247,10 +247,106 @@ _writer_locks_guard = threading.Lock()
 
 
 def _release_held_lock(info: dict[Any, Any]) -> None:
-    """Release this process's writer lock if the connection (its pool record's `info`) holds it."""
+    """Release this process's writer lock if the connection (its pool record's `info`) holds it, and the
+    long writer's marker (`claim_long_write`)."""
     lock = info.pop(_HOLDS_WRITER_LOCK, None)
     if lock is not None:
         lock.release()
+    marker = info.pop(_HOLDS_LONG_WRITE, None)
+    if marker is not None:
+        os.close(marker)  # closing releases its flock
+
+
+_HOLDS_LONG_WRITE = "holds_long_write_marker"
+
+
+def long_write_marker(database: str) -> Path | None:
+    """`<file>.ingesting` beside a SQLite database: flocked by a long writer (an ingestion) for as long as
+    its transaction lasts. None for an in-memory database."""
+    if not database or database == ":memory:":
+        return None
+    path = Path(database)
+    return path.with_name(f"{path.name}.ingesting")
+
+
+def claim_long_write(conn: Connection) -> None:
+    """`claim_write` for a transaction that will hold SQLite's writer for long (a whole flux file): it first
+    takes an exclusive flock on `long_write_marker`, released at its commit or rollback, so that a short
+    writer (an event post) can tell at once that waiting would mean waiting for the file
+    (`long_write_running`) and keep its event aside instead (app.orientation.aside). PostgreSQL: as
+    `claim_write`."""
+    marker = long_write_marker(conn.engine.url.database or "") if conn.dialect.name == "sqlite" else None
+    if marker is not None and _HOLDS_LONG_WRITE not in conn.info:
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        conn.info[_HOLDS_LONG_WRITE] = fd
+    claim_write(conn)
+
+
+def long_write_running(engine: Engine) -> bool:
+    """SQLite: whether a long writer (`claim_long_write`, an ingestion of any process) holds the database's
+    writer now; answered at once, without waiting. PostgreSQL: never (writers do not exclude each other)."""
+    if engine.dialect.name != "sqlite":
+        return False
+    marker = long_write_marker(engine.url.database or "")
+    if marker is None:
+        return False
+    try:
+        fd = os.open(marker, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases our own shared lock, if we had it
+    return False
+
+
+class LongWriteRunning(Exception):
+    """`claim_write_unless`: a long writer holds the database; the caller's transaction was rolled back."""
+
+
+def claim_write_unless(session: Session, busy: Callable[[], bool], step_seconds: float = 0.1) -> None:
+    """`claim_write` for a short writer that has somewhere else to go while a long writer holds SQLite's
+    writer: it waits in steps of `step_seconds`, and between them asks `busy()`; once that says yes, its
+    transaction is rolled back and `LongWriteRunning` raised (the caller keeps its work aside). Closes the
+    window between a look at the marker and the claim, where an ingestion may have begun. Beyond the busy
+    timeout, as `claim_write`. PostgreSQL: as `claim_write`."""
+    bind = session.connection()
+    if bind.dialect.name != "sqlite" or _HOLDS_WRITER_LOCK in bind.info:
+        return
+    lock, busy_seconds = _writer_locks[str(bind.engine.url)]
+    deadline = time.monotonic() + busy_seconds
+    while True:
+        if busy():
+            session.rollback()
+            raise LongWriteRunning()
+        if lock.acquire(timeout=step_seconds):
+            bind.info[_HOLDS_WRITER_LOCK] = lock
+            # the short wait on this very connection, put back before it can return to the pool (a reader
+            # drawing it later would give up its access record after 0.1 s)
+            raw = bind.connection.dbapi_connection
+            assert raw is not None
+            raw.execute(f"PRAGMA busy_timeout={int(step_seconds * 1000)}")
+            try:
+                bind.exec_driver_sql("UPDATE main.departements SET code = code WHERE 0")
+                claimed = True
+            except OperationalError:
+                claimed = False
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={busy_seconds * 1000}")
+            if claimed:
+                return
+            session.rollback()  # releases the process's lock; the next try begins a new transaction
+            bind = session.connection()
+        if time.monotonic() > deadline:
+            raise OperationalError("claim_write", {}, TimeoutError("database is locked"))
 
 
 def claim_write(conn: Connection | Session) -> None:
@@ -312,7 +408,7 @@ def unlimited_statements(conn: Connection) -> None:
 
 
 @contextmanager
-def write_transaction(session: Session) -> Iterator[Session]:
+def write_transaction(session: Session, unless: Callable[[], bool] | None = None) -> Iterator[Session]:
     """The writing part of a request, begun and committed inside one call of the handler.
 
     FastAPI runs each synchronous dependency, the handler and the session's closing in separate calls to
@@ -320,9 +416,13 @@ def write_transaction(session: Session) -> Iterator[Session]:
     for a free thread while every thread waits for that lock (a deadlock seen under load). Whatever the
     session read before (authentication) is ended first: it wrote nothing, and on SQLite the write claim
     must open its transaction. Committed at the end of the block, before the handler builds its answer.
+    `unless`: give up (`LongWriteRunning`) once it says a long writer holds SQLite's (`claim_write_unless`).
     """
     session.commit()
-    claim_write(session)
+    if unless is None:
+        claim_write(session)
+    else:
+        claim_write_unless(session, unless)
     with _committed(session):
         yield session
 

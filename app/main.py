@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import fastapi_offline
+import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -30,6 +31,7 @@ from app.api import (
     orientation,
     persons,
     pilotage,
+    queued_events,
     refusals,
     webhooks,
 )
@@ -50,9 +52,12 @@ from app.audit.refusals import RefusalLog
 from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, get_read_engine, session_factory
 from app.logging import configure_logging
+from app.orientation import aside
 from app.security.oidc import OidcVerifier
 from app.security.shared_limits import limiters
 from app.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
 
 # Routes that receive files (multipart) rather than JSON; they get the upload size limit.
 UPLOAD_ROUTES: list[re.Pattern[str]] = [
@@ -68,6 +73,13 @@ flux), its RSA orientation platform and France Travail.
 Machine clients authenticate with an API key (`X-API-Key`); people with an OIDC bearer token.
 Every route declares the scope it needs. Errors are JSON: `{"error", "message", "details"}`.
 """
+
+
+def _drain_queued_events(settings: Settings) -> None:
+    try:
+        aside.drain(settings)
+    except Exception as exc:  # never keeps the service from starting: the next event post applies them
+        log.error("queued_events_failed", error_type=type(exc).__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -91,6 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publisher.start()
         # Refused and missing accesses, counted per minute, written once their minute ended (issue #23)
         app.state.refusals.start()
+        # Events kept aside during a file (SQLite) that a stop left unapplied: applied now (issue #27, item 3)
+        await anyio.to_thread.run_sync(_drain_queued_events, settings)
         try:
             yield
         finally:
@@ -131,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(flux.router)
     app.include_router(persons.router)
     app.include_router(orientation.router)
+    app.include_router(queued_events.router)
     app.include_router(contracts.router)
     app.include_router(france_travail.router)
     app.include_router(exports.router)

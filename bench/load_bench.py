@@ -290,6 +290,9 @@ def summarize(samples: list[Sample], title: str, window: float) -> dict[str, Any
     statuses = Counter(s.status for s in samples)
     messages = Counter(f"{s.status} {s.message}" for s in samples if s.status == 0 or s.status >= 400)
     print(f"statuses: {dict(sorted(statuses.items()))}; errors by message: {dict(messages) or 'none'}")
+    # issue #27 item 3: on SQLite during a file, an event post may be kept aside (202, a success)
+    events = Counter(s.status for s in by_kind.get("event", []))
+    print(f"event posts: {events[201]} applied at once (201), {events[202]} kept aside (202)")
     return out
 
 

@@ -70,7 +70,15 @@ DESCRIPTIONS: dict[str, str] = {
     "POST /api/v1/persons/search": "Find persons by NIR (13 or 15 characters) and birth date, or by "
     "organisme, matricule and role. A search that finds nobody is recorded too.",
     "POST /api/v1/persons/{person_id}/events": "Record an orientation-platform event (invitation, RDV, "
-    "orientation, contract...). Idempotent on `external_id`; `supersedes` corrects an earlier event.",
+    "orientation, contract...). Idempotent on `external_id`; `supersedes` corrects an earlier event. On SQLite, "
+    "while a CAF/MSA file is being applied (it holds the one writer for its whole transaction), the event is "
+    "checked (422 and 404 at once), kept aside durably and answered 202 with a `Location` "
+    "(`GET /api/v1/events/queued/{id}`); it is applied right after the file, in arrival order, through this same "
+    'path (docs/decisions.md, "Events during a file on SQLite"). PostgreSQL always applies at once.',
+    "GET /api/v1/events/queued/{queued_id}": "The state of an event answered 202 while a file was applied: "
+    "`queued`, then `applied` (`status_code` 201, or 200 when it was known already, and the event as the 201 "
+    "answer gives it) or `refused` (`status_code` and the `error` body the 201 path would have answered, e.g. 409 "
+    "for an external_id used by another event, 404 for a person gone). Same scope as the post.",
     "GET /api/v1/persons/{person_id}/episodes": "The person's entry episodes (nouvel entrant) with T0, the "
     "15-day deadline and the outcome, as of a date (annex 4 of the convention); the legal deadline of CASF art. "
     "D.262-65-2 (`legal_clock`: ouverture_droit, transfert_droit or null; `legal_clock_reason`, why, either way; "

@@ -6,6 +6,7 @@ import io
 from datetime import date
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -13,11 +14,11 @@ from pydantic import BaseModel, Field
 from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep, run_write
 from app.audit.chain import record_action
 from app.clock import today
-from app.db import write_transaction
+from app.db import LongWriteRunning, long_write_running, write_transaction
 from app.errors import Unprocessable
 from app.kit.csv import write_csv
 from app.models import EntryEpisode, OrientationEvent
-from app.orientation import pending
+from app.orientation import aside, pending
 from app.orientation.episodes import FT_SOURCE
 from app.orientation.reads import person_episodes, stored_episodes
 from app.orientation.service import (
@@ -151,6 +152,25 @@ EXTERNAL_ID_CONFLICT = (
     responses={
         201: {"description": "Recorded"},
         200: {"description": "Already recorded (same external_id)"},
+        202: {
+            "description": "SQLite only, while a flux file is being applied: the event is kept aside durably and "
+            "will be applied right after the file, in arrival order; `Location` gives its state (queued, then "
+            "applied or refused with the answer the 201 path would have given). A replay while it is kept "
+            "answers the same location. Never on PostgreSQL.",
+            "headers": {
+                "Location": {"schema": {"type": "string"}, "description": "/api/v1/events/queued/{id}: its state"}
+            },
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "queued",
+                        "queued_id": 12,
+                        "created": True,
+                        "location": "/api/v1/events/queued/12",
+                    }
+                }
+            },
+        },
         409: {"description": EXTERNAL_ID_CONFLICT},
     },
 )
@@ -162,15 +182,35 @@ async def post_event(
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.orientation_write)],
 ) -> JSONResponse:
+    engine = request.app.state.engine
+
+    def busy() -> bool:  # SQLite: a flux file holds the writer (never on PostgreSQL)
+        return long_write_running(engine)
+
     def write() -> tuple[OrientationEvent, bool, list[EntryEpisode]]:
-        with write_transaction(session):
+        aside.apply_before_write(session, settings, busy)  # events kept aside earlier come first
+        with write_transaction(session, unless=busy):
             person = person_service.get_person(session, principal, person_id)
             row, created = record_event(session, settings, person, body, recorded_by=principal.id)
             person_service.audit_read(request, session, principal, "person.event", person, person.departement_code)
             episodes = stored_episodes(session, person.id)
         return row, created, episodes
 
-    row, created, episodes = await run_write(request, write)
+    def keep() -> tuple[int, bool]:
+        return aside.keep(session, settings, principal, request, person_id, body)
+
+    try:
+        if busy():
+            raise LongWriteRunning()
+        row, created, episodes = await run_write(request, write)
+    except LongWriteRunning:
+        # kept aside durably (committed, synchronous=FULL) before answering; applied right after the file
+        queued_id, kept = await anyio.to_thread.run_sync(keep)
+        return JSONResponse(
+            {"status": aside.QUEUED, "queued_id": queued_id, "created": kept, "location": aside.location(queued_id)},
+            status_code=202,
+            headers={"Location": aside.location(queued_id)},
+        )
     # committed: the answer below is only built once the event is stored
     day = today(settings)
     return JSONResponse(

@@ -48,6 +48,7 @@ from app.flux.report import (
 )
 from app.integrations.rdv_insertion.webhooks import rematch
 from app.kit.files import copy_private, private_dir, write_private_text
+from app.orientation import aside
 from app.orientation.arrivals import apply_pending
 from app.orientation.episodes import refresh_pending
 from app.security.auth import DEPARTEMENT_RE
@@ -188,6 +189,7 @@ def _ingest_file(
     _log_applied(report)
     _rematch_webhooks(settings, report)
     _apply_pending_events(settings, report)
+    _apply_queued_events(settings, report)
     if refresh:
         refresh_after_commit(engine, report, refresh_progress)
     return report
@@ -347,6 +349,15 @@ def _apply_pending_events(settings: Settings, report: IngestReport) -> None:
     except Exception as exc:  # the file is committed: its report stands, the events wait
         log.error("pending_events_failed", file_id=report.file_id, error_type=type(exc).__name__)
     report.pending_events_ms = int((time.perf_counter() - started) * 1000)
+
+
+def _apply_queued_events(settings: Settings, report: IngestReport) -> None:
+    """Events posted while this file held SQLite's writer, kept aside (app.orientation.aside): applied now,
+    in arrival order. If it fails, the next event post or the server's start applies them."""
+    try:
+        aside.drain(settings)
+    except Exception as exc:  # the file is committed: its report stands, the events wait
+        log.error("queued_events_failed", file_id=report.file_id, error_type=type(exc).__name__)
 
 
 def refresh_after_commit(engine: Engine, report: IngestReport, progress: Callable[[int, int], None] | None) -> None:

@@ -24,6 +24,8 @@ from app.models.orientation import (
     EpisodeQueue,
     OrientationEvent,
     PendingEvent,
+    QueuedEvent,
+    QueuedEventOutcome,
     WebhookDelivery,
     WebhookItem,
 )
@@ -63,6 +65,8 @@ __all__ = [
     "Person",
     "PersonKey",
     "PersonState",
+    "QueuedEvent",
+    "QueuedEventOutcome",
     "RateLimitBucket",
     "RefusalWindow",
     "WebhookDelivery",

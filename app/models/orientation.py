@@ -216,3 +216,44 @@ class PendingEvent(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(120))
     person_id: Mapped[int | None] = mapped_column(BigInteger)
     event_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class QueuedEvent(Base):
+    """An event posted (`POST /api/v1/persons/{id}/events`) while a flux file held SQLite's writer: kept aside,
+    durably, and applied right after the file (app.orientation.aside). On SQLite this table lives in the
+    audit journal (the attached `audit` file, written while the main file's writer is held); on PostgreSQL,
+    where an event is always applied at once, it stays empty. `status` is only `queued` or `done`: what
+    became of it is in `queued_event_outcomes`, in the main database, written with the event itself."""
+
+    __tablename__ = "queued_events"
+    __table_args__ = (
+        Index("ix_queued_events_status", "status", "id"),
+        Index("ix_queued_events_key", "idempotency_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)  # the arrival order
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    principal_id: Mapped[str] = mapped_column(String(120))
+    # keyed hash of the person and the external_id (or, without one, the event's content): a replay is this row
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    # the event (EventIn fields), the caller (its départements, agent) and its request's audit fields
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(10))  # queued | done
+
+
+class QueuedEventOutcome(Base):
+    """What became of an event kept aside (`queued_events`), written in the transaction that applied (or
+    refused) it: the answer the 201 path would have given, read through `GET /api/v1/events/queued/{id}`."""
+
+    __tablename__ = "queued_event_outcomes"
+
+    queued_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    departement_code: Mapped[str] = mapped_column(String(3))
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(10))  # applied | refused
+    status_code: Mapped[int] = mapped_column(Integer)  # 201 (recorded), 200 (known already), or the error's
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"error", "message", "details"} when refused
+    resolved_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -138,6 +138,13 @@ def refuse_replaced_contract(event: EventIn) -> None:
         )
 
 
+def check_without_database(event: EventIn, settings: Settings) -> None:
+    """What refuses an event before any database is read (422): its date, a replaced contract. An event kept
+    aside while a file is applied (app.orientation.aside) is checked so before its 202."""
+    _check_date(event, settings)
+    refuse_replaced_contract(event)
+
+
 def _check_date(event: EventIn, settings: Settings) -> None:
     if event.date > today(settings):
         raise Unprocessable(f"date {event.date} is in the future", [{"loc": ["body", "date"], "msg": "in the future"}])
