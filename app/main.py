@@ -50,6 +50,7 @@ from app.audit.refusals import RefusalLog
 from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, session_factory
 from app.logging import configure_logging
+from app.security.auth import ApiKeyCache
 from app.security.oidc import OidcVerifier
 from app.security.ratelimit import RateLimiter, RefusalLimiter
 from app.settings import Settings, get_settings
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ft_threads = anyio.CapacityLimiter(settings.ft_max_concurrency)
     app.state.ft_client = None
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.state.api_key_cache = ApiKeyCache(settings.api_key_cache_seconds)
     app.state.refusal_limiter = RefusalLimiter(settings.max_refused_per_minute)
     app.state.refusals = RefusalLog(app.state.engine)
 

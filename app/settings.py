@@ -210,6 +210,13 @@ class Settings(BaseSettings):
         default=1200, ge=0, le=1_000_000, description="requests a client may make per minute and worker (0: no limit)"
     )
     rate_limit_burst: int | None = Field(default=None, ge=1, le=100_000, description="default: a tenth of a minute's")
+    api_key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="seconds a worker keeps an API key it accepted without reading its client again: a key "
+        "revoked elsewhere is refused at most this long after (0: read on every request)",
+    )
     # Issue #23: refused attempts without a valid credential (401, a wrong download link, a wrong webhook
     # signature) from one source address, per minute and worker process; beyond, 429 (0: no limit).
     max_refused_per_minute: int = Field(

@@ -93,12 +93,13 @@ def authenticate(
             [{"loc": ["header", "X-Purpose"], "msg": "1-200 printable characters"}],
             code="invalid_purpose_header",
         )
+    keys = request.app.state.api_key_cache  # keys accepted in the last seconds (app.security.auth.ApiKeyCache)
     page = request.method == "GET" and request.url.path.startswith(login.PAGES)
     cookie = login.session_content(settings, session, request.cookies.get(login.SESSION_COOKIE)) if page else None
     if api_key:
-        principal, credential = authenticate_api_key(session, settings, api_key), api_key
+        principal, credential = authenticate_api_key(session, settings, api_key, keys), api_key
     elif bearer is not None and bearer.credentials.startswith("prsa_"):
-        principal, credential = authenticate_api_key(session, settings, bearer.credentials), bearer.credentials
+        principal, credential = authenticate_api_key(session, settings, bearer.credentials, keys), bearer.credentials
     elif bearer is not None:
         principal = authenticate_bearer(request.app.state.oidc, settings, bearer.credentials)
         credential = bearer.credentials
