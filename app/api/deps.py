@@ -39,7 +39,7 @@ T = TypeVar("T")
 PURPOSE_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:  # async: no hop to a thread for an attribute
     settings: Settings = request.app.state.settings
     return settings
 
