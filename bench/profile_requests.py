@@ -89,7 +89,12 @@ async def call(app: Any, key: str, method: str, path: str, query: str, body: byt
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--kind", choices=("person", "worklist", "search", "event"), default="person")
+    parser.add_argument(
+        "--kind",
+        choices=("person", "worklist", "search", "event"),
+        action="append",
+        help="the kind of request (repeat it for several, each after the other)",
+    )
     parser.add_argument("--foyers", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--flat", action="store_true", help="functions by their own time, not the call tree")
@@ -112,42 +117,46 @@ def main() -> None:
 
     async def run() -> None:
         async with app.router.lifespan_context(app):
-            for seq in range(50):  # warm up: imports, caches, the pool's connections
-                status = await call(app, key, *request_of(args.kind, rng, data, seq))
-                assert status < 300, status
-            statuses: list[int] = []
-            profiler: Any
-            if args.no_profile:
-                profiler = None
-            elif args.cprofile:
-                profiler = cProfile.Profile()
-                profiler.enable()
-            else:
-                from pyinstrument import Profiler
+            for kind in args.kind or ["person"]:
+                await run_kind(kind)
 
-                profiler = Profiler(interval=0.0002, async_mode="disabled")
-                profiler.start()
-            cpu = time.thread_time()
-            for seq in range(args.requests):
-                statuses.append(await call(app, key, *request_of(args.kind, rng, data, 1000 + seq)))
-            cpu = time.thread_time() - cpu
-            if profiler is None:
-                text = ""
-            elif args.cprofile:
-                profiler.disable()
-                out = io.StringIO()
-                stats = pstats.Stats(profiler, stream=out)
-                stats.sort_stats("tottime" if args.flat else "cumulative").print_stats(args.lines)
-                text = out.getvalue()
-            else:
-                profiler.stop()
-                text = profiler.output_text(flat=args.flat, show_all=False)
-                text = "\n".join(text.splitlines()[: args.lines + 8])
-            bad = [s for s in statuses if s >= 300]
-            note = "" if profiler is None else " (profiler running)"
-            print(f"\n{args.db}, {args.kind}: {args.requests} requests, {len(bad)} not 2xx; CPU of the thread "
-                  f"{cpu * 1000 / args.requests:.2f} ms per request{note}")  # fmt: skip
-            print(text)
+    async def run_kind(kind: str) -> None:
+        for seq in range(50):  # warm up: imports, caches, the pool's connections
+            status = await call(app, key, *request_of(kind, rng, data, seq))
+            assert status < 300, status
+        statuses: list[int] = []
+        profiler: Any
+        if args.no_profile:
+            profiler = None
+        elif args.cprofile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+        else:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.0002, async_mode="disabled")
+            profiler.start()
+        cpu = time.thread_time()
+        for seq in range(args.requests):
+            statuses.append(await call(app, key, *request_of(kind, rng, data, 1000 + seq)))
+        cpu = time.thread_time() - cpu
+        if profiler is None:
+            text = ""
+        elif args.cprofile:
+            profiler.disable()
+            out = io.StringIO()
+            stats = pstats.Stats(profiler, stream=out)
+            stats.sort_stats("tottime" if args.flat else "cumulative").print_stats(args.lines)
+            text = out.getvalue()
+        else:
+            profiler.stop()
+            text = profiler.output_text(flat=args.flat, show_all=False)
+            text = "\n".join(text.splitlines()[: args.lines + 8])
+        bad = [s for s in statuses if s >= 300]
+        note = "" if profiler is None else " (profiler running)"
+        print(f"\n{args.db}, {kind}: {args.requests} requests, {len(bad)} not 2xx; CPU of the thread "
+              f"{cpu * 1000 / args.requests:.2f} ms per request{note}")  # fmt: skip
+        print(text)
 
     asyncio.run(run())
 
