@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import date
 from typing import Annotated, Any, TypeVar
 
@@ -44,11 +44,23 @@ async def get_settings_dep(request: Request) -> Settings:  # async: no hop to a 
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """The request's unit of work, one per request (authentication and the handler share it, so a request
-    never holds two pooled connections). Committed when the handler returns, rolled back on any error."""
-    with unit_of_work(request.app.state.session_factory) as session:
+    never holds two pooled connections). Committed when the handler returns, rolled back on any error.
+
+    Begun in the event loop (a session without a connection yet: no I/O), ended in a thread, as FastAPI
+    ends a synchronous one (`contextmanager_in_threadpool`: a limiter of its own, never waiting for the
+    request threads): one hop to a thread fewer per request (issue #27)."""
+    work = unit_of_work(request.app.state.session_factory)
+    session = work.__enter__()
+    ending = anyio.CapacityLimiter(1)
+    try:
         yield session
+    except Exception as exc:
+        if not await anyio.to_thread.run_sync(work.__exit__, type(exc), exc, exc.__traceback__, limiter=ending):
+            raise
+    else:
+        await anyio.to_thread.run_sync(work.__exit__, None, None, None, limiter=ending)
 
 
 # scope="function": the session is committed (or rolled back) when the handler returns, before the response
