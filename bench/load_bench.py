@@ -190,8 +190,7 @@ def cpu_snapshot(server_pid: int) -> dict[str, float]:
             with contextlib.suppress(OSError):
                 used = _cpu_seconds(pid)
                 totals[key] += used
-                if key == "server":
-                    totals[f"server pid {pid}"] = used
+                totals[f"{key} pid {pid}"] = used
     times = os.times()
     totals["load generator"] = times.user + times.system
     return totals
@@ -396,7 +395,12 @@ def run_load(args: argparse.Namespace) -> None:
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"Command: {' '.join(sys.argv)}")
     print(f"Server code: {args.server_tree or 'this checkout'}; load average at the end: {os.getloadavg()}")
-    used = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
+    used = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after if not k.startswith("postgres")}
+    # PostgreSQL's processes are the machine's (other sessions' too): only those alive before and after count,
+    # so that a backend ending meanwhile is not subtracted
+    used["postgres"] = sum(
+        v - cpu_before[k] for k, v in cpu_after.items() if k.startswith("postgres pid") and k in cpu_before
+    )
     print(
         "CPU used during the load (of "
         f"{elapsed * (os.cpu_count() or 1):.0f} core-seconds): "

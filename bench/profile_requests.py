@@ -26,7 +26,8 @@ from typing import Any
 
 import anyio.to_thread
 
-from bench.load_bench import make_files, prepare_database
+from bench.common import drop_pg_schema
+from bench.load_bench import PG_BASE, make_files, pg_schema, prepare_database
 
 
 async def _inline(func: Any, *args: Any, **_kw: Any) -> Any:
@@ -158,7 +159,11 @@ def main() -> None:
               f"{cpu * 1000 / args.requests:.2f} ms per request{note}")  # fmt: skip
         print(text)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        if args.db == "postgres":
+            drop_pg_schema(PG_BASE, pg_schema())
 
 
 if __name__ == "__main__":
