@@ -396,11 +396,9 @@ def run_load(args: argparse.Namespace) -> None:
     print(f"Command: {' '.join(sys.argv)}")
     print(f"Server code: {args.server_tree or 'this checkout'}; load average at the end: {os.getloadavg()}")
     used = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after if not k.startswith("postgres")}
-    # PostgreSQL's processes are the machine's (other sessions' too): only those alive before and after count,
-    # so that a backend ending meanwhile is not subtracted
-    used["postgres"] = sum(
-        v - cpu_before[k] for k, v in cpu_after.items() if k.startswith("postgres pid") and k in cpu_before
-    )
+    # PostgreSQL's processes are the machine's (other sessions' too): those alive at the end count (the
+    # server's backends start during the load), and one that ended meanwhile is not subtracted
+    used["postgres"] = sum(v - cpu_before.get(k, 0.0) for k, v in cpu_after.items() if k.startswith("postgres pid"))
     print(
         "CPU used during the load (of "
         f"{elapsed * (os.cpu_count() or 1):.0f} core-seconds): "
