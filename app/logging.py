@@ -181,7 +181,9 @@ def configure_logging(level: str | None = "INFO", json_logs: bool | None = True)
         )
     )
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # an event below the level is dropped first, before any processor works on it (a request's access
+        # line at WARNING costs nothing then: issue #27)
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,

@@ -53,6 +53,7 @@ from app.clients.france_travail import FranceTravailClient
 from app.db import get_engine, get_read_engine, session_factory
 from app.logging import configure_logging
 from app.orientation import aside
+from app.security.auth import ApiKeyCache
 from app.security.oidc import OidcVerifier
 from app.security.shared_limits import limiters
 from app.settings import Settings, get_settings
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ft_client = None
     # per client and per source address: shared by every process through Redis or PostgreSQL (issue #27)
     app.state.rate_limiter, app.state.refusal_limiter = limiters(settings, app.state.engine)
+    app.state.api_key_cache = ApiKeyCache(settings.api_key_cache_seconds)
     app.state.refusals = RefusalLog(app.state.engine)
 
     _install_middleware(app, settings)

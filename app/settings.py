@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.kit.files import private_dir
@@ -85,6 +85,7 @@ SUPPORTED_DATABASE_SCHEMES = frozenset({("sqlite", "pysqlite"), ("postgresql", "
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PASSERELLE_", env_file=None, extra="ignore")
+    _dev_secret_values: dict[str, str] = PrivateAttr(default_factory=dict)
 
     env: Environment = Environment.dev
     data_dir: Path = Path("./data")
@@ -220,6 +221,13 @@ class Settings(BaseSettings):
         "Redis or PostgreSQL; on SQLite per worker process",
     )
     rate_limit_burst: int | None = Field(default=None, ge=1, le=100_000, description="default: a tenth of a minute's")
+    api_key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="seconds a worker keeps an API key it accepted without reading its client again: a key "
+        "revoked elsewhere is refused at most this long after (0: read on every request)",
+    )
     # Issue #23: refused attempts without a valid credential (401, a wrong download link, a wrong webhook
     # signature) from one source address, per minute (shared as the rate limit is); beyond, 429 (0: no limit).
     max_refused_per_minute: int = Field(
@@ -700,7 +708,12 @@ class Settings(BaseSettings):
             return value.get_secret_value()
         if self.env is Environment.prod:  # pragma: no cover - refused at construction already
             raise ConfigurationError(f"PASSERELLE_{name.upper()} is required")
-        return self._dev_secrets()[name]
+        # A dev secret, once in its file, never changes (`_dev_secret` only adds): read the file once, not at
+        # every request that needs the pepper or the NIR key (issue #27)
+        known = self._dev_secret_values
+        if name not in known:
+            known[name] = self._dev_secrets()[name]
+        return known[name]
 
     @property
     def encryption_keys(self) -> list[tuple[str, bytes]]:

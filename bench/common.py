@@ -19,6 +19,13 @@ def fresh_pg_schema(base_url: str, schema: str) -> str:
     return f"{base_url}?options=-csearch_path%3D{schema}"
 
 
+def drop_pg_schema(base_url: str, schema: str) -> None:
+    engine = create_engine(base_url)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
 def fresh_sqlite(path: Path) -> str:
     """Remove a SQLite database and its audit journal (with their WAL files); the URL of a new one there."""
     for base in (path, Path(audit_path(str(path)))):

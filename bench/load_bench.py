@@ -16,8 +16,17 @@ With `--ft-down refused|blackhole`, the server's France Travail is a closed port
 answers, and a fifth kind of request (`ft_refresh`, a France Travail refresh, answered 503) joins the mix:
 the other kinds' p95 should stay those of a run without it (issue #12).
 
-Prints p50/p95/p99 per kind and overall, throughput, errors by status and by message. Loopback only; every
-loop is bounded in time.
+Each simulated client has an API client (a key) of its own, as real callers do: the per-client rate limit
+(issue #14) then refuses none of them, and every request is a real read or write (issue #27; with one key
+shared by all, most answers were 429). `--mix reads` sends reads only (worklist pages, person reads,
+searches), `--mix person` (or any one kind) that kind only. `--server-tree DIR` runs the server and the
+ingestion from another checkout of the code (a baseline, side by side; same database schema).
+
+Prints p50/p95/p99 per kind and overall, throughput, errors (any answer but 2xx, 429 included; a France
+Travail refresh's expected 503 excepted) by status and by message, and the server's CPU time per request:
+utime + stime of the server's processes (uvicorn's and its workers', from /proc/<pid>/stat) before and after
+the load, divided by the requests answered (PostgreSQL's processes likewise). Loopback only; every loop is
+bounded in time.
 """
 
 from __future__ import annotations
@@ -44,10 +53,11 @@ from typing import Any
 
 import httpx
 
-from bench.common import fresh_pg_schema
+from bench.common import drop_pg_schema, fresh_pg_schema
 
 OUT = Path(__file__).parent / "out"
 WEIGHTS = {"worklist": 30, "person": 35, "search": 20, "event": 15}
+MIXES = {"all": tuple(WEIGHTS), "reads": ("worklist", "person", "search"), **{k: (k,) for k in WEIGHTS}}
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -78,9 +88,9 @@ def make_files(foyers: int) -> dict[str, Path]:
     return files
 
 
-def prepare_database(kind: str, files: dict[str, Path]) -> tuple[dict[str, str], dict[str, Any]]:
+def prepare_database(kind: str, files: dict[str, Path], clients: int) -> tuple[dict[str, str], dict[str, Any]]:
     """A fresh database with the stock and the daily file applied; returns the server's environment and
-    what the clients need (an API key, person ids, waiting ids, search keys)."""
+    what the clients need (an API key per client, person ids, waiting ids, search keys)."""
     from sqlalchemy import select
 
     from app import migrate
@@ -96,7 +106,7 @@ def prepare_database(kind: str, files: dict[str, Path]) -> tuple[dict[str, str],
     if kind == "sqlite":
         url = f"sqlite:///{data_dir / 'load.db'}"
     else:
-        url = fresh_pg_schema(PG_BASE, "bench_load")
+        url = fresh_pg_schema(PG_BASE, pg_schema())
         if os.environ.get("LOAD_BENCH_ASYNC_COMMIT"):  # diagnosis only: is the WAL flush of each commit the limit?
             url += "%20-csynchronous_commit%3Doff"
     env = {
@@ -115,13 +125,16 @@ def prepare_database(kind: str, files: dict[str, Path]) -> tuple[dict[str, str],
         assert report.status == "applied", report.error
     print(f"setup: stock + daily applied in {time.perf_counter() - t:.1f} s", flush=True)
     with session_scope(settings, write=True) as session:
-        key = create_client(
-            session,
-            settings,
-            name="load",
-            departements=["055"],
-            scopes=["persons:read", "orientation:write", "ft:read"],
-        ).key
+        keys_of_clients = [
+            create_client(
+                session,
+                settings,
+                name=f"load-{n}",
+                departements=["055"],
+                scopes=["persons:read", "orientation:write", "ft:read"],
+            ).key
+            for n in range(clients)
+        ]
     with engine.connect() as conn:
         persons = list(conn.execute(select(Person.id)).scalars())
         waiting = list(conn.execute(select(EntryEpisode.person_id).distinct()).scalars())
@@ -134,7 +147,12 @@ def prepare_database(kind: str, files: dict[str, Path]) -> tuple[dict[str, str],
             )
         ]
     dispose_engines()
-    return env, {"key": key, "persons": persons, "waiting": waiting, "keys": keys}
+    return env, {"api_keys": keys_of_clients, "persons": persons, "waiting": waiting, "keys": keys}
+
+
+def pg_schema() -> str:
+    """This run's own schema (other runs may share the database), dropped at its end."""
+    return f"bench_load_{os.getpid()}"
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -172,8 +190,7 @@ def cpu_snapshot(server_pid: int) -> dict[str, float]:
             with contextlib.suppress(OSError):
                 used = _cpu_seconds(pid)
                 totals[key] += used
-                if key == "server":
-                    totals[f"server pid {pid}"] = used
+                totals[f"{key} pid {pid}"] = used
     times = os.times()
     totals["load generator"] = times.user + times.system
     return totals
@@ -185,12 +202,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def code_env(env: dict[str, str], tree: Path | None) -> tuple[dict[str, str], Path | None]:
+    """The environment and working directory that run `app` from `tree` (None: this checkout)."""
+    if tree is None:
+        return env, None
+    return env | {"PYTHONPATH": str(tree)}, tree
+
+
+def start_server(env: dict[str, str], workers: int, tree: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = (OUT / "server.log").open("wb")  # the server's own log lines (warnings and errors), for diagnosis
+    env, cwd = code_env(env, tree)
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers), "--no-migrate"],
         env=env,
+        cwd=cwd,
         stdout=log,
         stderr=log,
     )
@@ -226,11 +252,12 @@ FT_AGENT = {"X-Agent-Identifiant": "BENCH", "X-Agent-Nom": "LOAD", "X-Agent-Pren
 
 async def client_loop(n: int, base: str, data: dict[str, Any], done: Any, load: Load) -> None:
     rng = random.Random(n)
-    weights_by_kind = WEIGHTS | ({"ft_refresh": 10} if data.get("ft_down") else {})
+    weights_by_kind = {k: WEIGHTS[k] for k in data["mix"]} | ({"ft_refresh": 10} if data.get("ft_down") else {})
     kinds, weights = list(weights_by_kind), list(weights_by_kind.values())
     day = date.today().isoformat()
     seq = 0
-    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": data["key"]}, timeout=120) as http:
+    key = data["api_keys"][n % len(data["api_keys"])]  # a key of its own
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, timeout=120) as http:
         while not done():
             kind = rng.choices(kinds, weights)[0]
             seq += 1
@@ -268,6 +295,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def is_error(s: Sample) -> bool:
+    """Any answer but a 2xx (a 429 too: the benchmark measures real reads and writes); France Travail down,
+    its 503 is the expected answer of a refresh, not an error of the service."""
+    return s.status == 0 or (s.status >= 300 and not (s.kind == "ft_refresh" and s.status == 503))
+
+
 def summarize(samples: list[Sample], title: str, window: float) -> dict[str, Any]:
     print(f"\n### {title}: {len(samples)} requests in {window:.1f} s ({len(samples) / max(window, 1e-9):.0f}/s)")
     print("| kind | requests | p50 ms | p95 ms | p99 ms | max ms | errors |")
@@ -276,11 +309,10 @@ def summarize(samples: list[Sample], title: str, window: float) -> dict[str, Any
     for s in samples:
         by_kind[s.kind].append(s)
     out: dict[str, Any] = {}
-    for kind in [*WEIGHTS, *(["ft_refresh"] if "ft_refresh" in by_kind else []), "all"]:
+    for kind in [*(k for k in [*WEIGHTS, "ft_refresh"] if k in by_kind), "all"]:
         group = samples if kind == "all" else by_kind.get(kind, [])
         ms = [s.seconds * 1000 for s in group]
-        # France Travail down: its 503 is the expected answer, not an error of the service
-        errors = sum(1 for s in group if s.status == 0 or (s.status >= 500 and s.kind != "ft_refresh"))
+        errors = sum(1 for s in group if is_error(s))
         p = {q: percentile(ms, q) for q in (0.5, 0.95, 0.99)}
         out[kind] = {"n": len(group), "p50": p[0.5], "p95": p[0.95], "p99": p[0.99], "errors": errors}
         print(
@@ -288,7 +320,7 @@ def summarize(samples: list[Sample], title: str, window: float) -> dict[str, Any
             f"| {max(ms) if ms else 0:.0f} | {errors} |"
         )
     statuses = Counter(s.status for s in samples)
-    messages = Counter(f"{s.status} {s.message}" for s in samples if s.status == 0 or s.status >= 400)
+    messages = Counter(f"{s.status} {s.message}" for s in samples if is_error(s))
     print(f"statuses: {dict(sorted(statuses.items()))}; errors by message: {dict(messages) or 'none'}")
     # issue #27 item 3: on SQLite during a file, an event post may be kept aside (202, a success)
     events = Counter(s.status for s in by_kind.get("event", []))
@@ -299,7 +331,8 @@ def summarize(samples: list[Sample], title: str, window: float) -> dict[str, Any
 def run_load(args: argparse.Namespace) -> None:
     files = make_files(args.foyers)
     print(f"files: {', '.join(f'{k} {p.stat().st_size / 1e6:.0f} MB' for k, p in files.items())}", flush=True)
-    env, data = prepare_database(args.db, files)
+    env, data = prepare_database(args.db, files, args.clients)
+    data["mix"] = MIXES[args.mix]
     print(f"population: {len(data['persons'])} persons, {len(data['waiting'])} with an entry episode", flush=True)
     hole = None
     if args.ft_down != "none":
@@ -316,7 +349,7 @@ def run_load(args: argparse.Namespace) -> None:
             "PASSERELLE_FT_CONNECT_TIMEOUT_SECONDS": "2",
         }
         data["ft_down"] = args.ft_down
-    server, base = start_server(env, args.workers)
+    server, base = start_server(env, args.workers, args.server_tree)
     ingestion: dict[str, Any] = {}
     load = Load()
     try:
@@ -326,7 +359,8 @@ def run_load(args: argparse.Namespace) -> None:
             cmd = [sys.executable, "-m", "app.cli", "flux", "ingest", str(files["monthly"]), "--json"]
             cmd += ["--received-on", "2024-04-01"]
             ingestion["start"] = time.monotonic()
-            finished = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            ingest_env, cwd = code_env(env, args.server_tree)
+            finished = subprocess.run(cmd, env=ingest_env, cwd=cwd, capture_output=True, text=True, check=False)
             ingestion["end"] = time.monotonic()
             ingestion["exit"] = finished.returncode
             ok = finished.returncode == 0
@@ -359,14 +393,26 @@ def run_load(args: argparse.Namespace) -> None:
             server.kill()
         if hole is not None:
             hole.close()
+        if args.db == "postgres":
+            drop_pg_schema(PG_BASE, pg_schema())
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"Command: {' '.join(sys.argv)}")
-    used = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
+    print(f"Server code: {args.server_tree or 'this checkout'}; load average at the end: {os.getloadavg()}")
+    used = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after if not k.startswith("postgres")}
+    # PostgreSQL's processes are the machine's (other sessions' too): those alive at the end count (the
+    # server's backends start during the load), and one that ended meanwhile is not subtracted
+    used["postgres"] = sum(v - cpu_before.get(k, 0.0) for k, v in cpu_after.items() if k.startswith("postgres pid"))
     print(
         "CPU used during the load (of "
         f"{elapsed * (os.cpu_count() or 1):.0f} core-seconds): "
         + ", ".join(f"{k} {v:.0f} s ({v / elapsed:.2f} cores)" for k, v in used.items())
         + " (the ingestion's own process is not counted)"
+    )
+    answered = max(len(load.samples), 1)
+    pg = f"; PostgreSQL's processes: {used['postgres'] * 1000 / answered:.2f} ms" if args.db == "postgres" else ""
+    print(
+        f"Server CPU per request: {used['server'] * 1000 / answered:.2f} ms "
+        f"({used['server']:.1f} s for {len(load.samples)} requests, mix {args.mix}){pg}"
     )
     summarize(load.samples, f"{args.db}, {args.workers} worker(s), {args.clients} clients, whole run", elapsed)
     if args.during_ingest:
@@ -453,6 +499,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--foyers", type=int, default=43_500, help="foyers of the monthly files (~2.3 persons each)")
     parser.add_argument("--during-ingest", action="store_true")
+    parser.add_argument("--mix", choices=tuple(MIXES), default="all", help="the kinds of requests sent")
+    parser.add_argument("--server-tree", type=Path, help="run the server (and the ingestion) from this checkout")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before the ingestion starts")
     parser.add_argument("--blackhole", action="store_true")
     parser.add_argument(

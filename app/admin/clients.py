@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app.admin.departements import ensure_departement, not_a_departement, unknown_departements
@@ -13,6 +13,7 @@ from app.errors import ExitCode, Unprocessable
 from app.models import ApiClient
 from app.models.base import utcnow
 from app.security.apikeys import generate_key, hash_key
+from app.security.auth import forget_api_keys
 from app.security.scopes import parse_scopes
 from app.settings import Settings
 
@@ -80,6 +81,10 @@ def revoke_client(session: Session, name_or_id: str) -> ApiClient:
         raise ClientError(f"no client {name_or_id!r}")
     if client.revoked_at is None:
         client.revoked_at = utcnow()
+        # this process's caches of accepted keys forget them now and once it is committed (a request may
+        # read the row in between); other processes' within `api_key_cache_seconds`
+        forget_api_keys()
+        event.listen(session, "after_commit", lambda _session: forget_api_keys(), once=True)
         for dep in client.departements:
             record_action(session, "job:clients", "client.revoke", dep.code, detail={"client": client.id})
     return client

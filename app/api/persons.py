@@ -92,11 +92,12 @@ def get_person(
     session: SessionDep,
     principal: Annotated[Principal, Authorized(Scope.persons_read)],
 ) -> PersonOut:
-    person = svc.get_person(session, principal, person_id)
+    conn = session.connection()  # Core reads of the columns shown: no ORM objects to build (issue #27)
+    person = svc.person_row(conn, principal, person_id)
     svc.audit_read(request, session, principal, "person.read", person, person.departement_code)
     history = [
-        {**svc.state_dict(state), "fichier": {"id": f.id, "nom": f.filename, "type": f.type_flux}}
-        for state, f in svc.history(session, person.id)
+        {**svc.state_dict(state), "fichier": {"id": state.file_id, "nom": state.file_nom, "type": state.file_type}}
+        for state in svc.history_rows(conn, person.id)
     ]
     return PersonOut(
         **_summary(person),

@@ -192,12 +192,18 @@ def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH, known_unpr
         with Session(engine) as session, session.begin():
             chain = lock_chain(session)
             legacy = _legacy_head(session, chain, keys)
-            rows = session.scalars(
-                select(AccessRecord)
-                .where(AccessRecord.seq.is_(None), AccessRecord.id > after)
-                .order_by(AccessRecord.id)
-                .limit(batch)
-            ).all()
+            # rows, not ORM objects: sealing is the service's cost of every access record (issue #27)
+            ar = AccessRecord.__table__.c
+            rows = (
+                session.connection()
+                .execute(
+                    select(*(ar[c] for c in (*CONTENT_COLUMNS, "proof")))
+                    .where(ar.seq.is_(None), ar.id > after)
+                    .order_by(ar.id)
+                    .limit(batch)
+                )
+                .all()
+            )
             if not rows:
                 break
             after = rows[-1].id
@@ -206,7 +212,7 @@ def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH, known_unpr
             for row in rows:
                 if row.id in skip:
                     continue
-                values = {c: getattr(row, c) for c in (*CONTENT_COLUMNS, "proof")}
+                values = row._asdict()
                 if proof_problem(keys, values) is not None and not (legacy and values["proof"] is None):
                     unproven.append(row.id)
                     continue
@@ -214,7 +220,6 @@ def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH, known_unpr
                 seq += 1
                 previous = event_seal(key, previous, seq, values)
                 updates.append({"rid": row.id, "seq": seq, "key_id": key_id, "mac": previous})
-            session.expunge_all()
             if updates:
                 table = AccessRecord.__table__
                 session.connection().execute(

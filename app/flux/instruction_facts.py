@@ -29,7 +29,7 @@ def _latest(person_id: int) -> Any:
 
 def for_person(session: Session, person_id: int) -> dict[str, Any] | None:
     """The latest instruction record of a person, as the person's page shows it (persons:read)."""
-    r = session.scalar(_latest(person_id))
+    r = session.connection().execute(_latest(person_id)).first()  # a row: no ORM object (issue #27)
     if r is None:
         return None
     return {

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Row, Select, func, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy import Connection, func, select
+from sqlalchemy.orm import Session
 
 from app.models import EntryEpisode, OrientationEvent, Person
 from app.orientation.episodes import FT_SOURCE, waiting_on
@@ -29,14 +29,23 @@ LegalFilter = Literal["past", "near", "past_or_near"]
 @dataclass(frozen=True)
 class WorklistEntry:
     """One person waiting: their open episode, the person, and their latest state as present on the day (a
-    row of `person_states`, if any)."""
+    row of `person_states`, if any). Rows of the columns a worklist shows (`EPISODE_COLUMNS`,
+    `PERSON_COLUMNS`, `STATE_COLUMNS`), read with Core queries: loading ORM objects cost more than the
+    queries themselves (issue #27)."""
 
-    episode: EntryEpisode
-    person: Person
-    state: Row[Any] | None
+    episode: Any  # Row
+    person: Any  # Row
+    state: Any | None  # Row
     # France Travail's latest préconisation for the person known on the day (read by ft sync), if any: shown,
     # it orients nobody (`preconisation_text`)
-    ft_preconisation: OrientationEvent | None = None
+    ft_preconisation: Any | None = None  # Row
+
+
+_ee = EntryEpisode
+EPISODE_COLUMNS = (_ee.person_id, _ee.departement_code, _ee.t0, _ee.caf_msa, _ee.commune, _ee.invitation_on,
+                   _ee.rdv_orientation_on, _ee.legal_clock, _ee.legal_deadline)  # fmt: skip
+PERSON_COLUMNS = (Person.id, Person.departement_code, Person.nom, Person.prenom, Person.date_naissance)
+STATE_COLUMNS = ("matricule", "role", "adresse", "codepos", "numcom", "nomcom")
 
 
 # France Travail's parcours codes in French (Orientation usager v1: WebRSA's labels)
@@ -49,7 +58,7 @@ FT_PARCOURS_LABELS = {
 }
 
 
-def preconisation_text(event: OrientationEvent | None) -> str | None:
+def preconisation_text(event: Any) -> str | None:
     """ "préconisation France Travail du JJ/MM/AAAA (parcours …)", for a worklist item."""
     if event is None:
         return None
@@ -57,18 +66,18 @@ def preconisation_text(event: OrientationEvent | None) -> str | None:
     return f"préconisation France Travail du {event.event_date.strftime('%d/%m/%Y')} (parcours {parcours})"
 
 
-def _preconisations(session: Session, episodes: Sequence[EntryEpisode], day: date) -> dict[int, OrientationEvent]:
+def _preconisations(conn: Connection, episodes: Sequence[Any], day: date) -> dict[int, Any]:
     """Each waiting person's latest France Travail préconisation dated from the month before T0 to `day`."""
     if not episodes:
         return {}
     oe = OrientationEvent
     t0s = {e.person_id: e.t0 for e in episodes}
-    rows = session.scalars(
-        select(oe)
+    rows = conn.execute(
+        select(oe.person_id, oe.event_date, oe.ft_parcours)
         .where(oe.person_id.in_(sorted(t0s)), oe.source == FT_SOURCE, oe.ft_statut == "PRECONISE", oe.event_date <= day)
         .order_by(oe.event_date, oe.id)
     )
-    found: dict[int, OrientationEvent] = {}
+    found: dict[int, Any] = {}
     for row in rows:
         if row.event_date >= t0s[row.person_id] - timedelta(days=31):
             found[row.person_id] = row
@@ -89,9 +98,9 @@ def _waiting(
     organisme: Literal["CAF", "MSA"] | None,
     legal: LegalFilter | None = None,
     warning_days: int = 7,
-) -> Select[Any]:
+) -> Any:
     ee = EntryEpisode
-    query = select(ee).where(ee.departement_code.in_(departements), waiting_on(ee, day))
+    query: Any = select(*EPISODE_COLUMNS).where(ee.departement_code.in_(departements), waiting_on(ee, day))
     horizon = day + timedelta(days=warning_days)
     if legal == "past":  # `rules.deadlines.legal_deadline_past`
         query = query.where(ee.legal_deadline <= day)
@@ -128,19 +137,18 @@ def worklist_page(
     legal deadline, those without a legal clock last, then T0 and person): one page, and the total.
     `overdue`: only those past the 15-day deadline (True) or not yet (False); `legal`: only those whose
     legal deadline is past, or within `warning_days` days, or either."""
+    conn = session.connection()
     query = _waiting(departements, day, overdue, commune, organisme, legal, warning_days)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    total = conn.execute(select(func.count()).select_from(query.subquery())).scalar() or 0
     ee = EntryEpisode
     order: tuple[Any, ...] = (ee.t0, ee.person_id)
     if sort == "legal_deadline":  # those without a legal clock (NULL) last, on SQLite as on PostgreSQL
         order = (ee.legal_deadline.is_(None), ee.legal_deadline, ee.t0, ee.person_id)
-    page: Sequence[EntryEpisode] = session.scalars(
-        query.options(defer(EntryEpisode.criteria)).order_by(*order).limit(limit).offset(offset)
-    ).all()
+    page = conn.execute(query.order_by(*order).limit(limit).offset(offset)).all()
     ids = [e.person_id for e in page]
-    persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
-    states = states_as_of(session.connection(), ids, day)  # the one reading of a state as of a day
-    preconisations = _preconisations(session, page, day)
+    persons = {p.id: p for p in conn.execute(select(*PERSON_COLUMNS).where(Person.id.in_(ids)))} if ids else {}
+    states = states_as_of(conn, ids, day, STATE_COLUMNS)  # the one reading of a state as of a day
+    preconisations = _preconisations(conn, page, day)
     entries = [
         WorklistEntry(e, persons[e.person_id], states.get(e.person_id), preconisations.get(e.person_id)) for e in page
     ]

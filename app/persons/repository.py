@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, select
+from sqlalchemy import Connection, Select, Table, select
 from sqlalchemy.orm import Session
 
 from app.audit.chain import action_row, job_principal
@@ -94,6 +94,38 @@ def get_person(session: Session, principal: Principal, person_id: int) -> Person
     return person
 
 
+# What a person's page shows of the person (`person_row`): read as a row, not an ORM object (issue #27)
+PERSON_COLUMNS = (Person.id, Person.departement_code, Person.qual, Person.nom, Person.nomnai, Person.prenom,
+                  Person.date_naissance, Person.sexe, Person.nir_hash, Person.stock,
+                  Person.first_received_on)  # fmt: skip
+
+
+def person_row(conn: Connection, principal: Principal, person_id: int) -> Any:
+    """The person (`PERSON_COLUMNS`, a row) if the caller may read them, else NotFound; as `get_person`."""
+    row = conn.execute(
+        select(*PERSON_COLUMNS).where(
+            Person.departement_code.in_(sorted(principal.departements)), Person.id == person_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound("No such person.")
+    return row
+
+
+def history_rows(conn: Connection, person_id: int) -> list[Any]:
+    """Each state of the person (every column of `person_states`, as `state_dict` reads them) with its
+    file's name and type (`file_nom`, `file_type`), in the order of dated facts: rows, as `history`."""
+    ps = cast(Table, PersonState.__table__)
+    return list(
+        conn.execute(
+            select(ps, FluxFile.filename.label("file_nom"), FluxFile.type_flux.label("file_type"))
+            .join(FluxFile, FluxFile.id == ps.c.file_id)
+            .where(ps.c.person_id == person_id)
+            .order_by(*state_order(ps.c))
+        )
+    )
+
+
 def history(session: Session, person_id: int) -> list[tuple[PersonState, FluxFile]]:
     rows = session.execute(
         select(PersonState, FluxFile)
@@ -132,7 +164,12 @@ def search(session: Session, settings: Settings, principal: Principal, criteria:
     value = key_hash(
         settings.hmac_key, matricule_key_text(criteria.fonorg, criteria.numorg, criteria.matricule, criteria.role)
     )
-    keys = select(PersonKey.person_id).where(PersonKey.value == value, PersonKey.kind == "matricule")
+    # keys are per département (the table's key leads with it): looked up there, not scanned (issue #27)
+    keys = select(PersonKey.person_id).where(
+        PersonKey.departement_code.in_(sorted(principal.departements)),
+        PersonKey.value == value,
+        PersonKey.kind == "matricule",
+    )
     query = query.where(Person.id.in_(keys))
     return list(session.scalars(query.order_by(Person.id)).all())
 

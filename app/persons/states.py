@@ -35,10 +35,12 @@ def latest_states(
     return select(*[ranked.c[c.name] for c in columns]).where(ranked.c.state_rank == 1).subquery()
 
 
-def states_as_of(conn: Connection, ids: list[int], day: date) -> dict[int, Any]:
-    """Each person's latest state where present, dated on or before `day` (no ids: no query)."""
+def states_as_of(conn: Connection, ids: list[int], day: date, columns: Sequence[str] | None = None) -> dict[int, Any]:
+    """Each person's latest state where present, dated on or before `day` (no ids: no query); `columns`:
+    only these columns of the state (and `person_id`), else all."""
     if not ids:
         return {}
     ps = PersonState.__table__.c
-    latest = latest_states(list(ps), as_of=day, present_only=True, where=[one_of(conn, ps.person_id, ids)])
+    chosen = list(ps) if columns is None else [ps.person_id, *(ps[c] for c in columns if c != "person_id")]
+    latest = latest_states(chosen, as_of=day, present_only=True, where=[one_of(conn, ps.person_id, ids)])
     return {r.person_id: r for r in conn.execute(select(latest))}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import re
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import structlog
 from sqlalchemy import Table, select, update
@@ -17,7 +20,7 @@ from app.db import get_unpooled_engine
 from app.errors import Forbidden, NotFound, PasserelleError, Unauthenticated
 from app.models import ApiClient
 from app.models.base import utcnow
-from app.security.apikeys import split_key, verify_key
+from app.security.apikeys import hash_key, split_key
 from app.security.oidc import OidcVerifier, TokenInvalid
 from app.security.scopes import ALL_SCOPES
 from app.settings import Settings
@@ -98,26 +101,96 @@ def parse_agent(identifiant: str | None, nom: str | None, prenom: str | None) ->
     return Agent(*values)
 
 
-def authenticate_api_key(session: Session, settings: Settings, key: str) -> Principal:
+# Bumped when a client is revoked in this process (`forget_api_keys`): every cache of the process then
+# forgets what it knew, so a revocation here is honoured at once; other processes within their TTL.
+_revocations = 0
+
+
+def forget_api_keys() -> None:
+    """Make every `ApiKeyCache` of this process forget the keys it accepted (a client was revoked)."""
+    global _revocations
+    _revocations += 1
+
+
+class ApiKeyCache:
+    """API keys this process accepted recently (issue #27): the client as its row said then (id, name,
+    scopes, départements, last use), for `ttl` seconds, so that the next requests of a known key cost no
+    query. Keyed by the key's keyed hash (HMAC-SHA256 under the pepper, the value stored as `key_hash`): a
+    request is served from here only for the very key that was verified, never for another key of the same
+    prefix. Refused keys are never kept (each refusal reads the database, and counts for the refusal limit).
+
+    The bound: a client revoked by another process (`passerelle clients revoke`) is refused by this one at
+    most `ttl` seconds later (setting `api_key_cache_seconds`; 0: no cache, every request reads its row); a
+    revocation in this process (`forget_api_keys`) is honoured at once."""
+
+    def __init__(self, ttl_seconds: float, capacity: int = 10_000, clock: Any = time.monotonic) -> None:
+        self.ttl = ttl_seconds
+        self.capacity = capacity
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[float, Principal, datetime | None]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._generation = _revocations
+
+    def get(self, digest: str) -> tuple[Principal, datetime | None] | None:
+        if self.ttl <= 0:
+            return None
+        with self._lock:
+            if self._generation != _revocations:
+                self._entries.clear()
+                self._generation = _revocations
+                return None
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry[0] <= self.clock():
+                del self._entries[digest]
+                return None
+            return entry[1], entry[2]
+
+    def put(self, digest: str, principal: Principal, last_used_at: datetime | None, generation: int) -> None:
+        """Keep what a lookup found, unless a revocation happened since it began (`generation`)."""
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if generation != _revocations:
+                return
+            self._entries[digest] = (self.clock() + self.ttl, principal, last_used_at)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+
+def authenticate_api_key(session: Session, settings: Settings, key: str, cache: ApiKeyCache | None = None) -> Principal:
     prefix = split_key(key)
     if prefix is None:
         raise Unauthenticated("Invalid API key.")
-    client = session.scalar(select(ApiClient).where(ApiClient.key_prefix == prefix))
-    if client is None or not verify_key(key, client.key_hash, settings.pepper):
-        raise Unauthenticated("Invalid API key.")
-    if client.revoked_at is not None:
-        raise Unauthenticated("This API key has been revoked.")
+    digest = hash_key(key, settings.pepper)
+    known = cache.get(digest) if cache is not None else None
+    if known is not None:
+        principal, last_used_at = known
+    else:
+        generation = _revocations
+        client = session.scalar(select(ApiClient).where(ApiClient.key_prefix == prefix))
+        if client is None or not hmac.compare_digest(digest, client.key_hash):
+            raise Unauthenticated("Invalid API key.")
+        if client.revoked_at is not None:
+            raise Unauthenticated("This API key has been revoked.")
+        principal = Principal(
+            kind="client",
+            id=f"client:{client.id}",
+            name=client.name,
+            scopes=frozenset(client.scopes),
+            departements=frozenset(client.departement_codes),
+            client_id=client.id,
+        )
+        last_used_at = client.last_used_at
+        if cache is not None:
+            cache.put(digest, principal, last_used_at, generation)
     now = utcnow()
-    if (client.last_used_at is None or now - client.last_used_at > LAST_USED_EVERY) and _due(client.key_prefix):
-        _touch_last_used(settings, client.id, now)
-    return Principal(
-        kind="client",
-        id=f"client:{client.id}",
-        name=client.name,
-        scopes=frozenset(client.scopes),
-        departements=frozenset(client.departement_codes),
-        client_id=client.id,
-    )
+    if (last_used_at is None or now - last_used_at > LAST_USED_EVERY) and _due(prefix):
+        assert principal.client_id is not None
+        _touch_last_used(settings, principal.client_id, now)
+    return principal
 
 
 LAST_USED_EVERY = timedelta(minutes=5)
