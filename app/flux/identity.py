@@ -68,6 +68,7 @@ class Resolved(NamedTuple):
     state: State
     missing_blocks: int
     seq: int  # the record's rank in the file
+    print_: str  # the fingerprint of `state`
 
 
 class PersonRow(NamedTuple):
@@ -175,7 +176,9 @@ class IdentityMatcher:
                 elif foyer.key not in here:
                     batch.placed[matched] = (*here, foyer.key)
                 self.records += 1
-                resolved.append(Resolved(foyer.key, matched, person.state, foyer.record.missing_blocks, self.records))
+                resolved.append(
+                    Resolved(foyer.key, matched, person.state, foyer.record.missing_blocks, self.records, person.print_)
+                )
         self._write(batch)
         return resolved, batch.new_persons
 
@@ -531,7 +534,8 @@ class IdentityMatcher:
             self.writer.insert(
                 T_KEYS,
                 ("departement_code", "kind", "value", "person_id"),
-                [(dep, kind, value, pid) for value, (kind, pid) in batch.key_inserts.items()],
+                # in the primary key's order: the B-tree is filled page after page instead of at random
+                [(dep, kind, value, pid) for value, (kind, pid) in sorted(batch.key_inserts.items())],
             )
         if batch.key_updates:
             self.conn.execute(
