@@ -169,7 +169,7 @@ def cli_main(args: argparse.Namespace, monthly: Path, daily: Path) -> None:
     for rnd in range(1, args.rounds + 1):
         for name, base in targets:
             for tree in trees:
-                url = fresh_sqlite(OUT / "bench.db") if base is None else fresh_pg_schema(base, "bench_ingest")
+                url = fresh_sqlite(OUT / "cli.db") if base is None else fresh_pg_schema(base, "bench_ingest_cli")
                 migrate_cli(tree, url, data_dir)
                 bare = bare_all(monthly)
                 m = run_cli(tree, url, data_dir, monthly, "2024-03-01", "--initial-stock")

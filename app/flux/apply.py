@@ -253,7 +253,7 @@ class Ingestion:
             pid: (prev["fingerprint"], prev) for pid, prev in previous.items()
         }
         for r in resolved:
-            pid, state, print_ = r.person_id, r.state, r.print_
+            pid, state = r.person_id, r.state
             self.seen.add(pid)
             current = in_force.get(pid)
             if r.missing_blocks and current is not None:
@@ -262,7 +262,7 @@ class Ingestion:
                 known_values = known if isinstance(known, dict) else dict(zip(STATE_COLUMNS, known, strict=True))
                 if known_values["present"]:
                     state = keep_known(state, r.missing_blocks, known_values)
-                    print_ = fingerprint(state)
+            print_ = fingerprint(state)
             observations.append((self.file_id, r.seq, pid, *r.foyer, print_, r.missing_blocks, state[-1]))
             if current is not None and current[0] == print_:
                 self.report.unchanged += 1

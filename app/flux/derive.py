@@ -4,11 +4,9 @@ NIR's lookup hash and ciphertext, the state the file shows and its fingerprint.
 `Deriver.prepare` turns a `FoyerRecord` into a `Prepared` foyer: plain tuples, strings, numbers and
 booleans only, dates as ISO text. That is all the loader needs, and it is what crosses from the reading
 process to the loader for big files: `marshal` sends such values ~10 × cheaper than pickling the typed
-records (measured in bench/BENCHMARKS.md, run 7). The state's fingerprint is computed here too: since
-issue #22 the loader is the longer half of an ingestion (issue #27, bench/BENCHMARKS.md); it recomputes it
-only for a record completed with what was known before (`keep_known`). The loader computes the NIR's
-ciphertext (only for a new person or a person whose NIR becomes known; the reading process never holds the
-encryption keys).
+records (measured in bench/BENCHMARKS.md, run 7). The loader computes what only it can use well: the
+fingerprint (it has the time; the reading process is the longer half) and the NIR's ciphertext (only for
+a new person or a person whose NIR becomes known: a monthly file repeating everyone encrypts nothing).
 """
 
 from __future__ import annotations
@@ -199,7 +197,6 @@ class PreparedPerson(NamedTuple):
     nir_hash: str | None
     identity: tuple[Any, ...]  # (qual, nom, nomnai, prenom, date_naissance ISO, sexe)
     state: State
-    print_: str  # fingerprint(state), computed by the reading process (the loader is the longer half)
 
 
 class Prepared(NamedTuple):
@@ -307,7 +304,7 @@ class Deriver:
             if p.nom and p.prenom and born:
                 keys.append(("identity", self._h(identity_key_text(p.nom, p.prenom, born))))
             state = (True, None, *shared, role, p.sdd, p.idassedic, _iso(p.death_date), p.sdd_entrant)
-            persons.append((p.position, keys, p.nir13, nir_hash, identity, state, fingerprint(state)))
+            persons.append((p.position, keys, p.nir13, nir_hash, identity, state))
         return (
             foyer.position,
             foyer.line,

@@ -68,7 +68,6 @@ class Resolved(NamedTuple):
     state: State
     missing_blocks: int
     seq: int  # the record's rank in the file
-    print_: str  # the fingerprint of `state`
 
 
 class PersonRow(NamedTuple):
@@ -176,9 +175,7 @@ class IdentityMatcher:
                 elif foyer.key not in here:
                     batch.placed[matched] = (*here, foyer.key)
                 self.records += 1
-                resolved.append(
-                    Resolved(foyer.key, matched, person.state, foyer.record.missing_blocks, self.records, person.print_)
-                )
+                resolved.append(Resolved(foyer.key, matched, person.state, foyer.record.missing_blocks, self.records))
         self._write(batch)
         return resolved, batch.new_persons
 
