@@ -32,7 +32,7 @@ from app.flux.apply import Ingestion
 from app.flux.bulk import T_DEPARTEMENTS, T_FILES, T_INSTRUCTION, lock
 from app.flux.derive import Prepared
 from app.flux.instruction import InstructionReader, apply_instruction, peek_nature
-from app.flux.pipeline import InlineSource, ProcessSource, open_source
+from app.flux.pipeline import BATCH_FOYERS, InlineSource, ProcessSource, open_early, open_source
 from app.flux.reader import WARNING, FluxLimits, FluxRejected
 from app.flux.records import SENDER_OF_APPLIEME, FluxHeader
 from app.flux.report import (
@@ -71,8 +71,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-BATCH_FOYERS = 2000
-
 
 def _organisme_of(header: FluxHeader, first: Prepared | None) -> tuple[str | None, str | None]:
     if first is not None and first.fonorg:
@@ -106,15 +104,19 @@ def ingest_file(
     *,
     refresh: bool = True,
     refresh_progress: Callable[[int, int], None] | None = None,
+    source: InlineSource | ProcessSource | None = None,
 ) -> IngestReport:
     """Apply one flux file, then (`refresh`) the entry episodes of the persons it changed. Returns its
     report; never raises for a bad file (status `rejected`). Each file, whatever became of it, is an audit
-    event (`flux.ingest`: who, the file's id, its status and counts).
+    event (`flux.ingest`: who, the file's id, its status and counts). `source`: this file's batches, opened
+    by the caller with `open_early(settings, path, options.parallel)` (closed here).
 
     Raises `IngestInputError` for a wrong option (département, --initial-stock, reception date).
     """
 
-    report = _ingest_file(engine, settings, path, options, progress, refresh=refresh, refresh_progress=refresh_progress)
+    report = _ingest_file(
+        engine, settings, path, options, progress, refresh=refresh, refresh_progress=refresh_progress, opened=source
+    )
     if report.status == "duplicate":  # nothing was written: the event alone (applied or rejected: in their commit)
         by, departement, kw = _ingest_event(options, report)
         record_action_now(engine, by, "flux.ingest", departement, **kw)
@@ -159,13 +161,17 @@ def _ingest_file(
     *,
     refresh: bool = True,
     refresh_progress: Callable[[int, int], None] | None = None,
+    opened: InlineSource | ProcessSource | None = None,
 ) -> IngestReport:
     started = time.perf_counter()
     name = options.display_name or path.name
     report = IngestReport(status="applied", filename=name, received_on=options.received_on.isoformat())
-    _check_options(settings, options)
-    source = _early_source(settings, path, options)
+    source = opened
     try:
+        _check_options(settings, options)
+        if source is None:
+            # a big file's reading process starts first: its start overlaps the hashing and the checks below
+            source = open_early(settings, path, options.parallel)
         received = ReceivedFile.of(path, options, started)
         dup = _known_duplicate(engine, received)
         if dup is not None:
@@ -196,26 +202,6 @@ def _ingest_file(
     if refresh:
         refresh_after_commit(engine, report, refresh_progress)
     return report
-
-
-def _early_source(settings: Settings, path: Path, options: IngestOptions) -> InlineSource | ProcessSource | None:
-    """A beneficiary file's batches, opened before anything else: a big file's reading process (a new
-    interpreter, its imports, the first batch) starts while this one hashes the file, checks it is not a
-    duplicate and takes the lock (issue #27: ~0.5-1 s of the operator's wait). None for an instruction
-    flux or a file that cannot be opened (told the usual way, further on). A duplicate closes it unread."""
-    try:
-        if peek_nature(path) == "I":
-            return None
-        return open_source(
-            path,
-            BATCH_FOYERS,
-            settings.hmac_key,
-            options.parallel,
-            settings.ingest_parallel_min_bytes,
-            FluxLimits.of(settings),
-        )
-    except OSError:
-        return None
 
 
 def _check_options(settings: Settings, options: IngestOptions) -> None:
