@@ -1,6 +1,11 @@
 """Benchmark of flux ingestion (issue 3). One command:
 
-    .venv/bin/python -m bench.ingest_bench [--persons 500000] [--daily-foyers 5000] [--skip-postgres]
+    .venv/bin/python -m bench.ingest_bench [--persons 500000 | --foyers 60000] [--daily-foyers 5000] [--skip-postgres]
+    .venv/bin/python -m bench.ingest_bench --foyers 60000 --cli [--trees BASE,NEW] [--rounds 3]
+
+`--cli` (issue #27) times `python -m app flux ingest` as the operator runs it, from each code tree in turn
+(e.g. a baseline worktree and this one), beside a bare pass measured just before each ingestion: wall
+seconds, CPU seconds of the command and its reading process, the process tree's peak memory.
 
 Generates (once, cached under bench/out/) a monthly file of ~N persons and a daily file of D foyers on top
 of it; measures, in the same run, a bare lxml.iterparse pass over the monthly file (the reference), then
