@@ -49,15 +49,29 @@ def flux_ingest(
     applied); 2 a wrong option; 3 the database failed: before a file's commit nothing of that file was
     applied; after it, the message says which files were applied and what to re-run.
     """
+    from app.flux.pipeline import open_early  # light: the first file's reading starts before the imports below
+    from app.settings import get_settings
+
+    day_given = parse_day(received_on, "--received-on")
+    if departement is not None:
+        validated_departement(departement)
+    early = open_early(get_settings(), paths[0]) if paths else None
+    try:
+        _flux_ingest(paths, day_given, initial_stock, departement, as_json, early)
+    finally:
+        if early is not None:
+            early.close()
+
+
+def _flux_ingest(
+    paths: list[Path], day_given: Any, initial_stock: bool, departement: str | None, as_json: bool, early: Any
+) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.clock import today
     from app.db import get_engine
     from app.flux.loader import IngestInputError, IngestOptions, refresh_after_commit
 
-    day_given = parse_day(received_on, "--received-on")
-    if departement is not None:
-        validated_departement(departement)
     settings = ready_settings()
     day = day_given or today(settings)
     reports = []
@@ -66,7 +80,8 @@ def flux_ingest(
             received_on=day, initial_stock=initial_stock, departement=departement, ingested_by="cli"
         )
         try:
-            reports.append(_ingest_with_progress(get_engine(settings), settings, path, options, quiet=as_json))
+            source, early = early, None  # the first file's, opened before the imports
+            reports.append(_ingest_with_progress(get_engine(settings), settings, path, options, as_json, source))
         except IngestInputError as exc:
             raise fail(f"{path.name}: {exc}", ExitCode.USAGE) from exc
         except SQLAlchemyError as exc:
@@ -95,13 +110,13 @@ def flux_ingest(
         raise typer.Exit(int(ExitCode.REJECTED))
 
 
-def _ingest_with_progress(engine: Any, settings: Any, path: Path, options: Any, quiet: bool) -> Any:
+def _ingest_with_progress(engine: Any, settings: Any, path: Path, options: Any, quiet: bool, source: Any = None) -> Any:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from app.flux.loader import ingest_file
 
     if quiet:
-        return ingest_file(engine, settings, path, options, refresh=False)
+        return ingest_file(engine, settings, path, options, refresh=False, source=source)
     size = path.stat().st_size
     gz = _is_gzip(path)
     with Progress(
@@ -119,7 +134,7 @@ def _ingest_with_progress(engine: Any, settings: Any, path: Path, options: Any, 
         def advance(foyers: int, read: int) -> None:
             progress.update(task, completed=read, foyers=foyers)
 
-        return ingest_file(engine, settings, path, options, progress=advance, refresh=False)
+        return ingest_file(engine, settings, path, options, progress=advance, refresh=False, source=source)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from app.flux.bulk import (
     T_STATES,
     BulkWriter,
     chunks,
+    sqlite_datetime,
 )
 from app.flux.derive import ROW_COLUMNS, STATE_COLUMNS, Prepared, State, absent_state, fingerprint, keep_known
 from app.flux.identity import Accepted, IdentityMatcher, PersonRow, Resolved
@@ -54,6 +55,7 @@ class Ingestion:
         self.departement: str | None = options.departement
         self.header: FluxHeader | None = None
         self.created_at: datetime | None = None
+        self._created_at_row: datetime | str | None = None
         self.absence_seq = ABSENCE_RANK
         self.seen: set[int] = set()
         self.created_by_stock: set[int] = set()  # persons an initial stock creates (not queued: see _write_states)
@@ -297,12 +299,16 @@ class Ingestion:
 
     def _state_row(self, pid: int, state: State, print_: str, seq: int) -> tuple[Any, ...]:
         assert self.header is not None
+        if self._created_at_row is None:
+            # as the driver would adapt it, once per file rather than once per row (SQLite: strftime)
+            assert self.created_at is not None
+            self._created_at_row = self.created_at if self.writer.postgres else sqlite_datetime(self.created_at)
         return (
             pid,
             self.file_id,
             self.departement,
             self.options.received_on,
-            self.created_at,
+            self._created_at_row,
             seq,
             self.header.type_flux,
             *state,

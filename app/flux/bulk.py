@@ -41,7 +41,7 @@ T_IDENTITY_MATCHES = cast(Table, IdentityMatch.__table__)
 _INGEST_LOCK_ID = INGESTION_LOCK_ID  # PostgreSQL advisory lock: one ingestion at a time
 
 
-def _sqlite_datetime(value: datetime) -> str:
+def sqlite_datetime(value: datetime) -> str:
     # The text form SQLAlchemy's SQLite DateTime type writes and reads back.
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
@@ -49,7 +49,7 @@ def _sqlite_datetime(value: datetime) -> str:
 # Raw executemany on SQLite: adapt dates the way SQLAlchemy stores them (ISO text). These adapters only
 # see values we pass to the driver ourselves; SQLAlchemy converts its own values before they get here.
 sqlite3.register_adapter(date, date.isoformat)
-sqlite3.register_adapter(datetime, _sqlite_datetime)
+sqlite3.register_adapter(datetime, sqlite_datetime)
 
 
 class BulkWriter:

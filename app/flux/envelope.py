@@ -313,3 +313,14 @@ def gzip_truncated(exc: BaseException, bytes_read: int) -> FluxRejected:
     return FluxRejected(
         f"the gzip stream is truncated or corrupt ({type(exc).__name__})", f"byte {bytes_read}", "truncated"
     )
+
+
+def peek_nature(path: Path) -> str | None:
+    """NATFLUX as the header gives it (None if the first 64 KiB hold none): read before anything else."""
+    try:
+        with open_flux(path) as raw:
+            head = raw.read(HEAD_BYTES)
+    except (OSError, EOFError):
+        return None
+    found = re.search(rb"<NATFLUX>\s*([^<\s]{0,8})\s*</NATFLUX>", head)
+    return found.group(1).decode("ascii", "replace") if found else None

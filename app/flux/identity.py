@@ -531,7 +531,8 @@ class IdentityMatcher:
             self.writer.insert(
                 T_KEYS,
                 ("departement_code", "kind", "value", "person_id"),
-                [(dep, kind, value, pid) for value, (kind, pid) in batch.key_inserts.items()],
+                # in the primary key's order: the B-tree is filled page after page instead of at random
+                [(dep, kind, value, pid) for value, (kind, pid) in sorted(batch.key_inserts.items())],
             )
         if batch.key_updates:
             self.conn.execute(

@@ -41,9 +41,12 @@ from app.flux.envelope import (
     gzip_truncated,
     open_flux,
     parse_header,
+    peek_nature,
     safe_iterparse,
     too_deep,
 )
+
+__all__ = ["peek_nature"]  # re-exported: first defined here (app.flux.envelope now, light to import)
 from app.flux.fields import RecordContext
 from app.flux.reader import _person, _RawPerson
 from app.flux.records import Address, FluxHeader, FoyerRecord
@@ -62,17 +65,6 @@ _PHONE = re.compile(r"^(?:0[1-9]\d{8}|\+\d{8,15}|00\d{8,15})$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE_MAX, EMAIL_MAX = 40, 254
 ROLE = STATE_COLUMNS.index("role")
-
-
-def peek_nature(path: Path) -> str | None:
-    """NATFLUX as the header gives it (None if the first 64 KiB hold none): read before anything else."""
-    try:
-        with open_flux(path) as raw:
-            head = raw.read(HEAD_BYTES)
-    except (OSError, EOFError):
-        return None
-    found = re.search(rb"<NATFLUX>\s*([^<\s]{0,8})\s*</NATFLUX>", head)
-    return found.group(1).decode("ascii", "replace") if found else None
 
 
 @dataclass

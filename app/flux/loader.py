@@ -32,7 +32,7 @@ from app.flux.apply import Ingestion
 from app.flux.bulk import T_DEPARTEMENTS, T_FILES, T_INSTRUCTION, lock
 from app.flux.derive import Prepared
 from app.flux.instruction import InstructionReader, apply_instruction, peek_nature
-from app.flux.pipeline import open_source
+from app.flux.pipeline import BATCH_FOYERS, InlineSource, ProcessSource, open_early, open_source
 from app.flux.reader import WARNING, FluxLimits, FluxRejected
 from app.flux.records import SENDER_OF_APPLIEME, FluxHeader
 from app.flux.report import (
@@ -72,8 +72,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-BATCH_FOYERS = 2000
-
 
 def _organisme_of(header: FluxHeader, first: Prepared | None) -> tuple[str | None, str | None]:
     if first is not None and first.fonorg:
@@ -107,15 +105,19 @@ def ingest_file(
     *,
     refresh: bool = True,
     refresh_progress: Callable[[int, int], None] | None = None,
+    source: InlineSource | ProcessSource | None = None,
 ) -> IngestReport:
     """Apply one flux file, then (`refresh`) the entry episodes of the persons it changed. Returns its
     report; never raises for a bad file (status `rejected`). Each file, whatever became of it, is an audit
-    event (`flux.ingest`: who, the file's id, its status and counts).
+    event (`flux.ingest`: who, the file's id, its status and counts). `source`: this file's batches, opened
+    by the caller with `open_early(settings, path, options.parallel)` (closed here).
 
     Raises `IngestInputError` for a wrong option (département, --initial-stock, reception date).
     """
 
-    report = _ingest_file(engine, settings, path, options, progress, refresh=refresh, refresh_progress=refresh_progress)
+    report = _ingest_file(
+        engine, settings, path, options, progress, refresh=refresh, refresh_progress=refresh_progress, opened=source
+    )
     if report.status == "duplicate":  # nothing was written: the event alone (applied or rejected: in their commit)
         by, departement, kw = _ingest_event(options, report)
         record_action_now(engine, by, "flux.ingest", departement, **kw)
@@ -160,32 +162,41 @@ def _ingest_file(
     *,
     refresh: bool = True,
     refresh_progress: Callable[[int, int], None] | None = None,
+    opened: InlineSource | ProcessSource | None = None,
 ) -> IngestReport:
     started = time.perf_counter()
     name = options.display_name or path.name
     report = IngestReport(status="applied", filename=name, received_on=options.received_on.isoformat())
-    _check_options(settings, options)
-    received = ReceivedFile.of(path, options, started)
-    dup = _known_duplicate(engine, received)
-    if dup is not None:
-        report.status = "duplicate"
-        report.duplicate_of = dup
-        report.duration_ms = received.elapsed_ms()
-        return report
-    if peek_nature(path) == "I":
-        # an instruction flux: contacts, DSP, parcours of demands being instructed; never a beneficiary flux
-        return _instruction_file(engine, settings, received, report)
+    source = opened
     try:
-        _apply_beneficiary(engine, settings, received, report, progress)
-    except _Duplicate as dup_exc:
-        return _duplicate_report(received, dup_exc.file_id)
-    except FluxRejected as exc:
-        return _record_rejection(engine, settings, received, report, exc)
-    except IntegrityError as exc:
-        # Two concurrent ingestions of the same content: the second is a duplicate.
-        if "uq_flux_files_applied_content" in str(exc.orig):
-            return IngestReport(status="duplicate", filename=name, received_on=options.received_on.isoformat())
-        raise
+        _check_options(settings, options)
+        if source is None:
+            # a big file's reading process starts first: its start overlaps the hashing and the checks below
+            source = open_early(settings, path, options.parallel)
+        received = ReceivedFile.of(path, options, started)
+        dup = _known_duplicate(engine, received)
+        if dup is not None:
+            report.status = "duplicate"
+            report.duplicate_of = dup
+            report.duration_ms = received.elapsed_ms()
+            return report
+        if source is None and peek_nature(path) == "I":
+            # an instruction flux: contacts, DSP, parcours of demands being instructed; never a beneficiary flux
+            return _instruction_file(engine, settings, received, report)
+        try:
+            _apply_beneficiary(engine, settings, received, report, progress, source)
+        except _Duplicate as dup_exc:
+            return _duplicate_report(received, dup_exc.file_id)
+        except FluxRejected as exc:
+            return _record_rejection(engine, settings, received, report, exc)
+        except IntegrityError as exc:
+            # Two concurrent ingestions of the same content: the second is a duplicate.
+            if "uq_flux_files_applied_content" in str(exc.orig):
+                return IngestReport(status="duplicate", filename=name, received_on=options.received_on.isoformat())
+            raise
+    finally:
+        if source is not None:
+            source.close()
     _log_applied(report)
     _rematch_webhooks(settings, report)
     _apply_pending_events(settings, report)
@@ -242,6 +253,7 @@ def _apply_beneficiary(
     received: ReceivedFile,
     report: IngestReport,
     progress: ProgressCallback | None,
+    opened: InlineSource | ProcessSource | None = None,
 ) -> None:
     """A beneficiary flux, in one transaction: its batches, then its end (absences, replay), then its row."""
     options = received.options
@@ -254,7 +266,7 @@ def _apply_beneficiary(
         file_id = _insert_applying(conn, received, "D")
         job = Ingestion(conn, settings, file_id, options, report)
         started_job = False
-        source = open_source(
+        source = opened or open_source(
             received.path,
             BATCH_FOYERS,
             settings.hmac_key,

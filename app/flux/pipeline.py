@@ -25,16 +25,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.flux.derive import Deriver
-from app.flux.reader import FluxLimits, FluxReader, FluxRejected
+from app.flux.envelope import FluxLimits, FluxRejected, peek_nature
 from app.flux.records import FluxHeader
+from app.settings import Settings
+
+# Light to import on purpose (no SQLAlchemy, no models): `passerelle flux ingest` starts the reading process
+# before its own heavy imports (`open_early`); what reading needs is imported where it is used.
 
 PARALLEL_MIN_BYTES = 20 * 1024 * 1024
+BATCH_FOYERS = 2000
 QUEUE_DEPTH = 2  # batches in flight: bounds the memory of the pipeline
 
 
 class InlineSource:
     def __init__(self, path: Path, batch_size: int, hmac_key: bytes, limits: FluxLimits) -> None:
+        from app.flux.derive import Deriver
+        from app.flux.reader import FluxReader
+
         self.reader = FluxReader(path, limits)
         self.batch_size = batch_size
         self.deriver = Deriver(hmac_key)
@@ -86,6 +93,9 @@ def _exit_with_parent(parent_pid: int) -> None:
 def _read_in_child(path: str, batch_size: int, hmac_key: bytes, limits: FluxLimits, out: Any, parent_pid: int) -> None:
     _exit_with_parent(parent_pid)
     gc.disable()
+    from app.flux.derive import Deriver
+    from app.flux.reader import FluxReader
+
     reader = FluxReader(Path(path), limits)
     prepare = Deriver(hmac_key).prepare
     try:
@@ -162,3 +172,24 @@ def open_source(
     limits = limits or FluxLimits()
     source = ProcessSource if parallel else InlineSource
     return source(path, batch_size, hmac_key, limits)
+
+
+def open_early(settings: Settings, path: Path, parallel: bool | None = None) -> InlineSource | ProcessSource | None:
+    """A beneficiary file's batches, opened before anything else: a big file's reading process (a new
+    interpreter, its imports, the first batch) starts while this one imports the loader, checks the database,
+    hashes the file, checks it is not a duplicate and takes the lock (issue #27: the reading process is the
+    longer half of an ingestion, so its start is the operator's wait). None for an instruction flux or a
+    file that cannot be opened (told the usual way, further on). The caller closes it, read or not."""
+    try:
+        if peek_nature(path) == "I":
+            return None
+        return open_source(
+            path,
+            BATCH_FOYERS,
+            settings.hmac_key,
+            parallel,
+            settings.ingest_parallel_min_bytes,
+            FluxLimits.of(settings),
+        )
+    except OSError:
+        return None

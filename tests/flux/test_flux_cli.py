@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from datetime import date
@@ -88,3 +89,29 @@ def test_watch_moves_files(db, monkeypatch, tmp_path):
     assert [p.name for p in inbox.iterdir() if p.is_file() and not p.name.startswith(".")] == []  # but its lock
     shown = json.loads(run_cli(db, monkeypatch, "flux", "list", "--json").stdout)
     assert shown[-1]["received_on"] == "2024-03-01", "the reception date is the day the file landed"
+
+
+def test_ingest_reads_the_first_file_in_a_process_started_before_the_checks(db, monkeypatch, tmp_path):
+    """Issue #27: `flux ingest` starts the first file's reading process before its imports and its database
+    checks. Two files in one command (the second read as usual), then the same again (duplicates: the
+    early reading process is stopped unread), then a file whose reading process was started when the
+    options turn out wrong: nothing applied, no process left."""
+    monkeypatch.setenv("PASSERELLE_INGEST_PARALLEL_MIN_BYTES", "1")  # every file read by a child process
+    stock = write_flux(tmp_path, [foyer(), foyer(person(NIR_B), matricule="0002")], type_flux="M")
+    r = run_cli(db, monkeypatch, "flux", "ingest", stock, "--received-on", "2024-03-01", "--initial-stock")
+    assert r.exit_code == 0, r.output
+    first = write_flux(tmp_path, [foyer(person(NIR_B, sdd=False), matricule="0002")], day=date(2024, 3, 4))
+    second = write_flux(tmp_path, [foyer(person(NIR_B), matricule="0002")], day=date(2024, 3, 5))
+    args = ("flux", "ingest", first, second, "--received-on", "2024-03-05", "--json")
+    r = run_cli(db, monkeypatch, *args)
+    assert r.exit_code == 0, r.output
+    assert [(x["status"], x["state_changes"]) for x in json.loads(r.stdout)] == [("applied", 1), ("applied", 1)]
+    r = run_cli(db, monkeypatch, *args)
+    assert r.exit_code == 0, r.output
+    assert [x["status"] for x in json.loads(r.stdout)] == ["duplicate", "duplicate"]
+    again = write_flux(tmp_path, [foyer()], type_flux="M", day=date(2024, 3, 6))
+    r = run_cli(db, monkeypatch, "flux", "ingest", again, "--received-on", "2024-03-06", "--initial-stock")
+    assert r.exit_code == 2 and "initial stock" in r.output, r.output
+    assert multiprocessing.active_children() == []
+    listed = json.loads(run_cli(db, monkeypatch, "flux", "list", "--json").stdout)
+    assert sorted(f["status"] for f in listed) == ["applied", "applied", "applied"]

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import marshal
+import multiprocessing
+import re
 from datetime import date
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from app.db import get_engine
-from app.flux.derive import Deriver
+from app.flux.derive import STATE_COLUMNS, Deriver, fingerprint
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.flux.reader import FluxReader
-from app.models import Person
+from app.models import Person, PersonState
 from tests.support.database import truncate
 from tests.support.factories import snapshot
-from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, text_of, write_flux
+from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, text_of, write_flux, write_instruction
 
 
 def _facts(settings) -> dict[str, list[tuple]]:
@@ -89,3 +92,46 @@ def test_parallel_reading_rejects_like_inline(db, tmp_path):
     report = ingest_file(get_engine(db), db, bad, IngestOptions(date(2024, 3, 1), parallel=True))
     assert (report.status, report.error_code) == ("rejected", "count_mismatch")
     assert snapshot(db) == before
+
+
+def test_a_record_completed_with_what_was_known_gets_the_completed_state_s_fingerprint(db, tmp_path):
+    """A record without its address block keeps the address in force: the state row written is the completed
+    one, and its fingerprint is that state's."""
+    engine = get_engine(db)
+    first = write_flux(tmp_path, [foyer(person(NIR_A))], day=date(2024, 3, 1), type_flux="M")
+    assert ingest_file(engine, db, first, IngestOptions(date(2024, 3, 1), initial_stock=True)).status == "applied"
+    xml = text_of(write_flux(tmp_path, [foyer(person(NIR_A, sdd=False))], day=date(2024, 3, 4)))
+    second = tmp_path / "no_address.xml"
+    second.write_text(
+        re.sub(r"<DonneesAdministratives>.*?</DonneesAdministratives>", "", xml, flags=re.DOTALL),
+        encoding="windows-1252",
+    )
+    report = ingest_file(engine, db, second, IngestOptions(date(2024, 3, 4), parallel=True))
+    assert report.status == "applied" and "block_missing" in {w["code"] for w in report.warnings}
+    with engine.connect() as conn:
+        rows = conn.execute(select(PersonState).order_by(PersonState.received_on)).all()
+    assert [r.sdd for r in rows] == [True, False]
+    assert rows[1].adresse == rows[0].adresse is not None
+    values = tuple(rows[1]._mapping[c] for c in STATE_COLUMNS)
+    iso = tuple(v.isoformat() if isinstance(v, date) else v for v in values)
+    assert rows[1].fingerprint == fingerprint(iso)
+
+
+def test_a_duplicate_big_file_stops_the_reading_process_started_for_it(db, tmp_path):
+    """The reading process starts before the duplicate check (issue #27): a duplicate stops it, reads
+    nothing more and changes nothing."""
+    path = write_flux(tmp_path, [foyer(person(NIR_A)), foyer(person(NIR_B), matricule="0002")])
+    engine = get_engine(db)
+    assert ingest_file(engine, db, path, IngestOptions(date(2024, 3, 1), parallel=True)).status == "applied"
+    before = snapshot(db)
+    again = ingest_file(engine, db, path, IngestOptions(date(2024, 3, 2), parallel=True))
+    assert again.status == "duplicate" and again.duplicate_of is not None
+    assert multiprocessing.active_children() == []
+    assert snapshot(db) == before
+
+
+def test_an_instruction_flux_is_not_read_as_a_beneficiary_one_when_parallel(db, tmp_path):
+    path = write_instruction(tmp_path, [foyer(person(NIR_A))])
+    report = ingest_file(get_engine(db), db, path, IngestOptions(date(2024, 3, 1), parallel=True))
+    assert (report.status, report.nature) == ("applied", "I")
+    assert multiprocessing.active_children() == []
