@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import anyio
 import redis
 import structlog
 from redis.backoff import NoBackoff
@@ -21,6 +23,7 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 TIMEOUT_SECONDS = 0.25  # a local Redis answers in a tenth of a millisecond; a stuck one costs at most this
 
@@ -113,3 +116,21 @@ def backend(url: str | None, prefix: str) -> SharedRedis | None:
         if found is None:
             found = _backends[(url, prefix)] = SharedRedis(url, prefix)
         return found
+
+
+# The threads that ask a shared store for a coroutine (the admission middleware, the error handler): never the
+# event loop, which a stuck store would stop for every request; few, so that a flood of anonymous requests
+# waiting for a stuck store never takes the threads of the authenticated requests.
+OFF_LOOP_THREADS = 8
+_off_loop: anyio.CapacityLimiter | None = None
+
+
+async def off_loop(remote: bool, call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` from a coroutine: at once when it only reads the process's memory (`remote` False), else in
+    a thread of its own (a network round trip to Redis or PostgreSQL)."""
+    global _off_loop
+    if not remote:
+        return call(*args)
+    if _off_loop is None:
+        _off_loop = anyio.CapacityLimiter(OFF_LOOP_THREADS)
+    return await anyio.to_thread.run_sync(call, *args, limiter=_off_loop)

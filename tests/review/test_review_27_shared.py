@@ -1,0 +1,126 @@
+"""Review of issue #27, items 4 (limits shared through Redis or PostgreSQL) and 6 (pilotage reads on a read
+replica): each test names a defect found, and fails without its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import text
+
+from app.db import get_engine, make_engine, on_replica, session_scope
+from app.kit.shared import SharedRedis
+from app.security.shared_limits import DatabaseCounters, DatabaseRefusalLimiter
+
+
+class BlackHole:
+    """A listener that accepts connections and never answers (a stuck Redis or PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[BlackHole]:
+    hole = BlackHole()
+    try:
+        yield hole
+    finally:
+        hole.close()
+
+
+def test_a_shared_limiter_is_never_asked_on_the_event_loop(db, monkeypatch):
+    """Finding 1: the refusal limiter is asked in AdmissionMiddleware and in the error handler, both on the event
+    loop; with a shared store that is a blocking network call (a stuck Redis: 0.5 s, timeout and its retry, during
+    which no request of the process is answered; a slow one: every anonymous request). Asked in a thread."""
+    on_loop: list[str] = []
+
+    def spy(self: SharedRedis, operation: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append("loop")
+        except RuntimeError:
+            on_loop.append("thread")
+        return None  # as if Redis did not answer: the in-process counts answer
+
+    monkeypatch.setattr(SharedRedis, "call", spy)
+    from app.main import create_app
+
+    settings = db.model_copy(update={"redis_url": SecretStr("redis://127.0.0.1:9/0"), "redis_prefix": "review27"})
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for _ in range(3):
+            assert client.get("/api/v1/me").status_code == 401
+    assert on_loop and "loop" not in on_loop, on_loop
+
+
+def _postgresql_only(db) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL only")
+
+
+def test_the_refusal_windows_table_does_not_grow_without_bound(db):
+    """Finding 2: every source address ever refused kept a row of refusal_windows forever (Redis's keys expire,
+    the in-process limiter keeps at most 100,000 sources): a client rotating its IPv6 addresses grows the
+    table without end. Windows older than a minute are swept."""
+    _postgresql_only(db)
+    engine = get_engine(db)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO refusal_windows (source, times) SELECT '2001:db8::' || to_hex(n), "
+                "ARRAY[extract(epoch FROM clock_timestamp())::float8 - 3600] FROM generate_series(1, 500) n"
+            )
+        )
+    limiter = DatabaseRefusalLimiter(3, DatabaseCounters(engine))
+    assert limiter.refuse("203.0.113.9") == 0
+    with engine.connect() as conn:
+        left = conn.execute(text("SELECT source FROM refusal_windows ORDER BY source")).scalars().all()
+    assert left == ["203.0.113.9"]
+
+
+def test_a_replica_that_does_not_answer_is_not_waited_for_by_every_request(db, black_hole):
+    """Finding 3: a replica that accepts connections and never answers (or is down behind a firewall) cost every
+    pilotage request its connect timeout (5 s by default) before the primary answered: no memory of the
+    failure. After one failure the replica is left alone for a while."""
+    _postgresql_only(db)
+    settings = db.model_copy(
+        update={
+            "database_read_url": f"postgresql+psycopg://postgres@127.0.0.1:{black_hole.port}/test",
+            "database_connect_timeout_seconds": 2,
+        }
+    )
+    replica = make_engine(settings.database_read_url, settings)
+    try:
+        answers = []
+        for _ in range(2):
+            with session_scope(settings) as session:
+                answers.append(on_replica(session, replica, 0, lambda conn: conn.execute(text("SELECT 1")).scalar()))
+        assert answers == [1, 1]
+        assert len(black_hole.accepted) == 1, "the second request tried the dead replica again"
+    finally:
+        replica.dispose()
