@@ -17,6 +17,7 @@ from sqlalchemy import text
 from app.db import get_engine, make_engine, on_replica, session_scope
 from app.kit.shared import SharedRedis
 from app.security.shared_limits import DatabaseCounters, DatabaseRefusalLimiter
+from tests.pilotage.test_read_replica import pair, populated  # noqa: F401 - a primary and its standby
 
 
 class BlackHole:
@@ -122,5 +123,31 @@ def test_a_replica_that_does_not_answer_is_not_waited_for_by_every_request(db, b
                 answers.append(on_replica(session, replica, 0, lambda conn: conn.execute(text("SELECT 1")).scalar()))
         assert answers == [1, 1]
         assert len(black_hole.accepted) == 1, "the second request tried the dead replica again"
+    finally:
+        replica.dispose()
+
+
+def test_a_query_timed_out_on_the_replica_is_not_run_again_on_the_primary(populated):  # noqa: F811
+    """Finding 4: a pilotage query cancelled on the replica by its statement timeout was run again on the primary
+    (any OperationalError meant "use the primary"): the slowest queries cost twice the timeout, the second time
+    on the primary the replica is there to spare. A timeout is the request's answer; a conflict with recovery
+    (another error code) still falls back to the primary."""
+    from sqlalchemy.exc import OperationalError
+
+    from tests.pilotage.test_read_replica import _caught_up
+
+    settings = populated.model_copy(update={"database_statement_timeout_seconds": 1})
+    replica = make_engine(settings.database_read_url, settings)
+    calls: list[bool] = []
+
+    def work(conn: Any) -> None:
+        calls.append(bool(conn.execute(text("SELECT pg_is_in_recovery()")).scalar()))
+        conn.execute(text("SELECT pg_sleep(1.5)"))  # beyond the replica's statement timeout
+
+    try:
+        _caught_up(populated)
+        with session_scope(settings) as session, pytest.raises(OperationalError, match="statement timeout"):
+            on_replica(session, replica, 2000, work)
+        assert calls == [True]
     finally:
         replica.dispose()
