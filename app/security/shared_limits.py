@@ -18,6 +18,7 @@ import psycopg
 import structlog
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.kit.shared import Breaker, SharedRedis, backend
 from app.security.ratelimit import (
@@ -119,6 +120,9 @@ class DatabaseCounters(Breaker):
                 row = driver.execute(statement, values).fetchone()
             finally:
                 raw.close()
+        except PoolTimeout:  # its connections all busy (a burst): this check alone counts in the process
+            log.info("shared_limits_pool_busy", connections=LIMITS_CONNECTIONS)
+            return None
         except (SQLAlchemyError, psycopg.Error, OSError) as exc:  # never a failed request because of a limit
             self.failed(exc)
             return None

@@ -151,3 +151,24 @@ def test_a_query_timed_out_on_the_replica_is_not_run_again_on_the_primary(popula
         assert calls == [True]
     finally:
         replica.dispose()
+
+
+def test_a_busy_limits_pool_is_not_taken_for_a_database_that_is_down(db):
+    """Finding 5: the limits' own pool (4 connections, 0.25 s wait) all in use, e.g. a burst of requests on a
+    loaded host, was counted as the database not answering: the breaker opened for 5 s, during which every
+    process counted alone (N processes: N times the budget). A busy pool costs that one check, not 5 s."""
+    _postgresql_only(db)
+    from app.security.shared_limits import LIMITS_CONNECTIONS, DatabaseRateLimiter
+
+    counters = DatabaseCounters(get_engine(db))
+    limiter = DatabaseRateLimiter(1, 2, counters)  # 2 at once, one more a minute
+    held = [counters.engine.raw_connection() for _ in range(LIMITS_CONNECTIONS)]
+    try:
+        limiter.take("client:busy")  # the pool has no free connection: answered by the process alone
+    finally:
+        for conn in held:
+            conn.close()
+    assert counters.available, "a busy pool opened the breaker"
+    with get_engine(db).connect() as conn:  # the next check is shared again
+        limiter.take("client:busy")
+        assert conn.execute(text("SELECT count(*) FROM rate_limit_buckets WHERE principal = 'client:busy'")).scalar()
