@@ -46,7 +46,24 @@ class Breaker:
     def available(self) -> bool:
         return time.monotonic() >= self._down_until
 
+    def claim(self) -> bool:
+        """Whether this caller may ask the store now: always while it answers; after a failure, once
+        `RETRY_SECONDS` have passed, one caller alone (the others keep their in-process state until it has
+        answered), so that a stuck store holds one thread at a time, not every request's."""
+        down_until = self._down_until
+        if not down_until:
+            return True
+        now = time.monotonic()
+        if now < down_until:
+            return False
+        with self._lock:
+            if self._down_until != down_until:  # another caller claimed this try (or it answered meanwhile)
+                return not self._down_until
+            self._down_until = now + self.RETRY_SECONDS  # the next try, should this one not come back
+            return True
+
     def succeeded(self) -> None:
+        self._down_until = 0.0
         if self._warned_at is not None:
             with self._lock:
                 if self._warned_at is not None:
@@ -92,7 +109,7 @@ class SharedRedis(Breaker):
 
     def call(self, operation: Any) -> Any:
         """`operation()` (a Redis command), or None when Redis is unreachable."""
-        if not self.available:
+        if not self.claim():
             return None
         try:
             result = operation()

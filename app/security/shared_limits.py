@@ -111,7 +111,7 @@ class DatabaseCounters(Breaker):
         self.engine = _pool_for(engine)
 
     def one(self, statement: str, values: dict[str, Any]) -> tuple[Any, ...] | None:
-        if not self.available:
+        if not self.claim():
             return None
         try:
             raw = self.engine.raw_connection()

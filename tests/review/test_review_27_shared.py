@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -172,3 +173,30 @@ def test_a_busy_limits_pool_is_not_taken_for_a_database_that_is_down(db):
     with get_engine(db).connect() as conn:  # the next check is shared again
         limiter.take("client:busy")
         assert conn.execute(text("SELECT count(*) FROM rate_limit_buckets WHERE principal = 'client:busy'")).scalar()
+
+
+def test_a_stuck_redis_is_tried_again_by_one_caller_not_by_all(black_hole):
+    """Finding 6: once `RETRY_SECONDS` had passed, every concurrent caller asked the stuck Redis again (each held
+    0.5 s: the timeout and its retry), i.e. every request thread of the process every 5 s. One caller tries;
+    the others keep their in-process counts until it has answered."""
+    from app.security.ratelimit import SharedRateLimiter
+
+    shared = SharedRedis(f"redis://127.0.0.1:{black_hole.port}/0", "review27")
+    limiter = SharedRateLimiter(60, 100, shared)
+    assert limiter.take("client:1") == 0 and shared.failures == 1  # the first failure
+    tried_first = len(black_hole.accepted)
+    shared._down_until = time.monotonic()  # as when RETRY_SECONDS have passed
+    barrier = threading.Barrier(10)
+
+    def request() -> None:
+        barrier.wait()
+        limiter.take("client:1")
+
+    threads = [threading.Thread(target=request) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert shared.failures == 2, "more than one caller asked the stuck Redis"
+    assert len(black_hole.accepted) - tried_first <= tried_first
+    shared.client.close()
