@@ -45,6 +45,9 @@ from app.kit.files import private_dir, private_file
 from app.settings import Settings, get_settings
 
 _engines: dict[str, Engine] = {}
+REPLICA_RETRY_SECONDS = 10.0  # a read replica that could not be reached is left alone this long
+_replica_down_until: dict[str, float] = {}  # its URL: until when (time.monotonic())
+QUERY_CANCELED = "57014"  # a statement timeout (a conflict with recovery is 40001: the primary then answers)
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
@@ -209,6 +212,7 @@ def dispose_engines() -> None:
         engine.dispose()
     _engines.clear()
     _factories.clear()
+    _replica_down_until.clear()  # new engines: a replica is tried again at once
 
 
 # Run on every session just before it commits, in the order registered: a domain registers its own (the
@@ -484,17 +488,25 @@ def on_replica(session: Session, replica: Engine | None, max_wait_ms: int, work:
     began (its WAL position, read in the request's own transaction), so that the figures are the ones the
     primary would give now, whatever the as_of. Otherwise, on the primary: no replica set, the replica still
     behind after `max_wait_ms`, unreachable, not a standby (promoted: it no longer follows the primary), or
-    a query of `work` cancelled there (a conflict with recovery). A pure read: run twice at worst."""
+    a query of `work` cancelled there (a conflict with recovery). A pure read: run twice at worst. A replica that
+    could not be reached is left alone `REPLICA_RETRY_SECONDS`; a query cancelled by its statement timeout is
+    raised, not run again on the primary."""
     primary = session.connection()
-    if replica is None:
+    if replica is None or time.monotonic() < _replica_down_until.get(str(replica.url), 0.0):
         return work(primary)
     target = primary.execute(text("SELECT pg_current_wal_lsn()")).scalar_one()
+    reached = False
     try:
         with replica.connect() as conn:
+            reached = True
             if _replayed(conn, str(target), max_wait_ms):
                 return work(conn)
     except (OperationalError, DBAPIError) as exc:  # never the values: the engines hide parameters
         log.warning("read_replica_failed", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        if getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
+            raise  # its statement timeout: as slow on the primary, which is not asked to do it again
+        if not reached:  # unreachable: its connect timeout is not paid again by every request for a while
+            _replica_down_until[str(replica.url)] = time.monotonic() + REPLICA_RETRY_SECONDS
     return work(primary)
 
 

@@ -16,8 +16,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import pages
-from app.api.refusals import refused
+from app.api.refusals import refusals_remote, refused
 from app.errors import PasserelleError, error_body
+from app.kit.shared import off_loop
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +85,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PasserelleError)
     async def _passerelle_error(request: Request, exc: PasserelleError) -> Response:
-        exc = refused(request, exc)  # a refused or missing access is recorded (issue #23); 429 past the limit
+        # a refused or missing access is recorded (issue #23); 429 past the limit (a shared limiter: in a thread)
+        exc = await off_loop(refusals_remote(request), refused, request, exc)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else exc.headers
         if pages.wants_html(request):  # the French page; only the dashboard's own 422 messages are French
             return html_error(request, exc.status_code, exc.message if exc.status_code == 422 else None, headers)

@@ -75,7 +75,7 @@ async def download(token: Token, request: Request, session: SessionDep, settings
             checked.plain.close()
         error = links.refusal(outcome)
         if outcome in links.REFUSED:  # the caller's link refused: counted against its address, recorded a minute
-            wait = refusals.count_against_source(request)
+            wait = await refusals.count_against_source_off_loop(request)
             refusals.record(request.scope, error.status_code, error.code, principal_id=links.link_principal(checked),
                             action=links.download_action(checked), departement=links.link_departement(checked),
                             reason=outcome)  # fmt: skip

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api import pages
 from app.api.refusals import too_many
 from app.errors import TooManyRequests, Unauthenticated, error_body
+from app.kit.shared import off_loop
 from app.logging import redact_url
 from app.security.login import SESSION_COOKIE
 from app.security.ratelimit import RefusalLimiter
@@ -447,7 +448,7 @@ class AdmissionMiddleware:
         if self.known.known_caller(scope):
             # a request that calls a partner waits in slots of its own: never ahead of a local read
             semaphore = partner if self.partner(scope["method"], scope["path"]) else authenticated
-        elif not presented_credentials(scope) and (wait := self._retry_after(scope)):
+        elif not presented_credentials(scope) and (wait := await self._retry_after(scope)):
             request_id = scope.get("state", {}).get("request_id", "-")
             self.on_refused(scope, 429, TooManyRequests.code)
             await _send_too_many(send, wait, request_id, scope)
@@ -455,7 +456,8 @@ class AdmissionMiddleware:
         elif scope["method"] in BODY_METHODS and self.streamed(scope["path"]) and not presented_credentials(scope):
             request_id = scope.get("state", {}).get("request_id", "-")
             if self.limiter is not None:
-                self.limiter.refuse(scope.get("state", {}).get("source_address"))
+                source = scope.get("state", {}).get("source_address")
+                await off_loop(self.limiter.remote, self.limiter.refuse, source)
             self.on_refused(scope, 401, Unauthenticated.code)
             message = "Authentication required: send an API key (X-API-Key) or a bearer token."
             await _send_error(send, 401, Unauthenticated.code, message, request_id, www_authenticate=True)
@@ -465,10 +467,11 @@ class AdmissionMiddleware:
         async with semaphore:
             await self.app(scope, receive, send)
 
-    def _retry_after(self, scope: Scope) -> int:
+    async def _retry_after(self, scope: Scope) -> int:
         if self.limiter is None:
             return 0
-        return self.limiter.retry_after(scope.get("state", {}).get("source_address"))
+        source = scope.get("state", {}).get("source_address")
+        return await off_loop(self.limiter.remote, self.limiter.retry_after, source)  # a shared store: in a thread
 
 
 DOCS_PATHS = ("/docs", "/redoc", "/docs-assets/")

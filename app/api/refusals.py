@@ -13,6 +13,7 @@ from starlette.types import Scope
 from app.audit.chain import ALL_DEPARTEMENTS
 from app.audit.refusals import ANONYMOUS
 from app.errors import PasserelleError, TooManyRequests
+from app.kit.shared import off_loop
 from app.security.auth import Principal
 
 ACTIONS = {401: "access.unauthenticated", 403: "access.forbidden", 404: "access.not_found", 429: "access.rate_limited"}
@@ -73,6 +74,17 @@ def count_against_source(request: Request) -> int:
     must wait (over its limit: answer 429)."""
     limiter = getattr(request.app.state, "refusal_limiter", None)
     return limiter.refuse(request.scope.get("state", {}).get("source_address")) if limiter is not None else 0
+
+
+def refusals_remote(request: Request) -> bool:
+    """Whether counting a refusal is a network round trip (a shared limiter): coroutines then count it in a
+    thread (`app.kit.shared.off_loop`), never on the event loop."""
+    return bool(getattr(getattr(request.app.state, "refusal_limiter", None), "remote", False))
+
+
+async def count_against_source_off_loop(request: Request) -> int:
+    """`count_against_source` for a coroutine."""
+    return await off_loop(refusals_remote(request), count_against_source, request)
 
 
 def too_many(wait: int) -> TooManyRequests:

@@ -60,7 +60,7 @@ async def receive(
             signature_given=x_rdvi_signature is not None,
         )
         # counted against the source address, and recorded once a minute with the count (issue #23)
-        wait = refusals.count_against_source(request)
+        wait = await refusals.count_against_source_off_loop(request)
         refusals.record(request.scope, 401, "signature", principal_id=rdv_insertion.WEBHOOK_PRINCIPAL,
                         action="webhook.delivery", departement=departement)  # fmt: skip
         if wait:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import anyio
 import redis
 import structlog
 from redis.backoff import NoBackoff
@@ -21,8 +23,9 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
-TIMEOUT_SECONDS = 0.25  # a local Redis answers in a tenth of a millisecond; a stuck one costs at most this
+TIMEOUT_SECONDS = 0.25  # a local Redis answers in 0.1 ms; a stuck one costs twice this (one retry), off the event loop
 
 
 class Breaker:
@@ -43,7 +46,24 @@ class Breaker:
     def available(self) -> bool:
         return time.monotonic() >= self._down_until
 
+    def claim(self) -> bool:
+        """Whether this caller may ask the store now: always while it answers; after a failure, once
+        `RETRY_SECONDS` have passed, one caller alone (the others keep their in-process state until it has
+        answered), so that a stuck store holds one thread at a time, not every request's."""
+        down_until = self._down_until
+        if not down_until:
+            return True
+        now = time.monotonic()
+        if now < down_until:
+            return False
+        with self._lock:
+            if self._down_until != down_until:  # another caller claimed this try (or it answered meanwhile)
+                return not self._down_until
+            self._down_until = now + self.RETRY_SECONDS  # the next try, should this one not come back
+            return True
+
     def succeeded(self) -> None:
+        self._down_until = 0.0
         if self._warned_at is not None:
             with self._lock:
                 if self._warned_at is not None:
@@ -89,7 +109,7 @@ class SharedRedis(Breaker):
 
     def call(self, operation: Any) -> Any:
         """`operation()` (a Redis command), or None when Redis is unreachable."""
-        if not self.available:
+        if not self.claim():
             return None
         try:
             result = operation()
@@ -113,3 +133,21 @@ def backend(url: str | None, prefix: str) -> SharedRedis | None:
         if found is None:
             found = _backends[(url, prefix)] = SharedRedis(url, prefix)
         return found
+
+
+# The threads that ask a shared store for a coroutine (the admission middleware, the error handler): never the
+# event loop, which a stuck store would stop for every request; few, so that a flood of anonymous requests
+# waiting for a stuck store never takes the threads of the authenticated requests.
+OFF_LOOP_THREADS = 8
+_off_loop: anyio.CapacityLimiter | None = None
+
+
+async def off_loop(remote: bool, call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` from a coroutine: at once when it only reads the process's memory (`remote` False), else in
+    a thread of its own (a network round trip to Redis or PostgreSQL)."""
+    global _off_loop
+    if not remote:
+        return call(*args)
+    if _off_loop is None:
+        _off_loop = anyio.CapacityLimiter(OFF_LOOP_THREADS)
+    return await anyio.to_thread.run_sync(call, *args, limiter=_off_loop)

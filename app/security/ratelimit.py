@@ -20,6 +20,8 @@ from app.kit.shared import SharedRedis
 
 
 class RateLimiter:
+    remote = False  # whether a check is a network round trip (a shared store): then asked off the event loop
+
     def __init__(self, per_minute: int, burst: int | None = None) -> None:
         self.rate = per_minute / 60.0
         self.capacity = float(burst if burst is not None else max(1, per_minute // 6))
@@ -56,6 +58,7 @@ class RefusalLimiter:
 
     WINDOW = 60.0
     MAX_SOURCES = 100_000
+    remote = False  # as RateLimiter.remote
 
     def __init__(self, per_minute: int) -> None:
         self.limit = per_minute
@@ -120,6 +123,8 @@ return wait
 class SharedRateLimiter(RateLimiter):
     """`RateLimiter` with its buckets in Redis, shared by every process; its own buckets while Redis is away."""
 
+    remote = True
+
     def __init__(self, per_minute: int, burst: int | None, shared: SharedRedis) -> None:
         super().__init__(per_minute, burst)
         self.shared = shared
@@ -156,6 +161,8 @@ return 0
 
 class SharedRefusalLimiter(RefusalLimiter):
     """`RefusalLimiter` with its windows in Redis, shared by every process; its own while Redis is away."""
+
+    remote = True
 
     def __init__(self, per_minute: int, shared: SharedRedis) -> None:
         super().__init__(per_minute)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import Any
 
 import psycopg
+import structlog
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.kit.shared import Breaker, SharedRedis, backend
 from app.security.ratelimit import (
@@ -25,6 +28,8 @@ from app.security.ratelimit import (
     SharedRefusalLimiter,
 )
 from app.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 # %(cap)s tokens at most, %(rate)s a second; `taken`: whether this request took one.
 TAKE = """
@@ -49,6 +54,14 @@ ON CONFLICT (source) DO UPDATE SET times = (
   WITH kept AS (SELECT array(SELECT x FROM unnest(w.times) x WHERE x > EXCLUDED.times[1] - %(window)s ORDER BY x) a)
   SELECT CASE WHEN cardinality(a) >= %(limit)s THEN a ELSE a || EXCLUDED.times[1] END FROM kept)
 RETURNING times, (SELECT t FROM now)
+"""
+
+# The sources whose last refusal is older than the window: the same as no row (issue #27 review: the table
+# held every address ever refused). A bounded batch, so that it fits in the statement timeout.
+SWEEP = """
+DELETE FROM refusal_windows WHERE source IN (
+  SELECT source FROM refusal_windows
+  WHERE times[cardinality(times)] < extract(epoch FROM clock_timestamp())::float8 - %(window)s LIMIT %(batch)s)
 """
 
 WINDOW_NOW = """
@@ -98,7 +111,7 @@ class DatabaseCounters(Breaker):
         self.engine = _pool_for(engine)
 
     def one(self, statement: str, values: dict[str, Any]) -> tuple[Any, ...] | None:
-        if not self.available:
+        if not self.claim():
             return None
         try:
             raw = self.engine.raw_connection()
@@ -107,14 +120,34 @@ class DatabaseCounters(Breaker):
                 row = driver.execute(statement, values).fetchone()
             finally:
                 raw.close()
+        except PoolTimeout:  # its connections all busy (a burst): this check alone counts in the process
+            log.info("shared_limits_pool_busy", connections=LIMITS_CONNECTIONS)
+            return None
         except (SQLAlchemyError, psycopg.Error, OSError) as exc:  # never a failed request because of a limit
             self.failed(exc)
             return None
         self.succeeded()
         return tuple(row) if row is not None else None
 
+    def housekeeping(self, statement: str, values: dict[str, Any]) -> None:
+        """A statement whose failure (a timeout on a large table) is not the database being away: logged, the
+        counts keep going through the database."""
+        if not self.available:
+            return
+        try:
+            raw = self.engine.raw_connection()
+            try:
+                driver: Any = raw.driver_connection
+                driver.execute(statement, values)
+            finally:
+                raw.close()
+        except (SQLAlchemyError, psycopg.Error, OSError) as exc:
+            log.warning("shared_limits_sweep_failed", error_type=type(exc).__name__)
+
 
 class DatabaseRateLimiter(RateLimiter):
+    remote = True
+
     def __init__(self, per_minute: int, burst: int | None, database: DatabaseCounters) -> None:
         super().__init__(per_minute, burst)
         self.database = database
@@ -130,9 +163,23 @@ class DatabaseRateLimiter(RateLimiter):
 
 
 class DatabaseRefusalLimiter(RefusalLimiter):
+    remote = True
+
+    SWEEP_SECONDS = 60.0  # how often a process drops the windows older than a minute
+    SWEEP_BATCH = 10_000
+
     def __init__(self, per_minute: int, database: DatabaseCounters) -> None:
         super().__init__(per_minute)
         self.database = database
+        self._next_sweep = 0.0  # the first refusal sweeps
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_sweep:
+                return
+            self._next_sweep = now + self.SWEEP_SECONDS
+        self.database.housekeeping(SWEEP, {"window": self.WINDOW, "batch": self.SWEEP_BATCH})
 
     def _wait_in(self, times: list[float] | None, now: float) -> int:
         times = [t for t in times or [] if now - t < self.WINDOW]
@@ -149,6 +196,7 @@ class DatabaseRefusalLimiter(RefusalLimiter):
     def refuse(self, source: str | None) -> int:
         if not self.enabled or source is None:
             return 0
+        self._sweep()
         values = {"source": source[:100], "window": self.WINDOW, "limit": self.limit}
         row = self.database.one(REFUSE, values)
         if row is None:
