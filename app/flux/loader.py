@@ -168,6 +168,7 @@ def _ingest_file(
     name = options.display_name or path.name
     report = IngestReport(status="applied", filename=name, received_on=options.received_on.isoformat())
     source = opened
+    applied = False  # any other end (rejected, instruction, duplicate, an error) drains the kept events below
     try:
         _check_options(settings, options)
         if source is None:
@@ -194,9 +195,13 @@ def _ingest_file(
             if "uq_flux_files_applied_content" in str(exc.orig):
                 return IngestReport(status="duplicate", filename=name, received_on=options.received_on.isoformat())
             raise
+        applied = True
     finally:
         if source is not None:
             source.close()
+        if not applied:
+            # events posted while this file held SQLite's writer were kept aside whatever its end (review #27)
+            _apply_queued_events(settings, report)
     _log_applied(report)
     _rematch_webhooks(settings, report)
     _apply_pending_events(settings, report)
