@@ -57,6 +57,8 @@ from app.models import (
     Person,
     PersonKey,
     PersonState,
+    QueuedEvent,
+    QueuedEventOutcome,
     WebhookDelivery,
     WebhookItem,
 )
@@ -87,6 +89,8 @@ PERSON_TABLES: tuple[Any, ...] = (
     WebhookItem,
     PersonKey,
     PersonState,
+    QueuedEventOutcome,  # what became of an event kept aside during a file (its error body)
+    QueuedEvent,  # the event kept aside itself (its body, its agent), in the audit journal on SQLite
 )
 
 

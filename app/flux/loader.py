@@ -168,6 +168,7 @@ def _ingest_file(
     name = options.display_name or path.name
     report = IngestReport(status="applied", filename=name, received_on=options.received_on.isoformat())
     source = opened
+    drained_later = False  # applied: drained below with its other steps; interrupted: by the next post or start
     try:
         _check_options(settings, options)
         if source is None:
@@ -194,9 +195,16 @@ def _ingest_file(
             if "uq_flux_files_applied_content" in str(exc.orig):
                 return IngestReport(status="duplicate", filename=name, received_on=options.received_on.isoformat())
             raise
+        drained_later = True
+    except (KeyboardInterrupt, SystemExit):
+        drained_later = True
+        raise
     finally:
         if source is not None:
             source.close()
+        if not drained_later:
+            # events posted while this file held SQLite's writer were kept aside whatever its end (review #27)
+            _apply_queued_events(settings, report)
     _log_applied(report)
     _rematch_webhooks(settings, report)
     _apply_pending_events(settings, report)
