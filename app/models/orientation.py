@@ -229,6 +229,7 @@ class QueuedEvent(Base):
     __table_args__ = (
         Index("ix_queued_events_status", "status", "id"),
         Index("ix_queued_events_key", "idempotency_key"),
+        {"sqlite_autoincrement": True},  # ids never reused (a Location names one event for ever)
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)  # the arrival order

@@ -41,6 +41,9 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=10), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_queued_events")),
         schema=_journal(),
+        # an id is never given twice (a purged person's last event, then a new one): an old Location never
+        # names another event
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_queued_events_status", "queued_events", ["status", "id"], schema=_journal())
     op.create_index("ix_queued_events_key", "queued_events", ["idempotency_key"], schema=_journal())

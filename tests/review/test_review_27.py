@@ -86,3 +86,24 @@ def test_the_purge_of_a_person_takes_their_events_kept_aside_and_outcomes(db, tm
         assert s.scalar(select(func.count()).select_from(QueuedEvent).where(QueuedEvent.person_id == gone)) == 0
         outcomes = select(func.count()).select_from(QueuedEventOutcome).where(QueuedEventOutcome.person_id == gone)
         assert s.scalar(outcomes) == 0
+
+
+def test_a_queued_events_id_is_never_given_twice(db):
+    """The newest kept event deleted (its person purged), the next one gets a new id: an old Location
+    (`/api/v1/events/queued/{id}`) never names another event (SQLite reuses the largest rowid otherwise)."""
+    from sqlalchemy import delete, insert, select
+
+    from app.models import QueuedEvent
+
+    table = QueuedEvent.__table__
+    row = {
+        "departement_code": "055", "person_id": 1, "principal_id": "client:1", "idempotency_key": "k",
+        "request": {}, "status": "done",
+    }  # fmt: skip
+    with get_engine(db).begin() as conn:
+        first = conn.execute(insert(table).values(**row).returning(table.c.id)).scalar_one()
+        conn.execute(delete(table).where(table.c.id == first))
+        second = conn.execute(insert(table).values(**row).returning(table.c.id)).scalar_one()
+        conn.execute(delete(table))
+        assert conn.execute(select(table.c.id)).first() is None
+    assert second > first
