@@ -107,7 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, exc: Exception) -> Response:
         # Busy beyond the timeout (SQLite's writer, a PostgreSQL statement or lock timeout), unreachable, or
         # no pooled connection in time. Raised before the commit completed: nothing of the request is stored.
-        log.error("database_unavailable", error_type=type(exc).__name__)
+        log.error("database_unavailable", error_type=type(exc).__name__, reason=_reason(exc))
         if pages.wants_html(request):
             return html_error(request, 503, None, {"Retry-After": "5"})
         return error_response(
@@ -125,3 +125,15 @@ def install_error_handlers(app: FastAPI) -> None:
             return html_error(request, exc.status_code, None, dict(exc.headers or {}) or None)
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, None, dict(exc.headers or {}) or None)
+
+
+def _reason(exc: Exception) -> str | None:
+    """What the driver said, never a value: SQLite's own message ("database is locked", "disk I/O error": no
+    data in them), PostgreSQL's SQLSTATE only (its messages may quote a value)."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return None
+    if type(orig).__module__.startswith("sqlite3"):
+        return str(orig)[:200]
+    sqlstate = getattr(orig, "sqlstate", None)
+    return f"sqlstate {sqlstate}" if sqlstate else type(orig).__name__

@@ -117,3 +117,29 @@ def test_a_date_in_a_query_string_is_yyyy_mm_dd_only(client, make_api_key, value
     ok = client.get("/api/v1/pilotage/orientation?from=2026-01-01&to=2026-01-31&as_of=2026-02-01",
                     headers={"X-API-Key": key})  # fmt: skip
     assert ok.status_code == 200, ok.text
+
+
+def test_a_database_error_is_logged_with_the_drivers_reason_never_a_value():
+    """A 503 database_unavailable says in the log why (SQLite's message; PostgreSQL's SQLSTATE only, its
+    messages may quote a value), so that an operator can tell a busy writer from a full disk."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from app.api.errors import _reason
+
+    locked = OperationalError(
+        "INSERT INTO x VALUES (?)", {"nir": "1840575123456"}, sqlite3.OperationalError("database is locked")
+    )
+    assert _reason(locked) == "database is locked"
+
+    class PgError(Exception):
+        __module__ = "psycopg.errors"
+        sqlstate = "57014"
+
+        def __str__(self) -> str:
+            return "canceling statement due to statement timeout: Key (nir)=(1840575123456)"
+
+    timed_out = OperationalError("SELECT 1", {}, PgError())
+    assert _reason(timed_out) == "sqlstate 57014"
+    assert _reason(RuntimeError("x")) is None
