@@ -4,7 +4,7 @@
 
 Each round runs every tree once per file, alternated, in a fresh interpreter (`time.process_time()` around
 the read, imports excluded); it also prints a SHA-256 of everything the reading process would send to the
-loader (the marshal bytes of its batches): equal digests mean the same prepared foyers, value for value.
+loader (the repr of its batches): equal digests mean the same prepared foyers, value for value.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 CHILD = r"""
-import gc, hashlib, json, marshal, sys, time
+import gc, hashlib, json, sys, time
 from pathlib import Path
 from app.flux.envelope import FluxLimits
 from app.flux.pipeline import InlineSource
@@ -27,7 +27,7 @@ for name in sys.argv[1:]:
     digest = hashlib.sha256()
     t0 = time.process_time()
     for batch in src.batches():
-        digest.update(marshal.dumps(batch))
+        digest.update(repr(batch).encode())
     out[name] = (time.process_time() - t0, digest.hexdigest())
 print(json.dumps(out))
 """
