@@ -21,7 +21,7 @@ from sqlalchemy import String
 from app.flux.reader import REJECT_FOYER, REJECT_PERSON
 from app.flux.records import BRSA_ROLES, MISSING_ADMINISTRATIVE, MISSING_PRESTATION, FoyerRecord, Suspension
 from app.models.flux import FoyerEvent, Person, PersonState
-from app.persons.keys import identity_key_text, identity_secret, keyed_mac, matricule_key_text
+from app.persons.keys import identity_key_text, identity_secret, matricule_key_text
 from app.security.nir import NirLookup
 
 # -- state of a person in one file ------------------------------------------------------------
@@ -98,6 +98,8 @@ IDENTITY_COLUMNS = ("qual", "nom", "nomnai", "prenom", "date_naissance", "sexe")
 _FOYER_LIMITS = _text_limits(PersonState.__table__, FOYER_STATE_COLUMNS)
 _PERSON_LIMITS = _text_limits(PersonState.__table__, ("idassedic",))  # the role is one of BRSA_ROLES here
 _IDENTITY_LIMITS = _text_limits(Person.__table__, IDENTITY_COLUMNS)
+# A person's checks in one pass over (idassedic, *identity): idassedic first, then the identity, as before.
+_PERSON_ALL_LIMITS = _PERSON_LIMITS + tuple((i + 1, name, length) for i, name, length in _IDENTITY_LIMITS)
 _FG_LENGTH: int = cast(String, FoyerEvent.__table__.c.fg.type).length or 12
 
 
@@ -259,9 +261,13 @@ class Deriver:
     def __init__(self, hmac_key: bytes) -> None:
         self.nir = NirLookup(hmac_key)
         self._secret = identity_secret(hmac_key)
+        # keyed_mac's MAC with its key block already absorbed: copied per key (equal digests, ~35 % cheaper)
+        self._mac = hashlib.blake2b(key=self._secret, digest_size=16)
 
     def _h(self, raw: str) -> str:
-        return keyed_mac(self._secret, raw)
+        mac = self._mac.copy()
+        mac.update(raw.encode())
+        return mac.hexdigest()
 
     def prepare(self, foyer: FoyerRecord) -> tuple[Any, ...]:
         """The foyer as a plain tuple in `Prepared` order (what `marshal` can send)."""
@@ -275,6 +281,7 @@ class Deriver:
         )
         if overflow:
             problems = [*problems, (REJECT_FOYER, "invalid_field", f"foyer {foyer.position}: {overflow}")]
+        h = self._h
         for p in foyer.persons:
             role = p.role
             if role not in BRSA_ROLES:
@@ -282,7 +289,7 @@ class Deriver:
                 continue
             born = p.date_naissance.isoformat() if p.date_naissance is not None else None
             identity = (p.qual, p.nom, p.nomnai, p.prenom, born, p.sexe)
-            person_overflow = _too_long((p.idassedic,), _PERSON_LIMITS) or _too_long(identity, _IDENTITY_LIMITS)
+            person_overflow = _too_long((p.idassedic, *identity), _PERSON_ALL_LIMITS)
             if person_overflow:
                 problems = [
                     *problems,
@@ -295,14 +302,14 @@ class Deriver:
                 nir_hash = self.nir.lookup_hash(p.nir13)
                 keys.append(("nir", nir_hash))  # found through persons.nir_hash, not stored as a key
             if matricule:
-                keys.append(("matricule", self._h(matricule_key_text(fonorg, numorg, matricule, role))))
+                keys.append(("matricule", h(matricule_key_text(fonorg, numorg, matricule, role))))
             if numdemrsa:
-                keys.append(("numdemrsa", self._h(f"dem|{numdemrsa}|{role}")))
+                keys.append(("numdemrsa", h(f"dem|{numdemrsa}|{role}")))
             if foyer.previous_foyer is not None:
                 # the person's key in the foyer it came from: found, it links them to their history
-                keys.append(("matricule", self._h(matricule_key_text(*foyer.previous_foyer, role))))
+                keys.append(("matricule", h(matricule_key_text(*foyer.previous_foyer, role))))
             if p.nom and p.prenom and born:
-                keys.append(("identity", self._h(identity_key_text(p.nom, p.prenom, born))))
+                keys.append(("identity", h(identity_key_text(p.nom, p.prenom, born))))
             state = (True, None, *shared, role, p.sdd, p.idassedic, _iso(p.death_date), p.sdd_entrant)
             persons.append((p.position, keys, p.nir13, nir_hash, identity, state))
         return (

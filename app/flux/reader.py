@@ -131,7 +131,7 @@ LEAVES = frozenset([*FOYER_LEAVES, *PERSON_LEAVES, *SDD_LEAVES])
 DISCARDED = frozenset({"Rattachement"})
 
 
-@dataclass
+@dataclass(slots=True)
 class _RawPerson:
     line: int | None
     ident: dict[str, str | None]
@@ -139,7 +139,7 @@ class _RawPerson:
     rest: dict[str, str | None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _RawFoyer:
     ident: dict[str, str | None] = field(default_factory=dict)
     persons: list[_RawPerson] = field(default_factory=list)
@@ -181,51 +181,58 @@ class _RawFoyer:
             self.events.append(scratch)
 
 
+_text = RecordContext.text  # a plain function: one attribute lookup less per field
+
+
 def _person(ctx: RecordContext, raw: _RawPerson, position: int, dtref: date | None) -> PersonRecord:
     role = ctx.code(raw.role, "ROLEPERS", ROLEPERS_CODES)
     if role not in BRSA_ROLES:
         # Children and other members cannot be subject to droits et devoirs: their identity is not read
         # (data minimisation; the loader only counts them).
         return PersonRecord(position, role, None, None, None, None, None, None, None, None, None)
-    ident, rest = raw.ident, raw.rest
+    ident, rest = raw.ident.get, raw.rest.get
+    text, to_date = _text, ctx.date
     nir13: str | None = None
-    raw_nir = ident.get("NIR")
+    raw_nir = ident("NIR")
     if raw_nir is not None and raw_nir.strip():
         try:
             nir13 = normalize_nir(raw_nir).nir13
         except InvalidNir as exc:
             # Never echo the NIR itself in a report: reports are read by people and stored.
             ctx.add(WARNING, "invalid_nir", f"NIR ignored ({exc}); the person is matched on other keys")
-    sdd = ctx.flag(rest.get("TOPPERSDRODEVORSA"), "TOPPERSDRODEVORSA")
-    sdd_since = ctx.date(rest.get("DDSOUDRODEV"), "DDSOUDRODEV")
-    sdd_until = ctx.date(rest.get("DFSOUDRODEV"), "DFSOUDRODEV")
+    sdd = ctx.flag(rest("TOPPERSDRODEVORSA"), "TOPPERSDRODEVORSA")
+    sdd_since = to_date(rest("DDSOUDRODEV"), "DDSOUDRODEV")
+    sdd_until = to_date(rest("DFSOUDRODEV"), "DFSOUDRODEV")
     if sdd is None and sdd_since is not None:
         # VRSD0301 dates the droits et devoirs instead of flagging them.
         ref = dtref or date.max
         sdd = sdd_since <= ref and (sdd_until is None or sdd_until >= ref)
-    sexe = ctx.text(ident.get("SEXE"))
+    sexe = text(ident("SEXE"))
     if sexe is not None and sexe not in ("1", "2"):
         ctx.add(WARNING, "unknown_code", f"SEXE has the unknown code {sexe[:5]!r}; kept as is")
     return PersonRecord(
-        position=position,
-        role=role,
-        qual=ctx.text(ident.get("QUAL")),
-        nom=ctx.text(ident.get("NOM")),
-        nomnai=ctx.text(ident.get("NOMNAI")),
-        prenom=ctx.text(ident.get("PRENOM")),
-        date_naissance=ctx.date(ident.get("DTNAI"), "DTNAI"),
-        sexe=sexe,
-        nir13=nir13,
-        sdd=sdd,
-        sdd_entrant=ctx.flag(rest.get("TOPPERSENTDRODEVORSA"), "TOPPERSENTDRODEVORSA"),
-        sdd_since=sdd_since,
-        sdd_until=sdd_until,
-        idassedic=ctx.text(rest.get("IDASSEDIC")),
-        death_date=ctx.date(ident.get("DTDC") or rest.get("DTDC"), "DTDC"),
+        position,
+        role,
+        text(ident("QUAL")),
+        text(ident("NOM")),
+        text(ident("NOMNAI")),
+        text(ident("PRENOM")),
+        to_date(ident("DTNAI"), "DTNAI"),
+        sexe,
+        nir13,
+        sdd,
+        ctx.flag(rest("TOPPERSENTDRODEVORSA"), "TOPPERSENTDRODEVORSA"),
+        sdd_since,
+        sdd_until,
+        text(rest("IDASSEDIC")),
+        to_date(ident("DTDC") or rest("DTDC"), "DTDC"),
     )
 
 
 FRANCE = frozenset({"FRA", "FR", "FRANCE"})  # PAYS of an address in France (its country is not stored)
+
+
+ABROAD_LINES = tuple(f"LIBLIG{n}ADR" for n in range(2, 8))  # AdresseHorsFrance
 
 
 def _address(raw: _RawFoyer) -> Address:
@@ -238,28 +245,29 @@ def _address(raw: _RawFoyer) -> Address:
                 break
     if chosen is None:
         return Address()
-    t = RecordContext.text
-    pays = t(chosen.get("PAYS"))
-    abroad = " / ".join(x for x in (t(chosen.get(f"LIBLIG{n}ADR")) for n in range(2, 8)) if x) or None
+    t, get = _text, chosen.get
+    pays = t(get("PAYS"))
+    abroad = " / ".join(x for x in map(t, map(get, ABROAD_LINES)) if x) or None
     return Address(
-        pays=pays if (abroad is not None or (pays is not None and pays.upper() not in FRANCE)) else None,
-        lines_abroad=abroad,
-        numvoie=t(chosen.get("NUMVOIE")),
-        typevoie=t(chosen.get("LIBTYPEVOIE")),
-        nomvoie=t(chosen.get("NOMVOIE")),
-        complement=t(chosen.get("COMPLADR")),
-        lieudit=t(chosen.get("LIEUDIST")),
-        codepos=t(chosen.get("CODEPOS")),
-        numcom=t(chosen.get("NUMCOM")),
-        nomcom=t(chosen.get("NOMCOM")),
+        t(get("NUMVOIE")),
+        t(get("LIBTYPEVOIE")),
+        t(get("NOMVOIE")),
+        t(get("COMPLADR")),
+        t(get("LIEUDIST")),
+        t(get("CODEPOS")),
+        t(get("NUMCOM")),
+        t(get("NOMCOM")),
+        pays if (abroad is not None or (pays is not None and pays.upper() not in FRANCE)) else None,
+        abroad,
     )
 
 
 def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) -> FoyerRecord:
     ctx = RecordContext(position, line)
-    ident = raw.ident
-    fonorg = ctx.code(ident.get("FONORG"), "FONORG", FONORG_CODES)
-    matricule = ctx.text(ident.get("MATRICULE"))
+    get = raw.ident.get
+    text, to_date = _text, ctx.date
+    fonorg = ctx.code(get("FONORG"), "FONORG", FONORG_CODES)
+    matricule = text(get("MATRICULE"))
     if fonorg is None or matricule is None:
         ctx.add(REJECT_FOYER, "missing_field", "Organisme/FONORG and Organisme/MATRICULE are required")
     elif not matricule.isdigit() or len(matricule) > 15:
@@ -269,46 +277,53 @@ def _foyer(raw: _RawFoyer, position: int, line: int | None, dtref: date | None) 
     fin = raw.fin or raw.fin_previous_month or {}
     refusal = raw.refusal or {}
     missing = _missing_blocks(ctx, raw, fin)
-    cedant = " ".join(x for x in (ctx.text(ident.get("FONORGCEDMUT")), ctx.text(ident.get("NUMORGCEDMUT"))) if x)
-    prenant = " ".join(x for x in (ctx.text(ident.get("FONORGPRENMUT")), ctx.text(ident.get("NUMORGPRENMUT"))) if x)
+    # OrganismeCedant / OrganismePrenant: "CAF 541" (texts are stripped and never empty: `a or b` is the one set)
+    cedant_org, cedant_num = text(get("FONORGCEDMUT")), text(get("NUMORGCEDMUT"))
+    prenant_org, prenant_num = text(get("FONORGPRENMUT")), text(get("NUMORGPRENMUT"))
+    cedant = f"{cedant_org} {cedant_num}" if cedant_org and cedant_num else cedant_org or cedant_num
+    prenant = f"{prenant_org} {prenant_num}" if prenant_org and prenant_num else prenant_org or prenant_num
+    previous_matricule = text(get("MATRICULEORGCEDMUT"))
     return FoyerRecord(
         position=position,
         line=line,
         fonorg=fonorg,
-        numorg=ctx.text(ident.get("NUMORG")),
+        numorg=text(get("NUMORG")),
         matricule=matricule,
-        departement=ctx.text(ident.get("IDEPARTE")),
-        numdemrsa=ctx.text(ident.get("NUMDEMRSA")),
-        dtdemrsa=ctx.date(ident.get("DTDEMRSA"), "DTDEMRSA"),
+        departement=text(get("IDEPARTE")),
+        numdemrsa=text(get("NUMDEMRSA")),
+        dtdemrsa=to_date(get("DTDEMRSA"), "DTDEMRSA"),
         etat=ctx.code(raw.etat, "ETATDOSRSA", ETATDOSRSA_CODES),
         suspensions_droit=[
-            Suspension(ctx.text(s.get("MOTISUSDRORSA")), ctx.date(s.get("DDSUSDRORSA"), "DDSUSDRORSA"))
+            Suspension(text(s.get("MOTISUSDRORSA")), to_date(s.get("DDSUSDRORSA"), "DDSUSDRORSA"))
             for s in raw.susp_droit
         ],
         suspensions_versement=[
             Suspension(
                 ctx.code(s.get("MOTISUSVERSRSA"), "MOTISUSVERSRSA", MOTISUSVERSRSA_CODES),
-                ctx.date(s.get("DDSUSVERSRSA"), "DDSUSVERSRSA"),
+                to_date(s.get("DDSUSVERSRSA"), "DDSUSVERSRSA"),
             )
             for s in raw.susp_versement
         ],
-        refusal_date=ctx.date(refusal.get("DTREFURSA"), "DTREFURSA"),
-        refusal_motif=ctx.text(refusal.get("MOTIREFURSA")),
+        refusal_date=to_date(refusal.get("DTREFURSA"), "DTREFURSA"),
+        refusal_motif=text(refusal.get("MOTIREFURSA")),
         closure_motif=ctx.code(fin.get("MOTICLORSA"), "MOTICLORSA", MOTICLORSA_CODES),
-        closure_date=ctx.date(fin.get("DTCLORSA"), "DTCLORSA"),
-        transfer_in_from=cedant or None,
-        previous_foyer=_previous_foyer(ctx, ident),
-        transfer_in_date=ctx.date(ident.get("DDARRMUT"), "DDARRMUT"),
-        transfer_out_to=prenant or None,
-        transfer_out_date=ctx.date(ident.get("DDDEPAMUT"), "DDDEPAMUT"),
+        closure_date=to_date(fin.get("DTCLORSA"), "DTCLORSA"),
+        transfer_in_from=cedant,
+        # the foyer a transferred dossier came from: the link to the person's history when there is no NIR
+        previous_foyer=(
+            (cedant_org, cedant_num, previous_matricule) if cedant_org and cedant_num and previous_matricule else None
+        ),
+        transfer_in_date=to_date(get("DDARRMUT"), "DDARRMUT"),
+        transfer_out_to=prenant,
+        transfer_out_date=to_date(get("DDDEPAMUT"), "DDDEPAMUT"),
         address=_address(raw),
         sitfam=ctx.code(raw.sitfam, "SITFAM", SITFAM_CODES),
         ddnatdro=ddnatdro,
         # VRSD0301: the event's cause is Evenement/ListeMotifsEvenement/MOTITRANSFLUX instead of FG
         events=[
-            (ctx.date(e.get("DTLIQ"), "DTLIQ"), fg)
+            (to_date(e.get("DTLIQ"), "DTLIQ"), fg)
             for e in raw.events
-            if (fg := ctx.text(e.get("FG")) or ctx.text(e.get("MOTITRANSFLUX")))
+            if (fg := text(e.get("FG")) or text(e.get("MOTITRANSFLUX")))
         ],
         persons=persons,
         problems=ctx.problems,
@@ -372,16 +387,6 @@ def _missing_blocks(ctx: RecordContext, raw: _RawFoyer, fin: dict[str, str | Non
         missing |= MISSING_ADMINISTRATIVE
         ctx.add(WARNING, "block_missing", "no DonneesAdministratives (address): the address known before is kept")
     return missing
-
-
-def _previous_foyer(ctx: RecordContext, ident: dict[str, str | None]) -> tuple[str, str, str] | None:
-    """The foyer a transferred dossier came from (OrganismeCedant: organisme and its matricule): the link to
-    the person's history when there is no NIR."""
-    fonorg, numorg = ctx.text(ident.get("FONORGCEDMUT")), ctx.text(ident.get("NUMORGCEDMUT"))
-    matricule = ctx.text(ident.get("MATRICULEORGCEDMUT"))
-    if fonorg and numorg and matricule:
-        return fonorg, numorg, matricule
-    return None
 
 
 class FluxReader:
