@@ -42,8 +42,11 @@ def _free_port() -> int:
 
 
 def _as_postgres() -> dict[str, Any]:
-    """PostgreSQL refuses to run as root: its programs run as the `postgres` user when the tests are root."""
-    return {"user": "postgres"} if os.geteuid() == 0 else {}
+    """PostgreSQL refuses to run as root: its programs run as the `postgres` user when the tests are root. On
+    the real clock, like the machine's own server: a run dated by faketime (README) must not reach them (their
+    statement timeouts are timers, which never fire under it)."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")}
+    return {"user": "postgres", "env": env} if os.geteuid() == 0 else {"env": env}
 
 
 class Cluster:
