@@ -297,19 +297,7 @@ def long_write_running(engine: Engine) -> bool:
     if engine.dialect.name != "sqlite":
         return False
     marker = long_write_marker(engine.url.database or "")
-    if marker is None:
-        return False
-    try:
-        fd = os.open(marker, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases our own shared lock, if we had it
-    return False
+    return marker is not None and _flock_held(marker, os.O_RDONLY, fcntl.LOCK_SH)
 
 
 class LongWriteRunning(Exception):
@@ -550,15 +538,20 @@ def hold_serving_lock(database: Path) -> None:
 
 def database_in_use(database: Path) -> bool:
     """Whether a server (`hold_serving_lock`) uses the SQLite database now."""
-    path = serving_lock_path(database)
+    return _flock_held(serving_lock_path(database), os.O_RDWR, fcntl.LOCK_EX)
+
+
+def _flock_held(path: Path, mode: int, lock: int) -> bool:
+    """Whether another process holds a flock on `path` that excludes `lock` (asked without waiting); a
+    missing file: nobody. Closing our descriptor releases our own lock, if we had it."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, mode)
     except FileNotFoundError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, lock | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
-        os.close(fd)  # closing releases our own lock, if we had it
+        os.close(fd)
     return False
