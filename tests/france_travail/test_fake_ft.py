@@ -139,3 +139,24 @@ def test_faults_set_at_runtime(http):
     assert http.post(SEARCH, json=body, headers=headers).status_code == 200
     assert time.perf_counter() - began >= 0.3
     assert http.post("/_fake/faults", json={"nonsense": 1}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("instant", "day"),
+    [
+        ("2026-12-06T22:59:59+00:00", "2026-12-06"),  # 23:59:59 in Paris (winter, UTC+1)
+        ("2026-12-06T23:00:00+00:00", "2026-12-07"),  # midnight in Paris, still the 6th in UTC
+        ("2027-06-30T22:30:00+00:00", "2027-07-01"),  # summer, UTC+2
+        ("2027-06-30T21:59:00+00:00", "2027-06-30"),
+    ],
+)
+def test_the_fake_dates_a_decision_on_france_travails_day(instant, day):
+    """France Travail dates a decision in Paris, whatever the host's zone: the outbox confirms a decision left
+    `sending` by comparing that date with the Paris day of its claim (app.france_travail.outbox.holds_one).
+    The fake dated it in the host's zone (UTC on these machines): between midnight in Paris and midnight UTC a
+    pushed decision looked a day older than its claim and was sent twice (a CI run after 23:00 UTC)."""
+    from datetime import datetime
+
+    from app.france_travail.fake import answers
+
+    assert answers.ft_today(datetime.fromisoformat(instant).timestamp()).isoformat() == day

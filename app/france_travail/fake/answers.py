@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi.responses import JSONResponse, Response
 
@@ -103,8 +104,14 @@ def orientations_answer(state: FakeState, nir13: str) -> Response:
     n = _draw("orientation", state, nir13)
     if n % 10 < 7:
         return Response(status_code=204)
-    recommended = date.fromtimestamp(time.time()) - timedelta(days=10 + n % 30)
+    recommended = ft_today() - timedelta(days=10 + n % 30)
     return JSONResponse([ft_orientation("PRECONISE", ("PED", "PSP", "PSO")[n % 3], recommended, n)])
+
+
+def ft_today(now: float | None = None) -> date:
+    """France Travail's day: the date in Paris (its systems date a decision there), whatever the host's zone; a
+    decision pushed between midnight in Paris and midnight UTC is dated the next day, as France Travail does."""
+    return datetime.fromtimestamp(time.time() if now is None else now, ZoneInfo("Europe/Paris")).date()
 
 
 def ft_orientation(statut: str, parcours: str, day: date, n: int = 0, organisme: str = "FT") -> dict[str, Any]:

@@ -11,7 +11,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.france_travail.fake.answers import dossier_answer, orientations_answer, search_answer, statut_answer
+from app.france_travail.fake.answers import (
+    dossier_answer,
+    ft_today,
+    orientations_answer,
+    search_answer,
+    statut_answer,
+)
 from app.france_travail.fake.gate import SCOPES, Gate, invalid_request
 from app.france_travail.fake.state import FakeState
 
@@ -174,7 +180,7 @@ def _add_orientation(app: FastAPI, gate: Gate) -> None:
             or not isinstance(body.get("origine"), str)
         ):
             return invalid_request()
-        day = time.strftime("%Y-%m-%d")
+        day = ft_today().isoformat()
         state.orientations.setdefault(nir13, []).append(
             {  # kept as lectureOrientation gives it back (snake_case, as les-emplois' mock writes it)
                 "parcours": body["parcours"],
