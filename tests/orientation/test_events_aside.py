@@ -16,8 +16,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -88,7 +89,9 @@ def _headers(key: str) -> dict[str, str]:
 
 
 def _post(http, key, pid, external_id, **fields) -> Any:
-    body = {"type": "invitation", "date": fields.pop("date", None) or date.today().isoformat(), **fields}
+    # the service's day (Paris), not the host's: a UTC host is a day behind it from 23:00 UTC in winter
+    day = fields.pop("date", None) or datetime.now(ZoneInfo("Europe/Paris")).date().isoformat()
+    body = {"type": "invitation", "date": day, **fields}
     if external_id:
         body["external_id"] = external_id
     return http.post(f"/api/v1/persons/{pid}/events", json=body, headers=_headers(key))

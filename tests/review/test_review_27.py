@@ -4,7 +4,7 @@ test shows a defect found in review (SQLite and PostgreSQL: PASSERELLE_TEST_DATA
 from __future__ import annotations
 
 import threading
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -50,7 +50,7 @@ def test_events_kept_aside_during_a_file_that_is_then_rejected_are_applied_after
         worker.start()
         try:
             assert started.wait(60)
-            kept = _post(http, key, pid, "aside-rejected", date=date.today().isoformat())
+            kept = _post(http, key, pid, "aside-rejected", date=today(db).isoformat())
             assert kept.status_code == 202, kept.text
         finally:
             release.set()
