@@ -43,3 +43,10 @@ def without_faketime(env: dict[str, str]) -> dict[str, str]:
     kept = {k: v for k, v in env.items() if not k.startswith(("FAKETIME", "DONT_FAKE"))}
     preload = " ".join(lib for lib in kept.pop("LD_PRELOAD", "").split() if "faketime" not in lib)
     return kept | ({"LD_PRELOAD": preload} if preload else {})
+
+
+def timed_waits_never_end() -> bool:
+    """Whether this process runs under faketime (README), where a wait with a timeout on a lock or a condition
+    never returns (Debian's libfaketime 0.9.10 fakes the monotonic clock: see `without_faketime`). A test
+    that must make one in its own process (a pool exhausted on purpose) cannot run there."""
+    return "faketime" in os.environ.get("LD_PRELOAD", "")
