@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from app.db import claim_write, get_engine, session_scope
 from app.flux.generator import generate
 from app.flux.loader import IngestOptions, ingest_file
 from app.models import AccessRecord, EntryEpisode, FluxFile, OrientationEvent, Person, PersonState
+from tests.support.blackhole import BlackHole
 from tests.support.clock import child_environ
 from tests.support.database import make_settings
 from tests.support.live_server import LiveServer
@@ -339,41 +339,13 @@ def test_control_characters_in_csv_cells_are_refused(db, monkeypatch, tmp_path, 
     assert "line 2: structure: contains a control character (NUL)" in result.output
 
 
-class BlackHole:
-    """A TCP listener that accepts connections and never answers (a database hung behind a proxy)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def __enter__(self) -> int:
-        self.thread.start()
-        return self.port
-
-    def __exit__(self, *_exc: Any) -> None:
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
-
-
 def test_ready_answers_within_two_seconds_against_a_database_that_never_answers(tmp_path, make_api_key):
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
-    with BlackHole() as port:
+    with BlackHole() as hole:
+        port = hole.port
         settings = make_settings(
             f"postgresql+psycopg://nobody@127.0.0.1:{port}/passerelle", tmp_path, database_connect_timeout_seconds=2
         )

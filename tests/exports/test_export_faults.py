@@ -8,12 +8,10 @@ exit 3, nothing half-published, the week retried by the next default run."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email
 import os
 import shutil
 import signal
-import socket
 import threading
 import time
 from email import policy
@@ -23,41 +21,11 @@ from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.models import Export, ExportLink, ExportMail, JobLease
+from tests.support.blackhole import BlackHole
 from tests.support.factories import weekly_departement
 from tests.support.ftsupport import cli_env, passerelle
 from tests.support.processes import nothing_left
 from tests.support.smtp import links
-
-
-class Silent:
-    """A mail server that takes connections and never answers (stopped at the end of the test)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        # shutdown wakes the thread blocked in accept() (close alone does not, on Linux): the join below then
-        # returns at once, never through its timeout, which never comes under a faked clock
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True)
@@ -68,11 +36,8 @@ def no_earlier_files(db):
 
 @pytest.fixture
 def silent():
-    server = Silent()
-    try:
+    with BlackHole(backlog=8) as server:
         yield server
-    finally:
-        server.close()
 
 
 def _env(db, port: int, **extra: str) -> dict[str, str]:
@@ -151,7 +116,7 @@ def test_export_weekly_killed_early_midway_or_late_sends_the_week_once(db, xsett
         assert time.monotonic() < deadline, "never reached the moment"
         if moment == "early" and _count(db, JobLease):
             break
-        if moment == "midway" and silent.held and _count(db, ExportMail, ExportMail.status == "sending"):
+        if moment == "midway" and silent.accepted and _count(db, ExportMail, ExportMail.status == "sending"):
             break
         if moment == "late" and took.is_set():
             break

@@ -50,9 +50,10 @@ def _person_a(db, tmp_path) -> int:
 
 
 @contextmanager
-def file_being_applied(db, tmp_path) -> Iterator[dict[str, Any]]:
+def file_being_applied(db, tmp_path, fail: Exception | None = None, ends: str = "applied") -> Iterator[dict[str, Any]]:
     """A real ingestion (another person's file) held inside its transaction until the block ends; then it
-    commits and its post-commit steps run (the kept events applied). Its report in `result["report"]`."""
+    commits (or, given `fail`, raises it from inside the file: it ends `ends`) and its post-commit steps run
+    (the kept events applied). Its report in `result["report"]`."""
     directory = tmp_path / "b"
     directory.mkdir()
     day = today(db) - timedelta(days=1)
@@ -64,6 +65,8 @@ def file_being_applied(db, tmp_path) -> Iterator[dict[str, Any]]:
         if not started.is_set():
             started.set()
             release.wait(120)
+            if fail is not None:
+                raise fail
 
     def run() -> None:
         try:
@@ -81,7 +84,7 @@ def file_being_applied(db, tmp_path) -> Iterator[dict[str, Any]]:
         worker.join(120)
     assert not worker.is_alive()
     assert "error" not in result, result
-    assert result["report"].status == "applied"
+    assert result["report"].status == ends
 
 
 def _headers(key: str) -> dict[str, str]:

@@ -3,19 +3,13 @@ test shows a defect found in review (SQLite and PostgreSQL: PASSERELLE_TEST_DATA
 
 from __future__ import annotations
 
-import threading
-from datetime import timedelta
-from typing import Any
-
 from fastapi.testclient import TestClient
 
 from app.clock import today
 from app.db import get_engine
 from app.flux.envelope import FluxRejected
-from app.flux.loader import IngestOptions, ingest_file
-from tests.orientation.test_events_aside import OTHER, _headers, _person_a, _post
+from tests.orientation.test_events_aside import _headers, _person_a, _post, file_being_applied
 from tests.orientation.test_events_aside import sqlite as sqlite
-from tests.support.fluxbuilder import NIR_B, foyer, person, write_flux
 
 
 def test_events_kept_aside_during_a_file_that_is_then_rejected_are_applied_after_it(
@@ -30,32 +24,10 @@ def test_events_kept_aside_during_a_file_that_is_then_rejected_are_applied_after
     db = sqlite
     pid = _person_a(db, tmp_path)
     key = make_api_key(["orientation:write", "persons:read"])
-    directory = tmp_path / "b"
-    directory.mkdir()
-    day = today(db) - timedelta(days=1)
-    path = write_flux(directory, [foyer(person(NIR_B, **OTHER), matricule="0007777")], day=day)
-    started, release = threading.Event(), threading.Event()
-    result: dict[str, Any] = {}
-
-    def progress(_foyers: int, _bytes: int) -> None:
-        started.set()
-        release.wait(120)
-        raise FluxRejected("a broken record at the end of the file")
-
-    def run() -> None:
-        result["report"] = ingest_file(get_engine(db), db, path, IngestOptions(day), progress)
-
     with TestClient(app, raise_server_exceptions=False) as http:
-        worker = threading.Thread(target=run)
-        worker.start()
-        try:
-            assert started.wait(60)
+        with file_being_applied(db, tmp_path, FluxRejected("a broken record at the end of the file"), "rejected"):
             kept = _post(http, key, pid, "aside-rejected", date=today(db).isoformat())
             assert kept.status_code == 202, kept.text
-        finally:
-            release.set()
-            worker.join(120)
-        assert result["report"].status == "rejected"
         state = http.get(kept.headers["Location"], headers=_headers(key)).json()
         assert state["status"] == "applied", state
 

@@ -4,7 +4,6 @@ replica): each test names a defect found, and fails without its fix."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,42 +18,14 @@ from app.db import get_engine, make_engine, on_replica, session_scope
 from app.kit.shared import SharedRedis
 from app.security.shared_limits import DatabaseCounters, DatabaseRefusalLimiter
 from tests.pilotage.test_read_replica import pair, populated  # noqa: F401 - a primary and its standby
+from tests.support.blackhole import BlackHole
 from tests.support.clock import timed_waits_never_end
-
-
-class BlackHole:
-    """A listener that accepts connections and never answers (a stuck Redis or PostgreSQL)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = int(self.sock.getsockname()[1])
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
 
 
 @pytest.fixture
 def black_hole() -> Iterator[BlackHole]:
-    hole = BlackHole()
-    try:
+    with BlackHole() as hole:
         yield hole
-    finally:
-        hole.close()
 
 
 def test_a_shared_limiter_is_never_asked_on_the_event_loop(db, monkeypatch):
