@@ -6,7 +6,8 @@ and audited, never shown.
   no cascades, so each goes explicitly (`PERSON_TABLES`); their audit events stay (our ids only);
 - France Travail jetons past their expiry (the identity stays: found, unknown...), call traces and sync
   items older than `ft_call_retention_days`;
-- the raw bodies of webhook deliveries older than `webhook_body_retention_days` (what was applied stays);
+- the raw bodies of webhook deliveries older than `webhook_body_retention_days` (what was applied stays), and
+  the events kept aside during a flux file resolved before then (the event applied stays);
 - weekly export files whose links have all expired or been revoked (the file, its copy in the push
   directory; the row and its download log stay, with their hashes and counts);
 - quarantined flux files older than `quarantine_retention_days`;
@@ -193,6 +194,24 @@ def purge_webhook_bodies(engine: Engine, report: PurgeReport, before: datetime) 
                select(func.count()).select_from(d).where(old))  # fmt: skip
 
 
+def purge_kept_events(engine: Engine, report: PurgeReport, before: datetime) -> None:
+    """Events kept aside during a flux file (app.orientation.aside), applied or refused before `before`: the
+    event itself is in `orientation_events` (or was refused), the kept copy (its body, its agent) and its
+    outcome are raw input like a webhook body. The kept event goes first: an outcome without its event is
+    inert, while an event without its outcome would be applied again."""
+    q, o = _table(QueuedEvent), _table(QueuedEventOutcome)
+    resolved = select(o.c.queued_id).where(o.c.resolved_at < before)
+    old = and_(q.c.status == "done", q.c.id.in_(resolved))
+    orphan = and_(o.c.resolved_at < before, ~select(q.c.id).where(q.c.id == o.c.queued_id).exists())
+    with _step(engine, report) as conn:
+        _apply(conn, report, "queued_events", delete(q).where(old), select(func.count()).select_from(q).where(old))
+        if report.dry_run:  # the outcomes of the events the step above would delete, and any orphan
+            count = select(func.count()).select_from(o).where(o.c.resolved_at < before)
+            report.add("queued_event_outcomes", conn.execute(count).scalar() or 0)
+        else:
+            report.add("queued_event_outcomes", conn.execute(delete(o).where(orphan)).rowcount or 0)
+
+
 def purge_export_files(engine: Engine, settings: Settings, report: PurgeReport, now: datetime) -> None:
     """Export files none of whose links can still serve them (all expired or revoked), built before the
     links' lifetime: the encrypted file and its copy in the push directory go; the row says `purged`."""
@@ -288,7 +307,7 @@ def purge(
     report.cutoffs = {
         "persons_closed_before": persons_before.isoformat(),
         "ft_traces_before": traces_before.date().isoformat(),
-        "webhook_bodies_before": bodies_before.date().isoformat(),
+        "webhook_bodies_before": bodies_before.date().isoformat(),  # and the events kept aside during a file
         "audit_events_before": audit_before.date().isoformat(),
     }
     started = time.monotonic()
@@ -296,6 +315,7 @@ def purge(
         purge_persons(engine, report, persons_before, progress)
         purge_france_travail(engine, report, now, traces_before)
         purge_webhook_bodies(engine, report, bodies_before)
+        purge_kept_events(engine, report, bodies_before)
         purge_export_files(engine, settings, report, now)
         purge_quarantine(engine, settings, report, time.time())
         purge_audit(engine, settings, report, audit_before, by)

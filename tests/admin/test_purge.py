@@ -157,6 +157,33 @@ def test_old_webhook_bodies_and_france_travail_traces_go(db, tmp_path):
         assert s.scalar(select(func.count()).select_from(FtCall).where(FtCall.person_id == ids["OUVERT"])) == 1
 
 
+def test_events_kept_aside_go_once_resolved_past_the_retention_and_never_before(db, tmp_path):
+    """An event kept aside during a file (queued_events, its body and agent) and its outcome are raw input, like
+    a webhook body: once resolved for longer than PASSERELLE_WEBHOOK_BODY_RETENTION_DAYS they go. A queued one
+    (not applied yet), a recent one, and an outcome whose event is still there are kept."""
+    from app.models import QueuedEvent, QueuedEventOutcome
+
+    ids = _scene(db, tmp_path)
+    pid, old = ids["OUVERT"], utcnow() - timedelta(days=db.webhook_body_retention_days + 1)
+    caller = {"agent": ["a1", "DUPONT", "JEAN"], "kind": "client", "name": "c", "scopes": [], "departements": []}
+    with session_scope(db, write=True) as s:
+        for n, status, resolved in ((1, "done", old), (2, "done", utcnow()), (3, "queued", None), (4, "done", old)):
+            s.add(QueuedEvent(id=n, departement_code="055", person_id=pid, principal_id="client:1",
+                              idempotency_key=f"k{n}", request={"event": {"type": "invitation"}, "caller": caller},
+                              status=status, received_at=old))  # fmt: skip
+            if resolved is not None:
+                s.add(QueuedEventOutcome(queued_id=n, departement_code="055", person_id=pid, status="applied",
+                                         status_code=201, resolved_at=resolved))  # fmt: skip
+    dry = purge(get_engine(db), db, dry_run=True)
+    assert dry.counts["queued_events"] == 2 and dry.counts["queued_event_outcomes"] == 2
+    report = purge(get_engine(db), db)
+    assert report.counts["queued_events"] == 2 and report.counts["queued_event_outcomes"] == 2
+    with session_scope(db) as s:
+        assert sorted(s.scalars(select(QueuedEvent.id))) == [2, 3]
+        assert sorted(s.scalars(select(QueuedEventOutcome.queued_id))) == [2]
+    assert purge(get_engine(db), db).counts["queued_events"] == 0
+
+
 def test_purge_and_key_rotation_while_a_flux_is_ingested_and_persons_are_read(db, tmp_path, client, make_api_key):
     """The purge and a key rotation run beside an ingestion and readers: no 'database is locked', no error,
     each does all its work (on SQLite the writers take turns)."""
