@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 
 from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported by the functions that run it: "is the schema at head?", which every command that touches
+# the database asks first, reads the revisions of the scripts and the table `alembic_version` itself, without
+# importing alembic and every migration script (~0.2 s of a daily file's 2 s, issue #27 item 2).
+# tests/ops/test_migrations.py pins that both ways give the same revisions.
+_REVISION = re.compile(r"^revision(?:\s*:\s*str)?\s*=\s*[\"']([^\"']+)[\"']\s*$", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision(?:\s*:\s*[^=]+)?\s*=\s*(?:None|[\"']([^\"']+)[\"'])\s*$", re.MULTILINE)
 
 
 def migrations_dir() -> Path:
@@ -22,6 +30,8 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(settings: Settings | None = None) -> Config:
+    from alembic.config import Config
+
     settings = settings or get_settings()
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
@@ -30,20 +40,51 @@ def alembic_config(settings: Settings | None = None) -> Config:
 
 
 def upgrade(settings: Settings | None = None, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(settings), revision)
 
 
 def downgrade(settings: Settings | None = None, revision: str = "-1") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(settings), revision)
 
 
-def head_revisions(settings: Settings | None = None) -> set[str]:
+def alembic_head_revisions(settings: Settings | None = None) -> set[str]:
+    """The heads as alembic finds them (importing every migration script)."""
+    from alembic.script import ScriptDirectory
+
     return set(ScriptDirectory.from_config(alembic_config(settings)).get_heads())
 
 
+def head_revisions(settings: Settings | None = None) -> set[str]:
+    """The revisions no script revises, read from the scripts' `revision` and `down_revision` lines. A script
+    whose lines say anything else (a merge's tuple, a computed value) sends the question to alembic."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for script in sorted((migrations_dir() / "versions").glob("*.py")):
+        if script.name == "__init__.py":
+            continue
+        source = script.read_text(encoding="utf-8")
+        rev, down = _REVISION.findall(source), _DOWN_REVISION.findall(source)
+        if len(rev) != 1 or len(down) != 1:
+            return alembic_head_revisions(settings)
+        revisions.add(rev[0])
+        if down[0]:
+            revised.add(down[0])
+    if not revisions or not revised <= revisions:
+        return alembic_head_revisions(settings)
+    return revisions - revised
+
+
 def current_revisions(engine: Engine) -> set[str]:
+    """The revisions in `alembic_version` (none when the table is absent), as alembic's
+    `MigrationContext.get_current_heads` reads them."""
     with engine.connect() as conn:
-        return set(MigrationContext.configure(conn).get_current_heads())
+        if not inspect(conn).has_table("alembic_version"):
+            return set()
+        return {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
 
 
 def at_head(engine: Engine, settings: Settings | None = None) -> bool:

@@ -2,10 +2,13 @@
 
     .venv/bin/python -m bench.ingest_bench [--persons 500000 | --foyers 60000] [--daily-foyers 5000] [--skip-postgres]
     .venv/bin/python -m bench.ingest_bench --foyers 60000 --cli [--trees BASE,NEW] [--rounds 3]
+    .venv/bin/python -m bench.ingest_bench --foyers 60000 --cli --daily [--trees BASE,NEW] [--rounds 3]
 
 `--cli` (issue #27) times `python -m app flux ingest` as the operator runs it, from each code tree in turn
 (e.g. a baseline worktree and this one), beside a bare pass measured just before each ingestion: wall
-seconds, CPU seconds of the command and its reading process, the process tree's peak memory.
+seconds, CPU seconds of the command and its reading process, the process tree's peak memory. With `--daily`
+(issue #27, item 2) it times only the daily file, as the operator runs it: the stock already loaded (through the
+CLI, untimed), then one daily file through the CLI.
 
 Generates (once, cached under bench/out/) a monthly file of ~N persons and a daily file of D foyers on top
 of it; measures, in the same run, a bare lxml.iterparse pass over the monthly file (the reference), then
@@ -194,11 +197,45 @@ def cli_main(args: argparse.Namespace, monthly: Path, daily: Path) -> None:
         )
 
 
+def daily_main(args: argparse.Namespace, monthly: Path, daily: Path) -> None:
+    """--daily: the operator's daily run. For each tree, round and database: a fresh database, migrated, the
+    stock (the monthly file, `--initial-stock`) loaded through the CLI and not timed, then the daily file through
+    the CLI, timed (wall seconds from the command's start to its exit, CPU of the process and its children, peak
+    memory). The daily file is a delta on top of that stock: `--daily-foyers` foyers, 80 % of them stock foyers
+    whose first adult's droits et devoirs flip, 20 % new foyers (see `make_files`)."""
+    trees = [Path(t).resolve() for t in args.trees.split(",")]
+    data_dir = OUT / "data"
+    data_dir.mkdir(exist_ok=True)
+    targets = [("SQLite", None)] if args.skip_postgres else [("SQLite", None), ("PostgreSQL", args.pg_url)]
+    rows = []
+    for rnd in range(1, args.rounds + 1):
+        for name, base in targets:
+            for tree in trees:
+                url = fresh_sqlite(OUT / "daily.db") if base is None else fresh_pg_schema(base, "bench_daily_cli")
+                migrate_cli(tree, url, data_dir)
+                run_cli(tree, url, data_dir, monthly, "2024-03-01", "--initial-stock")
+                d = run_cli(tree, url, data_dir, daily, "2024-03-04")
+                load = os.getloadavg()[0]
+                rows.append((rnd, name, tree.name, d, load))
+                print(rows[-1], flush=True)
+    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print("| round | database | code | daily s | CPU s | peak MB tree (Σ peaks) | foyers | load |")
+    print("|---|---|---|---|---|---|---|---|")
+    for rnd, name, code, d, load in rows:
+        print(
+            f"| {rnd} | {name} | {code} | {d['seconds']} | {d['cpu_s']} | {d['peak_tree_mb']} ({d['peaks_sum_mb']}) "
+            f"| {d['foyers']} | {load:.1f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--persons", type=int, default=500_000)
     parser.add_argument("--foyers", type=int, default=None, help="monthly file size in foyers (instead of persons)")
     parser.add_argument("--cli", action="store_true", help="time `python -m app flux ingest` as the operator runs it")
+    parser.add_argument(
+        "--daily", action="store_true", help="--cli: time only the daily file, on the stock loaded (untimed) first"
+    )
     parser.add_argument("--trees", default=str(Path(__file__).parent.parent), help="--cli: code trees, comma-separated")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--daily-foyers", type=int, default=5000)
@@ -208,6 +245,9 @@ def main() -> None:
 
     monthly, daily = make_files(args.persons, args.daily_foyers, args.foyers)
     print(f"monthly file: {monthly} ({monthly.stat().st_size / 1e6:.0f} MB); daily file: {daily}")
+    if args.cli and args.daily:
+        daily_main(args, monthly, daily)
+        return
     if args.cli:
         cli_main(args, monthly, daily)
         return

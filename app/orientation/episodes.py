@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict
 from datetime import date
 from typing import Any, cast
 
@@ -95,42 +94,72 @@ def _facts(conn: Connection, person_ids: Sequence[int]) -> dict[int, list[FluxFa
         .join(FluxFile.__table__, ff.id == ps.file_id)
         .where(one_of(conn, ps.person_id, person_ids))
     )
-    for r in rows:
-        since = [x for x in (r.suspension_versement_since, r.suspension_droit_since) if x is not None]
-        out[r.person_id].append(
+    rank = KIND_RANK.get
+    append_to = out.__getitem__
+    # rows unpacked by position (a daily file's refresh reads ~10,000: attribute access on rows was most of it)
+    for (
+        person_id,
+        received_on,
+        file_created_at,
+        file_id,
+        seq,
+        type_flux,
+        present,
+        etat,
+        sdd,
+        role,
+        susp_versement_since,
+        susp_droit_since,
+        susp_motifs,
+        closure_date,
+        closure_motif,
+        transfer_out_to,
+        transfer_out_date,
+        transfer_in_date,
+        transfer_in_from,
+        numdemrsa,
+        absence_reason,
+        fonorg,
+        death_date,
+        initial_stock,
+    ) in rows:
+        if susp_versement_since is None:
+            since = susp_droit_since
+        elif susp_droit_since is None:
+            since = susp_versement_since
+        else:
+            since = min(susp_versement_since, susp_droit_since)
+        append_to(person_id).append(
             FluxFact(
-                received_on=r.received_on,
-                order=(r.file_created_at, KIND_RANK.get(r.type_flux, 2), r.file_id, r.seq),
-                present=r.present,
-                etat=r.etat,
-                sdd=r.sdd,
-                role=r.role,
-                file_id=r.file_id,
-                initial_stock=r.initial_stock,
-                suspension_since=min(since) if since else None,
-                suspension_motifs=tuple((r.suspension_versement_motifs or "").split(","))
-                if r.suspension_versement_motifs
-                else (),
-                closure_date=r.closure_date,
-                closure_motif=r.closure_motif,
-                transfer_out=_moved_away(r),
-                absence_reason=r.absence_reason,
-                fonorg=r.fonorg,
-                death_date=r.death_date,
-                transfer_in_on=r.transfer_in_date,
-                transfer_in_from=r.transfer_in_from,
-                numdemrsa=r.numdemrsa,
+                received_on=received_on,
+                order=(file_created_at, rank(type_flux, 2), file_id, seq),
+                present=present,
+                etat=etat,
+                sdd=sdd,
+                role=role,
+                file_id=file_id,
+                initial_stock=initial_stock,
+                suspension_since=since,
+                suspension_motifs=tuple(susp_motifs.split(",")) if susp_motifs else (),
+                closure_date=closure_date,
+                closure_motif=closure_motif,
+                transfer_out=_moved_away_from(transfer_out_to, transfer_out_date, transfer_in_date),
+                absence_reason=absence_reason,
+                fonorg=fonorg,
+                death_date=death_date,
+                transfer_in_on=transfer_in_date,
+                transfer_in_from=transfer_in_from,
+                numdemrsa=numdemrsa,
             )
         )
     return out
 
 
-def _moved_away(state: Any) -> bool:
+def _moved_away_from(out_to: Any, out_on: date | None, in_on: date | None) -> bool:
     """A transfer out (OrganismePrenant) is a move away unless a transfer in (OrganismeCedant) dated after
     it says the person came back: real files carry both (formats/caf-flux.md, "What real files show")."""
-    if state.transfer_out_to is None:
+    if out_to is None:
         return False
-    out_on, in_on = state.transfer_out_date, state.transfer_in_date
     return not (out_on is not None and in_on is not None and out_on < in_on)
 
 
@@ -218,8 +247,22 @@ def compute_for(
     return {pid: compute_episodes(facts.get(pid, []), events.get(pid, []), config) for pid in person_ids}
 
 
+def _plain(value: Any) -> Any:
+    """A copy of a criterion's facts (dicts, lists and tuples of plain values), as `dataclasses.asdict` copies
+    them, without its per-leaf `deepcopy` (a third of a daily file's refresh, issue #27 item 2)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
 def _criteria_json(ep: Episode) -> dict[str, Any]:
-    return {name: asdict(c) for name, c in ep.criteria.items()}
+    """Each criterion as `dataclasses.asdict` gives it (`held`, `reason`, `facts`): pinned equal by
+    tests/orientation/test_episode_rows.py."""
+    return {name: {"held": c.held, "reason": c.reason, "facts": _plain(c.facts)} for name, c in ep.criteria.items()}
 
 
 def _refresh_lock(conn: Connection, person_ids: Sequence[int] = ()) -> None:

@@ -17,7 +17,6 @@ from app.audit.chain import job_principal, record_action
 from app.clock import today
 from app.db import wait_for_ingestion
 from app.errors import Conflict, NotFound, Unprocessable
-from app.france_travail import outbox as ft_outbox
 from app.kit.csv import csv_fieldnames, csv_rows, decode_csv, iso_date
 from app.kit.validation import InputModel, control_character_problem
 from app.models import OrientationEvent, PendingEvent, Person
@@ -235,6 +234,10 @@ def record_event(
     session.flush()
     if refresh:
         episode_service.refresh(session.connection(), [person.id])
+    # Imported here: the outbox brings the France Travail client (httpx, authlib, redis), which a flux
+    # ingestion, importing this module, never needs (issue #27 item 2; tests/cli/test_cli_imports.py).
+    from app.france_travail import outbox as ft_outbox
+
     ft_outbox.enqueue_orientation(session, settings, row)  # France Travail, if the push is on (issue #12)
     return row, True
 

@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import structlog
 from sqlalchemy import Table, select, update
@@ -21,9 +21,11 @@ from app.errors import Forbidden, NotFound, PasserelleError, Unauthenticated
 from app.models import ApiClient
 from app.models.base import utcnow
 from app.security.apikeys import hash_key, split_key
-from app.security.oidc import OidcVerifier, TokenInvalid
 from app.security.scopes import ALL_SCOPES
 from app.settings import Settings
+
+if TYPE_CHECKING:  # the verifier brings httpx and joserfc, which the jobs importing this module never use
+    from app.security.oidc import OidcVerifier
 
 log = structlog.get_logger(__name__)
 
@@ -226,6 +228,8 @@ def _touch_last_used(settings: Settings, client_id: int, now: datetime) -> None:
 
 
 def authenticate_bearer(verifier: OidcVerifier, settings: Settings, token: str) -> Principal:
+    from app.security.oidc import TokenInvalid  # imported with the verifier already: a lookup
+
     try:
         verified = verifier.verify(token)
     except TokenInvalid as exc:

@@ -57,6 +57,8 @@ def test_upgrade_to_head_then_downgrade_to_base_step_by_step(tmp_path):
         # Down one step at a time, then up again: every downgrade works and is reversible.
         for _ in revisions:
             migrations.downgrade(settings, "-1")
+            with engine.connect() as conn:  # the version read without alembic is alembic's
+                assert migrations.current_revisions(engine) == set(MigrationContext.configure(conn).get_current_heads())
         assert migrations.current_revisions(engine) == set()
         assert _all_tables(engine) - {"alembic_version"} == set()
         migrations.upgrade(settings)
@@ -66,6 +68,26 @@ def test_upgrade_to_head_then_downgrade_to_base_step_by_step(tmp_path):
     finally:
         dispose_engines()
         db.drop()
+
+
+def test_the_heads_read_from_the_scripts_are_alembics(tmp_path, monkeypatch):
+    """`head_revisions` reads the scripts' `revision`/`down_revision` lines without importing alembic (issue #27
+    item 2); alembic's answer is the reference, and a script it cannot read so (a merge) sends it to alembic."""
+    settings = make_settings(f"sqlite:///{tmp_path / 'heads.db'}", tmp_path)
+    assert migrations.head_revisions(settings) == migrations.alembic_head_revisions(settings) != set()
+
+    scripts = tmp_path / "migrations"
+    (scripts / "versions").mkdir(parents=True)
+    (scripts / "script.py.mako").write_text((migrations.migrations_dir() / "script.py.mako").read_text())
+    (scripts / "env.py").write_text("")
+    for rev, down in (("a1", "None"), ("b1", '"a1"'), ("b2", '"a1"'), ("c1", '("b1", "b2")')):
+        (scripts / "versions" / f"{rev}.py").write_text(
+            f'revision: str = "{rev}"\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n'
+        )
+    monkeypatch.setattr(migrations, "migrations_dir", lambda: scripts)
+    assert migrations.head_revisions(settings) == migrations.alembic_head_revisions(settings) == {"c1"}
+    (scripts / "versions" / "c1.py").unlink()
+    assert migrations.head_revisions(settings) == migrations.alembic_head_revisions(settings) == {"b1", "b2"}
 
 
 def test_ready_reports_pending_migrations(tmp_path):
