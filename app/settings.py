@@ -17,11 +17,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# PLACEHOLDER_*, ed25519_seed: re-exported, importable from here as before app.kit.secret_review held them
+from app.kit import secret_review
 from app.kit.files import private_dir
-
-# A secret containing one of these, or equal to one of the words below, is a placeholder left in a template.
-PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "placeholder", "replace-me", "<")
-PLACEHOLDER_WORDS = ("secret", "todo", "xxx", "test", "dev", "password", "none", "null")
+from app.kit.secret_review import PLACEHOLDER_MARKERS as PLACEHOLDER_MARKERS
+from app.kit.secret_review import PLACEHOLDER_WORDS as PLACEHOLDER_WORDS
+from app.kit.secret_review import b64key
+from app.kit.secret_review import ed25519_seed as ed25519_seed
 
 # A flux file's limits (defaults of FLUX_MAX_DECOMPRESSED_BYTES and FLUX_MAX_ELEMENTS; app.flux.envelope).
 FLUX_MAX_DECOMPRESSED_BYTES = 8 * 1024**3
@@ -36,47 +38,6 @@ class Environment(StrEnum):
 
 class ConfigurationError(RuntimeError):
     """A setting is missing or unsafe; the message names it."""
-
-
-def _b64key(value: str) -> bytes:
-    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-
-
-# A secret made only of these words (and digits or separators) is a placeholder too: `test-123`, `dev_secret`.
-_PLACEHOLDER_ONLY = re.compile(
-    r"(?:change|me|secret|password|passwd|test|example|sample|dummy|default|todo|fixme|dev|prod|key|my|your|here"
-    r"|none|null|foo|bar|admin|x+)+"
-)
-
-
-def _looks_like_placeholder(text: str) -> bool:
-    """A value left from a template or typed for a try (case-insensitive). The markers and words are long
-    enough, or the whole value must be made of them, so that a random base64url key is never taken for one."""
-    lowered = text.strip().lower()
-    if any(marker in lowered for marker in PLACEHOLDER_MARKERS) or lowered in PLACEHOLDER_WORDS:
-        return True
-    if any(word in lowered for word in ("example", "password", "secret")):
-        return True
-    letters = re.sub(r"[^a-z]", "", lowered)
-    return not letters or _PLACEHOLDER_ONLY.fullmatch(letters) is not None
-
-
-def _as_text(secret: str) -> bytes:
-    """A secret as written, to find one written twice (a base64url key's padding aside)."""
-    return secret.strip().rstrip("=").encode()
-
-
-def _key_weakness(key: bytes) -> str | None:
-    """Why this key material is too weak for a prod secret (None: it is not), without saying its value."""
-    if len(key) < 32:
-        return "must be at least 32 bytes of key material (base64url)"
-    if not any(key):
-        return "is all zeros"
-    if len(set(key)) == 1:
-        return "is one repeated byte"
-    if len(set(key)) < 8:
-        return "has too few distinct bytes to be random"
-    return None
 
 
 # (backend, driver) of the database URLs the service can use: `sqlite:///…` and `postgresql+psycopg://…`
@@ -578,106 +539,20 @@ class Settings(BaseSettings):
         return secret.encode() if secret else None
 
     def _refuse_weak_secrets(self, missing: list[str] | None = None) -> None:
-        """Prod only (issue #23, item 10): every secret set is checked, and every problem is named by its
-        variable, never by its value. Refused: a placeholder left from a template; key material under 32 bytes
-        (decoded from base64url), all zeros, one repeated byte or too few distinct bytes; the same material
-        under two names (or two key ids). The credentials other parties issue (France Travail's and the
-        identity provider's client secrets, the SMTP password) keep their issuer's length, but a placeholder,
-        one repeated character or one of our own keys is refused there too."""
-        missing = list(missing or [])
-        for name in ("nir_encryption_keys", "nir_hmac_key", "api_key_pepper", "audit_keys"):
-            value: SecretStr | None = getattr(self, name)
-            if value is None or not value.get_secret_value().strip():
-                missing.append(f"PASSERELLE_{name.upper()}")
+        """Prod only (issue #23, item 10): every secret required is set, and every one set passes the review of
+        app.kit.secret_review; every problem is named by its variable, never by its value."""
+        values = {
+            name: value.get_secret_value()
+            for name in secret_review.REVIEWED
+            if (value := getattr(self, name)) is not None
+        }
+        missing = [*(missing or []), *secret_review.missing_in_prod(values)]
         if missing:  # all of them at once, not one per start
             verb = "is" if len(missing) == 1 else "are"
             raise ConfigurationError(f"{', '.join(missing)} {verb} required when PASSERELLE_ENV=prod")
-        problems: list[str] = []
-        # (where, material): each secret's key material, compared with every other's at the end
-        materials: list[tuple[str, bytes]] = []
-
-        def check_key(where: str, text: str) -> None:
-            """A key of ours: base64url of at least 32 random bytes."""
-            if _looks_like_placeholder(text):
-                problems.append(f"{where} looks like a placeholder; generate a real key")
-                return
-            try:
-                key = _b64key(text.strip())
-            except ValueError:
-                problems.append(f"{where} is not base64url")
-                return
-            weakness = _key_weakness(key)
-            if weakness:
-                problems.append(f"{where} {weakness}")
-            materials.append((where, key))
-            materials.append((where, _as_text(text)))
-
-        for name in ("nir_encryption_keys", "audit_keys", "export_keys"):
-            value = getattr(self, name)
-            env_name = f"PASSERELLE_{name.upper()}"
-            if value is None or not value.get_secret_value().strip():
-                continue  # export_keys: required only to publish exports (export_key_ring says so then)
-            raw = value.get_secret_value()
-            if _looks_like_placeholder(raw):
-                problems.append(f"{env_name} looks like a placeholder; generate a real key")
-                continue
-            parts = [part.strip() for part in raw.split(",") if part.strip()]
-            if not parts:
-                problems.append(f"{env_name} is empty")
-            for part in parts:
-                key_id, sep, b64 = part.partition(":")
-                if not sep or not key_id:
-                    problems.append(f"{env_name}: each key is `key_id:base64url`")
-                    continue
-                where = f"{env_name} (key {key_id!r})"
-                check_key(where, b64)
-                if materials and materials[-2][0] == where and len(materials[-2][1]) > 32:
-                    problems.append(f"{where} must be 32 bytes")
-        for name in ("nir_hmac_key", "api_key_pepper", "extract_key"):
-            value = getattr(self, name)
-            if value is not None and value.get_secret_value().strip():
-                check_key(f"PASSERELLE_{name.upper()}", value.get_secret_value())
-        signing = self.audit_signing_key.get_secret_value().strip() if self.audit_signing_key else ""
-        if signing and _looks_like_placeholder(signing):
-            problems.append("PASSERELLE_AUDIT_SIGNING_KEY looks like a placeholder; run `passerelle audit keygen`")
-        elif signing:
-            try:
-                seed = ed25519_seed(signing)
-            except ValueError:
-                problems.append("PASSERELLE_AUDIT_SIGNING_KEY is neither an Ed25519 PEM key nor base64url of 32 bytes")
-            else:
-                check_key("PASSERELLE_AUDIT_SIGNING_KEY", base64.urlsafe_b64encode(seed).decode())
-        elif self.audit_checkpoint_dir is not None or self.audit_checkpoint_email:
-            problems.append("PASSERELLE_AUDIT_SIGNING_KEY is required to publish audit checkpoints in prod")
-        for departement, secret in sorted(self._read_rdv_insertion_secrets().items()):
-            where = f"PASSERELLE_RDV_INSERTION_SECRETS ({departement})"
-            if _looks_like_placeholder(secret):
-                problems.append(f"{where} looks like a placeholder; generate a real key")
-                continue
-            material = secret.encode()
-            if len(material) < 32:
-                problems.append(f"{where}: each secret must have at least 32 characters in prod")
-            elif weakness := _key_weakness(material):
-                problems.append(f"{where} {weakness}")
-            materials.extend([(where, material), (where, _as_text(secret))])
-        for name in ("ft_client_secret", "oidc_client_secret", "smtp_password"):
-            value = getattr(self, name)
-            if value is None or not value.get_secret_value():
-                continue
-            text = value.get_secret_value()
-            where = f"PASSERELLE_{name.upper()}"
-            if _looks_like_placeholder(text):
-                problems.append(f"{where} looks like a placeholder; set the one issued to the service")
-            elif len(set(text)) == 1:
-                problems.append(f"{where} is one repeated character")
-            materials.extend([(where, text.encode()), (where, _as_text(text))])
-        seen: dict[bytes, str] = {}
-        reused: list[str] = []
-        for where, material in materials:
-            first = seen.setdefault(material, where)
-            if first != where and f"{first} and {where}" not in reused:
-                reused.append(f"{first} and {where}")
-        problems.extend(f"{pair} hold the same key material; give each secret its own" for pair in reused)
+        publishes_checkpoints = self.audit_checkpoint_dir is not None or bool(self.audit_checkpoint_email)
+        rdv_insertion = self._read_rdv_insertion_secrets()
+        problems = secret_review.review_secrets(values, rdv_insertion, publishes_checkpoints=publishes_checkpoints)
         if problems:
             raise ConfigurationError("; ".join(problems))
         if self.oidc_issuer and not (self.oidc_jwks_url or self.oidc_jwks_file):
@@ -744,16 +619,16 @@ class Settings(BaseSettings):
             return ed25519_seed(self.audit_signing_key.get_secret_value())
         if self.env is Environment.prod:
             raise ConfigurationError("PASSERELLE_AUDIT_SIGNING_KEY is required to sign audit checkpoints in prod")
-        return _b64key(self._dev_secret("audit_signing_key").partition(":")[2])
+        return b64key(self._dev_secret("audit_signing_key").partition(":")[2])
 
     @property
     def extract_key_bytes(self) -> bytes:
         """The analysis extract's pseudonymisation key; generated once in dev/test, required in prod."""
         if self.extract_key is not None and self.extract_key.get_secret_value().strip():
-            return _b64key(self.extract_key.get_secret_value())
+            return b64key(self.extract_key.get_secret_value())
         if self.env is Environment.prod:
             raise ConfigurationError("PASSERELLE_EXTRACT_KEY is required to make the pseudonymised extract in prod")
-        return _b64key(self._dev_secret("extract_key").partition(":")[2])
+        return b64key(self._dev_secret("extract_key").partition(":")[2])
 
     def _dev_secret(self, name: str) -> str:
         """A dev/test secret added after the dev-secrets file was first written: generated and kept."""
@@ -770,11 +645,11 @@ class Settings(BaseSettings):
 
     @property
     def hmac_key(self) -> bytes:
-        return _b64key(self.secret("nir_hmac_key"))
+        return b64key(self.secret("nir_hmac_key"))
 
     @property
     def pepper(self) -> bytes:
-        return _b64key(self.secret("api_key_pepper"))
+        return b64key(self.secret("api_key_pepper"))
 
     @property
     def effective_request_threads(self) -> int:
@@ -814,25 +689,6 @@ class Settings(BaseSettings):
         return Path(database) if database and database != ":memory:" else None
 
 
-def ed25519_seed(value: str) -> bytes:
-    """An Ed25519 private key's 32 bytes, from PEM (PKCS#8) or base64url; ValueError otherwise."""
-    text = value.strip()
-    if text.startswith("-----BEGIN"):
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        key = serialization.load_pem_private_key(text.encode(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError("not an Ed25519 private key")
-        return key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-    seed = _b64key(text)
-    if len(seed) != 32:
-        raise ValueError("an Ed25519 private key is 32 bytes")
-    return seed
-
-
 def parse_encryption_keys(raw: str) -> list[tuple[str, bytes]]:
     keys: list[tuple[str, bytes]] = []
     for part in raw.split(","):
@@ -842,7 +698,7 @@ def parse_encryption_keys(raw: str) -> list[tuple[str, bytes]]:
         key_id, sep, b64 = part.partition(":")
         if not sep or not key_id:
             raise ValueError("each key is `key_id:base64url`")
-        key = _b64key(b64)
+        key = b64key(b64)
         if len(key) != 32:
             raise ValueError(f"key {key_id!r} must be 32 bytes")
         keys.append((key_id, key))

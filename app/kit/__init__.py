@@ -1,1 +1,1 @@
-"""Shared kit with no domain: files at rest, text hygiene, CSV, job leases."""
+"""Shared kit with no domain: files at rest, text hygiene, CSV, job leases, the prod review of the secrets."""
