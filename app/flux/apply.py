@@ -42,13 +42,12 @@ class Ingestion:
         self,
         conn: Connection,
         settings: Settings,
-        file_row_id: int,
         options: IngestOptions,
         report: IngestReport,
     ) -> None:
         self.conn = conn
         self.settings = settings
-        self.file_id = file_row_id
+        self.file_id = 0  # the file's row, given with its département (`begin`)
         self.options = options
         self.report = report
         self.writer = BulkWriter(conn)
@@ -67,9 +66,10 @@ class Ingestion:
         self.table_rows_at_start: int | None = None
         self.identity: IdentityMatcher | None = None
 
-    def begin(self, header: FluxHeader, departement: str, fonorg: str | None, numorg: str | None) -> None:
-        """The file's header and département are known (app.flux.loader checked them): its persons can
-        be identified."""
+    def begin(self, header: FluxHeader, departement: str, fonorg: str | None, numorg: str | None, file_id: int) -> None:
+        """The file's header and département are known (app.flux.loader checked them and took the
+        département's lock), its row written (`file_id`): its persons can be identified."""
+        self.file_id = file_id
         self.header = header
         self.created_at = header.created_at.replace(tzinfo=UTC)
         self.departement = departement
