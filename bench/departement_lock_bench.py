@@ -12,9 +12,9 @@ code on PYTHONPATH (run it once with a baseline tree's `app` on PYTHONPATH for t
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
-import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -51,7 +51,9 @@ def _fresh(pg_url: str) -> Any:
     return settings
 
 
-def _ingest(settings: Any, path: Path, dep: str, day: date, out: dict[str, float], started: threading.Event) -> None:
+def _ingest(settings: Any, path: Path, dep: str, day: date, out: Any, started: Any) -> None:
+    """One ingestion in a process of its own, as `passerelle flux ingest` runs (two in one process would
+    share its interpreter lock)."""
     from app.db import get_engine
     from app.flux.loader import IngestOptions, ingest_file
 
@@ -64,23 +66,26 @@ def _ingest(settings: Any, path: Path, dep: str, day: date, out: dict[str, float
         get_engine(settings), settings, path, IngestOptions(day, departement=dep, initial_stock=True), progress
     )
     assert report.status == "applied", report.to_dict()
-    out[path.name] = time.perf_counter() - t
+    out.put((path.name, time.perf_counter() - t))
 
 
 def _scenario(settings: Any, files: list[tuple[Path, str]], day: date) -> tuple[list[float], float]:
     """The files one after another's start (each once the previous one applies its first batch), at once."""
-    out: dict[str, float] = {}
+    spawn = multiprocessing.get_context("spawn")
+    out = spawn.Queue()
     t = time.perf_counter()
-    threads = []
+    processes = []
     for path, dep in files:
-        started = threading.Event()
-        thread = threading.Thread(target=_ingest, args=(settings, path, dep, day, out, started))
-        thread.start()
-        threads.append(thread)
+        started = spawn.Event()
+        process = spawn.Process(target=_ingest, args=(settings, path, dep, day, out, started))
+        process.start()
+        processes.append(process)
         started.wait(600)
-    for thread in threads:
-        thread.join()
-    return [out[path.name] for path, _ in files], time.perf_counter() - t
+    walls = dict(out.get(timeout=900) for _ in processes)
+    for process in processes:
+        process.join()
+        assert process.exitcode == 0, process.exitcode
+    return [walls[path.name] for path, _ in files], time.perf_counter() - t
 
 
 def main() -> None:

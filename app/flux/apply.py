@@ -137,6 +137,11 @@ class Ingestion:
                 ).scalar_one()
             )
         if self.report.state_changes > 0.2 * max(self.table_rows_at_start, 1000):
+            # Holds the tables' SHARE UPDATE EXCLUSIVE lock (conflicting with itself) until this transaction
+            # ends: a big file of another département analysing meanwhile waits for this one's commit (both
+            # take the four tables in this order and wait for nothing else of each other: no cycle).
+            # Skipping the ANALYZE instead was slower (plans without statistics; bench/BENCHMARKS.md, "Issue
+            # #27 (second pass), one lock per département"). A daily file on a big database never gets here.
             self.conn.execute(text("ANALYZE persons, person_keys, person_states, flux_observations"))
 
     # one batch of foyers, in four phases -----------------------------------------------------
