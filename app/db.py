@@ -364,19 +364,37 @@ def claim_write(conn: Connection | Session) -> None:
     bind.exec_driver_sql("UPDATE main.departements SET code = code WHERE 0")
 
 
-# PostgreSQL advisory lock held by an ingestion for its whole transaction (app.flux.bulk.lock): one at a time
-INGESTION_LOCK_ID = 0x5A55E11E
+# PostgreSQL advisory locks of the ingestions (app.flux.bulk.lock_departement), transaction-scoped, two-key
+# form: this namespace, a stable number of the département (`departement_lock_key`). A file holds its
+# département's lock exclusively for its whole transaction: the files of one département are applied one at a
+# time, those of different départements side by side (new persons' ids come from a sequence, never from
+# `max(id)`: migration 0030). No cycle of waits: a transaction takes at most one of these locks (an ingestion or
+# a split its file's département, exclusively and before it writes; an event or a CSV import its own
+# département, shared), and an ingestion, once it holds its lock, waits for no row another writer may hold
+# (it inserts its own rows and updates only its département's persons and keys; episodes are refreshed after
+# its commit, app.orientation.episodes).
+INGESTION_LOCK_NS = 0x5A55E11E
 
 
-def wait_for_ingestion(conn: Connection) -> bool:
-    """Before deciding that no file has brought a person yet (an event then waits for them): let an
-    ingestion in progress commit first. PostgreSQL: a shared hold of the ingestion's lock until this
-    transaction ends (so an ingestion starting meanwhile waits for it, and its re-matching after its commit
-    sees what this transaction kept aside). SQLite: the write claim already serialises writers. Returns
-    whether an ingestion may have committed meanwhile (then look again)."""
+def departement_lock_key(departement: str) -> int:
+    """A département's key in `INGESTION_LOCK_NS`: its code's bytes as a number ("093", "02A", "974": at most
+    three ASCII characters, so always within PostgreSQL's int4 and never two codes on one key)."""
+    return int.from_bytes(departement.encode("ascii"), "big")
+
+
+def wait_for_ingestion(conn: Connection, departement: str) -> bool:
+    """Before deciding that no file has brought a person of this département yet (an event then waits for
+    them): let an ingestion of the département in progress commit first. PostgreSQL: a shared hold of the
+    département's ingestion lock until this transaction ends (so an ingestion of it starting meanwhile waits
+    for it, and its re-matching after its commit sees what this transaction kept aside); the files of other
+    départements are not waited for (their persons are never this département's). SQLite: the write claim
+    already serialises writers. Returns whether an ingestion may have committed meanwhile (then look again)."""
     if conn.dialect.name != "postgresql":
         return False
-    conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": INGESTION_LOCK_ID})
+    conn.execute(
+        text("SELECT pg_advisory_xact_lock_shared(:ns, :k)"),
+        {"ns": INGESTION_LOCK_NS, "k": departement_lock_key(departement)},
+    )
     return True
 
 

@@ -116,7 +116,7 @@ def files_in_order(root: Path, codes: list[str], until: date | None, target: str
 def build(settings, root: Path, codes: list[str], label: str, until: date | None, target: str,  # type: ignore[no-untyped-def]
           timer: StatementTimer | None = None) -> None:  # fmt: skip
     """Ingest what is not in yet. `timer`: print each file's wait for the advisory locks (ingestion, episodes)
-    apart: one PostgreSQL database holds one ingestion at a time, whatever the schema or the département."""
+    apart: one PostgreSQL database holds one ingestion at a time per département (whatever the schema)."""
     from app import migrate
     from app.db import get_engine
     from app.flux.loader import IngestOptions, ingest_file

@@ -42,13 +42,12 @@ class Ingestion:
         self,
         conn: Connection,
         settings: Settings,
-        file_row_id: int,
         options: IngestOptions,
         report: IngestReport,
     ) -> None:
         self.conn = conn
         self.settings = settings
-        self.file_id = file_row_id
+        self.file_id = 0  # the file's row, given with its département (`begin`)
         self.options = options
         self.report = report
         self.writer = BulkWriter(conn)
@@ -67,9 +66,10 @@ class Ingestion:
         self.table_rows_at_start: int | None = None
         self.identity: IdentityMatcher | None = None
 
-    def begin(self, header: FluxHeader, departement: str, fonorg: str | None, numorg: str | None) -> None:
-        """The file's header and département are known (app.flux.loader checked them): its persons can
-        be identified."""
+    def begin(self, header: FluxHeader, departement: str, fonorg: str | None, numorg: str | None, file_id: int) -> None:
+        """The file's header and département are known (app.flux.loader checked them and took the
+        département's lock), its row written (`file_id`): its persons can be identified."""
+        self.file_id = file_id
         self.header = header
         self.created_at = header.created_at.replace(tzinfo=UTC)
         self.departement = departement
@@ -137,6 +137,11 @@ class Ingestion:
                 ).scalar_one()
             )
         if self.report.state_changes > 0.2 * max(self.table_rows_at_start, 1000):
+            # Holds the tables' SHARE UPDATE EXCLUSIVE lock (conflicting with itself) until this transaction
+            # ends: a big file of another département analysing meanwhile waits for this one's commit (both
+            # take the four tables in this order and wait for nothing else of each other: no cycle).
+            # Skipping the ANALYZE instead was slower (plans without statistics; bench/BENCHMARKS.md, "Issue
+            # #27 (second pass), one lock per département"). A daily file on a big database never gets here.
             self.conn.execute(text("ANALYZE persons, person_keys, person_states, flux_observations"))
 
     # one batch of foyers, in four phases -----------------------------------------------------

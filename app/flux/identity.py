@@ -26,8 +26,8 @@ from app.flux.bulk import (
     T_KEYS,
     T_PERSONS,
     BulkWriter,
+    PersonIds,
     chunks,
-    next_person_base,
 )
 from app.flux.derive import STATE_COLUMNS, Prepared, PreparedPerson, State
 from app.flux.identity_guard import NOWHERE, Whereabouts, conflict, identity_candidates, load_whereabouts
@@ -146,7 +146,7 @@ class IdentityMatcher:
         self.ambiguous_keys: set[str] = set()  # key values two persons carry, found in this file (few)
         self.new_ambiguous: dict[str, str] = {}  # of those, the ones not yet recorded: value -> kind
         self.known_ambiguous: set[str] = set()  # recorded by earlier files (ambiguous_keys)
-        self.next_person_id = next_person_base(conn)
+        self.person_ids = PersonIds(conn)
         self.file_keys: dict[int, FileKey] = {}
 
     # -- one batch ------------------------------------------------------------------------------
@@ -159,12 +159,13 @@ class IdentityMatcher:
         batch = _Batch(known, info, keys)
         batch.whereabouts = self._whereabouts(identity_candidates((f.people for f in accepted), known))
         resolved: list[Resolved] = []
+        left = sum(len(foyer.people) for foyer in accepted)  # records of this batch not identified yet
         for foyer in accepted:
             position = foyer.record.position
             for person in foyer.people:
                 matched = self._match(batch, person, foyer)
                 if matched is None:
-                    matched = self._create(batch, person)
+                    matched = self._create(batch, person, left)
                 else:
                     self._update_identity(batch, person, matched)
                 self._claim_keys(batch, person, matched, position)
@@ -175,6 +176,7 @@ class IdentityMatcher:
                 elif foyer.key not in here:
                     batch.placed[matched] = (*here, foyer.key)
                 self.records += 1
+                left -= 1
                 resolved.append(Resolved(foyer.key, matched, person.state, foyer.record.missing_blocks, self.records))
         self._write(batch)
         return resolved, batch.new_persons
@@ -269,10 +271,10 @@ class IdentityMatcher:
         )
         return True
 
-    def _create(self, batch: _Batch, person: PreparedPerson) -> int:
-        """A person no key identifies: a new one."""
-        self.next_person_id += 1
-        pid = self.next_person_id
+    def _create(self, batch: _Batch, person: PreparedPerson, left: int) -> int:
+        """A person no key identifies: a new one (`left`: the batch's records not identified yet, this one
+        included: as many new persons at most)."""
+        pid = self.person_ids.take(left)
         self.report.new_persons += 1
         qual, nom, nomnai, prenom, born, sexe = person.identity
         batch.new_persons.append(

@@ -41,8 +41,9 @@ from app.flux.bulk import (
     T_PERSONS,
     T_STATES,
     BulkWriter,
-    lock,
-    next_person_base,
+    PersonIds,
+    begin_ingestion,
+    lock_departement,
 )
 from app.flux.derive import ROW_COLUMNS, STATE_COLUMNS
 from app.flux.replay import Replay
@@ -95,8 +96,12 @@ def split(session: Session, settings: Settings, match_id: int, reason: str, by: 
     if not reason:
         raise Unprocessable("give the reason of the split (--reason): it is kept with the match")
     conn = session.connection()
-    lock(conn)  # the persons' facts change, as in an ingestion: one at a time
-    m = session.get(IdentityMatch, match_id)
+    begin_ingestion(conn)  # the persons' facts change, as in an ingestion
+    dep = conn.execute(select(IdentityMatch.departement_code).where(IdentityMatch.id == match_id)).scalar_one_or_none()
+    if dep is None:
+        raise NotFound(f"no identity match #{match_id} (see `passerelle persons identity-matches`)")
+    lock_departement(conn, dep)  # one at a time with the département's files; read again under the lock
+    m = session.get(IdentityMatch, match_id, populate_existing=True)
     if m is None:
         raise NotFound(f"no identity match #{match_id} (see `passerelle persons identity-matches`)")
     if m.status != "open":
@@ -128,7 +133,7 @@ def split(session: Session, settings: Settings, match_id: int, reason: str, by: 
     }
 
     # the new person: the same identity; the NIR when the matched record brought it
-    new_id = next_person_base(conn) + 1
+    new_id = PersonIds(conn).take()
     last = max(moved, key=lambda r: file_key(r.received_on, r.created_at_caf, r.type_flux, r.file_id))
     values = {c: person[c] for c in PERSON_COLUMNS} | {
         "id": new_id,
@@ -152,7 +157,6 @@ def split(session: Session, settings: Settings, match_id: int, reason: str, by: 
         .values(person_id=new_id),
         [{"b_file": r.file_id, "b_seq": r.seq} for r in moved],
     )
-    dep = m.departement_code
     rows = []
     for r in moved:
         state = content.get(r.fingerprint)

@@ -15,7 +15,7 @@ Contacts are personal data: never logged, never in a report (counts only). See d
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -400,16 +400,19 @@ class InstructionOutcome:
     problems: list[tuple[str, str, str]] = field(default_factory=list)
     departement: str | None = None
     organisme: str | None = None
+    file_id: int | None = None  # the file's row, once its département is known
 
 
 def apply_instruction(
     conn: Connection,
     reader: InstructionReader,
-    file_id: int,
+    file_row: Callable[[str], int],
     departement: str | None,
     received_on: date,
 ) -> InstructionOutcome:
-    """Read and store every demand's persons (inside the caller's transaction: all or nothing)."""
+    """Read and store every demand's persons (inside the caller's transaction: all or nothing). Once the
+    file is read and its département known, `file_row(département)` checks it, takes its lock and gives the
+    file's row id (`out.file_id`), before anything is written."""
     out = InstructionOutcome(departement=departement)
     rows: list[dict[str, Any]] = []
     keys_per_record: list[list[str]] = []
@@ -429,18 +432,24 @@ def apply_instruction(
             out.persons += 1
             keys = [f"nir:{v}" if kind == "nir" else v for kind, v in person.prepared.keys]
             keys_per_record.append(keys)
-            rows.append(_record_row(demand, person, file_id, received_on, out.persons, keys))
+            rows.append(_record_row(demand, person, received_on, out.persons, keys))
     if out.departement is None:
         raise FluxRejected(
             "cannot tell the département of this file (no IDEPARTE): give it with --departement",
             None,
             "unknown_departement",
         )
+    out.file_id = file_id = file_row(out.departement)
     if not rows:
         return out
     owners = _resolve(conn, out.departement, keys_per_record)
     for row, owner in zip(rows, owners, strict=True):
-        row |= {"departement_code": out.departement, "file_created_at": created_at, "person_id": owner}
+        row |= {
+            "file_id": file_id,
+            "departement_code": out.departement,
+            "file_created_at": created_at,
+            "person_id": owner,
+        }
         if owner is None:
             out.kept_aside += 1
         else:
@@ -471,14 +480,13 @@ def _screen_demand(out: InstructionOutcome, demand: Demand) -> None:
 
 
 def _record_row(
-    demand: Demand, person: InstructionPerson, file_id: int, received_on: date, seq: int, keys: list[str]
+    demand: Demand, person: InstructionPerson, received_on: date, seq: int, keys: list[str]
 ) -> dict[str, Any]:
-    """The instruction record of one identified person of a demand (its owner is resolved after)."""
+    """The instruction record of one identified person of a demand (its file and owner are given after)."""
     assert person.prepared is not None
     c = demand.contacts
     refused = person.parcours.get("TOPREFUPARCO")
     return {
-        "file_id": file_id,
         "received_on": received_on,
         "seq": seq,
         "keys": keys,

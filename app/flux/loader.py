@@ -29,7 +29,7 @@ from app.audit.chain import action_row, record_action_now
 from app.audit.proof import insert_events
 from app.clock import today
 from app.flux.apply import Ingestion
-from app.flux.bulk import T_DEPARTEMENTS, T_FILES, T_INSTRUCTION, lock
+from app.flux.bulk import T_DEPARTEMENTS, T_FILES, T_INSTRUCTION, begin_ingestion, lock_departement
 from app.flux.derive import Prepared
 from app.flux.instruction import InstructionReader, apply_instruction, peek_nature
 from app.flux.pipeline import BATCH_FOYERS, InlineSource, ProcessSource, open_early, open_source
@@ -230,8 +230,8 @@ def _known_duplicate(engine: Engine, received: ReceivedFile) -> int | None:
         return _duplicate_in(conn, received)
 
 
-def _duplicate_in(conn: Connection, received: ReceivedFile) -> int | None:
-    dep = received.options.departement
+def _duplicate_in(conn: Connection, received: ReceivedFile, dep: str | None = None) -> int | None:
+    dep = dep or received.options.departement
     if dep is None:
         known = conn.execute(select(T_DEPARTEMENTS.c.code).limit(2)).scalars().all()
         dep = known[0] if len(known) == 1 else None
@@ -266,13 +266,9 @@ def _apply_beneficiary(
     """A beneficiary flux, in one transaction: its batches, then its end (absences, replay), then its row."""
     options = received.options
     with _lighter_collections(), engine.begin() as conn:
-        lock(conn)
-        # Again under the lock: the same file applied meanwhile (two copies of one command at once) is a
-        # duplicate, not a second initial stock refused as a wrong option.
-        if (dup := _duplicate_in(conn, received)) is not None:
-            raise _Duplicate(dup)
-        file_id = _insert_applying(conn, received, "D")
-        job = Ingestion(conn, settings, file_id, options, report)
+        begin_ingestion(conn)
+        # the file's row and its département's lock: once the département is known (`_start`)
+        job = Ingestion(conn, settings, options, report)
         started_job = False
         source = opened or open_source(
             received.path,
@@ -285,7 +281,8 @@ def _apply_beneficiary(
         try:
             for batch in source.batches():
                 if not started_job:
-                    _start(conn, job, source.header, Prepared.named(batch[0]) if batch else None, options, report)
+                    first = Prepared.named(batch[0]) if batch else None
+                    _start(conn, job, received, source.header, first, report)
                     started_job = True
                 if batch:
                     job.apply_batch(batch)
@@ -407,20 +404,28 @@ class _Duplicate(Exception):
 def _start(
     conn: Connection,
     job: Ingestion,
+    received: ReceivedFile,
     header: FluxHeader | None,
     first: Prepared | None,
-    options: IngestOptions,
     report: IngestReport,
 ) -> None:
-    """Once the header (and the first foyer) is known: check the options against the file."""
+    """Once the header (and the first foyer) is known: the file's département, its lock, the file's row;
+    check the options against the file."""
     assert header is not None
+    options = received.options
     fonorg, numorg = _organisme_of(header, first)
     report.organisme = " ".join(x for x in (fonorg, numorg) if x) or None
     report.type_flux = header.type_flux
     report.created_at_caf = header.created_at.isoformat()
     report.initial_stock = options.initial_stock
     dep = _departement_of(conn, options, first)
-    job.begin(header, dep, fonorg, numorg)
+    lock_departement(conn, dep)
+    # Again under the lock: the same file applied meanwhile (two copies of one command at once) is a
+    # duplicate, not a second initial stock refused as a wrong option. The file's row comes after the lock:
+    # the ids of a département's files are in the order they were applied (app.persons.order).
+    if (dup := _duplicate_in(conn, received, dep)) is not None:
+        raise _Duplicate(dup)
+    job.begin(header, dep, fonorg, numorg, _insert_applying(conn, received, "D"))
     report.departement = dep
     _ensure_departement(conn, dep)
     if header.created_at.date() > options.received_on:
@@ -540,15 +545,21 @@ def _ingest_instruction(
     reader = InstructionReader(received.path, settings.hmac_key, FluxLimits.of(settings))
     ft = T_FILES
     with engine.begin() as conn:
-        lock(conn)
-        file_id = _insert_applying(conn, received, "I")
-        outcome = apply_instruction(conn, reader, file_id, options.departement, options.received_on)
-        assert reader.header is not None and outcome.departement is not None
+        begin_ingestion(conn)
+
+        def file_row(dep: str) -> int:
+            """The file is read, its département known: checked, locked, then the file's row."""
+            if options.departement is not None and dep != options.departement:
+                raise IngestInputError(f"this file is for département {dep}, not {options.departement}")
+            if not DEPARTEMENT_RE.match(dep):
+                raise FluxRejected(f"invalid département {dep!r} (IDEPARTE)", None, "other_departement")
+            lock_departement(conn, dep)
+            return _insert_applying(conn, received, "I")
+
+        outcome = apply_instruction(conn, reader, file_row, options.departement, options.received_on)
+        assert reader.header is not None and outcome.departement is not None and outcome.file_id is not None
         dep = outcome.departement
-        if options.departement is not None and dep != options.departement:
-            raise IngestInputError(f"this file is for département {dep}, not {options.departement}")
-        if not DEPARTEMENT_RE.match(dep):
-            raise FluxRejected(f"invalid département {dep!r} (IDEPARTE)", None, "other_departement")
+        file_id = outcome.file_id
         _ensure_departement(conn, dep)
         conn.execute(update(T_INSTRUCTION).where(T_INSTRUCTION.c.file_id == file_id).values(departement_code=dep))
         same = conn.execute(

@@ -357,16 +357,17 @@ def refresh(conn: Connection, person_ids: Sequence[int], config: RulesConfig = D
     ids = sorted(set(person_ids))
     _refresh_lock(conn, ids)
     q = cast(Table, EpisodeQueue.__table__)
-    # Queue rows committed up to now: their facts are committed too, so the computation below sees them.
-    # A row committed later keeps its person queued for the next refresh.
-    seen = conn.execute(select(func.max(q.c.id))).scalar_one()
+    # Off the queue first: the rows this statement sees were committed with their facts, so the computation
+    # below (later statements, later snapshots) sees those facts; a row committed after it keeps its person
+    # queued for the next refresh. (Reading the largest id first and deleting up to it after the computation
+    # could drop a change committed in between under a smaller id: writers side by side, two ingestions of
+    # two départements among them, do not commit in the order of their ids.)
+    conn.execute(delete(q).where(one_of(conn, q.c.person_id, ids)))
     rows = episode_rows(conn, compute_for(conn, ids, config))
     ee = cast(Table, EntryEpisode.__table__)
     conn.execute(delete(ee).where(one_of(conn, ee.c.person_id, ids)))
     if rows:
         conn.execute(insert(ee), rows)
-    if seen is not None:
-        conn.execute(delete(q).where(one_of(conn, q.c.person_id, ids), q.c.id <= seen))
     return len(rows)
 
 

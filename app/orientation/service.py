@@ -378,7 +378,7 @@ def record_by_reference(
     flux has brought them (`pending.keep`). Several persons designated: Unprocessable (use the NIR)."""
     _check_date(event, settings)
     person_id = find_person(session.connection(), settings, departement, ref)
-    if person_id is None and wait_for_ingestion(session.connection()):
+    if person_id is None and wait_for_ingestion(session.connection(), departement):
         # unknown: unless a file being applied brings them (waited for its commit: look again)
         person_id = find_person(session.connection(), settings, departement, ref)
     if person_id is not None:

@@ -202,7 +202,7 @@ def test_an_event_kept_when_the_server_stopped_is_applied_at_its_next_start(sqli
         holder = get_engine(db).connect()
         try:
             holder.begin()
-            bulk.lock(holder)  # what an ingestion takes; then "killed": rolled back, no post-commit step
+            bulk.begin_ingestion(holder)  # what an ingestion takes; then "killed": rolled back, no post-commit step
             kept = _post(http, key, pid, "kept-1")
             assert kept.status_code == 202
         finally:
@@ -245,7 +245,7 @@ def test_a_server_killed_after_its_202_applies_the_event_at_its_next_start(sqlit
     holder = get_engine(db).connect()
     try:
         holder.begin()
-        bulk.lock(holder)  # what an ingestion takes
+        bulk.begin_ingestion(holder)  # what an ingestion takes
         server, base = _serve(db)
         kept = httpx.post(
             f"{base}/api/v1/persons/{pid}/events",
@@ -280,7 +280,7 @@ def test_an_event_kept_aside_is_applied_before_the_next_post(sqlite, app, make_a
         holder = get_engine(db).connect()
         try:
             holder.begin()
-            bulk.lock(holder)
+            bulk.begin_ingestion(holder)
             kept = _post(http, key, pid, "first-1")
         finally:
             holder.rollback()
