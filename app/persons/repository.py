@@ -72,8 +72,13 @@ def audit_read(
 
 
 def audit_reads(request: Any, session: Session, principal: Principal, action: str, persons: list[Person]) -> None:
-    """Record the reads of many persons' data by one request (one insert, at commit)."""
-    rows = [_access_row(request, principal, action, p.departement_code, p.id) for p in persons]
+    """Record the reads of many persons' data by one request (one insert, at commit): one event per person,
+    made from the first one's (the same instant, caller, endpoint; issue #27: built per row, they cost as much
+    as the page's own reads)."""
+    if not persons:
+        return
+    first = _access_row(request, principal, action, persons[0].departement_code, persons[0].id)
+    rows = [first | {"person_id": p.id, "departement_code": p.departement_code[:3]} for p in persons]
     session.info.setdefault(PENDING_ACCESS, []).extend(rows)
 
 

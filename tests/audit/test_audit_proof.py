@@ -246,3 +246,53 @@ def test_the_servers_sealer_checks_and_logs_an_unproven_event_once(db):
     again = seal(get_engine(db), db, known_unproven=sealer.known_unproven)
     assert (again, again.unproven) == (1, 0)  # the forged row not checked (nor logged) again
     assert seal(get_engine(db), db).unproven == 1  # but a full seal still names it
+
+
+def test_proofs_and_seals_made_per_batch_are_those_of_the_written_formula():
+    """`Fragments` reuses each value's JSON within a batch (issue #27): the proof and the seal stay the
+    HMAC-SHA256 of the canonical JSON as documented (app.audit.proof, app.audit.chain), value for value."""
+    import hashlib
+    import hmac
+    import json
+    from datetime import UTC, datetime, timezone
+
+    from app.audit.proof import PROVEN_COLUMNS, Fragments, canonical, proof_problem, proven
+    from app.audit.proof import _mac as mac_of
+
+    key = b"k" * 32
+    at = datetime(2026, 3, 1, 23, 30, 0, 123456, tzinfo=UTC)
+    rows = [
+        action_row("client:1", "worklist.read", "055", person_id=n, endpoint="GET /api/v1/worklist", request_id="r")
+        | {"at": at}
+        for n in (1, 2, True, 0, False)
+    ] + [
+        action_row('é\u2028"x', "a", None, outcome="not_found", detail={"n": 1, "é": "ü"})
+        | {"at": datetime(2026, 3, 1, 12, tzinfo=timezone(timedelta(hours=2)))},
+        action_row("client:1", "a", "055") | {"at": datetime(2026, 3, 1, 10, 0)},  # naive: read as UTC
+    ]
+
+    def written(prefix: str, items: list) -> str:
+        body = json.dumps([canonical(v) for v in items], ensure_ascii=False, separators=(",", ":"))
+        return hmac.new(key, f"{prefix}\n{body}".encode(), hashlib.sha256).hexdigest()
+
+    fragments = Fragments()
+    for row in rows:
+        values = {c: row.get(c) for c in PROVEN_COLUMNS}
+        assert mac_of(key, "n0nce", values, fragments) == written("n0nce", [values[c] for c in PROVEN_COLUMNS])
+        event = {"id": 7, **values, "proof": "kid:n0nce:abc"}
+        expected = written("prev", [3, 7, *(values[c] for c in PROVEN_COLUMNS), "kid:n0nce:abc"])
+        assert event_seal(key, "prev", 3, event, fragments) == expected == event_seal(key, "prev", 3, event)
+
+    class Bind:  # proven() takes its key from the engine's settings: the first audit key
+        pass
+
+    import app.audit.proof as proof_module
+
+    bind = Bind()
+    proof_module._keys[bind] = ("kid", key)  # type: ignore[index]
+    try:
+        for values in proven(bind, rows):  # type: ignore[arg-type]
+            assert proof_problem({"kid": key}, values) is None
+            assert proof_problem({"kid": key}, values | {"person_id": (values["person_id"] or 0) + 1}) is not None
+    finally:
+        proof_module._keys.pop(bind, None)  # type: ignore[call-overload]
