@@ -2,12 +2,14 @@
 uvicorn[standard]; h11's pure-Python parser cost a sizeable share of each request's CPU, issue #27), except that
 a request it cannot parse (an invalid Content-Length, a malformed header line) is answered with the service's
 JSON error contract `{"error", "message", "details"}` instead of uvicorn's plain text: clients parse one error
-format."""
+format. The request line and headers are bounded as h11 bounded them (16 KiB, its default under uvicorn):
+httptools has no bound of its own, and a client could otherwise make the process hold megabytes of headers."""
 
 from __future__ import annotations
 
 import json
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.errors import error_body
@@ -17,7 +19,29 @@ def _json_400(msg: str) -> bytes:
     return json.dumps(error_body("bad_request", f"The HTTP request could not be read: {msg}")).encode()
 
 
+MAX_HEAD_BYTES = 16 * 1024  # h11's max_incomplete_event_size by default: the request line and the headers
+
+
 class JsonErrorsHttpToolsProtocol(HttpToolsProtocol):
+    _head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self._head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:  # uvicorn answers it with send_400_response, as h11's refusal
+            raise httptools.HttpParserError("request line and headers too long")
+
     def send_400_response(self, msg: str) -> None:
         body = _json_400(msg)
         content = [STATUS_LINE[400]]
