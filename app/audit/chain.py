@@ -28,6 +28,7 @@ or a name), purpose, when, outcome, request id, source address.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import threading
@@ -41,7 +42,7 @@ from sqlalchemy import Engine, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from app.audit.proof import CONTENT_COLUMNS, Fragments, hmac_hex, insert_events, proof_problem
+from app.audit.proof import CONTENT_COLUMNS, canonical, insert_events, proof_problem
 from app.audit.reads import PENDING_ACCESS
 from app.kit.jobs import pause
 from app.models import AccessRecord, AuditChain
@@ -119,12 +120,13 @@ def job_principal(command: str) -> str:
 # -- the seal ---------------------------------------------------------------------------------------------
 
 
-def event_seal(key: bytes, previous: str, seq: int, values: dict[str, Any], fragments: Fragments | None = None) -> str:
+def event_seal(key: bytes, previous: str, seq: int, values: dict[str, Any]) -> str:
     """The proof is sealed too (so it cannot be taken away), when there is one: the events sealed before
-    events carried proofs keep their seals. `fragments`: shared by the events of one batch (`Fragments`)."""
+    events carried proofs keep their seals."""
     proof = [values["proof"]] if values.get("proof") else []
-    body = (fragments or Fragments()).dumps([seq, *(values[c] for c in CONTENT_COLUMNS), *proof])
-    return hmac_hex(key, f"{previous}\n{body}")
+    body = json.dumps([seq, *(canonical(values[c]) for c in CONTENT_COLUMNS), *proof], ensure_ascii=False,
+                      separators=(",", ":"))  # fmt: skip
+    return hmac.new(key, f"{previous}\n{body}".encode(), hashlib.sha256).hexdigest()
 
 
 class Sealed(int):
@@ -206,17 +208,17 @@ def seal(engine: Engine, settings: Settings, batch: int = SEAL_BATCH, known_unpr
                 break
             after = rows[-1].id
             seq, previous = chain.head_seq, chain.head_mac
-            updates, fragments = [], Fragments()  # one batch's events share most of their values
+            updates = []
             for row in rows:
                 if row.id in skip:
                     continue
                 values = row._asdict()
-                if proof_problem(keys, values, fragments) is not None and not (legacy and values["proof"] is None):
+                if proof_problem(keys, values) is not None and not (legacy and values["proof"] is None):
                     unproven.append(row.id)
                     continue
                 legacy = legacy and values["proof"] is None
                 seq += 1
-                previous = event_seal(key, previous, seq, values, fragments)
+                previous = event_seal(key, previous, seq, values)
                 updates.append({"rid": row.id, "seq": seq, "key_id": key_id, "mac": previous})
             if updates:
                 table = AccessRecord.__table__

@@ -13,6 +13,7 @@ is reported, never sealed into the chain.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import secrets
@@ -42,53 +43,18 @@ def canonical(value: Any) -> Any:
     return value
 
 
-class Fragments:
-    """The canonical JSON of each value, made once per batch of events (issue #27): the events of one request
-    share all but a column or two, and `json.dumps` of each event's list was most of a proof's cost. A list
-    of scalars dumped with these separators is its items' dumps joined by commas, so the bytes are those of
-    `json.dumps([...], ensure_ascii=False, separators=(",", ":"))`."""
-
-    __slots__ = ("_seen",)
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[type, Any], str] = {}
-
-    def dumps(self, items: Iterable[Any]) -> str:
-        seen, parts = self._seen, []
-        for value in items:
-            kind = type(value)
-            if kind not in _REUSED:  # a float (-0.0 == 0.0), a container: dumped each time
-                parts.append(json.dumps(canonical(value), ensure_ascii=False, separators=(",", ":")))
-                continue
-            key = (kind, value)  # the type too: True == 1, but their JSON differs
-            part = seen.get(key)
-            if part is None:
-                part = seen[key] = json.dumps(canonical(value), ensure_ascii=False, separators=(",", ":"))
-            parts.append(part)
-        return "[" + ",".join(parts) + "]"
+def _mac(key: bytes, nonce: str, values: dict[str, Any]) -> str:
+    body = json.dumps([canonical(values.get(c)) for c in PROVEN_COLUMNS], ensure_ascii=False, separators=(",", ":"))
+    return hmac.new(key, f"{nonce}\n{body}".encode(), hashlib.sha256).hexdigest()
 
 
-_REUSED = frozenset({str, int, bool, type(None), datetime})
-
-
-def hmac_hex(key: bytes, message: str) -> str:
-    """HMAC-SHA256 in hex, as `hmac.new(key, message, sha256).hexdigest()` (OpenSSL's one-shot: cheaper)."""
-    return hmac.digest(key, message.encode(), "sha256").hex()
-
-
-def _mac(key: bytes, nonce: str, values: dict[str, Any], fragments: Fragments | None = None) -> str:
-    body = (fragments or Fragments()).dumps([values.get(c) for c in PROVEN_COLUMNS])
-    return hmac_hex(key, f"{nonce}\n{body}")
-
-
-def make_proof(key_id: str, key: bytes, values: dict[str, Any], fragments: Fragments | None = None) -> str:
+def make_proof(key_id: str, key: bytes, values: dict[str, Any]) -> str:
     nonce = secrets.token_hex(8)
-    return f"{key_id}:{nonce}:{_mac(key, nonce, values, fragments)}"
+    return f"{key_id}:{nonce}:{_mac(key, nonce, values)}"
 
 
-def proof_problem(keys: dict[str, bytes], values: dict[str, Any], fragments: Fragments | None = None) -> str | None:
-    """None when the event's proof verifies; otherwise why not (missing, unknown key, does not match).
-    `fragments`: shared by the events of one batch (the sealer's)."""
+def proof_problem(keys: dict[str, bytes], values: dict[str, Any]) -> str | None:
+    """None when the event's proof verifies; otherwise why not (missing, unknown key, does not match)."""
     proof = values.get("proof")
     if not proof:
         return "carries no proof"
@@ -97,7 +63,7 @@ def proof_problem(keys: dict[str, bytes], values: dict[str, Any], fragments: Fra
     key = keys.get(key_id)
     if key is None:
         return f"is proven with an unknown key id {key_id!r}"
-    if not hmac.compare_digest(_mac(key, nonce, values, fragments), mac):
+    if not hmac.compare_digest(_mac(key, nonce, values), mac):
         return "does not match its proof"
     return None
 
@@ -114,12 +80,12 @@ def proven(bind: Engine | Connection, rows: Iterable[dict[str, Any]]) -> list[di
     """The rows as they will be written (the defaults the table would give made explicit), each with its
     proof under the first audit key of the settings `bind` was made with."""
     key_id, key = _write_key(bind)
-    out, fragments = [], Fragments()
+    out = []
     for row in rows:
         values = {c: row.get(c) for c in PROVEN_COLUMNS}
         values["at"] = values["at"] or utcnow()
         values["found"] = True if values["found"] is None else values["found"]
-        values["proof"] = make_proof(key_id, key, values, fragments)
+        values["proof"] = make_proof(key_id, key, values)
         out.append(values)
     return out
 
