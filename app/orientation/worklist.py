@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
@@ -139,17 +139,50 @@ def worklist_page(
     legal deadline is past, or within `warning_days` days, or either."""
     conn = session.connection()
     query = _waiting(departements, day, overdue, commune, organisme, legal, warning_days)
-    total = conn.execute(select(func.count()).select_from(query.subquery())).scalar() or 0
     ee = EntryEpisode
     order: tuple[Any, ...] = (ee.t0, ee.person_id)
     if sort == "legal_deadline":  # those without a legal clock (NULL) last, on SQLite as on PostgreSQL
         order = (ee.legal_deadline.is_(None), ee.legal_deadline, ee.t0, ee.person_id)
-    page = conn.execute(query.order_by(*order).limit(limit).offset(offset)).all()
-    ids = [e.person_id for e in page]
-    persons = {p.id: p for p in conn.execute(select(*PERSON_COLUMNS).where(Person.id.in_(ids)))} if ids else {}
+    # one statement for the page, its persons and the total (a window's count is taken before LIMIT): three
+    # statements' cost in SQLAlchemy and the driver was a share of the page's (issue #27)
+    person_columns = [c.label(f"person_{c.key}") for c in PERSON_COLUMNS]
+    rows = conn.execute(
+        query.add_columns(*person_columns, func.count().over().label("worklist_total"))
+        .join(Person, Person.id == ee.person_id)
+        .order_by(*order)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    if rows:
+        total = rows[0].worklist_total
+    elif offset:  # a page past the end: the total counted alone
+        total = conn.execute(select(func.count()).select_from(query.subquery())).scalar() or 0
+    else:
+        total = 0
+    cut = len(EPISODE_COLUMNS)
+    page = [(_Episode(*row[:cut]), PersonRow(*row[cut : cut + len(PERSON_COLUMNS)])) for row in rows]
+    ids = [e.person_id for e, _p in page]
     states = states_as_of(conn, ids, day, STATE_COLUMNS)  # the one reading of a state as of a day
-    preconisations = _preconisations(conn, page, day)
-    entries = [
-        WorklistEntry(e, persons[e.person_id], states.get(e.person_id), preconisations.get(e.person_id)) for e in page
-    ]
+    preconisations = _preconisations(conn, [e for e, _p in page], day)
+    entries = [WorklistEntry(e, p, states.get(e.person_id), preconisations.get(e.person_id)) for e, p in page]
     return WorklistPage(total=total, entries=entries)
+
+
+class _Episode(NamedTuple):  # the columns of EPISODE_COLUMNS, by name
+    person_id: int
+    departement_code: str
+    t0: date
+    caf_msa: str | None
+    commune: str | None
+    invitation_on: date | None
+    rdv_orientation_on: date | None
+    legal_clock: str | None
+    legal_deadline: date | None
+
+
+class PersonRow(NamedTuple):  # the columns of PERSON_COLUMNS, by name
+    id: int
+    departement_code: str
+    nom: str | None
+    prenom: str | None
+    date_naissance: date | None
