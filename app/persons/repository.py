@@ -155,12 +155,12 @@ class SearchCriteria:
 
 # The search's statements, built once (as `_PERSON_ROW`): `deps` the caller's départements
 _READABLE = Person.departement_code.in_(bindparam("deps", expanding=True))
-_BY_NIR = select(Person).where(_READABLE, Person.nir_hash == bindparam("nir_hash"))
+_BY_NIR = select(*PERSON_COLUMNS).where(_READABLE, Person.nir_hash == bindparam("nir_hash"))
 _BY_NIR_AND_BIRTH = _BY_NIR.where(Person.date_naissance == bindparam("date_naissance")).order_by(Person.id)
 _BY_NIR = _BY_NIR.order_by(Person.id)
 # keys are per département (the table's key leads with it): looked up there, not scanned (issue #27)
 _BY_KEY = (
-    select(Person)
+    select(*PERSON_COLUMNS)
     .where(
         _READABLE,
         Person.id.in_(
@@ -175,8 +175,9 @@ _BY_KEY = (
 )
 
 
-def search(session: Session, settings: Settings, principal: Principal, criteria: SearchCriteria) -> list[Person]:
-    deps = sorted(principal.departements)
+def search(session: Session, settings: Settings, principal: Principal, criteria: SearchCriteria) -> list[Any]:
+    """The persons found (`PERSON_COLUMNS`, rows as `person_row`'s: no ORM objects, issue #27)."""
+    conn, deps = session.connection(), sorted(principal.departements)
     if criteria.nir is not None:
         try:
             nir13 = normalize_nir(criteria.nir).nir13
@@ -186,15 +187,15 @@ def search(session: Session, settings: Settings, principal: Principal, criteria:
         params: dict[str, Any] = {"deps": deps, "nir_hash": protector.lookup_hash(nir13)}
         if criteria.date_naissance is not None:
             params["date_naissance"] = criteria.date_naissance
-            return list(session.scalars(_BY_NIR_AND_BIRTH, params).all())
-        return list(session.scalars(_BY_NIR, params).all())
+            return list(conn.execute(_BY_NIR_AND_BIRTH, params).all())
+        return list(conn.execute(_BY_NIR, params).all())
     if not (criteria.fonorg and criteria.numorg and criteria.matricule and criteria.role):
         raise Unprocessable("Search by nir, or by fonorg, numorg, matricule and role together.")
     # The person currently holding that organisme + matricule + role key (identity across files).
     value = key_hash(
         settings.hmac_key, matricule_key_text(criteria.fonorg, criteria.numorg, criteria.matricule, criteria.role)
     )
-    return list(session.scalars(_BY_KEY, {"deps": deps, "key_deps": deps, "key_value": value}).all())
+    return list(conn.execute(_BY_KEY, {"deps": deps, "key_deps": deps, "key_value": value}).all())
 
 
 def current_state(session: Session, person_id: int) -> PersonState | None:
