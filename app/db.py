@@ -411,6 +411,20 @@ def one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
     return column.in_(select(rows.c.value))
 
 
+def one_of_param(dialect: str, column: Any, name: str) -> Any:
+    """`one_of` with a named parameter, for a statement built once (issue #27); its value is
+    `one_of_value(dialect, values)`. `column` holds integers (ids). No value: use no such statement."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(BigInteger())))
+    rows = func.json_each(bindparam(name, type_=String())).table_valued("value")
+    return column.in_(select(rows.c.value))
+
+
+def one_of_value(dialect: str, values: Sequence[int]) -> Any:
+    """The value of a `one_of_param` parameter."""
+    return list(values) if dialect == "postgresql" else json.dumps(list(values))
+
+
 def unlimited_statements(conn: Connection) -> None:
     """Lift the request statement timeout for this transaction (an ingestion, a bulk refresh)."""
     if conn.dialect.name == "postgresql":

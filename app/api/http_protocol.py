@@ -1,26 +1,60 @@
-"""The HTTP/1.1 protocol the service runs under uvicorn: uvicorn's own (h11), except that a request it cannot
-parse (an invalid Content-Length, a malformed header line) is answered with the service's JSON error contract
-`{"error", "message", "details"}` instead of uvicorn's plain text: clients parse one error format."""
+"""The HTTP/1.1 protocol the service runs under uvicorn: uvicorn's httptools one (the C parser of
+uvicorn[standard]; h11's pure-Python parser cost a sizeable share of each request's CPU, issue #27), except that
+a request it cannot parse (an invalid Content-Length, a malformed header line) is answered with the service's
+JSON error contract `{"error", "message", "details"}` instead of uvicorn's plain text: clients parse one error
+format. The request line and headers are bounded as h11 bounded them (16 KiB, its default under uvicorn):
+httptools has no bound of its own, and a client could otherwise make the process hold megabytes of headers."""
 
 from __future__ import annotations
 
 import json
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.errors import error_body
 
 
-class JsonErrorsH11Protocol(H11Protocol):
+def _json_400(msg: str) -> bytes:
+    return json.dumps(error_body("bad_request", f"The HTTP request could not be read: {msg}")).encode()
+
+
+MAX_HEAD_BYTES = 16 * 1024  # h11's max_incomplete_event_size by default: the request line and the headers
+
+
+class JsonErrorsHttpToolsProtocol(HttpToolsProtocol):
+    _head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self._head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:  # uvicorn answers it with send_400_response, as h11's refusal
+            raise httptools.HttpParserError("request line and headers too long")
+
     def send_400_response(self, msg: str) -> None:
-        body = json.dumps(error_body("bad_request", f"The HTTP request could not be read: {msg}")).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request")))
-        self.transport.write(self.conn.send(h11.Data(data=body)))
-        self.transport.write(self.conn.send(h11.EndOfMessage()))
+        body = _json_400(msg)
+        content = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
         self.transport.close()

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep, run_write
+from app.api.deps import Authorized, IsoDate, PersonId, SessionDep, SettingsDep, model_response, run_write
 from app.audit.chain import record_action
 from app.clock import today
 from app.db import LongWriteRunning, long_write_running, write_transaction
@@ -489,7 +489,8 @@ def worklist(
         return _csv_response(tuple(WORKLIST_CSV_COLUMNS), rows, f"liste_de_travail_au_{day.isoformat()}.csv")
     page = page_of(limit, offset)
     person_service.audit_reads(request, session, principal, "worklist.read", [e.person for e in page.entries])
-    return Worklist(as_of=day, total=page.total, items=[_worklist_item(e, day, warning) for e in page.entries])
+    items = [_worklist_item(e, day, warning) for e in page.entries]
+    return model_response(Worklist(as_of=day, total=page.total, items=items))
 
 
 # The worklist's CSV: French headers, dates jj/mm/aaaa, oui/non (the JSON's fields, in this order)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep
+from app.api.deps import Authorized, PersonId, SessionDep, SettingsDep, model_response
 from app.flux import instruction_facts as instruction
 from app.kit.validation import InputModel
 from app.persons import repository as svc
@@ -91,7 +91,7 @@ def get_person(
     request: Request,
     session: SessionDep,
     principal: Annotated[Principal, Authorized(Scope.persons_read)],
-) -> PersonOut:
+) -> Response:
     conn = session.connection()  # Core reads of the columns shown: no ORM objects to build (issue #27)
     person = svc.person_row(conn, principal, person_id)
     svc.audit_read(request, session, principal, "person.read", person, person.departement_code)
@@ -99,11 +99,13 @@ def get_person(
         {**svc.state_dict(state), "fichier": {"id": state.file_id, "nom": state.file_nom, "type": state.file_type}}
         for state in svc.history_rows(conn, person.id)
     ]
-    return PersonOut(
-        **_summary(person),
-        etat_actuel=history[-1] if history else None,
-        historique=history,
-        instruction=instruction.for_person(session, person.id),
+    return model_response(
+        PersonOut(
+            **_summary(person),
+            etat_actuel=history[-1] if history else None,
+            historique=history,
+            instruction=instruction.for_person(session, person.id),
+        )
     )
 
 
@@ -114,11 +116,11 @@ def search_persons(
     session: SessionDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Authorized(Scope.persons_read)],
-) -> SearchResult:
+) -> Response:
     criteria = svc.SearchCriteria(**body.model_dump())
     found = svc.search(session, settings, principal, criteria)
     for dep in sorted(principal.departements) if not found else []:
         svc.audit_read(request, session, principal, "person.search", None, dep)
     for p in found:
         svc.audit_read(request, session, principal, "person.search", p, p.departement_code)
-    return SearchResult(items=[PersonSummary(**_summary(p)) for p in found])
+    return model_response(SearchResult(items=[PersonSummary(**_summary(p)) for p in found]))

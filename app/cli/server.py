@@ -34,7 +34,7 @@ def serve(
     database must be at head."""
     import uvicorn
 
-    from app.api.http_protocol import JsonErrorsH11Protocol
+    from app.api.http_protocol import JsonErrorsHttpToolsProtocol
     from app.logging import UVICORN_LOG_CONFIG, configure_logging
 
     settings = get_settings()
@@ -63,7 +63,8 @@ def serve(
         # X-Forwarded-For and -Proto believed from PASSERELLE_TRUSTED_PROXIES only (uvicorn's default trusts
         # 127.0.0.1 and ::1: any local process could choose the address the audit records; issue #23)
         forwarded_allow_ips=[str(network) for network in settings.trusted_networks],
-        http=JsonErrorsH11Protocol,  # a request uvicorn cannot parse gets our JSON error, not its text
+        http=JsonErrorsHttpToolsProtocol,  # a request uvicorn cannot parse gets our JSON error, not its text
+        loop="uvloop",  # with httptools, uvicorn[standard]'s choice: the event loop in C (issue #27)
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.models import InstructionRecord
@@ -13,7 +13,7 @@ from app.models import InstructionRecord
 ACCEPTED = "A"
 
 
-def _latest(person_id: int) -> Any:
+def _latest(person_id: Any) -> Any:  # an id, or a bindparam
     return (
         select(InstructionRecord)
         .where(InstructionRecord.person_id == person_id)
@@ -27,9 +27,13 @@ def _latest(person_id: int) -> Any:
     )
 
 
+_LATEST = _latest(bindparam("person_id"))
+
+
 def for_person(session: Session, person_id: int) -> dict[str, Any] | None:
     """The latest instruction record of a person, as the person's page shows it (persons:read)."""
-    r = session.connection().execute(_latest(person_id)).first()  # a row: no ORM object (issue #27)
+    # a row, no ORM object; the statement built once (issue #27)
+    r = session.connection().execute(_LATEST, {"person_id": person_id}).first()
     if r is None:
         return None
     return {

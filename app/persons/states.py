@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Subquery, func, select
+from sqlalchemy import ColumnElement, Connection, Date, Subquery, bindparam, func, select
 
-from app.db import one_of
+from app.db import one_of_param, one_of_value
 from app.models import PersonState
 from app.persons.order import state_order
 
@@ -40,7 +40,25 @@ def states_as_of(conn: Connection, ids: list[int], day: date, columns: Sequence[
     only these columns of the state (and `person_id`), else all."""
     if not ids:
         return {}
-    ps = PersonState.__table__.c
-    chosen = list(ps) if columns is None else [ps.person_id, *(ps[c] for c in columns if c != "person_id")]
-    latest = latest_states(chosen, as_of=day, present_only=True, where=[one_of(conn, ps.person_id, ids)])
-    return {r.person_id: r for r in conn.execute(select(latest))}
+    dialect = conn.dialect.name
+    params = {"state_ids": one_of_value(dialect, ids), "state_day": day}
+    return {r.person_id: r for r in conn.execute(_states_statement(dialect, columns), params)}
+
+
+# built once per dialect and choice of columns: building it and its cache key cost more CPU than a worklist
+# page's run of it (issue #27)
+_STATEMENTS: dict[tuple[str, tuple[str, ...] | None], Any] = {}
+
+
+def _states_statement(dialect: str, columns: Sequence[str] | None) -> Any:
+    key = (dialect, None if columns is None else tuple(columns))
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        ps = PersonState.__table__.c
+        chosen = list(ps) if columns is None else [ps.person_id, *(ps[c] for c in columns if c != "person_id")]
+        day: Any = bindparam("state_day", type_=Date())
+        latest = latest_states(
+            chosen, as_of=day, present_only=True, where=[one_of_param(dialect, ps.person_id, "state_ids")]
+        )
+        statement = _STATEMENTS[key] = select(latest)
+    return statement

@@ -120,3 +120,22 @@ def test_a_request_uvicorn_cannot_parse_gets_the_json_error(app):
     head, _, body = raw.partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 400") and "application/json" in head, raw
     assert '"error": "bad_request"' in body and '"details"' in body
+
+
+def test_headers_beyond_16_kib_get_the_json_400_and_the_connection_closed(app):
+    """httptools bounds nothing itself: the protocol bounds the request line and headers as h11 did."""
+    with LiveServer(app) as base:
+        host, port = urlparse(base).hostname, urlparse(base).port
+        answers = []
+        for size in (8 * 1024, 40 * 1024):
+            with socket.create_connection((host, port), timeout=5) as s:
+                big = b"X-Big: " + b"a" * size
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + big + b"\r\nConnection: close\r\n\r\n")
+                chunks = []
+                while chunk := s.recv(65536):
+                    chunks.append(chunk)
+                answers.append(b"".join(chunks).decode())
+    assert answers[0].startswith("HTTP/1.1 200"), answers[0][:200]
+    head, _, body = answers[1].partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 400") and "application/json" in head, answers[1][:300]
+    assert '"error": "bad_request"' in body

@@ -246,3 +246,16 @@ def test_the_servers_sealer_checks_and_logs_an_unproven_event_once(db):
     again = seal(get_engine(db), db, known_unproven=sealer.known_unproven)
     assert (again, again.unproven) == (1, 0)  # the forged row not checked (nor logged) again
     assert seal(get_engine(db), db).unproven == 1  # but a full seal still names it
+
+
+def test_a_batchs_proofs_have_nonces_of_their_own_and_verify(db):
+    """`proven` draws a batch's nonces at once (issue #27): each event still has its own 16 hex digits."""
+    from app.audit.proof import proof_problem, proven
+
+    rows = [action_row("client:1", "worklist.read", "055", person_id=n) for n in range(60)]
+    with get_engine(db).connect() as conn:
+        events = proven(conn, rows)
+    nonces = [e["proof"].split(":")[1] for e in events]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", n) for n in nonces) and len(set(nonces)) == 60
+    keys = dict(db.audit_key_ring)
+    assert all(proof_problem(keys, e) is None for e in events)

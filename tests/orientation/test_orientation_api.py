@@ -162,6 +162,9 @@ def test_worklist(client, db, make_api_key, tmp_path):
     assert client.get("/api/v1/worklist?organisme=MSA", headers=h).json()["total"] == 0
     page = client.get("/api/v1/worklist?limit=1&offset=1", headers=h).json()
     assert page["total"] == 2 and len(page["items"]) == 1
+    past_the_end = client.get("/api/v1/worklist?limit=1&offset=5", headers=h).json()  # the total counted alone
+    assert past_the_end["total"] == 2 and past_the_end["items"] == []
+    assert client.get("/api/v1/worklist?limit=1&commune=55029", headers=h).json()["total"] == 1  # from the page
     for bad in ("limit=0", "limit=1000", "offset=-1", "commune=ABC", "organisme=XYZ", "overdue=maybe"):
         assert client.get(f"/api/v1/worklist?{bad}", headers=h).status_code == 422, bad
     # oriented: leaves the worklist

@@ -14,10 +14,16 @@ class LiveServer:
     """The real app served by uvicorn in a thread, on an ephemeral loopback port."""
 
     def __init__(self, app: Any, port: int = 0) -> None:
-        from app.api.http_protocol import JsonErrorsH11Protocol
+        from app.api.http_protocol import JsonErrorsHttpToolsProtocol
 
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, workers=1, http=JsonErrorsH11Protocol
+        config = uvicorn.Config(  # the protocol and loop of `passerelle serve`
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            workers=1,
+            http=JsonErrorsHttpToolsProtocol,
+            loop="uvloop",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
