@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import create_engine, func, insert, select, text
 
 from app.admin.purge import PurgeReport, purge_persons
 from app.db import get_engine
@@ -73,8 +73,9 @@ def test_purge_is_not_a_deadlock_victim_of_an_episode_refresh(pg, tmp_path):
         assert conn.execute(select(func.count()).select_from(EntryEpisode)).scalar_one() >= 1
 
     errors: dict[str, BaseException] = {}
-    blocker = engine.connect()
-    refresher = engine.connect()
+    side = create_engine(pg.database_url)  # its own pool: the purge's engine keeps its connections
+    blocker = side.connect()
+    refresher = side.connect()
     try:
         blocker.begin()
         blocker_pid = blocker.execute(text("SELECT pg_backend_pid()")).scalar_one()
@@ -100,8 +101,14 @@ def test_purge_is_not_a_deadlock_victim_of_an_episode_refresh(pg, tmp_path):
         purging = threading.Thread(target=run_purge)
         purging.start()
         blocked = "SELECT count(*) FROM pg_stat_activity WHERE CAST(:b AS integer) = ANY(pg_blocking_pids(pid))"
-        with engine.connect() as watch:
-            _wait_until(lambda: watch.execute(text(blocked), {"b": blocker_pid}).scalar_one(), "the purge to wait")
+        with side.connect() as watch:
+            _wait_until(
+                lambda: (
+                    watch.execute(text(blocked), {"b": blocker_pid}).scalar_one() or errors or not purging.is_alive()
+                ),
+                "the purge to wait",
+            )
+            assert not errors and purging.is_alive(), errors
             refreshing = threading.Thread(target=run_refresh)
             refreshing.start()
             waits = "SELECT cardinality(pg_blocking_pids(:p))"
@@ -113,5 +120,6 @@ def test_purge_is_not_a_deadlock_victim_of_an_episode_refresh(pg, tmp_path):
     finally:
         blocker.close()
         refresher.close()
+        side.dispose()
     assert "deadlock" not in str(errors.get("purge", "")), errors["purge"]
     assert "deadlock" not in str(errors.get("refresh", "")), errors["refresh"]
