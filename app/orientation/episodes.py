@@ -362,10 +362,12 @@ def refresh(conn: Connection, person_ids: Sequence[int], config: RulesConfig = D
     # queued for the next refresh. (Reading the largest id first and deleting up to it after the computation
     # could drop a change committed in between under a smaller id: writers side by side, two ingestions of
     # two départements among them, do not commit in the order of their ids.)
-    conn.execute(delete(q).where(one_of(conn, q.c.person_id, ids)))
-    rows = episode_rows(conn, compute_for(conn, ids, config))
+    # The entry episodes' rows first, then the queue's: the order the purge deletes them in (app.admin.purge,
+    # PERSON_TABLES), so a refresh and a purge of one person never lock each other's rows in a cycle.
     ee = cast(Table, EntryEpisode.__table__)
     conn.execute(delete(ee).where(one_of(conn, ee.c.person_id, ids)))
+    conn.execute(delete(q).where(one_of(conn, q.c.person_id, ids)))
+    rows = episode_rows(conn, compute_for(conn, ids, config))
     if rows:
         conn.execute(insert(ee), rows)
     return len(rows)
