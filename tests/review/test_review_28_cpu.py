@@ -34,3 +34,29 @@ def test_one_header_sent_without_its_end_is_bounded_to_16_kib_as_h11_bounded_it(
     head, _, body = raw.partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 400") and "application/json" in head, raw[:300]
     assert '"error": "bad_request"' in body
+
+
+def test_a_large_body_on_a_kept_connection_is_not_taken_for_a_long_head(app, make_api_key):
+    """The fix's guard: the bytes of a body, sent in pieces, are no head's; the connection is kept and its
+    next request answered."""
+    body = b"{" + b" " * (40 * 1024) + b"}"  # read by the app (no criteria: a 422), the connection kept
+    key = make_api_key(["persons:read"]).encode()
+    head = b"POST /api/v1/persons/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += b"X-API-Key: " + key + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    with LiveServer(app) as base:
+        host, port = urlparse(base).hostname, urlparse(base).port
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(head)
+            for start in range(0, len(body), 4096):
+                s.sendall(body[start : start + 4096])
+            raw = b""
+            while b'"details"' not in raw:  # the 422's JSON body
+                chunk = s.recv(65536)
+                assert chunk, raw[:300]
+                raw += chunk
+            assert raw.startswith(b"HTTP/1.1 422"), raw[:300]
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+    assert b"".join(chunks).startswith(b"HTTP/1.1 200"), b"".join(chunks)[:300]
