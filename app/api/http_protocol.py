@@ -24,6 +24,29 @@ MAX_HEAD_BYTES = 16 * 1024  # h11's max_incomplete_event_size by default: the re
 
 class JsonErrorsHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes = 0
+    # httptools gathers one header's name and value itself, unbounded, before `on_header`: the bytes received
+    # while a head is unfinished (from a message's end, or the connection's start, to its headers' end) are
+    # bounded too, a header that never ends included
+    _head_pending = True
+    _heads_done = 0
+    _pending_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        pending, heads = self._head_pending, self._heads_done
+        super().data_received(data)
+        if pending and self._head_pending and heads == self._heads_done and not self.transport.is_closing():
+            self._pending_bytes += len(data)  # the whole chunk within one unfinished head
+            if self._pending_bytes > MAX_HEAD_BYTES:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("request line and headers too long")
+
+    def on_headers_complete(self) -> None:
+        self._head_pending, self._heads_done, self._pending_bytes = False, self._heads_done + 1, 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_pending = True
+        super().on_message_complete()
 
     def on_message_begin(self) -> None:
         self._head_bytes = 0
