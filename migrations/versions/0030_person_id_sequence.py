@@ -10,8 +10,11 @@ ingestion locks its département only (app.db.INGESTION_LOCK_NS). The sequence i
 goes with the table) and starts after the largest id.
 
 On a live database: the upgrade first takes the former database-wide ingestion lock, so an ingestion of the
-former code in progress commits its persons before the largest id is read, and one starting meanwhile waits
-for this transaction. SQLite: nothing (one writer at a time: `max(id)` + n stays right).
+former code in progress commits its persons before the largest id is read. Stop the ingestion jobs for the
+upgrade all the same (docs/operations.md): one of the former code started after this transaction still
+allocates `max(id) + n`, ids the sequence then gives again; the next file of the new code then fails on
+the duplicate key (nothing is corrupted; it applies when run again). SQLite: nothing (one writer at a time:
+`max(id)` + n stays right).
 """
 
 from __future__ import annotations
