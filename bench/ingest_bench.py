@@ -26,6 +26,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -166,26 +167,32 @@ def bare_all(path: Path) -> float:
     return bare_iterparse(path)["bare_all_elements_s"]
 
 
-def cli_main(args: argparse.Namespace, monthly: Path, daily: Path) -> None:
-    """--cli: each tree (the code as given, e.g. a baseline worktree and this one) in turn, `--rounds` times,
-    each ingestion beside a bare pass measured just before it."""
+def _fresh_targets(args: argparse.Namespace, sqlite_name: str, schema: str) -> Iterator[tuple[int, str, Path, str]]:
+    """(round, database, tree, url) of every run, each on a fresh database migrated by that tree's CLI."""
     trees = [Path(t).resolve() for t in args.trees.split(",")]
-    data_dir = OUT / "data"
-    data_dir.mkdir(exist_ok=True)
     targets = [("SQLite", None)] if args.skip_postgres else [("SQLite", None), ("PostgreSQL", args.pg_url)]
-    rows = []
     for rnd in range(1, args.rounds + 1):
         for name, base in targets:
             for tree in trees:
-                url = fresh_sqlite(OUT / "cli.db") if base is None else fresh_pg_schema(base, "bench_ingest_cli")
-                migrate_cli(tree, url, data_dir)
-                bare = bare_all(monthly)
-                m = run_cli(tree, url, data_dir, monthly, "2024-03-01", "--initial-stock")
-                d = run_cli(tree, url, data_dir, daily, "2024-03-04")
-                load = os.getloadavg()[0]
-                row = (rnd, name, tree.name, bare, m, d, load)
-                rows.append(row)
-                print(row, flush=True)
+                url = fresh_sqlite(OUT / sqlite_name) if base is None else fresh_pg_schema(base, schema)
+                migrate_cli(tree, url, OUT / "data")
+                yield rnd, name, tree, url
+
+
+def cli_main(args: argparse.Namespace, monthly: Path, daily: Path) -> None:
+    """--cli: each tree (the code as given, e.g. a baseline worktree and this one) in turn, `--rounds` times,
+    each ingestion beside a bare pass measured just before it."""
+    data_dir = OUT / "data"
+    data_dir.mkdir(exist_ok=True)
+    rows = []
+    for rnd, name, tree, url in _fresh_targets(args, "cli.db", "bench_ingest_cli"):
+        bare = bare_all(monthly)
+        m = run_cli(tree, url, data_dir, monthly, "2024-03-01", "--initial-stock")
+        d = run_cli(tree, url, data_dir, daily, "2024-03-04")
+        load = os.getloadavg()[0]
+        row = (rnd, name, tree.name, bare, m, d, load)
+        rows.append(row)
+        print(row, flush=True)
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print("| round | database | code | bare s | monthly s | × bare | CPU s | peak MB tree (Σ peaks) | daily s | load |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -203,21 +210,15 @@ def daily_main(args: argparse.Namespace, monthly: Path, daily: Path) -> None:
     the CLI, timed (wall seconds from the command's start to its exit, CPU of the process and its children, peak
     memory). The daily file is a delta on top of that stock: `--daily-foyers` foyers, 80 % of them stock foyers
     whose first adult's droits et devoirs flip, 20 % new foyers (see `make_files`)."""
-    trees = [Path(t).resolve() for t in args.trees.split(",")]
     data_dir = OUT / "data"
     data_dir.mkdir(exist_ok=True)
-    targets = [("SQLite", None)] if args.skip_postgres else [("SQLite", None), ("PostgreSQL", args.pg_url)]
     rows = []
-    for rnd in range(1, args.rounds + 1):
-        for name, base in targets:
-            for tree in trees:
-                url = fresh_sqlite(OUT / "daily.db") if base is None else fresh_pg_schema(base, "bench_daily_cli")
-                migrate_cli(tree, url, data_dir)
-                run_cli(tree, url, data_dir, monthly, "2024-03-01", "--initial-stock")
-                d = run_cli(tree, url, data_dir, daily, "2024-03-04")
-                load = os.getloadavg()[0]
-                rows.append((rnd, name, tree.name, d, load))
-                print(rows[-1], flush=True)
+    for rnd, name, tree, url in _fresh_targets(args, "daily.db", "bench_daily_cli"):
+        run_cli(tree, url, data_dir, monthly, "2024-03-01", "--initial-stock")
+        d = run_cli(tree, url, data_dir, daily, "2024-03-04")
+        load = os.getloadavg()[0]
+        rows.append((rnd, name, tree.name, d, load))
+        print(rows[-1], flush=True)
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print("| round | database | code | daily s | CPU s | peak MB tree (Σ peaks) | foyers | load |")
     print("|---|---|---|---|---|---|---|---|")
