@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from app.flux.loader import IngestOptions, IngestReport, ingest_file
 from app.models import FluxFile, Person
 from app.settings import Settings
 from tests.support.fluxbuilder import foyer, person, write_flux
+from tests.support.held_ingestion import ingestion_held
 
 FOYERS = 40
 
@@ -58,29 +57,10 @@ def _run(db: Settings, path: Path, day: date, result: dict[str, Any], progress: 
         result["error"] = exc
 
 
-@contextmanager
-def file_held(db: Settings, path: Path, day: date) -> Iterator[dict[str, Any]]:
+def file_held(db: Settings, path: Path, day: date) -> Any:
     """A real ingestion held inside its transaction, its département's lock taken and its first batch
     written, until the block ends; then it commits. Its report in `result["report"]`."""
-    started, release = threading.Event(), threading.Event()
-    result: dict[str, Any] = {}
-
-    def progress(_foyers: int, _bytes: int) -> None:
-        if not started.is_set():
-            started.set()
-            release.wait(120)
-
-    worker = threading.Thread(target=_run, args=(db, path, day, result, progress))
-    worker.start()
-    try:
-        assert started.wait(60), result
-        yield result
-    finally:
-        release.set()
-        worker.join(120)
-    assert not worker.is_alive()
-    assert "error" not in result, result
-    assert result["report"].status == "applied", result["report"]
+    return ingestion_held(db, path, day)
 
 
 def _waiting_for(engine: Engine, departement: str) -> bool:

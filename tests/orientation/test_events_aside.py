@@ -27,11 +27,11 @@ from sqlalchemy import func, select
 
 from app.clock import today
 from app.db import get_engine, long_write_running, session_scope
-from app.flux.loader import IngestOptions, ingest_file
 from app.models import AccessRecord, EntryEpisode, OrientationEvent, QueuedEvent, QueuedEventOutcome
 from tests.support.factories import ingest
 from tests.support.fluxbuilder import NIR_A, NIR_B, foyer, person, write_flux
 from tests.support.ftsupport import cli_env, passerelle
+from tests.support.held_ingestion import ingestion_held
 from tests.support.live_server import LiveServer
 from tests.support.processes import stop
 
@@ -58,33 +58,8 @@ def file_being_applied(db, tmp_path, fail: Exception | None = None, ends: str = 
     directory.mkdir()
     day = today(db) - timedelta(days=1)
     path = write_flux(directory, [foyer(person(NIR_B, **OTHER), matricule="0007777")], day=day)
-    started, release = threading.Event(), threading.Event()
-    result: dict[str, Any] = {}
-
-    def progress(_foyers: int, _bytes: int) -> None:
-        if not started.is_set():
-            started.set()
-            release.wait(120)
-            if fail is not None:
-                raise fail
-
-    def run() -> None:
-        try:
-            result["report"] = ingest_file(get_engine(db), db, path, IngestOptions(day), progress)
-        except BaseException as exc:  # said by the test
-            result["error"] = exc
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    try:
-        assert started.wait(60), result
+    with ingestion_held(db, path, day, fail, ends) as result:
         yield result
-    finally:
-        release.set()
-        worker.join(120)
-    assert not worker.is_alive()
-    assert "error" not in result, result
-    assert result["report"].status == ends
 
 
 def _headers(key: str) -> dict[str, str]:
